@@ -1,0 +1,27 @@
+"""`graphbuild graph`: the whole graph, or the neighbourhood of one node, as JSON, DOT or Mermaid."""
+
+from __future__ import annotations
+
+import sys
+
+from graphbuild import errors, graph, report
+from graphbuild.commands.sync import ensure
+from graphbuild.config import Config
+
+FORMATS = ("json", "dot", "mermaid")
+
+
+def run(config: Config, fmt: str, focus: str | None) -> int:
+    if fmt not in FORMATS:
+        raise errors.GraphbuildError(f"--format must be one of {', '.join(FORMATS)}")
+    g = ensure(config).graph
+    if focus is not None:
+        starts = graph.match(g, focus)
+        if not starts:
+            raise errors.NotFound(f"{focus} is not in the graph")
+        g = graph.focus(g, starts)
+    if fmt == "json":
+        report.emit_json(graph.to_json(g))
+    else:
+        sys.stdout.write(graph.to_dot(g) if fmt == "dot" else graph.to_mermaid(g))
+    return errors.OK

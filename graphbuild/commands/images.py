@@ -1,0 +1,35 @@
+"""`graphbuild images`: every image the fleet builds, where from, and on what."""
+
+from __future__ import annotations
+
+from graphbuild import errors, graph, report
+from graphbuild.commands.sync import ensure
+from graphbuild.commands.uses import short
+from graphbuild.config import Config
+
+
+def run(config: Config, as_json: bool) -> int:
+    g = ensure(config).graph
+    rows = []
+    for node, attrs in sorted(g.nodes(data=True)):
+        if attrs["kind"] != graph.IMAGE:
+            continue
+        bases = sorted(g.predecessors(node))
+        rows.append({"id": node, **attrs, "bases": bases})
+    if as_json:
+        report.emit_json(rows)
+        return errors.OK
+    report.table(
+        ["IMAGE", "ALSO TAGGED", "REPO:DOCKERFILE", "BUILT ON", "UNRESOLVED"],
+        [
+            (
+                short(r["id"]),
+                ", ".join(t.rsplit(":", 1)[1] for t in r["tags"][1:]),
+                f"{r['repo']}:{r['dockerfile']}",
+                ", ".join(short(b) for b in r["bases"]),
+                len(r["unresolved"]) or "",
+            )
+            for r in rows
+        ],
+    )
+    return errors.OK

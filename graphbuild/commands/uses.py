@@ -1,0 +1,37 @@
+"""`graphbuild uses REF`: every image built on REF, with the line that pulls it in."""
+
+from __future__ import annotations
+
+from graphbuild import errors, graph, refs, report
+from graphbuild.commands.sync import ensure
+from graphbuild.config import Config
+
+
+def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool) -> int:
+    stored = ensure(config)
+    starts = graph.match(stored.graph, ref)
+    found = graph.uses(stored.graph, starts, 1 if direct else depth)
+    if as_json:
+        report.emit_json([use.__dict__ for use in found])
+        return errors.OK
+    if not starts:
+        report.note(f"{ref} is not in the graph: no Dockerfile names it and no image produces it.")
+        return errors.OK
+    if not found:
+        print(f"No image is built on {ref}.")
+        return errors.OK
+    rows = [
+        (u.depth, short(u.image), short(u.base), u.kind, f"{u.repo}:{u.dockerfile}:{u.line}")
+        for u in found
+    ]
+    report.table(["DEPTH", "IMAGE", "BUILT ON", "AS", "WHERE"], rows)
+    print(f"{len(found)} image{'s' if len(found) != 1 else ''} built on {ref}.")
+    return errors.OK
+
+
+def short(node: str) -> str:
+    """The familiar form people type: `python:3.12` for docker.io/library/python:3.12."""
+    try:
+        return refs.parse(node).familiar
+    except errors.InvalidReference:
+        return node

@@ -1,0 +1,301 @@
+"""repos.yaml: find it, load it safely, and check every key.
+
+A bad config must stop graphbuild before it does anything, with a message that
+names the file, the line and the key (`repos[3].images[0].tags: expected a
+list`), never a traceback; so every value is checked here, once, and the rest
+of graphbuild receives plain dataclasses it can trust.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from graphbuild import refs
+from graphbuild.errors import ConfigError, InvalidReference, UnsafeURL
+from graphbuild.sources import safe_git_url
+
+DEFAULT_FILE = "repos.yaml"
+ENV_VAR = "GRAPHBUILD_CONFIG"
+DEFAULT_WORKSPACE = ".graphbuild"
+GLOB_CHARS = frozenset("*?[")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
+_PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
+_ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One `images:` entry; with a glob `dockerfile` it stands for one image per match."""
+
+    image: str  # repository, may contain {dir}
+    dockerfile: str  # path in the repository, may be a glob
+    tags: tuple[str, ...] = ("latest",)
+    context: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    platforms: tuple[str, ...] = ()
+    contexts: Mapping[str, str] = field(default_factory=dict)
+    key: str = ""  # where it is in repos.yaml, for messages
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in GLOB_CHARS for c in self.dockerfile)
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    name: str
+    url: str | None = None  # cloned into the workspace
+    path: Path | None = None  # read in place
+    ref: str | None = None
+    images: tuple[ImageSpec, ...] = ()
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    workspace: Path
+    repos: tuple[RepoSpec, ...]
+
+
+def find(explicit: str | os.PathLike | None = None) -> Path:
+    """`--config`, else $GRAPHBUILD_CONFIG, else ./repos.yaml."""
+    chosen = explicit or os.environ.get(ENV_VAR) or DEFAULT_FILE
+    path = Path(chosen)
+    if not path.is_file():
+        how = "--config" if explicit else (ENV_VAR if os.environ.get(ENV_VAR) else "./")
+        raise ConfigError(str(path), "", f"no such config file (from {how}); see docs/config.md")
+    return path
+
+
+def load(path: Path) -> Config:
+    """Read and check repos.yaml; raises ConfigError naming the file, line and key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(str(path), "", f"cannot read: {err}") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader, C or Python
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err)
+        line = mark.line + 1 if mark else None
+        raise ConfigError(str(path), "", f"invalid YAML: {problem}", line) from None
+    return _Checker(path, text).config(data)
+
+
+class _Checker:
+    """Turns loaded YAML into a Config, failing on the first wrong key."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.text = path, text
+        self.base = path.parent
+
+    def fail(self, where: list[str | int], message: str) -> ConfigError:
+        return ConfigError(str(self.path), _key(where), message, _line_of(self.text, where))
+
+    def mapping(self, value: Any, where: list[str | int], known: set[str]) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {_kind(value)}")
+        for key in value:
+            if not isinstance(key, str) or key not in known:
+                hint = difflib.get_close_matches(str(key), sorted(known), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise self.fail([*where, str(key)], f"unknown key{extra}")
+        return value
+
+    def string(self, value: Any, where: list[str | int], *, allow_int: bool = False) -> str:
+        if isinstance(value, bool) or value is None:
+            raise self.fail(where, f"expected a string, got {_kind(value)}")
+        if isinstance(value, int) and allow_int:
+            return str(value)
+        if not isinstance(value, str):
+            quote = ' (quote it, e.g. "3.10")' if isinstance(value, int | float) else ""
+            raise self.fail(where, f"expected a string, got {_kind(value)}{quote}")
+        if not value:
+            raise self.fail(where, "must not be empty")
+        return value
+
+    def strings(self, value: Any, where: list[str | int]) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list, got {_kind(value)}")
+        return tuple(self.string(v, [*where, i]) for i, v in enumerate(value))
+
+    def string_map(
+        self, value: Any, where: list[str | int], key_check: Callable[[str], bool]
+    ) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {_kind(value)}")
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not key_check(k):
+                raise self.fail([*where, str(k)], "invalid name")
+            out[k] = self.string(v, [*where, k], allow_int=True) if v != "" else ""
+        return out
+
+    def relpath(self, value: Any, where: list[str | int]) -> str:
+        text = self.string(value, where)
+        p = PurePosixPath(text)
+        if p.is_absolute() or ".." in p.parts:
+            raise self.fail(where, "must be a relative path inside the repository")
+        return str(p)
+
+    # -- the schema
+
+    def config(self, data: Any) -> Config:
+        if data is None:
+            raise self.fail([], "the file is empty; it needs a `repos:` list")
+        data = self.mapping(data, [], {"repos", "workspace"})
+        workspace = self.base / self.string(data.get("workspace", DEFAULT_WORKSPACE), ["workspace"])
+        if "repos" not in data:
+            raise self.fail(["repos"], "missing: list the repositories to read")
+        repos_value = data["repos"]
+        if not isinstance(repos_value, list):
+            raise self.fail(["repos"], f"expected a list, got {_kind(repos_value)}")
+        repos = tuple(self.repo(r, ["repos", i]) for i, r in enumerate(repos_value))
+        seen: dict[str, int] = {}
+        for i, repo in enumerate(repos):
+            if repo.name in seen:
+                raise self.fail(
+                    ["repos", i, "name"],
+                    f"duplicate name {repo.name!r} (also repos[{seen[repo.name]}])",
+                )
+            seen[repo.name] = i
+        return Config(self.path, workspace, repos)
+
+    def repo(self, value: Any, where: list[str | int]) -> RepoSpec:
+        data = self.mapping(value, where, {"name", "url", "path", "ref", "images"})
+        if "name" not in data:
+            raise self.fail([*where, "name"], "missing: every repository needs a unique name")
+        name = self.string(data["name"], [*where, "name"])
+        if not _NAME_RE.match(name):
+            raise self.fail([*where, "name"], "use letters, digits, '.', '_' and '-' only")
+        if ("url" in data) == ("path" in data):
+            raise self.fail(where, "give exactly one of `url` (git) or `path` (a local folder)")
+        url = path = None
+        if "url" in data:
+            url = self.string(data["url"], [*where, "url"])
+            try:
+                url = safe_git_url(url, self.base)
+            except UnsafeURL as err:
+                raise self.fail([*where, "url"], str(err)) from None
+        else:
+            path = (self.base / self.string(data["path"], [*where, "path"])).resolve()
+        ref = None
+        if "ref" in data:
+            if path is not None:
+                raise self.fail([*where, "ref"], "a `path` repository is read as it is; no ref")
+            ref = self.string(data["ref"], [*where, "ref"])
+            if ref.startswith("-"):
+                raise self.fail([*where, "ref"], "must not start with '-'")
+        images_value = data.get("images", [])
+        if not isinstance(images_value, list):
+            raise self.fail([*where, "images"], f"expected a list, got {_kind(images_value)}")
+        images = tuple(self.image(v, [*where, "images", i]) for i, v in enumerate(images_value))
+        return RepoSpec(name, url, path, ref, images, _key(where))
+
+    def image(self, value: Any, where: list[str | int]) -> ImageSpec:
+        known = {
+            "image",
+            "dockerfile",
+            "tags",
+            "context",
+            "build_args",
+            "target",
+            "platforms",
+            "contexts",
+        }
+        data = self.mapping(value, where, known)
+        if "image" not in data:
+            raise self.fail([*where, "image"], "missing: the repository this Dockerfile produces")
+        image = self.string(data["image"], [*where, "image"])
+        try:
+            refs.repository(image.replace("{dir}", "x"))
+        except InvalidReference as err:
+            raise self.fail([*where, "image"], err.reason) from None
+        tags = ("latest",)
+        if "tags" in data:
+            tags = self.strings(data["tags"], [*where, "tags"])
+            if not tags:
+                raise self.fail([*where, "tags"], "must list at least one tag")
+            for i, tag in enumerate(tags):
+                if not _TAG_RE.match(tag.replace("{dir}", "x")):
+                    raise self.fail([*where, "tags", i], f"{tag!r} is not a valid tag")
+        platforms: tuple[str, ...] = ()
+        if "platforms" in data:
+            platforms = self.strings(data["platforms"], [*where, "platforms"])
+            for i, p in enumerate(platforms):
+                if not _PLATFORM_RE.match(p):
+                    raise self.fail([*where, "platforms", i], f"{p!r} is not os/arch[/variant]")
+        target = data.get("target")
+        return ImageSpec(
+            image=image,
+            dockerfile=self.relpath(data.get("dockerfile", "Dockerfile"), [*where, "dockerfile"]),
+            tags=tags,
+            context=self.relpath(data["context"], [*where, "context"])
+            if data.get("context")
+            else None,
+            build_args=self.string_map(
+                data.get("build_args", {}), [*where, "build_args"], _ARG_RE.match
+            ),
+            target=None if target is None else self.string(target, [*where, "target"]),
+            platforms=platforms,
+            contexts=self.string_map(data.get("contexts", {}), [*where, "contexts"], bool),
+            key=_key(where),
+        )
+
+
+def _key(where: list[str | int]) -> str:
+    out = ""
+    for part in where:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _kind(value: Any) -> str:
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "nothing",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _line_of(text: str, where: list[str | int]) -> int | None:
+    """The line of the deepest node of `where` that exists; only paid on errors."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in where:
+        if isinstance(node, yaml.MappingNode):
+            match = next((k for k, _ in node.value if k.value == part), None)
+            if match is None:
+                break
+            line = match.start_mark.line + 1
+            node = next(v for k, v in node.value if k is match)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -1,0 +1,805 @@
+"""A Dockerfile -> the base images a build of it pulls, each with its kind and line.
+
+Follows BuildKit's Dockerfile frontend (parser.go, directives.go, convert.go),
+not a line regex: the rules are in docs/dockerfile.md, each with a test. The
+work is split in two: `read` turns text into instructions once, `parse` then
+evaluates ARGs, stages and reachability for each target platform, because
+`FROM build_${TARGETARCH}` can name a different base on each.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+from graphbuild import refs
+from graphbuild.errors import DockerfileError, InvalidReference
+from graphbuild.expand import ExpandError, Expansion, MissingValue, expand
+
+DEFAULT_PLATFORM = "linux/amd64"
+
+FROM, COPY, MOUNT, SYNTAX = "from", "copy", "mount", "syntax"
+INSTRUCTIONS = frozenset(
+    {
+        "add",
+        "arg",
+        "cmd",
+        "copy",
+        "entrypoint",
+        "env",
+        "expose",
+        "from",
+        "healthcheck",
+        "label",
+        "maintainer",
+        "onbuild",
+        "run",
+        "shell",
+        "stopsignal",
+        "user",
+        "volume",
+        "workdir",
+    }
+)
+_DIRECTIVES = frozenset({"syntax", "escape", "check"})
+_DIRECTIVE_RE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+_HEREDOC_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+_STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9-_.]*$")
+_WHITESPACE_RE = re.compile(r"[\t\v\f\r ]+")
+_DOCKERFILE_FRONTENDS = frozenset(
+    {"docker.io/docker/dockerfile", "docker.io/docker/dockerfile-upstream"}
+)
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """One base image reference: what a build pulls, and where the file says so."""
+
+    kind: str  # from | copy | mount | syntax
+    raw: str  # as written, after ARG expansion
+    line: int
+    ref: str | None = None  # normalised; None when unresolved
+    pinned: bool = False  # carries a digest
+    platform: str | None = None  # FROM --platform, expanded
+    platforms: tuple[str, ...] = ()  # target platforms whose build pulls it
+    stage: str | None = None  # the stage that uses it (name or index)
+    unresolved: str | None = None  # why `ref` could not be worked out
+
+
+@dataclass(frozen=True)
+class Warning:
+    line: int
+    message: str
+
+
+@dataclass
+class Parsed:
+    """Everything graphbuild needs from one Dockerfile for one build configuration."""
+
+    refs: list[BaseRef] = field(default_factory=list)
+    # Image references in the target stage's ONBUILD triggers: they fire in
+    # images built FROM this one, so they are edges of its children.
+    onbuild: list[BaseRef] = field(default_factory=list)
+    warnings: list[Warning] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Parsed:
+        def ref(d: dict) -> BaseRef:
+            return BaseRef(**{**d, "platforms": tuple(d["platforms"])})
+
+        return cls(
+            refs=[ref(d) for d in data["refs"]],
+            onbuild=[ref(d) for d in data["onbuild"]],
+            warnings=[Warning(**w) for w in data["warnings"]],
+        )
+
+
+@dataclass(frozen=True)
+class Instruction:
+    cmd: str  # lower case
+    flags: tuple[str, ...]
+    args: str
+    line: int
+    trigger: Instruction | None = None  # what an ONBUILD wraps
+
+
+@dataclass(frozen=True)
+class Source:
+    """A Dockerfile read into instructions: everything that does not depend on build args."""
+
+    instructions: tuple[Instruction, ...]
+    escape: str
+    syntax: tuple[str, int] | None
+    warnings: tuple[Warning, ...]
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read(data: bytes | str) -> Source:
+    """Split a Dockerfile into instructions: directives, continuations, comments, heredocs."""
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    lines = _lines(text)
+    directives, n = _directives(lines)
+    escape = directives.get("escape", ("\\", 0))[0]
+    if escape not in ("\\", "`"):
+        raise DockerfileError(
+            directives["escape"][1], f"invalid escape token {escape!r} does not match ` or \\"
+        )
+    instructions: list[Instruction] = []
+    warnings: list[Warning] = []
+    cont = _continuation_re(escape)
+
+    def raw(i: int) -> str:
+        return lines[i].rstrip("\r\n")
+
+    while n < len(lines):
+        line = raw(n).lstrip()
+        n += 1
+        if line.startswith("#"):
+            continue
+        start = n
+        logical, ended = _trim_continuation(line, cont)
+        if ended and not logical:
+            continue
+        empty_continuation = False
+        while not ended and n < len(lines):
+            nxt = raw(n)
+            n += 1
+            stripped = nxt.lstrip()
+            if stripped.startswith("#"):
+                continue
+            if not stripped:
+                empty_continuation = True
+                continue
+            part, ended = _trim_continuation(nxt, cont)
+            logical += part
+        if empty_continuation:
+            warnings.append(
+                Warning(start, "NoEmptyContinuation: empty continuation lines will become errors")
+            )
+        ins = _instruction(logical, start)
+        if _may_have_heredoc(ins) and "<<" in logical:
+            for chomp, name in _heredocs(logical, escape):
+                while True:
+                    if n >= len(lines):
+                        raise DockerfileError(start, "unterminated heredoc")
+                    body = raw(n)
+                    n += 1
+                    if (body.lstrip("\t") if chomp else body) == name:
+                        break
+        instructions.append(ins)
+
+    if not instructions:
+        raise DockerfileError(max(n, 1), "file with no instructions")
+    return Source(tuple(instructions), escape, directives.get("syntax"), tuple(warnings))
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return lines
+
+
+def _directives(lines: list[str]) -> tuple[dict[str, tuple[str, int]], int]:
+    """The parser directives at the top, and the index of the first line after them."""
+    seen: dict[str, tuple[str, int]] = {}
+    for n, line in enumerate(lines):
+        match = _DIRECTIVE_RE.match(line.rstrip("\r\n").lstrip())
+        key = match.group(1).lower() if match else None
+        if key not in _DIRECTIVES:
+            return seen, n
+        if key in seen:
+            raise DockerfileError(n + 1, f"only one {key} parser directive can be used")
+        seen[key] = (match.group(2), n + 1)
+    return seen, len(lines)
+
+
+def _continuation_re(escape: str) -> re.Pattern[str]:
+    e = re.escape(escape)
+    return re.compile(rf"([^{e}]){e}[ \t]*$|^{e}[ \t]*$")
+
+
+def _trim_continuation(line: str, cont: re.Pattern[str]) -> tuple[str, bool]:
+    if cont.search(line):
+        return cont.sub(r"\1", line, count=1), False
+    return line, True
+
+
+def _instruction(logical: str, line: int) -> Instruction:
+    parts = _WHITESPACE_RE.split(logical.strip(), maxsplit=1)
+    cmd = parts[0].lower()
+    if cmd not in INSTRUCTIONS:
+        raise DockerfileError(line, f"unknown instruction: {parts[0]}")
+    flags, args = _flags(parts[1]) if len(parts) == 2 else ((), "")
+    trigger = None
+    if cmd == "onbuild":
+        if not args:
+            raise DockerfileError(line, "ONBUILD requires at least one argument")
+        trigger = _instruction(args, line)
+        if trigger.cmd in ("onbuild", "from", "maintainer"):
+            raise DockerfileError(
+                line, f"{trigger.cmd.upper()} isn't allowed as an ONBUILD trigger"
+            )
+    return Instruction(cmd, flags, args.strip(), line, trigger)
+
+
+def _flags(rest: str) -> tuple[tuple[str, ...], str]:
+    """Leading `--name=value` words (BuildKit extractBuilderFlags), and what follows."""
+    flags: list[str] = []
+    pos = 0
+    while True:
+        while pos < len(rest) and rest[pos].isspace():
+            pos += 1
+        if not rest.startswith("--", pos):
+            return tuple(flags), rest[pos:]
+        word: list[str] = []
+        quote = ""
+        while pos < len(rest):
+            ch = rest[pos]
+            if quote:
+                if ch == quote:
+                    quote = ""
+                else:
+                    word.append(ch)
+            elif ch.isspace():
+                break
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "\\" and pos + 1 < len(rest):
+                pos += 1
+                word.append(rest[pos])
+            else:
+                word.append(ch)
+            pos += 1
+        flag = "".join(word)
+        if flag == "--":
+            return tuple(flags), rest[pos:]
+        flags.append(flag)
+
+
+def _may_have_heredoc(ins: Instruction) -> bool:
+    target = ins.trigger or ins
+    if target.cmd not in ("run", "copy", "add"):
+        return False
+    return not _is_json(target.args)
+
+
+def _is_json(args: str) -> bool:
+    if not args.startswith("["):
+        return False
+    try:
+        value = json.loads(args)
+    except ValueError:
+        return False
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _heredocs(line: str, escape: str) -> Iterator[tuple[bool, str]]:
+    for word in split_words(line, escape):
+        match = _HEREDOC_RE.match(word)
+        if not match or not match.group(3):
+            continue
+        name = match.group(3)
+        if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
+            name = name[1:-1]
+        if not name or any(c.isspace() for c in name):
+            continue
+        yield match.group(2) == "-", name
+
+
+def split_words(text: str, escape: str = "\\") -> list[str]:
+    """Whitespace-separated words, quotes kept (BuildKit parseWords)."""
+    words: list[str] = []
+    word: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if not quote and ch.isspace():
+            if word:
+                words.append("".join(word))
+                word = []
+            i += 1
+            continue
+        if ch == escape and quote != "'" and i + 1 < len(text):
+            word += [ch, text[i + 1]]
+            i += 2
+            continue
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        word.append(ch)
+        i += 1
+    if word:
+        words.append("".join(word))
+    return words
+
+
+# ---------------------------------------------------------------- evaluating
+
+
+@dataclass
+class _Stage:
+    index: int
+    name: str | None
+    line: int
+    base: BaseRef | None = None  # the root image, or an unresolved one
+    parent: int | None = None  # FROM <earlier stage>
+    deps: set[int] = field(default_factory=set)
+    refs: list[BaseRef] = field(default_factory=list)
+    commands: list[Instruction] = field(default_factory=list)
+    triggers: list[Instruction] = field(default_factory=list)
+
+
+def parse(
+    data: bytes | str | Source,
+    *,
+    build_args: Mapping[str, str] | None = None,
+    target: str | None = None,
+    platforms: Sequence[str] = (DEFAULT_PLATFORM,),
+    contexts: Mapping[str, str] | None = None,
+) -> Parsed:
+    """The base references a build pulls, merged over the target platforms."""
+    try:
+        return _parse(data, build_args or {}, target, platforms, contexts or {})
+    except DockerfileError:
+        # A custom frontend (`# syntax=example/myfrontend`) reads its own language:
+        # the only dependency that is certain is the frontend image itself.
+        text = data if isinstance(data, str | Source) else data.decode("utf-8", "replace")
+        syntax = _custom_frontend(text, build_args or {})
+        if syntax is None:
+            raise
+        return Parsed([syntax], [], [Warning(syntax.line, _custom_warning(syntax.raw))])
+
+
+def _custom_frontend(text: str | Source, build_args: Mapping[str, str]) -> BaseRef | None:
+    if isinstance(text, Source):
+        syntax = text.syntax
+    else:
+        try:
+            syntax = _directives(_lines(text))[0].get("syntax")
+        except DockerfileError:
+            return None
+    value, line = _syntax_value(syntax, build_args)
+    if not value:
+        return None
+    try:
+        ref = refs.normalize(value)
+    except InvalidReference:
+        return None
+    if ref.name in _DOCKERFILE_FRONTENDS:
+        return None
+    return BaseRef(
+        SYNTAX, value, line, str(ref), ref.digest is not None, platforms=(DEFAULT_PLATFORM,)
+    )
+
+
+def _syntax_value(
+    directive: tuple[str, int] | None, build_args: Mapping[str, str]
+) -> tuple[str | None, int]:
+    """The frontend image: `# syntax=`, replaced by the BUILDKIT_SYNTAX build arg."""
+    value, line = directive or (None, 0)
+    value = build_args.get("BUILDKIT_SYNTAX", value)
+    value = value.split(" ", 1)[0] if value else None
+    return (None if value == "dockerfile.v0" else value), line
+
+
+def _custom_warning(value: str) -> str:
+    return f"custom frontend {value}: the rest of the file may not be Dockerfile syntax"
+
+
+def _parse(
+    data: bytes | str | Source,
+    build_args: Mapping[str, str],
+    target: str | None,
+    platforms: Sequence[str],
+    contexts: Mapping[str, str],
+) -> Parsed:
+    source = data if isinstance(data, Source) else read(data)
+    merged: dict[tuple, BaseRef] = {}
+    onbuild: dict[tuple, BaseRef] = {}
+    warnings: dict[Warning, None] = dict.fromkeys(source.warnings)
+    for platform in platforms or (DEFAULT_PLATFORM,):
+        ev = _Evaluator(source, build_args, target, platform, contexts)
+        found, triggers = ev.run()
+        for into, items in ((merged, found), (onbuild, triggers)):
+            for ref in items:
+                key = (ref.kind, ref.raw, ref.line, ref.platform, ref.stage)
+                old = into.get(key)
+                into[key] = replace(ref, platforms=(old.platforms if old else ()) + (platform,))
+        warnings.update(dict.fromkeys(ev.warnings))
+    return Parsed(list(merged.values()), list(onbuild.values()), list(warnings))
+
+
+def _platform_args(platform: str, build_platform: str, target: str | None) -> dict[str, str]:
+    def split(p: str) -> tuple[str, str, str]:
+        parts = p.split("/")
+        return parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else ""
+
+    b_os, b_arch, b_var = split(build_platform)
+    t_os, t_arch, t_var = split(platform)
+    return {
+        "BUILDPLATFORM": build_platform,
+        "BUILDOS": b_os,
+        "BUILDOSVERSION": "",
+        "BUILDARCH": b_arch,
+        "BUILDVARIANT": b_var,
+        "TARGETPLATFORM": platform,
+        "TARGETOS": t_os,
+        "TARGETOSVERSION": "",
+        "TARGETARCH": t_arch,
+        "TARGETVARIANT": t_var,
+        "TARGETSTAGE": target or "default",
+    }
+
+
+class _Evaluator:
+    """One evaluation of a Source for one platform and set of build args."""
+
+    def __init__(
+        self,
+        source: Source,
+        build_args: Mapping[str, str],
+        target: str | None,
+        platform: str,
+        contexts: Mapping[str, str],
+    ) -> None:
+        self.source, self.build_args, self.target = source, build_args, target
+        self.platform, self.contexts = platform, contexts
+        self.warnings: list[Warning] = []
+        self.env = _platform_args(platform, DEFAULT_PLATFORM, target)
+        self.env.update((k, v) for k, v in build_args.items() if k in self.env)
+        self.valueless: set[str] = set()
+        self.stages: list[_Stage] = []
+        self.names: dict[str, int] = {}
+
+    # -- the whole evaluation
+
+    def run(self) -> tuple[list[BaseRef], list[BaseRef]]:
+        instructions = self.source.instructions
+        first_from = next((i for i, ins in enumerate(instructions) if ins.cmd == "from"), None)
+        if first_from is None:
+            raise DockerfileError(instructions[-1].line, "no FROM instruction: nothing to build")
+        for ins in instructions[:first_from]:
+            if ins.cmd != "arg":
+                raise DockerfileError(
+                    ins.line, f"{ins.cmd.upper()} before the first FROM: no build stage yet"
+                )
+            self._global_arg(ins)
+        for ins in instructions[first_from:]:
+            if ins.cmd == "from":
+                self._from(ins)
+            elif ins.cmd == "add" and any(f.startswith("--from") for f in ins.flags):
+                raise DockerfileError(ins.line, "unknown flag: --from (ADD has no --from)")
+            elif ins.cmd in ("copy", "run"):
+                self.stages[-1].commands.append(ins)
+            elif ins.cmd == "onbuild":
+                self.stages[-1].triggers.append(ins)
+        for stage in self.stages:
+            for ins in stage.commands:
+                self._sources(stage, ins, stage.index)
+            if stage.parent is not None:
+                for trigger in self.stages[stage.parent].triggers:
+                    self._sources(stage, trigger, stage.index)
+
+        target = self._target()
+        reachable = self._reachable(target)
+        found: list[BaseRef] = []
+        syntax = self._syntax()
+        if syntax:
+            found.append(syntax)
+        for stage in self.stages:
+            if stage.index in reachable:
+                if stage.base is not None:
+                    found.append(stage.base)
+                found.extend(stage.refs)
+        return found, self._exported_triggers(target)
+
+    # -- ARG, FROM and the name table
+
+    def _global_arg(self, ins: Instruction) -> None:
+        for key, value in _arg_pairs(ins, self.source.escape):
+            if key in self.build_args:
+                self.env[key] = self.build_args[key]
+                self.valueless.discard(key)
+            elif value is not None:
+                try:
+                    self.env[key] = self._expand(value, ins.line).value
+                    self.valueless.discard(key)
+                except MissingValue:
+                    self.env[key] = ""
+                    self.valueless.add(key)
+            elif key not in self.env:
+                self.env[key] = ""
+                self.valueless.add(key)
+
+    def _expand(self, word: str, line: int) -> Expansion:
+        try:
+            return expand(word, self.env, self.source.escape)
+        except MissingValue:
+            raise
+        except ExpandError as err:
+            raise DockerfileError(line, f"failed to process {word!r}: {err}") from None
+
+    def _from(self, ins: Instruction) -> None:
+        index = len(self.stages)
+        platform = self._from_platform(ins)
+        args = _WHITESPACE_RE.split(ins.args) if ins.args else []
+        if len(args) not in (1, 3) or (len(args) == 3 and args[1].lower() != "as"):
+            raise DockerfileError(ins.line, "FROM requires either one or three arguments")
+        name = None
+        if len(args) == 3:
+            name = args[2].lower()
+            if not _STAGE_NAME_RE.match(name):
+                raise DockerfileError(
+                    ins.line,
+                    f"invalid name for build stage: {args[2]!r}, "
+                    "name can't start with a number or contain symbols",
+                )
+            if name in ("scratch", "context"):
+                self._warn(ins.line, f"ReservedStageName: {name!r} is reserved")
+            if name in self.names:
+                self._warn(ins.line, f"DuplicateStageName: {name!r} is defined more than once")
+        stage = _Stage(index, name, ins.line)
+        label = name or str(index)
+        self.stages.append(stage)
+
+        if name is not None and (ctx := self._context(name)) is not None:
+            if ctx:
+                stage.base = self._image(ctx, FROM, ins.line, platform, label, name)
+        else:
+            self._from_base(stage, args[0], ins.line, platform, label)
+        if name is not None:
+            self.names[name] = index
+
+    def _from_base(
+        self, stage: _Stage, word: str, line: int, platform: str | None, label: str
+    ) -> None:
+        try:
+            expansion = self._expand(word, line)
+        except MissingValue as err:
+            stage.base = BaseRef(
+                FROM, word, line, platform=platform, stage=label, unresolved=f"ARG {err}"
+            )
+            return
+        base = expansion.value
+        missing = sorted(expansion.unmatched | (expansion.matched & self.valueless))
+        if not base:
+            if missing and set(missing) <= self.valueless:
+                stage.base = self._unresolved(word, line, platform, label, missing)
+                return
+            raise DockerfileError(line, f"base name ({word}) should not be blank")
+        if expansion.unmatched:
+            names = ", ".join(sorted(expansion.unmatched))
+            self._warn(line, f"UndefinedArgInFrom: FROM uses undeclared ARG {names}")
+        if base == "scratch":
+            return
+        earlier = self.names.get(base)
+        if earlier is not None:
+            stage.parent = earlier
+            stage.deps.add(earlier)
+            return
+        ctx = self._context(base)
+        if ctx is not None:
+            if ctx:
+                stage.base = self._image(ctx, FROM, line, platform, label, base)
+            return
+        try:
+            stage.base = self._image(base, FROM, line, platform, label)
+        except DockerfileError:
+            if missing and set(missing) & self.valueless:
+                stage.base = self._unresolved(word, line, platform, label, missing)
+                return
+            raise
+
+    def _unresolved(
+        self, word: str, line: int, platform: str | None, label: str, missing: list[str]
+    ) -> BaseRef:
+        args = [m for m in missing if m in self.valueless] or missing
+        plural = "s" if len(args) > 1 else ""
+        reason = f"ARG{plural} {', '.join(args)} ha{'ve' if plural else 's'} no value"
+        reason += "; set it in build_args" if not plural else "; set them in build_args"
+        return BaseRef(FROM, word, line, platform=platform, stage=label, unresolved=reason)
+
+    def _from_platform(self, ins: Instruction) -> str | None:
+        platform = None
+        for flag in ins.flags:
+            key, eq, value = flag[2:].partition("=")
+            if key != "platform":
+                raise DockerfileError(ins.line, f"unknown flag: {key}")
+            if not eq:
+                raise DockerfileError(ins.line, "missing a value on flag: platform")
+            try:
+                platform = self._expand(value, ins.line).value or None
+            except MissingValue as err:
+                raise DockerfileError(ins.line, f"--platform: {err}") from None
+        return platform
+
+    def _image(
+        self,
+        text: str,
+        kind: str,
+        line: int,
+        platform: str | None,
+        label: str,
+        raw: str | None = None,
+    ) -> BaseRef:
+        try:
+            ref = refs.normalize(text)
+        except InvalidReference as err:
+            raise DockerfileError(
+                line, f"{text!r} is not a valid image reference: {err.reason}"
+            ) from None
+        return BaseRef(
+            kind,
+            raw or text,
+            line,
+            ref=str(ref),
+            pinned=ref.digest is not None,
+            platform=platform,
+            stage=label,
+        )
+
+    def _context(self, name: str) -> str | None:
+        """A named build context replacing `name`: its image, "" for a non-image context."""
+        if not self.contexts or name in ("scratch", "context"):
+            return None
+        value = self.contexts.get(name)
+        if value is None:
+            try:
+                wanted = refs.normalize(name)
+            except InvalidReference:
+                return None
+            for key, candidate in self.contexts.items():
+                try:
+                    if refs.normalize(key) == wanted:
+                        value = candidate
+                        break
+                except InvalidReference:
+                    continue
+        if value is None:
+            return None
+        prefix = "docker-image://"
+        return value[len(prefix) :] if value.startswith(prefix) else ""
+
+    # -- COPY --from, RUN --mount from=, ONBUILD triggers
+
+    def _sources(self, stage: _Stage, ins: Instruction, current: int) -> None:
+        target = ins.trigger or ins
+        if target.cmd == "copy":
+            for flag in target.flags:
+                if flag.startswith("--from="):
+                    self._source(stage, flag[len("--from=") :], COPY, ins.line, current)
+        elif target.cmd == "run":
+            for flag in target.flags:
+                if flag.startswith("--mount="):
+                    value = _mount_from(flag[len("--mount=") :], ins.line)
+                    if value is not None:
+                        self._source(stage, value, MOUNT, ins.line, current)
+
+    def _source(self, stage: _Stage, value: str, kind: str, line: int, current: int) -> None:
+        what = "--from" if kind == COPY else "mount from"
+        if "$" in value:
+            raise DockerfileError(line, f"variable expansion is not supported for {what}")
+        if not value:
+            raise DockerfileError(line, f"{what} requires a value")
+        index = self._stage_index(value, line)
+        if index is not None:
+            if index >= current:
+                raise DockerfileError(
+                    line, f"stage {value!r} needs to be defined before current stage"
+                )
+            stage.deps.add(index)
+            return
+        label = stage.name or str(stage.index)
+        ctx = self._context(value)
+        if ctx is not None:
+            if ctx:
+                stage.refs.append(self._image(ctx, kind, line, None, label, value))
+            return
+        stage.refs.append(self._image(value, kind, line, None, label))
+
+    def _stage_index(self, value: str, line: int) -> int | None:
+        if value.isdigit():
+            index = int(value)
+            if index >= len(self.stages):
+                raise DockerfileError(line, f"invalid stage index {index}")
+            return index
+        return self.names.get(value.lower())
+
+    # -- the target and what it reaches
+
+    def _target(self) -> int:
+        if self.target is None:
+            return len(self.stages) - 1
+        index = self.names.get(self.target.lower())
+        if index is None:
+            raise DockerfileError(
+                self.stages[-1].line, f"target stage {self.target!r} could not be found"
+            )
+        return index
+
+    def _reachable(self, target: int) -> set[int]:
+        seen, todo = {target}, [target]
+        while todo:
+            for dep in self.stages[todo.pop()].deps:
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    def _syntax(self) -> BaseRef | None:
+        value, line = _syntax_value(self.source.syntax, self.build_args)
+        if not value:
+            return None
+        ref = self._image(value, SYNTAX, line, None, "syntax")
+        if refs.parse(value).name not in _DOCKERFILE_FRONTENDS:
+            self._warn(line, _custom_warning(value))
+        return replace(ref, stage=None)
+
+    def _exported_triggers(self, target: int) -> list[BaseRef]:
+        """Target-stage ONBUILD sources that can only be images (contain / : or @)."""
+        out: list[BaseRef] = []
+        for trigger in self.stages[target].triggers:
+            inner = trigger.trigger
+            assert inner is not None
+            for flag in inner.flags:
+                key, _, value = flag.partition("=")
+                if key == "--from" and inner.cmd == "copy":
+                    candidate = value
+                elif key == "--mount" and inner.cmd == "run":
+                    candidate = _mount_from(value, trigger.line) or ""
+                else:
+                    continue
+                if candidate and "$" not in candidate and any(c in candidate for c in "/:@"):
+                    kind = COPY if inner.cmd == "copy" else MOUNT
+                    out.append(
+                        replace(self._image(candidate, kind, trigger.line, None, ""), stage=None)
+                    )
+        return out
+
+    def _warn(self, line: int, message: str) -> None:
+        self.warnings.append(Warning(line, message))
+
+
+def _arg_pairs(ins: Instruction, escape: str) -> Iterator[tuple[str, str | None]]:
+    if not ins.args:
+        raise DockerfileError(ins.line, "ARG requires at least one argument")
+    for word in split_words(ins.args, escape):
+        key, eq, value = word.partition("=")
+        if not key:
+            raise DockerfileError(ins.line, f"ARG names must not be empty: {word!r}")
+        yield key, (value if eq else None)
+
+
+def _mount_from(spec: str, line: int) -> str | None:
+    """The `from=` of a RUN --mount, checked against the mount type as BuildKit does."""
+    try:
+        fields = next(csv.reader([spec]), [])
+    except csv.Error as err:
+        raise DockerfileError(line, f"invalid --mount {spec!r}: {err}") from None
+    kind, source = "bind", None
+    for item in fields:
+        key, _, value = item.strip().partition("=")
+        key = key.lower()
+        if key == "type":
+            kind = value.lower()
+        elif key == "from":
+            source = value
+    if source is None:
+        return None
+    if kind not in ("bind", "cache"):
+        raise DockerfileError(line, f"unexpected key 'from' for mount type {kind}")
+    return source

@@ -1,0 +1,58 @@
+"""Every error graphbuild reports to a user, in one place, with its exit code.
+
+The CLI prints a GraphbuildError as one clear line and exits with its code;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+OK = 0
+FAILED = 1  # the run finished, but something in it failed
+BAD_INPUT = 2  # config, arguments or a repository that cannot be read
+
+
+class GraphbuildError(Exception):
+    """An error the user can act on."""
+
+    exit_code = BAD_INPUT
+
+
+class ConfigError(GraphbuildError):
+    """repos.yaml is unreadable or invalid; names the file, the line and the key."""
+
+    def __init__(self, file: str, key: str, message: str, line: int | None = None) -> None:
+        self.file, self.key, self.message, self.line = file, key, message, line
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+class InvalidReference(GraphbuildError):
+    """A string that is not a valid image reference (distribution/reference grammar)."""
+
+    def __init__(self, ref: str, reason: str) -> None:
+        self.ref, self.reason = ref, reason
+        super().__init__(f"invalid image reference {ref!r}: {reason}")
+
+
+class UnsafeURL(GraphbuildError):
+    """A git URL whose transport could run code or inject options."""
+
+
+class CycleError(GraphbuildError):
+    """Images that are built on each other; a rebuild would never end."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = cycle
+        super().__init__("dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
+
+
+class DockerfileError(GraphbuildError):
+    """A Dockerfile that BuildKit would reject, with the line that is wrong."""
+
+    def __init__(self, line: int, message: str) -> None:
+        self.line, self.message = line, message
+        super().__init__(f"line {line}: {message}")
+
+
+class NotFound(GraphbuildError):
+    """A query named something that is not in the graph."""

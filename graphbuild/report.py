@@ -1,0 +1,56 @@
+"""How results reach people and scripts: aligned tables, trees, JSON, progress.
+
+Plain text tables rather than rich ones: a `uses` answer can list thousands of
+images, and it must print in milliseconds and stay readable through a pipe.
+rich is used only for the live progress display on a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+
+def emit_json(data: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    json.dump(data, out, indent=2, sort_keys=False, default=str)
+    out.write("\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    cells = [[str(c) for c in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def note(message: str) -> None:
+    """A remark for the person at the terminal; on stderr so JSON on stdout stays clean."""
+    sys.stderr.write(message + "\n")
+
+
+@contextmanager
+def progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
+    """Yields `step(line)`: a live bar on a terminal, one plain log line per step otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda line: note(line)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total, last="")
+
+        def step(line: str) -> None:
+            bar.update(task, advance=1, last=line)
+
+        yield step
