@@ -1,0 +1,173 @@
+"""The command line as users and scripts meet it: real processes, exit codes, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def graphbuild(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    full_env.pop("GRAPHBUILD_CONFIG", None) if env is None else None
+    return subprocess.run(
+        [sys.executable, "-m", "graphbuild", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base/Dockerfile").write_text("FROM debian:bookworm-slim\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/Dockerfile").write_text("FROM r.test/base:1 AS b\nFROM b\n")
+    (tmp_path / "repos.yaml").write_text(
+        "repos:\n"
+        "  - name: base\n    path: base\n    images: [{image: r.test/base, tags: ['1']}]\n"
+        "  - name: app\n    path: app\n    images: [{image: r.test/app}]\n"
+    )
+    return tmp_path
+
+
+def test_the_bundled_example_answers_right_after_install(tmp_path):
+    done = graphbuild("--config", str(ROOT / "repos.yaml"), "uses", "debian:bookworm-slim",
+                      "--json", cwd=tmp_path, env={"GRAPHBUILD_CONFIG": ""})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    images = {row["image"] for row in json.loads(done.stdout)}
+    assert "localhost:5000/shop/api:1.0" in images
+    assert "localhost:5000/tools/report:latest" in images
+
+
+def test_a_query_syncs_first_only_when_there_is_no_index(project):
+    first = graphbuild("uses", "debian", cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert "No index yet" in first.stderr
+    assert "r.test/app:latest" in first.stdout and "app:Dockerfile:1" in first.stdout
+    second = graphbuild("uses", "debian", cwd=project)
+    assert "No index yet" not in second.stderr
+    assert second.stdout == first.stdout
+
+
+def test_json_output_of_the_queries(project):
+    assert graphbuild("sync", cwd=project).returncode == 0
+    rows = json.loads(graphbuild("uses", "debian:bookworm-slim", "--json", cwd=project).stdout)
+    assert rows == [
+        {"image": "r.test/base:1", "depth": 1, "base": "docker.io/library/debian:bookworm-slim",
+         "kind": "from", "repo": "base", "dockerfile": "Dockerfile", "line": 1},
+        {"image": "r.test/app:latest", "depth": 2, "base": "r.test/base:1",
+         "kind": "from", "repo": "app", "dockerfile": "Dockerfile", "line": 1},
+    ]  # fmt: skip
+    direct = json.loads(graphbuild("uses", "debian", "--direct", "--json", cwd=project).stdout)
+    assert [r["image"] for r in direct] == ["r.test/base:1"]
+    chain = json.loads(graphbuild("parents", "r.test/app", "--json", cwd=project).stdout)
+    assert [(c["image"], c["base"], c["depth"]) for c in chain] == [
+        ("r.test/app:latest", "r.test/base:1", 1),
+        ("r.test/base:1", "docker.io/library/debian:bookworm-slim", 2),
+    ]
+    bases = json.loads(graphbuild("bases", "--json", cwd=project).stdout)
+    assert bases == [{"id": "docker.io/library/debian:bookworm-slim", "pinned": False,
+                      "images": 1, "all_images": 2, "kinds": ["from"]}]  # fmt: skip
+    images = json.loads(graphbuild("images", "--json", cwd=project).stdout)
+    assert [i["id"] for i in images] == ["r.test/app:latest", "r.test/base:1"]
+    exported = json.loads(graphbuild("graph", "--format", "json", cwd=project).stdout)
+    assert {e["source"] + ">" + e["target"] for e in exported["edges"]} == {
+        "docker.io/library/debian:bookworm-slim>r.test/base:1", "r.test/base:1>r.test/app:latest"
+    }  # fmt: skip
+    dot = graphbuild("graph", "--format", "dot", "--focus", "r.test/app", cwd=project).stdout
+    assert dot.startswith("digraph graphbuild {")
+
+
+def test_human_output(project):
+    graphbuild("sync", cwd=project)
+    tree = graphbuild("parents", "r.test/app", cwd=project).stdout
+    assert tree.splitlines() == [
+        "r.test/app:latest",
+        "└── from r.test/base:1  (app:Dockerfile:1)",
+        "    └── from debian:bookworm-slim  (base:Dockerfile:1)",
+    ]
+    nothing = graphbuild("uses", "r.test/app", cwd=project)
+    assert nothing.stdout == "No image is built on r.test/app.\n"
+    unknown = graphbuild("uses", "nginx", cwd=project)
+    assert unknown.returncode == 0 and "nginx is not in the graph" in unknown.stderr
+
+
+def test_config_is_found_by_flag_env_or_cwd(project, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    config = str(project / "repos.yaml")
+    assert graphbuild("--config", config, "images", cwd=elsewhere).returncode == 0
+    by_env = graphbuild("images", cwd=elsewhere, env={"GRAPHBUILD_CONFIG": config})
+    assert by_env.returncode == 0 and "r.test/base:1" in by_env.stdout
+    none = graphbuild("images", cwd=elsewhere)
+    assert none.returncode == 2
+    assert "repos.yaml: no such config file" in none.stderr
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("repos: [\n", "repos.yaml:2: invalid YAML"),
+        (
+            "repos:\n  - name: x\n    path: .\n    images: [{image: x, tags: latest}]\n",
+            "repos.yaml:4: repos[0].images[0].tags: expected a list, got a string",
+        ),
+        (
+            "repos:\n  - name: x\n    url: 'ext::sh -c touch% pwned'\n",
+            "repos.yaml:3: repos[0].url: the ext:: transport can run commands",
+        ),
+    ],
+)
+def test_bad_config_exits_2_with_one_clear_line(tmp_path, yaml_text, message):
+    (tmp_path / "repos.yaml").write_text(yaml_text)
+    done = graphbuild("sync", cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_broken_inputs_are_reported_and_the_rest_of_the_graph_survives(project, tmp_path):
+    (project / "bad").mkdir()
+    (project / "bad/Dockerfile").write_text("FROM alpine:3.20\nFROM --platform linux/amd64 x\n")
+    with (project / "repos.yaml").open("a") as out:
+        out.write(
+            "  - name: bad\n    path: bad\n    images: [{image: r.test/bad}, "
+            "{image: r.test/missing, dockerfile: nope/Dockerfile}]\n"
+            f"  - name: gone\n    url: {tmp_path / 'no-such-remote.git'}\n"
+            "    images: [{image: r.test/gone}]\n"
+        )
+    done = graphbuild("sync", cwd=project)
+    assert done.returncode == 1
+    assert "bad:Dockerfile:2: missing a value on flag: platform" in done.stdout
+    assert "bad:nope/Dockerfile: no such Dockerfile (repos[2].images[1].dockerfile)" in done.stdout
+    assert "gone: cannot fetch" in done.stdout
+    images = json.loads(graphbuild("images", "--json", cwd=project).stdout)
+    assert [i["id"] for i in images] == ["r.test/app:latest", "r.test/base:1"]
+
+
+def test_a_cycle_exits_2_and_keeps_the_previous_graph(project):
+    assert graphbuild("sync", cwd=project).returncode == 0
+    (project / "base/Dockerfile").write_text("FROM r.test/app:latest\n")
+    done = graphbuild("sync", cwd=project)
+    assert done.returncode == 2
+    assert "dependency cycle:" in done.stderr and "r.test/app:latest" in done.stderr
+    still = json.loads(graphbuild("uses", "debian", "--json", cwd=project).stdout)
+    assert [r["image"] for r in still] == ["r.test/base:1", "r.test/app:latest"]
+
+
+def test_unknown_image_for_parents_and_bad_reference_exit_2(project):
+    graphbuild("sync", cwd=project)
+    missing = graphbuild("parents", "r.test/nope", cwd=project)
+    assert (
+        missing.returncode == 2 and "r.test/nope is not an image the fleet builds" in missing.stderr
+    )
+    invalid = graphbuild("uses", "UPPER", cwd=project)
+    assert invalid.returncode == 2 and "must be lowercase" in invalid.stderr
+    badformat = graphbuild("graph", "--format", "svg", cwd=project)
+    assert badformat.returncode == 2

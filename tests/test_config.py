@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import pytest
+
+from graphbuild import config
+from graphbuild.errors import ConfigError
+
+
+def load_text(tmp_path, text: str) -> config.Config:
+    path = tmp_path / "repos.yaml"
+    path.write_text(text)
+    return config.load(path)
+
+
+def test_full_example_loads(tmp_path):
+    cfg = load_text(
+        tmp_path,
+        """
+workspace: ws
+repos:
+  - name: python
+    url: https://github.com/docker-library/python.git
+    ref: master
+    images:
+      - image: docker.io/library/python
+        dockerfile: 3.12/bookworm/Dockerfile
+        tags: [3.12-bookworm, "3.12"]
+        context: 3.12/bookworm
+        build_args: {PYTHON_VERSION: "3.12.7", JOBS: 4}
+        target: null
+        platforms: [linux/amd64, linux/arm64/v8]
+        contexts: {base: "docker-image://alpine:3"}
+      - dockerfile: "images/*/Dockerfile"
+        image: quay.io/jupyter/{dir}
+  - name: local-base
+    path: ./examples/base
+""",
+    )
+    assert cfg.workspace == tmp_path / "ws"
+    python, local = cfg.repos
+    assert python.url == "https://github.com/docker-library/python.git"
+    assert python.ref == "master"
+    explicit, globbed = python.images
+    assert explicit.tags == ("3.12-bookworm", "3.12")
+    assert explicit.build_args == {"PYTHON_VERSION": "3.12.7", "JOBS": "4"}
+    assert explicit.platforms == ("linux/amd64", "linux/arm64/v8")
+    assert not explicit.is_glob and globbed.is_glob
+    assert globbed.tags == ("latest",) and globbed.key == "repos[0].images[1]"
+    assert local.path == (tmp_path / "examples/base").resolve() and local.url is None
+
+
+def test_default_workspace_is_beside_the_config(tmp_path):
+    cfg = load_text(tmp_path, "repos: []\n")
+    assert cfg.workspace == tmp_path / ".graphbuild"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says", "line"),
+    [
+        (
+            "repos:\n  - name: a\n    path: .\n    images:\n      - image: x\n        tags: latest\n",
+            "repos[0].images[0].tags",
+            "expected a list",
+            6,
+        ),
+        (
+            "repos:\n  - name: a\n    path: .\n    images:\n      - image: x\n        tag: [a]\n",
+            "repos[0].images[0].tag",
+            "unknown key (did you mean 'tags'?)",
+            6,
+        ),
+        (
+            "repos:\n  - name: a\n    path: .\n    images:\n      - image: x\n        tags: [3.10]\n",
+            "repos[0].images[0].tags[0]",
+            'quote it, e.g. "3.10"',
+            6,
+        ),
+        (
+            "repos:\n  - name: a\n    path: .\n    images:\n      - image: x:1\n",
+            "repos[0].images[0].image",
+            "tags go in `tags:`",
+            5,
+        ),
+        (
+            "repos:\n  - name: a\n    path: .\n    images:\n      - image: Bad/Name\n",
+            "repos[0].images[0].image",
+            "must be lowercase",
+            5,
+        ),
+        (
+            "repos:\n  - name: a\n    path: .\n    images:\n      - dockerfile: D\n",
+            "repos[0].images[0].image",
+            "missing",
+            5,
+        ),
+        (
+            "repos:\n  - name: a\n    path: .\n    images:\n"
+            "      - image: x\n        dockerfile: ../../etc/passwd\n",
+            "repos[0].images[0].dockerfile",
+            "relative path inside the repository",
+            6,
+        ),
+        (
+            "repos:\n  - name: a\n    path: .\n    images:\n"
+            "      - image: x\n        build_args: {V: 3.10}\n",
+            "repos[0].images[0].build_args.V",
+            "quote it",
+            6,
+        ),
+        (
+            "repos:\n  - name: a\n    path: .\n    images:\n"
+            "      - image: x\n        platforms: [amd64]\n",
+            "repos[0].images[0].platforms[0]",
+            "os/arch",
+            6,
+        ),
+        ("repos:\n  - name: a\n    url: x\n    path: y\n", "repos[0]", "exactly one of", 2),
+        ("repos:\n  - name: a\n    url: 'ext::sh -c id'\n", "repos[0].url", "can run commands", 3),
+        ("repos:\n  - name: a\n    url: --upload-pack=id\n", "repos[0].url", "git option", 3),
+        (
+            "repos:\n  - name: a\n    path: .\n  - name: a\n    path: .\n",
+            "repos[1].name",
+            "duplicate name 'a' (also repos[0])",
+            4,
+        ),
+        ("repos:\n  - path: .\n", "repos[0].name", "missing", 2),
+        ("repos:\n  - name: a b\n    path: .\n", "repos[0].name", "letters, digits", 2),
+        ("repos:\n  - name: a\n    path: .\n    ref: main\n", "repos[0].ref", "no ref", 4),
+        ("repos: {a: 1}\n", "repos", "expected a list, got a mapping", 1),
+        ("repo: []\n", "repo", "did you mean 'repos'", 1),
+        ("workspace: x\n", "repos", "missing", 1),
+    ],
+)
+def test_bad_config_names_file_line_and_key(tmp_path, text, key, says, line):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    err = caught.value
+    assert err.key == key
+    assert says in err.message
+    assert err.line == line
+    where = f"{tmp_path / 'repos.yaml'}:{line}" if line else str(tmp_path / "repos.yaml")
+    assert str(err) == f"{where}: {key}: {err.message}"
+
+
+def test_invalid_yaml_gives_the_line(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, "repos:\n  - name: a\n    path: [unclosed\n")
+    assert "invalid YAML" in str(caught.value)
+    assert caught.value.line == 4
+
+
+def test_yaml_tags_are_data_never_code(tmp_path):
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_text(tmp_path, "repos: !!python/object/apply:os.system ['echo pwned']\n")
+
+
+def test_empty_file(tmp_path):
+    with pytest.raises(ConfigError, match="the file is empty"):
+        load_text(tmp_path, "")
+
+
+def test_find_order(tmp_path, monkeypatch):
+    (tmp_path / "repos.yaml").write_text("repos: []\n")
+    (tmp_path / "other.yaml").write_text("repos: []\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    assert config.find() == config.Path("repos.yaml")
+    monkeypatch.setenv(config.ENV_VAR, str(tmp_path / "other.yaml"))
+    assert config.find() == tmp_path / "other.yaml"
+    assert config.find(tmp_path / "repos.yaml") == tmp_path / "repos.yaml"
+    with pytest.raises(ConfigError, match="no such config file"):
+        config.find(tmp_path / "missing.yaml")

@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import pytest
+
+from graphbuild import config, graph, index, sources
+from graphbuild.errors import CycleError
+
+NGINX = "nginx:1.27@sha256:" + "a" * 64
+
+
+def build(path):
+    cfg = config.load(path)
+    return graph.build(index.build(cfg, sources.sync(cfg)).images)
+
+
+@pytest.fixture
+def fleet(remotes, write_config):
+    """Three git repositories: a base chain, a multi-stage app, a glob-discovered tool set."""
+    platform = remotes("platform", {
+        "base/Dockerfile": "FROM debian:bookworm-slim\n",
+        "python/Dockerfile": "ARG BASE=registry.test/platform/base:bookworm\n"
+                             "FROM ${BASE}\n"
+                             "COPY --from=python:3.12-slim /usr/local /usr/local\n",
+    })  # fmt: skip
+    app = remotes("app", {
+        "Dockerfile": "FROM registry.test/platform/python:3.12 AS base\n"
+                      "FROM base AS build\n"
+                      "RUN --mount=from=ghcr.io/astral-sh/uv:0.4,source=/uv,target=/bin/uv uv sync\n"
+                      "FROM build AS dist\n"
+                      "FROM dist\n"
+                      f"COPY --from={NGINX} /etc/nginx /etc/nginx\n",
+    })  # fmt: skip
+    tools = remotes("tools", {
+        "images/cli/Dockerfile": "FROM registry.test/app:1.0\n",
+        "images/jq/Dockerfile": "FROM alpine:3.20\n",
+        "README.md": "not an image\n",
+    })  # fmt: skip
+    path = write_config([
+        {"name": "platform", "url": str(platform.url), "images": [
+            {"image": "registry.test/platform/base", "dockerfile": "base/Dockerfile",
+             "tags": ["bookworm", "latest"]},
+            {"image": "registry.test/platform/python", "dockerfile": "python/Dockerfile",
+             "tags": ["3.12"]},
+        ]},
+        {"name": "app", "url": str(app.url), "images": [
+            {"image": "registry.test/app", "tags": ["1.0"]},
+        ]},
+        {"name": "tools", "url": str(tools.url), "images": [
+            {"image": "registry.test/tools/{dir}", "dockerfile": "images/*/Dockerfile"},
+        ]},
+    ])  # fmt: skip
+    g, problems = build(path)
+    assert problems == []
+    return g
+
+
+BASE = "registry.test/platform/base:bookworm"
+PYTHON = "registry.test/platform/python:3.12"
+APP = "registry.test/app:1.0"
+CLI = "registry.test/tools/cli:latest"
+JQ = "registry.test/tools/jq:latest"
+
+
+def test_edges_across_repositories(fleet):
+    edges = {
+        (u, v, d["kind"], d["repo"], d["dockerfile"], d["line"])
+        for u, v, d in fleet.edges(data=True)
+    }
+    assert edges == {
+        ("docker.io/library/debian:bookworm-slim", BASE, "from", "platform", "base/Dockerfile", 1),
+        (BASE, PYTHON, "from", "platform", "python/Dockerfile", 2),
+        ("docker.io/library/python:3.12-slim", PYTHON, "copy", "platform", "python/Dockerfile", 3),
+        (PYTHON, APP, "from", "app", "Dockerfile", 1),
+        ("ghcr.io/astral-sh/uv:0.4", APP, "mount", "app", "Dockerfile", 3),
+        (f"docker.io/library/{NGINX}", APP, "copy", "app", "Dockerfile", 6),
+        (APP, CLI, "from", "tools", "images/cli/Dockerfile", 1),
+        ("docker.io/library/alpine:3.20", JQ, "from", "tools", "images/jq/Dockerfile", 1),
+    }
+    assert fleet.nodes[BASE]["tags"] == [BASE, "registry.test/platform/base:latest"]
+    assert fleet.nodes[f"docker.io/library/{NGINX}"]["pinned"] is True
+    assert fleet.nodes[APP]["commit"]
+
+
+def uses(g, ref, depth=None):
+    return [(u.image, u.depth, u.base) for u in graph.uses(g, graph.match(g, ref), depth)]
+
+
+def test_uses_answers(fleet):
+    debian = "docker.io/library/debian:bookworm-slim"
+    assert uses(fleet, "debian:bookworm-slim") == [
+        (BASE, 1, debian), (PYTHON, 2, BASE), (APP, 3, PYTHON), (CLI, 4, APP)
+    ]  # fmt: skip
+    assert uses(fleet, "debian") == uses(fleet, "debian:bookworm-slim")
+    assert uses(fleet, "debian:bookworm-slim", depth=1) == [(BASE, 1, debian)]
+    assert uses(fleet, "debian:bookworm-slim", depth=2) == [(BASE, 1, debian), (PYTHON, 2, BASE)]
+    # a produced image, by any of its tags, or by its repository alone
+    for ref in ("registry.test/platform/base:latest", "registry.test/platform/base", BASE):
+        assert uses(fleet, ref) == [(PYTHON, 1, BASE), (APP, 2, PYTHON), (CLI, 3, APP)]
+    # a tag also matches the references that pin it by digest
+    pinned = f"docker.io/library/{NGINX}"
+    assert uses(fleet, "nginx:1.27") == [(APP, 1, pinned), (CLI, 2, APP)]
+    assert uses(fleet, "nginx@sha256:" + "a" * 64) == [(APP, 1, pinned), (CLI, 2, APP)]
+    assert uses(fleet, "nginx:1.26") == []
+    assert uses(fleet, "ghcr.io/astral-sh/uv") == [
+        (APP, 1, "ghcr.io/astral-sh/uv:0.4"),
+        (CLI, 2, APP),
+    ]
+
+
+def test_parents_answers(fleet):
+    chain = [
+        (p.image, p.base, p.depth, p.kind, p.line, p.external) for p in graph.parents(fleet, CLI)
+    ]
+    assert chain == [
+        (CLI, APP, 1, "from", 1, False),
+        (APP, f"docker.io/library/{NGINX}", 2, "copy", 6, True),
+        (APP, "ghcr.io/astral-sh/uv:0.4", 2, "mount", 3, True),
+        (APP, PYTHON, 2, "from", 1, False),
+        (PYTHON, "docker.io/library/python:3.12-slim", 3, "copy", 3, True),
+        (PYTHON, BASE, 3, "from", 2, False),
+        (BASE, "docker.io/library/debian:bookworm-slim", 4, "from", 1, True),
+    ]
+
+
+def test_focus_and_exports(fleet):
+    around = graph.focus(fleet, graph.match(fleet, "alpine"))
+    assert set(around.nodes) == {"docker.io/library/alpine:3.20", JQ}
+    data = graph.to_json(around)
+    assert data["nodes"] == [
+        {"id": "docker.io/library/alpine:3.20", "kind": "external", "name": "docker.io/library/alpine",
+         "tag": "3.20", "digest": None, "pinned": False},
+        {**{"id": JQ}, **fleet.nodes[JQ]},
+    ]  # fmt: skip
+    edge = data["edges"][0]
+    assert {k: edge[k] for k in ("source", "target", "kind", "repo", "dockerfile", "line")} == {
+        "source": "docker.io/library/alpine:3.20", "target": JQ, "kind": "from",
+        "repo": "tools", "dockerfile": "images/jq/Dockerfile", "line": 1,
+    }  # fmt: skip
+    assert f'"docker.io/library/alpine:3.20" -> "{JQ}" [label="from"];' in graph.to_dot(around)
+    mermaid = graph.to_mermaid(around)
+    assert mermaid.startswith("graph LR\n")
+    assert 'n0(["docker.io/library/alpine:3.20"])' in mermaid and "n0 -->|from| n1" in mermaid
+
+
+def test_store_and_load_round_trip(fleet, tmp_path):
+    path = tmp_path / "graph.json"
+    graph.save(path, graph.Stored(fleet, [], {"app": {"commit": "x"}}))
+    loaded = graph.load(path)
+    assert sorted(loaded.graph.edges(data=True)) == sorted(fleet.edges(data=True))
+    assert dict(loaded.graph.nodes(data=True)) == dict(fleet.nodes(data=True))
+    assert loaded.repos == {"app": {"commit": "x"}}
+    path.write_text("{broken")
+    assert graph.load(path) is None
+    assert graph.load(tmp_path / "none.json") is None
+
+
+def local(tmp_path, write_config, files: dict[str, str], images: list[dict]):
+    (tmp_path / "r").mkdir(exist_ok=True)
+    for name, text in files.items():
+        (tmp_path / "r" / name).write_text(text)
+    return build(write_config([{"name": "r", "path": "r", "images": images}]))
+
+
+def test_a_cycle_is_rejected_and_printed(tmp_path, write_config):
+    files = {"a": "FROM r.test/b:1\n", "b": "FROM r.test/a:1\n"}
+    images = [
+        {"image": "r.test/a", "dockerfile": "a", "tags": ["1"]},
+        {"image": "r.test/b", "dockerfile": "b", "tags": ["1"]},
+    ]
+    with pytest.raises(CycleError) as caught:
+        local(tmp_path, write_config, files, images)
+    assert str(caught.value) in (
+        "dependency cycle: r.test/a:1 -> r.test/b:1 -> r.test/a:1",
+        "dependency cycle: r.test/b:1 -> r.test/a:1 -> r.test/b:1",
+    )
+
+
+def test_an_image_built_on_its_own_tag_is_a_cycle(tmp_path, write_config):
+    with pytest.raises(CycleError, match=r"r.test/a:1 -> r.test/a:1"):
+        local(tmp_path, write_config, {"a": "FROM r.test/a:1\n"},
+              [{"image": "r.test/a", "dockerfile": "a", "tags": ["1"]}])  # fmt: skip
+
+
+def test_onbuild_triggers_of_a_fleet_image_are_edges_of_its_children(tmp_path, write_config):
+    files = {
+        "parent": "FROM alpine:3.20\nONBUILD COPY --from=nginx:1.25 /a /a\n",
+        "child": "FROM scratch AS unused\nFROM r.test/parent:1\n",
+    }
+    images = [
+        {"image": "r.test/parent", "dockerfile": "parent", "tags": ["1"]},
+        {"image": "r.test/child", "dockerfile": "child", "tags": ["1"]},
+    ]
+    g, _ = local(tmp_path, write_config, files, images)
+    edge = g.edges["docker.io/library/nginx:1.25", "r.test/child:1"]
+    assert (edge["kind"], edge["line"], edge["via"]) == ("copy", 2, "ONBUILD of r.test/parent:1")
+    assert not g.has_edge("docker.io/library/nginx:1.25", "r.test/parent:1")
+
+
+def test_two_images_claiming_one_tag(tmp_path, write_config):
+    files = {"a": "FROM alpine:3.20\n", "b": "FROM alpine:3.21\n", "c": "FROM r.test/x:2\n"}
+    images = [
+        {"image": "r.test/x", "dockerfile": "a", "tags": ["1", "2"]},
+        {"image": "r.test/x", "dockerfile": "b", "tags": ["1"]},
+        {"image": "r.test/y", "dockerfile": "c", "tags": ["1"]},
+    ]
+    g, problems = local(tmp_path, write_config, files, images)
+    assert [str(p) for p in problems] == ["r:b: r.test/x:1 is also produced by r:a; skipped"]
+    assert g.has_edge("r.test/x:1", "r.test/y:1")
+
+
+def test_a_base_used_twice_in_one_file_keeps_every_use(tmp_path, write_config):
+    files = {"a": "FROM alpine:3.20 AS one\nFROM busybox\nCOPY --from=alpine:3.20 /x /x\n"
+                  "COPY --from=one /y /y\n"}  # fmt: skip
+    g, _ = local(tmp_path, write_config, files, [{"image": "r.test/a", "dockerfile": "a"}])
+    edge = g.edges["docker.io/library/alpine:3.20", "r.test/a:latest"]
+    assert (edge["kind"], edge["line"]) == ("from", 1)
+    assert [(u["kind"], u["line"]) for u in edge["also"]] == [("copy", 3)]

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from graphbuild import config, index, sources
+from graphbuild.index import ERROR, UNRESOLVED, glob_regex
+
+
+def run(path):
+    cfg = config.load(path)
+    return index.build(cfg, sources.sync(cfg))
+
+
+def test_no_change_parses_nothing_and_one_commit_parses_only_what_it_touched(remotes, write_config):
+    files = {f"images/{n}/Dockerfile": f"FROM alpine:3.{n}\n" for n in range(10, 15)}
+    remote = remotes("fleet", files)
+    path = write_config([
+        {"name": "fleet", "url": str(remote.url),
+         "images": [{"image": "registry.test/{dir}", "dockerfile": "images/*/Dockerfile"}]},
+    ])  # fmt: skip
+    cold = run(path)
+    assert (cold.parsed, cold.cached, len(cold.images)) == (5, 0, 5)
+
+    warm = run(path)
+    assert (warm.parsed, warm.cached) == (0, 5)
+
+    remote.commit({"images/12/Dockerfile": "FROM alpine:3.99\n", "README": "docs only\n"})
+    touched = run(path)
+    assert (touched.parsed, touched.cached) == (1, 4)
+    by_id = {i.id: i for i in touched.images}
+    assert by_id["registry.test/12:latest"].parsed.refs[0].raw == "alpine:3.99"
+
+
+def test_a_local_folder_is_read_in_place_and_cached_by_content(tmp_path, write_config):
+    repo = tmp_path / "base"
+    repo.mkdir()
+    (repo / "Dockerfile").write_text("FROM debian:12\n")
+    path = write_config([{"name": "base", "path": "base", "images": [{"image": "r.test/base"}]}])
+    assert run(path).parsed == 1
+    assert run(path).parsed == 0
+    (repo / "Dockerfile").write_text("FROM debian:13\n")
+    changed = run(path)
+    assert changed.parsed == 1
+    assert changed.images[0].parsed.refs[0].ref == "docker.io/library/debian:13"
+    assert changed.images[0].commit is None
+
+
+def test_the_same_file_with_other_build_args_is_parsed_again(tmp_path, write_config):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/Dockerfile").write_text("ARG V=1\nFROM alpine:$V\n")
+    images = [
+        {"image": "r.test/one", "build_args": {"V": "3.19"}},
+        {"image": "r.test/two", "build_args": {"V": "3.20"}},
+    ]
+    result = run(write_config([{"name": "app", "path": "app", "images": images}]))
+    assert result.parsed == 2
+    assert [i.parsed.refs[0].raw for i in result.images] == ["alpine:3.19", "alpine:3.20"]
+
+
+def test_bad_dockerfiles_are_reported_and_the_rest_is_indexed(tmp_path, write_config):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/good").write_text("FROM alpine:3.20\n")
+    (tmp_path / "r/broken").write_text("FROM alpine\nRUN <<EOF\necho never ends\n")
+    (tmp_path / "r/unresolved").write_text("ARG BASE\nFROM $BASE\n")
+    images = [
+        {"image": "r.test/good", "dockerfile": "good"},
+        {"image": "r.test/broken", "dockerfile": "broken"},
+        {"image": "r.test/missing", "dockerfile": "missing"},
+        {"image": "r.test/unresolved", "dockerfile": "unresolved"},
+    ]
+    result = run(write_config([{"name": "r", "path": "r", "images": images}]))
+    assert [i.image for i in result.images] == ["r.test/good", "r.test/unresolved"]
+    problems = [(p.level, str(p)) for p in result.problems]
+    assert problems == [
+        (ERROR, "r:broken:2: unterminated heredoc"),
+        (ERROR, "r:missing: no such Dockerfile (repos[0].images[2].dockerfile)"),
+        (UNRESOLVED, "r:unresolved:2: from '$BASE' unresolved: ARG BASE has no value; "
+                     "set it in build_args"),
+    ]  # fmt: skip
+
+
+def test_a_glob_that_matches_nothing_is_a_warning(tmp_path, write_config):
+    (tmp_path / "r").mkdir()
+    images = [{"image": "r.test/{dir}", "dockerfile": "nope/*/Dockerfile"}]
+    result = run(write_config([{"name": "r", "path": "r", "images": images}]))
+    assert [p.level for p in result.problems] == ["warning"]
+    assert "matches no file" in result.problems[0].message
+
+
+def test_dir_template_fills_image_tags_and_context(tmp_path, write_config):
+    (tmp_path / "r/images/web").mkdir(parents=True)
+    (tmp_path / "r/images/web/Dockerfile").write_text("FROM nginx:1.27\n")
+    (tmp_path / "r/Dockerfile").write_text("FROM nginx:1.27\n")
+    images = [
+        {"image": "r.test/{dir}", "dockerfile": "images/*/Dockerfile", "tags": ["{dir}-1", "1"]},
+        {"image": "r.test/{dir}", "dockerfile": "Dockerfile"},
+    ]
+    result = run(write_config([{"name": "r", "path": "r", "images": images}]))
+    web, root = result.images
+    assert (web.id, web.tags[1], web.context) == ("r.test/web:web-1", "r.test/web:1", "images/web")
+    assert (root.id, root.context) == ("r.test/r:latest", ".")
+
+
+def test_glob_regex():
+    assert glob_regex("images/*/Dockerfile").match("images/a/Dockerfile")
+    assert not glob_regex("images/*/Dockerfile").match("images/a/b/Dockerfile")
+    assert glob_regex("**/Dockerfile").match("Dockerfile")
+    assert glob_regex("**/Dockerfile").match("a/b/Dockerfile")
+    assert glob_regex("v?/Dockerfile.[ab]").match("v1/Dockerfile.b")
+    assert not glob_regex("v?/Dockerfile.[ab]").match("v1/Dockerfile.c")
