@@ -44,8 +44,11 @@ def options(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", "-c", envvar="GRAPHBUILD_CONFIG",
-            help="repos.yaml to use (default: ./repos.yaml).", show_default=False,
+            "--config",
+            "-c",
+            envvar="GRAPHBUILD_CONFIG",
+            help="repos.yaml to use (default: ./repos.yaml).",
+            show_default=False,
         ),
     ] = None,
     version: Annotated[
@@ -68,7 +71,9 @@ def _exit(code: int) -> None:
 @app.command()
 def sync(
     ctx: typer.Context,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Repositories fetched at once.")] = 8,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Repositories fetched at once.")
+    ] = 8,
     as_json: JsonOption = False,
 ) -> None:
     """Fetch every repository, parse what changed, and store the graph."""
@@ -81,7 +86,9 @@ def sync(
 def uses(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="A base or fleet image; without a tag, every tag.")],
-    direct: Annotated[bool, typer.Option("--direct", help="Only images built directly on REF.")] = False,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="Only images built directly on REF.")
+    ] = False,
     depth: Annotated[int | None, typer.Option("--depth", min=1, help="Stop N levels down.")] = None,
     as_json: JsonOption = False,
 ) -> None:

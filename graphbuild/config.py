@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -147,10 +148,9 @@ class _Checker:
 
     def relpath(self, value: Any, where: list[str | int]) -> str:
         text = self.string(value, where)
-        p = PurePosixPath(text)
-        if p.is_absolute() or ".." in p.parts:
+        if text.startswith("/") or ".." in text.split("/"):
             raise self.fail(where, "must be a relative path inside the repository")
-        return str(p)
+        return posixpath.normpath(text)
 
     # -- the schema
 
@@ -192,7 +192,8 @@ class _Checker:
             except UnsafeURL as err:
                 raise self.fail([*where, "url"], str(err)) from None
         else:
-            path = (self.base / self.string(data["path"], [*where, "path"])).resolve()
+            folder = self.string(data["path"], [*where, "path"])
+            path = Path(os.path.abspath(os.path.join(self.base, folder)))
         ref = None
         if "ref" in data:
             if path is not None:

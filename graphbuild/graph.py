@@ -9,25 +9,16 @@ built on X" is a walk over descendants.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections import deque
+import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from graphbuild import refs
+from graphbuild import graphdb, refs
 from graphbuild.errors import CycleError
+from graphbuild.graphdb import EXTERNAL, IMAGE
 from graphbuild.index import ERROR, WARNING, Image, Problem
-
-FORMAT_VERSION = 1
-IMAGE, EXTERNAL = "image", "external"
-
 
 # ---------------------------------------------------------------- building
 
@@ -110,11 +101,9 @@ def build(images: list[Image]) -> tuple[nx.DiGraph, list[Problem]]:
                     via=f"ONBUILD of {parent.id}",
                 )
 
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
+    if nx.is_directed_acyclic_graph(graph):
         return graph, problems
-    raise CycleError([u for u, _ in cycle])
+    raise CycleError([u for u, _ in nx.find_cycle(graph)])
 
 
 def _add_edge(
@@ -160,158 +149,16 @@ def _add_edge(
 # ---------------------------------------------------------------- storing
 
 
-@dataclass
-class Stored:
-    """The graph as the last sync left it, with what that sync found."""
-
-    graph: nx.DiGraph
-    problems: list[Problem] = field(default_factory=list)
-    repos: dict[str, dict[str, Any]] = field(default_factory=dict)
-    synced_at: str = ""
+def save(db: sqlite3.Connection, graph: nx.DiGraph, meta: dict[str, Any]) -> None:
+    graphdb.save(db, iter(graph.nodes(data=True)), iter(graph.edges(data=True)), meta)
 
 
-def save(path: Path, stored: Stored) -> None:
-    """Write atomically, so a query never reads half a graph."""
-    g = stored.graph
-    data = {
-        "version": FORMAT_VERSION,
-        "synced_at": stored.synced_at or datetime.now(UTC).isoformat(timespec="seconds"),
-        "repos": stored.repos,
-        "problems": [p.__dict__ for p in stored.problems],
-        "nodes": [{"id": n, **attrs} for n, attrs in g.nodes(data=True)],
-        "edges": [{"source": u, "target": v, **attrs} for u, v, attrs in g.edges(data=True)],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".graph-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, separators=(",", ":"))
-    Path(tmp).replace(path)
-
-
-def load(path: Path) -> Stored | None:
-    """The stored graph, or None when there is none (or it is from another version)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        return None  # a damaged file is rebuilt by the next sync
-    if data.get("version") != FORMAT_VERSION:
-        return None
+def load(db: sqlite3.Connection) -> nx.DiGraph:
+    """The whole stored graph, for what needs all of it (exports, listings, plans)."""
     graph = nx.DiGraph()
-    graph.add_nodes_from((n.pop("id"), n) for n in data["nodes"])
-    graph.add_edges_from((e.pop("source"), e.pop("target"), e) for e in data["edges"])
-    problems = [Problem(**p) for p in data["problems"]]
-    return Stored(graph, problems, data["repos"], data["synced_at"])
-
-
-# ---------------------------------------------------------------- queries
-
-
-def match(graph: nx.DiGraph, text: str) -> list[str]:
-    """Nodes a user's REF names: no tag = every tag; a tag also matches its pinned forms."""
-    query = refs.parse(text)
-    found = []
-    for node, attrs in graph.nodes(data=True):
-        if attrs["kind"] == EXTERNAL:
-            if attrs["name"] != query.name:
-                continue
-            if query.digest is not None:
-                hit = attrs["digest"] == query.digest
-            else:
-                hit = query.tag is None or attrs["tag"] == query.tag
-            if hit:
-                found.append(node)
-        elif (
-            attrs["image"] == query.name
-            and query.digest is None
-            and (query.tag is None or f"{query.name}:{query.tag}" in attrs["tags"])
-        ):
-            found.append(node)
-    return sorted(found)
-
-
-@dataclass(frozen=True)
-class Use:
-    """An image built on the queried base, and the edge that first reaches it."""
-
-    image: str
-    depth: int
-    base: str  # the node it is built on, one level up
-    kind: str
-    repo: str
-    dockerfile: str
-    line: int
-
-
-def uses(graph: nx.DiGraph, starts: list[str], max_depth: int | None = None) -> list[Use]:
-    """Every image built on `starts`, breadth first: the shortest chain decides the depth."""
-    depth = dict.fromkeys(starts, 0)
-    queue = deque(starts)
-    found: list[Use] = []
-    while queue:
-        node = queue.popleft()
-        if max_depth is not None and depth[node] >= max_depth:
-            continue
-        for child in sorted(graph.successors(node)):
-            if child in depth:
-                continue
-            depth[child] = depth[node] + 1
-            edge = graph.edges[node, child]
-            found.append(
-                Use(
-                    child,
-                    depth[child],
-                    node,
-                    edge["kind"],
-                    edge["repo"],
-                    edge["dockerfile"],
-                    edge["line"],
-                )
-            )
-            queue.append(child)
-    return sorted(found, key=lambda u: (u.depth, u.image))
-
-
-@dataclass(frozen=True)
-class Parent:
-    """One step down the chain: `image` is built on `base`."""
-
-    image: str
-    base: str
-    depth: int
-    kind: str
-    line: int
-    repo: str
-    dockerfile: str
-    external: bool
-
-
-def parents(graph: nx.DiGraph, image: str) -> list[Parent]:
-    """The bases of `image`, their bases, and so on down to external roots."""
-    depth = {image: 0}
-    queue = deque([image])
-    found: list[Parent] = []
-    while queue:
-        node = queue.popleft()
-        for base in sorted(graph.predecessors(node)):
-            edge = graph.edges[base, node]
-            found.append(
-                Parent(
-                    node,
-                    base,
-                    depth[node] + 1,
-                    edge["kind"],
-                    edge["line"],
-                    edge["repo"],
-                    edge["dockerfile"],
-                    graph.nodes[base]["kind"] == EXTERNAL,
-                )
-            )
-            if base not in depth:
-                depth[base] = depth[node] + 1
-                queue.append(base)
-    return found
+    graph.add_nodes_from(graphdb.nodes(db))
+    graph.add_edges_from(graphdb.edges(db))
+    return graph
 
 
 def focus(graph: nx.DiGraph, starts: list[str]) -> nx.DiGraph:

@@ -1,23 +1,26 @@
 """Scan synced repositories into parsed image records, parsing only what changed.
 
-Parse results are cached in the workspace (index.db, SQLite) under a key made
-of the Dockerfile's git blob sha and every option that changes the answer
-(build args, target, platforms, named contexts), so a sync after no change
-parses nothing and a sync after one commit parses only the files it touched.
-The cache is disposable: deleting it costs one cold parse, nothing more.
+The index lives in the workspace as index.db (SQLite): parse results keyed by
+the Dockerfile's git blob sha and every option that changes the answer (build
+args, target, platforms, named contexts), a stat cache for local folders, and
+the linked graph itself (graph.py). Everything in it is derived from the
+repositories, so deleting it costs one cold parse, nothing more.
+
+Indexing runs in two steps so that an unchanged fleet costs almost nothing:
+`scan` locates every Dockerfile and its blob sha and returns a fingerprint of
+all inputs; only when that differs from the stored graph's does `parse` run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from types import TracebackType
 
-from graphbuild import dockerfile, refs
+from graphbuild import __version__, dockerfile, graphdb, refs
 from graphbuild.config import Config, ImageSpec, RepoSpec
 from graphbuild.errors import DockerfileError, InvalidReference
 from graphbuild.sources import SyncResult, Tree, open_tree
@@ -71,44 +74,17 @@ class Index:
     cached: int = 0  # answered from the cache
 
 
-def build(config: Config, synced: list[SyncResult]) -> Index:
-    """Parse every image of every repository that has something to read."""
-    db_path = config.workspace / "index.db"
-    config.workspace.mkdir(parents=True, exist_ok=True)
-    with closing(_open(db_path)) as db:
-        stat_cache = {
-            path: (mtime, size, blob)
-            for path, mtime, size, blob in db.execute(
-                "SELECT path, mtime_ns, size, blob FROM files"
-            )
-        }
-        known_stats = dict(stat_cache)
-        index = Index([], [])
-        new_parses: dict[str, str] = {}
-        results = {r.repo: r for r in synced}
-        for repo in config.repos:
-            result = results[repo.name]
-            if result.error:
-                index.problems.append(Problem(ERROR, repo.name, result.error))
-            if repo.url is not None and result.commit is None:
-                continue
-            if repo.path is not None and result.error:
-                continue
-            tree = open_tree(repo, result, config.workspace, stat_cache)
-            try:
-                _index_repo(repo, result, tree, db, new_parses, index)
-            finally:
-                tree.close()
-        with db:
-            db.executemany("INSERT OR REPLACE INTO parses VALUES (?, ?)", new_parses.items())
-            changed = [(p, *v) for p, v in stat_cache.items() if known_stats.get(p) != v]
-            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", changed)
-    return index
+@dataclass(frozen=True)
+class _Found:
+    repo: RepoSpec
+    spec: ImageSpec
+    path: str
+    blob: str
+    commit: str | None
 
 
-def _open(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
+def open_db(workspace: Path) -> sqlite3.Connection:
+    db = graphdb.connect(workspace)
     db.execute("CREATE TABLE IF NOT EXISTS parses (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
     db.execute(
         "CREATE TABLE IF NOT EXISTS files "
@@ -117,76 +93,125 @@ def _open(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _index_repo(
-    repo: RepoSpec,
-    result: SyncResult,
-    tree: Tree,
-    db: sqlite3.Connection,
-    new_parses: dict[str, str],
-    index: Index,
-) -> None:
-    all_paths: list[str] | None = None
-    for spec in repo.images:
-        if spec.is_glob:
-            if all_paths is None:
-                all_paths = sorted(tree.paths())
-            regex = glob_regex(spec.dockerfile)
-            matches = [p for p in all_paths if regex.match(p)]
-            if not matches:
-                index.problems.append(
-                    Problem(
-                        WARNING,
-                        repo.name,
-                        f"{spec.key}.dockerfile: {spec.dockerfile!r} matches no file",
-                        spec.dockerfile,
-                    )
-                )
-        else:
-            matches = [spec.dockerfile]
-        for path in matches:
-            image = _image(repo, spec, path, result.commit, index)
+class Indexer:
+    """One indexing pass over synced repositories: `scan`, then `parse` if anything changed."""
+
+    def __init__(self, config: Config, synced: list[SyncResult], db: sqlite3.Connection) -> None:
+        self.config, self.synced, self.db = config, synced, db
+        self.stat_cache = {
+            path: (mtime, size, blob)
+            for path, mtime, size, blob in db.execute(
+                "SELECT path, mtime_ns, size, blob FROM files"
+            )
+        }
+        self.known_stats = dict(self.stat_cache)
+        self.trees: dict[str, Tree] = {}
+        self.found: list[_Found] = []
+        self.problems: list[Problem] = []
+
+    def __enter__(self) -> Indexer:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for tree in self.trees.values():
+            tree.close()
+        changed = [(p, *v) for p, v in self.stat_cache.items() if self.known_stats.get(p) != v]
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", changed)
+
+    def scan(self) -> str:
+        """Locate every Dockerfile and its blob; return a fingerprint of all inputs."""
+        digest = hashlib.sha256(f"{__version__}/{PARSER_REVISION}\0".encode())
+        digest.update(self.config.file.read_bytes())
+        results = {r.repo: r for r in self.synced}
+        for repo in self.config.repos:
+            result = results[repo.name]
+            digest.update(f"\0{repo.name}\0{result.commit}\0{result.error}".encode())
+            if result.error:
+                self.problems.append(Problem(ERROR, repo.name, result.error))
+            if (repo.url is not None and result.commit is None) or (repo.path and result.error):
+                continue
+            tree = self.trees[repo.name] = open_tree(
+                repo, result, self.config.workspace, self.stat_cache
+            )
+            for spec in repo.images:
+                for path in self._paths(repo, spec, tree):
+                    blob = tree.blob(path)
+                    digest.update(f"\0{spec.key}\0{path}\0{blob}".encode())
+                    if blob is None:
+                        message = f"no such Dockerfile ({spec.key}.dockerfile)"
+                        self.problems.append(Problem(ERROR, repo.name, message, path))
+                    else:
+                        self.found.append(_Found(repo, spec, path, blob, result.commit))
+        return digest.hexdigest()
+
+    def _paths(self, repo: RepoSpec, spec: ImageSpec, tree: Tree) -> list[str]:
+        if not spec.is_glob:
+            return [spec.dockerfile]
+        matches = tree.glob(spec.dockerfile)
+        if not matches:
+            message = f"{spec.key}.dockerfile: {spec.dockerfile!r} matches no file"
+            self.problems.append(Problem(WARNING, repo.name, message, spec.dockerfile))
+        return matches
+
+    def parse(self) -> Index:
+        """Parse every located Dockerfile, from the cache where the same input was parsed."""
+        index = Index([], self.problems)
+        new: dict[str, str] = {}
+        for found in self.found:
+            image = _image(found, index)
             if image is None:
                 continue
-            image.blob = tree.blob(path)
-            if image.blob is None:
-                index.problems.append(
-                    Problem(ERROR, repo.name, f"no such Dockerfile ({spec.key}.dockerfile)", path)
-                )
-                continue
             key = _cache_key(image)
-            cached = new_parses.get(key) or _cached(db, key)
             try:
+                cached = new.get(key) or self._cached(key)
                 if cached is not None:
                     image.parsed = dockerfile.Parsed.from_dict(json.loads(cached))
                     index.cached += 1
                 else:
                     image.parsed = dockerfile.parse(
-                        tree.read(path),
+                        self.trees[found.repo.name].read(found.path),
                         build_args=image.build_args,
                         target=image.target,
                         platforms=image.platforms or (dockerfile.DEFAULT_PLATFORM,),
                         contexts=image.contexts,
                     )
-                    new_parses[key] = json.dumps(image.parsed.to_dict())
+                    new[key] = json.dumps(image.parsed.to_dict())
                     index.parsed += 1
             except DockerfileError as err:
-                line = err.line or None
-                index.problems.append(Problem(ERROR, repo.name, err.message, path, line))
-                continue
-            for ref in image.parsed.refs:
-                if ref.unresolved:
-                    message = f"{ref.kind} {ref.raw!r} unresolved: {ref.unresolved}"
-                    index.problems.append(Problem(UNRESOLVED, repo.name, message, path, ref.line))
-            for warning in image.parsed.warnings:
                 index.problems.append(
-                    Problem(WARNING, repo.name, warning.message, path, warning.line or None)
+                    Problem(ERROR, image.repo, err.message, image.dockerfile, err.line or None)
                 )
+                continue
+            _report(image, index)
             index.images.append(image)
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO parses VALUES (?, ?)", new.items())
+        return index
+
+    def _cached(self, key: str) -> str | None:
+        row = self.db.execute("SELECT result FROM parses WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
 
-def _image(
-    repo: RepoSpec, spec: ImageSpec, path: str, commit: str | None, index: Index
-) -> Image | None:
+def _report(image: Image, index: Index) -> None:
+    assert image.parsed is not None
+    for ref in image.parsed.refs:
+        if ref.unresolved:
+            message = f"{ref.kind} {ref.raw!r} unresolved: {ref.unresolved}"
+            index.problems.append(
+                Problem(UNRESOLVED, image.repo, message, image.dockerfile, ref.line)
+            )
+    for warning in image.parsed.warnings:
+        index.problems.append(
+            Problem(WARNING, image.repo, warning.message, image.dockerfile, warning.line or None)
+        )
+
+
+def _image(found: _Found, index: Index) -> Image | None:
+    repo, spec, path = found.repo, found.spec, found.path
     folder = PurePosixPath(path).parent
     name = folder.name or repo.name
 
@@ -209,47 +234,12 @@ def _image(
         target=fill(spec.target) if spec.target else None,
         platforms=list(spec.platforms),
         contexts=dict(spec.contexts),
-        commit=commit,
+        commit=found.commit,
+        blob=found.blob,
     )
 
 
 def _cache_key(image: Image) -> str:
-    options = [
-        PARSER_REVISION,
-        image.blob,
-        sorted(image.build_args.items()),
-        image.target,
-        image.platforms,
-        sorted(image.contexts.items()),
-    ]
+    options = [PARSER_REVISION, image.blob, sorted(image.build_args.items()), image.target,
+               image.platforms, sorted(image.contexts.items())]  # fmt: skip
     return hashlib.sha256(json.dumps(options).encode()).hexdigest()
-
-
-def _cached(db: sqlite3.Connection, key: str) -> str | None:
-    row = db.execute("SELECT result FROM parses WHERE key = ?", (key,)).fetchone()
-    return row[0] if row else None
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A path glob as a regex: `*` and `?` stay inside one folder, `**/` spans folders."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and (end := pattern.find("]", i + 1)) > i + 1:
-            out.append("[" + pattern[i + 1 : end].replace("\\", "\\\\") + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")

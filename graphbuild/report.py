@@ -15,17 +15,16 @@ from typing import Any, TextIO
 
 
 def emit_json(data: Any, out: TextIO | None = None) -> None:
-    out = out or sys.stdout
-    json.dump(data, out, indent=2, sort_keys=False, default=str)
-    out.write("\n")
+    (out or sys.stdout).write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
-    out = out or sys.stdout
     cells = [[str(c) for c in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    lines = (
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+    (out or sys.stdout).write("\n".join(lines) + "\n")
 
 
 def note(message: str) -> None:

@@ -8,12 +8,13 @@ imported lazily so that queries, which never touch git, do not pay for it.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import posixpath
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,9 @@ def safe_git_url(url: str, base: Path) -> str:
         if name not in SAFE_SCHEMES:
             raise UnsafeURL(f"transport {name!r} is not accepted; use https, ssh, git or file")
         return url
-    if _SCP_RE.match(url) and not Path(url).exists():
-        return url  # user@host:path, git's short ssh form
-    return str((base / url).resolve())
+    if _SCP_RE.match(url):
+        return url  # [user@]host:path, git's short ssh form (a colon before any slash)
+    return os.path.abspath(base / url)
 
 
 def redact(text: str) -> str:
@@ -157,8 +158,8 @@ def clone_dir(workspace: Path, name: str) -> Path:
 class Tree(Protocol):
     """The files of one repository at the state a sync read."""
 
-    def paths(self) -> Iterable[str]:
-        """Every regular file, as a repository-relative POSIX path."""
+    def glob(self, pattern: str) -> list[str]:
+        """Files matching a glob (`*` within a folder, `**/` across), sorted, POSIX paths."""
         ...
 
     def blob(self, path: str) -> str | None:
@@ -186,8 +187,9 @@ class GitTree:
                 if kind == "blob":
                     self.entries[path] = (mode, sha)
 
-    def paths(self) -> Iterable[str]:
-        return (p for p, (mode, _) in self.entries.items() if mode != "120000")
+    def glob(self, pattern: str) -> list[str]:
+        regex = glob_regex(pattern)
+        return sorted(p for p, (mode, _) in self.entries.items() if regex.match(p))
 
     def blob(self, path: str) -> str | None:
         for _ in range(8):  # follow symlinks inside the repository
@@ -223,12 +225,9 @@ class DirTree:
         self.root = root.resolve()
         self.cache = stat_cache  # absolute path -> (mtime_ns, size, blob); updated in place
 
-    def paths(self) -> Iterable[str]:
-        for folder, dirs, files in os.walk(self.root):
-            dirs[:] = [d for d in dirs if d != ".git"]
-            rel = Path(folder).relative_to(self.root)
-            for name in files:
-                yield (rel / name).as_posix()
+    def glob(self, pattern: str) -> list[str]:
+        found = glob.glob(pattern, root_dir=self.root, recursive=True, include_hidden=True)
+        return sorted(p for p in found if ".git" not in p.split("/") and (self.root / p).is_file())
 
     def _file(self, path: str) -> Path | None:
         full = (self.root / path).resolve()
@@ -237,19 +236,19 @@ class DirTree:
         return full
 
     def blob(self, path: str) -> str | None:
-        full = self._file(path)
-        if full is None:
-            return None
+        key = f"{self.root}/{path}"
         try:
-            st = full.stat()
+            st = os.stat(key)
         except OSError:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        key = str(full)
         cached = self.cache.get(key)
         if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
-            return cached[2]
+            return cached[2]  # a path is cached only after the check below passed
+        full = self._file(path)
+        if full is None:
+            return None
         sha = blob_sha(full.read_bytes())
         self.cache[key] = (st.st_mtime_ns, st.st_size, sha)
         return sha
@@ -267,6 +266,31 @@ class DirTree:
 def blob_sha(data: bytes) -> str:
     """The id git gives these bytes, so local folders share the git parse cache."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A path glob as a regex: `*` and `?` stay inside one folder, `**/` spans folders."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 1)) > i + 1:
+            out.append("[" + pattern[i + 1 : end].replace("\\", "\\\\") + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
 
 
 def open_tree(repo: RepoSpec, result: SyncResult, workspace: Path, stat_cache: dict) -> Tree:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import pytest
 
-from graphbuild import config, graph, index, sources
+from graphbuild import config, graph, graphdb, index, sources
 from graphbuild.errors import CycleError
 
 NGINX = "nginx:1.27@sha256:" + "a" * 64
@@ -10,7 +13,16 @@ NGINX = "nginx:1.27@sha256:" + "a" * 64
 
 def build(path):
     cfg = config.load(path)
-    return graph.build(index.build(cfg, sources.sync(cfg)).images)
+    synced = sources.sync(cfg)
+    with closing(index.open_db(cfg.workspace)) as db, index.Indexer(cfg, synced, db) as indexer:
+        indexer.scan()
+        return graph.build(indexer.parse().images)
+
+
+def stored(g):
+    db = sqlite3.connect(":memory:")
+    graph.save(db, g, {"fingerprint": "x"})
+    return db
 
 
 @pytest.fixture
@@ -82,7 +94,8 @@ def test_edges_across_repositories(fleet):
 
 
 def uses(g, ref, depth=None):
-    return [(u.image, u.depth, u.base) for u in graph.uses(g, graph.match(g, ref), depth)]
+    db = stored(g)
+    return [(u.image, u.depth, u.base) for u in graphdb.uses(db, graphdb.match(db, ref), depth)]
 
 
 def test_uses_answers(fleet):
@@ -109,7 +122,8 @@ def test_uses_answers(fleet):
 
 def test_parents_answers(fleet):
     chain = [
-        (p.image, p.base, p.depth, p.kind, p.line, p.external) for p in graph.parents(fleet, CLI)
+        (p.image, p.base, p.depth, p.kind, p.line, p.external)
+        for p in graphdb.parents(stored(fleet), CLI)
     ]
     assert chain == [
         (CLI, APP, 1, "from", 1, False),
@@ -123,7 +137,7 @@ def test_parents_answers(fleet):
 
 
 def test_focus_and_exports(fleet):
-    around = graph.focus(fleet, graph.match(fleet, "alpine"))
+    around = graph.focus(fleet, graphdb.match(stored(fleet), "alpine"))
     assert set(around.nodes) == {"docker.io/library/alpine:3.20", JQ}
     data = graph.to_json(around)
     assert data["nodes"] == [
@@ -143,15 +157,15 @@ def test_focus_and_exports(fleet):
 
 
 def test_store_and_load_round_trip(fleet, tmp_path):
-    path = tmp_path / "graph.json"
-    graph.save(path, graph.Stored(fleet, [], {"app": {"commit": "x"}}))
-    loaded = graph.load(path)
-    assert sorted(loaded.graph.edges(data=True)) == sorted(fleet.edges(data=True))
-    assert dict(loaded.graph.nodes(data=True)) == dict(fleet.nodes(data=True))
-    assert loaded.repos == {"app": {"commit": "x"}}
-    path.write_text("{broken")
-    assert graph.load(path) is None
-    assert graph.load(tmp_path / "none.json") is None
+    with closing(sqlite3.connect(tmp_path / "index.db")) as db:
+        assert graphdb.meta(db) is None
+        graph.save(db, fleet, {"fingerprint": "abc", "problems": []})
+        loaded = graph.load(db)
+        assert sorted(loaded.edges(data=True)) == sorted(fleet.edges(data=True))
+        assert dict(loaded.nodes(data=True)) == dict(fleet.nodes(data=True))
+        assert graphdb.meta(db)["fingerprint"] == "abc"
+        graph.save(db, graph.nx.DiGraph(), {"fingerprint": "empty"})
+        assert len(graph.load(db)) == 0
 
 
 def local(tmp_path, write_config, files: dict[str, str], images: list[dict]):

@@ -144,7 +144,8 @@ def test_git_tree_reads_blobs_and_follows_symlinks(remotes, write_config):
     result = sources.sync(cfg)[0]
     tree = sources.GitTree(sources.clone_dir(cfg.workspace, "app"), result.commit)
     try:
-        assert set(tree.paths()) == {"images/a/Dockerfile"}
+        assert tree.glob("**/Dockerfile") == ["Dockerfile", "images/a/Dockerfile"]
+        assert tree.glob("images/*/Dockerfile") == ["images/a/Dockerfile"]
         assert tree.blob("Dockerfile") == tree.blob("images/a/Dockerfile")
         assert tree.read("Dockerfile") == b"FROM alpine:3.20\n"
         assert tree.blob("missing") is None
@@ -175,3 +176,31 @@ def test_dir_tree_uses_the_stat_cache(tmp_path):
     assert sources.DirTree(tmp_path, cache).blob("Dockerfile") == "cached-sha"
     Path(tmp_path / "Dockerfile").write_text("FROM alpine:3.21\n")
     assert sources.DirTree(tmp_path, cache).blob("Dockerfile") != "cached-sha"
+
+
+def test_dir_tree_glob_matches_git_tree_glob(tmp_path):
+    for name in (
+        "Dockerfile",
+        "images/a/Dockerfile",
+        "images/b/c/Dockerfile",
+        ".hidden/Dockerfile",
+        "v1/Dockerfile.b",
+        "v1/Dockerfile.c",
+        ".git/Dockerfile",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("FROM alpine\n")
+    tree = sources.DirTree(tmp_path, {})
+    assert tree.glob("images/*/Dockerfile") == ["images/a/Dockerfile"]
+    assert tree.glob("**/Dockerfile") == [
+        ".hidden/Dockerfile",
+        "Dockerfile",
+        "images/a/Dockerfile",
+        "images/b/c/Dockerfile",
+    ]
+    assert tree.glob("v?/Dockerfile.[ab]") == ["v1/Dockerfile.b"]
+    for pattern in ("images/*/Dockerfile", "**/Dockerfile", "v?/Dockerfile.[ab]"):
+        regex = sources.glob_regex(pattern)
+        on_disk = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
+        in_git = sorted(p for p in on_disk if regex.match(p) and not p.startswith(".git/"))
+        assert in_git == tree.glob(pattern), pattern

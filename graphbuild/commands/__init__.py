@@ -1,1 +1,19 @@
 """One module per command: each takes a loaded Config and plain options, returns an exit code."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from graphbuild import graphdb, report
+from graphbuild.config import Config
+
+
+def ensure(config: Config) -> sqlite3.Connection:
+    """The index with its stored graph; a query syncs first only when there is none yet."""
+    db = graphdb.connect(config.workspace)
+    if graphdb.meta(db) is None:
+        from graphbuild.commands.sync import refresh
+
+        report.note("No index yet: syncing first (graphbuild sync).")
+        refresh(config)
+    return db

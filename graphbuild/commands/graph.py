@@ -1,11 +1,11 @@
-"""`graphbuild graph`: the whole graph, or the neighbourhood of one node, as JSON, DOT or Mermaid."""
+"""`graphbuild graph`: the graph, or one node's neighbourhood, as JSON, DOT or Mermaid."""
 
 from __future__ import annotations
 
 import sys
 
-from graphbuild import errors, graph, report
-from graphbuild.commands.sync import ensure
+from graphbuild import errors, graph, graphdb, report
+from graphbuild.commands import ensure
 from graphbuild.config import Config
 
 FORMATS = ("json", "dot", "mermaid")
@@ -14,9 +14,10 @@ FORMATS = ("json", "dot", "mermaid")
 def run(config: Config, fmt: str, focus: str | None) -> int:
     if fmt not in FORMATS:
         raise errors.GraphbuildError(f"--format must be one of {', '.join(FORMATS)}")
-    g = ensure(config).graph
+    db = ensure(config)
+    g = graph.load(db)
     if focus is not None:
-        starts = graph.match(g, focus)
+        starts = graphdb.match(db, focus)
         if not starts:
             raise errors.NotFound(f"{focus} is not in the graph")
         g = graph.focus(g, starts)

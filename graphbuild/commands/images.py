@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from graphbuild import errors, graph, report
-from graphbuild.commands.sync import ensure
+from graphbuild.commands import ensure
 from graphbuild.commands.uses import short
 from graphbuild.config import Config
 
 
 def run(config: Config, as_json: bool) -> int:
-    g = ensure(config).graph
+    g = graph.load(ensure(config))
     rows = []
     for node, attrs in sorted(g.nodes(data=True)):
         if attrs["kind"] != graph.IMAGE:

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from graphbuild import errors, graph, report
-from graphbuild.commands.sync import ensure
+from graphbuild import errors, graphdb, report
+from graphbuild.commands import ensure
 from graphbuild.commands.uses import short
 from graphbuild.config import Config
 
 
 def run(config: Config, image: str, as_json: bool) -> int:
-    stored = ensure(config)
-    g = stored.graph
-    roots = [n for n in graph.match(g, image) if g.nodes[n]["kind"] == graph.IMAGE]
+    db = ensure(config)
+    roots = [n for n in graphdb.match(db, image) if graphdb.kind_of(db, n) == graphdb.IMAGE]
     if not roots:
         raise errors.NotFound(f"{image} is not an image the fleet builds; see `graphbuild images`")
-    chains = {root: graph.parents(g, root) for root in roots}
+    chains = {root: graphdb.parents(db, root) for root in roots}
     if as_json:
         report.emit_json([p.__dict__ for root in roots for p in chains[root]])
         return errors.OK

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from graphbuild import errors, graph, index, report, sources
+from graphbuild import errors, graphdb, index, report, sources
 from graphbuild.config import Config
 
 
-def refresh(config: Config, jobs: int = 8) -> tuple[graph.Stored, index.Index]:
+@dataclass
+class Summary:
+    repos: list[sources.SyncResult]
+    images: int
+    parsed: int
+    cached: int
+    problems: list[index.Problem] = field(default_factory=list)
+
+
+def refresh(config: Config, jobs: int = 8) -> Summary:
     """Sync, index and link; the stored graph is replaced only when linking succeeds."""
+    from graphbuild import graph  # networkx: only paid when the graph is (re)built
+
     with report.progress(len(config.repos), "Syncing") as step:
 
         def done(result: sources.SyncResult) -> None:
@@ -21,53 +32,52 @@ def refresh(config: Config, jobs: int = 8) -> tuple[graph.Stored, index.Index]:
                 step(f"{result.repo}: local folder")
 
         synced = sources.sync(config, jobs=jobs, on_done=done)
-    idx = index.build(config, synced)
-    g, link_problems = graph.build(idx.images)
-    repos = {
-        r.repo: {"commit": r.commit, "fetched": r.fetched, "error": r.error} for r in synced
-    }
-    stored = graph.Stored(g, idx.problems + link_problems, repos)
-    graph.save(graph_file(config), stored)
-    return stored, idx
-
-
-def graph_file(config: Config) -> Path:
-    return config.workspace / "graph.json"
-
-
-def ensure(config: Config) -> graph.Stored:
-    """The stored graph; a query syncs first only when there is none yet."""
-    stored = graph.load(graph_file(config))
-    if stored is None:
-        report.note("No index yet: syncing first (graphbuild sync).")
-        stored, _ = refresh(config)
-    return stored
+    db = index.open_db(config.workspace)
+    try:
+        with index.Indexer(config, synced, db) as indexer:
+            fingerprint = indexer.scan()
+            stored = graphdb.meta(db)
+            if stored and stored["fingerprint"] == fingerprint:
+                problems = [index.Problem(**p) for p in stored["problems"]]
+                return Summary(synced, stored["images"], 0, len(indexer.found), problems)
+            idx = indexer.parse()
+        g, link_problems = graph.build(idx.images)
+        problems = idx.problems + link_problems
+        images = sum(1 for _, kind in g.nodes(data="kind") if kind == graphdb.IMAGE)
+        meta = {"fingerprint": fingerprint, "images": images,
+                "problems": [p.__dict__ for p in problems]}  # fmt: skip
+        graph.save(db, g, meta)
+        return Summary(synced, images, idx.parsed, idx.cached, problems)
+    finally:
+        db.close()
 
 
 def run(config: Config, jobs: int, as_json: bool) -> int:
-    stored, idx = refresh(config, jobs)
-    failed = [p for p in stored.problems if p.level == index.ERROR]
+    summary = refresh(config, jobs)
     if as_json:
-        report.emit_json({
-            "repos": [{"name": name, **info} for name, info in stored.repos.items()],
-            "images": _image_count(stored),
-            "parsed": idx.parsed,
-            "cached": idx.cached,
-            "problems": [p.__dict__ for p in stored.problems],
-        })
-    else:
-        new = sum(1 for info in stored.repos.values() if info["fetched"])
-        print(
-            f"Synced {len(stored.repos)} repositories ({new} with new commits); "
-            f"indexed {_image_count(stored)} images: parsed {idx.parsed} Dockerfiles, "
-            f"{idx.cached} from cache."
+        report.emit_json(
+            {
+                "repos": [
+                    {"name": r.repo, "commit": r.commit, "fetched": r.fetched, "error": r.error}
+                    for r in summary.repos
+                ],
+                "images": summary.images,
+                "parsed": summary.parsed,
+                "cached": summary.cached,
+                "problems": [p.__dict__ for p in summary.problems],
+            }
         )
-        if stored.problems:
-            print(f"{len(stored.problems)} problem{'s' if len(stored.problems) != 1 else ''}:")
-            for p in stored.problems:
+    else:
+        new = sum(1 for r in summary.repos if r.fetched)
+        print(
+            f"Synced {len(summary.repos)} repositories ({new} with new commits); "
+            f"indexed {summary.images} images: parsed {summary.parsed} Dockerfiles, "
+            f"{summary.cached} from cache."
+        )
+        if summary.problems:
+            count = len(summary.problems)
+            print(f"{count} problem{'s' if count != 1 else ''}:")
+            for p in summary.problems:
                 print(f"  {p.level:<10} {p}")
+    failed = any(p.level == index.ERROR for p in summary.problems)
     return errors.FAILED if failed else errors.OK
-
-
-def _image_count(stored: graph.Stored) -> int:
-    return sum(1 for _, kind in stored.graph.nodes(data="kind") if kind == graph.IMAGE)

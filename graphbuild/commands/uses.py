@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, graph, refs, report
-from graphbuild.commands.sync import ensure
+from graphbuild import errors, graphdb, refs, report
+from graphbuild.commands import ensure
 from graphbuild.config import Config
 
 
 def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool) -> int:
-    stored = ensure(config)
-    starts = graph.match(stored.graph, ref)
-    found = graph.uses(stored.graph, starts, 1 if direct else depth)
+    db = ensure(config)
+    starts = graphdb.match(db, ref)
+    found = graphdb.uses(db, starts, 1 if direct else depth)
     if as_json:
         report.emit_json([use.__dict__ for use in found])
         return errors.OK

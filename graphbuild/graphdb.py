@@ -1,0 +1,198 @@
+"""The linked graph as stored in index.db, and the queries answered straight from it.
+
+A `uses` or `parents` query reads only the rows it walks through, by index,
+instead of loading ten thousand images into networkx first: that is what keeps
+one query well under half a second on a large fleet. graph.py builds and
+checks the graph with networkx; this module stores it and reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from graphbuild import refs
+
+IMAGE, EXTERNAL = "image", "external"
+SCHEMA_VERSION = 1  # index.db is derived data: another version is dropped, not migrated
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS graph_nodes (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, tag TEXT, digest TEXT,
+    attrs TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS graph_nodes_name ON graph_nodes (name);
+CREATE TABLE IF NOT EXISTS graph_tags (tag TEXT PRIMARY KEY, node TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS graph_edges (
+    source TEXT NOT NULL, target TEXT NOT NULL, kind TEXT NOT NULL, repo TEXT NOT NULL,
+    dockerfile TEXT NOT NULL, line INTEGER NOT NULL, attrs TEXT NOT NULL,
+    PRIMARY KEY (source, target));
+CREATE INDEX IF NOT EXISTS graph_edges_target ON graph_edges (target);
+CREATE TABLE IF NOT EXISTS graph_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_EDGE_COLUMNS = ("kind", "repo", "dockerfile", "line")
+
+
+def connect(workspace: Path) -> sqlite3.Connection:
+    """The workspace's index.db, emptied first if an older graphbuild wrote it."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(workspace / "index.db", timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        with db:
+            for (table,) in tables:
+                db.execute(f'DROP TABLE "{table}"')
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return db
+
+
+def save(
+    db: sqlite3.Connection,
+    nodes: Iterator[tuple[str, dict[str, Any]]],
+    edges: Iterator[tuple[str, str, dict[str, Any]]],
+    meta: dict[str, Any],
+) -> None:
+    """Replace the stored graph in one transaction: readers see the old one or the new one."""
+    db.executescript(_SCHEMA)
+    node_rows, tag_rows = [], []
+    for node, attrs in nodes:
+        if attrs["kind"] == IMAGE:
+            node_rows.append((node, IMAGE, attrs["image"], None, None, json.dumps(attrs)))
+            tag_rows += [(tag, node) for tag in attrs["tags"]]
+        else:
+            row = (node, EXTERNAL, attrs["name"], attrs["tag"], attrs["digest"], json.dumps(attrs))
+            node_rows.append(row)
+    edge_rows = [
+        (u, v, *(d[c] for c in _EDGE_COLUMNS),
+         json.dumps({k: x for k, x in d.items() if k not in _EDGE_COLUMNS}))
+        for u, v, d in edges
+    ]  # fmt: skip
+    meta = {**meta, "synced_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    with db:
+        for table in ("graph_nodes", "graph_tags", "graph_edges", "graph_meta"):
+            db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        db.executemany("INSERT INTO graph_nodes VALUES (?, ?, ?, ?, ?, ?)", node_rows)
+        db.executemany("INSERT INTO graph_tags VALUES (?, ?)", tag_rows)
+        db.executemany("INSERT INTO graph_edges VALUES (?, ?, ?, ?, ?, ?, ?)", edge_rows)
+        db.executemany(
+            "INSERT INTO graph_meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
+        )
+
+
+def meta(db: sqlite3.Connection) -> dict[str, Any] | None:
+    """What the last successful link recorded (fingerprint, problems, repos), or None."""
+    try:
+        rows = db.execute("SELECT key, value FROM graph_meta").fetchall()
+    except sqlite3.OperationalError:
+        return None
+    return {k: json.loads(v) for k, v in rows} or None
+
+
+def nodes(db: sqlite3.Connection) -> Iterator[tuple[str, dict[str, Any]]]:
+    for node, attrs in db.execute("SELECT id, attrs FROM graph_nodes"):
+        yield node, json.loads(attrs)
+
+
+def edges(db: sqlite3.Connection) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for u, v, kind, repo, dockerfile, line, attrs in db.execute("SELECT * FROM graph_edges"):
+        yield u, v, {"kind": kind, "repo": repo, "dockerfile": dockerfile, "line": line,
+                     **json.loads(attrs)}  # fmt: skip
+
+
+# ---------------------------------------------------------------- queries
+
+
+def match(db: sqlite3.Connection, text: str) -> list[str]:
+    """Nodes a user's REF names: no tag = every tag; a tag also matches its pinned forms."""
+    query = refs.parse(text)
+    if query.digest is not None:
+        sql, args = "kind = 'external' AND digest = ?", [query.digest]
+    elif query.tag is not None:
+        sql, args = "kind = 'external' AND tag = ?", [query.tag]
+    else:
+        sql, args = "1", []
+    select = f"SELECT id FROM graph_nodes WHERE name = ? AND {sql}"  # noqa: S608 - fixed SQL
+    rows = db.execute(select, [query.name, *args])
+    found = {row[0] for row in rows}
+    if query.tag is not None and query.digest is None:
+        tagged = db.execute("SELECT node FROM graph_tags WHERE tag = ?", (query.tagged,))
+        found |= {row[0] for row in tagged}
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Use:
+    """An image built on the queried base, and the edge that first reaches it."""
+
+    image: str
+    depth: int
+    base: str  # the node it is built on, one level up
+    kind: str
+    repo: str
+    dockerfile: str
+    line: int
+
+
+def uses(db: sqlite3.Connection, starts: list[str], max_depth: int | None = None) -> list[Use]:
+    """Every image built on `starts`, breadth first: the shortest chain decides the depth."""
+    depth = dict.fromkeys(starts, 0)
+    queue = deque(starts)
+    found: list[Use] = []
+    sql = ("SELECT target, kind, repo, dockerfile, line FROM graph_edges "
+           "WHERE source = ? ORDER BY target")  # fmt: skip
+    while queue:
+        node = queue.popleft()
+        if max_depth is not None and depth[node] >= max_depth:
+            continue
+        for child, kind, repo, dockerfile, line in db.execute(sql, (node,)):
+            if child in depth:
+                continue
+            depth[child] = depth[node] + 1
+            found.append(Use(child, depth[child], node, kind, repo, dockerfile, line))
+            queue.append(child)
+    return sorted(found, key=lambda u: (u.depth, u.image))
+
+
+@dataclass(frozen=True)
+class Parent:
+    """One step down the chain: `image` is built on `base`."""
+
+    image: str
+    base: str
+    depth: int
+    kind: str
+    line: int
+    repo: str
+    dockerfile: str
+    external: bool
+
+
+def parents(db: sqlite3.Connection, image: str) -> list[Parent]:
+    """The bases of `image`, their bases, and so on down to external roots."""
+    depth = {image: 0}
+    queue = deque([image])
+    found: list[Parent] = []
+    sql = (
+        "SELECT e.source, e.kind, e.line, e.repo, e.dockerfile, n.kind FROM graph_edges e "
+        "JOIN graph_nodes n ON n.id = e.source WHERE e.target = ? ORDER BY e.source"
+    )
+    while queue:
+        node = queue.popleft()
+        for base, kind, line, repo, dockerfile, base_kind in db.execute(sql, (node,)):
+            found.append(Parent(node, base, depth[node] + 1, kind, line, repo, dockerfile,
+                                base_kind == EXTERNAL))  # fmt: skip
+            if base not in depth:
+                depth[base] = depth[node] + 1
+                queue.append(base)
+    return found
+
+
+def kind_of(db: sqlite3.Connection, node: str) -> str | None:
+    row = db.execute("SELECT kind FROM graph_nodes WHERE id = ?", (node,)).fetchone()
+    return row[0] if row else None
