@@ -1,0 +1,28 @@
+# Shared by scripts/demo and scripts/test: Debian packages and the project's virtualenv.
+# Sourced, not run. Works as root (CI) or as a user with sudo.
+
+# need_debs PKG...: install the Debian/Ubuntu packages that are missing.
+need_debs() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=()
+    [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+    echo "Installing Debian packages: ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# make_venv SPEC: create .venv (Python 3.11+) and pip install SPEC into it.
+make_venv() {
+    local python=${PYTHON:-python3}
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "graphbuild needs Python 3.11 or newer ($python is $("$python" --version 2>&1))." >&2
+        exit 2
+    fi
+    [ -x .venv/bin/python ] || "$python" -m venv .venv
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet "$1"
+}
