@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from graphbuild import refs
@@ -73,6 +73,7 @@ class BaseRef:
 class Warning:
     line: int
     message: str
+    rule: str | None = None  # the BuildKit lint rule, which `# check=` can skip or make an error
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Source:
     instructions: tuple[Instruction, ...]
     escape: str
     syntax: tuple[str, int] | None
+    check: tuple[str, int] | None
     warnings: tuple[Warning, ...]
 
 
@@ -162,7 +164,7 @@ def read(data: bytes | str) -> Source:
             logical += part
         if empty_continuation:
             warnings.append(
-                Warning(start, "NoEmptyContinuation: empty continuation lines will become errors")
+                _lint(start, "NoEmptyContinuation", "empty continuation lines will become errors")
             )
         ins = _instruction(logical, start)
         if _may_have_heredoc(ins) and "<<" in logical:
@@ -178,7 +180,13 @@ def read(data: bytes | str) -> Source:
 
     if not instructions:
         raise DockerfileError(max(n, 1), "file with no instructions")
-    return Source(tuple(instructions), escape, directives.get("syntax"), tuple(warnings))
+    return Source(
+        tuple(instructions),
+        escape,
+        directives.get("syntax"),
+        directives.get("check"),
+        tuple(warnings),
+    )
 
 
 def _lines(text: str) -> list[str]:
@@ -420,7 +428,31 @@ def _parse(
                 old = into.get(key)
                 into[key] = replace(ref, platforms=(old.platforms if old else ()) + (platform,))
         warnings.update(dict.fromkeys(ev.warnings))
-    return Parsed(list(merged.values()), list(onbuild.values()), list(warnings))
+    return Parsed(list(merged.values()), list(onbuild.values()), _checked(source, warnings))
+
+
+def _lint(line: int, rule: str, text: str) -> Warning:
+    return Warning(line, f"{rule}: {text}", rule)
+
+
+def _checked(source: Source, warnings: Iterable[Warning]) -> list[Warning]:
+    """Apply `# check=skip=…;error=true`: skipped rules vanish, the rest may fail the build."""
+    skip: set[str] = set()
+    as_error = False
+    value, line = source.check or ("", 0)
+    for item in filter(None, (part.strip() for part in value.split(";"))):
+        key, eq, arg = item.partition("=")
+        if key == "skip" and eq:
+            skip |= {rule.strip() for rule in arg.split(",")}
+        elif key == "error" and arg.lower() in ("true", "false"):
+            as_error = arg.lower() == "true"
+        elif key != "experimental":
+            raise DockerfileError(line, f"failed to parse check options: {item!r}")
+    kept = [w for w in warnings if not (w.rule and (w.rule in skip or "all" in skip))]
+    failed = [w for w in kept if w.rule]
+    if as_error and failed:
+        raise DockerfileError(failed[0].line, f"lint error (check=error=true): {failed[0].message}")
+    return kept
 
 
 def _platform_args(platform: str, build_platform: str, target: str | None) -> dict[str, str]:
@@ -549,9 +581,10 @@ class _Evaluator:
                     "name can't start with a number or contain symbols",
                 )
             if name in ("scratch", "context"):
-                self._warn(ins.line, f"ReservedStageName: {name!r} is reserved")
+                self.warnings.append(_lint(ins.line, "ReservedStageName", f"{name!r} is reserved"))
             if name in self.names:
-                self._warn(ins.line, f"DuplicateStageName: {name!r} is defined more than once")
+                message = f"{name!r} is defined more than once"
+                self.warnings.append(_lint(ins.line, "DuplicateStageName", message))
         stage = _Stage(index, name, ins.line)
         label = name or str(index)
         self.stages.append(stage)
@@ -583,7 +616,8 @@ class _Evaluator:
             raise DockerfileError(line, f"base name ({word}) should not be blank")
         if expansion.unmatched:
             names = ", ".join(sorted(expansion.unmatched))
-            self._warn(line, f"UndefinedArgInFrom: FROM uses undeclared ARG {names}")
+            message = f"FROM uses undeclared ARG {names}"
+            self.warnings.append(_lint(line, "UndefinedArgInFrom", message))
         if base == "scratch":
             return
         earlier = self.names.get(base)
@@ -712,7 +746,7 @@ class _Evaluator:
         stage.refs.append(self._image(value, kind, line, None, label))
 
     def _stage_index(self, value: str, line: int) -> int | None:
-        if value.isdigit():
+        if value.isascii() and value.isdigit():
             index = int(value)
             if index >= len(self.stages):
                 raise DockerfileError(line, f"invalid stage index {index}")
@@ -746,7 +780,7 @@ class _Evaluator:
             return None
         ref = self._image(value, SYNTAX, line, None, "syntax")
         if refs.parse(value).name not in _DOCKERFILE_FRONTENDS:
-            self._warn(line, _custom_warning(value))
+            self.warnings.append(Warning(line, _custom_warning(value)))
         return replace(ref, stage=None)
 
     def _exported_triggers(self, target: int) -> list[BaseRef]:
@@ -769,9 +803,6 @@ class _Evaluator:
                         replace(self._image(candidate, kind, trigger.line, None, ""), stage=None)
                     )
         return out
-
-    def _warn(self, line: int, message: str) -> None:
-        self.warnings.append(Warning(line, message))
 
 
 def _arg_pairs(ins: Instruction, escape: str) -> Iterator[tuple[str, str | None]]:

@@ -25,7 +25,7 @@ from graphbuild.config import Config, ImageSpec, RepoSpec
 from graphbuild.errors import DockerfileError, InvalidReference
 from graphbuild.sources import SyncResult, Tree, open_tree
 
-PARSER_REVISION = "1"  # bump when parsing changes, so cached answers are not reused
+PARSER_REVISION = "2"  # bump when parsing changes, so cached answers are not reused
 ERROR, UNRESOLVED, WARNING = "error", "unresolved", "warning"
 
 

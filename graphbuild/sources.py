@@ -110,23 +110,23 @@ def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
     try:
         if (clone / "HEAD").exists():
             bare = git.Repo(clone)
-            previous = _resolve(bare, SYNC_REF)
+            previous = _synced_commit(bare)
         else:
             bare = git.Repo.init(clone, bare=True, mkdir=True)
         with bare:
             if previous and repo.ref == previous:
                 return SyncResult(repo.name, previous)  # a pinned commit never moves
-            with bare.config_writer() as writer:
-                writer.set_value('remote "origin"', "url", repo.url)
+            reader, section = bare.config_reader(), 'remote "origin"'
+            if not reader.has_section(section) or reader.get_value(section, "url") != repo.url:
+                with bare.config_writer() as writer:
+                    writer.set_value(section, "url", repo.url)
             bare.git.fetch(
-                "--depth=1",
-                "--no-tags",
-                "--quiet",
-                "origin",
-                repo.ref or "HEAD",
-                env=_GIT_ENV,
-                kill_after_timeout=FETCH_TIMEOUT,
-            )
+                "--depth=1", "--no-tags", "--quiet", "origin", repo.ref or "HEAD",
+                env=_GIT_ENV, kill_after_timeout=FETCH_TIMEOUT,
+            )  # fmt: skip
+            fetched = (clone / "FETCH_HEAD").read_text().split("\t", 1)[0].strip()
+            if fetched == previous:
+                return SyncResult(repo.name, previous)  # the common case: one git process
             commit = bare.git.rev_parse("FETCH_HEAD^{commit}")
             bare.git.update_ref(SYNC_REF, commit)
             return SyncResult(repo.name, commit, fetched=commit != previous)
@@ -139,12 +139,13 @@ def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
         return SyncResult(repo.name, previous, f"{clone}: {err}")
 
 
-def _resolve(bare: git.Repo, ref: str) -> str | None:
-    import git
+def _synced_commit(bare: git.Repo) -> str | None:
+    """The commit the last sync read, from the ref files (no git process)."""
+    from git.refs.symbolic import SymbolicReference
 
     try:
-        return bare.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
-    except git.GitCommandError:
+        return SymbolicReference.dereference_recursive(bare, SYNC_REF)
+    except ValueError:
         return None
 
 

@@ -76,7 +76,7 @@ def generate(root: Path, repos: int, dockerfiles: int, seed: int) -> tuple[Path,
 def _dockerfile(rng: random.Random, parent: str, i: int) -> str:
     kind = rng.random()
     if kind < 0.4:
-        return f"# syntax=docker/dockerfile:1\nFROM {parent}\nRUN echo {i}\nCMD [\"app\"]\n"
+        return f'# syntax=docker/dockerfile:1\nFROM {parent}\nRUN echo {i}\nCMD ["app"]\n'
     if kind < 0.7:
         name, _, tag = parent.rpartition(":")
         return (
@@ -93,8 +93,9 @@ def _dockerfile(rng: random.Random, parent: str, i: int) -> str:
 
 def to_git(root: Path) -> None:
     """Turn every repository folder into a bare git remote and point repos.yaml at it."""
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@x"}  # fmt: skip
+    who = {"NAME": "bench", "EMAIL": "bench@example.invalid"}
+    env = {**os.environ, **{f"GIT_{role}_{k}": v for role in ("AUTHOR", "COMMITTER")
+                            for k, v in who.items()}}  # fmt: skip
     for repo in sorted((root / "repos").iterdir()):
         bare = root / "remotes" / f"{repo.name}.git"
         subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, env=env)
@@ -116,7 +117,9 @@ def timed(args: list[str], cwd: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--repos", type=int, default=1000)
     parser.add_argument("--dockerfiles", type=int, default=10000)
     parser.add_argument("--kind", choices=("path", "git"), default="path")
@@ -139,8 +142,9 @@ def main() -> None:
         print(f"kind={opts.kind} repos={opts.repos} dockerfiles={opts.dockerfiles}")
         print(f"cold sync (parse + graph):       {cold:6.2f} s")
         print(f"warm sync (no change):           {warm:6.2f} s")
-        print(f"uses {base} --json (all levels): {statistics.median(uses):6.3f} s (median of {opts.runs})")
-        print(f"uses {base} --direct:            {statistics.median(direct):6.3f} s (median of {opts.runs})")
+        runs = f"(median of {opts.runs})"
+        print(f"uses {base} --json (all levels): {statistics.median(uses):6.3f} s {runs}")
+        print(f"uses {base} --direct:            {statistics.median(direct):6.3f} s {runs}")
     finally:
         if opts.keep:
             print(f"kept {root}")

@@ -18,8 +18,12 @@ def graphbuild(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Com
     full_env.pop("GRAPHBUILD_CONFIG", None) if env is None else None
     return subprocess.run(
         [sys.executable, "-m", "graphbuild", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -37,8 +41,15 @@ def project(tmp_path):
 
 
 def test_the_bundled_example_answers_right_after_install(tmp_path):
-    done = graphbuild("--config", str(ROOT / "repos.yaml"), "uses", "debian:bookworm-slim",
-                      "--json", cwd=tmp_path, env={"GRAPHBUILD_CONFIG": ""})  # fmt: skip
+    done = graphbuild(
+        "--config",
+        str(ROOT / "repos.yaml"),
+        "uses",
+        "debian:bookworm-slim",
+        "--json",
+        cwd=tmp_path,
+        env={"GRAPHBUILD_CONFIG": ""},
+    )
     assert done.returncode == 0, done.stderr
     images = {row["image"] for row in json.loads(done.stdout)}
     assert "localhost:5000/shop/api:1.0" in images
@@ -59,11 +70,25 @@ def test_json_output_of_the_queries(project):
     assert graphbuild("sync", cwd=project).returncode == 0
     rows = json.loads(graphbuild("uses", "debian:bookworm-slim", "--json", cwd=project).stdout)
     assert rows == [
-        {"image": "r.test/base:1", "depth": 1, "base": "docker.io/library/debian:bookworm-slim",
-         "kind": "from", "repo": "base", "dockerfile": "Dockerfile", "line": 1},
-        {"image": "r.test/app:latest", "depth": 2, "base": "r.test/base:1",
-         "kind": "from", "repo": "app", "dockerfile": "Dockerfile", "line": 1},
-    ]  # fmt: skip
+        {
+            "image": "r.test/base:1",
+            "depth": 1,
+            "base": "docker.io/library/debian:bookworm-slim",
+            "kind": "from",
+            "repo": "base",
+            "dockerfile": "Dockerfile",
+            "line": 1,
+        },
+        {
+            "image": "r.test/app:latest",
+            "depth": 2,
+            "base": "r.test/base:1",
+            "kind": "from",
+            "repo": "app",
+            "dockerfile": "Dockerfile",
+            "line": 1,
+        },
+    ]
     direct = json.loads(graphbuild("uses", "debian", "--direct", "--json", cwd=project).stdout)
     assert [r["image"] for r in direct] == ["r.test/base:1"]
     chain = json.loads(graphbuild("parents", "r.test/app", "--json", cwd=project).stdout)
@@ -72,14 +97,22 @@ def test_json_output_of_the_queries(project):
         ("r.test/base:1", "docker.io/library/debian:bookworm-slim", 2),
     ]
     bases = json.loads(graphbuild("bases", "--json", cwd=project).stdout)
-    assert bases == [{"id": "docker.io/library/debian:bookworm-slim", "pinned": False,
-                      "images": 1, "all_images": 2, "kinds": ["from"]}]  # fmt: skip
+    assert bases == [
+        {
+            "id": "docker.io/library/debian:bookworm-slim",
+            "pinned": False,
+            "images": 1,
+            "all_images": 2,
+            "kinds": ["from"],
+        }
+    ]
     images = json.loads(graphbuild("images", "--json", cwd=project).stdout)
     assert [i["id"] for i in images] == ["r.test/app:latest", "r.test/base:1"]
     exported = json.loads(graphbuild("graph", "--format", "json", cwd=project).stdout)
     assert {e["source"] + ">" + e["target"] for e in exported["edges"]} == {
-        "docker.io/library/debian:bookworm-slim>r.test/base:1", "r.test/base:1>r.test/app:latest"
-    }  # fmt: skip
+        "docker.io/library/debian:bookworm-slim>r.test/base:1",
+        "r.test/base:1>r.test/app:latest",
+    }
     dot = graphbuild("graph", "--format", "dot", "--focus", "r.test/app", cwd=project).stdout
     assert dot.startswith("digraph graphbuild {")
 

@@ -54,81 +54,77 @@ def test_default_workspace_is_beside_the_config(tmp_path):
     assert cfg.workspace == tmp_path / ".graphbuild"
 
 
+REPO = "repos:\n  - name: a\n    path: .\n"
+IMAGE = REPO + "    images:\n      - image: x\n"  # the image entry starts on line 5
+
+
+def case(text, key, says, line):
+    return pytest.param(text, key, says, line, id=f"{key}: {says}")
+
+
 @pytest.mark.parametrize(
     ("text", "key", "says", "line"),
     [
-        (
-            "repos:\n  - name: a\n    path: .\n    images:\n      - image: x\n        tags: latest\n",
-            "repos[0].images[0].tags",
-            "expected a list",
-            6,
-        ),
-        (
-            "repos:\n  - name: a\n    path: .\n    images:\n      - image: x\n        tag: [a]\n",
+        case(IMAGE + "        tags: latest\n", "repos[0].images[0].tags", "expected a list", 6),
+        case(
+            IMAGE + "        tag: [a]\n",
             "repos[0].images[0].tag",
             "unknown key (did you mean 'tags'?)",
             6,
         ),
-        (
-            "repos:\n  - name: a\n    path: .\n    images:\n      - image: x\n        tags: [3.10]\n",
+        case(
+            IMAGE + "        tags: [3.10]\n",
             "repos[0].images[0].tags[0]",
             'quote it, e.g. "3.10"',
             6,
         ),
-        (
-            "repos:\n  - name: a\n    path: .\n    images:\n      - image: x:1\n",
+        case(
+            REPO + "    images:\n      - image: x:1\n",
             "repos[0].images[0].image",
             "tags go in `tags:`",
             5,
         ),
-        (
-            "repos:\n  - name: a\n    path: .\n    images:\n      - image: Bad/Name\n",
+        case(
+            REPO + "    images:\n      - image: Bad/Name\n",
             "repos[0].images[0].image",
             "must be lowercase",
             5,
         ),
-        (
-            "repos:\n  - name: a\n    path: .\n    images:\n      - dockerfile: D\n",
-            "repos[0].images[0].image",
-            "missing",
-            5,
+        case(
+            REPO + "    images:\n      - dockerfile: D\n", "repos[0].images[0].image", "missing", 5
         ),
-        (
-            "repos:\n  - name: a\n    path: .\n    images:\n"
-            "      - image: x\n        dockerfile: ../../etc/passwd\n",
+        case(
+            IMAGE + "        dockerfile: ../../etc/passwd\n",
             "repos[0].images[0].dockerfile",
             "relative path inside the repository",
             6,
         ),
-        (
-            "repos:\n  - name: a\n    path: .\n    images:\n"
-            "      - image: x\n        build_args: {V: 3.10}\n",
+        case(
+            IMAGE + "        build_args: {V: 3.10}\n",
             "repos[0].images[0].build_args.V",
             "quote it",
             6,
         ),
-        (
-            "repos:\n  - name: a\n    path: .\n    images:\n"
-            "      - image: x\n        platforms: [amd64]\n",
-            "repos[0].images[0].platforms[0]",
-            "os/arch",
-            6,
+        case(
+            IMAGE + "        platforms: [amd64]\n", "repos[0].images[0].platforms[0]", "os/arch", 6
         ),
-        ("repos:\n  - name: a\n    url: x\n    path: y\n", "repos[0]", "exactly one of", 2),
-        ("repos:\n  - name: a\n    url: 'ext::sh -c id'\n", "repos[0].url", "can run commands", 3),
-        ("repos:\n  - name: a\n    url: --upload-pack=id\n", "repos[0].url", "git option", 3),
-        (
-            "repos:\n  - name: a\n    path: .\n  - name: a\n    path: .\n",
+        case("repos:\n  - name: a\n    url: x\n    path: y\n", "repos[0]", "exactly one of", 2),
+        case(
+            "repos:\n  - name: a\n    url: 'ext::sh -c id'\n", "repos[0].url", "can run commands", 3
+        ),
+        case("repos:\n  - name: a\n    url: --upload-pack=id\n", "repos[0].url", "git option", 3),
+        case(
+            REPO + REPO.removeprefix("repos:\n"),
             "repos[1].name",
             "duplicate name 'a' (also repos[0])",
             4,
         ),
-        ("repos:\n  - path: .\n", "repos[0].name", "missing", 2),
-        ("repos:\n  - name: a b\n    path: .\n", "repos[0].name", "letters, digits", 2),
-        ("repos:\n  - name: a\n    path: .\n    ref: main\n", "repos[0].ref", "no ref", 4),
-        ("repos: {a: 1}\n", "repos", "expected a list, got a mapping", 1),
-        ("repo: []\n", "repo", "did you mean 'repos'", 1),
-        ("workspace: x\n", "repos", "missing", 1),
+        case("repos:\n  - path: .\n", "repos[0].name", "missing", 2),
+        case("repos:\n  - name: a b\n    path: .\n", "repos[0].name", "letters, digits", 2),
+        case(REPO + "    ref: main\n", "repos[0].ref", "no ref", 4),
+        case("repos: {a: 1}\n", "repos", "expected a list, got a mapping", 1),
+        case("repo: []\n", "repo", "did you mean 'repos'", 1),
+        case("workspace: x\n", "repos", "missing", 1),
     ],
 )
 def test_bad_config_names_file_line_and_key(tmp_path, text, key, says, line):
@@ -138,8 +134,7 @@ def test_bad_config_names_file_line_and_key(tmp_path, text, key, says, line):
     assert err.key == key
     assert says in err.message
     assert err.line == line
-    where = f"{tmp_path / 'repos.yaml'}:{line}" if line else str(tmp_path / "repos.yaml")
-    assert str(err) == f"{where}: {key}: {err.message}"
+    assert str(err) == f"{tmp_path / 'repos.yaml'}:{line}: {key}: {err.message}"
 
 
 def test_invalid_yaml_gives_the_line(tmp_path):

@@ -28,39 +28,68 @@ def stored(g):
 @pytest.fixture
 def fleet(remotes, write_config):
     """Three git repositories: a base chain, a multi-stage app, a glob-discovered tool set."""
-    platform = remotes("platform", {
-        "base/Dockerfile": "FROM debian:bookworm-slim\n",
-        "python/Dockerfile": "ARG BASE=registry.test/platform/base:bookworm\n"
-                             "FROM ${BASE}\n"
-                             "COPY --from=python:3.12-slim /usr/local /usr/local\n",
-    })  # fmt: skip
-    app = remotes("app", {
-        "Dockerfile": "FROM registry.test/platform/python:3.12 AS base\n"
-                      "FROM base AS build\n"
-                      "RUN --mount=from=ghcr.io/astral-sh/uv:0.4,source=/uv,target=/bin/uv uv sync\n"
-                      "FROM build AS dist\n"
-                      "FROM dist\n"
-                      f"COPY --from={NGINX} /etc/nginx /etc/nginx\n",
-    })  # fmt: skip
-    tools = remotes("tools", {
-        "images/cli/Dockerfile": "FROM registry.test/app:1.0\n",
-        "images/jq/Dockerfile": "FROM alpine:3.20\n",
-        "README.md": "not an image\n",
-    })  # fmt: skip
-    path = write_config([
-        {"name": "platform", "url": str(platform.url), "images": [
-            {"image": "registry.test/platform/base", "dockerfile": "base/Dockerfile",
-             "tags": ["bookworm", "latest"]},
-            {"image": "registry.test/platform/python", "dockerfile": "python/Dockerfile",
-             "tags": ["3.12"]},
-        ]},
-        {"name": "app", "url": str(app.url), "images": [
-            {"image": "registry.test/app", "tags": ["1.0"]},
-        ]},
-        {"name": "tools", "url": str(tools.url), "images": [
-            {"image": "registry.test/tools/{dir}", "dockerfile": "images/*/Dockerfile"},
-        ]},
-    ])  # fmt: skip
+    platform = remotes(
+        "platform",
+        {
+            "base/Dockerfile": "FROM debian:bookworm-slim\n",
+            "python/Dockerfile": "ARG BASE=registry.test/platform/base:bookworm\n"
+            "FROM ${BASE}\n"
+            "COPY --from=python:3.12-slim /usr/local /usr/local\n",
+        },
+    )
+    app = remotes(
+        "app",
+        {
+            "Dockerfile": "FROM registry.test/platform/python:3.12 AS base\n"
+            "FROM base AS build\n"
+            "RUN --mount=from=ghcr.io/astral-sh/uv:0.4,source=/uv,target=/bin/uv uv sync\n"
+            "FROM build AS dist\n"
+            "FROM dist\n"
+            f"COPY --from={NGINX} /etc/nginx /etc/nginx\n",
+        },
+    )
+    tools = remotes(
+        "tools",
+        {
+            "images/cli/Dockerfile": "FROM registry.test/app:1.0\n",
+            "images/jq/Dockerfile": "FROM alpine:3.20\n",
+            "README.md": "not an image\n",
+        },
+    )
+    path = write_config(
+        [
+            {
+                "name": "platform",
+                "url": str(platform.url),
+                "images": [
+                    {
+                        "image": "registry.test/platform/base",
+                        "dockerfile": "base/Dockerfile",
+                        "tags": ["bookworm", "latest"],
+                    },
+                    {
+                        "image": "registry.test/platform/python",
+                        "dockerfile": "python/Dockerfile",
+                        "tags": ["3.12"],
+                    },
+                ],
+            },
+            {
+                "name": "app",
+                "url": str(app.url),
+                "images": [
+                    {"image": "registry.test/app", "tags": ["1.0"]},
+                ],
+            },
+            {
+                "name": "tools",
+                "url": str(tools.url),
+                "images": [
+                    {"image": "registry.test/tools/{dir}", "dockerfile": "images/*/Dockerfile"},
+                ],
+            },
+        ]
+    )
     g, problems = build(path)
     assert problems == []
     return g
@@ -101,8 +130,11 @@ def uses(g, ref, depth=None):
 def test_uses_answers(fleet):
     debian = "docker.io/library/debian:bookworm-slim"
     assert uses(fleet, "debian:bookworm-slim") == [
-        (BASE, 1, debian), (PYTHON, 2, BASE), (APP, 3, PYTHON), (CLI, 4, APP)
-    ]  # fmt: skip
+        (BASE, 1, debian),
+        (PYTHON, 2, BASE),
+        (APP, 3, PYTHON),
+        (CLI, 4, APP),
+    ]
     assert uses(fleet, "debian") == uses(fleet, "debian:bookworm-slim")
     assert uses(fleet, "debian:bookworm-slim", depth=1) == [(BASE, 1, debian)]
     assert uses(fleet, "debian:bookworm-slim", depth=2) == [(BASE, 1, debian), (PYTHON, 2, BASE)]
@@ -141,15 +173,25 @@ def test_focus_and_exports(fleet):
     assert set(around.nodes) == {"docker.io/library/alpine:3.20", JQ}
     data = graph.to_json(around)
     assert data["nodes"] == [
-        {"id": "docker.io/library/alpine:3.20", "kind": "external", "name": "docker.io/library/alpine",
-         "tag": "3.20", "digest": None, "pinned": False},
+        {
+            "id": "docker.io/library/alpine:3.20",
+            "kind": "external",
+            "name": "docker.io/library/alpine",
+            "tag": "3.20",
+            "digest": None,
+            "pinned": False,
+        },
         {**{"id": JQ}, **fleet.nodes[JQ]},
-    ]  # fmt: skip
+    ]
     edge = data["edges"][0]
     assert {k: edge[k] for k in ("source", "target", "kind", "repo", "dockerfile", "line")} == {
-        "source": "docker.io/library/alpine:3.20", "target": JQ, "kind": "from",
-        "repo": "tools", "dockerfile": "images/jq/Dockerfile", "line": 1,
-    }  # fmt: skip
+        "source": "docker.io/library/alpine:3.20",
+        "target": JQ,
+        "kind": "from",
+        "repo": "tools",
+        "dockerfile": "images/jq/Dockerfile",
+        "line": 1,
+    }
     assert f'"docker.io/library/alpine:3.20" -> "{JQ}" [label="from"];' in graph.to_dot(around)
     mermaid = graph.to_mermaid(around)
     assert mermaid.startswith("graph LR\n")
@@ -191,8 +233,12 @@ def test_a_cycle_is_rejected_and_printed(tmp_path, write_config):
 
 def test_an_image_built_on_its_own_tag_is_a_cycle(tmp_path, write_config):
     with pytest.raises(CycleError, match=r"r.test/a:1 -> r.test/a:1"):
-        local(tmp_path, write_config, {"a": "FROM r.test/a:1\n"},
-              [{"image": "r.test/a", "dockerfile": "a", "tags": ["1"]}])  # fmt: skip
+        local(
+            tmp_path,
+            write_config,
+            {"a": "FROM r.test/a:1\n"},
+            [{"image": "r.test/a", "dockerfile": "a", "tags": ["1"]}],
+        )
 
 
 def test_onbuild_triggers_of_a_fleet_image_are_edges_of_its_children(tmp_path, write_config):
@@ -223,8 +269,10 @@ def test_two_images_claiming_one_tag(tmp_path, write_config):
 
 
 def test_a_base_used_twice_in_one_file_keeps_every_use(tmp_path, write_config):
-    files = {"a": "FROM alpine:3.20 AS one\nFROM busybox\nCOPY --from=alpine:3.20 /x /x\n"
-                  "COPY --from=one /y /y\n"}  # fmt: skip
+    files = {
+        "a": "FROM alpine:3.20 AS one\nFROM busybox\nCOPY --from=alpine:3.20 /x /x\n"
+        "COPY --from=one /y /y\n"
+    }
     g, _ = local(tmp_path, write_config, files, [{"image": "r.test/a", "dockerfile": "a"}])
     edge = g.edges["docker.io/library/alpine:3.20", "r.test/a:latest"]
     assert (edge["kind"], edge["line"]) == ("from", 1)

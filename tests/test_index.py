@@ -17,10 +17,15 @@ def run(path):
 def test_no_change_parses_nothing_and_one_commit_parses_only_what_it_touched(remotes, write_config):
     files = {f"images/{n}/Dockerfile": f"FROM alpine:3.{n}\n" for n in range(10, 15)}
     remote = remotes("fleet", files)
-    path = write_config([
-        {"name": "fleet", "url": str(remote.url),
-         "images": [{"image": "registry.test/{dir}", "dockerfile": "images/*/Dockerfile"}]},
-    ])  # fmt: skip
+    path = write_config(
+        [
+            {
+                "name": "fleet",
+                "url": str(remote.url),
+                "images": [{"image": "registry.test/{dir}", "dockerfile": "images/*/Dockerfile"}],
+            },
+        ]
+    )
     cold = run(path)
     assert (cold.parsed, cold.cached, len(cold.images)) == (5, 0, 5)
 
@@ -77,9 +82,11 @@ def test_bad_dockerfiles_are_reported_and_the_rest_is_indexed(tmp_path, write_co
     assert problems == [
         (ERROR, "r:missing: no such Dockerfile (repos[0].images[2].dockerfile)"),
         (ERROR, "r:broken:2: unterminated heredoc"),
-        (UNRESOLVED, "r:unresolved:2: from '$BASE' unresolved: ARG BASE has no value; "
-                     "set it in build_args"),
-    ]  # fmt: skip
+        (
+            UNRESOLVED,
+            "r:unresolved:2: from '$BASE' unresolved: ARG BASE has no value; set it in build_args",
+        ),
+    ]
 
 
 def test_a_glob_that_matches_nothing_is_a_warning(tmp_path, write_config):

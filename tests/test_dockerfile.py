@@ -1,0 +1,1203 @@
+"""Base-image discovery: the 31 numbered rules of shared/reference/dockerfile-semantics.md,
+the dockerfile-parse 2.0.1 defects it lists, and property tests.
+
+Each rule case uses the reference's own example. Cases are `(text, kwargs, expected)` with
+`expected` a list of `(kind, raw)` pairs in file order; rules that need more than that
+(lines, platforms, pins, warnings, unresolved ARGs) have their own tests below.
+"""
+
+import io
+
+import pytest
+from dockerfile_parse import DockerfileParser
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from graphbuild import refs
+from graphbuild.dockerfile import Parsed, parse
+from graphbuild.errors import DockerfileError
+
+HEX = "0123456789abcdef" * 4
+AMD64, ARM64 = "linux/amd64", "linux/arm64"
+FROM, COPY, MOUNT, SYNTAX = "from", "copy", "mount", "syntax"
+
+
+def df(*lines, eol="\n"):
+    return eol.join(lines)
+
+
+def bases(text, **kw):
+    return [(r.kind, r.raw) for r in parse(text, **kw).refs]
+
+
+def only(text, **kw):
+    """The single reference of a file that has exactly one."""
+    (ref,) = parse(text, **kw).refs
+    return ref
+
+
+def rejected(text, **kw):
+    with pytest.raises(DockerfileError) as info:
+        parse(text, **kw)
+    return info.value
+
+
+def warnings(text, **kw):
+    return [w.message for w in parse(text, **kw).warnings]
+
+
+def rule(id, text, expected, **kw):
+    return pytest.param(text, kw, expected, id=id)
+
+
+# Rule 17's example, reused by rule 17, rule 11 and defect 4.
+PER_ARCH = df(
+    "FROM alpine:3 AS build_amd64", "FROM debian:12 AS build_arm64", "FROM build_${TARGETARCH}"
+)
+# Rule 29's example.
+THREE_TARGETS = df("FROM node:20 AS web", "FROM golang:1.22 AS api", "FROM alpine:3.20")
+# Rule 31's example.
+ONBUILD_PARENT = df("FROM alpine AS base", "ONBUILD COPY --from=nginx:1.25 /a /a")
+
+RULES = [
+    # -- reading the file
+    rule("rule-01-bom", "\ufeffFROM alpine:3", [(FROM, "alpine:3")]),
+    rule("rule-01-bom-in-bytes", "\ufeffFROM alpine:3".encode(), [(FROM, "alpine:3")]),
+    rule("rule-02-crlf", "FROM python:3.12-slim \\\r\n  AS base\r\n", [(FROM, "python:3.12-slim")]),
+    rule(
+        "rule-02-crlf-heredoc-terminator",
+        df("FROM alpine", "RUN <<EOF", "FROM evil:1", "EOF", "", eol="\r\n"),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-03-syntax-directive",
+        df("# syntax=docker/dockerfile:1.7", "FROM alpine:3.20"),
+        [(SYNTAX, "docker/dockerfile:1.7"), (FROM, "alpine:3.20")],
+    ),
+    rule(
+        "rule-03-directive-blanks-and-key-case",
+        df("  #  SYNTAX = docker/dockerfile:1.7 ", "FROM alpine:3.20"),
+        [(SYNTAX, "docker/dockerfile:1.7"), (FROM, "alpine:3.20")],
+    ),
+    rule(
+        "rule-03-directive-crlf",
+        df("# syntax=docker/dockerfile:1.7", "FROM alpine:3.20", eol="\r\n"),
+        [(SYNTAX, "docker/dockerfile:1.7"), (FROM, "alpine:3.20")],
+    ),
+    rule(
+        "rule-03-directive-no-continuation",
+        df("# syntax=docker/dockerfile:1.7 \\", "FROM alpine:3.20"),
+        [(SYNTAX, "docker/dockerfile:1.7"), (FROM, "alpine:3.20")],
+    ),
+    rule(
+        "rule-03-check-directive",
+        df("# check=skip=all", "# syntax=docker/dockerfile:1.7", "FROM alpine:3.20"),
+        [(SYNTAX, "docker/dockerfile:1.7"), (FROM, "alpine:3.20")],
+    ),
+    rule(
+        "rule-04-comment-before-directive",
+        df("# build file for X", "# syntax=docker/dockerfile:1", "FROM alpine"),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-04-blank-line-before-directive",
+        df("", "# syntax=docker/dockerfile:1", "FROM alpine"),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-04-unknown-directive-ends-scan",
+        df("# foo=bar", "# syntax=docker/dockerfile:1", "FROM alpine"),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-05-syntax-digest",
+        df(f"# syntax=docker/dockerfile:1@sha256:{HEX}", "FROM alpine"),
+        [(SYNTAX, f"docker/dockerfile:1@sha256:{HEX}"), (FROM, "alpine")],
+    ),
+    rule(
+        "rule-05-buildkit-syntax-replaces-directive",
+        df("# syntax=docker/dockerfile:1.6", "FROM alpine"),
+        [(SYNTAX, "docker/dockerfile:1.7"), (FROM, "alpine")],
+        build_args={"BUILDKIT_SYNTAX": "docker/dockerfile:1.7"},
+    ),
+    rule(
+        "rule-05-buildkit-syntax-without-directive",
+        "FROM alpine",
+        [(SYNTAX, "docker/dockerfile:1.7"), (FROM, "alpine")],
+        build_args={"BUILDKIT_SYNTAX": "docker/dockerfile:1.7"},
+    ),
+    rule(
+        "rule-05-dockerfile-v0-is-built-in",
+        df("# syntax=docker/dockerfile:1", "FROM alpine"),
+        [(FROM, "alpine")],
+        build_args={"BUILDKIT_SYNTAX": "dockerfile.v0"},
+    ),
+    rule(
+        "rule-06-escape-backtick",
+        df("# escape=`", "FROM mcr.microsoft.com/windows/servercore:ltsc2022 `", "  AS base"),
+        [(FROM, "mcr.microsoft.com/windows/servercore:ltsc2022")],
+    ),
+    rule(
+        "rule-06-backslash-becomes-literal",
+        df("# escape=`", "FROM alpine AS a", "RUN dir C:\\", "FROM busybox", "COPY --from=a / /"),
+        [(FROM, "alpine"), (FROM, "busybox")],
+    ),
+    rule(
+        "rule-07-continuation",
+        df("FROM \\", "  python:3.12-slim \\", "  AS base"),
+        [(FROM, "python:3.12-slim")],
+    ),
+    rule(
+        "rule-07-trailing-blanks-after-escape",
+        df("FROM \\  ", "  python:3.12-slim \\ \t", "  AS base"),
+        [(FROM, "python:3.12-slim")],
+    ),
+    rule(
+        "rule-08-comment-inside-continuation",
+        df("FROM alpine:3 \\", "# pinned", "  AS x"),
+        [(FROM, "alpine:3")],
+    ),
+    rule(
+        "rule-08-indented-comment-inside-continuation",
+        df("FROM alpine:3 \\", "    # pinned \\", "  AS x"),
+        [(FROM, "alpine:3")],
+    ),
+    rule(
+        "rule-08-empty-line-inside-continuation",
+        df("FROM alpine:3 \\", "", "  AS x"),
+        [(FROM, "alpine:3")],
+    ),
+    rule(
+        "rule-09-heredoc", df("FROM alpine", "RUN <<EOF", "FROM evil:1", "EOF"), [(FROM, "alpine")]
+    ),
+    rule(
+        "rule-09-heredoc-chomp-tabs",
+        df("FROM alpine", "RUN <<-EOF", "\tFROM evil:1", "\tEOF"),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-09-heredoc-tab-is-not-terminator-without-dash",
+        df("FROM alpine", "RUN <<EOF", "\tEOF", "FROM evil:1", "EOF"),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-09-heredoc-quoted-terminator",
+        df(
+            "FROM alpine",
+            "COPY <<'EOT' /x",
+            "FROM evil:1",
+            "EOT",
+            'RUN cat <<"END"',
+            "FROM evil:2",
+            "END",
+        ),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-09-two-heredocs",
+        df("FROM alpine", "COPY <<A <<B /dst/", "FROM evil:1", "A", "FROM evil:2", "B"),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-09-heredoc-in-onbuild",
+        df("FROM alpine", "ONBUILD RUN <<EOF", "FROM evil:1", "EOF"),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-09-no-heredoc-in-exec-form",
+        df(
+            "FROM alpine AS a", 'RUN ["sh", "-c", "cat <<EOF"]', "FROM busybox", "COPY --from=a / /"
+        ),
+        [(FROM, "alpine"), (FROM, "busybox")],
+    ),
+    # -- variables in FROM
+    rule("rule-10-global-arg", df("ARG TAG=3.19", "FROM alpine:${TAG}"), [(FROM, "alpine:3.19")]),
+    rule(
+        "rule-11-nested-globals",
+        df("ARG REG=docker.io", "ARG IMG=${REG}/library/alpine", "FROM ${IMG}:3"),
+        [(FROM, "docker.io/library/alpine:3")],
+    ),
+    rule(
+        "rule-11-redeclared-global-refers-to-old-value",
+        df("ARG V=3", "ARG V=${V}.20", "FROM alpine:$V"),
+        [(FROM, "alpine:3.20")],
+    ),
+    rule(
+        "rule-11-stage-arg-first-from",
+        df("ARG T=1", "FROM a:${T} AS one", "ARG T=2", "FROM b:${T} AS two"),
+        [(FROM, "a:1")],
+        target="one",
+    ),
+    rule(
+        "rule-11-stage-arg-does-not-change-later-from",
+        df("ARG T=1", "FROM a:${T} AS one", "ARG T=2", "FROM b:${T} AS two"),
+        [(FROM, "b:1")],
+        target="two",
+    ),
+    rule(
+        "rule-11-stage-arg-both-reachable",
+        df("ARG T=1", "FROM a:${T}", "ARG T=2", "FROM b:${T}", "COPY --from=0 /a /a"),
+        [(FROM, "a:1"), (FROM, "b:1")],
+    ),
+    rule(
+        "rule-11-global-default-sees-platform-args",
+        df("ARG IMG=golang:1.22-${TARGETOS}", "FROM ${IMG}"),
+        [(FROM, "golang:1.22-linux")],
+    ),
+    rule(
+        "rule-12-build-arg-override",
+        df("ARG R=docker.io", "ARG I=${R}/x", "FROM $I"),
+        [(FROM, "quay.io/x")],
+        build_args={"R": "quay.io"},
+    ),
+    rule(
+        "rule-12-default-never-evaluated",
+        df("ARG X=${NOPE:?unset}", "FROM alpine:$X"),
+        [(FROM, "alpine:3")],
+        build_args={"X": "3"},
+    ),
+    rule(
+        "rule-12-undeclared-build-arg-does-not-reach-from",
+        "FROM alpine:3${T}",
+        [(FROM, "alpine:3")],
+        build_args={"T": "-rc"},
+    ),
+    rule(
+        "rule-13-default-when-unset",
+        df("ARG TAG", "FROM alpine:${TAG:-3.14}"),
+        [(FROM, "alpine:3.14")],
+    ),
+    rule(
+        "rule-13-nested-default",
+        df("ARG DEF=3.19", "ARG TAG", "FROM alpine:${TAG:-${DEF}}"),
+        [(FROM, "alpine:3.19")],
+    ),
+    rule(
+        "rule-13-suffix-pattern",
+        df("ARG PY=3.12.4", "FROM python:${PY%.*}-slim"),
+        [(FROM, "python:3.12-slim")],
+    ),
+    rule(
+        "rule-13-alternative-and-replacement",
+        df("ARG SLIM=1", "ARG IMG=library/python", "FROM ${IMG/library\\//}:3.12${SLIM:+-slim}"),
+        [(FROM, "python:3.12-slim")],
+    ),
+    rule("rule-14-undefined-is-empty", "FROM node:22${VARIANT}", [(FROM, "node:22")]),
+    rule(
+        "rule-15-quotes-removed", df('ARG B="python:3.12"', 'FROM "${B}"'), [(FROM, "python:3.12")]
+    ),
+    rule(
+        "rule-15-quotes-inside-word",
+        df("ARG V=1.22", 'FROM golang:"${V}-alpine"'),
+        [(FROM, "golang:1.22-alpine")],
+    ),
+    rule(
+        "rule-16-several-args-per-line",
+        df("ARG REG=docker.io IMG=alpine", "FROM ${REG}/library/${IMG}"),
+        [(FROM, "docker.io/library/alpine")],
+    ),
+    rule("rule-17-default-platform", PER_ARCH, [(FROM, "alpine:3")]),
+    rule(
+        "rule-17-build-arg-overrides-platform-arg",
+        PER_ARCH,
+        [(FROM, "debian:12")],
+        build_args={"TARGETARCH": "arm64"},
+    ),
+    rule("rule-17-targetstage-default", "FROM img:${TARGETSTAGE}", [(FROM, "img:default")]),
+    rule(
+        "rule-17-targetstage-named",
+        "FROM img:${TARGETSTAGE} AS final",
+        [(FROM, "img:final")],
+        target="final",
+    ),
+    rule(
+        "rule-18-platform-flag",
+        "FROM --platform=$BUILDPLATFORM golang:1.22 AS build",
+        [(FROM, "golang:1.22")],
+    ),
+    # -- stages
+    rule("rule-19-as-case-insensitive", "from golang:1.22 as Build", [(FROM, "golang:1.22")]),
+    rule(
+        "rule-19-stage-name-lower-cased",
+        df("from golang:1.22 as Build", "FROM build"),
+        [(FROM, "golang:1.22")],
+    ),
+    rule(
+        "rule-19-stage-name-characters",
+        df("FROM golang:1.22 AS a-b_c.d", "FROM a-b_c.d"),
+        [(FROM, "golang:1.22")],
+    ),
+    rule(
+        "rule-19-duplicate-name-keeps-latest",
+        df("FROM a:1 AS x", "FROM b:1 AS x", "FROM x"),
+        [(FROM, "b:1")],
+    ),
+    rule(
+        "rule-20-from-earlier-stage",
+        df("FROM golang:1.22 AS build", "FROM build AS test"),
+        [(FROM, "golang:1.22")],
+    ),
+    rule(
+        "rule-20-later-stage-name-is-an-image",
+        df("FROM later AS first", "FROM golang:1.22 AS later", "COPY --from=first / /"),
+        [(FROM, "later"), (FROM, "golang:1.22")],
+    ),
+    rule(
+        "rule-21-alias-chain",
+        df("FROM ubuntu:24.04 AS base", "FROM base AS dist", "FROM dist"),
+        [(FROM, "ubuntu:24.04")],
+    ),
+    rule(
+        "rule-22-stage-name-from-arg",
+        df("ARG FLAVOR=slim", "FROM debian:12-slim AS slim", "FROM ${FLAVOR}"),
+        [(FROM, "debian:12-slim")],
+    ),
+    rule(
+        "rule-22-stage-name-from-arg-overridden",
+        df("ARG FLAVOR=slim", "FROM debian:12-slim AS slim", "FROM ${FLAVOR}"),
+        [(FROM, "alpine:3")],
+        build_args={"FLAVOR": "alpine:3"},
+    ),
+    rule(
+        "rule-23-scratch",
+        df("FROM golang:1.22 AS b", "FROM scratch", "COPY --from=b /app /app"),
+        [(FROM, "golang:1.22")],
+    ),
+    rule("rule-23-scratch-stage-alias", df("FROM scratch AS empty", "FROM empty"), []),
+    rule(
+        "rule-24-copy-from-image",
+        df("FROM alpine", "COPY --from=nginx:1.25 /etc/nginx /etc/nginx"),
+        [(FROM, "alpine"), (COPY, "nginx:1.25")],
+    ),
+    rule(
+        "rule-24-copy-from-index",
+        df("FROM golang:1.22", "FROM alpine", "COPY --from=0 /a /a"),
+        [(FROM, "golang:1.22"), (FROM, "alpine")],
+    ),
+    rule(
+        "rule-24-copy-from-stage-case-insensitive",
+        df("FROM golang:1.22 AS build", "FROM alpine", "COPY --from=Build /a /a"),
+        [(FROM, "golang:1.22"), (FROM, "alpine")],
+    ),
+    rule(
+        "rule-25-add-url-is-not-an-image",
+        df("FROM alpine", "ADD https://example.com/x.tar.gz /x"),
+        [(FROM, "alpine")],
+    ),
+    rule(
+        "rule-26-mount-from-image",
+        df(
+            "FROM alpine", "RUN --mount=from=golang:1.22,source=/usr/local/go,target=/go go version"
+        ),
+        [(FROM, "alpine"), (MOUNT, "golang:1.22")],
+    ),
+    rule(
+        "rule-26-cache-mount-from-stage",
+        df(
+            "FROM golang:1.22 AS builder",
+            "FROM alpine",
+            "RUN --mount=type=cache,from=builder,target=/c true",
+        ),
+        [(FROM, "golang:1.22"), (FROM, "alpine")],
+    ),
+    rule(
+        "rule-26-bind-mount-from-stage-case-insensitive",
+        df(
+            "FROM golang:1.22 AS builder",
+            "FROM alpine",
+            "RUN --mount=type=bind,from=BUILDER,target=/c true",
+        ),
+        [(FROM, "golang:1.22"), (FROM, "alpine")],
+    ),
+    rule(
+        "rule-26-several-mounts",
+        df(
+            "FROM alpine",
+            "RUN --mount=from=a:1,target=/a --mount=type=cache,from=b:2,target=/b true",
+        ),
+        [(FROM, "alpine"), (MOUNT, "a:1"), (MOUNT, "b:2")],
+    ),
+    rule(
+        "rule-26-mount-without-from",
+        df("FROM alpine", "RUN --mount=type=cache,target=/c --mount=type=secret,id=x true"),
+        [(FROM, "alpine")],
+    ),
+    rule("rule-27-digest", f"FROM python:3.12@sha256:{HEX}", [(FROM, f"python:3.12@sha256:{HEX}")]),
+    rule(
+        "rule-28-registry-localhost-port",
+        "FROM localhost:5000/team/base:1",
+        [(FROM, "localhost:5000/team/base:1")],
+    ),
+    rule("rule-28-registry-port", "FROM myreg:443/team/img", [(FROM, "myreg:443/team/img")]),
+    rule("rule-29-default-target", THREE_TARGETS, [(FROM, "alpine:3.20")]),
+    rule("rule-29-target-web", THREE_TARGETS, [(FROM, "node:20")], target="web"),
+    rule("rule-29-target-api", THREE_TARGETS, [(FROM, "golang:1.22")], target="api"),
+    rule("rule-29-target-case-insensitive", THREE_TARGETS, [(FROM, "node:20")], target="WEB"),
+    rule(
+        "rule-29-reachable-through-copy-and-mount",
+        df(
+            "FROM node:20 AS web",
+            "COPY --from=nginx:1 / /",
+            "FROM golang:1.22 AS api",
+            "RUN --mount=from=redis:7,target=/r true",
+            "FROM alpine:3.20",
+            "COPY --from=api / /",
+        ),
+        [(FROM, "golang:1.22"), (MOUNT, "redis:7"), (FROM, "alpine:3.20")],
+    ),
+    rule(
+        "rule-30-named-context-replaces-base",
+        "FROM base",
+        [(FROM, "base")],
+        contexts={"base": "docker-image://alpine:3"},
+    ),
+    rule(
+        "rule-30-named-context-replaces-stage",
+        df("FROM golang:1.22 AS base", "FROM base"),
+        [(FROM, "base")],
+        contexts={"base": "docker-image://alpine:3"},
+    ),
+    rule(
+        "rule-30-non-image-context-has-no-edge",
+        df("FROM base AS b", "FROM alpine", "COPY --from=b / /"),
+        [(FROM, "alpine")],
+        contexts={"base": "https://github.com/example/repo.git"},
+    ),
+    rule(
+        "rule-30-never-scratch",
+        df("FROM golang:1.22 AS b", "FROM scratch", "COPY --from=b / /"),
+        [(FROM, "golang:1.22")],
+        contexts={"scratch": "docker-image://alpine:3"},
+    ),
+    rule(
+        "rule-31-onbuild-fires-in-child-stage",
+        df(ONBUILD_PARENT, "FROM base"),
+        [(FROM, "alpine"), (COPY, "nginx:1.25")],
+    ),
+    rule(
+        "rule-31-onbuild-does-nothing-in-own-stage",
+        df(ONBUILD_PARENT, "FROM busybox", "COPY --from=base / /"),
+        [(FROM, "alpine"), (FROM, "busybox")],
+    ),
+    rule(
+        "rule-31-onbuild-one-level-only",
+        df(ONBUILD_PARENT, "FROM base AS child", "FROM child"),
+        [(FROM, "alpine"), (COPY, "nginx:1.25")],
+    ),
+    rule(
+        "rule-31-onbuild-mount",
+        df("FROM alpine AS base", "ONBUILD RUN --mount=from=redis:7,target=/r true", "FROM base"),
+        [(FROM, "alpine"), (MOUNT, "redis:7")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "kw", "expected"), RULES)
+def test_rule(text, kw, expected):
+    assert bases(text, **kw) == expected
+
+
+def error(id, text, line, message, **kw):
+    return pytest.param(text, kw, line, message, id=id)
+
+
+ERRORS = [
+    error(
+        "rule-01-bom-only-on-line-1",
+        df("FROM alpine:3", "\ufeffFROM b:1"),
+        2,
+        "unknown instruction",
+    ),
+    error(
+        "rule-03-duplicate-syntax-directive",
+        df("# syntax=docker/dockerfile:1.7", "# syntax=docker/dockerfile:1.6", "FROM alpine"),
+        2,
+        "only one syntax parser directive",
+    ),
+    error(
+        "rule-03-duplicate-escape-directive",
+        df("# escape=`", "# ESCAPE=\\", "FROM alpine"),
+        2,
+        "only one escape parser directive",
+    ),
+    error("rule-06-invalid-escape", df("# escape=x", "FROM alpine"), 1, "invalid escape"),
+    error(
+        "rule-08-hash-later-in-line-is-not-a-comment", "FROM alpine:3 # pinned", 1, "one or three"
+    ),
+    error(
+        "rule-09-unterminated-heredoc",
+        df("FROM alpine", "RUN <<EOF", "FROM evil:1"),
+        2,
+        "unterminated heredoc",
+    ),
+    error(
+        "rule-10-stage-arg-not-visible",
+        df("FROM alpine AS a", "ARG X=busybox", "FROM $X"),
+        3,
+        "should not be blank",
+    ),
+    error(
+        "rule-12-build-arg-used-literally",
+        df("ARG TAG=3.19", "FROM alpine:$TAG"),
+        2,
+        'alpine:"3.20"',
+        build_args={"TAG": '"3.20"'},
+    ),
+    error(
+        "rule-13-assign-default", df("ARG V=1", "FROM alpine:${V:=2}"), 2, "unsupported modifier"
+    ),
+    error("rule-13-substring", df("ARG V=12", "FROM alpine:${V:0:1}"), 2, "unsupported modifier"),
+    error("rule-13-unterminated-brace", df("ARG V=1", "FROM alpine:${V"), 2, "missing '}'"),
+    error("rule-14-blank-base", "FROM $BASE", 1, "should not be blank"),
+    error("rule-14-partly-empty-base", "FROM alpine:${TAG}", 1, "invalid reference format"),
+    error(
+        "rule-18-platform-space-form",
+        "FROM --platform linux/amd64 golang:1.22",
+        1,
+        "missing a value on flag",
+    ),
+    error("rule-18-unknown-flag", "FROM --pull=always golang:1.22", 1, "unknown flag"),
+    error("rule-19-two-arguments", "FROM golang:1.22 build", 1, "one or three arguments"),
+    error("rule-19-three-arguments-without-as", "FROM golang:1.22 TO build", 1, "one or three"),
+    error("rule-19-bad-stage-name", "FROM golang:1.22 AS 1st", 1, "invalid name for build stage"),
+    error(
+        "rule-19-stage-name-symbols", "FROM golang:1.22 AS a/b", 1, "invalid name for build stage"
+    ),
+    error(
+        "rule-20-upper-case-stage-reference",
+        df("FROM golang:1.22 AS build", "FROM Build AS test"),
+        2,
+        "lowercase",
+    ),
+    error("rule-23-upper-case-scratch", "FROM SCRATCH", 1, "lowercase"),
+    error(
+        "rule-24-stage-defined-later",
+        df("FROM alpine AS a", "COPY --from=b /a /a", "FROM alpine AS b", "COPY --from=a / /"),
+        2,
+        "needs to be defined before current stage",
+    ),
+    error(
+        "rule-24-index-of-current-stage",
+        df("FROM alpine", "COPY --from=0 /a /a"),
+        2,
+        "needs to be defined before current stage",
+    ),
+    error(
+        "rule-24-index-out-of-range",
+        df("FROM alpine", "FROM busybox", "COPY --from=5 /a /a"),
+        3,
+        "5",
+    ),
+    error(
+        "rule-24-variable-in-copy-from",
+        df("FROM alpine", "ARG X=busybox", "COPY --from=$X /a /a"),
+        3,
+        "variable expansion is not supported for --from",
+    ),
+    error("rule-25-add-from", df("FROM alpine", "ADD --from=x /a /a"), 2, "unknown flag"),
+    error(
+        "rule-26-variable-in-mount-from",
+        df("FROM alpine", "RUN --mount=from=$X,target=/x true"),
+        2,
+        "variable expansion is not supported",
+    ),
+    error(
+        "rule-26-secret-mount-with-from",
+        df("FROM alpine", "RUN --mount=type=secret,id=x,from=golang true"),
+        2,
+        "from",
+    ),
+    error(
+        "rule-26-tmpfs-mount-with-from",
+        df("FROM alpine", "RUN --mount=type=tmpfs,from=golang,target=/t true"),
+        2,
+        "from",
+    ),
+    error("rule-29-unknown-target", THREE_TARGETS, 3, "could not be found", target="db"),
+    error("rule-31-onbuild-from", df("FROM alpine", "ONBUILD FROM busybox"), 2, "ONBUILD"),
+]
+
+
+@pytest.mark.parametrize(("text", "kw", "line", "message"), ERRORS)
+def test_rule_error(text, kw, line, message):
+    err = rejected(text, **kw)
+    assert err.line == line
+    assert message in err.message
+
+
+# -- attributes beyond kind and raw
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("\ufeffFROM alpine:3", [("alpine:3", 1)], id="rule-01-bom"),
+        pytest.param(
+            df("# syntax=docker/dockerfile:1", "FROM alpine"),
+            [("docker/dockerfile:1", 1), ("alpine", 2)],
+            id="rule-03-directive",
+        ),
+        pytest.param(
+            df(
+                "FROM golang:1.22 \\",
+                "  AS b",
+                "FROM \\",
+                "# comment",
+                "",
+                "  alpine",
+                "COPY --from=b / /",
+            ),
+            [("golang:1.22", 1), ("alpine", 3)],
+            id="rule-07-continuation-starts",
+        ),
+        pytest.param(
+            df(
+                "# comment",
+                "",
+                "FROM golang AS b",
+                "  # indented",
+                "FROM alpine",
+                "COPY --from=b / /",
+            ),
+            [("golang", 3), ("alpine", 5)],
+            id="rule-08-comments-counted",
+        ),
+        pytest.param(
+            df(
+                "FROM alpine AS a", "RUN <<EOF", "x", "EOF", "FROM busybox", "COPY --from=nginx / /"
+            ),
+            [("busybox", 5), ("nginx", 6)],
+            id="rule-09-heredoc-body-counted",
+        ),
+        pytest.param(
+            df("FROM alpine:3 AS a", "FROM b:1", "COPY --from=a / /", eol="\r\n"),
+            [("alpine:3", 1), ("b:1", 2)],
+            id="rule-02-crlf",
+        ),
+    ],
+)
+def test_lines(text, expected):
+    assert [(r.raw, r.line) for r in parse(text).refs] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "stages"),
+    [
+        pytest.param("FROM python:3.12-slim \\\r\n  AS base\r\n", ["base"], id="rule-02-crlf"),
+        pytest.param(df("FROM \\", "  python:3.12-slim \\", "  AS base"), ["base"], id="rule-07"),
+        pytest.param(df("FROM alpine:3 \\", "# pinned", "  AS x"), ["x"], id="rule-08"),
+        pytest.param("from golang:1.22 as Build", ["build"], id="rule-19"),
+        pytest.param(
+            df("FROM golang:1.22 AS b", "FROM scratch", "COPY --from=b /app /app"),
+            ["b"],
+            id="rule-23",
+        ),
+    ],
+)
+def test_stage_names(text, stages):
+    assert [r.stage for r in parse(text).refs] == stages
+
+
+def test_rule_02_no_carriage_return_in_any_token():
+    text = df("ARG TAG=3.19", "FROM alpine:${TAG} \\", "  AS base", "FROM base", eol="\r\n")
+    (ref,) = parse(text).refs
+    assert (ref.raw, ref.stage, ref.ref) == ("alpine:3.19", "base", "docker.io/library/alpine:3.19")
+
+
+def test_rule_05_custom_frontend_only_syntax():
+    text = df("# syntax=example.com/my/frontend:1", "build: everything", "  steps: [1, 2]")
+    parsed = parse(text)
+    assert [(r.kind, r.raw, r.line) for r in parsed.refs] == [
+        (SYNTAX, "example.com/my/frontend:1", 1)
+    ]
+    assert parsed.refs[0].ref == "example.com/my/frontend:1"
+    assert any("custom frontend" in w for w in warnings(text))
+
+
+def test_rule_05_custom_frontend_from_build_arg():
+    parsed = parse("this is not a Dockerfile", build_args={"BUILDKIT_SYNTAX": "example.com/f:2"})
+    assert [(r.kind, r.raw) for r in parsed.refs] == [(SYNTAX, "example.com/f:2")]
+    assert any("custom frontend" in w.message for w in parsed.warnings)
+
+
+def test_rule_05_dockerfile_frontends_are_not_custom():
+    for image in ("docker/dockerfile:1", "docker/dockerfile-upstream:master"):
+        assert not warnings(df(f"# syntax={image}", "FROM alpine"))
+
+
+def test_rule_05_invalid_file_without_custom_frontend_is_an_error():
+    assert rejected(df("# syntax=docker/dockerfile:1", "build: everything")).line == 2
+
+
+def test_rule_08_empty_continuation_line_warns():
+    assert any("NoEmptyContinuation" in w for w in warnings(df("FROM alpine:3 \\", "", "  AS x")))
+
+
+def test_rule_13_required_arg_without_value_is_unresolved():
+    ref = only(df("ARG V", "FROM alpine:${V:?needs-a-tag}"))
+    assert (ref.kind, ref.ref, ref.line) == (FROM, None, 2)
+    assert "needs-a-tag" in ref.unresolved
+
+
+def test_rule_13_required_undeclared_arg_is_unresolved():
+    ref = only("FROM alpine:${V:?needs-a-tag}")
+    assert ref.ref is None
+    assert "needs-a-tag" in ref.unresolved
+
+
+def test_rule_13_required_arg_with_build_arg_resolves():
+    ref = only(df("ARG V", "FROM alpine:${V:?needs-a-tag}"), build_args={"V": "3.20"})
+    assert (ref.raw, ref.ref, ref.unresolved) == (
+        "alpine:3.20",
+        "docker.io/library/alpine:3.20",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "arg"),
+    [
+        pytest.param(df("ARG TAG", "FROM alpine:${TAG}"), "TAG", id="invalid-reference"),
+        pytest.param(df("ARG BASE", "FROM $BASE"), "BASE", id="empty-reference"),
+    ],
+)
+def test_rule_14_valueless_arg_is_unresolved_not_dropped(text, arg):
+    ref = only(text)
+    assert (ref.kind, ref.ref, ref.line) == (FROM, None, 2)
+    assert arg in ref.unresolved
+
+
+def test_rule_14_undefined_arg_warns():
+    ref = only("FROM node:22${VARIANT}")
+    assert ref.ref == "docker.io/library/node:22"
+    assert any(
+        "UndefinedArgInFrom" in w and "VARIANT" in w for w in warnings("FROM node:22${VARIANT}")
+    )
+
+
+def test_rule_17_per_platform():
+    parsed = parse(PER_ARCH, platforms=[AMD64, ARM64])
+    assert {r.raw: r.platforms for r in parsed.refs} == {
+        "alpine:3": (AMD64,),
+        "debian:12": (ARM64,),
+    }
+
+
+def test_rule_17_same_base_on_every_platform_is_one_ref():
+    (ref,) = parse("FROM alpine:3", platforms=[AMD64, ARM64]).refs
+    assert ref.platforms == (AMD64, ARM64)
+
+
+def test_rule_18_platform_is_build_platform():
+    ref = only("FROM --platform=$BUILDPLATFORM golang:1.22 AS build")
+    assert (ref.raw, ref.platform, ref.stage) == ("golang:1.22", AMD64, "build")
+
+
+def test_rule_18_build_platform_does_not_follow_target_platform():
+    ref = only("FROM --platform=$BUILDPLATFORM golang:1.22 AS build", platforms=[ARM64])
+    assert (ref.platform, ref.platforms) == (AMD64, (ARM64,))
+
+
+def test_rule_18_target_platform_is_per_platform():
+    parsed = parse("FROM --platform=$TARGETPLATFORM golang:1.22", platforms=[AMD64, ARM64])
+    assert [(r.platform, r.platforms) for r in parsed.refs] == [
+        (AMD64, (AMD64,)),
+        (ARM64, (ARM64,)),
+    ]
+
+
+def test_rule_10_platform_uses_global_args_only():
+    assert only(df("ARG P=linux/arm64", "FROM --platform=$P golang:1.22")).platform == ARM64
+    text = df("FROM alpine AS a", "ARG P=linux/arm64", "FROM --platform=$P busybox")
+    assert only(text).platform is None
+
+
+def test_rule_19_stage_name_warnings():
+    assert any("ReservedStageName" in w for w in warnings("FROM golang:1.22 AS scratch"))
+    assert any("ReservedStageName" in w for w in warnings("FROM golang:1.22 AS context"))
+    duplicate = df("FROM a:1 AS x", "FROM b:1 AS x", "FROM x")
+    assert any("DuplicateStageName" in w for w in warnings(duplicate))
+
+
+def test_rule_19_duplicate_stage_is_an_error_when_checks_are_errors():
+    rejected(df("# check=error=true", "FROM a:1 AS x", "FROM b:1 AS x", "FROM x"))
+
+
+def test_check_directive_skips_rules_and_rejects_bad_options():
+    dup = ["FROM a:1 AS x", "FROM b:1 AS x", "FROM x"]
+    assert warnings(df("# check=skip=DuplicateStageName;error=true", *dup)) == []
+    assert warnings(df("# check=skip=all", *dup)) == []
+    assert warnings(df("# check=error=false", *dup)) == [
+        "DuplicateStageName: 'x' is defined more than once"
+    ]
+    assert rejected(df("# check=error=true", *dup)).line == 3
+    assert "failed to parse check options" in str(rejected(df("# check=bogus", *dup)))
+
+
+@pytest.mark.parametrize("digit", ["\u00b2", "\u0661"], ids=["superscript-two", "arabic-indic-one"])
+def test_rule_24_non_ascii_digit_is_not_a_stage_index(digit):
+    rejected(
+        df("FROM alpine AS a", "FROM busybox AS b", "FROM debian", f"COPY --from={digit} /x /x")
+    )
+
+
+def test_rule_27_digest_is_pinned():
+    ref = only(f"FROM python:3.12@sha256:{HEX}")
+    assert ref.pinned
+    assert ref.ref == f"docker.io/library/python:3.12@sha256:{HEX}"
+    assert refs.parse(ref.ref).docker_ref == f"docker.io/library/python@sha256:{HEX}"
+    assert not only("FROM python:3.12").pinned
+
+
+def test_rule_27_syntax_digest_is_pinned():
+    syntax = parse(df(f"# syntax=docker/dockerfile:1@sha256:{HEX}", "FROM alpine")).refs[0]
+    assert (syntax.kind, syntax.pinned) == (SYNTAX, True)
+
+
+@pytest.mark.parametrize(
+    ("image", "registry"),
+    [("localhost:5000/team/base:1", "localhost:5000"), ("myreg:443/team/img", "myreg:443")],
+)
+def test_rule_28_registry_with_port(image, registry):
+    assert refs.parse(only(f"FROM {image}").ref).domain == registry
+
+
+@pytest.mark.parametrize(
+    ("text", "ref"),
+    [
+        pytest.param("FROM alpine", "docker.io/library/alpine:latest", id="tag-added"),
+        pytest.param("FROM myreg:443/team/img", "myreg:443/team/img:latest", id="port-registry"),
+        pytest.param("FROM ghcr.io/o/i:1", "ghcr.io/o/i:1", id="other-registry"),
+    ],
+)
+def test_refs_are_normalised(text, ref):
+    assert only(text).ref == ref
+
+
+def test_rule_30_named_context_image():
+    ref = only("FROM base", contexts={"base": "docker-image://alpine:3"})
+    assert (ref.raw, ref.ref) == ("base", "docker.io/library/alpine:3")
+    stage = only(
+        df("FROM golang:1.22 AS base", "FROM base"), contexts={"base": "docker-image://alpine:3"}
+    )
+    assert (stage.stage, stage.ref) == ("base", "docker.io/library/alpine:3")
+
+
+def test_rule_30_named_context_in_copy_from():
+    parsed = parse(
+        df("FROM alpine", "COPY --from=base /a /a"), contexts={"base": "docker-image://busybox:1"}
+    )
+    assert [(r.kind, r.ref) for r in parsed.refs] == [
+        (FROM, "docker.io/library/alpine:latest"),
+        (COPY, "docker.io/library/busybox:1"),
+    ]
+
+
+def test_rule_31_final_stage_triggers_are_exported():
+    parsed = parse(ONBUILD_PARENT)
+    assert [(r.kind, r.raw) for r in parsed.refs] == [(FROM, "alpine")]
+    assert [(r.kind, r.raw, r.ref) for r in parsed.onbuild] == [
+        (COPY, "nginx:1.25", "docker.io/library/nginx:1.25")
+    ]
+
+
+def test_rule_31_triggers_fired_in_child_are_not_exported():
+    assert parse(df(ONBUILD_PARENT, "FROM base")).onbuild == []
+
+
+# -- dockerfile-parse 2.0.1 defects: this parser gets each one right
+
+
+def defect(id, text, expected, **kw):
+    return pytest.param(text, kw, expected, id=id)
+
+
+DEFECTS = [
+    defect(
+        "defect-01-modifiers-default",
+        df("ARG TAG", "FROM alpine:${TAG:-3.19}"),
+        [(FROM, "alpine:3.19")],
+    ),
+    defect(
+        "defect-01-modifiers-percent",
+        df("ARG V=3.19.1", "FROM alpine:${V%.*}"),
+        [(FROM, "alpine:3.19")],
+    ),
+    defect(
+        "defect-01-modifiers-plus-and-question",
+        df("ARG SLIM=1", "ARG PY=3.12", "FROM python:${PY:?}${SLIM:+-slim}"),
+        [(FROM, "python:3.12-slim")],
+    ),
+    defect(
+        "defect-02-globals-expanded-against-earlier-globals",
+        df("ARG R=docker.io", "ARG I=${R}/library/alpine", "FROM ${I}:3"),
+        [(FROM, "docker.io/library/alpine:3")],
+    ),
+    defect(
+        "defect-02-self-reference",
+        df("ARG A=1", "ARG A=${A}2", "FROM alpine:${A}"),
+        [(FROM, "alpine:12")],
+    ),
+    defect("defect-04-platform-args", PER_ARCH, [(FROM, "alpine:3")]),
+    defect(
+        "defect-05-stages-resolved",
+        df(
+            "FROM golang:1.22 AS build",
+            "FROM build AS test",
+            "FROM scratch",
+            "COPY --from=test / /",
+        ),
+        [(FROM, "golang:1.22")],
+    ),
+    defect(
+        "defect-06-copy-mount-and-onbuild",
+        df(
+            ONBUILD_PARENT,
+            "FROM base",
+            "COPY --from=busybox:1 / /",
+            "RUN --mount=from=golang:1.22,target=/go true",
+        ),
+        [(FROM, "alpine"), (COPY, "busybox:1"), (MOUNT, "golang:1.22"), (COPY, "nginx:1.25")],
+    ),
+    defect(
+        "defect-07-heredoc-body",
+        df("FROM alpine", "RUN <<EOF", "FROM evil:1", "EOF"),
+        [(FROM, "alpine")],
+    ),
+    defect(
+        "defect-07-heredoc-chomp",
+        df("FROM alpine", "COPY <<-EOT /x", "\tFROM evil:1", "\tEOT"),
+        [(FROM, "alpine")],
+    ),
+    defect("defect-08-bom", "\ufeffFROM alpine:3", [(FROM, "alpine:3")]),
+    defect(
+        "defect-08-bom-before-syntax",
+        df("\ufeff# syntax=docker/dockerfile:1", "FROM alpine"),
+        [(SYNTAX, "docker/dockerfile:1"), (FROM, "alpine")],
+    ),
+    defect(
+        "defect-10-empty-line-in-continuation", df("FROM \\", "", "alpine:3"), [(FROM, "alpine:3")]
+    ),
+    defect(
+        "defect-10-empty-line-in-run-continuation",
+        df("FROM alpine", "RUN a \\", "", "b"),
+        [(FROM, "alpine")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "kw", "expected"), DEFECTS)
+def test_dockerfile_parse_defect(text, kw, expected):
+    assert bases(text, **kw) == expected
+
+
+def test_defect_03_undefined_variables_are_not_silently_empty():
+    assert "should not be blank" in rejected("FROM $BASE_IMAGE").message
+    ref = only(df("ARG TAG", "FROM alpine:${TAG}"))
+    assert (ref.ref, ref.raw) == (None, "alpine:${TAG}")
+    assert "TAG" in ref.unresolved
+
+
+def test_defect_05_upper_case_stage_is_not_a_name():
+    assert "lowercase" in rejected(df("FROM golang AS Build", "FROM Build")).message
+
+
+def test_defect_09_platform_space_form_is_an_error():
+    err = rejected("FROM --platform linux/amd64 golang:1.22")
+    assert err.line == 1
+    assert "missing a value on flag" in err.message
+
+
+# -- properties: parse() returns a Parsed or raises DockerfileError, nothing else
+
+
+def parses_or_rejects(text, **kw):
+    try:
+        result = parse(text, **kw)
+    except DockerfileError as err:
+        assert isinstance(err.line, int)
+        return
+    assert isinstance(result, Parsed)
+    for ref in result.refs:
+        assert ref.ref is not None or ref.unresolved
+
+
+# database=None: hypothesis keeps no example database in the project.
+FUZZ = settings(max_examples=300, deadline=None, database=None)
+
+
+@FUZZ
+@given(st.text())
+def test_any_text_parses_or_is_rejected(text):
+    parses_or_rejects(text)
+
+
+WORDS = [
+    "alpine", "alpine:3", "golang:1.22", f"python@sha256:{HEX}", "localhost:5000/x", "scratch",
+    "base", "Base", "0", "1", "$X", "${X}", "${X:-alpine}", "${X:?m}", "${X%.*}", "${X/a/b}",
+    "$TARGETARCH", '"q"', "'s'", "AS", "as", "=", ",", ":", "/", "X=1", "type=cache",
+]  # fmt: skip
+ODD_WORDS = [
+    "${", "}", "${X:=1}", '"', "'", "\\", "`", "#", "@", "é", "\ufeff", "<<EOF", "<<-EOF",
+    "<<'EOF'", "EOF", "[", "]", "9", "\t",
+]  # fmt: skip
+HEADS = ["FROM", "from", "ARG", "COPY", "RUN", "ADD", "ENV", "ONBUILD COPY", "ONBUILD RUN"]
+ODD_HEADS = [
+    "ONBUILD", "ONBUILD FROM", "CMD", "EOF", "\tEOF", "#", "# syntax=docker/dockerfile:1",
+    "# syntax=example.com/f:1", "# escape=`", "# escape=\\", "# check=error=true", "\ufeffFROM", "",
+]  # fmt: skip
+FLAGS = [
+    "", "--from=", "--mount=", "--mount=type=cache,from=", "--mount=type=bind,target=/x,from=",
+    "--platform=",
+]  # fmt: skip
+ODD_FLAGS = ["--mount=type=secret,from=", "--platform ", "--link ", "--from ", "--"]
+
+
+def mostly(common, rare):
+    """`rare` about one draw in eight (3 is not a bound, which hypothesis favours)."""
+    common = common if isinstance(common, st.SearchStrategy) else st.sampled_from(common)
+    rare = rare if isinstance(rare, st.SearchStrategy) else st.sampled_from(rare)
+    return st.integers(0, 7).flatmap(lambda i: rare if i == 3 else common)
+
+
+word = st.lists(mostly(WORDS, ODD_WORDS), min_size=1, max_size=3).map("".join)
+instruction = st.builds(
+    lambda head, flag, args, tail: " ".join([head, flag + args[0], *args[1:]]) + tail,
+    mostly(HEADS, ODD_HEADS),
+    mostly(FLAGS, ODD_FLAGS),
+    st.lists(word, min_size=1, max_size=4),
+    mostly([""], [" \\", "\\", " `", "  "]),
+)
+noise = st.lists(
+    st.sampled_from(WORDS + ODD_WORDS + HEADS + ODD_HEADS + FLAGS + ODD_FLAGS + ["\n", "\r\n"]),
+    max_size=8,
+).map("".join)
+dockerfile_like = st.builds(
+    lambda first, lines, eol: eol.join([*first, *lines]),
+    st.sampled_from(
+        [
+            [],
+            ["FROM alpine AS base"],
+            ["# syntax=docker/dockerfile:1", "ARG X=alpine", "FROM $X AS base"],
+            ["\ufeffFROM golang:1.22 AS base"],
+        ]
+    ),
+    st.lists(mostly(instruction, noise), max_size=10),
+    st.sampled_from(["\n", "\r\n"]),
+)
+options = st.fixed_dictionaries(
+    {
+        "build_args": st.sampled_from(
+            [
+                {},
+                {"X": "busybox"},
+                {"X": ""},
+                {"BUILDKIT_SYNTAX": "dockerfile.v0"},
+                {"TARGETARCH": "arm64"},
+            ]
+        ),
+        "target": st.sampled_from([None, "base", "BASE", "nope"]),
+        "platforms": st.sampled_from([[AMD64], [AMD64, ARM64], []]),
+        "contexts": st.sampled_from(
+            [None, {"base": "docker-image://busybox:1"}, {"alpine": "local"}]
+        ),
+    }
+)
+
+
+@FUZZ
+@given(dockerfile_like, options)
+def test_dockerfile_like_text_parses_or_is_rejected(text, kw):
+    parses_or_rejects(text, **kw)
+
+
+# -- differential: dockerfile-parse agrees where the reference says it is right
+
+REGISTRIES = ["docker.io", "quay.io", "ghcr.io", "localhost:5000", "registry.example.com:8443"]
+REPOS = ["alpine", "debian", "library/python", "team/app", "org/sub/img"]
+TAGS = ["1", "3.20", "latest", "v1.2.3-rc1", "bookworm-slim"]
+ROLES = {"REG": REGISTRIES, "REPO": REPOS, "TAG": TAGS}
+
+
+@st.composite
+def simple_dockerfiles(draw):
+    """Global ARGs with literal defaults, stages with lower-case names all used by the last
+    stage, and build-arg overrides of declared ARGs: what dockerfile-parse gets right."""
+    declared = {}  # name -> role
+    arg_lines = []
+    for _ in range(draw(st.integers(0, 3))):
+        pairs = []
+        for _ in range(draw(st.integers(1, 2))):
+            role = draw(st.sampled_from(sorted(ROLES)))
+            name = f"{role}{draw(st.integers(1, 2))}"
+            declared[name] = role
+            literal = draw(st.sampled_from(ROLES[role]))
+            pairs.append(f'{name}="{literal}"' if draw(st.booleans()) else f"{name}={literal}")
+        arg_lines.append("ARG " + " ".join(pairs))
+
+    def part(role):
+        names = [n for n, r in declared.items() if r == role]
+        if names and draw(st.booleans()):
+            name = draw(st.sampled_from(names))
+            return f"${{{name}}}" if draw(st.booleans()) else f"${name}"
+        return draw(st.sampled_from(ROLES[role]))
+
+    def image():
+        out = part("REPO")
+        if draw(st.booleans()):
+            out = f"{part('REG')}/{out}"
+        if draw(st.booleans()):
+            out = f"{out}:{part('TAG')}"
+        return out
+
+    sep = draw(st.sampled_from([" ", "\t"]))
+    stages = []
+    lines = list(arg_lines)
+    for index in range(draw(st.integers(0, 3))):
+        name = f"stage{index}"
+        kind = draw(st.sampled_from(["image", "image", "stage", "scratch"]))
+        if kind == "stage" and stages:
+            base = draw(st.sampled_from(stages))  # FROM <earlier stage>
+        else:
+            base = "scratch" if kind == "scratch" else image()
+        platform = draw(st.sampled_from(["", "--platform=linux/amd64 "]))
+        as_ = draw(st.sampled_from(["AS", "as"]))
+        if draw(st.booleans()):
+            lines.append(f"FROM {platform}{base} \\")
+            if draw(st.booleans()):
+                lines.append(draw(st.sampled_from(["# a comment", "\t# a comment"])))
+            lines.append(f"  {as_} {name}")
+        else:
+            lines.append(f"FROM{sep}{platform}{base}{sep}{as_}{sep}{name}")
+        if arg_lines and draw(st.booleans()):
+            lines.append(f"ARG {draw(st.sampled_from(sorted(declared)))}=stage-local")
+        stages.append(name)
+    lines.append(f"FROM {image()}")
+    lines += [f"COPY --from={name} / /{name}" for name in stages]
+
+    overrides = {}
+    if declared:
+        for name in draw(st.lists(st.sampled_from(sorted(declared)), unique=True)):
+            overrides[name] = draw(st.sampled_from(ROLES[declared[name]]))
+    eol = draw(st.sampled_from(["\n", "\r\n"]))
+    return eol.join(lines) + eol, overrides, stages
+
+
+def dockerfile_parse_parents(text, build_args):
+    parser = DockerfileParser(fileobj=io.BytesIO(), build_args=dict(build_args))
+    parser.content = text
+    return parser.parent_images
+
+
+@settings(FUZZ, suppress_health_check=[HealthCheck.too_slow])
+@given(simple_dockerfiles())
+def test_agrees_with_dockerfile_parse_on_simple_files(case):
+    text, build_args, stages = case
+    # dockerfile-parse lists one entry per FROM, stage aliases and scratch included
+    theirs = [
+        str(refs.normalize(p))
+        for p in dockerfile_parse_parents(text, build_args)
+        if p not in stages and p != "scratch"
+    ]
+    ours = [r.ref for r in parse(text, build_args=build_args).refs]
+    assert sorted(ours) == sorted(theirs)

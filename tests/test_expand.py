@@ -1,0 +1,160 @@
+"""Variable expansion as BuildKit's shell lexer does it (reference rules 13 and 15)."""
+
+import pytest
+
+from graphbuild.expand import ExpandError, MissingValue, expand
+
+# `u` is never in ENV: it is the unset variable of every case.
+ENV = {
+    "v": "value",
+    "e": "",  # set but empty
+    "a": "A",
+    "b": "B",
+    "PY": "3.12.4",
+    "P": "x/y/z",
+    "F": "foo/bar/foo",
+}
+
+
+def value(word, escape="\\"):
+    return expand(word, ENV, escape).value
+
+
+def case(word, expected, name):
+    return pytest.param(word, expected, id=name)
+
+
+FORMS = [
+    # plain references
+    case("$v", "value", "dollar-name"),
+    case("${v}", "value", "braces"),
+    case("pre-${v}-post", "pre-value-post", "braces-in-word"),
+    case("$v.$a", "value.A", "name-ends-at-punctuation"),
+    # ${v:-w}: w when unset or empty
+    case("${u:-w}", "w", "colon-minus-unset"),
+    case("${e:-w}", "w", "colon-minus-empty"),
+    case("${v:-w}", "value", "colon-minus-set"),
+    # ${v-w}: w only when unset
+    case("${u-w}", "w", "minus-unset"),
+    case("${e-w}", "", "minus-set-but-empty"),
+    case("${v-w}", "value", "minus-set"),
+    # ${v:+w}: w when set and non-empty
+    case("${u:+w}", "", "colon-plus-unset"),
+    case("${e:+w}", "", "colon-plus-empty"),
+    case("${v:+w}", "w", "colon-plus-set"),
+    # ${v+w}: w when set, even to ""
+    case("${u+w}", "", "plus-unset"),
+    case("${e+w}", "w", "plus-set-but-empty"),
+    case("${v+w}", "w", "plus-set"),
+    # ${v:?m} / ${v?m} pass the value through when they do not fail
+    case("${v:?m}", "value", "colon-question-set"),
+    case("${v?m}", "value", "question-set"),
+    case("${e?m}", "", "question-set-but-empty"),
+    # prefix patterns
+    case("${PY#*.}", "12.4", "hash-shortest-star"),
+    case("${PY##*.}", "4", "hash-longest-star"),
+    case("${PY#?.}", "12.4", "hash-question-mark"),
+    case("${PY#9}", "3.12.4", "hash-no-match"),
+    case("${P#*/}", "y/z", "hash-slash"),
+    # suffix patterns
+    case("${PY%.*}", "3.12", "percent-shortest-star"),
+    case("${PY%%.*}", "3", "percent-longest-star"),
+    case("${PY%.?}", "3.12", "percent-question-mark"),
+    case("${PY%x}", "3.12.4", "percent-no-match"),
+    case("python:${PY%.*}-slim", "python:3.12-slim", "percent-in-word"),
+    case("${u%.*}", "", "percent-unset"),
+    # replacement
+    case("${F/foo/X}", "X/bar/foo", "slash-first"),
+    case("${F//foo/X}", "X/bar/X", "double-slash-all"),
+    case("${F/b*r/X}", "foo/X/foo", "slash-star"),
+    case("${F/*/X}", "X", "slash-star-is-greedy"),
+    case("${F//o?/_}", "f_/bar/f_", "double-slash-question-mark"),
+    case("${F/nope/X}", "foo/bar/foo", "slash-no-match"),
+    case("${F/foo/}", "/bar/foo", "slash-empty-replacement"),
+    # nested words
+    case("${u:-${b}}", "B", "nested-default"),
+    case("${a:-${b}}", "A", "nested-default-not-used"),
+    case("${u:-$b}", "B", "nested-default-no-braces"),
+    case("${v:+${a}${b}}", "AB", "nested-alternative"),
+    case("${u:-${u:-deep}}", "deep", "doubly-nested"),
+    # escapes
+    case("\\$v", "$v", "escaped-dollar"),
+    case("\\${v}", "${v}", "escaped-dollar-braces"),
+    case("$", "$", "lone-dollar"),
+    # quotes are removed (rule 15)
+    case('"${v}"', "value", "double-quotes"),
+    case("'${v}'", "${v}", "single-quotes-no-expansion"),
+    case('golang:"${PY}-alpine"', "golang:3.12.4-alpine", "quotes-inside-word"),
+    case('"a b"', "a b", "quoted-blank"),
+    case('"\\$v"', "$v", "escaped-dollar-in-double-quotes"),
+    case("a\"\"'b'c", "abc", "empty-and-adjacent-quotes"),
+]
+
+
+@pytest.mark.parametrize(("word", "expected"), FORMS)
+def test_expansion_forms(word, expected):
+    assert value(word) == expected
+
+
+def test_backtick_escape():
+    assert value("`$v", escape="`") == "$v"
+    assert value("C:\\$v", escape="`") == "C:\\value"
+
+
+@pytest.mark.parametrize(
+    ("word", "name", "message"),
+    [
+        pytest.param("${u:?need u}", "u", "need u", id="colon-question-unset"),
+        pytest.param("${e:?need e}", "e", "need e", id="colon-question-empty"),
+        pytest.param("${u?need u}", "u", "need u", id="question-unset"),
+        pytest.param("${u?}", "u", "is not allowed to be unset", id="question-default-message"),
+        pytest.param("${e:?}", "e", "is not allowed to be empty", id="colon-question-default"),
+        pytest.param("x${u:-${b:?x}}${u:?inner}", "u", "inner", id="after-other-forms"),
+    ],
+)
+def test_required_values_raise_missing_value(word, name, message):
+    with pytest.raises(MissingValue) as info:
+        value(word)
+    assert info.value.name == name
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("word", "message"),
+    [
+        pytest.param("${v:=w}", "unsupported modifier", id="assign-default"),
+        pytest.param("${v=w}", "unsupported modifier", id="assign-default-no-colon"),
+        pytest.param("${v:1:2}", "unsupported modifier", id="substring"),
+        pytest.param("${v:1}", "unsupported modifier", id="offset"),
+        pytest.param("${", "missing '}'", id="unterminated-open"),
+        pytest.param("${v", "missing '}'", id="unterminated-name"),
+        pytest.param("${v:-w", "missing '}'", id="unterminated-default"),
+        pytest.param("${F/a", "missing '/'", id="unterminated-replacement"),
+        pytest.param("${}", "bad substitution", id="empty-braces"),
+        pytest.param('"open', "double-quote", id="unterminated-double-quote"),
+        pytest.param("'open", "single-quote", id="unterminated-single-quote"),
+    ],
+)
+def test_rejected_words_raise_expand_error(word, message):
+    with pytest.raises(ExpandError, match=message) as info:
+        value(word)
+    assert not isinstance(info.value, MissingValue)
+
+
+def test_unmatched_collects_undefined_variables():
+    result = expand("${REG}/app:${TAG:-1}-$SUFFIX$v", {"v": "x", "REG": "quay.io"})
+    assert result.value == "quay.io/app:1-x"
+    assert result.matched == {"REG", "v"}
+    assert result.unmatched == {"TAG", "SUFFIX"}
+
+
+def test_set_but_empty_counts_as_matched():
+    result = expand("a${e}b", ENV)
+    assert result.value == "ab"
+    assert result.matched == {"e"}
+    assert result.unmatched == set()
+
+
+def test_nothing_to_expand():
+    result = expand("alpine:3.20", ENV)
+    assert (result.value, result.matched, result.unmatched) == ("alpine:3.20", set(), set())
