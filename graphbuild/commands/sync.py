@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphbuild import errors, graphdb, index, report, sources
+from graphbuild import errors, filelock, graphdb, index, report, sources
 from graphbuild.config import Config
 
 
@@ -19,6 +19,12 @@ class Summary:
 
 def refresh(config: Config, jobs: int = 8) -> Summary:
     """Sync, index and link; the stored graph is replaced only when linking succeeds."""
+    lock = config.workspace / "sync.lock"
+    with filelock.exclusive(lock, lambda: report.note(f"Waiting for another sync ({lock}).")):
+        return _refresh(config, jobs)
+
+
+def _refresh(config: Config, jobs: int) -> Summary:
     from graphbuild import graph  # networkx: only paid when the graph is (re)built
 
     with report.progress(len(config.repos), "Syncing") as step:
