@@ -46,8 +46,7 @@ def options(
         typer.Option(
             "--config",
             "-c",
-            envvar="GRAPHBUILD_CONFIG",
-            help="repos.yaml to use (default: ./repos.yaml).",
+            help="repos.yaml to use (default: $GRAPHBUILD_CONFIG, else ./repos.yaml).",
             show_default=False,
         ),
     ] = None,

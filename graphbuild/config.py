@@ -32,6 +32,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git check-ref-format
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,11 @@ def find(explicit: str | os.PathLike | None = None) -> Path:
     chosen = explicit or os.environ.get(ENV_VAR) or DEFAULT_FILE
     path = Path(chosen)
     if not path.is_file():
-        how = "--config" if explicit else (ENV_VAR if os.environ.get(ENV_VAR) else "./")
-        raise ConfigError(str(path), "", f"no such config file (from {how}); see docs/config.md")
+        if explicit or os.environ.get(ENV_VAR):
+            given = "--config" if explicit else f"${ENV_VAR}"
+            raise ConfigError(str(path), "", f"no such config file (given by {given})")
+        hint = "create one here, or pass --config (see docs/config.md)"
+        raise ConfigError(str(path), "", f"no such config file; {hint}")
     return path
 
 
@@ -86,15 +90,31 @@ def load(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(str(path), "", f"cannot read: {err}") from None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader, C or Python
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader, C or Python
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         problem = getattr(err, "problem", None) or str(err)
         line = mark.line + 1 if mark else None
         raise ConfigError(str(path), "", f"invalid YAML: {problem}", line) from None
     return _Checker(path, text).config(data)
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """YAML's safe loader (libyaml when present) that refuses duplicate keys.
+
+    Plain YAML keeps the last of two `images:` keys and silently drops the first.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[str, int] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in first:
+                    message = f"duplicate key {key.value!r} (first on line {first[key.value]})"
+                    raise yaml.constructor.ConstructorError(None, None, message, key.start_mark)
+                first[key.value] = key.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 class _Checker:
@@ -199,8 +219,8 @@ class _Checker:
             if path is not None:
                 raise self.fail([*where, "ref"], "a `path` repository is read as it is; no ref")
             ref = self.string(data["ref"], [*where, "ref"])
-            if ref.startswith("-"):
-                raise self.fail([*where, "ref"], "must not start with '-'")
+            if not _REF_RE.match(ref) or ".." in ref or "@{" in ref or ref.endswith((".lock", ".")):
+                raise self.fail([*where, "ref"], f"{ref!r} is not a branch, tag or commit name")
         images_value = data.get("images", [])
         if not isinstance(images_value, list):
             raise self.fail([*where, "images"], f"expected a list, got {_kind(images_value)}")

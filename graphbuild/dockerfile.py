@@ -287,7 +287,7 @@ def _is_json(args: str) -> bool:
         return False
     try:
         value = json.loads(args)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
@@ -493,7 +493,8 @@ class _Evaluator:
         self.warnings: list[Warning] = []
         self.env = _platform_args(platform, DEFAULT_PLATFORM, target)
         self.env.update((k, v) for k, v in build_args.items() if k in self.env)
-        self.valueless: set[str] = set()
+        self.valueless: set[str] = set()  # global ARGs declared without a value
+        self.declared: set[str] = set()  # every global ARG name
         self.stages: list[_Stage] = []
         self.names: dict[str, int] = {}
 
@@ -543,6 +544,7 @@ class _Evaluator:
 
     def _global_arg(self, ins: Instruction) -> None:
         for key, value in _arg_pairs(ins, self.source.escape):
+            self.declared.add(key)
             if key in self.build_args:
                 self.env[key] = self.build_args[key]
                 self.valueless.discard(key)
@@ -603,8 +605,11 @@ class _Evaluator:
         try:
             expansion = self._expand(word, line)
         except MissingValue as err:
+            if err.name not in self.declared:  # no build arg can reach it: BuildKit fails
+                raise DockerfileError(line, f"failed to process {word!r}: {err}") from None
+            reason = f"ARG {err}; set it in build_args"
             stage.base = BaseRef(
-                FROM, word, line, platform=platform, stage=label, unresolved=f"ARG {err}"
+                FROM, word, line, platform=platform, stage=label, unresolved=reason
             )
             return
         base = expansion.value
@@ -711,17 +716,8 @@ class _Evaluator:
     # -- COPY --from, RUN --mount from=, ONBUILD triggers
 
     def _sources(self, stage: _Stage, ins: Instruction, current: int) -> None:
-        target = ins.trigger or ins
-        if target.cmd == "copy":
-            for flag in target.flags:
-                if flag.startswith("--from="):
-                    self._source(stage, flag[len("--from=") :], COPY, ins.line, current)
-        elif target.cmd == "run":
-            for flag in target.flags:
-                if flag.startswith("--mount="):
-                    value = _mount_from(flag[len("--mount=") :], ins.line)
-                    if value is not None:
-                        self._source(stage, value, MOUNT, ins.line, current)
+        for kind, value in _named_sources(ins):
+            self._source(stage, value, kind, ins.line, current)
 
     def _source(self, stage: _Stage, value: str, kind: str, line: int, current: int) -> None:
         what = "--from" if kind == COPY else "mount from"
@@ -747,7 +743,7 @@ class _Evaluator:
 
     def _stage_index(self, value: str, line: int) -> int | None:
         if value.isascii() and value.isdigit():
-            index = int(value)
+            index = int(value) if len(value) < 10 else len(self.stages)
             if index >= len(self.stages):
                 raise DockerfileError(line, f"invalid stage index {index}")
             return index
@@ -787,20 +783,10 @@ class _Evaluator:
         """Target-stage ONBUILD sources that can only be images (contain / : or @)."""
         out: list[BaseRef] = []
         for trigger in self.stages[target].triggers:
-            inner = trigger.trigger
-            assert inner is not None
-            for flag in inner.flags:
-                key, _, value = flag.partition("=")
-                if key == "--from" and inner.cmd == "copy":
-                    candidate = value
-                elif key == "--mount" and inner.cmd == "run":
-                    candidate = _mount_from(value, trigger.line) or ""
-                else:
-                    continue
-                if candidate and "$" not in candidate and any(c in candidate for c in "/:@"):
-                    kind = COPY if inner.cmd == "copy" else MOUNT
+            for kind, value in _named_sources(trigger):
+                if "$" not in value and any(c in value for c in "/:@"):
                     out.append(
-                        replace(self._image(candidate, kind, trigger.line, None, ""), stage=None)
+                        replace(self._image(value, kind, trigger.line, None, ""), stage=None)
                     )
         return out
 
@@ -813,6 +799,24 @@ def _arg_pairs(ins: Instruction, escape: str) -> Iterator[tuple[str, str | None]
         if not key:
             raise DockerfileError(ins.line, f"ARG names must not be empty: {word!r}")
         yield key, (value if eq else None)
+
+
+def _named_sources(ins: Instruction) -> Iterator[tuple[str, str]]:
+    """(kind, value) of each `COPY --from=` and `RUN --mount=…,from=`, also inside ONBUILD."""
+    target = ins.trigger or ins
+    flag = {"copy": "--from", "run": "--mount"}.get(target.cmd)
+    if flag is None:
+        return
+    for word in target.flags:
+        name, eq, value = word.partition("=")
+        if name != flag:
+            continue
+        if not eq:
+            raise DockerfileError(ins.line, f"missing a value on flag: {flag[2:]}")
+        if target.cmd == "copy":
+            yield COPY, value
+        elif (source := _mount_from(value, ins.line)) is not None:
+            yield MOUNT, source
 
 
 def _mount_from(spec: str, line: int) -> str | None:

@@ -6,9 +6,32 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 OK = 0
 FAILED = 1  # the run finished, but something in it failed
 BAD_INPUT = 2  # config, arguments or a repository that cannot be read
+
+
+ERROR, UNRESOLVED, WARNING = "error", "unresolved", "warning"  # Problem levels
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something found in one repository that a user should fix or know, as `repo:path:line`.
+
+    Unlike an exception it does not stop anything: the rest of the fleet goes on.
+    """
+
+    level: str  # error (the run exits 1) | unresolved | warning
+    repo: str
+    message: str
+    path: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = ":".join(str(p) for p in (self.repo, self.path, self.line) if p)
+        return f"{where}: {self.message}"
 
 
 class GraphbuildError(Exception):
@@ -41,9 +64,10 @@ class UnsafeURL(GraphbuildError):
 class CycleError(GraphbuildError):
     """Images that are built on each other; a rebuild would never end."""
 
-    def __init__(self, cycle: list[str]) -> None:
+    def __init__(self, cycle: list[str], where: list[str]) -> None:
         self.cycle = cycle
-        super().__init__("dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
+        chain = " -> ".join([*cycle, cycle[0]])
+        super().__init__(f"dependency cycle: {chain} ({'; '.join(where)})")
 
 
 class DockerfileError(GraphbuildError):

@@ -8,7 +8,6 @@ escapes, `${v:-w}`, `${v:+w}`, `${v:?m}`, `#`, `%` and `/` patterns.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -39,7 +38,10 @@ class Expansion:
 def expand(word: str, env: Mapping[str, str], escape: str = "\\") -> Expansion:
     """Expand `word` against `env`; unknown variables become empty, as in BuildKit."""
     lexer = _Lexer(word, env, escape)
-    value = lexer.until(None, raw_escapes=False)
+    try:
+        value = lexer.until(None, raw_escapes=False)
+    except RecursionError:
+        raise ExpandError("substitutions nested too deeply") from None
     return Expansion(value, lexer.matched, lexer.unmatched)
 
 
@@ -184,9 +186,8 @@ class _Lexer:
         greedy = word.startswith(op)
         if greedy:
             word = word[1:]
-        if op == "#":
-            return _trim_prefix(word, value, greedy)
-        return _reverse(_trim_prefix(_reverse_pattern(word), _reverse(value), greedy))
+        trim = _trim_prefix if op == "#" else _trim_suffix
+        return trim(_Pattern(word), value, greedy)
 
     def replace(self, name: str) -> str:
         replace_all = self.peek() == "/"
@@ -205,53 +206,95 @@ class _Lexer:
                 raise ExpandError("syntax error: missing '}'") from None
             raise
         value, _ = self.lookup(name)
-        regex = _pattern_regex(pattern, greedy=True, anchored=False)
-        return regex.sub(lambda _m: replacement, value, count=0 if replace_all else 1)
+        return _replace(_Pattern(pattern), value, replacement, replace_all)
 
 
-def _pattern_regex(pattern: str, greedy: bool, anchored: bool) -> re.Pattern[str]:
-    """Shell wildcards (`*`, `?`, `\\` escapes) as a regex, as convertShellPatternToRegex."""
-    out = ["^"] if anchored else []
-    star = ".*" if greedy else ".*?"
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        i += 1
-        if ch == "*":
-            out.append(star)
-        elif ch == "?":
-            out.append(".")
-        elif ch == "\\":
-            nxt = pattern[i] if i < len(pattern) else ""
-            if nxt in ("}", "/"):
+class _Pattern:
+    """A shell pattern (`*`, `?`, `\\` escapes) matched by simulating all positions at once.
+
+    BuildKit turns patterns into Go regexps, which never backtrack. Python's
+    re does, and `${A/*a*a*a*a*x/}` against a long value would take forever,
+    so the set of positions a match can have reached is kept as the bits of
+    an int: every step is a few big-int operations, linear in the value.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        self.tokens: list[str | None] = []  # None is `*`, "" is `?`, else one literal char
+        i = 0
+        while i < len(pattern):
+            ch = pattern[i]
+            i += 1
+            if ch == "\\":
+                nxt = pattern[i] if i < len(pattern) else ""
+                if nxt in ("}", "/"):
+                    continue  # only escapes the ${} syntax, not part of the pattern
+                if nxt not in ("*", "?", "\\"):
+                    raise ExpandError(
+                        f"invalid pattern ({pattern}) in substitution: invalid escape"
+                    )
+                self.tokens.append(nxt)
+                i += 1
+            elif ch == "*":
+                if not self.tokens or self.tokens[-1] is not None:
+                    self.tokens.append(None)
+            else:
+                self.tokens.append("" if ch == "?" else ch)
+
+    def reversed(self) -> _Pattern:
+        flipped = _Pattern("")
+        flipped.tokens = self.tokens[::-1]
+        return flipped
+
+    def ends(self, value: str, start: int) -> int:
+        """Bit i is set when the pattern matches value[start:i] exactly."""
+        n = len(value)
+        everything = (1 << (n + 1)) - 1
+        reached = 1 << start
+        masks: dict[str, int] = {}
+        for token in self.tokens:
+            if not reached:
+                return 0
+            if token is None:
+                lowest = reached & -reached
+                reached = everything & ~(lowest - 1)
+            elif token == "":
+                reached = (reached << 1) & everything
+            else:
+                if token not in masks:
+                    bits = "".join("1" if c == token else "0" for c in reversed(value))
+                    masks[token] = int(bits or "0", 2)
+                reached = ((reached & masks[token]) << 1) & everything
+        return reached
+
+
+def _trim_prefix(pattern: _Pattern, value: str, greedy: bool) -> str:
+    ends = pattern.ends(value, 0)
+    if not ends:
+        return value
+    cut = ends.bit_length() - 1 if greedy else (ends & -ends).bit_length() - 1
+    return value[cut:]
+
+
+def _trim_suffix(pattern: _Pattern, value: str, greedy: bool) -> str:
+    return _trim_prefix(pattern.reversed(), value[::-1], greedy)[::-1]
+
+
+def _replace(pattern: _Pattern, value: str, replacement: str, replace_all: bool) -> str:
+    """Leftmost, longest matches, as Go's ReplaceAllString with greedy stars."""
+    out: list[str] = []
+    i, last_end = 0, -1
+    while i <= len(value):
+        ends = pattern.ends(value, i)
+        end = ends.bit_length() - 1 if ends else -1
+        if end >= 0 and not (end == i and i == last_end):  # no empty match right after one
+            out.append(replacement)
+            last_end = end
+            if not replace_all:
+                return "".join(out) + value[end:]
+            if end > i:
+                i = end
                 continue
-            if nxt not in ("*", "?", "\\"):
-                raise ExpandError(f"invalid pattern ({pattern}) in substitution: invalid escape")
-            out.append(re.escape(nxt))
-            i += 1
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    match = _pattern_regex(pattern, greedy, anchored=True).search(value)
-    return value[match.end() :] if match else value
-
-
-def _reverse(text: str) -> str:
-    return text[::-1]
-
-
-def _reverse_pattern(pattern: str) -> str:
-    """Reverse a pattern but keep each escape before the character it escapes."""
-    tokens: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern[i] == "\\" and i + 1 < len(pattern):
-            tokens.append(pattern[i : i + 2])
-            i += 2
-        else:
-            tokens.append(pattern[i])
-            i += 1
-    return "".join(reversed(tokens))
+        if i < len(value):
+            out.append(value[i])
+        i += 1
+    return "".join(out)

@@ -10,17 +10,19 @@ built on X" is a walk over descendants.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
 from typing import Any
 
 import networkx as nx
 
 from graphbuild import graphdb, refs
-from graphbuild.errors import CycleError
+from graphbuild.dockerfile import BaseRef
+from graphbuild.errors import ERROR, WARNING, CycleError, Problem
 from graphbuild.graphdb import EXTERNAL, IMAGE
-from graphbuild.index import ERROR, WARNING, Image, Problem
+from graphbuild.index import Image
 
 # ---------------------------------------------------------------- building
+
+_USE_KEYS = ("kind", "line", "ref", "pinned", "platform", "platforms", "via")
 
 
 def build(images: list[Image]) -> tuple[nx.DiGraph, list[Problem]]:
@@ -28,56 +30,92 @@ def build(images: list[Image]) -> tuple[nx.DiGraph, list[Problem]]:
     graph = nx.DiGraph()
     produced: dict[str, str] = {}  # `name:tag` -> image node id
     problems: list[Problem] = []
-    kept: list[Image] = []
-    for image in images:
-        if image.parsed is None:
-            continue
-        if image.id in graph:
-            other = graph.nodes[image.id]
-            where = f"{other['repo']}:{other['dockerfile']}"
-            message = f"{image.id} is also produced by {where}; skipped"
-            problems.append(Problem(ERROR, image.repo, message, image.dockerfile))
-            continue
-        tags = []
-        for tag in image.tags:
-            if tag in produced:
-                problems.append(
-                    Problem(
-                        WARNING,
-                        image.repo,
-                        f"tag {tag} is also produced by {produced[tag]}; not linked here",
-                        image.dockerfile,
-                    )
-                )
-                continue
-            produced[tag] = image.id
-            tags.append(tag)
-        graph.add_node(
-            image.id,
-            kind=IMAGE,
-            image=image.image,
-            tags=tags,
-            repo=image.repo,
-            dockerfile=image.dockerfile,
-            context=image.context,
-            target=image.target,
-            platforms=image.platforms,
-            build_args=image.build_args,
-            commit=image.commit,
-            blob=image.blob,
-            unresolved=[
-                {"kind": r.kind, "raw": r.raw, "line": r.line, "reason": r.unresolved}
-                for r in image.parsed.refs
-                if r.unresolved
-            ],
-        )
-        kept.append(image)
-
+    kept = [image for image in images if _add_image(graph, produced, image, problems)]
     for image in kept:
         assert image.parsed is not None
         for ref in image.parsed.refs:
             if ref.ref is not None:
-                _add_edge(graph, produced, ref.ref, image, ref.kind, ref.line, ref.platforms)
+                _add_edge(graph, produced, image, ref)
+    _fire_onbuild(graph, produced, kept)
+    if not nx.is_directed_acyclic_graph(graph):
+        cycle = nx.find_cycle(graph)
+        where = [_where(graph, u, v) for u, v in cycle]
+        raise CycleError([u for u, _ in cycle], where)
+    return graph, problems
+
+
+def _add_image(
+    graph: nx.DiGraph, produced: dict[str, str], image: Image, problems: list[Problem]
+) -> bool:
+    if image.parsed is None:
+        return False
+    if image.id in graph:
+        other = graph.nodes[image.id]
+        message = f"{image.id} is also produced by {other['repo']}:{other['dockerfile']}; skipped"
+        problems.append(Problem(ERROR, image.repo, message, image.dockerfile))
+        return False
+    tags = []
+    for tag in image.tags:
+        if tag in produced:
+            message = f"tag {tag} is also produced by {produced[tag]}; not linked here"
+            problems.append(Problem(WARNING, image.repo, message, image.dockerfile))
+            continue
+        produced[tag] = image.id
+        tags.append(tag)
+    unresolved = [
+        {"kind": r.kind, "raw": r.raw, "line": r.line, "reason": r.unresolved}
+        for r in image.parsed.refs
+        if r.unresolved
+    ]
+    graph.add_node(
+        image.id, kind=IMAGE, image=image.image, tags=tags, repo=image.repo,
+        dockerfile=image.dockerfile, context=image.context, target=image.target,
+        platforms=image.platforms, build_args=image.build_args, commit=image.commit,
+        blob=image.blob, unresolved=unresolved,
+    )  # fmt: skip
+    return True
+
+
+def _add_edge(
+    graph: nx.DiGraph,
+    produced: dict[str, str],
+    image: Image,
+    ref: BaseRef,
+    line: int | None = None,
+    via: str | None = None,
+) -> None:
+    assert ref.ref is not None
+    parsed = refs.parse(ref.ref)
+    source = produced.get(parsed.tagged) if parsed.tag is not None else None
+    if source is None:
+        source = ref.ref
+        if source not in graph:
+            graph.add_node(
+                source, kind=EXTERNAL, name=parsed.name, tag=parsed.tag, digest=parsed.digest,
+                pinned=parsed.digest is not None,
+            )  # fmt: skip
+    use = {
+        "kind": ref.kind, "line": line or ref.line, "ref": ref.ref,
+        "pinned": parsed.digest is not None, "platform": ref.platform,
+        "platforms": list(ref.platforms),
+    }  # fmt: skip
+    if via:
+        use["via"] = via
+    if not graph.has_edge(source, image.id):
+        graph.add_edge(source, image.id, **use, repo=image.repo, dockerfile=image.dockerfile,
+                       also=[])  # fmt: skip
+        return
+    edge = graph.edges[source, image.id]
+    if use["kind"] == "from" and edge["kind"] != "from":  # the FROM is what the image is
+        first = {k: edge.pop(k) for k in _USE_KEYS if k in edge}
+        edge.update(use)
+        edge["also"].insert(0, first)
+    else:
+        edge["also"].append(use)
+
+
+def _fire_onbuild(graph: nx.DiGraph, produced: dict[str, str], kept: list[Image]) -> None:
+    """A fleet image's ONBUILD triggers run in the images built FROM it: edges of theirs."""
     by_id = {image.id: image for image in kept}
     for parent in kept:
         assert parent.parsed is not None
@@ -87,63 +125,14 @@ def build(images: list[Image]) -> tuple[nx.DiGraph, list[Problem]]:
             edge = graph.edges[parent.id, child_id]
             if edge["kind"] != "from":
                 continue
-            child, line = by_id[child_id], edge["line"]
             for ref in parent.parsed.onbuild:
-                assert ref.ref is not None
-                _add_edge(
-                    graph,
-                    produced,
-                    ref.ref,
-                    child,
-                    ref.kind,
-                    line,
-                    ref.platforms,
-                    via=f"ONBUILD of {parent.id}",
-                )
-
-    if nx.is_directed_acyclic_graph(graph):
-        return graph, problems
-    raise CycleError([u for u, _ in nx.find_cycle(graph)])
+                _add_edge(graph, produced, by_id[child_id], ref, edge["line"],
+                          via=f"ONBUILD of {parent.id}")  # fmt: skip
 
 
-def _add_edge(
-    graph: nx.DiGraph,
-    produced: dict[str, str],
-    ref: str,
-    image: Image,
-    kind: str,
-    line: int,
-    platforms: Iterable[str],
-    via: str | None = None,
-) -> None:
-    parsed = refs.parse(ref)
-    source = produced.get(parsed.tagged) if parsed.tag is not None else None
-    if source is None:
-        source = ref
-        if source not in graph:
-            graph.add_node(
-                source,
-                kind=EXTERNAL,
-                name=parsed.name,
-                tag=parsed.tag,
-                digest=parsed.digest,
-                pinned=parsed.digest is not None,
-            )
-    use = {"kind": kind, "line": line, "ref": ref, "pinned": parsed.digest is not None}
-    if via:
-        use["via"] = via
-    if graph.has_edge(source, image.id):
-        graph.edges[source, image.id]["also"].append(use)
-        return
-    graph.add_edge(
-        source,
-        image.id,
-        **use,
-        repo=image.repo,
-        dockerfile=image.dockerfile,
-        platforms=list(platforms),
-        also=[],
-    )
+def _where(graph: nx.DiGraph, base: str, image: str) -> str:
+    edge = graph.edges[base, image]
+    return f"{edge['repo']}:{edge['dockerfile']}:{edge['line']} builds {image} on {base}"
 
 
 # ---------------------------------------------------------------- storing

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from graphbuild import refs
+from graphbuild import refs, report
+from graphbuild.errors import GraphbuildError
 
 IMAGE, EXTERNAL = "image", "external"
 SCHEMA_VERSION = 1  # index.db is derived data: another version is dropped, not migrated
@@ -39,9 +40,25 @@ _EDGE_COLUMNS = ("kind", "repo", "dockerfile", "line")
 
 
 def connect(workspace: Path) -> sqlite3.Connection:
-    """The workspace's index.db, emptied first if an older graphbuild wrote it."""
-    workspace.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(workspace / "index.db", timeout=30)
+    """The workspace's index.db; recreated if an older graphbuild wrote it or it is damaged."""
+    path = workspace / "index.db"
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        try:
+            return _open(path)
+        except sqlite3.DatabaseError as err:
+            if "not a database" not in str(err) and "malformed" not in str(err):
+                raise
+            report.note(f"{path} is damaged ({err}); it only holds derived data: rebuilding it.")
+            for stale in (path, path.with_name("index.db-wal"), path.with_name("index.db-shm")):
+                stale.unlink(missing_ok=True)
+            return _open(path)
+    except (OSError, sqlite3.Error) as err:
+        raise GraphbuildError(f"{path}: cannot open the index: {err}") from None
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
     if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
         tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()

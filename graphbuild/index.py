@@ -22,26 +22,10 @@ from types import TracebackType
 
 from graphbuild import __version__, dockerfile, graphdb, refs
 from graphbuild.config import Config, ImageSpec, RepoSpec
-from graphbuild.errors import DockerfileError, InvalidReference
-from graphbuild.sources import SyncResult, Tree, open_tree
+from graphbuild.errors import ERROR, UNRESOLVED, WARNING, DockerfileError, InvalidReference, Problem
+from graphbuild.sources import SyncResult, Tree, blob_sha, open_tree
 
 PARSER_REVISION = "2"  # bump when parsing changes, so cached answers are not reused
-ERROR, UNRESOLVED, WARNING = "error", "unresolved", "warning"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something a user should fix or know, located as `repo:path:line`."""
-
-    level: str  # error | unresolved | warning
-    repo: str
-    message: str
-    path: str | None = None
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = ":".join(str(p) for p in (self.repo, self.path, self.line) if p)
-        return f"{where}: {self.message}"
 
 
 @dataclass
@@ -98,13 +82,9 @@ class Indexer:
 
     def __init__(self, config: Config, synced: list[SyncResult], db: sqlite3.Connection) -> None:
         self.config, self.synced, self.db = config, synced, db
-        self.stat_cache = {
-            path: (mtime, size, blob)
-            for path, mtime, size, blob in db.execute(
-                "SELECT path, mtime_ns, size, blob FROM files"
-            )
-        }
-        self.known_stats = dict(self.stat_cache)
+        rows = db.execute("SELECT path, mtime_ns, size, blob FROM files")
+        self.known_stats = {path: (mtime, size, blob) for path, mtime, size, blob in rows}
+        self.stats: dict[str, tuple[int, int, str]] = {}  # what this scan saw, for next time
         self.trees: dict[str, Tree] = {}
         self.found: list[_Found] = []
         self.problems: list[Problem] = []
@@ -117,9 +97,11 @@ class Indexer:
     ) -> None:
         for tree in self.trees.values():
             tree.close()
-        changed = [(p, *v) for p, v in self.stat_cache.items() if self.known_stats.get(p) != v]
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", changed)
+        if self.stats != self.known_stats:
+            with self.db:
+                self.db.execute("DELETE FROM files")
+                rows = ((p, *v) for p, v in self.stats.items())
+                self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?)", rows)
 
     def scan(self) -> str:
         """Locate every Dockerfile and its blob; return a fingerprint of all inputs."""
@@ -134,7 +116,7 @@ class Indexer:
             if (repo.url is not None and result.commit is None) or (repo.path and result.error):
                 continue
             tree = self.trees[repo.name] = open_tree(
-                repo, result, self.config.workspace, self.stat_cache
+                repo, result, self.config.workspace, self.known_stats, self.stats
             )
             for spec in repo.images:
                 for path in self._paths(repo, spec, tree):
@@ -160,19 +142,23 @@ class Indexer:
         """Parse every located Dockerfile, from the cache where the same input was parsed."""
         index = Index([], self.problems)
         new: dict[str, str] = {}
+        used: set[str] = set()
         for found in self.found:
             image = _image(found, index)
             if image is None:
                 continue
-            key = _cache_key(image)
             try:
+                key = _cache_key(image)
                 cached = new.get(key) or self._cached(key)
                 if cached is not None:
                     image.parsed = dockerfile.Parsed.from_dict(json.loads(cached))
                     index.cached += 1
                 else:
+                    data = self.trees[found.repo.name].read(found.path)
+                    image.blob = blob_sha(data)  # a local file may have changed since the scan
+                    key = _cache_key(image)
                     image.parsed = dockerfile.parse(
-                        self.trees[found.repo.name].read(found.path),
+                        data,
                         build_args=image.build_args,
                         target=image.target,
                         platforms=image.platforms or (dockerfile.DEFAULT_PLATFORM,),
@@ -180,16 +166,29 @@ class Indexer:
                     )
                     new[key] = json.dumps(image.parsed.to_dict())
                     index.parsed += 1
+                used.add(key)
             except DockerfileError as err:
                 index.problems.append(
                     Problem(ERROR, image.repo, err.message, image.dockerfile, err.line or None)
                 )
                 continue
+            except Exception as err:  # a parser bug must not hide the rest of the fleet
+                message = f"internal error, please report it: {type(err).__name__}: {err}"
+                index.problems.append(Problem(ERROR, image.repo, message, image.dockerfile))
+                continue
             _report(image, index)
             index.images.append(image)
+        self._store(new, used)
+        return index
+
+    def _store(self, new: dict[str, str], used: set[str]) -> None:
+        """Add the new parses and forget the ones no image uses any more."""
         with self.db:
             self.db.executemany("INSERT OR REPLACE INTO parses VALUES (?, ?)", new.items())
-        return index
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS used (key TEXT PRIMARY KEY)")
+            self.db.execute("DELETE FROM used")
+            self.db.executemany("INSERT INTO used VALUES (?)", ((k,) for k in used))
+            self.db.execute("DELETE FROM parses WHERE key NOT IN (SELECT key FROM used)")
 
     def _cached(self, key: str) -> str | None:
         row = self.db.execute("SELECT result FROM parses WHERE key = ?", (key,)).fetchone()

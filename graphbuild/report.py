@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from graphbuild import refs
+from graphbuild.errors import InvalidReference
+
 
 def emit_json(data: Any, out: TextIO | None = None) -> None:
     (out or sys.stdout).write(json.dumps(data, indent=2, default=str) + "\n")
@@ -25,6 +28,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | N
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     )
     (out or sys.stdout).write("\n".join(lines) + "\n")
+
+
+def short(node: str) -> str:
+    """The familiar form people type: `python:3.12` for docker.io/library/python:3.12."""
+    try:
+        return refs.parse(node).familiar
+    except InvalidReference:
+        return node
 
 
 def note(message: str) -> None:

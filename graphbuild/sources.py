@@ -1,20 +1,23 @@
 """Repositories: fetch git ones into the workspace, read local folders in place.
 
 Git repositories are kept as shallow bare clones: graphbuild only reads the
-commit a sync fetched (`ls-tree` and blob reads), never a work tree, so a sync
-of an unchanged repository transfers nothing and writes nothing. GitPython is
-imported lazily so that queries, which never touch git, do not pay for it.
+commit a sync fetched (`ls-tree` and blob reads), never a work tree. A sync
+first asks the remote where the ref points (`ls-remote`, one round trip) and
+fetches only when that moved, so an unchanged repository costs one cheap call.
+The URL is given to git through its environment and never written into the
+clone, so credentials in it stay out of the workspace. GitPython is imported
+lazily so that queries, which never touch git, do not pay for it.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import posixpath
 import re
+import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +32,29 @@ if TYPE_CHECKING:
 
 SAFE_SCHEMES = frozenset({"https", "ssh", "git", "file"})
 FETCH_TIMEOUT = 600  # seconds for one repository's fetch
-SYNC_REF = "refs/graphbuild/head"  # keeps the synced commit alive in the bare clone
+SYNC_REF = "refs/graphbuild/head"  # the commit read; also keeps it alive in the clone
+FETCHED_REF = "refs/graphbuild/fetched"  # what the remote ref named (a tag object for tags)
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _TRANSPORT_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
 _SCP_RE = re.compile(r"^(?:[^@/:\s]+@)?[A-Za-z0-9.-]+:(?!//)[^\s]*$")
-_USERINFO_RE = re.compile(r"(://)[^/@\s]+@")
+_PASSWORD_RE = re.compile(r"(?<![\w.%+-])([\w.%+-]+):([^\s@/]+)@")  # user:secret@host
+_URL_USER_RE = re.compile(r"(://)[^/@\s:]+@")  # https://TOKEN@host
+_QUERY_SECRET_RE = re.compile(
+    r"([?&][^=&\s]*(?:token|key|secret|password|sig)[^=&\s]*=)[^&\s]+", re.I
+)
 _GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",  # never wait for a password on a schedule
     "GIT_PROTOCOL_FROM_USER": "0",
     "GIT_ALLOW_PROTOCOL": "https:ssh:git:file",  # enforced by git itself, redirects too
 }
+_REF_RULES = (
+    "{}",
+    "refs/{}",
+    "refs/tags/{}",
+    "refs/heads/{}",
+    "refs/remotes/{}",
+    "refs/remotes/{}/HEAD",
+)  # fmt: skip - git's order for a short ref name
 
 
 def safe_git_url(url: str, base: Path) -> str:
@@ -68,8 +84,23 @@ def safe_git_url(url: str, base: Path) -> str:
 
 
 def redact(text: str) -> str:
-    """Hide credentials in URLs (`https://user:token@host`) before anything prints them."""
-    return _USERINFO_RE.sub(r"\1***@", text)
+    """Hide credentials in URLs (`user:token@`, `https://TOKEN@`, `?access_token=`)."""
+    text = _PASSWORD_RE.sub(r"\1:***@", text)
+    text = _URL_USER_RE.sub(r"\1***@", text)
+    return _QUERY_SECRET_RE.sub(r"\1***", text)
+
+
+def _git_env(url: str) -> dict[str, str]:
+    env = {
+        **_GIT_ENV,
+        # the remote's URL, as command-line config: never stored in the clone
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "remote.origin.url",
+        "GIT_CONFIG_VALUE_0": url,
+    }
+    if not os.environ.get("GIT_SSH_COMMAND") and not os.environ.get("GIT_SSH"):
+        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"  # no passphrase or host-key prompt
+    return env
 
 
 @dataclass(frozen=True)
@@ -85,7 +116,11 @@ class SyncResult:
 def sync(
     config: Config, jobs: int = 8, on_done: Callable[[SyncResult], None] | None = None
 ) -> list[SyncResult]:
-    """Fetch every git repository, several at a time; report each as it finishes."""
+    """Fetch every git repository, several at a time; report each as it finishes.
+
+    Clones of repositories that left the config are removed, so the workspace
+    does not keep what nobody asked for.
+    """
 
     def one(repo: RepoSpec) -> SyncResult:
         result = _sync_one(repo, config.workspace)
@@ -94,7 +129,12 @@ def sync(
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, config.repos))
+        results = list(pool.map(one, config.repos))
+    keep = {clone_dir(config.workspace, r.name) for r in config.repos if r.url}
+    for clone in clone_dir(config.workspace, "*").parent.glob("*.git"):
+        if clone not in keep and (clone / "HEAD").is_file():
+            shutil.rmtree(clone, ignore_errors=True)
+    return results
 
 
 def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
@@ -102,51 +142,69 @@ def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
         if not repo.path.is_dir():
             return SyncResult(repo.name, None, f"{repo.path}: no such folder")
         return SyncResult(repo.name, None)
-    import git
+    try:
+        import git
+    except ImportError as err:  # GitPython refuses to load without a git executable
+        return SyncResult(repo.name, None, f"git is not usable: {err}".splitlines()[0])
 
     assert repo.url is not None
     clone = clone_dir(workspace, repo.name)
+    env = _git_env(repo.url)
     previous = None
     try:
         if (clone / "HEAD").exists():
             bare = git.Repo(clone)
-            previous = _synced_commit(bare)
+            previous, seen = _read_ref(bare, SYNC_REF), _read_ref(bare, FETCHED_REF)
         else:
-            bare = git.Repo.init(clone, bare=True, mkdir=True)
+            bare, seen = git.Repo.init(clone, bare=True, mkdir=True), None
         with bare:
-            if previous and repo.ref == previous:
-                return SyncResult(repo.name, previous)  # a pinned commit never moves
-            reader, section = bare.config_reader(), 'remote "origin"'
-            if not reader.has_section(section) or reader.get_value(section, "url") != repo.url:
-                with bare.config_writer() as writer:
-                    writer.set_value(section, "url", repo.url)
+            want = repo.ref or "HEAD"
+            if previous and (want == previous or (seen and _advertised(bare, want, env) == seen)):
+                return SyncResult(repo.name, previous)  # unchanged: nothing fetched
             bare.git.fetch(
-                "--depth=1", "--no-tags", "--quiet", "origin", repo.ref or "HEAD",
-                env=_GIT_ENV, kill_after_timeout=FETCH_TIMEOUT,
+                "--depth=1", "--no-tags", "--quiet", "origin", want,
+                env=env, kill_after_timeout=FETCH_TIMEOUT,
             )  # fmt: skip
             fetched = (clone / "FETCH_HEAD").read_text().split("\t", 1)[0].strip()
-            if fetched == previous:
-                return SyncResult(repo.name, previous)  # the common case: one git process
             commit = bare.git.rev_parse("FETCH_HEAD^{commit}")
             bare.git.update_ref(SYNC_REF, commit)
+            bare.git.update_ref(FETCHED_REF, fetched)
             return SyncResult(repo.name, commit, fetched=commit != previous)
-    except git.GitCommandError as err:
-        detail = (err.stderr or str(err)).strip().removeprefix("stderr:").strip(" '\n")
+    except git.CommandError as err:
         where = f"ref {repo.ref!r} of " if repo.ref else ""
-        message = f"cannot fetch {where}{redact(repo.url)}: {redact(detail) or 'git failed'}"
-        return SyncResult(repo.name, previous, message)
+        detail = _first_error_line(str(err.stderr or err))
+        return SyncResult(repo.name, previous, redact(f"cannot fetch {where}{repo.url}: {detail}"))
     except (git.InvalidGitRepositoryError, OSError) as err:
         return SyncResult(repo.name, previous, f"{clone}: {err}")
 
 
-def _synced_commit(bare: git.Repo) -> str | None:
-    """The commit the last sync read, from the ref files (no git process)."""
+def _advertised(bare: git.Repo, ref: str, env: dict[str, str]) -> str | None:
+    """Where the remote's `ref` points now, resolved the way `git fetch` resolves it."""
+    out = bare.git.ls_remote("origin", ref, env=env, kill_after_timeout=FETCH_TIMEOUT)
+    refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    for rule in _REF_RULES:
+        if (sha := refs.get(rule.format(ref))) is not None:
+            return sha
+    return None
+
+
+def _read_ref(bare: git.Repo, ref: str) -> str | None:
+    """A ref's sha read from the ref files, with no git process."""
     from git.refs.symbolic import SymbolicReference
 
     try:
-        return SymbolicReference.dereference_recursive(bare, SYNC_REF)
+        return SymbolicReference.dereference_recursive(bare, ref)
     except ValueError:
         return None
+
+
+def _first_error_line(stderr: str) -> str:
+    lines = [line.strip(" '") for line in stderr.splitlines()]
+    lines = [line.removeprefix("stderr:").strip(" '") for line in lines if line.strip(" '")]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[0] if lines else "git failed"
 
 
 def clone_dir(workspace: Path, name: str) -> Path:
@@ -190,7 +248,10 @@ class GitTree:
 
     def glob(self, pattern: str) -> list[str]:
         regex = glob_regex(pattern)
-        return sorted(p for p, (mode, _) in self.entries.items() if regex.match(p))
+        links = "120000"  # a symlink is not a second copy of its target
+        return sorted(
+            p for p, (mode, _) in self.entries.items() if mode != links and regex.match(p)
+        )
 
     def blob(self, path: str) -> str | None:
         for _ in range(8):  # follow symlinks inside the repository
@@ -219,16 +280,42 @@ class GitTree:
         self.repo.close()
 
 
+Stat = tuple[int, int, str]  # (mtime_ns, size, blob sha) of a local file
+
+
 class DirTree:
     """A local folder read in place; blob shas cached by (mtime, size) like git's index."""
 
-    def __init__(self, root: Path, stat_cache: dict[str, tuple[int, int, str]]) -> None:
+    def __init__(self, root: Path, known: Mapping[str, Stat], seen: dict[str, Stat]) -> None:
         self.root = root.resolve()
-        self.cache = stat_cache  # absolute path -> (mtime_ns, size, blob); updated in place
+        self.known = known  # from the last scan, by absolute path
+        self.seen = seen  # filled by this scan
 
     def glob(self, pattern: str) -> list[str]:
-        found = glob.glob(pattern, root_dir=self.root, recursive=True, include_hidden=True)
-        return sorted(p for p in found if ".git" not in p.split("/") and (self.root / p).is_file())
+        """Walk from the pattern's fixed prefix, never through symlinks, as git would see it."""
+        regex = glob_regex(pattern)
+        parts = pattern.split("/")
+        fixed = []
+        for part in parts[:-1]:
+            if any(c in part for c in "*?["):
+                break
+            fixed.append(part)
+        top = os.path.join(self.root, *fixed)
+        if os.path.islink(top) or not os.path.isdir(top):
+            return []
+        levels = None if "**" in pattern else len(parts) - len(fixed) - 1
+        found = []
+        for folder, dirs, files in os.walk(top):
+            rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
+            below = os.path.relpath(folder, top)
+            if levels is not None and (0 if below == "." else below.count(os.sep) + 1) >= levels:
+                dirs.clear()
+            dirs[:] = [d for d in dirs if d != ".git"]
+            for name in files:
+                path = name if rel == "." else f"{rel}/{name}"
+                if regex.match(path) and not os.path.islink(os.path.join(folder, name)):
+                    found.append(path)
+        return sorted(found)
 
     def _file(self, path: str) -> Path | None:
         full = (self.root / path).resolve()
@@ -244,14 +331,15 @@ class DirTree:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        cached = self.cache.get(key)
+        cached = self.known.get(key)
         if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
-            return cached[2]  # a path is cached only after the check below passed
+            self.seen[key] = cached  # a path is cached only after the check below passed
+            return cached[2]
         full = self._file(path)
         if full is None:
             return None
         sha = blob_sha(full.read_bytes())
-        self.cache[key] = (st.st_mtime_ns, st.st_size, sha)
+        self.seen[key] = (st.st_mtime_ns, st.st_size, sha)
         return sha
 
     def read(self, path: str) -> bytes:
@@ -275,7 +363,8 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     while i < len(pattern):
         if pattern.startswith("**/", i):
             out.append("(?:.*/)?")
-            i += 3
+            while pattern.startswith("**/", i):  # `**/**/` is `**/`: no needless backtracking
+                i += 3
         elif pattern.startswith("**", i):
             out.append(".*")
             i += 2
@@ -286,7 +375,8 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
             out.append("[^/]")
             i += 1
         elif pattern[i] == "[" and (end := pattern.find("]", i + 1)) > i + 1:
-            out.append("[" + pattern[i + 1 : end].replace("\\", "\\\\") + "]")
+            body = pattern[i + 1 : end].replace("\\", "\\\\")
+            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
             i = end + 1
         else:
             out.append(re.escape(pattern[i]))
@@ -294,8 +384,14 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-def open_tree(repo: RepoSpec, result: SyncResult, workspace: Path, stat_cache: dict) -> Tree:
+def open_tree(
+    repo: RepoSpec,
+    result: SyncResult,
+    workspace: Path,
+    known: Mapping[str, Stat],
+    seen: dict[str, Stat],
+) -> Tree:
     if repo.path is not None:
-        return DirTree(repo.path, stat_cache)
+        return DirTree(repo.path, known, seen)
     assert result.commit is not None
     return GitTree(clone_dir(workspace, repo.name), result.commit)

@@ -151,13 +151,13 @@ def test_config_is_found_by_flag_env_or_cwd(project, tmp_path_factory):
             "repos.yaml:4: repos[0].images[0].tags: expected a list, got a string",
         ),
         (
-            "repos:\n  - name: x\n    url: 'ext::sh -c touch% pwned'\n",
+            "repos:\n  - name: x\n    url: 'ext::sh -c touch% {tmp}/pwned'\n",
             "repos.yaml:3: repos[0].url: the ext:: transport can run commands",
         ),
     ],
 )
 def test_bad_config_exits_2_with_one_clear_line(tmp_path, yaml_text, message):
-    (tmp_path / "repos.yaml").write_text(yaml_text)
+    (tmp_path / "repos.yaml").write_text(yaml_text.replace("{tmp}", str(tmp_path)))
     done = graphbuild("sync", cwd=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr

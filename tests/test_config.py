@@ -122,6 +122,18 @@ def case(text, key, says, line):
         case("repos:\n  - path: .\n", "repos[0].name", "missing", 2),
         case("repos:\n  - name: a b\n    path: .\n", "repos[0].name", "letters, digits", 2),
         case(REPO + "    ref: main\n", "repos[0].ref", "no ref", 4),
+        case(
+            "repos:\n  - name: a\n    url: x\n    ref: main:refs/heads/pwn\n",
+            "repos[0].ref",
+            "not a branch, tag or commit name",
+            4,
+        ),
+        case(
+            "repos:\n  - name: a\n    url: x\n    ref: --upload-pack=id\n",
+            "repos[0].ref",
+            "not a branch, tag or commit name",
+            4,
+        ),
         case("repos: {a: 1}\n", "repos", "expected a list, got a mapping", 1),
         case("repo: []\n", "repo", "did you mean 'repos'", 1),
         case("workspace: x\n", "repos", "missing", 1),
@@ -144,6 +156,13 @@ def test_invalid_yaml_gives_the_line(tmp_path):
     assert caught.value.line == 4
 
 
+def test_duplicate_keys_are_refused(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, REPO + "    images: []\n    images: [{image: x}]\n")
+    assert caught.value.line == 5
+    assert "duplicate key 'images' (first on line 4)" in str(caught.value)
+
+
 def test_yaml_tags_are_data_never_code(tmp_path):
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_text(tmp_path, "repos: !!python/object/apply:os.system ['echo pwned']\n")
@@ -163,5 +182,8 @@ def test_find_order(tmp_path, monkeypatch):
     monkeypatch.setenv(config.ENV_VAR, str(tmp_path / "other.yaml"))
     assert config.find() == tmp_path / "other.yaml"
     assert config.find(tmp_path / "repos.yaml") == tmp_path / "repos.yaml"
-    with pytest.raises(ConfigError, match="no such config file"):
+    with pytest.raises(ConfigError, match=r"no such config file \(given by --config\)"):
         config.find(tmp_path / "missing.yaml")
+    monkeypatch.setenv(config.ENV_VAR, str(tmp_path / "gone.yaml"))
+    with pytest.raises(ConfigError, match=r"given by \$GRAPHBUILD_CONFIG"):
+        config.find()

@@ -739,10 +739,10 @@ def test_rule_13_required_arg_without_value_is_unresolved():
     assert "needs-a-tag" in ref.unresolved
 
 
-def test_rule_13_required_undeclared_arg_is_unresolved():
-    ref = only("FROM alpine:${V:?needs-a-tag}")
-    assert ref.ref is None
-    assert "needs-a-tag" in ref.unresolved
+def test_rule_13_required_undeclared_arg_is_an_error():
+    # an undeclared name cannot be given by a build arg (rule 12), so nothing can fix it
+    err = rejected("FROM alpine:${V:?needs-a-tag}")
+    assert err.line == 1 and "needs-a-tag" in err.message
 
 
 def test_rule_13_required_arg_with_build_arg_resolves():
@@ -1201,3 +1201,37 @@ def test_agrees_with_dockerfile_parse_on_simple_files(case):
     ]
     ours = [r.ref for r in parse(text, build_args=build_args).refs]
     assert sorted(ours) == sorted(theirs)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        pytest.param("FROM alpine:" + "${A:-" * 1000 + "}" * 1000, "nested too deeply", id="deep"),
+        pytest.param(
+            "FROM a\nCOPY --from=" + "9" * 5000 + " /x /x",
+            "invalid stage index",
+            id="huge-stage-index",
+        ),
+        pytest.param(
+            "FROM a\nRUN --mount=from=" + "9" * 5000 + " true",
+            "invalid stage index",
+            id="huge-mount-index",
+        ),
+        pytest.param(
+            "FROM a\nCOPY --from nginx:1 /a /a",
+            "missing a value on flag: from",
+            id="copy-from-space-form",
+        ),
+        pytest.param(
+            "FROM a\nRUN --mount type=bind,from=x true",
+            "missing a value on flag: mount",
+            id="mount-space-form",
+        ),
+    ],
+)
+def test_pathological_input_is_a_parse_error_not_a_crash(text, says):
+    assert says in rejected(text).message
+
+
+def test_a_deeply_bracketed_run_is_shell_form_not_a_crash():
+    assert bases("FROM a\nRUN " + "[" * 100_000) == [(FROM, "a")]

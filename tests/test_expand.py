@@ -1,6 +1,10 @@
 """Variable expansion as BuildKit's shell lexer does it (reference rules 13 and 15)."""
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphbuild.expand import ExpandError, MissingValue, expand
 
@@ -158,3 +162,50 @@ def test_set_but_empty_counts_as_matched():
 def test_nothing_to_expand():
     result = expand("alpine:3.20", ENV)
     assert (result.value, result.matched, result.unmatched) == ("alpine:3.20", set(), set())
+
+
+# -- patterns are matched without backtracking; a regex is the oracle on small inputs
+
+PATTERN_CHARS = st.text(alphabet="ab*?", max_size=6)
+VALUES = st.text(alphabet="abc", max_size=8)
+
+
+def _regex(pattern, greedy, anchored):
+    body = "".join(
+        (".*" if greedy else ".*?") if c == "*" else "." if c == "?" else re.escape(c)
+        for c in pattern
+    )
+    return re.compile(("^" if anchored else "") + body, re.DOTALL)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pattern=PATTERN_CHARS, text=VALUES)
+def test_patterns_agree_with_a_regex(pattern, text):
+    env = {"V": text}
+    for greedy in (False, True):
+        match = _regex(pattern, greedy, anchored=True).search(text)
+        op = "##" if greedy else "#"
+        assert expand(f"${{V{op}{pattern}}}", env).value == (text[match.end() :] if match else text)
+        rev = _regex(pattern[::-1], greedy, anchored=True).search(text[::-1])
+        op = "%%" if greedy else "%"
+        expected = (text[::-1][rev.end() :] if rev else text[::-1])[::-1]
+        assert expand(f"${{V{op}{pattern}}}", env).value == expected
+    first = _regex(pattern, True, anchored=False).search(text)
+    if first and first.end() > first.start():
+        assert (
+            expand(f"${{V/{pattern}/X}}", env).value
+            == text[: first.start()] + "X" + text[first.end() :]
+        )
+
+
+def test_many_stars_do_not_backtrack():
+    env = {"A": "a" * 2000}
+    stars = "*a" * 40 + "*x"
+    assert expand(f"${{A/{stars}/b}}", env).value == "a" * 2000
+    assert expand(f"${{A##{stars}}}", env).value == "a" * 2000
+    assert expand("${A//a/b}", env).value == "b" * 2000
+
+
+def test_deep_nesting_is_an_error_not_a_crash():
+    with pytest.raises(ExpandError, match="nested too deeply"):
+        expand("${A:-" * 2000 + "x" + "}" * 2000, {})

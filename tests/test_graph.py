@@ -217,18 +217,21 @@ def local(tmp_path, write_config, files: dict[str, str], images: list[dict]):
     return build(write_config([{"name": "r", "path": "r", "images": images}]))
 
 
-def test_a_cycle_is_rejected_and_printed(tmp_path, write_config):
-    files = {"a": "FROM r.test/b:1\n", "b": "FROM r.test/a:1\n"}
+def test_a_cycle_is_rejected_and_printed_with_its_lines(tmp_path, write_config):
+    files = {"a": "FROM r.test/b:1\n", "b": "FROM alpine\nCOPY --from=r.test/a:1 /x /x\n"}
     images = [
         {"image": "r.test/a", "dockerfile": "a", "tags": ["1"]},
         {"image": "r.test/b", "dockerfile": "b", "tags": ["1"]},
     ]
     with pytest.raises(CycleError) as caught:
         local(tmp_path, write_config, files, images)
-    assert str(caught.value) in (
-        "dependency cycle: r.test/a:1 -> r.test/b:1 -> r.test/a:1",
-        "dependency cycle: r.test/b:1 -> r.test/a:1 -> r.test/b:1",
+    message = str(caught.value)
+    assert message.startswith("dependency cycle: ")
+    assert "r.test/a:1 -> r.test/b:1 -> r.test/a:1" in message or (
+        "r.test/b:1 -> r.test/a:1 -> r.test/b:1" in message
     )
+    assert "r:a:1 builds r.test/a:1 on r.test/b:1" in message
+    assert "r:b:2 builds r.test/b:1 on r.test/a:1" in message
 
 
 def test_an_image_built_on_its_own_tag_is_a_cycle(tmp_path, write_config):
@@ -277,3 +280,33 @@ def test_a_base_used_twice_in_one_file_keeps_every_use(tmp_path, write_config):
     edge = g.edges["docker.io/library/alpine:3.20", "r.test/a:latest"]
     assert (edge["kind"], edge["line"]) == ("from", 1)
     assert [(u["kind"], u["line"]) for u in edge["also"]] == [("copy", 3)]
+
+
+def test_from_platform_is_kept_on_the_edge(tmp_path, write_config):
+    files = {"a": "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\nFROM alpine:3.20\n"
+                  "COPY --from=build /app /app\n"}  # fmt: skip
+    images = [{"image": "r.test/a", "dockerfile": "a", "platforms": ["linux/arm64"]}]
+    g, _ = local(tmp_path, write_config, files, images)
+    golang = g.edges["docker.io/library/golang:1.22", "r.test/a:latest"]
+    assert (golang["platform"], golang["platforms"]) == ("linux/amd64", ["linux/arm64"])
+    alpine = g.edges["docker.io/library/alpine:3.20", "r.test/a:latest"]
+    assert (alpine["platform"], alpine["platforms"]) == (None, ["linux/arm64"])
+
+
+def test_a_from_wins_over_an_earlier_copy_of_the_same_image(tmp_path, write_config):
+    files = {
+        "parent": "FROM alpine:3.20\nONBUILD COPY --from=nginx:1.25 /a /a\n",
+        "child": "FROM alpine AS a\nCOPY --from=r.test/parent:1 /x /x\n"
+        "FROM r.test/parent:1\nCOPY --from=a /x /x\n",
+    }
+    images = [
+        {"image": "r.test/parent", "dockerfile": "parent", "tags": ["1"]},
+        {"image": "r.test/child", "dockerfile": "child", "tags": ["1"]},
+    ]
+    g, _ = local(tmp_path, write_config, files, images)
+    edge = g.edges["r.test/parent:1", "r.test/child:1"]
+    assert (edge["kind"], edge["line"]) == ("from", 3)
+    assert [(u["kind"], u["line"]) for u in edge["also"]] == [("copy", 2)]
+    assert g.edges["docker.io/library/nginx:1.25", "r.test/child:1"]["via"] == (
+        "ONBUILD of r.test/parent:1"
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from contextlib import closing
 
 from graphbuild import config, index, sources
-from graphbuild.index import ERROR, UNRESOLVED
+from graphbuild.errors import ERROR, UNRESOLVED
 
 
 def run(path):
@@ -109,3 +109,53 @@ def test_dir_template_fills_image_tags_and_context(tmp_path, write_config):
     web, root = result.images
     assert (web.id, web.tags[1], web.context) == ("r.test/web:web-1", "r.test/web:1", "images/web")
     assert (root.id, root.context) == ("r.test/r:latest", ".")
+
+
+def test_a_file_changed_between_scan_and_parse_is_cached_under_its_new_content(
+    tmp_path, write_config
+):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/Dockerfile").write_text("FROM alpine:3.20\n")
+    cfg = config.load(write_config([{"name": "r", "path": "r", "images": [{"image": "r.test/x"}]}]))
+    synced = sources.sync(cfg)
+    with closing(index.open_db(cfg.workspace)) as db, index.Indexer(cfg, synced, db) as indexer:
+        indexer.scan()
+        (tmp_path / "r/Dockerfile").write_text("FROM alpine:3.21\n")
+        image = indexer.parse().images[0]
+    assert image.parsed.refs[0].raw == "alpine:3.21"
+    assert image.blob == sources.blob_sha(b"FROM alpine:3.21\n")
+
+
+def test_a_parser_bug_is_reported_and_the_rest_is_indexed(tmp_path, write_config, monkeypatch):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/good").write_text("FROM alpine:3.20\n")
+    (tmp_path / "r/bad").write_text("FROM trigger-the-bug\n")
+    real_parse = index.dockerfile.parse
+
+    def buggy(data, **kw):
+        if b"trigger-the-bug" in data:
+            raise KeyError("boom")
+        return real_parse(data, **kw)
+
+    monkeypatch.setattr(index.dockerfile, "parse", buggy)
+    images = [
+        {"image": "r.test/good", "dockerfile": "good"},
+        {"image": "r.test/bad", "dockerfile": "bad"},
+    ]
+    result = run(write_config([{"name": "r", "path": "r", "images": images}]))
+    assert [i.image for i in result.images] == ["r.test/good"]
+    assert [str(p) for p in result.problems] == [
+        "r:bad: internal error, please report it: KeyError: 'boom'"
+    ]
+
+
+def test_parses_no_image_uses_any_more_are_forgotten(tmp_path, write_config):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/Dockerfile").write_text("FROM alpine:3.20\n")
+    path = write_config([{"name": "r", "path": "r", "images": [{"image": "r.test/x"}]}])
+    run(path)
+    (tmp_path / "r/Dockerfile").write_text("FROM alpine:3.21\n")
+    run(path)
+    with closing(index.open_db(tmp_path / ".graphbuild")) as db:
+        assert db.execute("SELECT count(*) FROM parses").fetchone()[0] == 1
+        assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 1

@@ -45,10 +45,22 @@ def test_unsafe_urls_are_refused(url, says, tmp_path):
         sources.safe_git_url(url, tmp_path)
 
 
-def test_redact_hides_credentials():
-    text = "cannot fetch https://bot:s3cr3t@git.example.com/x.git"
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "cannot fetch https://bot:s3cr3t@git.example.com/x.git",
+            "https://bot:***@git.example.com",
+        ),
+        ("https://s3cr3t@github.com/org/x.git", "https://***@github.com/org/x.git"),
+        ("bot:s3cr3t@host:org/x.git", "bot:***@host:org/x.git"),
+        ("https://h.example/x.git?access_token=s3cr3t&ref=1", "?access_token=***&ref=1"),
+        ("git@github.com:org/x.git", "git@github.com:org/x.git"),
+    ],
+)
+def test_redact_hides_credentials(text, shown):
     assert "s3cr3t" not in sources.redact(text)
-    assert "https://***@git.example.com/x.git" in sources.redact(text)
+    assert shown in sources.redact(text)
 
 
 def _config(write_config, repos):
@@ -73,6 +85,38 @@ def test_sync_clones_then_fetches_only_what_changed(remotes, write_config):
     clone = sources.clone_dir(cfg.workspace, "app")
     assert git(clone, "rev-parse", "--is-shallow-repository") == "true"
     assert not (clone / "Dockerfile").exists(), "a bare clone: no work tree is written"
+
+
+def test_an_unchanged_remote_is_asked_but_not_fetched(remotes, write_config):
+    remote = remotes("app", {"Dockerfile": "FROM alpine:3.20\n"})
+    git(remote.work, "tag", "-a", "v1", "-m", "annotated")
+    git(remote.work, "push", "-q", "origin", "v1")
+    repos = [
+        {"name": "tip", "url": str(remote.url)},
+        {"name": "tag", "url": str(remote.url), "ref": "v1"},
+    ]
+    cfg = _config(write_config, repos)
+    first = {r.repo: r for r in sources.sync(cfg)}
+    fetch_heads = {n: sources.clone_dir(cfg.workspace, n) / "FETCH_HEAD" for n in ("tip", "tag")}
+    stamps = {n: p.stat().st_mtime_ns for n, p in fetch_heads.items()}
+    again = {r.repo: r for r in sources.sync(cfg)}
+    assert {n: r.commit for n, r in again.items()} == {n: r.commit for n, r in first.items()}
+    assert {n: p.stat().st_mtime_ns for n, p in fetch_heads.items()} == stamps, "fetched again"
+
+
+def test_clones_of_repositories_that_left_the_config_are_removed(remotes, write_config):
+    one, two = (
+        remotes("one", {"Dockerfile": "FROM a\n"}),
+        remotes("two", {"Dockerfile": "FROM b\n"}),
+    )
+    both = [{"name": "one", "url": str(one.url)}, {"name": "two", "url": str(two.url)}]
+    cfg = _config(write_config, both)
+    sources.sync(cfg)
+    assert sources.clone_dir(cfg.workspace, "two").is_dir()
+    cfg = _config(write_config, both[:1])
+    sources.sync(cfg)
+    assert sources.clone_dir(cfg.workspace, "one").is_dir()
+    assert not sources.clone_dir(cfg.workspace, "two").exists()
 
 
 def test_sync_follows_a_branch_a_tag_or_a_commit(remotes, write_config):
@@ -123,11 +167,20 @@ def test_a_missing_branch_names_the_ref(remotes, write_config):
     assert "ref 'nope'" in result.error
 
 
-def test_credentials_in_a_url_never_reach_the_error(write_config):
-    url = "https://bot:s3cr3t@127.0.0.1:9/org/repo.git"  # port 9: nothing listens
-    result = sources.sync(_config(write_config, [{"name": "x", "url": url}]))[0]
-    assert result.error
-    assert "s3cr3t" not in result.error
+def test_credentials_in_a_url_never_reach_the_error_or_the_workspace(write_config, remotes):
+    remote = remotes("app", {"Dockerfile": "FROM alpine:3.20\n"})
+    repos = [
+        {"name": "down", "url": "https://bot:s3cr3t@127.0.0.1:9/org/repo.git"},  # nothing listens
+        {"name": "up", "url": f"file://bot:s3cr3t@{remote.url}"},
+    ]
+    cfg = _config(write_config, repos)
+    results = {r.repo: r for r in sources.sync(cfg)}
+    assert "s3cr3t" not in results["down"].error
+    assert len(results["down"].error.splitlines()) == 1
+    assert results["up"].error is None and results["up"].commit
+    for path in cfg.workspace.rglob("*"):
+        if path.is_file():
+            assert b"s3cr3t" not in path.read_bytes(), path
 
 
 def test_a_missing_local_folder_is_reported(write_config):
@@ -144,7 +197,7 @@ def test_git_tree_reads_blobs_and_follows_symlinks(remotes, write_config):
     result = sources.sync(cfg)[0]
     tree = sources.GitTree(sources.clone_dir(cfg.workspace, "app"), result.commit)
     try:
-        assert tree.glob("**/Dockerfile") == ["Dockerfile", "images/a/Dockerfile"]
+        assert tree.glob("**/Dockerfile") == ["images/a/Dockerfile"]  # the link is no copy
         assert tree.glob("images/*/Dockerfile") == ["images/a/Dockerfile"]
         assert tree.blob("Dockerfile") == tree.blob("images/a/Dockerfile")
         assert tree.read("Dockerfile") == b"FROM alpine:3.20\n"
@@ -159,48 +212,67 @@ def test_dir_tree_blob_matches_git_and_stays_inside_the_folder(tmp_path):
     (root / "Dockerfile").write_text("FROM alpine:3.20\n")
     (tmp_path / "secret").write_text("x")
     (root / "escape").symlink_to(tmp_path / "secret")
-    cache: dict = {}
-    tree = sources.DirTree(root, cache)
+    seen: dict = {}
+    tree = sources.DirTree(root, {}, seen)
     expected = git(tmp_path, "hash-object", str(root / "Dockerfile"))
     assert tree.blob("Dockerfile") == expected
     assert tree.blob("escape") is None
     assert tree.blob("../secret") is None
-    assert str(root / "Dockerfile") in cache
+    assert list(seen) == [str(root / "Dockerfile")]
 
 
 def test_dir_tree_uses_the_stat_cache(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM alpine:3.20\n")
     st = (tmp_path / "Dockerfile").stat()
     key = str((tmp_path / "Dockerfile").resolve())
-    cache = {key: (st.st_mtime_ns, st.st_size, "cached-sha")}
-    assert sources.DirTree(tmp_path, cache).blob("Dockerfile") == "cached-sha"
+    known = {key: (st.st_mtime_ns, st.st_size, "cached-sha")}
+    seen: dict = {}
+    assert sources.DirTree(tmp_path, known, seen).blob("Dockerfile") == "cached-sha"
+    assert seen == known
     Path(tmp_path / "Dockerfile").write_text("FROM alpine:3.21\n")
-    assert sources.DirTree(tmp_path, cache).blob("Dockerfile") != "cached-sha"
+    assert sources.DirTree(tmp_path, known, seen).blob("Dockerfile") != "cached-sha"
 
 
-def test_dir_tree_glob_matches_git_tree_glob(tmp_path):
-    for name in (
-        "Dockerfile",
-        "images/a/Dockerfile",
-        "images/b/c/Dockerfile",
-        ".hidden/Dockerfile",
-        "v1/Dockerfile.b",
-        "v1/Dockerfile.c",
-        ".git/Dockerfile",
-    ):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("FROM alpine\n")
-    tree = sources.DirTree(tmp_path, {})
-    assert tree.glob("images/*/Dockerfile") == ["images/a/Dockerfile"]
-    assert tree.glob("**/Dockerfile") == [
-        ".hidden/Dockerfile",
-        "Dockerfile",
-        "images/a/Dockerfile",
-        "images/b/c/Dockerfile",
-    ]
-    assert tree.glob("v?/Dockerfile.[ab]") == ["v1/Dockerfile.b"]
-    for pattern in ("images/*/Dockerfile", "**/Dockerfile", "v?/Dockerfile.[ab]"):
-        regex = sources.glob_regex(pattern)
-        on_disk = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
-        in_git = sorted(p for p in on_disk if regex.match(p) and not p.startswith(".git/"))
-        assert in_git == tree.glob(pattern), pattern
+GLOB_FILES = {
+    "Dockerfile": "FROM alpine\n",
+    "images/a/Dockerfile": "FROM alpine\n",
+    "images/b/c/Dockerfile": "FROM alpine\n",
+    ".hidden/Dockerfile": "FROM alpine\n",
+    "v1/Dockerfile.b": "FROM alpine\n",
+    "v1/Dockerfile.c": "FROM alpine\n",
+    "i1/Dockerfile": "FROM alpine\n",
+    "i2/Dockerfile": "FROM alpine\n",
+}
+PATTERNS = ["images/*/Dockerfile", "**/Dockerfile", "v?/Dockerfile.[ab]", "i[!1]/Dockerfile",
+            "**/**/**/c/Dockerfile", "*/Dockerfile"]  # fmt: skip
+
+
+def test_local_folders_and_git_commits_glob_alike(remotes, write_config):
+    remote = remotes("app", GLOB_FILES)
+    (remote.work / "images/a/loop").symlink_to("..")  # a folder symlink: not followed
+    (remote.work / "images/a/Dockerfile.link").symlink_to("Dockerfile")
+    (remote.work / "Dockerfile.copy").symlink_to("images/a/Dockerfile")
+    remote.commit({})
+    cfg = _config(write_config, [{"name": "app", "url": str(remote.url)}])
+    result = sources.sync(cfg)[0]
+    in_git = sources.GitTree(sources.clone_dir(cfg.workspace, "app"), result.commit)
+    on_disk = sources.DirTree(remote.work, {}, {})
+    try:
+        for pattern in PATTERNS:
+            assert on_disk.glob(pattern) == in_git.glob(pattern), pattern
+    finally:
+        in_git.close()
+    assert on_disk.glob("**/Dockerfile") == [
+        ".hidden/Dockerfile", "Dockerfile", "i1/Dockerfile", "i2/Dockerfile",
+        "images/a/Dockerfile", "images/b/c/Dockerfile",
+    ]  # fmt: skip
+    assert on_disk.glob("i[!1]/Dockerfile") == ["i2/Dockerfile"]
+    assert on_disk.glob("*/Dockerfile") == [".hidden/Dockerfile", "i1/Dockerfile", "i2/Dockerfile"]
+
+
+def test_a_symlink_loop_does_not_trap_the_walk(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/Dockerfile").write_text("FROM alpine\n")
+    (tmp_path / "a/l1").symlink_to("..")
+    (tmp_path / "a/l2").symlink_to("..")
+    assert sources.DirTree(tmp_path, {}, {}).glob("**/Dockerfile") == ["a/Dockerfile"]

@@ -15,5 +15,8 @@ def ensure(config: Config) -> sqlite3.Connection:
         from graphbuild.commands.sync import refresh
 
         report.note("No index yet: syncing first (graphbuild sync).")
-        refresh(config)
+        problems = refresh(config).problems
+        if problems:
+            report.note(f"The sync found {len(problems)} problem(s): see `graphbuild sync`.")
+    db.execute("BEGIN")  # one snapshot: a sync that commits meanwhile is not half seen
     return db

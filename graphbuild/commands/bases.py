@@ -6,8 +6,8 @@ import networkx as nx
 
 from graphbuild import errors, graph, report
 from graphbuild.commands import ensure
-from graphbuild.commands.uses import short
 from graphbuild.config import Config
+from graphbuild.report import short
 
 
 def run(config: Config, as_json: bool) -> int:

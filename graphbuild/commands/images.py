@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from graphbuild import errors, graph, report
 from graphbuild.commands import ensure
-from graphbuild.commands.uses import short
 from graphbuild.config import Config
+from graphbuild.report import short
 
 
 def run(config: Config, as_json: bool) -> int:

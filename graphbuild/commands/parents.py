@@ -6,8 +6,8 @@ from collections import defaultdict
 
 from graphbuild import errors, graphdb, report
 from graphbuild.commands import ensure
-from graphbuild.commands.uses import short
 from graphbuild.config import Config
+from graphbuild.report import short
 
 
 def run(config: Config, image: str, as_json: bool) -> int:

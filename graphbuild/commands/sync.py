@@ -14,7 +14,7 @@ class Summary:
     images: int
     parsed: int
     cached: int
-    problems: list[index.Problem] = field(default_factory=list)
+    problems: list[errors.Problem] = field(default_factory=list)
 
 
 def refresh(config: Config, jobs: int = 8) -> Summary:
@@ -44,7 +44,7 @@ def _refresh(config: Config, jobs: int) -> Summary:
             fingerprint = indexer.scan()
             stored = graphdb.meta(db)
             if stored and stored["fingerprint"] == fingerprint:
-                problems = [index.Problem(**p) for p in stored["problems"]]
+                problems = [errors.Problem(**p) for p in stored["problems"]]
                 return Summary(synced, stored["images"], 0, len(indexer.found), problems)
             idx = indexer.parse()
         g, link_problems = graph.build(idx.images)
@@ -85,5 +85,5 @@ def run(config: Config, jobs: int, as_json: bool) -> int:
             print(f"{count} problem{'s' if count != 1 else ''}:")
             for p in summary.problems:
                 print(f"  {p.level:<10} {p}")
-    failed = any(p.level == index.ERROR for p in summary.problems)
+    failed = any(p.level == errors.ERROR for p in summary.problems)
     return errors.FAILED if failed else errors.OK

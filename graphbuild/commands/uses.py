@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, graphdb, refs, report
+from graphbuild import errors, graphdb, report
 from graphbuild.commands import ensure
 from graphbuild.config import Config
+from graphbuild.report import short
 
 
 def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool) -> int:
@@ -27,11 +28,3 @@ def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool
     report.table(["DEPTH", "IMAGE", "BUILT ON", "AS", "WHERE"], rows)
     print(f"{len(found)} image{'s' if len(found) != 1 else ''} built on {ref}.")
     return errors.OK
-
-
-def short(node: str) -> str:
-    """The familiar form people type: `python:3.12` for docker.io/library/python:3.12."""
-    try:
-        return refs.parse(node).familiar
-    except errors.InvalidReference:
-        return node
