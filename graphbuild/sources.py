@@ -295,7 +295,7 @@ class DirTree:
         """Walk from the pattern's fixed prefix, never through symlinks, as git would see it."""
         regex = glob_regex(pattern)
         parts = pattern.split("/")
-        fixed = []
+        fixed: list[str] = []
         for part in parts[:-1]:
             if any(c in part for c in "*?["):
                 break
@@ -305,16 +305,17 @@ class DirTree:
             return []
         levels = None if "**" in pattern else len(parts) - len(fixed) - 1
         found = []
-        for folder, dirs, files in os.walk(top):
-            rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
-            below = os.path.relpath(folder, top)
-            if levels is not None and (0 if below == "." else below.count(os.sep) + 1) >= levels:
-                dirs.clear()
-            dirs[:] = [d for d in dirs if d != ".git"]
-            for name in files:
-                path = name if rel == "." else f"{rel}/{name}"
-                if regex.match(path) and not os.path.islink(os.path.join(folder, name)):
-                    found.append(path)
+        stack = [(top, "/".join(fixed), 0)]
+        while stack:
+            folder, rel, depth = stack.pop()
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    path = f"{rel}/{entry.name}" if rel else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name != ".git" and (levels is None or depth < levels):
+                            stack.append((entry.path, path, depth + 1))
+                    elif entry.is_file(follow_symlinks=False) and regex.match(path):
+                        found.append(path)
         return sorted(found)
 
     def _file(self, path: str) -> Path | None:

@@ -204,3 +204,21 @@ def test_unknown_image_for_parents_and_bad_reference_exit_2(project):
     assert invalid.returncode == 2 and "must be lowercase" in invalid.stderr
     badformat = graphbuild("graph", "--format", "svg", cwd=project)
     assert badformat.returncode == 2
+
+
+def test_a_damaged_index_is_rebuilt(project):
+    assert graphbuild("sync", cwd=project).returncode == 0
+    for name in ("index.db-wal", "index.db-shm"):
+        (project / ".graphbuild" / name).unlink(missing_ok=True)
+    (project / ".graphbuild/index.db").write_bytes(b"not a database at all" * 100)
+    done = graphbuild("uses", "debian", "--json", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "is damaged" in done.stderr
+    assert [r["image"] for r in json.loads(done.stdout)] == ["r.test/base:1", "r.test/app:latest"]
+
+
+def test_the_first_query_says_when_its_sync_found_problems(project):
+    (project / "app/Dockerfile").write_text("FROM r.test/base:1\nFROM --platform x y\n")
+    done = graphbuild("uses", "debian", cwd=project)
+    assert done.returncode == 0
+    assert "The sync found 1 problem(s)" in done.stderr

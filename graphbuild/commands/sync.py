@@ -25,8 +25,6 @@ def refresh(config: Config, jobs: int = 8) -> Summary:
 
 
 def _refresh(config: Config, jobs: int) -> Summary:
-    from graphbuild import graph  # networkx: only paid when the graph is (re)built
-
     with report.progress(len(config.repos), "Syncing") as step:
 
         def done(result: sources.SyncResult) -> None:
@@ -47,6 +45,8 @@ def _refresh(config: Config, jobs: int) -> Summary:
                 problems = [errors.Problem(**p) for p in stored["problems"]]
                 return Summary(synced, stored["images"], 0, len(indexer.found), problems)
             idx = indexer.parse()
+        from graphbuild import graph  # networkx: only paid when the graph is relinked
+
         g, link_problems = graph.build(idx.images)
         problems = idx.problems + link_problems
         images = sum(1 for _, kind in g.nodes(data="kind") if kind == graphdb.IMAGE)
