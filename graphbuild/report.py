@@ -49,6 +49,7 @@ def progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
     if not sys.stderr.isatty():
         yield lambda line: note(line)
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(
@@ -57,6 +58,7 @@ def progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
         MofNCompleteColumn(),
         TextColumn("{task.fields[last]}"),
         transient=True,
+        console=Console(stderr=True),
     ) as bar:
         task = bar.add_task(label, total=total, last="")
 

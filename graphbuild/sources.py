@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 SAFE_SCHEMES = frozenset({"https", "ssh", "git", "file"})
 FETCH_TIMEOUT = 600  # seconds for one repository's fetch
+CLONES = "repos"  # the workspace folder holding one bare clone per repository
 SYNC_REF = "refs/graphbuild/head"  # the commit read; also keeps it alive in the clone
 FETCHED_REF = "refs/graphbuild/fetched"  # what the remote ref named (a tag object for tags)
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -131,7 +132,7 @@ def sync(
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = list(pool.map(one, config.repos))
     keep = {clone_dir(config.workspace, r.name) for r in config.repos if r.url}
-    for clone in clone_dir(config.workspace, "*").parent.glob("*.git"):
+    for clone in (config.workspace / CLONES).glob("*.git"):
         if clone not in keep and (clone / "HEAD").is_file():
             shutil.rmtree(clone, ignore_errors=True)
     return results
@@ -208,7 +209,7 @@ def _first_error_line(stderr: str) -> str:
 
 
 def clone_dir(workspace: Path, name: str) -> Path:
-    return workspace / "repos" / f"{name}.git"
+    return workspace / CLONES / f"{name}.git"
 
 
 # ---------------------------------------------------------------- reading trees

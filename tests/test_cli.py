@@ -222,3 +222,29 @@ def test_the_first_query_says_when_its_sync_found_problems(project):
     done = graphbuild("uses", "debian", cwd=project)
     assert done.returncode == 0
     assert "The sync found 1 problem(s)" in done.stderr
+
+
+def test_sync_on_a_terminal_draws_progress_and_still_reports(project):
+    """On a TTY the progress bar is drawn on stderr; the summary still reaches stdout."""
+    import pty
+
+    leader, follower = pty.openpty()
+    done = subprocess.run(
+        [sys.executable, "-m", "graphbuild", "sync"],
+        cwd=project, stdin=follower, stdout=subprocess.PIPE, stderr=follower, timeout=120,
+        env={**os.environ, "COLUMNS": "100"},
+    )  # fmt: skip
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(leader)
+    assert done.returncode == 0
+    assert b"Syncing" in drawn and b"\x1b[" in drawn  # a live, redrawn bar
+    assert b"Synced 2 repositories" in done.stdout
