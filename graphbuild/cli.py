@@ -146,3 +146,6 @@ def main() -> None:
     except GraphbuildError as err:
         sys.stderr.write(f"graphbuild: {err}\n")
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:  # what is stored is written in transactions: nothing half-done
+        sys.stderr.write("graphbuild: interrupted\n")
+        sys.exit(130)
