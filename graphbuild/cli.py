@@ -139,6 +139,20 @@ def bases(ctx: typer.Context, as_json: JsonOption = False) -> None:
     _exit(cmd.run(_config(ctx), as_json))
 
 
+@app.command()
+def check(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Registry requests in flight.")
+    ] = 16,
+) -> None:
+    """Ask the registries which bases changed and which images are stale, missing or unknown."""
+    from graphbuild.commands import check as cmd
+
+    _exit(cmd.run(_config(ctx), as_json, concurrency))
+
+
 def main() -> None:
     """Entry point: a GraphbuildError is one line on stderr and its exit code, never a traceback."""
     try:

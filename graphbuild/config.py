@@ -32,6 +32,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REGISTRY_KEYS = {"insecure", "auth", "username", "password_env", "password_file", "ca_bundle",
+                  "max_requests", "password"}  # fmt: skip
 _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git check-ref-format
 
 
@@ -65,10 +67,25 @@ class RepoSpec:
 
 
 @dataclass(frozen=True)
+class RegistrySpec:
+    """How to reach one registry: `registries: {host: {...}}` in repos.yaml."""
+
+    host: str
+    insecure: bool = False  # plain http: loopback registries only
+    auth: str = "auto"  # auto (docker's credentials, else none) | anonymous | basic
+    username: str | None = None
+    password_env: str | None = None  # the password is read from this variable, never the file
+    password_file: Path | None = None
+    ca_bundle: Path | None = None
+    max_requests: int | None = None  # requests in flight to this registry
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     workspace: Path
     repos: tuple[RepoSpec, ...]
+    registries: Mapping[str, RegistrySpec] = field(default_factory=dict)
 
 
 def find(explicit: str | os.PathLike | None = None) -> Path:
@@ -177,7 +194,7 @@ class _Checker:
     def config(self, data: Any) -> Config:
         if data is None:
             raise self.fail([], "the file is empty; it needs a `repos:` list")
-        data = self.mapping(data, [], {"repos", "workspace"})
+        data = self.mapping(data, [], {"repos", "workspace", "registries"})
         workspace = self.base / self.string(data.get("workspace", DEFAULT_WORKSPACE), ["workspace"])
         if "repos" not in data:
             raise self.fail(["repos"], "missing: list the repositories to read")
@@ -193,7 +210,47 @@ class _Checker:
                     f"duplicate name {repo.name!r} (also repos[{seen[repo.name]}])",
                 )
             seen[repo.name] = i
-        return Config(self.path, workspace, repos)
+        registries = data.get("registries") or {}
+        if not isinstance(registries, dict):
+            raise self.fail(["registries"], f"expected a mapping, got {_kind(registries)}")
+        specs = [
+            self.registry(host, value, ["registries", str(host)])
+            for host, value in registries.items()
+        ]
+        return Config(self.path, workspace, repos, {spec.host: spec for spec in specs})
+
+    def registry(self, host: Any, value: Any, where: list[str | int]) -> RegistrySpec:
+        data = self.mapping(value if value is not None else {}, where, _REGISTRY_KEYS)
+        try:
+            host = refs.parse(f"{host}/x").domain
+        except InvalidReference:
+            raise self.fail(where, "not a registry host (host or host:port)") from None
+        if "password" in data:
+            hint = "name an environment variable in password_env, or use password_file"
+            raise self.fail([*where, "password"], f"never put a password in this file; {hint}")
+        insecure = data.get("insecure", False)
+        if not isinstance(insecure, bool):
+            raise self.fail([*where, "insecure"], f"expected true or false, got {_kind(insecure)}")
+        if insecure and not _loopback(host):
+            hint = "plain http is only allowed for loopback registries (localhost, 127.0.0.1)"
+            raise self.fail([*where, "insecure"], hint)
+        auth = self.string(data.get("auth", "auto"), [*where, "auth"])
+        if auth not in ("auto", "anonymous", "basic"):
+            raise self.fail([*where, "auth"], "expected auto, anonymous or basic")
+
+        def text(key: str) -> str | None:
+            return self.string(data[key], [*where, key]) if key in data else None
+
+        username, password_env = text("username"), text("password_env")
+        password_file = self.base / path if (path := text("password_file")) else None
+        ca_bundle = self.base / path if (path := text("ca_bundle")) else None
+        if auth == "basic" and (username is None or not (password_env or password_file)):
+            raise self.fail(where, "auth: basic needs username and password_env or password_file")
+        limit = data.get("max_requests")
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise self.fail([*where, "max_requests"], "expected a whole number of at least 1")
+        return RegistrySpec(host, insecure, auth, username, password_env, password_file,
+                            ca_bundle, limit)  # fmt: skip
 
     def repo(self, value: Any, where: list[str | int]) -> RepoSpec:
         data = self.mapping(value, where, {"name", "url", "path", "ref", "images"})
@@ -276,6 +333,11 @@ class _Checker:
             contexts=self.string_map(data.get("contexts", {}), [*where, "contexts"], bool),
             key=_key(where),
         )
+
+
+def _loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name in ("localhost", "[::1]") or name.startswith("127.")
 
 
 def _key(where: list[str | int]) -> str:

@@ -67,6 +67,7 @@ class BaseRef:
     platforms: tuple[str, ...] = ()  # target platforms whose build pulls it
     stage: str | None = None  # the stage that uses it (name or index)
     unresolved: str | None = None  # why `ref` could not be worked out
+    final: bool = False  # the target stage's root: the image's immediate parent
 
 
 @dataclass(frozen=True)
@@ -529,6 +530,11 @@ class _Evaluator:
 
         target = self._target()
         reachable = self._reachable(target)
+        root = self.stages[target]
+        while root.parent is not None:
+            root = self.stages[root.parent]
+        if root.base is not None and root.base.unresolved is None:
+            root.base = replace(root.base, final=True)
         found: list[BaseRef] = []
         syntax = self._syntax()
         if syntax:

@@ -71,7 +71,7 @@ def _add_image(
         image.id, kind=IMAGE, image=image.image, tags=tags, repo=image.repo,
         dockerfile=image.dockerfile, context=image.context, target=image.target,
         platforms=image.platforms, build_args=image.build_args, commit=image.commit,
-        blob=image.blob, unresolved=unresolved,
+        blob=image.blob, unresolved=unresolved, base=None,
     )  # fmt: skip
     return True
 
@@ -101,6 +101,8 @@ def _add_edge(
     }  # fmt: skip
     if via:
         use["via"] = via
+    if ref.final and graph.nodes[image.id]["base"] is None:
+        graph.nodes[image.id]["base"] = source  # the parent OCI base annotations describe
     if not graph.has_edge(source, image.id):
         graph.add_edge(source, image.id, **use, repo=image.repo, dockerfile=image.dockerfile,
                        also=[])  # fmt: skip

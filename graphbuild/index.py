@@ -25,7 +25,7 @@ from graphbuild.config import Config, ImageSpec, RepoSpec
 from graphbuild.errors import ERROR, UNRESOLVED, WARNING, DockerfileError, InvalidReference, Problem
 from graphbuild.sources import SyncResult, Tree, blob_sha, open_tree
 
-PARSER_REVISION = "2"  # bump when parsing changes, so cached answers are not reused
+PARSER_REVISION = "3"  # bump when parsing changes, so cached answers are not reused
 
 
 @dataclass

@@ -90,3 +90,14 @@ def write_config(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real docker-registry on 127.0.0.1 (plain http), stopped after the test."""
+    from .oci import LocalRegistry
+
+    require("docker-registry")
+    running = LocalRegistry(tmp_path / "registry").start()
+    yield running
+    running.stop()

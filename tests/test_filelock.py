@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from graphbuild import filelock
 
@@ -23,17 +25,31 @@ def test_a_second_holder_waits_for_the_first(tmp_path):
     assert holder.stdout.readline() == "held\n"
     waited = []
     start = time.monotonic()
-    with filelock.exclusive(lock, lambda: waited.append(True)):
+    with filelock.exclusive(lock, lambda holder: waited.append(holder)):
         acquired = time.monotonic() - start
-    assert waited == [True]
+    assert waited == ["another process"]  # the holder wrote nothing: it is not graphbuild
     assert acquired > 0.8, "the lock was taken while the other process held it"
     holder.wait()
 
 
 def test_an_uncontended_lock_does_not_wait(tmp_path):
     waited = []
-    with filelock.exclusive(tmp_path / "deep" / "sync.lock", lambda: waited.append(True)):
+    with filelock.exclusive(tmp_path / "deep" / "sync.lock", lambda holder: waited.append(holder)):
         pass
-    with filelock.exclusive(tmp_path / "deep" / "sync.lock", lambda: waited.append(True)):
+    with filelock.exclusive(tmp_path / "deep" / "sync.lock", lambda holder: waited.append(holder)):
         pass
     assert waited == []
+
+
+def test_not_waiting_names_the_holder(tmp_path):
+    lock = tmp_path / "sweep.lock"
+    with filelock.exclusive(lock):
+        holder = subprocess.run(
+            [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]);"
+             "from graphbuild import filelock as f\n"
+             "try:\n with f.exclusive(__import__('pathlib').Path(sys.argv[1]), wait=False): pass\n"
+             "except f.Locked as e: print(e)", str(lock), str(Path(filelock.__file__).parents[1])],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    assert f"{lock} is held by pid {os.getpid()} since " in holder.stdout
+    assert lock.read_text() == ""  # released: the holder line is cleared

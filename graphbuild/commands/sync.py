@@ -20,7 +20,7 @@ class Summary:
 def refresh(config: Config, jobs: int = 8) -> Summary:
     """Sync, index and link; the stored graph is replaced only when linking succeeds."""
     lock = config.workspace / "sync.lock"
-    with filelock.exclusive(lock, lambda: report.note(f"Waiting for another sync ({lock}).")):
+    with filelock.exclusive(lock, lambda who: report.note(f"Waiting for another sync ({who}).")):
         return _refresh(config, jobs)
 
 

@@ -1,0 +1,257 @@
+"""Registry authentication: challenges, bearer tokens, and where credentials come from.
+
+Credentials are looked up the way the Docker CLI does (credHelpers, then
+credsStore, then auths in config.json) or taken from repos.yaml's
+`registries:` (a password named by an environment variable, never written
+in the file). Tokens are cached per scope until they expire. No secret is
+ever put into a message, a log line or the state database.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from graphbuild.errors import GraphbuildError
+
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # the Docker CLI's credential key for docker.io
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+CLIENT_ID = "graphbuild"
+MIN_TOKEN_LIFETIME = 60  # seconds; the spec's default when expires_in is missing
+_HELPER_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
+
+
+class AuthError(GraphbuildError):
+    """The registry or its token server refused us: bad, missing or insufficient credentials."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    identity_token: str | None = field(default=None, repr=False)  # OAuth2 refresh token
+    registry_token: str | None = field(default=None, repr=False)  # a bearer token as is
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="…",scope="repository:x:pull,push"` -> ("bearer", {…}); quotes hold commas."""
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    pos = 0
+    while pos < len(rest):
+        match = _PARAM_RE.match(rest, pos)
+        if not match or match.end() == pos:
+            break
+        quoted, bare = match.group(2), match.group(3)
+        params[match.group(1).lower()] = (
+            re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
+        )
+        pos = match.end()
+    return scheme.lower(), params
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def docker_credentials(host: str, env: Mapping[str, str] = os.environ) -> Credentials | None:
+    """What `docker login` stored: $DOCKER_AUTH_CONFIG, credHelpers, credsStore, then auths."""
+    key = DOCKER_HUB_KEY if host in DOCKER_HUB_HOSTS else host
+    if env.get("DOCKER_AUTH_CONFIG"):
+        found = _from_auths(_load_json(env["DOCKER_AUTH_CONFIG"], "$DOCKER_AUTH_CONFIG"), key)
+        if found:
+            return found
+    folder = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    path = folder / "config.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise AuthError(f"{path}: {err}") from None
+    config = _load_json(text, str(path))
+    helper = (config.get("credHelpers") or {}).get(key) or config.get("credsStore")
+    if helper:
+        found = _from_helper(str(helper), key)
+        if found:
+            return found
+    return _from_auths(config, key)
+
+
+def _load_json(text: str, where: str) -> dict:
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise AuthError(f"{where}: not valid JSON ({err.msg})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _host_of(key: str) -> str:
+    """Legacy keys are URLs (`https://host/v1/`); match them by host."""
+    key = re.sub(r"^[a-z]+://", "", key)
+    return key.split("/", 1)[0]
+
+
+def _from_auths(config: dict, key: str) -> Credentials | None:
+    auths = config.get("auths") or {}
+    entry = auths.get(key)
+    if entry is None:
+        entry = next((v for k, v in auths.items() if _host_of(k) == _host_of(key)), None)
+    if not isinstance(entry, dict):
+        return None
+    username, password = entry.get("username"), entry.get("password")
+    if entry.get("auth"):
+        try:
+            username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        except ValueError:
+            raise AuthError(f"docker config entry for {key}: `auth` is not base64") from None
+    creds = Credentials(username or None, password or None, entry.get("identitytoken") or None,
+                        entry.get("registrytoken") or None)  # fmt: skip
+    return creds if creds != Credentials() else None
+
+
+def _from_helper(helper: str, key: str) -> Credentials | None:
+    if not _HELPER_RE.match(helper):
+        raise AuthError(f"docker credential helper name {helper!r} is not valid")
+    program = f"docker-credential-{helper}"
+    try:
+        done = subprocess.run(
+            [program, "get"], input=key, capture_output=True, text=True, timeout=60, check=False
+        )
+    except FileNotFoundError:
+        raise AuthError(
+            f"{program} is configured in docker's config.json but not installed"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise AuthError(f"{program} did not answer within 60 s") from None
+    if done.returncode != 0:
+        if "not found" in (done.stdout + done.stderr).lower():
+            return None  # not an error: this helper simply has nothing for the host
+        raise AuthError(f"{program} failed (exit {done.returncode})")
+    try:
+        answer = json.loads(done.stdout)
+    except ValueError:
+        raise AuthError(f"{program} did not answer with JSON") from None
+    username, secret = answer.get("Username"), answer.get("Secret")
+    if username == "<token>":
+        return Credentials(identity_token=secret)
+    return Credentials(username, secret) if username or secret else None
+
+
+# ---------------------------------------------------------------- per-host auth
+
+
+class HostAuth:
+    """One registry's authentication: learnt from its first challenge, then sent up front.
+
+    After the first challenge names the token realm, a token for a new
+    repository is fetched before its first request, so each reference costs
+    one request to the registry, not a 401 and a retry.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        credentials: Callable[[], Credentials | None],
+        allow_http_realm: bool,
+    ) -> None:
+        self.http, self._lookup, self.allow_http_realm = http, credentials, allow_http_realm
+        self.lock = threading.Lock()
+        self.scheme: str | None = None  # None: no challenge seen yet (perhaps anonymous)
+        self.realm = self.service = ""
+        self.tokens: dict[str, tuple[str, float]] = {}
+        self._creds: Credentials | None = None
+        self._looked_up = False
+
+    def credentials(self) -> Credentials | None:
+        with self.lock:
+            if not self._looked_up:
+                self._creds, self._looked_up = self._lookup(), True
+            return self._creds
+
+    def header(self, scope: str) -> str | None:
+        """The Authorization value to send for `scope`, fetching a token if one is due."""
+        if self.scheme == "basic":
+            creds = self.credentials()
+            if creds and creds.username is not None:
+                return _basic(creds.username, creds.password or "")
+            return None
+        if self.scheme != "bearer":
+            return None
+        with self.lock:
+            cached = self.tokens.get(scope)
+        if cached and cached[1] > time.monotonic():
+            return f"Bearer {cached[0]}"
+        token, expiry = self._fetch_token(scope)
+        with self.lock:
+            self.tokens[scope] = (token, expiry)
+        return f"Bearer {token}"
+
+    def challenged(self, header: str, scope: str) -> None:
+        """Learn from a 401's WWW-Authenticate; the caller retries once."""
+        scheme, params = parse_challenge(header)
+        if scheme == "basic":
+            if not (creds := self.credentials()) or creds.username is None:
+                raise AuthError("the registry asks for a username and password and none is set")
+            self.scheme = "basic"
+            return
+        if scheme != "bearer" or not params.get("realm"):
+            raise AuthError(f"unsupported authentication challenge {scheme!r}")
+        realm = params["realm"]
+        if not realm.startswith("https://") and not self.allow_http_realm:
+            raise AuthError(f"token realm {realm} is not https; refusing to send credentials")
+        with self.lock:
+            self.scheme, self.realm, self.service = "bearer", realm, params.get("service", "")
+            self.tokens.pop(scope, None)
+            if params.get("error") == "insufficient_scope":
+                raise AuthError(f"the token was refused for {scope} (insufficient_scope)")
+
+    def _fetch_token(self, scope: str) -> tuple[str, float]:
+        creds = self.credentials()
+        if creds and creds.registry_token:
+            return creds.registry_token, float("inf")
+        response = None
+        if creds and creds.identity_token:
+            form = {"grant_type": "refresh_token", "service": self.service, "client_id": CLIENT_ID,
+                    "scope": scope, "refresh_token": creds.identity_token}  # fmt: skip
+            response = self.http.post(self.realm, data=form)
+            if response.status_code == 404:  # an old token server: GET below
+                response = None
+        if response is None:
+            params = [("service", self.service)] + ([("scope", scope)] if scope else [])
+            if creds and creds.username is not None:
+                auth = _basic(creds.username, creds.password or "")
+                response = self.http.get(self.realm, params=params, headers={"Authorization": auth})
+            else:
+                response = self.http.get(self.realm, params=params)
+        if response.status_code in (401, 403):
+            who = "the configured credentials" if creds else "anonymous access"
+            raise AuthError(f"the token server refused {who} for {scope or 'the registry'}")
+        if response.status_code != 200:
+            raise AuthError(f"the token server answered {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise AuthError("the token server did not answer with JSON") from None
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise AuthError("the token server's answer has no token")
+        try:
+            lifetime = max(int(body.get("expires_in") or MIN_TOKEN_LIFETIME), MIN_TOKEN_LIFETIME)
+        except (TypeError, ValueError):
+            lifetime = MIN_TOKEN_LIFETIME
+        return str(token), time.monotonic() + lifetime - 5
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()

@@ -1,0 +1,216 @@
+"""A real registry for tests: Debian's docker-registry on a free loopback port, and real
+OCI images (a gzipped tar layer, a config blob, a manifest) pushed to it over its API."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import socket
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+BASE_DIGEST = "org.opencontainers.image.base.digest"
+BASE_NAME = "org.opencontainers.image.base.name"
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalRegistry:
+    """A docker-registry process; `host` is `127.0.0.1:<port>`."""
+
+    folder: Path
+    auth: dict | None = None  # the `auth:` section of its config
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    credentials: tuple[str, str] | None = None  # for pushing to an htpasswd registry
+    sizes: dict[str, int] = field(default_factory=dict)  # manifest digest -> bytes pushed
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "registry.log"
+
+    def start(self) -> LocalRegistry:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "version": 0.1,
+            "log": {"level": "info", "formatter": "text"},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.folder / "data")},
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": self.host},
+        }
+        if self.auth:
+            config["auth"] = self.auth
+        (self.folder / "config.yml").write_text(json.dumps(config))  # JSON is YAML
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                ["docker-registry", "serve", str(self.folder / "config.yml")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://{self.host}/v2/", timeout=1)
+                return self
+            except httpx.HTTPError:
+                if self.process.poll() is not None:
+                    log = self.log.read_text()[-2000:]
+                    raise RuntimeError(f"docker-registry exited: {log}") from None
+                time.sleep(0.05)
+        raise RuntimeError("docker-registry did not start within 20 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def requests(self, pattern: str = r"/manifests/") -> int:
+        """Requests the registry served whose access-log line matches `pattern`."""
+        line = re.compile(r'"(?:GET|HEAD|PUT|POST|DELETE) (\S+) HTTP')
+        return sum(1 for m in line.finditer(self.log.read_text()) if re.search(pattern, m.group(1)))
+
+    # -- pushing
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(base_url=f"http://{self.host}", auth=self.credentials, timeout=30)
+
+    def blob(self, repo: str, data: bytes) -> str:
+        digest = sha(data)
+        with self._client() as http:
+            start = http.post(f"/v2/{repo}/blobs/uploads/")
+            start.raise_for_status()
+            url = httpx.URL(start.headers["location"]).copy_merge_params({"digest": digest})
+            done = http.put(url, content=data)
+            done.raise_for_status()
+        return digest
+
+    def manifest(self, repo: str, tag: str, body: dict, media_type: str) -> str:
+        data = json.dumps(body).encode()
+        with self._client() as http:
+            r = http.put(
+                f"/v2/{repo}/manifests/{tag}", content=data, headers={"Content-Type": media_type}
+            )
+            r.raise_for_status()
+        self.sizes[sha(data)] = len(data)
+        return sha(data)
+
+    def image(
+        self,
+        repo: str,
+        tag: str,
+        *,
+        content: str = "hello",
+        platform: str = "linux/amd64",
+        annotations: dict | None = None,
+        labels: dict | None = None,
+        docker_format: bool = False,
+    ) -> str:
+        """Push a one-layer image; its layer holds `content`. Returns the manifest digest."""
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w") as tar:
+            payload = content.encode()
+            info = tarfile.TarInfo("content.txt")
+            info.size, info.mtime = len(payload), 0
+            tar.addfile(info, io.BytesIO(payload))
+        layer = gzip.compress(raw.getvalue(), mtime=0)
+        os_name, arch, *variant = platform.split("/")
+        config = {
+            "architecture": arch,
+            "os": os_name,
+            **({"variant": variant[0]} if variant else {}),
+            "config": {"Labels": labels or {}},
+            "rootfs": {"type": "layers", "diff_ids": [sha(raw.getvalue())]},
+        }
+        config_data = json.dumps(config).encode()
+        self.blob(repo, layer)
+        self.blob(repo, config_data)
+        if docker_format:
+            kind = DOCKER_MANIFEST
+            config_type = "application/vnd.docker.container.image.v1+json"
+            layer_type = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        else:
+            kind = OCI_MANIFEST
+            config_type = "application/vnd.oci.image.config.v1+json"
+            layer_type = "application/vnd.oci.image.layer.v1.tar+gzip"
+        body = {
+            "schemaVersion": 2,
+            "mediaType": kind,
+            "config": {
+                "mediaType": config_type,
+                "digest": sha(config_data),
+                "size": len(config_data),
+            },
+            "layers": [{"mediaType": layer_type, "digest": sha(layer), "size": len(layer)}],
+        }
+        if annotations and not docker_format:
+            body["annotations"] = annotations
+        return self.manifest(repo, tag, body, kind)
+
+    def index(
+        self, repo: str, tag: str, children: dict[str, str], *, attestation: bool = False
+    ) -> str:
+        """Push an OCI index of already pushed manifests ({platform: digest})."""
+        entries = []
+        for platform, digest in children.items():
+            os_name, arch, *variant = platform.split("/")
+            entries.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": digest,
+                    "size": self.sizes[digest],
+                    "platform": {
+                        "os": os_name,
+                        "architecture": arch,
+                        **({"variant": variant[0]} if variant else {}),
+                    },
+                }
+            )
+        if attestation:
+            first = next(iter(children.values()))
+            note = self.image(
+                repo,
+                f"att-{first[7:19]}",
+                content=f"attestation of {first}",
+                platform="unknown/unknown",
+            )
+            entries.append(
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": note,
+                    "size": self.sizes[note],
+                    "platform": {"os": "unknown", "architecture": "unknown"},
+                    "annotations": {
+                        "vnd.docker.reference.type": "attestation-manifest",
+                        "vnd.docker.reference.digest": first,
+                    },
+                }
+            )
+        body = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+        return self.manifest(repo, tag, body, OCI_INDEX)

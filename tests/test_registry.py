@@ -1,0 +1,322 @@
+"""The registry client against a real docker-registry: tags, indexes, auth, faults."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+
+import bcrypt
+import pytest
+
+from graphbuild.config import RegistrySpec
+from graphbuild.registry import DENIED, ERROR, MISSING, RATE_LIMITED, UNREACHABLE, Registry
+from graphbuild.registry.auth import Credentials, docker_credentials, parse_challenge
+
+from .conftest import require
+from .oci import LocalRegistry, free_port
+from .servers import FaultProxy, TokenServer
+
+
+def client(host: str, **spec) -> Registry:
+    return Registry({host: RegistrySpec(host, insecure=True, **spec)}, backoff=0.01, timeout=5)
+
+
+def test_a_tag_resolves_to_its_manifest_digest_and_moves(registry):
+    first = registry.image("lib/base", "1", content="one")
+    with client(registry.host) as r:
+        assert r.resolve(f"{registry.host}/lib/base:1").digest == first
+        second = registry.image("lib/base", "1", content="two")
+        again = r.resolve(f"{registry.host}/lib/base:1")
+    assert again.digest == second != first
+    assert again.media_type == "application/vnd.oci.image.manifest.v1+json"
+
+
+def test_a_docker_v2_manifest_resolves(registry):
+    digest = registry.image("lib/old", "1", docker_format=True)
+    with client(registry.host) as r:
+        answer = r.resolve(f"{registry.host}/lib/old:1")
+    assert answer.digest == digest
+    assert answer.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def test_an_index_gives_its_own_digest_and_each_platform_without_attestations(registry):
+    amd = registry.image("lib/multi", "amd", content="amd")
+    arm = registry.image("lib/multi", "arm", content="arm", platform="linux/arm64/v8")
+    index = registry.index("lib/multi", "1", {"linux/amd64": amd, "linux/arm64/v8": arm},
+                           attestation=True)  # fmt: skip
+    with client(registry.host) as r:
+        answer = r.resolve(
+            f"{registry.host}/lib/multi:1", ["linux/amd64", "linux/arm64", "linux/s390x"]
+        )
+        only_head = r.resolve(f"{registry.host}/lib/multi:1")
+        known = r.resolve(
+            f"{registry.host}/lib/multi:1", ["linux/amd64"], {index: {"linux/amd64": amd}}
+        )
+    assert answer.digest == index
+    assert answer.platforms == {"linux/amd64": amd, "linux/arm64": arm}  # no s390x, no attestation
+    assert only_head.digest == index and only_head.platforms == {}
+    assert known.platforms == {"linux/amd64": amd}
+    # HEAD + GET for the first, HEAD only when no platform is asked or the index is known
+    assert registry.requests(r"/lib/multi/manifests/1$") == 4
+
+
+def test_missing_tags_and_repositories(registry):
+    registry.image("lib/base", "1")
+    with client(registry.host) as r:
+        tag = r.resolve(f"{registry.host}/lib/base:2")
+        repo = r.resolve(f"{registry.host}/nobody/here:1")
+    assert (tag.kind, repo.kind) == (MISSING, MISSING)
+    assert tag.message == f"{registry.host}/lib/base:2: not found"
+
+
+def test_inspect_reads_annotations_of_the_platform_manifest(registry):
+    note = {"org.opencontainers.image.base.digest": "sha256:" + "1" * 64}
+    amd = registry.image("app", "amd", annotations=note)
+    index = registry.index("app", "1", {"linux/amd64": amd})
+    with client(registry.host) as r:
+        single = r.inspect(f"{registry.host}/app:amd", ["linux/amd64"])
+        multi = r.inspect(f"{registry.host}/app:1", ["linux/amd64"])
+    assert single.annotations == {"": note}
+    assert (multi.digest, multi.platforms) == (index, {"linux/amd64": amd})
+    assert multi.annotations["linux/amd64"] == note
+
+
+def test_one_request_per_unique_reference(registry):
+    refs = {f"{registry.host}/lib/r{i}:1": [] for i in range(40)}
+    for ref in refs:
+        registry.image(ref.split("/", 1)[1].rsplit(":", 1)[0], "1", content=ref)
+    before = registry.requests()
+    with client(registry.host) as r:
+        answers = r.resolve_all(refs)
+        assert r.requests[registry.host] == 40
+    assert all(a.digest.startswith("sha256:") for a in answers.values())
+    assert registry.requests() - before == 40
+
+
+# ---------------------------------------------------------------- authentication
+
+
+def test_htpasswd_basic_auth(tmp_path, monkeypatch):
+    require("docker-registry")
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("ci:" + bcrypt.hashpw(b"s3cr3t-pw", bcrypt.gensalt()).decode() + "\n")
+    auth = {"htpasswd": {"realm": "basic-realm", "path": str(htpasswd)}}
+    reg = LocalRegistry(tmp_path / "reg", auth=auth, credentials=("ci", "s3cr3t-pw")).start()
+    try:
+        digest = reg.image("private/app", "1")
+        monkeypatch.setenv("TEST_REGISTRY_PASSWORD", "s3cr3t-pw")
+        spec = {"auth": "basic", "username": "ci", "password_env": "TEST_REGISTRY_PASSWORD"}
+        with client(reg.host, **spec) as r:
+            assert r.resolve(f"{reg.host}/private/app:1").digest == digest
+        monkeypatch.setenv("TEST_REGISTRY_PASSWORD", "wrong-pw")
+        with client(reg.host, **spec) as r:
+            refused = r.resolve(f"{reg.host}/private/app:1")
+        with client(reg.host, auth="anonymous") as r:
+            anonymous = r.resolve(f"{reg.host}/private/app:1")
+    finally:
+        reg.stop()
+    assert refused.kind == DENIED and "wrong-pw" not in refused.message
+    assert anonymous.kind == DENIED
+    assert "asks for a username and password and none is set" in anonymous.message
+
+
+def _token_registry(tmp_path, tokens: TokenServer) -> LocalRegistry:
+    """Images are pushed while the storage is served without auth, then served with tokens."""
+    require("docker-registry")
+    plain = LocalRegistry(tmp_path / "reg").start()
+    for i in range(3):
+        plain.image(f"team/app{i}", "1", content=str(i))
+    plain.stop()
+    return LocalRegistry(tmp_path / "reg", auth=tokens.registry_auth()).start()
+
+
+def test_bearer_tokens_are_fetched_per_repository_and_sent_up_front(tmp_path):
+    tokens = TokenServer(tmp_path / "tokens", field="access_token").start()
+    reg = _token_registry(tmp_path, tokens)
+    pushed = reg.requests()
+    try:
+        refs = {f"{reg.host}/team/app{i}:1": [] for i in range(3)}
+        with client(reg.host, auth="anonymous") as r:
+            answers = r.resolve_all(refs)
+            again = r.resolve(f"{reg.host}/team/app0:1")
+    finally:
+        reg.stop()
+        tokens.stop()
+    assert all(not hasattr(a, "kind") for a in [*answers.values(), again])
+    # the first request learns the realm (401); every other one carries its token
+    assert reg.requests() - pushed == 3 + 1 + 1
+    scopes = sorted(s for req in tokens.requests for s in req["scopes"])
+    assert scopes == [f"repository:team/app{i}:pull" for i in range(3)]
+
+
+def test_bearer_token_with_docker_login_credentials(tmp_path, monkeypatch):
+    tokens = TokenServer(tmp_path / "tokens", users={"robot": "pat-123"}).start()
+    reg = _token_registry(tmp_path, tokens)
+    config = tmp_path / "docker"
+    config.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    try:
+        with client(reg.host) as r:
+            without = r.resolve(f"{reg.host}/team/app1:1")
+        auth = base64.b64encode(b"robot:pat-123").decode()
+        (config / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
+        with client(reg.host) as r:
+            with_login = r.resolve(f"{reg.host}/team/app1:1")
+        (config / "config.json").write_text(
+            json.dumps({"auths": {reg.host: {"identitytoken": "identity-token-for-tests"}}})
+        )
+        with client(reg.host) as r:
+            with_identity = r.resolve(f"{reg.host}/team/app2:1")
+    finally:
+        reg.stop()
+        tokens.stop()
+    assert without.kind == DENIED and "refused anonymous access" in without.message
+    assert with_login.digest.startswith("sha256:")
+    assert with_identity.digest.startswith("sha256:")
+    assert tokens.requests[-1] == {
+        "method": "POST", "scopes": ["repository:team/app2:pull"], "grant": "refresh_token"
+    }  # fmt: skip
+    assert "pat-123" not in without.message
+
+
+def test_parse_challenge_keeps_quoted_commas():
+    scheme, params = parse_challenge(
+        'Bearer realm="https://auth.example/token",service="reg",'
+        'scope="repository:team/app:pull,push",error="insufficient_scope"'
+    )
+    assert scheme == "bearer"
+    assert params == {"realm": "https://auth.example/token", "service": "reg",
+                      "scope": "repository:team/app:pull,push",
+                      "error": "insufficient_scope"}  # fmt: skip
+    assert parse_challenge('Basic realm="basic-realm"') == ("basic", {"realm": "basic-realm"})
+
+
+def _helper(folder, name: str, answer: dict | None) -> None:
+    """A real docker-credential-<name> program on PATH answering `get`."""
+    script = folder / f"docker-credential-{name}"
+    body = json.dumps(answer) if answer else ""
+    code = 0 if answer else 1
+    script.write_text(
+        "#!/bin/sh\nread host\n"
+        + (f"echo '{body}'\n" if answer else "echo 'credentials not found in native keychain'\n")
+        + f"exit {code}\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def test_docker_config_lookup_order(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    _helper(bin_dir, "special", {"Username": "helper-user", "Secret": "helper-secret"})
+    _helper(bin_dir, "store", {"Username": "<token>", "Secret": "refresh-me"})
+    _helper(bin_dir, "empty", None)
+    encoded = base64.b64encode(b"file-user:file-pass").decode()
+    (tmp_path / "config.json").write_text(json.dumps({
+        "credHelpers": {"helped.example": "special", "nothing.example": "empty"},
+        "credsStore": "store",
+        "auths": {"https://index.docker.io/v1/": {"auth": encoded},
+                  "https://legacy.example/v1/": {"username": "old", "password": "pw"}},
+    }))  # fmt: skip
+    assert docker_credentials("helped.example") == Credentials("helper-user", "helper-secret")
+    assert docker_credentials("stored.example") == Credentials(identity_token="refresh-me")
+    assert docker_credentials("nothing.example") is None
+    plain = {"https://index.docker.io/v1/": {"auth": encoded},
+             "https://legacy.example/v1/": {"username": "old", "password": "pw"}}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps({"auths": plain}))  # no helpers now
+    assert docker_credentials("docker.io") == Credentials("file-user", "file-pass")
+    assert docker_credentials("legacy.example") == Credentials("old", "pw")
+    assert docker_credentials("unknown.example") is None
+    monkeypatch.setenv(
+        "DOCKER_AUTH_CONFIG", json.dumps({"auths": {"ci.example": {"auth": encoded}}})
+    )
+    assert docker_credentials("ci.example") == Credentials("file-user", "file-pass")
+    assert "file-pass" not in repr(docker_credentials("ci.example"))
+
+
+# ---------------------------------------------------------------- faults
+
+
+@pytest.fixture
+def proxy(registry):
+    running = FaultProxy(registry.host).start()
+    yield running
+    running.stop()
+
+
+def test_429_and_500_are_retried_honouring_retry_after(registry, proxy):
+    digest = registry.image("lib/base", "1")
+    proxy.fail(429, 2, {"Retry-After": "0"})
+    proxy.fail(503, 1)
+    with client(proxy.address) as r:
+        answer = r.resolve(f"{proxy.address}/lib/base:1")
+    assert answer.digest == digest
+    assert proxy.seen == 4
+
+
+def test_retries_run_out(registry, proxy):
+    registry.image("lib/base", "1")
+    proxy.fail(500, 10)
+    with client(proxy.address) as r:
+        answer = r.resolve(f"{proxy.address}/lib/base:1")
+    proxy.faults.clear()
+    proxy.fail(429, 10, {"Retry-After": "0"})
+    with client(proxy.address) as r:
+        limited = r.resolve(f"{proxy.address}/lib/base:1")
+    assert answer.kind == ERROR and "answered 500 after 5 tries" in answer.message
+    assert limited.kind == RATE_LIMITED
+
+
+def test_a_stalled_connection_times_out(registry, proxy):
+    registry.image("lib/base", "1")
+    proxy.stall(3, 10)
+    r = Registry({proxy.address: RegistrySpec(proxy.address, insecure=True)}, timeout=0.3,
+                 retries=1, backoff=0.01)  # fmt: skip
+    with r:
+        answer = r.resolve(f"{proxy.address}/lib/base:1")
+    assert answer.kind == UNREACHABLE and "timed out" in answer.message
+
+
+def test_a_registry_that_is_down():
+    host = f"127.0.0.1:{free_port()}"
+    with client(host) as r:
+        answer = r.resolve(f"{host}/lib/base:1")
+    assert answer.kind == UNREACHABLE and "cannot connect" in answer.message
+
+
+def test_rate_limit_headers_are_reported(registry):
+    registry.image("lib/base", "1")
+    limits = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "97;w=21600"}
+    proxy = FaultProxy(registry.host, headers=limits).start()
+    try:
+        with client(proxy.address) as r:
+            r.resolve(f"{proxy.address}/lib/base:1")
+            assert r.ratelimits == {proxy.address: "97/100"}
+    finally:
+        proxy.stop()
+
+
+def test_without_a_digest_header_the_digest_is_the_sha256_of_the_bytes(registry):
+    digest = registry.image("lib/base", "1")
+    proxy = FaultProxy(registry.host, digest=None).start()
+    try:
+        with client(proxy.address) as r:
+            assert r.resolve(f"{proxy.address}/lib/base:1").digest == digest
+    finally:
+        proxy.stop()
+
+
+def test_a_registry_that_lies_about_a_digest_is_caught(registry):
+    registry.image("lib/base", "1")
+    proxy = FaultProxy(registry.host, digest="sha256:" + "0" * 64).start()
+    try:
+        with client(proxy.address) as r:
+            answer = r.inspect(f"{proxy.address}/lib/base:1")
+    finally:
+        proxy.stop()
+    assert answer.kind == ERROR and "the registry sent a manifest whose digest is" in answer.message
