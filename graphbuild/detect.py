@@ -244,11 +244,11 @@ def _built_on(
         if name and not _same_image(name, parent, graph):
             detail = f"built on {name}, the Dockerfile now names {parent}"
             return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
-        return _compare(node, answer, {parent: built_on}, answers, graph)
+        return _compare(node, answer, {parent: built_on}, answers, graph, state)
     record = state.build_of(node, answer.digest)
     if record is not None:
         parents = {p: d for p, d in record.parents.items() if p in graph}
-        return _compare(node, answer, parents, answers, graph)
+        return _compare(node, answer, parents, answers, graph, state)
     return None
 
 
@@ -258,8 +258,17 @@ def _compare(
     built_on: dict[str, str],
     answers: dict[str, Resolved | Failure],
     graph: nx.DiGraph,
+    state: State,
 ) -> ImageCheck:
     for parent, digest in sorted(built_on.items()):
+        attrs = graph.nodes[parent]
+        if attrs["kind"] == EXTERNAL and attrs["pinned"]:
+            # the Dockerfile pins this digest: it is current however the tag has moved
+            pinned = attrs["digest"]
+            if digest not in {pinned, *state.children([pinned]).get(pinned, {}).values()}:
+                detail = f"built on {parent} {digest}, which pins {pinned}"
+                return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
+            continue
         now_answer = answers.get(_question(graph, parent))
         if not isinstance(now_answer, Resolved):
             detail = f"cannot tell: {parent} has no answer from its registry"

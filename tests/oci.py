@@ -45,6 +45,7 @@ class LocalRegistry:
     process: subprocess.Popen | None = None
     credentials: tuple[str, str] | None = None  # for pushing to an htpasswd registry
     sizes: dict[str, int] = field(default_factory=dict)  # manifest digest -> bytes pushed
+    _http: httpx.Client | None = None
 
     @property
     def host(self) -> str:
@@ -87,6 +88,9 @@ class LocalRegistry:
         raise RuntimeError("docker-registry did not start within 20 s")
 
     def stop(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
@@ -98,26 +102,30 @@ class LocalRegistry:
 
     # -- pushing
 
-    def _client(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://{self.host}", auth=self.credentials, timeout=30)
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(
+                base_url=f"http://{self.host}", auth=self.credentials, timeout=30
+            )
+        return self._http
 
     def blob(self, repo: str, data: bytes) -> str:
         digest = sha(data)
-        with self._client() as http:
-            start = http.post(f"/v2/{repo}/blobs/uploads/")
-            start.raise_for_status()
-            url = httpx.URL(start.headers["location"]).copy_merge_params({"digest": digest})
-            done = http.put(url, content=data)
-            done.raise_for_status()
+        if self.http.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
+            return digest
+        start = self.http.post(f"/v2/{repo}/blobs/uploads/")
+        start.raise_for_status()
+        url = httpx.URL(start.headers["location"]).copy_merge_params({"digest": digest})
+        self.http.put(url, content=data).raise_for_status()
         return digest
 
     def manifest(self, repo: str, tag: str, body: dict, media_type: str) -> str:
         data = json.dumps(body).encode()
-        with self._client() as http:
-            r = http.put(
-                f"/v2/{repo}/manifests/{tag}", content=data, headers={"Content-Type": media_type}
-            )
-            r.raise_for_status()
+        headers = {"Content-Type": media_type}
+        self.http.put(
+            f"/v2/{repo}/manifests/{tag}", content=data, headers=headers
+        ).raise_for_status()
         self.sizes[sha(data)] = len(data)
         return sha(data)
 

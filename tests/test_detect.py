@@ -1,0 +1,266 @@
+"""Detection against a real registry: moved tags, indexes, stale chains, missing tags, pins,
+outages. Images are real OCI images pushed to docker-registry; the graph comes from a sync."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from contextlib import closing
+
+import pytest
+
+from graphbuild import config, detect, graph, graphdb
+from graphbuild.commands.sync import refresh
+from graphbuild.config import RegistrySpec
+from graphbuild.registry import Registry
+from graphbuild.state import State
+
+from .oci import BASE_DIGEST, BASE_NAME, LocalRegistry, free_port
+
+
+class Fleet:
+    """Dockerfiles in a local folder, a repos.yaml for them, and checks against `registry`."""
+
+    def __init__(self, tmp_path, registry: LocalRegistry) -> None:
+        self.root, self.registry, self.host = tmp_path, registry, registry.host
+        self.images: list[str] = []
+
+    def dockerfile(self, name: str, text: str, tags=("1",), platforms=()) -> str:
+        folder = self.root / "fleet" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "Dockerfile").write_text(textwrap.dedent(text).replace("H/", f"{self.host}/"))
+        entry = {"image": f"{self.host}/{name}", "dockerfile": f"{name}/Dockerfile",
+                 "tags": list(tags), "platforms": list(platforms)}  # fmt: skip
+        self.images.append(str(entry).replace("'", '"'))
+        return f"{self.host}/{name}:{tags[0]}"
+
+    def check(self, registry_host: str | None = None, **client) -> detect.Check:
+        host = registry_host or self.host
+        (self.root / "repos.yaml").write_text(
+            f'registries:\n  "{host}": {{insecure: true}}\n'
+            "repos:\n  - name: fleet\n    path: fleet\n    images:\n"
+            + "".join(f"      - {image}\n" for image in self.images)
+        )
+        cfg = config.load(self.root / "repos.yaml")
+        refresh(cfg)
+        with closing(graphdb.connect(cfg.workspace)) as db:
+            g = graph.load(db)
+        specs = {host: RegistrySpec(host, insecure=True)}
+        with State(cfg.workspace) as state, Registry(specs, backoff=0.01, **client) as registry:
+            return detect.check(g, registry, state)
+
+    def push(self, ref: str, built_on: str | None = None, parent: str | None = None, **kw) -> str:
+        """Push `ref` as buildah would: OCI base annotations naming the parent it was built on."""
+        notes = {BASE_DIGEST: built_on, BASE_NAME: parent} if built_on else None
+        repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+        return self.registry.image(repo, tag, annotations=notes, content=f"{ref} {built_on}", **kw)
+
+
+@pytest.fixture
+def fleet(tmp_path, registry):
+    return Fleet(tmp_path, registry)
+
+
+def by_id(result: detect.Check) -> dict:
+    return {item.id: item for item in [*result.bases, *result.images]}
+
+
+def test_a_moved_tag_is_a_changed_base_and_its_image_is_stale(fleet):
+    base = f"{fleet.host}/lib/base:1"
+    first = fleet.registry.image("lib/base", "1", content="v1")
+    app = fleet.dockerfile("app", "FROM H/lib/base:1\n")
+    fleet.push(app, first, base)
+
+    result = by_id(fleet.check())
+    assert (result[base].status, result[app].status) == (detect.NEW, detect.UP_TO_DATE)
+    assert result[app].chain == [app, base]
+
+    second = fleet.registry.image("lib/base", "1", content="v2")
+    result = by_id(fleet.check())
+    assert result[base].status == detect.CHANGED
+    assert (result[base].previous, result[base].digest) == (first, second)
+    assert (result[app].status, result[app].reason) == (detect.STALE, "stale")
+    assert result[app].detail == f"built on {base} {first}, which is now {second}"
+
+    again = by_id(fleet.check())  # the change is seen once; the image stays stale until rebuilt
+    assert again[base].status == detect.UNCHANGED
+    assert again[app].status == detect.STALE
+
+
+def test_a_multi_arch_base_changes_only_when_a_platform_built_for_changes(fleet):
+    registry = fleet.registry
+    amd, arm = (
+        registry.image("lib/multi", "a1", content="amd-1"),
+        registry.image("lib/multi", "r1", content="arm-1", platform="linux/arm64"),
+    )
+    registry.index("lib/multi", "1", {"linux/amd64": amd, "linux/arm64": arm}, attestation=True)
+    base = f"{fleet.host}/lib/multi:1"
+    app = fleet.dockerfile("app", "FROM H/lib/multi:1\n", platforms=["linux/arm64"])
+    fleet.push(app, arm, base, platform="linux/arm64")
+    first = by_id(fleet.check())
+    assert first[base].platforms == {"linux/arm64": arm}
+    assert first[app].status == detect.UP_TO_DATE  # the arm64 child digest was recorded
+
+    amd2 = registry.image("lib/multi", "a2", content="amd-2")
+    registry.index("lib/multi", "1", {"linux/amd64": amd2, "linux/arm64": arm})
+    second = by_id(fleet.check())
+    assert second[base].status == detect.UNCHANGED
+    assert second[base].detail == "the index changed, the platforms built for did not"
+    assert second[app].status == detect.UP_TO_DATE
+
+    arm2 = registry.image("lib/multi", "r2", content="arm-2", platform="linux/arm64")
+    registry.index("lib/multi", "1", {"linux/amd64": amd2, "linux/arm64": arm2})
+    third = by_id(fleet.check())
+    assert third[base].status == detect.CHANGED and "(linux/arm64)" in third[base].detail
+    assert third[app].status == detect.STALE
+
+
+def test_an_image_built_on_an_old_parent_digest_is_stale(fleet):
+    external = f"{fleet.host}/lib/base:1"
+    base_digest = fleet.registry.image("lib/base", "1")
+    parent = fleet.dockerfile("platform", "FROM H/lib/base:1\n")
+    child = fleet.dockerfile("app", "FROM H/platform:1\n")
+    old = fleet.push(
+        parent,
+        base_digest,
+        external,
+    )
+    fleet.push(child, old, parent)
+    assert {i.status for i in fleet.check().images} == {detect.UP_TO_DATE}
+    new = fleet.registry.image("platform", "1", content="rebuilt by someone else",
+                               annotations={BASE_DIGEST: base_digest})  # fmt: skip
+    result = by_id(fleet.check())
+    assert result[parent].status == detect.UP_TO_DATE
+    assert (result[child].status, result[child].reason) == (detect.STALE, "stale")
+    assert result[child].detail == f"built on {parent} {old}, which is now {new}"
+    assert result[child].chain == [child, parent]
+
+
+def test_a_stale_parent_makes_every_descendant_stale_with_the_chain(fleet):
+    registry = fleet.registry
+    base = f"{fleet.host}/lib/base:1"
+    v1 = registry.image("lib/base", "1", content="v1")
+    a = fleet.dockerfile("a", "FROM H/lib/base:1\n")
+    b = fleet.dockerfile("b", "FROM H/a:1\n")
+    c = fleet.dockerfile("c", "FROM H/b:1\n")
+    a1 = fleet.push(a, v1, base)
+    b1 = fleet.push(b, a1, a)
+    fleet.push(c, b1, b)
+    assert {i.status for i in fleet.check().images} == {detect.UP_TO_DATE}
+    registry.image("lib/base", "1", content="v2")
+    result = by_id(fleet.check())
+    assert [result[x].status for x in (a, b, c)] == [detect.STALE] * 3
+    assert result[a].chain == [a, base]
+    assert result[c].chain == [c, b, a, base]
+    assert result[c].detail == f"built on {b}, which is stale"
+
+
+def test_a_missing_tag_and_what_is_built_on_it(fleet):
+    registry = fleet.registry
+    base = f"{fleet.host}/lib/base:1"
+    v1 = registry.image("lib/base", "1")
+    a = fleet.dockerfile("a", "FROM H/lib/base:1\n")
+    b = fleet.dockerfile("b", "FROM H/a:1\n")
+    fleet.push(b, "sha256:" + "1" * 64, a)
+    result = by_id(fleet.check())
+    assert (result[a].status, result[a].reason) == (detect.MISSING_TAG, "missing")
+    assert (result[b].status, result[b].chain) == (detect.STALE, [b, a])
+    assert result[base].digest == v1
+
+
+def test_an_inherited_label_does_not_fool_it(fleet):
+    """A LABEL from a grandparent describes the grandparent: only manifest annotations count."""
+    registry = fleet.registry
+    grand = f"{fleet.host}/lib/grand:1"
+    grand_digest = registry.image("lib/grand", "1")
+    registry.image("lib/parent", "1", content="parent v1")
+    app = fleet.dockerfile("app", "FROM H/lib/parent:1\n")
+    labels = {BASE_DIGEST: grand_digest, BASE_NAME: grand}  # inherited from the grandparent
+    fleet.registry.image("app", "1", labels=labels, docker_format=True)  # no annotations
+    result = by_id(fleet.check())
+    assert result[app].status == detect.UNKNOWN
+    assert "no OCI base annotation or graphbuild build record" in result[app].detail
+
+
+def test_a_graphbuild_build_record_covers_every_parent(fleet):
+    registry = fleet.registry
+    base, tool = f"{fleet.host}/lib/base:1", f"{fleet.host}/lib/tool:1"
+    base1, tool1 = registry.image("lib/base", "1"), registry.image("lib/tool", "1", content="t1")
+    app = fleet.dockerfile("app", "FROM H/lib/base:1\nCOPY --from=H/lib/tool:1 /t /t\n")
+    app_digest = registry.image("app", "1", docker_format=True)
+    fleet.check()
+    with State(fleet.root / ".graphbuild") as state:
+        state.record_build(app, app_digest, {base: base1, tool: tool1})
+    assert by_id(fleet.check())[app].status == detect.UP_TO_DATE
+    registry.image("lib/tool", "1", content="t2")
+    result = by_id(fleet.check())
+    assert result[app].status == detect.STALE
+    assert result[app].chain == [app, tool]
+
+
+def test_a_pin_behind_its_tag_is_reported_not_rebuilt(fleet):
+    registry = fleet.registry
+    old = registry.image("lib/base", "1", content="old")
+    pinned = f"{fleet.host}/lib/base:1@{old}"
+    app = fleet.dockerfile("app", f"FROM H/lib/base:1@{old}\n")
+    fleet.push(app, old, f"{fleet.host}/lib/base:1@{old}")
+    assert by_id(fleet.check())[pinned].status == detect.PINNED
+    new = registry.image("lib/base", "1", content="new")
+    result = by_id(fleet.check())
+    assert result[pinned].status == detect.PINNED_OUTDATED
+    assert result[pinned].detail == f"pinned {old}, the tag now points at {new}"
+    assert result[app].status == detect.UP_TO_DATE  # it is built on exactly what it pins
+
+
+def test_an_outage_is_unknown_and_the_change_behind_it_is_still_seen(fleet, registry, tmp_path):
+    base = f"{fleet.host}/lib/base:1"
+    v1 = registry.image("lib/base", "1", content="v1")
+    app = fleet.dockerfile("app", "FROM H/lib/base:1\n")
+    fleet.push(app, v1, base)
+    fleet.check()
+    registry.image("lib/base", "1", content="v2")
+    registry.stop()
+    down = by_id(fleet.check(retries=0))
+    assert down[base].status == detect.UNKNOWN and "unreachable" in down[base].detail
+    assert down[app].status == detect.UNKNOWN
+    back = LocalRegistry(registry.folder, port=registry.port).start()  # same storage, same port
+    try:
+        up = by_id(fleet.check())
+    finally:
+        back.stop()
+    assert up[base].status == detect.CHANGED and up[base].previous == v1
+    assert up[app].status == detect.STALE
+
+
+def test_ten_thousand_dockerfiles_naming_500_bases_make_500_requests(tmp_path, registry):
+    """Each unique reference is asked once, however many Dockerfiles name it."""
+    for n in range(500):
+        registry.image("base", f"b{n}", content=str(n % 7))  # 500 tags, shared layers
+    pushed = registry.requests()
+    fleet_dir = tmp_path / "fleet"
+    for i in range(10_000):
+        folder = fleet_dir / "images" / f"i{i:05d}"
+        folder.mkdir(parents=True)
+        (folder / "Dockerfile").write_text(f"FROM {registry.host}/base:b{i % 500}\n")
+    elsewhere = f"127.0.0.1:{free_port()}"  # where the fleet's own images would be: down
+    (tmp_path / "repos.yaml").write_text(
+        f'registries:\n  "{registry.host}": {{insecure: true}}\n'
+        f'  "{elsewhere}": {{insecure: true}}\n'
+        "repos:\n  - name: fleet\n    path: fleet\n    images:\n"
+        f'      - {{image: "{elsewhere}/{{dir}}", dockerfile: "images/*/Dockerfile"}}\n'
+    )
+    cfg = config.load(tmp_path / "repos.yaml")
+    refresh(cfg)
+    with closing(graphdb.connect(cfg.workspace)) as db:
+        g = graph.load(db)
+    with State(cfg.workspace) as state, Registry(cfg.registries, retries=0) as client:
+        result = detect.check(g, client, state)
+    assert registry.requests() - pushed == 500
+    assert registry.requests(r"^/v2/base/manifests/b\d+$") - registry_puts(registry) == 500
+    assert {b.status for b in result.bases} == {detect.NEW}
+    assert len(result.images) == 10_000
+    assert {i.status for i in result.images} == {detect.UNKNOWN}
+
+
+def registry_puts(registry: LocalRegistry) -> int:
+    return len(re.findall(r'"PUT /v2/base/manifests/', registry.log.read_text()))
