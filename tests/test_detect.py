@@ -4,6 +4,7 @@ outages. Images are real OCI images pushed to docker-registry; the graph comes f
 from __future__ import annotations
 
 import re
+import subprocess
 import textwrap
 from contextlib import closing
 
@@ -15,6 +16,7 @@ from graphbuild.config import RegistrySpec
 from graphbuild.registry import Registry
 from graphbuild.state import State
 
+from .conftest import require
 from .oci import BASE_DIGEST, BASE_NAME, LocalRegistry, free_port
 
 
@@ -264,3 +266,36 @@ def test_ten_thousand_dockerfiles_naming_500_bases_make_500_requests(tmp_path, r
 
 def registry_puts(registry: LocalRegistry) -> int:
     return len(re.findall(r'"PUT /v2/base/manifests/', registry.log.read_text()))
+
+
+def test_images_built_by_buildah_carry_the_annotations_detection_reads(tmp_path, fleet):
+    """Real builds: buildah writes base.name/base.digest into the manifests it pushes."""
+    require("buildah")
+    storage = ["--root", str(tmp_path / "storage"), "--runroot", str(tmp_path / "run"),
+               "--storage-driver", "vfs"]  # fmt: skip
+
+    def buildah(*args: str) -> None:
+        subprocess.run(["buildah", *storage, *args], check=True, capture_output=True)
+
+    def build(ref: str, containerfile: str, content: str) -> None:
+        context = tmp_path / ref.rsplit("/", 1)[1].replace(":", "-")
+        context.mkdir(exist_ok=True)
+        (context / "content").write_text(content)
+        (context / "Containerfile").write_text(containerfile)
+        buildah("bud", "--isolation", "chroot", "--tls-verify=false", "-q", "-t", ref, str(context))
+        buildah("push", "--tls-verify=false", "-q", ref)
+
+    base = f"{fleet.host}/lib/base:1"
+    app = fleet.dockerfile("app", "FROM H/lib/base:1\nCOPY content /app\n")
+    build(base, "FROM scratch\nCOPY content /base\n", "base v1")
+    build(app, f"FROM {base}\nCOPY content /app\n", "app")
+    result = by_id(fleet.check())
+    assert (result[base].status, result[app].status) == (detect.NEW, detect.UP_TO_DATE)
+
+    build(base, "FROM scratch\nCOPY content /base\n", "base v2")
+    result = by_id(fleet.check())
+    assert result[base].status == detect.CHANGED
+    assert (result[app].status, result[app].reason) == (detect.STALE, "stale")
+
+    build(app, f"FROM {base}\nCOPY content /app\n", "app")  # rebuilt on the new base
+    assert by_id(fleet.check())[app].status == detect.UP_TO_DATE
