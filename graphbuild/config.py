@@ -72,7 +72,8 @@ class RegistrySpec:
 
     host: str
     insecure: bool = False  # plain http: loopback registries only
-    auth: str = "auto"  # auto (docker's credentials, else none) | anonymous | basic
+    auth: str = "auto"  # auto (docker's credentials, else none; Entra ID for ACR) | anonymous
+    # | basic | acr
     username: str | None = None
     password_env: str | None = None  # the password is read from this variable, never the file
     password_file: Path | None = None
@@ -235,8 +236,8 @@ class _Checker:
             hint = "plain http is only allowed for loopback registries (localhost, 127.0.0.1)"
             raise self.fail([*where, "insecure"], hint)
         auth = self.string(data.get("auth", "auto"), [*where, "auth"])
-        if auth not in ("auto", "anonymous", "basic"):
-            raise self.fail([*where, "auth"], "expected auto, anonymous or basic")
+        if auth not in ("auto", "anonymous", "basic", "acr"):
+            raise self.fail([*where, "auth"], "expected auto, anonymous, basic or acr")
 
         def text(key: str) -> str | None:
             return self.string(data[key], [*where, key]) if key in data else None

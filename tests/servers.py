@@ -66,9 +66,20 @@ class TokenServer(_Server):
 
     SERVICE, ISSUER = "graphbuild-test-registry", "graphbuild-test-issuer"
 
-    def __init__(self, folder: Path, users: dict[str, str] | None = None, field: str = "token"):
+    def __init__(
+        self,
+        folder: Path,
+        users: dict[str, str] | None = None,
+        field: str = "token",
+        path: str = "/token",
+        entra_token: str | None = None,
+    ):
         super().__init__(_TokenHandler)
         self.users, self.field = users, field  # users None: anonymous pulls are granted
+        # ACR's shape: the realm is /oauth2/token, and /oauth2/exchange turns an Entra ID
+        # token into a refresh token
+        self.path, self.entra_token = path, entra_token
+        self.refresh_tokens = {"identity-token-for-tests"}
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graphbuild test token CA")])
         now = datetime.datetime.now(datetime.UTC)
@@ -89,7 +100,7 @@ class TokenServer(_Server):
 
     @property
     def realm(self) -> str:
-        return f"http://{self.address}/token"
+        return f"http://{self.address}{self.path}"
 
     def registry_auth(self) -> dict:
         """The `auth:` section for docker-registry's config."""
@@ -140,6 +151,9 @@ class _TokenHandler(_Quiet):
     def do_POST(self) -> None:
         server: TokenServer = self.server.owner
         form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        if urlparse(self.path).path == "/oauth2/exchange":
+            self._exchange(server, form)
+            return
         server.requests.append(
             {
                 "method": "POST",
@@ -147,10 +161,26 @@ class _TokenHandler(_Quiet):
                 "grant": form.get("grant_type", [""])[0],
             }
         )
-        if form.get("refresh_token") != ["identity-token-for-tests"]:
+        if form.get("refresh_token", [""])[0] not in server.refresh_tokens:
             self.reply(401, b'{"details":"bad refresh token"}')
             return
         self._grant(server, " ".join(form.get("scope", [])).split(), "identity")
+
+    def _exchange(self, server: TokenServer, form: dict) -> None:
+        ok = (
+            server.entra_token is not None
+            and form.get("grant_type") == ["access_token"]
+            and form.get("access_token") == [server.entra_token]
+            and form.get("service") == [server.SERVICE]
+        )
+        server.requests.append({"method": "POST", "exchange": ok})
+        if not ok:
+            self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+            return
+        refresh = f"acr-refresh-{uuid.uuid4().hex}"
+        server.refresh_tokens.add(refresh)
+        body = json.dumps({"refresh_token": refresh}).encode()
+        self.reply(200, body, {"Content-Type": "application/json"})
 
     def _user(self, server: TokenServer) -> str | None:
         if server.users is None:
@@ -223,3 +253,41 @@ class _ProxyHandler(_Quiet):
             if proxy.digest is not None:
                 out["Docker-Content-Digest"] = proxy.digest
         self.reply(upstream.status_code, upstream.content, {**out, **proxy.extra})
+
+
+# ---------------------------------------------------------------- Azure managed identity
+
+
+class ManagedIdentity(_Server):
+    """The App Service managed-identity endpoint (IDENTITY_ENDPOINT + IDENTITY_HEADER) that
+    azure-identity's DefaultAzureCredential asks for an Entra ID token."""
+
+    HEADER = "managed-identity-header-for-tests"
+
+    def __init__(self, token: str) -> None:
+        super().__init__(_IdentityHandler)
+        self.token = token
+        self.requests: list[str] = []
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "IDENTITY_ENDPOINT": f"http://{self.address}/msi/token",
+            "IDENTITY_HEADER": self.HEADER,
+        }
+
+
+class _IdentityHandler(_Quiet):
+    def do_GET(self) -> None:
+        server: ManagedIdentity = self.server.owner
+        query = parse_qs(urlparse(self.path).query)
+        server.requests.append(query.get("resource", [""])[0])
+        if self.headers.get("X-IDENTITY-HEADER") != server.HEADER:
+            self.reply(401)
+            return
+        body = {
+            "access_token": server.token,
+            "expires_on": str(int(time.time()) + 3600),
+            "resource": query.get("resource", [""])[0],
+            "token_type": "Bearer",
+        }
+        self.reply(200, json.dumps(body).encode(), {"Content-Type": "application/json"})

@@ -16,7 +16,7 @@ from graphbuild.registry.auth import Credentials, docker_credentials, parse_chal
 
 from .conftest import require
 from .oci import LocalRegistry, free_port
-from .servers import FaultProxy, TokenServer
+from .servers import FaultProxy, ManagedIdentity, TokenServer
 
 
 def client(host: str, **spec) -> Registry:
@@ -180,6 +180,40 @@ def test_bearer_token_with_docker_login_credentials(tmp_path, monkeypatch):
         "method": "POST", "scopes": ["repository:team/app2:pull"], "grant": "refresh_token"
     }  # fmt: skip
     assert "pat-123" not in without.message
+
+
+def test_acr_exchanges_an_entra_id_token_from_azure_identity(tmp_path, monkeypatch):
+    """The real azure-identity asks a managed-identity endpoint (here on loopback, as App
+    Service serves it); the Entra ID token is exchanged for an ACR refresh token."""
+    tokens = TokenServer(
+        tmp_path / "tokens", path="/oauth2/token", entra_token="entra-xyz", field="access_token"
+    ).start()
+    identity = ManagedIdentity("entra-xyz").start()
+    reg = _token_registry(tmp_path, tokens)
+    for name in [k for k in os.environ if k.startswith(("AZURE_", "IDENTITY_", "MSI_"))]:
+        monkeypatch.delenv(name)
+    for name, value in identity.environment().items():
+        monkeypatch.setenv(name, value)
+    try:
+        with client(reg.host, auth="acr") as r:
+            answers = r.resolve_all({f"{reg.host}/team/app{i}:1": [] for i in range(3)})
+        identity.token = "not-what-acr-expects"
+        with client(reg.host, auth="acr") as r:
+            refused = r.resolve(f"{reg.host}/team/app0:1")
+    finally:
+        reg.stop()
+        tokens.stop()
+        identity.stop()
+    assert all(answer.digest.startswith("sha256:") for answer in answers.values())
+    assert identity.requests[0] == "https://containerregistry.azure.net"
+    exchanges = [req for req in tokens.requests if "exchange" in req]
+    assert exchanges == [
+        {"method": "POST", "exchange": True},
+        {"method": "POST", "exchange": False},
+    ]
+    grants = [req for req in tokens.requests if req.get("grant") == "refresh_token"]
+    assert len(grants) == 3  # one exchange, then one token per repository
+    assert refused.kind == DENIED and "AcrPull" in refused.message
 
 
 def test_parse_challenge_keeps_quoted_commas():

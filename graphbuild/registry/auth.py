@@ -26,6 +26,8 @@ from graphbuild.errors import GraphbuildError
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # the Docker CLI's credential key for docker.io
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+ACR_SUFFIXES = (".azurecr.io", ".azurecr.cn", ".azurecr.us")
+ACR_SCOPE = "https://containerregistry.azure.net/.default"  # the Entra ID audience ACR accepts
 CLIENT_ID = "graphbuild"
 MIN_TOKEN_LIFETIME = 60  # seconds; the spec's default when expires_in is missing
 _HELPER_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -255,3 +257,74 @@ class HostAuth:
 
 def _basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+# ---------------------------------------------------------------- Azure Container Registry
+
+
+class AcrAuth(HostAuth):
+    """ACR through Entra ID: an azure-identity token exchanged for an ACR refresh token.
+
+    DefaultAzureCredential finds workload identity, managed identity, a service
+    principal in the environment or `az login`; graphbuild stores nothing. The
+    refresh token then goes through the ordinary OAuth2 refresh_token flow.
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        credentials: Callable[[], Credentials | None],
+        allow_http_realm: bool,
+    ) -> None:
+        super().__init__(http, credentials, allow_http_realm)
+        self._refresh: tuple[str, float] | None = None
+        self._azure = None
+
+    def credentials(self) -> Credentials | None:
+        given = super().credentials()  # `az acr login` or an admin user in docker's config
+        if given is not None:
+            return given
+        return Credentials(identity_token=self._refresh_token())
+
+    def _refresh_token(self) -> str:
+        with self.lock:
+            if self._refresh and self._refresh[1] > time.monotonic():
+                return self._refresh[0]
+        try:
+            from azure.core.exceptions import ClientAuthenticationError
+            from azure.identity import DefaultAzureCredential
+        except ImportError:
+            raise AuthError("ACR needs the azure-identity package") from None
+        if self._azure is None:
+            self._azure = DefaultAzureCredential()
+        try:
+            aad = self._azure.get_token(ACR_SCOPE).token
+        except ClientAuthenticationError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise AuthError(f"no Azure credential for ACR ({first})") from None
+        base, _, _ = self.realm.partition("/oauth2/")
+        form = {"grant_type": "access_token", "service": self.service, "access_token": aad}
+        response = self.http.post(f"{base}/oauth2/exchange", data=form)
+        if response.status_code != 200:
+            raise AuthError(
+                f"ACR refused the Entra ID token ({response.status_code}); does the identity "
+                "have the AcrPull role on the registry?"
+            )
+        try:
+            token = response.json()["refresh_token"]
+        except (ValueError, KeyError):
+            raise AuthError("ACR's token exchange answered without a refresh_token") from None
+        lifetime = _jwt_lifetime(token) or 3 * 3600
+        with self.lock:
+            self._refresh = (token, time.monotonic() + lifetime - 60)
+        return token
+
+
+def _jwt_lifetime(token: str) -> float | None:
+    """Seconds until a JWT's `exp`, read without verifying it (only to know when to renew)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"]) - time.time()
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None

@@ -26,7 +26,9 @@ from graphbuild.config import RegistrySpec
 from graphbuild.errors import InvalidReference
 from graphbuild.registry import manifests
 from graphbuild.registry.auth import (
+    ACR_SUFFIXES,
     DOCKER_HUB_HOSTS,
+    AcrAuth,
     AuthError,
     Credentials,
     HostAuth,
@@ -298,14 +300,16 @@ class Registry:
                 headers={"User-Agent": f"graphbuild/{__version__}"},
                 limits=httpx.Limits(max_connections=max(self.concurrency, 1)),
             )  # fmt: skip
-            auth = HostAuth(http, lambda: _credentials(spec), allow_http_realm=spec.insecure)
+            acr = spec.auth == "acr" or (spec.auth == "auto" and domain.endswith(ACR_SUFFIXES))
+            kind = AcrAuth if acr else HostAuth
+            auth = kind(http, lambda: _credentials(spec), allow_http_realm=spec.insecure)
             slots = threading.Semaphore(spec.max_requests) if spec.max_requests else None
             host = self._hosts[domain] = _Host(domain, http, auth, slots)
             return host
 
 
 def _credentials(spec: RegistrySpec) -> Credentials | None:
-    if spec.auth == "anonymous":
+    if spec.auth in ("anonymous", "acr"):
         return None
     if spec.auth == "basic":
         if spec.password_env:
