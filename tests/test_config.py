@@ -137,6 +137,42 @@ def case(text, key, says, line):
         case("repos: {a: 1}\n", "repos", "expected a list, got a mapping", 1),
         case("repo: []\n", "repo", "did you mean 'repos'", 1),
         case("workspace: x\n", "repos", "missing", 1),
+        case(
+            "repos: []\nregistries:\n  ghcr.io: {password: x}\n",
+            "registries.ghcr.io.password",
+            "never put a password in this file",
+            3,
+        ),
+        case(
+            "repos: []\nregistries:\n  ghcr.io: {insecure: true}\n",
+            "registries.ghcr.io.insecure",
+            "only allowed for loopback registries",
+            3,
+        ),
+        case(
+            "repos: []\nregistries:\n  r.example: {auth: basic}\n",
+            "registries.r.example",
+            "auth: basic needs username and password_env",
+            3,
+        ),
+        case(
+            "repos: []\nregistries:\n  r.example: {auth: kerberos}\n",
+            "registries.r.example.auth",
+            "expected auto, anonymous, basic or acr",
+            3,
+        ),
+        case(
+            "repos: []\nregistries:\n  r.example: {max_requests: 0}\n",
+            "registries.r.example.max_requests",
+            "at least 1",
+            3,
+        ),
+        case(
+            "repos: []\nregistries:\n  'not a host': {}\n",
+            "registries.not a host",
+            "not a registry host",
+            3,
+        ),
     ],
 )
 def test_bad_config_names_file_line_and_key(tmp_path, text, key, says, line):
@@ -187,3 +223,23 @@ def test_find_order(tmp_path, monkeypatch):
     monkeypatch.setenv(config.ENV_VAR, str(tmp_path / "gone.yaml"))
     with pytest.raises(ConfigError, match=r"given by \$GRAPHBUILD_CONFIG"):
         config.find()
+
+
+def test_registries(tmp_path):
+    cfg = load_text(
+        tmp_path,
+        "repos: []\nregistries:\n"
+        "  index.docker.io: {}\n"
+        "  localhost:5000: {insecure: true}\n"
+        "  127.0.0.1:5001: {insecure: true, max_requests: 2}\n"
+        "  r.example:\n    auth: basic\n    username: ci\n    password_env: R_PW\n"
+        "    ca_bundle: certs/ca.pem\n"
+        "  team.azurecr.io: {auth: acr}\n",
+    )
+    assert set(cfg.registries) == {"docker.io", "localhost:5000", "127.0.0.1:5001", "r.example",
+                                   "team.azurecr.io"}  # fmt: skip
+    assert cfg.registries["127.0.0.1:5001"].max_requests == 2
+    r = cfg.registries["r.example"]
+    assert (r.auth, r.username, r.password_env) == ("basic", "ci", "R_PW")
+    assert r.ca_bundle == tmp_path / "certs/ca.pem"
+    assert cfg.registries["team.azurecr.io"].auth == "acr"
