@@ -41,6 +41,7 @@ class LocalRegistry:
 
     folder: Path
     auth: dict | None = None  # the `auth:` section of its config
+    tls: dict | None = None  # `http.tls`: {certificate, key}; https instead of http
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     credentials: tuple[str, str] | None = None  # for pushing to an htpasswd registry
@@ -64,7 +65,7 @@ class LocalRegistry:
                 "filesystem": {"rootdirectory": str(self.folder / "data")},
                 "delete": {"enabled": True},
             },
-            "http": {"addr": self.host},
+            "http": {"addr": self.host, **({"tls": self.tls} if self.tls else {})},
         }
         if self.auth:
             config["auth"] = self.auth
@@ -78,7 +79,9 @@ class LocalRegistry:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"http://{self.host}/v2/", timeout=1)
+                httpx.get(
+                    f"http{'s' if self.tls else ''}://{self.host}/v2/", timeout=1, verify=False
+                )
                 return self
             except httpx.HTTPError:
                 if self.process.poll() is not None:

@@ -82,12 +82,13 @@ class TokenServer(_Server):
         field: str = "token",
         path: str = "/token",
         entra_token: str | None = None,
+        grant: bool = True,
     ):
         super().__init__(_TokenHandler)
         self.users, self.field = users, field  # users None: anonymous pulls are granted
         # ACR's shape: the realm is /oauth2/token, and /oauth2/exchange turns an Entra ID
         # token into a refresh token
-        self.path, self.entra_token = path, entra_token
+        self.path, self.entra_token, self.grant = path, entra_token, grant
         self.refresh_tokens = {"identity-token-for-tests"}
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graphbuild test token CA")])
@@ -124,7 +125,7 @@ class TokenServer(_Server):
 
     def token(self, scopes: list[str], subject: str) -> str:
         access = []
-        for scope in scopes:
+        for scope in scopes if self.grant else []:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})

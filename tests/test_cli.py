@@ -248,3 +248,28 @@ def test_sync_on_a_terminal_draws_progress_and_still_reports(project):
     assert done.returncode == 0
     assert b"Syncing" in drawn and b"\x1b[" in drawn  # a live, redrawn bar
     assert b"Synced 2 repositories" in done.stdout
+
+
+def test_check_reports_bases_and_images_and_exits_0(tmp_path, registry):
+    base = registry.image("lib/base", "1")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/Dockerfile").write_text(f"FROM {registry.host}/lib/base:1\n")
+    (tmp_path / "repos.yaml").write_text(
+        f'registries:\n  "{registry.host}": {{insecure: true}}\n'
+        f'repos:\n  - name: app\n    path: app\n    images: [{{image: "{registry.host}/app"}}]\n'
+    )
+    done = graphbuild("check", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [(b["id"], b["status"], b["digest"]) for b in report["bases"]] == [
+        (f"{registry.host}/lib/base:1", "new", base)
+    ]
+    assert [(i["id"], i["status"], i["reason"]) for i in report["images"]] == [
+        (f"{registry.host}/app:latest", "missing", "missing")
+    ]
+    assert report["counts"] == {"bases new": 1, "images missing": 1}
+    assert report["requests"] == 2
+    human = graphbuild("check", cwd=tmp_path)
+    assert human.returncode == 0
+    assert "Bases\nBASE" in human.stdout and "unchanged" in human.stdout
+    assert "1 bases unchanged, 1 images missing; 2 registry requests." in human.stdout

@@ -182,6 +182,82 @@ def test_bearer_token_with_docker_login_credentials(tmp_path, monkeypatch):
     assert "pat-123" not in without.message
 
 
+def test_a_token_without_pull_access_is_denied_by_name(tmp_path):
+    tokens = TokenServer(tmp_path / "tokens", grant=False).start()
+    reg = _token_registry(tmp_path, tokens)
+    try:
+        with client(reg.host, auth="anonymous") as r:
+            answer = r.resolve(f"{reg.host}/team/app0:1")
+    finally:
+        reg.stop()
+        tokens.stop()
+    assert answer.kind == DENIED
+    assert (
+        answer.message
+        == f"{reg.host}/team/app0:1: the token grants no pull access (insufficient_scope)"
+    )
+
+
+def test_a_tls_registry_with_a_private_ca(tmp_path):
+    """ca_bundle trusts a private CA; without it, TLS verification fails and says so."""
+    require("docker-registry")
+    ca, cert, key = _tls_files(tmp_path)
+    plain = LocalRegistry(tmp_path / "reg").start()
+    digest = plain.image("lib/base", "1")
+    plain.stop()
+    reg = LocalRegistry(tmp_path / "reg", tls={"certificate": str(cert), "key": str(key)}).start()
+    try:
+        spec = RegistrySpec(reg.host, ca_bundle=ca)
+        with Registry({reg.host: spec}, backoff=0.01) as r:
+            trusted = r.resolve(f"{reg.host}/lib/base:1")
+        with Registry({}, backoff=0.01, retries=0) as r:
+            untrusted = r.resolve(f"{reg.host}/lib/base:1")
+    finally:
+        reg.stop()
+    assert trusted.digest == digest
+    assert untrusted.kind == UNREACHABLE and "CERTIFICATE_VERIFY_FAILED" in untrusted.message
+
+
+def _tls_files(folder):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(name("test CA"))
+        .public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return paths
+
+
 def test_acr_exchanges_an_entra_id_token_from_azure_identity(tmp_path, monkeypatch):
     """The real azure-identity asks a managed-identity endpoint (here on loopback, as App
     Service serves it); the Entra ID token is exchanged for an ACR refresh token."""

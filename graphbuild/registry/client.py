@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import os
 import random
+import ssl
 import threading
 import time
 from collections import Counter
@@ -245,7 +246,11 @@ class Registry:
                 raise _Failed(UNREACHABLE, f"{where}: {_describe(err)}") from None
             self._note_ratelimit(host.name, response)
             challenge = response.headers.get("www-authenticate")
-            if response.status_code == 401 and challenge and not challenged:
+            if response.status_code == 401 and challenge and challenged:
+                if "insufficient_scope" in challenge:
+                    message = f"{where}: the token grants no pull access (insufficient_scope)"
+                    raise _Failed(DENIED, message)
+            elif response.status_code == 401 and challenge:
                 challenged = True
                 try:
                     host.auth.challenged(challenge, scope)
@@ -296,7 +301,7 @@ class Registry:
             scheme = "http" if spec.insecure else "https"
             http = httpx.Client(
                 base_url=f"{scheme}://{api}", timeout=self.timeout, follow_redirects=True,
-                verify=str(spec.ca_bundle) if spec.ca_bundle else True,
+                verify=_tls(spec),
                 headers={"User-Agent": f"graphbuild/{__version__}"},
                 limits=httpx.Limits(max_connections=max(self.concurrency, 1)),
             )  # fmt: skip
@@ -306,6 +311,16 @@ class Registry:
             slots = threading.Semaphore(spec.max_requests) if spec.max_requests else None
             host = self._hosts[domain] = _Host(domain, http, auth, slots)
             return host
+
+
+def _tls(spec: RegistrySpec) -> ssl.SSLContext | bool:
+    """The system's CAs, or the registry's own `ca_bundle`."""
+    if spec.ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(spec.ca_bundle))
+    except (OSError, ssl.SSLError) as err:
+        raise _Failed(ERROR, f"{spec.ca_bundle}: not a readable CA bundle ({err})") from None
 
 
 def _credentials(spec: RegistrySpec) -> Credentials | None:
