@@ -430,3 +430,10 @@ def test_a_registry_that_lies_about_a_digest_is_caught(registry):
     finally:
         proxy.stop()
     assert answer.kind == ERROR and "the registry sent a manifest whose digest is" in answer.message
+
+
+def test_docker_hub_names_go_to_its_api_host():
+    """`python:3.12` is docker.io, whose API is registry-1.docker.io (no request is sent)."""
+    with Registry() as r:
+        assert str(r._host("docker.io").http.base_url) == "https://registry-1.docker.io"
+        assert str(r._host("ghcr.io").http.base_url) == "https://ghcr.io"
