@@ -392,11 +392,15 @@ def test_a_stalled_connection_times_out(registry, proxy):
     assert answer.kind == UNREACHABLE and "timed out" in answer.message
 
 
-def test_a_registry_that_is_down():
+def test_a_registry_that_is_down_costs_one_reference_s_retries_not_every_one_s():
     host = f"127.0.0.1:{free_port()}"
     with client(host) as r:
-        answer = r.resolve(f"{host}/lib/base:1")
-    assert answer.kind == UNREACHABLE and "cannot connect" in answer.message
+        answers = r.resolve_all({f"{host}/lib/r{i}:1": [] for i in range(20)})
+        assert r.requests[host] == r.retries + 1
+    assert {a.kind for a in answers.values()} == {UNREACHABLE}
+    messages = [a.message for a in answers.values()]
+    assert sum("cannot connect" in m for m in messages) == 1  # the one that tried
+    assert sum(f"{host} did not answer" in m for m in messages) == 19
 
 
 def test_rate_limit_headers_are_reported(registry):

@@ -78,6 +78,9 @@ class _Host:
     # so the requests behind it send credentials up front instead of each taking a 401.
     first: threading.Lock = field(default_factory=threading.Lock)
     probed: bool = False
+    # Set once a request ran out of retries without an answer: the rest of this run's
+    # requests to the host fail at once instead of each waiting through its retries.
+    down: str | None = None
 
 
 class Registry:
@@ -234,6 +237,8 @@ class Registry:
                 raise _Failed(DENIED, f"{where}: {_describe(err)}") from None
             if authorization:
                 headers["Authorization"] = authorization
+            if host.down:
+                raise _Failed(UNREACHABLE, f"{where}: {host.down}")
             try:
                 with self._slot(host):
                     self._count(host.name)
@@ -243,6 +248,7 @@ class Registry:
                     self._pause(attempt, None)
                     attempt += 1
                     continue
+                host.down = f"{host.name} did not answer ({_describe(err)})"
                 raise _Failed(UNREACHABLE, f"{where}: {_describe(err)}") from None
             self._note_ratelimit(host.name, response)
             challenge = response.headers.get("www-authenticate")
