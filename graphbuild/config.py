@@ -9,6 +9,7 @@ of graphbuild receives plain dataclasses it can trust.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import posixpath
 import re
@@ -214,18 +215,24 @@ class _Checker:
         registries = data.get("registries") or {}
         if not isinstance(registries, dict):
             raise self.fail(["registries"], f"expected a mapping, got {_kind(registries)}")
-        specs = [
-            self.registry(host, value, ["registries", str(host)])
-            for host, value in registries.items()
-        ]
-        return Config(self.path, workspace, repos, {spec.host: spec for spec in specs})
+        specs: dict[str, RegistrySpec] = {}
+        for host, value in registries.items():
+            spec = self.registry(host, value, ["registries", str(host)])
+            if spec.host in specs:
+                raise self.fail(["registries", str(host)], f"{spec.host} is configured twice")
+            specs[spec.host] = spec
+        return Config(self.path, workspace, repos, specs)
 
     def registry(self, host: Any, value: Any, where: list[str | int]) -> RegistrySpec:
         data = self.mapping(value if value is not None else {}, where, _REGISTRY_KEYS)
         try:
-            host = refs.parse(f"{host}/x").domain
+            domain = refs.parse(f"{host}/x").domain
         except InvalidReference:
-            raise self.fail(where, "not a registry host (host or host:port)") from None
+            domain = None
+        if domain != str(host) and not (domain == "docker.io" and host == "index.docker.io"):
+            hint = "a host with a dot or a port, or localhost; `myreg` alone would mean Docker Hub"
+            raise self.fail(where, f"not a registry host ({hint})")
+        host = domain
         if "password" in data:
             hint = "name an environment variable in password_env, or use password_file"
             raise self.fail([*where, "password"], f"never put a password in this file; {hint}")
@@ -247,6 +254,9 @@ class _Checker:
         ca_bundle = self.base / path if (path := text("ca_bundle")) else None
         if auth == "basic" and (username is None or not (password_env or password_file)):
             raise self.fail(where, "auth: basic needs username and password_env or password_file")
+        for key in ("username", "password_env", "password_file"):
+            if key in data and auth != "basic":
+                raise self.fail([*where, key], "only used with auth: basic")
         limit = data.get("max_requests")
         if limit is not None and (type(limit) is not int or limit < 1):
             raise self.fail([*where, "max_requests"], "expected a whole number of at least 1")
@@ -337,8 +347,14 @@ class _Checker:
 
 
 def _loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return name in ("localhost", "[::1]") or name.startswith("127.")
+    """localhost or a loopback address; `127.evil.example` is a name, not an address."""
+    name = host if host.endswith("]") else host.rsplit(":", 1)[0] if ":" in host else host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _key(where: list[str | int]) -> str:

@@ -1,9 +1,16 @@
 """Which bases changed, and which of the fleet's images are built on an old base, and why.
 
-One pass: every unique reference is asked of its registry once (external
-bases with a HEAD, the fleet's own images with a GET to read their OCI base
-annotations), the answers are compared with what state.db saw before, and
-each image gets a status with a reason code and the chain that explains it.
+One pass: every unique reference is asked of its registry once (bases and
+alias tags with a HEAD; the fleet's images with a HEAD, plus a GET only for
+manifests never read before, to read their OCI base annotations), and each
+image is judged edge by edge against what it was built on:
+
+- evidence first: the manifest's base annotations (the immediate parent, per
+  platform) or graphbuild's own build record (every parent);
+- otherwise a baseline: the parent digest the image was first seen with. A
+  check sets a baseline only when there is none, and only evidence or a build
+  moves it, so "the base moved" stays visible until the image is rebuilt,
+  however many checks run in between.
 
 A registry that is down or refuses us gives `unknown`, never `changed`: a
 digest is recorded only when a registry answered, so an outage causes no
@@ -21,7 +28,8 @@ from graphbuild import dockerfile, refs
 from graphbuild.errors import InvalidReference
 from graphbuild.graphdb import EXTERNAL, IMAGE
 from graphbuild.registry import MISSING, Failure, Registry, Resolved
-from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
+from graphbuild.registry.client import Known
+from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME, pick
 from graphbuild.state import State, now
 
 # base statuses
@@ -30,6 +38,9 @@ CHANGED, UNCHANGED, NEW, PINNED, UNKNOWN = "changed", "unchanged", "new", "pinne
 UP_TO_DATE, STALE = "up-to-date", "stale"
 # reason codes
 BASE_CHANGED, PINNED_OUTDATED, MISSING_TAG = "base-changed", "pinned-outdated", "missing"
+# `# syntax` frontends move with every BuildKit release and do not change what is built:
+# reported in the base table, never a reason to rebuild (no storm every frontend release)
+TRACKED_KINDS = frozenset({"from", "copy", "mount"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class BaseCheck:
     id: str  # the external node
     status: str  # changed | unchanged | new | pinned | pinned-outdated | unknown
     digest: str | None = None  # what the tag points at now
-    previous: str | None = None  # what it pointed at when last seen, if different
+    previous: str | None = None  # what it pointed at at the last check, if different
     since: str | None = None  # when the tag was first seen pointing at `digest`
     platforms: dict[str, str] = field(default_factory=dict)
     detail: str = ""
@@ -73,21 +84,25 @@ def check(graph: nx.DiGraph, registry: Registry, state: State) -> Check:
     """Ask the registries about every base and image in `graph`; record what they said."""
     wanted, inspect = _questions(graph)
     latest = {ref: state.latest(ref) for ref in wanted}
-    known = state.children(seen.digest for seen in latest.values() if seen)
+    seen_digests = {seen.digest for seen in latest.values() if seen}
+    seen_digests |= {_digest_ref(ref) for ref in wanted if "@" in ref}
+    children = state.children(seen_digests)
+    kids = {child for index in children.values() for child in index.values()}
+    known = Known(children, state.notes(seen_digests | kids))
     answers = registry.resolve_all(wanted, inspect=inspect, known=known)
     at = now()
-    bases = [_base(graph, node, answers, latest, state, at) for node in _externals(graph)]
-    images = _images(graph, answers, state, {b.id: b for b in bases})
-    seen: list[tuple[str, str, str]] = []
+    _remember(answers, state)
+    judge = _Judge(graph, answers, state)
+    bases = [judge.base(node, latest, at) for node in _externals(graph)]
+    images = judge.images()
+    state.set_baselines(judge.baselines, at)
+    observed: list[tuple[str, str, str]] = []
     for ref, answer in answers.items():
-        if isinstance(answer, Resolved):
-            seen.append((ref, "", answer.digest))
-            seen += [(ref, platform, digest) for platform, digest in answer.platforms.items()]
-            if answer.platforms:
-                state.remember_children(answer.digest, answer.platforms)
-    state.observe(seen, at)
-    total = sum(registry.requests.values())
-    return Check(bases, images, total, dict(registry.ratelimits))
+        if isinstance(answer, Resolved) and "@" not in ref:
+            observed.append((ref, "", answer.digest))
+            observed += [(ref, platform, digest) for platform, digest in answer.platforms.items()]
+    state.observe(observed, at)
+    return Check(bases, images, sum(registry.requests.values()), dict(registry.ratelimits))
 
 
 # ---------------------------------------------------------------- what to ask
@@ -97,20 +112,36 @@ def _questions(graph: nx.DiGraph) -> tuple[dict[str, list[str]], set[str]]:
     """Each unique reference with the platforms whose digests matter; images to inspect."""
     wanted: dict[str, list[str]] = {}
     inspect: set[str] = set()
+
+    def ask(ref: str, platforms: Iterable[str]) -> None:
+        have = wanted.setdefault(ref, [])
+        have += [p for p in platforms if p not in have]
+
     for node, attrs in graph.nodes(data=True):
         if attrs["kind"] == EXTERNAL:
-            if attrs["tag"] is None:
-                continue  # pinned by digest only: nothing to follow
-            ref = _tagged(attrs)
-            platforms = wanted.setdefault(ref, [])
-            for _, _, edge in graph.out_edges(node, data=True):
-                for platform in [edge.get("platform"), *edge.get("platforms", [])]:
-                    if platform and platform not in platforms:
-                        platforms.append(platform)
+            platforms = [p for _, child, edge in graph.out_edges(node, data=True)
+                         for p in _consumer_platforms(graph, child, edge)]  # fmt: skip
+            if attrs["tag"] is not None:
+                ask(_tagged(attrs), platforms)
+            if attrs["digest"] is not None:  # a pin: its children are what builds use
+                ask(f"{attrs['name']}@{attrs['digest']}", platforms)
         else:
-            wanted[node] = list(attrs["platforms"] or [dockerfile.DEFAULT_PLATFORM])
+            ask(node, _image_platforms(attrs))
             inspect.add(node)
+            for alias in attrs["tags"][1:]:
+                ask(alias, [])
     return wanted, inspect
+
+
+def _image_platforms(attrs: dict) -> list[str]:
+    return list(attrs["platforms"] or [dockerfile.DEFAULT_PLATFORM])
+
+
+def _consumer_platforms(graph: nx.DiGraph, image: str, edge: dict) -> list[str]:
+    """The platforms whose digest of a base matter to this edge: FROM --platform wins."""
+    if edge.get("platform"):
+        return [edge["platform"]]
+    return list(edge.get("platforms") or _image_platforms(graph.nodes[image]))
 
 
 def _externals(graph: nx.DiGraph) -> list[str]:
@@ -121,183 +152,209 @@ def _tagged(attrs: dict) -> str:
     return f"{attrs['name']}:{attrs['tag']}"
 
 
-# ---------------------------------------------------------------- bases
+def _digest_ref(ref: str) -> str:
+    return ref.rsplit("@", 1)[1]
 
 
-def _base(
-    graph: nx.DiGraph,
-    node: str,
-    answers: dict[str, Resolved | Failure],
-    latest: dict,
-    state: State,
-    at: str,
-) -> BaseCheck:
-    attrs = graph.nodes[node]
-    users = graph.out_degree(node)
-    if attrs["tag"] is None:
-        return BaseCheck(node, PINNED, attrs["digest"], detail="pinned by digest only",
-                         images=users)  # fmt: skip
-    ref = _tagged(attrs)
-    answer = answers[ref]
-    if isinstance(answer, Failure):
-        return BaseCheck(node, UNKNOWN, detail=f"{answer.kind}: {answer.message}", images=users)
-    current = {answer.digest, *answer.platforms.values()}
-    if attrs["pinned"]:
-        if attrs["digest"] in current:
-            return BaseCheck(node, PINNED, answer.digest, platforms=answer.platforms, images=users)
-        detail = f"pinned {attrs['digest']}, the tag now points at {answer.digest}"
-        return BaseCheck(node, PINNED_OUTDATED, answer.digest, attrs["digest"], None,
-                         answer.platforms, detail, users)  # fmt: skip
-    before = latest.get(ref)
-    if before is None:
-        return BaseCheck(node, NEW, answer.digest, since=at, platforms=answer.platforms,
-                         detail="first time seen", images=users)  # fmt: skip
-    if before.digest == answer.digest:
-        return BaseCheck(node, UNCHANGED, answer.digest, since=before.first_seen,
-                         platforms=answer.platforms, images=users)  # fmt: skip
-    moved = {
-        platform: digest
-        for platform, digest in answer.platforms.items()
-        if (old := state.latest(ref, platform)) is not None and old.digest != digest
-    }
-    if answer.platforms and not moved and all(state.latest(ref, p) for p in answer.platforms):
-        detail = "the index changed, the platforms built for did not"
-        return BaseCheck(node, UNCHANGED, answer.digest, before.digest, None, answer.platforms,
-                         detail, users)  # fmt: skip
-    which = f" ({', '.join(sorted(moved))})" if moved else ""
-    detail = f"{before.digest} -> {answer.digest}{which}"
-    return BaseCheck(node, CHANGED, answer.digest, before.digest, at, answer.platforms,
-                     detail, users)  # fmt: skip
+def _remember(answers: dict[str, Resolved | Failure], state: State) -> None:
+    """Index children and manifest annotations never change: keep them for later runs."""
+    for answer in answers.values():
+        if isinstance(answer, Resolved):
+            if answer.children:
+                state.remember_children(answer.digest, answer.children)
+            if answer.notes:
+                state.remember_notes(answer.notes)
 
 
-# ---------------------------------------------------------------- images
+# ---------------------------------------------------------------- judging
 
 
-def _images(
-    graph: nx.DiGraph,
-    answers: dict[str, Resolved | Failure],
-    state: State,
-    bases: dict[str, BaseCheck],
-) -> list[ImageCheck]:
-    """Parents first, so an image whose parent is stale or missing is stale through it."""
-    done: dict[str, ImageCheck] = {}
-    for node in nx.topological_sort(graph):
-        if graph.nodes[node]["kind"] == IMAGE:
-            done[node] = _image(graph, node, answers, state, bases, done)
-    return [done[node] for node in sorted(done)]
+class _Judge:
+    """Turns registry answers into base and image statuses, parents before children."""
 
+    def __init__(
+        self, graph: nx.DiGraph, answers: dict[str, Resolved | Failure], state: State
+    ) -> None:
+        self.graph, self.answers, self.state = graph, answers, state
+        self.known_baselines = state.baselines()
+        self.baselines: list[tuple[str, str, str]] = []  # to record after judging
+        self.done: dict[str, ImageCheck] = {}
 
-def _image(
-    graph: nx.DiGraph,
-    node: str,
-    answers: dict[str, Resolved | Failure],
-    state: State,
-    bases: dict[str, BaseCheck],
-    done: dict[str, ImageCheck],
-) -> ImageCheck:
-    answer = answers[node]
-    if isinstance(answer, Failure):
-        if answer.kind == MISSING:
-            return ImageCheck(node, MISSING_TAG, MISSING_TAG, "not in the registry yet", [node])
-        return ImageCheck(node, UNKNOWN, UNKNOWN, f"{answer.kind}: {answer.message}", [node])
-    if graph.in_degree(node) == 0:
-        detail = "built on nothing a registry tracks (FROM scratch)"
-        return ImageCheck(node, UP_TO_DATE, "", detail, [node], answer.digest)
-    direct = _built_on(graph, node, answer, answers, state)
-    if direct is not None and direct.status == STALE:
-        return direct
-    for parent in sorted(graph.predecessors(node)):
-        if parent in done and done[parent].status in (STALE, MISSING_TAG):
-            why = done[parent]
-            detail = f"built on {parent}, which is {why.status}"
-            return ImageCheck(node, STALE, STALE, detail, [node, *why.chain], answer.digest)
-        base = bases.get(parent)
-        covered = direct is not None and parent in direct.chain
-        if base is not None and base.status == CHANGED and not covered:
-            detail = f"{parent} changed: {base.detail}"
-            return ImageCheck(node, STALE, BASE_CHANGED, detail, [node, parent], answer.digest)
-    if direct is None:
-        detail = "no OCI base annotation or graphbuild build record to compare with"
-        return ImageCheck(node, UNKNOWN, UNKNOWN, detail, [node], answer.digest)
-    return direct
+    # -- bases
 
+    def base(self, node: str, latest: dict, at: str) -> BaseCheck:
+        attrs = self.graph.nodes[node]
+        users = self.graph.out_degree(node)
+        if attrs["tag"] is None:
+            return BaseCheck(node, PINNED, attrs["digest"], detail="pinned by digest only",
+                             images=users)  # fmt: skip
+        ref = _tagged(attrs)
+        answer = self.answers[ref]
+        if isinstance(answer, Failure):
+            return BaseCheck(node, UNKNOWN, detail=f"{answer.kind}: {answer.message}", images=users)
+        if attrs["pinned"]:
+            if attrs["digest"] in {answer.digest, *answer.platforms.values()}:
+                return BaseCheck(node, PINNED, answer.digest, platforms=answer.platforms,
+                                 images=users)  # fmt: skip
+            detail = f"pinned {attrs['digest']}, the tag now points at {answer.digest}"
+            return BaseCheck(node, PINNED_OUTDATED, answer.digest, attrs["digest"], None,
+                             answer.platforms, detail, users)  # fmt: skip
+        before = latest.get(ref)
+        if before is None:
+            return BaseCheck(node, NEW, answer.digest, since=at, platforms=answer.platforms,
+                             detail="first time seen", images=users)  # fmt: skip
+        if before.digest == answer.digest:
+            return BaseCheck(node, UNCHANGED, answer.digest, since=before.first_seen,
+                             platforms=answer.platforms, images=users)  # fmt: skip
+        old = {p: self.state.latest(ref, p) for p in answer.platforms}
+        moved = sorted(p for p, seen in old.items() if seen and seen.digest != answer.platforms[p])
+        if answer.platforms and not moved and all(old.values()):
+            detail = "the index changed, the platforms built for did not"
+            return BaseCheck(node, UNCHANGED, answer.digest, before.digest, at, answer.platforms,
+                             detail, users)  # fmt: skip
+        which = f" ({', '.join(moved)})" if moved else ""
+        return BaseCheck(node, CHANGED, answer.digest, before.digest, at, answer.platforms,
+                         f"{before.digest} -> {answer.digest}{which}", users)  # fmt: skip
 
-def _built_on(
-    graph: nx.DiGraph,
-    node: str,
-    answer: Resolved,
-    answers: dict[str, Resolved | Failure],
-    state: State,
-) -> ImageCheck | None:
-    """What the image says it was built on, against what its parents are now.
+    # -- images
 
-    The manifest's org.opencontainers.image.base.* annotations name the
-    immediate parent; config labels are never read, because a LABEL is
-    inherited and may describe a grandparent. Without annotations, graphbuild's
-    own build record (every parent's digest) is used. None: no evidence.
-    """
-    parent = graph.nodes[node]["base"]
-    notes = _annotations(answer)
-    if parent is not None and notes.get(BASE_DIGEST):
-        built_on = notes[BASE_DIGEST]
-        name = notes.get(BASE_NAME, "")
-        if name and not _same_image(name, parent, graph):
-            detail = f"built on {name}, the Dockerfile now names {parent}"
-            return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
-        return _compare(node, answer, {parent: built_on}, answers, graph, state)
-    record = state.build_of(node, answer.digest)
-    if record is not None:
-        parents = {p: d for p, d in record.parents.items() if p in graph}
-        return _compare(node, answer, parents, answers, graph, state)
-    return None
+    def images(self) -> list[ImageCheck]:
+        for node in nx.topological_sort(self.graph):
+            if self.graph.nodes[node]["kind"] == IMAGE:
+                self.done[node] = self.image(node)
+        return [self.done[node] for node in sorted(self.done)]
 
+    def image(self, node: str) -> ImageCheck:
+        attrs = self.graph.nodes[node]
+        answer = self.answers[node]
+        if isinstance(answer, Failure):
+            if answer.kind == MISSING:
+                return ImageCheck(node, MISSING_TAG, MISSING_TAG, "not in the registry yet", [node])
+            return ImageCheck(node, UNKNOWN, UNKNOWN, f"{answer.kind}: {answer.message}", [node])
+        verdict = self._judge_edges(node, answer)
+        absent = [t for t in attrs["tags"][1:] if isinstance(self.answers.get(t), Failure)
+                  and self.answers[t].kind == MISSING]  # fmt: skip
+        if absent and verdict.status != STALE:
+            detail = f"tag{'s' if len(absent) > 1 else ''} {', '.join(absent)} not in the registry"
+            return ImageCheck(node, MISSING_TAG, MISSING_TAG, detail, [node], answer.digest)
+        return verdict
 
-def _compare(
-    node: str,
-    answer: Resolved,
-    built_on: dict[str, str],
-    answers: dict[str, Resolved | Failure],
-    graph: nx.DiGraph,
-    state: State,
-) -> ImageCheck:
-    for parent, digest in sorted(built_on.items()):
-        attrs = graph.nodes[parent]
-        if attrs["kind"] == EXTERNAL and attrs["pinned"]:
-            # the Dockerfile pins this digest: it is current however the tag has moved
-            pinned = attrs["digest"]
-            if digest not in {pinned, *state.children([pinned]).get(pinned, {}).values()}:
-                detail = f"built on {parent} {digest}, which pins {pinned}"
-                return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
-            continue
-        now_answer = answers.get(_question(graph, parent))
-        if not isinstance(now_answer, Resolved):
-            detail = f"cannot tell: {parent} has no answer from its registry"
-            return ImageCheck(node, UNKNOWN, UNKNOWN, detail, [node, parent], answer.digest)
-        if digest not in {now_answer.digest, *now_answer.platforms.values()}:
-            detail = f"built on {parent} {digest}, which is now {now_answer.digest}"
-            return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
-    return ImageCheck(node, UP_TO_DATE, chain=[node, *sorted(built_on)], digest=answer.digest)
+    def _judge_edges(self, node: str, answer: Resolved) -> ImageCheck:
+        evidence = self._evidence(node, answer)
+        if isinstance(evidence, ImageCheck):
+            return evidence  # the Dockerfile names another base than the image was built on
+        verified, assumed, unknown = [], [], []
+        for parent in sorted(self.graph.predecessors(node)):
+            edge = self.graph.edges[parent, node]
+            if {edge["kind"], *(u["kind"] for u in edge["also"])}.isdisjoint(TRACKED_KINDS):
+                continue
+            why = self.done.get(parent)
+            if why is not None and (why.status == STALE or why.digest is None):
+                detail = f"built on {parent}, which is {why.status}"
+                return ImageCheck(node, STALE, STALE, detail, [node, *why.chain], answer.digest)
+            platforms = _consumer_platforms(self.graph, node, edge)
+            current = self._current(parent, platforms)
+            if current is None:
+                unknown.append(parent)
+                continue
+            built_on = evidence.get(parent)
+            if built_on is not None:
+                stale = [d for d in built_on if d not in current]
+                if stale:
+                    detail = f"built on {parent} {stale[0]}, which is now {self._now(parent)}"
+                    return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
+                self.baselines.append((node, parent, built_on[0]))
+                verified.append(parent)
+                continue
+            baseline = self.known_baselines.get((node, parent))
+            if baseline is None:
+                self.baselines.append((node, parent, self._digest_for(parent, platforms)))
+                assumed.append(parent)
+            elif baseline not in current:
+                reason = BASE_CHANGED if self.graph.nodes[parent]["kind"] == EXTERNAL else STALE
+                moved = f"{parent} moved from {baseline} to {self._now(parent)}"
+                detail = f"{moved} since the image was built"
+                return ImageCheck(node, STALE, reason, detail, [node, parent], answer.digest)
+            else:
+                assumed.append(parent)
+        if unknown:
+            detail = f"cannot tell: no answer for {', '.join(unknown)}"
+            return ImageCheck(node, UNKNOWN, UNKNOWN, detail, [node, *unknown], answer.digest)
+        base = self.graph.nodes[node]["base"]
+        if not verified and assumed:
+            detail = ("no OCI base annotation or graphbuild build record; nothing it is built on "
+                      "moved since it was first seen")  # fmt: skip
+            return ImageCheck(node, UNKNOWN, UNKNOWN, detail, [node, *assumed], answer.digest)
+        if base is None and not verified:
+            detail = "built on nothing a registry tracks (FROM scratch)"
+            return ImageCheck(node, UP_TO_DATE, "", detail, [node], answer.digest)
+        return ImageCheck(node, UP_TO_DATE, chain=[node, *verified, *assumed], digest=answer.digest)
 
+    def _evidence(self, node: str, answer: Resolved) -> dict[str, list[str]] | ImageCheck:
+        """What the image says it was built on: parent -> digests (one per platform).
 
-def _annotations(answer: Resolved) -> dict[str, str]:
-    """The image manifest's annotations: the first platform's child, or the manifest itself."""
-    for platform in answer.platforms:
-        if platform in answer.annotations:
-            return answer.annotations[platform]
-    return answer.annotations.get("", {})
+        The manifest's org.opencontainers.image.base.* annotations name the
+        immediate parent, per platform; config labels are never read, because a
+        LABEL is inherited and may describe a grandparent. Without annotations,
+        graphbuild's own build record (every parent's digest) is used.
+        """
+        parent = self.graph.nodes[node]["base"]
+        found: dict[str, list[str]] = {}
+        if parent is not None:
+            for platform in _image_platforms(self.graph.nodes[node]):
+                notes = answer.annotations(platform)
+                if not notes.get(BASE_DIGEST):
+                    continue
+                name = notes.get(BASE_NAME, "")
+                if name and not self._names(name, parent):
+                    detail = f"built on {name}, the Dockerfile now names {parent}"
+                    return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
+                found.setdefault(parent, []).append(notes[BASE_DIGEST])
+        if found:
+            return found
+        record = self.state.build_of(node, answer.digest)
+        if record is not None:
+            return {p: [d] for p, d in record.parents.items() if p in self.graph}
+        return {}
 
+    def _current(self, parent: str, platforms: list[str]) -> set[str] | None:
+        """The digests that count as `parent` now, for a consumer building `platforms`."""
+        attrs = self.graph.nodes[parent]
+        if (
+            attrs["kind"] == EXTERNAL and attrs["digest"] is not None
+        ):  # pinned: current by definition
+            pin = self.answers.get(f"{attrs['name']}@{attrs['digest']}")
+            children = pin.children if isinstance(pin, Resolved) else {}
+            return {attrs["digest"], *children.values()}
+        answer = self.answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else parent)
+        if not isinstance(answer, Resolved):
+            return None
+        wanted = {answer.platforms.get(p) or pick(answer.children, p) for p in platforms}
+        return {answer.digest} | {d for d in wanted if d}
 
-def _question(graph: nx.DiGraph, node: str) -> str:
-    attrs = graph.nodes[node]
-    return _tagged(attrs) if attrs["kind"] == EXTERNAL and attrs["tag"] else node
+    def _digest_for(self, parent: str, platforms: list[str]) -> str:
+        """The digest a consumer building `platforms` pulls: the platform child if known."""
+        current = self._current(parent, platforms)
+        assert current is not None
+        attrs = self.graph.nodes[parent]
+        answer = self.answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else parent)
+        if isinstance(answer, Resolved) and attrs.get("digest") is None:
+            child = answer.platforms.get(platforms[0]) if platforms else None
+            return child or answer.digest
+        return attrs["digest"]
 
+    def _now(self, parent: str) -> str:
+        attrs = self.graph.nodes[parent]
+        answer = self.answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else parent)
+        return answer.digest if isinstance(answer, Resolved) else "unknown"
 
-def _same_image(name: str, parent: str, graph: nx.DiGraph) -> bool:
-    """Does an annotation's base.name (as written in FROM) name the graph's parent node?"""
-    try:
-        annotated = refs.normalize(name)
-    except InvalidReference:
-        return False
-    attrs = graph.nodes[parent]
-    candidates: Iterable[str] = attrs["tags"] if attrs["kind"] == IMAGE else [_tagged(attrs)]
-    return annotated.tagged in candidates or str(annotated) == parent
+    def _names(self, name: str, parent: str) -> bool:
+        """Does an annotation's base.name (as written in FROM) name the graph's parent node?"""
+        try:
+            annotated = refs.normalize(name)
+        except InvalidReference:
+            return False
+        attrs = self.graph.nodes[parent]
+        if attrs["kind"] == IMAGE:
+            return annotated.tagged in attrs["tags"]
+        return annotated.tagged == _tagged(attrs) if attrs["tag"] else str(annotated) == parent

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from graphbuild import filelock, report
+from graphbuild import filelock
 from graphbuild.errors import GraphbuildError
 
 # Each entry moves the schema one version forward; append, never edit.
@@ -36,6 +36,12 @@ MIGRATIONS = (
         id INTEGER PRIMARY KEY, image TEXT NOT NULL, digest TEXT NOT NULL,
         built_at TEXT NOT NULL, run_id TEXT, parents TEXT NOT NULL);
     CREATE INDEX builds_image ON builds (image, built_at);
+    """,
+    """
+    CREATE TABLE baselines (
+        image TEXT NOT NULL, parent TEXT NOT NULL, digest TEXT NOT NULL, since TEXT NOT NULL,
+        PRIMARY KEY (image, parent));
+    CREATE TABLE manifest_notes (digest TEXT PRIMARY KEY, annotations TEXT NOT NULL);
     """,
 )
 
@@ -57,7 +63,8 @@ class Build:
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """A UTC timestamp; microseconds, so two answers in one second keep their order."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class State:
@@ -80,16 +87,27 @@ class State:
         self.db.close()
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise GraphbuildError(
-                f"{self.path} was written by a newer graphbuild (schema {version}); upgrade it"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            if version:
-                report.note(f"{self.path}: migrating the state to schema {number}")
-            # one transaction per step: a failed migration leaves the previous schema intact
-            self.db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+        """Each step in its own IMMEDIATE transaction that re-reads the version inside it:
+        two first runs at once migrate once, and a failed step leaves the old schema."""
+        while True:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(MIGRATIONS):
+                    raise GraphbuildError(
+                        f"{self.path} was written by a newer graphbuild (schema {version}); "
+                        "upgrade graphbuild"
+                    )
+                if version == len(MIGRATIONS):
+                    self.db.execute("COMMIT")
+                    return
+                for statement in filter(str.strip, MIGRATIONS[version].split(";")):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {version + 1}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
 
     # -- digests
 
@@ -103,14 +121,24 @@ class State:
         return Seen(*row) if row else None
 
     def observe(self, seen: Iterable[tuple[str, str, str]], at: str | None = None) -> None:
-        """Record (ref, platform, digest) answers; a digest seen again keeps its first_seen."""
+        """Record (ref, platform, digest) answers. first_seen is when the reference began
+        pointing at the digest this time: a tag that moves back starts a new span."""
         at = at or now()
         with self.db:
-            self.db.executemany(
-                "INSERT INTO digests VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (ref, platform, digest) DO UPDATE SET last_seen = excluded.last_seen",
-                ((ref, platform, digest, at, at) for ref, platform, digest in seen),
-            )
+            for ref, platform, digest in seen:
+                current = self.latest(ref, platform)
+                if current is not None and current.digest == digest:
+                    self.db.execute(
+                        "UPDATE digests SET last_seen = ? WHERE ref = ? AND platform = ? "
+                        "AND digest = ?",
+                        (at, ref, platform, digest),
+                    )
+                else:
+                    self.db.execute(
+                        "INSERT INTO digests VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+                        "(ref, platform, digest) DO UPDATE SET first_seen = ?, last_seen = ?",
+                        (ref, platform, digest, at, at, at, at),
+                    )
 
     def children(self, digests: Iterable[str]) -> dict[str, dict[str, str]]:
         """Known platform children of index digests: an index never changes its children."""
@@ -130,6 +158,45 @@ class State:
                 ((digest, platform, child) for platform, child in children.items()),
             )
 
+    def notes(self, digests: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The annotations of manifests read before (a manifest never changes them)."""
+        found = {}
+        for digest in set(digests):
+            row = self.db.execute(
+                "SELECT annotations FROM manifest_notes WHERE digest = ?", (digest,)
+            ).fetchone()
+            if row:
+                found[digest] = json.loads(row[0])
+        return found
+
+    def remember_notes(self, notes: Mapping[str, Mapping[str, str]]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO manifest_notes VALUES (?, ?)",
+                ((digest, json.dumps(dict(n), sort_keys=True)) for digest, n in notes.items()),
+            )
+
+    # -- baselines: what each image is known (or first assumed) to be built on
+
+    def baselines(self) -> dict[tuple[str, str], str]:
+        rows = self.db.execute("SELECT image, parent, digest FROM baselines")
+        return {(image, parent): digest for image, parent, digest in rows}
+
+    def set_baselines(self, rows: Iterable[tuple[str, str, str]], at: str | None = None) -> None:
+        """(image, parent, digest): the parent digest the image is built on, as far as known.
+
+        Only evidence (annotations, a build) moves a baseline; a check only sets the
+        first one, so a change stays visible until the image is rebuilt.
+        """
+        at = at or now()
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO baselines VALUES (?, ?, ?, ?) ON CONFLICT (image, parent) "
+                "DO UPDATE SET digest = excluded.digest, since = excluded.since "
+                "WHERE digest != excluded.digest",
+                ((image, parent, digest, at) for image, parent, digest in rows),
+            )
+
     # -- builds
 
     def record_build(
@@ -140,12 +207,14 @@ class State:
         run_id: str | None = None,
         at: str | None = None,
     ) -> None:
+        at = at or now()
         with self.db:
             self.db.execute(
                 "INSERT INTO builds (image, digest, built_at, run_id, parents) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (image, digest, at or now(), run_id, json.dumps(dict(parents), sort_keys=True)),
+                (image, digest, at, run_id, json.dumps(dict(parents), sort_keys=True)),
             )
+        self.set_baselines(((image, parent, d) for parent, d in parents.items()), at)
 
     def build_of(self, image: str, digest: str) -> Build | None:
         """graphbuild's record of the build that produced `image` at `digest`, if it made it."""
@@ -160,10 +229,9 @@ class State:
 
 
 @contextmanager
-def sweep_lock(workspace: Path, wait: bool = False) -> Iterator[None]:
+def sweep_lock(
+    workspace: Path, wait: bool = False, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Only one sweep at a time: wait for the running one, or say who holds it and stop."""
-    lock = workspace / "sweep.lock"
-    with filelock.exclusive(
-        lock, lambda who: report.note(f"Waiting for the sweep of {who}."), wait
-    ):
+    with filelock.exclusive(workspace / "sweep.lock", on_wait, wait):
         yield

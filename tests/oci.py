@@ -99,8 +99,8 @@ class LocalRegistry:
             self.process.wait(timeout=10)
 
     def requests(self, pattern: str = r"/manifests/") -> int:
-        """Requests the registry served whose access-log line matches `pattern`."""
-        line = re.compile(r'"(?:GET|HEAD|PUT|POST|DELETE) (\S+) HTTP')
+        """Reads (GET, HEAD) the registry served whose path matches `pattern`; pushes not."""
+        line = re.compile(r'"(?:GET|HEAD) (\S+) HTTP')
         return sum(1 for m in line.finditer(self.log.read_text()) if re.search(pattern, m.group(1)))
 
     # -- pushing

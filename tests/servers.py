@@ -230,6 +230,10 @@ class FaultProxy(_Server):
     def fail(self, status: int, times: int = 1, headers: dict | None = None) -> None:
         self.faults.extend([("status", status, headers or {})] * times)
 
+    def answer(self, status: int, body: bytes, headers: dict | None = None, times: int = 1) -> None:
+        """Answer with exactly this instead of asking the registry (garbage, lies, huge)."""
+        self.faults.extend([("answer", status, headers or {}, body)] * times)
+
     def stall(self, seconds: float, times: int = 1) -> None:
         self.faults.extend([("stall", seconds)] * times)
 
@@ -251,6 +255,9 @@ class _ProxyHandler(_Quiet):
         fault = proxy.next_fault()
         if fault and fault[0] == "stall":
             time.sleep(fault[1])
+            return
+        if fault and fault[0] == "answer":
+            self.reply(fault[1], fault[3], fault[2])
             return
         if fault:
             self.reply(fault[1], b'{"errors":[{"code":"INJECTED","message":"fault"}]}', fault[2])

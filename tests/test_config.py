@@ -232,14 +232,35 @@ def test_registries(tmp_path):
         "  index.docker.io: {}\n"
         "  localhost:5000: {insecure: true}\n"
         "  127.0.0.1:5001: {insecure: true, max_requests: 2}\n"
+        "  '[::1]:5002': {insecure: true}\n"
         "  r.example:\n    auth: basic\n    username: ci\n    password_env: R_PW\n"
         "    ca_bundle: certs/ca.pem\n"
         "  team.azurecr.io: {auth: acr}\n",
     )
-    assert set(cfg.registries) == {"docker.io", "localhost:5000", "127.0.0.1:5001", "r.example",
-                                   "team.azurecr.io"}  # fmt: skip
+    assert set(cfg.registries) == {"docker.io", "localhost:5000", "127.0.0.1:5001", "[::1]:5002",
+                                   "r.example", "team.azurecr.io"}  # fmt: skip
     assert cfg.registries["127.0.0.1:5001"].max_requests == 2
     r = cfg.registries["r.example"]
     assert (r.auth, r.username, r.password_env) == ("basic", "ci", "R_PW")
     assert r.ca_bundle == tmp_path / "certs/ca.pem"
     assert cfg.registries["team.azurecr.io"].auth == "acr"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says", "line"),
+    [
+        case("registries:\n  myreg: {}\n", "registries.myreg",
+             "`myreg` alone would mean Docker Hub", 2),
+        case("registries:\n  docker.io: {}\n  index.docker.io: {}\n",
+             "registries.index.docker.io", "docker.io is configured twice", 3),
+        case("registries:\n  r.example: {username: ci}\n", "registries.r.example.username",
+             "only used with auth: basic", 2),
+        case("registries:\n  '127.evil.example:5000': {insecure: true}\n",
+             "registries.127.evil.example:5000.insecure", "only allowed for loopback", 2),
+    ],
+)  # fmt: skip
+def test_bad_registry_settings(tmp_path, text, key, says, line):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, "repos: []\n" + text)
+    assert (caught.value.key, caught.value.line) == (key, line + 1)
+    assert says in caught.value.message

@@ -8,14 +8,22 @@ import os
 import stat
 
 import bcrypt
+import httpx
 import pytest
 
 from graphbuild.config import RegistrySpec
 from graphbuild.registry import DENIED, ERROR, MISSING, RATE_LIMITED, UNREACHABLE, Registry
-from graphbuild.registry.auth import Credentials, docker_credentials, parse_challenge
+from graphbuild.registry.auth import (
+    AuthError,
+    Credentials,
+    HostAuth,
+    docker_credentials,
+    parse_challenge,
+)
+from graphbuild.registry.client import Known
 
 from .conftest import require
-from .oci import LocalRegistry, free_port
+from .oci import LocalRegistry, free_port, sha
 from .servers import FaultProxy, ManagedIdentity, TokenServer
 
 
@@ -52,10 +60,11 @@ def test_an_index_gives_its_own_digest_and_each_platform_without_attestations(re
         )
         only_head = r.resolve(f"{registry.host}/lib/multi:1")
         known = r.resolve(
-            f"{registry.host}/lib/multi:1", ["linux/amd64"], {index: {"linux/amd64": amd}}
+            f"{registry.host}/lib/multi:1", ["linux/amd64"], Known({index: {"linux/amd64": amd}})
         )
     assert answer.digest == index
     assert answer.platforms == {"linux/amd64": amd, "linux/arm64": arm}  # no s390x, no attestation
+    assert answer.children == {"linux/amd64": amd, "linux/arm64/v8": arm}  # all, to remember
     assert only_head.digest == index and only_head.platforms == {}
     assert known.platforms == {"linux/amd64": amd}
     # HEAD + GET for the first, HEAD only when no platform is asked or the index is known
@@ -78,9 +87,15 @@ def test_inspect_reads_annotations_of_the_platform_manifest(registry):
     with client(registry.host) as r:
         single = r.inspect(f"{registry.host}/app:amd", ["linux/amd64"])
         multi = r.inspect(f"{registry.host}/app:1", ["linux/amd64"])
-    assert single.annotations == {"": note}
+    assert single.annotations("linux/amd64") == note
     assert (multi.digest, multi.platforms) == (index, {"linux/amd64": amd})
-    assert multi.annotations["linux/amd64"] == note
+    assert multi.annotations("linux/amd64") == note
+    with client(registry.host) as r:  # manifests already read are not fetched again
+        before = registry.requests()
+        known = Known({index: multi.children}, multi.notes)
+        again = r.inspect(f"{registry.host}/app:1", ["linux/amd64"], known)
+        assert registry.requests() - before == 1  # the HEAD
+    assert again.annotations("linux/amd64") == note
 
 
 def test_one_request_per_unique_reference(registry):
@@ -441,3 +456,111 @@ def test_docker_hub_names_go_to_its_api_host():
     with Registry() as r:
         assert str(r._host("docker.io").http.base_url) == "https://registry-1.docker.io"
         assert str(r._host("ghcr.io").http.base_url) == "https://ghcr.io"
+
+
+# ---------------------------------------------------------------- registries that misbehave
+
+INDEX_TYPE = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "says"),
+    [
+        pytest.param(b'{"mediaType": "application/vnd.oci.image.index.v1+json", "manifests": 5}',
+                     INDEX_TYPE, "has no list of manifests", id="manifests-not-a-list"),
+        pytest.param(b"[1, 2, 3]", INDEX_TYPE, "not a JSON object", id="a-json-list"),
+        pytest.param(b"<html>Bad gateway</html>", {"Content-Type": "text/html"}, "not JSON",
+                     id="an-html-page"),
+        pytest.param(b'{"schemaVersion": 2, "mediaType": "text/plain"}', {},
+                     "unknown media type", id="not-a-manifest"),
+        pytest.param(b"{" + b" " * (5 * 1024 * 1024), {}, "4 MiB", id="too-big-to-be-a-manifest"),
+    ],
+)  # fmt: skip
+def test_garbage_from_a_registry_is_an_error_not_a_crash(registry, proxy, body, headers, says):
+    registry.image("lib/base", "1")
+    proxy.answer(200, b"", {**headers, "Docker-Content-Digest": sha(body)})  # the HEAD agrees
+    proxy.answer(200, body, headers)  # the GET
+    with client(proxy.address) as r:
+        answer = r.inspect(f"{proxy.address}/lib/base:1")
+    assert answer.kind == ERROR and says in answer.message
+
+
+def test_an_invalid_digest_header_is_refused(registry, proxy):
+    registry.image("lib/base", "1")
+    proxy.answer(200, b"", {"Docker-Content-Digest": "<script>x</script>"})
+    with client(proxy.address) as r:
+        answer = r.resolve(f"{proxy.address}/lib/base:1")
+    assert answer.kind == ERROR and "invalid digest" in answer.message
+    assert "<script>" not in answer.message.replace("'<script>x</script>'", "")
+
+
+def test_registry_error_text_is_cleaned_and_cut(registry, proxy):
+    noisy = json.dumps({"errors": [{"code": "X", "message": "\x1b[31m" + "a" * 5000}]})
+    proxy.answer(418, noisy.encode())
+    with client(proxy.address) as r:
+        answer = r.resolve(f"{proxy.address}/lib/base:1")
+    assert "\x1b" not in answer.message and len(answer.message) < 400
+
+
+def test_an_index_naming_a_missing_child_is_an_error_not_missing(registry):
+    amd = registry.image("lib/multi", "amd", content="amd")
+    registry.index("lib/multi", "1", {"linux/amd64": amd})
+    with httpx.Client(base_url=f"http://{registry.host}") as http:  # the child is deleted
+        http.delete(f"/v2/lib/multi/manifests/{amd}").raise_for_status()
+    with client(registry.host) as r:
+        answer = r.inspect(f"{registry.host}/lib/multi:1", ["linux/amd64"])
+    assert answer.kind == ERROR and "listed in an index but missing" in answer.message
+
+
+def test_a_retry_after_beyond_a_minute_gives_the_host_up_for_the_run(registry, proxy):
+    for i in range(5):
+        registry.image(f"lib/r{i}", "1")
+    proxy.fail(429, 1, {"Retry-After": "3600"})
+    with client(proxy.address) as r:
+        answers = r.resolve_all({f"{proxy.address}/lib/r{i}:1": [] for i in range(5)})
+        assert r.requests[proxy.address] == 1
+    assert {a.kind for a in answers.values()} == {RATE_LIMITED}
+    assert any("asks to wait 3600 s" in a.message for a in answers.values())
+
+
+def test_a_failing_credential_helper_runs_once_per_run(registry, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    helper = bin_dir / "docker-credential-broken"
+    helper.write_text(f"#!/bin/sh\necho called >> {calls}\nexit 3\n")
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "broken"}))
+    tokens = TokenServer(tmp_path / "tokens").start()
+    reg = _token_registry(tmp_path / "x", tokens)
+    try:
+        with client(reg.host) as r:
+            answers = r.resolve_all({f"{reg.host}/team/app{i}:1": [] for i in range(3)})
+    finally:
+        reg.stop()
+        tokens.stop()
+    assert {a.kind for a in answers.values()} == {DENIED}
+    assert all("docker-credential-broken failed (exit 3)" in a.message for a in answers.values())
+    assert calls.read_text().count("called") == 1
+
+
+def test_a_token_server_that_answers_garbage(tmp_path):
+    tokens = TokenServer(tmp_path / "tokens", field="nothing-useful").start()
+    reg = _token_registry(tmp_path, tokens)
+    try:
+        with client(reg.host, auth="anonymous") as r:
+            answer = r.resolve(f"{reg.host}/team/app0:1")
+    finally:
+        reg.stop()
+        tokens.stop()
+    assert answer.kind == DENIED and "the token server's answer has no token" in answer.message
+
+
+def test_credentials_are_not_sent_to_a_plain_http_token_realm():
+    """A registry on https whose challenge names an http realm: the realm is refused."""
+    with httpx.Client() as http:
+        auth = HostAuth(http, lambda: Credentials("u", "p"), allow_http_realm=False)
+        with pytest.raises(AuthError, match="not https; refusing to send credentials"):
+            auth.challenged('Bearer realm="http://evil.example/token"', "repository:a:pull")

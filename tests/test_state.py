@@ -33,8 +33,8 @@ def test_observations_keep_first_and_last_seen(tmp_path):
         assert s.latest("r/a:1") == state.Seen("sha256:1", "t1", "t2")
         s.observe([("r/a:1", "", "sha256:2")], "t3")
         assert s.latest("r/a:1") == state.Seen("sha256:2", "t3", "t3")
-        s.observe([("r/a:1", "", "sha256:1")], "t4")  # the tag moved back
-        assert s.latest("r/a:1") == state.Seen("sha256:1", "t1", "t4")
+        s.observe([("r/a:1", "", "sha256:1")], "t4")  # the tag moved back: a new span
+        assert s.latest("r/a:1") == state.Seen("sha256:1", "t4", "t4")
         assert s.latest("r/a:1", "linux/amd64").digest == "sha256:1a"
 
 
@@ -57,3 +57,33 @@ def test_only_one_sweep_at_a_time(tmp_path):
         state.sweep_lock(tmp_path),
     ):
         pass
+
+
+def test_two_first_runs_at_once_migrate_once(tmp_path):
+    """Concurrent first runs (two cron jobs) each open a new state.db; neither fails."""
+    import threading
+
+    errors = []
+
+    def open_state():
+        try:
+            with state.State(tmp_path) as s:
+                s.observe([("r/a:1", "", "sha256:1")])
+        except Exception as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_state) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with state.State(tmp_path) as s:
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == len(state.MIGRATIONS)
+
+
+def test_a_build_moves_the_baselines_of_its_parents(tmp_path):
+    with state.State(tmp_path) as s:
+        s.set_baselines([("r/app:1", "r/base:1", "sha256:old")])
+        s.record_build("r/app:1", "sha256:app", {"r/base:1": "sha256:new"})
+        assert s.baselines() == {("r/app:1", "r/base:1"): "sha256:new"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import asdict
 
 from graphbuild import detect, errors, graph, report
@@ -17,11 +18,14 @@ _DIGEST_RE = re.compile(r"(sha256:[0-9a-f]{12})[0-9a-f]{52}")
 
 def run(config: Config, as_json: bool, concurrency: int) -> int:
     g = graph.load(ensure(config))
-    with (
-        State(config.workspace) as state,
-        Registry(config.registries, concurrency=concurrency) as registry,
-    ):
-        result = detect.check(g, registry, state)
+    try:
+        with (
+            State(config.workspace) as state,
+            Registry(config.registries, concurrency=concurrency) as registry,
+        ):
+            result = detect.check(g, registry, state)
+    except sqlite3.Error as err:  # e.g. a state.db held locked by another process for 30 s
+        raise errors.GraphbuildError(f"{config.workspace / 'state.db'}: {err}") from None
     if as_json:
         report.emit_json(
             {

@@ -38,6 +38,10 @@ class AuthError(GraphbuildError):
     """The registry or its token server refused us: bad, missing or insufficient credentials."""
 
 
+class AuthUnavailable(AuthError):
+    """The token server did not answer (down, timed out, 5xx): not a refusal."""
+
+
 @dataclass(frozen=True)
 class Credentials:
     username: str | None = None
@@ -79,10 +83,11 @@ def docker_credentials(host: str, env: Mapping[str, str] = os.environ) -> Creden
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except OSError as err:
-        raise AuthError(f"{path}: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AuthError(f"{path}: cannot read ({err})") from None
     config = _load_json(text, str(path))
-    helper = (config.get("credHelpers") or {}).get(key) or config.get("credsStore")
+    helpers = config.get("credHelpers")
+    helper = (helpers.get(key) if isinstance(helpers, dict) else None) or config.get("credsStore")
     if helper:
         found = _from_helper(str(helper), key)
         if found:
@@ -105,12 +110,15 @@ def _host_of(key: str) -> str:
 
 
 def _from_auths(config: dict, key: str) -> Credentials | None:
-    auths = config.get("auths") or {}
+    auths = config.get("auths")
+    if not isinstance(auths, dict):
+        return None
     entry = auths.get(key)
     if entry is None:
         entry = next((v for k, v in auths.items() if _host_of(k) == _host_of(key)), None)
     if not isinstance(entry, dict):
         return None
+    entry = {k: v for k, v in entry.items() if isinstance(v, str)}
     username, password = entry.get("username"), entry.get("password")
     if entry.get("auth"):
         try:
@@ -122,8 +130,8 @@ def _from_auths(config: dict, key: str) -> Credentials | None:
     return creds if creds != Credentials() else None
 
 
-def _from_helper(helper: str, key: str) -> Credentials | None:
-    if not _HELPER_RE.match(helper):
+def _from_helper(helper: object, key: str) -> Credentials | None:
+    if not isinstance(helper, str) or not _HELPER_RE.match(helper):
         raise AuthError(f"docker credential helper name {helper!r} is not valid")
     program = f"docker-credential-{helper}"
     try:
@@ -131,11 +139,11 @@ def _from_helper(helper: str, key: str) -> Credentials | None:
             [program, "get"], input=key, capture_output=True, text=True, timeout=60, check=False
         )
     except FileNotFoundError:
-        raise AuthError(
-            f"{program} is configured in docker's config.json but not installed"
-        ) from None
+        raise AuthError(f"{program} is named in docker's config.json but not installed") from None
     except subprocess.TimeoutExpired:
         raise AuthError(f"{program} did not answer within 60 s") from None
+    except (OSError, UnicodeDecodeError) as err:  # not executable, or not text
+        raise AuthError(f"{program} cannot be run ({type(err).__name__})") from None
     if done.returncode != 0:
         if "not found" in (done.stdout + done.stderr).lower():
             return None  # not an error: this helper simply has nothing for the host
@@ -143,8 +151,12 @@ def _from_helper(helper: str, key: str) -> Credentials | None:
     try:
         answer = json.loads(done.stdout)
     except ValueError:
-        raise AuthError(f"{program} did not answer with JSON") from None
+        answer = None
+    if not isinstance(answer, dict):
+        raise AuthError(f"{program} did not answer with a JSON object")
     username, secret = answer.get("Username"), answer.get("Secret")
+    if not isinstance(username, str | None) or not isinstance(secret, str | None):
+        raise AuthError(f"{program} answered with a Username or Secret that is not text")
     if username == "<token>":
         return Credentials(identity_token=secret)
     return Credentials(username, secret) if username or secret else None
@@ -173,12 +185,20 @@ class HostAuth:
         self.realm = self.service = ""
         self.tokens: dict[str, tuple[str, float]] = {}
         self._creds: Credentials | None = None
+        self._failed: AuthError | None = None
         self._looked_up = False
 
     def credentials(self) -> Credentials | None:
+        """Looked up once per run, failure included: a broken helper is not run per reference."""
         with self.lock:
             if not self._looked_up:
-                self._creds, self._looked_up = self._lookup(), True
+                try:
+                    self._creds = self._lookup()
+                except AuthError as err:
+                    self._failed = err
+                self._looked_up = True
+            if self._failed is not None:
+                raise self._failed
             return self._creds
 
     def header(self, scope: str) -> str | None:
@@ -199,26 +219,37 @@ class HostAuth:
             self.tokens[scope] = (token, expiry)
         return f"Bearer {token}"
 
-    def challenged(self, header: str, scope: str) -> None:
-        """Learn from a 401's WWW-Authenticate; the caller retries once."""
+    def challenged(self, header: str, scope: str) -> str | None:
+        """Learn from a 401's WWW-Authenticate. The caller retries once, with the scope the
+        challenge names when it names one (None: keep its own)."""
         scheme, params = parse_challenge(header)
         if scheme == "basic":
             if not (creds := self.credentials()) or creds.username is None:
                 raise AuthError("the registry asks for a username and password and none is set")
             self.scheme = "basic"
-            return
+            return None
         if scheme != "bearer" or not params.get("realm"):
-            raise AuthError(f"unsupported authentication challenge {scheme!r}")
+            raise AuthError(f"unsupported authentication challenge {scheme[:20]!r}")
         realm = params["realm"]
         if not realm.startswith("https://") and not self.allow_http_realm:
-            raise AuthError(f"token realm {realm} is not https; refusing to send credentials")
+            raise AuthError("the token realm is not https; refusing to send credentials to it")
+        wanted = params.get("scope") or scope
         with self.lock:
             self.scheme, self.realm, self.service = "bearer", realm, params.get("service", "")
-            self.tokens.pop(scope, None)
-            if params.get("error") == "insufficient_scope":
-                raise AuthError(f"the token was refused for {scope} (insufficient_scope)")
+            self.tokens.pop(wanted, None)
+        if params.get("error") == "insufficient_scope":
+            raise AuthError(f"the token was refused for {wanted} (insufficient_scope)")
+        return wanted
 
     def _fetch_token(self, scope: str) -> tuple[str, float]:
+        try:
+            return self._ask_token(scope)
+        except httpx.HTTPError as err:
+            raise AuthUnavailable(
+                f"the token server did not answer ({type(err).__name__})"
+            ) from None
+
+    def _ask_token(self, scope: str) -> tuple[str, float]:
         creds = self.credentials()
         if creds and creds.registry_token:
             return creds.registry_token, float("inf")
@@ -231,28 +262,29 @@ class HostAuth:
                 response = None
         if response is None:
             params = [("service", self.service)] + ([("scope", scope)] if scope else [])
+            headers = {}
             if creds and creds.username is not None:
-                auth = _basic(creds.username, creds.password or "")
-                response = self.http.get(self.realm, params=params, headers={"Authorization": auth})
-            else:
-                response = self.http.get(self.realm, params=params)
+                headers["Authorization"] = _basic(creds.username, creds.password or "")
+            response = self.http.get(self.realm, params=params, headers=headers)
         if response.status_code in (401, 403):
             who = "the configured credentials" if creds else "anonymous access"
             raise AuthError(f"the token server refused {who} for {scope or 'the registry'}")
+        if response.status_code == 429 or response.status_code >= 500:
+            raise AuthUnavailable(f"the token server answered {response.status_code}")
         if response.status_code != 200:
             raise AuthError(f"the token server answered {response.status_code}")
         try:
             body = response.json()
         except ValueError:
-            raise AuthError("the token server did not answer with JSON") from None
-        token = body.get("token") or body.get("access_token")
-        if not token:
+            body = None
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
             raise AuthError("the token server's answer has no token")
         try:
             lifetime = max(int(body.get("expires_in") or MIN_TOKEN_LIFETIME), MIN_TOKEN_LIFETIME)
         except (TypeError, ValueError):
             lifetime = MIN_TOKEN_LIFETIME
-        return str(token), time.monotonic() + lifetime - 5
+        return token, time.monotonic() + lifetime - 5
 
 
 def _basic(username: str, password: str) -> str:
@@ -268,6 +300,7 @@ class AcrAuth(HostAuth):
     DefaultAzureCredential finds workload identity, managed identity, a service
     principal in the environment or `az login`; graphbuild stores nothing. The
     refresh token then goes through the ordinary OAuth2 refresh_token flow.
+    Under `auth: auto`, no Azure identity means anonymous (ACR's anonymous pull).
     """
 
     def __init__(
@@ -277,31 +310,29 @@ class AcrAuth(HostAuth):
         allow_http_realm: bool,
     ) -> None:
         super().__init__(http, credentials, allow_http_realm)
+        self.required = True
         self._refresh: tuple[str, float] | None = None
         self._azure = None
+        self._no_identity: str | None = None
 
     def credentials(self) -> Credentials | None:
         given = super().credentials()  # `az acr login` or an admin user in docker's config
         if given is not None:
             return given
-        return Credentials(identity_token=self._refresh_token())
+        token = self._refresh_token()
+        return Credentials(identity_token=token) if token else None
 
-    def _refresh_token(self) -> str:
+    def _refresh_token(self) -> str | None:
         with self.lock:
             if self._refresh and self._refresh[1] > time.monotonic():
                 return self._refresh[0]
-        try:
-            from azure.core.exceptions import ClientAuthenticationError
-            from azure.identity import DefaultAzureCredential
-        except ImportError:
-            raise AuthError("ACR needs the azure-identity package") from None
-        if self._azure is None:
-            self._azure = DefaultAzureCredential()
-        try:
-            aad = self._azure.get_token(ACR_SCOPE).token
-        except ClientAuthenticationError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise AuthError(f"no Azure credential for ACR ({first})") from None
+            if self._no_identity is not None:  # asked once per run, not once per reference
+                if self.required:
+                    raise AuthError(self._no_identity)
+                return None
+        aad = self._entra_token()
+        if aad is None:
+            return None
         base, _, _ = self.realm.partition("/oauth2/")
         form = {"grant_type": "access_token", "service": self.service, "access_token": aad}
         response = self.http.post(f"{base}/oauth2/exchange", data=form)
@@ -312,12 +343,32 @@ class AcrAuth(HostAuth):
             )
         try:
             token = response.json()["refresh_token"]
-        except (ValueError, KeyError):
-            raise AuthError("ACR's token exchange answered without a refresh_token") from None
+        except (ValueError, KeyError, TypeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise AuthError("ACR's token exchange answered without a refresh_token")
         lifetime = _jwt_lifetime(token) or 3 * 3600
         with self.lock:
             self._refresh = (token, time.monotonic() + lifetime - 60)
         return token
+
+    def _entra_token(self) -> str | None:
+        try:
+            from azure.core.exceptions import ClientAuthenticationError
+            from azure.identity import DefaultAzureCredential
+        except ImportError:
+            raise AuthError("ACR needs the azure-identity package") from None
+        if self._azure is None:
+            self._azure = DefaultAzureCredential()
+        try:
+            return self._azure.get_token(ACR_SCOPE).token
+        except ClientAuthenticationError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            with self.lock:
+                self._no_identity = f"no Azure credential for ACR ({first[:200]})"
+            if self.required:
+                raise AuthError(self._no_identity) from None
+            return None
 
 
 def _jwt_lifetime(token: str) -> float | None:

@@ -4,13 +4,16 @@ One httpx client per registry host (its own TLS settings, connection pool,
 authentication and optional cap on requests in flight). A failure is an
 answer too: `Failure(kind=…)` says the registry was down, refused us, or
 has no such tag, so that callers never mistake "unknown" for "changed".
+Registry answers are input: sizes are capped, digests checked, text cleaned.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import random
+import re
 import ssl
 import threading
 import time
@@ -24,13 +27,14 @@ import httpx
 
 from graphbuild import __version__, refs
 from graphbuild.config import RegistrySpec
-from graphbuild.errors import InvalidReference
+from graphbuild.errors import ConfigError, InvalidReference
 from graphbuild.registry import manifests
 from graphbuild.registry.auth import (
     ACR_SUFFIXES,
     DOCKER_HUB_HOSTS,
     AcrAuth,
     AuthError,
+    AuthUnavailable,
     Credentials,
     HostAuth,
     docker_credentials,
@@ -40,6 +44,8 @@ MISSING, DENIED, UNREACHABLE, RATE_LIMITED, ERROR = (
     "missing", "denied", "unreachable", "rate-limited", "error"
 )  # fmt: skip
 MAX_WAIT = 60.0  # longest pause between retries, whatever Retry-After asks
+BREAKER = 3  # references in a row without an answer before a host is given up for the run
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,12 @@ class Resolved:
     digest: str  # the tag's own digest: an index digest for multi-arch images
     media_type: str
     platforms: dict[str, str] = field(default_factory=dict)  # asked platform -> child digest
-    annotations: dict[str, dict[str, str]] = field(default_factory=dict)  # "" or platform -> ...
+    children: dict[str, str] = field(default_factory=dict)  # every child of an index
+    notes: dict[str, dict[str, str]] = field(default_factory=dict)  # manifest -> annotations
+
+    def annotations(self, platform: str) -> dict[str, str]:
+        """The annotations of the manifest `platform` runs: its child, or the manifest itself."""
+        return self.notes.get(self.platforms.get(platform, self.digest), {})
 
 
 @dataclass(frozen=True)
@@ -62,10 +73,25 @@ class Failure:
     message: str
 
 
+@dataclass(frozen=True)
+class Known:
+    """What earlier runs learnt about digests; digests are immutable, so it never goes stale."""
+
+    children: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # index -> children
+    notes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # manifest -> notes
+
+
 class _Failed(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind, self.message = kind, message
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: httpx.Headers
+    body: bytes
 
 
 @dataclass
@@ -78,9 +104,10 @@ class _Host:
     # so the requests behind it send credentials up front instead of each taking a 401.
     first: threading.Lock = field(default_factory=threading.Lock)
     probed: bool = False
-    # Set once a request ran out of retries without an answer: the rest of this run's
-    # requests to the host fail at once instead of each waiting through its retries.
-    down: str | None = None
+    # After BREAKER references in a row got no answer (or one Retry-After beyond MAX_WAIT),
+    # the rest of the run's requests to the host fail at once instead of each retrying.
+    failures: int = 0
+    down: tuple[str, str] | None = None
 
 
 class Registry:
@@ -101,6 +128,9 @@ class Registry:
         self.requests: Counter[str] = Counter()  # per registry host, token servers excluded
         self.ratelimits: dict[str, str] = {}  # host -> "remaining/limit" as Docker Hub reports
         self._hosts: dict[str, _Host] = {}
+        self._tls = {host: _tls(spec) for host, spec in self.specs.items()}
+        for spec in self.specs.values():
+            _check_password(spec)
         self._lock = threading.Lock()
 
     def __enter__(self) -> Registry:
@@ -120,18 +150,18 @@ class Registry:
         wanted: Mapping[str, Sequence[str]],
         *,
         inspect: frozenset[str] | set[str] = frozenset(),
-        known: Mapping[str, Mapping[str, str]] | None = None,
+        known: Known | None = None,
     ) -> dict[str, Resolved | Failure]:
-        """Each reference once, `concurrency` at a time; `inspect` ones also get annotations.
-
-        `known` maps an index digest to its platform children from an earlier
-        answer, so an unchanged index costs one HEAD and no GET.
-        """
+        """Each reference once, `concurrency` at a time; `inspect` ones also get annotations."""
+        known = known or Known()
 
         def one(ref: str) -> Resolved | Failure:
-            if ref in inspect:
-                return self.inspect(ref, wanted[ref])
-            return self.resolve(ref, wanted[ref], known)
+            try:
+                if ref in inspect:
+                    return self.inspect(ref, wanted[ref], known)
+                return self.resolve(ref, wanted[ref], known)
+            except Exception as err:  # a bug must not cost the other references their answer
+                return Failure(ref, ERROR, f"{ref}: internal error: {type(err).__name__}: {err}")
 
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
             return dict(zip(wanted, pool.map(one, wanted), strict=True))
@@ -139,43 +169,57 @@ class Registry:
     # -- one reference
 
     def resolve(
-        self,
-        ref: str,
-        platforms: Sequence[str] = (),
-        known: Mapping[str, Mapping[str, str]] | None = None,
+        self, ref: str, platforms: Sequence[str] = (), known: Known | None = None
     ) -> Resolved | Failure:
         """The digest a reference points at (HEAD), and its platforms' digests if an index."""
+        known = known or Known()
         try:
             host, name, reference = self._split(ref)
-            head = self._manifest(host, "HEAD", name, reference)
-            digest = head.headers.get("docker-content-digest")
-            kind = manifests.media_type(head.headers.get("content-type"))
+            digest, kind = self._head(host, name, reference)
             children: Mapping[str, str] = {}
-            if digest is None or (platforms and kind in manifests.INDEX_TYPES):
-                if digest is not None and known and digest in known:
-                    children = known[digest]
-                else:
-                    found = self._get(host, name, digest or reference, digest)
+            unsure = kind not in manifests.KNOWN_TYPES
+            if digest is None or (platforms and (kind in manifests.INDEX_TYPES or unsure)):
+                if digest is not None and digest in known.children:
+                    children = known.children[digest]
+                else:  # by the tag, checked against the HEAD's digest: a lie cannot pass
+                    found = self._get(host, name, reference, digest)
                     digest, kind, children = found.digest, found.media_type, found.children
-            chosen = _choose(children, platforms)
-            return Resolved(ref, digest, kind, chosen)
+            return Resolved(ref, digest, kind, _choose(children, platforms), dict(children))
         except _Failed as err:
             return Failure(ref, err.kind, err.message)
 
-    def inspect(self, ref: str, platforms: Sequence[str] = ()) -> Resolved | Failure:
-        """Like resolve, but GET the manifests to read their annotations (per platform)."""
+    def inspect(
+        self, ref: str, platforms: Sequence[str] = (), known: Known | None = None
+    ) -> Resolved | Failure:
+        """Like resolve, plus the annotations of each platform's manifest.
+
+        A HEAD first: manifests already read (by digest) are not fetched again, so an
+        unchanged image costs one request, and on Docker Hub no pull.
+        """
+        known = known or Known()
         try:
             host, name, reference = self._split(ref)
-            top = self._get(host, name, reference, None)
-            notes = {"": top.annotations}
-            chosen = _choose(top.children, platforms)
-            for platform, child in chosen.items():
-                notes[platform] = self._get(host, name, child, child).annotations
-            return Resolved(ref, top.digest, top.media_type, chosen, notes)
+            digest, kind = self._head(host, name, reference)
+            notes: dict[str, dict[str, str]] = {}
+            children: Mapping[str, str] = {}
+            if digest is not None and digest in known.notes:
+                notes[digest] = dict(known.notes[digest])
+                children = known.children.get(digest, {})
+            else:
+                top = self._get(host, name, reference, digest)
+                digest, kind, children = top.digest, top.media_type, top.children
+                notes[digest] = top.annotations
+            chosen = _choose(children, platforms)
+            for child in chosen.values():
+                if child in known.notes:
+                    notes[child] = dict(known.notes[child])
+                else:
+                    notes[child] = self._get(host, name, child, child, child=True).annotations
+            return Resolved(ref, digest, kind, chosen, dict(children), notes)
         except _Failed as err:
             return Failure(ref, err.kind, err.message)
 
-    # -- HTTP
+    # -- manifests
 
     def _split(self, ref: str) -> tuple[_Host, str, str]:
         try:
@@ -184,41 +228,54 @@ class Registry:
             raise _Failed(ERROR, str(err)) from None
         return self._host(parsed.domain), parsed.path, parsed.digest or parsed.tag or "latest"
 
-    def _get(
-        self, host: _Host, name: str, reference: str, expect: str | None
-    ) -> manifests.Manifest:
-        response = self._manifest(host, "GET", name, reference)
-        body = response.content
-        actual = manifests.sha256(body)
-        claimed = response.headers.get("docker-content-digest")
-        for wanted in (claimed, expect):
-            if wanted and wanted.startswith("sha256:") and wanted != actual:
-                raise _Failed(ERROR, f"{host.name}/{name}:{reference}: the registry sent a "
-                              f"manifest whose digest is {actual}, not {wanted}")  # fmt: skip
-        try:
-            return manifests.parse(body, response.headers.get("content-type"), actual)
-        except manifests.InvalidManifest as err:
-            raise _Failed(ERROR, f"{host.name}/{name}: {err}") from None
+    def _head(self, host: _Host, name: str, reference: str) -> tuple[str | None, str]:
+        answer = self._manifest(host, "HEAD", name, reference)
+        digest = answer.headers.get("docker-content-digest")
+        if digest is not None and not manifests.is_digest(digest):
+            raise _Failed(ERROR, f"{_where(host, name, reference)}: the registry sent an "
+                          f"invalid digest {_clean(digest)!r}")  # fmt: skip
+        return digest, manifests.media_type(answer.headers.get("content-type"))
 
-    def _manifest(self, host: _Host, method: str, name: str, reference: str) -> httpx.Response:
-        where = f"{host.name}/{name}{'@' if ':' in reference else ':'}{reference}"
-        response = self._request(host, method, f"/v2/{name}/manifests/{reference}",
-                                 f"repository:{name}:pull", where)  # fmt: skip
-        if response.status_code == 200:
-            return response
-        detail = _registry_message(response)
-        if response.status_code == 404:
+    def _get(
+        self, host: _Host, name: str, reference: str, expect: str | None, child: bool = False
+    ) -> manifests.Manifest:
+        where = _where(host, name, reference)
+        try:
+            answer = self._manifest(host, "GET", name, reference)
+        except _Failed as err:
+            if child and err.kind == MISSING:  # an index naming a child it does not have
+                raise _Failed(ERROR, f"{where}: listed in an index but missing") from None
+            raise
+        actual = manifests.sha256(answer.body)
+        claimed = answer.headers.get("docker-content-digest")
+        for wanted in (claimed, expect):
+            if wanted is not None and wanted != actual:
+                raise _Failed(ERROR, f"{where}: the registry sent a manifest whose digest is "
+                              f"{actual}, not {_clean(wanted)}")  # fmt: skip
+        try:
+            return manifests.parse(answer.body, answer.headers.get("content-type"), actual)
+        except manifests.InvalidManifest as err:
+            raise _Failed(ERROR, f"{where}: {err}") from None
+
+    def _manifest(self, host: _Host, method: str, name: str, reference: str) -> _Answer:
+        where = _where(host, name, reference)
+        answer = self._request(host, method, f"/v2/{name}/manifests/{reference}",
+                               f"repository:{name}:pull", where)  # fmt: skip
+        if answer.status == 200:
+            return answer
+        detail = _registry_message(answer)
+        if answer.status == 404:
             raise _Failed(MISSING, f"{where}: not found{detail}")
-        if response.status_code == 401 and host.name in DOCKER_HUB_HOSTS:
+        if answer.status == 401 and host.name in DOCKER_HUB_HOSTS:
             raise _Failed(DENIED, f"{where}: not found or no access (Docker Hub answers both "
                           f"with 401){detail}")  # fmt: skip
-        if response.status_code in (401, 403):
+        if answer.status in (401, 403):
             raise _Failed(DENIED, f"{where}: access denied{detail}")
-        raise _Failed(ERROR, f"{where}: the registry answered {response.status_code}{detail}")
+        raise _Failed(ERROR, f"{where}: the registry answered {answer.status}{detail}")
 
-    def _request(
-        self, host: _Host, method: str, path: str, scope: str, where: str
-    ) -> httpx.Response:
+    # -- HTTP
+
+    def _request(self, host: _Host, method: str, path: str, scope: str, where: str) -> _Answer:
         if host.probed:
             return self._send(host, method, path, scope, where)
         with host.first:
@@ -227,55 +284,88 @@ class Registry:
             finally:
                 host.probed = True
 
-    def _send(self, host: _Host, method: str, path: str, scope: str, where: str) -> httpx.Response:
+    def _send(self, host: _Host, method: str, path: str, scope: str, where: str) -> _Answer:
         attempt, challenged = 0, False
         while True:
+            if host.down:
+                raise _Failed(host.down[0], f"{where}: {host.down[1]}")
             headers = {"Accept": manifests.ACCEPT}
             try:
                 authorization = host.auth.header(scope)
-            except (AuthError, httpx.HTTPError) as err:
-                raise _Failed(DENIED, f"{where}: {_describe(err)}") from None
+            except AuthUnavailable as err:
+                raise self._gave_up(host, UNREACHABLE, f"{where}: {err}") from None
+            except AuthError as err:
+                raise _Failed(DENIED, f"{where}: {err}") from None
             if authorization:
                 headers["Authorization"] = authorization
-            if host.down:
-                raise _Failed(UNREACHABLE, f"{where}: {host.down}")
             try:
-                with self._slot(host):
-                    self._count(host.name)
-                    response = host.http.request(method, path, headers=headers)
+                answer = self._exchange(host, method, path, headers)
             except httpx.HTTPError as err:
                 if attempt < self.retries:
                     self._pause(attempt, None)
                     attempt += 1
                     continue
-                host.down = f"{host.name} did not answer ({_describe(err)})"
-                raise _Failed(UNREACHABLE, f"{where}: {_describe(err)}") from None
-            self._note_ratelimit(host.name, response)
-            challenge = response.headers.get("www-authenticate")
-            if response.status_code == 401 and challenge and challenged:
-                if "insufficient_scope" in challenge:
-                    message = f"{where}: the token grants no pull access (insufficient_scope)"
-                    raise _Failed(DENIED, message)
-            elif response.status_code == 401 and challenge:
+                if isinstance(err, httpx.ConnectError):  # nobody listens: no use asking again
+                    host.down = (UNREACHABLE, f"{host.name} did not answer ({_describe(err)})")
+                raise self._gave_up(host, UNREACHABLE, f"{where}: {_describe(err)}") from None
+            self._note_ratelimit(host.name, answer.headers)
+            challenge = answer.headers.get("www-authenticate")
+            if answer.status == 401 and challenge and not challenged:
                 challenged = True
                 try:
-                    host.auth.challenged(challenge, scope)
+                    scope = host.auth.challenged(challenge, scope) or scope
                 except AuthError as err:
                     raise _Failed(DENIED, f"{where}: {err}") from None
                 continue
-            if response.status_code == 429 or response.status_code >= 500:
+            if answer.status == 401 and challenge and "insufficient_scope" in challenge:
+                raise _Failed(DENIED, f"{where}: the token grants no pull access "
+                              "(insufficient_scope)")  # fmt: skip
+            if answer.status == 429 or answer.status >= 500:
+                kind = RATE_LIMITED if answer.status == 429 else ERROR
+                wait = _retry_after(answer.headers.get("retry-after"))
+                message = f"{where}: the registry answered {answer.status}"
+                if wait is not None and wait > MAX_WAIT:
+                    host.down = (kind, f"{host.name} asks to wait {wait:.0f} s; not waiting")
+                    raise _Failed(kind, f"{message} and asks to wait {wait:.0f} s")
                 if attempt < self.retries:
-                    self._pause(attempt, response.headers.get("retry-after"))
+                    self._pause(attempt, wait)
                     attempt += 1
                     continue
-                kind = RATE_LIMITED if response.status_code == 429 else ERROR
-                status, detail = response.status_code, _registry_message(response)
-                message = f"{where}: the registry answered {status} after {attempt + 1} tries"
-                raise _Failed(kind, message + detail)
-            return response
+                detail = _registry_message(answer)
+                raise self._gave_up(host, kind, f"{message} after {attempt + 1} tries{detail}")
+            host.failures = 0
+            return answer
 
-    def _pause(self, attempt: int, retry_after: str | None) -> None:
-        wait = _retry_after(retry_after)
+    def _exchange(self, host: _Host, method: str, path: str, headers: dict[str, str]) -> _Answer:
+        """One request, its body capped in size and its whole exchange in time."""
+        deadline = time.monotonic() + 2 * self.timeout
+        with self._slot(host):
+            self._count(host.name)
+            with host.http.stream(method, path, headers=headers) as response:
+                length = response.headers.get("content-length", "")
+                if length.isdigit() and int(length) > manifests.MAX_SIZE and method != "HEAD":
+                    raise _Failed(ERROR, f"{host.name}{path}: a {length}-byte manifest is "
+                                  "more than the 4 MiB a registry may send")  # fmt: skip
+                body = bytearray()
+                if method != "HEAD":
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        if len(body) > manifests.MAX_SIZE:
+                            raise _Failed(ERROR, f"{host.name}{path}: the manifest is more "
+                                          "than the 4 MiB a registry may send")  # fmt: skip
+                        if time.monotonic() > deadline:
+                            raise httpx.ReadTimeout("the answer took too long to arrive")
+                return _Answer(response.status_code, response.headers, bytes(body))
+
+    def _gave_up(self, host: _Host, kind: str, message: str) -> _Failed:
+        with self._lock:
+            host.failures += 1
+            if host.failures >= BREAKER and host.down is None:
+                host.down = (kind, f"{host.name} gave no answer {BREAKER} times in a row; "
+                             "not asking it again in this run")  # fmt: skip
+        return _Failed(kind, message)
+
+    def _pause(self, attempt: int, wait: float | None) -> None:
         if wait is None:
             wait = self.backoff * (2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
         time.sleep(min(wait, MAX_WAIT))
@@ -292,11 +382,11 @@ class Registry:
         with self._lock:
             self.requests[name] += 1
 
-    def _note_ratelimit(self, name: str, response: httpx.Response) -> None:
-        remaining = response.headers.get("ratelimit-remaining")
+    def _note_ratelimit(self, name: str, headers: httpx.Headers) -> None:
+        remaining = headers.get("ratelimit-remaining")
         if remaining is not None:
-            limit = response.headers.get("ratelimit-limit", "?")
-            self.ratelimits[name] = f"{remaining.split(';')[0]}/{limit.split(';')[0]}"
+            limit = headers.get("ratelimit-limit", "?")
+            self.ratelimits[name] = _clean(f"{remaining.split(';')[0]}/{limit.split(';')[0]}")
 
     def _host(self, domain: str) -> _Host:
         with self._lock:
@@ -307,26 +397,45 @@ class Registry:
             scheme = "http" if spec.insecure else "https"
             http = httpx.Client(
                 base_url=f"{scheme}://{api}", timeout=self.timeout, follow_redirects=True,
-                verify=_tls(spec),
+                verify=self._tls.get(domain, True),
                 headers={"User-Agent": f"graphbuild/{__version__}"},
                 limits=httpx.Limits(max_connections=max(self.concurrency, 1)),
             )  # fmt: skip
             acr = spec.auth == "acr" or (spec.auth == "auto" and domain.endswith(ACR_SUFFIXES))
             kind = AcrAuth if acr else HostAuth
             auth = kind(http, lambda: _credentials(spec), allow_http_realm=spec.insecure)
+            if isinstance(auth, AcrAuth):
+                auth.required = spec.auth == "acr"
             slots = threading.Semaphore(spec.max_requests) if spec.max_requests else None
             host = self._hosts[domain] = _Host(domain, http, auth, slots)
             return host
 
 
 def _tls(spec: RegistrySpec) -> ssl.SSLContext | bool:
-    """The system's CAs, or the registry's own `ca_bundle`."""
+    """The system's CAs, plus the registry's own `ca_bundle` when it has one."""
     if spec.ca_bundle is None:
         return True
+    context = ssl.create_default_context()
     try:
-        return ssl.create_default_context(cafile=str(spec.ca_bundle))
+        context.load_verify_locations(cafile=str(spec.ca_bundle))
     except (OSError, ssl.SSLError) as err:
-        raise _Failed(ERROR, f"{spec.ca_bundle}: not a readable CA bundle ({err})") from None
+        message = f"not a readable CA bundle ({getattr(err, 'strerror', None) or err})"
+        raise ConfigError(
+            str(spec.ca_bundle), f"registries.{spec.host}.ca_bundle", message
+        ) from None
+    return context
+
+
+def _check_password(spec: RegistrySpec) -> None:
+    """A basic-auth password that is not there is a config error before any request."""
+    if spec.auth != "basic":
+        return
+    if spec.password_env and spec.password_env not in os.environ:
+        key = f"registries.{spec.host}.password_env"
+        raise ConfigError("environment", key, f"${spec.password_env} is not set")
+    if spec.password_file and not spec.password_file.is_file():
+        key = f"registries.{spec.host}.password_file"
+        raise ConfigError(str(spec.password_file), key, "no such file")
 
 
 def _credentials(spec: RegistrySpec) -> Credentials | None:
@@ -334,15 +443,13 @@ def _credentials(spec: RegistrySpec) -> Credentials | None:
         return None
     if spec.auth == "basic":
         if spec.password_env:
-            password = os.environ.get(spec.password_env)
-            if password is None:
-                raise AuthError(f"environment variable {spec.password_env} is not set")
+            password = os.environ.get(spec.password_env, "")
         else:
             assert spec.password_file is not None
             try:
                 password = spec.password_file.read_text(encoding="utf-8").strip()
-            except OSError as err:
-                raise AuthError(f"{spec.password_file}: {err.strerror}") from None
+            except (OSError, UnicodeDecodeError) as err:
+                raise AuthError(f"{spec.password_file}: cannot read ({err})") from None
         return Credentials(spec.username, password)
     return docker_credentials(spec.host)
 
@@ -354,6 +461,10 @@ def _choose(children: Mapping[str, str], platforms: Sequence[str]) -> dict[str, 
         if digest:
             chosen[platform] = digest
     return chosen
+
+
+def _where(host: _Host, name: str, reference: str) -> str:
+    return f"{host.name}/{name}{'@' if ':' in reference else ':'}{reference}"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -368,13 +479,18 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _registry_message(response: httpx.Response) -> str:
+def _clean(text: str, limit: int = 200) -> str:
+    """Registry text, as shown to people: no control characters, not a page long."""
+    text = _CONTROL_RE.sub(" ", text).strip()
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _registry_message(answer: _Answer) -> str:
     """The registry's own error text (`errors[0].message`), if it sent one."""
     try:
-        errors = response.json().get("errors") or []
-        first = errors[0]
-        return f" ({first.get('code', '')}: {first.get('message', '')})"
-    except (ValueError, AttributeError, IndexError, TypeError):
+        first = json.loads(answer.body)["errors"][0]
+        return " (" + _clean(f"{first.get('code', '')}: {first.get('message', '')}") + ")"
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return ""
 
 
@@ -382,5 +498,5 @@ def _describe(err: Exception) -> str:
     if isinstance(err, httpx.TimeoutException):
         return "timed out"
     if isinstance(err, httpx.ConnectError):
-        return f"cannot connect ({err})"
-    return str(err) or type(err).__name__
+        return f"cannot connect ({_clean(str(err))})"
+    return _clean(str(err)) or type(err).__name__

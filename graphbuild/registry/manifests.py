@@ -2,13 +2,15 @@
 
 A tag is resolved with all four manifest types in Accept: without the list
 type, a Docker registry answers a multi-arch tag with its amd64 child, whose
-digest looks plausible and is wrong.
+digest looks plausible and is wrong. Everything here reads registry answers,
+which are input: every field is type-checked, never trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -16,14 +18,26 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+KNOWN_TYPES = INDEX_TYPES | {OCI_MANIFEST, DOCKER_MANIFEST}
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
+MAX_SIZE = 4 * 1024 * 1024  # distribution refuses manifests above 4 MiB; so do we
 
 BASE_DIGEST = "org.opencontainers.image.base.digest"
 BASE_NAME = "org.opencontainers.image.base.name"
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class InvalidManifest(ValueError):
+    """The registry sent something that is not a manifest."""
 
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def is_digest(value: object) -> bool:
+    """A sha256 digest, the only kind graphbuild follows (it also goes into URL paths)."""
+    return isinstance(value, str) and bool(_DIGEST_RE.match(value))
 
 
 def media_type(content_type: str | None) -> str:
@@ -40,48 +54,59 @@ class Manifest:
     annotations: dict[str, str] = field(default_factory=dict)
     children: dict[str, str] = field(default_factory=dict)  # platform -> digest (indexes)
 
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES
-
-
-class InvalidManifest(ValueError):
-    """The registry sent something that is not a manifest."""
-
 
 def parse(data: bytes, content_type: str | None, digest: str) -> Manifest:
     try:
         doc = json.loads(data)
-    except ValueError as err:
-        raise InvalidManifest(f"manifest {digest} is not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:
+        raise InvalidManifest(f"manifest {digest} is not JSON ({err})") from None
     if not isinstance(doc, dict):
         raise InvalidManifest(f"manifest {digest} is not a JSON object")
-    kind = media_type(content_type) or str(doc.get("mediaType", ""))
-    annotations = doc.get("annotations") or {}
-    if not isinstance(annotations, dict):
-        annotations = {}
+    kind = media_type(content_type)
+    if kind not in KNOWN_TYPES:  # e.g. served as application/json: trust the body's own type
+        kind = str(doc.get("mediaType") or "")
+    annotations = _strings(doc.get("annotations"))
     children: dict[str, str] = {}
     if kind in INDEX_TYPES:
-        for entry in doc.get("manifests") or []:
-            if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+        entries = doc.get("manifests")
+        if not isinstance(entries, list):
+            raise InvalidManifest(f"index {digest} has no list of manifests")
+        for entry in entries:
+            if not isinstance(entry, dict) or not is_digest(entry.get("digest")):
                 continue
-            key = platform_key(entry.get("platform") or {})
-            note = entry.get("annotations") or {}
-            if key is None or note.get("vnd.docker.reference.type") == "attestation-manifest":
+            key = platform_key(entry.get("platform"))
+            if (
+                key is None
+                or _strings(entry.get("annotations")).get("vnd.docker.reference.type")
+                == "attestation-manifest"
+            ):
                 continue  # attestations (unknown/unknown) are not images to run
             children.setdefault(key, entry["digest"])
-    return Manifest(digest, kind, {str(k): str(v) for k, v in annotations.items()}, children)
+    elif kind not in KNOWN_TYPES:
+        raise InvalidManifest(f"manifest {digest} has an unknown media type {kind!r}")
+    return Manifest(digest, kind, annotations, children)
 
 
-def platform_key(platform: dict) -> str | None:
+def _strings(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def platform_key(platform: object) -> str | None:
     """`os/arch[/variant]`, or None for an attestation's `unknown/unknown`."""
     if not isinstance(platform, dict):
         return None
-    os_name, arch = platform.get("os"), platform.get("architecture")
-    if not os_name or not arch or os_name == "unknown" or arch == "unknown":
+    os_name, arch, variant = (platform.get(k) for k in ("os", "architecture", "variant"))
+    if not isinstance(os_name, str) or not isinstance(arch, str) or "unknown" in (os_name, arch):
         return None
-    variant = platform.get("variant")
-    return f"{os_name}/{arch}/{variant}" if variant else f"{os_name}/{arch}"
+    if not os_name or not arch:
+        return None
+    return (
+        f"{os_name}/{arch}/{variant}"
+        if isinstance(variant, str) and variant
+        else f"{os_name}/{arch}"
+    )
 
 
 def pick(children: dict[str, str], wanted: str) -> str | None:
