@@ -249,7 +249,8 @@ class _Judge:
             if {edge["kind"], *(u["kind"] for u in edge["also"])}.isdisjoint(TRACKED_KINDS):
                 continue
             why = self.done.get(parent)
-            if why is not None and (why.status == STALE or why.digest is None):
+            absent = why is not None and why.status == MISSING_TAG and why.digest is None
+            if why is not None and (why.status == STALE or absent):
                 detail = f"built on {parent}, which is {why.status}"
                 return ImageCheck(node, STALE, STALE, detail, [node, *why.chain], answer.digest)
             platforms = _consumer_platforms(self.graph, node, edge)
@@ -333,15 +334,14 @@ class _Judge:
         return {answer.digest} | {d for d in wanted if d}
 
     def _digest_for(self, parent: str, platforms: list[str]) -> str:
-        """The digest a consumer building `platforms` pulls: the platform child if known."""
-        current = self._current(parent, platforms)
-        assert current is not None
+        """The digest a consumer building `platforms` pulls: the pin, else the platform child."""
         attrs = self.graph.nodes[parent]
-        answer = self.answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else parent)
-        if isinstance(answer, Resolved) and attrs.get("digest") is None:
-            child = answer.platforms.get(platforms[0]) if platforms else None
-            return child or answer.digest
-        return attrs["digest"]
+        if attrs.get("digest") is not None:
+            return attrs["digest"]
+        answer = self.answers[_tagged(attrs) if attrs["kind"] == EXTERNAL else parent]
+        assert isinstance(answer, Resolved)  # _current answered before this is asked
+        child = answer.platforms.get(platforms[0]) if platforms else None
+        return child or answer.digest
 
     def _now(self, parent: str) -> str:
         attrs = self.graph.nodes[parent]

@@ -429,3 +429,19 @@ def test_a_second_check_reads_no_manifest_again(fleet):
     gets = registry.log.read_text().count('"GET /v2/app/manifests/')
     assert by_id(fleet.check())[app].status == detect.UP_TO_DATE
     assert registry.log.read_text().count('"GET /v2/app/manifests/') == gets  # a HEAD only
+
+
+def test_a_parent_with_no_answer_makes_its_children_unknown_not_stale(fleet):
+    """An outage upstream in the graph must not start a rebuild storm downstream."""
+    down = f"127.0.0.1:{free_port()}"
+    parent = f"{down}/platform/base:1"
+    folder = fleet.root / "fleet" / "base"
+    folder.mkdir(parents=True)
+    (folder / "Dockerfile").write_text("FROM scratch\n")
+    fleet.images.append(f'{{"image": "{down}/platform/base", "dockerfile": "base/Dockerfile", '
+                        '"tags": ["1"], "platforms": []}')  # fmt: skip
+    app = fleet.dockerfile("app", f"FROM {parent}\n")
+    fleet.push(app, "sha256:" + "3" * 64, parent)
+    result = by_id(fleet.check(retries=0))
+    assert result[parent].status == detect.UNKNOWN
+    assert result[app].status == detect.UNKNOWN and "no answer" in result[app].detail
