@@ -303,17 +303,10 @@ class AcrAuth(HostAuth):
     Under `auth: auto`, no Azure identity means anonymous (ACR's anonymous pull).
     """
 
-    def __init__(
-        self,
-        http: httpx.Client,
-        credentials: Callable[[], Credentials | None],
-        allow_http_realm: bool,
-    ) -> None:
-        super().__init__(http, credentials, allow_http_realm)
-        self.required = True
-        self._refresh: tuple[str, float] | None = None
-        self._azure = None
-        self._no_identity: str | None = None
+    required = True  # False under `auth: auto`
+    _refresh: tuple[str, float] | None = None
+    _azure = None
+    _no_identity: str | None = None
 
     def credentials(self) -> Credentials | None:
         given = super().credentials()  # `az acr login` or an admin user in docker's config
