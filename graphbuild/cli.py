@@ -153,6 +153,103 @@ def check(
     _exit(cmd.run(_config(ctx), as_json, concurrency))
 
 
+MaxParallel = Annotated[int, typer.Option("--max-parallel", min=1, help="Builds at once.")]
+
+
+def _settings(max_parallel: int, force: bool = False, no_cache: bool = False):  # noqa: ANN202
+    from graphbuild.execute import RunSettings
+
+    return RunSettings(max_parallel=max_parallel, force=force, no_cache=no_cache)
+
+
+@app.command()
+def plan(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    updated: Annotated[
+        list[str] | None,
+        typer.Option("--updated", help="What if this base (or image) changed? Offline."),
+    ] = None,
+) -> None:
+    """Show what a sweep would rebuild, in waves, and why; builds nothing."""
+    from graphbuild.commands import plan as cmd
+
+    _exit(cmd.run(_config(ctx), as_json, updated or [], 16))
+
+
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; build nothing.")] = False,
+    max_parallel: MaxParallel = 4,
+    max_images: Annotated[
+        int, typer.Option("--max-images", min=1, help="Stop if the plan is bigger than this.")
+    ] = 50,
+    yes: Annotated[bool, typer.Option("--yes", help="Build even past --max-images.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for a running sweep instead of stopping.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Sync, check, plan and rebuild what changed, in dependency order."""
+    from graphbuild.commands import sweep as cmd
+
+    settings = _settings(max_parallel)
+    _exit(cmd.run(_config(ctx), dry_run=dry_run, settings=settings, max_images=max_images,
+                  yes=yes, wait=wait, as_json=as_json))  # fmt: skip
+
+
+@app.command()
+def rebuild(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(help="Images to rebuild, or bases to rebuild on.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why, recorded on every image (e.g. a CVE id).")
+    ] = "forced rebuild",
+    force: Annotated[
+        bool, typer.Option("--force", help="Build even if this exact build was done before.")
+    ] = False,
+    no_downstream: Annotated[
+        bool, typer.Option("--no-downstream", help="Only the named images.")
+    ] = False,
+    depth: Annotated[int | None, typer.Option("--depth", min=1, help="Levels below.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="No build cache.")] = False,
+    max_parallel: MaxParallel = 4,
+    as_json: JsonOption = False,
+) -> None:
+    """Rebuild images, or everything built on a base, now (the on-call path)."""
+    from graphbuild.commands import rebuild as cmd
+
+    settings = _settings(max_parallel, force, no_cache)
+    _exit(cmd.run(_config(ctx), refs, reason=reason, downstream=not no_downstream, depth=depth,
+                  settings=settings, as_json=as_json))  # fmt: skip
+
+
+@app.command()
+def runs(
+    ctx: typer.Context,
+    run_id: Annotated[str | None, typer.Argument(help="A run to show.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List runs, or show one: every image's outcome, reason, duration, digest and log."""
+    from graphbuild.commands import runs as cmd
+
+    _exit(cmd.show(_config(ctx), run_id, as_json))
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run to finish.")],
+    max_parallel: MaxParallel = 4,
+    as_json: JsonOption = False,
+) -> None:
+    """Finish an interrupted or partly failed run, without rebuilding what succeeded."""
+    from graphbuild.commands import runs as cmd
+
+    _exit(cmd.resume(_config(ctx), run_id, _settings(max_parallel), as_json))
+
+
 def main() -> None:
     """Entry point: a GraphbuildError is one line on stderr and its exit code, never a traceback."""
     try:

@@ -33,6 +33,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BUILDER_KEYS = {
+    "buildah": {"isolation", "storage_driver", "root", "runroot"},
+    "docker": {"builder"},
+    "command": {"argv"},
+}
 _REGISTRY_KEYS = {"insecure", "auth", "username", "password_env", "password_file", "ca_bundle",
                   "max_requests", "password"}  # fmt: skip
 _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git check-ref-format
@@ -88,6 +93,7 @@ class Config:
     workspace: Path
     repos: tuple[RepoSpec, ...]
     registries: Mapping[str, RegistrySpec] = field(default_factory=dict)
+    builder: Mapping[str, Any] = field(default_factory=lambda: {"kind": "buildah"})
 
 
 def find(explicit: str | os.PathLike | None = None) -> Path:
@@ -196,7 +202,7 @@ class _Checker:
     def config(self, data: Any) -> Config:
         if data is None:
             raise self.fail([], "the file is empty; it needs a `repos:` list")
-        data = self.mapping(data, [], {"repos", "workspace", "registries"})
+        data = self.mapping(data, [], {"repos", "workspace", "registries", "builder"})
         workspace = self.base / self.string(data.get("workspace", DEFAULT_WORKSPACE), ["workspace"])
         if "repos" not in data:
             raise self.fail(["repos"], "missing: list the repositories to read")
@@ -221,7 +227,27 @@ class _Checker:
             if spec.host in specs:
                 raise self.fail(["registries", str(host)], f"{spec.host} is configured twice")
             specs[spec.host] = spec
-        return Config(self.path, workspace, repos, specs)
+        builder = self.builder(data.get("builder") or {}, ["builder"])
+        return Config(self.path, workspace, repos, specs, builder)
+
+    def builder(self, value: Any, where: list[str | int]) -> dict[str, Any]:
+        """`builder: {kind: buildah|docker|command, ...}`: each kind's options, checked."""
+        kind = value.get("kind", "buildah") if isinstance(value, dict) else None
+        if kind not in _BUILDER_KEYS:
+            kinds = ", ".join(_BUILDER_KEYS)
+            raise self.fail([*where, "kind"], f"expected one of {kinds}")
+        data = self.mapping(value, where, {"kind", *_BUILDER_KEYS[kind]})
+        out: dict[str, Any] = {"kind": kind}
+        for key, item in data.items():
+            if key == "argv":
+                out[key] = list(self.strings(item, [*where, key]))
+                if not out[key]:
+                    raise self.fail([*where, key], "must name the command to run")
+            elif key != "kind":
+                out[key] = self.string(item, [*where, key])
+        if kind == "command" and "argv" not in out:
+            raise self.fail([*where, "argv"], "missing: the command that builds and pushes")
+        return out
 
     def registry(self, host: Any, value: Any, where: list[str | int]) -> RegistrySpec:
         data = self.mapping(value if value is not None else {}, where, _REGISTRY_KEYS)

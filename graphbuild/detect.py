@@ -26,6 +26,7 @@ import networkx as nx
 
 from graphbuild import dockerfile, refs
 from graphbuild.errors import InvalidReference
+from graphbuild.graph import kinds
 from graphbuild.graphdb import EXTERNAL, IMAGE
 from graphbuild.registry import MISSING, Failure, Registry, Resolved
 from graphbuild.registry.client import Known
@@ -71,6 +72,8 @@ class Check:
     images: list[ImageCheck]
     requests: int = 0
     ratelimits: dict[str, str] = field(default_factory=dict)
+    # node -> the digest it has now (a pin's own digest for pinned bases): what builds pin to
+    digests: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -102,7 +105,16 @@ def check(graph: nx.DiGraph, registry: Registry, state: State) -> Check:
             observed.append((ref, "", answer.digest))
             observed += [(ref, platform, digest) for platform, digest in answer.platforms.items()]
     state.observe(observed, at)
-    return Check(bases, images, sum(registry.requests.values()), dict(registry.ratelimits))
+    digests = {}
+    for node, attrs in graph.nodes(data=True):
+        if attrs["kind"] == EXTERNAL and attrs["digest"] is not None:
+            digests[node] = attrs["digest"]
+            continue
+        answer = answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else node)
+        if isinstance(answer, Resolved):
+            digests[node] = answer.digest
+    requests = sum(registry.requests.values())
+    return Check(bases, images, requests, dict(registry.ratelimits), digests)
 
 
 # ---------------------------------------------------------------- what to ask
@@ -246,7 +258,7 @@ class _Judge:
         verified, assumed, unknown = [], [], []
         for parent in sorted(self.graph.predecessors(node)):
             edge = self.graph.edges[parent, node]
-            if {edge["kind"], *(u["kind"] for u in edge["also"])}.isdisjoint(TRACKED_KINDS):
+            if not kinds(edge) & TRACKED_KINDS:
                 continue
             why = self.done.get(parent)
             absent = why is not None and why.status == MISSING_TAG and why.digest is None

@@ -109,6 +109,7 @@ class Instruction:
     args: str
     line: int
     trigger: Instruction | None = None  # what an ONBUILD wraps
+    end: int = 0  # its last physical line (continuations and heredoc bodies included)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def read(data: bytes | str) -> Source:
                     n += 1
                     if (body.lstrip("\t") if chomp else body) == name:
                         break
-        instructions.append(ins)
+        instructions.append(replace(ins, end=n))
 
     if not instructions:
         raise DockerfileError(max(n, 1), "file with no instructions")

@@ -132,6 +132,11 @@ def _fire_onbuild(graph: nx.DiGraph, produced: dict[str, str], kept: list[Image]
                           via=f"ONBUILD of {parent.id}")  # fmt: skip
 
 
+def kinds(edge: dict) -> set[str]:
+    """Every way an image uses a base over one edge: its first use and the others (`also`)."""
+    return {edge["kind"], *(use["kind"] for use in edge["also"])}
+
+
 def _where(graph: nx.DiGraph, base: str, image: str) -> str:
     edge = graph.edges[base, image]
     return f"{edge['repo']}:{edge['dockerfile']}:{edge['line']} builds {image} on {base}"

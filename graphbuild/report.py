@@ -11,14 +11,20 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any, TextIO
 
 from graphbuild import refs
 from graphbuild.errors import InvalidReference
+from graphbuild.state import Run
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str) + "\n"
 
 
 def emit_json(data: Any, out: TextIO | None = None) -> None:
-    (out or sys.stdout).write(json.dumps(data, indent=2, default=str) + "\n")
+    (out or sys.stdout).write(json_text(data))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO | None = None) -> None:
@@ -66,3 +72,92 @@ def progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
             bar.update(task, advance=1, last=line)
 
         yield step
+
+
+# ---------------------------------------------------------------- runs
+
+
+class RunProgress:
+    """Follows a run: a live panel on a terminal (counts, builds running), log lines otherwise."""
+
+    def __init__(self, total: int, waves: int) -> None:
+        self.total, self.waves = total, waves
+        self.counts: dict[str, int] = {}
+        self.running: dict[str, float] = {}
+        self.live = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(console=Console(stderr=True), refresh_per_second=4, transient=True)
+
+    def __enter__(self) -> RunProgress:
+        if self.live:
+            self.live.start()
+            self.live.update(self._panel())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.live.stop()
+
+    def event(self, node: str, status: str, info: dict) -> None:
+        import time
+
+        if status == "running":
+            self.running[node] = time.monotonic()
+        else:
+            started = self.running.pop(node, None)
+            if status != "retrying":
+                self.counts[status] = self.counts.get(status, 0) + 1
+            took = f" in {time.monotonic() - started:.1f} s" if started else ""
+            detail = info.get("digest") or info.get("error") or ""
+            if not self.live:
+                note(f"{status:<9} {short(node)}{took} {detail}".rstrip())
+        if self.live:
+            self.live.update(self._panel())
+        elif status == "running":
+            note(f"{'building':<9} {short(node)} (attempt {info['attempt']})")
+
+    def _panel(self) -> object:
+        import time
+
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        done = sum(self.counts.values())
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "starting"
+        table.add_row(f"[bold]{done}/{self.total}[/] images, {self.waves} waves", counts)
+        for node, started in sorted(self.running.items(), key=lambda item: item[1]):
+            table.add_row(f"  building {short(node)}", f"{time.monotonic() - started:.0f} s")
+        return table
+
+
+def run_document(run: Run) -> dict:
+    """A run as the JSON report and `runs --json` show it."""
+    return asdict(run)
+
+
+def run_markdown(run: Run) -> str:
+    """A run as people read it in a CI summary or a ticket."""
+    doc = run_document(run)
+    lines = [
+        f"# graphbuild {doc['kind']} {doc['id']}",
+        "",
+        f"- status: **{doc['status']}**",
+        f"- started: {doc['started']}, finished: {doc['finished'] or 'not finished'}",
+    ]
+    if doc["reason"]:
+        lines.append(f"- reason: {doc['reason']}")
+    counts: dict[str, int] = {}
+    for node in doc["nodes"]:
+        counts[node["status"]] = counts.get(node["status"], 0) + 1
+    lines += [f"- images: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}", ""]
+    lines += ["| wave | image | outcome | reason | digest | attempts |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for node in doc["nodes"]:
+        why = f"{node['reason']}: {node['detail']}".replace("|", "\\|")
+        outcome = node["status"] + (f" ({node['error']})" if node["error"] else "")
+        lines.append(f"| {node['wave']} | `{node['node']}` | {outcome.replace('|', '/')} | "
+                     f"{why} | `{(node['digest'] or '')[:19]}` | {node['attempts']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"

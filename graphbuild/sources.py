@@ -208,6 +208,26 @@ def _first_error_line(stderr: str) -> str:
     return lines[0] if lines else "git failed"
 
 
+def export(workspace: Path, name: str, commit: str, folder: str, dest: Path) -> Path:
+    """`folder` of a repository at `commit`, written under `dest`: a build context on disk.
+
+    `git archive` of the synced commit, extracted with tarfile's `data` filter
+    (no links out of `dest`, no device files, no absolute paths).
+    """
+    import tarfile
+
+    import git
+
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest.with_suffix(".tar")
+    with git.Repo(clone_dir(workspace, name)) as clone, archive.open("wb") as out:
+        clone.git.archive("--format=tar", commit, "--", folder, output_stream=out)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    archive.unlink()
+    return dest / folder
+
+
 def clone_dir(workspace: Path, name: str) -> Path:
     return workspace / CLONES / f"{name}.git"
 

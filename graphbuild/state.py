@@ -11,6 +11,7 @@ digests only.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +44,18 @@ MIGRATIONS = (
         PRIMARY KEY (image, parent));
     CREATE TABLE manifest_notes (digest TEXT PRIMARY KEY, annotations TEXT NOT NULL);
     """,
+    """
+    ALTER TABLE builds ADD COLUMN key TEXT;
+    CREATE INDEX builds_key ON builds (key);
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, reason TEXT, started TEXT NOT NULL,
+        finished TEXT, status TEXT NOT NULL, options TEXT NOT NULL);
+    CREATE TABLE run_nodes (
+        run TEXT NOT NULL, node TEXT NOT NULL, wave INTEGER NOT NULL, reason TEXT NOT NULL,
+        detail TEXT NOT NULL, chain TEXT NOT NULL, status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, started TEXT, finished TEXT, digest TEXT,
+        log TEXT, key TEXT, error TEXT, PRIMARY KEY (run, node));
+    """,
 )
 
 
@@ -60,6 +73,38 @@ class Build:
     built_at: str
     parents: dict[str, str]  # base node id -> the digest it had when this was built
     run_id: str | None = None
+    key: str | None = None  # the content address: commit, Dockerfile, args, parents' digests
+
+
+@dataclass
+class RunNode:
+    """One image in a run, as it stands: recorded at every change, so a crash loses nothing."""
+
+    node: str
+    wave: int
+    reason: str
+    detail: str
+    chain: list[str]
+    status: str = "pending"  # pending | running | succeeded | failed | blocked | skipped
+    attempts: int = 0
+    started: str | None = None
+    finished: str | None = None
+    digest: str | None = None
+    log: str | None = None
+    key: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Run:
+    id: str
+    kind: str  # sweep | rebuild
+    reason: str | None
+    started: str
+    finished: str | None
+    status: str  # running | succeeded | failed | interrupted
+    options: dict
+    nodes: list[RunNode]
 
 
 def now() -> str:
@@ -206,15 +251,79 @@ class State:
         parents: Mapping[str, str],
         run_id: str | None = None,
         at: str | None = None,
+        key: str | None = None,
     ) -> None:
         at = at or now()
         with self.db:
             self.db.execute(
-                "INSERT INTO builds (image, digest, built_at, run_id, parents) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (image, digest, at, run_id, json.dumps(dict(parents), sort_keys=True)),
+                "INSERT INTO builds (image, digest, built_at, run_id, parents, key) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (image, digest, at, run_id, json.dumps(dict(parents), sort_keys=True), key),
             )
         self.set_baselines(((image, parent, d) for parent, d in parents.items()), at)
+
+    # -- runs: written as they happen, read by `runs` and `resume`
+
+    def create_run(self, kind: str, reason: str | None, options: dict, nodes: list[RunNode]) -> str:
+        started = now()
+        stamp = started[:19].replace("-", "").replace(":", "").replace("T", "-")
+        run = f"{stamp}-{os.urandom(2).hex()}"  # sorts by time, readable: 20261128-203000-9f2c
+        with self.db:
+            self.db.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, NULL, 'running', ?)",
+                (run, kind, reason, started, json.dumps(options, sort_keys=True)),
+            )
+            self.db.executemany(
+                "INSERT INTO run_nodes (run, node, wave, reason, detail, chain, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((run, n.node, n.wave, n.reason, n.detail, json.dumps(n.chain), n.status)
+                 for n in nodes),
+            )  # fmt: skip
+        return run
+
+    def update_node(self, run: str, node: RunNode) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE run_nodes SET status = ?, attempts = ?, started = ?, finished = ?, "
+                "digest = ?, log = ?, key = ?, error = ? WHERE run = ? AND node = ?",
+                (node.status, node.attempts, node.started, node.finished, node.digest,
+                 node.log, node.key, node.error, run, node.node),
+            )  # fmt: skip
+
+    def finish_run(self, run: str, status: str) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, now(), run)
+            )
+
+    def reopen_run(self, run: str) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE runs SET status = 'running', finished = NULL WHERE id = ?", (run,)
+            )
+
+    def runs(self, limit: int = 50) -> list[Run]:
+        rows = self.db.execute(
+            "SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [run for (run_id,) in rows if (run := self.run(run_id, nodes=False))]
+
+    def run(self, run_id: str, nodes: bool = True) -> Run | None:
+        row = self.db.execute(
+            "SELECT id, kind, reason, started, finished, status, options FROM runs WHERE id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        found = []
+        if nodes:
+            for r in self.db.execute(
+                "SELECT node, wave, reason, detail, chain, status, attempts, started, finished, "
+                "digest, log, key, error FROM run_nodes WHERE run = ? ORDER BY wave, node",
+                (run_id,),
+            ):
+                found.append(RunNode(r[0], r[1], r[2], r[3], json.loads(r[4]), *r[5:]))
+        return Run(*row[:6], json.loads(row[6]), found)
 
     def build_of(self, image: str, digest: str) -> Build | None:
         """graphbuild's record of the build that produced `image` at `digest`, if it made it."""
@@ -226,6 +335,20 @@ class State:
         if row is None:
             return None
         return Build(row[0], row[1], row[2], json.loads(row[3]), row[4])
+
+
+def find_build(workspace: Path, key: str) -> Build | None:
+    """build_with_key from any thread: a short read-only connection of its own."""
+    db = sqlite3.connect(f"file:{workspace / 'state.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        row = db.execute(
+            "SELECT image, digest, built_at, parents, run_id, key FROM builds WHERE key = ? "
+            "ORDER BY built_at DESC, id DESC LIMIT 1",
+            (key,),
+        ).fetchone()
+    finally:
+        db.close()
+    return Build(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) if row else None
 
 
 @contextmanager

@@ -6,6 +6,8 @@ import re
 import sqlite3
 from dataclasses import asdict
 
+import networkx as nx
+
 from graphbuild import detect, errors, graph, report
 from graphbuild.commands import ensure
 from graphbuild.config import Config
@@ -16,16 +18,20 @@ from graphbuild.state import State
 _DIGEST_RE = re.compile(r"(sha256:[0-9a-f]{12})[0-9a-f]{52}")
 
 
-def run(config: Config, as_json: bool, concurrency: int) -> int:
-    g = graph.load(ensure(config))
+def checked(config: Config, g: nx.DiGraph, concurrency: int = 16) -> detect.Check:
+    """Run detection on the stored graph; shared by check, plan, sweep and rebuild."""
     try:
         with (
             State(config.workspace) as state,
             Registry(config.registries, concurrency=concurrency) as registry,
         ):
-            result = detect.check(g, registry, state)
+            return detect.check(g, registry, state)
     except sqlite3.Error as err:  # e.g. a state.db held locked by another process for 30 s
         raise errors.GraphbuildError(f"{config.workspace / 'state.db'}: {err}") from None
+
+
+def run(config: Config, as_json: bool, concurrency: int) -> int:
+    result = checked(config, graph.load(ensure(config)), concurrency)
     if as_json:
         report.emit_json(
             {

@@ -1,0 +1,55 @@
+"""command: any build service as an argv template (kaniko, nerdctl, an internal tool).
+
+Each argument may hold placeholders: {context} {dockerfile} {image} {tag}
+{target} {platform} {digestfile}; an argument that is exactly {tags},
+{build-args}, {labels} or {annotations} becomes several (`--tag X`, ...).
+The command must push and write the pushed digest into {digestfile}.
+Values are substituted into single arguments: no shell ever parses them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from graphbuild.builders import BuildFailed, BuildRequest, run
+
+_LISTS = {"{tags}", "{build-args}", "{labels}", "{annotations}"}
+
+
+class Command:
+    name = "command"
+
+    def __init__(self, argv: list[str]) -> None:
+        self.template = list(argv)
+
+    def argv(self, request: BuildRequest, digestfile: str) -> list[str]:
+        values = {
+            "context": str(request.context), "dockerfile": str(request.dockerfile),
+            "image": request.image, "tag": request.tags[0], "target": request.target or "",
+            "platform": ",".join(request.platforms), "digestfile": digestfile,
+        }  # fmt: skip
+        lists = {
+            "{tags}": [x for tag in request.tags for x in ("--tag", tag)],
+            "{build-args}": [x for k, v in request.build_args.items()
+                             for x in ("--build-arg", f"{k}={v}")],
+            "{labels}": [x for k, v in request.labels.items() for x in ("--label", f"{k}={v}")],
+            "{annotations}": [x for k, v in request.annotations.items()
+                              for x in ("--annotation", f"{k}={v}")],
+        }  # fmt: skip
+        out: list[str] = []
+        for arg in self.template:
+            if arg in _LISTS:
+                out += lists[arg]
+                continue
+            for key, value in values.items():
+                arg = arg.replace("{" + key + "}", value)
+            out.append(arg)
+        return out
+
+    def build(self, request: BuildRequest, cancel: threading.Event) -> str:
+        digestfile = request.log.with_suffix(".digest")
+        run(self.argv(request, str(digestfile)), request.log, cancel, f"{self.template[0]}")
+        digest = digestfile.read_text().strip() if digestfile.exists() else ""
+        if not digest.startswith("sha256:"):
+            raise BuildFailed(f"{self.template[0]} wrote no digest to {{digestfile}}")
+        return digest

@@ -1,0 +1,67 @@
+"""`graphbuild runs [ID]` and `graphbuild resume ID`: what runs did, and finishing one."""
+
+from __future__ import annotations
+
+from graphbuild import errors, execute, graph, report
+from graphbuild.commands import ensure
+from graphbuild.commands.sweep import build
+from graphbuild.config import Config
+from graphbuild.plan import Plan, Step
+from graphbuild.report import short
+from graphbuild.state import State, sweep_lock
+
+
+def show(config: Config, run_id: str | None, as_json: bool) -> int:
+    with State(config.workspace) as state:
+        if run_id is None:
+            runs = state.runs()
+            if as_json:
+                report.emit_json([report.run_document(r) for r in runs])
+            else:
+                report.table(
+                    ["RUN", "KIND", "STATUS", "STARTED", "FINISHED", "REASON"],
+                    [(r.id, r.kind, r.status, r.started[:19], (r.finished or "")[:19],
+                      r.reason or "") for r in runs],
+                )  # fmt: skip
+            return errors.OK
+        run = state.run(run_id)
+    if run is None:
+        raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
+    if as_json:
+        report.emit_json(report.run_document(run))
+        return errors.OK
+    print(f"{run.kind} {run.id}: {run.status} (started {run.started[:19]})")
+    report.table(
+        ["WAVE", "IMAGE", "OUTCOME", "REASON", "DURATION", "DIGEST", "LOG"],
+        [(n.wave, short(n.node), n.status + (f": {n.error}" if n.error else ""), n.reason,
+          _duration(n.started, n.finished), (n.digest or "")[:19], n.log or "")
+         for n in run.nodes],
+    )  # fmt: skip
+    return errors.OK
+
+
+def resume(config: Config, run_id: str, settings: execute.RunSettings, as_json: bool) -> int:
+    """Finish an interrupted or partly failed run; what succeeded is not built again."""
+    with State(config.workspace) as state:
+        run = state.run(run_id)
+    if run is None:
+        raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
+    g = graph.load(ensure(config))
+    missing = [n.node for n in run.nodes if n.node not in g]
+    if missing:
+        raise errors.GraphbuildError(f"run {run_id} names images no longer in the graph: "
+                                     f"{', '.join(missing)}")  # fmt: skip
+    steps = [Step(n.node, n.wave, n.reason, n.detail, n.chain) for n in run.nodes]
+    plan = Plan(steps, dict(run.options.get("digests", {})))
+    settings.force = bool(run.options.get("force", settings.force))
+    with sweep_lock(config.workspace, wait=True, on_wait=None):
+        return build(config, g, plan, run.kind, run.reason, settings, as_json, run_id=run.id)
+
+
+def _duration(started: str | None, finished: str | None) -> str:
+    if not started or not finished:
+        return ""
+    from datetime import datetime
+
+    took = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+    return f"{took.total_seconds():.1f} s"

@@ -1,0 +1,445 @@
+"""Run a plan: an eager DAG scheduler, and the builds it schedules.
+
+The scheduler starts a node the moment all its parents are done, under a
+global cap (and optional per-group caps, e.g. per registry); among ready
+nodes, the one heading the longest remaining chain goes first. A failure
+blocks the node's descendants and nothing else; transient failures are
+retried with backoff. A stop request starts nothing new and lets running
+work finish, or cancels it on a second request.
+
+The build side gives every node a content-addressed key (source, Dockerfile,
+build options, the exact digests of its parents), skips keys already built,
+pins the Dockerfile to the parents' digests, and records every change in
+state.db as it happens, so a crash loses nothing and a run can be resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+
+from graphbuild import dockerfile, pin, refs, sources
+from graphbuild.builders import Builder, BuildFailed, BuildRequest
+from graphbuild.config import Config
+from graphbuild.graph import kinds
+from graphbuild.graphdb import EXTERNAL
+from graphbuild.plan import Plan
+from graphbuild.state import RunNode, State, find_build, now
+
+PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, BLOCKED = (
+    "pending", "running", "succeeded", "skipped", "failed", "blocked"
+)  # fmt: skip
+DONE = frozenset({SUCCEEDED, SKIPPED})
+TRACKED = frozenset({dockerfile.FROM, dockerfile.COPY, dockerfile.MOUNT})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # succeeded | skipped
+    digest: str
+    detail: str = ""
+
+
+class Failed(Exception):
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# ---------------------------------------------------------------- the scheduler
+
+
+class Scheduler:
+    """Eager DAG scheduling under caps; `work(node, cancel)` returns an Outcome or raises Failed.
+
+    Events reach `on_event(node, status, info)` on the calling thread, in order.
+    """
+
+    def __init__(
+        self,
+        deps: Mapping[str, set[str]],
+        work: Callable[[str, threading.Event], Outcome],
+        *,
+        max_parallel: int = 4,
+        retries: int = 2,
+        backoff: float = 5.0,
+        weights: Mapping[str, float] | None = None,
+        group_of: Callable[[str], str] | None = None,
+        caps: Mapping[str, int] | None = None,
+        on_event: Callable[[str, str, dict], None] | None = None,
+    ) -> None:
+        self.deps = {node: set(parents) & set(deps) for node, parents in deps.items()}
+        self.children: dict[str, set[str]] = {node: set() for node in deps}
+        for node, parents in self.deps.items():
+            for parent in parents:
+                self.children[parent].add(node)
+        self.work, self.max_parallel = work, max(1, max_parallel)
+        self.retries, self.backoff = retries, backoff
+        self.group_of = group_of or (lambda node: "")
+        self.caps = dict(caps or {})
+        self.on_event = on_event or (lambda node, status, info: None)
+        self.priority = self._bottom_levels(weights or {})
+        self.status: dict[str, str] = dict.fromkeys(deps, PENDING)
+        self.attempts: dict[str, int] = dict.fromkeys(deps, 0)
+        self.stopping = False
+        self.cancel = threading.Event()
+
+    def _bottom_levels(self, weights: Mapping[str, float]) -> dict[str, float]:
+        """Longest chain of work from each node to the end: who should go first."""
+        dag = nx.DiGraph()
+        dag.add_nodes_from(self.deps)
+        dag.add_edges_from((p, c) for c, parents in self.deps.items() for p in parents)
+        level: dict[str, float] = {}
+        for node in reversed(list(nx.topological_sort(dag))):
+            below = max((level[c] for c in self.children[node]), default=0.0)
+            level[node] = weights.get(node, 1.0) + below
+        return level
+
+    def stop(self, cancel_running: bool = False) -> None:
+        """Start nothing new; with `cancel_running`, also ask running work to stop."""
+        self.stopping = True
+        if cancel_running:
+            self.cancel.set()
+
+    def run(self) -> dict[str, str]:
+        waiting = {node: set(parents) for node, parents in self.deps.items()}
+        ready = [(-self.priority[n], n) for n, parents in waiting.items() if not parents]
+        heapq.heapify(ready)
+        delayed: list[tuple[float, str]] = []
+        running: dict[Future, str] = {}
+        busy: dict[str, int] = {}
+        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+            while True:
+                now_ = time.monotonic()
+                while delayed and delayed[0][0] <= now_:
+                    _, node = heapq.heappop(delayed)
+                    heapq.heappush(ready, (-self.priority[node], node))
+                if not self.stopping:
+                    self._launch(pool, ready, running, busy)
+                if not running and (self.stopping or (not ready and not delayed)):
+                    break
+                timeout = 0.2 if not delayed else max(0.0, min(0.2, delayed[0][0] - now_))
+                finished, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    node = running.pop(future)
+                    group = self.group_of(node)
+                    busy[group] -= 1
+                    self._finish(node, future, waiting, ready, delayed)
+        return self.status
+
+    def _launch(
+        self, pool: ThreadPoolExecutor, ready: list, running: dict[Future, str], busy: dict
+    ) -> None:
+        held = []
+        while ready and len(running) < self.max_parallel:
+            item = heapq.heappop(ready)
+            node = item[1]
+            group = self.group_of(node)
+            cap = self.caps.get(group)
+            if cap is not None and busy.get(group, 0) >= cap:
+                held.append(item)
+                continue
+            busy[group] = busy.get(group, 0) + 1
+            self.attempts[node] += 1
+            self.status[node] = RUNNING
+            self.on_event(node, RUNNING, {"attempt": self.attempts[node]})
+            running[pool.submit(self.work, node, self.cancel)] = node
+        for item in held:
+            heapq.heappush(ready, item)
+
+    def _finish(self, node: str, future: Future, waiting: dict, ready: list, delayed: list) -> None:
+        try:
+            outcome = future.result()
+        except Failed as err:
+            if err.transient and self.attempts[node] <= self.retries and not self.stopping:
+                wait_for = self.backoff * 2 ** (self.attempts[node] - 1)
+                self.status[node] = PENDING
+                self.on_event(node, "retrying", {"error": str(err), "in": wait_for})
+                heapq.heappush(delayed, (time.monotonic() + wait_for, node))
+                return
+            self._fail(node, str(err))
+            return
+        except Exception as err:  # a bug in one build must not stop the others
+            self._fail(node, f"internal error: {type(err).__name__}: {err}")
+            return
+        self.status[node] = outcome.status
+        self.on_event(node, outcome.status, {"digest": outcome.digest, "detail": outcome.detail})
+        for child in sorted(self.children[node]):
+            waiting[child].discard(node)
+            if not waiting[child] and self.status[child] == PENDING:
+                heapq.heappush(ready, (-self.priority[child], child))
+
+    def _fail(self, node: str, error: str) -> None:
+        self.status[node] = FAILED if not self.cancel.is_set() else PENDING
+        self.on_event(node, self.status[node], {"error": error})
+        if self.status[node] != FAILED:
+            return  # cancelled: it stays to do, and so do its descendants
+        todo = list(self.children[node])
+        while todo:
+            child = todo.pop()
+            if self.status[child] == PENDING:
+                self.status[child] = BLOCKED
+                self.on_event(child, BLOCKED, {"error": f"{node} failed"})
+                todo += self.children[child]
+
+
+# ---------------------------------------------------------------- the builds
+
+
+@dataclass
+class RunSettings:
+    max_parallel: int = 4
+    retries: int = 2
+    backoff: float = 5.0
+    force: bool = False  # build even when a build with the same key exists
+    no_cache: bool = False
+    caps: dict[str, int] = field(default_factory=dict)  # registry host -> builds in flight
+
+
+class Builds:
+    """The work of one run: for a node, decide its key, skip or build it, record it."""
+
+    def __init__(
+        self,
+        config: Config,
+        graph: nx.DiGraph,
+        digests: Mapping[str, str],
+        builder: Builder,
+        run_id: str,
+        reasons: Mapping[str, str],
+        settings: RunSettings,
+        logs: Path,
+    ) -> None:
+        self.config, self.graph, self.builder = config, graph, builder
+        self.digests = dict(digests)  # node -> digest to pin to; built nodes are added
+        self.run_id, self.reasons, self.settings, self.logs = run_id, reasons, settings, logs
+        self.lock = threading.Lock()
+        self.keys: dict[str, str] = {}
+        self.parents: dict[str, dict[str, str]] = {}
+        self.repos = {repo.name: repo for repo in config.repos}
+
+    def work(self, node: str, cancel: threading.Event) -> Outcome:
+        attrs = self.graph.nodes[node]
+        repo = self.repos.get(attrs["repo"])
+        if repo is None:
+            raise Failed(f"repository {attrs['repo']} is no longer in the config")
+        with tempfile.TemporaryDirectory(prefix="graphbuild-") as scratch:
+            context, text = self._source(repo, attrs, Path(scratch))
+            parsed = dockerfile.parse(
+                text, build_args=attrs["build_args"], target=attrs["target"],
+                platforms=attrs["platforms"] or (dockerfile.DEFAULT_PLATFORM,),
+                contexts=None,
+            )  # fmt: skip
+            pins, parents = self._pins(node, parsed.refs)
+            key = build_key(attrs, context if repo.path else None, parents)
+            with self.lock:
+                self.keys[node], self.parents[node] = key, parents
+            if not self.settings.force:
+                done = find_build(self.config.workspace, key)
+                if done is not None:
+                    return Outcome(SKIPPED, done.digest, "up-to-date: built with this key before")
+            pinned = Path(scratch) / "Dockerfile.pinned"
+            pinned.write_text(pin.pin(text, parsed.refs, pins), encoding="utf-8")
+            self.logs.mkdir(parents=True, exist_ok=True)
+            log = self.logs / f"{_safe(node)}.log"
+            reason = f"{self.reasons.get(node, '')}"[:200]
+            marks = {"io.graphbuild.run": self.run_id, "io.graphbuild.reason": reason}
+            request = BuildRequest(
+                image=node, tags=tuple(attrs["tags"]), context=context, dockerfile=pinned,
+                build_args=attrs["build_args"], target=attrs["target"],
+                platforms=tuple(attrs["platforms"]), labels=marks, annotations=marks,
+                no_cache=self.settings.no_cache, log=log,
+                insecure=self._insecure(attrs["tags"], parents),
+            )  # fmt: skip
+            try:
+                digest = self.builder.build(request, cancel)
+            except BuildFailed as err:
+                raise Failed(str(err), err.transient) from None
+        with self.lock:
+            self.digests[node] = digest
+        return Outcome(SUCCEEDED, digest)
+
+    def _source(self, repo, attrs: dict, scratch: Path) -> tuple[Path, str]:  # noqa: ANN001
+        """The build context on disk and the Dockerfile's text, at the commit the graph read."""
+        tree = sources.open_tree(repo, sources.SyncResult(repo.name, attrs["commit"]),
+                                 self.config.workspace, {}, {})  # fmt: skip
+        try:
+            text = tree.read(attrs["dockerfile"]).decode("utf-8", "replace")
+        except FileNotFoundError:
+            raise Failed(f"{attrs['repo']}:{attrs['dockerfile']} is gone") from None
+        finally:
+            tree.close()
+        if repo.path is not None:
+            return repo.path / attrs["context"], text
+        assert attrs["commit"] is not None
+        context = sources.export(self.config.workspace, repo.name, attrs["commit"],
+                                 attrs["context"], scratch / "context")  # fmt: skip
+        return context, text
+
+    def _pins(
+        self, node: str, bases: list[dockerfile.BaseRef]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """`name:tag` -> digest for the Dockerfile, and parent node -> digest for the record."""
+        pins: dict[str, str] = {}
+        parents: dict[str, str] = {}
+        tracked = {
+            p for p in self.graph.predecessors(node)
+            if kinds(self.graph.edges[p, node]) & TRACKED
+        }  # fmt: skip
+        for base in bases:
+            if base.ref is None or base.kind not in TRACKED:
+                continue
+            ref = refs.parse(base.ref)
+            parent = self._node_for(ref)
+            if parent not in tracked:
+                continue
+            with self.lock:
+                digest = self.digests.get(parent)
+            if digest is None:
+                raise Failed(f"no digest to pin {parent} to: its registry gave no answer")
+            parents[parent] = digest
+            if ref.digest is None:
+                pins[ref.tagged] = digest
+        return pins, parents
+
+    def _node_for(self, ref: refs.Reference) -> str:
+        if ref.tag is not None:
+            for parent, attrs in self.graph.nodes(data=True):
+                if attrs["kind"] != EXTERNAL and ref.tagged in attrs["tags"]:
+                    return parent
+        return str(ref)
+
+    def _insecure(self, tags: list[str], parents: Mapping[str, str]) -> bool:
+        hosts = {refs.parse(t).domain for t in tags}
+        for parent in parents:
+            attrs = self.graph.nodes[parent]
+            hosts.add(refs.parse(attrs["tags"][0] if attrs["kind"] != EXTERNAL else parent).domain)
+        return any(spec.insecure for host, spec in self.config.registries.items() if host in hosts)
+
+
+def build_key(attrs: Mapping, context: Path | None, parents: Mapping[str, str]) -> str:
+    """The content address of a build: same inputs, same key; a key built once is done."""
+    source = attrs["commit"] or (_tree_hash(context) if context is not None else None)
+    inputs = [source, attrs["repo"], attrs["dockerfile"], attrs["blob"], attrs["context"],
+              sorted(attrs["build_args"].items()), attrs["target"], attrs["platforms"],
+              sorted(parents.items())]  # fmt: skip
+    return "sha256:" + hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+
+
+def _tree_hash(folder: Path) -> str:
+    """A local folder's content, for folders with no commit to name it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".git" not in p.parts):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0".encode())
+        digest.update(sources.blob_sha(path.read_bytes()).encode())
+    return digest.hexdigest()
+
+
+def _safe(node: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
+
+
+# ---------------------------------------------------------------- a run, from plan to records
+
+
+@contextmanager
+def interruptible(scheduler: Scheduler, note: Callable[[str], None]) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: start nothing new; a second one cancels the builds running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    count = 0
+
+    def handle(signum: int, frame: object) -> None:
+        nonlocal count
+        count += 1
+        scheduler.stop(cancel_running=count > 1)
+        note("Stopping: no new builds; running ones finish (again to cancel them)."
+             if count == 1 else "Cancelling the running builds.")  # fmt: skip
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def execute(
+    config: Config,
+    graph: nx.DiGraph,
+    plan: Plan,
+    state: State,
+    builder: Builder,
+    settings: RunSettings,
+    run_id: str,
+    on_event: Callable[[str, str, dict], None],
+    note: Callable[[str], None],
+) -> dict[str, str]:
+    """Build the plan's steps not done yet in run `run_id`; record every change as it happens."""
+    run = state.run(run_id)
+    assert run is not None
+    records = {n.node: n for n in run.nodes}
+    digests = dict(plan.digests)
+    digests.update({n.node: n.digest for n in run.nodes if n.status in DONE and n.digest})
+    todo = {step.node for step in plan.steps if records[step.node].status not in DONE}
+    deps = {node: set(graph.predecessors(node)) & todo for node in todo}
+    reasons = {step.node: f"{step.reason}: {step.detail}" for step in plan.steps}
+    logs = config.workspace / "runs" / run_id
+    builds = Builds(config, graph, digests, builder, run_id, reasons, settings, logs)
+
+    def record(node: str, status: str, info: dict) -> None:
+        entry = records[node]
+        if status == RUNNING:
+            entry.status, entry.started, entry.attempts = RUNNING, now(), info["attempt"]
+            entry.log = str(logs / f"{_safe(node)}.log")
+        elif status == "retrying":
+            entry.status, entry.error = PENDING, info["error"]
+        else:
+            entry.status, entry.finished = status, now()
+            entry.digest = info.get("digest", entry.digest)
+            entry.error = info.get("error")
+            entry.key = builds.keys.get(node, entry.key)
+            if status == SUCCEEDED:
+                state.record_build(node, entry.digest, builds.parents[node], run_id,
+                                   key=builds.keys[node])  # fmt: skip
+        state.update_node(run_id, entry)
+        on_event(node, status, info)
+
+    def group(node: str) -> str:
+        return refs.parse(graph.nodes[node]["tags"][0]).domain
+
+    scheduler = Scheduler(
+        deps, builds.work, max_parallel=settings.max_parallel, retries=settings.retries,
+        backoff=settings.backoff, group_of=group, caps=settings.caps, on_event=record,
+    )  # fmt: skip
+    with interruptible(scheduler, note):
+        statuses = scheduler.run()
+    for node, status in statuses.items():  # never started (stopped): left pending for resume
+        if status == PENDING and records[node].status != PENDING:
+            records[node].status = PENDING
+            state.update_node(run_id, records[node])
+    final = {n.node: n.status for n in records.values()}
+    if scheduler.stopping and any(s == PENDING for s in final.values()):
+        state.finish_run(run_id, "interrupted")
+    else:
+        failed = any(s in (FAILED, BLOCKED) for s in final.values())
+        state.finish_run(run_id, "failed" if failed else "succeeded")
+    return final
+
+
+def new_run(state: State, kind: str, reason: str | None, plan: Plan, options: dict) -> str:
+    nodes = [RunNode(s.node, s.wave, s.reason, s.detail, s.chain) for s in plan.steps]
+    return state.create_run(kind, reason, {**options, "digests": plan.digests}, nodes)

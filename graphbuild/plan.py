@@ -1,0 +1,126 @@
+"""What to rebuild, in which waves, and why: the plan is an output of its own (rule 8).
+
+The rebuild set is every image `check` found stale or missing, plus everything
+built on them; each step carries its reason code and the chain that caused
+it. Waves are the topological generations of that set: how plans and reports
+are shown to people. The executor does not wait for a wave to finish; a
+child starts the moment its own parents are built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from graphbuild import detect
+from graphbuild.graphdb import IMAGE
+
+FORCED, PARENT = "forced", "parent-rebuilt"
+
+
+@dataclass(frozen=True)
+class Step:
+    node: str
+    wave: int
+    reason: str  # stale | base-changed | missing | forced | parent-rebuilt
+    detail: str
+    chain: list[str]
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    digests: dict[str, str] = field(default_factory=dict)  # node -> digest now (for pinning)
+    unknown: list[str] = field(default_factory=list)  # images nobody could judge
+
+    @property
+    def waves(self) -> list[list[str]]:
+        out: list[list[str]] = []
+        for step in self.steps:
+            while len(out) <= step.wave:
+                out.append([])
+            out[step.wave].append(step.node)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for step in self.steps:
+            counts[step.reason] = counts.get(step.reason, 0) + 1
+        return counts
+
+
+def from_check(graph: nx.DiGraph, check: detect.Check) -> Plan:
+    """Stale and missing images, and everything built on them."""
+    roots = {
+        image.id: (image.reason, image.detail, image.chain)
+        for image in check.images
+        if image.status in (detect.STALE, detect.MISSING_TAG)
+    }
+    unknown = sorted(i.id for i in check.images if i.status == detect.UNKNOWN)
+    return _plan(graph, roots, check.digests, unknown)
+
+
+def forced(
+    graph: nx.DiGraph,
+    nodes: Iterable[str],
+    reason: str,
+    downstream: bool = True,
+    depth: int | None = None,
+    digests: dict[str, str] | None = None,
+) -> Plan:
+    """The on-call path: the named images (or what is built on a named base), now."""
+    roots: dict[str, tuple[str, str, list[str]]] = {}
+    for node in nodes:
+        if graph.nodes[node]["kind"] == IMAGE:
+            roots[node] = (FORCED, reason, [node])
+        else:  # a base: everything built directly on it is the root of the rebuild
+            for child in graph.successors(node):
+                roots[child] = (FORCED, reason, [child, node])
+    return _plan(graph, roots, digests or {}, [], downstream, depth, reason)
+
+
+def updated(graph: nx.DiGraph, bases: Iterable[str]) -> Plan:
+    """What-if, offline: the plan if these bases (or images) had just changed."""
+    roots: dict[str, tuple[str, str, list[str]]] = {}
+    for node in bases:
+        targets = [node] if graph.nodes[node]["kind"] == IMAGE else graph.successors(node)
+        for child in targets:
+            why = f"{node} updated (what-if)"
+            roots.setdefault(
+                child, (detect.BASE_CHANGED, why, [child] if child == node else [child, node])
+            )
+    return _plan(graph, roots, {}, [])
+
+
+def _plan(
+    graph: nx.DiGraph,
+    roots: dict[str, tuple[str, str, list[str]]],
+    digests: dict[str, str],
+    unknown: list[str],
+    downstream: bool = True,
+    depth: int | None = None,
+    forced_reason: str | None = None,
+) -> Plan:
+    why: dict[str, tuple[str, str, list[str]]] = dict(roots)
+    if downstream:
+        frontier, level = list(roots), 0
+        while frontier and (depth is None or level < depth):
+            level += 1
+            following = []
+            for node in frontier:
+                for child in sorted(graph.successors(node)):
+                    if child not in why and graph.nodes[child]["kind"] == IMAGE:
+                        reason = FORCED if forced_reason else PARENT
+                        detail = forced_reason or f"built on {node}, which this run rebuilds"
+                        why[child] = (reason, detail, [child, *why[node][2]])
+                        following.append(child)
+            frontier = following
+    sub = graph.subgraph(why)
+    steps = [
+        Step(node, wave, *why[node])
+        for wave, generation in enumerate(nx.topological_generations(sub))
+        for node in sorted(generation)
+    ]
+    return Plan(steps, digests, unknown)
