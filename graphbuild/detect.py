@@ -274,8 +274,10 @@ class _Judge:
             if built_on is not None:
                 stale = [d for d in built_on if d not in current]
                 if stale:
+                    external = self.graph.nodes[parent]["kind"] == EXTERNAL
                     detail = f"built on {parent} {stale[0]}, which is now {self._now(parent)}"
-                    return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
+                    reason = BASE_CHANGED if external else STALE
+                    return ImageCheck(node, STALE, reason, detail, [node, parent], answer.digest)
                 self.baselines.append((node, parent, built_on[0]))
                 verified.append(parent)
                 continue
@@ -306,11 +308,15 @@ class _Judge:
     def _evidence(self, node: str, answer: Resolved) -> dict[str, list[str]] | ImageCheck:
         """What the image says it was built on: parent -> digests (one per platform).
 
-        The manifest's org.opencontainers.image.base.* annotations name the
-        immediate parent, per platform; config labels are never read, because a
-        LABEL is inherited and may describe a grandparent. Without annotations,
-        graphbuild's own build record (every parent's digest) is used.
+        graphbuild's own build record of this very digest comes first: it names
+        every parent (COPY --from ones too) with the exact digest it was pinned
+        to. Otherwise the manifest's org.opencontainers.image.base.* annotations
+        name the immediate parent, per platform; config labels are never read,
+        because a LABEL is inherited and may describe a grandparent.
         """
+        record = self.state.build_of(node, answer.digest)
+        if record is not None:
+            return {p: [d] for p, d in record.parents.items() if p in self.graph}
         parent = self.graph.nodes[node]["base"]
         found: dict[str, list[str]] = {}
         if parent is not None:
@@ -323,12 +329,7 @@ class _Judge:
                     detail = f"built on {name}, the Dockerfile now names {parent}"
                     return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
                 found.setdefault(parent, []).append(notes[BASE_DIGEST])
-        if found:
-            return found
-        record = self.state.build_of(node, answer.digest)
-        if record is not None:
-            return {p: [d] for p, d in record.parents.items() if p in self.graph}
-        return {}
+        return found
 
     def _current(self, parent: str, platforms: list[str]) -> set[str] | None:
         """The digests that count as `parent` now, for a consumer building `platforms`."""
@@ -361,12 +362,19 @@ class _Judge:
         return answer.digest if isinstance(answer, Resolved) else "unknown"
 
     def _names(self, name: str, parent: str) -> bool:
-        """Does an annotation's base.name (as written in FROM) name the graph's parent node?"""
+        """Does an annotation's base.name (as written in FROM) name the graph's parent node?
+
+        A FROM pinned to `name:tag@digest` (as graphbuild pins every build) is
+        recorded by buildah as `name@digest`: the repository is what can match.
+        """
         try:
             annotated = refs.normalize(name)
         except InvalidReference:
             return False
         attrs = self.graph.nodes[parent]
+        if annotated.tag is None and annotated.digest is not None:
+            names = attrs["tags"] if attrs["kind"] == IMAGE else [attrs["name"]]
+            return annotated.name in {refs.parse(n).name for n in names}
         if attrs["kind"] == IMAGE:
             return annotated.tagged in attrs["tags"]
         return annotated.tagged == _tagged(attrs) if attrs["tag"] else str(annotated) == parent

@@ -42,6 +42,7 @@ PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, BLOCKED = (
     "pending", "running", "succeeded", "skipped", "failed", "blocked"
 )  # fmt: skip
 DONE = frozenset({SUCCEEDED, SKIPPED})
+UP_TO_DATE = "up-to-date"
 TRACKED = frozenset({dockerfile.FROM, dockerfile.COPY, dockerfile.MOUNT})
 
 
@@ -223,6 +224,7 @@ class Builds:
         logs: Path,
     ) -> None:
         self.config, self.graph, self.builder = config, graph, builder
+        self.served = dict(digests)  # node -> digest the registry served when the plan was made
         self.digests = dict(digests)  # node -> digest to pin to; built nodes are added
         self.run_id, self.reasons, self.settings, self.logs = run_id, reasons, settings, logs
         self.lock = threading.Lock()
@@ -246,10 +248,9 @@ class Builds:
             key = build_key(attrs, context if repo.path else None, parents)
             with self.lock:
                 self.keys[node], self.parents[node] = key, parents
-            if not self.settings.force:
-                done = find_build(self.config.workspace, key)
-                if done is not None:
-                    return Outcome(SKIPPED, done.digest, "up-to-date: built with this key before")
+            done = None if self.settings.force else find_build(self.config.workspace, key)
+            if done is not None and done.digest == self.served.get(node):
+                return Outcome(SKIPPED, done.digest, "up-to-date: this exact build is served")
             pinned = Path(scratch) / "Dockerfile.pinned"
             pinned.write_text(pin.pin(text, parsed.refs, pins), encoding="utf-8")
             self.logs.mkdir(parents=True, exist_ok=True)
@@ -412,6 +413,9 @@ def execute(
             entry.digest = info.get("digest", entry.digest)
             entry.error = info.get("error")
             entry.key = builds.keys.get(node, entry.key)
+            if status == SKIPPED:  # the reason code says why nothing was built (rule 6)
+                entry.detail = f"{info['detail']}; planned as {entry.reason}: {entry.detail}"
+                entry.reason = UP_TO_DATE
             if status == SUCCEEDED:
                 state.record_build(node, entry.digest, builds.parents[node], run_id,
                                    key=builds.keys[node])  # fmt: skip

@@ -80,7 +80,7 @@ def test_a_moved_tag_is_a_changed_base_and_its_image_is_stale(fleet):
     result = by_id(fleet.check())
     assert result[base].status == detect.CHANGED
     assert (result[base].previous, result[base].digest) == (first, second)
-    assert (result[app].status, result[app].reason) == (detect.STALE, "stale")
+    assert (result[app].status, result[app].reason) == (detect.STALE, detect.BASE_CHANGED)
     assert result[app].detail == f"built on {base} {first}, which is now {second}"
 
     again = by_id(fleet.check())  # the change is seen once; the image stays stale until rebuilt
@@ -290,7 +290,7 @@ def test_images_built_by_buildah_carry_the_annotations_detection_reads(tmp_path,
     build(base, "FROM scratch\nCOPY content /base\n", "base v2")
     result = by_id(fleet.check())
     assert result[base].status == detect.CHANGED
-    assert (result[app].status, result[app].reason) == (detect.STALE, "stale")
+    assert (result[app].status, result[app].reason) == (detect.STALE, detect.BASE_CHANGED)
 
     build(app, f"FROM {base}\nCOPY content /app\n", "app")  # rebuilt on the new base
     assert by_id(fleet.check())[app].status == detect.UP_TO_DATE
