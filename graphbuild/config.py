@@ -147,7 +147,7 @@ class _Checker:
 
     def __init__(self, path: Path, text: str) -> None:
         self.path, self.text = path, text
-        self.base = path.parent
+        self.base = path.parent.absolute()  # logs and reports name absolute paths
 
     def fail(self, where: list[str | int], message: str) -> ConfigError:
         return ConfigError(str(self.path), _key(where), message, _line_of(self.text, where))

@@ -285,9 +285,10 @@ class State:
         with self.db:
             self.db.execute(
                 "UPDATE run_nodes SET status = ?, attempts = ?, started = ?, finished = ?, "
-                "digest = ?, log = ?, key = ?, error = ? WHERE run = ? AND node = ?",
+                "digest = ?, log = ?, key = ?, error = ?, reason = ?, detail = ? "
+                "WHERE run = ? AND node = ?",
                 (node.status, node.attempts, node.started, node.finished, node.digest,
-                 node.log, node.key, node.error, run, node.node),
+                 node.log, node.key, node.error, node.reason, node.detail, run, node.node),
             )  # fmt: skip
 
     def finish_run(self, run: str, status: str) -> None:
@@ -295,6 +296,14 @@ class State:
             self.db.execute(
                 "UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, now(), run)
             )
+
+    def abandon_runs(self) -> list[str]:
+        """Runs still marked running when the sweep lock is free died with their process."""
+        with self.db:
+            dead = [r for (r,) in self.db.execute("SELECT id FROM runs WHERE status = 'running'")]
+            self.db.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+            self.db.execute("UPDATE run_nodes SET status = 'pending' WHERE status = 'running'")
+        return dead
 
     def reopen_run(self, run: str) -> None:
         with self.db:

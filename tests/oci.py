@@ -158,6 +158,7 @@ class LocalRegistry:
             **({"variant": variant[0]} if variant else {}),
             "config": {"Labels": labels or {}},
             "rootfs": {"type": "layers", "diff_ids": [sha(raw.getvalue())]},
+            "history": [{"created_by": "tests/oci.py: one layer"}],  # buildah checks it
         }
         config_data = json.dumps(config).encode()
         self.blob(repo, layer)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, execute, graph, graphdb, plan
-from graphbuild.commands import ensure
+from graphbuild import execute, plan, report
+from graphbuild.commands import synced
 from graphbuild.commands.check import checked
 from graphbuild.commands.sweep import build
 from graphbuild.config import Config
@@ -20,15 +20,13 @@ def run(
     settings: execute.RunSettings,
     as_json: bool,
 ) -> int:
-    db = ensure(config)
-    nodes = []
-    for name in names:
-        found = graphdb.match(db, name)
-        if not found:
-            raise errors.NotFound(f"{name} is not in the graph; see `graphbuild images`")
-        nodes += found
-    g = graph.load(db)
-    with sweep_lock(config.workspace, wait=True, on_wait=None):
+    """The named images, or everything built on a named base, with `reason` on every one.
+
+    A scheduled sweep holding the lock is waited for, not raced: two builds of
+    one image at once would push in an arbitrary order.
+    """
+    with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
+        g, nodes, _ = synced(config, names)
         digests = checked(config, g).digests  # what the parents outside the rebuild are now
         steps = plan.forced(g, nodes, reason, downstream, depth, digests)
         return build(config, g, steps, "rebuild", reason, settings, as_json)

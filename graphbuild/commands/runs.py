@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, execute, graph, report
-from graphbuild.commands import ensure
+from graphbuild import errors, execute, report
+from graphbuild.commands import synced
 from graphbuild.commands.sweep import build
 from graphbuild.config import Config
 from graphbuild.plan import Plan, Step
@@ -46,15 +46,19 @@ def resume(config: Config, run_id: str, settings: execute.RunSettings, as_json: 
         run = state.run(run_id)
     if run is None:
         raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
-    g = graph.load(ensure(config))
-    missing = [n.node for n in run.nodes if n.node not in g]
-    if missing:
-        raise errors.GraphbuildError(f"run {run_id} names images no longer in the graph: "
-                                     f"{', '.join(missing)}")  # fmt: skip
+    if run.status == "succeeded":
+        report.note(f"Run {run_id} already succeeded: nothing to resume.")
+        return errors.OK
     steps = [Step(n.node, n.wave, n.reason, n.detail, n.chain) for n in run.nodes]
     plan = Plan(steps, dict(run.options.get("digests", {})))
     settings.force = bool(run.options.get("force", settings.force))
-    with sweep_lock(config.workspace, wait=True, on_wait=None):
+    settings.no_cache = bool(run.options.get("no_cache", settings.no_cache))
+    with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
+        g, _, _ = synced(config)  # a fix merged since the failure is what gets built
+        missing = [n.node for n in run.nodes if n.node not in g]
+        if missing:
+            raise errors.GraphbuildError(f"run {run_id} names images no longer in the graph: "
+                                         f"{', '.join(missing)}")  # fmt: skip
         return build(config, g, plan, run.kind, run.reason, settings, as_json, run_id=run.id)
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import closing
-
 import networkx as nx
 
-from graphbuild import builders, errors, execute, graph, graphdb, report
+from graphbuild import builders, errors, execute, report
+from graphbuild.commands import synced
 from graphbuild.commands.check import checked
 from graphbuild.commands.plan import show
-from graphbuild.commands.sync import refresh
 from graphbuild.config import Config
 from graphbuild.plan import Plan, from_check
 from graphbuild.state import State, sweep_lock
@@ -27,9 +25,7 @@ def run(
 ) -> int:
     """One sweep under the sweep lock; idempotent: right after a good one it builds nothing."""
     with sweep_lock(config.workspace, wait, lambda who: report.note(f"Waiting for {who}.")):
-        summary = refresh(config)
-        with closing(graphdb.connect(config.workspace)) as db:
-            g = graph.load(db)
+        g, _, failed_sync = synced(config)
         plan = from_check(g, checked(config, g))
         if dry_run:
             show(plan, as_json)
@@ -42,7 +38,6 @@ def run(
             )
             return errors.FAILED
         code = build(config, g, plan, "sweep", None, settings, as_json)
-        failed_sync = any(p.level == errors.ERROR for p in summary.problems)
         return errors.FAILED if failed_sync else code
 
 
@@ -59,6 +54,8 @@ def build(
     """Execute a plan as a new run (or finish `run_id`), write its reports, say how it went."""
     builder = builders.make(config.builder)
     with State(config.workspace) as state:
+        for dead in set(state.abandon_runs()) - {run_id}:  # callers hold the sweep lock
+            report.note(f"Run {dead} was killed; finish it with: graphbuild resume {dead}")
         if run_id is None:
             if not plan.steps:
                 if as_json:

@@ -1,0 +1,246 @@
+"""The main job end to end: real git remotes, a real registry, real buildah builds.
+
+A three-level tree across two repositories, on an upstream base in the
+loopback registry: `platform` holds base (on upstream) and mid (on base),
+`apps` holds app (on mid, with a COPY --from the upstream) and, to see
+what is *not* rebuilt, solo (on nothing the others touch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import require
+from .oci import BASE_DIGEST, BASE_NAME, OCI_MANIFEST
+
+pytestmark = pytest.mark.timeout(600)
+
+
+class Site:
+    """The fleet under test: remotes, a repos.yaml, and graphbuild run as users run it."""
+
+    def __init__(self, root: Path, registry, remotes) -> None:
+        self.root, self.registry, self.host = root, registry, registry.host
+        h = self.host
+        self.upstream = f"{h}/upstream/base:1"
+        self.push_upstream("upstream v1")
+        self.platform = remotes("platform", {
+            "base/Dockerfile": f"FROM {h}/upstream/base:1\nCOPY f /platform-base\n",
+            "base/f": "base",
+            "mid/Dockerfile": f"ARG REG={h}\nFROM ${{REG}}/platform/base:1\nCOPY f /mid\n",
+            "mid/f": "mid",
+        })  # fmt: skip
+        self.apps = remotes("apps", {
+            "app/Dockerfile": f"FROM {h}/platform/mid:1 AS run\n"
+                              f"COPY --from={h}/upstream/base:1 /content.txt /from-upstream\n"
+                              "COPY f /app\n",
+            "app/f": "app",
+            "solo/Dockerfile": "FROM scratch\nCOPY f /solo\n",
+            "solo/f": "solo",
+        })  # fmt: skip
+        self.base, self.mid = f"{h}/platform/base:1", f"{h}/platform/mid:1"
+        self.app, self.solo = f"{h}/apps/app:1", f"{h}/apps/solo:1"
+        storage = root / "buildah"
+        config = {
+            "registries": {h: {"insecure": True}},
+            "builder": {"kind": "buildah", "root": str(storage / "root"),
+                        "runroot": str(storage / "run")},
+            "repos": [
+                {"name": "platform", "url": str(self.platform.url), "images": [
+                    {"image": f"{h}/platform/base", "dockerfile": "base/Dockerfile",
+                     "context": "base", "tags": ["1", "latest"]},
+                    {"image": f"{h}/platform/mid", "dockerfile": "mid/Dockerfile",
+                     "context": "mid", "tags": ["1"]},
+                ]},
+                {"name": "apps", "url": str(self.apps.url), "images": [
+                    {"image": f"{h}/apps/{{dir}}", "dockerfile": "*/Dockerfile", "tags": ["1"]},
+                ]},
+            ],
+        }  # fmt: skip
+        (root / "repos.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def push_upstream(self, content: str) -> str:
+        self.upstream_digest = self.registry.image("upstream/base", "1", content=content)
+        return self.upstream_digest
+
+    def start(self, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        env.pop("GRAPHBUILD_CONFIG", None)
+        return subprocess.Popen(
+            [sys.executable, "-m", "graphbuild", *args],
+            cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # a SIGKILL of the group takes buildah down with it
+        )  # fmt: skip
+
+    def gb(self, *args: str) -> subprocess.CompletedProcess:
+        process = self.start(*args)
+        out, err = process.communicate(timeout=300)
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+    def run(self, *args: str, code: int = 0) -> dict:
+        """A sweep/rebuild/resume with --json: its run document."""
+        done = self.gb(*args, "--json")
+        assert done.returncode == code, done.stderr + done.stdout
+        return json.loads(done.stdout)
+
+    def manifest(self, ref: str) -> dict:
+        repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+        answer = self.registry.http.get(
+            f"/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}
+        )
+        answer.raise_for_status()
+        return {"digest": answer.headers["Docker-Content-Digest"], **answer.json()}
+
+    def digest(self, ref: str) -> str:
+        return self.manifest(ref)["digest"]
+
+
+def outcomes(run: dict) -> dict[str, str]:
+    return {node["node"]: node["status"] for node in run["nodes"]}
+
+
+def by_node(run: dict) -> dict[str, dict]:
+    return {node["node"]: node for node in run["nodes"]}
+
+
+@pytest.fixture
+def site(tmp_path, registry, remotes):
+    require("buildah")
+    require("git")
+    return Site(tmp_path, registry, remotes)
+
+
+def test_a_tree_is_built_from_nothing_in_waves_then_a_second_sweep_builds_nothing(site):
+    run = site.run("sweep")
+    assert run["status"] == "succeeded"
+    nodes = by_node(run)
+    assert outcomes(run) == dict.fromkeys([site.base, site.mid, site.app, site.solo], "succeeded")
+    assert [nodes[n]["wave"] for n in (site.base, site.mid, site.app)] == [0, 1, 2]
+    assert nodes[site.solo]["wave"] == 0
+    assert {n["reason"] for n in run["nodes"]} == {"missing"}
+    for node in run["nodes"]:  # what the registry serves is what the run recorded
+        assert site.digest(node["node"]) == node["digest"]
+        assert Path(node["log"]).is_file()
+    assert site.digest(f"{site.host}/platform/base:latest") == nodes[site.base]["digest"]
+
+    # each child on the exact digest its parent just pushed
+    for child, parent in [(site.mid, site.base), (site.app, site.mid)]:
+        notes = site.manifest(child)["annotations"]
+        assert notes[BASE_DIGEST] == nodes[parent]["digest"]
+        assert notes[BASE_NAME].split("@")[0] == parent.rsplit(":", 1)[0]
+        assert notes["io.graphbuild.run"] == run["id"]
+        assert notes["io.graphbuild.reason"].startswith("missing")
+    assert site.manifest(site.base)["annotations"][BASE_DIGEST] == site.upstream_digest
+
+    again = site.gb("sweep")
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to rebuild." in again.stdout
+    listed = json.loads(site.gb("runs", "--json").stdout)
+    assert [r["id"] for r in listed] == [run["id"]]  # no second run at all
+
+
+def test_a_base_update_rebuilds_exactly_its_descendants_on_the_new_digests(site):
+    first = by_node(site.run("sweep"))
+    new = site.push_upstream("upstream v2: the security fix")
+    plan = json.loads(site.gb("plan", "--json").stdout)
+    assert plan["waves"] == [[site.base], [site.mid], [site.app]]
+
+    run = site.run("sweep")
+    nodes = by_node(run)
+    assert set(nodes) == {site.base, site.mid, site.app}  # solo is untouched
+    assert nodes[site.base]["reason"] == "base-changed"
+    assert site.upstream in nodes[site.base]["detail"] and new in nodes[site.base]["detail"]
+    assert nodes[site.mid]["chain"][-1] == site.upstream  # the root cause, for "why?"
+    assert site.manifest(site.base)["annotations"][BASE_DIGEST] == new
+    for child, parent in [(site.mid, site.base), (site.app, site.mid)]:
+        assert nodes[parent]["digest"] != first[parent]["digest"]
+        assert site.manifest(child)["annotations"][BASE_DIGEST] == nodes[parent]["digest"]
+    assert site.digest(site.solo) == first[site.solo]["digest"]
+    assert "Nothing to rebuild." in site.gb("sweep").stdout
+
+
+def test_a_failing_build_blocks_only_its_descendants_and_resume_finishes_after_the_fix(site):
+    site.platform.commit({"mid/f": None}, "break mid: COPY f has nothing to copy")
+    run = site.run("sweep", code=1)
+    assert run["status"] == "failed"
+    assert outcomes(run) == {site.base: "succeeded", site.mid: "failed",
+                             site.app: "blocked", site.solo: "succeeded"}  # fmt: skip
+    nodes = by_node(run)
+    assert nodes[site.mid]["error"] and nodes[site.mid]["attempts"] == 1  # not transient
+    assert "f" in Path(nodes[site.mid]["log"]).read_text()
+    assert nodes[site.app]["error"] == f"{site.mid} failed"
+    shown = site.gb("runs", run["id"])
+    assert "blocked" in shown.stdout and "failed" in shown.stdout
+
+    site.platform.commit({"mid/f": "mid, fixed"}, "fix mid")
+    resumed = site.run("resume", run["id"])
+    assert resumed["id"] == run["id"] and resumed["status"] == "succeeded"
+    after = by_node(resumed)
+    assert set(outcomes(resumed).values()) == {"succeeded"}
+    for done in (site.base, site.solo):  # built once, by the first attempt of the run
+        assert after[done]["digest"] == nodes[done]["digest"] == site.digest(done)
+        assert after[done]["finished"] == nodes[done]["finished"]
+    assert site.manifest(site.app)["annotations"][BASE_DIGEST] == after[site.mid]["digest"]
+
+
+def test_a_forced_rebuild_records_its_reason_on_every_image(site):
+    site.run("sweep")
+    quiet = site.run("rebuild", site.mid, "--reason", "CVE-2026-1234")
+    assert set(outcomes(quiet).values()) == {"skipped"}  # this exact build is what is served
+    assert {n["reason"] for n in quiet["nodes"]} == {"up-to-date"}
+
+    run = site.run("rebuild", site.mid, "--force", "--reason", "CVE-2026-1234")
+    assert run["kind"] == "rebuild" and run["reason"] == "CVE-2026-1234"
+    assert outcomes(run) == {site.mid: "succeeded", site.app: "succeeded"}
+    for node in run["nodes"]:
+        assert (node["reason"], node["detail"]) == ("forced", "CVE-2026-1234")
+        manifest = site.manifest(node["node"])
+        assert manifest["annotations"]["io.graphbuild.reason"] == "forced: CVE-2026-1234"
+        assert manifest["digest"] == node["digest"]
+    only = site.run("rebuild", site.upstream, "--force", "--no-downstream", "--reason", "x")
+    assert set(outcomes(only)) == {site.base, site.app}  # built on it directly: FROM, COPY
+
+
+def test_a_killed_sweep_resumes_without_rebuilding_finished_images(site):
+    state = site.root / ".graphbuild" / "state.db"
+    sweep = site.start("sweep", "--max-parallel", "1")
+    finished: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 240
+    while not finished and time.monotonic() < deadline and sweep.poll() is None:
+        time.sleep(0.05)
+        if state.exists():
+            try:
+                with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+                    finished = db.execute(
+                        "SELECT run, node FROM run_nodes WHERE status = 'succeeded'"
+                    ).fetchall()
+            except sqlite3.OperationalError:
+                continue  # not created yet
+    assert sweep.poll() is None, "the sweep ended before it could be killed"
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    run_id = finished[0][0]
+    before = by_node(json.loads(site.gb("runs", run_id, "--json").stdout))
+    done = {n for n, node in before.items() if node["status"] == "succeeded"}
+    assert done and done != set(before)
+
+    resumed = site.run("resume", run_id)
+    assert resumed["status"] == "succeeded"
+    after = by_node(resumed)
+    for node in done:  # not built again: same digest, same attempt, same finish time
+        assert after[node]["digest"] == before[node]["digest"] == site.digest(node)
+        assert (after[node]["finished"], after[node]["attempts"]) == (
+            before[node]["finished"], before[node]["attempts"])  # fmt: skip
+    assert set(outcomes(resumed).values()) == {"succeeded"}
+    assert site.manifest(site.app)["annotations"][BASE_DIGEST] == after[site.mid]["digest"]
+    assert "Nothing to rebuild." in site.gb("sweep").stdout
