@@ -39,7 +39,7 @@ _BUILDER_KEYS = {
     "command": {"argv"},
 }
 _REGISTRY_KEYS = {"insecure", "auth", "username", "password_env", "password_file", "ca_bundle",
-                  "max_requests", "password"}  # fmt: skip
+                  "max_requests", "max_builds", "password"}  # fmt: skip
 _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git check-ref-format
 
 
@@ -85,6 +85,7 @@ class RegistrySpec:
     password_file: Path | None = None
     ca_bundle: Path | None = None
     max_requests: int | None = None  # requests in flight to this registry
+    max_builds: int | None = None  # builds pushing to this registry at once
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,8 @@ class _Checker:
                 out[key] = list(self.strings(item, [*where, key]))
                 if not out[key]:
                     raise self.fail([*where, key], "must name the command to run")
+            elif key in ("root", "runroot"):  # beside the config, like the workspace
+                out[key] = str(self.base / self.string(item, [*where, key]))
             elif key != "kind":
                 out[key] = self.string(item, [*where, key])
         if kind == "command" and "argv" not in out:
@@ -283,11 +286,13 @@ class _Checker:
         for key in ("username", "password_env", "password_file"):
             if key in data and auth != "basic":
                 raise self.fail([*where, key], "only used with auth: basic")
-        limit = data.get("max_requests")
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise self.fail([*where, "max_requests"], "expected a whole number of at least 1")
+        limits = {}
+        for key in ("max_requests", "max_builds"):
+            limit = limits[key] = data.get(key)
+            if limit is not None and (type(limit) is not int or limit < 1):
+                raise self.fail([*where, key], "expected a whole number of at least 1")
         return RegistrySpec(host, insecure, auth, username, password_env, password_file,
-                            ca_bundle, limit)  # fmt: skip
+                            ca_bundle, limits["max_requests"], limits["max_builds"])  # fmt: skip
 
     def repo(self, value: Any, where: list[str | int]) -> RepoSpec:
         data = self.mapping(value, where, {"name", "url", "path", "ref", "images"})

@@ -26,7 +26,7 @@ import networkx as nx
 
 from graphbuild import dockerfile, refs
 from graphbuild.errors import InvalidReference
-from graphbuild.graph import kinds
+from graphbuild.graph import builds_on
 from graphbuild.graphdb import EXTERNAL, IMAGE
 from graphbuild.registry import MISSING, Failure, Registry, Resolved
 from graphbuild.registry.client import Known
@@ -41,7 +41,6 @@ UP_TO_DATE, STALE = "up-to-date", "stale"
 BASE_CHANGED, PINNED_OUTDATED, MISSING_TAG = "base-changed", "pinned-outdated", "missing"
 # `# syntax` frontends move with every BuildKit release and do not change what is built:
 # reported in the base table, never a reason to rebuild (no storm every frontend release)
-TRACKED_KINDS = frozenset({"from", "copy", "mount"})
 
 
 @dataclass(frozen=True)
@@ -258,7 +257,7 @@ class _Judge:
         verified, assumed, unknown = [], [], []
         for parent in sorted(self.graph.predecessors(node)):
             edge = self.graph.edges[parent, node]
-            if not kinds(edge) & TRACKED_KINDS:
+            if not builds_on(edge):
                 continue
             why = self.done.get(parent)
             absent = why is not None and why.status == MISSING_TAG and why.digest is None

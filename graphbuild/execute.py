@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
@@ -33,7 +33,7 @@ import networkx as nx
 from graphbuild import dockerfile, pin, refs, sources
 from graphbuild.builders import Builder, BuildFailed, BuildRequest
 from graphbuild.config import Config
-from graphbuild.graph import kinds
+from graphbuild.graph import BUILD_INPUTS, builds_on
 from graphbuild.graphdb import EXTERNAL
 from graphbuild.plan import Plan
 from graphbuild.state import RunNode, State, find_build, now
@@ -43,7 +43,6 @@ PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, BLOCKED = (
 )  # fmt: skip
 DONE = frozenset({SUCCEEDED, SKIPPED})
 UP_TO_DATE = "up-to-date"
-TRACKED = frozenset({dockerfile.FROM, dockerfile.COPY, dockerfile.MOUNT})
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,8 @@ class Scheduler:
         caps: Mapping[str, int] | None = None,
         on_event: Callable[[str, str, dict], None] | None = None,
     ) -> None:
-        self.deps = {node: set(parents) & set(deps) for node, parents in deps.items()}
+        known = set(deps)
+        self.deps = {node: set(parents) & known for node, parents in deps.items()}
         self.children: dict[str, set[str]] = {node: set() for node in deps}
         for node, parents in self.deps.items():
             for parent in parents:
@@ -89,7 +89,7 @@ class Scheduler:
         self.work, self.max_parallel = work, max(1, max_parallel)
         self.retries, self.backoff = retries, backoff
         self.group_of = group_of or (lambda node: "")
-        self.caps = dict(caps or {})
+        self.caps = {group: max(1, cap) for group, cap in (caps or {}).items()}
         self.on_event = on_event or (lambda node, status, info: None)
         self.priority = self._bottom_levels(weights or {})
         self.status: dict[str, str] = dict.fromkeys(deps, PENDING)
@@ -144,7 +144,7 @@ class Scheduler:
         self, pool: ThreadPoolExecutor, ready: list, running: dict[Future, str], busy: dict
     ) -> None:
         held = []
-        while ready and len(running) < self.max_parallel:
+        while ready and len(running) < self.max_parallel and not self.stopping:
             item = heapq.heappop(ready)
             node = item[1]
             group = self.group_of(node)
@@ -163,6 +163,7 @@ class Scheduler:
     def _finish(self, node: str, future: Future, waiting: dict, ready: list, delayed: list) -> None:
         try:
             outcome = future.result()
+            status, digest, detail = outcome.status, outcome.digest, outcome.detail
         except Failed as err:
             if err.transient and self.attempts[node] <= self.retries and not self.stopping:
                 wait_for = self.backoff * 2 ** (self.attempts[node] - 1)
@@ -170,20 +171,22 @@ class Scheduler:
                 self.on_event(node, "retrying", {"error": str(err), "in": wait_for})
                 heapq.heappush(delayed, (time.monotonic() + wait_for, node))
                 return
-            self._fail(node, str(err))
+            self._fail(node, str(err), err.transient)
             return
         except Exception as err:  # a bug in one build must not stop the others
             self._fail(node, f"internal error: {type(err).__name__}: {err}")
             return
-        self.status[node] = outcome.status
-        self.on_event(node, outcome.status, {"digest": outcome.digest, "detail": outcome.detail})
+        self.status[node] = status
+        self.on_event(node, status, {"digest": digest, "detail": detail})
         for child in sorted(self.children[node]):
             waiting[child].discard(node)
             if not waiting[child] and self.status[child] == PENDING:
                 heapq.heappush(ready, (-self.priority[child], child))
 
-    def _fail(self, node: str, error: str) -> None:
-        self.status[node] = FAILED if not self.cancel.is_set() else PENDING
+    def _fail(self, node: str, error: str, transient: bool = False) -> None:
+        """Failed, blocking its descendants; or, when stopping, left to do for a resume."""
+        left = self.cancel.is_set() or (self.stopping and transient)
+        self.status[node] = PENDING if left else FAILED
         self.on_event(node, self.status[node], {"error": error})
         if self.status[node] != FAILED:
             return  # cancelled: it stays to do, and so do its descendants
@@ -206,7 +209,6 @@ class RunSettings:
     backoff: float = 5.0
     force: bool = False  # build even when a build with the same key exists
     no_cache: bool = False
-    caps: dict[str, int] = field(default_factory=dict)  # registry host -> builds in flight
 
 
 class Builds:
@@ -252,7 +254,10 @@ class Builds:
             if done is not None and done.digest == self.served.get(node):
                 return Outcome(SKIPPED, done.digest, "up-to-date: this exact build is served")
             pinned = Path(scratch) / "Dockerfile.pinned"
-            pinned.write_text(pin.pin(text, parsed.refs, pins), encoding="utf-8")
+            try:
+                pinned.write_text(pin.pin(text, parsed.refs, pins), encoding="utf-8")
+            except pin.Unpinnable as err:
+                raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: {err}") from None
             self.logs.mkdir(parents=True, exist_ok=True)
             log = self.logs / f"{_safe(node)}.log"
             reason = f"{self.reasons.get(node, '')}"[:200]
@@ -295,12 +300,9 @@ class Builds:
         """`name:tag` -> digest for the Dockerfile, and parent node -> digest for the record."""
         pins: dict[str, str] = {}
         parents: dict[str, str] = {}
-        tracked = {
-            p for p in self.graph.predecessors(node)
-            if kinds(self.graph.edges[p, node]) & TRACKED
-        }  # fmt: skip
+        tracked = {p for p in self.graph.predecessors(node) if builds_on(self.graph.edges[p, node])}
         for base in bases:
-            if base.ref is None or base.kind not in TRACKED:
+            if base.ref is None or base.kind not in BUILD_INPUTS:
                 continue
             ref = refs.parse(base.ref)
             parent = self._node_for(ref)
@@ -422,12 +424,14 @@ def execute(
         state.update_node(run_id, entry)
         on_event(node, status, info)
 
-    def group(node: str) -> str:
+    def group(node: str) -> str:  # the registry it pushes to
         return refs.parse(graph.nodes[node]["tags"][0]).domain
+
+    caps = {host: spec.max_builds for host, spec in config.registries.items() if spec.max_builds}
 
     scheduler = Scheduler(
         deps, builds.work, max_parallel=settings.max_parallel, retries=settings.retries,
-        backoff=settings.backoff, group_of=group, caps=settings.caps, on_event=record,
+        backoff=settings.backoff, group_of=group, caps=caps, on_event=record,
     )  # fmt: skip
     with interruptible(scheduler, note):
         statuses = scheduler.run()

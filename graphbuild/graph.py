@@ -15,13 +15,14 @@ from typing import Any
 import networkx as nx
 
 from graphbuild import graphdb, refs
-from graphbuild.dockerfile import BaseRef
+from graphbuild.dockerfile import COPY, FROM, MOUNT, BaseRef
 from graphbuild.errors import ERROR, WARNING, CycleError, Problem
 from graphbuild.graphdb import EXTERNAL, IMAGE
 from graphbuild.index import Image
 
 # ---------------------------------------------------------------- building
 
+BUILD_INPUTS = frozenset({FROM, COPY, MOUNT})
 _USE_KEYS = ("kind", "line", "ref", "pinned", "platform", "platforms", "via")
 
 
@@ -135,6 +136,12 @@ def _fire_onbuild(graph: nx.DiGraph, produced: dict[str, str], kept: list[Image]
 def kinds(edge: dict) -> set[str]:
     """Every way an image uses a base over one edge: its first use and the others (`also`)."""
     return {edge["kind"], *(use["kind"] for use in edge["also"])}
+
+
+def builds_on(edge: dict) -> bool:
+    """Is the base an input of the build (FROM, COPY --from, RUN --mount)? A `# syntax`
+    frontend only reads the Dockerfile: it never makes an image stale or rebuilt."""
+    return bool(kinds(edge) & BUILD_INPUTS)
 
 
 def _where(graph: nx.DiGraph, base: str, image: str) -> str:

@@ -9,12 +9,14 @@ child starts the moment its own parents are built.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import networkx as nx
 
 from graphbuild import detect
+from graphbuild.graph import builds_on
 from graphbuild.graphdb import IMAGE
 
 FORCED, PARENT = "forced", "parent-rebuilt"
@@ -70,22 +72,28 @@ def forced(
     depth: int | None = None,
     digests: dict[str, str] | None = None,
 ) -> Plan:
-    """The on-call path: the named images (or what is built on a named base), now."""
+    """The on-call path: the named images (or what is built on a named base), now.
+
+    `depth` counts levels below what was named, as `uses --depth` does: on a
+    base, depth 1 is the images built directly on it.
+    """
     roots: dict[str, tuple[str, str, list[str]]] = {}
+    levels: dict[str, int] = {}
     for node in nodes:
         if graph.nodes[node]["kind"] == IMAGE:
-            roots[node] = (FORCED, reason, [node])
+            roots[node], levels[node] = (FORCED, reason, [node]), 0
         else:  # a base: everything built directly on it is the root of the rebuild
-            for child in graph.successors(node):
-                roots[child] = (FORCED, reason, [child, node])
-    return _plan(graph, roots, digests or {}, [], downstream, depth, reason)
+            for child in _built_on(graph, node):
+                roots.setdefault(child, (FORCED, reason, [child, node]))
+                levels[child] = min(levels.get(child, 1), 1)
+    return _plan(graph, roots, digests or {}, [], downstream, depth, reason, levels)
 
 
 def updated(graph: nx.DiGraph, bases: Iterable[str]) -> Plan:
     """What-if, offline: the plan if these bases (or images) had just changed."""
     roots: dict[str, tuple[str, str, list[str]]] = {}
     for node in bases:
-        targets = [node] if graph.nodes[node]["kind"] == IMAGE else graph.successors(node)
+        targets = [node] if graph.nodes[node]["kind"] == IMAGE else _built_on(graph, node)
         for child in targets:
             why = f"{node} updated (what-if)"
             roots.setdefault(
@@ -102,21 +110,22 @@ def _plan(
     downstream: bool = True,
     depth: int | None = None,
     forced_reason: str | None = None,
+    levels: dict[str, int] | None = None,
 ) -> Plan:
+    """The roots and, with `downstream`, what is built on them, `depth` levels at most."""
     why: dict[str, tuple[str, str, list[str]]] = dict(roots)
-    if downstream:
-        frontier, level = list(roots), 0
-        while frontier and (depth is None or level < depth):
-            level += 1
-            following = []
-            for node in frontier:
-                for child in sorted(graph.successors(node)):
-                    if child not in why and graph.nodes[child]["kind"] == IMAGE:
-                        reason = FORCED if forced_reason else PARENT
-                        detail = forced_reason or f"built on {node}, which this run rebuilds"
-                        why[child] = (reason, detail, [child, *why[node][2]])
-                        following.append(child)
-            frontier = following
+    level = {node: (levels or {}).get(node, 0) for node in roots}
+    queue = deque(sorted(roots, key=lambda node: (level[node], node)) if downstream else ())
+    while queue:  # breadth first: each image gets its nearest root's chain and level
+        node = queue.popleft()
+        if depth is not None and level[node] >= depth:
+            continue
+        for child in sorted(_built_on(graph, node)):
+            if child not in why:
+                reason = FORCED if forced_reason else PARENT
+                detail = forced_reason or f"built on {node}, which this run rebuilds"
+                why[child], level[child] = (reason, detail, [child, *why[node][2]]), level[node] + 1
+                queue.append(child)
     sub = graph.subgraph(why)
     steps = [
         Step(node, wave, *why[node])
@@ -124,3 +133,10 @@ def _plan(
         for node in sorted(generation)
     ]
     return Plan(steps, digests, unknown)
+
+
+def _built_on(graph: nx.DiGraph, node: str) -> Iterator[str]:
+    """Images with `node` as an input of their build (never a mere `# syntax` frontend)."""
+    for child in graph.successors(node):
+        if graph.nodes[child]["kind"] == IMAGE and builds_on(graph.edges[node, child]):
+            yield child

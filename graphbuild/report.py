@@ -8,10 +8,12 @@ rich is used only for the live progress display on a terminal.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any, TextIO
 
 from graphbuild import refs
@@ -42,6 +44,38 @@ def short(node: str) -> str:
         return refs.parse(node).familiar
     except InvalidReference:
         return node
+
+
+_DIGEST_RE = re.compile(r"\b(sha256:[0-9a-f]{12})[0-9a-f]{52}\b")
+
+
+def brief(text: str) -> str:
+    """Digests cut to 12 hex digits, for people; JSON and reports keep them whole."""
+    return _DIGEST_RE.sub(r"\1…", text)
+
+
+def run_table(run: Run) -> None:
+    """A run for the terminal: one line per image, its outcome and why it was in the run."""
+    counts: dict[str, int] = {}
+    for node in run.nodes:
+        counts[node.status] = counts.get(node.status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    print(f"{run.kind} {run.id}: {run.status} ({summary or 'no images'})"
+          + (f", reason: {run.reason}" if run.reason else ""))  # fmt: skip
+    table(
+        ["WAVE", "IMAGE", "OUTCOME", "REASON", "WHY", "TOOK", "DIGEST", "LOG"],
+        [(n.wave, short(n.node), n.status + (f": {brief(n.error)}" if n.error else ""), n.reason,
+          brief(n.detail), _took(n.started, n.finished), brief(n.digest or ""),
+          n.log.rsplit("/", 1)[-1] if n.log else "")
+         for n in run.nodes],
+    )  # fmt: skip
+
+
+def _took(started: str | None, finished: str | None) -> str:
+    if not started or not finished:
+        return ""
+    seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    return f"{seconds:.1f} s"
 
 
 def note(message: str) -> None:

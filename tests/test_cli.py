@@ -45,7 +45,7 @@ def test_the_bundled_example_answers_right_after_install(tmp_path):
         "--config",
         str(ROOT / "repos.yaml"),
         "uses",
-        "debian:bookworm-slim",
+        "localhost:5000/upstream/os:1",
         "--json",
         cwd=tmp_path,
         env={"GRAPHBUILD_CONFIG": ""},
@@ -54,6 +54,7 @@ def test_the_bundled_example_answers_right_after_install(tmp_path):
     images = {row["image"] for row in json.loads(done.stdout)}
     assert "localhost:5000/shop/api:1.0" in images
     assert "localhost:5000/tools/report:latest" in images
+    assert "localhost:5000/tools/count:latest" not in images  # on the toolbox, not the os
 
 
 def test_a_query_syncs_first_only_when_there_is_no_index(project):

@@ -66,6 +66,7 @@ def run(argv: Sequence[str], log: Path, cancel: threading.Event, what: str) -> N
     with log.open("ab") as out:
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
+        start = out.tell()  # what this command writes: earlier attempts are not its output
         try:
             process = subprocess.Popen(
                 list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -86,7 +87,9 @@ def run(argv: Sequence[str], log: Path, cancel: threading.Event, what: str) -> N
                         process.wait()
                     raise BuildFailed(f"{what}: cancelled") from None
     if code != 0:
-        tail = log.read_bytes()[-4000:].decode("utf-8", "replace")
+        with log.open("rb") as written:
+            written.seek(max(start, log.stat().st_size - 4000))
+            tail = written.read().decode("utf-8", "replace")
         transient = bool(_TRANSIENT_RE.search(tail))
         last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
         raise BuildFailed(f"{what} exited {code}: {last[:300]}", transient)

@@ -9,11 +9,13 @@ Values are substituted into single arguments: no shell ever parses them.
 
 from __future__ import annotations
 
+import re
 import threading
 
 from graphbuild.builders import BuildFailed, BuildRequest, run
 
 _LISTS = {"{tags}", "{build-args}", "{labels}", "{annotations}"}
+_VALUE_RE = re.compile(r"\{(context|dockerfile|image|tag|target|platform|digestfile)\}")
 
 
 class Command:
@@ -41,13 +43,13 @@ class Command:
             if arg in _LISTS:
                 out += lists[arg]
                 continue
-            for key, value in values.items():
-                arg = arg.replace("{" + key + "}", value)
-            out.append(arg)
+            # one pass: a value that itself holds `{tag}` stays as it is
+            out.append(_VALUE_RE.sub(lambda m: values[m.group(1)], arg))
         return out
 
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
         digestfile = request.log.with_suffix(".digest")
+        digestfile.unlink(missing_ok=True)  # an earlier attempt's digest is not this one's
         run(self.argv(request, str(digestfile)), request.log, cancel, f"{self.template[0]}")
         digest = digestfile.read_text().strip() if digestfile.exists() else ""
         if not digest.startswith("sha256:"):

@@ -41,6 +41,7 @@ class Docker:
 
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
         metadata = request.log.with_suffix(".metadata.json")
+        metadata.unlink(missing_ok=True)  # an earlier attempt's digest is not this one's
         run(
             self.argv(request, str(metadata)), request.log, cancel, f"docker buildx {request.image}"
         )

@@ -45,7 +45,7 @@ def show(result: plan.Plan, as_json: bool) -> None:
         by_node = {s.node: s for s in result.steps}
         report.table(
             ["  IMAGE", "REASON", "WHY"],
-            [(f"  {short(n)}", by_node[n].reason, by_node[n].detail) for n in nodes],
+            [(f"  {short(n)}", by_node[n].reason, report.brief(by_node[n].detail)) for n in nodes],
         )
     counts = ", ".join(f"{n} {reason}" for reason, n in sorted(result.counts().items()))
     if result.steps:

@@ -7,7 +7,6 @@ from graphbuild.commands import synced
 from graphbuild.commands.sweep import build
 from graphbuild.config import Config
 from graphbuild.plan import Plan, Step
-from graphbuild.report import short
 from graphbuild.state import State, sweep_lock
 
 
@@ -30,13 +29,8 @@ def show(config: Config, run_id: str | None, as_json: bool) -> int:
     if as_json:
         report.emit_json(report.run_document(run))
         return errors.OK
-    print(f"{run.kind} {run.id}: {run.status} (started {run.started[:19]})")
-    report.table(
-        ["WAVE", "IMAGE", "OUTCOME", "REASON", "DURATION", "DIGEST", "LOG"],
-        [(n.wave, short(n.node), n.status + (f": {n.error}" if n.error else ""), n.reason,
-          _duration(n.started, n.finished), (n.digest or "")[:19], n.log or "")
-         for n in run.nodes],
-    )  # fmt: skip
+    report.run_table(run)
+    print(f"Started {run.started[:19]}; build logs in {config.workspace / 'runs' / run.id}/")
     return errors.OK
 
 
@@ -60,12 +54,3 @@ def resume(config: Config, run_id: str, settings: execute.RunSettings, as_json: 
             raise errors.GraphbuildError(f"run {run_id} names images no longer in the graph: "
                                          f"{', '.join(missing)}")  # fmt: skip
         return build(config, g, plan, run.kind, run.reason, settings, as_json, run_id=run.id)
-
-
-def _duration(started: str | None, finished: str | None) -> str:
-    if not started or not finished:
-        return ""
-    from datetime import datetime
-
-    took = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
-    return f"{took.total_seconds():.1f} s"

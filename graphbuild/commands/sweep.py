@@ -80,8 +80,8 @@ def build(
     if as_json:
         report.emit_json(report.run_document(finished))
     else:
-        print(report.run_markdown(finished))
-        print(f"Reports: {folder / 'report.md'} and report.json")
+        report.run_table(finished)
+        print(f"Reports and build logs: {folder}/")
     if finished.status == "interrupted":
         report.note(f"Interrupted. Finish it with: graphbuild resume {run_id}")
     return errors.OK if finished.status == "succeeded" else errors.FAILED

@@ -1,2 +1,3 @@
 #!/bin/sh
-ruff check --output-format json "$@" | jq length
+# lint, then count what was linted
+lint "$@" && count "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quickstart 2: install the test dependencies, lint, and run the whole test suite.
-# Extra arguments go to pytest (scripts/test -k graph -x).
+# Extra arguments go to pytest (scripts/test.sh -k graph -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh

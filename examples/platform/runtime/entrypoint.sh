@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "runtime $RUNTIME_VERSION on $(cat /etc/platform/release)"
+exec "$@"

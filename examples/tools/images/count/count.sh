@@ -1,0 +1,3 @@
+#!/bin/sh
+# count the lines of the files given
+cat "$@" | wc -l

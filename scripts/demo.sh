@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Quickstart 1: install graphbuild and run its main job on the bundled example.
+#
+# Starts a loopback registry on localhost:5000, pushes the example's upstream
+# images (stand-ins built from Debian's static busybox: no internet needed),
+# runs `graphbuild sweep` (everything missing: built in waves), publishes an
+# "upstream fix" to one base, sweeps again (only what is built on it), shows
+# the runs, and stops what it started. Run it as root or with sudo rights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bootstrap.sh
+
+need_debs git python3-venv docker-registry buildah busybox-static
+make_venv .
+
+workspace=.graphbuild
+demo=$workspace/demo
+mkdir -p "$demo"
+gb() { echo "+ graphbuild $*" >&2; .venv/bin/graphbuild "$@"; }
+buildah() { command buildah --storage-driver vfs --root "$workspace/containers/storage" \
+    --runroot "$workspace/containers/run" "$@"; }
+
+# A registry on localhost:5000: ours, unless one already answers there.
+registry_pid=
+stop() {
+    local code=$?
+    if [ -n "$registry_pid" ]; then
+        kill "$registry_pid" 2>/dev/null || true
+        wait "$registry_pid" 2>/dev/null || true
+        echo "Stopped the registry."
+    fi
+    exit "$code"
+}
+trap stop EXIT
+registry_up() { python3 -c 'import urllib.request as u; u.urlopen("http://localhost:5000/v2/", timeout=1)' 2>/dev/null; }
+if registry_up; then
+    echo "Using the registry already answering on localhost:5000."
+else
+    cat > "$demo/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $PWD/$demo/registry}, delete: {enabled: true}}
+http: {addr: "127.0.0.1:5000"}
+EOF
+    /usr/bin/docker-registry serve "$demo/registry.yml" > "$demo/registry.log" 2>&1 &
+    registry_pid=$!
+    for _ in $(seq 100); do registry_up && break; sleep 0.1; done
+    registry_up || { echo "docker-registry did not start: see $demo/registry.log" >&2; exit 1; }
+    echo "Started docker-registry on localhost:5000 (data in $demo/registry)."
+fi
+
+# push_upstream NAME RELEASE: build examples/upstream/NAME with busybox inside, push it.
+push_upstream() {
+    local context="$demo/upstream-$1"
+    rm -rf "$context" && cp -r "examples/upstream/$1" "$context"
+    cp /bin/busybox "$context/busybox"
+    echo "$2" > "$context/release"
+    buildah bud --isolation chroot --quiet -t "localhost:5000/upstream/$1:1" "$context" > /dev/null
+    buildah push --tls-verify=false --quiet "localhost:5000/upstream/$1:1"
+    echo "Pushed localhost:5000/upstream/$1:1 ($2)."
+}
+push_upstream os "os 12.8"
+push_upstream toolbox "toolbox 1.0.0"
+
+gb sync
+gb uses localhost:5000/upstream/os:1
+gb plan
+gb sweep                      # nothing is in the registry yet: everything is built, in waves
+
+push_upstream toolbox "toolbox 1.0.1: security fix"
+gb plan                       # only what is built on the toolbox: count, report, shop/api
+gb sweep
+gb sweep                      # right after a good sweep: nothing to do
+gb runs

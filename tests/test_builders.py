@@ -1,0 +1,460 @@
+"""Builders: the argv each one runs (never a shell line), and run(): logs, exit codes,
+transient errors and cancellation, with real small commands.
+
+buildah and docker themselves are not run here: where a build() is exercised, a small
+script of the same name on PATH stands in for the tool and writes what it would.
+"""
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from graphbuild import builders
+from graphbuild.builders import BuildFailed, BuildRequest, run
+from graphbuild.builders.buildah import Buildah
+from graphbuild.builders.command import Command
+from graphbuild.builders.docker import Docker
+
+APP = "reg.test/team/app:1.0"
+APP_LATEST = "reg.test/team/app:latest"
+AMD64, ARM64 = "linux/amd64", "linux/arm64"
+DIGEST = "sha256:" + "d" * 64
+# Each must reach the tool as one argument, exactly as written.
+HOSTILE = "a b; rm -rf / $(id) `id` 'single' \"double\" && echo $HOME | cat"
+
+
+def request(tmp_path, **kw):
+    kw.setdefault("tags", (APP, APP_LATEST))
+    return BuildRequest(
+        image=APP,
+        context=tmp_path / "ctx",
+        dockerfile=tmp_path / "Dockerfile.pinned",
+        log=tmp_path / "app.log",
+        **kw,
+    )
+
+
+def values(argv, flag):
+    """What follows each occurrence of `flag` in argv."""
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+
+
+def never():
+    return threading.Event()
+
+
+def tool(tmp_path, monkeypatch, name, script):
+    """`name` on PATH: a shell script standing in for the real tool."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return path
+
+
+# -- buildah
+
+
+def test_buildah_single_platform(tmp_path):
+    argv = Buildah().bud_argv(request(tmp_path, platforms=(ARM64,)))
+    assert argv == [
+        "buildah", "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--quiet",
+        "-f", str(tmp_path / "Dockerfile.pinned"), "-t", APP, "--platform", ARM64,
+        str(tmp_path / "ctx"),
+    ]  # fmt: skip
+
+
+def test_buildah_without_platforms_builds_for_the_host():
+    argv = Buildah().bud_argv(request(Path("/w")))
+    assert "--platform" not in argv
+    assert values(argv, "-t") == [APP]  # the other tags are pushed from this one
+    assert "--manifest" not in argv
+
+
+def test_buildah_multi_platform_builds_one_manifest_list():
+    argv = Buildah().bud_argv(request(Path("/w"), platforms=(AMD64, ARM64)))
+    assert values(argv, "--manifest") == [APP]
+    assert values(argv, "--platform") == [f"{AMD64},{ARM64}"]
+    assert "-t" not in argv
+    assert argv[-1] == "/w/ctx"
+
+
+def test_buildah_build_options():
+    req = request(
+        Path("/w"),
+        build_args={"PY": "3.12", "EMPTY": ""},
+        target="runtime",
+        labels={"io.graphbuild.run": "r1"},
+        annotations={"io.graphbuild.reason": "stale: x"},
+        no_cache=True,
+    )
+    argv = Buildah().bud_argv(req)
+    assert values(argv, "--build-arg") == ["PY=3.12", "EMPTY="]
+    assert values(argv, "--target") == ["runtime"]
+    assert values(argv, "--label") == ["io.graphbuild.run=r1"]
+    assert values(argv, "--annotation") == ["io.graphbuild.reason=stale: x"]
+    assert "--no-cache" in argv
+    assert "--tls-verify=false" not in argv
+    assert argv[-1] == "/w/ctx"
+
+
+def test_buildah_defaults_leave_options_out():
+    argv = Buildah().bud_argv(request(Path("/w")))
+    for flag in ("--build-arg", "--target", "--label", "--annotation", "--no-cache"):
+        assert flag not in argv
+
+
+def test_buildah_insecure_registry_turns_tls_verification_off():
+    argv = Buildah().bud_argv(request(Path("/w"), insecure=True))
+    assert argv.count("--tls-verify=false") == 1
+    assert argv.index("--tls-verify=false") > argv.index("bud")  # a bud option, not global
+
+
+def test_buildah_storage_options_come_before_the_verb():
+    argv = Buildah("oci", "overlay", root="/var/lib/gb", runroot="/run/gb").bud_argv(
+        request(Path("/w"))
+    )
+    assert argv[:8] == [
+        "buildah", "--storage-driver", "overlay", "--root", "/var/lib/gb",
+        "--runroot", "/run/gb", "bud",
+    ]  # fmt: skip
+    assert values(argv, "--isolation") == ["oci"]
+
+
+def test_buildah_build_pushes_every_tag_and_returns_the_digest(tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    tool(
+        tmp_path,
+        monkeypatch,
+        "buildah",
+        f'printf "%s\\n" "$*" >> {calls}\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --digestfile ] && printf "%s\\n" '
+        f'"{DIGEST}" > "$2"; shift; done\n',
+    )
+    req = request(tmp_path, platforms=(AMD64, ARM64), insecure=True)
+    assert Buildah().build(req, never()) == DIGEST
+    bud, *pushes = calls.read_text().splitlines()
+    assert bud.startswith("--storage-driver vfs bud ")
+    assert len(pushes) == 2
+    for push, tag in zip(pushes, (APP, APP_LATEST), strict=True):
+        assert push.startswith("--storage-driver vfs manifest push --all --tls-verify=false ")
+        assert push.endswith(f" {APP} docker://{tag}")
+
+
+def test_buildah_build_fails_when_tags_get_different_digests(tmp_path, monkeypatch):
+    """Each push writes a digest of its own destination: the tags disagree."""
+    tool(
+        tmp_path,
+        monkeypatch,
+        "buildah",
+        'file=""; for a; do [ "$prev" = --digestfile ] && file=$a; prev=$a; done\n'
+        '[ -n "$file" ] && printf "sha256:%s" "$(printf %s "$prev" | sha256sum | cut -c1-64)"'
+        ' > "$file"\nexit 0\n',
+    )
+    with pytest.raises(BuildFailed, match=f"buildah push {APP_LATEST}: no consistent digest"):
+        Buildah().build(request(tmp_path), never())
+
+
+def test_buildah_build_ignores_a_digest_from_an_earlier_attempt(tmp_path, monkeypatch):
+    """The same run retries with the same log path: a push that wrote nothing fails."""
+    (tmp_path / "app.digest").write_text(DIGEST)
+    tool(tmp_path, monkeypatch, "buildah", "exit 0\n")
+    with pytest.raises(BuildFailed, match=f"buildah push {APP}: no consistent digest"):
+        Buildah().build(request(tmp_path), never())
+
+
+# -- docker buildx
+
+
+def test_docker_argv():
+    req = request(
+        Path("/w"),
+        build_args={"PY": "3.12"},
+        target="runtime",
+        platforms=(AMD64, ARM64),
+        labels={"l": "1"},
+        annotations={"a": "2"},
+        no_cache=True,
+    )
+    assert Docker("remote").argv(req, "/w/meta.json") == [
+        "docker", "buildx", "build", "--push", "--metadata-file", "/w/meta.json",
+        "--file", "/w/Dockerfile.pinned", "--provenance=false", "--builder", "remote",
+        "--tag", APP, "--tag", APP_LATEST, "--build-arg", "PY=3.12", "--target", "runtime",
+        "--platform", f"{AMD64},{ARM64}", "--label", "l=1", "--annotation", "a=2",
+        "--no-cache", "/w/ctx",
+    ]  # fmt: skip
+
+
+def test_docker_defaults_leave_options_out():
+    argv = Docker().argv(request(Path("/w"), tags=(APP,)), "/w/m.json")
+    assert argv == [
+        "docker", "buildx", "build", "--push", "--metadata-file", "/w/m.json",
+        "--file", "/w/Dockerfile.pinned", "--provenance=false", "--tag", APP, "/w/ctx",
+    ]  # fmt: skip
+
+
+def test_docker_build_reads_the_pushed_digest_from_the_metadata(tmp_path, monkeypatch):
+    tool(
+        tmp_path,
+        monkeypatch,
+        "docker",
+        'while [ $# -gt 0 ]; do [ "$1" = --metadata-file ] && '
+        f"printf '%s' '{json.dumps({'containerimage.digest': DIGEST})}' > \"$2\"; shift; done\n",
+    )
+    assert Docker().build(request(tmp_path), never()) == DIGEST
+
+
+def test_docker_build_without_metadata_fails(tmp_path, monkeypatch):
+    tool(tmp_path, monkeypatch, "docker", "exit 0\n")
+    with pytest.raises(BuildFailed, match=f"docker buildx {APP}: no pushed digest"):
+        Docker().build(request(tmp_path), never())
+
+
+# -- command
+
+
+TEMPLATE = [
+    "kaniko", "--context={context}", "--dockerfile", "{dockerfile}", "--destination={tag}",
+    "{tags}", "{build-args}", "{labels}", "{annotations}", "--target={target}",
+    "--custom-platform={platform}", "--digest-file={digestfile}", "--name={image}",
+]  # fmt: skip
+
+
+def test_command_placeholders():
+    req = request(
+        Path("/w"),
+        build_args={"A": "1", "B": "2"},
+        target="runtime",
+        platforms=(AMD64, ARM64),
+        labels={"l": "1"},
+        annotations={"a": "2"},
+    )
+    assert Command(TEMPLATE).argv(req, "/w/app.digest") == [
+        "kaniko", "--context=/w/ctx", "--dockerfile", "/w/Dockerfile.pinned",
+        f"--destination={APP}", "--tag", APP, "--tag", APP_LATEST,
+        "--build-arg", "A=1", "--build-arg", "B=2", "--label", "l=1", "--annotation", "a=2",
+        "--target=runtime", f"--custom-platform={AMD64},{ARM64}",
+        "--digest-file=/w/app.digest", f"--name={APP}",
+    ]  # fmt: skip
+
+
+def test_command_empty_lists_vanish_and_empty_values_stay():
+    argv = Command(TEMPLATE).argv(request(Path("/w"), tags=(APP,)), "/w/d")
+    assert argv == [
+        "kaniko", "--context=/w/ctx", "--dockerfile", "/w/Dockerfile.pinned",
+        f"--destination={APP}", "--tag", APP, "--target=", "--custom-platform=",
+        "--digest-file=/w/d", f"--name={APP}",
+    ]  # fmt: skip
+
+
+def test_command_list_placeholders_only_stand_alone():
+    """`x{tags}` is not the list placeholder: it stays as written."""
+    argv = Command(["t", "x{tags}", "{tags}x", "{image}{tag}"]).argv(request(Path("/w")), "/d")
+    assert argv == ["t", "x{tags}", "{tags}x", f"{APP}{APP}"]
+
+
+def test_command_values_are_not_substituted_twice():
+    req = replace(request(Path("/w")), context=Path("/w/ctx-{tag}"))
+    assert Command(["t", "{context}"]).argv(req, "/d") == ["t", "/w/ctx-{tag}"]
+
+
+# -- no shell: hostile values stay one argument
+
+
+def hostile_request(tmp_path):
+    where = tmp_path / "dir with spaces; $(id)"
+    return BuildRequest(
+        image=APP,
+        tags=(APP,),
+        context=where / "ctx",
+        dockerfile=where / "Dockerfile",
+        build_args={"X": HOSTILE},
+        target=HOSTILE,
+        labels={"l": HOSTILE},
+        annotations={"a": HOSTILE},
+        log=tmp_path / "app.log",
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(lambda r: Buildah().bud_argv(r), id="buildah"),
+        pytest.param(lambda r: Docker().argv(r, "/m.json"), id="docker"),
+        pytest.param(lambda r: Command(TEMPLATE).argv(r, "/d"), id="command"),
+    ],
+)
+def test_values_stay_single_arguments(tmp_path, argv):
+    req = hostile_request(tmp_path)
+    out = argv(req)
+    assert out.count(f"X={HOSTILE}") == 1
+    assert out.count(f"l={HOSTILE}") == 1
+    assert out.count(f"a={HOSTILE}") == 1
+    assert str(req.context) in out or f"--context={req.context}" in out
+    assert HOSTILE in out or f"--target={HOSTILE}" in out
+
+
+def test_hostile_values_reach_the_command_untouched(tmp_path):
+    """Really run: each value arrives at the process as one argument, exactly as written."""
+    req = hostile_request(tmp_path)
+    seen = tmp_path / "seen"
+    template = ["sh", "-c", 'for a; do printf "%s\\n" "$a"; done > "$0"', str(seen), "{target}"]
+    template += ["{build-args}", "{context}"]
+    run(Command(template).argv(req, "/d"), req.log, never(), "t")
+    assert seen.read_text().splitlines() == [
+        HOSTILE,
+        "--build-arg",
+        f"X={HOSTILE}",
+        str(req.context),
+    ]
+
+
+# -- make
+
+
+def test_make_picks_the_builder_and_passes_its_options():
+    default = builders.make({})
+    assert isinstance(default, Buildah) and default.store == ["--storage-driver", "vfs"]
+    buildah = builders.make({"kind": "buildah", "storage_driver": "overlay", "root": "/r"})
+    assert buildah.store == ["--storage-driver", "overlay", "--root", "/r"]
+    docker = builders.make({"kind": "docker", "builder": "remote"})
+    assert isinstance(docker, Docker) and docker.builder == "remote"
+    command = builders.make({"kind": "command", "argv": ["kaniko", "{context}"]})
+    assert isinstance(command, Command) and command.template == ["kaniko", "{context}"]
+    assert command.name == "command" and docker.name == "docker" and buildah.name == "buildah"
+
+
+# -- run
+
+
+def test_run_appends_the_command_and_its_output_to_the_log(tmp_path):
+    log = tmp_path / "build.log"
+    log.write_text("earlier\n")
+    run(["sh", "-c", "echo out; echo err >&2"], log, never(), "t")
+    run(["/bin/true"], log, never(), "t")
+    assert log.read_text() == "earlier\n$ sh -c echo out; echo err >&2\nout\nerr\n$ /bin/true\n"
+
+
+def test_run_failure_names_the_exit_code_and_last_line(tmp_path):
+    log = tmp_path / "build.log"
+    argv = ["sh", "-c", "echo step 1; echo 'error: COPY failed: no such file'; echo; exit 3"]
+    with pytest.raises(BuildFailed) as info:
+        run(argv, log, never(), "buildah bud app")
+    assert str(info.value) == "buildah bud app exited 3: error: COPY failed: no such file"
+    assert info.value.transient is False
+    assert "step 1\n" in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("line", "transient"),
+    [
+        ("dial tcp 10.0.0.1:443: connect: connection refused", True),
+        ("received unexpected HTTP status: 503 Service Unavailable", True),
+        ("toomanyrequests: 429 Too Many Requests", True),
+        ("net/http: TLS handshake timeout", True),
+        ("error: Dockerfile:3: unknown instruction: FORM", False),
+        ("listening on port 5030", False),
+    ],
+)
+def test_run_classifies_transient_failures(tmp_path, line, transient):
+    with pytest.raises(BuildFailed) as info:
+        run(["sh", "-c", 'echo "$1"; exit 1', "sh", line], tmp_path / "l", never(), "t")
+    assert info.value.transient is transient
+    assert str(info.value) == f"t exited 1: {line}"
+
+
+@pytest.mark.parametrize(
+    ("earlier", "argv"),
+    [
+        pytest.param(
+            "",
+            ["sh", "-c", "echo 'manifest unknown'; exit 1", "sh", "app:build-503"],
+            id="argv-names-503",
+        ),
+        pytest.param(
+            "pull: connection refused\n",
+            ["sh", "-c", "echo 'syntax error'; exit 1"],
+            id="earlier-attempt",
+        ),
+    ],
+)
+def test_run_classifies_only_this_commands_output(tmp_path, earlier, argv):
+    log = tmp_path / "l"
+    log.write_text(earlier)
+    with pytest.raises(BuildFailed) as info:
+        run(argv, log, never(), "t")
+    assert info.value.transient is False
+
+
+def test_run_missing_executable_cannot_run(tmp_path):
+    with pytest.raises(BuildFailed, match=r"^kaniko: cannot run /nonexistent/kaniko \(") as info:
+        run(["/nonexistent/kaniko", "--x"], tmp_path / "l", never(), "kaniko")
+    assert info.value.transient is False
+
+
+def test_run_cancel_stops_the_command_promptly(tmp_path):
+    pidfile = tmp_path / "pid"
+    cancel = threading.Event()
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(BuildFailed, match=r"^t: cancelled$"):
+            run(["sh", "-c", f'echo $$ > "{pidfile}"; exec sleep 30'], tmp_path / "l", cancel, "t")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 5
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left running
+        os.kill(int(pidfile.read_text()), 0)
+
+
+def test_run_cancelled_before_it_starts(tmp_path):
+    cancel = threading.Event()
+    cancel.set()
+    started = time.monotonic()
+    with pytest.raises(BuildFailed, match="cancelled"):
+        run(["sleep", "30"], tmp_path / "l", cancel, "t")
+    assert time.monotonic() - started < 5
+
+
+# -- command builder, end to end
+
+
+def test_command_build_returns_the_digest_it_wrote(tmp_path):
+    script = 'printf "sha256:%s\\n" "$(printf %s "$1" | sha256sum | cut -c1-64)" > "$2"'
+    req = request(tmp_path)
+    digest = Command(["sh", "-c", script, "sh", "{tag}", "{digestfile}"]).build(req, never())
+    assert digest == "sha256:" + hashlib.sha256(APP.encode()).hexdigest()
+    assert (tmp_path / "app.digest").read_text() == digest + "\n"
+
+
+def test_command_build_without_a_digest_fails(tmp_path):
+    with pytest.raises(BuildFailed, match="sh wrote no digest"):
+        Command(["sh", "-c", "echo built", "sh", "{digestfile}"]).build(request(tmp_path), never())
+
+
+def test_command_build_failure_is_a_build_failure(tmp_path):
+    with pytest.raises(BuildFailed, match=r"^sh exited 2: push denied$"):
+        Command(["sh", "-c", "echo push denied; exit 2"]).build(request(tmp_path), never())
+
+
+@pytest.mark.parametrize("kind", ["command", "docker"])
+def test_a_digest_from_an_earlier_attempt_is_not_returned(tmp_path, monkeypatch, kind):
+    """Attempt 1 pushed and wrote its digest, then failed; attempt 2 exits 0 writing nothing."""
+    if kind == "command":
+        (tmp_path / "app.digest").write_text(DIGEST)
+        builder = Command(["sh", "-c", "true", "sh", "{digestfile}"])
+    else:
+        (tmp_path / "app.metadata.json").write_text(json.dumps({"containerimage.digest": DIGEST}))
+        tool(tmp_path, monkeypatch, "docker", "exit 0\n")
+        builder = Docker()
+    with pytest.raises(BuildFailed):
+        builder.build(request(tmp_path), never())
