@@ -210,9 +210,15 @@ def rebuild(
         bool, typer.Option("--force", help="Build even if this exact build was done before.")
     ] = False,
     no_downstream: Annotated[
-        bool, typer.Option("--no-downstream", help="Only the named images.")
+        bool,
+        typer.Option(
+            "--no-downstream", help="Only the named images, or those built directly on a base."
+        ),
     ] = False,
-    depth: Annotated[int | None, typer.Option("--depth", min=1, help="Levels below.")] = None,
+    depth: Annotated[
+        int | None,
+        typer.Option("--depth", min=1, help="Levels below what is named (1: directly on it)."),
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="No build cache.")] = False,
     max_parallel: MaxParallel = 4,
     as_json: JsonOption = False,

@@ -168,6 +168,12 @@ def case(text, key, says, line):
             3,
         ),
         case(
+            "repos: []\nregistries:\n  r.example: {max_builds: -1}\n",
+            "registries.r.example.max_builds",
+            "at least 1",
+            3,
+        ),
+        case(
             "repos: []\nregistries:\n  'not a host': {}\n",
             "registries.not a host",
             "not a registry host",
@@ -231,7 +237,7 @@ def test_registries(tmp_path):
         "repos: []\nregistries:\n"
         "  index.docker.io: {}\n"
         "  localhost:5000: {insecure: true}\n"
-        "  127.0.0.1:5001: {insecure: true, max_requests: 2}\n"
+        "  127.0.0.1:5001: {insecure: true, max_requests: 2, max_builds: 3}\n"
         "  '[::1]:5002': {insecure: true}\n"
         "  r.example:\n    auth: basic\n    username: ci\n    password_env: R_PW\n"
         "    ca_bundle: certs/ca.pem\n"
@@ -240,10 +246,18 @@ def test_registries(tmp_path):
     assert set(cfg.registries) == {"docker.io", "localhost:5000", "127.0.0.1:5001", "[::1]:5002",
                                    "r.example", "team.azurecr.io"}  # fmt: skip
     assert cfg.registries["127.0.0.1:5001"].max_requests == 2
+    assert cfg.registries["127.0.0.1:5001"].max_builds == 3
+    assert cfg.registries["r.example"].max_builds is None
     r = cfg.registries["r.example"]
     assert (r.auth, r.username, r.password_env) == ("basic", "ci", "R_PW")
     assert r.ca_bundle == tmp_path / "certs/ca.pem"
     assert cfg.registries["team.azurecr.io"].auth == "acr"
+
+
+def test_the_buildah_store_is_found_beside_the_config_wherever_graphbuild_runs(tmp_path):
+    cfg = load_text(tmp_path, "repos: []\nbuilder: {kind: buildah, root: store, runroot: /run/b}\n")
+    assert cfg.builder == {"kind": "buildah", "root": str(tmp_path / "store"), "runroot": "/run/b"}
+    assert cfg.workspace.is_absolute()  # logs and reports name paths that work from anywhere
 
 
 @pytest.mark.parametrize(

@@ -121,9 +121,13 @@ def site(tmp_path, registry, remotes):
 
 
 def test_a_tree_is_built_from_nothing_in_waves_then_a_second_sweep_builds_nothing(site):
+    planned = json.loads(site.gb("plan", "--json").stdout)
     run = site.run("sweep")
     assert run["status"] == "succeeded"
     nodes = by_node(run)
+    assert [(s["node"], s["wave"], s["reason"]) for s in planned["steps"]] == [
+        (n["node"], n["wave"], n["reason"]) for n in run["nodes"]
+    ]  # the plan is exactly what the sweep did
     assert outcomes(run) == dict.fromkeys([site.base, site.mid, site.app, site.solo], "succeeded")
     assert [nodes[n]["wave"] for n in (site.base, site.mid, site.app)] == [0, 1, 2]
     assert nodes[site.solo]["wave"] == 0
@@ -145,6 +149,7 @@ def test_a_tree_is_built_from_nothing_in_waves_then_a_second_sweep_builds_nothin
     again = site.gb("sweep")
     assert again.returncode == 0, again.stderr
     assert "Nothing to rebuild." in again.stdout
+    assert site.run("sweep") == {"id": None, "status": "up-to-date", "nodes": []}
     listed = json.loads(site.gb("runs", "--json").stdout)
     assert [r["id"] for r in listed] == [run["id"]]  # no second run at all
 
@@ -244,3 +249,16 @@ def test_a_killed_sweep_resumes_without_rebuilding_finished_images(site):
     assert set(outcomes(resumed).values()) == {"succeeded"}
     assert site.manifest(site.app)["annotations"][BASE_DIGEST] == after[site.mid]["digest"]
     assert "Nothing to rebuild." in site.gb("sweep").stdout
+
+
+def test_a_plan_bigger_than_max_images_stops_before_building(site):
+    stopped = site.gb("sweep", "--max-images", "3", "--json")
+    assert stopped.returncode == 1
+    assert json.loads(stopped.stdout) == {
+        "id": None, "status": "too-big", "planned": 4, "max_images": 3, "nodes": []
+    }  # fmt: skip
+    assert "more than --max-images 3" in stopped.stderr and "--yes" in stopped.stderr
+    assert site.registry.http.get("/v2/platform/base/manifests/1").status_code == 404  # unbuilt
+    dry = site.gb("sweep", "--dry-run", "--max-images", "3")
+    assert dry.returncode == 0 and "4 images in 3 waves: 4 missing." in dry.stdout
+    assert site.run("sweep", "--max-images", "3", "--yes")["status"] == "succeeded"

@@ -31,6 +31,9 @@ def run(
             show(plan, as_json)
             return errors.OK
         if len(plan.steps) > max_images and not yes:
+            if as_json:
+                report.emit_json({"id": None, "status": "too-big", "planned": len(plan.steps),
+                                  "max_images": max_images, "nodes": []})  # fmt: skip
             report.note(
                 f"The plan rebuilds {len(plan.steps)} images, more than --max-images "
                 f"{max_images}: stopping before building. Look at `graphbuild plan`, then "
@@ -58,8 +61,8 @@ def build(
             report.note(f"Run {dead} was killed; finish it with: graphbuild resume {dead}")
         if run_id is None:
             if not plan.steps:
-                if as_json:
-                    report.emit_json({"run": None, "steps": []})
+                if as_json:  # the shape of a run document, so scripts read one thing
+                    report.emit_json({"id": None, "status": "up-to-date", "nodes": []})
                 else:
                     print("Nothing to rebuild.")
                 return errors.OK
