@@ -36,6 +36,7 @@ from graphbuild.config import Config
 from graphbuild.graph import BUILD_INPUTS, builds_on
 from graphbuild.graphdb import EXTERNAL
 from graphbuild.plan import Plan
+from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
 from graphbuild.state import RunNode, State, find_build, now
 
 PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, BLOCKED = (
@@ -265,7 +266,8 @@ class Builds:
             request = BuildRequest(
                 image=node, tags=tuple(attrs["tags"]), context=context, dockerfile=pinned,
                 build_args=attrs["build_args"], target=attrs["target"],
-                platforms=tuple(attrs["platforms"]), labels=marks, annotations=marks,
+                platforms=tuple(attrs["platforms"]), labels=marks,
+                annotations={**marks, **_base_annotations(parsed.refs, parents, attrs["base"])},
                 no_cache=self.settings.no_cache, log=log,
                 insecure=self._insecure(attrs["tags"], parents),
             )  # fmt: skip
@@ -330,6 +332,19 @@ class Builds:
             attrs = self.graph.nodes[parent]
             hosts.add(refs.parse(attrs["tags"][0] if attrs["kind"] != EXTERNAL else parent).domain)
         return any(spec.insecure for host, spec in self.config.registries.items() if host in hosts)
+
+
+def _base_annotations(
+    bases: list[dockerfile.BaseRef], parents: Mapping[str, str], base: str | None
+) -> dict[str, str]:
+    """The OCI base annotations, for every builder: the parent as the Dockerfile names it
+    (`name:tag`) and the exact digest it was pinned to. buildah's own would name
+    `name@digest`, and BuildKit writes none."""
+    final = next((b for b in bases if b.final and b.kind == dockerfile.FROM and b.ref), None)
+    if base is None or base not in parents or final is None or final.ref is None:
+        return {}
+    return {BASE_NAME: refs.parse(final.ref).tagged if "@" not in final.ref else final.ref,
+            BASE_DIGEST: parents[base]}  # fmt: skip
 
 
 def build_key(attrs: Mapping, context: Path | None, parents: Mapping[str, str]) -> str:

@@ -141,10 +141,12 @@ def test_a_tree_is_built_from_nothing_in_waves_then_a_second_sweep_builds_nothin
     for child, parent in [(site.mid, site.base), (site.app, site.mid)]:
         notes = site.manifest(child)["annotations"]
         assert notes[BASE_DIGEST] == nodes[parent]["digest"]
-        assert notes[BASE_NAME].split("@")[0] == parent.rsplit(":", 1)[0]
+        assert notes[BASE_NAME] == parent  # as the Dockerfile names it: name:tag
         assert notes["io.graphbuild.run"] == run["id"]
         assert notes["io.graphbuild.reason"].startswith("missing")
-    assert site.manifest(site.base)["annotations"][BASE_DIGEST] == site.upstream_digest
+    upstream = site.manifest(site.base)["annotations"]
+    assert (upstream[BASE_NAME], upstream[BASE_DIGEST]) == (site.upstream, site.upstream_digest)
+    assert not site.manifest(site.solo)["annotations"].get(BASE_DIGEST)  # FROM scratch: none
 
     again = site.gb("sweep")
     assert again.returncode == 0, again.stderr
