@@ -218,25 +218,47 @@ def test_a_forced_rebuild_records_its_reason_on_every_image(site):
     assert set(outcomes(only)) == {site.base, site.app}  # built on it directly: FROM, COPY
 
 
-def test_a_killed_sweep_resumes_without_rebuilding_finished_images(site):
+def first_success(site: Site, sweep: subprocess.Popen) -> str:
+    """Wait until the running sweep has built one image; its run id."""
     state = site.root / ".graphbuild" / "state.db"
-    sweep = site.start("sweep", "--max-parallel", "1")
-    finished: list[tuple[str, str]] = []
     deadline = time.monotonic() + 240
-    while not finished and time.monotonic() < deadline and sweep.poll() is None:
+    while time.monotonic() < deadline and sweep.poll() is None:
         time.sleep(0.05)
         if state.exists():
             try:
                 with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
-                    finished = db.execute(
-                        "SELECT run, node FROM run_nodes WHERE status = 'succeeded'"
-                    ).fetchall()
+                    row = db.execute(
+                        "SELECT run FROM run_nodes WHERE status = 'succeeded'"
+                    ).fetchone()
             except sqlite3.OperationalError:
                 continue  # not created yet
+            if row:
+                return row[0]
+    raise AssertionError("the sweep ended before it could be stopped")
+
+
+def test_sigterm_stops_starting_builds_and_leaves_a_resumable_run(site):
+    """What a CronJob's deadline or a `kill` does: running builds finish, no new ones."""
+    sweep = site.start("sweep", "--max-parallel", "1")
+    run_id = first_success(site, sweep)
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 1, err
+    assert f"graphbuild resume {run_id}" in err and f"{run_id}: interrupted" in out
+    run = json.loads(site.gb("runs", run_id, "--json").stdout)
+    assert run["status"] == "interrupted"
+    statuses = outcomes(run)
+    assert "running" not in statuses.values() and "failed" not in statuses.values()
+    assert "pending" in statuses.values()
+    assert site.run("resume", run_id)["status"] == "succeeded"
+
+
+def test_a_killed_sweep_resumes_without_rebuilding_finished_images(site):
+    sweep = site.start("sweep", "--max-parallel", "1")
+    run_id = first_success(site, sweep)
     assert sweep.poll() is None, "the sweep ended before it could be killed"
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait()
-    run_id = finished[0][0]
     before = by_node(json.loads(site.gb("runs", run_id, "--json").stdout))
     done = {n for n, node in before.items() if node["status"] == "succeeded"}
     assert done and done != set(before)
