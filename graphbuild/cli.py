@@ -9,12 +9,15 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from graphbuild import __version__
 from graphbuild.errors import GraphbuildError
+
+if TYPE_CHECKING:  # the CLI imports a command's modules only when it runs
+    from graphbuild.execute import RunSettings
 
 app = typer.Typer(
     name="graphbuild",
@@ -156,7 +159,7 @@ def check(
 MaxParallel = Annotated[int, typer.Option("--max-parallel", min=1, help="Builds at once.")]
 
 
-def _settings(max_parallel: int, force: bool = False, no_cache: bool = False):  # noqa: ANN202
+def _settings(max_parallel: int, force: bool = False, no_cache: bool = False) -> RunSettings:
     from graphbuild.execute import RunSettings
 
     return RunSettings(max_parallel=max_parallel, force=force, no_cache=no_cache)
@@ -247,13 +250,16 @@ def runs(
 def resume(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The run to finish.")],
-    max_parallel: MaxParallel = 4,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option("--max-parallel", min=1, help="Builds at once. [default: the run's]"),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Finish an interrupted or partly failed run, without rebuilding what succeeded."""
     from graphbuild.commands import runs as cmd
 
-    _exit(cmd.resume(_config(ctx), run_id, _settings(max_parallel), as_json))
+    _exit(cmd.resume(_config(ctx), run_id, max_parallel, as_json))
 
 
 def main() -> None:

@@ -74,6 +74,11 @@ class Check:
     # node -> the digest it has now (a pin's own digest for pinned bases): what builds pin to
     digests: dict[str, str] = field(default_factory=dict)
 
+    def unanswered(self) -> list[str]:
+        """Bases and images no registry answered for: what this check could not judge."""
+        bases = [b.id for b in self.bases if b.status == UNKNOWN]
+        return bases + [i.id for i in self.images if i.status == UNKNOWN and i.digest is None]
+
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for item in [*self.bases, *self.images]:

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,9 +29,9 @@ from pathlib import Path
 
 import networkx as nx
 
-from graphbuild import dockerfile, pin, refs, sources
+from graphbuild import detect, dockerfile, keys, pin, refs, sources
 from graphbuild.builders import Builder, BuildFailed, BuildRequest
-from graphbuild.config import Config
+from graphbuild.config import Config, RepoSpec
 from graphbuild.graph import BUILD_INPUTS, builds_on
 from graphbuild.graphdb import EXTERNAL
 from graphbuild.plan import Plan
@@ -225,13 +224,15 @@ class Builds:
         reasons: Mapping[str, str],
         settings: RunSettings,
         logs: Path,
+        missing: frozenset[str] = frozenset(),
     ) -> None:
         self.config, self.graph, self.builder = config, graph, builder
+        self.missing = missing  # a tag is not in the registry: a push is due whatever the key
         self.served = dict(digests)  # node -> digest the registry served when the plan was made
         self.digests = dict(digests)  # node -> digest to pin to; built nodes are added
         self.run_id, self.reasons, self.settings, self.logs = run_id, reasons, settings, logs
         self.lock = threading.Lock()
-        self.keys: dict[str, str] = {}
+        self.keys: dict[str, tuple[str, str]] = {}  # node -> (source, key)
         self.parents: dict[str, dict[str, str]] = {}
         self.repos = {repo.name: repo for repo in config.repos}
 
@@ -241,18 +242,20 @@ class Builds:
         if repo is None:
             raise Failed(f"repository {attrs['repo']} is no longer in the config")
         with tempfile.TemporaryDirectory(prefix="graphbuild-") as scratch:
-            context, text = self._source(repo, attrs, Path(scratch))
+            context, text, content = self._source(repo, attrs, Path(scratch))
             parsed = dockerfile.parse(
                 text, build_args=attrs["build_args"], target=attrs["target"],
                 platforms=attrs["platforms"] or (dockerfile.DEFAULT_PLATFORM,),
                 contexts=None,
             )  # fmt: skip
             pins, parents = self._pins(node, parsed.refs)
-            key = build_key(attrs, context if repo.path else None, parents)
+            source = keys.source_key(node, attrs, content)
+            key = keys.build_key(source, parents)
             with self.lock:
-                self.keys[node], self.parents[node] = key, parents
+                self.keys[node], self.parents[node] = (source, key), parents
             done = None if self.settings.force else find_build(self.config.workspace, key)
-            if done is not None and done.digest == self.served.get(node):
+            served = done is not None and done.digest == self.served.get(node)
+            if done is not None and served and node not in self.missing:
                 return Outcome(SKIPPED, done.digest, "up-to-date: this exact build is served")
             pinned = Path(scratch) / "Dockerfile.pinned"
             try:
@@ -260,7 +263,7 @@ class Builds:
             except pin.Unpinnable as err:
                 raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: {err}") from None
             self.logs.mkdir(parents=True, exist_ok=True)
-            log = self.logs / f"{_safe(node)}.log"
+            log = self.logs / log_name(node)
             reason = f"{self.reasons.get(node, '')}"[:200]
             marks = {"io.graphbuild.run": self.run_id, "io.graphbuild.reason": reason}
             request = BuildRequest(
@@ -269,7 +272,7 @@ class Builds:
                 platforms=tuple(attrs["platforms"]), labels=marks,
                 annotations={**marks, **_base_annotations(parsed.refs, parents, attrs["base"])},
                 no_cache=self.settings.no_cache, log=log,
-                insecure=self._insecure(attrs["tags"], parents),
+                insecure_pull=self._insecure(parents), insecure_push=self._insecure([node]),
             )  # fmt: skip
             try:
                 digest = self.builder.build(request, cancel)
@@ -279,22 +282,24 @@ class Builds:
             self.digests[node] = digest
         return Outcome(SUCCEEDED, digest)
 
-    def _source(self, repo, attrs: dict, scratch: Path) -> tuple[Path, str]:  # noqa: ANN001
-        """The build context on disk and the Dockerfile's text, at the commit the graph read."""
+    def _source(self, repo: RepoSpec, attrs: dict, scratch: Path) -> tuple[Path, str, str]:
+        """The build context on disk, the Dockerfile's text and the context's content digest,
+        at the commit the graph read."""
         tree = sources.open_tree(repo, sources.SyncResult(repo.name, attrs["commit"]),
                                  self.config.workspace, {}, {})  # fmt: skip
         try:
             text = tree.read(attrs["dockerfile"]).decode("utf-8", "replace")
+            content = tree.content(attrs["context"])
         except FileNotFoundError:
             raise Failed(f"{attrs['repo']}:{attrs['dockerfile']} is gone") from None
         finally:
             tree.close()
         if repo.path is not None:
-            return repo.path / attrs["context"], text
+            return repo.path / attrs["context"], text, content
         assert attrs["commit"] is not None
         context = sources.export(self.config.workspace, repo.name, attrs["commit"],
                                  attrs["context"], scratch / "context")  # fmt: skip
-        return context, text
+        return context, text, content
 
     def _pins(
         self, node: str, bases: list[dockerfile.BaseRef]
@@ -310,13 +315,14 @@ class Builds:
             parent = self._node_for(ref)
             if parent not in tracked:
                 continue
+            if ref.digest is not None:  # pinned in the Dockerfile: built on that, whatever moved
+                parents[parent] = ref.digest
+                continue
             with self.lock:
                 digest = self.digests.get(parent)
             if digest is None:
                 raise Failed(f"no digest to pin {parent} to: its registry gave no answer")
-            parents[parent] = digest
-            if ref.digest is None:
-                pins[ref.tagged] = digest
+            parents[parent] = pins[ref.tagged] = digest
         return pins, parents
 
     def _node_for(self, ref: refs.Reference) -> str:
@@ -326,11 +332,9 @@ class Builds:
                     return parent
         return str(ref)
 
-    def _insecure(self, tags: list[str], parents: Mapping[str, str]) -> bool:
-        hosts = {refs.parse(t).domain for t in tags}
-        for parent in parents:
-            attrs = self.graph.nodes[parent]
-            hosts.add(refs.parse(attrs["tags"][0] if attrs["kind"] != EXTERNAL else parent).domain)
+    def _insecure(self, nodes: Iterable[str]) -> bool:
+        """Is any of these images' registry a plain-http loopback one?"""
+        hosts = {refs.parse(node).domain for node in nodes}
         return any(spec.insecure for host, spec in self.config.registries.items() if host in hosts)
 
 
@@ -347,26 +351,10 @@ def _base_annotations(
             BASE_DIGEST: parents[base]}  # fmt: skip
 
 
-def build_key(attrs: Mapping, context: Path | None, parents: Mapping[str, str]) -> str:
-    """The content address of a build: same inputs, same key; a key built once is done."""
-    source = attrs["commit"] or (_tree_hash(context) if context is not None else None)
-    inputs = [source, attrs["repo"], attrs["dockerfile"], attrs["blob"], attrs["context"],
-              sorted(attrs["build_args"].items()), attrs["target"], attrs["platforms"],
-              sorted(parents.items())]  # fmt: skip
-    return "sha256:" + hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
-
-
-def _tree_hash(folder: Path) -> str:
-    """A local folder's content, for folders with no commit to name it."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".git" not in p.parts):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0".encode())
-        digest.update(sources.blob_sha(path.read_bytes()).encode())
-    return digest.hexdigest()
-
-
-def _safe(node: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
+def log_name(node: str) -> str:
+    """A file name per image, readable, and distinct even where two names read alike."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in node)[:100]
+    return f"{safe}-{hashlib.sha256(node.encode()).hexdigest()[:8]}.log"
 
 
 # ---------------------------------------------------------------- a run, from plan to records
@@ -416,26 +404,27 @@ def execute(
     deps = {node: set(graph.predecessors(node)) & todo for node in todo}
     reasons = {step.node: f"{step.reason}: {step.detail}" for step in plan.steps}
     logs = config.workspace / "runs" / run_id
-    builds = Builds(config, graph, digests, builder, run_id, reasons, settings, logs)
+    missing = frozenset(s.node for s in plan.steps if s.reason == detect.MISSING_TAG)
+    builds = Builds(config, graph, digests, builder, run_id, reasons, settings, logs, missing)
 
     def record(node: str, status: str, info: dict) -> None:
         entry = records[node]
         if status == RUNNING:
             entry.status, entry.started, entry.attempts = RUNNING, now(), info["attempt"]
-            entry.log = str(logs / f"{_safe(node)}.log")
+            entry.log = str(logs / log_name(node))
         elif status == "retrying":
             entry.status, entry.error = PENDING, info["error"]
         else:
             entry.status, entry.finished = status, now()
             entry.digest = info.get("digest", entry.digest)
             entry.error = info.get("error")
-            entry.key = builds.keys.get(node, entry.key)
+            source, entry.key = builds.keys.get(node, (None, entry.key))
             if status == SKIPPED:  # the reason code says why nothing was built (rule 6)
                 entry.detail = f"{info['detail']}; planned as {entry.reason}: {entry.detail}"
-                entry.reason = UP_TO_DATE
+                entry.reason, entry.log = UP_TO_DATE, None
             if status == SUCCEEDED:
                 state.record_build(node, entry.digest, builds.parents[node], run_id,
-                                   key=builds.keys[node])  # fmt: skip
+                                   key=entry.key, source=source)  # fmt: skip
         state.update_node(run_id, entry)
         on_event(node, status, info)
 
@@ -447,6 +436,7 @@ def execute(
     scheduler = Scheduler(
         deps, builds.work, max_parallel=settings.max_parallel, retries=settings.retries,
         backoff=settings.backoff, group_of=group, caps=caps, on_event=record,
+        weights=state.durations(),  # the longest chain of past build time goes first
     )  # fmt: skip
     with interruptible(scheduler, note):
         statuses = scheduler.run()

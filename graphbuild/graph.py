@@ -144,6 +144,13 @@ def builds_on(edge: dict) -> bool:
     return bool(kinds(edge) & BUILD_INPUTS)
 
 
+def follows(edge: dict) -> bool:
+    """Does a new build of the base call for a new build of the image? Not when every use
+    pins a digest: the image stays on that digest until its Dockerfile says otherwise."""
+    uses = [edge, *edge["also"]]
+    return builds_on(edge) and not all(use["pinned"] for use in uses)
+
+
 def _where(graph: nx.DiGraph, base: str, image: str) -> str:
     edge = graph.edges[base, image]
     return f"{edge['repo']}:{edge['dockerfile']}:{edge['line']} builds {image} on {base}"

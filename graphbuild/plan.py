@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from graphbuild import detect
-from graphbuild.graph import builds_on
+from graphbuild.graph import follows
 from graphbuild.graphdb import IMAGE
 
-FORCED, PARENT = "forced", "parent-rebuilt"
+FORCED, PARENT, SOURCE_CHANGED = "forced", "parent-rebuilt", "source-changed"
 
 
 @dataclass(frozen=True)
 class Step:
     node: str
     wave: int
-    reason: str  # stale | base-changed | missing | forced | parent-rebuilt
+    reason: str  # stale | base-changed | missing | source-changed | forced | parent-rebuilt
     detail: str
     chain: list[str]
 
@@ -53,13 +53,18 @@ class Plan:
         return counts
 
 
-def from_check(graph: nx.DiGraph, check: detect.Check) -> Plan:
-    """Stale and missing images, and everything built on them."""
+def from_check(
+    graph: nx.DiGraph, check: detect.Check, changed: dict[str, str] | None = None
+) -> Plan:
+    """Stale and missing images, those whose own source `changed` (image -> why), and
+    everything built on them."""
     roots = {
         image.id: (image.reason, image.detail, image.chain)
         for image in check.images
         if image.status in (detect.STALE, detect.MISSING_TAG)
     }
+    for node, why in (changed or {}).items():
+        roots.setdefault(node, (SOURCE_CHANGED, why, [node]))
     unknown = sorted(i.id for i in check.images if i.status == detect.UNKNOWN)
     return _plan(graph, roots, check.digests, unknown)
 
@@ -138,5 +143,5 @@ def _plan(
 def _built_on(graph: nx.DiGraph, node: str) -> Iterator[str]:
     """Images with `node` as an input of their build (never a mere `# syntax` frontend)."""
     for child in graph.successors(node):
-        if graph.nodes[child]["kind"] == IMAGE and builds_on(graph.edges[node, child]):
+        if graph.nodes[child]["kind"] == IMAGE and follows(graph.edges[node, child]):
             yield child

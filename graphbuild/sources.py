@@ -17,7 +17,7 @@ import posixpath
 import re
 import shutil
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +248,11 @@ class Tree(Protocol):
 
     def read(self, path: str) -> bytes: ...
 
+    def content(self, folder: str) -> str:
+        """One digest of every file under `folder` (paths, modes, blobs): a build context's
+        identity, so a commit elsewhere in the repository changes nothing built here."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -293,6 +298,14 @@ class GitTree:
         if sha is None:
             raise FileNotFoundError(path)
         return self._object(sha)
+
+    def content(self, folder: str) -> str:
+        prefix = "" if folder in ("", ".") else folder.strip("/") + "/"
+        return _content(
+            (path[len(prefix) :], mode, sha)
+            for path, (mode, sha) in self.entries.items()
+            if path.startswith(prefix)
+        )
 
     def _object(self, sha: str) -> bytes:
         return self.repo.odb.stream(bytes.fromhex(sha)).read()
@@ -370,8 +383,32 @@ class DirTree:
             raise FileNotFoundError(path)
         return full.read_bytes()
 
+    def content(self, folder: str) -> str:
+        """As git would record the folder: files and symlinks (their target), `.git` left out."""
+        top = self._file(folder)
+        entries = []
+        for base, dirs, files in os.walk(top) if top is not None else ():
+            links = [d for d in dirs if os.path.islink(os.path.join(base, d))]
+            dirs[:] = sorted(d for d in dirs if d != ".git" and d not in links)
+            for name in files + links:
+                full = os.path.join(base, name)
+                rel = os.path.relpath(full, top).replace(os.sep, "/")
+                if os.path.islink(full):
+                    entries.append((rel, "120000", blob_sha(os.readlink(full).encode())))
+                elif os.path.isfile(full):
+                    mode = "100755" if os.access(full, os.X_OK) else "100644"
+                    entries.append((rel, mode, self.blob(os.path.relpath(full, self.root))))
+        return _content(entries)
+
     def close(self) -> None:
         pass
+
+
+def _content(entries: Iterable[tuple[str, str, str | None]]) -> str:
+    digest = hashlib.sha256()
+    for path, mode, sha in sorted(entries):
+        digest.update(f"{path}\0{mode}\0{sha}\0".encode())
+    return digest.hexdigest()
 
 
 def blob_sha(data: bytes) -> str:

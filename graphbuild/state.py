@@ -56,6 +56,9 @@ MIGRATIONS = (
         attempts INTEGER NOT NULL DEFAULT 0, started TEXT, finished TEXT, digest TEXT,
         log TEXT, key TEXT, error TEXT, PRIMARY KEY (run, node));
     """,
+    """
+    ALTER TABLE builds ADD COLUMN source TEXT;
+    """,
 )
 
 
@@ -73,7 +76,8 @@ class Build:
     built_at: str
     parents: dict[str, str]  # base node id -> the digest it had when this was built
     run_id: str | None = None
-    key: str | None = None  # the content address: commit, Dockerfile, args, parents' digests
+    key: str | None = None  # the content address: source and parents' digests (keys.py)
+    source: str | None = None  # the image's own inputs: Dockerfile, context, options
 
 
 @dataclass
@@ -252,13 +256,14 @@ class State:
         run_id: str | None = None,
         at: str | None = None,
         key: str | None = None,
+        source: str | None = None,
     ) -> None:
         at = at or now()
         with self.db:
             self.db.execute(
-                "INSERT INTO builds (image, digest, built_at, run_id, parents, key) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (image, digest, at, run_id, json.dumps(dict(parents), sort_keys=True), key),
+                "INSERT INTO builds (image, digest, built_at, run_id, parents, key, source) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (image, digest, at, run_id, json.dumps(dict(parents), sort_keys=True), key, source),
             )
         self.set_baselines(((image, parent, d) for parent, d in parents.items()), at)
 
@@ -296,6 +301,28 @@ class State:
             self.db.execute(
                 "UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, now(), run)
             )
+
+    def rebuilt_since(self, started: str, nodes: Iterable[str]) -> list[str]:
+        """Runs started after `started` that built any of `nodes`: a resume of an older run
+        would push images on older digests over theirs."""
+        wanted = set(nodes)
+        rows = self.db.execute(
+            "SELECT runs.id, run_nodes.node FROM runs JOIN run_nodes ON run_nodes.run = runs.id "
+            "WHERE runs.started > ? AND run_nodes.status = 'succeeded' ORDER BY runs.started",
+            (started,),
+        )
+        return list(dict.fromkeys(run for run, node in rows if node in wanted))
+
+    def durations(self) -> dict[str, float]:
+        """Seconds each image's last successful build took: what the scheduler weighs."""
+        rows = self.db.execute(
+            "SELECT node, started, finished FROM run_nodes WHERE status = 'succeeded' "
+            "AND started IS NOT NULL AND finished IS NOT NULL ORDER BY finished"
+        )
+        return {
+            node: (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+            for node, start, end in rows
+        }
 
     def abandon_runs(self) -> list[str]:
         """Runs still marked running when the sweep lock is free died with their process."""
@@ -337,13 +364,13 @@ class State:
     def build_of(self, image: str, digest: str) -> Build | None:
         """graphbuild's record of the build that produced `image` at `digest`, if it made it."""
         row = self.db.execute(
-            "SELECT image, digest, built_at, parents, run_id FROM builds "
+            "SELECT image, digest, built_at, parents, run_id, key, source FROM builds "
             "WHERE image = ? AND digest = ? ORDER BY built_at DESC, id DESC LIMIT 1",
             (image, digest),
         ).fetchone()
         if row is None:
             return None
-        return Build(row[0], row[1], row[2], json.loads(row[3]), row[4])
+        return Build(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
 
 
 def find_build(workspace: Path, key: str) -> Build | None:

@@ -20,6 +20,7 @@ from graphbuild.builders import BuildFailed, BuildRequest, run
 from graphbuild.builders.buildah import Buildah
 from graphbuild.builders.command import Command
 from graphbuild.builders.docker import Docker
+from graphbuild.errors import GraphbuildError
 
 APP = "reg.test/team/app:1.0"
 APP_LATEST = "reg.test/team/app:latest"
@@ -81,7 +82,11 @@ def test_buildah_without_platforms_builds_for_the_host():
 
 def test_buildah_multi_platform_builds_one_manifest_list():
     argv = Buildah().bud_argv(request(Path("/w"), platforms=(AMD64, ARM64)))
-    assert values(argv, "--manifest") == [APP]
+    # a list of this build's own: one left by an earlier build would be added to
+    (local,) = values(argv, "--manifest")
+    assert local.startswith("localhost/graphbuild-list:")
+    other = Buildah().bud_argv(request(Path("/w2"), platforms=(AMD64, ARM64)))
+    assert values(other, "--manifest") != [local]
     assert values(argv, "--platform") == [f"{AMD64},{ARM64}"]
     assert "-t" not in argv
     assert argv[-1] == "/w/ctx"
@@ -113,9 +118,23 @@ def test_buildah_defaults_leave_options_out():
 
 
 def test_buildah_insecure_registry_turns_tls_verification_off():
-    argv = Buildah().bud_argv(request(Path("/w"), insecure=True))
+    argv = Buildah().bud_argv(request(Path("/w"), insecure_pull=True))
     assert argv.count("--tls-verify=false") == 1
     assert argv.index("--tls-verify=false") > argv.index("bud")  # a bud option, not global
+    assert "--tls-verify=false" not in Buildah().bud_argv(request(Path("/w"), insecure_push=True))
+
+
+def test_buildah_pushes_without_tls_only_to_a_plain_http_registry(tmp_path, monkeypatch):
+    """Parents on a loopback mirror must not turn verification off for a push to ghcr.io."""
+    calls = tmp_path / "calls"
+    tool(tmp_path, monkeypatch, "buildah",
+         f'printf "%s\\n" "$*" >> {calls}\n'
+         'while [ $# -gt 0 ]; do [ "$1" = --digestfile ] && printf "%s\\n" '
+         f'"{DIGEST}" > "$2"; shift; done\n')  # fmt: skip
+    Buildah().build(request(tmp_path, insecure_pull=True), never())
+    bud, *pushes = calls.read_text().splitlines()
+    assert "--tls-verify=false" in bud.split() and len(pushes) == 2
+    assert all("--tls-verify=false" not in push.split() for push in pushes)
 
 
 def test_buildah_storage_options_come_before_the_verb():
@@ -139,14 +158,16 @@ def test_buildah_build_pushes_every_tag_and_returns_the_digest(tmp_path, monkeyp
         'while [ $# -gt 0 ]; do [ "$1" = --digestfile ] && printf "%s\\n" '
         f'"{DIGEST}" > "$2"; shift; done\n',
     )
-    req = request(tmp_path, platforms=(AMD64, ARM64), insecure=True)
+    req = request(tmp_path, platforms=(AMD64, ARM64), insecure_push=True)
     assert Buildah().build(req, never()) == DIGEST
-    bud, *pushes = calls.read_text().splitlines()
+    bud, *pushes, rm = calls.read_text().splitlines()
     assert bud.startswith("--storage-driver vfs bud ")
+    local = values(bud.split(), "--manifest")[0]
     assert len(pushes) == 2
     for push, tag in zip(pushes, (APP, APP_LATEST), strict=True):
         assert push.startswith("--storage-driver vfs manifest push --all --tls-verify=false ")
-        assert push.endswith(f" {APP} docker://{tag}")
+        assert push.endswith(f" {local} docker://{tag}")
+    assert rm == f"--storage-driver vfs manifest rm {local}"  # the next build starts afresh
 
 
 def test_buildah_build_fails_when_tags_get_different_digests(tmp_path, monkeypatch):
@@ -320,16 +341,29 @@ def test_hostile_values_reach_the_command_untouched(tmp_path):
 # -- make
 
 
-def test_make_picks_the_builder_and_passes_its_options():
+def test_make_picks_the_builder_and_passes_its_options(tmp_path, monkeypatch):
+    for program in ("buildah", "docker", "sh"):  # make() only checks they are on PATH
+        (tmp_path / program).write_text("#!/bin/sh\n")
+        (tmp_path / program).chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
     default = builders.make({})
     assert isinstance(default, Buildah) and default.store == ["--storage-driver", "vfs"]
     buildah = builders.make({"kind": "buildah", "storage_driver": "overlay", "root": "/r"})
     assert buildah.store == ["--storage-driver", "overlay", "--root", "/r"]
     docker = builders.make({"kind": "docker", "builder": "remote"})
     assert isinstance(docker, Docker) and docker.builder == "remote"
-    command = builders.make({"kind": "command", "argv": ["kaniko", "{context}"]})
-    assert isinstance(command, Command) and command.template == ["kaniko", "{context}"]
+    command = builders.make({"kind": "command", "argv": ["sh", "{context}"]})
+    assert isinstance(command, Command) and command.template == ["sh", "{context}"]
     assert command.name == "command" and docker.name == "docker" and buildah.name == "buildah"
+
+
+def test_a_builder_that_is_not_installed_is_bad_input_before_any_build(monkeypatch, tmp_path):
+    with pytest.raises(GraphbuildError, match=r"builder\.kind command: kaniko is not installed"):
+        builders.make({"kind": "command", "argv": ["kaniko", "{context}"]})
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
+    with pytest.raises(GraphbuildError, match="buildah is not installed") as err:
+        builders.make({})
+    assert err.value.exit_code == 2
 
 
 # -- run
@@ -458,3 +492,28 @@ def test_a_digest_from_an_earlier_attempt_is_not_returned(tmp_path, monkeypatch,
         builder = Docker()
     with pytest.raises(BuildFailed):
         builder.build(request(tmp_path), never())
+
+
+def test_a_build_runs_in_its_own_process_group(tmp_path):
+    """A terminal's Ctrl-C goes to graphbuild's group only: running builds are left to finish."""
+    log = tmp_path / "l"
+    run(["sh", "-c", "cut -d' ' -f5 /proc/$$/stat"], log, never(), "t")
+    group = int(log.read_text().splitlines()[-1])
+    assert group != os.getpgrp()
+
+
+def test_cancel_stops_the_builders_children_too(tmp_path):
+    """buildah runs helpers; a cancelled build must not leave them pushing."""
+    pidfile = tmp_path / "child"
+    cancel = threading.Event()
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    script = f'sleep 30 & echo $! > "{pidfile}"; wait'
+    with pytest.raises(BuildFailed, match="cancelled"):
+        run(["sh", "-c", script], tmp_path / "l", cancel, "t")
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the kernel reaps it once its parent is gone
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"

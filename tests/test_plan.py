@@ -307,3 +307,26 @@ def test_counts_and_waves_from_the_steps():
     )
     assert result.waves == [["a", "b"], ["c", "d"], ["e"]]
     assert result.counts() == {"stale": 1, "missing": 1, "parent-rebuilt": 3}
+
+
+def test_an_image_that_pins_its_parent_by_digest_stays_on_it():
+    """A new build of the parent changes nothing for a child that names a digest."""
+    pin = "sha256:" + "1" * 64
+    g = fleet({
+        BASE: "FROM debian:12\n",
+        PY: f"FROM {BASE}@{pin}\n",  # pinned on every use: not rebuilt with BASE
+        APP: f"FROM {BASE}@{pin}\nCOPY --from={BASE} /x /x\n",  # one use follows the tag
+    })  # fmt: skip
+    assert [s.node for s in plan.forced(g, [BASE], "r").steps] == [BASE, APP]
+    assert [s.node for s in plan.updated(g, [DEBIAN]).steps] == [BASE, APP]
+
+
+def test_source_changed_images_are_roots_with_their_own_reason():
+    g = fleet(FLEET)
+    check = Check([], [image(PY, detect.UP_TO_DATE)])
+    result = plan.from_check(g, check, {PY: "its Dockerfile changed"})
+    assert result.steps[0] == Step(PY, 0, "source-changed", "its Dockerfile changed", [PY])
+    assert {s.node: s.reason for s in result.steps[1:]} == {
+        APP: "parent-rebuilt",
+        CLI: "parent-rebuilt",
+    }

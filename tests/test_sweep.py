@@ -51,7 +51,7 @@ class Site:
         self.base, self.mid = f"{h}/platform/base:1", f"{h}/platform/mid:1"
         self.app, self.solo = f"{h}/apps/app:1", f"{h}/apps/solo:1"
         storage = root / "buildah"
-        config = {
+        self.config = {
             "registries": {h: {"insecure": True}},
             "builder": {"kind": "buildah", "root": str(storage / "root"),
                         "runroot": str(storage / "run")},
@@ -67,7 +67,15 @@ class Site:
                 ]},
             ],
         }  # fmt: skip
-        (root / "repos.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.write_config()
+
+    def write_config(self) -> None:
+        (self.root / "repos.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+
+    def image_spec(self, repo: str, image: str) -> dict:
+        """The repos.yaml entry of one image, to change it."""
+        (entry,) = [r for r in self.config["repos"] if r["name"] == repo]
+        return next(i for i in entry["images"] if i["image"].endswith(image))
 
     def push_upstream(self, content: str) -> str:
         self.upstream_digest = self.registry.image("upstream/base", "1", content=content)
@@ -218,38 +226,43 @@ def test_a_forced_rebuild_records_its_reason_on_every_image(site):
     assert set(outcomes(only)) == {site.base, site.app}  # built on it directly: FROM, COPY
 
 
-def first_success(site: Site, sweep: subprocess.Popen) -> str:
-    """Wait until the running sweep has built one image; its run id."""
+def first_success(site: Site, sweep: subprocess.Popen, then_running: bool = False) -> str:
+    """Wait until the running sweep has built one image (and started the next); its run id."""
     state = site.root / ".graphbuild" / "state.db"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and sweep.poll() is None:
-        time.sleep(0.05)
+        time.sleep(0.02)
         if state.exists():
             try:
                 with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
-                    row = db.execute(
-                        "SELECT run FROM run_nodes WHERE status = 'succeeded'"
-                    ).fetchone()
+                    rows = db.execute("SELECT run, status FROM run_nodes").fetchall()
             except sqlite3.OperationalError:
                 continue  # not created yet
-            if row:
-                return row[0]
+            statuses = {status for _, status in rows}
+            if "succeeded" in statuses and (not then_running or "running" in statuses):
+                return rows[0][0]
     raise AssertionError("the sweep ended before it could be stopped")
 
 
-def test_sigterm_stops_starting_builds_and_leaves_a_resumable_run(site):
-    """What a CronJob's deadline or a `kill` does: running builds finish, no new ones."""
+@pytest.mark.parametrize("how", ["SIGTERM to graphbuild", "Ctrl-C in its terminal"])
+def test_a_stop_lets_running_builds_finish_and_leaves_a_resumable_run(site, how):
+    """A CronJob's deadline or `kill`; or Ctrl-C, which a terminal sends to the whole
+    foreground process group: the build running must finish, not die with graphbuild's group."""
     sweep = site.start("sweep", "--max-parallel", "1")
-    run_id = first_success(site, sweep)
-    sweep.send_signal(signal.SIGTERM)
+    run_id = first_success(site, sweep, then_running=True)
+    if how.startswith("SIGTERM"):
+        sweep.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(sweep.pid, signal.SIGINT)
     out, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 1, err
     assert f"graphbuild resume {run_id}" in err and f"{run_id}: interrupted" in out
     run = json.loads(site.gb("runs", run_id, "--json").stdout)
     assert run["status"] == "interrupted"
-    statuses = outcomes(run)
-    assert "running" not in statuses.values() and "failed" not in statuses.values()
-    assert "pending" in statuses.values()
+    statuses = list(outcomes(run).values())
+    assert statuses.count("succeeded") >= 2  # the one running when the signal came finished
+    assert "running" not in statuses and "failed" not in statuses and "blocked" not in statuses
+    assert "pending" in statuses
     assert site.run("resume", run_id)["status"] == "succeeded"
 
 
@@ -286,3 +299,71 @@ def test_a_plan_bigger_than_max_images_stops_before_building(site):
     dry = site.gb("sweep", "--dry-run", "--max-images", "3")
     assert dry.returncode == 0 and "4 images in 3 waves: 4 missing." in dry.stdout
     assert site.run("sweep", "--max-images", "3", "--yes")["status"] == "succeeded"
+
+
+def test_a_change_to_an_images_own_source_is_rebuilt_and_nothing_else(site):
+    """A base that did not move is not the only reason to build: rule 1, keys."""
+    site.run("sweep")
+    site.apps.commit({"README.md": "docs only\n"}, "a commit that changes no build context")
+    assert "Nothing to rebuild." in site.gb("sweep").stdout
+    site.platform.commit({"mid/f": "mid, patched"}, "change mid's context")
+    plan = json.loads(site.gb("plan", "--json").stdout)  # plan syncs first, as sweep does
+    assert [(s["node"], s["reason"]) for s in plan["steps"]] == [
+        (site.mid, "source-changed"), (site.app, "parent-rebuilt")
+    ]  # fmt: skip
+    run = site.run("sweep")
+    assert outcomes(run) == {site.mid: "succeeded", site.app: "succeeded"}
+    assert "Nothing to rebuild." in site.gb("sweep").stdout
+
+
+def test_a_new_tag_in_the_config_is_pushed_then_the_sweep_settles(site):
+    site.run("sweep")
+    site.image_spec("platform", "platform/mid")["tags"] = ["1", "stable"]
+    site.write_config()
+    run = site.run("sweep")
+    assert by_node(run)[site.mid]["reason"] == "missing"
+    assert by_node(run)[site.mid]["status"] == "succeeded"
+    assert site.digest(f"{site.host}/platform/mid:stable") == site.digest(site.mid)
+    assert "Nothing to rebuild." in site.gb("sweep").stdout
+
+
+def test_a_multi_platform_image_rebuilt_serves_only_the_new_images(site):
+    """buildah adds to a manifest list of the same name: each build must start its own."""
+    site.image_spec("apps", "apps/{dir}")["platforms"] = ["linux/amd64", "linux/arm64"]
+    site.config["repos"][1]["images"] = [
+        {"image": f"{site.host}/apps/solo", "dockerfile": "solo/Dockerfile", "tags": ["1"],
+         "platforms": ["linux/amd64", "linux/arm64"]},
+    ]  # fmt: skip
+    site.write_config()
+    site.run("sweep")
+    site.apps.commit({"solo/f": "solo, patched"}, "patch solo")
+    run = site.run("sweep")
+    assert by_node(run)[site.solo]["reason"] == "source-changed"
+    index = site.registry.http.get(
+        "/v2/apps/solo/manifests/1",
+        headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+    ).json()
+    platforms = sorted(m["platform"]["architecture"] for m in index["manifests"])
+    assert platforms == ["amd64", "arm64"]
+
+
+def test_a_registry_that_does_not_answer_fails_the_sweep_instead_of_calling_it_done(site):
+    site.run("sweep")
+    site.registry.stop()
+    down = site.gb("sweep", "--json")
+    assert down.returncode == 1
+    answer = json.loads(down.stdout)
+    assert (answer["id"], answer["status"]) == (None, "incomplete")
+    assert site.upstream in answer["unanswered"]
+    assert "got no answer from their registry" in down.stderr
+
+
+def test_only_the_latest_run_of_its_images_can_be_resumed(site):
+    """Resuming an old run would push images on older digests over a later run's."""
+    site.platform.commit({"mid/f": None}, "break mid")
+    failed = site.run("sweep", code=1)
+    site.platform.commit({"mid/f": "mid, fixed"}, "fix mid")
+    assert site.run("sweep")["status"] == "succeeded"  # a later sweep did the work
+    refused = site.gb("resume", failed["id"])
+    assert refused.returncode == 2
+    assert f"run {failed['id']} cannot be resumed" in refused.stderr

@@ -9,7 +9,10 @@ sees repository content.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -50,11 +53,13 @@ class BuildRequest:
     annotations: Mapping[str, str] = field(default_factory=dict)
     no_cache: bool = False
     log: Path = Path("/dev/null")
-    insecure: bool = False  # a registry it pulls from or pushes to is a plain-http loopback one
+    insecure_pull: bool = False  # a parent's registry is a plain-http loopback one
+    insecure_push: bool = False  # the image's own registry is
 
 
 class Builder(Protocol):
     name: str
+    program: str  # the executable it runs: checked before a run starts
 
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
         """Build and push; return the pushed digest. Raise BuildFailed; stop when cancelled."""
@@ -68,9 +73,12 @@ def run(argv: Sequence[str], log: Path, cancel: threading.Event, what: str) -> N
         out.flush()
         start = out.tell()  # what this command writes: earlier attempts are not its output
         try:
+            # its own process group: a Ctrl-C in the terminal reaches graphbuild, which
+            # lets running builds finish, and never the builds themselves
             process = subprocess.Popen(
-                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                process_group=0,
+            )  # fmt: skip
         except OSError as err:
             raise BuildFailed(f"{what}: cannot run {argv[0]} ({err.strerror})") from None
         while True:
@@ -79,11 +87,11 @@ def run(argv: Sequence[str], log: Path, cancel: threading.Event, what: str) -> N
                 break
             except subprocess.TimeoutExpired:
                 if cancel.is_set():
-                    process.send_signal(signal.SIGTERM)
+                    _signal(process, signal.SIGTERM)
                     try:
                         process.wait(timeout=20)
                     except subprocess.TimeoutExpired:
-                        process.kill()
+                        _signal(process, signal.SIGKILL)
                         process.wait()
                     raise BuildFailed(f"{what}: cancelled") from None
     if code != 0:
@@ -95,10 +103,26 @@ def run(argv: Sequence[str], log: Path, cancel: threading.Event, what: str) -> N
         raise BuildFailed(f"{what} exited {code}: {last[:300]}", transient)
 
 
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    """The whole group: a builder's helpers (buildah's chroot children) stop with it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
 def make(spec: Mapping[str, Any]) -> Builder:
-    """The builder repos.yaml asks for (`builder: {kind: …}`, checked by config.py)."""
+    """The builder repos.yaml asks for (`builder: {kind: …}`, checked by config.py).
+
+    A builder that is not installed is bad input, said once before any run starts,
+    not a failure of every image in it.
+    """
     from graphbuild.builders import buildah, command, docker
 
     kinds = {"buildah": buildah.Buildah, "docker": docker.Docker, "command": command.Command}
     options = {k: v for k, v in spec.items() if k != "kind"}
-    return kinds[spec.get("kind", "buildah")](**options)
+    builder: Builder = kinds[spec.get("kind", "buildah")](**options)
+    if shutil.which(builder.program) is None:
+        raise GraphbuildError(
+            f"builder.kind {builder.name}: {builder.program} is not installed or not on PATH "
+            "(see docs/config.md, builder)"
+        )
+    return builder

@@ -6,13 +6,15 @@ manifest it pushes; graphbuild adds its own run and reason on top.
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 import threading
 
 from graphbuild.builders import BuildFailed, BuildRequest, run
 
 
 class Buildah:
-    name = "buildah"
+    name = program = "buildah"
 
     def __init__(
         self,
@@ -30,7 +32,7 @@ class Buildah:
 
     def bud_argv(self, request: BuildRequest) -> list[str]:
         argv = ["buildah", *self.store, "bud", "--isolation", self.isolation, "--quiet",
-                "-f", str(request.dockerfile), *self._plain(request)]  # fmt: skip
+                "-f", str(request.dockerfile), *_plain(request.insecure_pull)]  # fmt: skip
         for key, value in request.build_args.items():
             argv += ["--build-arg", f"{key}={value}"]
         if request.target:
@@ -42,22 +44,33 @@ class Buildah:
         if request.no_cache:
             argv.append("--no-cache")
         if len(request.platforms) > 1:  # one manifest list holding an image per platform
-            argv += ["--manifest", request.tags[0], "--platform", ",".join(request.platforms)]
+            argv += ["--manifest", _local_list(request), "--platform", ",".join(request.platforms)]
         else:
             argv += ["-t", request.tags[0]]
             argv += ["--platform", request.platforms[0]] if request.platforms else []
         return [*argv, str(request.context)]
 
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
-        run(self.bud_argv(request), request.log, cancel, f"buildah bud {request.image}")
-        verb = ["manifest", "push", "--all"] if len(request.platforms) > 1 else ["push"]
+        multi = len(request.platforms) > 1
+        try:
+            run(self.bud_argv(request), request.log, cancel, f"buildah bud {request.image}")
+            return self._push(request, cancel)
+        finally:
+            if multi:  # a later build must start a new list, not add to this one
+                rm = ["buildah", *self.store, "manifest", "rm", _local_list(request)]
+                subprocess.run(rm, capture_output=True, check=False)
+
+    def _push(self, request: BuildRequest, cancel: threading.Event) -> str:
+        multi = len(request.platforms) > 1
+        verb = ["manifest", "push", "--all"] if multi else ["push"]
+        source = _local_list(request) if multi else request.tags[0]
         digest = ""
         for tag in request.tags:
             digestfile = request.log.with_suffix(".digest")
             digestfile.unlink(missing_ok=True)
             push = [
-                "buildah", *self.store, *verb, *self._plain(request), "--quiet",
-                "--digestfile", str(digestfile), request.tags[0], f"docker://{tag}",
+                "buildah", *self.store, *verb, *_plain(request.insecure_push), "--quiet",
+                "--digestfile", str(digestfile), source, f"docker://{tag}",
             ]  # fmt: skip
             run(push, request.log, cancel, f"buildah push {tag}")
             pushed = digestfile.read_text().strip() if digestfile.exists() else ""
@@ -66,6 +79,13 @@ class Buildah:
             digest = pushed
         return digest
 
-    @staticmethod
-    def _plain(request: BuildRequest) -> list[str]:
-        return ["--tls-verify=false"] if request.insecure else []
+
+def _plain(insecure: bool) -> list[str]:
+    """Plain http: config.py allows it for loopback registries only. A pull is pinned by
+    digest, so its content is verified either way; a push sends credentials."""
+    return ["--tls-verify=false"] if insecure else []
+
+
+def _local_list(request: BuildRequest) -> str:
+    """The local manifest list of one build: named for its log, which is unique per run."""
+    return f"localhost/graphbuild-list:{hashlib.sha256(bytes(request.log)).hexdigest()[:20]}"

@@ -23,6 +23,7 @@ class Command:
 
     def __init__(self, argv: list[str]) -> None:
         self.template = list(argv)
+        self.program = self.template[0]
 
     def argv(self, request: BuildRequest, digestfile: str) -> list[str]:
         values = {

@@ -13,7 +13,7 @@ from graphbuild.builders import BuildFailed, BuildRequest, run
 
 
 class Docker:
-    name = "docker"
+    name = program = "docker"
 
     def __init__(self, builder: str | None = None) -> None:
         self.builder = builder  # a `docker buildx` builder instance; default: the current one

@@ -1,4 +1,8 @@
-"""One module per command: each takes a loaded Config and plain options, returns an exit code."""
+"""One module per command: each takes a loaded Config and plain options, returns an exit code.
+
+What several commands share lives here: reading the graph (syncing first
+when asked), planning from a check, and running a plan as a recorded run.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,12 @@ from contextlib import closing
 
 import networkx as nx
 
-from graphbuild import errors, graphdb, report
+from graphbuild import builders, errors, execute, graphdb, keys, report
 from graphbuild.config import Config
+from graphbuild.detect import Check
 from graphbuild.graph import load  # not `graph`: that name is the graph command's module
+from graphbuild.plan import Plan, from_check
+from graphbuild.state import State
 
 
 def ensure(config: Config) -> sqlite3.Connection:
@@ -47,3 +54,63 @@ def synced(config: Config, names: Sequence[str] = ()) -> tuple[nx.DiGraph, list[
                 raise errors.NotFound(f"{name} is not in the graph; see `graphbuild images`")
             nodes += found
         return load(db), nodes, failed
+
+
+def planned(config: Config, g: nx.DiGraph, concurrency: int = 16) -> tuple[Plan, Check]:
+    """What a sweep rebuilds: the check's stale and missing images, the images whose own
+    source changed since graphbuild built them, and what is built on those."""
+    from graphbuild.commands.check import checked
+
+    check = checked(config, g, concurrency)
+    with State(config.workspace) as state:
+        changed = keys.changed_sources(config, g, check.digests, state)
+    return from_check(g, check, changed), check
+
+
+def build(
+    config: Config,
+    g: nx.DiGraph,
+    plan: Plan,
+    kind: str,
+    reason: str | None,
+    settings: execute.RunSettings,
+    as_json: bool,
+    run_id: str | None = None,
+) -> int:
+    """Execute a plan as a new run (or finish `run_id`), write its reports, say how it went.
+
+    Callers hold the sweep lock: a run still marked running is one whose process died.
+    """
+    builder = builders.make(config.builder)
+    with State(config.workspace) as state:
+        for dead in set(state.abandon_runs()) - {run_id}:
+            report.note(f"Run {dead} stopped when its process was killed: marked interrupted.")
+        if run_id is None:
+            if not plan.steps:
+                if as_json:  # the shape of a run document, so scripts read one thing
+                    report.emit_json({"id": None, "status": "up-to-date", "nodes": []})
+                else:
+                    print("Nothing to rebuild.")
+                return errors.OK
+            options = {"max_parallel": settings.max_parallel, "force": settings.force,
+                       "no_cache": settings.no_cache}  # fmt: skip
+            run_id = execute.new_run(state, kind, reason, plan, options)
+        else:
+            state.reopen_run(run_id)
+        with report.RunProgress(len(plan.steps), len(plan.waves)) as progress:
+            execute.execute(config, g, plan, state, builder, settings, run_id, progress.event,
+                            report.note)  # fmt: skip
+        finished = state.run(run_id)
+    assert finished is not None
+    folder = config.workspace / "runs" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(report.json_text(report.run_document(finished)))
+    (folder / "report.md").write_text(report.run_markdown(finished))
+    if as_json:
+        report.emit_json(report.run_document(finished))
+    else:
+        report.run_table(finished)
+        print(f"Reports and build logs: {folder}/")
+    if finished.status == "interrupted":
+        report.note(f"Interrupted. Finish it with: graphbuild resume {run_id}")
+    return errors.OK if finished.status == "succeeded" else errors.FAILED

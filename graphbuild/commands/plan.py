@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 from graphbuild import errors, graph, graphdb, plan, report
-from graphbuild.commands import ensure
+from graphbuild.commands import ensure, planned, synced
 from graphbuild.config import Config
 from graphbuild.report import short
 
 
 def run(config: Config, as_json: bool, updated: list[str], concurrency: int) -> int:
-    db = ensure(config)
-    g = graph.load(db)
     if updated:  # what-if, offline: no registry is asked
+        db = ensure(config)
         nodes = []
         for ref in updated:
             found = graphdb.match(db, ref)
             if not found:
                 raise errors.NotFound(f"{ref} is not in the graph")
             nodes += found
-        result = plan.updated(g, nodes)
-    else:
-        from graphbuild.commands.check import checked
-
-        result = plan.from_check(g, checked(config, g, concurrency))
+        result = plan.updated(graph.load(db), nodes)
+    else:  # exactly what a sweep would do now (rule 8): it syncs first too
+        g, _, _ = synced(config)
+        result, _ = planned(config, g, concurrency)
     show(result, as_json)
     return errors.OK
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from graphbuild import execute, plan, report
-from graphbuild.commands import synced
+from graphbuild import errors, execute, plan, report
+from graphbuild.commands import build, synced
 from graphbuild.commands.check import checked
-from graphbuild.commands.sweep import build
 from graphbuild.config import Config
 from graphbuild.state import sweep_lock
 
@@ -26,7 +25,8 @@ def run(
     one image at once would push in an arbitrary order.
     """
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
-        g, nodes, _ = synced(config, names)
+        g, nodes, failed_sync = synced(config, names)
         digests = checked(config, g).digests  # what the parents outside the rebuild are now
         steps = plan.forced(g, nodes, reason, downstream, depth, digests)
-        return build(config, g, steps, "rebuild", reason, settings, as_json)
+        code = build(config, g, steps, "rebuild", reason, settings, as_json)
+        return errors.FAILED if failed_sync else code

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from graphbuild import errors, execute, report
-from graphbuild.commands import synced
-from graphbuild.commands.sweep import build
+from graphbuild.commands import build, synced
 from graphbuild.config import Config
 from graphbuild.plan import Plan, Step
 from graphbuild.state import State, sweep_lock
@@ -34,23 +33,37 @@ def show(config: Config, run_id: str | None, as_json: bool) -> int:
     return errors.OK
 
 
-def resume(config: Config, run_id: str, settings: execute.RunSettings, as_json: bool) -> int:
-    """Finish an interrupted or partly failed run; what succeeded is not built again."""
-    with State(config.workspace) as state:
-        run = state.run(run_id)
-    if run is None:
-        raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
-    if run.status == "succeeded":
-        report.note(f"Run {run_id} already succeeded: nothing to resume.")
-        return errors.OK
-    steps = [Step(n.node, n.wave, n.reason, n.detail, n.chain) for n in run.nodes]
-    plan = Plan(steps, dict(run.options.get("digests", {})))
-    settings.force = bool(run.options.get("force", settings.force))
-    settings.no_cache = bool(run.options.get("no_cache", settings.no_cache))
+def resume(config: Config, run_id: str, max_parallel: int | None, as_json: bool) -> int:
+    """Finish an interrupted or partly failed run; what succeeded is not built again.
+
+    Only the latest run of its images can be resumed: an older one would push
+    images built on older digests over what a later run built.
+    """
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
-        g, _, _ = synced(config)  # a fix merged since the failure is what gets built
+        with State(config.workspace) as state:
+            run = state.run(run_id)
+            if run is None:
+                raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
+            later = state.rebuilt_since(run.started, [n.node for n in run.nodes])
+        if run.status == "succeeded":
+            report.note(f"Run {run_id} already succeeded: nothing to resume.")
+            return errors.OK
+        if later:
+            raise errors.GraphbuildError(
+                f"run {run_id} cannot be resumed: run {later[-1]} has rebuilt some of its images "
+                "since. A sweep (or a rebuild) builds what is still to do on today's digests."
+            )
+        options = run.options
+        settings = execute.RunSettings(
+            max_parallel=max_parallel or int(options.get("max_parallel", 4)),
+            force=bool(options.get("force")), no_cache=bool(options.get("no_cache")),
+        )  # fmt: skip
+        steps = [Step(n.node, n.wave, n.reason, n.detail, n.chain) for n in run.nodes]
+        plan = Plan(steps, dict(options.get("digests", {})))
+        g, _, failed_sync = synced(config)  # a fix merged since the failure is what gets built
         missing = [n.node for n in run.nodes if n.node not in g]
         if missing:
             raise errors.GraphbuildError(f"run {run_id} names images no longer in the graph: "
                                          f"{', '.join(missing)}")  # fmt: skip
-        return build(config, g, plan, run.kind, run.reason, settings, as_json, run_id=run.id)
+        code = build(config, g, plan, run.kind, run.reason, settings, as_json, run_id=run.id)
+        return errors.FAILED if failed_sync else code

@@ -1,0 +1,58 @@
+"""Build identity: a context's content digest, the image's source, the key over parents."""
+
+from __future__ import annotations
+
+import os
+
+from graphbuild import config, keys, sources
+
+ATTRS = {"dockerfile": "app/Dockerfile", "blob": "b1", "context": "app", "build_args": {},
+         "target": None, "platforms": []}  # fmt: skip
+
+
+def trees(tmp_path, remotes, files):
+    """The same files as a local folder and as a commit of a git remote: both Trees."""
+    remote = remotes("r", files)
+    os.chmod(remote.work / "app/run.sh", 0o755)
+    remote.commit({}, "modes")
+    spec = config.RepoSpec(name="r", url=str(remote.url))
+    workspace = tmp_path / "ws"
+    (result,) = sources.sync(config.Config(tmp_path / "c.yaml", workspace, (spec,)))
+    git_tree = sources.open_tree(spec, result, workspace, {}, {})
+    local = config.RepoSpec(name="r", path=remote.work)
+    dir_tree = sources.open_tree(local, sources.SyncResult("r", None), workspace, {}, {})
+    return remote, git_tree, dir_tree
+
+
+def test_a_folder_and_its_commit_have_the_same_content(tmp_path, remotes):
+    files = {"app/Dockerfile": "FROM x\n", "app/run.sh": "echo\n", "app/sub/f": "f",
+             "other/g": "g"}  # fmt: skip
+    _, git_tree, dir_tree = trees(tmp_path, remotes, files)
+    assert git_tree.content("app") == dir_tree.content("app")
+    assert git_tree.content("app") != git_tree.content(".")  # `.`: the whole repository
+    assert git_tree.content(".") == dir_tree.content(".")  # .git is not content
+
+
+def test_content_follows_files_and_modes_inside_the_folder_only(tmp_path, remotes):
+    files = {"app/Dockerfile": "FROM x\n", "app/run.sh": "echo\n", "other/g": "g"}
+    remote, _, dir_tree = trees(tmp_path, remotes, files)
+    before = dir_tree.content("app")
+    (remote.work / "other/g").write_text("changed")
+    assert dir_tree.content("app") == before  # outside the context
+    os.chmod(remote.work / "app/run.sh", 0o644)
+    assert dir_tree.content("app") != before  # the mode is part of what is built
+    os.chmod(remote.work / "app/run.sh", 0o755)
+    (remote.work / "app/new").write_text("n")
+    assert dir_tree.content("app") != before
+
+
+def test_source_and_build_keys():
+    source = keys.source_key("r/app:1", ATTRS, "c1")
+    assert source == keys.source_key("r/app:1", dict(ATTRS), "c1")  # stable
+    assert source != keys.source_key("r/app:1", ATTRS, "c2")
+    assert source != keys.source_key("r/other:1", ATTRS, "c1")  # per image
+    assert source != keys.source_key("r/app:1", {**ATTRS, "build_args": {"V": "2"}}, "c1")
+    assert source != keys.source_key("r/app:1", {**ATTRS, "platforms": ["linux/arm64"]}, "c1")
+    key = keys.build_key(source, {"p:1": "sha256:a", "q:1": "sha256:b"})
+    assert key == keys.build_key(source, {"q:1": "sha256:b", "p:1": "sha256:a"})
+    assert key != keys.build_key(source, {"p:1": "sha256:c", "q:1": "sha256:b"})
