@@ -171,7 +171,7 @@ class Scheduler:
                 self.on_event(node, "retrying", {"error": str(err), "in": wait_for})
                 heapq.heappush(delayed, (time.monotonic() + wait_for, node))
                 return
-            self._fail(node, str(err), err.transient)
+            self._fail(node, str(err))
             return
         except Exception as err:  # a bug in one build must not stop the others
             self._fail(node, f"internal error: {type(err).__name__}: {err}")
@@ -183,10 +183,10 @@ class Scheduler:
             if not waiting[child] and self.status[child] == PENDING:
                 heapq.heappush(ready, (-self.priority[child], child))
 
-    def _fail(self, node: str, error: str, transient: bool = False) -> None:
-        """Failed, blocking its descendants; or, when stopping, left to do for a resume."""
-        left = self.cancel.is_set() or (self.stopping and transient)
-        self.status[node] = PENDING if left else FAILED
+    def _fail(self, node: str, error: str) -> None:
+        """Failed, blocking its descendants; or, after a stop, left to do for a resume: the
+        signal may have reached what the build was running (git, a registry client)."""
+        self.status[node] = PENDING if self.stopping else FAILED
         self.on_event(node, self.status[node], {"error": error})
         if self.status[node] != FAILED:
             return  # cancelled: it stays to do, and so do its descendants

@@ -9,7 +9,8 @@ gaining more children. Build times are lognormal (median 12 simulated
 seconds, clipped to 1..120 s).
 
 graphbuild.execute.Scheduler then runs that DAG for real, in threads, under
---cap, with `weights=` the build times (its priority is informed), and a fake
+--cap, with `weights=` the build times (as graphbuild passes the durations of
+past builds; --no-history: none, as on a first sweep), and a fake
 build that sleeps its time x --scale. The makespan is the wall time of
 Scheduler.run(), divided by --scale to read in simulated seconds. It is set
 against, computed analytically (no sleeping):
@@ -128,11 +129,15 @@ def barrier(g: nx.DiGraph, times: dict[str, float], cap: int) -> float:
     return sum(lpt([times[n] for n in wave], cap) for wave in nx.topological_generations(g))
 
 
-def policy_sim(g: nx.DiGraph, times: dict[str, float], cap: int) -> float:
-    """Event simulation of the scheduler's policy: eager, cap slots, highest bottom level first."""
+def policy_sim(
+    g: nx.DiGraph, times: dict[str, float], cap: int, weights: dict[str, float] | None
+) -> float:
+    """Event simulation of the scheduler's policy: eager, cap slots, highest bottom level first
+    (levels from `weights`, or one per image without them, as the Scheduler does)."""
     level: dict[str, float] = {}
     for node in reversed(list(nx.topological_sort(g))):
-        level[node] = times[node] + max((level[c] for c in g.successors(node)), default=0.0)
+        below = max((level[c] for c in g.successors(node)), default=0.0)
+        level[node] = (weights or {}).get(node, 1.0) + below
     waiting = {n: g.in_degree(n) for n in g}
     ready = [(-level[n], n) for n, d in waiting.items() if d == 0]
     heapq.heapify(ready)
@@ -154,7 +159,9 @@ def policy_sim(g: nx.DiGraph, times: dict[str, float], cap: int) -> float:
     return clock
 
 
-def run_real(deps: Deps, times: dict[str, float], cap: int, scale: float) -> tuple[float, float]:
+def run_real(
+    deps: Deps, times: dict[str, float], cap: int, scale: float, weights: dict[str, float] | None
+) -> tuple[float, float]:
     """The scheduler with work sleeping time x scale: (makespan in simulated s, lateness ms)."""
     late: list[float] = []
     lock = threading.Lock()
@@ -168,7 +175,7 @@ def run_real(deps: Deps, times: dict[str, float], cap: int, scale: float) -> tup
             late.append(over)
         return Outcome(SUCCEEDED, node)
 
-    scheduler = Scheduler(deps, work, max_parallel=cap, retries=0, weights=times)
+    scheduler = Scheduler(deps, work, max_parallel=cap, retries=0, weights=weights)
     start = time.perf_counter()
     statuses = scheduler.run()
     wall = time.perf_counter() - start
@@ -190,22 +197,24 @@ def overhead(deps: Deps, times: dict[str, float], cap: int) -> tuple[float, floa
     return (end - start) * 1000 / len(deps), (built - start) * 1000 / len(deps)
 
 
-def bench(seed: int, nodes: int, cap: int, scale: float) -> dict:
+def bench(seed: int, nodes: int, cap: int, scale: float, history: bool = True) -> dict:
     deps, times = generate(seed, nodes)
     g = digraph(deps)
     total = sum(times.values())
     cp = critical_path(g, times)
     bound = max(cp, total / cap)
+    weights = times if history else None  # graphbuild weighs by past build times, if any
     per_node, init = overhead(deps, times, cap)
-    makespan, late = run_real(deps, times, cap, scale)
+    makespan, late = run_real(deps, times, cap, scale, weights)
     barrier_span = barrier(g, times, cap)
-    sim = policy_sim(g, times, cap)
+    sim = policy_sim(g, times, cap, weights)
     return {
         "seed": seed,
         "nodes": len(deps),
         "edges": g.number_of_edges(),
         "depth": len(list(nx.topological_generations(g))),
         "cap": cap,
+        "history": history,
         "scale": scale,
         "total_work": round(total, 1),
         "critical_path": round(cp, 1),
@@ -255,11 +264,19 @@ def main() -> None:
     parser.add_argument(
         "--scale", type=float, default=0.003, help="real seconds per simulated second"
     )
+    parser.add_argument(
+        "--no-history",
+        action="store_true",
+        help="no past build times: priority by images, not seconds (a first sweep)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     opts = parser.parse_args()
     if opts.nodes < 20:
         parser.error("--nodes: at least 20 (a few roots and up to 15 layers)")
-    rows = [bench(seed, opts.nodes, opts.cap, opts.scale) for seed in range(1, opts.seeds + 1)]
+    rows = [
+        bench(seed, opts.nodes, opts.cap, opts.scale, not opts.no_history)
+        for seed in range(1, opts.seeds + 1)
+    ]
     if opts.json:
         print(json.dumps(rows, indent=2))
         return

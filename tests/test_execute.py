@@ -538,3 +538,18 @@ def test_a_transient_failure_while_stopping_is_left_to_do_not_failed():
     s = scheduler(deps, rec, retries=3)
     assert s.run() == {"a": PENDING, "a1": PENDING}
     assert rec.statuses(FAILED) == [] and rec.statuses("retrying") == []
+
+
+def test_any_failure_after_a_stop_is_left_to_do():
+    """Ctrl-C reaches the whole foreground group: a git the build ran may die of it."""
+    rec = Recorder()
+    deps = {"a": set(), "a1": {"a"}}
+
+    def killed_git(node, cancel, attempt):
+        s.stop()
+        raise RuntimeError("git ls-tree: killed by SIGINT")
+
+    rec.behave["a"] = killed_git
+    s = scheduler(deps, rec)
+    assert s.run() == {"a": PENDING, "a1": PENDING}
+    assert rec.statuses(BLOCKED) == []
