@@ -274,3 +274,15 @@ def test_check_reports_bases_and_images_and_exits_0(tmp_path, registry):
     assert human.returncode == 0
     assert "Bases\nBASE" in human.stdout and "unchanged" in human.stdout
     assert "1 bases unchanged, 1 images missing; 2 registry requests." in human.stdout
+
+
+def test_plan_what_if_a_base_changed_asks_no_registry(project):
+    """`plan --updated` is answered offline: r.test does not even resolve."""
+    done = graphbuild("plan", "--updated", "debian:bookworm-slim", "--json", cwd=project)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["waves"] == [["r.test/base:1"], ["r.test/app:latest"]]
+    assert [s["reason"] for s in answer["steps"]] == ["base-changed", "parent-rebuilt"]
+    unknown = graphbuild("plan", "--updated", "nothing:here", cwd=project)
+    assert unknown.returncode == 2
+    assert "nothing:here is not in the graph" in unknown.stderr

@@ -47,13 +47,18 @@ def synced(config: Config, names: Sequence[str] = ()) -> tuple[nx.DiGraph, list[
     if failed:
         report.note(f"The sync found {len(problems)} problem(s): see `graphbuild sync`.")
     with closing(graphdb.connect(config.workspace)) as db:
-        nodes = []
-        for name in names:
-            found = graphdb.match(db, name)
-            if not found:
-                raise errors.NotFound(f"{name} is not in the graph; see `graphbuild images`")
-            nodes += found
-        return load(db), nodes, failed
+        return load(db), matched(db, names), failed
+
+
+def matched(db: sqlite3.Connection, names: Sequence[str]) -> list[str]:
+    """The graph nodes each of `names` means; one that means nothing is bad input."""
+    nodes = []
+    for name in names:
+        found = graphdb.match(db, name)
+        if not found:
+            raise errors.NotFound(f"{name} is not in the graph; see `graphbuild images`")
+        nodes += found
+    return nodes
 
 
 def planned(config: Config, g: nx.DiGraph, concurrency: int = 16) -> tuple[Plan, Check]:

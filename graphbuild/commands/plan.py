@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, graph, graphdb, plan, report
-from graphbuild.commands import ensure, planned, synced
+from graphbuild import errors, graph, plan, report
+from graphbuild.commands import ensure, matched, planned, synced
 from graphbuild.config import Config
 from graphbuild.report import short
 
@@ -11,13 +11,7 @@ from graphbuild.report import short
 def run(config: Config, as_json: bool, updated: list[str], concurrency: int) -> int:
     if updated:  # what-if, offline: no registry is asked
         db = ensure(config)
-        nodes = []
-        for ref in updated:
-            found = graphdb.match(db, ref)
-            if not found:
-                raise errors.NotFound(f"{ref} is not in the graph")
-            nodes += found
-        result = plan.updated(graph.load(db), nodes)
+        result = plan.updated(graph.load(db), matched(db, updated))
     else:  # exactly what a sweep would do now (rule 8): it syncs first too
         g, _, _ = synced(config)
         result, _ = planned(config, g, concurrency)
