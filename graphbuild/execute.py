@@ -121,7 +121,7 @@ class Scheduler:
         delayed: list[tuple[float, str]] = []
         running: dict[Future, str] = {}
         busy: dict[str, int] = {}
-        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+        with ThreadPoolExecutor(max_workers=self.max_parallel, initializer=_shielded) as pool:
             while True:
                 now_ = time.monotonic()
                 while delayed and delayed[0][0] <= now_:
@@ -199,6 +199,13 @@ class Scheduler:
                 todo += self.children[child]
 
 
+def _shielded() -> None:
+    """Workers never take SIGINT, and neither does what they start (git, builders) inherit
+    it: a terminal sends Ctrl-C to its whole foreground group, and it is graphbuild's to
+    handle (stop starting builds), not theirs to die of."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 # ---------------------------------------------------------------- the builds
 
 
@@ -235,6 +242,8 @@ class Builds:
         self.keys: dict[str, tuple[str, str]] = {}  # node -> (source, key)
         self.parents: dict[str, dict[str, str]] = {}
         self.repos = {repo.name: repo for repo in config.repos}
+        self.by_tag = {tag: node for node, attrs in graph.nodes(data=True)
+                       if attrs["kind"] != EXTERNAL for tag in attrs["tags"]}  # fmt: skip
 
     def work(self, node: str, cancel: threading.Event) -> Outcome:
         attrs = self.graph.nodes[node]
@@ -326,11 +335,8 @@ class Builds:
         return pins, parents
 
     def _node_for(self, ref: refs.Reference) -> str:
-        if ref.tag is not None:
-            for parent, attrs in self.graph.nodes(data=True):
-                if attrs["kind"] != EXTERNAL and ref.tagged in attrs["tags"]:
-                    return parent
-        return str(ref)
+        """The graph node a reference names: an image by any of its tags, else the base."""
+        return self.by_tag.get(ref.tagged, str(ref)) if ref.tag is not None else str(ref)
 
     def _insecure(self, nodes: Iterable[str]) -> bool:
         """Is any of these images' registry a plain-http loopback one?"""
