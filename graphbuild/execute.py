@@ -268,7 +268,7 @@ class Builds:
                 return Outcome(SKIPPED, done.digest, "up-to-date: this exact build is served")
             pinned = Path(scratch) / "Dockerfile.pinned"
             try:
-                pinned.write_text(pin.pin(text, parsed.refs, pins), encoding="utf-8")
+                pinned.write_text(pin.pin(text, parsed.refs, pins), "utf-8", "surrogateescape")
             except pin.Unpinnable as err:
                 raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: {err}") from None
             self.logs.mkdir(parents=True, exist_ok=True)
@@ -297,7 +297,8 @@ class Builds:
         tree = sources.open_tree(repo, sources.SyncResult(repo.name, attrs["commit"]),
                                  self.config.workspace, {}, {})  # fmt: skip
         try:
-            text = tree.read(attrs["dockerfile"]).decode("utf-8", "replace")
+            # surrogateescape: a byte that is not UTF-8 goes back into the pinned copy as it was
+            text = tree.read(attrs["dockerfile"]).decode("utf-8", "surrogateescape")
             content = tree.content(attrs["context"])
         except FileNotFoundError:
             raise Failed(f"{attrs['repo']}:{attrs['dockerfile']} is gone") from None
