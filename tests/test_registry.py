@@ -147,6 +147,19 @@ def _token_registry(tmp_path, tokens: TokenServer) -> LocalRegistry:
     return LocalRegistry(tmp_path / "reg", auth=tokens.registry_auth()).start()
 
 
+def _anonymous_answer(tmp_path, **token_server):
+    """What an anonymous client gets for one image behind a token server set up so, and
+    the registry's host."""
+    tokens = TokenServer(tmp_path / "tokens", **token_server).start()
+    reg = _token_registry(tmp_path, tokens)
+    try:
+        with client(reg.host, auth="anonymous") as r:
+            return r.resolve(f"{reg.host}/team/app0:1"), reg.host
+    finally:
+        reg.stop()
+        tokens.stop()
+
+
 def test_bearer_tokens_are_fetched_per_repository_and_sent_up_front(tmp_path):
     tokens = TokenServer(tmp_path / "tokens", field="access_token").start()
     reg = _token_registry(tmp_path, tokens)
@@ -198,18 +211,11 @@ def test_bearer_token_with_docker_login_credentials(tmp_path, monkeypatch):
 
 
 def test_a_token_without_pull_access_is_denied_by_name(tmp_path):
-    tokens = TokenServer(tmp_path / "tokens", grant=False).start()
-    reg = _token_registry(tmp_path, tokens)
-    try:
-        with client(reg.host, auth="anonymous") as r:
-            answer = r.resolve(f"{reg.host}/team/app0:1")
-    finally:
-        reg.stop()
-        tokens.stop()
+    answer, host = _anonymous_answer(tmp_path, grant=False)
     assert answer.kind == DENIED
     assert (
         answer.message
-        == f"{reg.host}/team/app0:1: the token grants no pull access (insufficient_scope)"
+        == f"{host}/team/app0:1: the token grants no pull access (insufficient_scope)"
     )
 
 
@@ -547,14 +553,7 @@ def test_a_failing_credential_helper_runs_once_per_run(registry, tmp_path, monke
 
 
 def test_a_token_server_that_answers_garbage(tmp_path):
-    tokens = TokenServer(tmp_path / "tokens", field="nothing-useful").start()
-    reg = _token_registry(tmp_path, tokens)
-    try:
-        with client(reg.host, auth="anonymous") as r:
-            answer = r.resolve(f"{reg.host}/team/app0:1")
-    finally:
-        reg.stop()
-        tokens.stop()
+    answer, _ = _anonymous_answer(tmp_path, field="nothing-useful")
     assert answer.kind == DENIED and "the token server's answer has no token" in answer.message
 
 
