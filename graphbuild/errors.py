@@ -78,5 +78,15 @@ class DockerfileError(GraphbuildError):
         super().__init__(f"line {line}: {message}")
 
 
+class CommandFailed(GraphbuildError):
+    """A build, gate or deploy command failed; `transient` ones are worth retrying."""
+
+    exit_code = FAILED
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
 class NotFound(GraphbuildError):
     """A query named something that is not in the graph."""

@@ -30,8 +30,9 @@ from pathlib import Path
 import networkx as nx
 
 from graphbuild import detect, dockerfile, keys, pin, refs, sources
-from graphbuild.builders import Builder, BuildFailed, BuildRequest
+from graphbuild.builders import Builder, BuildRequest
 from graphbuild.config import Config, RepoSpec
+from graphbuild.errors import CommandFailed
 from graphbuild.graph import BUILD_INPUTS, builds_on
 from graphbuild.graphdb import EXTERNAL
 from graphbuild.plan import Plan
@@ -285,7 +286,7 @@ class Builds:
             )  # fmt: skip
             try:
                 digest = self.builder.build(request, cancel)
-            except BuildFailed as err:
+            except CommandFailed as err:
                 raise Failed(str(err), err.transient) from None
         with self.lock:
             self.digests[node] = digest

@@ -1,5 +1,5 @@
-"""Builders: the argv each one runs (never a shell line), and run(): logs, exit codes,
-transient errors and cancellation, with real small commands.
+"""Builders: the argv each one runs (never a shell line), the digest each returns,
+and how each fails, with real small commands.
 
 buildah and docker themselves are not run here: where a build() is exercised, a small
 script of the same name on PATH stands in for the tool and writes what it would.
@@ -9,18 +9,18 @@ import hashlib
 import json
 import os
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from graphbuild import builders
-from graphbuild.builders import BuildFailed, BuildRequest, run
+from graphbuild.builders import BuildRequest
 from graphbuild.builders.buildah import Buildah
 from graphbuild.builders.command import Command
 from graphbuild.builders.docker import Docker
-from graphbuild.errors import GraphbuildError
+from graphbuild.errors import CommandFailed, GraphbuildError
+from graphbuild.process import run
 
 APP = "reg.test/team/app:1.0"
 APP_LATEST = "reg.test/team/app:latest"
@@ -180,7 +180,7 @@ def test_buildah_build_fails_when_tags_get_different_digests(tmp_path, monkeypat
         '[ -n "$file" ] && printf "sha256:%s" "$(printf %s "$prev" | sha256sum | cut -c1-64)"'
         ' > "$file"\nexit 0\n',
     )
-    with pytest.raises(BuildFailed, match=f"buildah push {APP_LATEST}: no consistent digest"):
+    with pytest.raises(CommandFailed, match=f"buildah push {APP_LATEST}: no consistent digest"):
         Buildah().build(request(tmp_path), never())
 
 
@@ -188,7 +188,7 @@ def test_buildah_build_ignores_a_digest_from_an_earlier_attempt(tmp_path, monkey
     """The same run retries with the same log path: a push that wrote nothing fails."""
     (tmp_path / "app.digest").write_text(DIGEST)
     tool(tmp_path, monkeypatch, "buildah", "exit 0\n")
-    with pytest.raises(BuildFailed, match=f"buildah push {APP}: no consistent digest"):
+    with pytest.raises(CommandFailed, match=f"buildah push {APP}: no consistent digest"):
         Buildah().build(request(tmp_path), never())
 
 
@@ -235,7 +235,7 @@ def test_docker_build_reads_the_pushed_digest_from_the_metadata(tmp_path, monkey
 
 def test_docker_build_without_metadata_fails(tmp_path, monkeypatch):
     tool(tmp_path, monkeypatch, "docker", "exit 0\n")
-    with pytest.raises(BuildFailed, match=f"docker buildx {APP}: no pushed digest"):
+    with pytest.raises(CommandFailed, match=f"docker buildx {APP}: no pushed digest"):
         Docker().build(request(tmp_path), never())
 
 
@@ -366,99 +366,6 @@ def test_a_builder_that_is_not_installed_is_bad_input_before_any_build(monkeypat
     assert err.value.exit_code == 2
 
 
-# -- run
-
-
-def test_run_appends_the_command_and_its_output_to_the_log(tmp_path):
-    log = tmp_path / "build.log"
-    log.write_text("earlier\n")
-    run(["sh", "-c", "echo out; echo err >&2"], log, never(), "t")
-    run(["/bin/true"], log, never(), "t")
-    assert log.read_text() == "earlier\n$ sh -c echo out; echo err >&2\nout\nerr\n$ /bin/true\n"
-
-
-def test_run_failure_names_the_exit_code_and_last_line(tmp_path):
-    log = tmp_path / "build.log"
-    argv = ["sh", "-c", "echo step 1; echo 'error: COPY failed: no such file'; echo; exit 3"]
-    with pytest.raises(BuildFailed) as info:
-        run(argv, log, never(), "buildah bud app")
-    assert str(info.value) == "buildah bud app exited 3: error: COPY failed: no such file"
-    assert info.value.transient is False
-    assert "step 1\n" in log.read_text()
-
-
-@pytest.mark.parametrize(
-    ("line", "transient"),
-    [
-        ("dial tcp 10.0.0.1:443: connect: connection refused", True),
-        ("received unexpected HTTP status: 503 Service Unavailable", True),
-        ("toomanyrequests: 429 Too Many Requests", True),
-        ("net/http: TLS handshake timeout", True),
-        ("error: Dockerfile:3: unknown instruction: FORM", False),
-        ("listening on port 5030", False),
-    ],
-)
-def test_run_classifies_transient_failures(tmp_path, line, transient):
-    with pytest.raises(BuildFailed) as info:
-        run(["sh", "-c", 'echo "$1"; exit 1', "sh", line], tmp_path / "l", never(), "t")
-    assert info.value.transient is transient
-    assert str(info.value) == f"t exited 1: {line}"
-
-
-@pytest.mark.parametrize(
-    ("earlier", "argv"),
-    [
-        pytest.param(
-            "",
-            ["sh", "-c", "echo 'manifest unknown'; exit 1", "sh", "app:build-503"],
-            id="argv-names-503",
-        ),
-        pytest.param(
-            "pull: connection refused\n",
-            ["sh", "-c", "echo 'syntax error'; exit 1"],
-            id="earlier-attempt",
-        ),
-    ],
-)
-def test_run_classifies_only_this_commands_output(tmp_path, earlier, argv):
-    log = tmp_path / "l"
-    log.write_text(earlier)
-    with pytest.raises(BuildFailed) as info:
-        run(argv, log, never(), "t")
-    assert info.value.transient is False
-
-
-def test_run_missing_executable_cannot_run(tmp_path):
-    with pytest.raises(BuildFailed, match=r"^kaniko: cannot run /nonexistent/kaniko \(") as info:
-        run(["/nonexistent/kaniko", "--x"], tmp_path / "l", never(), "kaniko")
-    assert info.value.transient is False
-
-
-def test_run_cancel_stops_the_command_promptly(tmp_path):
-    pidfile = tmp_path / "pid"
-    cancel = threading.Event()
-    timer = threading.Timer(0.5, cancel.set)
-    timer.start()
-    started = time.monotonic()
-    try:
-        with pytest.raises(BuildFailed, match=r"^t: cancelled$"):
-            run(["sh", "-c", f'echo $$ > "{pidfile}"; exec sleep 30'], tmp_path / "l", cancel, "t")
-    finally:
-        timer.cancel()
-    assert time.monotonic() - started < 5
-    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left running
-        os.kill(int(pidfile.read_text()), 0)
-
-
-def test_run_cancelled_before_it_starts(tmp_path):
-    cancel = threading.Event()
-    cancel.set()
-    started = time.monotonic()
-    with pytest.raises(BuildFailed, match="cancelled"):
-        run(["sleep", "30"], tmp_path / "l", cancel, "t")
-    assert time.monotonic() - started < 5
-
-
 # -- command builder, end to end
 
 
@@ -471,12 +378,12 @@ def test_command_build_returns_the_digest_it_wrote(tmp_path):
 
 
 def test_command_build_without_a_digest_fails(tmp_path):
-    with pytest.raises(BuildFailed, match="sh wrote no digest"):
+    with pytest.raises(CommandFailed, match="sh wrote no digest"):
         Command(["sh", "-c", "echo built", "sh", "{digestfile}"]).build(request(tmp_path), never())
 
 
 def test_command_build_failure_is_a_build_failure(tmp_path):
-    with pytest.raises(BuildFailed, match=r"^sh exited 2: push denied$"):
+    with pytest.raises(CommandFailed, match=r"^sh exited 2: push denied$"):
         Command(["sh", "-c", "echo push denied; exit 2"]).build(request(tmp_path), never())
 
 
@@ -490,30 +397,5 @@ def test_a_digest_from_an_earlier_attempt_is_not_returned(tmp_path, monkeypatch,
         (tmp_path / "app.metadata.json").write_text(json.dumps({"containerimage.digest": DIGEST}))
         tool(tmp_path, monkeypatch, "docker", "exit 0\n")
         builder = Docker()
-    with pytest.raises(BuildFailed):
+    with pytest.raises(CommandFailed):
         builder.build(request(tmp_path), never())
-
-
-def test_a_build_runs_in_its_own_process_group(tmp_path):
-    """A terminal's Ctrl-C goes to graphbuild's group only: running builds are left to finish."""
-    log = tmp_path / "l"
-    run(["sh", "-c", "cut -d' ' -f5 /proc/$$/stat"], log, never(), "t")
-    group = int(log.read_text().splitlines()[-1])
-    assert group != os.getpgrp()
-
-
-def test_cancel_stops_the_builders_children_too(tmp_path):
-    """buildah runs helpers; a cancelled build must not leave them pushing."""
-    pidfile = tmp_path / "child"
-    cancel = threading.Event()
-    timer = threading.Timer(0.5, cancel.set)
-    timer.start()
-    script = f'sleep 30 & echo $! > "{pidfile}"; wait'
-    with pytest.raises(BuildFailed, match="cancelled"):
-        run(["sh", "-c", script], tmp_path / "l", cancel, "t")
-    child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the kernel reaps it once its parent is gone
-    stat = Path(f"/proc/{child}/stat")
-    assert not stat.exists() or stat.read_text().split()[2] == "Z"

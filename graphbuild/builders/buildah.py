@@ -10,7 +10,9 @@ import hashlib
 import subprocess
 import threading
 
-from graphbuild.builders import BuildFailed, BuildRequest, run
+from graphbuild.builders import BuildRequest
+from graphbuild.errors import CommandFailed
+from graphbuild.process import run
 
 
 class Buildah:
@@ -75,7 +77,7 @@ class Buildah:
             run(push, request.log, cancel, f"buildah push {tag}")
             pushed = digestfile.read_text().strip() if digestfile.exists() else ""
             if not pushed.startswith("sha256:") or (digest and pushed != digest):
-                raise BuildFailed(f"buildah push {tag}: no consistent digest ({pushed!r})")
+                raise CommandFailed(f"buildah push {tag}: no consistent digest ({pushed!r})")
             digest = pushed
         return digest
 

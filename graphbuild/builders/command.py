@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 import threading
 
-from graphbuild.builders import BuildFailed, BuildRequest, run
+from graphbuild.builders import BuildRequest
+from graphbuild.errors import CommandFailed
+from graphbuild.process import run
 
 _LISTS = {"{tags}", "{build-args}", "{labels}", "{annotations}"}
 _VALUE_RE = re.compile(r"\{(context|dockerfile|image|tag|target|platform|digestfile)\}")
@@ -54,5 +56,5 @@ class Command:
         run(self.argv(request, str(digestfile)), request.log, cancel, f"{self.template[0]}")
         digest = digestfile.read_text().strip() if digestfile.exists() else ""
         if not digest.startswith("sha256:"):
-            raise BuildFailed(f"{self.template[0]} wrote no digest to {{digestfile}}")
+            raise CommandFailed(f"{self.template[0]} wrote no digest to {{digestfile}}")
         return digest

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import threading
 
-from graphbuild.builders import BuildFailed, BuildRequest, run
+from graphbuild.builders import BuildRequest
+from graphbuild.errors import CommandFailed
+from graphbuild.process import run
 
 
 class Docker:
@@ -48,5 +50,7 @@ class Docker:
         try:
             digest = json.loads(metadata.read_text())["containerimage.digest"]
         except (OSError, ValueError, KeyError) as err:
-            raise BuildFailed(f"docker buildx {request.image}: no pushed digest ({err})") from None
+            raise CommandFailed(
+                f"docker buildx {request.image}: no pushed digest ({err})"
+            ) from None
         return str(digest)
