@@ -8,7 +8,9 @@ of graphbuild receives plain dataclasses it can trust.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import fnmatch
 import ipaddress
 import os
 import posixpath
@@ -40,6 +42,12 @@ _BUILDER_KEYS = {
 }
 _REGISTRY_KEYS = {"insecure", "auth", "username", "password_env", "password_file", "ca_bundle",
                   "max_requests", "max_builds", "password"}  # fmt: skip
+SEVERITIES = ("unknown", "low", "medium", "high", "critical")  # scanners' scale, low to high
+_GATE_KEYS = {"name", "scan", "test", "images", "fail_on", "allow", "timeout"}
+_RING_KEYS = {"name", "health", "timeout", "manual"}
+_DEPLOY_REPO_KEYS = {"name", "url", "branch", "push_branch", "rings"}
+_WORKLOAD_KEYS = {"name", "image", "tag", "ring", "kubectl"}
+_KUBECTL_KEYS = {"resource", "container", "namespace", "context", "kubeconfig", "timeout"}
 _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git check-ref-format
 
 
@@ -89,12 +97,92 @@ class RegistrySpec:
 
 
 @dataclass(frozen=True)
+class Allowed:
+    """An accepted finding: a vulnerability id the scanner gate ignores until a date."""
+
+    id: str
+    until: dt.date
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """A check every rebuilt image must pass before anything deploys it."""
+
+    name: str
+    kind: str  # scan (a scanner and its JSON report) | test (a command that must exit 0)
+    argv: tuple[str, ...]
+    images: tuple[str, ...] = ()  # repository patterns it applies to; none: every image
+    fail_on: str = "critical"  # scan: the lowest severity that fails the image
+    allow: tuple[Allowed, ...] = ()
+    timeout: float = 1800.0
+    key: str = ""
+
+    def applies(self, repository: str) -> bool:
+        return not self.images or any(fnmatch.fnmatchcase(repository, p) for p in self.images)
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    """One stage of a rollout; rings deploy in the order listed."""
+
+    name: str
+    health: tuple[str, ...] = ()  # argv that must exit 0 before the next ring starts
+    timeout: float = 600.0
+    manual: bool = False  # a sweep stops before this ring; `graphbuild deploy` takes it on
+
+
+@dataclass(frozen=True)
+class DeployRepoSpec:
+    """A GitOps repository: its manifests are scanned for images and updated by digest."""
+
+    name: str
+    url: str
+    branch: str = "main"  # read from, and pushed to unless push_branch is set
+    push_branch: str | None = None  # may hold {run} and {ring}: one branch per rollout step
+    rings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # ring -> path globs
+    key: str = ""
+
+    @property
+    def source(self) -> RepoSpec:
+        """As a repository to sync (read like the image repositories, at `branch`)."""
+        return RepoSpec(self.name, url=self.url, ref=self.branch, key=self.key)
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """A workload listed by hand: patched in its cluster with kubectl."""
+
+    name: str
+    image: str  # repository
+    tag: str | None  # which of the repository's images; None: any
+    ring: str
+    kubectl: Mapping[str, str]
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Deployments:
+    rings: tuple[RingSpec, ...] = ()
+    repos: tuple[DeployRepoSpec, ...] = ()
+    workloads: tuple[WorkloadSpec, ...] = ()
+    hold_descendants: bool = True  # an image that failed a gate holds back what is built on it
+
+
+@dataclass(frozen=True)
 class Config:
     file: Path
     workspace: Path
     repos: tuple[RepoSpec, ...]
     registries: Mapping[str, RegistrySpec] = field(default_factory=dict)
     builder: Mapping[str, Any] = field(default_factory=lambda: {"kind": "buildah"})
+    gates: tuple[GateSpec, ...] = ()
+    deployments: Deployments = field(default_factory=Deployments)
+
+    @property
+    def sources(self) -> tuple[RepoSpec, ...]:
+        """Every git repository a sync reads: the image repositories and the deploy ones."""
+        return self.repos + tuple(d.source for d in self.deployments.repos)
 
 
 def find(explicit: str | os.PathLike | None = None) -> Path:
@@ -203,7 +291,8 @@ class _Checker:
     def config(self, data: Any) -> Config:
         if data is None:
             raise self.fail([], "the file is empty; it needs a `repos:` list")
-        data = self.mapping(data, [], {"repos", "workspace", "registries", "builder"})
+        known = {"repos", "workspace", "registries", "builder", "gates", "deployments"}
+        data = self.mapping(data, [], known)
         workspace = self.base / self.string(data.get("workspace", DEFAULT_WORKSPACE), ["workspace"])
         if "repos" not in data:
             raise self.fail(["repos"], "missing: list the repositories to read")
@@ -229,7 +318,188 @@ class _Checker:
                 raise self.fail(["registries", str(host)], f"{spec.host} is configured twice")
             specs[spec.host] = spec
         builder = self.builder(data.get("builder") or {}, ["builder"])
-        return Config(self.path, workspace, repos, specs, builder)
+        gates = self.gates(data.get("gates") or [], ["gates"])
+        deployments = self.deployments(data.get("deployments") or {}, ["deployments"])
+        for i, deploy_repo in enumerate(deployments.repos):
+            if deploy_repo.name in seen:
+                where = ["deployments", "repos", i, "name"]
+                raise self.fail(where, f"{deploy_repo.name!r} is also the name of a repos entry")
+        return Config(self.path, workspace, repos, specs, builder, gates, deployments)
+
+    def listed(self, value: Any, where: list[str | int]) -> list:
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list, got {_kind(value)}")
+        return value
+
+    def named(self, data: dict, where: list[str | int], taken: set[str]) -> str:
+        """A required, unique `name`."""
+        if "name" not in data:
+            raise self.fail([*where, "name"], "missing: every entry needs a unique name")
+        name = self.string(data["name"], [*where, "name"])
+        if not _NAME_RE.match(name):
+            raise self.fail([*where, "name"], "use letters, digits, '.', '_' and '-' only")
+        if name in taken:
+            raise self.fail([*where, "name"], f"duplicate name {name!r}")
+        taken.add(name)
+        return name
+
+    def number(self, value: Any, where: list[str | int]) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.fail(where, "expected a number of seconds above 0")
+        return float(value)
+
+    def flag(self, value: Any, where: list[str | int]) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(where, f"expected true or false, got {_kind(value)}")
+        return value
+
+    def gates(self, value: Any, where: list[str | int]) -> tuple[GateSpec, ...]:
+        """`gates:` a list of `{name, scan: argv | test: argv, ...}`."""
+        names: set[str] = set()
+        out = []
+        for i, item in enumerate(self.listed(value, where)):
+            at = [*where, i]
+            data = self.mapping(item, at, _GATE_KEYS)
+            name = self.named(data, at, names)
+            if ("scan" in data) == ("test" in data):
+                raise self.fail(at, "give exactly one of `scan` (a scanner) or `test` (a command)")
+            kind = "scan" if "scan" in data else "test"
+            argv = self.strings(data[kind], [*at, kind])
+            if not argv:
+                raise self.fail([*at, kind], "must name the command to run")
+            if kind == "scan" and not any("{report}" in arg for arg in argv):
+                hint = "where the scanner writes its JSON report, e.g. --output {report}"
+                raise self.fail([*at, kind], f"must hold {{report}}: {hint}")
+            if kind == "test":
+                for key in ("fail_on", "allow"):
+                    if key in data:
+                        raise self.fail([*at, key], "only used with `scan`")
+            fail_on = self.string(data.get("fail_on", "critical"), [*at, "fail_on"]).lower()
+            if fail_on not in SEVERITIES:
+                raise self.fail([*at, "fail_on"], f"expected one of {', '.join(SEVERITIES)}")
+            allow = tuple(
+                self.allowed(a, [*at, "allow", j])
+                for j, a in enumerate(self.listed(data.get("allow", []), [*at, "allow"]))
+            )
+            images = self.strings(data.get("images", []), [*at, "images"])
+            timeout = self.number(data.get("timeout", 1800), [*at, "timeout"])
+            out.append(GateSpec(name, kind, argv, images, fail_on, allow, timeout, _key(at)))
+        return tuple(out)
+
+    def allowed(self, value: Any, where: list[str | int]) -> Allowed:
+        data = self.mapping(value, where, {"id", "until", "reason"})
+        for key in ("id", "until"):
+            if key not in data:
+                raise self.fail([*where, key], "missing: an accepted finding needs id and until")
+        until = data["until"]  # YAML reads 2027-01-31 as a date already
+        if isinstance(until, str):
+            try:
+                until = dt.date.fromisoformat(until)
+            except ValueError:
+                until = None
+        if not isinstance(until, dt.date) or isinstance(until, dt.datetime):
+            raise self.fail([*where, "until"], "expected a date, YYYY-MM-DD")
+        reason = self.string(data["reason"], [*where, "reason"]) if "reason" in data else ""
+        return Allowed(self.string(data["id"], [*where, "id"]), until, reason)
+
+    def deployments(self, value: Any, where: list[str | int]) -> Deployments:
+        known = {"rings", "repos", "workloads", "hold_descendants"}
+        data = self.mapping(value, where, known)
+        names: set[str] = set()
+        rings = []
+        for i, item in enumerate(self.listed(data.get("rings", []), [*where, "rings"])):
+            at = [*where, "rings", i]
+            ring = self.mapping({"name": item} if isinstance(item, str) else item, at, _RING_KEYS)
+            health = self.strings(ring.get("health", []), [*at, "health"])
+            timeout = self.number(ring.get("timeout", 600), [*at, "timeout"])
+            manual = self.flag(ring.get("manual", False), [*at, "manual"])
+            rings.append(RingSpec(self.named(ring, at, names), health, timeout, manual))
+        if (data.get("repos") or data.get("workloads")) and not rings:
+            raise self.fail([*where, "rings"], "missing: list the rings to deploy in, in order")
+        ring_names = [r.name for r in rings]
+        repos, workloads = [], []
+        taken: set[str] = set()
+        for i, item in enumerate(self.listed(data.get("repos", []), [*where, "repos"])):
+            repos.append(self.deploy_repo(item, [*where, "repos", i], ring_names, taken))
+        taken = set()
+        for i, item in enumerate(self.listed(data.get("workloads", []), [*where, "workloads"])):
+            workloads.append(self.workload(item, [*where, "workloads", i], ring_names, taken))
+        hold = self.flag(data.get("hold_descendants", True), [*where, "hold_descendants"])
+        return Deployments(tuple(rings), tuple(repos), tuple(workloads), hold)
+
+    def ring(self, value: Any, where: list[str | int], rings: list[str]) -> str:
+        ring = self.string(value, where)
+        if ring not in rings:
+            raise self.fail(where, f"unknown ring {ring!r}; deployments.rings has {rings}")
+        return ring
+
+    def deploy_repo(
+        self, value: Any, where: list[str | int], rings: list[str], taken: set[str]
+    ) -> DeployRepoSpec:
+        data = self.mapping(value, where, _DEPLOY_REPO_KEYS)
+        name = self.named(data, where, taken)
+        if "url" not in data:
+            raise self.fail([*where, "url"], "missing: the git repository to update")
+        try:
+            url = safe_git_url(self.string(data["url"], [*where, "url"]), self.base)
+        except UnsafeURL as err:
+            raise self.fail([*where, "url"], str(err)) from None
+        branches = {}
+        for key in ("branch", "push_branch"):
+            if key in data:
+                branch = branches[key] = self.string(data[key], [*where, key])
+                plain = branch.replace("{run}", "x").replace("{ring}", "x")
+                if not _REF_RE.match(plain) or ".." in plain or plain.endswith((".lock", ".")):
+                    raise self.fail([*where, key], f"{branch!r} is not a branch name")
+        if "{" in branches.get("branch", ""):
+            raise self.fail([*where, "branch"], "placeholders belong in push_branch")
+        ring_globs = data.get("rings")
+        if not isinstance(ring_globs, dict) or not ring_globs:
+            hint = "map each ring to the paths of its manifests, e.g. {dev: ['envs/dev/**']}"
+            raise self.fail([*where, "rings"], f"missing: {hint}")
+        globs = {}
+        for ring, patterns in ring_globs.items():
+            at = [*where, "rings", str(ring)]
+            globs[self.ring(ring, at, rings)] = tuple(
+                self.relpath(p, [*at, j]) for j, p in enumerate(self.strings(patterns, at))
+            )
+        return DeployRepoSpec(name, url, branches.get("branch", "main"),
+                              branches.get("push_branch"), globs, _key(where))  # fmt: skip
+
+    def workload(
+        self, value: Any, where: list[str | int], rings: list[str], taken: set[str]
+    ) -> WorkloadSpec:
+        data = self.mapping(value, where, _WORKLOAD_KEYS)
+        name = self.named(data, where, taken)
+        for key in ("image", "ring", "kubectl"):
+            if key not in data:
+                raise self.fail([*where, key], "missing: a workload needs image, ring and kubectl")
+        image = self.string(data["image"], [*where, "image"])
+        try:
+            image = refs.repository(image)
+        except InvalidReference as err:
+            raise self.fail([*where, "image"], err.reason) from None
+        tag = self.string(data["tag"], [*where, "tag"]) if "tag" in data else None
+        kubectl = self.mapping(data["kubectl"], [*where, "kubectl"], _KUBECTL_KEYS)
+        for key, hint in (("resource", "the workload to patch, e.g. deployment/web"),
+                          ("container", "the container that runs the image")):  # fmt: skip
+            if key not in kubectl:
+                raise self.fail([*where, "kubectl", key], f"missing: {hint}")
+        options = {}
+        for key, item in kubectl.items():
+            at = [*where, "kubectl", key]
+            if key == "timeout":
+                options[key] = f"{self.number(item, at):g}"
+            elif key == "kubeconfig":
+                options[key] = str(self.base / self.string(item, at))
+            else:
+                options[key] = self.string(item, at)
+        if "/" not in options["resource"]:
+            raise self.fail(
+                [*where, "kubectl", "resource"], "expected kind/name, e.g. deployment/web"
+            )
+        ring = self.ring(data["ring"], [*where, "ring"], rings)
+        return WorkloadSpec(name, image, tag, ring, options, _key(where))
 
     def builder(self, value: Any, where: list[str | int]) -> dict[str, Any]:
         """`builder: {kind: buildah|docker|command, ...}`: each kind's options, checked."""

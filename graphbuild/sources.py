@@ -130,8 +130,8 @@ def sync(
         return result
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(one, config.repos))
-    keep = {clone_dir(config.workspace, r.name) for r in config.repos if r.url}
+        results = list(pool.map(one, config.sources))
+    keep = {clone_dir(config.workspace, r.name) for r in config.sources if r.url}
     for clone in (config.workspace / CLONES).glob("*.git"):
         if clone not in keep and (clone / "HEAD").is_file():
             shutil.rmtree(clone, ignore_errors=True)

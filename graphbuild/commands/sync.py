@@ -25,7 +25,7 @@ def refresh(config: Config, jobs: int = 8) -> Summary:
 
 
 def _refresh(config: Config, jobs: int) -> Summary:
-    with report.progress(len(config.repos), "Syncing") as step:
+    with report.progress(len(config.sources), "Syncing") as step:
 
         def done(result: sources.SyncResult) -> None:
             if result.error:
