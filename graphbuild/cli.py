@@ -262,6 +262,24 @@ def resume(
     _exit(cmd.resume(_config(ctx), run_id, max_parallel, as_json))
 
 
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run whose validated images to deploy.")],
+    ring: Annotated[
+        list[str] | None, typer.Option("--ring", help="Only this ring (again for more).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the file diffs and commands; change nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Deploy a finished run's validated images, ring by ring (e.g. prod, by hand)."""
+    from graphbuild.commands import deploy as cmd
+
+    _exit(cmd.run(_config(ctx), run_id, ring or [], dry_run, as_json))
+
+
 def main() -> None:
     """Entry point: a GraphbuildError is one line on stderr and its exit code, never a traceback."""
     try:

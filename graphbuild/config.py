@@ -46,7 +46,7 @@ SEVERITIES = ("unknown", "low", "medium", "high", "critical")  # scanners' scale
 _GATE_KEYS = {"name", "scan", "test", "images", "fail_on", "allow", "timeout"}
 _RING_KEYS = {"name", "health", "timeout", "manual"}
 _DEPLOY_REPO_KEYS = {"name", "url", "branch", "push_branch", "rings"}
-_WORKLOAD_KEYS = {"name", "image", "tag", "ring", "kubectl"}
+_WORKLOAD_KEYS = {"name", "image", "ring", "kubectl"}
 _KUBECTL_KEYS = {"resource", "container", "namespace", "context", "kubeconfig", "timeout"}
 _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git check-ref-format
 
@@ -155,7 +155,7 @@ class WorkloadSpec:
 
     name: str
     image: str  # repository
-    tag: str | None  # which of the repository's images; None: any
+    tag: str  # which of the repository's images it runs
     ring: str
     kubectl: Mapping[str, str]
     key: str = ""
@@ -474,12 +474,13 @@ class _Checker:
         for key in ("image", "ring", "kubectl"):
             if key not in data:
                 raise self.fail([*where, key], "missing: a workload needs image, ring and kubectl")
-        image = self.string(data["image"], [*where, "image"])
-        try:
-            image = refs.repository(image)
+        try:  # name:tag, as a Deployment's image field says it
+            ref = refs.normalize(self.string(data["image"], [*where, "image"]))
         except InvalidReference as err:
             raise self.fail([*where, "image"], err.reason) from None
-        tag = self.string(data["tag"], [*where, "tag"]) if "tag" in data else None
+        if ref.digest is not None:
+            raise self.fail([*where, "image"], "name the image by tag; deploys pin the digest")
+        image, tag = ref.name, ref.tag or "latest"
         kubectl = self.mapping(data["kubectl"], [*where, "kubectl"], _KUBECTL_KEYS)
         for key, hint in (("resource", "the workload to patch, e.g. deployment/web"),
                           ("container", "the container that runs the image")):  # fmt: skip

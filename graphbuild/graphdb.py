@@ -213,3 +213,8 @@ def parents(db: sqlite3.Connection, image: str) -> list[Parent]:
 def kind_of(db: sqlite3.Connection, node: str) -> str | None:
     row = db.execute("SELECT kind FROM graph_nodes WHERE id = ?", (node,)).fetchone()
     return row[0] if row else None
+
+
+def attrs(db: sqlite3.Connection, node: str) -> dict[str, Any] | None:
+    row = db.execute("SELECT attrs FROM graph_nodes WHERE id = ?", (node,)).fetchone()
+    return json.loads(row[0]) if row else None

@@ -69,6 +69,22 @@ def run_table(run: Run) -> None:
           n.log.rsplit("/", 1)[-1] if n.log else "")
          for n in run.nodes],
     )  # fmt: skip
+    deploy_table(run)
+
+
+def deploy_table(run: Run) -> None:
+    """The validation and deploy part of a run: gates per image, then ring by ring."""
+    if run.gates:
+        print("Gates:")
+        table(["IMAGE", "GATE", "RESULT", "SUMMARY"],
+              [(short(g.node), g.gate, g.status, brief(g.summary)) for g in run.gates])  # fmt: skip
+    if run.rings:
+        print("Deploys:")
+        status = {r.ring: r for r in run.rings}
+        rows = [(d.ring, d.name, short(d.node), d.status, brief(d.detail)) for d in run.deploys]
+        table(["RING", "WORKLOAD", "IMAGE", "OUTCOME", "DETAIL"], rows)
+        for ring in status.values():
+            print(f"  ring {ring.ring}: {ring.status} ({brief(ring.detail)})")
 
 
 def _took(started: str | None, finished: str | None) -> str:
@@ -194,4 +210,19 @@ def run_markdown(run: Run) -> str:
         outcome = node["status"] + (f" ({node['error']})" if node["error"] else "")
         lines.append(f"| {node['wave']} | `{node['node']}` | {outcome.replace('|', '/')} | "
                      f"{why} | `{(node['digest'] or '')[:19]}` | {node['attempts']} |")  # fmt: skip
+    if run.gates:
+        lines += ["", "## Gates", "", "| image | gate | result | summary |",
+                  "| --- | --- | --- | --- |"]  # fmt: skip
+        lines += [f"| `{g.node}` | {g.gate} | {g.status} | {_cell(g.summary)} |" for g in run.gates]
+    if run.rings:
+        lines += ["", "## Deploys", ""]
+        lines += [f"- ring **{r.ring}**: {r.status} ({_cell(r.detail)})" for r in run.rings]
+        lines += ["", "| ring | workload | image | outcome | detail |",
+                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines += [f"| {d.ring} | {_cell(d.name)} | `{d.reference}` | {d.status} | "
+                  f"{_cell(d.detail)} |" for d in run.deploys]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -91,7 +91,9 @@ def redact(text: str) -> str:
     return _QUERY_SECRET_RE.sub(r"\1***", text)
 
 
-def _git_env(url: str) -> dict[str, str]:
+def git_env(url: str) -> dict[str, str]:
+    """Environment for a git command on `url`: no prompts, safe transports, and the URL
+    given as config, so a token in it never lands in a clone's files."""
     env = {
         **_GIT_ENV,
         # the remote's URL, as command-line config: never stored in the clone
@@ -150,7 +152,7 @@ def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
 
     assert repo.url is not None
     clone = clone_dir(workspace, repo.name)
-    env = _git_env(repo.url)
+    env = git_env(repo.url)
     previous = None
     try:
         if (clone / "HEAD").exists():

@@ -15,7 +15,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,6 +59,20 @@ MIGRATIONS = (
     """
     ALTER TABLE builds ADD COLUMN source TEXT;
     """,
+    """
+    CREATE TABLE gate_results (
+        run TEXT NOT NULL, node TEXT NOT NULL, gate TEXT NOT NULL, digest TEXT NOT NULL,
+        status TEXT NOT NULL, summary TEXT NOT NULL, findings TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (run, node, gate));
+    CREATE TABLE deploys (
+        run TEXT NOT NULL, ring TEXT NOT NULL, workload TEXT NOT NULL, name TEXT NOT NULL,
+        node TEXT NOT NULL, reference TEXT NOT NULL, deployer TEXT NOT NULL,
+        status TEXT NOT NULL, detail TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (run, ring, workload));
+    CREATE TABLE rings (
+        run TEXT NOT NULL, ring TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL,
+        at TEXT NOT NULL, PRIMARY KEY (run, ring));
+    """,
 )
 
 
@@ -99,6 +113,35 @@ class RunNode:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class GateRecord:
+    node: str
+    gate: str
+    digest: str
+    status: str  # passed | failed
+    summary: str
+    findings: list[dict]
+
+
+@dataclass(frozen=True)
+class DeployRecord:
+    ring: str
+    workload: str  # Workload.id
+    name: str  # what people call it
+    node: str
+    reference: str  # name:tag@digest it now runs
+    deployer: str
+    status: str  # deployed | unchanged | failed
+    detail: str
+
+
+@dataclass(frozen=True)
+class RingRecord:
+    ring: str
+    status: str  # healthy | unhealthy | failed | manual | stopped
+    detail: str
+
+
 @dataclass
 class Run:
     id: str
@@ -109,6 +152,9 @@ class Run:
     status: str  # running | succeeded | failed | interrupted
     options: dict
     nodes: list[RunNode]
+    gates: list[GateRecord] = field(default_factory=list)
+    deploys: list[DeployRecord] = field(default_factory=list)
+    rings: list[RingRecord] = field(default_factory=list)
 
 
 def now() -> str:
@@ -359,7 +405,62 @@ class State:
                 (run_id,),
             ):
                 found.append(RunNode(r[0], r[1], r[2], r[3], json.loads(r[4]), *r[5:]))
-        return Run(*row[:6], json.loads(row[6]), found)
+        run = Run(*row[:6], json.loads(row[6]), found)
+        if nodes:
+            run.gates = [
+                GateRecord(*r[:5], json.loads(r[5]))
+                for r in self.db.execute(
+                    "SELECT node, gate, digest, status, summary, findings FROM gate_results "
+                    "WHERE run = ? ORDER BY node, gate",
+                    (run_id,),
+                )
+            ]
+            run.deploys = [
+                DeployRecord(*r)
+                for r in self.db.execute(
+                    "SELECT ring, workload, name, node, reference, deployer, status, detail "
+                    "FROM deploys WHERE run = ? ORDER BY at, workload",
+                    (run_id,),
+                )
+            ]
+            run.rings = [
+                RingRecord(*r)
+                for r in self.db.execute(
+                    "SELECT ring, status, detail FROM rings WHERE run = ? ORDER BY at", (run_id,)
+                )
+            ]
+        return run
+
+    # -- validation and deploys of a run's images
+
+    def record_gate(self, run: str, record: GateRecord) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO gate_results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run, record.node, record.gate, record.digest, record.status, record.summary,
+                 json.dumps(record.findings), now()),
+            )  # fmt: skip
+
+    def record_deploy(self, run: str, record: DeployRecord) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO deploys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run, record.ring, record.workload, record.name, record.node, record.reference,
+                 record.deployer, record.status, record.detail, now()),
+            )  # fmt: skip
+
+    def record_ring(self, run: str, record: RingRecord) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO rings VALUES (?, ?, ?, ?, ?)",
+                (run, record.ring, record.status, record.detail, now()),
+            )
+
+    def built_digests(self, image: str) -> set[str]:
+        """Every digest graphbuild pushed for an image: how a digest-only reference in a
+        manifest is known to run it."""
+        rows = self.db.execute("SELECT digest FROM builds WHERE image = ?", (image,))
+        return {digest for (digest,) in rows}
 
     def build_of(self, image: str, digest: str) -> Build | None:
         """graphbuild's record of the build that produced `image` at `digest`, if it made it."""

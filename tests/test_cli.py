@@ -79,6 +79,7 @@ def test_json_output_of_the_queries(project):
             "repo": "base",
             "dockerfile": "Dockerfile",
             "line": 1,
+            "workloads": [],
         },
         {
             "image": "r.test/app:latest",
@@ -88,6 +89,7 @@ def test_json_output_of_the_queries(project):
             "repo": "app",
             "dockerfile": "Dockerfile",
             "line": 1,
+            "workloads": [],
         },
     ]
     direct = json.loads(graphbuild("uses", "debian", "--direct", "--json", cwd=project).stdout)

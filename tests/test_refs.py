@@ -152,3 +152,10 @@ def test_repository_rejects_tag_or_digest(text):
 def test_repository_rejects_invalid_names():
     with pytest.raises(InvalidReference, match="lowercase"):
         refs.repository("UBUNTU")
+
+
+@pytest.mark.parametrize("text", ["app:v1\n", "app\n", f"app@{DIGEST}\n"])
+def test_a_trailing_newline_is_not_part_of_a_valid_reference(text):
+    """A YAML block scalar ends in a newline; `$` would have let it through."""
+    with pytest.raises(InvalidReference):
+        refs.parse(text)

@@ -12,7 +12,7 @@ from contextlib import closing
 
 import networkx as nx
 
-from graphbuild import builders, errors, execute, graphdb, keys, report
+from graphbuild import builders, errors, execute, graphdb, keys, report, rollout, workloads
 from graphbuild.config import Config
 from graphbuild.detect import Check
 from graphbuild.graph import load  # not `graph`: that name is the graph command's module
@@ -61,6 +61,12 @@ def matched(db: sqlite3.Connection, names: Sequence[str]) -> list[str]:
     return nodes
 
 
+def deploy_targets(config: Config) -> list[workloads.Workload]:
+    """The workloads found in deploy repositories at the last sync, and those listed."""
+    with closing(graphdb.connect(config.workspace)) as db:
+        return workloads.load(db, config)
+
+
 def planned(config: Config, g: nx.DiGraph, concurrency: int = 16) -> tuple[Plan, Check]:
     """What a sweep rebuilds: the check's stale and missing images, the images whose own
     source changed since graphbuild built them, and what is built on those."""
@@ -105,6 +111,12 @@ def build(
         with report.RunProgress(len(plan.steps), len(plan.waves)) as progress:
             execute.execute(config, g, plan, state, builder, settings, run_id, progress.event,
                             report.note)  # fmt: skip
+        built = state.run(run_id)
+        assert built is not None
+        if built.status != "interrupted" and (config.gates or config.deployments.rings):
+            targets = deploy_targets(config)
+            rollout.roll_out(config, g, state, run_id, targets, settings.max_parallel,
+                             say=report.note)  # fmt: skip
         finished = state.run(run_id)
     assert finished is not None
     folder = config.workspace / "runs" / run_id

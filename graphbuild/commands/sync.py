@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from graphbuild import errors, filelock, graphdb, index, report, sources
+from graphbuild import errors, filelock, graphdb, index, report, sources, workloads
 from graphbuild.config import Config
 
 
@@ -38,11 +38,12 @@ def _refresh(config: Config, jobs: int) -> Summary:
         synced = sources.sync(config, jobs=jobs, on_done=done)
     db = index.open_db(config.workspace)
     try:
+        deploy_problems = workloads.refresh(db, config, synced)
         with index.Indexer(config, synced, db) as indexer:
             fingerprint = indexer.scan()
             stored = graphdb.meta(db)
             if stored and stored["fingerprint"] == fingerprint:
-                problems = [errors.Problem(**p) for p in stored["problems"]]
+                problems = [errors.Problem(**p) for p in stored["problems"]] + deploy_problems
                 return Summary(synced, stored["images"], 0, len(indexer.found), problems)
             idx = indexer.parse()
         from graphbuild import graph  # networkx: only paid when the graph is relinked
@@ -53,7 +54,7 @@ def _refresh(config: Config, jobs: int) -> Summary:
         meta = {"fingerprint": fingerprint, "images": images,
                 "problems": [p.__dict__ for p in problems]}  # fmt: skip
         graph.save(db, g, meta)
-        return Summary(synced, images, idx.parsed, idx.cached, problems)
+        return Summary(synced, images, idx.parsed, idx.cached, problems + deploy_problems)
     finally:
         db.close()
 

@@ -1,8 +1,11 @@
-"""`graphbuild uses REF`: every image built on REF, with the line that pulls it in."""
+"""`graphbuild uses REF`: every image built on REF, with the line that pulls it in, and the
+workloads that run those images."""
 
 from __future__ import annotations
 
-from graphbuild import errors, graphdb, report
+import sqlite3
+
+from graphbuild import errors, graphdb, refs, report, workloads
 from graphbuild.commands import ensure
 from graphbuild.config import Config
 from graphbuild.report import short
@@ -12,8 +15,12 @@ def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool
     db = ensure(config)
     starts = graphdb.match(db, ref)
     found = graphdb.uses(db, starts, 1 if direct else depth)
+    targets = workloads.load(db, config)
+    running = {use.image: _running(db, targets, use.image) for use in found}
     if as_json:
-        report.emit_json([use.__dict__ for use in found])
+        report.emit_json([{**use.__dict__, "workloads": [
+            {"name": w.name, "ring": w.ring, "deployer": w.deployer, "where": w.where}
+            for w in running[use.image]]} for use in found])  # fmt: skip
         return errors.OK
     if not starts:
         report.note(f"{ref} is not in the graph: no Dockerfile names it and no image produces it.")
@@ -27,4 +34,20 @@ def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool
     ]
     report.table(["DEPTH", "IMAGE", "BUILT ON", "AS", "WHERE"], rows)
     print(f"{len(found)} image{'s' if len(found) != 1 else ''} built on {ref}.")
+    deployed = [(w.ring, w.name, short(image), w.where)
+                for image, ws in running.items() for w in ws]  # fmt: skip
+    if deployed:
+        print()
+        report.table(["RING", "WORKLOAD", "RUNS", "WHERE"], deployed)
+        print(f"{len(deployed)} workload{'s' if len(deployed) != 1 else ''} run them.")
     return errors.OK
+
+
+def _running(
+    db: sqlite3.Connection, targets: list[workloads.Workload], node: str
+) -> list[workloads.Workload]:
+    attrs = graphdb.attrs(db, node)
+    if attrs is None:
+        return []
+    tags = {refs.parse(t).tag for t in attrs["tags"]}
+    return [w for w in targets if w.runs(attrs["image"], tags)]

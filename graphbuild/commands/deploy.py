@@ -1,0 +1,52 @@
+"""`graphbuild deploy RUN_ID [--ring R]`: take a finished run's validated images out, later.
+
+For teams that gate a ring by hand: a sweep stops before a `manual` ring, and a
+person runs this to continue. A ring is deployed only after every ring before
+it is healthy for this run.
+"""
+
+from __future__ import annotations
+
+from graphbuild import errors, report, rollout
+from graphbuild.commands import deploy_targets, synced
+from graphbuild.config import Config
+from graphbuild.state import State, sweep_lock
+
+
+def run(config: Config, run_id: str, rings: list[str], dry_run: bool, as_json: bool) -> int:
+    order = [ring.name for ring in config.deployments.rings]
+    if not order:
+        raise errors.GraphbuildError(f"{config.file}: deployments.rings: no rings to deploy to")
+    for ring in rings:
+        if ring not in order:
+            raise errors.NotFound(f"no ring {ring!r}; deployments.rings has {order}")
+    wanted = rings or order
+    with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
+        g, _, _ = synced(config)  # workloads added to the deploy repositories since count
+        with State(config.workspace) as state:
+            found = state.run(run_id)
+            if found is None:
+                raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
+            if found.status in ("running", "interrupted"):
+                raise errors.GraphbuildError(
+                    f"run {run_id} is {found.status}: finish its builds first "
+                    f"(graphbuild resume {run_id})"
+                )
+            done = {r.ring for r in found.rings if r.status in (rollout.HEALTHY, rollout.NOTHING)}
+            first = min(order.index(r) for r in wanted)
+            before = [r for r in order[:first] if r not in done]
+            if before:
+                raise errors.GraphbuildError(
+                    f"ring {before[0]} is not healthy for run {run_id}: deploy it first "
+                    f"(graphbuild deploy {run_id} --ring {before[0]})"
+                )
+            say = report.note if as_json else print
+            ok = rollout.roll_out(config, g, state, run_id, deploy_targets(config),
+                                  rings=wanted, dry_run=dry_run, say=say)  # fmt: skip
+            after = state.run(run_id)
+    assert after is not None
+    if as_json:
+        report.emit_json(report.run_document(after))
+    elif not dry_run:
+        report.deploy_table(after)
+    return errors.OK if ok else errors.FAILED

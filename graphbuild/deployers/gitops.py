@@ -1,0 +1,239 @@
+"""gitops: write the new digest into the deploy repository, commit, push; Argo CD or Flux
+watching the repository rolls it out.
+
+Edits are surgical (manifests.rewrite): only the located reference changes, and
+each file is read back afterwards to confirm it. A push that loses a race with
+another commit is redone on top of it. Nothing to change means no commit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from graphbuild import manifests, sources
+from graphbuild.config import DeployRepoSpec
+from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
+from graphbuild.errors import GraphbuildError
+
+PUSH_ATTEMPTS = 3
+_TIMEOUT = 300
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "graphbuild",
+    "GIT_AUTHOR_EMAIL": "graphbuild@localhost",
+    "GIT_COMMITTER_NAME": "graphbuild",
+    "GIT_COMMITTER_EMAIL": "graphbuild@localhost",
+}
+
+
+@dataclass
+class _Edit:
+    """One file's text before and after, and the changes it carries."""
+
+    before: str
+    after: str
+    changes: list[Change]
+
+
+class Gitops:
+    name = "gitops"
+
+    def __init__(self, repos: Mapping[str, DeployRepoSpec]) -> None:
+        self.repos = repos
+
+    def preview(self, changes: list[Change], context: Context) -> list[str]:
+        out = []
+        for spec, items in self._by_repo(changes):
+            clone = self._checkout(spec, context)
+            edits, _ = self._edit(clone, items)
+            target = self._target(spec, context)
+            for file, edit in edits.items():
+                if edit.after != edit.before:
+                    diff = difflib.unified_diff(
+                        edit.before.splitlines(keepends=True),
+                        edit.after.splitlines(keepends=True),
+                        f"a/{file}", f"b/{file}",
+                    )  # fmt: skip
+                    out.append(f"# {spec.name} -> {target}\n" + "".join(diff))
+        return out
+
+    def apply(self, changes: list[Change], context: Context) -> list[Applied]:
+        done: list[Applied] = []
+        for spec, items in self._by_repo(changes):
+            try:
+                done += self._apply_repo(spec, items, context)
+            except GraphbuildError as err:
+                done += [Applied(c, FAILED, str(err)) for c in items]
+        return done
+
+    def _by_repo(self, changes: list[Change]) -> list[tuple[DeployRepoSpec, list[Change]]]:
+        groups: dict[str, list[Change]] = {}
+        for change in changes:
+            groups.setdefault(change.workload.repo or "", []).append(change)
+        return [(self.repos[name], items) for name, items in groups.items()]
+
+    def _apply_repo(
+        self, spec: DeployRepoSpec, changes: list[Change], context: Context
+    ) -> list[Applied]:
+        import git
+
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            clone = self._checkout(spec, context)
+            edits, failed = self._edit(clone, changes)
+            changed = {f: e for f, e in edits.items() if e.after != e.before}
+            unchanged = [c for e in edits.values() if e.after == e.before for c in e.changes]
+            results = failed + [Applied(c, UNCHANGED, "already there") for c in unchanged]
+            if not changed:
+                return results
+            for file, edit in changed.items():
+                (clone / file).write_bytes(edit.after.encode("utf-8"))
+            results += self._confirm(clone, changed)
+            good = [r.change for r in results if r.status == DEPLOYED]
+            if not good:
+                return results
+            target = self._target(spec, context)
+            with git.Repo(clone) as repo:
+                files = sorted({c.workload.file or "" for c in good})
+                repo.git.add("--", *files)
+                repo.git.commit("--quiet", "-m", _message(good, context), env=_identity())
+                commit = repo.head.commit.hexsha
+                try:
+                    force = ["--force"] if spec.push_branch else []  # graphbuild's own branch
+                    repo.git.push("--quiet", *force, "origin", f"HEAD:refs/heads/{target}",
+                                  env=sources.git_env(spec.url),
+                                  kill_after_timeout=_TIMEOUT)  # fmt: skip
+                except git.GitCommandError as err:
+                    stderr = str(err.stderr or err)
+                    if attempt < PUSH_ATTEMPTS and (
+                        "rejected" in stderr or "fetch first" in stderr
+                    ):
+                        _log(
+                            context, f"push to {target} lost a race; redoing on top (try {attempt})"
+                        )
+                        continue
+                    detail = sources.redact(f"push to {target} failed: {_first_line(stderr)}")
+                    return [r if r.status != DEPLOYED else Applied(r.change, FAILED, detail)
+                            for r in results]  # fmt: skip
+            where = f"commit {commit[:12]} pushed to {spec.name} {target}"
+            _log(context, where)
+            return [r if r.status != DEPLOYED else Applied(r.change, DEPLOYED, where)
+                    for r in results]  # fmt: skip
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _checkout(self, spec: DeployRepoSpec, context: Context) -> Path:
+        """The deploy repository's branch as it is now, in a working clone of graphbuild's,
+        with nothing left over from an earlier attempt."""
+        import git
+
+        path = context.workspace / "deploy" / f"{spec.name}"
+        env = sources.git_env(spec.url)
+        try:
+            repo = git.Repo(path) if (path / ".git").is_dir() else git.Repo.init(path, mkdir=True)
+            with repo:
+                repo.git.config("core.autocrlf", "false")  # bytes stay as they are, CRLF too
+                remote = f"refs/remotes/origin/{spec.branch}"
+                repo.git.fetch("--quiet", "--no-tags", "--depth=1", "origin",
+                               f"+refs/heads/{spec.branch}:{remote}",
+                               env=env, kill_after_timeout=_TIMEOUT)  # fmt: skip
+                repo.git.checkout("--quiet", "--force", "-B", "graphbuild", remote)
+                repo.git.clean("-fdxq")
+        except git.GitCommandError as err:
+            detail = _first_line(str(err.stderr or err))
+            raise GraphbuildError(sources.redact(f"{spec.name}: cannot fetch {spec.branch}: "
+                                                 f"{detail}")) from None  # fmt: skip
+        return path
+
+    def _edit(self, clone: Path, changes: list[Change]) -> tuple[dict[str, _Edit], list[Applied]]:
+        """Each file with every change to it made; the changes that could not be made."""
+        edits: dict[str, _Edit] = {}
+        failed: list[Applied] = []
+        for change in changes:
+            file = change.workload.file or ""
+            if file not in edits:
+                try:
+                    text = (clone / file).read_bytes().decode("utf-8")
+                except (OSError, UnicodeDecodeError) as err:
+                    failed.append(Applied(change, FAILED, f"{file}: cannot read: {err}"))
+                    continue
+                edits[file] = _Edit(text, text, [])
+            edit = edits[file]
+            try:
+                found = _locate(file, edit.after, change)
+                edit.after = manifests.rewrite(edit.after, found, change.tag, change.digest)
+            except manifests.ManifestError as err:
+                failed.append(Applied(change, FAILED, f"{file}: {err}"))
+                continue
+            edit.changes.append(change)
+        return {f: e for f, e in edits.items() if e.changes}, failed
+
+    def _confirm(self, clone: Path, edits: dict[str, _Edit]) -> list[Applied]:
+        """Read each written file back: the reference must now hold the digest, or the file
+        goes back to what it was and the change fails."""
+        results = []
+        for file, edit in edits.items():
+            text = (clone / file).read_bytes().decode("utf-8")
+            bad = []
+            for change in edit.changes:
+                try:
+                    ok = _locate(file, text, change).digest == change.digest
+                except manifests.ManifestError:
+                    ok = False
+                if not ok:
+                    bad.append(change)
+            if bad:
+                (clone / file).write_bytes(edit.before.encode("utf-8"))
+                results += [Applied(c, FAILED, f"{file}: read back without the new digest")
+                            for c in edit.changes]  # fmt: skip
+            else:
+                results += [Applied(c, DEPLOYED) for c in edit.changes]
+        return results
+
+    def _target(self, spec: DeployRepoSpec, context: Context) -> str:
+        if spec.push_branch is None:
+            return spec.branch
+        return spec.push_branch.replace("{run}", context.run_id).replace("{ring}", context.ring)
+
+
+def _locate(file: str, text: str, change: Change) -> manifests.Found:
+    """The reference the workload was found at, in the file as it is now."""
+    was = change.workload.found
+    assert was is not None
+    for found in manifests.find(file, text):
+        if found.doc == was.doc and found.path == was.path:
+            return found
+    raise manifests.ManifestError(
+        f"line {was.line}: the reference is no longer there; run `graphbuild sync`"
+    )
+
+
+def _message(changes: list[Change], context: Context) -> str:
+    count = len({c.node for c in changes})
+    lines = [
+        f"graphbuild: deploy {count} image{'s' if count != 1 else ''} to {context.ring}",
+        "",
+        context.reason,
+        "",
+        *(f"- {c.workload.file}: {c.reference}" for c in changes),
+        "",
+        f"Graphbuild-Run: {context.run_id}",
+    ]
+    return "\n".join(lines)
+
+
+def _identity() -> dict[str, str]:
+    """graphbuild signs its commits unless the environment names someone."""
+    return {k: os.environ.get(k, v) for k, v in _IDENTITY.items()}
+
+
+def _first_line(stderr: str) -> str:
+    lines = [line.strip(" '") for line in stderr.splitlines() if line.strip(" '")]
+    found = next((line for line in lines if "error:" in line or "fatal:" in line), None)
+    return (found or (lines[0] if lines else "git failed")).removeprefix("stderr:").strip(" '")
+
+
+def _log(context: Context, line: str) -> None:
+    with context.log.open("a") as out:
+        out.write(line + "\n")

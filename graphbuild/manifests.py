@@ -1,0 +1,324 @@
+"""Image references in deploy-repository YAML, found and rewritten in place.
+
+A redeploy must change one reference and nothing else: people review the diff, and a
+re-serialised file loses comments, quoting, key order and line ends. So, as Renovate
+does, the composer's character offsets locate the value, only that span is replaced,
+and the edited text is read again to prove that it says what was meant.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
+from pathlib import PurePosixPath
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
+
+from graphbuild import refs
+from graphbuild.errors import InvalidReference
+
+CONTAINER, KUSTOMIZE, HELM = "container", "kustomize", "helm"
+KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
+CONTAINER_KEYS = ("containers", "initContainers", "ephemeralContainers")
+
+_STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
+_PROPERTIES = re.compile(r"(?:[&!]\S*\s+)*")  # an anchor or a tag written before the value
+_LINE_BREAK = re.compile(r"[\r\n]")
+_SPACE = re.compile(r"\s")
+
+Path = tuple[str | int, ...]
+Parts = tuple[str, str | None, str | None]  # name, tag, digest as written
+
+
+class ManifestError(Exception):
+    """A manifest that cannot be read, or a reference that cannot be rewritten; says where."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        self.message, self.line = message, line
+        super().__init__(f"line {line}: {message}" if line else message)
+
+
+@dataclass(frozen=True)
+class Found:
+    """One image reference in one file."""
+
+    kind: str  # CONTAINER | KUSTOMIZE | HELM
+    line: int  # 1-based
+    name: str  # the repository as written: kustomize newName, helm registry/repository
+    tag: str | None
+    digest: str | None
+    workload: str  # "Kind/namespace/name", "kustomization", or a helm key path "frontend.image"
+    container: str | None
+    doc: int  # 0-based document in the file
+    path: Path  # of the located node inside its document
+
+
+def find(file: str, text: str) -> list[Found]:
+    """All image references in one YAML file's text; `file` (a path inside the repository)
+    decides the dialect by name."""
+    kind = _dialect(file)
+    return [] if kind is None else [found for found, _ in _detect(kind, text)]
+
+
+def rewrite(text: str, found: Found, tag: str | None, digest: str) -> str:
+    """`text` with that one reference now pointing at `digest` (and `tag` where one is
+    written); raises ManifestError when the edit cannot be made or does not re-read as intended."""
+    try:
+        refs.parse(f"x:{tag}@{digest}" if tag is not None else f"x@{digest}")
+    except InvalidReference as exc:
+        pin = _written(found.name, tag, digest)
+        raise ManifestError(f"cannot pin to {pin}: {exc.reason}", found.line) from exc
+    before = _detect(found.kind, text)
+    current, node = _match(before, found)
+    start, end, new, want_tag = _edit(text, current, node, tag, digest)
+    edited = text[:start] + new + text[end:]
+    try:
+        after = _detect(found.kind, edited)
+        now, _ = _match(after, found)
+    except ManifestError as exc:
+        raise ManifestError(f"pinning {found.name} breaks the file: {exc}", found.line) from exc
+    others_changed = _others(after, now) != _others(before, current)
+    if others_changed or (now.tag, now.digest) != (want_tag, digest):
+        raise ManifestError(f"pinning {found.name} does not re-read as {digest}", found.line)
+    return edited
+
+
+def _dialect(file: str) -> str | None:
+    path = PurePosixPath(file)
+    if "templates" in path.parts[:-1]:
+        return None  # Helm chart sources: templates, not manifests
+    if path.name in KUSTOMIZATIONS:
+        return KUSTOMIZE
+    if path.suffix not in (".yaml", ".yml"):
+        return None
+    return HELM if fnmatchcase(path.name, "values*" + path.suffix) else CONTAINER
+
+
+def _compose(text: str) -> list[Node]:
+    try:
+        return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except ReaderError as exc:  # a character YAML forbids, at a character offset
+        raise ManifestError(f"not valid YAML: {exc.reason}", _line(text, exc.position)) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ManifestError(f"not valid YAML: {exc.problem}", mark and mark.line + 1) from exc
+
+
+def _detect(kind: str, text: str) -> list[tuple[Found, Node]]:
+    """Each reference once: an anchored value used again through aliases is one span."""
+    out: list[tuple[Found, Node]] = []
+    spans: set[tuple[int, int]] = set()
+    for index, doc in enumerate(_compose(text)):
+        if not isinstance(doc, MappingNode):
+            continue
+        for found, node in _DETECTORS[kind](text, index, doc):
+            span = (node.start_mark.index, node.end_mark.index)
+            if span not in spans:
+                spans.add(span)
+                out.append((found, node))
+    return out
+
+
+def _containers(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found, Node]]:
+    meta = _get(doc, "metadata")
+    where = (_get(doc, "kind"), _get(meta, "namespace"), _get(meta, "name"))
+    workload = "/".join(_value(node) or "" for node in where)
+    for mapping, path in _mappings(doc, (), set()):
+        for key in CONTAINER_KEYS:
+            items = _get(mapping, key)
+            for i, item in enumerate(items.value if isinstance(items, SequenceNode) else ()):
+                image = _get(item, "image")
+                ref = _image(text, image)
+                if ref is not None:
+                    line, parts = ref
+                    where = (*path, key, i, "image")
+                    name = _value(_get(item, "name"))
+                    yield Found(CONTAINER, line, *parts, workload, name, index, where), image
+
+
+def _kustomize(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found, Node]]:
+    images = _get(doc, "images")
+    for i, entry in enumerate(images.value if isinstance(images, SequenceNode) else ()):
+        name = _get(entry, "name")
+        if not isinstance(name, ScalarNode) or name.tag != _STR:
+            continue
+        new_name, tag, digest = (_value(_get(entry, k)) for k in ("newName", "newTag", "digest"))
+        parts = _parts(_written(new_name or name.value, tag, digest))
+        if parts is not None:
+            line = _line(text, _start(text, name))
+            yield Found(KUSTOMIZE, line, *parts, "kustomization", None, index, ("images", i)), entry
+
+
+def _helm(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found, Node]]:
+    for mapping, path in _mappings(doc, (), set()):
+        repository = _get(mapping, "repository")
+        named = bool(path) and str(path[-1]).lower().endswith("image")
+        tag, digest = _get(mapping, "tag"), _get(mapping, "digest")
+        pinned = tag is not None or digest is not None or named
+        if isinstance(repository, ScalarNode) and repository.tag == _STR and pinned:
+            registry = _value(_get(mapping, "registry"))
+            name = f"{registry}/{repository.value}" if registry else repository.value
+            parts = _parts(_written(name, _value(tag), _value(digest)))
+            if parts is not None:
+                line = _line(text, _start(text, repository))
+                where = ".".join(map(str, path))
+                yield Found(HELM, line, *parts, where, None, index, path), mapping
+        for key, value in mapping.value:
+            image = isinstance(key, ScalarNode) and key.value.lower().endswith("image")
+            ref = _image(text, value) if image else None
+            if ref is not None:
+                where = (*path, key.value)
+                dotted = ".".join(map(str, where))
+                yield Found(HELM, ref[0], *ref[1], dotted, None, index, where), value
+
+
+_DETECTORS: dict[str, Callable[[str, int, MappingNode], Iterator[tuple[Found, Node]]]] = {
+    CONTAINER: _containers,
+    KUSTOMIZE: _kustomize,
+    HELM: _helm,
+}
+
+
+def _mappings(node: Node, path: Path, seen: set[int]) -> Iterator[tuple[MappingNode, Path]]:
+    """Every mapping under `node` once, even where aliases share or nest one."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, MappingNode):
+        yield node, path
+        for key, value in node.value:
+            if isinstance(key, ScalarNode):
+                yield from _mappings(value, (*path, key.value), seen)
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _mappings(item, (*path, i), seen)
+
+
+def _get(node: Node | None, key: str) -> Node | None:
+    if isinstance(node, MappingNode):
+        for k, value in node.value:
+            if isinstance(k, ScalarNode) and k.value == key:
+                return value
+    return None
+
+
+def _value(node: Node | None) -> str | None:
+    """A scalar's text as written (`tag: 1.20` stays "1.20"); None when absent or empty."""
+    if isinstance(node, ScalarNode) and node.tag != _NULL and node.value:
+        return node.value
+    return None
+
+
+def _written(name: str, tag: str | None, digest: str | None) -> str:
+    return name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+
+
+def _parts(written: str) -> Parts | None:
+    """Name, tag and digest as written, or None for what is not a literal reference."""
+    if "{{" in written or "$" in written or _SPACE.search(written):
+        return None  # templated, or not one token (refs.parse lets a final newline through)
+    try:
+        refs.parse(written)
+    except InvalidReference:
+        return None
+    rest, _, digest = written.partition("@")
+    name, colon, tag = rest.rpartition(":")
+    if not colon or "/" in tag:  # `localhost:5000/x`: a port, not a tag
+        name, tag = rest, ""
+    return name, tag or None, digest or None
+
+
+def _image(text: str, node: Node | None) -> tuple[int, Parts] | None:
+    """Line and parts of a one-line string that is an image reference."""
+    if not isinstance(node, ScalarNode) or node.tag != _STR:
+        return None
+    span, parts = _span(text, node), _parts(node.value)
+    if span is None or parts is None:
+        return None
+    return _line(text, span[0]), parts
+
+
+def _start(text: str, node: Node) -> int:
+    """Where the value itself starts: the composer's mark includes any anchor or tag."""
+    return _PROPERTIES.match(text, node.start_mark.index).end()
+
+
+def _span(text: str, node: Node) -> tuple[int, int] | None:
+    """The characters of a one-line scalar, quotes included; None where no safe edit exists."""
+    if not isinstance(node, ScalarNode):
+        return None
+    start, end = _start(text, node), node.end_mark.index
+    source = text[start:end]
+    if node.style is None:
+        empty = node.tag == _NULL and not source and text[start - 1 : start] == ":"  # `digest:`
+        ok = empty or source == node.value
+    else:
+        ok = (
+            len(source) >= 2
+            and source[0] == source[-1] == node.style
+            and not _LINE_BREAK.search(source)
+        )
+    return (start, end) if ok else None
+
+
+def _line(text: str, index: int) -> int:
+    return text.count("\n", 0, index) + 1
+
+
+def _match(pairs: list[tuple[Found, Node]], found: Found) -> tuple[Found, Node]:
+    for current, node in pairs:
+        if (current.doc, current.path, current.name) == (found.doc, found.path, found.name):
+            return current, node
+    raise ManifestError(f"{found.name} is no longer in document {found.doc}", found.line)
+
+
+def _others(pairs: list[tuple[Found, Node]], edited: Found) -> list[Found]:
+    """Every other reference, lines aside (an inserted `digest:` line moves those below)."""
+    return [replace(f, line=0) for f, _ in pairs if (f.doc, f.path) != (edited.doc, edited.path)]
+
+
+def _edit(
+    text: str, found: Found, node: Node, tag: str | None, digest: str
+) -> tuple[int, int, str, str | None]:
+    """The span to replace, its new text, and the tag the reference then has."""
+    new_tag = found.tag if tag is None else tag
+    if isinstance(node, ScalarNode):  # CONTAINER, or a helm `image: repo:tag`
+        value = _written(found.name, new_tag, digest)
+        return (*_replace(text, node, value, "image", found.line), new_tag)
+    existing = _get(node, "digest")
+    if existing is not None:
+        return (*_replace(text, existing, digest, "digest", found.line), found.tag)
+    if found.kind == KUSTOMIZE:  # digest overrides newTag, which stays
+        return (*_insert(text, node, f"digest: {digest}", found.line), found.tag)
+    tag_node = _get(node, "tag")
+    if tag_node is None or new_tag is None:
+        raise ManifestError(f"{found.name} has no tag or digest to pin", found.line)
+    return (*_replace(text, tag_node, f"{new_tag}@{digest}", "tag", found.line), new_tag)
+
+
+def _replace(text: str, node: Node, value: str, what: str, line: int) -> tuple[int, int, str]:
+    span = _span(text, node)
+    if span is None:
+        raise ManifestError(f"cannot rewrite {what}: not a one-line scalar", line)
+    start, end = span
+    quote = node.style or ""
+    return start, end, f"{' ' if start == end else ''}{quote}{value}{quote}"
+
+
+def _insert(text: str, entry: MappingNode, pair: str, line: int) -> tuple[int, int, str]:
+    """A new key after the entry's last one: `, key: v` in a flow mapping, else its own line."""
+    span = _span(text, entry.value[-1][1])
+    if span is None:
+        raise ManifestError("cannot add a key after a value that is not a one-line scalar", line)
+    if entry.flow_style:
+        return span[1], span[1], f", {pair}"
+    first = _start(text, entry.value[0][0])
+    indent = first - (text.rfind("\n", 0, first) + 1)
+    brk = _LINE_BREAK.search(text, span[1])
+    at = brk.start() if brk else len(text)
+    eol = "\r\n" if "\r\n" in text else "\n"
+    return at, at, f"{eol}{' ' * indent}{pair}"

@@ -1,0 +1,292 @@
+"""After the builds: validate every rebuilt image, then deploy the validated ones, ring by ring.
+
+Build, validate and deploy are separate steps (design rule 9). An image that
+failed a gate is never deployed, and neither is what is built on it unless
+repos.yaml says otherwise. Rings go in order; a ring's deploys must all land
+and its health check pass before the next ring starts, and a ring marked
+manual waits for `graphbuild deploy`. Every outcome is recorded as it happens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import networkx as nx
+
+from graphbuild import deployers, gates, process, refs
+from graphbuild.config import Config, RingSpec
+from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
+from graphbuild.errors import CommandFailed
+from graphbuild.execute import SUCCEEDED, log_name
+from graphbuild.state import DeployRecord, GateRecord, RingRecord, Run, State
+from graphbuild.workloads import Workload
+
+HEALTHY, UNHEALTHY, RING_FAILED, MANUAL, NOTHING = (
+    "healthy", "unhealthy", "failed", "manual", "nothing-to-deploy"
+)  # fmt: skip
+
+
+def roll_out(
+    config: Config,
+    graph: nx.DiGraph,
+    state: State,
+    run_id: str,
+    targets: list[Workload],
+    max_parallel: int = 4,
+    rings: Iterable[str] | None = None,
+    dry_run: bool = False,
+    say: Callable[[str], None] = print,
+) -> bool:
+    """Validate what run `run_id` built, then deploy what passed. When anything failed
+    (a gate, a deploy, a health check) the run is marked failed and the answer is False.
+    Ctrl-C stops it; `resume` finishes it."""
+    cancel = threading.Event()
+    try:
+        with _cancel_on_signal(cancel):
+            run = state.run(run_id)
+            assert run is not None
+            if not dry_run:
+                validate(config, graph, state, run, cancel, max_parallel)
+                run = state.run(run_id)
+                assert run is not None
+            images, held = deployable(config, graph, run)
+            for node, why in sorted(held.items()):
+                say(f"{node}: not deployed, {why}")
+            ok = not held
+            if config.deployments.rings:
+                planned = changes(graph, state, targets, images)
+                ok = deploy(config, state, run, planned, cancel, rings, dry_run, say) and ok
+            if not ok and not dry_run and run.status == "succeeded":
+                state.finish_run(run_id, "failed")
+            return ok
+    except CommandFailed:
+        if not cancel.is_set():
+            raise
+        state.finish_run(run_id, "interrupted")
+        say(f"Interrupted. Finish it with: graphbuild resume {run_id}")
+        return False
+
+
+@contextmanager
+def _cancel_on_signal(cancel: threading.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM stops the gates and deploys running (they run in process groups
+    of their own, so the terminal's signal reaches only graphbuild)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: cancel.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def reference(graph: nx.DiGraph, node: str, digest: str) -> str:
+    """`name:tag@digest` of a built image: what gates scan and deploys pin."""
+    return f"{graph.nodes[node]['tags'][0]}@{digest}"
+
+
+def validate(
+    config: Config,
+    graph: nx.DiGraph,
+    state: State,
+    run: Run,
+    cancel: threading.Event,
+    max_parallel: int = 4,
+    today: dt.date | None = None,
+) -> list[GateRecord]:
+    """Run every gate that applies on each image the run built, once per digest."""
+    today = today or dt.date.today()
+    done = {(g.node, g.gate, g.digest) for g in run.gates}
+    folder = config.workspace / "runs" / run.id / "gates"
+    work = []
+    for entry in run.nodes:
+        if entry.status != SUCCEEDED or not entry.digest or entry.node not in graph:
+            continue
+        repository = graph.nodes[entry.node]["image"]
+        for gate in config.gates:
+            if gate.applies(repository) and (entry.node, gate.name, entry.digest) not in done:
+                work.append((entry.node, entry.digest, gate))
+    if not work:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def check(item: tuple) -> GateRecord:
+        node, digest, gate = item
+        scratch = folder / f"{log_name(node).removesuffix('.log')}-{gate.name}"
+        scratch.mkdir(exist_ok=True)
+        log = folder / log_name(node)
+        result = gates.check(gate, reference(graph, node, digest), log, cancel, today, scratch)
+        findings = [asdict(f) for f in result.findings]
+        return GateRecord(node, gate.name, digest, result.status, result.summary, findings)
+
+    records = []
+    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+        for record in pool.map(check, work):
+            state.record_gate(run.id, record)  # here, in the thread that owns the database
+            records.append(record)
+    return records
+
+
+def deployable(
+    config: Config, graph: nx.DiGraph, run: Run
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The images that may deploy (node -> digest), and why each other built one may not."""
+    built = {n.node: n.digest for n in run.nodes if n.status == SUCCEEDED and n.digest}
+    results: dict[str, dict[str, tuple[str, str]]] = {}
+    for g in run.gates:
+        if built.get(g.node) == g.digest:
+            results.setdefault(g.node, {})[g.gate] = (g.status, g.summary)
+    failed = {
+        node for node, by in results.items() if any(s != gates.PASSED for s, _ in by.values())
+    }
+    ok: dict[str, str] = {}
+    held: dict[str, str] = {}
+    for node, digest in built.items():
+        if node not in graph:
+            held[node] = "no longer in the graph"
+            continue
+        repository = graph.nodes[node]["image"]
+        missing = [g.name for g in config.gates if g.applies(repository)
+                   and g.name not in results.get(node, {})]  # fmt: skip
+        bad = [f"{gate}: {summary}" for gate, (status, summary) in results.get(node, {}).items()
+               if status != gates.PASSED]  # fmt: skip
+        upstream = sorted(nx.ancestors(graph, node) & failed)
+        if bad:
+            held[node] = "failed gate " + "; ".join(bad)
+        elif missing:
+            held[node] = f"not validated: gate {', '.join(missing)} has not run"
+        elif upstream and config.deployments.hold_descendants:
+            held[node] = f"built on {upstream[0]}, which failed a gate"
+        else:
+            ok[node] = digest
+    return ok, held
+
+
+def changes(
+    graph: nx.DiGraph, state: State, workloads: Iterable[Workload], images: dict[str, str]
+) -> list[Change]:
+    """Every workload that runs one of `images`, pointed at its new digest."""
+    out = []
+    targets = list(workloads)
+    for node, digest in images.items():
+        attrs = graph.nodes[node]
+        tags = {refs.parse(t).tag for t in attrs["tags"]}
+        built = state.built_digests(node)
+        for workload in targets:
+            if workload.runs(attrs["image"], tags, built):
+                out.append(Change(workload, node, workload.tag, digest))
+    return out
+
+
+def deploy(
+    config: Config,
+    state: State,
+    run: Run,
+    planned: list[Change],
+    cancel: threading.Event,
+    rings: Iterable[str] | None = None,
+    dry_run: bool = False,
+    say: Callable[[str], None] = print,
+) -> bool:
+    """Deploy ring by ring; False when a deploy failed or a ring was not healthy.
+
+    `rings` None means every ring up to the first manual one; named rings are
+    deployed even if manual (that is how a person takes a run to prod).
+    """
+    chosen = set(rings) if rings is not None else None
+    reason = _reason(run, planned)
+    log = config.workspace / "runs" / run.id / "deploy.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for ring in config.deployments.rings:
+        if chosen is not None and ring.name not in chosen:
+            continue
+        if chosen is None and ring.manual:
+            detail = f"manual: deploy it with `graphbuild deploy {run.id} --ring {ring.name}`"
+            if not dry_run:
+                state.record_ring(run.id, RingRecord(ring.name, MANUAL, detail))
+            say(f"{ring.name}: {detail}")
+            return True
+        items = [c for c in planned if c.workload.ring == ring.name]
+        if not items:
+            if not dry_run:
+                state.record_ring(run.id, RingRecord(ring.name, NOTHING, "no workload runs these"))
+            continue
+        context = Context(run.id, ring.name, reason, log, cancel, config.workspace)
+        if dry_run:
+            for kind, group in _by_deployer(items):
+                for text in deployers.make(kind, config).preview(group, context):
+                    say(text.rstrip("\n"))
+            continue
+        if not _ring(config, state, run, ring, items, context, say):
+            return False
+    return True
+
+
+def _ring(
+    config: Config,
+    state: State,
+    run: Run,
+    ring: RingSpec,
+    items: list[Change],
+    context: Context,
+    say: Callable[[str], None],
+) -> bool:
+    applied: list[Applied] = []
+    for kind, group in _by_deployer(items):
+        applied += deployers.make(kind, config).apply(group, context)
+    for a in applied:
+        w = a.change.workload
+        state.record_deploy(run.id, DeployRecord(ring.name, w.id, w.name, a.change.node,
+                                                 a.change.reference, w.deployer, a.status,
+                                                 a.detail))  # fmt: skip
+    failed = [a for a in applied if a.status == FAILED]
+    deployed = sum(1 for a in applied if a.status == DEPLOYED)
+    unchanged = sum(1 for a in applied if a.status == UNCHANGED)
+    if failed:
+        first = failed[0]
+        detail = (
+            f"{len(failed)} deploy(s) failed, first {first.change.workload.name}: {first.detail}"
+        )
+        state.record_ring(run.id, RingRecord(ring.name, RING_FAILED, detail))
+        say(f"{ring.name}: {detail}; later rings not deployed")
+        return False
+    if ring.health:
+        argv = [a.replace("{ring}", ring.name).replace("{run}", run.id) for a in ring.health]
+        try:
+            process.run(argv, context.log, context.cancel, f"health check of {ring.name}",
+                        timeout=ring.timeout)  # fmt: skip
+        except CommandFailed as err:
+            state.record_ring(run.id, RingRecord(ring.name, UNHEALTHY, str(err)))
+            say(f"{ring.name}: unhealthy ({err}); later rings not deployed")
+            return False
+    detail = f"{deployed} deployed, {unchanged} already there" + (
+        ", health check passed" if ring.health else ", no health check configured"
+    )
+    state.record_ring(run.id, RingRecord(ring.name, HEALTHY, detail))
+    say(f"{ring.name}: {detail}")
+    return True
+
+
+def _by_deployer(items: list[Change]) -> list[tuple[str, list[Change]]]:
+    groups: dict[str, list[Change]] = {}
+    for change in items:
+        groups.setdefault(change.workload.deployer, []).append(change)
+    return sorted(groups.items())
+
+
+def _reason(run: Run, planned: list[Change]) -> str:
+    """Why these images changed, for commit messages: the run's reason, or each image's."""
+    if run.reason:
+        return f"{run.kind} {run.id}: {run.reason}"
+    why = {n.node: f"{n.reason}: {n.detail}" for n in run.nodes}
+    lines = dict.fromkeys(f"{c.node}: {why.get(c.node, '')}" for c in planned)
+    return "\n".join([f"{run.kind} {run.id}", *list(lines)[:20]])

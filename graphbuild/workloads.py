@@ -1,0 +1,168 @@
+"""Which workloads run which image: found in deploy repositories, or listed by hand.
+
+A sync reads every configured deploy repository at its branch and records
+each image reference its manifests hold (Kubernetes containers, kustomize
+`images:`, Helm values) with the ring its path belongs to; repos.yaml adds
+workloads patched with kubectl. Matching a workload to a graph node is by
+repository and tag, or by a digest graphbuild itself built.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+
+from graphbuild import manifests, refs, sources
+from graphbuild.config import Config, DeployRepoSpec
+from graphbuild.errors import ERROR, WARNING, InvalidReference, Problem
+
+GITOPS, KUBECTL = "gitops", "kubectl"
+_PATTERNS = ("**/*.yaml", "**/*.yml", "**/kustomization", "**/Kustomization")
+
+
+@dataclass(frozen=True)
+class Workload:
+    deployer: str  # GITOPS | KUBECTL
+    ring: str
+    image: str  # the repository it runs, normalised: localhost:5000/shop/web
+    tag: str | None
+    digest: str | None
+    name: str  # what people call it: Deployment/shop/web (web), or the repos.yaml name
+    where: str  # deploy:envs/dev/web.yaml:12, or repos.yaml's key
+    repo: str | None = None  # GITOPS: the deploy repository and the reference in it
+    file: str | None = None
+    found: manifests.Found | None = None
+    kubectl: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """Stable across syncs while the reference stays where it is."""
+        if self.found is None:
+            return f"{KUBECTL}:{self.name}"
+        path = ".".join(str(p) for p in self.found.path)
+        return f"{self.repo}:{self.file}#{self.found.doc}:{path}"
+
+    def runs(self, image: str, tags: Iterable[str], built: Iterable[str] = ()) -> bool:
+        """Does this workload run the image `image` (repository) with one of `tags`, or
+        one of the digests graphbuild built for it?"""
+        if image != self.image:
+            return False
+        if self.tag is not None:
+            return self.tag in tags
+        if self.digest is not None:
+            return self.digest in built
+        return "latest" in tags
+
+
+def listed(config: Config) -> list[Workload]:
+    """The workloads repos.yaml names by hand (kubectl)."""
+    return [
+        Workload(KUBECTL, w.ring, w.image, w.tag, None, w.name, w.key, kubectl=w.kubectl)
+        for w in config.deployments.workloads
+    ]
+
+
+def ring_of(spec: DeployRepoSpec, path: str) -> str | None:
+    """The first ring whose globs match `path`; None: graphbuild does not deploy it."""
+    for ring, patterns in spec.rings.items():
+        if any(sources.glob_regex(p).match(path) for p in patterns):
+            return ring
+    return None
+
+
+def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], list[Problem]]:
+    """Every image reference in one deploy repository's manifests that lies in a ring."""
+    found: list[Workload] = []
+    problems: list[Problem] = []
+    paths = sorted({p for pattern in _PATTERNS for p in tree.glob(pattern)})
+    for path in paths:
+        ring = ring_of(spec, path)
+        if ring is None:
+            continue
+        try:
+            text = tree.read(path).decode("utf-8")
+            located = manifests.find(path, text)
+        except (UnicodeDecodeError, manifests.ManifestError) as err:
+            problems.append(Problem(WARNING, spec.name, f"not read: {err}", path))
+            continue
+        for item in located:
+            try:
+                image = refs.parse(item.name).name
+            except InvalidReference as err:
+                problems.append(Problem(WARNING, spec.name, err.reason, path, item.line))
+                continue
+            name = item.workload + (f" ({item.container})" if item.container else "")
+            where = f"{spec.name}:{path}:{item.line}"
+            found.append(Workload(GITOPS, ring, image, item.tag, item.digest, name, where,
+                                  spec.name, path, item))  # fmt: skip
+    return found, problems
+
+
+# ---------------------------------------------------------------- kept in index.db
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deploy_repos (
+    repo TEXT PRIMARY KEY, key TEXT NOT NULL, workloads TEXT NOT NULL, problems TEXT NOT NULL);
+"""
+
+
+def refresh(
+    db: sqlite3.Connection, config: Config, synced: Iterable[sources.SyncResult]
+) -> list[Problem]:
+    """Re-read the deploy repositories whose commit (or ring globs) changed since last time."""
+    db.executescript(_SCHEMA)
+    results = {r.repo: r for r in synced}
+    problems: list[Problem] = []
+    wanted = {spec.name for spec in config.deployments.repos}
+    with db:
+        for (repo,) in db.execute("SELECT repo FROM deploy_repos").fetchall():
+            if repo not in wanted:
+                db.execute("DELETE FROM deploy_repos WHERE repo = ?", (repo,))
+    for spec in config.deployments.repos:
+        result = results.get(spec.name)
+        if result is None or result.commit is None:
+            error = result.error if result else "not synced"
+            problems.append(Problem(ERROR, spec.name, f"deploy repository not read: {error}"))
+            continue
+        if result.error:  # what it had before is read, and deploying to it will fail
+            problems.append(Problem(ERROR, spec.name, result.error))
+        key = json.dumps([result.commit, spec.rings], sort_keys=True)
+        row = db.execute("SELECT key, problems FROM deploy_repos WHERE repo = ?", (spec.name,))
+        stored = row.fetchone()
+        if stored and stored[0] == key:
+            problems += [Problem(**p) for p in json.loads(stored[1])]
+            continue
+        tree = sources.open_tree(spec.source, result, config.workspace, {}, {})
+        try:
+            found, trouble = discover(spec, tree)
+        finally:
+            tree.close()
+        problems += trouble
+        with db:
+            db.execute(
+                "INSERT OR REPLACE INTO deploy_repos VALUES (?, ?, ?, ?)",
+                (spec.name, key, json.dumps([_row(w) for w in found]),
+                 json.dumps([p.__dict__ for p in trouble])),
+            )  # fmt: skip
+    return problems
+
+
+def load(db: sqlite3.Connection, config: Config) -> list[Workload]:
+    """Every workload graphbuild deploys to: found in deploy repositories, and listed."""
+    db.executescript(_SCHEMA)
+    found = []
+    for (rows,) in db.execute("SELECT workloads FROM deploy_repos ORDER BY repo"):
+        found += [_workload(row) for row in json.loads(rows)]
+    return found + listed(config)
+
+
+def _row(workload: Workload) -> dict:
+    return asdict(workload)
+
+
+def _workload(row: dict) -> Workload:
+    item = row["found"]
+    found = manifests.Found(**{**item, "path": tuple(item["path"])}) if item else None
+    return Workload(**{**row, "found": found})

@@ -1,0 +1,401 @@
+"""Image references in deploy YAML: found exactly, and rewritten without touching another byte."""
+
+import pytest
+
+from graphbuild.manifests import CONTAINER, HELM, KUSTOMIZE, Found, ManifestError, find, rewrite
+
+D = "sha256:" + "a" * 64
+E = "sha256:" + "b" * 64
+
+
+def test_several_documents_rewrites_only_the_second():
+    text = (
+        "apiVersion: v1\n"
+        "kind: Pod\n"
+        "metadata:\n"
+        "  name: first\n"
+        "spec:\n"
+        "  containers:\n"
+        "    - name: a\n"
+        "      image: nginx:1.25\n"
+        "---\n"
+        "# the api\n"
+        "apiVersion: apps/v1\n"
+        "kind: Deployment\n"
+        "metadata: {name: api, namespace: prod}\n"
+        "spec:\n"
+        "  template:\n"
+        "    spec:\n"
+        "      containers:\n"
+        "      - name: api\n"
+        "        image: ghcr.io/acme/api:2.0   # pinned by graphbuild\n"
+    )
+    found = find("deploy/app.yaml", text)
+    assert found == [
+        Found(CONTAINER, 8, "nginx", "1.25", None, "Pod//first", "a", 0,
+              ("spec", "containers", 0, "image")),
+        Found(
+            CONTAINER, 19, "ghcr.io/acme/api", "2.0", None, "Deployment/prod/api", "api", 1,
+            ("spec", "template", "spec", "containers", 0, "image"),
+        ),
+    ]  # fmt: skip
+    assert rewrite(text, found[1], None, D) == text.replace(
+        "image: ghcr.io/acme/api:2.0   #", f"image: ghcr.io/acme/api:2.0@{D}   #"
+    )
+
+
+def test_multi_container_pod_rewrites_the_second_container_only():
+    text = (
+        "kind: Pod\n"
+        "metadata:\n"
+        "  name: web\n"
+        "  namespace: shop\n"
+        "spec:\n"
+        "  initContainers:\n"
+        "  - name: migrate\n"
+        "    image: registry.example.com/shop/migrate:7\n"
+        "  containers:\n"
+        "  - name: web\n"
+        "    image: registry.example.com/shop/web:7\n"
+        "  - name: proxy\n"
+        "    image: envoyproxy/envoy:v1.30.1\n"
+    )
+    found = find("web.yml", text)
+    assert found == [
+        Found(
+            CONTAINER, 11, "registry.example.com/shop/web", "7", None, "Pod/shop/web", "web", 0,
+            ("spec", "containers", 0, "image"),
+        ),
+        Found(
+            CONTAINER, 13, "envoyproxy/envoy", "v1.30.1", None, "Pod/shop/web", "proxy", 0,
+            ("spec", "containers", 1, "image"),
+        ),
+        Found(
+            CONTAINER, 8, "registry.example.com/shop/migrate", "7", None, "Pod/shop/web",
+            "migrate", 0, ("spec", "initContainers", 0, "image"),
+        ),
+    ]  # fmt: skip
+    expected = text.replace(
+        "image: envoyproxy/envoy:v1.30.1\n", f"image: envoyproxy/envoy:v1.31.0@{D}\n"
+    )
+    assert rewrite(text, found[1], "v1.31.0", D) == expected
+
+
+def test_reference_in_a_comment_is_neither_found_nor_touched():
+    text = (
+        "kind: Pod\n"
+        "metadata:\n"
+        "  name: p\n"
+        "spec:\n"
+        "  containers:\n"
+        "  - name: app\n"
+        "    # image: app:0.9\n"
+        "    image: app:1.0\n"
+        "    # image: app:1.0\n"
+    )
+    found = find("pod.yaml", text)
+    assert found == [
+        Found(CONTAINER, 8, "app", "1.0", None, "Pod//p", "app", 0,
+              ("spec", "containers", 0, "image"))
+    ]  # fmt: skip
+    assert rewrite(text, found[0], None, D) == (
+        "kind: Pod\n"
+        "metadata:\n"
+        "  name: p\n"
+        "spec:\n"
+        "  containers:\n"
+        "  - name: app\n"
+        "    # image: app:0.9\n"
+        f"    image: app:1.0@{D}\n"
+        "    # image: app:1.0\n"
+    )
+
+
+def test_anchor_and_aliases_are_found_once_and_the_anchor_is_rewritten():
+    text = (
+        "kind: Deployment\n"
+        "metadata:\n"
+        "  name: w\n"
+        "x-common: &common\n"
+        "  imagePullPolicy: Always\n"
+        "spec:\n"
+        "  template:\n"
+        "    spec:\n"
+        "      containers:\n"
+        "      - name: a\n"
+        "        <<: *common\n"
+        "        image: &img repo.example.com/w:1.0\n"
+        "      - name: b\n"
+        "        image: *img\n"
+    )
+    found = find("w.yaml", text)
+    assert found == [
+        Found(
+            CONTAINER, 12, "repo.example.com/w", "1.0", None, "Deployment//w", "a", 0,
+            ("spec", "template", "spec", "containers", 0, "image"),
+        )
+    ]  # fmt: skip
+    assert rewrite(text, found[0], None, D) == text.replace(
+        "&img repo.example.com/w:1.0\n", f"&img repo.example.com/w:1.0@{D}\n"
+    )
+
+
+def test_crlf_file_keeps_crlf():
+    text = "kind: Job\r\nmetadata:\r\n  name: j\r\nspec:\r\n  template:\r\n    spec:\r\n" + (
+        "      containers:\r\n      - name: run\r\n        image: 'busybox:1.36'\r\n"
+    )
+    found = find("job.yaml", text)
+    assert found == [
+        Found(
+            CONTAINER, 9, "busybox", "1.36", None, "Job//j", "run", 0,
+            ("spec", "template", "spec", "containers", 0, "image"),
+        )
+    ]  # fmt: skip
+    assert rewrite(text, found[0], None, D) == (
+        "kind: Job\r\nmetadata:\r\n  name: j\r\nspec:\r\n  template:\r\n    spec:\r\n"
+        f"      containers:\r\n      - name: run\r\n        image: 'busybox:1.36@{D}'\r\n"
+    )
+
+
+def test_helm_repository_and_tag_pin_the_tag():
+    text = (
+        "frontend:\n"
+        "  replicas: 2\n"
+        "  image:\n"
+        "    repository: ghcr.io/acme/frontend  # the app\n"
+        '    tag: "3.1.0"\n'
+        "    pullPolicy: IfNotPresent\n"
+    )
+    found = find("charts/shop/values.yaml", text)
+    assert found == [
+        Found(HELM, 4, "ghcr.io/acme/frontend", "3.1.0", None, "frontend.image", None, 0,
+              ("frontend", "image"))
+    ]  # fmt: skip
+    assert rewrite(text, found[0], None, D) == (
+        "frontend:\n"
+        "  replicas: 2\n"
+        "  image:\n"
+        "    repository: ghcr.io/acme/frontend  # the app\n"
+        f'    tag: "3.1.0@{D}"\n'
+        "    pullPolicy: IfNotPresent\n"
+    )
+
+
+def test_helm_digest_key_is_replaced_and_the_tag_kept():
+    text = f"image:\n  repository: acme/api\n  tag: 2.4.1\n  digest: {E}\n"
+    found = find("values-prod.yaml", text)
+    assert found == [Found(HELM, 2, "acme/api", "2.4.1", E, "image", None, 0, ("image",))]
+    assert rewrite(text, found[0], "2.5.0", D) == (
+        f"image:\n  repository: acme/api\n  tag: 2.4.1\n  digest: {D}\n"
+    )
+
+
+def test_helm_registry_is_joined_to_the_repository():
+    text = (
+        "postgresql:\n"
+        "  image:\n"
+        "    registry: docker.io\n"
+        "    repository: bitnami/postgresql\n"
+        "    tag: 16.2.0-debian-12-r8\n"
+        '    digest: ""\n'
+    )
+    found = find("values.yml", text)
+    assert found == [
+        Found(HELM, 4, "docker.io/bitnami/postgresql", "16.2.0-debian-12-r8", None,
+              "postgresql.image", None, 0, ("postgresql", "image"))
+    ]  # fmt: skip
+    assert rewrite(text, found[0], None, D) == text.replace('digest: ""', f'digest: "{D}"')
+
+
+def test_helm_numeric_tag_keeps_its_source_text():
+    text = "worker:\n  repository: acme/worker\n  tag: 1.20\n"
+    found = find("values.yaml", text)
+    assert found == [Found(HELM, 2, "acme/worker", "1.20", None, "worker", None, 0, ("worker",))]
+    assert rewrite(text, found[0], None, D) == (
+        f"worker:\n  repository: acme/worker\n  tag: 1.20@{D}\n"
+    )
+
+
+def test_helm_plain_image_string_is_rewritten_like_a_container():
+    text = 'sidecarImage: "quay.io/acme/sidecar:0.3"\nimage: {repository: acme/app}\n'
+    found = find("values.yaml", text)
+    assert found == [
+        Found(HELM, 1, "quay.io/acme/sidecar", "0.3", None, "sidecarImage", None, 0,
+              ("sidecarImage",)),
+        Found(HELM, 2, "acme/app", None, None, "image", None, 0, ("image",)),
+    ]  # fmt: skip
+    assert rewrite(text, found[0], None, D) == text.replace(":0.3", f":0.3@{D}")
+    with pytest.raises(ManifestError, match="line 2: acme/app has no tag or digest"):
+        rewrite(text, found[1], None, D)
+
+
+def test_kustomize_new_name_and_new_tag_get_a_digest_line():
+    text = (
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        "resources: [deployment.yaml]\n"
+        "images:\n"
+        "  - name: app\n"
+        "    newName: registry.example.com/team/app  # mirrored\n"
+        "    newTag: v2\n"
+        "  - name: redis\n"
+        "    newTag: '7.2'\n"
+    )
+    found = find("overlays/prod/kustomization.yaml", text)
+    assert found == [
+        Found(KUSTOMIZE, 5, "registry.example.com/team/app", "v2", None, "kustomization", None, 0,
+              ("images", 0)),
+        Found(KUSTOMIZE, 8, "redis", "7.2", None, "kustomization", None, 0, ("images", 1)),
+    ]  # fmt: skip
+    assert rewrite(text, found[0], "v3", D) == (
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        "resources: [deployment.yaml]\n"
+        "images:\n"
+        "  - name: app\n"
+        "    newName: registry.example.com/team/app  # mirrored\n"
+        "    newTag: v2\n"
+        f"    digest: {D}\n"
+        "  - name: redis\n"
+        "    newTag: '7.2'\n"
+    )
+
+
+def test_kustomize_existing_digest_is_replaced():
+    text = f"images:\r\n- name: app\r\n  digest: {E}\r\n  newTag: v1\r\n"
+    found = find("Kustomization", text)
+    assert found == [Found(KUSTOMIZE, 2, "app", "v1", E, "kustomization", None, 0, ("images", 0))]
+    assert (
+        rewrite(text, found[0], None, D)
+        == f"images:\r\n- name: app\r\n  digest: {D}\r\n  newTag: v1\r\n"
+    )
+
+
+def test_kustomize_digest_line_uses_crlf():
+    text = "images:\r\n- name: app\r\n  newTag: v1\r\n"
+    (found,) = find("kustomization.yml", text)
+    assert (
+        rewrite(text, found, None, D)
+        == f"images:\r\n- name: app\r\n  newTag: v1\r\n  digest: {D}\r\n"
+    )
+
+
+def test_kustomize_flow_entry():
+    text = "images:\n- {name: app, newTag: v1}  # flow\n"
+    found = find("kustomization.yaml", text)
+    assert found == [
+        Found(KUSTOMIZE, 2, "app", "v1", None, "kustomization", None, 0, ("images", 0))
+    ]
+    assert (
+        rewrite(text, found[0], None, D)
+        == f"images:\n- {{name: app, newTag: v1, digest: {D}}}  # flow\n"
+    )
+
+
+def test_cronjob_template():
+    text = (
+        "apiVersion: batch/v1\n"
+        "kind: CronJob\n"
+        "metadata:\n"
+        "  name: nightly\n"
+        "  namespace: ops\n"
+        "spec:\n"
+        "  schedule: '0 3 * * *'\n"
+        "  jobTemplate:\n"
+        "    spec:\n"
+        "      template:\n"
+        "        spec:\n"
+        "          containers:\n"
+        "          - name: backup\n"
+        "            image: acme/backup\n"
+    )
+    found = find("cron.yaml", text)
+    assert found == [
+        Found(
+            CONTAINER, 14, "acme/backup", None, None, "CronJob/ops/nightly", "backup", 0,
+            ("spec", "jobTemplate", "spec", "template", "spec", "containers", 0, "image"),
+        )
+    ]  # fmt: skip
+    assert rewrite(text, found[0], None, D) == text.replace("acme/backup\n", f"acme/backup@{D}\n")
+
+
+def test_quoting_styles_are_kept():
+    text = (
+        "kind: Pod\n"
+        "spec:\n"
+        "  containers:\n"
+        "  - {name: plain, image: alpine:3.19}\n"
+        "  - name: single\n"
+        "    image: 'alpine:3.19'\n"
+        "  - name: double\n"
+        '    image: "alpine:3.19"\n'
+    )
+    found = find("pod.yaml", text)
+    assert [(f.container, f.line, f.name, f.tag) for f in found] == [
+        ("plain", 4, "alpine", "3.19"),
+        ("single", 6, "alpine", "3.19"),
+        ("double", 8, "alpine", "3.19"),
+    ]
+    out = text
+    for f in found:
+        out = rewrite(out, f, "3.20", D)
+    assert out == (
+        "kind: Pod\n"
+        "spec:\n"
+        "  containers:\n"
+        f"  - {{name: plain, image: alpine:3.20@{D}}}\n"
+        "  - name: single\n"
+        f"    image: 'alpine:3.20@{D}'\n"
+        "  - name: double\n"
+        f'    image: "alpine:3.20@{D}"\n'
+    )
+
+
+def test_chart_templates_and_other_files_are_skipped():
+    template = "spec:\n  containers:\n  - image: {{ .Values.image }}\n"
+    assert find("charts/shop/templates/deployment.yaml", template) == []
+    assert find("README.md", "containers:\n- image: app:1\n") == []
+
+
+def test_invalid_yaml_names_the_line():
+    text = "kind: Pod\nspec:\n  containers:\n  - name: a\n    image: [app:1\n"
+    with pytest.raises(ManifestError, match=r"^line 6: not valid YAML"):
+        find("pod.yaml", text)
+    with pytest.raises(ManifestError, match=r"^line 2: not valid YAML"):
+        find("pod.yaml", "kind: Pod\nspec: \x01\n")
+
+
+def test_templated_and_unparsable_values_are_skipped():
+    text = (
+        "kind: Pod\n"
+        "spec:\n"
+        "  containers:\n"
+        '  - image: "{{ .Values.registry }}/app:1"\n'
+        "  - image: ${REGISTRY}/app:1\n"
+        "  - image: Not/A_Valid::ref\n"
+        "  - image: 1.5\n"
+        "  - image: |\n"
+        "      app:1\n"
+    )
+    assert find("pod.yaml", text) == []
+    assert find("kustomization.yaml", "images:\n- name: app\n  newTag: >\n    v1\n") == []
+
+
+def test_second_rewrite_with_the_same_digest_is_identical():
+    pod = "kind: Pod\nspec:\n  containers:\n  - image: app:1  # x\n"
+    helm = "image:\n  repository: app\n  tag: '1'\n"
+    kustomize = "images:\n- name: app\n  newTag: '1'\n"
+    for file, text in (("pod.yaml", pod), ("values.yaml", helm), ("kustomization.yaml", kustomize)):
+        once = rewrite(text, find(file, text)[0], None, D)
+        (again,) = find(file, once)
+        assert (again.tag, again.digest) == ("1", D)
+        assert rewrite(once, again, None, D) == once
+
+
+def test_stale_found_is_refused():
+    text = "kind: Pod\nspec:\n  containers:\n  - image: app:1\n"
+    (found,) = find("pod.yaml", text)
+    with pytest.raises(ManifestError, match="line 4: app is no longer"):
+        rewrite(text.replace("app:1", "other:1"), found, None, D)
+    with pytest.raises(ManifestError, match="line 4: cannot pin to app:bad tag"):
+        rewrite(text, found, "bad tag", D)

@@ -1,0 +1,255 @@
+"""Validate and deploy, end to end: real registry, real buildah builds, real git remotes.
+
+The fleet: `base` on an upstream image in the loopback registry; `web`, `bad`
+and `badchild` (on `bad`) in `apps`. A scanner gate (a real command that
+writes a Trivy JSON report) fails `bad`. A GitOps deploy repository holds
+the manifests of two rings, dev and prod, in the shapes people write: a
+multi-document file with a two-container pod and a comment naming the image,
+a kustomization, Helm values, and a CRLF file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import git, require
+from .test_sweep import Site
+
+pytestmark = pytest.mark.timeout(900)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "gates"
+
+DEV_WEB = """\
+# the web tier; image: {h}/apps/web:1 stays as it is in this comment
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  template:
+    spec:
+      initContainers:
+        - name: migrate
+          image: "{web}"   # same image, quoted
+      containers:
+        - name: web
+          image: {web}
+        - name: proxy
+          image: docker.io/library/nginx:1.25
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+"""
+DEV_KUSTOMIZATION = """\
+resources:
+  - web.yaml
+images:
+  - name: {h}/apps/bad
+    newTag: "1"
+"""
+DEV_VALUES = """\
+badchild:
+  image:
+    repository: {h}/apps/badchild
+    tag: "1"
+"""
+PROD_WEB = (
+    "apiVersion: apps/v1\r\nkind: Deployment\r\nmetadata:\r\n  name: web\r\nspec:\r\n"
+    "  template:\r\n    spec:\r\n      containers:\r\n        - name: web\r\n"
+    "          image: {web} # kept by graphbuild\r\n"
+)
+
+
+class Fleet(Site):
+    """Site's way of running graphbuild, on a fleet with gates and a deploy repository."""
+
+    def __init__(self, root: Path, registry, remotes) -> None:
+        self.root, self.registry, self.host = root, registry, registry.host
+        h = self.host
+        self.push_upstream("upstream v1")
+        self.platform = remotes("platform", {
+            "base/Dockerfile": f"FROM {h}/upstream/base:1\nCOPY f /base\n", "base/f": "base",
+        })  # fmt: skip
+        self.apps = remotes("apps", {
+            "web/Dockerfile": f"FROM {h}/platform/base:1\nCOPY f /web\n", "web/f": "web",
+            "bad/Dockerfile": f"FROM {h}/platform/base:1\nCOPY f /bad\n", "bad/f": "bad",
+            "badchild/Dockerfile": f"FROM {h}/apps/bad:1\nCOPY f /c\n", "badchild/f": "c",
+        })  # fmt: skip
+        self.web_tag = f"{h}/apps/web:1"
+        self.deploy = remotes("deploy", self.manifests(self.web_tag))
+        self.health_log = root / "health.log"
+        scan = ('case "$1" in *apps/bad:*) cp "$2/trivy-alpine.json" "$3";; '
+                '*) cp "$2/trivy-clean.json" "$3";; esac')  # fmt: skip
+        storage = root / "buildah"
+        self.config = {
+            "registries": {h: {"insecure": True}},
+            "builder": {"kind": "buildah", "root": str(storage / "root"),
+                        "runroot": str(storage / "run")},
+            "repos": [
+                {"name": "platform", "url": str(self.platform.url), "images": [
+                    {"image": f"{h}/platform/base", "dockerfile": "base/Dockerfile",
+                     "context": "base", "tags": ["1"]}]},
+                {"name": "apps", "url": str(self.apps.url), "images": [
+                    {"image": f"{h}/apps/{{dir}}", "dockerfile": "*/Dockerfile", "tags": ["1"]}]},
+            ],
+            "gates": [
+                {"name": "trivy", "scan": ["sh", "-c", scan, "sh", "{image}", str(FIXTURES),
+                                           "{report}"], "fail_on": "high"},
+                {"name": "pinned", "test": ["sh", "-c", 'case "$1" in *@sha256:*) ;; '
+                                            '*) exit 1;; esac', "sh", "{image}"]},
+            ],
+            "deployments": {
+                "rings": [
+                    {"name": "dev", "health": ["sh", "-c", 'echo "$1 $2" >> "$3"', "sh",
+                                               "{ring}", "{run}", str(self.health_log)]},
+                    {"name": "prod"},
+                ],
+                "repos": [{"name": "deploy", "url": str(self.deploy.url), "branch": "main",
+                           "rings": {"dev": ["envs/dev/**"], "prod": ["envs/prod/**"]}}],
+            },
+        }  # fmt: skip
+        self.write_config()
+
+    def manifests(self, web: str) -> dict[str, str]:
+        h = self.host
+        return {
+            "envs/dev/web.yaml": DEV_WEB.format(h=h, web=web),
+            "envs/dev/kustomization.yaml": DEV_KUSTOMIZATION.format(h=h),
+            "envs/dev/values.yaml": DEV_VALUES.format(h=h),
+            "envs/prod/web.yaml": PROD_WEB.format(web=web),
+        }
+
+    def shown(self, path: str) -> str:
+        """A file of the deploy repository's main branch, byte for byte (CRLF kept)."""
+        done = subprocess.run(["git", "--git-dir", str(self.deploy.url), "show", f"main:{path}"],
+                              check=True, capture_output=True)  # fmt: skip
+        return done.stdout.decode()
+
+    def commits(self) -> list[str]:
+        return git(self.deploy.url, "log", "--format=%s", "main").splitlines()
+
+    def at(self, digest: str) -> str:
+        return f"{self.web_tag}@{digest}"
+
+
+@pytest.fixture
+def fleet(tmp_path, registry, remotes):
+    require("buildah")
+    require("git")
+    return Fleet(tmp_path, registry, remotes)
+
+
+def deploys(run: dict) -> dict[tuple[str, str], str]:
+    return {(d["ring"], d["name"]): d["status"] for d in run["deploys"]}
+
+
+def rings(run: dict) -> dict[str, str]:
+    return {r["ring"]: r["status"] for r in run["rings"]}
+
+
+def test_base_update_rebuilds_validates_and_deploys_ring_by_ring(fleet):
+    h = fleet.host
+    untouched = {p: fleet.shown(p) for p in ("envs/dev/kustomization.yaml",
+                                             "envs/dev/values.yaml")}  # fmt: skip
+    first = fleet.run("sweep", code=1)  # `bad` fails its scan: the run says so
+    web1 = fleet.digest(fleet.web_tag)
+    assert fleet.shown("envs/dev/web.yaml") == DEV_WEB.format(h=h, web=fleet.at(web1))
+    assert fleet.shown("envs/prod/web.yaml") == PROD_WEB.format(web=fleet.at(web1))
+    assert rings(first) == {"dev": "healthy", "prod": "healthy"}
+
+    fleet.push_upstream("upstream v2: the security fix")
+    commits = len(fleet.commits())
+    run = fleet.run("sweep", code=1)
+    web2 = fleet.digest(fleet.web_tag)
+    assert web2 != web1
+    assert {n["node"]: n["status"] for n in run["nodes"]} == dict.fromkeys(
+        [f"{h}/platform/base:1", f"{h}/apps/web:1", f"{h}/apps/bad:1", f"{h}/apps/badchild:1"],
+        "succeeded",
+    )
+    gates = {(g["node"], g["gate"]): g["status"] for g in run["gates"]}
+    assert gates[(f"{h}/apps/bad:1", "trivy")] == "failed"
+    assert gates[(f"{h}/apps/web:1", "trivy")] == "passed"
+    assert gates[(f"{h}/apps/badchild:1", "trivy")] == "passed"
+    assert all(s == "passed" for (_, gate), s in gates.items() if gate == "pinned")
+    bad_gate = next(g for g in run["gates"] if g["node"] == f"{h}/apps/bad:1"
+                    and g["gate"] == "trivy")  # fmt: skip
+    assert "critical" in bad_gate["summary"]
+    assert bad_gate["findings"] and bad_gate["findings"][0]["severity"] in ("critical", "high")
+
+    # GitOps: one commit per ring, only the reference changed, byte for byte
+    assert fleet.shown("envs/dev/web.yaml") == DEV_WEB.format(h=h, web=fleet.at(web2))
+    assert fleet.shown("envs/prod/web.yaml") == PROD_WEB.format(web=fleet.at(web2))
+    assert {p: fleet.shown(p) for p in untouched} == untouched  # bad and badchild held
+    log = fleet.commits()
+    assert len(log) == commits + 2
+    assert log[:2] == ["graphbuild: deploy 1 image to prod", "graphbuild: deploy 1 image to dev"]
+    message = git(fleet.deploy.url, "log", "-1", "--format=%B", "main~1")
+    assert f"Graphbuild-Run: {run['id']}" in message
+    assert f"{h}/apps/web:1: stale: built on {h}/platform/base:1" in message  # why, and what
+    assert f"- envs/dev/web.yaml: {fleet.at(web2)}" in message
+    assert deploys(run) == {
+        ("dev", "Deployment/shop/web (migrate)"): "deployed",
+        ("dev", "Deployment/shop/web (web)"): "deployed",
+        ("prod", "Deployment//web (web)"): "deployed",
+    }
+    assert rings(run) == {"dev": "healthy", "prod": "healthy"}
+    assert fleet.health_log.read_text().splitlines()[-1] == f"dev {run['id']}"
+
+    # the run says what was deployed where, and why the rest was not
+    shown = fleet.gb("runs", run["id"])
+    assert "ring prod: healthy" in shown.stdout
+    assert "failed" in shown.stdout and "trivy" in shown.stdout
+    report = (fleet.root / ".graphbuild" / "runs" / run["id"] / "report.md").read_text()
+    assert "## Gates" in report and "## Deploys" in report
+    held = fleet.gb("sweep").stderr  # nothing to rebuild now
+    assert "Nothing to rebuild." in fleet.gb("sweep").stdout
+    assert len(fleet.commits()) == commits + 2  # a second sweep commits nothing
+    assert "not deployed" not in held
+
+    uses = json.loads(fleet.gb("uses", f"{h}/upstream/base:1", "--json").stdout)
+    workloads = {(u["image"], w["ring"], w["name"]) for u in uses for w in u["workloads"]}
+    assert (f"{h}/apps/web:1", "prod", "Deployment//web (web)") in workloads
+    assert (f"{h}/apps/bad:1", "dev", "kustomization") in workloads
+    assert (f"{h}/apps/badchild:1", "dev", "badchild.image") in workloads
+
+
+def test_an_unhealthy_ring_stops_the_later_rings(fleet):
+    fleet.config["deployments"]["rings"][0]["health"] = ["sh", "-c", "echo down; exit 3"]
+    fleet.write_config()
+    before = fleet.shown("envs/prod/web.yaml")
+    run = fleet.run("sweep", code=1)
+    web = fleet.digest(fleet.web_tag)
+    assert fleet.shown("envs/dev/web.yaml") == DEV_WEB.format(h=fleet.host, web=fleet.at(web))
+    assert fleet.shown("envs/prod/web.yaml") == before
+    assert rings(run) == {"dev": "unhealthy"}
+    assert "exited 3: down" in run["rings"][0]["detail"]
+    assert all(ring == "dev" for ring, _ in deploys(run))
+
+
+def test_a_manual_ring_waits_for_graphbuild_deploy(fleet):
+    fleet.config["deployments"]["rings"][1]["manual"] = True
+    fleet.write_config()
+    before = fleet.shown("envs/prod/web.yaml")
+    run = fleet.run("sweep", code=1)
+    assert rings(run) == {"dev": "healthy", "prod": "manual"}
+    assert fleet.shown("envs/prod/web.yaml") == before
+    web = fleet.digest(fleet.web_tag)
+
+    preview = fleet.gb("deploy", run["id"], "--ring", "prod", "--dry-run")
+    assert preview.returncode == 1, preview.stderr  # `bad` is still held: the run failed a gate
+    assert f"-          image: {fleet.web_tag} # kept by graphbuild\n" in preview.stdout
+    assert f"+          image: {fleet.at(web)} # kept by graphbuild\n" in preview.stdout
+    assert fleet.shown("envs/prod/web.yaml") == before  # a dry run changes nothing
+
+    done = fleet.run("deploy", run["id"], "--ring", "prod", code=1)
+    assert fleet.shown("envs/prod/web.yaml") == PROD_WEB.format(web=fleet.at(web))
+    assert rings(done)["prod"] == "healthy"
+    again = fleet.run("deploy", run["id"], "--ring", "prod", code=1)
+    assert deploys(again)[("prod", "Deployment//web (web)")] == "unchanged"
