@@ -253,3 +253,61 @@ def test_a_manual_ring_waits_for_graphbuild_deploy(fleet):
     assert rings(done)["prod"] == "healthy"
     again = fleet.run("deploy", run["id"], "--ring", "prod", code=1)
     assert deploys(again)[("prod", "Deployment//web (web)")] == "unchanged"
+
+
+# -- which images may deploy, without builds: a run and a graph as data
+
+BASE, MID, APP, OTHER = "r.test/base:1", "r.test/mid:1", "r.test/app:1", "r.test/other:1"
+
+
+def small_run(gate_status: dict[str, str], hold: bool = True, gate_images=()):
+    import networkx as nx
+
+    from graphbuild.config import Config, Deployments, GateSpec
+    from graphbuild.state import GateRecord, Run, RunNode
+
+    g = nx.DiGraph([(BASE, MID), (MID, APP)])
+    g.add_node(OTHER)
+    for node in g:
+        g.nodes[node].update(image=node.rsplit(":", 1)[0], tags=[node])
+    digest = {n: "sha256:" + str(i) * 64 for i, n in enumerate(g)}
+    nodes = [RunNode(n, 0, "stale", "", [], status="succeeded", digest=digest[n]) for n in g]
+    gates = [GateRecord(n, "scan", digest[n], s, f"{s} summary", []) for n, s in
+             gate_status.items()]  # fmt: skip
+    run = Run("r1", "sweep", None, "", None, "succeeded", {}, nodes, gates)
+    spec = GateSpec("scan", "scan", ("x", "{report}"), tuple(gate_images))
+    config = Config(Path("repos.yaml"), Path("ws"), (), gates=(spec,),
+                    deployments=Deployments(hold_descendants=hold))  # fmt: skip
+    return config, g, run, digest
+
+
+def test_a_failed_gate_holds_the_image_and_what_is_built_on_it():
+    from graphbuild import rollout
+
+    passed = dict.fromkeys([BASE, APP, OTHER], "passed")
+    config, g, run, digest = small_run({**passed, MID: "failed"})
+    ok, held = rollout.deployable(config, g, run)
+    assert ok == {BASE: digest[BASE], OTHER: digest[OTHER]}
+    assert held == {MID: "failed gate scan: failed summary",
+                    APP: f"built on {MID}, which failed a gate"}  # fmt: skip
+
+
+def test_hold_descendants_false_lets_what_is_built_on_a_failed_image_deploy():
+    from graphbuild import rollout
+
+    passed = dict.fromkeys([BASE, APP, OTHER], "passed")
+    config, g, run, _ = small_run({**passed, MID: "failed"}, hold=False)
+    ok, held = rollout.deployable(config, g, run)
+    assert set(ok) == {BASE, APP, OTHER}
+    assert set(held) == {MID}
+
+
+def test_an_image_whose_gate_has_not_run_is_not_validated():
+    from graphbuild import rollout
+
+    config, g, run, _ = small_run({BASE: "passed", MID: "passed", APP: "passed"})
+    ok, held = rollout.deployable(config, g, run)
+    assert held == {OTHER: "not validated: gate scan has not run"}
+    config, g, run, _ = small_run({BASE: "passed"}, gate_images=["r.test/base"])
+    ok, held = rollout.deployable(config, g, run)  # the gate applies to base only
+    assert set(ok) == {BASE, MID, APP, OTHER} and not held
