@@ -272,12 +272,16 @@ def deploy(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the file diffs and commands; change nothing.")
     ] = False,
+    rollback: Annotated[
+        bool,
+        typer.Option("--rollback", help="Deploy it even though a later run rebuilt its images."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Deploy a finished run's validated images, ring by ring (e.g. prod, by hand)."""
     from graphbuild.commands import deploy as cmd
 
-    _exit(cmd.run(_config(ctx), run_id, ring or [], dry_run, as_json))
+    _exit(cmd.run(_config(ctx), run_id, ring or [], dry_run, rollback, as_json))
 
 
 def main() -> None:

@@ -52,7 +52,8 @@ def roll_out(
             run = state.run(run_id)
             assert run is not None
             if not dry_run:
-                validate(config, graph, state, run, cancel, max_parallel)
+                for record in validate(config, graph, state, run, cancel, max_parallel, say=say):
+                    say(f"{record.node}: gate {record.gate} {record.status} ({record.summary})")
                 run = state.run(run_id)
                 assert run is not None
             images, held = deployable(config, graph, run)
@@ -102,6 +103,7 @@ def validate(
     cancel: threading.Event,
     max_parallel: int = 4,
     today: dt.date | None = None,
+    say: Callable[[str], None] = print,
 ) -> list[GateRecord]:
     """Run every gate that applies on each image the run built, once per digest."""
     today = today or dt.date.today()
@@ -118,6 +120,8 @@ def validate(
     if not work:
         return []
     folder.mkdir(parents=True, exist_ok=True)
+    images = len({node for node, _, _ in work})
+    say(f"Validating {images} image{'s' if images != 1 else ''}: {len(work)} gate runs.")
 
     def check(item: tuple) -> GateRecord:
         node, digest, gate = item

@@ -3,9 +3,12 @@
 #
 # Starts a loopback registry on localhost:5000, pushes the example's upstream
 # images (stand-ins built from Debian's static busybox: no internet needed),
-# runs `graphbuild sweep` (everything missing: built in waves), publishes an
-# "upstream fix" to one base, sweeps again (only what is built on it), shows
-# the runs, and stops what it started. Run it as root or with sudo rights.
+# creates a GitOps deploy repository from examples/deploy, runs `graphbuild
+# sweep` (everything missing: built in waves, smoke-tested, deployed to the
+# dev ring), publishes an "upstream fix" to one base, sweeps again (only what
+# is built on it), takes that run to the manual prod ring with `graphbuild
+# deploy`, shows the runs, and stops what it started. Run it as root or with
+# sudo rights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh
@@ -62,13 +65,32 @@ push_upstream() {
 push_upstream os "os 12.8"
 push_upstream toolbox "toolbox 1.0.0"
 
+# The GitOps repository the example deploys to (Argo CD or Flux would watch it).
+deploy_repo=$demo/deploy.git
+rm -rf "$deploy_repo" "$demo/deploy-work"
+git init --quiet --bare -b main "$deploy_repo"
+cp -r examples/deploy "$demo/deploy-work"
+git -C "$demo/deploy-work" init --quiet -b main
+git -C "$demo/deploy-work" add -A
+git -C "$demo/deploy-work" -c user.name=demo -c user.email=demo@localhost \
+    commit --quiet -m "The example's manifests"
+git -C "$demo/deploy-work" push --quiet "$PWD/$deploy_repo" main
+echo "Created the deploy repository $deploy_repo from examples/deploy."
+
 gb sync
 gb uses localhost:5000/upstream/os:1
 gb plan
-gb sweep                      # nothing is in the registry yet: everything is built, in waves
+# nothing is in the registry yet: everything is built, in waves, smoke-tested,
+# and deployed to the dev ring; prod is manual
+gb sweep
 
 push_upstream toolbox "toolbox 1.0.1: security fix"
 gb plan                       # only what is built on the toolbox: count, report, shop/api
 gb sweep
+run=$(.venv/bin/graphbuild runs --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])')
+gb deploy "$run" --ring prod --dry-run
+gb deploy "$run" --ring prod  # a person takes the run to prod
 gb sweep                      # right after a good sweep: nothing to do
 gb runs
+echo "+ git log of the deploy repository" >&2
+git --git-dir "$deploy_repo" log --format='%h %s' main

@@ -254,6 +254,17 @@ def test_a_manual_ring_waits_for_graphbuild_deploy(fleet):
     again = fleet.run("deploy", run["id"], "--ring", "prod", code=1)
     assert deploys(again)[("prod", "Deployment//web (web)")] == "unchanged"
 
+    fleet.push_upstream("upstream v2")
+    later = fleet.run("sweep", code=1)
+    newer = fleet.digest(fleet.web_tag)
+    assert fleet.shown("envs/dev/web.yaml") == DEV_WEB.format(h=fleet.host, web=fleet.at(newer))
+    refused = fleet.gb("deploy", run["id"], "--ring", "dev")
+    assert refused.returncode == 2
+    assert f"run {later['id']} has rebuilt images of run {run['id']}" in refused.stderr
+    back = fleet.run("deploy", run["id"], "--ring", "dev", "--rollback", code=1)
+    assert rings(back)["dev"] == "healthy"
+    assert fleet.shown("envs/dev/web.yaml") == DEV_WEB.format(h=fleet.host, web=fleet.at(web))
+
 
 # -- which images may deploy, without builds: a run and a graph as data
 

@@ -13,7 +13,9 @@ from graphbuild.config import Config
 from graphbuild.state import State, sweep_lock
 
 
-def run(config: Config, run_id: str, rings: list[str], dry_run: bool, as_json: bool) -> int:
+def run(
+    config: Config, run_id: str, rings: list[str], dry_run: bool, rollback: bool, as_json: bool
+) -> int:
     order = [ring.name for ring in config.deployments.rings]
     if not order:
         raise errors.GraphbuildError(f"{config.file}: deployments.rings: no rings to deploy to")
@@ -31,6 +33,12 @@ def run(config: Config, run_id: str, rings: list[str], dry_run: bool, as_json: b
                 raise errors.GraphbuildError(
                     f"run {run_id} is {found.status}: finish its builds first "
                     f"(graphbuild resume {run_id})"
+                )
+            later = state.rebuilt_since(found.started, [n.node for n in found.nodes])
+            if later and not rollback:
+                raise errors.GraphbuildError(
+                    f"run {later[-1]} has rebuilt images of run {run_id} since: deploying "
+                    f"{run_id} would roll them back. Pass --rollback if that is the intent."
                 )
             done = {r.ring for r in found.rings if r.status in (rollout.HEALTHY, rollout.NOTHING)}
             first = min(order.index(r) for r in wanted)
