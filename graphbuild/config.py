@@ -230,6 +230,17 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
                 first[key.value] = key.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        """`until: 2027-02-30` is a date YAML cannot make: an error at its line, not a crash."""
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as err:
+            problem = f"{node.value!r} is not a valid date ({err})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
 
 class _Checker:
     """Turns loaded YAML into a Config, failing on the first wrong key."""
@@ -448,11 +459,15 @@ class _Checker:
         for key in ("branch", "push_branch"):
             if key in data:
                 branch = branches[key] = self.string(data[key], [*where, key])
-                plain = branch.replace("{run}", "x").replace("{ring}", "x")
-                if not _REF_RE.match(plain) or ".." in plain or plain.endswith((".lock", ".")):
+                plain = branch
+                if key == "push_branch":
+                    plain = branch.replace("{run}", "x").replace("{ring}", "x")
+                if "{" in plain or "}" in plain:
+                    hint = "only {run} and {ring} are filled in, and only in push_branch"
+                    raise self.fail([*where, key], f"{branch!r}: {hint}")
+                bad = ".." in plain or "@{" in plain or plain.endswith((".lock", "."))
+                if not _REF_RE.match(plain) or bad:
                     raise self.fail([*where, key], f"{branch!r} is not a branch name")
-        if "{" in branches.get("branch", ""):
-            raise self.fail([*where, "branch"], "placeholders belong in push_branch")
         ring_globs = data.get("rings")
         if not isinstance(ring_globs, dict) or not ring_globs:
             hint = "map each ring to the paths of its manifests, e.g. {dev: ['envs/dev/**']}"

@@ -84,8 +84,11 @@ def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], 
         try:
             text = tree.read(path).decode("utf-8")
             located = manifests.find(path, text)
-        except (UnicodeDecodeError, manifests.ManifestError) as err:
+        except UnicodeDecodeError as err:
             problems.append(Problem(WARNING, spec.name, f"not read: {err}", path))
+            continue
+        except manifests.ManifestError as err:
+            problems.append(Problem(WARNING, spec.name, f"not read: {err.message}", path, err.line))
             continue
         for item in located:
             try:

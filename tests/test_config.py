@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from graphbuild import config
@@ -278,3 +280,282 @@ def test_bad_registry_settings(tmp_path, text, key, says, line):
         load_text(tmp_path, "repos: []\n" + text)
     assert (caught.value.key, caught.value.line) == (key, line + 1)
     assert says in caught.value.message
+
+
+# ---------------------------------------------------------------- gates and deployments
+
+FULL_DEPLOY = """\
+repos:
+  - name: apps
+    url: https://example.com/apps.git
+gates:
+  - name: trivy
+    scan: [trivy, image, --format, json, --output, "{report}", "{image}"]
+    images: ["registry.example/apps/*"]
+    fail_on: HIGH
+    allow:
+      - id: CVE-2024-0001
+        until: 2027-01-31
+        reason: no fix upstream
+      - {id: CVE-2024-0002, until: "2026-12-01"}
+    timeout: 900
+  - name: smoke
+    test: [sh, -c, "run {image}"]
+deployments:
+  rings:
+    - dev
+    - name: prod
+      health: [curl, -f, https://prod.example/health]
+      manual: true
+      timeout: 120
+  repos:
+    - name: deploy
+      url: https://example.com/deploy.git
+      branch: release
+      push_branch: "graphbuild/{run}-{ring}"
+      rings:
+        dev: ["envs/dev/**", "./shared/dev-*.yaml"]
+        prod: [envs/prod/**]
+  workloads:
+    - name: api
+      image: registry.example/apps/api:2
+      ring: prod
+      kubectl:
+        resource: deployment/api
+        container: api
+        namespace: shop
+        kubeconfig: kube/config
+        timeout: 90
+  hold_descendants: false
+"""
+
+
+def test_gates_and_deployments_load_into_their_dataclasses(tmp_path):
+    cfg = load_text(tmp_path, FULL_DEPLOY)
+    assert cfg.gates == (
+        config.GateSpec(
+            name="trivy",
+            kind="scan",
+            argv=("trivy", "image", "--format", "json", "--output", "{report}", "{image}"),
+            images=("registry.example/apps/*",),
+            fail_on="high",
+            allow=(
+                config.Allowed("CVE-2024-0001", dt.date(2027, 1, 31), "no fix upstream"),
+                config.Allowed("CVE-2024-0002", dt.date(2026, 12, 1), ""),
+            ),
+            timeout=900.0,
+            key="gates[0]",
+        ),
+        config.GateSpec(
+            name="smoke", kind="test", argv=("sh", "-c", "run {image}"), key="gates[1]"
+        ),
+    )
+    assert cfg.gates[1].fail_on == "critical" and cfg.gates[1].timeout == 1800.0
+    assert cfg.gates[0].applies("registry.example/apps/web")
+    assert not cfg.gates[0].applies("registry.example/base")
+    assert cfg.gates[1].applies("anything.example/at/all")
+    assert cfg.deployments == config.Deployments(
+        rings=(
+            config.RingSpec("dev"),
+            config.RingSpec("prod", ("curl", "-f", "https://prod.example/health"), 120.0, True),
+        ),
+        repos=(
+            config.DeployRepoSpec(
+                name="deploy",
+                url="https://example.com/deploy.git",
+                branch="release",
+                push_branch="graphbuild/{run}-{ring}",
+                rings={
+                    "dev": ("envs/dev/**", "shared/dev-*.yaml"),
+                    "prod": ("envs/prod/**",),
+                },
+                key="deployments.repos[0]",
+            ),
+        ),
+        workloads=(
+            config.WorkloadSpec(
+                name="api",
+                image="registry.example/apps/api",
+                tag="2",
+                ring="prod",
+                kubectl={
+                    "resource": "deployment/api",
+                    "container": "api",
+                    "namespace": "shop",
+                    "kubeconfig": str(tmp_path / "kube/config"),
+                    "timeout": "90",
+                },
+                key="deployments.workloads[0]",
+            ),
+        ),
+        hold_descendants=False,
+    )
+    assert cfg.deployments.rings[0] == config.RingSpec("dev", (), 600.0, False)
+
+
+def test_deploy_repositories_are_synced_with_the_image_repositories(tmp_path):
+    cfg = load_text(tmp_path, FULL_DEPLOY)
+    apps = config.RepoSpec("apps", url="https://example.com/apps.git", key="repos[0]")
+    deploy = config.RepoSpec("deploy", url="https://example.com/deploy.git", ref="release",
+                             key="deployments.repos[0]")  # fmt: skip
+    assert cfg.repos == (apps,)
+    assert cfg.sources == (apps, deploy)
+    assert cfg.deployments.repos[0].source == deploy
+
+
+def test_a_deploy_repository_reads_main_by_default_and_a_workload_tag_defaults_to_latest(
+    tmp_path,
+):
+    cfg = load_text(
+        tmp_path,
+        "repos: []\ndeployments:\n  rings: [dev]\n"
+        "  repos:\n    - {name: d, url: ./deploy, rings: {dev: ['**']}}\n"
+        "  workloads:\n    - {name: w, image: nginx, ring: dev,"
+        " kubectl: {resource: deployment/w, container: w}}\n",
+    )
+    (repo,) = cfg.deployments.repos
+    assert (repo.url, repo.branch, repo.push_branch) == (str(tmp_path / "deploy"), "main", None)
+    (workload,) = cfg.deployments.workloads
+    assert (workload.image, workload.tag) == ("docker.io/library/nginx", "latest")
+    assert workload.kubectl == {"resource": "deployment/w", "container": "w"}
+    assert cfg.deployments.hold_descendants is True
+
+
+SCAN = "repos: []\ngates:\n  - name: s\n    scan: [trivy, '{report}']\n"  # the gate is on line 3
+DEPLOY = """\
+repos:
+  - name: apps
+    path: .
+deployments:
+  rings: [dev, prod]
+  repos:
+    - name: deploy
+      url: https://example.com/deploy.git
+      rings: {dev: [envs/dev/**]}
+"""  # deployments.repos[0] starts on line 7
+WORKLOAD = """\
+repos: []
+deployments:
+  rings: [dev]
+  workloads:
+    - name: web
+      image: registry.example/web:1
+      ring: dev
+      kubectl:
+        resource: deployment/web
+        container: web
+"""  # deployments.workloads[0] starts on line 5
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says", "line"),
+    [
+        case("repos: []\ngates:\n  - name: g\n    scan: [a, '{report}']\n    test: [b]\n",
+             "gates[0]", "give exactly one of `scan` (a scanner) or `test` (a command)", 3),
+        case("repos: []\ngates:\n  - name: g\n    images: ['*']\n",
+             "gates[0]", "give exactly one of `scan`", 3),
+        case("repos: []\ngates:\n  - name: g\n    scan: [trivy, --output, out.json]\n",
+             "gates[0].scan", "must hold {report}: where the scanner writes its JSON report", 4),
+        case("repos: []\ngates:\n  - name: g\n    test: []\n",
+             "gates[0].test", "must name the command to run", 4),
+        case(SCAN + "    fail_on: severe\n", "gates[0].fail_on",
+             "expected one of unknown, low, medium, high, critical", 5),
+        case(SCAN + "    allow:\n      - id: CVE-1\n", "gates[0].allow[0].until",
+             "missing: an accepted finding needs id and until", 6),
+        case(SCAN + "    allow:\n      - {id: CVE-1, until: soon}\n", "gates[0].allow[0].until",
+             "expected a date, YYYY-MM-DD", 6),
+        case(SCAN + "    allow:\n      - {id: CVE-1, until: 2027-01-31 10:00:00}\n",
+             "gates[0].allow[0].until", "expected a date, YYYY-MM-DD", 6),
+        case("repos: []\ngates:\n  - name: t\n    test: [make, check]\n    fail_on: high\n",
+             "gates[0].fail_on", "only used with `scan`", 5),
+        case("repos: []\ngates:\n  - name: t\n    test: [make, check]\n    allow: []\n",
+             "gates[0].allow", "only used with `scan`", 5),
+        case(SCAN + "  - name: s\n    test: [make, check]\n", "gates[1].name",
+             "duplicate name 's'", 5),
+        case(SCAN + "    timeout: 0\n", "gates[0].timeout", "a number of seconds above 0", 5),
+        case(DEPLOY.replace("{dev: [envs/dev/**]}", "{dev: [a], staging: [b]}"),
+             "deployments.repos[0].rings.staging",
+             "unknown ring 'staging'; deployments.rings has ['dev', 'prod']", 9),
+        case(DEPLOY.replace("      rings: {dev: [envs/dev/**]}\n", ""),
+             "deployments.repos[0].rings",
+             "missing: map each ring to the paths of its manifests, e.g. {dev: ['envs/dev/**']}",
+             7),
+        case(DEPLOY.replace("{dev: [envs/dev/**]}", "{}"), "deployments.repos[0].rings",
+             "missing: map each ring", 9),
+        case(DEPLOY.replace("  rings: [dev, prod]\n", ""), "deployments.rings",
+             "missing: list the rings to deploy in, in order", 4),
+        case(WORKLOAD.replace("  rings: [dev]\n", ""), "deployments.rings",
+             "missing: list the rings to deploy in, in order", 2),
+        case(DEPLOY.replace("https://example.com/deploy.git", "'ext::sh -c x'"),
+             "deployments.repos[0].url",
+             "the ext:: transport can run commands; use https, ssh, git or file", 8),
+        case(DEPLOY.replace("https://example.com/deploy.git", "--upload-pack=x"),
+             "deployments.repos[0].url", "looks like a git option", 8),
+        case(DEPLOY.replace("    - name: deploy", "    - name: apps"),
+             "deployments.repos[0].name", "'apps' is also the name of a repos entry", 7),
+        case(DEPLOY + "    - name: deploy\n      url: x\n      rings: {dev: [a]}\n",
+             "deployments.repos[1].name", "duplicate name 'deploy'", 10),
+        case(DEPLOY + "      branch: 'release-{run}'\n", "deployments.repos[0].branch",
+             "only {run} and {ring} are filled in, and only in push_branch", 10),
+        case(DEPLOY + "      push_branch: 'graphbuild/{run}..{ring}'\n",
+             "deployments.repos[0].push_branch",
+             "'graphbuild/{run}..{ring}' is not a branch name", 10),
+        case(DEPLOY + "      branch: 'main:refs/heads/x'\n", "deployments.repos[0].branch",
+             "'main:refs/heads/x' is not a branch name", 10),
+        case(DEPLOY.replace("envs/dev/**", "../other/**"), "deployments.repos[0].rings.dev[0]",
+             "must be a relative path inside the repository", 9),
+        case(WORKLOAD.replace("ring: dev", "ring: prod"), "deployments.workloads[0].ring",
+             "unknown ring 'prod'; deployments.rings has ['dev']", 7),
+        case(WORKLOAD.replace("registry.example/web:1", "registry.example/web@sha256:" + "a" * 64),
+             "deployments.workloads[0].image",
+             "name the image by tag; deploys pin the digest", 6),
+        case(WORKLOAD.replace("registry.example/web:1",
+                              "registry.example/web:1@sha256:" + "a" * 64),
+             "deployments.workloads[0].image", "name the image by tag", 6),
+        case(WORKLOAD.replace("        container: web\n", ""),
+             "deployments.workloads[0].kubectl.container",
+             "missing: the container that runs the image", 8),
+        case(WORKLOAD.replace("        resource: deployment/web\n", ""),
+             "deployments.workloads[0].kubectl.resource",
+             "missing: the workload to patch, e.g. deployment/web", 8),
+        case(WORKLOAD.replace("deployment/web", "web"),
+             "deployments.workloads[0].kubectl.resource",
+             "expected kind/name, e.g. deployment/web", 9),
+        case(WORKLOAD.replace("      ring: dev\n", ""), "deployments.workloads[0].ring",
+             "missing: a workload needs image, ring and kubectl", 5),
+        case(WORKLOAD + "        context: [a]\n",
+             "deployments.workloads[0].kubectl.context", "expected a string, got a list", 11),
+        case(WORKLOAD.replace("  rings: [dev]\n", "  rings: [dev, {name: dev}]\n"),
+             "deployments.rings[1].name", "duplicate name 'dev'", 3),
+        case(WORKLOAD.replace("  rings: [dev]\n", "  rings: [{name: dev, manual: yes please}]\n"),
+             "deployments.rings[0].manual", "expected true or false, got a string", 3),
+    ],
+)  # fmt: skip
+def test_bad_gates_and_deployments_name_file_line_and_key(tmp_path, text, key, says, line):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    err = caught.value
+    assert (err.key, err.line) == (key, line)
+    assert says in err.message
+    assert str(err) == f"{tmp_path / 'repos.yaml'}:{line}: {key}: {err.message}"
+
+
+def test_push_branch_placeholders_are_accepted(tmp_path):
+    text = DEPLOY + "      branch: release/v2\n      push_branch: 'gb/{ring}/{run}'\n"
+    (repo,) = load_text(tmp_path, text).deployments.repos
+    assert (repo.branch, repo.push_branch) == ("release/v2", "gb/{ring}/{run}")
+
+
+def test_an_impossible_allow_date_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, SCAN + "    allow:\n      - {id: CVE-1, until: 2027-02-30}\n")
+    assert caught.value.line == 6
+    assert "2027-02-30" in str(caught.value)
+
+
+def test_a_push_branch_with_an_unknown_placeholder_is_a_config_error(tmp_path):
+    """`gb@{run}` is fine (`gb@20261128-…`); `gb@{runid}` would reach git as `@{`."""
+    load_text(tmp_path, DEPLOY + "      push_branch: 'gb@{run}'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, DEPLOY + "      push_branch: 'gb@{runid}'\n")
+    assert caught.value.key == "deployments.repos[0].push_branch"

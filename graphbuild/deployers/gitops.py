@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from graphbuild import manifests, sources
+from graphbuild import manifests, refs, sources
 from graphbuild.config import DeployRepoSpec
 from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
-from graphbuild.errors import GraphbuildError
+from graphbuild.errors import GraphbuildError, InvalidReference
 
 PUSH_ATTEMPTS = 3
 _TIMEOUT = 300
@@ -82,10 +82,7 @@ class Gitops:
 
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             clone = self._checkout(spec, context)
-            edits, failed = self._edit(clone, changes)
-            changed = {f: e for f, e in edits.items() if e.after != e.before}
-            unchanged = [c for e in edits.values() if e.after == e.before for c in e.changes]
-            results = failed + [Applied(c, UNCHANGED, "already there") for c in unchanged]
+            changed, results = self._edit(clone, changes)
             if not changed:
                 return results
             for file, edit in changed.items():
@@ -107,12 +104,9 @@ class Gitops:
                                   kill_after_timeout=_TIMEOUT)  # fmt: skip
                 except git.GitCommandError as err:
                     stderr = str(err.stderr or err)
-                    if attempt < PUSH_ATTEMPTS and (
-                        "rejected" in stderr or "fetch first" in stderr
-                    ):
-                        _log(
-                            context, f"push to {target} lost a race; redoing on top (try {attempt})"
-                        )
+                    raced = "(fetch first)" in stderr or "(non-fast-forward)" in stderr
+                    if raced and attempt < PUSH_ATTEMPTS:  # not a hook's or a rule's refusal
+                        _log(context, f"push to {target} lost a race; redoing it on top")
                         continue
                     detail = sources.redact(f"push to {target} failed: {_first_line(stderr)}")
                     return [r if r.status != DEPLOYED else Applied(r.change, FAILED, detail)
@@ -147,27 +141,32 @@ class Gitops:
         return path
 
     def _edit(self, clone: Path, changes: list[Change]) -> tuple[dict[str, _Edit], list[Applied]]:
-        """Each file with every change to it made; the changes that could not be made."""
+        """Each file with the changes it needs made; the changes already in place, and those
+        that could not be made."""
         edits: dict[str, _Edit] = {}
-        failed: list[Applied] = []
+        results: list[Applied] = []
         for change in changes:
             file = change.workload.file or ""
             if file not in edits:
                 try:
                     text = (clone / file).read_bytes().decode("utf-8")
                 except (OSError, UnicodeDecodeError) as err:
-                    failed.append(Applied(change, FAILED, f"{file}: cannot read: {err}"))
+                    results.append(Applied(change, FAILED, f"{file}: cannot read: {err}"))
                     continue
                 edits[file] = _Edit(text, text, [])
             edit = edits[file]
             try:
                 found = _locate(file, edit.after, change)
-                edit.after = manifests.rewrite(edit.after, found, change.tag, change.digest)
+                after = manifests.rewrite(edit.after, found, change.tag, change.digest)
             except manifests.ManifestError as err:
-                failed.append(Applied(change, FAILED, f"{file}: {err}"))
+                results.append(Applied(change, FAILED, f"{file}: {err}"))
                 continue
-            edit.changes.append(change)
-        return {f: e for f, e in edits.items() if e.changes}, failed
+            if after == edit.after:
+                results.append(Applied(change, UNCHANGED, "already there"))
+            else:
+                edit.after = after
+                edit.changes.append(change)
+        return {f: e for f, e in edits.items() if e.changes}, results
 
     def _confirm(self, clone: Path, edits: dict[str, _Edit]) -> list[Applied]:
         """Read each written file back: the reference must now hold the digest, or the file
@@ -202,7 +201,11 @@ def _locate(file: str, text: str, change: Change) -> manifests.Found:
     was = change.workload.found
     assert was is not None
     for found in manifests.find(file, text):
-        if found.doc == was.doc and found.path == was.path:
+        if (
+            found.doc == was.doc
+            and found.path == was.path
+            and _image(found) == change.workload.image
+        ):
             return found
     raise manifests.ManifestError(
         f"line {was.line}: the reference is no longer there; run `graphbuild sync`"
@@ -228,10 +231,25 @@ def _identity() -> dict[str, str]:
     return {k: os.environ.get(k, v) for k, v in _IDENTITY.items()}
 
 
+def _image(found: manifests.Found) -> str | None:
+    """The repository a located reference names, normalised as workloads are."""
+    try:
+        return refs.parse(found.name).name
+    except InvalidReference:
+        return None
+
+
 def _first_line(stderr: str) -> str:
-    lines = [line.strip(" '") for line in stderr.splitlines() if line.strip(" '")]
-    found = next((line for line in lines if "error:" in line or "fatal:" in line), None)
-    return (found or (lines[0] if lines else "git failed")).removeprefix("stderr:").strip(" '")
+    """The line of git's output that says why: a refusal's reason (`! [remote rejected] main
+    -> main (pre-receive hook declined)`, a hook's `remote:` line) before git's summary."""
+    lines = [line.strip().removeprefix("stderr:").strip().strip("'").strip()
+             for line in stderr.splitlines()]  # fmt: skip
+    lines = [line for line in lines if line]
+    for marks in (("! [",), ("remote: ",), ("error:", "fatal:")):
+        found = next((line for line in lines if line.startswith(marks)), None)
+        if found:
+            return found
+    return lines[0] if lines else "git failed"
 
 
 def _log(context: Context, line: str) -> None:

@@ -1,0 +1,369 @@
+"""The gitops deployer against real bare git remotes: it pins the validated digest in the
+deploy repository's manifest (that reference and not another byte, CRLF kept), commits once
+per repository with a message that says why, pushes to the branch or to graphbuild's own
+branch, redoes a push that lost a race, changes nothing when the digest is already there,
+fails cleanly (no traceback, no credentials) when the reference moved or the remote is
+unreachable, and previews the exact diff without pushing.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from graphbuild import sources, workloads
+from graphbuild.config import DeployRepoSpec
+from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
+from graphbuild.deployers.gitops import Gitops
+from graphbuild.workloads import Workload
+
+from .conftest import git
+
+D = "sha256:" + "d" * 64
+E = "sha256:" + "e" * 64
+WEB_NODE, NGINX_NODE = "registry.example/apps/web:1", "docker.io/library/nginx:1.25"
+REASON = "registry.example/apps/web:1: stale: built on registry.example/base:1"
+
+WEB = """\
+# the web tier; image: registry.example/apps/web:1 stays as it is in this comment
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  template:
+    spec:
+      containers:
+        - name: web
+          image: "registry.example/apps/web:1"   # quoted, and kept so
+        - name: proxy
+          image: nginx:1.25
+"""
+CRLF = (
+    "apiVersion: v1\r\nkind: Pod\r\nmetadata:\r\n  name: api\r\nspec:\r\n  containers:\r\n"
+    "    - name: api\r\n      image: registry.example/apps/web:1 # kept\r\n"
+)
+FILES = {"envs/dev/web.yaml": WEB, "envs/dev/api.yaml": CRLF, "README.md": "deploy\n"}
+
+
+@pytest.fixture(autouse=True)
+def _no_identity(monkeypatch):
+    """graphbuild signs commits unless the environment names someone: start from nobody."""
+    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
+                 "GIT_COMMITTER_EMAIL"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
+def spec_for(url: Path | str, push_branch: str | None = None) -> DeployRepoSpec:
+    return DeployRepoSpec(name="deploy", url=str(url), branch="main", push_branch=push_branch,
+                          rings={"dev": ("envs/dev/**",)})  # fmt: skip
+
+
+def discovered(remote, spec: DeployRepoSpec) -> dict[str, Workload]:
+    """The remote's workloads by name, found the way a sync finds them."""
+    found, problems = workloads.discover(spec, sources.DirTree(remote.work, {}, {}))
+    assert problems == []
+    return {w.name: w for w in found}
+
+
+def context(tmp_path: Path, run_id: str = "run1", ring: str = "dev") -> Context:
+    return Context(run_id, ring, REASON, tmp_path / "deploy.log", threading.Event(),
+                   tmp_path / "ws")  # fmt: skip
+
+
+def shown(remote, ref: str, path: str) -> str:
+    """A file in the bare remote, byte for byte."""
+    out = subprocess.run(["git", "--git-dir", str(remote.url), "show", f"{ref}:{path}"],
+                         check=True, capture_output=True).stdout  # fmt: skip
+    return out.decode()
+
+
+def head(remote, ref: str = "main") -> str:
+    return git(remote.url, "rev-parse", ref)
+
+
+def log(remote, ref: str = "main") -> list[str]:
+    return git(remote.url, "log", "--format=%s", ref).splitlines()
+
+
+def test_apply_pins_the_digests_commits_once_and_pushes(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    web, proxy = found["Deployment/shop/web (web)"], found["Deployment/shop/web (proxy)"]
+    api = found["Pod//api (api)"]
+    changes = [Change(web, WEB_NODE, "1", D), Change(proxy, NGINX_NODE, "1.25", E),
+               Change(api, WEB_NODE, "1", D)]  # fmt: skip
+    done = Gitops({"deploy": spec}).apply(changes, context(tmp_path))
+
+    commit = head(remote)
+    where = f"commit {commit[:12]} pushed to deploy main"
+    assert done == [Applied(c, DEPLOYED, where) for c in changes]
+    assert log(remote) == ["graphbuild: deploy 2 images to dev", "initial"]
+    assert git(remote.url, "log", "-1", "--format=%B", "main") == (
+        "graphbuild: deploy 2 images to dev\n\n"
+        f"{REASON}\n\n"
+        f"- envs/dev/web.yaml: registry.example/apps/web:1@{D}\n"
+        f"- envs/dev/web.yaml: docker.io/library/nginx:1.25@{E}\n"
+        f"- envs/dev/api.yaml: registry.example/apps/web:1@{D}\n\n"
+        "Graphbuild-Run: run1"
+    )
+    people = "%an <%ae> / %cn <%ce>"
+    assert git(remote.url, "log", "-1", f"--format={people}", "main") == (
+        "graphbuild <graphbuild@localhost> / graphbuild <graphbuild@localhost>"
+    )
+    assert shown(remote, "main", "envs/dev/web.yaml") == WEB.replace(
+        '"registry.example/apps/web:1"', f'"registry.example/apps/web:1@{D}"'
+    ).replace("image: nginx:1.25", f"image: nginx:1.25@{E}")
+    assert shown(remote, "main", "envs/dev/api.yaml") == CRLF.replace(
+        "apps/web:1 # kept\r\n", f"apps/web:1@{D} # kept\r\n"
+    )
+    assert shown(remote, "main", "README.md") == "deploy\n"
+    assert git(remote.url, "diff", "--name-only", "main~1", "main").splitlines() == [
+        "envs/dev/api.yaml", "envs/dev/web.yaml"
+    ]  # fmt: skip
+    assert (tmp_path / "deploy.log").read_text() == where + "\n"
+
+
+def test_the_author_named_by_the_environment_signs_the_commit(remotes, tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Release Bot")
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert done.status == DEPLOYED
+    people = "%an <%ae> / %cn <%ce>"
+    assert git(remote.url, "log", "-1", f"--format={people}", "main") == (
+        "Release Bot <graphbuild@localhost> / graphbuild <graphbuild@localhost>"
+    )
+    assert log(remote) == ["graphbuild: deploy 1 image to dev", "initial"]
+
+
+def test_the_same_digest_again_is_unchanged_and_commits_nothing(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    changes = [Change(found["Deployment/shop/web (web)"], WEB_NODE, "1", D),
+               Change(found["Pod//api (api)"], WEB_NODE, "1", D)]  # fmt: skip
+    gitops = Gitops({"deploy": spec})
+    assert [a.status for a in gitops.apply(changes, context(tmp_path))] == [DEPLOYED, DEPLOYED]
+    pushed = head(remote)
+    again = gitops.apply(changes, context(tmp_path, run_id="run2"))
+    assert again == [Applied(c, UNCHANGED, "already there") for c in changes]
+    assert head(remote) == pushed
+    assert len(log(remote)) == 2
+
+
+def test_a_change_already_in_place_is_unchanged_beside_one_that_is_not(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    web, proxy = found["Deployment/shop/web (web)"], found["Deployment/shop/web (proxy)"]
+    gitops = Gitops({"deploy": spec})
+    gitops.apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    both = [Change(web, WEB_NODE, "1", D), Change(proxy, NGINX_NODE, "1.25", E)]
+    done = gitops.apply(both, context(tmp_path, run_id="run2"))
+    assert [a.status for a in done] == [UNCHANGED, DEPLOYED]
+
+
+def test_a_push_branch_leaves_the_branch_alone_and_is_force_updated(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    initial = head(remote)
+    spec = spec_for(remote.url, push_branch="graphbuild/{run}-{ring}")
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    gitops = Gitops({"deploy": spec})
+    branch = "graphbuild/run7-dev"
+
+    (first,) = gitops.apply([Change(web, WEB_NODE, "1", D)], context(tmp_path, "run7"))
+    pushed = head(remote, branch)
+    assert first.status == DEPLOYED
+    assert first.detail == f"commit {pushed[:12]} pushed to deploy {branch}"
+    assert head(remote) == initial
+    assert head(remote, f"{branch}~1") == initial
+    assert f"web:1@{D}" in shown(remote, branch, "envs/dev/web.yaml")
+
+    # the branch exists: a second apply (another digest) replaces it, on top of main again
+    (second,) = gitops.apply([Change(web, WEB_NODE, "1", E)], context(tmp_path, "run7"))
+    assert second.status == DEPLOYED
+    assert head(remote, branch) != pushed
+    assert head(remote, f"{branch}~1") == initial
+    assert shown(remote, branch, "envs/dev/web.yaml") == WEB.replace(
+        'apps/web:1"', f'apps/web:1@{E}"'
+    )
+    assert head(remote) == initial
+    assert git(remote.url, "for-each-ref", "--format=%(refname)").splitlines() == [
+        f"refs/heads/{branch}", "refs/heads/main"
+    ]  # fmt: skip
+
+
+def test_a_push_that_lost_a_race_is_redone_on_top(remotes, tmp_path, monkeypatch):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    original = Gitops._checkout
+    calls = []
+
+    def checkout_then_someone_pushes(self, spec, context):
+        path = original(self, spec, context)
+        calls.append(path)
+        if len(calls) == 1:  # between graphbuild's fetch and its push
+            remote.commit({"envs/dev/other.yaml": "kind: ConfigMap\n"}, "someone else")
+        return path
+
+    monkeypatch.setattr(Gitops, "_checkout", checkout_then_someone_pushes)
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert len(calls) == 2
+    assert done.status == DEPLOYED
+    assert done.detail == f"commit {head(remote)[:12]} pushed to deploy main"
+    assert log(remote) == ["graphbuild: deploy 1 image to dev", "someone else", "initial"]
+    assert shown(remote, "main", "envs/dev/other.yaml") == "kind: ConfigMap\n"
+    assert f"web:1@{D}" in shown(remote, "main", "envs/dev/web.yaml")
+    assert (tmp_path / "deploy.log").read_text().splitlines() == [
+        "push to main lost a race; redoing it on top",
+        done.detail,
+    ]
+
+
+def test_a_reference_that_moved_since_the_sync_fails_and_pushes_nothing(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    web, api = found["Deployment/shop/web (web)"], found["Pod//api (api)"]
+    # the deploy repository changed since discovery: the containers are init containers now
+    moved = WEB.replace("      containers:\n", "      initContainers:\n")
+    remote.commit({"envs/dev/web.yaml": moved, "envs/dev/api.yaml": None}, "reshuffle")
+    before = head(remote)
+
+    done = Gitops({"deploy": spec}).apply(
+        [Change(web, WEB_NODE, "1", D), Change(api, WEB_NODE, "1", D)], context(tmp_path)
+    )
+    assert [(a.status, a.detail) for a in done] == [
+        (FAILED, "envs/dev/web.yaml: line 12: the reference is no longer there; "
+                 "run `graphbuild sync`"),
+        (FAILED, "envs/dev/api.yaml: cannot read: [Errno 2] No such file or directory: "
+                 f"'{tmp_path / 'ws' / 'deploy' / 'deploy' / 'envs/dev/api.yaml'}'"),
+    ]  # fmt: skip
+    assert head(remote) == before
+    assert shown(remote, "main", "envs/dev/web.yaml") == moved
+
+
+def test_another_image_at_the_old_place_is_not_pinned(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    swapped = WEB.replace('"registry.example/apps/web:1"', "busybox:1")
+    remote.commit({"envs/dev/web.yaml": swapped}, "web replaced by busybox")
+    before = head(remote)
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert done.status == FAILED
+    assert head(remote) == before  # and busybox is not pinned to web's digest
+
+
+def test_an_unreachable_remote_fails_every_change_with_a_clear_message(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    missing = tmp_path / "nowhere.git"
+    changes = [Change(found["Deployment/shop/web (web)"], WEB_NODE, "1", D),
+               Change(found["Pod//api (api)"], WEB_NODE, "1", D)]  # fmt: skip
+    done = Gitops({"deploy": spec_for(missing)}).apply(changes, context(tmp_path))
+    detail = f"deploy: cannot fetch main: fatal: '{missing}' does not appear to be a git repository"
+    assert done == [Applied(c, FAILED, detail) for c in changes]
+
+
+def test_credentials_in_the_url_never_reach_the_message_or_the_clone(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    web = discovered(remote, spec_for(remote.url))["Deployment/shop/web (web)"]
+    spec = spec_for("https://user:s3cret@127.0.0.1:9/x.git")
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert done.status == FAILED
+    # git (2.39 and later) leaves the credentials out itself; graphbuild redacts them anyway
+    said = (
+        r"deploy: cannot fetch main: fatal: unable to access "
+        r"'https://(user:\*\*\*@)?127\.0\.0\.1:9/x\.git/': "
+    )
+    assert re.match(said, done.detail), done.detail
+    assert "s3cret" not in done.detail
+    clone = tmp_path / "ws" / "deploy" / "deploy"
+    assert "s3cret" not in (clone / ".git" / "config").read_text()
+
+
+def test_preview_shows_the_diff_and_pushes_nothing(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    changes = [Change(found["Deployment/shop/web (web)"], WEB_NODE, "1", D),
+               Change(found["Pod//api (api)"], WEB_NODE, "1", D)]  # fmt: skip
+    before = head(remote)
+    shown_diff = Gitops({"deploy": spec}).preview(changes, context(tmp_path))
+    assert shown_diff == [
+        "# deploy -> main\n"
+        "--- a/envs/dev/web.yaml\n"
+        "+++ b/envs/dev/web.yaml\n"
+        "@@ -9,6 +9,6 @@\n"
+        "     spec:\n"
+        "       containers:\n"
+        "         - name: web\n"
+        '-          image: "registry.example/apps/web:1"   # quoted, and kept so\n'
+        f'+          image: "registry.example/apps/web:1@{D}"   # quoted, and kept so\n'
+        "         - name: proxy\n"
+        "           image: nginx:1.25\n",
+        "# deploy -> main\n"
+        "--- a/envs/dev/api.yaml\n"
+        "+++ b/envs/dev/api.yaml\n"
+        "@@ -5,4 +5,4 @@\n"
+        " spec:\r\n"
+        "   containers:\r\n"
+        "     - name: api\r\n"
+        "-      image: registry.example/apps/web:1 # kept\r\n"
+        f"+      image: registry.example/apps/web:1@{D} # kept\r\n",
+    ]
+    assert head(remote) == before
+    assert git(remote.url, "for-each-ref", "--format=%(refname)") == "refs/heads/main"
+    assert not (tmp_path / "deploy.log").exists()
+
+
+def declining(remote, tries: Path) -> None:
+    """A pre-receive hook, as a protected branch: every push is refused, each try counted."""
+    hook = remote.url / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho try >> '{tries}'\necho 'main is protected' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+
+def test_a_refused_push_fails_and_leaves_the_branch_as_it_was(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    before = head(remote)
+    declining(remote, tmp_path / "tries")
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert done.status == FAILED
+    assert done.detail == (
+        "push to main failed: ! [remote rejected] HEAD -> main (pre-receive hook declined)"
+    )
+    assert head(remote) == before
+
+
+def test_a_refused_push_is_not_retried_as_a_race(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    declining(remote, tmp_path / "tries")
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert (tmp_path / "tries").read_text() == "try\n"
+    log = tmp_path / "deploy.log"
+    assert not log.exists() or "lost a race" not in log.read_text()
+
+
+def test_a_refused_push_says_why(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    declining(remote, tmp_path / "tries")
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert "pre-receive hook declined" in done.detail or "main is protected" in done.detail

@@ -1,0 +1,357 @@
+"""Which workloads run which image: rings from path globs, discovery in a real synced deploy
+repository (containers, kustomize, Helm values; files that cannot be read are Problems),
+matching a workload to an image, and the copy kept in index.db (re-read only when the
+commit or the ring globs change; dropped when the repository leaves the config).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from graphbuild import config, index, manifests, sources, workloads
+from graphbuild.config import DeployRepoSpec
+from graphbuild.errors import ERROR, WARNING, Problem
+from graphbuild.workloads import GITOPS, KUBECTL, Workload
+
+from .conftest import git
+
+D = "sha256:" + "d" * 64
+E = "sha256:" + "e" * 64
+
+WEB = f"""\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: ns
+spec:
+  template:
+    spec:
+      containers:
+        - name: web
+          image: nginx:1.25
+        - name: sidecar
+          image: registry.example/tools/agent@{D}
+"""
+KUSTOMIZATION = """\
+resources: [web.yaml]
+images:
+  - name: registry.example/apps/api
+    newTag: "2"
+"""
+VALUES = """\
+frontend:
+  image:
+    repository: registry.example/apps/front
+    tag: "3"
+"""
+PROD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: job
+spec:
+  containers:
+    - name: job
+      image: registry.example/apps/job
+"""
+BROKEN = "kind: Deployment\nspec:\n  containers: [\n    - image: x\n"
+ELSEWHERE = "kind: Pod\nspec:\n  containers:\n    - name: x\n      image: registry.example/other\n"
+FILES = {
+    "envs/dev/web.yaml": WEB,
+    "envs/dev/kustomization.yaml": KUSTOMIZATION,
+    "envs/dev/broken.yaml": BROKEN,
+    "envs/prod/eu/values.yaml": VALUES,
+    "envs/prod/eu/job.yml": PROD,
+    "elsewhere/pod.yaml": ELSEWHERE,
+    "README.md": "image: registry.example/not/a/manifest\n",
+}
+RINGS = {"dev": ["envs/dev/**"], "prod": ["envs/prod/**"]}
+LISTED = {
+    "name": "api-kubectl",
+    "image": "registry.example/apps/api:2",
+    "ring": "prod",
+    "kubectl": {"resource": "deployment/api", "container": "api"},
+}
+
+
+def deploy_config(write_config, url: Path | str, rings=None, listed=()) -> config.Config:
+    deployments = {
+        "rings": ["dev", "prod"],
+        "repos": [{"name": "deploy", "url": str(url), "rings": rings or RINGS}],
+        "workloads": list(listed),
+    }
+    return config.load(write_config([], deployments=deployments))
+
+
+def commit_bytes(remote, path: str, data: bytes) -> str:
+    """A file whose bytes the fixture's text writer cannot hold (not UTF-8)."""
+    (remote.work / path).parent.mkdir(parents=True, exist_ok=True)
+    (remote.work / path).write_bytes(data)
+    git(remote.work, "add", "-A")
+    git(remote.work, "commit", "-q", "-m", f"add {path}")
+    git(remote.work, "push", "-q", "origin", "HEAD:main")
+    return git(remote.work, "rev-parse", "HEAD")
+
+
+def synced(cfg: config.Config) -> sources.SyncResult:
+    (result,) = sources.sync(cfg)
+    assert result.error is None, result.error
+    return result
+
+
+def discovered(cfg: config.Config, result: sources.SyncResult):
+    (spec,) = cfg.deployments.repos
+    tree = sources.open_tree(spec.source, result, cfg.workspace, {}, {})
+    try:
+        return workloads.discover(spec, tree)
+    finally:
+        tree.close()
+
+
+def found_at(path: str, text: str, i: int) -> manifests.Found:
+    return manifests.find(path, text)[i]
+
+
+def expected_found() -> list[Workload]:
+    """What discovery reads from FILES, in path order."""
+    dev_k, dev_w = "envs/dev/kustomization.yaml", "envs/dev/web.yaml"
+    job, values = "envs/prod/eu/job.yml", "envs/prod/eu/values.yaml"
+    return [
+        Workload(GITOPS, "dev", "registry.example/apps/api", "2", None, "kustomization",
+                 f"deploy:{dev_k}:3", "deploy", dev_k, found_at(dev_k, KUSTOMIZATION, 0)),
+        Workload(GITOPS, "dev", "docker.io/library/nginx", "1.25", None,
+                 "Deployment/ns/web (web)", f"deploy:{dev_w}:11", "deploy", dev_w,
+                 found_at(dev_w, WEB, 0)),
+        Workload(GITOPS, "dev", "registry.example/tools/agent", None, D,
+                 "Deployment/ns/web (sidecar)", f"deploy:{dev_w}:13", "deploy", dev_w,
+                 found_at(dev_w, WEB, 1)),
+        Workload(GITOPS, "prod", "registry.example/apps/job", None, None, "Pod//job (job)",
+                 f"deploy:{job}:8", "deploy", job, found_at(job, PROD, 0)),
+        Workload(GITOPS, "prod", "registry.example/apps/front", "3", None, "frontend.image",
+                 f"deploy:{values}:3", "deploy", values, found_at(values, VALUES, 0)),
+    ]  # fmt: skip
+
+
+BROKEN_PROBLEM = Problem(
+    WARNING,
+    "deploy",
+    "not read: not valid YAML: expected the node content, but found '-'",
+    "envs/dev/broken.yaml",
+    4,
+)
+LATIN1_PROBLEM = Problem(
+    WARNING,
+    "deploy",
+    "not read: 'utf-8' codec can't decode byte 0xe9 in position 15: invalid continuation byte",
+    "envs/dev/latin1.yaml",
+)
+
+
+# ---------------------------------------------------------------- rings
+
+
+def spec_with(rings: dict[str, tuple[str, ...]]) -> DeployRepoSpec:
+    return DeployRepoSpec("deploy", "https://example.invalid/deploy.git", rings=rings)
+
+
+def test_the_first_ring_whose_globs_match_wins():
+    spec = spec_with({"canary": ("envs/prod/canary-*.yaml",), "prod": ("envs/prod/**",),
+                      "dev": ("envs/dev/*.yaml", "shared/dev.yaml")})  # fmt: skip
+    assert workloads.ring_of(spec, "envs/prod/canary-web.yaml") == "canary"
+    assert workloads.ring_of(spec, "envs/prod/web.yaml") == "prod"
+    assert workloads.ring_of(spec, "shared/dev.yaml") == "dev"
+    assert workloads.ring_of(spec, "envs/dev/web.yaml") == "dev"
+    reordered = spec_with({"prod": ("envs/prod/**",), "canary": ("envs/prod/canary-*.yaml",)})
+    assert workloads.ring_of(reordered, "envs/prod/canary-web.yaml") == "prod"
+
+
+def test_a_path_outside_every_ring_has_none():
+    spec = spec_with({"dev": ("envs/dev/*.yaml",)})
+    assert workloads.ring_of(spec, "envs/dev/a/web.yaml") is None  # `*` stays in its folder
+    assert workloads.ring_of(spec, "envs/devel/web.yaml") is None
+    assert workloads.ring_of(spec, "envs/dev/web.yml") is None
+    assert workloads.ring_of(spec, "README.md") is None
+
+
+def test_double_star_spans_folders():
+    spec = spec_with({"dev": ("envs/dev/**",), "prod": ("**/prod/*.yaml",)})
+    assert workloads.ring_of(spec, "envs/dev/web.yaml") == "dev"
+    assert workloads.ring_of(spec, "envs/dev/eu/west/web.yaml") == "dev"
+    assert workloads.ring_of(spec, "prod/web.yaml") == "prod"
+    assert workloads.ring_of(spec, "clusters/eu/prod/web.yaml") == "prod"
+    assert workloads.ring_of(spec, "clusters/eu/prod/x/web.yaml") is None
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def test_discover_reads_every_reference_in_a_ring(remotes, write_config):
+    remote = remotes("deploy", FILES)
+    commit_bytes(remote, "envs/dev/latin1.yaml", b"kind: Pod\n# caf\xe9\n")
+    cfg = deploy_config(write_config, remote.url)
+    found, problems = discovered(cfg, synced(cfg))
+    assert found == expected_found()
+    assert problems == [BROKEN_PROBLEM, LATIN1_PROBLEM]
+    assert str(BROKEN_PROBLEM) == (
+        "deploy:envs/dev/broken.yaml:4: not read: not valid YAML: "
+        "expected the node content, but found '-'"
+    )
+
+
+def test_discover_ignores_files_outside_every_ring(remotes, write_config):
+    remote = remotes("deploy", FILES)
+    cfg = deploy_config(write_config, remote.url, rings={"dev": ["envs/dev/web.yaml"]})
+    found, problems = discovered(cfg, synced(cfg))
+    assert [w.name for w in found] == ["Deployment/ns/web (web)", "Deployment/ns/web (sidecar)"]
+    assert problems == []  # broken.yaml is in no ring: not read, so no warning
+
+
+# ---------------------------------------------------------------- matching
+
+
+def workload(image: str, tag: str | None, digest: str | None) -> Workload:
+    return Workload(GITOPS, "dev", image, tag, digest, "w", "deploy:w.yaml:1")
+
+
+def test_a_tagged_reference_runs_the_image_with_that_tag():
+    web = workload("registry.example/apps/web", "1", None)
+    assert web.runs("registry.example/apps/web", ["1", "latest"])
+    assert not web.runs("registry.example/apps/web", ["2", "latest"])
+    pinned = workload("registry.example/apps/web", "1", D)  # the tag says which image it is
+    assert pinned.runs("registry.example/apps/web", ["1"], built=[])
+
+
+def test_a_digest_only_reference_runs_only_what_graphbuild_built():
+    web = workload("registry.example/apps/web", None, D)
+    assert web.runs("registry.example/apps/web", ["1"], built=[E, D])
+    assert not web.runs("registry.example/apps/web", ["1"], built=[E])
+    assert not web.runs("registry.example/apps/web", ["1", "latest"])
+
+
+def test_no_tag_and_no_digest_means_latest():
+    web = workload("registry.example/apps/web", None, None)
+    assert web.runs("registry.example/apps/web", ["1", "latest"])
+    assert not web.runs("registry.example/apps/web", ["1"])
+
+
+def test_another_repository_never_matches():
+    web = workload("registry.example/apps/web", "1", D)
+    assert not web.runs("registry.example/apps/api", ["1"], built=[D])
+    assert not web.runs("registry.example/apps/web2", ["1"], built=[D])
+    assert not workload("docker.io/library/nginx", "1", None).runs("nginx", ["1"])
+
+
+# ---------------------------------------------------------------- kept in index.db
+
+
+def api_listed() -> Workload:
+    return Workload(KUBECTL, "prod", "registry.example/apps/api", "2", None, "api-kubectl",
+                    "deployments.workloads[0]",
+                    kubectl={"resource": "deployment/api", "container": "api"})  # fmt: skip
+
+
+def test_refresh_reads_a_commit_once_and_load_returns_found_and_listed(remotes, write_config):
+    remote = remotes("deploy", FILES)
+    cfg = deploy_config(write_config, remote.url, listed=[LISTED])
+    result = synced(cfg)
+    db = index.open_db(cfg.workspace)
+    assert workloads.refresh(db, cfg, [result]) == [BROKEN_PROBLEM]
+    everything = workloads.load(db, cfg)
+    assert everything == [*expected_found(), api_listed()]
+    assert everything[-1].id == "kubectl:api-kubectl"
+    assert everything[1].id == "deploy:envs/dev/web.yaml#0:spec.template.spec.containers.0.image"
+
+    # the same commit is not read again: without its clone, refresh still answers
+    clone = sources.clone_dir(cfg.workspace, "deploy")
+    clone.rename(clone.with_suffix(".away"))
+    assert workloads.refresh(db, cfg, [result]) == [BROKEN_PROBLEM]
+    assert workloads.load(db, cfg) == everything
+    clone.with_suffix(".away").rename(clone)
+
+    # other ring globs for the same commit: read again, with the new rings
+    moved = deploy_config(write_config, remote.url, rings={"prod": ["envs/**/*.yaml"]},
+                          listed=[LISTED])  # fmt: skip
+    assert workloads.refresh(db, moved, [result]) == [BROKEN_PROBLEM]
+    again = workloads.load(db, moved)
+    assert [(w.ring, w.name) for w in again] == [
+        ("prod", "kustomization"),
+        ("prod", "Deployment/ns/web (web)"),
+        ("prod", "Deployment/ns/web (sidecar)"),
+        ("prod", "frontend.image"),  # job.yml is not *.yaml
+        ("prod", "api-kubectl"),
+    ]
+    db.close()
+
+
+def test_a_new_commit_is_read_again(remotes, write_config):
+    remote = remotes("deploy", FILES)
+    cfg = deploy_config(write_config, remote.url)
+    db = index.open_db(cfg.workspace)
+    workloads.refresh(db, cfg, [synced(cfg)])
+    remote.commit({"envs/dev/broken.yaml": None, "envs/dev/web.yaml": None})
+    assert workloads.refresh(db, cfg, [synced(cfg)]) == []
+    assert [w.name for w in workloads.load(db, cfg)] == [
+        "kustomization", "Pod//job (job)", "frontend.image"
+    ]  # fmt: skip
+    db.close()
+
+
+def test_a_deploy_repository_removed_from_the_config_drops_its_workloads(remotes, write_config):
+    remote = remotes("deploy", FILES)
+    cfg = deploy_config(write_config, remote.url, listed=[LISTED])
+    db = index.open_db(cfg.workspace)
+    workloads.refresh(db, cfg, [synced(cfg)])
+    assert len(workloads.load(db, cfg)) == 6
+    gone = config.load(write_config([], deployments={"rings": ["dev", "prod"],
+                                                     "workloads": [LISTED]}))  # fmt: skip
+    assert workloads.refresh(db, gone, sources.sync(gone)) == []
+    assert workloads.load(db, gone) == [api_listed()]
+    assert db.execute("SELECT count(*) FROM deploy_repos").fetchone() == (0,)
+    db.close()
+
+
+def test_a_deploy_repository_that_never_synced_is_an_error(write_config, tmp_path):
+    cfg = deploy_config(write_config, tmp_path / "missing.git")
+    (result,) = sources.sync(cfg)
+    db = index.open_db(cfg.workspace)
+    (problem,) = workloads.refresh(db, cfg, [result])
+    assert (problem.level, problem.repo, problem.path, problem.line) == (
+        ERROR,
+        "deploy",
+        None,
+        None,
+    )
+    assert problem.message == f"deploy repository not read: {result.error}"
+    missing = tmp_path / "missing.git"
+    assert problem.message == (
+        f"deploy repository not read: cannot fetch ref 'main' of {missing}: "
+        f"fatal: '{missing}' does not appear to be a git repository"
+    )
+    assert workloads.refresh(db, cfg, []) == [
+        Problem(ERROR, "deploy", "deploy repository not read: not synced")
+    ]
+    assert workloads.load(db, cfg) == []
+    db.close()
+
+
+def test_a_deploy_repository_that_failed_its_last_sync_keeps_what_it_had(remotes, write_config):
+    remote = remotes("deploy", FILES)
+    cfg = deploy_config(write_config, remote.url)
+    db = index.open_db(cfg.workspace)
+    first = synced(cfg)
+    workloads.refresh(db, cfg, [first])
+    remote.url.rename(remote.url.with_suffix(".gone"))
+    (failed,) = sources.sync(cfg)
+    assert failed.commit == first.commit and failed.error is not None
+    problems = workloads.refresh(db, cfg, [failed])
+    assert problems == [Problem(ERROR, "deploy", failed.error), BROKEN_PROBLEM]
+    assert workloads.load(db, cfg) == expected_found()
+    db.close()
+
+
+def test_a_broken_manifest_problem_carries_its_line(remotes, write_config):
+    remote = remotes("deploy", {"envs/dev/broken.yaml": BROKEN})
+    cfg = deploy_config(write_config, remote.url)
+    _, problems = discovered(cfg, synced(cfg))
+    assert [(p.path, p.line) for p in problems] == [("envs/dev/broken.yaml", 4)]
