@@ -105,9 +105,10 @@ def validate(
     today: dt.date | None = None,
     say: Callable[[str], None] = print,
 ) -> list[GateRecord]:
-    """Run every gate that applies on each image the run built, once per digest."""
+    """Run every gate that applies on each image the run built, until it passes on that
+    digest: a rerun (resume, deploy) judges again what failed, with today's allowlist."""
     today = today or dt.date.today()
-    done = {(g.node, g.gate, g.digest) for g in run.gates}
+    done = {(g.node, g.gate, g.digest) for g in run.gates if g.status == gates.PASSED}
     folder = config.workspace / "runs" / run.id / "gates"
     work = []
     for entry in run.nodes:

@@ -322,3 +322,36 @@ def test_an_image_whose_gate_has_not_run_is_not_validated():
     config, g, run, _ = small_run({BASE: "passed"}, gate_images=["r.test/base"])
     ok, held = rollout.deployable(config, g, run)  # the gate applies to base only
     assert set(ok) == {BASE, MID, APP, OTHER} and not held
+
+
+def test_a_gate_that_failed_runs_again_and_one_that_passed_does_not(tmp_path):
+    """resume and deploy judge again what failed (an allowlist added since, a scanner that
+    could not run); what passed on this digest stays passed."""
+    import threading
+
+    import networkx as nx
+
+    from graphbuild import rollout
+    from graphbuild.config import Config, GateSpec
+    from graphbuild.state import RunNode, State
+
+    flag = tmp_path / "healthy"
+    gate = GateSpec("smoke", "test", ("sh", "-c", 'test -f "$1"', "sh", str(flag)))
+    config = Config(tmp_path / "repos.yaml", tmp_path / "ws", (), gates=(gate,))
+    g = nx.DiGraph()
+    g.add_node(APP, image="r.test/app", tags=[APP])
+    with State(config.workspace) as state:
+        run_id = state.create_run("sweep", None, {}, [RunNode(APP, 0, "stale", "", [])])
+        node = RunNode(APP, 0, "stale", "", [], status="succeeded", digest="sha256:" + "a" * 64)
+        state.update_node(run_id, node)
+
+        def validate() -> list[str]:
+            run = state.run(run_id)
+            found = rollout.validate(config, g, state, run, threading.Event(), say=lambda _: None)
+            return [r.status for r in found]
+
+        assert validate() == ["failed"]
+        flag.touch()
+        assert validate() == ["passed"]
+        assert validate() == []
+        assert [r.status for r in state.run(run_id).gates] == ["passed"]
