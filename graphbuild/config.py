@@ -116,7 +116,6 @@ class GateSpec:
     fail_on: str = "critical"  # scan: the lowest severity that fails the image
     allow: tuple[Allowed, ...] = ()
     timeout: float = 1800.0
-    key: str = ""
 
     def applies(self, repository: str) -> bool:
         return not self.images or any(fnmatch.fnmatchcase(repository, p) for p in self.images)
@@ -354,6 +353,16 @@ class _Checker:
         taken.add(name)
         return name
 
+    def command(self, value: Any, where: list[str | int]) -> tuple[str, ...]:
+        """An argv; a program named by a relative path (`scripts/scan.sh`) is found beside
+        this file, wherever graphbuild runs from (cron, a CronJob)."""
+        argv = self.strings(value, where)
+        if not argv:
+            raise self.fail(where, "must name the command to run")
+        if "/" in argv[0] and not argv[0].startswith("/"):
+            argv = (str(self.base / argv[0]), *argv[1:])
+        return argv
+
     def number(self, value: Any, where: list[str | int]) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise self.fail(where, "expected a number of seconds above 0")
@@ -375,9 +384,7 @@ class _Checker:
             if ("scan" in data) == ("test" in data):
                 raise self.fail(at, "give exactly one of `scan` (a scanner) or `test` (a command)")
             kind = "scan" if "scan" in data else "test"
-            argv = self.strings(data[kind], [*at, kind])
-            if not argv:
-                raise self.fail([*at, kind], "must name the command to run")
+            argv = self.command(data[kind], [*at, kind])
             if kind == "scan" and not any("{report}" in arg for arg in argv):
                 hint = "where the scanner writes its JSON report, e.g. --output {report}"
                 raise self.fail([*at, kind], f"must hold {{report}}: {hint}")
@@ -394,7 +401,7 @@ class _Checker:
             )
             images = self.strings(data.get("images", []), [*at, "images"])
             timeout = self.number(data.get("timeout", 1800), [*at, "timeout"])
-            out.append(GateSpec(name, kind, argv, images, fail_on, allow, timeout, _key(at)))
+            out.append(GateSpec(name, kind, argv, images, fail_on, allow, timeout))
         return tuple(out)
 
     def allowed(self, value: Any, where: list[str | int]) -> Allowed:
@@ -421,7 +428,7 @@ class _Checker:
         for i, item in enumerate(self.listed(data.get("rings", []), [*where, "rings"])):
             at = [*where, "rings", i]
             ring = self.mapping({"name": item} if isinstance(item, str) else item, at, _RING_KEYS)
-            health = self.strings(ring.get("health", []), [*at, "health"])
+            health = self.command(ring["health"], [*at, "health"]) if "health" in ring else ()
             timeout = self.number(ring.get("timeout", 600), [*at, "timeout"])
             manual = self.flag(ring.get("manual", False), [*at, "manual"])
             rings.append(RingSpec(self.named(ring, at, names), health, timeout, manual))

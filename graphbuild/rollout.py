@@ -19,13 +19,13 @@ from dataclasses import asdict
 
 import networkx as nx
 
-from graphbuild import deployers, gates, process, refs
-from graphbuild.config import Config, RingSpec
+from graphbuild import deployers, gates, process
+from graphbuild.config import Config, GateSpec, RingSpec
 from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
-from graphbuild.errors import CommandFailed
+from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.execute import SUCCEEDED, log_name
 from graphbuild.state import DeployRecord, GateRecord, RingRecord, Run, State
-from graphbuild.workloads import Workload
+from graphbuild.workloads import Workload, running
 
 HEALTHY, UNHEALTHY, RING_FAILED, MANUAL, NOTHING = (
     "healthy", "unhealthy", "failed", "manual", "nothing-to-deploy"
@@ -56,7 +56,7 @@ def roll_out(
                     say(f"{record.node}: gate {record.gate} {record.status} ({record.summary})")
                 run = state.run(run_id)
                 assert run is not None
-            images, held = deployable(config, graph, run)
+            images, held = deployable(config, graph, run, state)
             for node, why in sorted(held.items()):
                 say(f"{node}: not deployed, {why}")
             ok = not held
@@ -66,11 +66,15 @@ def roll_out(
             if not ok and not dry_run and run.status == "succeeded":
                 state.finish_run(run_id, "failed")
             return ok
-    except CommandFailed:
-        if not cancel.is_set():
+    except GraphbuildError as err:
+        if dry_run:
             raise
-        state.finish_run(run_id, "interrupted")
-        say(f"Interrupted. Finish it with: graphbuild resume {run_id}")
+        if isinstance(err, CommandFailed) and cancel.is_set():
+            state.finish_run(run_id, "interrupted")
+            say(f"Interrupted. Finish it with: graphbuild resume {run_id}")
+        else:  # what was recorded stays; the run says it did not finish well
+            state.finish_run(run_id, "failed")
+            say(f"Validating and deploying stopped: {err}")
         return False
 
 
@@ -124,11 +128,11 @@ def validate(
     images = len({node for node, _, _ in work})
     say(f"Validating {images} image{'s' if images != 1 else ''}: {len(work)} gate runs.")
 
-    def check(item: tuple) -> GateRecord:
+    def check(item: tuple[str, str, GateSpec]) -> GateRecord:
         node, digest, gate = item
-        scratch = folder / f"{log_name(node).removesuffix('.log')}-{gate.name}"
+        name = f"{log_name(node).removesuffix('.log')}-{gate.name}"
+        scratch, log = folder / name, folder / f"{name}.log"  # a log each: gates run at once
         scratch.mkdir(exist_ok=True)
-        log = folder / log_name(node)
         result = gates.check(gate, reference(graph, node, digest), log, cancel, today, scratch)
         findings = [asdict(f) for f in result.findings]
         return GateRecord(node, gate.name, digest, result.status, result.summary, findings)
@@ -142,9 +146,12 @@ def validate(
 
 
 def deployable(
-    config: Config, graph: nx.DiGraph, run: Run
+    config: Config, graph: nx.DiGraph, run: Run, state: State
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The images that may deploy (node -> digest), and why each other built one may not."""
+    """The images that may deploy (node -> digest), and why each other built one may not.
+
+    What is built on an image that failed a gate is held too: one failed in this run, or
+    the exact parent digest it was built on, which failed in an earlier run."""
     built = {n.node: n.digest for n in run.nodes if n.status == SUCCEEDED and n.digest}
     results: dict[str, dict[str, tuple[str, str]]] = {}
     for g in run.gates:
@@ -164,7 +171,7 @@ def deployable(
                    and g.name not in results.get(node, {})]  # fmt: skip
         bad = [f"{gate}: {summary}" for gate, (status, summary) in results.get(node, {}).items()
                if status != gates.PASSED]  # fmt: skip
-        upstream = sorted(nx.ancestors(graph, node) & failed)
+        upstream = sorted(nx.ancestors(graph, node) & failed) or _failed_below(state, node, digest)
         if bad:
             held[node] = "failed gate " + "; ".join(bad)
         elif missing:
@@ -176,20 +183,33 @@ def deployable(
     return ok, held
 
 
+def _failed_below(state: State, node: str, digest: str) -> list[str]:
+    """The first image, down the chain of exact digests `node@digest` was built on, whose
+    digest failed a gate in any run (graphbuild's build records say what each was built on)."""
+    seen: set[tuple[str, str]] = set()
+    stack = [(node, digest)]
+    while stack:
+        build = state.build_of(*stack.pop())
+        for parent, parent_digest in (build.parents if build else {}).items():
+            if (parent, parent_digest) in seen:
+                continue
+            seen.add((parent, parent_digest))
+            if state.failed_gates(parent, parent_digest):
+                return [parent]
+            stack.append((parent, parent_digest))
+    return []
+
+
 def changes(
     graph: nx.DiGraph, state: State, workloads: Iterable[Workload], images: dict[str, str]
 ) -> list[Change]:
     """Every workload that runs one of `images`, pointed at its new digest."""
-    out = []
     targets = list(workloads)
-    for node, digest in images.items():
-        attrs = graph.nodes[node]
-        tags = {refs.parse(t).tag for t in attrs["tags"]}
-        built = state.built_digests(node)
-        for workload in targets:
-            if workload.runs(attrs["image"], tags, built):
-                out.append(Change(workload, node, workload.tag, digest))
-    return out
+    return [
+        Change(workload, node, workload.tag, digest)
+        for node, digest in images.items()
+        for workload in running(targets, graph.nodes[node], state.built_digests(node))
+    ]
 
 
 def deploy(
@@ -247,12 +267,14 @@ def _ring(
 ) -> bool:
     applied: list[Applied] = []
     for kind, group in _by_deployer(items):
-        applied += deployers.make(kind, config).apply(group, context)
-    for a in applied:
-        w = a.change.workload
-        state.record_deploy(run.id, DeployRecord(ring.name, w.id, w.name, a.change.node,
-                                                 a.change.reference, w.deployer, a.status,
-                                                 a.detail))  # fmt: skip
+        deployer = deployers.make(kind, config)
+        for batch in [group] if deployer.batched else [[c] for c in group]:
+            for a in deployer.apply(batch, context):  # recorded as each lands
+                w = a.change.workload
+                state.record_deploy(run.id, DeployRecord(ring.name, w.id, w.name, a.change.node,
+                                                         a.change.reference, w.deployer,
+                                                         a.status, a.detail))  # fmt: skip
+                applied.append(a)
     failed = [a for a in applied if a.status == FAILED]
     deployed = sum(1 for a in applied if a.status == DEPLOYED)
     unchanged = sum(1 for a in applied if a.status == UNCHANGED)
@@ -270,6 +292,8 @@ def _ring(
             process.run(argv, context.log, context.cancel, f"health check of {ring.name}",
                         timeout=ring.timeout)  # fmt: skip
         except CommandFailed as err:
+            if context.cancel.is_set():
+                raise
             state.record_ring(run.id, RingRecord(ring.name, UNHEALTHY, str(err)))
             say(f"{ring.name}: unhealthy ({err}); later rings not deployed")
             return False

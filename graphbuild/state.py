@@ -138,7 +138,7 @@ class DeployRecord:
 @dataclass(frozen=True)
 class RingRecord:
     ring: str
-    status: str  # healthy | unhealthy | failed | manual | stopped
+    status: str  # healthy | unhealthy | failed | manual | nothing-to-deploy
     detail: str
 
 
@@ -455,6 +455,16 @@ class State:
                 "INSERT OR REPLACE INTO rings VALUES (?, ?, ?, ?, ?)",
                 (run, record.ring, record.status, record.detail, now()),
             )
+
+    def failed_gates(self, node: str, digest: str) -> list[str]:
+        """The gates whose latest result on this image digest, in any run, is not a pass."""
+        latest: dict[str, str] = {}
+        for gate, status in self.db.execute(
+            "SELECT gate, status FROM gate_results WHERE node = ? AND digest = ? ORDER BY at",
+            (node, digest),
+        ):
+            latest[gate] = status
+        return [gate for gate, status in latest.items() if status != "passed"]
 
     def built_digests(self, image: str) -> set[str]:
         """Every digest graphbuild pushed for an image: how a digest-only reference in a

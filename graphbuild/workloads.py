@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from graphbuild import manifests, refs, sources
 from graphbuild.config import Config, DeployRepoSpec
@@ -56,6 +57,15 @@ class Workload:
         return "latest" in tags
 
 
+def running(
+    targets: Iterable[Workload], attrs: Mapping[str, Any], built: Iterable[str] = ()
+) -> list[Workload]:
+    """The workloads that run an image node (its graph attributes), of those in `targets`."""
+    tags = {refs.parse(t).tag for t in attrs["tags"]}
+    digests = set(built)
+    return [w for w in targets if w.runs(attrs["image"], tags, digests)]
+
+
 def listed(config: Config) -> list[Workload]:
     """The workloads repos.yaml names by hand (kubectl)."""
     return [
@@ -91,6 +101,12 @@ def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], 
             problems.append(Problem(WARNING, spec.name, f"not read: {err.message}", path, err.line))
             continue
         for item in located:
+            if item.kind != manifests.CONTAINER and not item.tag and not item.digest:
+                # the tag comes from elsewhere (kustomize's base, the chart's appVersion):
+                # which image this runs is not written here
+                message = f"{item.name}: no tag or digest here, so not deployed by graphbuild"
+                problems.append(Problem(WARNING, spec.name, message, path, item.line))
+                continue
             try:
                 image = refs.parse(item.name).name
             except InvalidReference as err:
@@ -154,10 +170,13 @@ def refresh(
 
 def load(db: sqlite3.Connection, config: Config) -> list[Workload]:
     """Every workload graphbuild deploys to: found in deploy repositories, and listed."""
-    db.executescript(_SCHEMA)
     found = []
-    for (rows,) in db.execute("SELECT workloads FROM deploy_repos ORDER BY repo"):
-        found += [_workload(row) for row in json.loads(rows)]
+    try:  # read only: a query must not write (nor end the snapshot it reads in)
+        rows = db.execute("SELECT workloads FROM deploy_repos ORDER BY repo").fetchall()
+    except sqlite3.OperationalError:  # no deploy repository was ever synced
+        rows = []
+    for (stored,) in rows:
+        found += [_workload(row) for row in json.loads(stored)]
     return found + listed(config)
 
 

@@ -344,11 +344,8 @@ def test_gates_and_deployments_load_into_their_dataclasses(tmp_path):
                 config.Allowed("CVE-2024-0002", dt.date(2026, 12, 1), ""),
             ),
             timeout=900.0,
-            key="gates[0]",
         ),
-        config.GateSpec(
-            name="smoke", kind="test", argv=("sh", "-c", "run {image}"), key="gates[1]"
-        ),
+        config.GateSpec(name="smoke", kind="test", argv=("sh", "-c", "run {image}")),
     )
     assert cfg.gates[1].fail_on == "critical" and cfg.gates[1].timeout == 1800.0
     assert cfg.gates[0].applies("registry.example/apps/web")
@@ -559,3 +556,14 @@ def test_a_push_branch_with_an_unknown_placeholder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_text(tmp_path, DEPLOY + "      push_branch: 'gb@{runid}'\n")
     assert caught.value.key == "deployments.repos[0].push_branch"
+
+
+def test_a_gate_or_health_program_named_by_a_relative_path_is_found_beside_the_config(tmp_path):
+    """cron and CronJobs start graphbuild anywhere; `scripts/smoke.sh` means the config's."""
+    cfg = load_text(tmp_path, "repos: []\ngates:\n  - name: t\n    test: [scripts/smoke.sh, x/y]\n"
+                              "  - name: u\n    test: [trivy, x/y]\n"
+                              "deployments:\n  rings:\n    - name: dev\n"
+                              "      health: [./check.sh, '{ring}']\n")  # fmt: skip
+    assert cfg.gates[0].argv == (str(tmp_path / "scripts/smoke.sh"), "x/y")
+    assert cfg.gates[1].argv == ("trivy", "x/y")  # a name alone is looked up on PATH
+    assert cfg.deployments.rings[0].health == (str(tmp_path / "check.sh"), "{ring}")

@@ -367,3 +367,36 @@ def test_a_refused_push_says_why(remotes, tmp_path):
     web = discovered(remote, spec)["Deployment/shop/web (web)"]
     (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
     assert "pre-receive hook declined" in done.detail or "main is protected" in done.detail
+
+
+def test_a_tag_someone_changed_since_the_sync_is_not_undone(remotes, tmp_path):
+    """A developer bumped web:1 to web:2 while the sweep was building: pinning web:1 now
+    would roll their change back, so the deploy leaves it and fails."""
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    bumped = WEB.replace('"registry.example/apps/web:1"', '"registry.example/apps/web:2"')
+    remote.commit({"envs/dev/web.yaml": bumped}, "bump web to 2")
+    before = head(remote)
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert (done.status, done.detail) == (
+        FAILED, "envs/dev/web.yaml: line 12: changed since the sync "
+                "(now registry.example/apps/web:2); left alone",
+    )  # fmt: skip
+    assert head(remote) == before
+
+
+def test_a_commit_git_refuses_fails_the_changes_without_a_traceback(remotes, tmp_path, monkeypatch):
+    """A global `commit.gpgsign` with no usable signer makes `git commit` fail."""
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    config = tmp_path / "gitconfig"
+    config.write_text("[commit]\n\tgpgsign = true\n[gpg]\n\tprogram = false\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    before = head(remote)
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert done.status == FAILED
+    assert done.detail.startswith("deploy: git failed: ")
+    assert "gpg" in done.detail
+    assert head(remote) == before

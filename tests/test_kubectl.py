@@ -257,3 +257,18 @@ def test_a_cancel_is_raised_not_reported(cluster, context):
     with pytest.raises(CommandFailed, match="cancelled"):
         Kubectl().apply([wanted], context)
     assert api.requests == []
+
+
+def test_workloads_without_kubectl_installed_are_bad_input_before_a_run(tmp_path, monkeypatch):
+    from graphbuild import deployers
+    from graphbuild.config import Config, Deployments, RingSpec, WorkloadSpec
+    from graphbuild.errors import GraphbuildError
+
+    listed = WorkloadSpec("web", "r.test/web", "1", "dev", {"resource": "deployment/web",
+                                                           "container": "web"})  # fmt: skip
+    config = Config(tmp_path / "repos.yaml", tmp_path, (), deployments=Deployments(
+        rings=(RingSpec("dev"),), workloads=(listed,)))  # fmt: skip
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(GraphbuildError, match=r"deployments\.workloads: kubectl is not installed"):
+        deployers.check(config)
+    deployers.check(Config(tmp_path / "repos.yaml", tmp_path, ()))  # no workloads: no need

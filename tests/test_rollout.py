@@ -241,6 +241,9 @@ def test_a_manual_ring_waits_for_graphbuild_deploy(fleet):
     assert rings(run) == {"dev": "healthy", "prod": "manual"}
     assert fleet.shown("envs/prod/web.yaml") == before
     web = fleet.digest(fleet.web_tag)
+    plain = fleet.run("deploy", run["id"], code=1)  # without --ring: up to the manual ring
+    assert rings(plain) == {"dev": "healthy", "prod": "manual"}
+    assert fleet.shown("envs/prod/web.yaml") == before
 
     preview = fleet.gb("deploy", run["id"], "--ring", "prod", "--dry-run")
     assert preview.returncode == 1, preview.stderr  # `bad` is still held: the run failed a gate
@@ -292,35 +295,38 @@ def small_run(gate_status: dict[str, str], hold: bool = True, gate_images=()):
     return config, g, run, digest
 
 
-def test_a_failed_gate_holds_the_image_and_what_is_built_on_it():
+def test_a_failed_gate_holds_the_image_and_what_is_built_on_it(tmp_path):
     from graphbuild import rollout
+    from graphbuild.state import State
 
     passed = dict.fromkeys([BASE, APP, OTHER], "passed")
     config, g, run, digest = small_run({**passed, MID: "failed"})
-    ok, held = rollout.deployable(config, g, run)
+    ok, held = rollout.deployable(config, g, run, State(tmp_path))
     assert ok == {BASE: digest[BASE], OTHER: digest[OTHER]}
     assert held == {MID: "failed gate scan: failed summary",
                     APP: f"built on {MID}, which failed a gate"}  # fmt: skip
 
 
-def test_hold_descendants_false_lets_what_is_built_on_a_failed_image_deploy():
+def test_hold_descendants_false_lets_what_is_built_on_a_failed_image_deploy(tmp_path):
     from graphbuild import rollout
+    from graphbuild.state import State
 
     passed = dict.fromkeys([BASE, APP, OTHER], "passed")
     config, g, run, _ = small_run({**passed, MID: "failed"}, hold=False)
-    ok, held = rollout.deployable(config, g, run)
+    ok, held = rollout.deployable(config, g, run, State(tmp_path))
     assert set(ok) == {BASE, APP, OTHER}
     assert set(held) == {MID}
 
 
-def test_an_image_whose_gate_has_not_run_is_not_validated():
+def test_an_image_whose_gate_has_not_run_is_not_validated(tmp_path):
     from graphbuild import rollout
+    from graphbuild.state import State
 
     config, g, run, _ = small_run({BASE: "passed", MID: "passed", APP: "passed"})
-    ok, held = rollout.deployable(config, g, run)
+    ok, held = rollout.deployable(config, g, run, State(tmp_path))
     assert held == {OTHER: "not validated: gate scan has not run"}
     config, g, run, _ = small_run({BASE: "passed"}, gate_images=["r.test/base"])
-    ok, held = rollout.deployable(config, g, run)  # the gate applies to base only
+    ok, held = rollout.deployable(config, g, run, State(tmp_path))  # the gate applies to base only
     assert set(ok) == {BASE, MID, APP, OTHER} and not held
 
 
@@ -355,3 +361,22 @@ def test_a_gate_that_failed_runs_again_and_one_that_passed_does_not(tmp_path):
         assert validate() == ["passed"]
         assert validate() == []
         assert [r.status for r in state.run(run_id).gates] == ["passed"]
+
+
+def test_an_image_built_on_a_parent_that_failed_a_gate_in_an_earlier_run_is_held(tmp_path):
+    """Run 1 built mid and it failed its gate; run 2 rebuilt only app (its own source
+    changed), on that same mid digest: app must not deploy."""
+    from graphbuild import rollout
+    from graphbuild.state import GateRecord, State
+
+    config, g, run, digest = small_run(dict.fromkeys([BASE, MID, APP, OTHER], "passed"))
+    run.nodes = [n for n in run.nodes if n.node == APP]  # run 2 built app only
+    run.gates = [gate for gate in run.gates if gate.node == APP]
+    with State(tmp_path) as state:
+        state.record_gate("run1", GateRecord(MID, "scan", digest[MID], "failed", "1 critical", []))
+        state.record_build(MID, digest[MID], {BASE: digest[BASE]}, "run1")
+        state.record_build(APP, digest[APP], {MID: digest[MID]}, "run2")
+        ok, held = rollout.deployable(config, g, run, state)
+        assert (ok, held) == ({}, {APP: f"built on {MID}, which failed a gate"})
+        state.record_gate("run3", GateRecord(MID, "scan", digest[MID], "passed", "allowed", []))
+        assert rollout.deployable(config, g, run, state) == ({APP: digest[APP]}, {})

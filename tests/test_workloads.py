@@ -355,3 +355,23 @@ def test_a_broken_manifest_problem_carries_its_line(remotes, write_config):
     cfg = deploy_config(write_config, remote.url)
     _, problems = discovered(cfg, synced(cfg))
     assert [(p.path, p.line) for p in problems] == [("envs/dev/broken.yaml", 4)]
+
+
+def test_a_tag_that_comes_from_elsewhere_is_not_taken_for_latest(remotes, write_config):
+    """kustomize's newName alone keeps the base manifest's tag, and a chart's empty tag is its
+    appVersion: neither says which image runs, so neither is matched (nor pinned to latest)."""
+    remote = remotes("deploy", {
+        "envs/dev/kustomization.yaml": "images:\n  - name: registry.example/apps/web\n"
+                                       "    newName: registry.example/apps/web2\n",
+        "envs/dev/values.yaml": "web:\n  image:\n    repository: registry.example/apps/web\n"
+                                "    tag: \"\"\n",
+    })  # fmt: skip
+    cfg = deploy_config(write_config, remote.url)
+    found, problems = discovered(cfg, synced(cfg))
+    assert found == []
+    assert [(p.level, p.path, p.line, p.message) for p in problems] == [
+        (WARNING, "envs/dev/kustomization.yaml", 2,
+         "registry.example/apps/web2: no tag or digest here, so not deployed by graphbuild"),
+        (WARNING, "envs/dev/values.yaml", 3,
+         "registry.example/apps/web: no tag or digest here, so not deployed by graphbuild"),
+    ]  # fmt: skip

@@ -2,9 +2,10 @@
 # The example's test gate: the new image starts and its shell answers.
 # Usage: smoke.sh REPOSITORY@DIGEST (repos.yaml passes {repository}@{digest}).
 set -eu
+workspace="$(dirname "$0")/../../.graphbuild"  # the example's buildah store (repos.yaml)
 b() {
-    buildah --storage-driver vfs --root .graphbuild/containers/storage \
-        --runroot .graphbuild/containers/run "$@"
+    buildah --storage-driver vfs --root "$workspace/containers/storage" \
+        --runroot "$workspace/containers/run" "$@"
 }
 container=$(b from --quiet --tls-verify=false --pull=always "$1")
 trap 'b rm "$container" > /dev/null' EXIT

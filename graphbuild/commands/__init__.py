@@ -12,7 +12,17 @@ from contextlib import closing
 
 import networkx as nx
 
-from graphbuild import builders, errors, execute, graphdb, keys, report, rollout, workloads
+from graphbuild import (
+    builders,
+    deployers,
+    errors,
+    execute,
+    graphdb,
+    keys,
+    report,
+    rollout,
+    workloads,
+)
 from graphbuild.config import Config
 from graphbuild.detect import Check
 from graphbuild.graph import load  # not `graph`: that name is the graph command's module
@@ -93,6 +103,7 @@ def build(
     Callers hold the sweep lock: a run still marked running is one whose process died.
     """
     builder = builders.make(config.builder)
+    deployers.check(config)
     with State(config.workspace) as state:
         for dead in set(state.abandon_runs()) - {run_id}:
             report.note(f"Run {dead} stopped when its process was killed: marked interrupted.")

@@ -1,13 +1,14 @@
 """`graphbuild deploy RUN_ID [--ring R]`: take a finished run's validated images out, later.
 
 For teams that gate a ring by hand: a sweep stops before a `manual` ring, and a
-person runs this to continue. A ring is deployed only after every ring before
-it is healthy for this run.
+person names it here to continue. Without `--ring` it goes as a sweep does, up
+to the first manual ring. A ring is deployed only after every ring before it is
+healthy for this run.
 """
 
 from __future__ import annotations
 
-from graphbuild import errors, report, rollout
+from graphbuild import deployers, errors, report, rollout
 from graphbuild.commands import deploy_targets, synced
 from graphbuild.config import Config
 from graphbuild.state import State, sweep_lock
@@ -22,9 +23,9 @@ def run(
     for ring in rings:
         if ring not in order:
             raise errors.NotFound(f"no ring {ring!r}; deployments.rings has {order}")
-    wanted = rings or order
+    deployers.check(config)
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
-        g, _, _ = synced(config)  # workloads added to the deploy repositories since count
+        g, _, failed_sync = synced(config)  # workloads added to the deploy repositories count
         with State(config.workspace) as state:
             found = state.run(run_id)
             if found is None:
@@ -41,7 +42,7 @@ def run(
                     f"{run_id} would roll them back. Pass --rollback if that is the intent."
                 )
             done = {r.ring for r in found.rings if r.status in (rollout.HEALTHY, rollout.NOTHING)}
-            first = min(order.index(r) for r in wanted)
+            first = min((order.index(r) for r in rings), default=0)
             before = [r for r in order[:first] if r not in done]
             if before:
                 raise errors.GraphbuildError(
@@ -50,11 +51,12 @@ def run(
                 )
             say = report.note if as_json else print
             ok = rollout.roll_out(config, g, state, run_id, deploy_targets(config),
-                                  rings=wanted, dry_run=dry_run, say=say)  # fmt: skip
+                                  rings=rings or None, dry_run=dry_run, say=say)  # fmt: skip
             after = state.run(run_id)
     assert after is not None
     if as_json:
         report.emit_json(report.run_document(after))
     elif not dry_run:
         report.deploy_table(after)
-    return errors.OK if ok else errors.FAILED
+    built = all(n.status not in ("failed", "blocked") for n in after.nodes)
+    return errors.OK if ok and built and not failed_sync else errors.FAILED

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import sqlite3
 
-from graphbuild import errors, graphdb, refs, report, workloads
+from graphbuild import errors, graphdb, report, workloads
 from graphbuild.commands import ensure
 from graphbuild.config import Config
 from graphbuild.report import short
+from graphbuild.state import State
 
 
 def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool) -> int:
     db = ensure(config)
     starts = graphdb.match(db, ref)
     found = graphdb.uses(db, starts, 1 if direct else depth)
-    targets = workloads.load(db, config)
-    running = {use.image: _running(db, targets, use.image) for use in found}
+    running = _running(db, config, [use.image for use in found])
     if as_json:
         report.emit_json([{**use.__dict__, "workloads": [
             {"name": w.name, "ring": w.ring, "deployer": w.deployer, "where": w.where}
@@ -44,10 +44,21 @@ def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool
 
 
 def _running(
-    db: sqlite3.Connection, targets: list[workloads.Workload], node: str
-) -> list[workloads.Workload]:
-    attrs = graphdb.attrs(db, node)
-    if attrs is None:
-        return []
-    tags = {refs.parse(t).tag for t in attrs["tags"]}
-    return [w for w in targets if w.runs(attrs["image"], tags)]
+    db: sqlite3.Connection, config: Config, nodes: list[str]
+) -> dict[str, list[workloads.Workload]]:
+    """The workloads that run each image; a reference by digest alone runs what graphbuild
+    built, as state.db records it."""
+    targets = workloads.load(db, config)
+    found: dict[str, list[workloads.Workload]] = {node: [] for node in nodes}
+    if not targets:
+        return found
+    state = State(config.workspace) if (config.workspace / "state.db").exists() else None
+    try:
+        for node in nodes:
+            attrs = graphdb.attrs(db, node)
+            built = state.built_digests(node) if state else set()
+            found[node] = workloads.running(targets, attrs, built) if attrs else []
+    finally:
+        if state:
+            state.db.close()
+    return found

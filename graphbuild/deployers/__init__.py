@@ -59,6 +59,7 @@ class Context:
 
 class Deployer(Protocol):
     name: str
+    batched: bool  # True: one apply for all of a ring's changes (one commit); else one each
 
     def preview(self, changes: list[Change], context: Context) -> list[str]:
         """What `apply` would do, exactly: file diffs, or the commands it would run."""
@@ -70,12 +71,18 @@ class Deployer(Protocol):
         ...
 
 
+def check(config: Config) -> None:
+    """Before a run starts, not at its prod ring: a deployer that cannot run is bad input."""
+    if config.deployments.workloads and shutil.which("kubectl") is None:
+        raise GraphbuildError(
+            f"{config.file}: deployments.workloads: kubectl is not installed or not on PATH"
+        )
+
+
 def make(kind: str, config: Config) -> Deployer:
-    """The deployer for a workload kind; kubectl must be installed before anything deploys."""
+    """The deployer for a workload kind."""
     from graphbuild.deployers import gitops, kubectl
 
     if kind == GITOPS:
         return gitops.Gitops({spec.name: spec for spec in config.deployments.repos})
-    if shutil.which("kubectl") is None:
-        raise GraphbuildError("kubectl is not installed or not on PATH (deployments.workloads)")
     return kubectl.Kubectl()

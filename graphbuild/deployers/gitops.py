@@ -40,6 +40,7 @@ class _Edit:
 
 class Gitops:
     name = "gitops"
+    batched = True  # one commit per ring and repository
 
     def __init__(self, repos: Mapping[str, DeployRepoSpec]) -> None:
         self.repos = repos
@@ -61,12 +62,17 @@ class Gitops:
         return out
 
     def apply(self, changes: list[Change], context: Context) -> list[Applied]:
+        import git
+
         done: list[Applied] = []
         for spec, items in self._by_repo(changes):
             try:
                 done += self._apply_repo(spec, items, context)
             except GraphbuildError as err:
                 done += [Applied(c, FAILED, str(err)) for c in items]
+            except git.GitCommandError as err:  # add or commit: a hook, a signing setup
+                detail = sources.redact(f"{spec.name}: git failed: {_first_line(str(err.stderr))}")
+                done += [Applied(c, FAILED, detail) for c in items]
         return done
 
     def _by_repo(self, changes: list[Change]) -> list[tuple[DeployRepoSpec, list[Change]]]:
@@ -197,16 +203,22 @@ class Gitops:
 
 
 def _locate(file: str, text: str, change: Change) -> manifests.Found:
-    """The reference the workload was found at, in the file as it is now."""
+    """The reference the workload was found at, in the file as it is now: same place, same
+    image and tag, and the digest the sync saw (or this change's). Anything else is an edit
+    someone made since the sync, which a deploy must not undo."""
     was = change.workload.found
     assert was is not None
     for found in manifests.find(file, text):
-        if (
-            found.doc == was.doc
-            and found.path == was.path
-            and _image(found) == change.workload.image
-        ):
-            return found
+        if found.doc != was.doc or found.path != was.path:
+            continue
+        if _image(found) != change.workload.image:
+            break
+        if found.tag != was.tag or found.digest not in (was.digest, change.digest):
+            now = found.name + (f":{found.tag}" if found.tag else "")
+            now += f"@{found.digest}" if found.digest else ""
+            raise manifests.ManifestError(f"changed since the sync (now {now}); left alone",
+                                          was.line)  # fmt: skip
+        return found
     raise manifests.ManifestError(
         f"line {was.line}: the reference is no longer there; run `graphbuild sync`"
     )

@@ -25,11 +25,12 @@ from graphbuild.process import run
 _CALL_TIMEOUT = 60.0  # a get or a patch; an API server silent for a minute is down
 _CRONJOB = {"cronjob", "cronjobs", "cj"}
 # kind[.version.group]/name: a value starting with `-` would reach kubectl as a flag
-_RESOURCE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*/[a-z0-9][a-z0-9.-]*$")
+_RESOURCE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*/[a-z0-9][a-z0-9.-]*\Z")
 
 
 class Kubectl:
-    name = program = "kubectl"
+    name = "kubectl"
+    batched = False  # each workload is patched and recorded on its own
 
     def preview(self, changes: list[Change], context: Context) -> list[str]:
         return [shlex.join(argv) for change in changes for argv in _commands(change)]
