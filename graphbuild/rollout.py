@@ -235,10 +235,10 @@ def deploy(
         if chosen is not None and ring.name not in chosen:
             continue
         if chosen is None and ring.manual:
-            detail = f"manual: deploy it with `graphbuild deploy {run.id} --ring {ring.name}`"
+            detail = f"deploy it with `graphbuild deploy {run.id} --ring {ring.name}`"
             if not dry_run:
                 state.record_ring(run.id, RingRecord(ring.name, MANUAL, detail))
-            say(f"{ring.name}: {detail}")
+            say(f"{ring.name}: manual; {detail}")
             return True
         items = [c for c in planned if c.workload.ring == ring.name]
         if not items:
