@@ -234,6 +234,8 @@ def deploy(
     for ring in config.deployments.rings:
         if chosen is not None and ring.name not in chosen:
             continue
+        if cancel.is_set():  # Ctrl-C during a ring: the next one does not start
+            raise CommandFailed(f"deploy of {ring.name}: cancelled")
         if chosen is None and ring.manual:
             detail = f"deploy it with `graphbuild deploy {run.id} --ring {ring.name}`"
             if not dry_run:
