@@ -80,10 +80,9 @@ def deploy_table(run: Run) -> None:
               [(short(g.node), g.gate, g.status, brief(g.summary)) for g in run.gates])  # fmt: skip
     if run.rings:
         print("Deploys:")
-        status = {r.ring: r for r in run.rings}
         rows = [(d.ring, d.name, short(d.node), d.status, brief(d.detail)) for d in run.deploys]
         table(["RING", "WORKLOAD", "IMAGE", "OUTCOME", "DETAIL"], rows)
-        for ring in status.values():
+        for ring in run.rings:
             print(f"  ring {ring.ring}: {ring.status} ({brief(ring.detail)})")
 
 
