@@ -192,6 +192,10 @@ def sweep(
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for a running sweep instead of stopping.")
     ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Only what is built on this image or base (again for more)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Sync, check, plan and rebuild what changed, in dependency order."""
@@ -199,7 +203,7 @@ def sweep(
 
     settings = _settings(max_parallel)
     _exit(cmd.run(_config(ctx), dry_run=dry_run, settings=settings, max_images=max_images,
-                  yes=yes, wait=wait, as_json=as_json))  # fmt: skip
+                  yes=yes, wait=wait, as_json=as_json, only=only))  # fmt: skip
 
 
 @app.command()
@@ -282,6 +286,72 @@ def deploy(
     from graphbuild.commands import deploy as cmd
 
     _exit(cmd.run(_config(ctx), run_id, ring or [], dry_run, rollback, as_json))
+
+
+@app.command()
+def mirror(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what to import; import nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Import the external bases the graph uses into the ACR mirror, by digest."""
+    from graphbuild.commands import mirror as cmd
+
+    _exit(cmd.run(_config(ctx), dry_run, as_json))
+
+
+SECRET_ENV = "GRAPHBUILD_WEBHOOK_SECRET"  # noqa: S105 - the name of a variable, not a secret
+
+
+@app.command()
+def listen(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",  # noqa: S104
+    secret_env: Annotated[
+        str, typer.Option("--secret-env", help="Variable holding the webhook's shared secret.")
+    ] = SECRET_ENV,
+    window: Annotated[
+        float, typer.Option("--window", min=0, help="Seconds of quiet that end a burst.")
+    ] = 30.0,
+    max_wait: Annotated[
+        float, typer.Option("--max-wait", min=0, help="Longest a push waits for its sweep.")
+    ] = 300.0,
+    max_images: Annotated[
+        int, typer.Option("--max-images", min=1, help="Storm guard of each sweep.")
+    ] = 50,
+) -> None:
+    """Take registry push events (ACR, Docker Hub) and sweep what is built on the pushed image."""
+    from graphbuild.commands import listen as cmd
+
+    _exit(cmd.run(_config(ctx), host, port, secret_env, window, max_wait, max_images))
+
+
+acr_app = typer.Typer(help="Azure Container Registry: webhooks.", no_args_is_help=True)
+webhook_app = typer.Typer(help="Registry webhooks that post to `graphbuild listen`.",
+                          no_args_is_help=True)  # fmt: skip
+acr_app.add_typer(webhook_app, name="webhook")
+app.add_typer(acr_app, name="acr")
+
+
+@webhook_app.command("create")
+def webhook_create(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(help="Where `graphbuild listen` is reached.")],
+    name: Annotated[str, typer.Option("--name", help="The webhook's name.")] = "graphbuild",
+    scope: Annotated[
+        str, typer.Option("--scope", help="Repositories to report, e.g. 'mirror/*'; all if empty.")
+    ] = "",
+    secret_env: Annotated[
+        str, typer.Option("--secret-env", help="Variable holding the shared secret.")
+    ] = SECRET_ENV,
+) -> None:
+    """Create a push webhook on the registry in repos.yaml's `azure:`."""
+    from graphbuild.commands import webhook as cmd
+
+    _exit(cmd.create(_config(ctx), url, name, scope, secret_env))
 
 
 def main() -> None:

@@ -39,7 +39,10 @@ _BUILDER_KEYS = {
     "buildah": {"isolation", "storage_driver", "root", "runroot"},
     "docker": {"builder"},
     "command": {"argv"},
+    "acr": {"agent_pool", "timeout", "poll"},  # and the registry: `azure:`
 }
+_AZURE_KEYS = {"subscription", "resource_group", "registry", "login_server", "endpoint",
+               "ca_bundle"}  # fmt: skip
 _REGISTRY_KEYS = {"insecure", "auth", "username", "password_env", "password_file", "ca_bundle",
                   "max_requests", "max_builds", "password"}  # fmt: skip
 SEVERITIES = ("unknown", "low", "medium", "high", "critical")  # scanners' scale, low to high
@@ -94,6 +97,22 @@ class RegistrySpec:
     ca_bundle: Path | None = None
     max_requests: int | None = None  # requests in flight to this registry
     max_builds: int | None = None  # builds pushing to this registry at once
+
+
+@dataclass(frozen=True)
+class AzureSpec:
+    """The Azure Container Registry graphbuild drives: ACR Tasks builds, imports, webhooks."""
+
+    resource_group: str
+    registry: str  # the resource's name
+    subscription: str | None = None  # else $AZURE_SUBSCRIPTION_ID
+    login_server: str | None = None  # else <registry>.azurecr.io
+    endpoint: str = "https://management.azure.com"  # Azure Resource Manager (other clouds)
+    ca_bundle: str | None = None  # extra CAs for a TLS-inspecting proxy
+
+    @property
+    def server(self) -> str:
+        return self.login_server or f"{self.registry}.azurecr.io"
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,8 @@ class Config:
     builder: Mapping[str, Any] = field(default_factory=lambda: {"kind": "buildah"})
     gates: tuple[GateSpec, ...] = ()
     deployments: Deployments = field(default_factory=Deployments)
+    azure: AzureSpec | None = None
+    mirrors: Mapping[str, str] = field(default_factory=dict)  # upstream prefix -> mirror prefix
 
     @property
     def sources(self) -> tuple[RepoSpec, ...]:
@@ -301,7 +322,8 @@ class _Checker:
     def config(self, data: Any) -> Config:
         if data is None:
             raise self.fail([], "the file is empty; it needs a `repos:` list")
-        known = {"repos", "workspace", "registries", "builder", "gates", "deployments"}
+        known = {"repos", "workspace", "registries", "builder", "gates", "deployments", "azure",
+                 "mirrors"}  # fmt: skip
         data = self.mapping(data, [], known)
         workspace = self.base / self.string(data.get("workspace", DEFAULT_WORKSPACE), ["workspace"])
         if "repos" not in data:
@@ -327,14 +349,47 @@ class _Checker:
             if spec.host in specs:
                 raise self.fail(["registries", str(host)], f"{spec.host} is configured twice")
             specs[spec.host] = spec
-        builder = self.builder(data.get("builder") or {}, ["builder"])
+        azure = self.azure(data["azure"], ["azure"]) if data.get("azure") else None
+        builder = self.builder(data.get("builder") or {}, ["builder"], azure)
         gates = self.gates(data.get("gates") or [], ["gates"])
         deployments = self.deployments(data.get("deployments") or {}, ["deployments"])
         for i, deploy_repo in enumerate(deployments.repos):
             if deploy_repo.name in seen:
                 where = ["deployments", "repos", i, "name"]
                 raise self.fail(where, f"{deploy_repo.name!r} is also the name of a repos entry")
-        return Config(self.path, workspace, repos, specs, builder, gates, deployments)
+        mirrors = self.mirrors(data.get("mirrors") or {}, ["mirrors"])
+        return Config(self.path, workspace, repos, specs, builder, gates, deployments, azure,
+                      mirrors)  # fmt: skip
+
+    def mirrors(self, value: Any, where: list[str | int]) -> dict[str, str]:
+        """`upstream prefix: mirror prefix`, both a registry host and optional path:
+        `docker.io: myacr.azurecr.io/mirror`."""
+        out = {}
+        for source, target in self.string_map(value, where, bool).items():
+            for side in (source, target):
+                try:
+                    ref = refs.parse(f"{side}/x")
+                except InvalidReference as err:
+                    raise self.fail([*where, source], f"{side!r}: {err.reason}") from None
+                if not ref.name.startswith(side.rstrip("/") + "/"):
+                    hint = "start with the registry host, e.g. myacr.azurecr.io/mirror"
+                    raise self.fail([*where, source], f"{side!r}: {hint}")
+            out[source.rstrip("/")] = target.rstrip("/")
+        return out
+
+    def azure(self, value: Any, where: list[str | int]) -> AzureSpec:
+        data = self.mapping(value, where, _AZURE_KEYS)
+        for key in ("resource_group", "registry"):
+            if key not in data:
+                raise self.fail([*where, key], "missing: the registry's resource group and name")
+        text = {key: self.string(item, [*where, key]) for key, item in data.items()}
+        if not re.fullmatch(r"[A-Za-z0-9]{5,50}", text["registry"]):
+            raise self.fail([*where, "registry"], "an ACR name: 5-50 letters and digits")
+        if text.get("endpoint", "https://").split("://")[0] != "https":
+            raise self.fail([*where, "endpoint"], "Azure Resource Manager is reached over https")
+        if "ca_bundle" in text:
+            text["ca_bundle"] = str(self.base / text["ca_bundle"])
+        return AzureSpec(**text)
 
     def listed(self, value: Any, where: list[str | int]) -> list:
         if not isinstance(value, list):
@@ -524,7 +579,9 @@ class _Checker:
         ring = self.ring(data["ring"], [*where, "ring"], rings)
         return WorkloadSpec(name, image, tag, ring, options, _key(where))
 
-    def builder(self, value: Any, where: list[str | int]) -> dict[str, Any]:
+    def builder(
+        self, value: Any, where: list[str | int], azure: AzureSpec | None
+    ) -> dict[str, Any]:
         """`builder: {kind: buildah|docker|command, ...}`: each kind's options, checked."""
         kind = value.get("kind", "buildah") if isinstance(value, dict) else None
         if kind not in _BUILDER_KEYS:
@@ -539,10 +596,16 @@ class _Checker:
                     raise self.fail([*where, key], "must name the command to run")
             elif key in ("root", "runroot"):  # beside the config, like the workspace
                 out[key] = str(self.base / self.string(item, [*where, key]))
+            elif key in ("timeout", "poll"):
+                out[key] = self.number(item, [*where, key])
             elif key != "kind":
                 out[key] = self.string(item, [*where, key])
         if kind == "command" and "argv" not in out:
             raise self.fail([*where, "argv"], "missing: the command that builds and pushes")
+        if kind == "acr":
+            if azure is None:
+                raise self.fail(["azure"], "missing: builder.kind acr builds in this registry")
+            out.update(azure.__dict__)
         return out
 
     def registry(self, host: Any, value: Any, where: list[str | int]) -> RegistrySpec:

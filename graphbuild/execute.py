@@ -338,7 +338,8 @@ class Builds:
 
     def _node_for(self, ref: refs.Reference) -> str:
         """The graph node a reference names: an image by any of its tags, else the base."""
-        return self.by_tag.get(ref.tagged, str(ref)) if ref.tag is not None else str(ref)
+        name = refs.upstream(str(ref), self.config.mirrors)  # a mirrored base is its upstream
+        return self.by_tag.get(ref.tagged, name) if ref.tag is not None else name
 
     def _insecure(self, nodes: Iterable[str]) -> bool:
         """Is any of these images' registry a plain-http loopback one?"""

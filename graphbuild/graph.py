@@ -10,6 +10,7 @@ built on X" is a walk over descendants.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 import networkx as nx
@@ -26,9 +27,15 @@ BUILD_INPUTS = frozenset({FROM, COPY, MOUNT})
 _USE_KEYS = ("kind", "line", "ref", "pinned", "platform", "platforms", "via")
 
 
-def build(images: list[Image]) -> tuple[nx.DiGraph, list[Problem]]:
-    """Link every parsed image to its bases; raise CycleError if images build on each other."""
+def build(
+    images: list[Image], mirrors: Mapping[str, str] | None = None
+) -> tuple[nx.DiGraph, list[Problem]]:
+    """Link every parsed image to its bases; raise CycleError if images build on each other.
+
+    A base pulled through a mirror (repos.yaml `mirrors:`) is the upstream base's node:
+    one base, watched upstream, however each Dockerfile names it."""
     graph = nx.DiGraph()
+    mirrors = mirrors or {}
     produced: dict[str, str] = {}  # `name:tag` -> image node id
     problems: list[Problem] = []
     kept = [image for image in images if _add_image(graph, produced, image, problems)]
@@ -36,8 +43,8 @@ def build(images: list[Image]) -> tuple[nx.DiGraph, list[Problem]]:
         assert image.parsed is not None
         for ref in image.parsed.refs:
             if ref.ref is not None:
-                _add_edge(graph, produced, image, ref)
-    _fire_onbuild(graph, produced, kept)
+                _add_edge(graph, produced, mirrors, image, ref)
+    _fire_onbuild(graph, produced, mirrors, kept)
     if not nx.is_directed_acyclic_graph(graph):
         cycle = nx.find_cycle(graph)
         where = [_where(graph, u, v) for u, v in cycle]
@@ -80,6 +87,7 @@ def _add_image(
 def _add_edge(
     graph: nx.DiGraph,
     produced: dict[str, str],
+    mirrors: Mapping[str, str],
     image: Image,
     ref: BaseRef,
     line: int | None = None,
@@ -89,7 +97,8 @@ def _add_edge(
     parsed = refs.parse(ref.ref)
     source = produced.get(parsed.tagged) if parsed.tag is not None else None
     if source is None:
-        source = ref.ref
+        source = refs.upstream(ref.ref, mirrors)
+        parsed = refs.parse(source)
         if source not in graph:
             graph.add_node(
                 source, kind=EXTERNAL, name=parsed.name, tag=parsed.tag, digest=parsed.digest,
@@ -117,7 +126,9 @@ def _add_edge(
         edge["also"].append(use)
 
 
-def _fire_onbuild(graph: nx.DiGraph, produced: dict[str, str], kept: list[Image]) -> None:
+def _fire_onbuild(
+    graph: nx.DiGraph, produced: dict[str, str], mirrors: Mapping[str, str], kept: list[Image]
+) -> None:
     """A fleet image's ONBUILD triggers run in the images built FROM it: edges of theirs."""
     by_id = {image.id: image for image in kept}
     for parent in kept:
@@ -129,7 +140,7 @@ def _fire_onbuild(graph: nx.DiGraph, produced: dict[str, str], kept: list[Image]
             if edge["kind"] != "from":
                 continue
             for ref in parent.parsed.onbuild:
-                _add_edge(graph, produced, by_id[child_id], ref, edge["line"],
+                _add_edge(graph, produced, mirrors, by_id[child_id], ref, edge["line"],
                           via=f"ONBUILD of {parent.id}")  # fmt: skip
 
 

@@ -46,6 +46,13 @@ class Plan:
             out[step.wave].append(step.node)
         return out
 
+    def within(self, graph: nx.DiGraph, starts: Iterable[str]) -> Plan:
+        """Only the steps at or below `starts`: a sweep a push event asked for."""
+        keep = {n for start in starts if start in graph
+                for n in (start, *nx.descendants(graph, start))}  # fmt: skip
+        steps = [step for step in self.steps if step.node in keep]
+        return Plan(steps, self.digests, [n for n in self.unknown if n in keep])
+
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for step in self.steps:

@@ -8,6 +8,7 @@ graphbuild does the same: the same string always names the same node, and
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from graphbuild.errors import InvalidReference
@@ -143,3 +144,20 @@ def repository(text: str) -> str:
     if ref.tag is not None or ref.digest is not None:
         raise InvalidReference(text, "give the repository only; tags go in `tags:`")
     return ref.name
+
+
+def upstream(ref: str, mirrors: Mapping[str, str]) -> str:
+    """The reference a mirrored one stands for (`myacr.azurecr.io/mirror/library/python:3.12`
+    -> `docker.io/library/python:3.12`); any other reference as it is."""
+    for source, target in mirrors.items():
+        if ref.startswith(target + "/"):
+            return source + ref[len(target) :]
+    return ref
+
+
+def mirrored(ref: str, mirrors: Mapping[str, str]) -> str | None:
+    """Where the mirror keeps an upstream reference, or None when its registry is not mirrored."""
+    for source, target in mirrors.items():
+        if ref.startswith(source + "/"):
+            return target + ref[len(source) :]
+    return None

@@ -101,3 +101,36 @@ def registry(tmp_path):
     running = LocalRegistry(tmp_path / "registry").start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def identity_server():
+    """One managed-identity endpoint for the session: stopping one waits out its 0.5 s poll
+    interval."""
+    from .servers import ManagedIdentity
+
+    server = ManagedIdentity("entra-xyz").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def identity(identity_server, monkeypatch):
+    """The managed-identity endpoint DefaultAzureCredential finds through the environment."""
+    identity_server.token, identity_server.requests[:] = "entra-xyz", []
+    for name in [k for k in os.environ if k.startswith(("AZURE_", "IDENTITY_", "MSI_"))]:
+        monkeypatch.delenv(name)
+    for name, value in identity_server.environment().items():
+        monkeypatch.setenv(name, value)
+    return identity_server
+
+
+@pytest.fixture
+def arm(tmp_path, registry, identity):
+    """Azure Resource Manager for one registry, answered on loopback (tests/azure.py)."""
+    from .azure import FakeArm
+
+    server = FakeArm(tmp_path / "arm", registry).start()
+    yield server
+    server.stop()
+    assert server.errors == []  # the fake itself never broke

@@ -38,7 +38,7 @@ class BuildRequest:
 
 class Builder(Protocol):
     name: str
-    program: str  # the executable it runs: checked before a run starts
+    program: str | None  # the executable it runs, checked before a run starts; None: a service
 
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
         """Build and push; return the pushed digest. Raise CommandFailed; stop when cancelled."""
@@ -51,12 +51,13 @@ def make(spec: Mapping[str, Any]) -> Builder:
     A builder that is not installed is bad input, said once before any run starts,
     not a failure of every image in it.
     """
-    from graphbuild.builders import buildah, command, docker
+    from graphbuild.builders import acr, buildah, command, docker
 
-    kinds = {"buildah": buildah.Buildah, "docker": docker.Docker, "command": command.Command}
+    kinds = {"buildah": buildah.Buildah, "docker": docker.Docker, "command": command.Command,
+             "acr": acr.Acr}  # fmt: skip
     options = {k: v for k, v in spec.items() if k != "kind"}
     builder: Builder = kinds[spec.get("kind", "buildah")](**options)
-    if shutil.which(builder.program) is None:
+    if builder.program is not None and shutil.which(builder.program) is None:
         raise GraphbuildError(
             f"builder.kind {builder.name}: {builder.program} is not installed or not on PATH "
             "(see docs/config.md, builder)"

@@ -18,15 +18,19 @@ def run(
     yes: bool,
     wait: bool,
     as_json: bool,
+    only: list[str] | None = None,
 ) -> int:
     """One sweep under the sweep lock; idempotent: right after a good one it builds nothing.
 
     Exit 1 when anything kept it from the whole truth: a repository not
-    fetched, a registry that did not answer, a build that failed.
+    fetched, a registry that did not answer, a build that failed. `only` limits it
+    to what is built on those references (a push event's sweep).
     """
     with sweep_lock(config.workspace, wait, lambda who: report.note(f"Waiting for {who}.")):
-        g, _, failed_sync = synced(config)
+        g, starts, failed_sync = synced(config, only or [])
         plan, check = planned(config, g)
+        if only:  # a push event: what is built on the pushed images, nothing else
+            plan = plan.within(g, starts)
         unanswered = check.unanswered()
         if unanswered:
             some = ", ".join(unanswered[:3]) + (", …" if len(unanswered) > 3 else "")

@@ -48,7 +48,7 @@ def _refresh(config: Config, jobs: int) -> Summary:
             idx = indexer.parse()
         from graphbuild import graph  # networkx: only paid when the graph is relinked
 
-        g, link_problems = graph.build(idx.images)
+        g, link_problems = graph.build(idx.images, config.mirrors)
         problems = idx.problems + link_problems
         images = sum(1 for _, kind in g.nodes(data="kind") if kind == graphdb.IMAGE)
         meta = {"fingerprint": fingerprint, "images": images,

@@ -1,0 +1,279 @@
+"""ACR: the `acr` builder (ACR Tasks quick builds), base mirroring, webhooks.
+
+Azure cannot be reached from the test machine: the real azure-mgmt-containerregistry
+and azure-identity clients talk to FakeArm (tests/azure.py), a loopback HTTPS server
+answering the Azure Resource Manager calls as Azure's REST reference documents them.
+Its runs "build" by pushing a small image to the real loopback registry, so what the
+sweep checks afterwards is real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from graphbuild import acr
+from graphbuild.builders import BuildRequest
+from graphbuild.builders.acr import PINNED, Acr
+from graphbuild.errors import CommandFailed
+
+from .conftest import require
+from .test_sweep import Site
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def builder(arm, **options) -> Acr:
+    return Acr(arm.resource_group, arm.name, subscription=arm.subscription,
+               login_server=arm.registry.host, endpoint=arm.base_url,
+               ca_bundle=str(arm.ca_bundle), **{"poll": 0.05, **options})  # fmt: skip
+
+
+def build_request(arm, tmp_path, repo: str = "team/app", **kw) -> BuildRequest:
+    context = tmp_path / "context"
+    context.mkdir(exist_ok=True)
+    (context / "app.txt").write_text("app\n")
+    (context / ".git").mkdir(exist_ok=True)
+    (context / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    dockerfile = tmp_path / "Dockerfile.pinned"
+    dockerfile.write_text(
+        f"FROM {arm.registry.host}/lib/base:1@sha256:{'a' * 64}\nCOPY app.txt /\n"
+    )
+    kw.setdefault("tags", (f"{arm.registry.host}/{repo}:1", f"{arm.registry.host}/{repo}:latest"))
+    return BuildRequest(image=kw["tags"][0], context=context, dockerfile=dockerfile,
+                        log=tmp_path / "build.log", **kw)  # fmt: skip
+
+
+# -- the builder, one run at a time
+
+
+def test_a_build_uploads_the_pinned_context_and_returns_the_pushed_digest(arm, tmp_path):
+    request = build_request(arm, tmp_path, build_args={"V": "1"}, target="run",
+                            platforms=("linux/arm64/v8",), no_cache=True)  # fmt: skip
+    digest = builder(arm, agent_pool="pool1", timeout=600).build(request, threading.Event())
+
+    (run,) = arm.runs.values()
+    assert (
+        digest
+        == arm.registry.http.head(
+            "/v2/team/app/manifests/1",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        ).headers["Docker-Content-Digest"]
+    )
+    assert run.dockerfile == request.dockerfile.read_text()  # built from the pinned copy
+    assert sorted(run.files) == sorted([PINNED, "app.txt"])  # the context, without .git
+    body = run.request
+    assert body["imageNames"] == ["team/app:1", "team/app:latest"]
+    assert (body["dockerFilePath"], body["target"], body["noCache"], body["isPushEnabled"]) == (
+        PINNED, "run", True, True)  # fmt: skip
+    assert body["arguments"] == [{"name": "V", "value": "1", "isSecret": False}]
+    assert body["platform"] == {"os": "Linux", "architecture": "arm64", "variant": "v8"}
+    assert (body["timeout"], body["agentPoolName"]) == (600, "pool1")
+    log = request.log.read_text()
+    assert f"ACR run {run.run_id} on myacr: team/app:1, team/app:latest" in log
+    assert "Successfully pushed" in log  # the run's own log, streamed in
+    calls = [r.path.rsplit("/", 1)[-1] for r in arm.requests if "/registries/" in r.path]
+    assert calls[:2] == ["listBuildSourceUploadUrl", "scheduleRun"]
+
+
+def test_a_failed_run_is_a_build_failure_with_its_error(arm, tmp_path):
+    arm.fail["team/app"] = 1
+    with pytest.raises(CommandFailed, match=r"ACR run cb1 Failed: ") as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is False
+    assert "error" in (tmp_path / "build.log").read_text()
+
+
+def test_a_run_the_service_broke_is_worth_retrying(arm, tmp_path):
+    arm.fail["team/app"], arm.statuses["team/app"] = 1, "Error"
+    with pytest.raises(CommandFailed, match=r"ACR run cb1 Error") as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is True
+
+
+def test_a_cancelled_build_cancels_its_acr_run(arm, tmp_path):
+    arm.hold = True
+    arm.lro_retry_after = 1
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    with pytest.raises(CommandFailed, match=r"cancelled \(ACR run cb1\)"):
+        builder(arm).build(build_request(arm, tmp_path), cancel)
+    assert arm.runs["cb1"].status == "Canceled"
+    assert arm.calls("/runs/cb1/cancel", "POST")
+
+
+def test_throttling_is_waited_out(arm, tmp_path):
+    arm.throttle["/scheduleRun"] = 1
+    builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert [r.status for r in arm.calls("/scheduleRun", "POST")] == [429, 200]
+
+
+def test_an_image_outside_the_building_registry_is_refused_before_any_call(arm, tmp_path):
+    request = build_request(arm, tmp_path, tags=("elsewhere.example/team/app:1",))
+    with pytest.raises(CommandFailed, match="ACR Tasks push only to their own registry"):
+        builder(arm).build(request, threading.Event())
+    assert not arm.calls("/scheduleRun")
+
+
+def test_several_platforms_are_refused(arm, tmp_path):
+    request = build_request(arm, tmp_path, platforms=("linux/amd64", "linux/arm64"))
+    with pytest.raises(CommandFailed, match="one platform"):
+        builder(arm).build(request, threading.Event())
+
+
+# -- a sweep on ACR Tasks, end to end
+
+
+class AcrSite(Site):
+    """test_sweep's fleet (base -> mid -> app, and solo) plus two more children of base,
+    built by the acr builder through FakeArm."""
+
+    def __init__(self, root, registry, remotes, arm) -> None:
+        super().__init__(root, registry, remotes)
+        h = self.host
+        self.platform.commit({
+            "second/Dockerfile": f"FROM {h}/platform/base:1\nCOPY f /second\n", "second/f": "2",
+            "third/Dockerfile": f"FROM {h}/platform/base:1\nCOPY f /third\n", "third/f": "3",
+        })  # fmt: skip
+        images = self.config["repos"][0]["images"]
+        for name in ("second", "third"):
+            images.append({"image": f"{h}/platform/{name}", "dockerfile": f"{name}/Dockerfile",
+                           "context": name, "tags": ["1"]})  # fmt: skip
+        self.config["azure"] = {
+            "subscription": arm.subscription, "resource_group": "rg", "registry": arm.name,
+            "login_server": h, "endpoint": arm.base_url, "ca_bundle": str(arm.ca_bundle),
+        }  # fmt: skip
+        self.config["builder"] = {"kind": "acr", "poll": 0.1}
+        self.config["registries"][h]["max_builds"] = 2
+        self.write_config()
+
+
+@pytest.fixture
+def acr_site(tmp_path, registry, remotes, arm):
+    require("git")
+    return AcrSite(tmp_path, registry, remotes, arm)
+
+
+def overlapping(arm) -> int:
+    """The most ACR runs that were in progress at one moment."""
+    events = sorted([(r.created, 1) for r in arm.runs.values()]
+                    + [(r.finished, -1) for r in arm.runs.values() if r.finished])  # fmt: skip
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_a_sweep_builds_the_tree_on_acr_in_order_and_resumes_after_a_failed_run(acr_site, arm):
+    site = acr_site
+    arm.fail["platform/mid"] = 1
+    run = site.run("sweep", code=1)
+    status = {n["node"]: n["status"] for n in run["nodes"]}
+    second, third = f"{site.host}/platform/second:1", f"{site.host}/platform/third:1"
+    assert status == {site.base: "succeeded", site.mid: "failed", site.app: "blocked",
+                      site.solo: "succeeded", second: "succeeded", third: "succeeded"}  # fmt: skip
+    by_image = {r.request["imageNames"][0]: r for r in arm.runs.values()}
+    base = by_image["platform/base:1"]
+    for child in ("platform/second:1", "platform/third:1", "platform/mid:1"):
+        assert by_image[child].created >= base.finished  # a child starts after its parent
+        assert f"{site.host}/platform/base:1@{site.digest(site.base)}" in by_image[child].dockerfile
+    assert overlapping(arm) == 2  # parallel in a wave, and never past max_builds: 2
+    logs = {n["node"]: n["log"] for n in run["nodes"]}
+    assert "Successfully pushed" in Path(logs[second]).read_text()
+
+    before = len(arm.runs)
+    resumed = site.run("resume", run["id"])
+    assert resumed["status"] == "succeeded"
+    rebuilt = sorted(r.request["imageNames"][0] for r in list(arm.runs.values())[before:])
+    assert rebuilt == ["apps/app:1", "platform/mid:1"]  # only what had not succeeded
+    app = [r for r in arm.runs.values() if r.request["imageNames"][0] == "apps/app:1"][-1]
+    assert f"{site.host}/platform/mid:1@{site.digest(site.mid)}" in app.dockerfile
+
+
+def test_an_interrupted_sweep_cancels_its_acr_runs(acr_site, arm):
+    site = acr_site
+    arm.hold, arm.lro_retry_after = True, 1
+    process = site.start("sweep", "--json")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(r.status == "Running" for r in arm.runs.values()):
+        time.sleep(0.1)
+    assert any(r.status == "Running" for r in arm.runs.values())
+    os.killpg(process.pid, signal.SIGTERM)  # stop starting builds
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGTERM)  # and cancel the running ones
+    out, err = process.communicate(timeout=120)
+    held = [r for r in arm.runs.values() if r.status != "Succeeded"]
+    assert held and all(r.status == "Canceled" for r in held), err
+    assert json.loads(out)["status"] == "interrupted"
+    with sqlite3.connect(site.root / ".graphbuild" / "state.db") as db:
+        assert db.execute("SELECT status FROM runs").fetchone() == ("interrupted",)
+
+
+# -- mirroring
+
+
+def test_imports_due_are_the_mirrored_bases_whose_mirror_tag_lags():
+    mirrors = {"docker.io": "myacr.azurecr.io/mirror"}
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    bases = ["docker.io/library/python:3.12", "docker.io/library/node:22", "ghcr.io/x/y:1",
+             f"docker.io/library/alpine@{a}", "docker.io/library/gone:1"]  # fmt: skip
+    digests = {
+        "docker.io/library/python:3.12": a, "myacr.azurecr.io/mirror/library/python:3.12": a,
+        "docker.io/library/node:22": b, "myacr.azurecr.io/mirror/library/node:22": a,
+        "docker.io/library/gone:1": None,
+    }  # fmt: skip
+    due, unanswered = acr.imports_due(bases, mirrors, digests)
+    assert due == [acr.Import("docker.io/library/node:22", b,
+                              "myacr.azurecr.io/mirror/library/node:22")]  # fmt: skip
+    assert unanswered == ["docker.io/library/gone:1"]
+
+
+def test_mirror_imports_each_base_once_by_digest_and_the_graph_sees_one_base(acr_site, arm):
+    site = acr_site
+    h = site.host
+    site.config["mirrors"] = {f"{h}/upstream": f"{h}/mirror/upstream"}
+    site.write_config()
+    site.platform.commit({"base/Dockerfile": f"FROM {h}/mirror/upstream/base:1\nCOPY f /b\n"})
+    site.gb("sync")
+
+    first = json.loads(site.gb("mirror", "--json").stdout)
+    assert first["imports"] == [{"source": site.upstream, "digest": site.upstream_digest,
+                                 "target": f"{h}/mirror/upstream/base:1"}]  # fmt: skip
+    assert site.digest(f"{h}/mirror/upstream/base:1") == site.upstream_digest  # by digest
+    (imported,) = arm.imports
+    assert imported["parameters"]["source"]["sourceImage"] == (
+        f"upstream/base@{site.upstream_digest}"
+    )
+    again = site.gb("mirror")
+    assert again.returncode == 0 and "The mirror is up to date." in again.stdout
+    assert len(arm.imports) == 1  # a rerun imports nothing
+
+    uses = json.loads(site.gb("uses", site.upstream, "--json").stdout)
+    assert site.base in [u["image"] for u in uses]  # the mirror's name is the upstream base
+    new = site.push_upstream("upstream v2")
+    assert json.loads(site.gb("mirror", "--json").stdout)["imports"][0]["digest"] == new
+    assert len(arm.imports) == 2
+
+
+# -- webhooks
+
+
+def test_webhook_create_registers_a_push_webhook_with_the_secret_header(acr_site, arm, monkeypatch):
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", "hook-secret-123")
+    done = acr_site.gb("acr", "webhook", "create", "https://graphbuild.example/hooks/acr",
+                       "--scope", "upstream/*")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "hook-secret-123" not in done.stdout + done.stderr
+    (hook,) = arm.webhooks.values()
+    properties = hook["properties"]
+    assert properties["serviceUri"] == "https://graphbuild.example/hooks/acr"
+    assert properties["customHeaders"] == {"X-Graphbuild-Secret": "hook-secret-123"}
+    assert properties["actions"] == ["push"] and properties["scope"] == "upstream/*"

@@ -1,0 +1,482 @@
+"""Push webhooks: payloads as ACR and Docker Hub document them, posted over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from graphbuild import listen
+from graphbuild.listen import SECRET_HEADER, Debouncer, Push
+
+SECRET = "s3cr3t-Shared-Value-9f8e7d"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def acr_event(action: str = "push", tag: str | None = "1.2", **target: object) -> dict:
+    """The image push example of the ACR webhook reference, for myacr.azurecr.io/team/app."""
+    event = {
+        "id": "cb8c3971-9adc-488b-0000-43cbb4974ff5",
+        "timestamp": "2023-11-17T16:52:01.343145347Z",
+        "action": action,
+        "target": {
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "size": 524,
+            "digest": DIGEST,
+            "length": 524,
+            "repository": "team/app",
+            **({"tag": tag} if tag is not None else {}),
+            **target,
+        },
+        "request": {
+            "id": "3cbb6949-7549-4fa1-0000-a6d5451dffc7",
+            "host": "myacr.azurecr.io",
+            "method": "PUT",
+            "useragent": "docker/24.0.7 go/go1.20.10 git-commit/311b9ff kernel/6.5.0 os/linux",
+        },
+    }
+    return event
+
+
+def hub_event(repo_name: str = "library/python", tag: str = "3.12") -> dict:
+    """The example payload of Docker Hub's webhook page."""
+    namespace, _, name = repo_name.partition("/")
+    return {
+        "callback_url": f"https://registry.hub.docker.com/u/{repo_name}/hook/2141b5bi5i5b02bec2/",
+        "push_data": {"pushed_at": 1417566161, "pusher": "trustedbuilder", "tag": tag},
+        "repository": {
+            "comment_count": 0,
+            "date_created": 1417494799,
+            "description": "",
+            "dockerfile": "FROM\t\tubuntu\n",
+            "full_description": "Docker Hub based automated build from a GitHub repo",
+            "is_official": namespace == "library",
+            "is_private": False,
+            "is_trusted": True,
+            "name": name,
+            "namespace": namespace,
+            "owner": namespace,
+            "repo_name": repo_name,
+            "repo_url": f"https://registry.hub.docker.com/u/{repo_name}/",
+            "star_count": 0,
+            "status": "Active",
+        },
+    }
+
+
+def body(event: dict) -> bytes:
+    return json.dumps(event).encode()
+
+
+# ---------------------------------------------------------------- parse
+
+
+def test_parse_acr_push():
+    push = listen.parse(body(acr_event()))
+    assert push == Push("myacr.azurecr.io/team/app:1.2", DIGEST, "acr")
+
+
+def test_parse_acr_push_takes_the_host_hint_only_without_request_host():
+    event = acr_event()
+    del event["request"]
+    assert listen.parse(body(event), host_hint="other.azurecr.io").ref == (
+        "other.azurecr.io/team/app:1.2"
+    )
+    assert listen.parse(body(acr_event()), host_hint="other.azurecr.io").ref == (
+        "myacr.azurecr.io/team/app:1.2"
+    )
+    with pytest.raises(ValueError, match=r"request\.host"):
+        listen.parse(body(event))
+
+
+def test_parse_docker_hub_push():
+    assert listen.parse(body(hub_event())) == Push(
+        "docker.io/library/python:3.12", None, "dockerhub"
+    )
+    assert listen.parse(body(hub_event("svendowideit/testhook", "latest"))).ref == (
+        "docker.io/svendowideit/testhook:latest"
+    )
+
+
+@pytest.mark.parametrize("action", ["delete", "quarantine", "chart_push", "chart_delete"])
+def test_parse_other_acr_actions_are_none(action):
+    assert listen.parse(body(acr_event(action))) is None
+
+
+def test_parse_ping_and_digest_only_push_are_none():
+    assert (
+        listen.parse(b'{"id": "1", "timestamp": "2023-11-17T16:52:01Z", "action": "ping"}') is None
+    )
+    assert listen.parse(body(acr_event(tag=None))) is None
+    assert listen.parse(body(hub_event(tag=""))) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[" * 60000, "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"hello": "world"}', "neither an ACR event"),
+        (body({k: v for k, v in acr_event().items() if k != "target"}), "no `target`"),
+        (body(acr_event(repository=None)), r"no target\.repository"),
+        (body(acr_event(tag=7)), r"target\.tag is not a string"),
+        (body(acr_event(repository="Team/App")), "must be lowercase"),
+        (body(acr_event(tag="1@" + DIGEST, digest=None)), "invalid tag"),
+        (body(acr_event(digest="sha256:123")), "invalid image reference"),
+        (body({"push_data": {"tag": "1"}}), "no `repository`"),
+    ],
+)
+def test_parse_rejects_malformed_bodies(raw, reason):
+    with pytest.raises(ValueError, match=reason):
+        listen.parse(raw)
+
+
+# ---------------------------------------------------------------- serve
+
+
+class Hooks:
+    """The webhook server on a free loopback port, and the pushes it handed over."""
+
+    def __init__(self, on_push=None) -> None:
+        self.pushes: list[Push] = []
+        self.server = listen.serve("127.0.0.1", 0, SECRET, on_push or self.pushes.append)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever,
+            args=(0.05,),
+            daemon=True,  # quick shutdown
+        )
+        self.thread.start()
+        port = self.server.server_address[1]
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False)
+        self.replies: list[httpx.Response] = []
+
+    def post(self, route: str, content: bytes, secret: str | None = SECRET, **kw) -> httpx.Response:
+        headers = {"Content-Type": "application/json"}
+        if secret is not None:
+            headers[SECRET_HEADER] = secret
+        reply = self.client.post(route, content=content, headers=headers, **kw)
+        self.replies.append(reply)
+        return reply
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hooks(capfd):
+    hooks = Hooks()
+    yield hooks
+    hooks.close()
+    for reply in hooks.replies:
+        assert SECRET not in reply.text
+        assert SECRET not in str(reply.headers)
+    assert SECRET not in "".join(capfd.readouterr())
+
+
+def test_serve_accepts_an_acr_push(hooks):
+    reply = hooks.post("/hooks/acr", body(acr_event()))
+    assert reply.status_code == 202
+    assert hooks.pushes == [Push("myacr.azurecr.io/team/app:1.2", DIGEST, "acr")]
+
+
+@pytest.mark.parametrize("secret", [None, "wrong", SECRET[:-1], SECRET + "x", ""])
+def test_serve_refuses_a_missing_or_wrong_secret(hooks, secret):
+    reply = hooks.post("/hooks/acr", body(acr_event()), secret=secret)
+    assert reply.status_code == 401
+    assert hooks.pushes == []
+
+
+def test_serve_checks_the_secret_before_anything_else(hooks):
+    assert hooks.post("/hooks/acr", b"{not json", secret="wrong").status_code == 401
+    assert hooks.post("/hooks/acr", b"x" * 100_000, secret=None).status_code == 401
+
+
+def test_serve_answers_a_malformed_body_with_the_reason(hooks):
+    reply = hooks.post("/hooks/acr", b"{not json")
+    assert reply.status_code == 400
+    assert reply.text.startswith("not a push event: body is not JSON")
+    assert reply.text.count("\n") == 1
+    reply = hooks.post("/hooks/acr", body({"action": "push"}))
+    assert (reply.status_code, reply.text) == (400, "not a push event: no `target` object\n")
+    assert hooks.pushes == []
+
+
+def test_serve_refuses_an_oversized_body(hooks):
+    event = acr_event(padding="x" * listen.MAX_BODY)
+    reply = hooks.post("/hooks/acr", body(event))
+    assert reply.status_code == 413
+    assert hooks.pushes == []
+
+
+def test_serve_ignores_events_that_move_no_tag(hooks):
+    for event in (acr_event("delete"), acr_event("ping"), acr_event(tag=None)):
+        assert hooks.post("/hooks/acr", body(event)).status_code == 202
+    assert hooks.pushes == []
+
+
+def test_serve_takes_the_docker_hub_secret_from_the_query(hooks):
+    reply = hooks.post(
+        "/hooks/dockerhub", body(hub_event()), secret=None, params={"secret": SECRET}
+    )
+    assert reply.status_code == 202
+    assert hooks.pushes == [Push("docker.io/library/python:3.12", None, "dockerhub")]
+    reply = hooks.post("/hooks/dockerhub", body(hub_event()), secret=None, params={"secret": "no"})
+    assert reply.status_code == 401
+    # ACR can send headers, so its hook never takes a secret that ends up in access logs
+    reply = hooks.post("/hooks/acr", body(acr_event()), secret=None, params={"secret": SECRET})
+    assert reply.status_code == 401
+    assert len(hooks.pushes) == 1
+
+
+def test_serve_refuses_an_event_of_the_other_registry(hooks):
+    reply = hooks.post("/hooks/acr", body(hub_event()))
+    assert (reply.status_code, reply.text) == (400, "a dockerhub event sent to the acr hook\n")
+    assert hooks.pushes == []
+
+
+def test_serve_health_and_unknown_routes(hooks):
+    reply = hooks.client.get("/healthz")
+    assert (reply.status_code, reply.text) == (200, "ok\n")
+    assert hooks.post("/hooks/gcr", body(acr_event())).status_code == 404
+    assert hooks.client.get("/hooks/acr").status_code == 404
+    assert hooks.client.put("/hooks/acr", content=b"{}").status_code == 501
+
+
+def test_serve_never_quotes_a_bad_request_line(hooks):
+    """http.server's own error pages quote the request line, query string and all."""
+    port = hooks.server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(f"POST /hooks/dockerhub?secret={SECRET} junk HTTP/1.1\r\n\r\n".encode())
+        reply = b"".join(iter(lambda: conn.recv(4096), b""))
+    assert reply.startswith(b"HTTP/1.0 400")
+    assert SECRET.encode() not in reply  # the fixture checks the log
+
+
+def test_serve_answers_503_when_the_push_cannot_be_queued():
+    def refuse(push: Push) -> None:
+        raise RuntimeError("the debouncer is closed")
+
+    hooks = Hooks(on_push=refuse)
+    try:
+        assert hooks.post("/hooks/acr", body(acr_event())).status_code == 503
+    finally:
+        hooks.close()
+
+
+def test_serve_refuses_an_empty_secret():
+    with pytest.raises(ValueError, match="secret"):
+        listen.serve("127.0.0.1", 0, "", lambda push: None)
+
+
+# ---------------------------------------------------------------- debounce
+
+
+class Fires:
+    """Records each fire; with `hold`, the first fire blocks until the test releases it."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.batches: list[frozenset[str]] = []
+        self.times: list[float] = []
+        self.started, self.release = threading.Event(), threading.Event()
+        self.hold = hold
+        self.running = 0
+        self.overlapped = False
+        self.fired = threading.Semaphore(0)
+
+    def __call__(self, refs: frozenset[str]) -> None:
+        self.running += 1
+        self.overlapped |= self.running > 1
+        self.times.append(time.monotonic())
+        self.batches.append(refs)
+        self.started.set()
+        if self.hold and len(self.batches) == 1:
+            assert self.release.wait(5)
+        self.running -= 1
+        self.fired.release()
+
+    def wait(self, timeout: float = 5) -> None:
+        assert self.fired.acquire(timeout=timeout)
+
+
+def push(ref: str) -> Push:
+    return Push(ref, None, "acr")
+
+
+def test_a_burst_of_pushes_over_http_fires_once():
+    fires = Fires()
+    debouncer = Debouncer(fires, window=0.3)
+    hooks = Hooks(on_push=debouncer.add)
+    tags = [f"1.{i % 25}" for i in range(100)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(
+                pool.map(lambda tag: hooks.post("/hooks/acr", body(acr_event(tag=tag))), tags)
+            )
+        assert {r.status_code for r in replies} == {202}
+        fires.wait()
+        time.sleep(0.5)  # longer than the window: a second fire would have come by now
+    finally:
+        hooks.close()
+        debouncer.close()
+    assert fires.batches == [frozenset(f"myacr.azurecr.io/team/app:{tag}" for tag in tags)]
+
+
+def test_pushes_during_a_fire_go_to_the_next_fire():
+    fires = Fires(hold=True)
+    debouncer = Debouncer(fires, window=0.05, max_wait=1.0)
+    try:
+        debouncer.add(push("a:1"))
+        assert fires.started.wait(5)
+        debouncer.add(push("b:1"))
+        debouncer.add(push("c:1"))
+        time.sleep(0.3)  # the window has passed, but the first fire is still running
+        assert len(fires.batches) == 1
+        fires.release.set()
+        fires.wait()
+        fires.wait()
+    finally:
+        debouncer.close()
+    assert fires.batches == [frozenset({"a:1"}), frozenset({"b:1", "c:1"})]
+    assert not fires.overlapped
+
+
+def test_max_wait_fires_under_a_steady_stream():
+    fires = Fires()
+    debouncer = Debouncer(fires, window=0.5, max_wait=1.0)
+    try:
+        start = time.monotonic()
+        for i in range(20):  # a push every 0.1 s for 2 s: the window never closes
+            debouncer.add(push(f"app:{i}"))
+            time.sleep(0.1)
+        stopped = time.monotonic()
+    finally:
+        debouncer.close(flush=True)
+    assert fires.times and fires.times[0] < stopped
+    assert fires.times[0] - start < 1.5  # max_wait (1 s) fired it, not the end of the stream
+    assert set().union(*fires.batches) == {f"app:{i}" for i in range(20)}
+
+
+def test_close_with_flush_fires_what_is_pending():
+    fires = Fires()
+    debouncer = Debouncer(fires, window=60, max_wait=600)
+    debouncer.add(push("app:1"))
+    started = time.monotonic()
+    debouncer.close(flush=True)
+    assert fires.batches == [frozenset({"app:1"})]
+    assert time.monotonic() - started < 1
+    with pytest.raises(RuntimeError, match="closed"):
+        debouncer.add(push("app:2"))
+
+
+def test_close_without_flush_says_what_it_drops(capfd):
+    fires = Fires()
+    debouncer = Debouncer(fires, window=60, max_wait=600)
+    debouncer.add(push("app:1"))
+    debouncer.close()
+    assert fires.batches == []
+    assert "dropped 1 pending push(es)" in capfd.readouterr().err
+
+
+def test_a_failing_fire_does_not_stop_later_fires(capfd):
+    batches: list[frozenset[str]] = []
+    done = threading.Event()
+
+    def fire(refs: frozenset[str]) -> None:
+        batches.append(refs)
+        if len(batches) == 1:
+            raise RuntimeError("registry down")
+        done.set()
+
+    debouncer = Debouncer(fire, window=0.01, max_wait=1.0)
+    try:
+        debouncer.add(push("app:1"))
+        deadline = time.monotonic() + 5
+        while not batches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        debouncer.add(push("app:2"))
+        assert done.wait(5)
+    finally:
+        debouncer.close()
+    assert batches == [frozenset({"app:1"}), frozenset({"app:2"})]
+    assert "failed: registry down" in capfd.readouterr().err
+
+
+# -- `graphbuild listen` end to end: a burst of real pushes makes one real sweep
+
+
+def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
+    tmp_path, registry, remotes, monkeypatch
+):
+    """100 ACR push events for the upstream base (and some for images nothing uses) within
+    the window: one sweep, limited to what is built on the base, and a wrong secret none."""
+    import os
+    import signal
+    import sqlite3
+
+    from .conftest import require
+    from .test_sweep import Site
+
+    require("buildah")
+    site = Site(tmp_path, registry, remotes)
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", SECRET)
+    port = _free_port()
+    process = site.start("listen", "--port", str(port), "--host", "127.0.0.1", "--window", "1")
+    try:
+        url = f"http://127.0.0.1:{port}/hooks/acr"
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        repo, tag = site.upstream.split("/", 1)[1].rsplit(":", 1)
+        base = json.dumps(acr_event(tag=tag, repository=repo) | {"request": {"host": site.host}})
+        other = json.dumps(acr_event(tag="9", repository="nobody/uses-this")
+                           | {"request": {"host": site.host}})  # fmt: skip
+        refused = httpx.post(url, content=base, headers={SECRET_HEADER: "wrong"}, timeout=5)
+        assert refused.status_code == 401
+
+        def post(i: int) -> int:
+            text = base if i % 10 else other
+            answer = httpx.post(url, content=text, headers={SECRET_HEADER: SECRET}, timeout=10)
+            return answer.status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(post, range(100))) == {202}
+        runs_db = site.root / ".graphbuild" / "state.db"
+        deadline = time.monotonic() + 120
+        runs = []
+        while time.monotonic() < deadline:
+            if runs_db.exists():
+                with sqlite3.connect(runs_db) as db:
+                    runs = db.execute("SELECT id, status FROM runs").fetchall()
+                if runs and all(status != "running" for _, status in runs):
+                    break
+            time.sleep(0.5)
+        time.sleep(2)  # a second sweep, if one were (wrongly) coming, would have started
+        assert runs_db.exists(), "no sweep ran"
+        with sqlite3.connect(runs_db) as db:
+            runs = db.execute("SELECT id, status FROM runs").fetchall()
+            built = {n for (n,) in db.execute("SELECT node FROM run_nodes")}
+        assert len(runs) == 1 and runs[0][1] == "succeeded"
+        assert built == {site.base, site.mid, site.app}  # not solo: nothing of it was pushed
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert err.count("Sweeping what is built on them.") == 1
+    assert SECRET not in err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
