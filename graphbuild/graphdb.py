@@ -126,8 +126,10 @@ def edges(db: sqlite3.Connection) -> Iterator[tuple[str, str, dict[str, Any]]]:
 
 
 def match(db: sqlite3.Connection, text: str) -> list[str]:
-    """Nodes a user's REF names: no tag = every tag; a tag also matches its pinned forms."""
-    query = refs.parse(text)
+    """Nodes a user's REF names: no tag = every tag; a tag also matches its pinned forms.
+    A mirror's name (repos.yaml `mirrors:`) means the upstream base it mirrors."""
+    row = db.execute("SELECT value FROM graph_meta WHERE key = 'mirrors'").fetchone()
+    query = refs.parse(refs.upstream(str(refs.parse(text)), json.loads(row[0]) if row else {}))
     if query.digest is not None:
         sql, args = "kind = 'external' AND digest = ?", [query.digest]
     elif query.tag is not None:

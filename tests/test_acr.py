@@ -258,6 +258,8 @@ def test_mirror_imports_each_base_once_by_digest_and_the_graph_sees_one_base(acr
 
     uses = json.loads(site.gb("uses", site.upstream, "--json").stdout)
     assert site.base in [u["image"] for u in uses]  # the mirror's name is the upstream base
+    by_mirror = json.loads(site.gb("uses", f"{h}/mirror/upstream/base:1", "--json").stdout)
+    assert by_mirror == uses
     new = site.push_upstream("upstream v2")
     assert json.loads(site.gb("mirror", "--json").stdout)["imports"][0]["digest"] == new
     assert len(arm.imports) == 2

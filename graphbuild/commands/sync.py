@@ -51,7 +51,7 @@ def _refresh(config: Config, jobs: int) -> Summary:
         g, link_problems = graph.build(idx.images, config.mirrors)
         problems = idx.problems + link_problems
         images = sum(1 for _, kind in g.nodes(data="kind") if kind == graphdb.IMAGE)
-        meta = {"fingerprint": fingerprint, "images": images,
+        meta = {"fingerprint": fingerprint, "images": images, "mirrors": config.mirrors,
                 "problems": [p.__dict__ for p in problems]}  # fmt: skip
         graph.save(db, g, meta)
         return Summary(synced, images, idx.parsed, idx.cached, problems + deploy_problems)
