@@ -18,22 +18,26 @@ from typing import Any
 
 from graphbuild import refs
 from graphbuild.config import AzureSpec
-from graphbuild.errors import CommandFailed, GraphbuildError
+from graphbuild.errors import CommandFailed, ConfigError, GraphbuildError
 
 TASKS_API = "2019-06-01-preview"  # the Tasks API the Azure CLI uses for runs
 
 
-def client(spec: AzureSpec, api_version: str | None = None) -> Any:
+def subscription(spec: AzureSpec) -> str:
+    found = spec.subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
+    if not found:
+        raise GraphbuildError("azure.subscription: not set, and $AZURE_SUBSCRIPTION_ID is empty")
+    return found
+
+
+def client(spec: AzureSpec, api_version: str | None = None, credential: Any = None) -> Any:
     """A ContainerRegistryManagementClient for `spec`'s subscription."""
     from azure.identity import DefaultAzureCredential
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
-    subscription = spec.subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
-    if not subscription:
-        raise GraphbuildError("azure.subscription: not set, and $AZURE_SUBSCRIPTION_ID is empty")
     options: dict[str, Any] = {"api_version": api_version} if api_version else {}
     return ContainerRegistryManagementClient(
-        DefaultAzureCredential(), subscription, base_url=spec.endpoint,
+        credential or DefaultAzureCredential(), subscription(spec), base_url=spec.endpoint,
         connection_verify=spec.ca_bundle or True,
         credential_scopes=[f"{spec.endpoint.rstrip('/')}/.default"],
         polling_interval=2,  # when Azure sends no Retry-After: imports take seconds, not 30
@@ -44,13 +48,23 @@ def client(spec: AzureSpec, api_version: str | None = None) -> Any:
 def transient(err: Exception) -> bool:
     """No answer, throttled (after the SDK's own retries) or a server error: try again later.
     Refused credentials or a bad request are not going to change."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    if isinstance(err, ClientAuthenticationError):  # no identity, or one Azure refuses
+        return False
     status = getattr(getattr(err, "response", None), "status_code", None)
     return status is None or status == 429 or status >= 500
 
 
 def tls(spec: AzureSpec) -> ssl.SSLContext | bool:
-    """TLS for the blob URLs (upload, logs) the way the SDK does it for ARM."""
-    return ssl.create_default_context(cafile=spec.ca_bundle) if spec.ca_bundle else True
+    """TLS for the blob URLs (upload, logs), trusting what the SDK trusts for ARM."""
+    if not spec.ca_bundle:
+        return True
+    try:
+        return ssl.create_default_context(cafile=spec.ca_bundle)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(spec.ca_bundle, "azure.ca_bundle",
+                          f"not a readable CA bundle ({err})") from None  # fmt: skip
 
 
 def first_line(err: Exception) -> str:
@@ -79,8 +93,8 @@ def imports_due(
     due, unanswered = [], []
     for base in sorted(set(bases)):
         target = refs.mirrored(base, mirrors)
-        if target is None or refs.parse(base).tag is None:
-            continue  # not mirrored, or pinned by digest only: nothing to keep in step
+        if target is None or refs.parse(base).digest is not None:
+            continue  # not mirrored, or pinned by digest: no tag to keep in step
         digest = digests.get(base)
         if digest is None:
             unanswered.append(base)

@@ -319,6 +319,7 @@ def listen(
     max_wait: Annotated[
         float, typer.Option("--max-wait", min=0, help="Longest a push waits for its sweep.")
     ] = 300.0,
+    max_parallel: MaxParallel = 4,
     max_images: Annotated[
         int, typer.Option("--max-images", min=1, help="Storm guard of each sweep.")
     ] = 50,
@@ -326,7 +327,8 @@ def listen(
     """Take registry push events (ACR, Docker Hub) and sweep what is built on the pushed image."""
     from graphbuild.commands import listen as cmd
 
-    _exit(cmd.run(_config(ctx), host, port, secret_env, window, max_wait, max_images))
+    _exit(cmd.run(_config(ctx), host, port, secret_env, window, max_wait,
+                  _settings(max_parallel), max_images))  # fmt: skip
 
 
 acr_app = typer.Typer(help="Azure Container Registry: webhooks.", no_args_is_help=True)

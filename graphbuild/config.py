@@ -108,7 +108,7 @@ class AzureSpec:
     subscription: str | None = None  # else $AZURE_SUBSCRIPTION_ID
     login_server: str | None = None  # else <registry>.azurecr.io
     endpoint: str = "https://management.azure.com"  # Azure Resource Manager (other clouds)
-    ca_bundle: str | None = None  # extra CAs for a TLS-inspecting proxy
+    ca_bundle: str | None = None  # trusted instead of the system's CAs (a TLS proxy, tests)
 
     @property
     def server(self) -> str:
@@ -365,16 +365,17 @@ class _Checker:
         """`upstream prefix: mirror prefix`, both a registry host and optional path:
         `docker.io: myacr.azurecr.io/mirror`."""
         out = {}
-        for source, target in self.string_map(value, where, bool).items():
+        for key, value_ in self.string_map(value, where, bool).items():
+            source, target = key.rstrip("/"), value_.rstrip("/")
             for side in (source, target):
                 try:
                     ref = refs.parse(f"{side}/x")
                 except InvalidReference as err:
-                    raise self.fail([*where, source], f"{side!r}: {err.reason}") from None
-                if not ref.name.startswith(side.rstrip("/") + "/"):
+                    raise self.fail([*where, key], f"{side!r}: {err.reason}") from None
+                if not ref.name.startswith(side + "/"):
                     hint = "start with the registry host, e.g. myacr.azurecr.io/mirror"
-                    raise self.fail([*where, source], f"{side!r}: {hint}")
-            out[source.rstrip("/")] = target.rstrip("/")
+                    raise self.fail([*where, key], f"{side!r}: {hint}")
+            out[source] = target
         return out
 
     def azure(self, value: Any, where: list[str | int]) -> AzureSpec:
@@ -605,6 +606,8 @@ class _Checker:
         if kind == "acr":
             if azure is None:
                 raise self.fail(["azure"], "missing: builder.kind acr builds in this registry")
+            if not 300 <= out.get("timeout", 3600) <= 28800:
+                raise self.fail([*where, "timeout"], "ACR runs take 300 to 28800 seconds")
             out.update(azure.__dict__)
         return out
 

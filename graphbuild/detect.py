@@ -19,7 +19,7 @@ rebuild storm and the update behind it is still seen when it recovers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -87,8 +87,11 @@ class Check:
         return out
 
 
-def check(graph: nx.DiGraph, registry: Registry, state: State) -> Check:
-    """Ask the registries about every base and image in `graph`; record what they said."""
+def check(
+    graph: nx.DiGraph, registry: Registry, state: State, mirrors: Mapping[str, str] | None = None
+) -> Check:
+    """Ask the registries about every base and image in `graph`; record what they said.
+    `mirrors` (repos.yaml) lets a base annotation that names a mirror name its upstream."""
     wanted, inspect = _questions(graph)
     latest = {ref: state.latest(ref) for ref in wanted}
     seen_digests = {seen.digest for seen in latest.values() if seen}
@@ -99,7 +102,7 @@ def check(graph: nx.DiGraph, registry: Registry, state: State) -> Check:
     answers = registry.resolve_all(wanted, inspect=inspect, known=known)
     at = now()
     _remember(answers, state)
-    judge = _Judge(graph, answers, state)
+    judge = _Judge(graph, answers, state, mirrors or {})
     bases = [judge.base(node, latest, at) for node in _externals(graph)]
     images = judge.images()
     state.set_baselines(judge.baselines, at)
@@ -189,9 +192,13 @@ class _Judge:
     """Turns registry answers into base and image statuses, parents before children."""
 
     def __init__(
-        self, graph: nx.DiGraph, answers: dict[str, Resolved | Failure], state: State
+        self,
+        graph: nx.DiGraph,
+        answers: dict[str, Resolved | Failure],
+        state: State,
+        mirrors: Mapping[str, str],
     ) -> None:
-        self.graph, self.answers, self.state = graph, answers, state
+        self.graph, self.answers, self.state, self.mirrors = graph, answers, state, mirrors
         self.known_baselines = state.baselines()
         self.baselines: list[tuple[str, str, str]] = []  # to record after judging
         self.done: dict[str, ImageCheck] = {}
@@ -372,7 +379,7 @@ class _Judge:
         recorded by buildah as `name@digest`: the repository is what can match.
         """
         try:
-            annotated = refs.normalize(name)
+            annotated = refs.normalize(refs.upstream(str(refs.normalize(name)), self.mirrors))
         except InvalidReference:
             return False
         attrs = self.graph.nodes[parent]

@@ -94,11 +94,11 @@ def _add_edge(
     via: str | None = None,
 ) -> None:
     assert ref.ref is not None
-    parsed = refs.parse(ref.ref)
+    name = refs.upstream(ref.ref, mirrors)  # a mirror's name is the image it mirrors
+    parsed = refs.parse(name)
     source = produced.get(parsed.tagged) if parsed.tag is not None else None
     if source is None:
-        source = refs.upstream(ref.ref, mirrors)
-        parsed = refs.parse(source)
+        source = name
         if source not in graph:
             graph.add_node(
                 source, kind=EXTERNAL, name=parsed.name, tag=parsed.tag, digest=parsed.digest,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
@@ -51,6 +51,10 @@ class Plan:
         keep = {n for start in starts if start in graph
                 for n in (start, *nx.descendants(graph, start))}  # fmt: skip
         steps = [step for step in self.steps if step.node in keep]
+        kept = graph.subgraph(step.node for step in steps)
+        wave = {n: i for i, level in enumerate(nx.topological_generations(kept)) for n in level}
+        steps = sorted((replace(step, wave=wave[step.node]) for step in steps),  # no empty waves
+                       key=lambda step: (step.wave, step.node))  # fmt: skip
         return Plan(steps, self.digests, [n for n in self.unknown if n in keep])
 
     def counts(self) -> dict[str, int]:

@@ -148,16 +148,24 @@ def repository(text: str) -> str:
 
 def upstream(ref: str, mirrors: Mapping[str, str]) -> str:
     """The reference a mirrored one stands for (`myacr.azurecr.io/mirror/library/python:3.12`
-    -> `docker.io/library/python:3.12`); any other reference as it is."""
-    for source, target in mirrors.items():
+    -> `docker.io/library/python:3.12`), normalised; any other reference as it is. The
+    longest mirror prefix wins, so nested mirrors do not depend on their order."""
+    for source, target in sorted(mirrors.items(), key=lambda m: -len(m[1])):
         if ref.startswith(target + "/"):
-            return source + ref[len(target) :]
+            return _normal(source + ref[len(target) :])
     return ref
 
 
 def mirrored(ref: str, mirrors: Mapping[str, str]) -> str | None:
     """Where the mirror keeps an upstream reference, or None when its registry is not mirrored."""
-    for source, target in mirrors.items():
+    for source, target in sorted(mirrors.items(), key=lambda m: -len(m[0])):
         if ref.startswith(source + "/"):
             return target + ref[len(source) :]
     return None
+
+
+def _normal(text: str) -> str:
+    try:
+        return str(parse(text))
+    except InvalidReference:
+        return text

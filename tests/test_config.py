@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 
 import pytest
 
@@ -567,3 +568,214 @@ def test_a_gate_or_health_program_named_by_a_relative_path_is_found_beside_the_c
     assert cfg.gates[0].argv == (str(tmp_path / "scripts/smoke.sh"), "x/y")
     assert cfg.gates[1].argv == ("trivy", "x/y")  # a name alone is looked up on PATH
     assert cfg.deployments.rings[0].health == (str(tmp_path / "check.sh"), "{ring}")
+
+
+# ---------------------------------------------------------------- azure, the acr builder, mirrors
+
+AZURE = """\
+repos: []
+azure:
+  resource_group: rg-builds
+  registry: myacr
+  subscription: 00000000-0000-0000-0000-000000000001
+  login_server: builds.example.com
+  endpoint: https://management.usgovcloudapi.net
+  ca_bundle: certs/proxy.pem
+builder:
+  kind: acr
+  agent_pool: pool1
+  timeout: 1800
+  poll: 0.5
+mirrors:
+  docker.io: myacr.azurecr.io/mirror
+  ghcr.io: myacr.azurecr.io/mirror/ghcr
+  quay.io/org: myacr.azurecr.io/quay
+"""
+ACR = "repos: []\nazure:\n  resource_group: rg\n  registry: myacr\nbuilder: {kind: acr}\n"
+
+
+def test_azure_the_acr_builder_and_mirrors_load_into_exact_values(tmp_path):
+    cfg = load_text(tmp_path, AZURE)
+    ca = str(tmp_path / "certs/proxy.pem")
+    assert cfg.azure == config.AzureSpec(
+        resource_group="rg-builds",
+        registry="myacr",
+        subscription="00000000-0000-0000-0000-000000000001",
+        login_server="builds.example.com",
+        endpoint="https://management.usgovcloudapi.net",
+        ca_bundle=ca,
+    )
+    assert cfg.azure.server == "builds.example.com"
+    assert cfg.builder == {
+        "kind": "acr",
+        "agent_pool": "pool1",
+        "timeout": 1800.0,
+        "poll": 0.5,
+        "resource_group": "rg-builds",
+        "registry": "myacr",
+        "subscription": "00000000-0000-0000-0000-000000000001",
+        "login_server": "builds.example.com",
+        "endpoint": "https://management.usgovcloudapi.net",
+        "ca_bundle": ca,
+    }
+    assert type(cfg.builder["timeout"]) is float
+    assert cfg.mirrors == {
+        "docker.io": "myacr.azurecr.io/mirror",
+        "ghcr.io": "myacr.azurecr.io/mirror/ghcr",
+        "quay.io/org": "myacr.azurecr.io/quay",
+    }
+
+
+def test_azure_defaults_and_an_acr_builder_with_no_options(tmp_path):
+    cfg = load_text(tmp_path, ACR)
+    assert cfg.azure == config.AzureSpec("rg", "myacr")
+    assert (cfg.azure.subscription, cfg.azure.login_server, cfg.azure.ca_bundle) == (None,) * 3
+    assert cfg.azure.endpoint == "https://management.azure.com"
+    assert cfg.azure.server == "myacr.azurecr.io"  # the login server ACR gives the name
+    assert cfg.builder == {"kind": "acr", **cfg.azure.__dict__}
+    assert cfg.mirrors == {}
+
+
+def test_azure_alone_leaves_the_builder_as_it_is(tmp_path):
+    """`azure:` also serves mirroring and webhooks; only builder.kind acr takes its fields."""
+    cfg = load_text(tmp_path, ACR.replace("builder: {kind: acr}", "builder: {kind: docker}"))
+    assert cfg.builder == {"kind": "docker"}
+    assert cfg.azure == config.AzureSpec("rg", "myacr")
+
+
+def test_an_absolute_azure_ca_bundle_is_kept(tmp_path):
+    text = ACR.replace("  registry: myacr\n", "  registry: myacr\n  ca_bundle: /etc/ssl/p.pem\n")
+    assert load_text(tmp_path, text).azure.ca_bundle == "/etc/ssl/p.pem"
+
+
+def write_ca(path):
+    """A self-signed CA certificate in PEM, what a TLS-inspecting proxy's bundle holds."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graphbuild test proxy CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says", "line"),
+    [
+        case("repos: []\nbuilder: {kind: acr, agent_pool: p}\n", "azure",
+             "missing: builder.kind acr builds in this registry", 1),
+        case("repos: []\nazure:\n  registry: myacr\n", "azure.resource_group",
+             "missing: the registry's resource group and name", 2),
+        case("repos: []\nazure:\n  resource_group: rg\n", "azure.registry",
+             "missing: the registry's resource group and name", 2),
+        case(ACR.replace("registry: myacr", "registry: my-acr"), "azure.registry",
+             "an ACR name: 5-50 letters and digits", 4),
+        case(ACR.replace("registry: myacr", "registry: acr1"), "azure.registry",
+             "an ACR name: 5-50 letters and digits", 4),
+        case(ACR.replace("registry: myacr", "registry: " + "a" * 51), "azure.registry",
+             "an ACR name: 5-50 letters and digits", 4),
+        case(ACR.replace("registry: myacr", "registry: 12345"), "azure.registry",
+             'expected a string, got a number (quote it, e.g. "3.10")', 4),
+        case(ACR.replace("builder:", "  endpoint: http://management.azure.com\nbuilder:"),
+             "azure.endpoint", "Azure Resource Manager is reached over https", 5),
+        case(ACR.replace("builder:", "  endpoint: management.azure.com\nbuilder:"),
+             "azure.endpoint", "Azure Resource Manager is reached over https", 5),
+        case(ACR.replace("builder:", "  resourcegroup: rg\nbuilder:"), "azure.resourcegroup",
+             "unknown key (did you mean 'resource_group'?)", 5),
+        case(ACR.replace("builder:", "  timeout: 60\nbuilder:"), "azure.timeout",
+             "unknown key", 5),
+        case("repos: []\nazure: myacr\n", "azure", "expected a mapping, got a string", 2),
+        case(ACR.replace("{kind: acr}", "{kind: acr, timeout: 0}"), "builder.timeout",
+             "expected a number of seconds above 0", 5),
+        case(ACR.replace("{kind: acr}", "{kind: acr, poll: fast}"), "builder.poll",
+             "expected a number of seconds above 0", 5),
+        case(ACR.replace("{kind: acr}", "{kind: acr, registry: other}"), "builder.registry",
+             "unknown key", 5),
+        case(ACR.replace("{kind: acr}", "{kind: acr, agent_pool: [a]}"), "builder.agent_pool",
+             "expected a string, got a list", 5),
+        case("repos: []\nbuilder: {kind: docker, agent_pool: p}\n", "builder.agent_pool",
+             "unknown key", 2),
+        case("repos: []\nbuilder: {kind: acrtasks}\n", "builder.kind",
+             "expected one of buildah, docker, command, acr", 2),
+        case("repos: []\nmirrors:\n  python: myacr.azurecr.io/m\n", "mirrors.python",
+             "'python': start with the registry host, e.g. myacr.azurecr.io/mirror", 3),
+        case("repos: []\nmirrors:\n  library/python: myacr.azurecr.io/m\n",
+             "mirrors.library/python", "'library/python': start with the registry host", 3),
+        case("repos: []\nmirrors:\n  docker.io: mirror\n", "mirrors.docker.io",
+             "'mirror': start with the registry host", 3),
+        case("repos: []\nmirrors:\n  docker.io: myacr.azurecr.io/Mirror\n", "mirrors.docker.io",
+             "'myacr.azurecr.io/Mirror': repository name must be lowercase", 3),
+        case("repos: []\nmirrors:\n  docker.io: myacr.azurecr.io/m:1\n", "mirrors.docker.io",
+             "'myacr.azurecr.io/m:1': invalid reference format", 3),
+        case("repos: []\nmirrors:\n  docker.io: [myacr.azurecr.io/m]\n", "mirrors.docker.io",
+             "expected a string, got a list", 3),
+        case("repos: []\nmirrors: [docker.io]\n", "mirrors", "expected a mapping, got a list", 2),
+    ],
+)  # fmt: skip
+def test_bad_azure_builder_and_mirrors_name_file_line_and_key(tmp_path, text, key, says, line):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    err = caught.value
+    assert (err.key, err.line) == (key, line)
+    assert says in err.message
+    assert str(err) == f"{tmp_path / 'repos.yaml'}:{line}: {key}: {err.message}"
+
+
+def test_mirror_prefixes_lose_a_trailing_slash(tmp_path):
+    cfg = load_text(tmp_path, "repos: []\nmirrors:\n  docker.io/: myacr.azurecr.io/mirror/\n")
+    assert cfg.mirrors == {"docker.io": "myacr.azurecr.io/mirror"}
+
+
+def test_make_returns_the_acr_builder_without_looking_on_path(tmp_path, monkeypatch):
+    """An ACR build runs in Azure: nothing to install, so nothing is looked for on PATH."""
+    from graphbuild import builders
+    from graphbuild.builders.acr import Acr
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub-from-the-environment")
+    cfg = load_text(tmp_path, AZURE)
+    write_ca(tmp_path / "certs/proxy.pem")
+    builder = builders.make(cfg.builder)
+    assert isinstance(builder, Acr)
+    assert (builder.name, builder.program) == ("acr", None)
+    assert builder.spec == cfg.azure
+    assert (builder.group, builder.registry, builder.login_server) == (
+        "rg-builds",
+        "myacr",
+        "builds.example.com",
+    )
+    assert (builder.agent_pool, builder.timeout, builder.poll) == ("pool1", 1800.0, 0.5)
+    assert isinstance(builder.verify, ssl.SSLContext)  # the proxy's CAs for the blob URLs
+
+    plain = builders.make(load_text(tmp_path, ACR).builder)
+    assert (plain.login_server, plain.agent_pool, plain.timeout, plain.poll) == (
+        "myacr.azurecr.io",
+        None,
+        3600,
+        3.0,
+    )
+    assert plain.verify is True
+
+
+def test_a_missing_azure_ca_bundle_is_a_config_error_not_a_traceback(tmp_path):
+    from graphbuild import builders
+
+    text = ACR.replace("  registry: myacr\n", "  registry: myacr\n  ca_bundle: missing.pem\n")
+    cfg = load_text(tmp_path, text)
+    with pytest.raises(ConfigError, match="ca_bundle"):
+        builders.make(cfg.builder)

@@ -35,10 +35,10 @@ class Fleet:
         self.images.append(str(entry).replace("'", '"'))
         return f"{self.host}/{name}:{tags[0]}"
 
-    def check(self, registry_host: str | None = None, **client) -> detect.Check:
+    def check(self, registry_host: str | None = None, top: str = "", **client) -> detect.Check:
         host = registry_host or self.host
         (self.root / "repos.yaml").write_text(
-            f'registries:\n  "{host}": {{insecure: true}}\n'
+            f'registries:\n  "{host}": {{insecure: true}}\n{top}'
             "repos:\n  - name: fleet\n    path: fleet\n    images:\n"
             + "".join(f"      - {image}\n" for image in self.images)
         )
@@ -48,7 +48,7 @@ class Fleet:
             g = graph.load(db)
         specs = {host: RegistrySpec(host, insecure=True)}
         with State(cfg.workspace) as state, Registry(specs, backoff=0.01, **client) as registry:
-            return detect.check(g, registry, state)
+            return detect.check(g, registry, state, cfg.mirrors)
 
     def push(self, ref: str, built_on: str | None = None, parent: str | None = None, **kw) -> str:
         """Push `ref` as buildah would: OCI base annotations naming the parent it was built on."""
@@ -445,3 +445,16 @@ def test_a_parent_with_no_answer_makes_its_children_unknown_not_stale(fleet):
     result = by_id(fleet.check(retries=0))
     assert result[parent].status == detect.UNKNOWN
     assert result[app].status == detect.UNKNOWN and "no answer" in result[app].detail
+
+
+def test_a_base_annotation_naming_the_mirror_names_the_upstream_base(fleet):
+    """buildah records the FROM as written, the mirror's name; the graph's node is the
+    upstream base it mirrors. That is the same parent, not a changed Dockerfile."""
+    mirror = f"mirrors: {{'{fleet.host}/lib': '{fleet.host}/mirror/lib'}}\n"
+    base = f"{fleet.host}/lib/base:1"
+    digest = fleet.registry.image("lib/base", "1", content="v1")
+    app = fleet.dockerfile("app", "FROM H/mirror/lib/base:1\nCOPY x /x\n")
+    fleet.push(app, built_on=digest, parent=f"{fleet.host}/mirror/lib/base:1@{digest}")
+    result = by_id(fleet.check(top=mirror))
+    assert result[app].status == detect.UP_TO_DATE, result[app].detail
+    assert base in result  # watched upstream

@@ -16,7 +16,7 @@ def build(path):
     synced = sources.sync(cfg)
     with closing(index.open_db(cfg.workspace)) as db, index.Indexer(cfg, synced, db) as indexer:
         indexer.scan()
-        return graph.build(indexer.parse().images)
+        return graph.build(indexer.parse().images, cfg.mirrors)
 
 
 def stored(g):
@@ -210,11 +210,11 @@ def test_store_and_load_round_trip(fleet, tmp_path):
         assert len(graph.load(db)) == 0
 
 
-def local(tmp_path, write_config, files: dict[str, str], images: list[dict]):
+def local(tmp_path, write_config, files: dict[str, str], images: list[dict], **top):
     (tmp_path / "r").mkdir(exist_ok=True)
     for name, text in files.items():
         (tmp_path / "r" / name).write_text(text)
-    return build(write_config([{"name": "r", "path": "r", "images": images}]))
+    return build(write_config([{"name": "r", "path": "r", "images": images}], **top))
 
 
 def test_a_cycle_is_rejected_and_printed_with_its_lines(tmp_path, write_config):
@@ -310,3 +310,59 @@ def test_a_from_wins_over_an_earlier_copy_of_the_same_image(tmp_path, write_conf
     assert g.edges["docker.io/library/nginx:1.25", "r.test/child:1"]["via"] == (
         "ONBUILD of r.test/parent:1"
     )
+
+
+# -- mirrors: a base pulled through a mirror is the upstream base's node
+
+MIRROR = {"docker.io": "myacr.azurecr.io/mirror"}
+UPSTREAM = "docker.io/library/python:3.12"
+THROUGH = "myacr.azurecr.io/mirror/library/python:3.12"
+TWO_WAYS = {"a": f"FROM {UPSTREAM}\n", "b": f"FROM {THROUGH}\n"}
+A_AND_B = [
+    {"image": "r.test/a", "dockerfile": "a", "tags": ["1"]},
+    {"image": "r.test/b", "dockerfile": "b", "tags": ["1"]},
+]
+
+
+def test_a_base_named_through_its_mirror_is_the_upstream_base(tmp_path, write_config):
+    g, problems = local(tmp_path, write_config, TWO_WAYS, A_AND_B, mirrors=MIRROR)
+    assert problems == []
+    externals = [n for n, kind in g.nodes(data="kind") if kind == graphdb.EXTERNAL]
+    assert externals == [UPSTREAM]
+    assert g.nodes[UPSTREAM] == {"kind": "external", "name": "docker.io/library/python",
+                                 "tag": "3.12", "digest": None, "pinned": False}  # fmt: skip
+    assert sorted(g.successors(UPSTREAM)) == ["r.test/a:1", "r.test/b:1"]
+    assert g.edges[UPSTREAM, "r.test/a:1"]["ref"] == UPSTREAM
+    assert g.edges[UPSTREAM, "r.test/b:1"]["ref"] == THROUGH  # the Dockerfile's own words
+    assert g.nodes["r.test/b:1"]["base"] == UPSTREAM
+    assert uses(g, "python:3.12") == [("r.test/a:1", 1, UPSTREAM), ("r.test/b:1", 1, UPSTREAM)]
+
+
+def test_without_mirrors_the_mirror_is_a_base_of_its_own(tmp_path, write_config):
+    g, _ = local(tmp_path, write_config, TWO_WAYS, A_AND_B)
+    externals = sorted(n for n, kind in g.nodes(data="kind") if kind == graphdb.EXTERNAL)
+    assert externals == [UPSTREAM, THROUGH]
+    assert list(g.successors(UPSTREAM)) == ["r.test/a:1"]
+    assert list(g.successors(THROUGH)) == ["r.test/b:1"]
+
+
+def test_a_mirrored_base_pinned_by_digest_keeps_its_digest(tmp_path, write_config):
+    digest = "sha256:" + "b" * 64
+    files = {"b": f"FROM {THROUGH}@{digest}\n"}
+    g, _ = local(tmp_path, write_config, files, A_AND_B[1:], mirrors=MIRROR)
+    (base,) = g.predecessors("r.test/b:1")
+    assert base == f"{UPSTREAM}@{digest}"
+    assert (g.nodes[base]["digest"], g.nodes[base]["pinned"]) == (digest, True)
+    assert g.edges[base, "r.test/b:1"]["pinned"] is True
+
+
+def test_a_mirrored_name_of_a_fleet_tag_links_to_the_image_that_produces_it(tmp_path, write_config):
+    files = {"python": "FROM debian:12\n", "b": f"FROM {THROUGH}\n"}
+    images = [
+        {"image": "docker.io/library/python", "dockerfile": "python",
+         "tags": ["3.12-bookworm", "3.12"]},
+        {"image": "r.test/b", "dockerfile": "b", "tags": ["1"]},
+    ]  # fmt: skip
+    g, _ = local(tmp_path, write_config, files, images, mirrors=MIRROR)
+    assert list(g.predecessors("r.test/b:1")) == ["docker.io/library/python:3.12-bookworm"]
+    assert UPSTREAM not in g  # the tag is the fleet image's, not a base of its own

@@ -469,6 +469,15 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
             built = {n for (n,) in db.execute("SELECT node FROM run_nodes")}
         assert len(runs) == 1 and runs[0][1] == "succeeded"
         assert built == {site.base, site.mid, site.app}  # not solo: nothing of it was pushed
+
+        # graphbuild's own push of base, coming back as an event, starts nothing
+        own = acr_event(tag="1", repository="platform/base", digest=site.digest(site.base))
+        own["request"] = {"host": site.host}
+        answer = httpx.post(url, content=json.dumps(own), headers={SECRET_HEADER: SECRET})
+        assert answer.status_code == 202
+        time.sleep(3)  # twice the window
+        with sqlite3.connect(runs_db) as db:
+            assert db.execute("SELECT count(*) FROM runs").fetchone() == (1,)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         _, err = process.communicate(timeout=60)

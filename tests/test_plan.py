@@ -330,3 +330,75 @@ def test_source_changed_images_are_roots_with_their_own_reason():
         APP: "parent-rebuilt",
         CLI: "parent-rebuilt",
     }
+
+
+# -- Plan.within: a push event's sweep, only what is at or below the pushed images
+
+
+def stale_py_plan():
+    """PY stale (so APP and CLI follow it), CLI and JQ unjudged, two parents' digests."""
+    g = fleet(FLEET)
+    check = Check(
+        [],
+        [
+            image(BASE, UP_TO_DATE),
+            image(PY, STALE, STALE, "x", [PY, BASE]),
+            image(APP, UP_TO_DATE),
+            image(CLI, UNKNOWN, UNKNOWN, "registry down"),
+            image(JQ, UNKNOWN, UNKNOWN, "registry down"),
+        ],
+        digests={BASE: "sha256:b", SLIM: "sha256:s"},
+    )
+    whole = plan.from_check(g, check)
+    assert [s.node for s in whole.steps] == [PY, APP, CLI]
+    assert whole.unknown == [CLI, JQ]
+    return g, whole
+
+
+def test_within_keeps_the_steps_at_or_below_the_starts():
+    g, whole = stale_py_plan()
+    below = whole.within(g, [APP])
+    kept = [s for s in whole.steps if s.node in (APP, CLI)]
+    assert [(s.node, s.reason, s.chain) for s in below.steps] == [
+        (s.node, s.reason, s.chain) for s in kept]  # chains and reasons kept  # fmt: skip
+    assert [(s.node, s.wave) for s in below.steps] == [(APP, 0), (CLI, 1)]  # no empty wave 0
+    assert below.digests == {BASE: "sha256:b", SLIM: "sha256:s"}  # parents are still pinned
+    assert below.unknown == [CLI]  # JQ is not built on APP
+    assert whole.within(g, [PY]).steps == whole.steps
+    assert [s.node for s in whole.within(g, [CLI]).steps] == [CLI]
+    assert [s.node for s in whole.steps] == [PY, APP, CLI]  # the whole plan is left as it was
+
+
+def test_within_an_external_base_is_what_is_built_on_it():
+    g, whole = stale_py_plan()
+    assert whole.within(g, [SLIM]).steps == whole.steps
+    on_debian = whole.within(g, [DEBIAN])
+    assert on_debian.steps == whole.steps and on_debian.unknown == [CLI]
+    on_alpine = whole.within(g, [ALPINE])
+    assert (on_alpine.steps, on_alpine.unknown) == ([], [JQ])
+    assert on_alpine.digests == whole.digests
+
+
+def test_within_ignores_starts_not_in_the_graph():
+    g, whole = stale_py_plan()
+    nothing = whole.within(g, ["reg.test/elsewhere:1", "docker.io/library/nope:1"])
+    assert (nothing.steps, nothing.unknown, nothing.waves) == ([], [], [])
+    assert nothing.digests == whole.digests
+    mixed = whole.within(g, ["reg.test/elsewhere:1", APP])
+    assert mixed.steps == whole.within(g, [APP]).steps
+    assert whole.within(g, []).steps == []
+    assert whole.within(g, iter([APP])).steps == whole.within(g, [APP]).steps  # any iterable
+
+
+def test_within_several_starts_take_the_union():
+    g = fleet(FLEET)
+    whole = plan.forced(g, [DEBIAN, ALPINE], "weekly")
+    assert [s.node for s in whole.within(g, [CLI, JQ]).steps] == [CLI, JQ]  # one wave now
+    assert [s.node for s in whole.within(g, [APP, PY]).steps] == [PY, APP, CLI]
+
+
+def test_within_waves_count_from_the_first_kept_step():
+    g, whole = stale_py_plan()
+    below = whole.within(g, [APP])
+    assert below.waves == [[APP], [CLI]]
+    assert_waves_follow_edges(g, below)

@@ -159,3 +159,47 @@ def test_a_trailing_newline_is_not_part_of_a_valid_reference(text):
     """A YAML block scalar ends in a newline; `$` would have let it through."""
     with pytest.raises(InvalidReference):
         refs.parse(text)
+
+
+# -- upstream() and mirrored(): repos.yaml `mirrors:`, upstream prefix -> mirror prefix
+
+MIRRORS = {"docker.io": "myacr.azurecr.io/mirror", "ghcr.io/org": "myacr.azurecr.io/ghcr"}
+
+
+@pytest.mark.parametrize(
+    ("up", "mirror"),
+    [
+        ("docker.io/library/python:3.12", "myacr.azurecr.io/mirror/library/python:3.12"),
+        ("docker.io/user/app:1", "myacr.azurecr.io/mirror/user/app:1"),
+        ("ghcr.io/org/tool:2", "myacr.azurecr.io/ghcr/tool:2"),
+        (f"docker.io/library/alpine@{DIGEST}", f"myacr.azurecr.io/mirror/library/alpine@{DIGEST}"),
+        (
+            f"docker.io/library/python:3.12@{DIGEST}",
+            f"myacr.azurecr.io/mirror/library/python:3.12@{DIGEST}",
+        ),
+    ],
+)
+def test_mirrored_and_upstream_are_each_others_inverse(up, mirror):
+    assert refs.mirrored(up, MIRRORS) == mirror
+    assert refs.upstream(mirror, MIRRORS) == up
+    assert refs.upstream(refs.mirrored(up, MIRRORS), MIRRORS) == up
+    assert refs.mirrored(refs.upstream(mirror, MIRRORS), MIRRORS) == mirror
+    assert refs.parse(refs.upstream(mirror, MIRRORS)) == refs.parse(up)  # tag and digest kept
+
+
+def test_a_prefix_matches_only_on_a_path_boundary():
+    assert refs.upstream("myacr.azurecr.io/mirror2/x:1", MIRRORS) == "myacr.azurecr.io/mirror2/x:1"
+    assert refs.upstream("myacr.azurecr.io/mirror:1", MIRRORS) == "myacr.azurecr.io/mirror:1"
+    assert refs.mirrored("docker.io.example/x:1", MIRRORS) is None
+    assert refs.mirrored("ghcr.io/organisation/x:1", MIRRORS) is None
+    assert refs.mirrored("ghcr.io/other/x:1", MIRRORS) is None  # only ghcr.io/org is mirrored
+
+
+def test_references_outside_every_mirror():
+    for ref in ("quay.io/org/x:1", "myacr.azurecr.io/apps/web:1", "docker.io/library/python:3"):
+        assert refs.upstream(ref, {}) == ref
+        assert refs.mirrored(ref, {}) is None
+    assert refs.upstream("quay.io/org/x:1", MIRRORS) == "quay.io/org/x:1"
+    assert refs.upstream("myacr.azurecr.io/apps/web:1", MIRRORS) == "myacr.azurecr.io/apps/web:1"
+    assert refs.mirrored("quay.io/org/x:1", MIRRORS) is None
+    assert refs.mirrored("myacr.azurecr.io/mirror/library/python:3.12", MIRRORS) is None

@@ -12,9 +12,9 @@ slowest image. Package and API choice: docs/azure.md.
 from __future__ import annotations
 
 import io
-import ssl
 import tarfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from graphbuild.errors import CommandFailed, InvalidReference
 PINNED = ".graphbuild.Dockerfile"  # where the pinned Dockerfile goes in the uploaded context
 TERMINAL = frozenset({"Succeeded", "Failed", "Canceled", "Error", "Timeout"})
 _TRANSIENT = frozenset({"Error"})  # the service failed, not the Dockerfile
+_QUEUE_GRACE = 3600.0  # seconds a run may wait for an agent, on top of its own timeout
 
 
 class Acr:
@@ -45,6 +46,9 @@ class Acr:
         self.group, self.registry, self.login_server = resource_group, registry, self.spec.server
         self.agent_pool, self.timeout, self.poll = agent_pool, timeout, poll
         self.verify = acr.tls(self.spec)
+        acr.subscription(self.spec)  # bad input now, not an error in every build
+        self.credential: Any = None  # one for every build: its tokens are shared
+        self.lock = threading.Lock()
 
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
         names = [self._name(tag) for tag in request.tags]
@@ -55,10 +59,11 @@ class Acr:
             run_id = self._schedule(client, request, names, log)
             try:
                 run = self._follow(client, run_id, request.log, cancel)
-            except _Cancelled:
-                client.runs.begin_cancel(self.group, self.registry, run_id).result()
-                log.write(f"ACR run {run_id} cancelled\n")
-                raise CommandFailed(f"acr {request.image}: cancelled (ACR run {run_id})") from None
+            except (_Cancelled, _Lost) as stop:  # the run must not go on pushing without us
+                self._cancel(client, run_id, log)
+                what = str(stop) if isinstance(stop, _Lost) else "cancelled"
+                raise CommandFailed(f"acr {request.image}: {what} (ACR run {run_id})",
+                                    transient=isinstance(stop, _Lost)) from None  # fmt: skip
         status = run.status
         if status != "Succeeded":
             why = run.run_error_message or "see the log"
@@ -82,7 +87,21 @@ class Acr:
         return f"{ref.path}:{ref.tag}"
 
     def _client(self) -> Any:
-        return acr.client(self.spec, acr.TASKS_API)
+        with self.lock:
+            if self.credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                self.credential = DefaultAzureCredential()
+        return acr.client(self.spec, acr.TASKS_API, self.credential)
+
+    def _cancel(self, client: Any, run_id: str, log: Any) -> None:
+        from azure.core.exceptions import AzureError
+
+        try:
+            client.runs.begin_cancel(self.group, self.registry, run_id).result()
+            log.write(f"ACR run {run_id} cancelled\n")
+        except AzureError as err:
+            log.write(f"ACR run {run_id} could not be cancelled: {acr.first_line(err)}\n")
 
     def _schedule(self, client: Any, request: BuildRequest, names: list[str], log: Any) -> str:
         from azure.core.exceptions import AzureError
@@ -115,39 +134,106 @@ class Acr:
         import httpx
 
         target = client.registries.get_build_source_upload_url(self.group, self.registry)
-        answer = httpx.put(target.upload_url, content=_pack(request.context, request.dockerfile),
-                           headers={"x-ms-blob-type": "BlockBlob"}, verify=self.verify,
-                           timeout=300)  # fmt: skip
+        try:
+            answer = httpx.put(target.upload_url, headers={"x-ms-blob-type": "BlockBlob"},
+                               content=_pack(request.context, request.dockerfile),
+                               verify=self.verify, timeout=300)  # fmt: skip
+        except httpx.HTTPError as err:  # its text would hold the upload URL's signature
+            raise CommandFailed(f"acr {request.image}: source upload failed "
+                                f"({type(err).__name__})", transient=True) from None  # fmt: skip
         if answer.status_code >= 300:
             raise CommandFailed(f"acr {request.image}: source upload refused "
                                 f"({answer.status_code})", transient=True)  # fmt: skip
         return str(target.relative_path)
 
     def _follow(self, client: Any, run_id: str, log: Path, cancel: threading.Event) -> Any:
-        """Poll the run to a terminal state, copying its log as it grows; raise _Cancelled."""
-        import httpx
+        """Poll the run to a terminal state, copying its log as it grows, then the log's end.
+
+        The log is best effort: a blob that cannot be read costs lines, not the build.
+        Raises _Cancelled, or _Lost when the run cannot be followed any more.
+        """
         from azure.core.exceptions import AzureError
 
-        link, offset, wait, failures = None, 0, self.poll, 0
+        blob = _Log(self, client, run_id, log)
+        deadline = time.monotonic() + self.timeout + _QUEUE_GRACE
+        wait, failures = self.poll, 0
         while True:
             try:
                 run = client.runs.get(self.group, self.registry, run_id)
-                if link is None and run.status != "Queued":
-                    answer = client.runs.get_log_sas_url(self.group, self.registry, run_id)
-                    link = answer.log_link
-                if link:
-                    offset = _copy_log(link, offset, log, self.verify)
                 failures = 0
-            except (AzureError, httpx.HTTPError):
-                failures += 1  # the SDK has retried already; the run goes on without us
+            except AzureError as err:
+                failures += 1  # the SDK retried already; the run goes on without us
                 if failures > 5:
-                    raise
+                    raise _Lost(f"lost track of the run: {acr.first_line(err)}") from None
                 run = None
+            if run is not None and run.status != "Queued":
+                blob.copy()
             if run is not None and run.status in TERMINAL:
+                blob.finish(cancel, self.poll)
                 return run
+            if time.monotonic() > deadline:
+                status = run.status if run is not None else "unknown"
+                raise _Lost(f"still {status} after {self.timeout + _QUEUE_GRACE:g} s")
             if cancel.wait(wait):
                 raise _Cancelled
             wait = min(wait * 1.5, max(self.poll, 15.0))
+
+
+class _Log:
+    """The run's log blob, copied into the build log by byte ranges as it grows."""
+
+    def __init__(self, builder: Acr, client: Any, run_id: str, log: Path) -> None:
+        self.builder, self.client, self.run_id, self.log = builder, client, run_id, log
+        self.link: str | None = None
+        self.offset, self.complete, self.failures = 0, False, 0
+
+    def copy(self) -> None:
+        import httpx
+        from azure.core.exceptions import AzureError
+
+        if self.failures > 5:
+            return  # given up on the log; the build goes on
+        try:
+            if self.link is None:
+                b = self.builder
+                self.link = self.client.runs.get_log_sas_url(b.group, b.registry,
+                                                             self.run_id).log_link  # fmt: skip
+            if self.link:
+                self._read(self.link)
+            self.failures = 0
+        except (AzureError, httpx.HTTPError) as err:
+            self.failures += 1
+            self.link = None  # an expired signature: ask for a new link
+            if self.failures > 5:
+                with self.log.open("a") as out:  # the error's name only: its URL is signed
+                    out.write(f"(the run's log could not be read: {type(err).__name__})\n")
+
+    def finish(self, cancel: threading.Event, poll: float) -> None:
+        """After the run ends its log may still be catching up: read until it says so."""
+        for _ in range(10):
+            if self.complete or self.failures > 5 or cancel.wait(min(poll, 2.0)):
+                return
+            self.copy()
+
+    def _read(self, link: str) -> None:
+        import httpx
+
+        answer = httpx.get(link, headers={"Range": f"bytes={self.offset}-"},
+                           verify=self.builder.verify, timeout=60)  # fmt: skip
+        self.complete = any(k.lower() == "x-ms-meta-complete" for k in answer.headers)
+        if answer.status_code in (404, 416):  # not written yet, or nothing new
+            return
+        answer.raise_for_status()
+        data = answer.content
+        if answer.status_code == 200 and self.offset:  # the range was not honoured
+            data = data[self.offset :]
+        with self.log.open("ab") as out:
+            out.write(data)
+        self.offset += len(data)
+
+
+class _Lost(Exception):
+    pass
 
 
 class _Cancelled(Exception):
@@ -165,16 +251,3 @@ def _pack(context: Path, dockerfile: Path) -> bytes:
             tar.add(path, arcname=relative.as_posix(), recursive=False)
         tar.add(dockerfile, arcname=PINNED)
     return out.getvalue()
-
-
-def _copy_log(link: str, offset: int, log: Path, verify: ssl.SSLContext | bool) -> int:
-    """Append what the run's log blob holds past `offset`; the new offset."""
-    import httpx
-
-    answer = httpx.get(link, headers={"Range": f"bytes={offset}-"}, verify=verify, timeout=60)
-    if answer.status_code in (404, 416):  # not written yet, or nothing new
-        return offset
-    answer.raise_for_status()
-    with log.open("ab") as out:
-        out.write(answer.content)
-    return offset + len(answer.content)

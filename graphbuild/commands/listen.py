@@ -4,18 +4,37 @@ ACR (or Docker Hub) posts each push here; pushes that arrive together are
 collected into one sweep of what is built on the pushed images. Events only
 speed things up: the scheduled sweep stays the source of truth (rule 2), and a
 lost event costs at most the time until it runs.
+
+The sweeps run in the main thread, one at a time, so Ctrl-C and SIGTERM reach
+them as they reach any sweep: the first stops new builds, the second cancels.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import sqlite3
+import threading
 from contextlib import closing
 from typing import NoReturn
 
 from graphbuild import errors, execute, graphdb, listen, refs, report
-from graphbuild.commands import sweep, synced
+from graphbuild.commands import mirror, sweep, synced
 from graphbuild.config import Config
+from graphbuild.state import State
+
+
+def secret(variable: str) -> str:
+    """The shared secret, from the environment; surrounding whitespace (a file's newline)
+    is not part of it."""
+    value = os.environ.get(variable, "").strip()
+    if not value or not value.isascii() or not value.isprintable():
+        raise errors.GraphbuildError(
+            f"${variable} must hold the webhook's shared secret (printable ASCII; see "
+            "docs/azure.md)"
+        )
+    return value
 
 
 def run(
@@ -25,31 +44,26 @@ def run(
     secret_env: str,
     window: float,
     max_wait: float,
+    settings: execute.RunSettings,
     max_images: int,
 ) -> int:
-    secret = os.environ.get(secret_env, "")
-    if not secret:
-        raise errors.GraphbuildError(
-            f"${secret_env} is empty: set the shared secret the webhook sends in "
-            f"{listen.SECRET_HEADER} (see docs/azure.md)"
-        )
+    if window > max_wait:
+        raise errors.GraphbuildError(f"--window {window:g} is longer than --max-wait {max_wait:g}")
+    batches: queue.Queue[tuple[frozenset[str], threading.Event]] = queue.Queue()
 
-    def fire(pushed: frozenset[str]) -> None:
-        names = {refs.upstream(ref, config.mirrors) for ref in pushed}  # a mirror's push too
-        synced(config)  # a Dockerfile merged since the last sweep may use what was pushed
-        with closing(graphdb.connect(config.workspace)) as db:
-            known = sorted(name for name in names if graphdb.match(db, name))
-        if not known:
-            report.note(f"{len(pushed)} push(es) of images nothing here is built on: no sweep.")
-            return
-        report.note(f"Pushed: {', '.join(known)}. Sweeping what is built on them.")
-        code = sweep.run(config, dry_run=False, settings=execute.RunSettings(),
-                         max_images=max_images, yes=False, wait=True, as_json=False,
-                         only=known)  # fmt: skip
-        report.note(f"That sweep exited {code}.")
+    def fire(pushed: frozenset[str]) -> None:  # the debouncer's thread: hand over, wait
+        done = threading.Event()
+        batches.put((pushed, done))
+        done.wait()
+
+    def take(push: listen.Push) -> None:
+        if push.digest and _built_here(config, push.digest):
+            return  # graphbuild's own push coming back: what is built on it was just built
+        debouncer.add(push)
 
     debouncer = listen.Debouncer(fire, window, max_wait)
-    server = listen.serve(host, port, secret, debouncer.add)
+    server = listen.serve(host, port, secret(secret_env), take)
+    threading.Thread(target=server.serve_forever, name="graphbuild-hooks", daemon=True).start()
     address = f"http://{host}:{server.server_address[1]}/hooks"
     report.note(f"Listening on {address}/acr and {address}/dockerhub; pushes within "
                 f"{window:g} s make one sweep.")  # fmt: skip
@@ -57,12 +71,68 @@ def run(
     def stop(signum: int, frame: object) -> NoReturn:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)  # a pod's stop is a Ctrl-C
+    previous = signal.signal(signal.SIGTERM, stop)  # a pod's stop, while no sweep runs
     try:
-        server.serve_forever()
+        while True:
+            try:
+                pushed, done = batches.get(timeout=1)
+            except queue.Empty:
+                continue
+            try:
+                if _sweep(config, pushed, settings, max_images):
+                    break  # the sweep was interrupted: so is listening
+            finally:
+                done.set()
     except KeyboardInterrupt:
-        report.note("Stopping: no new pushes are taken; a sweep running now finishes.")
+        report.note("Stopping: no more pushes are taken.")
     finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.shutdown()
         server.server_close()
         debouncer.close(flush=False)
     return errors.OK
+
+
+def _sweep(
+    config: Config, pushed: frozenset[str], settings: execute.RunSettings, max_images: int
+) -> bool:
+    """Mirror, then sweep what is built on the pushed images; True when it was interrupted."""
+    names = {refs.upstream(ref, config.mirrors) for ref in pushed}  # a mirror's push too
+    try:
+        synced(config)  # a Dockerfile merged since the last sweep may use what was pushed
+        with closing(graphdb.connect(config.workspace)) as db:
+            known = sorted(name for name in names if graphdb.match(db, name))
+        if not known:
+            report.note(f"{len(pushed)} push(es) of images nothing here is built on: no sweep.")
+            return False
+        if config.azure is not None and config.mirrors:  # builds pin the upstream digest
+            try:
+                mirror.run(config, dry_run=False, as_json=False)
+            except errors.GraphbuildError as err:  # the images on what failed fail their builds
+                report.note(f"Mirroring before the sweep: {err}")
+        report.note(f"Pushed: {', '.join(known)}. Sweeping what is built on them.")
+        before = _latest(config)
+        code = sweep.run(config, dry_run=False, settings=settings, max_images=max_images,
+                         yes=False, wait=True, as_json=False, only=known)  # fmt: skip
+        report.note(f"That sweep exited {code}.")
+    except errors.GraphbuildError as err:  # the next push, or the schedule, tries again
+        report.note(f"The sweep for {', '.join(sorted(names))} stopped: {err}")
+        return False
+    after = _latest(config)
+    return after is not None and after != before and after[1] == "interrupted"
+
+
+def _latest(config: Config) -> tuple[str, str] | None:
+    """The newest run's id and status."""
+    with State(config.workspace) as state:
+        runs = state.runs(limit=1)
+    return (runs[0].id, runs[0].status) if runs else None
+
+
+def _built_here(config: Config, digest: str) -> bool:
+    path = config.workspace / "state.db"
+    if not path.exists():
+        return False
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+        row = db.execute("SELECT 1 FROM builds WHERE digest = ? LIMIT 1", (digest,)).fetchone()
+    return row is not None

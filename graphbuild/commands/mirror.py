@@ -31,17 +31,23 @@ def run(config: Config, dry_run: bool, as_json: bool) -> int:
     due, unanswered = acr.imports_due(bases, config.mirrors, digests)
     for base in unanswered:
         report.note(f"{base}: its registry did not answer ({answers[base].message}); not mirrored")
-    done = []
+    done, failed = [], []
     if not dry_run and due:
         with acr.client(config.azure) as manager:
             for item in due:
-                acr.import_image(manager, config.azure, item)
+                try:
+                    acr.import_image(manager, config.azure, item)
+                except errors.CommandFailed as err:  # the others are still worth importing
+                    report.note(str(err))
+                    failed.append(item)
+                    continue
                 report.note(f"Imported {item.source} ({item.digest[:19]}…) as {item.target}")
                 done.append(item)
     if as_json:
         report.emit_json({
             "imports": [item.__dict__ for item in (due if dry_run else done)],
             "dry_run": dry_run, "unanswered": unanswered,
+            "failed": [item.__dict__ for item in failed],
         })  # fmt: skip
     elif not due:
         print("The mirror is up to date.")
@@ -50,4 +56,4 @@ def run(config: Config, dry_run: bool, as_json: bool) -> int:
                      [(i.source, report.brief(i.digest), i.target) for i in due])  # fmt: skip
     else:
         print(f"Imported {len(done)} image{'s' if len(done) != 1 else ''} into the mirror.")
-    return errors.FAILED if unanswered or failed_sync else errors.OK
+    return errors.FAILED if unanswered or failed or failed_sync else errors.OK
