@@ -50,11 +50,13 @@ def run(
     if window > max_wait:
         raise errors.GraphbuildError(f"--window {window:g} is longer than --max-wait {max_wait:g}")
     batches: queue.Queue[tuple[frozenset[str], threading.Event]] = queue.Queue()
+    stopping = threading.Event()
 
     def fire(pushed: frozenset[str]) -> None:  # the debouncer's thread: hand over, wait
         done = threading.Event()
         batches.put((pushed, done))
-        done.wait()
+        while not done.wait(0.5) and not stopping.is_set():
+            pass  # pushes meanwhile gather into the next batch
 
     def take(push: listen.Push) -> None:
         if push.digest and _built_here(config, push.digest):
@@ -86,6 +88,7 @@ def run(
     except KeyboardInterrupt:
         report.note("Stopping: no more pushes are taken.")
     finally:
+        stopping.set()  # a batch handed over but never swept does not hold the close up
         signal.signal(signal.SIGTERM, previous)
         server.shutdown()
         server.server_close()
