@@ -279,3 +279,43 @@ def test_webhook_create_registers_a_push_webhook_with_the_secret_header(acr_site
     assert properties["serviceUri"] == "https://graphbuild.example/hooks/acr"
     assert properties["customHeaders"] == {"X-Graphbuild-Secret": "hook-secret-123"}
     assert properties["actions"] == ["push"] and properties["scope"] == "upstream/*"
+
+
+def test_a_log_blob_that_ignores_the_range_is_not_copied_twice(tmp_path):
+    """Some proxies answer a Range request with the whole blob (200): only the new part is
+    appended; the Complete metadata ends the reading."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+
+    from graphbuild.builders.acr import _Log
+
+    blob = {"data": b"step 1\r\n", "complete": False}
+
+    class Whole(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            if blob["complete"]:
+                self.send_header("x-ms-meta-Complete", "Succeeded")
+            self.send_header("Content-Length", str(len(blob["data"])))
+            self.end_headers()
+            self.wfile.write(blob["data"])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Whole)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        log = tmp_path / "build.log"
+        reader = _Log(SimpleNamespace(verify=True), None, "cb1", log)
+        reader.link = f"http://127.0.0.1:{server.server_address[1]}/logs/cb1.log?sig=x"
+        reader.copy()
+        blob["data"] += b"step 2\r\n"
+        blob["complete"] = True
+        reader.copy()
+        reader.finish(threading.Event(), 0.01)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert log.read_bytes() == b"step 1\r\nstep 2\r\n"
+    assert reader.complete
