@@ -21,10 +21,10 @@ def run(config: Config, dry_run: bool, as_json: bool) -> int:
             f"{config.file}: mirror needs `azure:` (the registry to import into) and `mirrors:`"
         )
     g, _, failed_sync = synced(config)
-    bases = [node for node, kind in g.nodes(data="kind") if kind == EXTERNAL]
-    wanted = {b: () for b in bases} | {
-        target: () for b in bases if (target := refs.mirrored(b, config.mirrors))
-    }
+    pairs = {node: target for node, kind in g.nodes(data="kind")
+             if kind == EXTERNAL and (target := refs.mirrored(node, config.mirrors))}  # fmt: skip
+    bases = list(pairs)
+    wanted = {ref: () for pair in pairs.items() for ref in pair}  # both sides, once each
     with Registry(config.registries) as registry:
         answers = registry.resolve_all(wanted)
     digests = {ref: a.digest if isinstance(a, Resolved) else None for ref, a in answers.items()}
