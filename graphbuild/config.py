@@ -627,7 +627,7 @@ class _Checker:
         insecure = data.get("insecure", False)
         if not isinstance(insecure, bool):
             raise self.fail([*where, "insecure"], f"expected true or false, got {_kind(insecure)}")
-        if insecure and not _loopback(host):
+        if insecure and not loopback(host):
             hint = "plain http is only allowed for loopback registries (localhost, 127.0.0.1)"
             raise self.fail([*where, "insecure"], hint)
         auth = self.string(data.get("auth", "auto"), [*where, "auth"])
@@ -736,7 +736,7 @@ class _Checker:
         )
 
 
-def _loopback(host: str) -> bool:
+def loopback(host: str) -> bool:
     """localhost or a loopback address; `127.evil.example` is a name, not an address."""
     name = host if host.endswith("]") else host.rsplit(":", 1)[0] if ":" in host else host
     if name == "localhost":

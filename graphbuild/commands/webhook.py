@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from graphbuild import acr, errors
 from graphbuild.commands import listen
-from graphbuild.config import Config
+from graphbuild.config import Config, loopback
 
 
 def create(config: Config, url: str, name: str, scope: str, secret_env: str) -> int:
     if config.azure is None:
         raise errors.GraphbuildError(f"{config.file}: azure: the registry to add a webhook to")
     host = urlsplit(url).hostname or ""
-    if not (url.startswith("https://") or (url.startswith("http://") and _loopback(host))):
+    if not (url.startswith("https://") or (url.startswith("http://") and loopback(host))):
         raise errors.GraphbuildError(
             f"{url!r}: the webhook sends its secret with every push: give an https URL"
         )
@@ -24,10 +23,3 @@ def create(config: Config, url: str, name: str, scope: str, secret_env: str) -> 
     print(f"Webhook {name} on {config.azure.registry} posts pushes"
           f"{f' of {scope}' if scope else ''} to {url}: {hook}")  # fmt: skip
     return errors.OK
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
