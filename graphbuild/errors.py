@@ -11,6 +11,7 @@ from dataclasses import dataclass
 OK = 0
 FAILED = 1  # the run finished, but something in it failed
 BAD_INPUT = 2  # config, arguments or a repository that cannot be read
+BUSY = 3  # another process holds the lock this command needs: try again later
 
 
 ERROR, UNRESOLVED, WARNING = "error", "unresolved", "warning"  # Problem levels

@@ -9,11 +9,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from graphbuild.errors import GraphbuildError
+from graphbuild.errors import BUSY, GraphbuildError
 
 
 class Locked(GraphbuildError):
-    """Another process holds the lock and the caller chose not to wait."""
+    """Another process holds the lock and the caller chose not to wait: busy, not broken,
+    so a cron wrapper can tell "try later" from a failure."""
+
+    exit_code = BUSY
 
 
 @contextmanager

@@ -288,3 +288,23 @@ def test_plan_what_if_a_base_changed_asks_no_registry(project):
     unknown = graphbuild("plan", "--updated", "nothing:here", cwd=project)
     assert unknown.returncode == 2
     assert "nothing:here is not in the graph" in unknown.stderr
+
+
+def test_a_sweep_while_another_holds_the_lock_exits_3_busy(project):
+    """Busy is not broken: a cron wrapper tells "try later" (3) from bad input (2)."""
+    lock = project / ".graphbuild" / "sweep.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time\n"
+         "f = open(sys.argv[1], 'a'); f.write('pid 1 since 2026-01-01T00:00:00+00:00'); f.flush()\n"
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        busy = graphbuild("sweep", cwd=project)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert busy.returncode == 3
+    assert busy.stderr == f"graphbuild: {lock} is held by pid 1 since 2026-01-01T00:00:00+00:00\n"
