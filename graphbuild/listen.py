@@ -8,9 +8,11 @@ webhooks are checked against a shared secret compared in constant time.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,8 @@ from graphbuild.report import note
 
 SECRET_HEADER = "X-Graphbuild-Secret"  # noqa: S105 - a header name
 MAX_BODY = 64 * 1024  # real push events are under 2 KiB
+REQUEST_DEADLINE = 30.0  # seconds for a whole request, headers and body, however it drips
+MAX_CONNECTIONS = 64  # open at once; more are answered 503 and closed
 ACR, DOCKERHUB = "acr", "dockerhub"
 
 
@@ -199,10 +203,12 @@ def serve(
 ) -> ThreadingHTTPServer:
     """The webhook server, bound but not yet serving: POST {path}/acr, {path}/dockerhub.
 
-    Replies: 401 for a missing or wrong secret (checked first), 413 for a body over
-    64 KiB, 400 with a one-line reason for a body that is no event, 202 for an event
-    that is not a push (ignored) and 202 for a push, after `on_push(push)`.
-    GET /healthz answers 200 `ok` for a Kubernetes probe.
+    Replies: 401 for a missing or wrong secret (checked first), 411 for a body without a
+    Content-Length (chunked included), 400 for a Content-Length that is not plain digits,
+    413 for a body over 64 KiB, 400 with a one-line reason for a body that is no event,
+    202 for an event that is not a push (ignored) and 202 for a push, after
+    `on_push(push)`. GET /healthz answers 200 `ok` for a Kubernetes probe. A request gets
+    REQUEST_DEADLINE seconds in all; beyond MAX_CONNECTIONS open ones, 503.
     """
     if not secret or not secret.isascii() or not secret.isprintable():
         raise ValueError("the webhook secret must be non-empty printable ASCII")
@@ -226,6 +232,33 @@ class _Server(ThreadingHTTPServer):
     ) -> None:
         super().__init__(address, _Hooks)
         self.routes, self.secret, self.on_push = routes, secret, on_push
+        self.request_deadline = REQUEST_DEADLINE
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per connection, up to MAX_CONNECTIONS: a flood of idle connections
+        must not take a thread (and its memory) each."""
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client cut off or gone mid-request is one line in the log, not a traceback."""
+        error = sys.exc_info()[1]
+        note(f"listen: a request from {client_address[0]} ended early: {error}")
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class _Hooks(BaseHTTPRequestHandler):
@@ -240,6 +273,19 @@ class _Hooks(BaseHTTPRequestHandler):
         # headers and body leave in two writes: without this, Nagle's algorithm and
         # delayed ACKs add 40 ms to every reply
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # the socket timeout bounds one read; a byte every few seconds passes it, so the
+        # whole request also has a deadline, after which its connection is shut
+        self._deadline = threading.Timer(self.server.request_deadline, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
+    def _cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self.request.shutdown(socket.SHUT_RDWR)
 
     def do_GET(self) -> None:
         if urlsplit(self.path).path == "/healthz":
@@ -257,10 +303,15 @@ class _Hooks(BaseHTTPRequestHandler):
             return 404, "not found"
         if not self._authorised(source, url.query):
             return 401, "missing or wrong secret"
-        try:
-            length = int(self.headers["Content-Length"])
-        except (TypeError, ValueError):
-            return 411, "a Content-Length is required"
+        if "Transfer-Encoding" in self.headers:
+            return 411, "a body of a declared Content-Length is required, not chunked"
+        lengths = set(self.headers.get_all("Content-Length") or ())
+        if not lengths:
+            return 411, "a Content-Length of plain digits is required"
+        length_text = lengths.pop()
+        if lengths or not (length_text.isascii() and length_text.isdigit()):
+            return 400, "a Content-Length of plain digits is required"  # -1, +1, 1_0, two
+        length = int(length_text)
         if length > MAX_BODY:
             return 413, f"body over {MAX_BODY} bytes"
         body = self.rfile.read(length)

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphbuild import listen
 from graphbuild.listen import SECRET_HEADER, Debouncer, Push
@@ -136,6 +138,42 @@ def test_parse_ping_and_digest_only_push_are_none():
 def test_parse_rejects_malformed_bodies(raw, reason):
     with pytest.raises(ValueError, match=reason):
         listen.parse(raw)
+
+
+# database=None: hypothesis keeps no example database in the project.
+FUZZ = settings(max_examples=300, deadline=None, database=None)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    | st.sampled_from(["push", "delete", "1.2", "team/app", DIGEST, "myacr.azurecr.io", ""]),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(
+        st.sampled_from(["action", "target", "repository", "tag", "digest", "request", "host",
+                         "push_data", "repo_name", "x"]),
+        inner, max_size=5),
+    max_leaves=20,
+)  # fmt: skip
+
+
+def parses_or_refuses(raw: bytes) -> None:
+    """A webhook body is a Push, None (no tag moved) or a ValueError with a reason."""
+    try:
+        push = listen.parse(raw, host_hint="myacr.azurecr.io")
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert push is None or isinstance(push, Push)
+
+
+@FUZZ
+@given(JSON)
+def test_any_json_body_is_a_push_or_a_reason(doc):
+    parses_or_refuses(json.dumps(doc).encode())
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_any_bytes_are_a_push_or_a_reason(raw):
+    parses_or_refuses(raw)
 
 
 # ---------------------------------------------------------------- serve
@@ -270,6 +308,116 @@ def test_serve_answers_503_when_the_push_cannot_be_queued():
         assert hooks.post("/hooks/acr", body(acr_event())).status_code == 503
     finally:
         hooks.close()
+
+
+def raw_post(hooks, headers: str, body: bytes = b"", *, keep_sending: bool = False) -> bytes:
+    """One request written by hand, as a hostile client would; the reply, or b"" if the
+    server answered nothing within 10 s. `keep_sending` streams data until the reply comes."""
+    port = hooks.server.server_address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"POST /hooks/acr HTTP/1.1\r\n{SECRET_HEADER}: {SECRET}\r\n"
+                     f"{headers}\r\n".encode() + body)  # fmt: skip
+        if keep_sending:
+            conn.setblocking(False)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    conn.send(b"x" * 65536)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break  # the server closed the connection
+                try:
+                    if conn.recv(1, socket.MSG_PEEK):
+                        break
+                except BlockingIOError:
+                    time.sleep(0.01)
+            conn.setblocking(True)
+        try:
+            return b"".join(iter(lambda: conn.recv(4096), b""))
+        except (TimeoutError, ConnectionResetError):
+            return b""
+
+
+@pytest.mark.parametrize(
+    ("headers", "answer"),
+    [
+        ("Content-Length: -1\r\n", b"400 Bad Request\r\n"),
+        ("Content-Length: 1_0\r\n", b"400 Bad Request\r\n"),
+        ("Content-Length: +10\r\n", b"400 Bad Request\r\n"),
+        ("Content-Length: \u0663\r\n", b"400 Bad Request\r\n"),  # int() reads this 3
+        ("Content-Length: 10\r\nContent-Length: 99999999\r\n", b"400 Bad Request\r\n"),
+        ("Transfer-Encoding: chunked\r\n", b"411 Length Required\r\n"),
+        ("Transfer-Encoding: chunked\r\nContent-Length: 10\r\n", b"411 Length Required\r\n"),
+        ("", b"411 Length Required\r\n"),
+    ],
+)
+def test_serve_refuses_a_body_of_no_honest_length(hooks, headers, answer):
+    """A length that is not plain digits, or none, never starts a read: a client streaming
+    data behind it is answered at once instead of being read until it stops."""
+    reply = raw_post(hooks, headers, keep_sending=True)
+    assert reply.startswith(b"HTTP/1.0 " + answer), reply[:100]
+    reason = reply.partition(b"\r\n\r\n")[2]
+    assert reason in (
+        b"a Content-Length of plain digits is required\n",
+        b"a body of a declared Content-Length is required, not chunked\n",
+    ), reason
+    assert hooks.pushes == []
+
+
+@pytest.mark.parametrize(
+    ("start", "drip"),
+    [
+        (b"POST /hooks/acr HTTP/1.1\r\nX-Padding: ", b"a"),  # the headers never end
+        (f"POST /hooks/acr HTTP/1.1\r\n{SECRET_HEADER}: {SECRET}\r\n"
+         "Content-Length: 1000\r\n\r\n".encode(), b"["),  # the body never ends
+    ],
+)  # fmt: skip
+def test_serve_cuts_a_client_that_drips_its_request(hooks, monkeypatch, capfd, start, drip):
+    """A byte every half second keeps each read inside the socket timeout; the request's
+    own deadline ends it, with one line in the log and no traceback."""
+    monkeypatch.setattr(hooks.server, "request_deadline", 1.0)
+    port = hooks.server.server_address[1]
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(start)
+        closed = False
+        for _ in range(20):
+            try:
+                conn.sendall(drip)
+                if conn.recv(4096, socket.MSG_DONTWAIT) == b"":
+                    closed = True
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.5)
+    assert closed and time.monotonic() - began < 5
+    assert hooks.pushes == []
+    time.sleep(0.2)  # the handler's thread writes its last words
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_serve_answers_503_beyond_its_connection_cap(hooks, monkeypatch):
+    """Idle connections cannot take one thread each without end."""
+    monkeypatch.setattr(hooks.server, "request_deadline", 30.0)
+    port = hooks.server.server_address[1]
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(listen.MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.3)  # let the server take them all
+        reply = raw_post(hooks, f"Content-Length: {len(body(acr_event()))}\r\n", body(acr_event()))
+        assert reply.startswith(b"HTTP/1.0 503")
+    finally:
+        for conn in idle:
+            conn.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the slots come back when the connections close
+        if hooks.post("/hooks/acr", body(acr_event())).status_code == 202:
+            break
+        time.sleep(0.1)
+    assert hooks.pushes == [Push("myacr.azurecr.io/team/app:1.2", DIGEST, "acr")]
 
 
 def test_serve_refuses_an_empty_secret():
