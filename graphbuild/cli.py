@@ -7,9 +7,10 @@ query does not pay at start-up for git, SQLite or the parser it never uses.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -66,6 +67,15 @@ def _config(ctx: typer.Context):  # noqa: ANN202 - Config is imported lazily
     return config.load(config.find(ctx.obj.config))
 
 
+def _run(ctx: typer.Context, command: Callable[..., int], *args: Any, **kwargs: Any) -> int:
+    """A command on the loaded config, guarded: a damaged index.db is rebuilt and the command
+    run again; a damaged state.db is one clear line (workspace.py)."""
+    from graphbuild import report, workspace
+
+    config = _config(ctx)
+    return workspace.guard(config.workspace, lambda: command(config, *args, **kwargs), report.note)
+
+
 def _exit(code: int) -> None:
     raise typer.Exit(code)
 
@@ -81,7 +91,7 @@ def sync(
     """Fetch every repository, parse what changed, and store the graph."""
     from graphbuild.commands import sync as cmd
 
-    _exit(cmd.run(_config(ctx), jobs, as_json))
+    _exit(_run(ctx, cmd.run, jobs, as_json))
 
 
 @app.command()
@@ -97,7 +107,7 @@ def uses(
     """List every image built on REF, transitively, with the line that pulls it in."""
     from graphbuild.commands import uses as cmd
 
-    _exit(cmd.run(_config(ctx), ref, direct, depth, as_json))
+    _exit(_run(ctx, cmd.run, ref, direct, depth, as_json))
 
 
 @app.command()
@@ -109,7 +119,7 @@ def parents(
     """Show the chain of bases under IMAGE, down to its external roots."""
     from graphbuild.commands import parents as cmd
 
-    _exit(cmd.run(_config(ctx), image, as_json))
+    _exit(_run(ctx, cmd.run, image, as_json))
 
 
 @app.command()
@@ -123,7 +133,7 @@ def graph(
     """Print the graph (or one node's neighbourhood) as JSON, DOT or Mermaid."""
     from graphbuild.commands import graph as cmd
 
-    _exit(cmd.run(_config(ctx), fmt, focus))
+    _exit(_run(ctx, cmd.run, fmt, focus))
 
 
 @app.command()
@@ -131,7 +141,7 @@ def images(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List the images the fleet builds."""
     from graphbuild.commands import images as cmd
 
-    _exit(cmd.run(_config(ctx), as_json))
+    _exit(_run(ctx, cmd.run, as_json))
 
 
 @app.command()
@@ -139,7 +149,7 @@ def bases(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List the external bases, pinned or floating, and how many images use each."""
     from graphbuild.commands import bases as cmd
 
-    _exit(cmd.run(_config(ctx), as_json))
+    _exit(_run(ctx, cmd.run, as_json))
 
 
 @app.command()
@@ -153,7 +163,7 @@ def check(
     """Ask the registries which bases changed and which images are stale, missing or unknown."""
     from graphbuild.commands import check as cmd
 
-    _exit(cmd.run(_config(ctx), as_json, concurrency))
+    _exit(_run(ctx, cmd.run, as_json, concurrency))
 
 
 MaxParallel = Annotated[int, typer.Option("--max-parallel", min=1, help="Builds at once.")]
@@ -177,7 +187,7 @@ def plan(
     """Show what a sweep would rebuild, in waves, and why; builds nothing."""
     from graphbuild.commands import plan as cmd
 
-    _exit(cmd.run(_config(ctx), as_json, updated or [], 16))
+    _exit(_run(ctx, cmd.run, as_json, updated or [], 16))
 
 
 @app.command()
@@ -202,7 +212,7 @@ def sweep(
     from graphbuild.commands import sweep as cmd
 
     settings = _settings(max_parallel)
-    _exit(cmd.run(_config(ctx), dry_run=dry_run, settings=settings, max_images=max_images,
+    _exit(_run(ctx, cmd.run, dry_run=dry_run, settings=settings, max_images=max_images,
                   yes=yes, wait=wait, as_json=as_json, only=only))  # fmt: skip
 
 
@@ -234,7 +244,7 @@ def rebuild(
     from graphbuild.commands import rebuild as cmd
 
     settings = _settings(max_parallel, force, no_cache)
-    _exit(cmd.run(_config(ctx), refs, reason=reason, downstream=not no_downstream, depth=depth,
+    _exit(_run(ctx, cmd.run, refs, reason=reason, downstream=not no_downstream, depth=depth,
                   settings=settings, as_json=as_json))  # fmt: skip
 
 
@@ -247,7 +257,7 @@ def runs(
     """List runs, or show one: every image's outcome, reason, duration, digest and log."""
     from graphbuild.commands import runs as cmd
 
-    _exit(cmd.show(_config(ctx), run_id, as_json))
+    _exit(_run(ctx, cmd.show, run_id, as_json))
 
 
 @app.command()
@@ -263,7 +273,7 @@ def resume(
     """Finish an interrupted or partly failed run, without rebuilding what succeeded."""
     from graphbuild.commands import runs as cmd
 
-    _exit(cmd.resume(_config(ctx), run_id, max_parallel, as_json))
+    _exit(_run(ctx, cmd.resume, run_id, max_parallel, as_json))
 
 
 @app.command()
@@ -285,7 +295,7 @@ def deploy(
     """Deploy a finished run's validated images, ring by ring (e.g. prod, by hand)."""
     from graphbuild.commands import deploy as cmd
 
-    _exit(cmd.run(_config(ctx), run_id, ring or [], dry_run, rollback, as_json))
+    _exit(_run(ctx, cmd.run, run_id, ring or [], dry_run, rollback, as_json))
 
 
 @app.command()
@@ -299,7 +309,7 @@ def mirror(
     """Import the external bases the graph uses into the ACR mirror, by digest."""
     from graphbuild.commands import mirror as cmd
 
-    _exit(cmd.run(_config(ctx), dry_run, as_json))
+    _exit(_run(ctx, cmd.run, dry_run, as_json))
 
 
 SECRET_ENV = "GRAPHBUILD_WEBHOOK_SECRET"  # noqa: S105 - the name of a variable, not a secret
@@ -327,7 +337,7 @@ def listen(
     """Take registry push events (ACR, Docker Hub) and sweep what is built on the pushed image."""
     from graphbuild.commands import listen as cmd
 
-    _exit(cmd.run(_config(ctx), host, port, secret_env, window, max_wait,
+    _exit(_run(ctx, cmd.run, host, port, secret_env, window, max_wait,
                   _settings(max_parallel), max_images))  # fmt: skip
 
 
@@ -353,7 +363,7 @@ def webhook_create(
     """Create a push webhook on the registry in repos.yaml's `azure:`."""
     from graphbuild.commands import webhook as cmd
 
-    _exit(cmd.create(_config(ctx), url, name, scope, secret_env))
+    _exit(_run(ctx, cmd.create, url, name, scope, secret_env))
 
 
 def main() -> None:

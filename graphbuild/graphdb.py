@@ -19,6 +19,7 @@ from typing import Any
 
 from graphbuild import refs, report
 from graphbuild.errors import GraphbuildError
+from graphbuild.workspace import INDEX, damaged, discard_index
 
 IMAGE, EXTERNAL = "image", "external"
 SCHEMA_VERSION = 1  # index.db is derived data: another version is dropped, not migrated
@@ -41,17 +42,15 @@ _EDGE_COLUMNS = ("kind", "repo", "dockerfile", "line")
 
 def connect(workspace: Path) -> sqlite3.Connection:
     """The workspace's index.db; recreated if an older graphbuild wrote it or it is damaged."""
-    path = workspace / "index.db"
+    path = workspace / INDEX
     try:
         workspace.mkdir(parents=True, exist_ok=True)
         try:
             return _open(path)
         except sqlite3.DatabaseError as err:
-            if "not a database" not in str(err) and "malformed" not in str(err):
+            if not damaged(err):
                 raise
-            report.note(f"{path} is damaged ({err}); it only holds derived data: rebuilding it.")
-            for stale in (path, path.with_name("index.db-wal"), path.with_name("index.db-shm")):
-                stale.unlink(missing_ok=True)
+            discard_index(path, err, report.note)
             return _open(path)
     except (OSError, sqlite3.Error) as err:
         raise GraphbuildError(f"{path}: cannot open the index: {err}") from None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from graphbuild import filelock
 from graphbuild.errors import GraphbuildError
+from graphbuild.workspace import STATE, StateDamaged, damaged
 
 # Each entry moves the schema one version forward; append, never edit.
 MIGRATIONS = (
@@ -166,13 +167,15 @@ class State:
     """The workspace's state.db; one per process, used from one thread."""
 
     def __init__(self, workspace: Path) -> None:
-        self.path = workspace / "state.db"
+        self.path = workspace / STATE
         try:
             workspace.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self._migrate()
         except sqlite3.Error as err:
+            if damaged(err):
+                raise StateDamaged(self.path, err) from None
             raise GraphbuildError(f"{self.path}: {err}") from None
 
     def __enter__(self) -> State:

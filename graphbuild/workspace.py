@@ -1,0 +1,75 @@
+"""The workspace's SQLite files when something is wrong with them: damaged, read-only, full.
+
+index.db is derived from the repositories, so a damaged one is removed and rebuilt
+by the next read; state.db is history nobody can re-derive, so a damaged one is
+kept as it is and the user is told what to do. SQLite finds damage only when a
+query reads a damaged page, which may be deep inside any command: so the check
+runs around a whole command (`guard`), costs nothing until SQLite complains, and
+then asks SQLite which file is unsound.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from graphbuild.errors import GraphbuildError
+
+INDEX, STATE = "index.db", "state.db"
+_DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # and their extended codes
+T = TypeVar("T")
+
+
+class StateDamaged(GraphbuildError):
+    """state.db cannot be read; it is left exactly as it is."""
+
+    def __init__(self, path: Path, err: BaseException) -> None:
+        super().__init__(
+            f"{path} is damaged ({err}). It holds the history of digests and builds, so "
+            "graphbuild never empties it: restore it from a backup (docs/operating.md), or "
+            "move it aside to start a new history."
+        )
+
+
+def damaged(err: BaseException) -> bool:
+    """Is this SQLite saying a file is not (or no longer) a sound database?"""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    return isinstance(err, sqlite3.DatabaseError) and name.startswith(_DAMAGE)
+
+
+def sound(path: Path) -> bool:
+    """SQLite's own quick check of every page; a file it cannot even open is not sound."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            return db.execute("PRAGMA quick_check(1)").fetchone() == ("ok",)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as err:
+        return not damaged(err)
+
+
+def discard_index(path: Path, err: BaseException, note: Callable[[str], None]) -> None:
+    """Remove a damaged index.db (and its WAL) so that the next open builds a new one."""
+    note(f"{path} is damaged ({err}); it only holds derived data: rebuilding it.")
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)
+
+
+def guard(workspace: Path, command: Callable[[], T], note: Callable[[str], None]) -> T:
+    """Run a command; if SQLite found a damaged index.db, rebuild it and run it once more,
+    and if it found a damaged state.db, say so (StateDamaged) and touch nothing."""
+    try:
+        return command()
+    except sqlite3.DatabaseError as err:
+        if not damaged(err):
+            raise
+        state, index = workspace / STATE, workspace / INDEX
+        if state.exists() and not sound(state):
+            raise StateDamaged(state, err) from None
+        if not index.exists() or sound(index):
+            raise
+        discard_index(index, err, note)
+    return command()
