@@ -226,9 +226,12 @@ def load(path: Path) -> Config:
         raise ConfigError(str(path), "", f"cannot read: {err}") from None
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader, C or Python
+    except yaml.reader.ReaderError as err:  # a character YAML forbids, at a character offset
+        line = text.count("\n", 0, err.position) + 1
+        raise ConfigError(str(path), "", f"invalid YAML: {err.reason}", line) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         line = mark.line + 1 if mark else None
         raise ConfigError(str(path), "", f"invalid YAML: {problem}", line) from None
     return _Checker(path, text).config(data)

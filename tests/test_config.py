@@ -4,6 +4,9 @@ import datetime as dt
 import ssl
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphbuild import config
 from graphbuild.errors import ConfigError
@@ -13,6 +16,26 @@ def load_text(tmp_path, text: str) -> config.Config:
     path = tmp_path / "repos.yaml"
     path.write_text(text)
     return config.load(path)
+
+
+FULL_REPOS = """
+  - name: python
+    url: https://github.com/docker-library/python.git
+    ref: master
+    images:
+      - image: docker.io/library/python
+        dockerfile: 3.12/bookworm/Dockerfile
+        tags: [3.12-bookworm, "3.12"]
+        context: 3.12/bookworm
+        build_args: {PYTHON_VERSION: "3.12.7", JOBS: 4}
+        target: null
+        platforms: [linux/amd64, linux/arm64/v8]
+        contexts: {base: "docker-image://alpine:3"}
+      - dockerfile: "images/*/Dockerfile"
+        image: quay.io/jupyter/{dir}
+  - name: local-base
+    path: ./examples/base
+"""
 
 
 def test_full_example_loads(tmp_path):
@@ -779,3 +802,90 @@ def test_a_missing_azure_ca_bundle_is_a_config_error_not_a_traceback(tmp_path):
     cfg = load_text(tmp_path, text)
     with pytest.raises(ConfigError, match="ca_bundle"):
         builders.make(cfg.builder)
+
+
+# ---------------------------------------------------------------- any file at all
+
+# database=None: hypothesis keeps no example database in the project.
+FUZZ = settings(max_examples=300, deadline=None, database=None)
+KEYS = sorted(
+    {"name", "url", "path", "ref", "images", "image", "dockerfile", "tags", "context",
+     "build_args", "target", "platforms", "contexts", "id", "until", "reason", "rings", "repos",
+     "workloads", "hold_descendants", "kind", "x", "localhost:5000", "myacr.azurecr.io"}
+    | config._AZURE_KEYS | config._REGISTRY_KEYS | config._GATE_KEYS | config._RING_KEYS
+    | config._DEPLOY_REPO_KEYS | config._WORKLOAD_KEYS | config._KUBECTL_KEYS
+    | set().union(*config._BUILDER_KEYS.values())
+)  # fmt: skip
+TOP = ["repos", "workspace", "registries", "builder", "gates", "deployments", "azure", "mirrors"]
+WORDS = [
+    "", ".", "..", "/etc", "x", "a/b", "https://h.example/x.git", "ext::sh -c id", "-oProxy=x",
+    "file:///etc", "linux/amd64", "linux/arm64/v8", "*/Dockerfile", "**/Dockerfile", "{dir}",
+    "high", "2026-01-01", "buildah", "command", "acr", "docker", "gitops", "kubectl", "$HOME",
+    "alpine:3", "localhost:5000/x", "r.test/app", "basic", "anonymous", "main", "../..",
+    "deployment/app", "{image}", "true",
+]  # fmt: skip
+SCALARS = (
+    st.none() | st.booleans() | st.integers(-3, 2**70) | st.floats()
+    | st.sampled_from(WORDS) | st.text(max_size=12) | st.dates()
+)  # fmt: skip
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+def loads_or_refuses(tmp_path, raw: bytes) -> None:
+    """Any repos.yaml is a Config or one ConfigError naming where; nothing else escapes."""
+    path = tmp_path / "repos.yaml"
+    path.write_bytes(raw)
+    try:
+        config.load(path)
+    except ConfigError as err:
+        assert str(err).startswith(str(path))
+        assert "\n" not in str(err)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(TOP), VALUES, max_size=5))
+def test_any_yaml_document_loads_or_is_refused_where_it_is_wrong(tmp_path_factory, doc):
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+    loads_or_refuses(tmp_path, yaml.safe_dump(doc).encode())
+
+
+def paths(doc, at=()):
+    """Every place in a parsed document: where a mutation can land."""
+    yield at
+    items = (
+        doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    )
+    for key, value in items:
+        yield from paths(value, (*at, key))
+
+
+def mutated(doc, path, value):
+    if not path:
+        return value
+    copy = dict(doc) if isinstance(doc, dict) else list(doc)
+    copy[path[0]] = mutated(doc[path[0]], path[1:], value)
+    return copy
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 10**6), VALUES), min_size=1, max_size=3))
+def test_a_sound_file_with_any_value_changed_loads_or_is_refused(tmp_path_factory, changes):
+    """Mutations of a full, valid file reach every key's own checks."""
+    doc = yaml.safe_load(FULL_DEPLOY)
+    doc["repos"] = yaml.safe_load(FULL_REPOS)
+    for index, value in changes:
+        places = list(paths(doc))
+        doc = mutated(doc, places[index % len(places)], value)
+    loads_or_refuses(tmp_path_factory.mktemp("fuzz"), yaml.safe_dump(doc).encode())
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_any_bytes_load_or_are_refused(tmp_path_factory, raw):
+    loads_or_refuses(tmp_path_factory.mktemp("fuzz"), raw)
