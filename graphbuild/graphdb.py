@@ -19,7 +19,7 @@ from typing import Any
 
 from graphbuild import refs, report
 from graphbuild.errors import GraphbuildError
-from graphbuild.workspace import INDEX, damaged, discard_index
+from graphbuild.workspace import INDEX, damaged, discard_index, unusable
 
 IMAGE, EXTERNAL = "image", "external"
 SCHEMA_VERSION = 1  # index.db is derived data: another version is dropped, not migrated
@@ -53,7 +53,7 @@ def connect(workspace: Path) -> sqlite3.Connection:
             discard_index(path, err, report.note)
             return _open(path)
     except (OSError, sqlite3.Error) as err:
-        raise GraphbuildError(f"{path}: cannot open the index: {err}") from None
+        raise unusable(err, workspace) or GraphbuildError(f"{path}: cannot open: {err}") from None
 
 
 def _open(path: Path) -> sqlite3.Connection:

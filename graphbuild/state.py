@@ -21,7 +21,7 @@ from pathlib import Path
 
 from graphbuild import filelock
 from graphbuild.errors import GraphbuildError
-from graphbuild.workspace import STATE, StateDamaged, damaged
+from graphbuild.workspace import STATE, StateDamaged, damaged, unusable
 
 # Each entry moves the schema one version forward; append, never edit.
 MIGRATIONS = (
@@ -176,7 +176,7 @@ class State:
         except sqlite3.Error as err:
             if damaged(err):
                 raise StateDamaged(self.path, err) from None
-            raise GraphbuildError(f"{self.path}: {err}") from None
+            raise unusable(err, workspace) or GraphbuildError(f"{self.path}: {err}") from None
 
     def __enter__(self) -> State:
         return self

@@ -1,11 +1,12 @@
-"""The workspace's SQLite files when something is wrong with them: damaged, read-only, full.
+"""The workspace when something is wrong with it: a damaged database, a read-only or full disk.
 
 index.db is derived from the repositories, so a damaged one is removed and rebuilt
 by the next read; state.db is history nobody can re-derive, so a damaged one is
 kept as it is and the user is told what to do. SQLite finds damage only when a
 query reads a damaged page, which may be deep inside any command: so the check
 runs around a whole command (`guard`), costs nothing until SQLite complains, and
-then asks SQLite which file is unsound.
+then asks SQLite which file is unsound. A workspace that cannot be written (a
+read-only mount, a full disk) is one line naming the file, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from graphbuild.errors import GraphbuildError
 
 INDEX, STATE = "index.db", "state.db"
 _DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # and their extended codes
+_UNWRITABLE = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")
 T = TypeVar("T")
 
 
@@ -31,6 +33,24 @@ class StateDamaged(GraphbuildError):
             "graphbuild never empties it: restore it from a backup (docs/operating.md), or "
             "move it aside to start a new history."
         )
+
+
+class Unusable(GraphbuildError):
+    """The workspace (or a file graphbuild writes) cannot be written: read-only, full, denied."""
+
+
+def unusable(err: BaseException, workspace: Path) -> Unusable | None:
+    """The one-line error for an OS or SQLite failure to read or write files, else None."""
+    if isinstance(err, sqlite3.OperationalError):
+        name = getattr(err, "sqlite_errorname", "") or ""
+        if name.startswith(_UNWRITABLE):
+            return Unusable(
+                f"{workspace}: cannot use the workspace's databases ({err}); "
+                "graphbuild needs its workspace writable, with free space"
+            )
+    elif isinstance(err, OSError) and err.filename is not None:
+        return Unusable(f"{err.filename}: {err.strerror or err}")
+    return None
 
 
 def damaged(err: BaseException) -> bool:
@@ -60,10 +80,13 @@ def discard_index(path: Path, err: BaseException, note: Callable[[str], None]) -
 
 def guard(workspace: Path, command: Callable[[], T], note: Callable[[str], None]) -> T:
     """Run a command; if SQLite found a damaged index.db, rebuild it and run it once more,
-    and if it found a damaged state.db, say so (StateDamaged) and touch nothing."""
+    and if it found a damaged state.db, say so (StateDamaged) and touch nothing. A file
+    that cannot be written is one line (Unusable)."""
     try:
         return command()
-    except sqlite3.DatabaseError as err:
+    except (sqlite3.DatabaseError, OSError) as err:
+        if (problem := unusable(err, workspace)) is not None:
+            raise problem from None
         if not damaged(err):
             raise
         state, index = workspace / STATE, workspace / INDEX
@@ -72,4 +95,7 @@ def guard(workspace: Path, command: Callable[[], T], note: Callable[[str], None]
         if not index.exists() or sound(index):
             raise
         discard_index(index, err, note)
-    return command()
+    try:
+        return command()
+    except (sqlite3.OperationalError, OSError) as err:
+        raise unusable(err, workspace) or err from None

@@ -134,3 +134,18 @@ def arm(tmp_path, registry, identity):
     yield server
     server.stop()
     assert server.errors == []  # the fake itself never broke
+
+
+@pytest.fixture
+def project(tmp_path):
+    """Two local-folder repositories: r.test/base, and r.test/app built on it."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base/Dockerfile").write_text("FROM debian:bookworm-slim\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/Dockerfile").write_text("FROM r.test/base:1 AS b\nFROM b\n")
+    (tmp_path / "repos.yaml").write_text(
+        "repos:\n"
+        "  - name: base\n    path: base\n    images: [{image: r.test/base, tags: ['1']}]\n"
+        "  - name: app\n    path: app\n    images: [{image: r.test/app}]\n"
+    )
+    return tmp_path

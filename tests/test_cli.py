@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from .test_workspace import damage
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,20 +24,6 @@ def graphbuild(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Com
         text=True,
         timeout=120,
     )
-
-
-@pytest.fixture
-def project(tmp_path):
-    (tmp_path / "base").mkdir()
-    (tmp_path / "base/Dockerfile").write_text("FROM debian:bookworm-slim\n")
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app/Dockerfile").write_text("FROM r.test/base:1 AS b\nFROM b\n")
-    (tmp_path / "repos.yaml").write_text(
-        "repos:\n"
-        "  - name: base\n    path: base\n    images: [{image: r.test/base, tags: ['1']}]\n"
-        "  - name: app\n    path: app\n    images: [{image: r.test/app}]\n"
-    )
-    return tmp_path
 
 
 def test_the_bundled_example_answers_right_after_install(tmp_path):
@@ -310,34 +294,3 @@ def test_a_sweep_while_another_holds_the_lock_exits_3_busy(project):
         holder.wait()
     assert busy.returncode == 3
     assert busy.stderr == f"graphbuild: {lock} is held by pid 1 since 2026-01-01T00:00:00+00:00\n"
-
-
-def test_a_damaged_index_is_rebuilt_by_any_command(project):
-    """index.db holds derived data only: garbage in it costs a rebuild, never a traceback."""
-    assert graphbuild("sync", cwd=project).returncode == 0
-    index = project / ".graphbuild" / "index.db"
-    for command in (("uses", "r.test/base"), ("images",), ("parents", "r.test/app"), ("sync",)):
-        damage(index)
-        done = graphbuild(*command, cwd=project)
-        assert done.returncode == 0, done.stderr
-        assert "Traceback" not in done.stderr
-        assert f"{index} is damaged" in done.stderr and "rebuilding it" in done.stderr
-        assert "r.test/app" in done.stdout or command == ("sync",)
-    assert graphbuild("uses", "r.test/base", cwd=project).stderr == ""  # whole again
-
-
-def test_a_damaged_state_db_is_a_clear_error_and_is_kept(project):
-    """state.db holds history: graphbuild never empties it, it says what to do."""
-    from graphbuild.state import State
-
-    workspace = project / ".graphbuild"
-    with State(workspace) as state:
-        for i in range(200):  # some pages of build records
-            state.record_build(f"r.test/app:{i}", f"sha256:{i:064x}", {}, run_id="r")
-    damaged = damage(workspace / "state.db")
-    done = graphbuild("runs", cwd=project)
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
-    assert f"{workspace / 'state.db'} is damaged" in done.stderr
-    assert "restore it from a backup" in done.stderr
-    assert (workspace / "state.db").read_bytes() == damaged

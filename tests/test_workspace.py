@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from graphbuild import graphdb, workspace
 from graphbuild.state import State
+
+from .test_cli import graphbuild
 
 
 def damage(db) -> bytes:
@@ -96,3 +101,67 @@ def test_guard_lets_other_errors_through(tmp_path):
 
     with pytest.raises(sqlite3.OperationalError):
         workspace.guard(tmp_path, broken, print)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(folder, size)`: a tmpfs of `size` mounted on `folder`, unmounted after."""
+    if os.geteuid() != 0:
+        message = "mounting a small tmpfs needs root (CI runs as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size: str = "1m") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                       check=True)  # fmt: skip
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_read_only_workspace_is_one_line_for_every_command(project, small_disk):
+    workspace = small_disk(project / ".graphbuild")
+    assert graphbuild("sync", cwd=project).returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(workspace)], check=True)
+    for command in (("sync",), ("images",), ("uses", "r.test/base"), ("runs",), ("sweep",)):
+        done = graphbuild(*command, cwd=project)
+        assert done.returncode == 2, (command, done.stderr)
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith(f"graphbuild: {workspace}"), done.stderr
+
+
+def test_a_damaged_index_is_rebuilt_by_any_command(project):
+    """index.db holds derived data only: garbage in it costs a rebuild, never a traceback."""
+    assert graphbuild("sync", cwd=project).returncode == 0
+    index = project / ".graphbuild" / "index.db"
+    for command in (("uses", "r.test/base"), ("images",), ("parents", "r.test/app"), ("sync",)):
+        damage(index)
+        done = graphbuild(*command, cwd=project)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert f"{index} is damaged" in done.stderr and "rebuilding it" in done.stderr
+        assert "r.test/app" in done.stdout or command == ("sync",)
+    assert graphbuild("uses", "r.test/base", cwd=project).stderr == ""  # whole again
+
+
+def test_a_damaged_state_db_is_a_clear_error_and_is_kept(project):
+    """state.db holds history: graphbuild never empties it, it says what to do."""
+    from graphbuild.state import State
+
+    workspace = project / ".graphbuild"
+    with State(workspace) as state:
+        for i in range(200):  # some pages of build records
+            state.record_build(f"r.test/app:{i}", f"sha256:{i:064x}", {}, run_id="r")
+    damaged = damage(workspace / "state.db")
+    done = graphbuild("runs", cwd=project)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+    assert f"{workspace / 'state.db'} is damaged" in done.stderr
+    assert "restore it from a backup" in done.stderr
+    assert (workspace / "state.db").read_bytes() == damaged
