@@ -29,6 +29,8 @@ from graphbuild.graph import load  # not `graph`: that name is the graph command
 from graphbuild.plan import Plan, from_check
 from graphbuild.state import State
 
+SHOWN = 20  # sync errors a run lists before pointing at `graphbuild sync`
+
 
 def ensure(config: Config) -> sqlite3.Connection:
     """The index with its stored graph; a query syncs first only when there is none yet."""
@@ -53,11 +55,15 @@ def synced(config: Config, names: Sequence[str] = ()) -> tuple[nx.DiGraph, list[
     from graphbuild.commands.sync import refresh
 
     problems = refresh(config).problems
-    failed = any(p.level == errors.ERROR for p in problems)
-    if failed:
-        report.note(f"The sync found {len(problems)} problem(s): see `graphbuild sync`.")
+    failed = [p for p in problems if p.level == errors.ERROR]
+    if failed:  # a cron log must say which repository, file and line, not only how many
+        report.note(f"The sync found {len(failed)} error(s); what they concern is not built:")
+        for problem in failed[:SHOWN]:
+            report.note(f"  {problem}")
+        if len(failed) > SHOWN:
+            report.note(f"  … and {len(failed) - SHOWN} more: see `graphbuild sync`.")
     with closing(graphdb.connect(config.workspace)) as db:
-        return load(db), matched(db, names), failed
+        return load(db), matched(db, names), bool(failed)
 
 
 def matched(db: sqlite3.Connection, names: Sequence[str]) -> list[str]:
