@@ -2,7 +2,18 @@
 
 import pytest
 
-from graphbuild.manifests import CONTAINER, HELM, KUSTOMIZE, Found, ManifestError, find, rewrite
+from graphbuild.manifests import (
+    CONTAINER,
+    HELM,
+    KUSTOMIZE,
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_NODES,
+    Found,
+    ManifestError,
+    find,
+    rewrite,
+)
 
 D = "sha256:" + "a" * 64
 E = "sha256:" + "b" * 64
@@ -399,3 +410,69 @@ def test_stale_found_is_refused():
         rewrite(text.replace("app:1", "other:1"), found, None, D)
     with pytest.raises(ManifestError, match="line 4: cannot pin to app:bad tag"):
         rewrite(text, found, "bad tag", D)
+
+
+def flow(depth: int) -> str:
+    """`a: [[[…]]]`: `depth` levels below the document's mapping."""
+    return "a: " + "[" * depth + "]" * depth + "\n"
+
+
+def block(depth: int) -> str:
+    """Mappings in mappings, one more indent each: `depth` levels below the top one."""
+    return "".join(f"{'  ' * i}k{i}:\n" for i in range(depth)) + "  " * depth + "v: 1\n"
+
+
+@pytest.mark.parametrize("nested", [flow, block])
+def test_nesting_deeper_than_the_limit_is_a_manifest_error(nested):
+    """600 levels used to raise RecursionError, which stopped every sync and sweep."""
+    assert find("pod.yaml", nested(MAX_DEPTH - 1)) == []
+    with pytest.raises(ManifestError, match=rf"^line \d+: nested deeper than {MAX_DEPTH} levels$"):
+        find("pod.yaml", nested(MAX_DEPTH))
+    with pytest.raises(ManifestError, match="nested deeper"):
+        find("values.yaml", nested(600))
+
+
+def test_a_file_over_the_size_limit_is_not_read():
+    pod = "kind: Pod\nspec:\n  containers:\n  - image: app:1\n"
+    padded = pod + "#" * (MAX_BYTES - len(pod) - 1) + "\n"
+    assert len(find("pod.yaml", padded)) == 1
+    over = padded + "x: é\n"  # counted in bytes, as the file is stored
+    size = len(over.encode())
+    with pytest.raises(ManifestError) as caught:
+        find("pod.yaml", over)
+    assert (
+        str(caught.value) == f"{size} bytes, over the {MAX_BYTES} bytes (2 MiB) a manifest may have"
+    )
+
+
+def test_a_file_of_too_many_values_is_not_read():
+    """Half a MiB of `0,` is a million nodes: about a GiB of memory once composed."""
+    assert find("pod.yaml", "a: [" + "0," * (MAX_NODES - 4) + "0]\n") == []
+    with pytest.raises(ManifestError, match=rf"^line 1: more than {MAX_NODES} YAML nodes$"):
+        find("pod.yaml", "a: [" + "0," * 1_000_000 + "0]\n")
+
+
+@pytest.mark.timeout(60)
+def test_aliases_do_not_multiply_the_walk():
+    """One anchored list of containers used by thousands of pods is walked once, not once per
+    use: 2,000 of each took 68 s when every use was walked again."""
+    count = 5000
+    items = ", ".join(f"{{name: c{i}, image: 'reg/app:{i}'}}" for i in range(count))
+    uses = "".join("- containers: *c\n" for _ in range(count))
+    text = f"kind: Pod\nspec:\n  containers: &c [{items}]\nmore:\n{uses}"
+    found = find("pod.yaml", text)
+    assert [f.tag for f in found] == [str(i) for i in range(count)]
+    assert found[0].path == ("spec", "containers", 0, "image")
+    rewritten = rewrite(text, found[-1], None, D)
+    assert f"'reg/app:{count - 1}@{D}'" in rewritten
+
+
+def test_billion_laughs_is_read_once():
+    """Each alias is one node: nine levels of ten aliases name a billion leaves, and the walk
+    still visits each written node once."""
+    lines = ["lol0: &l0 {image: 'app:1'}"]
+    for level in range(1, 10):
+        lines.append(f"lol{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    text = "\n".join(lines) + "\n"
+    (found,) = find("values.yaml", text)
+    assert (found.name, found.tag, found.path) == ("app", "1", ("lol0", "image"))
