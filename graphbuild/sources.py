@@ -175,7 +175,7 @@ def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
             return SyncResult(repo.name, commit, fetched=commit != previous)
     except git.CommandError as err:
         where = f"ref {repo.ref!r} of " if repo.ref else ""
-        detail = _first_error_line(str(err.stderr or err))
+        detail = git_reason(err)
         return SyncResult(repo.name, previous, redact(f"cannot fetch {where}{repo.url}: {detail}"))
     except (git.InvalidGitRepositoryError, OSError) as err:
         return SyncResult(repo.name, previous, f"{clone}: {err}")
@@ -201,13 +201,19 @@ def _read_ref(bare: git.Repo, ref: str) -> str | None:
         return None
 
 
-def _first_error_line(stderr: str) -> str:
-    lines = [line.strip(" '") for line in stderr.splitlines()]
-    lines = [line.removeprefix("stderr:").strip(" '") for line in lines if line.strip(" '")]
-    for line in lines:
-        if line.startswith(("fatal:", "error:")):
-            return line
-    return lines[0] if lines else "git failed"
+def git_reason(err: git.CommandError, marks: tuple[tuple[str, ...], ...] = ()) -> str:
+    """Why a git command failed, in one line with credentials hidden: the first line it
+    printed that starts with one of `marks` (tried in order, then `fatal:` and `error:`),
+    else its first line, else its exit status."""
+    printed = f"{err.stderr}\n{err.stdout}".splitlines()
+    lines = [line.strip().removeprefix("stderr:").removeprefix("stdout:").strip(" '")
+             for line in printed]  # fmt: skip
+    lines = [line for line in lines if line]
+    for group in (*marks, ("fatal:", "error:")):
+        found = next((line for line in lines if line.startswith(group)), None)
+        if found:
+            return redact(found)
+    return redact(lines[0]) if lines else f"exit status {err.status}, and git said nothing"
 
 
 def export(workspace: Path, name: str, commit: str, folder: str, dest: Path) -> Path:
