@@ -22,6 +22,7 @@ from graphbuild.deployers.gitops import Gitops
 from graphbuild.workloads import Workload
 
 from .conftest import git
+from .git_http import seen_during, serving
 
 D = "sha256:" + "d" * 64
 E = "sha256:" + "e" * 64
@@ -546,3 +547,36 @@ def test_a_git_step_says_why_without_secrets(remotes, tmp_path, monkeypatch):
     assert (done.status, done.detail) == (
         FAILED, "deploy: git commit failed: fatal: see https://bot:***@x.test/policy"
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------- credentials over HTTP
+
+TOKEN = "tok3n-d0-not-leak"
+
+
+def test_a_token_in_the_url_is_in_no_command_line_nor_file(remotes, tmp_path):
+    """The fetch and the push carry the credential in their environment, as a header for that
+    URL: never in git-remote-http's argv, the clone's config or the log."""
+    remote = remotes("deploy", FILES)
+    with serving(tmp_path / "remotes", TOKEN) as server:
+        url = f"http://bot:{TOKEN}@127.0.0.1:{server.port}/deploy.git"
+        spec = spec_for(url)
+        web = discovered(remote, spec_for(remote.url))["Deployment/shop/web (web)"]
+        gitops = Gitops({"deploy": spec})
+
+        def apply() -> list[Applied]:
+            return gitops.apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+
+        for service in ("git-upload-pack", "git-receive-pack"):
+            git(remote.work, "push", "-q", "--force", "origin", "HEAD:main")  # undo the pin
+            lines, (done,) = seen_during(server, service, apply)
+            assert any(b"remote-http" in cmd for cmd in lines.values()), service
+            assert [cmd for cmd in lines.values() if TOKEN.encode() in cmd] == [], service
+            assert done.status == DEPLOYED, done.detail
+        assert set(server.authorizations) == {server.expected}
+        assert {"git-upload-pack", "git-receive-pack"} <= set(server.services)
+    assert shown(remote, "main", "envs/dev/web.yaml").count(D) == 1
+    for path in (tmp_path / "ws").rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    assert TOKEN not in (tmp_path / "deploy.log").read_text()

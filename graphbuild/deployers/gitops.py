@@ -124,7 +124,8 @@ class Gitops:
                     if raced and attempt < PUSH_ATTEMPTS:  # not a hook's or a rule's refusal
                         _log(context, f"push to {target} lost a race; redoing it on top")
                         continue
-                    detail = f"push to {target} failed: {sources.git_reason(err, _PUSH_MARKS)}"
+                    reason = sources.git_reason(err, _PUSH_MARKS, spec.url)
+                    detail = f"push to {target} failed: {reason}"
                     return [r if r.status != DEPLOYED else Applied(r.change, FAILED, detail)
                             for r in results]  # fmt: skip
             where = f"commit {commit[:12]} pushed to {spec.name} {target}"
@@ -151,7 +152,7 @@ class Gitops:
                 repo.git.checkout("--quiet", "--force", "-B", "graphbuild", remote)
                 repo.git.clean("-fdxq")
         except git.GitCommandError as err:
-            detail = sources.git_reason(err)
+            detail = sources.git_reason(err, url=spec.url)
             raise GraphbuildError(f"{spec.name}: cannot fetch {spec.branch}: {detail}") from None
         return path
 
