@@ -7,6 +7,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from graphbuild import manifests
 from graphbuild.manifests import (
     CONTAINER,
     HELM,
@@ -451,10 +452,16 @@ def test_a_file_over_the_size_limit_is_not_read():
 
 
 def test_a_file_of_too_many_values_is_not_read():
-    """Half a MiB of `0,` is a million nodes: about a GiB of memory once composed."""
-    assert find("pod.yaml", "a: [" + "0," * (MAX_NODES - 4) + "0]\n") == []
+    """Two MiB of `0,` is a million nodes: most of a GiB of memory once composed."""
     with pytest.raises(ManifestError, match=rf"^line 1: more than {MAX_NODES} YAML nodes$"):
         find("pod.yaml", "a: [" + "0," * 1_000_000 + "0]\n")
+
+
+def test_every_node_counts_aliases_too(monkeypatch):
+    monkeypatch.setattr(manifests, "MAX_NODES", 9)  # the mapping, 2 keys, 2 lists, 2 + 2 items
+    assert find("pod.yaml", "a: &x [0, 0]\nb: [*x, *x]\n") == []
+    with pytest.raises(ManifestError, match=r"^line 2: more than 9 YAML nodes$"):
+        find("pod.yaml", "a: &x [0, 0]\nb: [*x, *x, *x]\n")
 
 
 @pytest.mark.timeout(60)
