@@ -126,6 +126,7 @@ def git_env(url: str) -> dict[str, str]:
     `user:password@` on the way: the remote is the bare URL, and the credential goes as an
     `Authorization: Basic` header scoped to that URL (what actions/checkout does with
     `http.<url>.extraHeader`), in this environment only, which only the same user can read.
+    Such a URL follows no redirect: git would send the header on to wherever it led.
     A user with no password (`https://name@host`) becomes `credential.<url>.username`, so
     a credential helper still answers for that name.
     """
@@ -134,6 +135,8 @@ def git_env(url: str) -> dict[str, str]:
     if password is not None:
         basic = base64.b64encode(f"{user}:{password}".encode()).decode()
         config.append((f"http.{plain}.extraHeader", f"Authorization: Basic {basic}"))
+        # git sends a redirected remote's later requests, header and all, to the new host
+        config.append((f"http.{plain}.followRedirects", "false"))
     elif user is not None:
         config.append((f"credential.{plain}.username", user))
     env = {

@@ -21,11 +21,14 @@ STALL_LIMIT = 60  # seconds a held request waits for the test before it goes on 
 
 class GitHttp:
     """Serves the bare repositories under `root` as http://127.0.0.1:port/<name>.git to the
-    one user `user` with password `token`; anyone else gets 401."""
+    one user `user` with password `token`; anyone else gets 401. Without a token it serves
+    anyone; with `redirect` set it sends every request there instead (302)."""
 
-    def __init__(self, root: Path, user: str, token: str) -> None:
+    def __init__(self, root: Path, user: str, token: str | None) -> None:
         self.root = root
-        self.expected = "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
+        basic = base64.b64encode(f"{user}:{token}".encode()).decode()
+        self.expected = None if token is None else f"Basic {basic}"
+        self.redirect: str | None = None  # http://host:port, where every request is sent
         self.authorizations: list[str | None] = []  # what each request carried, in order
         self.services: list[str] = []  # the service each authorised request asked for
         self.stall_on: str | None = None  # hold the next request naming this service
@@ -72,7 +75,13 @@ class GitHttp:
             def _serve(self) -> None:
                 given = self.headers.get("Authorization")
                 server.authorizations.append(given)
-                if given != server.expected:
+                if server.redirect:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirect + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if server.expected is not None and given != server.expected:
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", 'Basic realm="git"')
                     self.send_header("Content-Length", "0")
@@ -144,7 +153,7 @@ def command_lines() -> dict[int, bytes]:
 
 
 @contextmanager
-def serving(root: Path, token: str) -> Iterator[GitHttp]:
+def serving(root: Path, token: str | None) -> Iterator[GitHttp]:
     """The server for the bare repositories under `root` (user `bot`), stopped afterwards;
     the server itself must not have broken."""
     require("git")

@@ -83,6 +83,7 @@ def test_git_env_moves_a_password_into_a_header_for_that_url():
         "remote.origin.url": "https://git.example.com/org/x.git",
         "http.https://git.example.com/org/x.git.extraHeader":
             "Authorization: Basic " + base64.b64encode(b"bot:s3cr@t").decode(),
+        "http.https://git.example.com/org/x.git.followRedirects": "false",
     }  # fmt: skip
     assert env["GIT_ALLOW_PROTOCOL"] == "https:ssh:git:file"
 
@@ -371,3 +372,21 @@ def test_a_wrong_token_fails_the_sync_and_is_not_shown(remotes, write_config, gi
         f"Username for 'http://127.0.0.1:{git_http.port}': terminal prompts disabled (the server "
         "refused the credentials in the URL)"
     )
+
+
+def test_a_redirect_never_takes_the_token_to_another_server(remotes, write_config, git_http):
+    """The header goes with the first request, and git sends a redirected remote's later
+    requests straight to the new server: so a URL with a token follows no redirect."""
+    remotes("app", {"Dockerfile": "FROM alpine:3.20\n"})
+    with serving(git_http.root, None) as elsewhere:
+        git_http.redirect = f"http://127.0.0.1:{elsewhere.port}"
+        url = f"http://bot:{TOKEN}@127.0.0.1:{git_http.port}/app.git"
+        (result,) = sources.sync(_config(write_config, [{"name": "app", "url": url}]))
+        assert git_http.expected not in elsewhere.authorizations
+        assert result.commit is None
+        assert result.error == (
+            f"cannot fetch http://bot:***@127.0.0.1:{git_http.port}/app.git: fatal: unable to "
+            f"access 'http://127.0.0.1:{git_http.port}/app.git/': The requested URL returned "
+            "error: 302"
+        )
+        assert elsewhere.authorizations == []
