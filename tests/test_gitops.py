@@ -3,7 +3,9 @@ deploy repository's manifest (that reference and not another byte, CRLF kept), c
 per repository with a message that says why, pushes to the branch or to graphbuild's own
 branch, redoes a push that lost a race, changes nothing when the digest is already there,
 fails cleanly (no traceback, no credentials) when the reference moved or the remote is
-unreachable, and previews the exact diff without pushing.
+unreachable, and previews the exact diff without pushing. A deploy repository is written by
+others: a file that became a symlink, sits behind a symlinked folder or grew hostile since
+the sync fails alone, and a token in the URL never shows on a command line.
 """
 
 from __future__ import annotations

@@ -169,11 +169,9 @@ class Gitops:
                 except manifests.ManifestError as err:
                     results.append(Applied(change, FAILED, f"{file}: {err}"))
                     continue
-                except OSError as err:
-                    results.append(Applied(change, FAILED, f"{file}: cannot read: {err.strerror}"))
-                    continue
-                except UnicodeDecodeError as err:
-                    results.append(Applied(change, FAILED, f"{file}: cannot read: {err}"))
+                except (OSError, UnicodeDecodeError) as err:
+                    why = err.strerror if isinstance(err, OSError) else err
+                    results.append(Applied(change, FAILED, f"{file}: cannot read: {why}"))
                     continue
                 edits[file] = _Edit(text, text, [])
             edit = edits[file]
