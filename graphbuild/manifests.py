@@ -4,6 +4,12 @@ A redeploy must change one reference and nothing else: people review the diff, a
 re-serialised file loses comments, quoting, key order and line ends. So, as Renovate
 does, the composer's character offsets locate the value, only that span is replaced,
 and the edited text is read again to prove that it says what was meant.
+
+Anyone who can push to a deploy repository writes what this reads, so a file gets
+bounded work: at most MAX_BYTES, MAX_NODES composed nodes (aliases count once per use)
+and MAX_DEPTH nested collections (PyYAML's composer recurses per level), and the walk
+visits each written node once however many aliases reach it. Beyond that, the file is
+a ManifestError, which costs that file and nothing else.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 
 import yaml
+from yaml.events import CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
@@ -24,6 +31,9 @@ from graphbuild.errors import InvalidReference
 CONTAINER, KUSTOMIZE, HELM = "container", "kustomize", "helm"
 KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 CONTAINER_KEYS = ("containers", "initContainers", "ephemeralContainers")
+MAX_BYTES = 2 * 1024 * 1024  # Kubernetes stores an object of at most 1.5 MiB
+MAX_DEPTH = 100  # nested mappings and sequences; real manifests stay under 30
+MAX_NODES = 200_000  # about 2 MiB of YAML as people write it; ~150 MB composed
 
 _STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
 _PROPERTIES = re.compile(r"(?:[&!]\S*\s+)*")  # an anchor or a tag written before the value
@@ -87,6 +97,11 @@ def rewrite(text: str, found: Found, tag: str | None, digest: str) -> str:
     return edited
 
 
+def too_big(size: int) -> str:
+    """Why a file of `size` bytes is not read: readers that know the size say it first."""
+    return f"{size} bytes, over the {MAX_BYTES} bytes ({MAX_BYTES >> 20} MiB) a manifest may have"
+
+
 def _dialect(file: str) -> str | None:
     path = PurePosixPath(file)
     if "templates" in path.parts[:-1]:
@@ -98,9 +113,37 @@ def _dialect(file: str) -> str | None:
     return HELM if fnmatchcase(path.name, "values*" + path.suffix) else CONTAINER
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader's composer with a bound on nodes and nesting: past them it would take
+    memory without end, or raise RecursionError from deep inside PyYAML."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.nodes = self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: object) -> Node:
+        event = self.peek_event()
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise ManifestError(f"more than {MAX_NODES} YAML nodes", event.start_mark.line + 1)
+        if not isinstance(event, CollectionStartEvent):
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            line = event.start_mark.line + 1
+            raise ManifestError(f"nested deeper than {MAX_DEPTH} levels", line)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def _compose(text: str) -> list[Node]:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise ManifestError(too_big(size))
     try:
-        return list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        return list(yaml.compose_all(text, Loader=_Loader))
     except ReaderError as exc:  # a character YAML forbids, at a character offset
         raise ManifestError(f"not valid YAML: {exc.reason}", _line(text, exc.position)) from exc
     except yaml.MarkedYAMLError as exc:
@@ -127,10 +170,14 @@ def _containers(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found
     meta = _get(doc, "metadata")
     where = (_get(doc, "kind"), _get(meta, "namespace"), _get(meta, "name"))
     workload = "/".join(_value(node) or "" for node in where)
-    for mapping, path in _mappings(doc, (), set()):
+    walked: set[int] = set()  # a list of containers that aliases share is read once
+    for mapping, path in _mappings(doc):
         for key in CONTAINER_KEYS:
             items = _get(mapping, key)
-            for i, item in enumerate(items.value if isinstance(items, SequenceNode) else ()):
+            if not isinstance(items, SequenceNode) or id(items) in walked:
+                continue
+            walked.add(id(items))
+            for i, item in enumerate(items.value):
                 image = _get(item, "image")
                 ref = _image(text, image)
                 if ref is not None:
@@ -154,7 +201,7 @@ def _kustomize(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found,
 
 
 def _helm(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found, Node]]:
-    for mapping, path in _mappings(doc, (), set()):
+    for mapping, path in _mappings(doc):
         repository = _get(mapping, "repository")
         named = bool(path) and str(path[-1]).lower().endswith("image")
         tag, digest = _get(mapping, "tag"), _get(mapping, "digest")
@@ -183,19 +230,24 @@ _DETECTORS: dict[str, Callable[[str, int, MappingNode], Iterator[tuple[Found, No
 }
 
 
-def _mappings(node: Node, path: Path, seen: set[int]) -> Iterator[tuple[MappingNode, Path]]:
-    """Every mapping under `node` once, even where aliases share or nest one."""
-    if id(node) in seen:
-        return
-    seen.add(id(node))
-    if isinstance(node, MappingNode):
-        yield node, path
-        for key, value in node.value:
-            if isinstance(key, ScalarNode):
-                yield from _mappings(value, (*path, key.value), seen)
-    elif isinstance(node, SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _mappings(item, (*path, i), seen)
+def _mappings(doc: Node) -> Iterator[tuple[MappingNode, Path]]:
+    """Every mapping under `doc` once, even where aliases share or nest one, in document
+    order; a stack, not recursion, so a deep file costs no deeper a call stack."""
+    seen: set[int] = set()
+    stack: list[tuple[Node, Path]] = [(doc, ())]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            yield node, path
+            below = [(v, (*path, k.value)) for k, v in node.value if isinstance(k, ScalarNode)]
+        elif isinstance(node, SequenceNode):
+            below = [(item, (*path, i)) for i, item in enumerate(node.value)]
+        else:
+            continue
+        stack.extend(reversed(below))
 
 
 def _get(node: Node | None, key: str) -> Node | None:

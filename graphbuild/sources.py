@@ -11,7 +11,9 @@ lazily so that queries, which never touch git, do not pay for it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import ipaddress
 import os
 import posixpath
 import re
@@ -22,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from graphbuild.errors import UnsafeURL
 
@@ -43,10 +46,11 @@ _URL_USER_RE = re.compile(r"(://)[^/@\s:]+@")  # https://TOKEN@host
 _QUERY_SECRET_RE = re.compile(
     r"([?&][^=&\s]*(?:token|key|secret|password|sig)[^=&\s]*=)[^&\s]+", re.I
 )
+_ALLOWED = "https:ssh:git:file"  # and http, for a URL on loopback
 _GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",  # never wait for a password on a schedule
     "GIT_PROTOCOL_FROM_USER": "0",
-    "GIT_ALLOW_PROTOCOL": "https:ssh:git:file",  # enforced by git itself, redirects too
+    "GIT_ALLOW_PROTOCOL": _ALLOWED,  # enforced by git itself, redirects too
 }
 _REF_RULES = (
     "{}",
@@ -76,12 +80,34 @@ def safe_git_url(url: str, base: Path) -> str:
     scheme = _SCHEME_RE.match(url)
     if scheme:
         name = scheme.group(1).lower()
+        if name == "http" and _loopback(url):
+            return url
+        if name == "http":
+            raise UnsafeURL(
+                "plain http is accepted only on loopback (127.0.0.1, ::1, localhost): "
+                "elsewhere it carries credentials in clear; use https"
+            )
         if name not in SAFE_SCHEMES:
             raise UnsafeURL(f"transport {name!r} is not accepted; use https, ssh, git or file")
+        if name == "ssh" and ":" in urlsplit(url).netloc.rpartition("@")[0]:
+            raise UnsafeURL(
+                "ssh takes no password in the URL (git would put it on ssh's command line, "
+                "which every local user can read); use a key"
+            )
         return url
     if _SCP_RE.match(url):
         return url  # [user@]host:path, git's short ssh form (a colon before any slash)
     return os.path.abspath(base / url)
+
+
+def _loopback(url: str) -> bool:
+    """Does the URL name this machine, where plain http leaves nothing on a network?"""
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname or "", parts.port  # a port must be a number
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # not an address, or a port that is not a number
+        return False
 
 
 def redact(text: str) -> str:
@@ -92,18 +118,47 @@ def redact(text: str) -> str:
 
 
 def git_env(url: str) -> dict[str, str]:
-    """Environment for a git command on `url`: no prompts, safe transports, and the URL
-    given as config, so a token in it never lands in a clone's files."""
+    """Environment for a git command on `url`: no prompts, safe transports, and the remote
+    given as config (`GIT_CONFIG_COUNT`), never as an argument or in the clone's files.
+
+    git hands a remote's URL to its helper on the command line (`git remote-https origin
+    URL`), which every local user reads in /proc/*/cmdline. So an http(s) URL loses its
+    `user:password@` on the way: the remote is the bare URL, and the credential goes as an
+    `Authorization: Basic` header scoped to that URL (what actions/checkout does with
+    `http.<url>.extraHeader`), in this environment only, which only the same user can read.
+    Such a URL follows no redirect: git would send the header on to wherever it led.
+    A user with no password (`https://name@host`) becomes `credential.<url>.username`, so
+    a credential helper still answers for that name.
+    """
+    plain, user, password = _credential(url)
+    config = [("remote.origin.url", plain)]
+    if password is not None:
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        config.append((f"http.{plain}.extraHeader", f"Authorization: Basic {basic}"))
+        # git sends a redirected remote's later requests, header and all, to the new host
+        config.append((f"http.{plain}.followRedirects", "false"))
+    elif user is not None:
+        config.append((f"credential.{plain}.username", user))
     env = {
         **_GIT_ENV,
-        # the remote's URL, as command-line config: never stored in the clone
-        "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": "remote.origin.url",
-        "GIT_CONFIG_VALUE_0": url,
+        **({"GIT_ALLOW_PROTOCOL": _ALLOWED + ":http"} if urlsplit(url).scheme == "http" else {}),
+        "GIT_CONFIG_COUNT": str(len(config)),
     }
+    for i, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
     if not os.environ.get("GIT_SSH_COMMAND") and not os.environ.get("GIT_SSH"):
         env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"  # no passphrase or host-key prompt
     return env
+
+
+def _credential(url: str) -> tuple[str, str | None, str | None]:
+    """An http(s) URL without its userinfo, and the user and password that were in it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, None, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, colon, password = (unquote(p) for p in userinfo.partition(":"))
+    return urlunsplit(parts._replace(netloc=host)), user, password if colon else None
 
 
 @dataclass(frozen=True)
@@ -175,7 +230,7 @@ def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
             return SyncResult(repo.name, commit, fetched=commit != previous)
     except git.CommandError as err:
         where = f"ref {repo.ref!r} of " if repo.ref else ""
-        detail = _first_error_line(str(err.stderr or err))
+        detail = git_reason(err, url=repo.url)
         return SyncResult(repo.name, previous, redact(f"cannot fetch {where}{repo.url}: {detail}"))
     except (git.InvalidGitRepositoryError, OSError) as err:
         return SyncResult(repo.name, previous, f"{clone}: {err}")
@@ -201,13 +256,31 @@ def _read_ref(bare: git.Repo, ref: str) -> str | None:
         return None
 
 
-def _first_error_line(stderr: str) -> str:
-    lines = [line.strip(" '") for line in stderr.splitlines()]
-    lines = [line.removeprefix("stderr:").strip(" '") for line in lines if line.strip(" '")]
-    for line in lines:
-        if line.startswith(("fatal:", "error:")):
-            return line
-    return lines[0] if lines else "git failed"
+def git_reason(
+    err: git.CommandError, marks: tuple[tuple[str, ...], ...] = (), url: str | None = None
+) -> str:
+    """Why a git command failed, in one line with credentials hidden: the first line it
+    printed that starts with one of `marks` (tried in order, then `fatal:` and `error:`),
+    else its first line, else its exit status. Given the `url`, a refused credential from
+    it is said as such: git, which never saw it, says it could not prompt for one."""
+    printed = "\n".join(_unwrap(out) for out in (err.stderr, err.stdout))
+    lines = [line.strip() for line in printed.splitlines() if line.strip()]
+    found = next((line for group in (*marks, ("fatal:", "error:")) for line in lines
+                  if line.startswith(group)), lines[0] if lines else None)  # fmt: skip
+    if found is None:
+        return f"exit status {err.status}, and git said nothing"
+    if url and "terminal prompts disabled" in found and _credential(url)[2] is not None:
+        found += " (the server refused the credentials in the URL)"
+    return redact(found)
+
+
+def _unwrap(printed: str | None) -> str:
+    """What git printed, out of GitPython's `\n  stderr: '…'` wrapping."""
+    text = (printed or "").strip()
+    for name in ("stderr", "stdout"):
+        if text.startswith(f"{name}: '") and text.endswith("'"):
+            return text[len(name) + 3 : -1]
+    return text
 
 
 def export(workspace: Path, name: str, commit: str, folder: str, dest: Path) -> Path:

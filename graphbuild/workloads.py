@@ -92,8 +92,10 @@ def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], 
         if ring is None:
             continue
         try:
-            text = tree.read(path).decode("utf-8")
-            located = manifests.find(path, text)
+            data = tree.read(path)
+            if len(data) > manifests.MAX_BYTES:  # said before decoding a file of any size
+                raise manifests.ManifestError(manifests.too_big(len(data)))
+            located = manifests.find(path, data.decode("utf-8"))
         except UnicodeDecodeError as err:
             problems.append(Problem(WARNING, spec.name, f"not read: {err}", path))
             continue

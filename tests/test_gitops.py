@@ -3,7 +3,9 @@ deploy repository's manifest (that reference and not another byte, CRLF kept), c
 per repository with a message that says why, pushes to the branch or to graphbuild's own
 branch, redoes a push that lost a race, changes nothing when the digest is already there,
 fails cleanly (no traceback, no credentials) when the reference moved or the remote is
-unreachable, and previews the exact diff without pushing.
+unreachable, and previews the exact diff without pushing. A deploy repository is written by
+others: a file that became a symlink, sits behind a symlinked folder or grew hostile since
+the sync fails alone, and a token in the URL never shows on a command line.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from graphbuild import sources, workloads
+from graphbuild import manifests, sources, workloads
 from graphbuild.config import DeployRepoSpec
 from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
 from graphbuild.deployers.gitops import Gitops
 from graphbuild.workloads import Workload
 
 from .conftest import git
+from .git_http import seen_during, serving
 
 D = "sha256:" + "d" * 64
 E = "sha256:" + "e" * 64
@@ -245,8 +248,7 @@ def test_a_reference_that_moved_since_the_sync_fails_and_pushes_nothing(remotes,
     assert [(a.status, a.detail) for a in done] == [
         (FAILED, "envs/dev/web.yaml: line 12: the reference is no longer there; "
                  "run `graphbuild sync`"),
-        (FAILED, "envs/dev/api.yaml: cannot read: [Errno 2] No such file or directory: "
-                 f"'{tmp_path / 'ws' / 'deploy' / 'deploy' / 'envs/dev/api.yaml'}'"),
+        (FAILED, "envs/dev/api.yaml: cannot read: No such file or directory"),
     ]  # fmt: skip
     assert head(remote) == before
     assert shown(remote, "main", "envs/dev/web.yaml") == moved
@@ -397,6 +399,186 @@ def test_a_commit_git_refuses_fails_the_changes_without_a_traceback(remotes, tmp
     before = head(remote)
     (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
     assert done.status == FAILED
-    assert done.detail.startswith("deploy: git failed: ")
+    assert done.detail.startswith("deploy: git commit failed: ")
     assert "gpg" in done.detail
     assert head(remote) == before
+
+
+# ---------------------------------------------------------------- hostile deploy repositories
+
+DEEP = "a: " + "[" * 600 + "]" * 600 + "\n"
+BIG = "kind: Pod\n" + "#" * manifests.MAX_BYTES + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (DEEP, "envs/dev/web.yaml: line 1: nested deeper than 100 levels"),
+        (BIG, f"envs/dev/web.yaml: {len(BIG)} bytes, over the {manifests.MAX_BYTES} bytes "
+              "(2 MiB) a manifest may have"),
+    ],
+)  # fmt: skip
+def test_a_manifest_made_hostile_since_the_sync_fails_alone(remotes, tmp_path, text, says):
+    """Pushed between the sweep's sync and its deploy: that file's change fails with why, the
+    other file is still deployed (600 levels raised RecursionError out of apply)."""
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    web, api = found["Deployment/shop/web (web)"], found["Pod//api (api)"]
+    remote.commit({"envs/dev/web.yaml": text}, "hostile")
+    done = Gitops({"deploy": spec}).apply(
+        [Change(web, WEB_NODE, "1", D), Change(api, WEB_NODE, "1", D)], context(tmp_path)
+    )
+    assert [(a.status, a.detail) for a in done] == [
+        (FAILED, says), (DEPLOYED, f"commit {head(remote)[:12]} pushed to deploy main")
+    ]  # fmt: skip
+    assert shown(remote, "main", "envs/dev/web.yaml") == text
+
+
+def link(remote, path: str, target: Path | str) -> None:
+    """Replace `path` in the deploy repository by a symlink to `target`, and push it."""
+    full = remote.work / path
+    if full.is_dir() and not full.is_symlink():
+        subprocess.run(["rm", "-r", str(full)], check=True)
+    else:
+        full.unlink()
+    full.symlink_to(target)
+    remote.commit({}, f"{path} is now a symlink")
+
+
+def test_a_manifest_replaced_by_a_symlink_out_of_the_clone_is_not_written(remotes, tmp_path):
+    """It used to rewrite the file the link pointed at, outside the clone, then fail with
+    `git failed: git failed`."""
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(WEB)
+    link(remote, "envs/dev/web.yaml", outside)
+    before = head(remote)
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert (done.status, done.detail) == (
+        FAILED, "envs/dev/web.yaml: refused: it is a symlink that leads out of the clone; "
+                "graphbuild writes only regular files",
+    )  # fmt: skip
+    assert outside.read_text() == WEB
+    assert head(remote) == before
+
+
+def test_a_symlink_inside_the_clone_is_not_followed_either(remotes, tmp_path):
+    remote = remotes("deploy", {**FILES, "envs/prod/web.yaml": WEB})
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    web, api = found["Deployment/shop/web (web)"], found["Pod//api (api)"]
+    link(remote, "envs/dev/web.yaml", "../prod/web.yaml")
+    done = Gitops({"deploy": spec}).apply(
+        [Change(web, WEB_NODE, "1", D), Change(api, WEB_NODE, "1", D)], context(tmp_path)
+    )
+    assert [(a.status, a.detail) for a in done] == [
+        (FAILED, "envs/dev/web.yaml: refused: it is a symlink; graphbuild writes only regular "
+                 "files"),
+        (DEPLOYED, f"commit {head(remote)[:12]} pushed to deploy main"),
+    ]  # fmt: skip
+    assert shown(remote, "main", "envs/prod/web.yaml") == WEB  # prod is not dev's to pin
+
+
+def test_a_manifest_behind_a_symlinked_folder_is_not_written(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    changes = [Change(found["Deployment/shop/web (web)"], WEB_NODE, "1", D),
+               Change(found["Pod//api (api)"], WEB_NODE, "1", D)]  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("web.yaml", "api.yaml"):
+        (elsewhere / name).write_text(FILES[f"envs/dev/{name}"])
+    link(remote, "envs/dev", elsewhere)
+    before = head(remote)
+    done = Gitops({"deploy": spec}).apply(changes, context(tmp_path))
+    refused = ": refused: envs/dev is a symlink that leads out of the clone; graphbuild writes " \
+              "only regular files"  # fmt: skip
+    assert done == [Applied(c, FAILED, f"{c.workload.file}{refused}") for c in changes]
+    assert (elsewhere / "web.yaml").read_text() == WEB
+    assert (elsewhere / "api.yaml").read_bytes() == CRLF.encode()
+    assert head(remote) == before
+
+
+def test_a_manifest_that_is_now_a_folder_is_refused(remotes, tmp_path):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    remote.commit({"envs/dev/web.yaml": None})
+    remote.commit({"envs/dev/web.yaml/x.yaml": WEB})
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert (done.status, done.detail) == (FAILED, "envs/dev/web.yaml: refused: not a regular file")
+
+
+def hooks(tmp_path: Path, monkeypatch, pre_commit: str) -> None:
+    """A global hooks folder whose pre-commit hook runs `pre_commit` (sh)."""
+    folder = tmp_path / "hooks"
+    folder.mkdir()
+    (folder / "pre-commit").write_text(f"#!/bin/sh\n{pre_commit}\n")
+    (folder / "pre-commit").chmod(0o755)
+    config = tmp_path / "gitconfig"
+    config.write_text(f"[core]\n\thooksPath = {folder}\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+
+
+def test_a_git_step_that_says_nothing_is_named_with_its_status(remotes, tmp_path, monkeypatch):
+    """It said `git failed: git failed`."""
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    hooks(tmp_path, monkeypatch, "exit 3")
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert (done.status, done.detail) == (
+        FAILED, "deploy: git commit failed: exit status 1, and git said nothing"
+    )  # fmt: skip
+
+
+def test_a_git_step_says_why_without_secrets(remotes, tmp_path, monkeypatch):
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    hooks(
+        tmp_path,
+        monkeypatch,
+        "echo 'checking...' >&2\necho 'fatal: see https://bot:s3cret@x.test/policy' >&2\nexit 1",
+    )
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert (done.status, done.detail) == (
+        FAILED, "deploy: git commit failed: fatal: see https://bot:***@x.test/policy"
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- credentials over HTTP
+
+TOKEN = "tok3n-d0-not-leak"
+
+
+def test_a_token_in_the_url_is_in_no_command_line_nor_file(remotes, tmp_path):
+    """The fetch and the push carry the credential in their environment, as a header for that
+    URL: never in git-remote-http's argv, the clone's config or the log."""
+    remote = remotes("deploy", FILES)
+    with serving(tmp_path / "remotes", TOKEN) as server:
+        url = f"http://bot:{TOKEN}@127.0.0.1:{server.port}/deploy.git"
+        spec = spec_for(url)
+        web = discovered(remote, spec_for(remote.url))["Deployment/shop/web (web)"]
+        gitops = Gitops({"deploy": spec})
+
+        def apply() -> list[Applied]:
+            return gitops.apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+
+        for service in ("git-upload-pack", "git-receive-pack"):
+            git(remote.work, "push", "-q", "--force", "origin", "HEAD:main")  # undo the pin
+            lines, (done,) = seen_during(server, service, apply)
+            assert any(b"remote-http" in cmd for cmd in lines.values()), service
+            assert [cmd for cmd in lines.values() if TOKEN.encode() in cmd] == [], service
+            assert done.status == DEPLOYED, done.detail
+        assert set(server.authorizations) == {server.expected}
+        assert {"git-upload-pack", "git-receive-pack"} <= set(server.services)
+    assert shown(remote, "main", "envs/dev/web.yaml").count(D) == 1
+    for path in (tmp_path / "ws").rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    assert TOKEN not in (tmp_path / "deploy.log").read_text()

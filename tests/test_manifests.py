@@ -1,8 +1,25 @@
 """Image references in deploy YAML: found exactly, and rewritten without touching another byte."""
 
-import pytest
+from datetime import timedelta
 
-from graphbuild.manifests import CONTAINER, HELM, KUSTOMIZE, Found, ManifestError, find, rewrite
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from graphbuild import manifests
+from graphbuild.manifests import (
+    CONTAINER,
+    HELM,
+    KUSTOMIZE,
+    MAX_BYTES,
+    MAX_DEPTH,
+    MAX_NODES,
+    Found,
+    ManifestError,
+    find,
+    rewrite,
+)
 
 D = "sha256:" + "a" * 64
 E = "sha256:" + "b" * 64
@@ -399,3 +416,200 @@ def test_stale_found_is_refused():
         rewrite(text.replace("app:1", "other:1"), found, None, D)
     with pytest.raises(ManifestError, match="line 4: cannot pin to app:bad tag"):
         rewrite(text, found, "bad tag", D)
+
+
+def flow(depth: int) -> str:
+    """`a: [[[…]]]`: `depth` levels below the document's mapping."""
+    return "a: " + "[" * depth + "]" * depth + "\n"
+
+
+def block(depth: int) -> str:
+    """Mappings in mappings, one more indent each: `depth` levels below the top one."""
+    return "".join(f"{'  ' * i}k{i}:\n" for i in range(depth)) + "  " * depth + "v: 1\n"
+
+
+@pytest.mark.parametrize("nested", [flow, block])
+def test_nesting_deeper_than_the_limit_is_a_manifest_error(nested):
+    """600 levels used to raise RecursionError, which stopped every sync and sweep."""
+    assert find("pod.yaml", nested(MAX_DEPTH - 1)) == []
+    with pytest.raises(ManifestError, match=rf"^line \d+: nested deeper than {MAX_DEPTH} levels$"):
+        find("pod.yaml", nested(MAX_DEPTH))
+    with pytest.raises(ManifestError, match="nested deeper"):
+        find("values.yaml", nested(600))
+
+
+def test_a_file_over_the_size_limit_is_not_read():
+    pod = "kind: Pod\nspec:\n  containers:\n  - image: app:1\n"
+    padded = pod + "#" * (MAX_BYTES - len(pod) - 1) + "\n"
+    assert len(find("pod.yaml", padded)) == 1
+    over = padded + "x: é\n"  # counted in bytes, as the file is stored
+    size = len(over.encode())
+    with pytest.raises(ManifestError) as caught:
+        find("pod.yaml", over)
+    assert (
+        str(caught.value) == f"{size} bytes, over the {MAX_BYTES} bytes (2 MiB) a manifest may have"
+    )
+
+
+def test_a_file_of_too_many_values_is_not_read():
+    """Two MiB of `0,` is a million nodes: most of a GiB of memory once composed."""
+    with pytest.raises(ManifestError, match=rf"^line 1: more than {MAX_NODES} YAML nodes$"):
+        find("pod.yaml", "a: [" + "0," * 1_000_000 + "0]\n")
+
+
+def test_every_node_counts_aliases_too(monkeypatch):
+    monkeypatch.setattr(manifests, "MAX_NODES", 9)  # the mapping, 2 keys, 2 lists, 2 + 2 items
+    assert find("pod.yaml", "a: &x [0, 0]\nb: [*x, *x]\n") == []
+    with pytest.raises(ManifestError, match=r"^line 2: more than 9 YAML nodes$"):
+        find("pod.yaml", "a: &x [0, 0]\nb: [*x, *x, *x]\n")
+
+
+@pytest.mark.timeout(60)
+def test_aliases_do_not_multiply_the_walk():
+    """One anchored list of containers used by thousands of pods is walked once, not once per
+    use: 2,000 of each took 68 s when every use was walked again."""
+    count = 5000
+    items = ", ".join(f"{{name: c{i}, image: 'reg/app:{i}'}}" for i in range(count))
+    uses = "".join("- containers: *c\n" for _ in range(count))
+    text = f"kind: Pod\nspec:\n  containers: &c [{items}]\nmore:\n{uses}"
+    found = find("pod.yaml", text)
+    assert [f.tag for f in found] == [str(i) for i in range(count)]
+    assert found[0].path == ("spec", "containers", 0, "image")
+    rewritten = rewrite(text, found[-1], None, D)
+    assert f"'reg/app:{count - 1}@{D}'" in rewritten
+
+
+def test_billion_laughs_is_read_once():
+    """Each alias is one node: nine levels of ten aliases name a billion leaves, and the walk
+    still visits each written node once."""
+    lines = ["lol0: &l0 {image: 'app:1'}"]
+    for level in range(1, 10):
+        lines.append(f"lol{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    text = "\n".join(lines) + "\n"
+    (found,) = find("values.yaml", text)
+    assert (found.name, found.tag, found.path) == ("app", "1", ("lol0", "image"))
+
+
+# -- properties: find and rewrite return results or ManifestError, nothing else, in bounded time
+
+FILES = ("pod.yaml", "values.yaml", "kustomization.yaml")
+# a deadline per example proves "does not hang", not speed: each takes milliseconds;
+# database=None: hypothesis keeps no example database in the project.
+FUZZ = settings(
+    max_examples=300,
+    deadline=timedelta(seconds=10),
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def finds_or_refuses(file: str, text: str) -> None:
+    """find() gives references or ManifestError; each reference rewrites, or is refused with
+    ManifestError, and a rewrite reads back."""
+    try:
+        located = find(file, text)
+    except ManifestError as err:
+        assert err.line is None or err.line >= 1
+        return
+    for found in located:
+        assert isinstance(found, Found) and found.line >= 1
+        for tag in {found.tag, None, "v2"}:
+            try:
+                edited = rewrite(text, found, tag, D)
+            except ManifestError:
+                continue
+            assert any(f.digest == D for f in find(file, edited))
+
+
+KEYS = ["containers", "initContainers", "image", "name", "images", "newName", "newTag",
+        "digest", "repository", "registry", "tag", "kind", "metadata", "spec", "frontendImage",
+        "<<", "", "a b", "é"]  # fmt: skip
+SCALARS = ["app:1", "registry.example/apps/web:1", f"app@{D}", f"app:1@{E}", "localhost:5000/x",
+           "{{ .Values.x }}", "${X}", "Not/A_Valid::ref", "1.20", "", "~", "null", "yes", "0x1F",
+           "a\nb", "'", '"', "#", "- x", "é", "\t"]  # fmt: skip
+scalars = st.one_of(st.sampled_from(SCALARS), st.integers(), st.none(), st.booleans(), st.text())
+refs = st.sampled_from(SCALARS)
+container = st.fixed_dictionaries({"image": refs}, optional={"name": refs})
+shapes = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "kind": st.just("Pod"),
+            "spec": st.fixed_dictionaries(
+                {"containers": st.lists(container, min_size=1, max_size=3)},
+                optional={"initContainers": st.lists(container, max_size=2)},
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "images": st.lists(
+                st.fixed_dictionaries(
+                    {"name": refs}, optional={"newName": refs, "newTag": scalars, "digest": scalars}
+                ),
+                min_size=1,
+                max_size=3,
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "image": st.fixed_dictionaries(
+                {"repository": refs}, optional={"registry": refs, "tag": scalars, "digest": scalars}
+            )
+        }
+    ),
+    st.fixed_dictionaries({"webImage": refs}),
+)  # fmt: skip - a container, a kustomize `images:` entry, Helm values
+values = st.recursive(
+    st.one_of(scalars, shapes),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=5)), inner, max_size=5),
+    ),
+    max_leaves=40,
+)
+
+
+@st.composite
+def yaml_documents(draw: st.DrawFn) -> str:
+    """Structures as people write them, dumped in any style; some share a value, which the
+    dumper writes as an anchor and aliases."""
+    docs = draw(st.lists(values, min_size=1, max_size=3))
+    shared = draw(values)
+    for doc in docs:
+        if isinstance(doc, dict) and draw(st.booleans()):
+            doc["x"] = doc["y"] = shared
+    flow = draw(st.sampled_from([None, True, False]))
+    style = draw(st.sampled_from([None, "'", '"', "|"]))
+    crlf = draw(st.booleans())
+    text = yaml.safe_dump_all(docs, default_flow_style=flow, default_style=style,
+                              allow_unicode=draw(st.booleans()))  # fmt: skip
+    return text.replace("\n", "\r\n") if crlf else text
+
+
+TOKENS = ["- ", ": ", "[", "]", "{", "}", ", ", "&a ", "*a", "&b ", "*b", "\n", "\r\n", "  ",
+          "    ", "\t", "image", "containers", "images", "name", "newTag", "digest",
+          "repository", "tag", "app:1", f"app@{D}", "'", '"', "---\n", "...\n", "# c", "? ",
+          "!!str ", "!x ", "|\n", ">-\n", "<<: ", "%YAML 1.1\n", "\ufeff", "\x00", "é",
+          "\\", "@", "`"]  # fmt: skip
+yaml_like = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
+
+
+@FUZZ
+@given(st.sampled_from(FILES), yaml_documents())
+def test_generated_yaml_is_found_or_refused(file, text):
+    finds_or_refuses(file, text)
+
+
+@FUZZ
+@given(st.sampled_from(FILES), yaml_like)
+def test_yaml_like_text_is_found_or_refused(file, text):
+    finds_or_refuses(file, text)
+
+
+@FUZZ
+@given(st.sampled_from(FILES), st.binary(max_size=400))
+def test_raw_bytes_are_found_or_refused(file, data):
+    """Bytes as they come from a repository: UTF-8 where they are, any character elsewhere."""
+    finds_or_refuses(file, data.decode("utf-8", "surrogateescape"))
+    finds_or_refuses(file, data.decode("latin-1"))

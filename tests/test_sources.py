@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from graphbuild import config, sources
 from graphbuild.errors import UnsafeURL
 
 from .conftest import git
+from .git_http import seen_during, serving
 
 
 @pytest.mark.parametrize(
@@ -18,6 +20,9 @@ from .conftest import git
         "git://example.com/repo.git",
         "file:///srv/git/repo.git",
         "git@github.com:org/repo.git",
+        "http://127.0.0.1:8080/repo.git",
+        "http://bot:s3cr3t@localhost/repo.git",
+        "http://[::1]:3000/repo.git",
     ],
 )
 def test_safe_transports_are_accepted(url, tmp_path):
@@ -35,7 +40,10 @@ def test_local_paths_resolve_against_the_config_folder(tmp_path):
         ("fd::17", "fd:: transport"),
         ("--upload-pack=touch /tmp/pwned", "looks like a git option"),
         ("-oProxyCommand=x", "looks like a git option"),
-        ("http://example.com/repo.git", "transport 'http' is not accepted"),
+        ("http://example.com/repo.git", "plain http is accepted only on loopback"),
+        ("http://127.0.0.1.example.com/repo.git", "plain http is accepted only on loopback"),
+        ("http://127.0.0.1:port/repo.git", "plain http is accepted only on loopback"),
+        ("ssh://bot:s3cr3t@example.com/repo.git", "ssh takes no password in the URL"),
         ("ftp://example.com/repo.git", "transport 'ftp' is not accepted"),
         ("https://example.com/a\nb", "control characters"),
     ],
@@ -61,6 +69,43 @@ def test_unsafe_urls_are_refused(url, says, tmp_path):
 def test_redact_hides_credentials(text, shown):
     assert "s3cr3t" not in sources.redact(text)
     assert shown in sources.redact(text)
+
+
+def config_in(env: dict[str, str]) -> dict[str, str]:
+    """The git config a git_env environment carries."""
+    count = int(env["GIT_CONFIG_COUNT"])
+    return {env[f"GIT_CONFIG_KEY_{i}"]: env[f"GIT_CONFIG_VALUE_{i}"] for i in range(count)}
+
+
+def test_git_env_moves_a_password_into_a_header_for_that_url():
+    env = sources.git_env("https://bot:s3cr%40t@git.example.com/org/x.git")
+    assert config_in(env) == {
+        "remote.origin.url": "https://git.example.com/org/x.git",
+        "http.https://git.example.com/org/x.git.extraHeader":
+            "Authorization: Basic " + base64.b64encode(b"bot:s3cr@t").decode(),
+        "http.https://git.example.com/org/x.git.followRedirects": "false",
+    }  # fmt: skip
+    assert env["GIT_ALLOW_PROTOCOL"] == "https:ssh:git:file"
+
+
+def test_git_env_keeps_a_user_name_for_credential_helpers():
+    assert config_in(sources.git_env("https://myorg@dev.example.com/x.git")) == {
+        "remote.origin.url": "https://dev.example.com/x.git",
+        "credential.https://dev.example.com/x.git.username": "myorg",
+    }
+
+
+@pytest.mark.parametrize(
+    "url", ["ssh://git@example.com/x.git", "git@example.com:x.git", "file:///srv/x.git", "/srv/x"]
+)
+def test_git_env_leaves_urls_without_a_password_as_they_are(url):
+    assert config_in(sources.git_env(url)) == {"remote.origin.url": url}
+
+
+def test_git_env_allows_plain_http_for_an_http_url_only():
+    assert sources.git_env("http://127.0.0.1:9/x.git")["GIT_ALLOW_PROTOCOL"] == (
+        "https:ssh:git:file:http"
+    )
 
 
 def _config(write_config, repos):
@@ -276,3 +321,72 @@ def test_a_symlink_loop_does_not_trap_the_walk(tmp_path):
     (tmp_path / "a/l1").symlink_to("..")
     (tmp_path / "a/l2").symlink_to("..")
     assert sources.DirTree(tmp_path, {}, {}).glob("**/Dockerfile") == ["a/Dockerfile"]
+
+
+# ---------------------------------------------------------------- credentials over HTTP
+
+TOKEN = "tok3n-d0-not-leak"
+
+
+@pytest.fixture
+def git_http(tmp_path):
+    """A smart-HTTP git server on loopback for the bare repositories `remotes` makes."""
+    with serving(tmp_path / "remotes", TOKEN) as server:
+        yield server
+
+
+def test_a_token_in_an_http_url_is_in_no_command_line_nor_file(remotes, write_config, git_http):
+    """git-remote-http used to carry `http://bot:TOKEN@…` in its argv, which every local user
+    reads in /proc/*/cmdline while a fetch runs."""
+    remote = remotes("app", {"Dockerfile": "FROM alpine:3.20\n"})
+    url = f"http://bot:{TOKEN}@127.0.0.1:{git_http.port}/app.git"
+    cfg = _config(write_config, [{"name": "app", "url": url}])
+
+    lines, (result,) = seen_during(git_http, "git-upload-pack", lambda: sources.sync(cfg))
+    helpers = [cmd for cmd in lines.values() if b"remote-http" in cmd]
+    assert helpers, "the fetch's git-remote-http was not running when the processes were read"
+    assert [cmd for cmd in lines.values() if TOKEN.encode() in cmd] == []
+    assert result.error is None, result.error
+    assert result.commit == git(remote.work, "rev-parse", "HEAD")
+    assert git_http.authorizations and set(git_http.authorizations) == {git_http.expected}
+
+    remote.commit({"Dockerfile": "FROM alpine:3.21\n"})
+    lines, (again,) = seen_during(git_http, "git-upload-pack", lambda: sources.sync(cfg))
+    assert any(b"remote-http" in cmd for cmd in lines.values())  # ls-remote, then the fetch
+    assert [cmd for cmd in lines.values() if TOKEN.encode() in cmd] == []
+    assert (again.error, again.commit) == (None, git(remote.work, "rev-parse", "HEAD"))
+    assert set(git_http.authorizations) == {git_http.expected}
+
+    for path in cfg.workspace.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_a_wrong_token_fails_the_sync_and_is_not_shown(remotes, write_config, git_http):
+    remotes("app", {"Dockerfile": "FROM alpine:3.20\n"})
+    url = f"http://bot:wr0ng-{TOKEN}@127.0.0.1:{git_http.port}/app.git"
+    (result,) = sources.sync(_config(write_config, [{"name": "app", "url": url}]))
+    assert result.commit is None
+    assert result.error == (
+        f"cannot fetch http://bot:***@127.0.0.1:{git_http.port}/app.git: fatal: could not read "
+        f"Username for 'http://127.0.0.1:{git_http.port}': terminal prompts disabled (the server "
+        "refused the credentials in the URL)"
+    )
+
+
+def test_a_redirect_never_takes_the_token_to_another_server(remotes, write_config, git_http):
+    """The header goes with the first request, and git sends a redirected remote's later
+    requests straight to the new server: so a URL with a token follows no redirect."""
+    remotes("app", {"Dockerfile": "FROM alpine:3.20\n"})
+    with serving(git_http.root, None) as elsewhere:
+        git_http.redirect = f"http://127.0.0.1:{elsewhere.port}"
+        url = f"http://bot:{TOKEN}@127.0.0.1:{git_http.port}/app.git"
+        (result,) = sources.sync(_config(write_config, [{"name": "app", "url": url}]))
+        assert git_http.expected not in elsewhere.authorizations
+        assert result.commit is None
+        assert result.error == (
+            f"cannot fetch http://bot:***@127.0.0.1:{git_http.port}/app.git: fatal: unable to "
+            f"access 'http://127.0.0.1:{git_http.port}/app.git/': The requested URL returned "
+            "error: 302"
+        )
+        assert elsewhere.authorizations == []

@@ -6,6 +6,9 @@ commit or the ring globs change; dropped when the repository leaves the config).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from graphbuild import config, index, manifests, sources, workloads
@@ -197,6 +200,57 @@ def test_discover_reads_every_reference_in_a_ring(remotes, write_config):
         "deploy:envs/dev/broken.yaml:4: not read: not valid YAML: "
         "expected the node content, but found '-'"
     )
+
+
+HOSTILE = {
+    "envs/dev/deep.yaml": "a: " + "[" * 600 + "]" * 600 + "\n",
+    "envs/dev/block.yaml": "".join(f"{'  ' * i}k{i}:\n" for i in range(600)) + "  " * 600 + "v\n",
+    "envs/dev/big.yaml": "kind: Pod\n" + "#" * manifests.MAX_BYTES + "\n",
+}
+HOSTILE_PROBLEMS = [
+    Problem(WARNING, "deploy", f"not read: {manifests.MAX_BYTES + 11} bytes, over the "
+            f"{manifests.MAX_BYTES} bytes (2 MiB) a manifest may have", "envs/dev/big.yaml"),
+    Problem(WARNING, "deploy", "not read: nested deeper than 100 levels", "envs/dev/block.yaml",
+            101),
+    BROKEN_PROBLEM,
+    Problem(WARNING, "deploy", "not read: nested deeper than 100 levels", "envs/dev/deep.yaml", 1),
+]  # fmt: skip
+
+
+def test_a_hostile_manifest_costs_that_file_only(remotes, write_config):
+    """Nesting 600 deep raised RecursionError out of discover: no deploy repository, and no
+    sync, plan or sweep, got past it."""
+    remote = remotes("deploy", {**FILES, **HOSTILE})
+    cfg = deploy_config(write_config, remote.url)
+    found, problems = discovered(cfg, synced(cfg))
+    assert found == expected_found()
+    assert problems == HOSTILE_PROBLEMS
+    assert str(problems[-1]) == (
+        "deploy:envs/dev/deep.yaml:1: not read: nested deeper than 100 levels"
+    )
+
+
+def test_sync_reports_a_hostile_manifest_and_indexes_the_rest(remotes, write_config, tmp_path):
+    remote = remotes("deploy", {**FILES, **HOSTILE})
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Dockerfile").write_text("FROM alpine:3.20\n")
+    deployments = {
+        "rings": ["dev", "prod"],
+        "repos": [{"name": "deploy", "url": str(remote.url), "rings": RINGS}],
+    }
+    path = write_config([{"name": "app", "path": str(app), "images": [{"image": "r.test/app"}]}],
+                        deployments=deployments)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "graphbuild", "--config", str(path), "sync"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "indexed 1 images" in done.stdout
+    for problem in HOSTILE_PROBLEMS:
+        assert f"warning    {problem}" in done.stdout
 
 
 def test_discover_ignores_files_outside_every_ring(remotes, write_config):

@@ -4,15 +4,20 @@ watching the repository rolls it out.
 Edits are surgical (manifests.rewrite): only the located reference changes, and
 each file is read back afterwards to confirm it. A push that loses a race with
 another commit is redone on top of it. Nothing to change means no commit.
+
+Whoever pushes to the deploy repository decides what the clone holds, symlinks
+included: a file is read and written only when it is a regular file reached
+through no symlink, so an edit never lands outside the clone.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from graphbuild import manifests, refs, sources
 from graphbuild.config import DeployRepoSpec
@@ -21,6 +26,7 @@ from graphbuild.errors import GraphbuildError, InvalidReference
 
 PUSH_ATTEMPTS = 3
 _TIMEOUT = 300
+_PUSH_MARKS = (("! [",), ("remote: ",))  # a refusal's reason, then a hook's, before git's summary
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "graphbuild",
     "GIT_AUTHOR_EMAIL": "graphbuild@localhost",
@@ -71,7 +77,11 @@ class Gitops:
             except GraphbuildError as err:
                 done += [Applied(c, FAILED, str(err)) for c in items]
             except git.GitCommandError as err:  # add or commit: a hook, a signing setup
-                detail = sources.redact(f"{spec.name}: git failed: {_first_line(str(err.stderr))}")
+                step = " ".join(err.command[:2])
+                detail = f"{spec.name}: {step} failed: {sources.git_reason(err)}"
+                done += [Applied(c, FAILED, detail) for c in items]
+            except OSError as err:  # writing in the clone: a full or read-only disk
+                detail = f"{spec.name}: cannot write {err.filename}: {err.strerror}"
                 done += [Applied(c, FAILED, detail) for c in items]
         return done
 
@@ -92,7 +102,7 @@ class Gitops:
             if not changed:
                 return results
             for file, edit in changed.items():
-                (clone / file).write_bytes(edit.after.encode("utf-8"))
+                _write(clone, file, edit.after)
             results += self._confirm(clone, changed)
             good = [r.change for r in results if r.status == DEPLOYED]
             if not good:
@@ -109,12 +119,13 @@ class Gitops:
                                   env=sources.git_env(spec.url),
                                   kill_after_timeout=_TIMEOUT)  # fmt: skip
                 except git.GitCommandError as err:
-                    stderr = str(err.stderr or err)
+                    stderr = str(err.stderr)
                     raced = "(fetch first)" in stderr or "(non-fast-forward)" in stderr
                     if raced and attempt < PUSH_ATTEMPTS:  # not a hook's or a rule's refusal
                         _log(context, f"push to {target} lost a race; redoing it on top")
                         continue
-                    detail = sources.redact(f"push to {target} failed: {_first_line(stderr)}")
+                    reason = sources.git_reason(err, _PUSH_MARKS, spec.url)
+                    detail = f"push to {target} failed: {reason}"
                     return [r if r.status != DEPLOYED else Applied(r.change, FAILED, detail)
                             for r in results]  # fmt: skip
             where = f"commit {commit[:12]} pushed to {spec.name} {target}"
@@ -141,9 +152,8 @@ class Gitops:
                 repo.git.checkout("--quiet", "--force", "-B", "graphbuild", remote)
                 repo.git.clean("-fdxq")
         except git.GitCommandError as err:
-            detail = _first_line(str(err.stderr or err))
-            raise GraphbuildError(sources.redact(f"{spec.name}: cannot fetch {spec.branch}: "
-                                                 f"{detail}")) from None  # fmt: skip
+            detail = sources.git_reason(err, url=spec.url)
+            raise GraphbuildError(f"{spec.name}: cannot fetch {spec.branch}: {detail}") from None
         return path
 
     def _edit(self, clone: Path, changes: list[Change]) -> tuple[dict[str, _Edit], list[Applied]]:
@@ -155,9 +165,13 @@ class Gitops:
             file = change.workload.file or ""
             if file not in edits:
                 try:
-                    text = (clone / file).read_bytes().decode("utf-8")
+                    text = _read(clone, file)
+                except manifests.ManifestError as err:
+                    results.append(Applied(change, FAILED, f"{file}: {err}"))
+                    continue
                 except (OSError, UnicodeDecodeError) as err:
-                    results.append(Applied(change, FAILED, f"{file}: cannot read: {err}"))
+                    why = err.strerror if isinstance(err, OSError) else err
+                    results.append(Applied(change, FAILED, f"{file}: cannot read: {why}"))
                     continue
                 edits[file] = _Edit(text, text, [])
             edit = edits[file]
@@ -179,17 +193,16 @@ class Gitops:
         goes back to what it was and the change fails."""
         results = []
         for file, edit in edits.items():
-            text = (clone / file).read_bytes().decode("utf-8")
             bad = []
             for change in edit.changes:
                 try:
-                    ok = _locate(file, text, change).digest == change.digest
-                except manifests.ManifestError:
+                    ok = _locate(file, _read(clone, file), change).digest == change.digest
+                except (manifests.ManifestError, OSError, UnicodeDecodeError):
                     ok = False
                 if not ok:
                     bad.append(change)
             if bad:
-                (clone / file).write_bytes(edit.before.encode("utf-8"))
+                _write(clone, file, edit.before)
                 results += [Applied(c, FAILED, f"{file}: read back without the new digest")
                             for c in edit.changes]  # fmt: skip
             else:
@@ -251,17 +264,44 @@ def _image(found: manifests.Found) -> str | None:
         return None
 
 
-def _first_line(stderr: str) -> str:
-    """The line of git's output that says why: a refusal's reason (`! [remote rejected] main
-    -> main (pre-receive hook declined)`, a hook's `remote:` line) before git's summary."""
-    lines = [line.strip().removeprefix("stderr:").strip().strip("'").strip()
-             for line in stderr.splitlines()]  # fmt: skip
-    lines = [line for line in lines if line]
-    for marks in (("! [",), ("remote: ",), ("error:", "fatal:")):
-        found = next((line for line in lines if line.startswith(marks)), None)
-        if found:
-            return found
-    return lines[0] if lines else "git failed"
+def _regular(clone: Path, file: str) -> os.stat_result:
+    """`file`'s lstat when it is a regular file in the clone reached through no symlink;
+    otherwise ManifestError saying why. git checks a committed symlink out as one, and
+    following it would edit a file elsewhere, in the clone or outside it."""
+    parts = PurePosixPath(file).parts
+    if not parts or ".." in parts or PurePosixPath(file).is_absolute():
+        raise manifests.ManifestError("refused: not a path inside the clone")
+    path = clone
+    for i, part in enumerate(parts):
+        path = path / part
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            what = "it" if i == len(parts) - 1 else "/".join(parts[: i + 1])
+            out = not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(clone))
+            leads = " that leads out of the clone" if out else ""
+            raise manifests.ManifestError(
+                f"refused: {what} is a symlink{leads}; graphbuild writes only regular files"
+            )
+    if not stat.S_ISREG(st.st_mode):
+        raise manifests.ManifestError("refused: not a regular file")
+    return st
+
+
+def _read(clone: Path, file: str) -> str:
+    """A manifest's text, if it is a regular file of at most MAX_BYTES in the clone."""
+    size = _regular(clone, file).st_size
+    if size > manifests.MAX_BYTES:
+        raise manifests.ManifestError(manifests.too_big(size))
+    fd = os.open(clone / file, os.O_RDONLY | os.O_NOFOLLOW)
+    with open(fd, "rb") as stream:
+        return stream.read(manifests.MAX_BYTES + 1).decode("utf-8")
+
+
+def _write(clone: Path, file: str, text: str) -> None:
+    """Replace a file `_read` accepted; O_NOFOLLOW keeps even a link made since then shut."""
+    fd = os.open(clone / file, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+    with open(fd, "wb") as stream:
+        stream.write(text.encode("utf-8"))
 
 
 def _log(context: Context, line: str) -> None:
