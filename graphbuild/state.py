@@ -15,7 +15,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -535,8 +535,13 @@ def note_group(workspace: Path, run: str, node: str, group: process.Group) -> No
 
 
 def drop_group(workspace: Path, run: str, group: process.Group) -> None:
-    """The group ended with its command: nothing of it to kill."""
-    with closing(sqlite3.connect(workspace / "state.db", timeout=30)) as db, db:
+    """The group ended with its command: nothing of it to kill. A row this fails to delete
+    is harmless: end_group finds nothing left of that group (and never another's)."""
+    with (
+        suppress(sqlite3.Error),
+        closing(sqlite3.connect(workspace / "state.db", timeout=30)) as db,
+        db,
+    ):
         db.execute(
             "DELETE FROM run_processes WHERE run = ? AND pgid = ? AND started = ?",
             (run, group.pgid, group.started),
