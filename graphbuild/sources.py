@@ -358,7 +358,7 @@ class DirTree:
         full = self._file(path)
         if full is None:
             return None
-        sha = blob_sha(full.read_bytes())
+        sha = blob_sha(_read_file(full, path))
         self.seen[key] = (st.st_mtime_ns, st.st_size, sha)
         return sha
 
@@ -366,7 +366,7 @@ class DirTree:
         full = self._file(path)
         if full is None:
             raise FileNotFoundError(path)
-        return full.read_bytes()
+        return _read_file(full, path)
 
     def content(self, folder: str) -> str:
         """As git would record the folder: files and symlinks (their target), `.git` left out."""
@@ -434,6 +434,16 @@ class DirTree:
 
     def close(self) -> None:
         pass
+
+
+def _read_file(full: Path, path: str) -> bytes:
+    """A local file's bytes; FileNotFoundError when it is no longer a regular file. A FIFO
+    put in its place would otherwise hold the reader forever."""
+    fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as data:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(path)
+        return data.read()
 
 
 def _content(entries: Iterable[tuple[str, str, str | None]]) -> str:

@@ -429,3 +429,11 @@ def test_a_file_is_written_with_its_mode_whatever_the_umask(tmp_path):
         os.umask(old)
     assert [(p.name, p.stat().st_mode & 0o777) for p in sorted(top.iterdir())] == [
         ("f", 0o644), ("x", 0o755)]  # fmt: skip
+
+
+@pytest.mark.timeout(30)
+def test_a_local_file_swapped_for_a_fifo_is_gone_not_waited_on(tmp_path):
+    """Between the sync and the build a Dockerfile becomes a FIFO: reading it must not hang."""
+    os.mkfifo(tmp_path / "Dockerfile")
+    with pytest.raises(FileNotFoundError):
+        sources.DirTree(tmp_path, {}, {}).read("Dockerfile")
