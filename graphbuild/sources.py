@@ -394,10 +394,11 @@ class DirTree:
         where = top.relative_to(self.root).as_posix()
         try:
             found = list(self._walk(top, strict=True))
+            links = {_join(where, rel): os.readlink(full) for rel, mode, full in found
+                     if mode == LINK}  # fmt: skip
         except OSError as err:
             path = os.path.relpath(err.filename or top, self.root)
             raise ContextError(f"{repo}:{path}: cannot read it ({err.strerror})") from None
-        links = {_join(where, rel): os.readlink(full) for rel, mode, full in found if mode == LINK}
         _check_links(repo, links)
         entries = []
         with _Writer(repo, dest) as writer:
@@ -539,7 +540,11 @@ def _export_git(tree: GitTree, repo: str, folder: str, dest: Path) -> tuple[Path
             if mode == LINK:
                 writer.link(path, links[path])
             else:
-                writer.file(path, _chunks(tree, repo, path, sha), mode == EXECUTABLE)
+                chunks = _chunks(tree, repo, path, sha)
+                try:
+                    writer.file(path, chunks, mode == EXECUTABLE)
+                finally:
+                    chunks.close()  # now, while the clone's cat-file still answers
     return dest / folder, tree.content(folder)
 
 
@@ -575,8 +580,9 @@ def _chunks(tree: GitTree, repo: str, path: str, sha: str) -> Iterator[bytes]:
         while chunk := stream.read(1 << 20):
             yield chunk
     finally:
-        while stream.read(1 << 20):
-            pass
+        with contextlib.suppress(ValueError, OSError):  # cat-file gone: nothing left to keep
+            while stream.read(1 << 20):
+                pass
 
 
 def _copy(repo: str, path: str, full: str, writer: _Writer, executable: bool) -> str:
@@ -677,8 +683,12 @@ class _Writer:
 
     def __init__(self, repo: str, dest: Path) -> None:
         self.repo = repo
-        dest.mkdir()  # new: nothing is in it but what is written here
-        self.root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            dest.mkdir()  # new: nothing is in it but what is written here
+            self.root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as err:
+            raise ContextError(f"{repo}: cannot make the build context folder {dest} "
+                               f"({err.strerror})") from None  # fmt: skip
         self.last: tuple[str, int] | None = None  # the folder written into last, open
 
     def __enter__(self) -> _Writer:
