@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 
 from graphbuild.errors import CommandFailed
-from graphbuild.process import Group, Watch, boot_id, end_group, group_of, run, watched
+from graphbuild.process import (
+    Group,
+    Watch,
+    _die_with,
+    boot_id,
+    end_group,
+    group_of,
+    run,
+    watched,
+)
 
 
 def never():
@@ -194,6 +203,24 @@ def test_a_command_dies_when_graphbuild_is_killed(tmp_path):
         graphbuild.kill()
         if pidfile.exists() and pidfile.read_text().strip() and alive(int(pidfile.read_text())):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_the_parent_death_signal_follows_the_thread_that_started_the_command():
+    """The kernel's rule, and why run() waits in the thread that started the command: when
+    that thread ends, the command is killed, though graphbuild lives on."""
+    started: list[subprocess.Popen] = []
+
+    def start() -> None:  # starts the command and ends without waiting for it
+        started.append(subprocess.Popen(["sleep", "60"], preexec_fn=_die_with(os.getpid())))
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    try:
+        assert started[0].wait(timeout=10) == -signal.SIGKILL
+    finally:
+        started[0].kill()
+        started[0].wait()
 
 
 def test_a_command_lives_on_while_other_threads_end(tmp_path):
