@@ -89,5 +89,10 @@ class CommandFailed(GraphbuildError):
         self.transient = transient
 
 
+class ContextError(GraphbuildError):
+    """A build context graphbuild will not, or cannot, send to a builder: names `repo:path`
+    and the rule. It fails that image's build, never anything else."""
+
+
 class NotFound(GraphbuildError):
     """A query named something that is not in the graph."""

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,15 +29,16 @@ from pathlib import Path
 
 import networkx as nx
 
-from graphbuild import detect, dockerfile, keys, pin, refs, sources
+from graphbuild import detect, dockerfile, keys, pin, process, refs, sources
 from graphbuild.builders import Builder, BuildRequest
 from graphbuild.config import Config, RepoSpec
-from graphbuild.errors import CommandFailed
+from graphbuild.errors import CommandFailed, DockerfileError, GraphbuildError
 from graphbuild.graph import BUILD_INPUTS, builds_on
 from graphbuild.graphdb import EXTERNAL
 from graphbuild.plan import Plan
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
-from graphbuild.state import RunNode, State, find_build, now
+from graphbuild.state import RunNode, State, drop_group, find_build, note_group, now
+from graphbuild.state import scratch as scratch_dir
 
 PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, BLOCKED = (
     "pending", "running", "succeeded", "skipped", "failed", "blocked"
@@ -251,66 +252,105 @@ class Builds:
         repo = self.repos.get(attrs["repo"])
         if repo is None:
             raise Failed(f"repository {attrs['repo']} is no longer in the config")
-        with tempfile.TemporaryDirectory(prefix="graphbuild-") as scratch:
-            context, text, content = self._source(repo, attrs, Path(scratch))
+        # in the workspace, not /tmp: a killed graphbuild's is removed by the next run
+        scratch = scratch_dir(self.config.workspace, self.run_id) / log_name(node)[: -len(".log")]
+        shutil.rmtree(scratch, ignore_errors=True)  # an earlier attempt's, if it left any
+        watch = process.Watch(
+            lambda group: note_group(self.config.workspace, self.run_id, node, group),
+            lambda group: drop_group(self.config.workspace, self.run_id, group),
+        )
+        try:
+            try:
+                scratch.mkdir(parents=True)
+            except OSError as err:
+                raise Failed(f"cannot make {scratch}: {err.strerror}") from None
+            with process.watched(watch):
+                outcome = self._build(node, attrs, repo, scratch, cancel)
+        except CommandFailed as err:
+            raise Failed(str(err), err.transient) from None
+        except GraphbuildError as err:  # what the repository holds: that image fails, alone
+            raise Failed(str(err)) from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if outcome.status == SUCCEEDED:
+            with self.lock:
+                self.digests[node] = outcome.digest
+        return outcome
+
+    def _build(
+        self, node: str, attrs: dict, repo: RepoSpec, scratch: Path, cancel: threading.Event
+    ) -> Outcome:
+        context, text, content = self._source(repo, attrs, scratch)
+        try:
             parsed = dockerfile.parse(
                 text, build_args=attrs["build_args"], target=attrs["target"],
                 platforms=attrs["platforms"] or (dockerfile.DEFAULT_PLATFORM,),
                 contexts=None,
             )  # fmt: skip
-            pins, parents = self._pins(node, parsed.refs)
-            source = keys.source_key(node, attrs, content)
-            key = keys.build_key(source, parents)
-            with self.lock:
-                self.keys[node], self.parents[node] = (source, key), parents
-            done = None if self.settings.force else find_build(self.config.workspace, key)
-            served = done is not None and done.digest == self.served.get(node)
-            if done is not None and served and node not in self.missing:
-                return Outcome(SKIPPED, done.digest, "up-to-date: this exact build is served")
-            pinned = Path(scratch) / "Dockerfile.pinned"
-            try:
-                pinned.write_text(pin.pin(text, parsed.refs, pins), "utf-8", "surrogateescape")
-            except pin.Unpinnable as err:
-                raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: {err}") from None
-            self.logs.mkdir(parents=True, exist_ok=True)
-            log = self.logs / log_name(node)
-            reason = f"{self.reasons.get(node, '')}"[:200]
-            marks = {"io.graphbuild.run": self.run_id, "io.graphbuild.reason": reason}
-            request = BuildRequest(
-                image=node, tags=tuple(attrs["tags"]), context=context, dockerfile=pinned,
-                build_args=attrs["build_args"], target=attrs["target"],
-                platforms=tuple(attrs["platforms"]), labels=marks,
-                annotations={**marks, **_base_annotations(parsed.refs, parents, attrs["base"])},
-                no_cache=self.settings.no_cache, log=log,
-                insecure_pull=self._insecure(parents), insecure_push=self._insecure([node]),
-            )  # fmt: skip
-            try:
-                digest = self.builder.build(request, cancel)
-            except CommandFailed as err:
-                raise Failed(str(err), err.transient) from None
+        except DockerfileError as err:  # changed since the sync read it
+            where = f"{attrs['repo']}:{attrs['dockerfile']}:{err.line}"
+            raise Failed(f"{where}: {err.message}") from None
+        pins, parents = self._pins(node, parsed.refs)
+        source = keys.source_key(node, attrs, content)
+        key = keys.build_key(source, parents)
         with self.lock:
-            self.digests[node] = digest
-        return Outcome(SUCCEEDED, digest)
+            self.keys[node], self.parents[node] = (source, key), parents
+        done = None if self.settings.force else find_build(self.config.workspace, key)
+        served = done is not None and done.digest == self.served.get(node)
+        if done is not None and served and node not in self.missing:
+            return Outcome(SKIPPED, done.digest, "up-to-date: this exact build is served")
+        pinned = scratch / "Dockerfile.pinned"
+        try:
+            pinned.write_text(pin.pin(text, parsed.refs, pins), "utf-8", "surrogateescape")
+        except pin.Unpinnable as err:
+            raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: {err}") from None
+        except OSError as err:
+            raise Failed(f"cannot write {pinned}: {err.strerror}") from None
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = self.logs / log_name(node)
+        reason = f"{self.reasons.get(node, '')}"[:200]
+        marks = {"io.graphbuild.run": self.run_id, "io.graphbuild.reason": reason}
+        request = BuildRequest(
+            image=node, tags=tuple(attrs["tags"]), context=context, dockerfile=pinned,
+            build_args=attrs["build_args"], target=attrs["target"],
+            platforms=tuple(attrs["platforms"]), labels=marks,
+            annotations={**marks, **_base_annotations(parsed.refs, parents, attrs["base"])},
+            no_cache=self.settings.no_cache, log=log,
+            insecure_pull=self._insecure(parents), insecure_push=self._insecure([node]),
+        )  # fmt: skip
+        return Outcome(SUCCEEDED, self.builder.build(request, cancel))
 
     def _source(self, repo: RepoSpec, attrs: dict, scratch: Path) -> tuple[Path, str, str]:
-        """The build context on disk, the Dockerfile's text and the context's content digest,
-        at the commit the graph read."""
-        tree = sources.open_tree(repo, sources.SyncResult(repo.name, attrs["commit"]),
-                                 self.config.workspace, {}, {})  # fmt: skip
+        """The build context written into `scratch`, the Dockerfile's text, and the digest of
+        that context's content, at the commit the graph read: the key covers what is sent."""
+        tree = self._tree(repo, attrs)
         try:
             # surrogateescape: a byte that is not UTF-8 goes back into the pinned copy as it was
             text = tree.read(attrs["dockerfile"]).decode("utf-8", "surrogateescape")
-            content = tree.content(attrs["context"])
+            context, content = sources.export(tree, repo.name, attrs["context"],
+                                              scratch / "context")  # fmt: skip
         except FileNotFoundError:
             raise Failed(f"{attrs['repo']}:{attrs['dockerfile']} is gone") from None
+        except OSError as err:  # a local folder's file, unreadable since the sync
+            raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: cannot read it "
+                         f"({err.strerror})") from None  # fmt: skip
         finally:
             tree.close()
-        if repo.path is not None:
-            return repo.path / attrs["context"], text, content
-        assert attrs["commit"] is not None
-        context = sources.export(self.config.workspace, repo.name, attrs["commit"],
-                                 attrs["context"], scratch / "context")  # fmt: skip
         return context, text, content
+
+    def _tree(self, repo: RepoSpec, attrs: dict) -> sources.Tree:
+        """The repository at the commit the graph read."""
+        result = sources.SyncResult(repo.name, attrs["commit"])
+        if repo.path is not None:
+            return sources.open_tree(repo, result, self.config.workspace, {}, {})
+        from git.exc import GitError
+
+        try:
+            return sources.open_tree(repo, result, self.config.workspace, {}, {})
+        except (GitError, OSError) as err:  # the clone, not what the repository holds
+            raise Failed(f"{attrs['repo']}: cannot read commit {attrs['commit']} from its "
+                         f"clone ({type(err).__name__}); `graphbuild sync` fetches it "
+                         "again") from None  # fmt: skip
 
     def _pins(
         self, node: str, bases: list[dockerfile.BaseRef]
@@ -449,6 +489,7 @@ def execute(
     )  # fmt: skip
     with interruptible(scheduler, note):
         statuses = scheduler.run()
+    shutil.rmtree(scratch_dir(config.workspace, run_id), ignore_errors=True)
     for node, status in statuses.items():  # never started (stopped): left pending for resume
         if status == PENDING and records[node].status != PENDING:
             records[node].status = PENDING

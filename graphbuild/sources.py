@@ -12,6 +12,8 @@ lazily so that queries, which never touch git, do not pay for it.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import hashlib
 import ipaddress
 import os
@@ -19,17 +21,18 @@ import posixpath
 import re
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from graphbuild.errors import UnsafeURL
+from graphbuild.errors import ContextError, UnsafeURL
 
 if TYPE_CHECKING:
     import git
+    from gitdb.base import OStream
 
     from graphbuild.config import Config, RepoSpec
 
@@ -283,26 +286,6 @@ def _unwrap(printed: str | None) -> str:
     return text
 
 
-def export(workspace: Path, name: str, commit: str, folder: str, dest: Path) -> Path:
-    """`folder` of a repository at `commit`, written under `dest`: a build context on disk.
-
-    `git archive` of the synced commit, extracted with tarfile's `data` filter
-    (no links out of `dest`, no device files, no absolute paths).
-    """
-    import tarfile
-
-    import git
-
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = dest.with_suffix(".tar")
-    with git.Repo(clone_dir(workspace, name)) as clone, archive.open("wb") as out:
-        clone.git.archive("--format=tar", commit, "--", folder, output_stream=out)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-    archive.unlink()
-    return dest / folder
-
-
 def clone_dir(workspace: Path, name: str) -> Path:
     return workspace / CLONES / f"{name}.git"
 
@@ -448,7 +431,7 @@ class DirTree:
         full = self._file(path)
         if full is None:
             return None
-        sha = blob_sha(full.read_bytes())
+        sha = blob_sha(_read_file(full, path))
         self.seen[key] = (st.st_mtime_ns, st.st_size, sha)
         return sha
 
@@ -456,33 +439,91 @@ class DirTree:
         full = self._file(path)
         if full is None:
             raise FileNotFoundError(path)
-        return full.read_bytes()
+        return _read_file(full, path)
 
     def content(self, folder: str) -> str:
         """As git would record the folder: files and symlinks (their target), `.git` left out."""
         top = self._file(folder)
         entries = []
-        for base, dirs, files in os.walk(top) if top is not None else ():
+        for rel, mode, full in self._walk(top, strict=False) if top is not None else ():
+            if mode == LINK:
+                entries.append((rel, mode, blob_sha(os.fsencode(os.readlink(full)))))
+            else:
+                entries.append((rel, mode, self.blob(os.path.relpath(full, self.root))))
+        return _content(entries)
+
+    def export(self, repo: str, folder: str, dest: Path) -> tuple[Path, str]:
+        """`folder` copied under `dest` as `content` sees it, and the digest of exactly what
+        was copied: a builder never reads the folder in place, where `.git`, a FIFO, or a
+        file changed after the key was made would reach it."""
+        top = (self.root / folder).resolve()
+        if not top.is_relative_to(self.root):
+            raise ContextError(f"{repo}:{folder}: the build context resolves outside the "
+                               f"repository ({top}); graphbuild sends a builder only what is "
+                               "inside it")  # fmt: skip
+        if not top.is_dir():
+            raise ContextError(f"{repo}:{folder}: the build context is not a folder in the "
+                               "repository")  # fmt: skip
+        where = top.relative_to(self.root).as_posix()
+        try:
+            found = list(self._walk(top, strict=True))
+            links = {_join(where, rel): os.readlink(full) for rel, mode, full in found
+                     if mode == LINK}  # fmt: skip
+        except OSError as err:
+            path = os.path.relpath(err.filename or top, self.root)
+            raise ContextError(f"{repo}:{path}: cannot read it ({err.strerror})") from None
+        _check_links(repo, links)
+        entries = []
+        with _Writer(repo, dest) as writer:
+            for rel, mode, full in found:
+                path = _join(where, rel)
+                if mode == LINK:
+                    writer.link(path, links[path])
+                    sha = blob_sha(os.fsencode(links[path]))
+                else:
+                    sha = _copy(repo, path, full, writer, mode == EXECUTABLE)
+                entries.append((rel, mode, sha))
+        return dest / where, _content(entries)
+
+    def _walk(self, top: Path, strict: bool) -> Iterator[tuple[str, str, str]]:
+        """(path below `top`, git mode, full path) of each file and symlink under `top`, as
+        git would record them: `.git` left out, folder symlinks not followed, FIFOs and
+        devices skipped. `strict`: an unreadable folder is an error, not left out."""
+
+        def fail(err: OSError) -> None:
+            raise err
+
+        for base, dirs, files in os.walk(top, onerror=fail if strict else None):
             links = [d for d in dirs if os.path.islink(os.path.join(base, d))]
             dirs[:] = sorted(d for d in dirs if d != ".git" and d not in links)
-            for name in files + links:
+            for name in sorted(files + links):
                 full = os.path.join(base, name)
                 rel = os.path.relpath(full, top).replace(os.sep, "/")
+                if name == ".git":
+                    continue
                 if os.path.islink(full):
-                    entries.append((rel, "120000", blob_sha(os.readlink(full).encode())))
+                    yield rel, LINK, full
                 elif os.path.isfile(full):
-                    mode = "100755" if os.access(full, os.X_OK) else "100644"
-                    entries.append((rel, mode, self.blob(os.path.relpath(full, self.root))))
-        return _content(entries)
+                    yield rel, EXECUTABLE if os.access(full, os.X_OK) else FILE, full
 
     def close(self) -> None:
         pass
 
 
+def _read_file(full: Path, path: str) -> bytes:
+    """A local file's bytes; FileNotFoundError when it is no longer a regular file. A FIFO
+    put in its place would otherwise hold the reader forever."""
+    fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as data:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileNotFoundError(path)
+        return data.read()
+
+
 def _content(entries: Iterable[tuple[str, str, str | None]]) -> str:
     digest = hashlib.sha256()
-    for path, mode, sha in sorted(entries):
-        digest.update(f"{path}\0{mode}\0{sha}\0".encode())
+    for path, mode, sha in sorted(entries):  # a name that is not UTF-8 goes in as its bytes
+        digest.update(f"{path}\0{mode}\0{sha}\0".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -516,6 +557,279 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(pattern[i]))
             i += 1
     return re.compile("".join(out) + r"\Z")
+
+
+# ---------------------------------------------------------------- build contexts
+
+FILE, EXECUTABLE, LINK = "100644", "100755", "120000"  # git's modes
+NOT_SENT = "graphbuild does not send it to a builder"
+LINK_HOPS = 40  # symlinks one path may pass through, as Linux allows
+LINK_STEPS = 1_000_000  # path steps all of a context's symlinks may take to check
+LINK_TARGET = 4096  # bytes of a symlink target, as Linux allows (PATH_MAX)
+
+
+def export(tree: Tree, repo: str, folder: str, dest: Path) -> tuple[Path, str]:
+    """The build context `folder` written under `dest` (a new folder), and the digest of
+    exactly what was written: the one `tree.content(folder)` gives, so the build key covers
+    what the builder gets (design rule 12).
+
+    A symlink leading out of the repository, a path git refuses (`..`, `.git`),
+    a context that is no folder: a ContextError naming `repo:path` and the rule.
+    Nothing is ever written through a symlink.
+    """
+    if isinstance(tree, DirTree):
+        return tree.export(repo, folder, dest)
+    assert isinstance(tree, GitTree)
+    return _export_git(tree, repo, folder, dest)
+
+
+def _export_git(tree: GitTree, repo: str, folder: str, dest: Path) -> tuple[Path, str]:
+    """The blobs themselves, not `git archive`: the repository's `.gitattributes` would
+    substitute text (export-subst), leave files out (export-ignore) or run filters."""
+    folder = posixpath.normpath(folder)
+    prefix = "" if folder == "." else folder + "/"
+    if folder in tree.entries:
+        mode, sha = tree.entries[folder]
+        if mode != LINK:
+            raise ContextError(f"{repo}:{folder}: the build context is a file, not a folder")
+        target = _link_target(tree, repo, folder, sha)
+        raise ContextError(f"{repo}:{folder}: the build context is a symlink (to {target}), "
+                           "not a folder; graphbuild sends a builder only a folder of the "
+                           "repository")  # fmt: skip
+    entries = {path: entry for path, entry in tree.entries.items() if path.startswith(prefix)}
+    if not entries:
+        raise ContextError(f"{repo}:{folder}: the build context is not a folder in the repository")
+    links = {}
+    for path, (mode, sha) in sorted(entries.items()):
+        for part in path.split("/"):
+            if part in ("", ".", "..") or part.lower() == ".git":
+                raise ContextError(f"{repo}:{path}: a path git refuses to check out "
+                                   f"({part!r}); {NOT_SENT}")  # fmt: skip
+        if mode == LINK:
+            links[path] = _link_target(tree, repo, path, sha)
+    _check_links(repo, links)
+    with _Writer(repo, dest) as writer:
+        for path, (mode, sha) in sorted(entries.items()):
+            if mode == LINK:
+                writer.link(path, links[path])
+            else:
+                chunks = _chunks(tree, repo, path, sha)
+                try:
+                    writer.file(path, chunks, mode == EXECUTABLE)
+                finally:
+                    chunks.close()  # now, while the clone's cat-file still answers
+    return dest / folder, tree.content(folder)
+
+
+def _blob(tree: GitTree, repo: str, path: str, sha: str, limit: int | None = None) -> OStream:
+    """A blob as a stream from the clone's one `cat-file --batch`; read it to its end."""
+    from git.exc import BadObject
+
+    binsha = bytes.fromhex(sha)
+    try:
+        info = tree.repo.odb.info(binsha)
+        kind = info.type.decode("ascii", "replace")
+        if kind != "blob":
+            raise ContextError(f"{repo}:{path}: its tree entry names a {kind}, not a file; "
+                               f"{NOT_SENT}")  # fmt: skip
+        if limit is not None and info.size > limit:
+            raise ContextError(f"{repo}:{path}: symlink target longer than {limit} bytes; "
+                               f"{NOT_SENT}")  # fmt: skip
+        return tree.repo.odb.stream(binsha)
+    except (BadObject, ValueError, OSError):
+        raise ContextError(f"{repo}:{path}: cannot read it from the clone") from None
+
+
+def _link_target(tree: GitTree, repo: str, path: str, sha: str) -> str:
+    """A symlink's target as the file system takes it (bytes that are not UTF-8 kept)."""
+    return os.fsdecode(_blob(tree, repo, path, sha, LINK_TARGET).read())
+
+
+def _chunks(tree: GitTree, repo: str, path: str, sha: str) -> Iterator[bytes]:
+    """A blob's bytes; asked for only once its file is made, and always read to the end
+    (cat-file answers in order: a blob half read would be the next one's start)."""
+    stream = _blob(tree, repo, path, sha)
+    try:
+        while chunk := stream.read(1 << 20):
+            yield chunk
+    finally:
+        with contextlib.suppress(ValueError, OSError):  # cat-file gone: nothing left to keep
+            while stream.read(1 << 20):
+                pass
+
+
+def _copy(repo: str, path: str, full: str, writer: _Writer, executable: bool) -> str:
+    """Copy one local file, hashing what is copied: the blob sha of exactly those bytes."""
+    try:
+        # O_NOFOLLOW: a file swapped for a symlink since the walk is not read through it;
+        # O_NONBLOCK: nor does one swapped for a FIFO hold the build
+        source = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise ContextError(f"{repo}:{path}: cannot read it ({err.strerror})") from None
+    with os.fdopen(source, "rb") as data:
+        st = os.fstat(source)
+        if not stat.S_ISREG(st.st_mode):
+            raise ContextError(f"{repo}:{path}: changed while graphbuild copied it; try again")
+        size = st.st_size
+        digest = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+        copied = 0
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal copied
+            try:
+                while chunk := data.read(1 << 20):
+                    digest.update(chunk)
+                    copied += len(chunk)
+                    yield chunk
+            except OSError as err:
+                raise ContextError(f"{repo}:{path}: cannot read it ({err.strerror})") from None
+
+        writer.file(path, chunks(), executable)
+    if copied != size:
+        raise ContextError(f"{repo}:{path}: changed while graphbuild copied it; try again")
+    return digest.hexdigest()
+
+
+def _check_links(repo: str, links: Mapping[str, str]) -> None:
+    """Refuse a symlink that, followed from where it is through the others, leads out of the
+    repository: an absolute one, or one with `..` past the root. A builder that follows it
+    would put a file of the build host into the image."""
+    budget = [LINK_STEPS]
+    for path, target in sorted(links.items()):
+        if not target or "\0" in target:
+            raise ContextError(f"{repo}:{path}: symlink target is not a path; {NOT_SENT}")
+        outside = target.startswith("/") or _leaves(
+            links, f"{posixpath.dirname(path)}/{target}", budget, repo, path
+        )
+        if outside is None:
+            raise ContextError(f"{repo}:{path}: symlink loop, or a chain of more than "
+                               f"{LINK_HOPS} symlinks; {NOT_SENT}")  # fmt: skip
+        if outside:
+            raise ContextError(f"{repo}:{path}: symlink points outside the repository "
+                               f"({target}); {NOT_SENT}")  # fmt: skip
+
+
+def _leaves(
+    links: Mapping[str, str], path: str, budget: list[int], repo: str, link: str
+) -> bool | None:
+    """Does `path` (from the repository's root), resolved through `links` the way the kernel
+    does, go above the root? None: more than LINK_HOPS symlinks on the way. A name that is
+    no symlink counts as a folder: where it is not one, the kernel stops short instead."""
+    todo = path.split("/")[::-1]
+    at: list[str] = []
+    hops = 0
+    while todo:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ContextError(f"{repo}:{link}: more symlinks than graphbuild checks "
+                               f"({LINK_STEPS} steps); {NOT_SENT}")  # fmt: skip
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not at:
+                return True
+            at.pop()
+            continue
+        at.append(part)
+        target = links.get("/".join(at))
+        if target is None:
+            continue
+        hops += 1
+        if hops > LINK_HOPS:
+            return None
+        if target.startswith("/"):
+            return True
+        at.pop()
+        todo.extend(target.split("/")[::-1])
+    return False
+
+
+def _join(folder: str, rel: str) -> str:
+    return rel if folder == "." else f"{folder}/{rel}"
+
+
+class _Writer:
+    """Writes a build context into a new folder, never through a symlink: each folder is
+    opened below the one before with O_NOFOLLOW, each file and link created anew (O_EXCL),
+    so a name that comes twice, or a link where a folder goes, is refused, not followed."""
+
+    def __init__(self, repo: str, dest: Path) -> None:
+        self.repo = repo
+        try:
+            dest.mkdir()  # new: nothing is in it but what is written here
+            self.root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as err:
+            raise ContextError(f"{repo}: cannot make the build context folder {dest} "
+                               f"({err.strerror})") from None  # fmt: skip
+        self.last: tuple[str, int] | None = None  # the folder written into last, open
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.last is not None:
+            os.close(self.last[1])
+        os.close(self.root)
+
+    def file(self, path: str, chunks: Iterable[bytes], executable: bool) -> None:
+        mode = 0o755 if executable else 0o644
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = self._create(path, lambda name, at: os.open(name, flags, mode, dir_fd=at))
+        assert fd is not None
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(fd, mode)  # whatever the umask: the mode is part of what is built
+            try:
+                for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+            except OSError as err:
+                raise ContextError(f"{self.repo}:{path}: cannot write it into the build "
+                                   f"context ({err.strerror})") from None  # fmt: skip
+
+    def link(self, path: str, target: str) -> None:
+        self._create(path, lambda name, at: os.symlink(target, name, dir_fd=at))
+
+    def _create(self, path: str, make: Callable[[str, int], int | None]) -> int | None:
+        """`make(name, folder_fd)` for the last part of `path`, in its folder."""
+        folder, _, name = path.rpartition("/")
+        try:
+            return make(name, self._folder(folder, path))
+        except (FileExistsError, NotADirectoryError):
+            raise self._twice(path) from None
+        except OSError as err:
+            raise ContextError(f"{self.repo}:{path}: cannot write it into the build context "
+                               f"({err.strerror})") from None  # fmt: skip
+
+    def _folder(self, folder: str, path: str) -> int:
+        """`folder` (made as needed), open; never a symlink."""
+        if self.last is not None and self.last[0] == folder:
+            return self.last[1]
+        fd = os.dup(self.root)
+        try:
+            for part in folder.split("/") if folder else ():
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                try:
+                    below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                    | os.O_CLOEXEC, dir_fd=fd)  # fmt: skip
+                except OSError as err:
+                    if err.errno in (errno.ENOTDIR, errno.ELOOP):
+                        raise self._twice(path) from None
+                    raise
+                os.close(fd)
+                fd = below
+        except BaseException:
+            os.close(fd)
+            raise
+        if self.last is not None:
+            os.close(self.last[1])
+        self.last = (folder, fd)
+        return fd
+
+    def _twice(self, path: str) -> ContextError:
+        return ContextError(f"{self.repo}:{path}: the tree holds this path twice (as a file or "
+                            f"symlink, and as a folder); {NOT_SENT}")  # fmt: skip
 
 
 def open_tree(

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from graphbuild import filelock
+from graphbuild import filelock, process
 from graphbuild.errors import GraphbuildError
 from graphbuild.workspace import STATE, StateDamaged, damaged, unusable
 
@@ -74,7 +75,13 @@ MIGRATIONS = (
         run TEXT NOT NULL, ring TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL,
         at TEXT NOT NULL, PRIMARY KEY (run, ring));
     """,
+    """
+    CREATE TABLE run_processes (
+        run TEXT NOT NULL, node TEXT NOT NULL, pgid INTEGER NOT NULL, started INTEGER NOT NULL,
+        boot TEXT NOT NULL, PRIMARY KEY (run, pgid, started));
+    """,
 )
+SCRATCH = "scratch"  # the workspace folder holding each run's build contexts while it builds
 
 
 @dataclass(frozen=True)
@@ -374,12 +381,25 @@ class State:
         }
 
     def abandon_runs(self) -> list[str]:
-        """Runs still marked running when the sweep lock is free died with their process."""
+        """Runs still marked running when the sweep lock is free died with their process:
+        marked interrupted, for `resume`, once what they left behind is gone."""
+        self.end_leftovers()
         with self.db:
             dead = [r for (r,) in self.db.execute("SELECT id FROM runs WHERE status = 'running'")]
             self.db.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
             self.db.execute("UPDATE run_nodes SET status = 'pending' WHERE status = 'running'")
         return dead
+
+    def end_leftovers(self) -> None:
+        """What runs of a killed graphbuild left behind: their builders' process groups are
+        killed (a helper must not push over a tag later) and their scratch folders removed.
+        The caller holds the sweep lock, so no live run owns either."""
+        groups = self.db.execute("SELECT pgid, started, boot FROM run_processes").fetchall()
+        for pgid, started, boot in groups:
+            process.end_group(process.Group(pgid, started, boot))
+        with self.db:
+            self.db.execute("DELETE FROM run_processes")
+        shutil.rmtree(self.path.parent / SCRATCH, ignore_errors=True)
 
     def reopen_run(self, run: str) -> None:
         with self.db:
@@ -501,10 +521,47 @@ def find_build(workspace: Path, key: str) -> Build | None:
     return Build(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) if row else None
 
 
+def scratch(workspace: Path, run: str) -> Path:
+    """Where run `run` writes what it builds from; removed as each build ends, and by the
+    next run should this one be killed."""
+    return workspace / SCRATCH / run
+
+
+def note_group(workspace: Path, run: str, node: str, group: process.Group) -> None:
+    """A builder's process group, recorded as it starts, from its build's thread: if
+    graphbuild dies, the next run kills what is left of it (`abandon_runs`)."""
+    with closing(sqlite3.connect(workspace / "state.db", timeout=30)) as db, db:
+        db.execute(
+            "INSERT OR REPLACE INTO run_processes VALUES (?, ?, ?, ?, ?)",
+            (run, node, group.pgid, group.started, group.boot),
+        )
+
+
+def drop_group(workspace: Path, run: str, group: process.Group) -> None:
+    """The group ended with its command: nothing of it to kill. A row this fails to delete
+    is harmless: end_group finds nothing left of that group (and never another's)."""
+    with (
+        suppress(sqlite3.Error),
+        closing(sqlite3.connect(workspace / "state.db", timeout=30)) as db,
+        db,
+    ):
+        db.execute(
+            "DELETE FROM run_processes WHERE run = ? AND pgid = ? AND started = ?",
+            (run, group.pgid, group.started),
+        )
+
+
 @contextmanager
 def sweep_lock(
     workspace: Path, wait: bool = False, on_wait: Callable[[str], None] | None = None
 ) -> Iterator[None]:
-    """Only one sweep at a time: wait for the running one, or say who holds it and stop."""
+    """Only one sweep at a time: wait for the running one, or say who holds it and stop.
+
+    Whoever takes it first ends what a killed graphbuild left running, before any sync,
+    check or build: nothing of an earlier run may push while this one looks.
+    """
     with filelock.exclusive(workspace / "sweep.lock", on_wait, wait):
+        if (workspace / "state.db").exists():
+            with State(workspace) as state:
+                state.end_leftovers()
         yield

@@ -399,3 +399,10 @@ def test_a_digest_from_an_earlier_attempt_is_not_returned(tmp_path, monkeypatch,
         builder = Docker()
     with pytest.raises(CommandFailed):
         builder.build(request(tmp_path), never())
+
+
+def test_command_build_writing_bytes_that_are_no_digest_fails_cleanly(tmp_path):
+    """Not a crash that reads as an internal error: the build failed, and says why."""
+    script = "printf 'sha256:\\377\\376' > \"$1\""
+    with pytest.raises(CommandFailed, match="sh wrote no digest"):
+        Command(["sh", "-c", script, "sh", "{digestfile}"]).build(request(tmp_path), never())

@@ -4,14 +4,27 @@ Real small commands stand in for builders, scanners and deployers.
 """
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from graphbuild.errors import CommandFailed
-from graphbuild.process import run
+from graphbuild.process import (
+    Group,
+    Watch,
+    _die_with,
+    boot_id,
+    end_group,
+    group_of,
+    run,
+    watched,
+)
 
 
 def never():
@@ -139,3 +152,162 @@ def test_run_stops_a_command_that_outlives_its_timeout(tmp_path):
         run(["sleep", "30"], tmp_path / "l", never(), "scan", timeout=0.5)
     assert time.monotonic() - started < 5
     assert info.value.transient is True
+
+
+# ---------------------------------------------------------------- nothing outlives graphbuild
+
+
+def alive(pid: int) -> bool:
+    """Running or stopped; not gone, not a zombie waiting for its reaper."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+KILLED = """
+import sys, threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from graphbuild.process import run
+
+argv = ["sh", "-c", 'echo $$ > "$0"; exec sleep 60', sys.argv[2]]
+with ThreadPoolExecutor(2) as pool:  # as the scheduler runs builds: in a worker thread
+    pool.submit(run, argv, Path(sys.argv[1]), threading.Event(), "t").result()
+"""
+
+
+def test_a_command_dies_when_graphbuild_is_killed(tmp_path):
+    """kill -9 of graphbuild runs no cleanup: the kernel must end the command (a builder left
+    running would push over the tag after a resume)."""
+    pidfile = tmp_path / "pid"
+    graphbuild = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path / "l"), pidfile])
+    try:
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            assert time.monotonic() < deadline and graphbuild.poll() is None
+            time.sleep(0.05)
+        command = int(pidfile.read_text())
+        graphbuild.kill()
+        graphbuild.wait()
+        assert gone(command), "the command outlived graphbuild"
+    finally:
+        graphbuild.kill()
+        if pidfile.exists() and pidfile.read_text().strip() and alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_the_parent_death_signal_follows_the_thread_that_started_the_command():
+    """The kernel's rule, and why run() waits in the thread that started the command: when
+    that thread ends, the command is killed, though graphbuild lives on."""
+    started: list[subprocess.Popen] = []
+
+    def start() -> None:  # starts the command and ends without waiting for it
+        started.append(subprocess.Popen(["sleep", "60"], preexec_fn=_die_with(os.getpid())))
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    try:
+        assert started[0].wait(timeout=10) == -signal.SIGKILL
+    finally:
+        started[0].kill()
+        started[0].wait()
+
+
+def test_a_command_lives_on_while_other_threads_end(tmp_path):
+    """The parent-death signal fires when the *thread* that started the command ends: other
+    builds' threads, starting commands and ending meanwhile, must not kill it."""
+    log = tmp_path / "long"
+    outcome: list[object] = []
+
+    def long_build():
+        try:
+            run(["sh", "-c", "sleep 1; echo finished"], log, never(), "long")
+            outcome.append("ok")
+        except CommandFailed as err:
+            outcome.append(err)
+
+    builder = threading.Thread(target=long_build)
+    builder.start()
+    for i in range(10):
+        other = threading.Thread(target=run, args=(["true"], tmp_path / f"o{i}", never(), "o"))
+        other.start()
+        other.join()
+    builder.join()
+    assert outcome == ["ok"]
+    assert log.read_text().endswith("finished\n")
+
+
+def test_what_a_command_leaves_running_is_killed_when_it_exits(tmp_path):
+    """A helper still in the command's group after it exits (a push in the background)
+    must not outlive it."""
+    pidfile = tmp_path / "helper"
+    run(["sh", "-c", f'sleep 60 & echo $! > "{pidfile}"'], tmp_path / "l", never(), "t")
+    assert gone(int(pidfile.read_text()))
+
+
+def test_a_watch_hears_of_each_command_group(tmp_path):
+    """How a run records what to kill should graphbuild die: the group and its leader's start."""
+    heard: list[tuple[str, Group]] = []
+    watch = Watch(lambda g: heard.append(("started", g)), lambda g: heard.append(("ended", g)))
+    log = tmp_path / "l"
+    with watched(watch):
+        run(["sh", "-c", "cut -d' ' -f5,22 /proc/$$/stat"], log, never(), "t")
+    run(["true"], log, never(), "t")  # outside the block: not heard
+    pgid, started = map(int, log.read_text().splitlines()[1].split())
+    group = Group(pgid, started, boot_id())
+    assert heard == [("started", group), ("ended", group)]
+
+
+def spawn_group(tmp_path):
+    """A process group as a killed graphbuild leaves it: its leader gone, a helper running."""
+    pidfile = tmp_path / "helper"
+    leader = subprocess.Popen(
+        ["sh", "-c", f'sleep 60 & echo $! > "{pidfile}"; wait'], process_group=0
+    )
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        time.sleep(0.02)
+    group = group_of(leader.pid)
+    leader.kill()
+    leader.wait()
+    return group, int(pidfile.read_text())
+
+
+def test_end_group_kills_what_a_dead_graphbuild_left_running(tmp_path):
+    group, helper = spawn_group(tmp_path)
+    try:
+        assert alive(helper)
+        assert end_group(group) == []
+        assert not alive(helper)
+    finally:
+        if alive(helper):
+            os.kill(helper, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("change", ["started", "boot"])
+def test_end_group_leaves_a_group_it_cannot_prove_is_that_one(tmp_path, change):
+    """A group number heading a process started later, or a group from before a reboot, is
+    someone else's."""
+    group, helper = spawn_group(tmp_path)
+    other = subprocess.Popen(["sleep", "60"], process_group=0)
+    try:
+        mine = group_of(other.pid)
+        assert mine is not None and group is not None
+        stranger = replace(mine, started=mine.started - 1) if change == "started" else mine
+        stranger = replace(stranger, boot="another-boot") if change == "boot" else stranger
+        assert end_group(stranger) == []
+        assert alive(other.pid)
+        assert end_group(replace(group, boot="another-boot")) == [] and alive(helper)
+    finally:
+        other.kill()
+        other.wait()
+        os.kill(helper, signal.SIGKILL)

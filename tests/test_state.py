@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from graphbuild import state
+from graphbuild import process, state
 from graphbuild.errors import GraphbuildError
 from graphbuild.filelock import Locked
 
@@ -87,3 +92,47 @@ def test_a_build_moves_the_baselines_of_its_parents(tmp_path):
         s.set_baselines([("r/app:1", "r/base:1", "sha256:old")])
         s.record_build("r/app:1", "sha256:app", {"r/base:1": "sha256:new"})
         assert s.baselines() == {("r/app:1", "r/base:1"): "sha256:new"}
+
+
+def test_abandoning_a_dead_run_kills_what_its_builder_left_and_removes_its_scratch(tmp_path):
+    """A killed graphbuild's builder group, recorded as it started, is killed by the next run
+    before anything resumes; and the scratch it wrote its contexts in is removed."""
+    pidfile = tmp_path / "helper"
+    leader = subprocess.Popen(
+        ["sh", "-c", f'sleep 60 & echo $! > "{pidfile}"; wait'], process_group=0
+    )
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        time.sleep(0.02)
+    helper = int(pidfile.read_text())
+    try:
+        with state.State(tmp_path) as s:
+            run = s.create_run("sweep", None, {}, [state.RunNode("r/a:1", 0, "missing", "", [])])
+            group = process.group_of(leader.pid)
+            state.note_group(tmp_path, run, "r/a:1", group)
+            leader.kill()  # as graphbuild's death takes it (PR_SET_PDEATHSIG): the helper stays
+            leader.wait()
+            context = state.scratch(tmp_path, run) / "a" / "context"
+            context.mkdir(parents=True)
+            (context / "f").write_text("f")
+            assert Path(f"/proc/{helper}").exists()
+            assert s.abandon_runs() == [run]
+            assert s.run(run).status == "interrupted"
+            assert s.db.execute("SELECT COUNT(*) FROM run_processes").fetchone() == (0,)
+        stat = Path(f"/proc/{helper}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        assert not (tmp_path / state.SCRATCH).exists()
+    finally:
+        leader.kill()
+        if Path(f"/proc/{helper}").exists():
+            os.kill(helper, signal.SIGKILL)
+
+
+def test_a_group_that_ended_with_its_command_is_not_kept(tmp_path):
+    with state.State(tmp_path) as s:
+        group = process.Group(12345, 678, "boot")
+        state.note_group(tmp_path, "run-1", "r/a:1", group)
+        assert s.db.execute("SELECT run, node, pgid FROM run_processes").fetchall() == [
+            ("run-1", "r/a:1", 12345)
+        ]
+        state.drop_group(tmp_path, "run-1", group)
+        assert s.db.execute("SELECT COUNT(*) FROM run_processes").fetchone() == (0,)

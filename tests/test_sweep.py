@@ -8,12 +8,17 @@ what is *not* rebuilt, solo (on nothing the others touch).
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import hashlib
+import io
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -26,11 +31,67 @@ from .oci import BASE_DIGEST, BASE_NAME, OCI_MANIFEST
 pytestmark = pytest.mark.timeout(600)
 
 
-class Site:
+class Runner:
+    """graphbuild run as users run it, in a folder holding its repos.yaml."""
+
+    def __init__(self, root: Path, registry) -> None:
+        self.root, self.registry, self.host = root, registry, registry.host
+
+    def write_config(self) -> None:
+        (self.root / "repos.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+
+    def start(self, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        env.pop("GRAPHBUILD_CONFIG", None)
+        return subprocess.Popen(
+            [sys.executable, "-m", "graphbuild", *args],
+            cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # a SIGKILL of the group takes buildah down with it
+        )  # fmt: skip
+
+    def gb(self, *args: str) -> subprocess.CompletedProcess:
+        process = self.start(*args)
+        out, err = process.communicate(timeout=300)
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+    def run(self, *args: str, code: int = 0) -> dict:
+        """A sweep/rebuild/resume with --json: its run document."""
+        done = self.gb(*args, "--json")
+        assert done.returncode == code, done.stderr + done.stdout
+        return json.loads(done.stdout)
+
+    def manifest(self, ref: str) -> dict:
+        repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+        answer = self.registry.http.get(
+            f"/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}
+        )
+        answer.raise_for_status()
+        return {"digest": answer.headers["Docker-Content-Digest"], **answer.json()}
+
+    def digest(self, ref: str) -> str:
+        return self.manifest(ref)["digest"]
+
+    def files(self, ref: str) -> dict[str, bytes]:
+        """Every regular file in the image's layers, by path."""
+        repo = ref.split("/", 1)[1].rsplit(":", 1)[0]
+        found = {}
+        for layer in self.manifest(ref)["layers"]:
+            blob = self.registry.http.get(f"/v2/{repo}/blobs/{layer['digest']}")
+            blob.raise_for_status()
+            with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob.content))) as tar:
+                for member in tar:
+                    if member.isfile():
+                        data = tar.extractfile(member)
+                        assert data is not None
+                        found[member.name] = data.read()
+        return found
+
+
+class Site(Runner):
     """The fleet under test: remotes, a repos.yaml, and graphbuild run as users run it."""
 
     def __init__(self, root: Path, registry, remotes) -> None:
-        self.root, self.registry, self.host = root, registry, registry.host
+        super().__init__(root, registry)
         h = self.host
         self.upstream = f"{h}/upstream/base:1"
         self.push_upstream("upstream v1")
@@ -69,9 +130,6 @@ class Site:
         }  # fmt: skip
         self.write_config()
 
-    def write_config(self) -> None:
-        (self.root / "repos.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
-
     def image_spec(self, repo: str, image: str) -> dict:
         """The repos.yaml entry of one image, to change it."""
         (entry,) = [r for r in self.config["repos"] if r["name"] == repo]
@@ -80,37 +138,6 @@ class Site:
     def push_upstream(self, content: str) -> str:
         self.upstream_digest = self.registry.image("upstream/base", "1", content=content)
         return self.upstream_digest
-
-    def start(self, *args: str) -> subprocess.Popen:
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-        env.pop("GRAPHBUILD_CONFIG", None)
-        return subprocess.Popen(
-            [sys.executable, "-m", "graphbuild", *args],
-            cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True,  # a SIGKILL of the group takes buildah down with it
-        )  # fmt: skip
-
-    def gb(self, *args: str) -> subprocess.CompletedProcess:
-        process = self.start(*args)
-        out, err = process.communicate(timeout=300)
-        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-    def run(self, *args: str, code: int = 0) -> dict:
-        """A sweep/rebuild/resume with --json: its run document."""
-        done = self.gb(*args, "--json")
-        assert done.returncode == code, done.stderr + done.stdout
-        return json.loads(done.stdout)
-
-    def manifest(self, ref: str) -> dict:
-        repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
-        answer = self.registry.http.get(
-            f"/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}
-        )
-        answer.raise_for_status()
-        return {"digest": answer.headers["Docker-Content-Digest"], **answer.json()}
-
-    def digest(self, ref: str) -> str:
-        return self.manifest(ref)["digest"]
 
 
 def outcomes(run: dict) -> dict[str, str]:
@@ -369,3 +396,298 @@ def test_only_the_latest_run_of_its_images_can_be_resumed(site):
     refused = site.gb("resume", failed["id"])
     assert refused.returncode == 2
     assert f"run {failed['id']} cannot be resumed" in refused.stderr
+
+
+# ---------------------------------------------------------------- what a builder is sent
+
+BUILDER = Path(__file__).with_name("context_builder.py")
+RULE = "graphbuild does not send it to a builder"
+
+
+class Fleet(Runner):
+    """Repositories built by tests/context_builder.py, a `command` builder that pushes a listing
+    of the build context it was given: what graphbuild sent, exactly."""
+
+    def __init__(self, root: Path, registry) -> None:
+        super().__init__(root, registry)
+        self.control = root / "control"
+        self.control.mkdir()
+        self.config = {
+            "registries": {self.host: {"insecure": True}},
+            "builder": {"kind": "command", "argv": [
+                sys.executable, str(BUILDER), "{tag}", "{digestfile}", "{context}",
+                str(self.control)]},
+            "repos": [],
+        }  # fmt: skip
+
+    def repos(self, *repos: dict) -> None:
+        self.config["repos"] = list(repos)
+        self.write_config()
+
+    def image(self, repo: str, name: str, dockerfile: str, context: str) -> dict:
+        return {"image": f"{self.host}/{repo}/{name}", "dockerfile": dockerfile,
+                "context": context, "tags": ["1"]}  # fmt: skip
+
+    def sent(self, ref: str) -> dict[str, list[str]]:
+        """The build context the builder was given for the image `ref` serves."""
+        return json.loads(self.files(ref)["content.txt"])
+
+    def records(self, node: str) -> list[str]:
+        """Digests state.db recorded as built for `node`, oldest first."""
+        state = self.root / ".graphbuild" / "state.db"
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT digest FROM builds WHERE image = ? ORDER BY id", (node,))
+            return [digest for (digest,) in rows]
+
+
+def file(text: str, mode: str = "0o644") -> list[str]:
+    return ["file", mode, hashlib.sha256(text.encode()).hexdigest()]
+
+
+def alive(pid: int) -> bool:
+    """Running, or stopped: anything but gone or a zombie waiting for its reaper."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes whose process group is `pgid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def gone_within(check, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def fleet(tmp_path, registry):
+    require("git")
+    return Fleet(tmp_path, registry)
+
+
+def test_a_git_build_context_is_sent_exactly_as_its_key_covers_it(fleet, remotes):
+    """Raw blobs, as the key hashes them: no export-subst, no export-ignore, any file name."""
+    odd = os.fsdecode(b"odd-\xff-name")  # not UTF-8: git allows it
+    good = remotes("good", {
+        "app/Dockerfile": "FROM scratch\nCOPY . /\n",
+        "app/f": "f\n",
+        "app/.gitattributes": "* export-subst\nskipped export-ignore\n",
+        "app/v": "$Format:%H$\n",
+        "app/skipped": "skipped\n",
+        f"app/{odd}": "odd\n",
+        "app/sub/g": "g\n",
+        "README.md": "not in the context\n",
+    })  # fmt: skip
+    (good.work / "app/run.sh").write_text("#!/bin/sh\n")
+    (good.work / "app/run.sh").chmod(0o755)
+    (good.work / "app/l").symlink_to("f")
+    (good.work / "app/up").symlink_to("../README.md")  # inside the repository: sent as it is
+    good.commit({})
+    f = fleet
+    f.repos({"name": "good", "url": str(good.url),
+             "images": [f.image("good", "app", "app/Dockerfile", "app")]})  # fmt: skip
+    run = f.run("sweep")
+    node = f"{f.host}/good/app:1"
+    assert outcomes(run) == {node: "succeeded"}
+    assert f.sent(node) == {
+        "Dockerfile": file("FROM scratch\nCOPY . /\n"),
+        ".gitattributes": file("* export-subst\nskipped export-ignore\n"),
+        "f": file("f\n"),
+        "v": file("$Format:%H$\n"),
+        "skipped": file("skipped\n"),
+        odd: file("odd\n"),
+        "sub": ["dir"],
+        "sub/g": file("g\n"),
+        "run.sh": file("#!/bin/sh\n", "0o755"),
+        "l": ["link", "f"],
+        "up": ["link", "../README.md"],
+    }
+    assert "Nothing to rebuild." in f.gb("sweep").stdout  # the key is stable
+
+
+def test_hostile_git_build_contexts_fail_alone_naming_the_file_and_the_rule(fleet, remotes):
+    """A context symlink out of the repository, or a context that is no folder, is a build
+    failure of that image only, never an "internal error"; the rest of the fleet builds."""
+    hostile = remotes("hostile", {
+        "abs/Dockerfile": "FROM scratch\nCOPY . /\n",
+        "rel/Dockerfile": "FROM scratch\nCOPY . /\n",
+        "chain/Dockerfile": "FROM scratch\nCOPY . /\n",
+        "chain/a/f": "f\n",
+        "Dockerfile.lnk": "FROM scratch\nCOPY . /\n",
+        "Dockerfile.gone": "FROM scratch\nCOPY . /\n",
+        "ok/Dockerfile": "FROM scratch\nCOPY . /\n",
+    })  # fmt: skip
+    (hostile.work / "abs/x").symlink_to("/etc/passwd")
+    (hostile.work / "rel/x").symlink_to("../../../../../../etc/passwd")
+    (hostile.work / "chain/a/d").symlink_to("../..")  # the repository's root: inside
+    (hostile.work / "chain/a/x").symlink_to("d/../..")  # through d: one level above the root
+    (hostile.work / "lnkctx").symlink_to("/etc")
+    hostile.commit({})
+    f = fleet
+    images = [f.image("hostile", "abs", "abs/Dockerfile", "abs"),
+              f.image("hostile", "rel", "rel/Dockerfile", "rel"),
+              f.image("hostile", "chain", "chain/Dockerfile", "chain"),
+              f.image("hostile", "lnk", "Dockerfile.lnk", "lnkctx"),
+              f.image("hostile", "gone", "Dockerfile.gone", "gone"),
+              f.image("hostile", "ok", "ok/Dockerfile", "ok")]  # fmt: skip
+    f.repos({"name": "hostile", "url": str(hostile.url), "images": images})
+    run = f.run("sweep", code=1)
+    nodes = by_node(run)
+    h = f"{f.host}/hostile"
+    assert outcomes(run) == {
+        f"{h}/{name}:1": "failed" for name in ("abs", "rel", "chain", "lnk", "gone")
+    } | {f"{h}/ok:1": "succeeded"}
+    assert {n: node["error"] for n, node in nodes.items() if node["error"]} == {
+        f"{h}/abs:1": f"hostile:abs/x: symlink points outside the repository (/etc/passwd); {RULE}",
+        f"{h}/rel:1": "hostile:rel/x: symlink points outside the repository "
+                      f"(../../../../../../etc/passwd); {RULE}",
+        f"{h}/chain:1": f"hostile:chain/a/x: symlink points outside the repository (d/../..); "
+                        f"{RULE}",
+        f"{h}/lnk:1": "hostile:lnkctx: the build context is a symlink (to /etc), not a folder; "
+                      "graphbuild sends a builder only a folder of the repository",
+        f"{h}/gone:1": "hostile:gone: the build context is not a folder in the repository",
+    }  # fmt: skip
+    assert all(node["attempts"] == 1 for node in nodes.values())  # not worth a retry
+    assert f.sent(f"{h}/ok:1") == {"Dockerfile": file("FROM scratch\nCOPY . /\n")}
+
+
+def test_a_local_folder_sends_exactly_what_its_key_covers_and_nothing_outside(fleet, tmp_path):
+    """A `path` repository is copied as git would record it: no `.git`, no FIFO; a context
+    that resolves outside the repository, or a symlink out of it, is refused (rule 12)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("the build host's secret\n")
+    local = tmp_path / "local"
+    (local / "clean/sub").mkdir(parents=True)
+    (local / "clean/.git").mkdir()
+    (local / "clean/.git/HEAD").write_text("ref: refs/heads/main\n")
+    (local / "clean/sub/.git").write_text("gitdir: elsewhere\n")  # a linked work tree's
+    (local / "clean/Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (local / "clean/f").write_text("f\n")
+    (local / "clean/sub/g").write_text("g\n")
+    (local / "clean/l").symlink_to("f")
+    os.mkfifo(local / "clean/fifo")  # a builder reading it would wait forever
+    (local / "Dockerfile.leak").write_text("FROM scratch\nCOPY . /\n")
+    (local / "leakctx").symlink_to(outside)
+    (local / "abs").mkdir()
+    (local / "abs/Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (local / "abs/x").symlink_to(outside / "secret")
+    (local / "inside").symlink_to("clean")  # a context symlink that stays inside: followed
+    f = fleet
+    images = [f.image("local", "clean", "clean/Dockerfile", "clean"),
+              f.image("local", "leak", "Dockerfile.leak", "leakctx"),
+              f.image("local", "abs", "abs/Dockerfile", "abs"),
+              f.image("local", "inside", "clean/Dockerfile", "inside")]  # fmt: skip
+    f.repos({"name": "local", "path": str(local), "images": images})
+    run = f.run("sweep", code=1)
+    h = f"{f.host}/local"
+    assert outcomes(run) == {f"{h}/clean:1": "succeeded", f"{h}/inside:1": "succeeded",
+                             f"{h}/leak:1": "failed", f"{h}/abs:1": "failed"}  # fmt: skip
+    errors = {n: node["error"] for n, node in by_node(run).items() if node["error"]}
+    assert errors == {
+        f"{h}/leak:1": f"local:leakctx: the build context resolves outside the repository "
+                       f"({outside}); graphbuild sends a builder only what is inside it",
+        f"{h}/abs:1": f"local:abs/x: symlink points outside the repository ({outside}/secret); "
+                      f"{RULE}",
+    }  # fmt: skip
+    clean = {"Dockerfile": file("FROM scratch\nCOPY . /\n"), "f": file("f\n"),
+             "l": ["link", "f"], "sub": ["dir"], "sub/g": file("g\n")}  # fmt: skip
+    assert f.sent(f"{h}/clean:1") == clean
+    assert f.sent(f"{h}/inside:1") == clean
+    (local / "clean/.git/HEAD").write_text("ref: refs/heads/other\n")  # not sent: not keyed
+    plan = json.loads(f.gb("plan", "--json").stdout)
+    assert {step["node"] for step in plan["steps"]} == {f"{h}/leak:1", f"{h}/abs:1"}
+
+
+def test_a_builder_dies_with_graphbuild_and_resume_leaves_no_orphan_to_push(fleet, remotes):
+    """kill -9 of graphbuild mid-build: its builder dies at once, what the builder started is
+    killed before resume builds, and the registry serves what the run recorded."""
+    app = remotes("app", {"solo/Dockerfile": "FROM scratch\nCOPY . /\n", "solo/f": "f\n"})
+    f = fleet
+    f.repos({"name": "app", "url": str(app.url),
+             "images": [f.image("app", "solo", "solo/Dockerfile", "solo")]})  # fmt: skip
+    node = f"{f.host}/app/solo:1"
+    (f.control / "hold").touch()
+    sweep = f.start("sweep")
+    assert gone_within(lambda: not (f.control / "helper").exists(), 120), sweep.communicate()
+    leader, pgid, context = (f.control / "started").read_text().split()
+    helper = int((f.control / "helper").read_text())
+    runs = json.loads(f.gb("runs", "--json").stdout)
+    try:
+        os.kill(sweep.pid, signal.SIGKILL)  # graphbuild only: its builder runs in its own group
+        sweep.communicate()
+        assert gone_within(lambda: alive(int(leader))), "the builder outlived graphbuild"
+        assert alive(helper)  # a helper in its group: it is the next run's to kill
+        assert str(f.root / ".graphbuild") in context  # scratch in the workspace, left behind
+        assert Path(context).is_dir()
+
+        (f.control / "hold").unlink()
+        resumed = f.run("resume", runs[0]["id"])
+        assert resumed["status"] == "succeeded"
+        assert group_members(int(pgid)) == [] and not alive(helper)
+        (f.control / "release").touch()  # what a surviving helper was waiting for to push
+        time.sleep(1)
+        (recorded,) = [n["digest"] for n in resumed["nodes"]]
+        assert f.digest(node) == recorded == f.records(node)[-1]
+        assert not Path(context).exists()
+        assert list((f.root / ".graphbuild" / "scratch").iterdir()) == []
+    finally:  # whatever failed, leave nothing running
+        for pid in group_members(int(pgid)):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_buildah_gets_no_file_from_outside_a_local_repository(fleet, tmp_path):
+    """Defect: a `path` repository's context symlinked to a folder outside it was handed to
+    buildah, and the outside file was pushed in the image. Now it is refused; and what an
+    image does get is what its key covers (no `.git`)."""
+    require("buildah")
+    secret = "the build host's secret: 7f3a9c"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text(secret)
+    local = tmp_path / "local"
+    (local / "clean/.git").mkdir(parents=True)
+    (local / "clean/.git/HEAD").write_text("ref: refs/heads/main\n")
+    (local / "clean/f").write_text("f\n")
+    (local / "clean/Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
+    (local / "Dockerfile.leak").write_text("FROM scratch\nCOPY . /ctx/\n")
+    (local / "leakctx").symlink_to(outside)
+    f = fleet
+    storage = tmp_path / "buildah"
+    f.config["builder"] = {"kind": "buildah", "root": str(storage / "root"),
+                           "runroot": str(storage / "run")}  # fmt: skip
+    f.repos({"name": "local", "path": str(local), "images": [
+        f.image("local", "clean", "clean/Dockerfile", "clean"),
+        f.image("local", "leak", "Dockerfile.leak", "leakctx")]})  # fmt: skip
+    run = f.run("sweep", code=1)
+    h = f"{f.host}/local"
+    assert outcomes(run) == {f"{h}/clean:1": "succeeded", f"{h}/leak:1": "failed"}
+    assert by_node(run)[f"{h}/leak:1"]["error"] == (
+        f"local:leakctx: the build context resolves outside the repository ({outside}); "
+        "graphbuild sends a builder only what is inside it"
+    )
+    assert f.registry.http.get("/v2/local/leak/manifests/1").status_code == 404
+    for blob in (f.registry.folder / "data").rglob("data"):  # nothing pushed holds it
+        data = blob.read_bytes()
+        with contextlib.suppress(OSError, EOFError):
+            data = gzip.decompress(data)
+        assert secret.encode() not in data, blob
+    files = f.files(f"{h}/clean:1")
+    assert set(files) == {"ctx/Dockerfile", "ctx/f"}  # no .git

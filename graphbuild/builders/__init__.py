@@ -9,6 +9,7 @@ sees repository content.
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from graphbuild.errors import GraphbuildError
+
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,16 @@ class Builder(Protocol):
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
         """Build and push; return the pushed digest. Raise CommandFailed; stop when cancelled."""
         ...
+
+
+def read_digest(path: Path) -> str:
+    """The digest a build command wrote to `path`; "" when it wrote none, or anything but a
+    sha256 digest (bytes that are not text included: the command's mistake, not a crash)."""
+    try:
+        text = path.read_bytes().decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+        return ""
+    return text if _DIGEST_RE.fullmatch(text) else ""
 
 
 def make(spec: Mapping[str, Any]) -> Builder:

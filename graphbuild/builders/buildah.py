@@ -10,7 +10,7 @@ import hashlib
 import subprocess
 import threading
 
-from graphbuild.builders import BuildRequest
+from graphbuild.builders import BuildRequest, read_digest
 from graphbuild.errors import CommandFailed
 from graphbuild.process import run
 
@@ -75,7 +75,7 @@ class Buildah:
                 "--digestfile", str(digestfile), source, f"docker://{tag}",
             ]  # fmt: skip
             run(push, request.log, cancel, f"buildah push {tag}")
-            pushed = digestfile.read_text().strip() if digestfile.exists() else ""
+            pushed = read_digest(digestfile)
             if not pushed.startswith("sha256:") or (digest and pushed != digest):
                 raise CommandFailed(f"buildah push {tag}: no consistent digest ({pushed!r})")
             digest = pushed

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 
-from graphbuild.builders import BuildRequest
+from graphbuild.builders import BuildRequest, read_digest
 from graphbuild.errors import CommandFailed
 from graphbuild.process import run
 
@@ -54,7 +54,7 @@ class Command:
         digestfile = request.log.with_suffix(".digest")
         digestfile.unlink(missing_ok=True)  # an earlier attempt's digest is not this one's
         run(self.argv(request, str(digestfile)), request.log, cancel, f"{self.template[0]}")
-        digest = digestfile.read_text().strip() if digestfile.exists() else ""
+        digest = read_digest(digestfile)
         if not digest.startswith("sha256:"):
             raise CommandFailed(f"{self.template[0]} wrote no digest to {{digestfile}}")
         return digest
