@@ -7,10 +7,13 @@ import json
 import os
 import stat
 import threading
+import time
 
 import bcrypt
 import httpx
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from graphbuild.config import RegistrySpec
 from graphbuild.registry import (
@@ -19,7 +22,9 @@ from graphbuild.registry import (
     MISSING,
     RATE_LIMITED,
     UNREACHABLE,
+    Failure,
     Registry,
+    Resolved,
 )
 from graphbuild.registry.auth import (
     AuthError,
@@ -33,6 +38,9 @@ from graphbuild.registry.client import Known
 from .conftest import require
 from .hostile_registry import Drip, Reply, Scripted, endless, manifest, served, wait_for
 from .oci import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
     OCI_MANIFEST,
     LocalRegistry,
     free_port,
@@ -816,3 +824,129 @@ def test_a_digest_is_proven_once_and_an_unchanged_one_costs_a_head(registry):
     assert new.digest == unchanged.digest == digest
     assert proven == 2 and registry.requests(rf"/manifests/{digest}$") == 1  # GET by digest
     assert registry.requests() - before == 3  # the unchanged one: its HEAD only
+
+
+# ---------------------------------------------------------------- any answer at all
+
+_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+_DIGESTS = st.binary(min_size=1, max_size=8).map(sha)
+_TYPES = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, "application/json", "text/html"]
+
+
+def _index(children: list[str]) -> bytes:
+    platform = {"os": "linux", "architecture": "amd64"}
+    entries = [{"mediaType": OCI_MANIFEST, "digest": d, "size": 1, "platform": platform}
+               for d in children]  # fmt: skip
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+
+
+_BODIES = st.one_of(
+    st.binary(max_size=600),
+    st.builds(manifest, _TEXT),
+    st.lists(_DIGESTS, max_size=3).map(_index),
+    st.sampled_from([
+        b'{"token": "t", "expires_in": 300}', b'{"access_token": "t", "expires_in": "soon"}',
+        b'{"token": ""}', b'{"token": 5}', b'{"expires_in": Infinity, "token": "t"}',
+        b'{"errors": [{"code": "X", "message": "\x1b[31mred"}]}', b'{"errors": 5}',
+        b"[" * 100_000, b"{}", b"null",
+    ]),
+)  # fmt: skip
+_HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "Content-Type": st.one_of(st.sampled_from(_TYPES), _TEXT),
+        "Docker-Content-Digest": st.one_of(st.just("{digest}"), _DIGESTS, _TEXT),
+        "Content-Length": st.one_of(st.just("{length}"), st.integers(0, 10**12).map(str),
+                                    st.sampled_from(["-1", "1,1", "x"])),
+        "Location": st.one_of(st.sampled_from([
+            "/v2/lib/base/manifests/1", "/v2/lib/base/manifests/{digest}", "http://{here}/v2/x",
+            "https://{here}/v2/x", "http://127.0.0.2:1/v2/x", "https://127.0.0.1:1/x",
+            "ftp://{here}/x", "//{here}/v2/x", "http://[::1", "http://a b/", "http://xn--/",
+            "http://\xff/", "http://a:99999/",
+        ]), _TEXT),
+        "WWW-Authenticate": st.one_of(st.sampled_from([
+            'Bearer realm="http://{here}/token",service="s",scope="repository:lib/base:pull"',
+            'Bearer realm="https://{here}/token"', 'Bearer realm="http://127.0.0.2:1/token"',
+            'Bearer realm="http://{here}/token",error="insufficient_scope"', 'Basic realm="r"',
+            "Bearer", 'Bearer realm="ftp://{here}/"', 'Bearer realm="http://[::1"',
+            'Bearer realm="https://xn--/t"', 'Bearer realm="http://{here}:99999/t"',
+        ]), _TEXT),
+        "Retry-After": st.one_of(st.sampled_from(["0", "1", "3600", "Wed, 21 Oct 2015 07:28 GMT"]),
+                                 st.integers(0, 10**12).map(str), _TEXT),
+    },
+)  # fmt: skip
+_REPLY = st.builds(Reply, st.one_of(st.sampled_from([200, 200, 301, 307, 401, 404, 429, 500]),
+                                     st.integers(200, 599)), _HEADERS, _BODIES)  # fmt: skip
+
+
+@st.composite
+def _replies(draw) -> list[Reply]:
+    """Random answers; often with a plausible manifest among them (its HEAD, then its GET),
+    so that the ways to a Resolved are walked too."""
+    replies = draw(st.lists(_REPLY, max_size=6))
+    if draw(st.booleans()):
+        body = draw(
+            st.one_of(st.builds(manifest, _TEXT), st.lists(_DIGESTS, max_size=2).map(_index))
+        )
+        kind = OCI_INDEX if b'"manifests"' in body else OCI_MANIFEST
+        good = Reply(200, {"Content-Type": kind, "Docker-Content-Digest": "{digest}"}, body)
+        at = draw(st.integers(0, len(replies)))
+        replies[at:at] = [good] * draw(st.integers(1, 3))
+    return replies
+
+
+@pytest.fixture(scope="module")
+def fake():
+    """One scripted registry for every example: each example queues its own answers."""
+
+    def respond(seen):
+        reply = server.queue.popleft() if server.queue else Reply(404)
+        body = reply.body
+        fill = {"{here}": server.address, "{digest}": sha(body), "{length}": str(len(body))}
+        headers = {}
+        for key, value in reply.headers.items():
+            for mark, text in fill.items():
+                value = value.replace(mark, text)
+            headers[key] = value
+        return Reply(reply.status, headers, body)
+
+    server = Scripted(lambda seen: respond(seen)).start()
+    yield server
+    server.stop()
+
+
+# database=None: hypothesis keeps no example database in the project.
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(replies=_replies(), inspect=st.booleans(), platforms=st.sampled_from([(), ("linux/amd64",)]),
+       basic=st.booleans(), recorded=st.one_of(st.none(), _DIGESTS))  # fmt: skip
+def test_any_registry_answer_is_a_result_or_a_failure(
+    fake, monkeypatch, replies, inspect, platforms, basic, recorded
+):
+    """Random statuses, headers and bodies, redirects, challenges and Retry-After: every
+    answer is Resolved or Failure, never an exception, and quickly (retries kept short)."""
+    monkeypatch.setenv("TEST_REGISTRY_PASSWORD", "s3cr3t-pw")
+    fake.queue.clear()
+    fake.queue.extend(replies)
+    spec = ({"auth": "basic", "username": "ci", "password_env": "TEST_REGISTRY_PASSWORD"}
+            if basic else {"auth": "anonymous"})  # fmt: skip
+    ref = f"{fake.address}/lib/base:1"
+    known = Known(recorded={ref: recorded})
+    registry = Registry({fake.address: RegistrySpec(fake.address, insecure=True, **spec)},
+                        timeout=0.5, retries=1, backoff=0.001, max_wait=0.05)  # fmt: skip
+    start = time.monotonic()
+    with registry:
+        ask = registry.inspect if inspect else registry.resolve
+        answer = ask(ref, platforms, known)
+    assert time.monotonic() - start < 10
+    assert isinstance(answer, Resolved | Failure)
+    event(answer.kind if isinstance(answer, Failure) else "resolved")  # see --hypothesis-show-…
+    if isinstance(answer, Failure):
+        assert answer.kind in (MISSING, DENIED, UNREACHABLE, RATE_LIMITED, ERROR)
+        assert not set(answer.message) & {"\n", "\r", "\x1b"} and len(answer.message) < 1000
+    else:
+        assert answer.digest.startswith("sha256:") and len(answer.digest) == 71
