@@ -44,7 +44,8 @@ _BUILDER_KEYS = {
 _AZURE_KEYS = {"subscription", "resource_group", "registry", "login_server", "endpoint",
                "ca_bundle"}  # fmt: skip
 _REGISTRY_KEYS = {"insecure", "auth", "username", "password_env", "password_file", "ca_bundle",
-                  "max_requests", "max_builds", "password"}  # fmt: skip
+                  "max_requests", "max_builds", "redirect_hosts", "password"}  # fmt: skip
+CHECK_TIMEOUT = 600.0  # seconds for a whole check (detection) pass; `check.timeout`
 SEVERITIES = ("unknown", "low", "medium", "high", "critical")  # scanners' scale, low to high
 _GATE_KEYS = {"name", "scan", "test", "images", "fail_on", "allow", "timeout"}
 _RING_KEYS = {"name", "health", "timeout", "manual"}
@@ -97,6 +98,7 @@ class RegistrySpec:
     ca_bundle: Path | None = None
     max_requests: int | None = None  # requests in flight to this registry
     max_builds: int | None = None  # builds pushing to this registry at once
+    redirect_hosts: tuple[str, ...] = ()  # other hosts a manifest request may be sent on to
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ class Config:
     deployments: Deployments = field(default_factory=Deployments)
     azure: AzureSpec | None = None
     mirrors: Mapping[str, str] = field(default_factory=dict)  # upstream prefix -> mirror prefix
+    check_timeout: float = CHECK_TIMEOUT  # a whole check pass; then what is left is unknown
 
     @property
     def sources(self) -> tuple[RepoSpec, ...]:
@@ -326,7 +329,7 @@ class _Checker:
         if data is None:
             raise self.fail([], "the file is empty; it needs a `repos:` list")
         known = {"repos", "workspace", "registries", "builder", "gates", "deployments", "azure",
-                 "mirrors"}  # fmt: skip
+                 "mirrors", "check"}  # fmt: skip
         data = self.mapping(data, [], known)
         workspace = self.base / self.string(data.get("workspace", DEFAULT_WORKSPACE), ["workspace"])
         if "repos" not in data:
@@ -361,8 +364,10 @@ class _Checker:
                 where = ["deployments", "repos", i, "name"]
                 raise self.fail(where, f"{deploy_repo.name!r} is also the name of a repos entry")
         mirrors = self.mirrors(data.get("mirrors") or {}, ["mirrors"])
+        check = self.mapping(data.get("check") or {}, ["check"], {"timeout"})
+        check_timeout = self.number(check.get("timeout", CHECK_TIMEOUT), ["check", "timeout"])
         return Config(self.path, workspace, repos, specs, builder, gates, deployments, azure,
-                      mirrors)  # fmt: skip
+                      mirrors, check_timeout)  # fmt: skip
 
     def mirrors(self, value: Any, where: list[str | int]) -> dict[str, str]:
         """`upstream prefix: mirror prefix`, both a registry host and optional path:
@@ -653,8 +658,18 @@ class _Checker:
             limit = limits[key] = data.get(key)
             if limit is not None and (type(limit) is not int or limit < 1):
                 raise self.fail([*where, key], "expected a whole number of at least 1")
+        redirects = self.strings(data.get("redirect_hosts", []), [*where, "redirect_hosts"])
+        for i, other in enumerate(redirects):
+            try:
+                named = refs.parse(f"{other}/x").domain
+            except InvalidReference:
+                named = None
+            if named != other or other == host:
+                hint = "a host, with its port unless 443, other than the registry itself"
+                raise self.fail([*where, "redirect_hosts", i], f"{other!r}: {hint}")
         return RegistrySpec(host, insecure, auth, username, password_env, password_file,
-                            ca_bundle, limits["max_requests"], limits["max_builds"])  # fmt: skip
+                            ca_bundle, limits["max_requests"], limits["max_builds"],
+                            tuple(r.lower() for r in redirects))  # fmt: skip
 
     def repo(self, value: Any, where: list[str | int]) -> RepoSpec:
         data = self.mapping(value, where, {"name", "url", "path", "ref", "images"})

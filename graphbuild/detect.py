@@ -88,18 +88,27 @@ class Check:
 
 
 def check(
-    graph: nx.DiGraph, registry: Registry, state: State, mirrors: Mapping[str, str] | None = None
+    graph: nx.DiGraph,
+    registry: Registry,
+    state: State,
+    mirrors: Mapping[str, str] | None = None,
+    timeout: float | None = None,
 ) -> Check:
     """Ask the registries about every base and image in `graph`; record what they said.
-    `mirrors` (repos.yaml) lets a base annotation that names a mirror name its upstream."""
+    `mirrors` (repos.yaml) lets a base annotation that names a mirror name its upstream;
+    after `timeout` seconds, what has no answer yet is unknown."""
     wanted, inspect = _questions(graph)
     latest = {ref: state.latest(ref) for ref in wanted}
     seen_digests = {seen.digest for seen in latest.values() if seen}
     seen_digests |= {_digest_ref(ref) for ref in wanted if "@" in ref}
     children = state.children(seen_digests)
     kids = {child for index in children.values() for child in index.values()}
-    known = Known(children, state.notes(seen_digests | kids))
-    answers = registry.resolve_all(wanted, inspect=inspect, known=known)
+    # a digest other than the one recorded last is proven by its manifest before it is
+    # believed: a registry's word alone neither makes a base changed nor gets recorded
+    recorded = {ref: seen.digest if seen else None for ref, seen in latest.items()
+                if "@" not in ref}  # fmt: skip
+    known = Known(children, state.notes(seen_digests | kids), recorded)
+    answers = registry.resolve_all(wanted, inspect=inspect, known=known, timeout=timeout)
     at = now()
     _remember(answers, state)
     judge = _Judge(graph, answers, state, mirrors or {})

@@ -257,7 +257,7 @@ def test_check_reports_bases_and_images_and_exits_0(tmp_path, registry):
         (f"{registry.host}/app:latest", "missing", "missing")
     ]
     assert report["counts"] == {"bases new": 1, "images missing": 1}
-    assert report["requests"] == 2
+    assert report["requests"] == 3  # the base's HEAD and the GET proving its new digest; the app
     human = graphbuild("check", cwd=tmp_path)
     assert human.returncode == 0
     assert "Bases\nBASE" in human.stdout and "unchanged" in human.stdout

@@ -278,6 +278,17 @@ def test_registries(tmp_path):
     assert (r.auth, r.username, r.password_env) == ("basic", "ci", "R_PW")
     assert r.ca_bundle == tmp_path / "certs/ca.pem"
     assert cfg.registries["team.azurecr.io"].auth == "acr"
+    assert r.redirect_hosts == () and cfg.check_timeout == 600
+
+
+def test_manifest_redirects_and_the_check_deadline(tmp_path):
+    cfg = load_text(
+        tmp_path,
+        "repos: []\ncheck: {timeout: 90}\nregistries:\n"
+        "  r.example: {redirect_hosts: [cdn.r.example, 'mirror.example:8443']}\n",
+    )
+    assert cfg.registries["r.example"].redirect_hosts == ("cdn.r.example", "mirror.example:8443")
+    assert cfg.check_timeout == 90.0
 
 
 def test_the_buildah_store_is_found_beside_the_config_wherever_graphbuild_runs(tmp_path):
@@ -297,6 +308,15 @@ def test_the_buildah_store_is_found_beside_the_config_wherever_graphbuild_runs(t
              "only used with auth: basic", 2),
         case("registries:\n  '127.evil.example:5000': {insecure: true}\n",
              "registries.127.evil.example:5000.insecure", "only allowed for loopback", 2),
+        case("registries:\n  r.example: {redirect_hosts: [storage]}\n",
+             "registries.r.example.redirect_hosts[0]", "a host, with its port unless 443", 2),
+        case("registries:\n  r.example: {redirect_hosts: [r.example]}\n",
+             "registries.r.example.redirect_hosts[0]", "other than the registry itself", 2),
+        case("registries:\n  r.example: {redirect_hosts: cdn.example}\n",
+             "registries.r.example.redirect_hosts", "expected a list", 2),
+        case("check: {timeout: 0}\n", "check.timeout", "a number of seconds above 0", 1),
+        case("check: {timeot: 60}\n", "check.timeot", "did you mean 'timeout'", 1),
+        case("check: 60\n", "check", "expected a mapping", 1),
     ],
 )  # fmt: skip
 def test_bad_registry_settings(tmp_path, text, key, says, line):

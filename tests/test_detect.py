@@ -3,7 +3,9 @@ outages. Images are real OCI images pushed to docker-registry; the graph comes f
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import textwrap
 from contextlib import closing
 
@@ -16,7 +18,9 @@ from graphbuild.registry import Registry
 from graphbuild.state import State
 
 from .conftest import require
-from .oci import BASE_DIGEST, BASE_NAME, LocalRegistry, free_port
+from .hostile_registry import Drip
+from .oci import BASE_DIGEST, BASE_NAME, OCI_MANIFEST, LocalRegistry, free_port, sha
+from .servers import FaultProxy
 
 
 class Fleet:
@@ -234,7 +238,8 @@ def test_an_outage_is_unknown_and_the_change_behind_it_is_still_seen(fleet, regi
 
 
 def test_ten_thousand_dockerfiles_naming_500_bases_make_500_requests(tmp_path, registry):
-    """Each unique reference is asked once, however many Dockerfiles name it."""
+    """Each unique reference is asked once, however many Dockerfiles name it; a digest
+    never seen before is read once (the 500 tags share 7 manifests) to prove it."""
     for n in range(500):
         registry.image("base", f"b{n}", content=str(n % 7))  # 500 tags, shared layers
     pushed = registry.requests()
@@ -256,9 +261,13 @@ def test_ten_thousand_dockerfiles_naming_500_bases_make_500_requests(tmp_path, r
         g = graph.load(db)
     with State(cfg.workspace) as state, Registry(cfg.registries, retries=0) as client:
         result = detect.check(g, client, state)
-    assert registry.requests() - pushed == 500
     assert registry.requests(r"^/v2/base/manifests/b\d+$") == 500
+    assert registry.requests() - pushed == 500 + 7
     assert {b.status for b in result.bases} == {detect.NEW}
+    again = registry.requests()
+    with State(cfg.workspace) as state, Registry(cfg.registries, retries=0) as client:
+        assert {b.status for b in detect.check(g, client, state).bases} == {detect.UNCHANGED}
+    assert registry.requests() - again == 500
     assert len(result.images) == 10_000
     assert {i.status for i in result.images} == {detect.UNKNOWN}
 
@@ -458,3 +467,56 @@ def test_a_base_annotation_naming_the_mirror_names_the_upstream_base(fleet):
     result = by_id(fleet.check(top=mirror))
     assert result[app].status == detect.UP_TO_DATE, result[app].detail
     assert base in result  # watched upstream
+
+
+def test_a_digest_the_registry_cannot_prove_is_no_change_and_is_not_stored(fleet, registry):
+    """A registry that answers a HEAD with a self-consistent digest of garbage: the base is
+    unknown with the reason, not changed, and the bogus digest is never recorded."""
+    proxy = FaultProxy(registry.host).start()
+    base = f"{proxy.address}/lib/base:1"
+    v1 = registry.image("lib/base", "1", content="v1")
+    fleet.dockerfile("app", f"FROM {base}\n")
+    try:
+        assert by_id(fleet.check(proxy.address, retries=0))[base].digest == v1
+        garbage = b"<html>Bad gateway</html>"
+        headers = {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": sha(garbage)}
+        proxy.answer(200, b"", headers)  # the HEAD
+        proxy.answer(200, garbage, headers)  # the GET of that digest
+        lied = by_id(fleet.check(proxy.address, retries=0))[base]
+        honest = by_id(fleet.check(proxy.address, retries=0))[base]
+    finally:
+        proxy.stop()
+    assert lied.status == detect.UNKNOWN, lied
+    assert lied.detail.startswith(f"error: {base}: the registry names {sha(garbage)}, but ")
+    assert "not JSON" in lied.detail
+    with State(fleet.root / ".graphbuild") as state:
+        assert state.latest(base).digest == v1
+    assert honest.status == detect.UNCHANGED
+
+
+def test_check_stops_waiting_at_its_deadline_and_says_so(tmp_path):
+    """`check.timeout` bounds the whole pass: a registry that drips its answers makes its
+    references unknown, with the reason, and `graphbuild check` still finishes."""
+    drip = Drip.headers().start()
+    folder = tmp_path / "fleet" / "app"
+    folder.mkdir(parents=True)
+    (folder / "Dockerfile").write_text(f"FROM {drip.address}/lib/base:1\n")
+    (tmp_path / "repos.yaml").write_text(
+        f'check: {{timeout: 3}}\nregistries:\n  "{drip.address}": {{insecure: true}}\n'
+        "repos:\n  - name: fleet\n    path: fleet\n    images:\n"
+        f'      - {{image: "{drip.address}/app", dockerfile: "app/Dockerfile"}}\n'
+    )
+    cli = [sys.executable, "-m", "graphbuild", "--config", str(tmp_path / "repos.yaml")]
+    try:
+        subprocess.run([*cli, "sync"], check=True, capture_output=True, timeout=60)
+        done = subprocess.run([*cli, "check", "--json"], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+    finally:
+        drip.stop()
+    answer = json.loads(done.stdout)
+    base = f"{drip.address}/lib/base:1"
+    (found,) = [b for b in answer["bases"] if b["id"] == base]
+    assert found["status"] == "unknown"
+    assert found["detail"] == (f"unreachable: {base}: no answer before the check's deadline "
+                               "of 3 s passed (check.timeout in repos.yaml)")  # fmt: skip
+    assert "Traceback" not in done.stderr

@@ -6,13 +6,26 @@ import base64
 import json
 import os
 import stat
+import threading
+import time
 
 import bcrypt
 import httpx
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from graphbuild.config import RegistrySpec
-from graphbuild.registry import DENIED, ERROR, MISSING, RATE_LIMITED, UNREACHABLE, Registry
+from graphbuild.registry import (
+    DENIED,
+    ERROR,
+    MISSING,
+    RATE_LIMITED,
+    UNREACHABLE,
+    Failure,
+    Registry,
+    Resolved,
+)
 from graphbuild.registry.auth import (
     AuthError,
     Credentials,
@@ -23,12 +36,22 @@ from graphbuild.registry.auth import (
 from graphbuild.registry.client import Known
 
 from .conftest import require
-from .oci import LocalRegistry, free_port, sha
+from .hostile_registry import Drip, Reply, Scripted, endless, manifest, served, wait_for
+from .oci import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    LocalRegistry,
+    free_port,
+    sha,
+)
 from .servers import FaultProxy, ManagedIdentity, TokenServer
 
 
-def client(host: str, **spec) -> Registry:
-    return Registry({host: RegistrySpec(host, insecure=True, **spec)}, backoff=0.01, timeout=5)
+def client(host: str, timeout: float = 5, **spec) -> Registry:
+    return Registry({host: RegistrySpec(host, insecure=True, **spec)}, backoff=0.01,
+                    timeout=timeout)  # fmt: skip
 
 
 def test_a_tag_resolves_to_its_manifest_digest_and_moves(registry):
@@ -67,8 +90,10 @@ def test_an_index_gives_its_own_digest_and_each_platform_without_attestations(re
     assert answer.children == {"linux/amd64": amd, "linux/arm64/v8": arm}  # all, to remember
     assert only_head.digest == index and only_head.platforms == {}
     assert known.platforms == {"linux/amd64": amd}
-    # HEAD + GET for the first, HEAD only when no platform is asked or the index is known
-    assert registry.requests(r"/lib/multi/manifests/1$") == 4
+    # HEAD + GET (by the digest the HEAD named) for the first, HEAD only when no platform is
+    # asked or the index is known
+    assert registry.requests(r"/lib/multi/manifests/1$") == 3
+    assert registry.requests(rf"/lib/multi/manifests/{index}$") == 1
 
 
 def test_missing_tags_and_repositories(registry):
@@ -454,7 +479,8 @@ def test_a_registry_that_lies_about_a_digest_is_caught(registry):
             answer = r.inspect(f"{proxy.address}/lib/base:1")
     finally:
         proxy.stop()
-    assert answer.kind == ERROR and "the registry sent a manifest whose digest is" in answer.message
+    assert answer.kind == ERROR  # the manifest is read by the digest the HEAD named: none
+    assert answer.message.endswith("but has no manifest by that digest")
 
 
 def test_docker_hub_names_go_to_its_api_host():
@@ -560,6 +586,367 @@ def test_a_token_server_that_answers_garbage(tmp_path):
 def test_credentials_are_not_sent_to_a_plain_http_token_realm():
     """A registry on https whose challenge names an http realm: the realm is refused."""
     with httpx.Client() as http:
-        auth = HostAuth(http, lambda: Credentials("u", "p"), allow_http_realm=False)
+        auth = HostAuth(http, lambda: Credentials("u", "p"), plain=None, deadline=30)
         with pytest.raises(AuthError, match="not https; refusing to send credentials"):
             auth.challenged('Bearer realm="http://evil.example/token"', "repository:a:pull")
+
+
+# ---------------------------------------------------------------- deadlines and caps
+
+
+def _answer_within(seconds: float, call):
+    """Run `call` in a thread; its answer, and how long it took (inf: it did not return)."""
+    out = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    took = wait_for(thread, seconds)
+    return (out[0] if out else None), took
+
+
+@pytest.mark.parametrize("drip", [Drip.headers, Drip.body], ids=["headers", "body"])
+def test_a_registry_that_drips_its_answer_is_cut_at_the_answer_deadline(drip):
+    """One byte every 0.2 s defeats a 1 s read timeout; the whole answer has 2 s, and a
+    registry that ran out of it is not asked again for that reference."""
+    server = drip().start()
+    try:
+        with client(server.address, timeout=1.0) as r:  # inspect: a HEAD, then a GET
+            answer, took = _answer_within(30, lambda: r.inspect(f"{server.address}/lib/base:1"))
+    finally:
+        server.stop()
+    assert took < 10, "still waiting for a dripping registry after 30 s"
+    assert answer.kind == UNREACHABLE
+    assert answer.message == (f"{server.address}/lib/base:1: the registry did not finish "
+                              "its answer within 2 s")  # fmt: skip
+    assert server.connections == (1 if drip == Drip.headers else 2)  # no retry of a drip
+
+
+def _challenging(realm: str, scheme: str = "Bearer") -> Scripted:
+    """A registry that answers every request with a 401 naming `realm`."""
+    challenge = f'{scheme} realm="{realm}",service="svc"'
+    return Scripted(lambda seen: Reply(401, {"WWW-Authenticate": challenge})).start()
+
+
+def test_a_token_server_that_drips_is_cut_at_the_answer_deadline():
+    tokens = Drip.headers().start()
+    reg = _challenging(f"http://{tokens.address}/token")
+    try:
+        with client(reg.address, timeout=1.0, auth="anonymous") as r:
+            answer, took = _answer_within(30, lambda: r.resolve(f"{reg.address}/lib/base:1"))
+    finally:
+        reg.stop()
+        tokens.stop()
+    assert took < 10, "still waiting for a dripping token server after 30 s"
+    assert answer.kind == UNREACHABLE
+    assert answer.message.endswith("the token server did not finish its answer within 2 s")
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "streamed"])
+def test_a_huge_token_answer_is_not_read(length):
+    """A token is a few KiB; a 64 MiB answer is refused after 1 MiB, or at once by its
+    Content-Length, instead of filling memory."""
+    size = 64 * 1024 * 1024
+    headers = {"Content-Type": "application/json"}
+    if length:
+        headers["Content-Length"] = str(size + 11)
+    tokens = Scripted(lambda seen: Reply(200, headers, endless(limit=size))).start()
+    reg = _challenging(f"http://{tokens.address}/token")
+    try:
+        with client(reg.address, auth="anonymous") as r:
+            answer = r.resolve(f"{reg.address}/lib/base:1")
+    finally:
+        reg.stop()
+        tokens.stop()
+    assert answer.kind == UNREACHABLE
+    assert answer.message.endswith("the token server's answer is more than 1 MiB; not reading it")
+    assert tokens.sent < 16 * 1024 * 1024  # it stopped reading, so the server stopped sending
+
+
+def test_references_left_when_the_check_deadline_passes_are_unknown():
+    """The whole pass has a deadline too: what is unanswered by then is a Failure that says
+    so, however patient each request would have been."""
+    server = Drip.headers().start()
+    refs = {f"{server.address}/lib/r{i}:1": [] for i in range(6)}
+    try:
+        with client(server.address, timeout=10.0) as r:
+            answers, took = _answer_within(30, lambda: r.resolve_all(refs, timeout=2))
+    finally:
+        server.stop()
+    assert took < 8, "the check's deadline did not stop it"
+    assert {a.kind for a in answers.values()} == {UNREACHABLE}
+    for ref, answer in answers.items():
+        assert answer.message == (f"{ref}: no answer before the check's deadline of 2 s "
+                                  "passed (check.timeout in repos.yaml)")  # fmt: skip
+
+
+# ---------------------------------------------------------------- where credentials may go
+
+
+def test_an_insecure_registry_sends_no_credentials_to_a_plain_http_realm_elsewhere(monkeypatch):
+    """`insecure` allows plain http to the loopback registry itself, not to whatever host its
+    challenge names (here another loopback address, which could be anyone's listener)."""
+    monkeypatch.setenv("TEST_REGISTRY_PASSWORD", "s3cr3t-pw")
+    tokens = Scripted(lambda seen: Reply(200, {}, b'{"token": "t"}'), host="127.0.0.2").start()
+    reg = _challenging(f"http://{tokens.address}/token")
+    spec = {"auth": "basic", "username": "ci", "password_env": "TEST_REGISTRY_PASSWORD"}
+    try:
+        with client(reg.address, **spec) as r:
+            answer = r.resolve(f"{reg.address}/lib/base:1")
+    finally:
+        reg.stop()
+        tokens.stop()
+    assert tokens.seen == []
+    assert answer.kind == DENIED
+    assert answer.message == (
+        f"{reg.address}/lib/base:1: the token realm http://127.0.0.2 is plain http on another "
+        "host than the registry; refusing to send credentials to it"
+    )
+
+
+# ---------------------------------------------------------------- redirects
+
+
+def test_a_redirect_from_https_to_http_is_not_followed(tmp_path):
+    """A registry on TLS that points to a plain-http copy: that answer could be anyone's."""
+    ca, cert, key = _tls_files(tmp_path)
+    plain = Scripted(lambda seen: served(manifest("plain"))).start()
+    tls = Scripted(lambda seen: Reply(307, {"Location": f"{plain.url}{seen.path}"}),
+                   tls=(cert, key)).start()  # fmt: skip
+    try:
+        with Registry({tls.address: RegistrySpec(tls.address, ca_bundle=ca)}, backoff=0.01) as r:
+            answer = r.resolve(f"{tls.address}/lib/base:1")
+    finally:
+        tls.stop()
+        plain.stop()
+    assert plain.seen == []
+    assert answer.kind == ERROR
+    assert answer.message == (f"{tls.address}/lib/base:1: the registry redirected from https "
+                              "to http; not following (no downgrade)")  # fmt: skip
+
+
+def _basic_then_redirect(to: str) -> Scripted:
+    """A registry that wants Basic credentials, then redirects every manifest to `to`."""
+
+    def respond(seen):
+        if "Authorization" not in seen.headers:
+            return Reply(401, {"WWW-Authenticate": 'Basic realm="r"'})
+        return Reply(307, {"Location": f"{to}{seen.path}"})
+
+    return Scripted(respond).start()
+
+
+def test_a_manifest_is_read_from_another_host_only_when_allowed_and_without_credentials(
+    monkeypatch,
+):
+    monkeypatch.setenv("TEST_REGISTRY_PASSWORD", "s3cr3t-pw")
+    body = manifest("elsewhere")
+    other = Scripted(lambda seen: served(body)).start()
+    reg = _basic_then_redirect(other.url)
+    spec = {"auth": "basic", "username": "ci", "password_env": "TEST_REGISTRY_PASSWORD"}
+    ref = f"{reg.address}/lib/base:1"
+    try:
+        with client(reg.address, **spec) as r:
+            refused = r.resolve(ref)
+        asked_before = len(other.seen)
+        with client(reg.address, redirect_hosts=(other.address,), **spec) as r:
+            allowed = r.resolve(ref)
+    finally:
+        reg.stop()
+        other.stop()
+    assert asked_before == 0
+    assert refused.kind == ERROR
+    assert refused.message == (f"{ref}: the registry redirected to another host, "
+                               f"{other.address}; not following (allow it with "
+                               f"registries.{reg.address}.redirect_hosts)")  # fmt: skip
+    assert allowed.digest == sha(body)
+    assert other.seen and all("Authorization" not in s.headers for s in other.seen)
+
+
+def test_a_redirect_within_the_registry_keeps_its_credentials(monkeypatch):
+    monkeypatch.setenv("TEST_REGISTRY_PASSWORD", "s3cr3t-pw")
+    body = manifest("moved")
+
+    def respond(seen):
+        if "Authorization" not in seen.headers:
+            return Reply(401, {"WWW-Authenticate": 'Basic realm="r"'})
+        if seen.path.startswith("/v2/lib/base/"):
+            return Reply(307, {"Location": seen.path.replace("/lib/base/", "/lib/moved/")})
+        return served(body)
+
+    reg = Scripted(respond).start()
+    spec = {"auth": "basic", "username": "ci", "password_env": "TEST_REGISTRY_PASSWORD"}
+    try:
+        with client(reg.address, **spec) as r:
+            answer = r.resolve(f"{reg.address}/lib/base:1")
+    finally:
+        reg.stop()
+    assert answer.digest == sha(body)
+    assert reg.seen[-1].path == "/v2/lib/moved/manifests/1"
+    assert "Authorization" in reg.seen[-1].headers
+
+
+# ---------------------------------------------------------------- a digest needs its manifest
+
+
+BOGUS = {
+    "garbage": (b"<html>Bad gateway</html>", "not JSON"),
+    "json-not-a-manifest": (b'{"hello": "world"}', "has no config"),
+    "manifest-without-config": (
+        b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}',
+        "has no config",
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "says"), BOGUS.values(), ids=BOGUS.keys())
+def test_a_new_digest_is_not_believed_without_its_manifest(registry, proxy, body, says):
+    """A HEAD whose Docker-Content-Digest agrees with garbage the registry serves for it:
+    the digest is new, so its manifest is read (by that digest) and checked first."""
+    old = registry.image("lib/base", "1")
+    ref = f"{proxy.address}/lib/base:1"
+    headers = {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": sha(body)}
+    proxy.answer(200, b"", headers)  # the HEAD
+    proxy.answer(200, body, headers)  # the GET by digest
+    with client(proxy.address) as r:
+        answer = r.resolve(ref, known=Known(recorded={ref: old}))
+    assert answer.kind == ERROR
+    assert answer.message.startswith(f"{ref}: the registry names {sha(body)}, but ")
+    assert says in answer.message
+
+
+def test_a_digest_is_proven_once_and_an_unchanged_one_costs_a_head(registry):
+    ref = f"{registry.host}/lib/base:1"
+    digest = registry.image("lib/base", "1")
+    before = registry.requests()
+    with client(registry.host) as r:
+        new = r.resolve(ref, known=Known(recorded={ref: None}))
+        proven = registry.requests() - before
+        unchanged = r.resolve(ref, known=Known(recorded={ref: digest}))
+    assert new.digest == unchanged.digest == digest
+    assert proven == 2 and registry.requests(rf"/manifests/{digest}$") == 1  # GET by digest
+    assert registry.requests() - before == 3  # the unchanged one: its HEAD only
+
+
+# ---------------------------------------------------------------- any answer at all
+
+_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
+_DIGESTS = st.binary(min_size=1, max_size=8).map(sha)
+_TYPES = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, "application/json", "text/html"]
+
+
+def _index(children: list[str]) -> bytes:
+    platform = {"os": "linux", "architecture": "amd64"}
+    entries = [{"mediaType": OCI_MANIFEST, "digest": d, "size": 1, "platform": platform}
+               for d in children]  # fmt: skip
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+
+
+_BODIES = st.one_of(
+    st.binary(max_size=600),
+    st.builds(manifest, _TEXT),
+    st.lists(_DIGESTS, max_size=3).map(_index),
+    st.sampled_from([
+        b'{"token": "t", "expires_in": 300}', b'{"access_token": "t", "expires_in": "soon"}',
+        b'{"token": ""}', b'{"token": 5}', b'{"expires_in": Infinity, "token": "t"}',
+        b'{"errors": [{"code": "X", "message": "\x1b[31mred"}]}', b'{"errors": 5}',
+        b"[" * 100_000, b"{}", b"null",
+    ]),
+)  # fmt: skip
+_HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "Content-Type": st.one_of(st.sampled_from(_TYPES), _TEXT),
+        "Docker-Content-Digest": st.one_of(st.just("{digest}"), _DIGESTS, _TEXT),
+        "Content-Length": st.one_of(st.just("{length}"), st.integers(0, 10**12).map(str),
+                                    st.sampled_from(["-1", "1,1", "x"])),
+        "Location": st.one_of(st.sampled_from([
+            "/v2/lib/base/manifests/1", "/v2/lib/base/manifests/{digest}", "http://{here}/v2/x",
+            "https://{here}/v2/x", "http://127.0.0.2:1/v2/x", "https://127.0.0.1:1/x",
+            "ftp://{here}/x", "//{here}/v2/x", "http://[::1", "http://a b/", "http://xn--/",
+            "http://\xff/", "http://a:99999/",
+        ]), _TEXT),
+        "WWW-Authenticate": st.one_of(st.sampled_from([
+            'Bearer realm="http://{here}/token",service="s",scope="repository:lib/base:pull"',
+            'Bearer realm="https://{here}/token"', 'Bearer realm="http://127.0.0.2:1/token"',
+            'Bearer realm="http://{here}/token",error="insufficient_scope"', 'Basic realm="r"',
+            "Bearer", 'Bearer realm="ftp://{here}/"', 'Bearer realm="http://[::1"',
+            'Bearer realm="https://xn--/t"', 'Bearer realm="http://{here}:99999/t"',
+        ]), _TEXT),
+        "Retry-After": st.one_of(st.sampled_from(["0", "1", "3600", "Wed, 21 Oct 2015 07:28 GMT"]),
+                                 st.integers(0, 10**12).map(str), _TEXT),
+    },
+)  # fmt: skip
+_REPLY = st.builds(Reply, st.one_of(st.sampled_from([200, 200, 301, 307, 401, 404, 429, 500]),
+                                     st.integers(200, 599)), _HEADERS, _BODIES)  # fmt: skip
+
+
+@st.composite
+def _replies(draw) -> list[Reply]:
+    """Random answers; often with a plausible manifest among them (its HEAD, then its GET),
+    so that the ways to a Resolved are walked too."""
+    replies = draw(st.lists(_REPLY, max_size=6))
+    if draw(st.booleans()):
+        body = draw(
+            st.one_of(st.builds(manifest, _TEXT), st.lists(_DIGESTS, max_size=2).map(_index))
+        )
+        kind = OCI_INDEX if b'"manifests"' in body else OCI_MANIFEST
+        good = Reply(200, {"Content-Type": kind, "Docker-Content-Digest": "{digest}"}, body)
+        at = draw(st.integers(0, len(replies)))
+        replies[at:at] = [good] * draw(st.integers(1, 3))
+    return replies
+
+
+@pytest.fixture(scope="module")
+def fake():
+    """One scripted registry for every example: each example queues its own answers."""
+
+    def respond(seen):
+        reply = server.queue.popleft() if server.queue else Reply(404)
+        body = reply.body
+        fill = {"{here}": server.address, "{digest}": sha(body), "{length}": str(len(body))}
+        headers = {}
+        for key, value in reply.headers.items():
+            for mark, text in fill.items():
+                value = value.replace(mark, text)
+            headers[key] = value
+        return Reply(reply.status, headers, body)
+
+    server = Scripted(lambda seen: respond(seen)).start()
+    yield server
+    server.stop()
+
+
+# database=None: hypothesis keeps no example database in the project.
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(replies=_replies(), inspect=st.booleans(), platforms=st.sampled_from([(), ("linux/amd64",)]),
+       basic=st.booleans(), recorded=st.one_of(st.none(), _DIGESTS))  # fmt: skip
+def test_any_registry_answer_is_a_result_or_a_failure(
+    fake, monkeypatch, replies, inspect, platforms, basic, recorded
+):
+    """Random statuses, headers and bodies, redirects, challenges and Retry-After: every
+    answer is Resolved or Failure, never an exception, and quickly (retries kept short)."""
+    monkeypatch.setenv("TEST_REGISTRY_PASSWORD", "s3cr3t-pw")
+    fake.queue.clear()
+    fake.queue.extend(replies)
+    spec = ({"auth": "basic", "username": "ci", "password_env": "TEST_REGISTRY_PASSWORD"}
+            if basic else {"auth": "anonymous"})  # fmt: skip
+    ref = f"{fake.address}/lib/base:1"
+    known = Known(recorded={ref: recorded})
+    registry = Registry({fake.address: RegistrySpec(fake.address, insecure=True, **spec)},
+                        timeout=0.5, retries=1, backoff=0.001, max_wait=0.05)  # fmt: skip
+    start = time.monotonic()
+    with registry:
+        ask = registry.inspect if inspect else registry.resolve
+        answer = ask(ref, platforms, known)
+    assert time.monotonic() - start < 10
+    assert isinstance(answer, Resolved | Failure)
+    event(answer.kind if isinstance(answer, Failure) else "resolved")  # see --hypothesis-show-…
+    if isinstance(answer, Failure):
+        assert answer.kind in (MISSING, DENIED, UNREACHABLE, RATE_LIMITED, ERROR)
+        assert not set(answer.message) & {"\n", "\r", "\x1b"} and len(answer.message) < 1000
+    else:
+        assert answer.digest.startswith("sha256:") and len(answer.digest) == 71

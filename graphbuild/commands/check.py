@@ -25,7 +25,7 @@ def checked(config: Config, g: nx.DiGraph, concurrency: int = 16) -> detect.Chec
             State(config.workspace) as state,
             Registry(config.registries, concurrency=concurrency) as registry,
         ):
-            return detect.check(g, registry, state, config.mirrors)
+            return detect.check(g, registry, state, config.mirrors, config.check_timeout)
     except sqlite3.Error as err:  # e.g. a state.db held locked by another process for 30 s
         raise errors.GraphbuildError(f"{config.workspace / 'state.db'}: {err}") from None
 

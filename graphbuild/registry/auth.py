@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from graphbuild.errors import GraphbuildError
+from graphbuild.registry import http
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # the Docker CLI's credential key for docker.io
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -30,6 +31,7 @@ ACR_SUFFIXES = (".azurecr.io", ".azurecr.cn", ".azurecr.us")
 ACR_SCOPE = "https://containerregistry.azure.net/.default"  # the Entra ID audience ACR accepts
 CLIENT_ID = "graphbuild"
 MIN_TOKEN_LIFETIME = 60  # seconds; the spec's default when expires_in is missing
+MAX_TOKEN_SIZE = 1024 * 1024  # a token answer is a few KiB; a bigger one is not read
 _HELPER_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
 
@@ -175,11 +177,14 @@ class HostAuth:
 
     def __init__(
         self,
-        http: httpx.Client,
+        client: httpx.Client,
         credentials: Callable[[], Credentials | None],
-        allow_http_realm: bool,
+        plain: str | None,
+        deadline: float,
     ) -> None:
-        self.http, self._lookup, self.allow_http_realm = http, credentials, allow_http_realm
+        """`plain`: the registry's own loopback host name when it is reached over plain http,
+        the one host a token realm may name without TLS. `deadline`: seconds per answer."""
+        self.http, self._lookup, self.plain, self.deadline = client, credentials, plain, deadline
         self.lock = threading.Lock()
         self.scheme: str | None = None  # None: no challenge seen yet (perhaps anonymous)
         self.realm = self.service = ""
@@ -231,7 +236,15 @@ class HostAuth:
         if scheme != "bearer" or not params.get("realm"):
             raise AuthError(f"unsupported authentication challenge {scheme[:20]!r}")
         realm = params["realm"]
-        if not realm.startswith("https://") and not self.allow_http_realm:
+        try:
+            url = httpx.URL(realm)
+        except (httpx.InvalidURL, ValueError):  # IDNA errors are ValueErrors
+            raise AuthError("the token realm is not a valid URL") from None
+        if url.scheme != "https" and not (url.scheme == "http" and url.host == self.plain):
+            if url.scheme == "http" and self.plain is not None:
+                raise AuthError(f"the token realm http://{url.host[:100]} is plain http on "
+                                "another host than the registry; refusing to send credentials "
+                                "to it")  # fmt: skip
             raise AuthError("the token realm is not https; refusing to send credentials to it")
         wanted = params.get("scope") or scope
         with self.lock:
@@ -249,6 +262,36 @@ class HostAuth:
                 f"the token server did not answer ({type(err).__name__})"
             ) from None
 
+    def _fetch(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: list[tuple[str, str]] | None = None,
+        data: dict[str, str] | None = None,
+    ) -> http.Answer:
+        """One answer from the token server: by the deadline, at most MAX_TOKEN_SIZE, and
+        redirected only on its own host and never from https to http."""
+        try:
+            return http.fetch(
+                self.http, method, url, headers=headers, params=params, data=data,
+                until=time.monotonic() + self.deadline, cap=MAX_TOKEN_SIZE,
+                may_redirect=lambda first, target: http.redirect_refusal(
+                    first, target, plain=self.plain),
+            )  # fmt: skip
+        except http.Overdue:
+            raise AuthUnavailable(
+                f"the token server did not finish its answer within {self.deadline:g} s"
+            ) from None
+        except http.TooLarge:
+            raise AuthUnavailable(
+                f"the token server's answer is more than {MAX_TOKEN_SIZE // 1024 // 1024} MiB; "
+                "not reading it"
+            ) from None
+        except http.Refused as err:
+            raise AuthError(f"the token server {err}") from None
+
     def _ask_token(self, scope: str) -> tuple[str, float]:
         creds = self.credentials()
         if creds and creds.registry_token:
@@ -257,38 +300,43 @@ class HostAuth:
         if creds and creds.identity_token:
             form = {"grant_type": "refresh_token", "service": self.service, "client_id": CLIENT_ID,
                     "scope": scope, "refresh_token": creds.identity_token}  # fmt: skip
-            response = self.http.post(self.realm, data=form)
-            if response.status_code == 404:  # an old token server: GET below
+            response = self._fetch("POST", self.realm, data=form)
+            if response.status == 404:  # an old token server: GET below
                 response = None
         if response is None:
             params = [("service", self.service)] + ([("scope", scope)] if scope else [])
             headers = {}
             if creds and creds.username is not None:
                 headers["Authorization"] = _basic(creds.username, creds.password or "")
-            response = self.http.get(self.realm, params=params, headers=headers)
-        if response.status_code in (401, 403):
+            response = self._fetch("GET", self.realm, params=params, headers=headers)
+        if response.status in (401, 403):
             who = "the configured credentials" if creds else "anonymous access"
             raise AuthError(f"the token server refused {who} for {scope or 'the registry'}")
-        if response.status_code == 429 or response.status_code >= 500:
-            raise AuthUnavailable(f"the token server answered {response.status_code}")
-        if response.status_code != 200:
-            raise AuthError(f"the token server answered {response.status_code}")
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        if response.status == 429 or response.status >= 500:
+            raise AuthUnavailable(f"the token server answered {response.status}")
+        if response.status != 200:
+            raise AuthError(f"the token server answered {response.status}")
+        body = _json(response.body)
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise AuthError("the token server's answer has no token")
         try:
             lifetime = max(int(body.get("expires_in") or MIN_TOKEN_LIFETIME), MIN_TOKEN_LIFETIME)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             lifetime = MIN_TOKEN_LIFETIME
         return token, time.monotonic() + lifetime - 5
 
 
 def _basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def _json(body: bytes) -> object:
+    """A token server's JSON answer, or None when it is not JSON (or nested past reason)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 # ---------------------------------------------------------------- Azure Container Registry
@@ -328,16 +376,18 @@ class AcrAuth(HostAuth):
             return None
         base, _, _ = self.realm.partition("/oauth2/")
         form = {"grant_type": "access_token", "service": self.service, "access_token": aad}
-        response = self.http.post(f"{base}/oauth2/exchange", data=form)
-        if response.status_code != 200:
+        try:
+            response = self._fetch("POST", f"{base}/oauth2/exchange", data=form)
+        except httpx.HTTPError as err:
+            message = f"ACR's token exchange did not answer ({type(err).__name__})"
+            raise AuthUnavailable(message) from None
+        if response.status != 200:
             raise AuthError(
-                f"ACR refused the Entra ID token ({response.status_code}); does the identity "
+                f"ACR refused the Entra ID token ({response.status}); does the identity "
                 "have the AcrPull role on the registry?"
             )
-        try:
-            token = response.json()["refresh_token"]
-        except (ValueError, KeyError, TypeError):
-            token = None
+        answer = _json(response.body)
+        token = answer.get("refresh_token") if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
             raise AuthError("ACR's token exchange answered without a refresh_token")
         lifetime = _jwt_lifetime(token) or 3 * 3600

@@ -4,7 +4,9 @@ One httpx client per registry host (its own TLS settings, connection pool,
 authentication and optional cap on requests in flight). A failure is an
 answer too: `Failure(kind=…)` says the registry was down, refused us, or
 has no such tag, so that callers never mistake "unknown" for "changed".
-Registry answers are input: sizes are capped, digests checked, text cleaned.
+Registry answers are input: sizes are capped, every answer has a deadline and so has
+the whole pass, a new digest is believed only with its manifest, redirects never
+downgrade, and text is cleaned.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import httpx
 
 from graphbuild import __version__, refs
-from graphbuild.config import RegistrySpec
+from graphbuild.config import RegistrySpec, loopback
 from graphbuild.errors import ConfigError, InvalidReference
-from graphbuild.registry import manifests
+from graphbuild.registry import http, manifests
 from graphbuild.registry.auth import (
     ACR_SUFFIXES,
     DOCKER_HUB_HOSTS,
@@ -45,6 +47,7 @@ MISSING, DENIED, UNREACHABLE, RATE_LIMITED, ERROR = (
 )  # fmt: skip
 MAX_WAIT = 60.0  # longest pause between retries, whatever Retry-After asks
 BREAKER = 3  # references in a row without an answer before a host is given up for the run
+GRACE = 2.0  # seconds past a pass's deadline for its threads to hand their failures back
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -79,6 +82,15 @@ class Known:
 
     children: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # index -> children
     notes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # manifest -> notes
+    # references whose digest the caller records, and the digest it recorded last (None: not
+    # yet): any other digest is proven by its manifest before it is answered
+    recorded: Mapping[str, str | None] = field(default_factory=dict)
+
+    def proven(self, ref: str, digest: str) -> bool:
+        """Seen before: recorded for `ref`, or its manifest was read by an earlier run."""
+        if ref not in self.recorded or self.recorded[ref] == digest:
+            return True
+        return digest in self.children or digest in self.notes
 
 
 class _Failed(Exception):
@@ -87,19 +99,14 @@ class _Failed(Exception):
         self.kind, self.message = kind, message
 
 
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    headers: httpx.Headers
-    body: bytes
-
-
 @dataclass
 class _Host:
     name: str
     http: httpx.Client
     auth: HostAuth
     slots: threading.Semaphore | None
+    redirects: frozenset[str]  # other hosts its manifest requests may be redirected to
+    plain: str | None  # its own loopback host name when it is reached over plain http
     # The first request to a host goes alone: it learns how the host authenticates,
     # so the requests behind it send credentials up front instead of each taking a 401.
     first: threading.Lock = field(default_factory=threading.Lock)
@@ -121,10 +128,17 @@ class Registry:
         timeout: float = 15.0,
         retries: int = 4,
         backoff: float = 0.5,
+        max_wait: float = MAX_WAIT,
     ) -> None:
         self.specs = dict(specs or {})
         self.concurrency, self.timeout = concurrency, timeout
-        self.retries, self.backoff = retries, backoff
+        self.deadline = 2 * timeout  # a whole answer, headers and body, however it trickles
+        self.retries, self.backoff, self.max_wait = retries, backoff, max_wait
+        self._until: float | None = None  # when the pass resolve_all runs must end
+        self._within = 0.0  # its length, for messages
+        # manifests read by digest in this run: tags sharing a digest cost one GET, not one each
+        self._read: dict[tuple[str, str, str], manifests.Manifest] = {}
+        self._reading: dict[tuple[str, str, str], threading.Lock] = {}
         self.requests: Counter[str] = Counter()  # per registry host, token servers excluded
         self.ratelimits: dict[str, str] = {}  # host -> "remaining/limit" as Docker Hub reports
         self._hosts: dict[str, _Host] = {}
@@ -151,20 +165,50 @@ class Registry:
         *,
         inspect: frozenset[str] | set[str] = frozenset(),
         known: Known | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Resolved | Failure]:
-        """Each reference once, `concurrency` at a time; `inspect` ones also get annotations."""
+        """Each reference once, `concurrency` at a time; `inspect` ones also get annotations.
+
+        With `timeout`, the whole pass ends by then: requests in flight are cut, references
+        not asked yet are not, and each of them is a Failure that says the deadline passed.
+        """
         known = known or Known()
+        if timeout is not None:
+            self._until, self._within = time.monotonic() + timeout, timeout
 
         def one(ref: str) -> Resolved | Failure:
             try:
-                if ref in inspect:
-                    return self.inspect(ref, wanted[ref], known)
-                return self.resolve(ref, wanted[ref], known)
+                with http.deadline(self._until) if self._until else nullcontext():
+                    if self._over():
+                        return self._late(ref)
+                    if ref in inspect:
+                        return self.inspect(ref, wanted[ref], known)
+                    return self.resolve(ref, wanted[ref], known)
             except Exception as err:  # a bug must not cost the other references their answer
                 return Failure(ref, ERROR, f"{ref}: internal error: {type(err).__name__}: {err}")
 
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return dict(zip(wanted, pool.map(one, wanted), strict=True))
+        pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency))
+        futures: dict[str, Future[Resolved | Failure]] = {r: pool.submit(one, r) for r in wanted}
+        try:
+            # the network is bounded by the deadline; this bounds the rest (a credential
+            # helper, Entra ID): whatever has not answered shortly after it is let go
+            left = None if self._until is None else self._until - time.monotonic() + GRACE
+            wait(futures.values(), timeout=left)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._until = None
+        return {ref: future.result() if future.done() and not future.cancelled()
+                else self._late(ref) for ref, future in futures.items()}  # fmt: skip
+
+    def _over(self) -> bool:
+        return self._until is not None and time.monotonic() >= self._until
+
+    def _late(self, ref: str) -> Failure:
+        return Failure(ref, UNREACHABLE, self._late_message(ref))
+
+    def _late_message(self, where: str) -> str:
+        return (f"{where}: no answer before the check's deadline of {self._within:g} s passed "
+                "(check.timeout in repos.yaml)")  # fmt: skip
 
     # -- one reference
 
@@ -178,12 +222,14 @@ class Registry:
             digest, kind = self._head(host, name, reference)
             children: Mapping[str, str] = {}
             unsure = kind not in manifests.KNOWN_TYPES
-            if digest is None or (platforms and (kind in manifests.INDEX_TYPES or unsure)):
-                if digest is not None and digest in known.children:
-                    children = known.children[digest]
-                else:  # by the tag, checked against the HEAD's digest: a lie cannot pass
-                    found = self._get(host, name, reference, digest)
-                    digest, kind, children = found.digest, found.media_type, found.children
+            wanted = platforms and (kind in manifests.INDEX_TYPES or unsure)
+            if wanted and digest is not None and digest in known.children:
+                children = known.children[digest]
+            elif digest is None or wanted or not known.proven(ref, digest):
+                # a new digest counts only once its manifest is read and checked: a registry
+                # answering a HEAD with a made-up digest proves nothing
+                found = self._get(host, name, reference, digest)
+                digest, kind, children = found.digest, found.media_type, found.children
             return Resolved(ref, digest, kind, _choose(children, platforms), dict(children))
         except _Failed as err:
             return Failure(ref, err.kind, err.message)
@@ -231,34 +277,58 @@ class Registry:
     def _head(self, host: _Host, name: str, reference: str) -> tuple[str | None, str]:
         answer = self._manifest(host, "HEAD", name, reference)
         digest = answer.headers.get("docker-content-digest")
+        where = _where(host, name, reference)
         if digest is not None and not manifests.is_digest(digest):
-            raise _Failed(ERROR, f"{_where(host, name, reference)}: the registry sent an "
-                          f"invalid digest {_clean(digest)!r}")  # fmt: skip
+            raise _Failed(ERROR, f"{where}: the registry sent an invalid digest "
+                          f"{_clean(digest)!r}")  # fmt: skip
+        if digest is not None and manifests.is_digest(reference) and digest != reference:
+            raise _Failed(ERROR, f"{where}: the registry answered for {digest} instead")
         return digest, manifests.media_type(answer.headers.get("content-type"))
 
     def _get(
-        self, host: _Host, name: str, reference: str, expect: str | None, child: bool = False
+        self, host: _Host, name: str, reference: str, digest: str | None, child: bool = False
+    ) -> manifests.Manifest:
+        """The manifest a HEAD named (by its digest, checked), or the tag's when it named none."""
+        if digest is None:
+            return self._read_manifest(host, name, reference, None, child)
+        key = (host.name, name, digest)
+        with self._lock:
+            lock = self._reading.setdefault(key, threading.Lock())
+        with lock:  # one GET per digest; if it failed, the next one asks for itself
+            if key not in self._read:
+                self._read[key] = self._read_manifest(host, name, reference, digest, child)
+            return self._read[key]
+
+    def _read_manifest(
+        self, host: _Host, name: str, reference: str, digest: str | None, child: bool
     ) -> manifests.Manifest:
         where = _where(host, name, reference)
+        # by the digest, content-addressed: what the tag points at now cannot differ from it
+        said = f"{where}: the registry names {digest}, but " if digest and not child else ""
         try:
-            answer = self._manifest(host, "GET", name, reference)
+            answer = self._manifest(host, "GET", name, digest or reference, where)
         except _Failed as err:
             if child and err.kind == MISSING:  # an index naming a child it does not have
                 raise _Failed(ERROR, f"{where}: listed in an index but missing") from None
+            if said and err.kind == MISSING:
+                raise _Failed(ERROR, f"{said}has no manifest by that digest") from None
             raise
         actual = manifests.sha256(answer.body)
         claimed = answer.headers.get("docker-content-digest")
-        for wanted in (claimed, expect):
+        for wanted in (claimed, digest):
             if wanted is not None and wanted != actual:
                 raise _Failed(ERROR, f"{where}: the registry sent a manifest whose digest is "
                               f"{actual}, not {_clean(wanted)}")  # fmt: skip
         try:
             return manifests.parse(answer.body, answer.headers.get("content-type"), actual)
         except manifests.InvalidManifest as err:
-            raise _Failed(ERROR, f"{where}: {err}") from None
+            raise _Failed(ERROR, f"{said}{err}" if said else f"{where}: {err}") from None
 
-    def _manifest(self, host: _Host, method: str, name: str, reference: str) -> _Answer:
-        where = _where(host, name, reference)
+    def _manifest(
+        self, host: _Host, method: str, name: str, reference: str, where: str | None = None
+    ) -> http.Answer:
+        """`where`: how messages name it (the tag a digest was asked for)."""
+        where = where or _where(host, name, reference)
         answer = self._request(host, method, f"/v2/{name}/manifests/{reference}",
                                f"repository:{name}:pull", where)  # fmt: skip
         if answer.status == 200:
@@ -275,7 +345,7 @@ class Registry:
 
     # -- HTTP
 
-    def _request(self, host: _Host, method: str, path: str, scope: str, where: str) -> _Answer:
+    def _request(self, host: _Host, method: str, path: str, scope: str, where: str) -> http.Answer:
         if host.probed:
             return self._send(host, method, path, scope, where)
         with host.first:
@@ -284,15 +354,19 @@ class Registry:
             finally:
                 host.probed = True
 
-    def _send(self, host: _Host, method: str, path: str, scope: str, where: str) -> _Answer:
+    def _send(self, host: _Host, method: str, path: str, scope: str, where: str) -> http.Answer:
         attempt, challenged = 0, False
         while True:
+            if self._over():
+                raise _Failed(UNREACHABLE, self._late_message(where))
             if host.down:
                 raise _Failed(host.down[0], f"{where}: {host.down[1]}")
             headers = {"Accept": manifests.ACCEPT}
             try:
                 authorization = host.auth.header(scope)
             except AuthUnavailable as err:
+                if self._over():
+                    raise _Failed(UNREACHABLE, self._late_message(where)) from None
                 raise self._gave_up(host, UNREACHABLE, f"{where}: {err}") from None
             except AuthError as err:
                 raise _Failed(DENIED, f"{where}: {err}") from None
@@ -300,9 +374,24 @@ class Registry:
                 headers["Authorization"] = authorization
             try:
                 answer = self._exchange(host, method, path, headers)
+            except http.Overdue:  # it answered, too slowly: asking again would be as slow
+                if self._over():
+                    raise _Failed(UNREACHABLE, self._late_message(where)) from None
+                message = (
+                    f"{where}: the registry did not finish its answer within {self.deadline:g} s"
+                )
+                raise self._gave_up(host, UNREACHABLE, message) from None
+            except http.TooLarge:
+                raise _Failed(ERROR, f"{where}: the answer is more than the 4 MiB a manifest "
+                              "may take") from None  # fmt: skip
+            except http.Refused as err:
+                hint = ""
+                if str(err).startswith("redirected to another host"):
+                    hint = f" (allow it with registries.{host.name}.redirect_hosts)"
+                raise _Failed(ERROR, f"{where}: the registry {err}{hint}") from None
             except httpx.HTTPError as err:
                 if attempt < self.retries:
-                    self._pause(attempt, None)
+                    self._pause(attempt, None, where)
                     attempt += 1
                     continue
                 if isinstance(err, httpx.ConnectError):  # nobody listens: no use asking again
@@ -324,11 +413,11 @@ class Registry:
                 kind = RATE_LIMITED if answer.status == 429 else ERROR
                 wait = _retry_after(answer.headers.get("retry-after"))
                 message = f"{where}: the registry answered {answer.status}"
-                if wait is not None and wait > MAX_WAIT:
+                if wait is not None and wait > self.max_wait:
                     host.down = (kind, f"{host.name} asks to wait {wait:.0f} s; not waiting")
                     raise _Failed(kind, f"{message} and asks to wait {wait:.0f} s")
                 if attempt < self.retries:
-                    self._pause(attempt, wait)
+                    self._pause(attempt, wait, where)
                     attempt += 1
                     continue
                 detail = _registry_message(answer)
@@ -336,26 +425,18 @@ class Registry:
             host.failures = 0
             return answer
 
-    def _exchange(self, host: _Host, method: str, path: str, headers: dict[str, str]) -> _Answer:
-        """One request, its body capped in size and its whole exchange in time."""
-        deadline = time.monotonic() + 2 * self.timeout
+    def _exchange(
+        self, host: _Host, method: str, path: str, headers: dict[str, str]
+    ) -> http.Answer:
+        """One request: its whole answer by the deadline, its body capped in size."""
         with self._slot(host):
             self._count(host.name)
-            with host.http.stream(method, path, headers=headers) as response:
-                length = response.headers.get("content-length", "")
-                if length.isdigit() and int(length) > manifests.MAX_SIZE and method != "HEAD":
-                    raise _Failed(ERROR, f"{host.name}{path}: a {length}-byte manifest is "
-                                  "more than the 4 MiB a registry may send")  # fmt: skip
-                body = bytearray()
-                if method != "HEAD":
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) > manifests.MAX_SIZE:
-                            raise _Failed(ERROR, f"{host.name}{path}: the manifest is more "
-                                          "than the 4 MiB a registry may send")  # fmt: skip
-                        if time.monotonic() > deadline:
-                            raise httpx.ReadTimeout("the answer took too long to arrive")
-                return _Answer(response.status_code, response.headers, bytes(body))
+            return http.fetch(
+                host.http, method, path, headers=headers, cap=manifests.MAX_SIZE,
+                until=time.monotonic() + self.deadline,
+                may_redirect=lambda first, target: http.redirect_refusal(
+                    first, target, allowed=host.redirects, plain=host.plain),
+            )  # fmt: skip
 
     def _gave_up(self, host: _Host, kind: str, message: str) -> _Failed:
         with self._lock:
@@ -365,10 +446,13 @@ class Registry:
                              "not asking it again in this run")  # fmt: skip
         return _Failed(kind, message)
 
-    def _pause(self, attempt: int, wait: float | None) -> None:
+    def _pause(self, attempt: int, wait: float | None, where: str) -> None:
         if wait is None:
             wait = self.backoff * (2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
-        time.sleep(min(wait, MAX_WAIT))
+        wait = min(wait, self.max_wait)
+        if self._until is not None and time.monotonic() + wait >= self._until:
+            raise _Failed(UNREACHABLE, self._late_message(where))  # no use waiting for it
+        time.sleep(wait)
 
     @contextmanager
     def _slot(self, host: _Host) -> Iterator[None]:
@@ -395,19 +479,23 @@ class Registry:
             spec = self.specs.get(domain) or RegistrySpec(domain)
             api = "registry-1.docker.io" if domain in DOCKER_HUB_HOSTS else domain
             scheme = "http" if spec.insecure else "https"
-            http = httpx.Client(
-                base_url=f"{scheme}://{api}", timeout=self.timeout, follow_redirects=True,
+            client = http.client(
+                base_url=f"{scheme}://{api}", timeout=self.timeout,
                 verify=self._tls.get(domain, True),
                 headers={"User-Agent": f"graphbuild/{__version__}"},
                 limits=httpx.Limits(max_connections=max(self.concurrency, 1)),
             )  # fmt: skip
+            # the one host plain http may go to: a loopback registry's own (token realm,
+            # redirects); repos.yaml allows `insecure` for no other
+            plain = client.base_url.host if spec.insecure and loopback(domain) else None
             acr = spec.auth == "acr" or (spec.auth == "auto" and domain.endswith(ACR_SUFFIXES))
             kind = AcrAuth if acr else HostAuth
-            auth = kind(http, lambda: _credentials(spec), allow_http_realm=spec.insecure)
+            auth = kind(client, lambda: _credentials(spec), plain, self.deadline)
             if isinstance(auth, AcrAuth):
                 auth.required = spec.auth == "acr"
             slots = threading.Semaphore(spec.max_requests) if spec.max_requests else None
-            host = self._hosts[domain] = _Host(domain, http, auth, slots)
+            redirects = frozenset(spec.redirect_hosts)
+            host = self._hosts[domain] = _Host(domain, client, auth, slots, redirects, plain)
             return host
 
 
@@ -485,12 +573,12 @@ def _clean(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _registry_message(answer: _Answer) -> str:
+def _registry_message(answer: http.Answer) -> str:
     """The registry's own error text (`errors[0].message`), if it sent one."""
     try:
         first = json.loads(answer.body)["errors"][0]
         return " (" + _clean(f"{first.get('code', '')}: {first.get('message', '')}") + ")"
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError):
         return ""
 
 

@@ -56,6 +56,8 @@ class Manifest:
 
 
 def parse(data: bytes, content_type: str | None, digest: str) -> Manifest:
+    """The manifest in `data`: a known type, schema version 2, an index with its list of
+    manifests or an image manifest with its config; anything else is InvalidManifest."""
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as err:
@@ -83,7 +85,13 @@ def parse(data: bytes, content_type: str | None, digest: str) -> Manifest:
                 continue  # attestations (unknown/unknown) are not images to run
             children.setdefault(key, entry["digest"])
     elif kind not in KNOWN_TYPES:
-        raise InvalidManifest(f"manifest {digest} has an unknown media type {kind!r}")
+        raise InvalidManifest(f"manifest {digest} has an unknown media type {kind[:100]!r}")
+    elif not isinstance(config := doc.get("config"), dict) or not isinstance(
+        config.get("digest"), str
+    ):
+        raise InvalidManifest(f"manifest {digest} has no config: not an image manifest")
+    if doc.get("schemaVersion") != 2 or isinstance(doc.get("schemaVersion"), bool):
+        raise InvalidManifest(f"manifest {digest} is not of schema version 2")
     return Manifest(digest, kind, annotations, children)
 
 
