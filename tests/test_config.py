@@ -836,7 +836,17 @@ KEYS = sorted(
     | config._DEPLOY_REPO_KEYS | config._WORKLOAD_KEYS | config._KUBECTL_KEYS
     | set().union(*config._BUILDER_KEYS.values())
 )  # fmt: skip
-TOP = ["repos", "workspace", "registries", "builder", "gates", "deployments", "azure", "mirrors"]
+TOP = [
+    "repos",
+    "workspace",
+    "registries",
+    "builder",
+    "gates",
+    "deployments",
+    "azure",
+    "mirrors",
+    "check",
+]
 WORDS = [
     "", ".", "..", "/etc", "x", "a/b", "https://h.example/x.git", "ext::sh -c id", "-oProxy=x",
     "file:///etc", "linux/amd64", "linux/arm64/v8", "*/Dockerfile", "**/Dockerfile", "{dir}",
