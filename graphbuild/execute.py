@@ -39,6 +39,7 @@ from graphbuild.plan import Plan
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
 from graphbuild.state import RunNode, State, drop_group, find_build, note_group, now
 from graphbuild.state import scratch as scratch_dir
+from graphbuild.workspace import stuck
 
 PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, BLOCKED = (
     "pending", "running", "succeeded", "skipped", "failed", "blocked"
@@ -52,6 +53,11 @@ class Outcome:
     status: str  # succeeded | skipped
     digest: str
     detail: str = ""
+
+
+class Stop(Exception):
+    """Not this image's fault: the workspace cannot be written. The run stops, and what is
+    left stays to do for a resume."""
 
 
 class Failed(Exception):
@@ -97,6 +103,7 @@ class Scheduler:
         self.status: dict[str, str] = dict.fromkeys(deps, PENDING)
         self.attempts: dict[str, int] = dict.fromkeys(deps, 0)
         self.stopping = False
+        self.stopped_by: str | None = None  # why work stopped the run itself (Stop)
         self.cancel = threading.Event()
 
     def _bottom_levels(self, weights: Mapping[str, float]) -> dict[str, float]:
@@ -175,6 +182,11 @@ class Scheduler:
                 return
             self._fail(node, str(err))
             return
+        except Stop as err:
+            self.stop()
+            self.stopped_by = str(err)
+            self._fail(node, str(err))
+            return
         except Exception as err:  # a bug in one build must not stop the others
             self._fail(node, f"internal error: {type(err).__name__}: {err}")
             return
@@ -248,6 +260,17 @@ class Builds:
                        if attrs["kind"] != EXTERNAL for tag in attrs["tags"]}  # fmt: skip
 
     def work(self, node: str, cancel: threading.Event) -> Outcome:
+        """One node's build; a failure on a workspace that cannot be written stops the run."""
+        try:
+            return self._attempt(node, cancel)
+        except (Failed, OSError) as err:
+            why = stuck(self.config.workspace)
+            if why is None:
+                raise
+            raise Stop(f"the workspace {self.config.workspace} {why}: stopping the run "
+                       f"({err})") from None  # fmt: skip
+
+    def _attempt(self, node: str, cancel: threading.Event) -> Outcome:
         attrs = self.graph.nodes[node]
         repo = self.repos.get(attrs["repo"])
         if repo is None:
@@ -489,6 +512,9 @@ def execute(
     )  # fmt: skip
     with interruptible(scheduler, note):
         statuses = scheduler.run()
+    if scheduler.stopped_by:
+        note(f"{scheduler.stopped_by}. Once it can be written again, "
+             f"`graphbuild resume {run_id}` finishes the run.")  # fmt: skip
     shutil.rmtree(scratch_dir(config.workspace, run_id), ignore_errors=True)
     for node, status in statuses.items():  # never started (stopped): left pending for resume
         if status == PENDING and records[node].status != PENDING:

@@ -11,6 +11,8 @@ read-only mount, a full disk) is one line naming the file, never a traceback.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,8 @@ from typing import TypeVar
 from graphbuild.errors import GraphbuildError
 
 INDEX, STATE = "index.db", "state.db"
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+MIN_FREE = 4 * 2**20  # bytes: below this a run stops rather than fail image after image
 _DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # and their extended codes
 _UNWRITABLE = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")
 T = TypeVar("T")
@@ -50,6 +54,23 @@ def unusable(err: BaseException, workspace: Path) -> Unusable | None:
             )
     elif isinstance(err, OSError) and err.filename is not None:
         return Unusable(f"{err.filename}: {err.strerror or err}")
+    elif isinstance(err, OSError) and err.errno in _FULL:  # a flush names no file
+        return Unusable(f"{workspace}: {err.strerror}")
+    return None
+
+
+def stuck(workspace: Path) -> str | None:
+    """Why nothing more can be written to the workspace (read-only, or under MIN_FREE
+    free), or None: asked after a failure, to tell a full disk from a broken build."""
+    try:
+        fs = os.statvfs(workspace)
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    if fs.f_flag & os.ST_RDONLY:
+        return "is on a read-only file system"
+    free = fs.f_bavail * fs.f_frsize
+    if free < MIN_FREE:
+        return f"has {free // 1024} KiB free, under the {MIN_FREE // 2**20} MiB graphbuild needs"
     return None
 
 

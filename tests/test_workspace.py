@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -165,3 +167,51 @@ def test_a_damaged_state_db_is_a_clear_error_and_is_kept(project):
     assert f"{workspace / 'state.db'} is damaged" in done.stderr
     assert "restore it from a backup" in done.stderr
     assert (workspace / "state.db").read_bytes() == damaged
+
+
+FILLS_THE_DISK = """\
+# the first build of base fills the workspace's disk and fails; every other build
+# writes a digest, as a builder that pushed would
+case "$2" in
+  */base:*) if [ ! -e "$3/../filled" ]; then
+      touch "$3/../filled"; dd if=/dev/zero of="$3/filler" bs=64k 2>/dev/null; exit 1
+  fi;;
+esac
+printf 'sha256:%s' "$(printf %s "$2" | sha256sum | cut -c1-64)" > "$1"
+"""
+
+
+def test_a_disk_that_fills_mid_run_stops_the_run_and_resume_finishes_it(
+    tmp_path, registry, small_disk
+):
+    """A full disk is not the image's fault: the run stops (not failed, nothing blocked),
+    one line says which run and how to finish it, and `resume` does once there is room."""
+    h = registry.host
+    registry.image("upstream/base", "1", content="v1")
+    for name, text in (("base", f"FROM {h}/upstream/base:1\n"), ("app", f"FROM {h}/r/base:1\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Dockerfile").write_text(text)
+    (tmp_path / "build.sh").write_text(FILLS_THE_DISK)
+    workspace = small_disk(tmp_path / "ws", "16m")
+    (tmp_path / "repos.yaml").write_text(
+        f"workspace: ws\nregistries: {{'{h}': {{insecure: true}}}}\n"
+        f"builder: {{kind: command, argv: [sh, {tmp_path / 'build.sh'}, '{{digestfile}}', "
+        f"'{{image}}', {workspace}]}}\n"
+        f"repos:\n  - {{name: base, path: base, images: [{{image: {h}/r/base, tags: ['1']}}]}}\n"
+        f"  - {{name: app, path: app, images: [{{image: {h}/r/app, tags: ['1']}}]}}\n"
+    )
+    full = graphbuild("sweep", cwd=tmp_path)
+    assert "Traceback" not in full.stderr, full.stderr
+    stopped = re.search(r"`graphbuild resume (\S+)` finishes", full.stderr)
+    assert stopped, full.stderr
+    assert f"the workspace {workspace} has " in full.stderr
+    assert full.returncode in (1, 2)  # 1 when the run's records could still be written
+    (workspace / "filler").unlink()
+    resumed = graphbuild("resume", stopped.group(1), "--json", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    run = json.loads(resumed.stdout)
+    assert run["status"] == "succeeded"
+    assert {n["node"]: n["status"] for n in run["nodes"]} == {
+        f"{h}/r/base:1": "succeeded",
+        f"{h}/r/app:1": "succeeded",
+    }

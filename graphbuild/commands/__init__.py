@@ -6,6 +6,7 @@ when asked), planning from a check, and running a plan as a recorded run.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
@@ -27,7 +28,8 @@ from graphbuild.config import Config
 from graphbuild.detect import Check
 from graphbuild.graph import load  # not `graph`: that name is the graph command's module
 from graphbuild.plan import Plan, from_check
-from graphbuild.state import State
+from graphbuild.state import Run, State
+from graphbuild.workspace import Unusable, unusable
 
 SHOWN = 20  # sync errors a run lists before pointing at `graphbuild sync`
 
@@ -75,6 +77,30 @@ def matched(db: sqlite3.Connection, names: Sequence[str]) -> list[str]:
             raise errors.NotFound(f"{name} is not in the graph; see `graphbuild images`")
         nodes += found
     return nodes
+
+
+def _carry_out(
+    config: Config,
+    g: nx.DiGraph,
+    plan: Plan,
+    state: State,
+    builder: builders.Builder,
+    settings: execute.RunSettings,
+    run_id: str,
+) -> Run:
+    """Build what the run has left, then validate and deploy unless it was interrupted."""
+    with report.RunProgress(len(plan.steps), len(plan.waves)) as progress:
+        execute.execute(config, g, plan, state, builder, settings, run_id, progress.event,
+                        report.note)  # fmt: skip
+    built = state.run(run_id)
+    assert built is not None
+    if built.status != "interrupted" and (config.gates or config.deployments.rings):
+        targets = deploy_targets(config)
+        rollout.roll_out(config, g, state, run_id, targets, settings.max_parallel,
+                         say=report.note)  # fmt: skip
+    finished = state.run(run_id)
+    assert finished is not None
+    return finished
 
 
 def deploy_targets(config: Config) -> list[workloads.Workload]:
@@ -125,21 +151,22 @@ def build(
             run_id = execute.new_run(state, kind, reason, plan, options)
         else:
             state.reopen_run(run_id)
-        with report.RunProgress(len(plan.steps), len(plan.waves)) as progress:
-            execute.execute(config, g, plan, state, builder, settings, run_id, progress.event,
-                            report.note)  # fmt: skip
-        built = state.run(run_id)
-        assert built is not None
-        if built.status != "interrupted" and (config.gates or config.deployments.rings):
-            targets = deploy_targets(config)
-            rollout.roll_out(config, g, state, run_id, targets, settings.max_parallel,
-                             say=report.note)  # fmt: skip
-        finished = state.run(run_id)
-    assert finished is not None
-    folder = config.workspace / "runs" / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.json").write_text(report.json_text(report.run_document(finished)))
-    (folder / "report.md").write_text(report.run_markdown(finished))
+        try:
+            finished = _carry_out(config, g, plan, state, builder, settings, run_id)
+            folder = config.workspace / "runs" / run_id
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "report.json").write_text(report.json_text(report.run_document(finished)))
+            (folder / "report.md").write_text(report.run_markdown(finished))
+        except (OSError, sqlite3.OperationalError) as err:  # a full disk, a read-only mount
+            problem = unusable(err, config.workspace)
+            if problem is None:
+                raise
+            with contextlib.suppress(sqlite3.Error):  # else the next run finds it abandoned
+                state.finish_run(run_id, "interrupted")
+            raise Unusable(
+                f"{problem}; run {run_id} is interrupted: once the workspace can be "
+                f"written again, `graphbuild resume {run_id}` finishes it"
+            ) from None
     if as_json:
         report.emit_json(report.run_document(finished))
     else:
