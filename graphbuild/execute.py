@@ -32,7 +32,7 @@ import networkx as nx
 from graphbuild import detect, dockerfile, keys, pin, refs, sources
 from graphbuild.builders import Builder, BuildRequest
 from graphbuild.config import Config, RepoSpec
-from graphbuild.errors import CommandFailed
+from graphbuild.errors import CommandFailed, DockerfileError
 from graphbuild.graph import BUILD_INPUTS, builds_on
 from graphbuild.graphdb import EXTERNAL
 from graphbuild.plan import Plan
@@ -253,11 +253,17 @@ class Builds:
             raise Failed(f"repository {attrs['repo']} is no longer in the config")
         with tempfile.TemporaryDirectory(prefix="graphbuild-") as scratch:
             context, text, content = self._source(repo, attrs, Path(scratch))
-            parsed = dockerfile.parse(
-                text, build_args=attrs["build_args"], target=attrs["target"],
-                platforms=attrs["platforms"] or (dockerfile.DEFAULT_PLATFORM,),
-                contexts=None,
-            )  # fmt: skip
+            try:
+                parsed = dockerfile.parse(
+                    text, build_args=attrs["build_args"], target=attrs["target"],
+                    platforms=attrs["platforms"] or (dockerfile.DEFAULT_PLATFORM,),
+                    contexts=None,
+                )  # fmt: skip
+            except DockerfileError as err:  # a local folder's file changed since the sync
+                where = ":".join(
+                    str(p) for p in (attrs["repo"], attrs["dockerfile"], err.line) if p
+                )
+                raise Failed(f"{where}: {err.message}") from None
             pins, parents = self._pins(node, parsed.refs)
             source = keys.source_key(node, attrs, content)
             key = keys.build_key(source, parents)
