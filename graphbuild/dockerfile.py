@@ -13,13 +13,26 @@ import csv
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 from graphbuild import refs
 from graphbuild.errors import DockerfileError, InvalidReference
-from graphbuild.expand import ExpandError, Expansion, MissingValue, expand
+from graphbuild.expand import (
+    Budget,
+    ExpandError,
+    Expansion,
+    MissingValue,
+    OverBudget,
+    TooLong,
+    expand,
+    shorten,
+)
 
 DEFAULT_PLATFORM = "linux/amd64"
+# The largest Dockerfile graphbuild reads. Real ones are KiB; generated ones reach about
+# 900 KB (moby/moby#48164). buildx refuses a Dockerfile from a URL over 2 MB (docker/buildx#2716).
+MAX_BYTES = 2 * 1024 * 1024
 
 FROM, COPY, MOUNT, SYNTAX = "from", "copy", "mount", "syntax"
 INSTRUCTIONS = frozenset(
@@ -45,7 +58,7 @@ INSTRUCTIONS = frozenset(
     }
 )
 _DIRECTIVES = frozenset({"syntax", "escape", "check"})
-_DIRECTIVE_RE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+_DIRECTIVE_KEY_RE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=")
 _HEREDOC_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9-_.]*$")
 _WHITESPACE_RE = re.compile(r"[\t\v\f\r ]+")
@@ -123,11 +136,48 @@ class Source:
     warnings: tuple[Warning, ...]
 
 
+class OutOfMemory(DockerfileError):
+    """Memory ran out on this file. Within graphbuild's caps that says more about the machine
+    than about the file, so unlike other errors it is not remembered for the file."""
+
+
+def check_size(size: int) -> None:
+    """Refuse a Dockerfile of `size` bytes over MAX_BYTES, before anything reads it."""
+    if size > MAX_BYTES:
+        raise DockerfileError(
+            0, f"Dockerfile is {size} bytes, more than the {MAX_BYTES // 1024 // 1024} MiB "
+            "graphbuild reads"
+        )  # fmt: skip
+
+
+class _Progress:
+    """The line being worked on, for an error that could come from anywhere in the work."""
+
+    line = 0
+
+
+@contextmanager
+def _guarded(progress: _Progress) -> Iterator[None]:
+    """Exhausted memory or stack becomes a DockerfileError on the line, not a crash."""
+    try:
+        yield
+    except MemoryError:
+        raise OutOfMemory(progress.line, "not enough memory to read this Dockerfile") from None
+    except RecursionError:
+        raise DockerfileError(progress.line, "nested too deeply to read") from None
+
+
 # ---------------------------------------------------------------- reading
 
 
 def read(data: bytes | str) -> Source:
     """Split a Dockerfile into instructions: directives, continuations, comments, heredocs."""
+    progress = _Progress()
+    with _guarded(progress):
+        return _read(data, progress)
+
+
+def _read(data: bytes | str, progress: _Progress) -> Source:
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
     lines = _lines(text)
     directives, n = _directives(lines)
@@ -148,10 +198,11 @@ def read(data: bytes | str) -> Source:
         n += 1
         if line.startswith("#"):
             continue
-        start = n
-        logical, ended = _trim_continuation(line, cont)
-        if ended and not logical:
+        start = progress.line = n
+        first, ended = _trim_continuation(line, cont)
+        if ended and not first:
             continue
+        parts = [first]  # joined once: adding to a growing string is quadratic
         empty_continuation = False
         while not ended and n < len(lines):
             nxt = raw(n)
@@ -163,7 +214,8 @@ def read(data: bytes | str) -> Source:
                 empty_continuation = True
                 continue
             part, ended = _trim_continuation(nxt, cont)
-            logical += part
+            parts.append(part)
+        logical = "".join(parts)
         if empty_continuation:
             warnings.append(
                 _lint(start, "NoEmptyContinuation", "empty continuation lines will become errors")
@@ -204,14 +256,27 @@ def _directives(lines: list[str]) -> tuple[dict[str, tuple[str, int]], int]:
     """The parser directives at the top, and the index of the first line after them."""
     seen: dict[str, tuple[str, int]] = {}
     for n, line in enumerate(lines):
-        match = _DIRECTIVE_RE.match(line.rstrip("\r\n").lstrip())
-        key = match.group(1).lower() if match else None
-        if key not in _DIRECTIVES:
+        directive = _directive(line.rstrip("\r\n").lstrip())
+        key = directive[0].lower() if directive else None
+        if directive is None or key not in _DIRECTIVES:
             return seen, n
         if key in seen:
             raise DockerfileError(n + 1, f"only one {key} parser directive can be used")
-        seen[key] = (match.group(2), n + 1)
+        seen[key] = (directive[1], n + 1)
     return seen, len(lines)
+
+
+def _directive(line: str) -> tuple[str, str] | None:
+    """(key, value) as BuildKit's `^#\\s*([a-zA-Z][a-zA-Z0-9]*)\\s*=\\s*(.+?)\\s*$` reads
+    it. That regex backtracks in Python: on a long line of blanks it is quadratic."""
+    match = _DIRECTIVE_KEY_RE.match(line)
+    if match is None:
+        return None
+    rest = line[match.end() :]
+    value = rest.strip()
+    if not value:  # only blanks: the lazy group takes the last one
+        return (match.group(1), rest[-1]) if rest else None
+    return match.group(1), value
 
 
 def _continuation_re(escape: str) -> re.Pattern[str]:
@@ -229,17 +294,16 @@ def _instruction(logical: str, line: int) -> Instruction:
     parts = _WHITESPACE_RE.split(logical.strip(), maxsplit=1)
     cmd = parts[0].lower()
     if cmd not in INSTRUCTIONS:
-        raise DockerfileError(line, f"unknown instruction: {parts[0]}")
+        raise DockerfileError(line, f"unknown instruction: {shorten(parts[0], quote=False)}")
     flags, args = _flags(parts[1]) if len(parts) == 2 else ((), "")
     trigger = None
     if cmd == "onbuild":
         if not args:
             raise DockerfileError(line, "ONBUILD requires at least one argument")
+        inner = _WHITESPACE_RE.split(args.strip(), maxsplit=1)[0].lower()
+        if inner in ("onbuild", "from", "maintainer"):  # checked first: no chain of recursion
+            raise DockerfileError(line, f"{inner.upper()} isn't allowed as an ONBUILD trigger")
         trigger = _instruction(args, line)
-        if trigger.cmd in ("onbuild", "from", "maintainer"):
-            raise DockerfileError(
-                line, f"{trigger.cmd.upper()} isn't allowed as an ONBUILD trigger"
-            )
     return Instruction(cmd, flags, args.strip(), line, trigger)
 
 
@@ -361,9 +425,19 @@ def parse(
     platforms: Sequence[str] = (DEFAULT_PLATFORM,),
     contexts: Mapping[str, str] | None = None,
 ) -> Parsed:
-    """The base references a build pulls, merged over the target platforms."""
+    """The base references a build pulls, merged over the target platforms.
+
+    Any file gives a Parsed or a DockerfileError, in time and memory bounded by MAX_BYTES
+    and the expansion caps of expand.py.
+    """
+    if isinstance(data, bytes):
+        check_size(len(data))
+    elif isinstance(data, str) and len(data) > MAX_BYTES // 4:  # shorter text fits: 4 B a char
+        check_size(len(data.encode("utf-8", "replace")))  # a surrogate-escaped byte counts 1
     try:
         return _parse(data, build_args or {}, target, platforms, contexts or {})
+    except OutOfMemory:
+        raise
     except DockerfileError:
         # A custom frontend (`# syntax=example/myfrontend`) reads its own language:
         # the only dependency that is certain is the frontend image itself.
@@ -421,9 +495,11 @@ def _parse(
     merged: dict[tuple, BaseRef] = {}
     onbuild: dict[tuple, BaseRef] = {}
     warnings: dict[Warning, None] = dict.fromkeys(source.warnings)
+    budget = Budget()  # one for the file, whatever the number of platforms
     for platform in platforms or (DEFAULT_PLATFORM,):
-        ev = _Evaluator(source, build_args, target, platform, contexts)
-        found, triggers = ev.run()
+        ev = _Evaluator(source, build_args, target, platform, contexts, budget)
+        with _guarded(ev.progress):
+            found, triggers = ev.run()
         for into, items in ((merged, found), (onbuild, triggers)):
             for ref in items:
                 key = (ref.kind, ref.raw, ref.line, ref.platform, ref.stage)
@@ -449,7 +525,7 @@ def _checked(source: Source, warnings: Iterable[Warning]) -> list[Warning]:
         elif key == "error" and arg.lower() in ("true", "false"):
             as_error = arg.lower() == "true"
         elif key != "experimental":
-            raise DockerfileError(line, f"failed to parse check options: {item!r}")
+            raise DockerfileError(line, f"failed to parse check options: {shorten(item)}")
     kept = [w for w in warnings if not (w.rule and (w.rule in skip or "all" in skip))]
     failed = [w for w in kept if w.rule]
     if as_error and failed:
@@ -489,9 +565,11 @@ class _Evaluator:
         target: str | None,
         platform: str,
         contexts: Mapping[str, str],
+        budget: Budget,
     ) -> None:
         self.source, self.build_args, self.target = source, build_args, target
-        self.platform, self.contexts = platform, contexts
+        self.platform, self.contexts, self.budget = platform, contexts, budget
+        self.progress = _Progress()
         self.warnings: list[Warning] = []
         self.env = _platform_args(platform, DEFAULT_PLATFORM, target)
         self.env.update((k, v) for k, v in build_args.items() if k in self.env)
@@ -508,12 +586,14 @@ class _Evaluator:
         if first_from is None:
             raise DockerfileError(instructions[-1].line, "no FROM instruction: nothing to build")
         for ins in instructions[:first_from]:
+            self.progress.line = ins.line
             if ins.cmd != "arg":
                 raise DockerfileError(
                     ins.line, f"{ins.cmd.upper()} before the first FROM: no build stage yet"
                 )
             self._global_arg(ins)
         for ins in instructions[first_from:]:
+            self.progress.line = ins.line
             if ins.cmd == "from":
                 self._from(ins)
             elif ins.cmd == "add" and any(f.startswith("--from") for f in ins.flags):
@@ -526,8 +606,10 @@ class _Evaluator:
             for ins in stage.commands:
                 self._sources(stage, ins, stage.index)
             if stage.parent is not None:
-                for trigger in self.stages[stage.parent].triggers:
-                    self._sources(stage, trigger, stage.index)
+                self.progress.line = stage.line
+                parent = self.stages[stage.parent]
+                for trigger in parent.triggers:
+                    self._fire(stage, parent, trigger)
 
         target = self._target()
         reachable = self._reachable(target)
@@ -557,7 +639,8 @@ class _Evaluator:
                 self.valueless.discard(key)
             elif value is not None:
                 try:
-                    self.env[key] = self._expand(value, ins.line).value
+                    what = f"ARG {shorten(key, quote=False)}"
+                    self.env[key] = self._expand(value, ins.line, what).value
                     self.valueless.discard(key)
                 except MissingValue:
                     self.env[key] = ""
@@ -566,13 +649,18 @@ class _Evaluator:
                 self.env[key] = ""
                 self.valueless.add(key)
 
-    def _expand(self, word: str, line: int) -> Expansion:
+    def _expand(self, word: str, line: int, what: str) -> Expansion:
+        """`word` expanded; `what` names it (`ARG NAME`, `FROM`) in an error."""
         try:
-            return expand(word, self.env, self.source.escape)
+            return expand(word, self.env, self.source.escape, self.budget)
         except MissingValue:
             raise
+        except TooLong as err:
+            raise DockerfileError(line, f"{what} {err}") from None
+        except OverBudget as err:
+            raise DockerfileError(line, f"{what}: {err}") from None
         except ExpandError as err:
-            raise DockerfileError(line, f"failed to process {word!r}: {err}") from None
+            raise DockerfileError(line, f"failed to process {shorten(word)}: {err}") from None
 
     def _from(self, ins: Instruction) -> None:
         index = len(self.stages)
@@ -586,13 +674,13 @@ class _Evaluator:
             if not _STAGE_NAME_RE.match(name):
                 raise DockerfileError(
                     ins.line,
-                    f"invalid name for build stage: {args[2]!r}, "
+                    f"invalid name for build stage: {shorten(args[2])}, "
                     "name can't start with a number or contain symbols",
                 )
             if name in ("scratch", "context"):
                 self.warnings.append(_lint(ins.line, "ReservedStageName", f"{name!r} is reserved"))
             if name in self.names:
-                message = f"{name!r} is defined more than once"
+                message = f"{shorten(name)} is defined more than once"
                 self.warnings.append(_lint(ins.line, "DuplicateStageName", message))
         stage = _Stage(index, name, ins.line)
         label = name or str(index)
@@ -610,10 +698,10 @@ class _Evaluator:
         self, stage: _Stage, word: str, line: int, platform: str | None, label: str
     ) -> None:
         try:
-            expansion = self._expand(word, line)
+            expansion = self._expand(word, line, "FROM")
         except MissingValue as err:
             if err.name not in self.declared:  # no build arg can reach it: BuildKit fails
-                raise DockerfileError(line, f"failed to process {word!r}: {err}") from None
+                raise DockerfileError(line, f"failed to process {shorten(word)}: {err}") from None
             reason = f"ARG {err}; set it in build_args"
             stage.base = BaseRef(
                 FROM, word, line, platform=platform, stage=label, unresolved=reason
@@ -625,9 +713,11 @@ class _Evaluator:
             if missing and set(missing) <= self.valueless:
                 stage.base = self._unresolved(word, line, platform, label, missing)
                 return
-            raise DockerfileError(line, f"base name ({word}) should not be blank")
+            raise DockerfileError(
+                line, f"base name ({shorten(word, quote=False)}) should not be blank"
+            )
         if expansion.unmatched:
-            names = ", ".join(sorted(expansion.unmatched))
+            names = shorten(", ".join(sorted(expansion.unmatched)), quote=False)
             message = f"FROM uses undeclared ARG {names}"
             self.warnings.append(_lint(line, "UndefinedArgInFrom", message))
         if base == "scratch":
@@ -664,11 +754,11 @@ class _Evaluator:
         for flag in ins.flags:
             key, eq, value = flag[2:].partition("=")
             if key != "platform":
-                raise DockerfileError(ins.line, f"unknown flag: {key}")
+                raise DockerfileError(ins.line, f"unknown flag: {shorten(key, quote=False)}")
             if not eq:
                 raise DockerfileError(ins.line, "missing a value on flag: platform")
             try:
-                platform = self._expand(value, ins.line).value or None
+                platform = self._expand(value, ins.line, "FROM --platform").value or None
             except MissingValue as err:
                 raise DockerfileError(ins.line, f"--platform: {err}") from None
         return platform
@@ -686,7 +776,7 @@ class _Evaluator:
             ref = refs.normalize(text)
         except InvalidReference as err:
             raise DockerfileError(
-                line, f"{text!r} is not a valid image reference: {err.reason}"
+                line, f"{shorten(text)} is not a valid image reference: {err.reason}"
             ) from None
         return BaseRef(
             kind,
@@ -722,6 +812,18 @@ class _Evaluator:
 
     # -- COPY --from, RUN --mount from=, ONBUILD triggers
 
+    def _fire(self, stage: _Stage, parent: _Stage, trigger: Instruction) -> None:
+        """A parent stage's ONBUILD trigger in `stage`: every child stage fires every trigger,
+        so that work is charged to the file's budget like expansion (its length, plus 256
+        for the reference it may add)."""
+        try:
+            self.budget.spend(len(trigger.args) + 256)
+        except OverBudget as err:
+            name = parent.name or str(parent.index)
+            message = f"FROM {shorten(name, quote=False)}: firing its ONBUILD triggers: {err}"
+            raise DockerfileError(stage.line, message) from None
+        self._sources(stage, trigger, stage.index)
+
     def _sources(self, stage: _Stage, ins: Instruction, current: int) -> None:
         for kind, value in _named_sources(ins):
             self._source(stage, value, kind, ins.line, current)
@@ -736,7 +838,7 @@ class _Evaluator:
         if index is not None:
             if index >= current:
                 raise DockerfileError(
-                    line, f"stage {value!r} needs to be defined before current stage"
+                    line, f"stage {shorten(value)} needs to be defined before current stage"
                 )
             stage.deps.add(index)
             return
@@ -804,7 +906,7 @@ def _arg_pairs(ins: Instruction, escape: str) -> Iterator[tuple[str, str | None]
     for word in split_words(ins.args, escape):
         key, eq, value = word.partition("=")
         if not key:
-            raise DockerfileError(ins.line, f"ARG names must not be empty: {word!r}")
+            raise DockerfileError(ins.line, f"ARG names must not be empty: {shorten(word)}")
         yield key, (value if eq else None)
 
 
@@ -831,7 +933,7 @@ def _mount_from(spec: str, line: int) -> str | None:
     try:
         fields = next(csv.reader([spec]), [])
     except csv.Error as err:
-        raise DockerfileError(line, f"invalid --mount {spec!r}: {err}") from None
+        raise DockerfileError(line, f"invalid --mount {shorten(spec)}: {err}") from None
     kind, source = "bind", None
     for item in fields:
         key, _, value = item.strip().partition("=")

@@ -311,7 +311,8 @@ class Builds:
                 contexts=None,
             )  # fmt: skip
         except DockerfileError as err:  # changed since the sync read it
-            where = f"{attrs['repo']}:{attrs['dockerfile']}:{err.line}"
+            parts = (attrs["repo"], attrs["dockerfile"], err.line)
+            where = ":".join(str(p) for p in parts if p)
             raise Failed(f"{where}: {err.message}") from None
         pins, parents = self._pins(node, parsed.refs)
         source = keys.source_key(node, attrs, content)

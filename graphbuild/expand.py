@@ -13,9 +13,46 @@ from dataclasses import dataclass, field
 
 _SPECIAL_PARAMS = "@*#?-$!0"
 
+# A Dockerfile is a few KiB that a repository's author controls: without caps,
+# 40 lines of `ARG A2=${A1}${A1}` ask for 2^40 characters.
+MAX_VALUE = 64 * 1024  # characters in one expanded word; no real image reference comes close
+MAX_WORK = 16 * 1024 * 1024  # units of work (see Budget) one Dockerfile may cost
+
 
 class ExpandError(ValueError):
     """BuildKit would reject this word."""
+
+
+class TooLong(ExpandError):
+    """The word expands to more than MAX_VALUE characters."""
+
+    def __init__(self) -> None:
+        super().__init__(f"expands to more than {MAX_VALUE // 1024} KiB")
+
+
+class OverBudget(ExpandError):
+    """The file has used up its Budget."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"evaluating this Dockerfile takes more than {MAX_WORK // 1024 // 1024} Mi units "
+            "of work, the most graphbuild does for one file"
+        )
+
+
+class Budget:
+    """The work one Dockerfile may still cost, shared by all its words: each word is capped,
+    but many words each under the cap must not add up to unbounded time or memory. A unit
+    is a character expanded, or scanned by a pattern (64 at once count as one); the reader
+    charges other repeated work (ONBUILD triggers firing in many stages) to it too."""
+
+    def __init__(self, work: int = MAX_WORK) -> None:
+        self.left = work
+
+    def spend(self, units: int) -> None:
+        self.left -= units
+        if self.left < 0:
+            raise OverBudget
 
 
 class MissingValue(ExpandError):
@@ -23,7 +60,7 @@ class MissingValue(ExpandError):
 
     def __init__(self, name: str, message: str) -> None:
         self.name = name
-        super().__init__(f"{name}: {message}")
+        super().__init__(f"{shorten(name, quote=False)}: {shorten(message, quote=False)}")
 
 
 @dataclass
@@ -35,9 +72,21 @@ class Expansion:
     unmatched: set[str] = field(default_factory=set)
 
 
-def expand(word: str, env: Mapping[str, str], escape: str = "\\") -> Expansion:
-    """Expand `word` against `env`; unknown variables become empty, as in BuildKit."""
-    lexer = _Lexer(word, env, escape)
+def expand(
+    word: str, env: Mapping[str, str], escape: str = "\\", budget: Budget | None = None
+) -> Expansion:
+    """Expand `word` against `env`; unknown variables become empty, as in BuildKit.
+
+    Raises TooLong past MAX_VALUE characters, and OverBudget when `budget` (the file's,
+    else one of MAX_WORK for this word alone) runs out.
+    """
+    budget = budget or Budget()
+    if not any(c in word for c in ("$", "'", '"', escape)):  # nothing to expand: the common case
+        if len(word) > MAX_VALUE:
+            raise TooLong
+        budget.spend(len(word))
+        return Expansion(word)
+    lexer = _Lexer(word, env, escape, budget)
     try:
         value = lexer.until(None, raw_escapes=False)
     except RecursionError:
@@ -46,8 +95,8 @@ def expand(word: str, env: Mapping[str, str], escape: str = "\\") -> Expansion:
 
 
 class _Lexer:
-    def __init__(self, text: str, env: Mapping[str, str], escape: str) -> None:
-        self.text, self.env, self.escape = text, env, escape
+    def __init__(self, text: str, env: Mapping[str, str], escape: str, budget: Budget) -> None:
+        self.text, self.env, self.escape, self.budget = text, env, escape, budget
         self.pos = 0
         self.matched: set[str] = set()
         self.unmatched: set[str] = set()
@@ -62,28 +111,48 @@ class _Lexer:
 
     def until(self, stop: str | None, raw_escapes: bool) -> str:
         out: list[str] = []
+        size = 0  # characters in `out`
         while self.pos < len(self.text):
             ch = self.peek()
             if stop is not None and ch == stop:
                 self.pos += 1
-                return "".join(out)
-            if ch == "$":
-                out.append(self.dollar())
-            elif ch == "'":
-                out.append(self.single_quote())
-            elif ch == '"':
-                out.append(self.double_quote())
+                return self.joined(out, size)
+            if ch in "$'\"":
+                if ch == "$":
+                    piece = self.dollar()
+                elif ch == "'":
+                    piece = self.single_quote()
+                else:
+                    piece = self.double_quote()
+                size = self.grown(size, piece)
+                out.append(piece)
             else:
                 self.pos += 1
                 if ch == self.escape:
                     if raw_escapes:
                         out.append(ch)
+                        size += 1
                     if self.pos >= len(self.text):
                         break
                     ch = self.next()
                 out.append(ch)
+                size += 1
         if stop is not None:
             raise ExpandError(f"unexpected end of statement while looking for matching {stop}")
+        return self.joined(out, size)
+
+    def grown(self, size: int, piece: str) -> int:
+        """`size` with `piece` added, checked against the cap before it is joined."""
+        size += len(piece)
+        if size > MAX_VALUE:
+            raise TooLong
+        return size
+
+    def joined(self, out: list[str], size: int) -> str:
+        """`out` as one string, checked against the cap and charged to the budget."""
+        if size > MAX_VALUE:
+            raise TooLong
+        self.budget.spend(size)
         return "".join(out)
 
     def single_quote(self) -> str:
@@ -98,6 +167,7 @@ class _Lexer:
     def double_quote(self) -> str:
         self.pos += 1
         out: list[str] = []
+        size = 0
         while True:
             ch = self.peek()
             if ch == "":
@@ -106,9 +176,11 @@ class _Lexer:
                 )
             if ch == '"':
                 self.pos += 1
-                return "".join(out)
+                return self.joined(out, size)
             if ch == "$":
-                out.append(self.dollar())
+                piece = self.dollar()
+                size = self.grown(size, piece)
+                out.append(piece)
                 continue
             self.pos += 1
             if ch == self.escape:
@@ -118,6 +190,7 @@ class _Lexer:
                 if nxt in ('"', "$", self.escape):
                     ch = self.next()
             out.append(ch)
+            size += 1
 
     def name(self) -> str:
         start = self.pos
@@ -187,7 +260,7 @@ class _Lexer:
         if greedy:
             word = word[1:]
         trim = _trim_prefix if op == "#" else _trim_suffix
-        return trim(_Pattern(word), value, greedy)
+        return trim(_Pattern(word), value, greedy, self.budget)
 
     def replace(self, name: str) -> str:
         replace_all = self.peek() == "/"
@@ -206,16 +279,18 @@ class _Lexer:
                 raise ExpandError("syntax error: missing '}'") from None
             raise
         value, _ = self.lookup(name)
-        return _replace(_Pattern(pattern), value, replacement, replace_all)
+        return _replace(_Pattern(pattern), value, replacement, replace_all, self.budget)
 
 
 class _Pattern:
-    """A shell pattern (`*`, `?`, `\\` escapes) matched by simulating all positions at once.
+    """A shell pattern (`*`, `?`, `\\` escapes), matched without backtracking.
 
     BuildKit turns patterns into Go regexps, which never backtrack. Python's
-    re does, and `${A/*a*a*a*a*x/}` against a long value would take forever,
-    so the set of positions a match can have reached is kept as the bits of
-    an int: every step is a few big-int operations, linear in the value.
+    re does, and `${A/*a*a*a*a*x/}` against a long value would take forever.
+    Here the positions a match can have reached are the bits of an int (see
+    _Matcher), and a replace finds every match start in one pass: the time is
+    linear in the value times the pattern's length, divided by the 64 bits a
+    machine word holds.
     """
 
     def __init__(self, pattern: str) -> None:
@@ -229,9 +304,8 @@ class _Pattern:
                 if nxt in ("}", "/"):
                     continue  # only escapes the ${} syntax, not part of the pattern
                 if nxt not in ("*", "?", "\\"):
-                    raise ExpandError(
-                        f"invalid pattern ({pattern}) in substitution: invalid escape"
-                    )
+                    shown = shorten(pattern, quote=False)
+                    raise ExpandError(f"invalid pattern ({shown}) in substitution: invalid escape")
                 self.tokens.append(nxt)
                 i += 1
             elif ch == "*":
@@ -240,61 +314,115 @@ class _Pattern:
             else:
                 self.tokens.append("" if ch == "?" else ch)
 
-    def reversed(self) -> _Pattern:
-        flipped = _Pattern("")
-        flipped.tokens = self.tokens[::-1]
-        return flipped
+    def matcher(self, value: str, budget: Budget, backwards: bool = False) -> _Matcher:
+        """This pattern against `value`; `backwards` matches the reversed pattern against the
+        reversed value, which finds where matches start and what a suffix trim cuts."""
+        if backwards:
+            return _Matcher(self.tokens[::-1], value[::-1], budget)
+        return _Matcher(self.tokens, value, budget)
 
-    def ends(self, value: str, start: int) -> int:
-        """Bit i is set when the pattern matches value[start:i] exactly."""
+
+class _Matcher:
+    """A pattern against one value, with positions 0..len(value) as the bits of an int."""
+
+    def __init__(self, tokens: list[str | None], value: str, budget: Budget) -> None:
+        self.tokens, self.budget = tokens, budget
         n = len(value)
-        everything = (1 << (n + 1)) - 1
-        reached = 1 << start
-        masks: dict[str, int] = {}
+        self.everything = (1 << (n + 1)) - 1
+        self.step = (n >> 6) + 1  # an operation on the positions costs a pass over the words
+        # bit i of masks[c] is set when value[i] == c, for the literal chars of the pattern
+        wanted = {t for t in tokens if t}
+        where: dict[str, list[int]] = {c: [] for c in wanted}
+        if wanted:
+            budget.spend(n + self.step * len(wanted))
+            for i, ch in enumerate(value):
+                if ch in where:
+                    where[ch].append(i)
+        self.masks: dict[str, int] = {}
+        for ch, positions in where.items():
+            bits = bytearray((n >> 3) + 1)
+            for i in positions:
+                bits[i >> 3] |= 1 << (i & 7)
+            self.masks[ch] = int.from_bytes(bits, "little")
+
+    def ends(self, reached: int) -> int:
+        """Bit j is set when the pattern matches value[i:j] for some bit i of `reached`."""
         for token in self.tokens:
             if not reached:
                 return 0
+            self.budget.spend(self.step)
             if token is None:
                 lowest = reached & -reached
-                reached = everything & ~(lowest - 1)
+                reached = self.everything & ~(lowest - 1)
             elif token == "":
-                reached = (reached << 1) & everything
+                reached = (reached << 1) & self.everything
             else:
-                if token not in masks:
-                    bits = "".join("1" if c == token else "0" for c in reversed(value))
-                    masks[token] = int(bits or "0", 2)
-                reached = ((reached & masks[token]) << 1) & everything
+                reached = ((reached & self.masks[token]) << 1) & self.everything
         return reached
 
 
-def _trim_prefix(pattern: _Pattern, value: str, greedy: bool) -> str:
-    ends = pattern.ends(value, 0)
+def _trim_prefix(pattern: _Pattern, value: str, greedy: bool, budget: Budget) -> str:
+    ends = pattern.matcher(value, budget).ends(1)
     if not ends:
         return value
     cut = ends.bit_length() - 1 if greedy else (ends & -ends).bit_length() - 1
     return value[cut:]
 
 
-def _trim_suffix(pattern: _Pattern, value: str, greedy: bool) -> str:
-    return _trim_prefix(pattern.reversed(), value[::-1], greedy)[::-1]
+def _trim_suffix(pattern: _Pattern, value: str, greedy: bool, budget: Budget) -> str:
+    ends = pattern.matcher(value, budget, backwards=True).ends(1)
+    if not ends:
+        return value
+    cut = ends.bit_length() - 1 if greedy else (ends & -ends).bit_length() - 1
+    return value[: len(value) - cut]
 
 
-def _replace(pattern: _Pattern, value: str, replacement: str, replace_all: bool) -> str:
-    """Leftmost, longest matches, as Go's ReplaceAllString with greedy stars."""
+def _replace(
+    pattern: _Pattern, value: str, replacement: str, replace_all: bool, budget: Budget
+) -> str:
+    """Leftmost, longest matches, as Go's ReplaceAllString with greedy stars.
+
+    Matching the reversed pattern backwards from every position at once gives
+    every position a match starts at. A pattern without `*` has one length, so
+    a match's end is known; with a `*`, the longest match from the first start
+    swallows every later one, so only a few starts ever need their ends.
+    """
+    n = len(value)
+    backwards = pattern.matcher(value, budget, backwards=True)
+    bits = bin(backwards.ends(backwards.everything))[:1:-1]  # bits[r] == "1": a start at n - r
+    budget.spend(n + 1)
+    starts = [n - r for r in range(len(bits) - 1, -1, -1) if bits[r] == "1"]
+    forward = None if None not in pattern.tokens else pattern.matcher(value, budget)
     out: list[str] = []
-    i, last_end = 0, -1
-    while i <= len(value):
-        ends = pattern.ends(value, i)
-        end = ends.bit_length() - 1 if ends else -1
-        if end >= 0 and not (end == i and i == last_end):  # no empty match right after one
-            out.append(replacement)
-            last_end = end
-            if not replace_all:
-                return "".join(out) + value[end:]
-            if end > i:
-                i = end
-                continue
-        if i < len(value):
-            out.append(value[i])
-        i += 1
+    i, last_end, size = 0, -1, 0
+    for start in starts:
+        if start < i:
+            continue
+        if forward is None:
+            end = start + len(pattern.tokens)
+        else:
+            end = forward.ends(1 << start).bit_length() - 1
+        if end == start == last_end:  # no empty match right after one
+            continue
+        size += start - i + len(replacement)
+        if size > MAX_VALUE:
+            raise TooLong
+        out += [value[i:start], replacement]
+        last_end = end
+        if not replace_all:
+            i = end
+            break
+        if end > start:
+            i = end
+        else:
+            out.append(value[start : start + 1])
+            i = start + 1
+    out.append(value[i:])
     return "".join(out)
+
+
+def shorten(text: str, quote: bool = True, limit: int = 80) -> str:
+    """`text` for an error message, quoted, and cut short so the message stays one line."""
+    cut = text[:limit]
+    shown = repr(cut) if quote else cut
+    return shown if len(cut) == len(text) else f"{shown}… ({len(text)} characters)"

@@ -23,9 +23,10 @@ from types import TracebackType
 from graphbuild import __version__, dockerfile, graphdb, refs
 from graphbuild.config import Config, ImageSpec, RepoSpec
 from graphbuild.errors import ERROR, UNRESOLVED, WARNING, DockerfileError, InvalidReference, Problem
+from graphbuild.expand import shorten
 from graphbuild.sources import SyncResult, Tree, blob_sha, open_tree
 
-PARSER_REVISION = "3"  # bump when parsing changes, so cached answers are not reused
+PARSER_REVISION = "4"  # bump when parsing changes, so cached answers are not reused
 
 
 @dataclass
@@ -139,7 +140,11 @@ class Indexer:
         return matches
 
     def parse(self) -> Index:
-        """Parse every located Dockerfile, from the cache where the same input was parsed."""
+        """Parse every located Dockerfile, from the cache where the same input was parsed.
+
+        A Dockerfile that fails is cached too, as its error: a hostile file costs its
+        bounded parse once per change, not once per sync.
+        """
         index = Index([], self.problems)
         new: dict[str, str] = {}
         used: set[str] = set()
@@ -147,39 +152,53 @@ class Indexer:
             image = _image(found, index)
             if image is None:
                 continue
+            key, cached = _cache_key(image), None
             try:
-                key = _cache_key(image)
                 cached = new.get(key) or self._cached(key)
-                if cached is not None:
-                    image.parsed = dockerfile.Parsed.from_dict(json.loads(cached))
-                    index.cached += 1
-                else:
-                    data = self.trees[found.repo.name].read(found.path)
-                    image.blob = blob_sha(data)  # a local file may have changed since the scan
-                    key = _cache_key(image)
-                    image.parsed = dockerfile.parse(
-                        data,
-                        build_args=image.build_args,
-                        target=image.target,
-                        platforms=image.platforms or (dockerfile.DEFAULT_PLATFORM,),
-                        contexts=image.contexts,
-                    )
+                if cached is None:
+                    image.parsed = self._parse(found, image)
+                    key = _cache_key(image)  # the blob read may differ from the scanned one
                     new[key] = json.dumps(image.parsed.to_dict())
                     index.parsed += 1
-                used.add(key)
+                else:
+                    result = json.loads(cached)
+                    index.cached += 1
+                    if "error" in result:
+                        raise DockerfileError(*result["error"])
+                    image.parsed = dockerfile.Parsed.from_dict(result)
             except DockerfileError as err:
+                if cached is None:
+                    index.parsed += 1
+                    key = _cache_key(image)
+                    if not isinstance(err, dockerfile.OutOfMemory):  # the machine's, not the file's
+                        new[key] = json.dumps({"error": [err.line, err.message]})
                 index.problems.append(
                     Problem(ERROR, image.repo, err.message, image.dockerfile, err.line or None)
                 )
-                continue
             except Exception as err:  # a parser bug must not hide the rest of the fleet
                 message = f"internal error, please report it: {type(err).__name__}: {err}"
                 index.problems.append(Problem(ERROR, image.repo, message, image.dockerfile))
+                continue
+            used.add(key)
+            if image.parsed is None:
                 continue
             _report(image, index)
             index.images.append(image)
         self._store(new, used)
         return index
+
+    def _parse(self, found: _Found, image: Image) -> dockerfile.Parsed:
+        tree = self.trees[found.repo.name]
+        dockerfile.check_size(tree.size(found.path))  # before reading: memory stays bounded
+        data = tree.read(found.path)
+        image.blob = blob_sha(data)  # a local file may have changed since the scan
+        return dockerfile.parse(
+            data,
+            build_args=image.build_args,
+            target=image.target,
+            platforms=image.platforms or (dockerfile.DEFAULT_PLATFORM,),
+            contexts=image.contexts,
+        )
 
     def _store(self, new: dict[str, str], used: set[str]) -> None:
         """Add the new parses and forget the ones no image uses any more."""
@@ -199,7 +218,7 @@ def _report(image: Image, index: Index) -> None:
     assert image.parsed is not None
     for ref in image.parsed.refs:
         if ref.unresolved:
-            message = f"{ref.kind} {ref.raw!r} unresolved: {ref.unresolved}"
+            message = f"{ref.kind} {shorten(ref.raw)} unresolved: {ref.unresolved}"
             index.problems.append(
                 Problem(UNRESOLVED, image.repo, message, image.dockerfile, ref.line)
             )

@@ -306,6 +306,10 @@ class Tree(Protocol):
 
     def read(self, path: str) -> bytes: ...
 
+    def size(self, path: str) -> int:
+        """The size of `path` in bytes, known without reading it."""
+        ...
+
     def content(self, folder: str) -> str:
         """One digest of every file under `folder` (paths, modes, blobs): a build context's
         identity, so a commit elsewhere in the repository changes nothing built here."""
@@ -356,6 +360,12 @@ class GitTree:
         if sha is None:
             raise FileNotFoundError(path)
         return self._object(sha)
+
+    def size(self, path: str) -> int:
+        sha = self.blob(path)
+        if sha is None:
+            raise FileNotFoundError(path)
+        return self.repo.odb.info(bytes.fromhex(sha)).size
 
     def content(self, folder: str) -> str:
         prefix = "" if folder in ("", ".") else folder.strip("/") + "/"
@@ -440,6 +450,12 @@ class DirTree:
         if full is None:
             raise FileNotFoundError(path)
         return _read_file(full, path)
+
+    def size(self, path: str) -> int:
+        full = self._file(path)
+        if full is None:
+            raise FileNotFoundError(path)
+        return full.stat().st_size
 
     def content(self, folder: str) -> str:
         """As git would record the folder: files and symlinks (their target), `.git` left out."""

@@ -7,6 +7,9 @@ Each rule case uses the reference's own example. Cases are `(text, kwargs, expec
 """
 
 import io
+import re
+import subprocess
+import sys
 
 import pytest
 from dockerfile_parse import DockerfileParser
@@ -14,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from graphbuild import refs
-from graphbuild.dockerfile import Parsed, parse
+from graphbuild.dockerfile import Parsed, _directive, parse, read
 from graphbuild.errors import DockerfileError
 
 HEX = "0123456789abcdef" * 4
@@ -1235,3 +1238,182 @@ def test_pathological_input_is_a_parse_error_not_a_crash(text, says):
 
 def test_a_deeply_bracketed_run_is_shell_form_not_a_crash():
     assert bases("FROM a\nRUN " + "[" * 100_000) == [(FROM, "a")]
+
+
+# -- bounded work: any file costs bounded time and memory, and fails on its own line
+
+MIB = 1024 * 1024
+
+# Each ARG doubles the one before: A16 is 64 KiB, A17 would be 128 KiB, A39 512 Gi.
+DOUBLING = df(
+    "ARG A0=x", *(f"ARG A{i}=${{A{i - 1}}}${{A{i - 1}}}" for i in range(1, 40)), "FROM alpine:$A39"
+)
+
+
+def test_arg_doubling_stops_at_the_first_arg_over_64_kib():
+    err = rejected(DOUBLING)
+    assert (err.line, err.message) == (18, "ARG A17 expands to more than 64 KiB")
+
+
+def test_a_from_over_64_kib_is_named():
+    text = df("ARG H=" + "x" * 40_000, "FROM alpine:${H}${H}")
+    assert (rejected(text).line, rejected(text).message) == (2, "FROM expands to more than 64 KiB")
+
+
+def test_expansion_work_is_bounded_per_file_however_small_each_value():
+    # 60 000 characters a line, each line under the cap: the file's budget runs out
+    lines = ["ARG H=" + "x" * 60_000, *(f"ARG B{n}=${{H}}" for n in range(2, 400))]
+    err = rejected(df(*lines, "FROM alpine"))
+    assert 200 < err.line < 400
+    assert err.message == (
+        f"ARG B{err.line}: evaluating this Dockerfile takes more than 16 Mi units of work, "
+        "the most graphbuild does for one file"
+    )
+
+
+def test_a_file_of_2_mib_is_read_and_one_byte_more_is_refused():
+    text = "FROM alpine\n#" + "x" * (2 * MIB - 14) + "\n"
+    assert len(text) == 2 * MIB
+    assert bases(text) == [(FROM, "alpine")]
+    err = rejected(text.encode() + b"x")
+    assert (err.line, err.message) == (
+        0,
+        f"Dockerfile is {2 * MIB + 1} bytes, more than the 2 MiB graphbuild reads",
+    )
+    assert rejected("é" * MIB + "x").message.startswith(f"Dockerfile is {2 * MIB + 1} bytes")
+
+
+def test_a_chain_of_onbuilds_is_an_error_on_its_line_not_a_crash():
+    err = rejected("FROM a\n" + "ONBUILD " * 100_000 + "RUN x\n")
+    assert (err.line, err.message) == (2, "ONBUILD isn't allowed as an ONBUILD trigger")
+
+
+def test_a_long_word_is_shortened_in_the_error():
+    err = rejected("FROM alpine:" + "A" * 10_000)
+    assert err.line == 1 and len(err.message) < 300
+    assert err.message.startswith("'alpine:AAAA") and "10007 characters" in err.message
+
+
+@pytest.mark.timeout(60)
+def test_continuation_lines_are_joined_in_linear_time():
+    # 146 s when each line was appended to a growing string, about 2 s now
+    text = "FROM alpine\nRUN true \\\n" + "  x \\\n" * 1_000_000 + "  true\n"
+    source = read(text)
+    assert [ins.cmd for ins in source.instructions] == ["from", "run"]
+    assert source.instructions[1].end == 1_000_003
+    assert source.instructions[1].args.endswith("  x   x   true")
+
+
+def test_the_machine_running_out_of_memory_is_an_error_not_a_crash():
+    """A MemoryError (here from an address-space limit just above what is in use) becomes a
+    DockerfileError, not an escaping exception."""
+    script = """
+import resource
+from graphbuild import dockerfile
+from graphbuild.errors import DockerfileError
+text = "FROM alpine\\n" + "ab\\n" * 600_000
+with open("/proc/self/status") as status:
+    vm = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+limit = vm * 1024 + 16 * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    dockerfile.parse(text)
+except DockerfileError as err:
+    print(type(err).__name__, err.line, err.message)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    kind, line, message = done.stdout.strip().split(" ", 2)
+    assert (kind, line) == ("OutOfMemory", "0")
+    assert message == "not enough memory to read this Dockerfile"
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_any_bytes_parse_or_are_rejected(data):
+    parses_or_rejects(data)
+
+
+DOUBLERS = ["${{{p}}}${{{p}}}", "${{{p}:-x}}${{{p}}}", '"${p}"${p}', "${{{p}:+${{{p}}}${{{p}}}}}",
+            "${{{p}}}${{{p}}}${{{p}}}", "${{u:-${{{p}}}}}${{{p}}}", "${{{p}//?/ab}}"]  # fmt: skip
+PATTERN_OPS = ["/", "//", "#", "##", "%", "%%"]
+
+
+def sizes(most):
+    """Small counts, and often the large ones hypothesis would seldom reach by itself."""
+    return st.one_of(st.integers(1, 64), st.sampled_from([most // 100, most // 2, most]))
+
+
+@st.composite
+def pathological(draw):
+    """Shapes that cost time or memory out of proportion to their size, if anything does."""
+    shape = draw(st.sampled_from(["doubling", "pattern", "continuation", "nesting"]))
+    if shape == "doubling":
+        doubler = draw(st.sampled_from(DOUBLERS))
+        first = draw(st.sampled_from(["x", "ab", "x" * 1000]))
+        n = draw(st.integers(1, 60))
+        lines = [f"ARG A0={first}"]
+        lines += [f"ARG A{i}=" + doubler.format(p=f"A{i - 1}") for i in range(1, n)]
+        return df(*lines, f"FROM alpine:${{A{n - 1}}}" if n % 2 else "FROM alpine")
+    if shape == "pattern":
+        value = draw(st.text("ab", min_size=1, max_size=8)) * draw(sizes(8000))
+        pattern = draw(
+            st.one_of(
+                st.text("ab*?", max_size=40),
+                st.just("".join(chr(c) for c in range(0x100, 0x100 + 3000))),
+                st.just("*a" * 500 + "b"),
+            )
+        )
+        op = draw(st.sampled_from(PATTERN_OPS))
+        word = f"${{V{op}{pattern}/x}}" if "/" in op else f"${{V{op}{pattern}}}"
+        words = " ".join([word] * draw(sizes(50)))
+        return df(f"ARG V={value}", f"ARG W={words}", "FROM alpine:3")
+    if shape == "continuation":
+        line = mostly(["\\", "x \\", "# c", "", "  \\  ", "\t\\\r"], ["`", "x", "<<EOF", "\\\\"])
+        cycle = draw(st.lists(line, min_size=1, max_size=6))
+        n = draw(sizes(100_000))
+        return df("FROM alpine", "RUN true \\", *(cycle * (n // len(cycle))), "true")
+    depth = draw(sizes(100_000))
+    opener = draw(st.sampled_from(["${A:-", "${A/", "[", '"', "ONBUILD ", "$"]))
+    nested = opener * depth
+    chained = [f"{nested}RUN x"] if opener == "ONBUILD " else []  # ONBUILD ONBUILD … RUN x
+    return df(f"ARG X={nested}", "FROM alpine", f"RUN {nested}", *chained)
+
+
+@pytest.mark.timeout(600)  # a bound that proves nothing hangs, not a speed test
+@settings(FUZZ, max_examples=120, suppress_health_check=list(HealthCheck))
+@given(pathological(), st.sampled_from([[AMD64], [AMD64, ARM64]]))
+def test_pathological_shapes_parse_or_are_rejected(text, platforms):
+    parses_or_rejects(text, platforms=platforms)
+
+
+@pytest.mark.timeout(60)
+def test_a_long_directive_line_is_read_in_linear_time():
+    # a regex with a lazy group before `\s*$` took 1 s for 20 000 blanks, 40 min for a MiB
+    text = "# syntax=docker/dockerfile:1" + " " * MIB + "x\nFROM alpine\n"
+    assert bases(text) == [(SYNTAX, "docker/dockerfile:1"), (FROM, "alpine")]
+
+
+OLD_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+
+
+@FUZZ
+@given(st.text(" \t\x1c\x85\u00a0\u200b\u2003#=ab1:/", max_size=12))
+def test_directives_are_read_as_the_buildkit_regex_reads_them(rest):
+    match = OLD_DIRECTIVE.match("#" + rest)
+    assert _directive("#" + rest) == (match and (match.group(1), match.group(2)))
+
+
+@pytest.mark.timeout(60)
+def test_onbuild_triggers_firing_in_many_stages_cost_from_the_files_budget():
+    # every `FROM b` fires every trigger of b: 5 000 x 5 000 firings took minutes
+    n = 5000
+    text = "FROM a AS b\n" + "ONBUILD COPY --from=x:1 /a /b\n" * n + "FROM b\n" * n
+    err = rejected(text)
+    assert n + 1 < err.line <= 2 * n + 1
+    assert err.message == (
+        "FROM b: firing its ONBUILD triggers: evaluating this Dockerfile takes more than "
+        "16 Mi units of work, the most graphbuild does for one file"
+    )

@@ -5,18 +5,24 @@ from __future__ import annotations
 import random
 import threading
 import time
+from contextlib import closing
 
 import networkx as nx
 import pytest
 
+from graphbuild import config, graphdb
+from graphbuild.commands import load
+from graphbuild.commands.sync import refresh
 from graphbuild.execute import (
     BLOCKED,
     FAILED,
     PENDING,
     RUNNING,
     SUCCEEDED,
+    Builds,
     Failed,
     Outcome,
+    RunSettings,
     Scheduler,
 )
 
@@ -553,3 +559,23 @@ def test_any_failure_after_a_stop_is_left_to_do():
     s = scheduler(deps, rec)
     assert s.run() == {"a": PENDING, "a1": PENDING}
     assert rec.statuses(BLOCKED) == []
+
+
+def test_a_dockerfile_grown_past_the_size_limit_since_the_sync_fails_its_build_by_name(
+    tmp_path, write_config
+):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/Dockerfile").write_text("FROM alpine:3.20\n")
+    images = [{"image": "r.test/x", "tags": ["1"]}]
+    cfg = config.load(write_config([{"name": "r", "path": "r", "images": images}]))
+    refresh(cfg)
+    with closing(graphdb.connect(cfg.workspace)) as db:
+        graph = load(db)
+    big = b"FROM alpine:3.20\n" + b"#" * 2 * 1024 * 1024
+    (tmp_path / "r/Dockerfile").write_bytes(big)  # a local folder edited after the sync
+    builds = Builds(cfg, graph, {}, None, "run", {}, RunSettings(), tmp_path / "logs")
+    with pytest.raises(Failed) as info:
+        builds.work("r.test/x:1", threading.Event())
+    assert str(info.value) == (
+        f"r:Dockerfile: Dockerfile is {len(big)} bytes, more than the 2 MiB graphbuild reads"
+    )

@@ -209,3 +209,65 @@ def test_many_stars_do_not_backtrack():
 def test_deep_nesting_is_an_error_not_a_crash():
     with pytest.raises(ExpandError, match="nested too deeply"):
         expand("${A:-" * 2000 + "x" + "}" * 2000, {})
+
+
+def _go_replace_all(regex, text, replacement):
+    """Go's ReplaceAllString: an empty match right after a match is not a match."""
+    out, pos, last = [], 0, -1
+    for match in regex.finditer(text):
+        if match.start() == match.end() == last:
+            continue
+        out += [text[pos : match.start()], replacement]
+        pos = last = match.end()
+    return "".join(out) + text[pos:]
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(pattern=PATTERN_CHARS, text=VALUES)
+def test_replace_all_agrees_with_a_regex(pattern, text):
+    expected = _go_replace_all(_regex(pattern, True, anchored=False), text, "X")
+    assert expand(f"${{V//{pattern}/X}}", {"V": text}).value == expected
+
+
+# -- bounded work: a value has a cap, a pattern costs time linear in its value
+
+KIB = 1024
+
+
+def test_a_value_of_64_kib_expands_and_one_more_character_is_an_error():
+    assert len(expand("${H}${H}", {"H": "x" * 32 * KIB}).value) == 64 * KIB
+    with pytest.raises(ExpandError, match="more than 64 KiB"):
+        expand("${H}${H}x", {"H": "x" * 32 * KIB})
+    with pytest.raises(ExpandError, match="more than 64 KiB"):
+        expand("${u:-${H}${H}}x", {"H": "x" * 32 * KIB})
+    assert len(expand("x" * 64 * KIB, {}).value) == 64 * KIB
+    with pytest.raises(ExpandError, match="more than 64 KiB"):
+        expand("x" * (64 * KIB + 1), {})
+
+
+LONG = "a" * 60_000  # no `b` in it: every pattern below matches nowhere or everywhere
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("${V//b/}", LONG),
+        ("${V/b/}", LONG),
+        ("${V//?b/x}", LONG),
+        ("${V//a?b/x}", LONG),
+        ("${V//*b/}", LONG),
+        ("${V//b*/}", LONG),
+        ("${V//a*b*a/}", LONG),
+        ("${V#*b}", LONG),
+        ("${V##*b}", LONG),
+        ("${V%b*}", LONG),
+        ("${V%%b*}", LONG),
+        ("${V//a/b}", "b" * 60_000),
+        ("${V//aa/b}", "b" * 30_000),
+        ("${V//?/}", ""),
+        ("${V//*/x}", "x"),
+    ],
+)
+def test_a_pattern_on_a_long_value_is_matched_in_linear_time(word, expected):
+    assert expand(word, {"V": LONG}).value == expected

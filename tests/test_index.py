@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from contextlib import closing
 
+import pytest
+
 from graphbuild import config, index, sources
 from graphbuild.errors import ERROR, UNRESOLVED
 
@@ -159,3 +161,56 @@ def test_parses_no_image_uses_any_more_are_forgotten(tmp_path, write_config):
     with closing(index.open_db(tmp_path / ".graphbuild")) as db:
         assert db.execute("SELECT count(*) FROM parses").fetchone()[0] == 1
         assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 1
+
+
+MIB = 1024 * 1024
+# Each ARG doubles the one before: 40 lines would be 512 Gi characters.
+DOUBLING = "\n".join(
+    [
+        "ARG A0=x",
+        *(f"ARG A{i}=${{A{i - 1}}}${{A{i - 1}}}" for i in range(1, 40)),
+        "FROM alpine:$A39",
+    ]
+)
+
+
+@pytest.mark.timeout(120)  # proves nothing hangs; each file takes well under a second
+def test_hostile_dockerfiles_are_problems_of_their_own_cached_like_parses(tmp_path, write_config):
+    r = tmp_path / "r"
+    r.mkdir()
+    (r / "good").write_text("FROM alpine:3.20\n")
+    (r / "doubling").write_text(DOUBLING)
+    (r / "pattern").write_text("ARG V=" + "a" * 60_000 + "\nARG W=${V//b/}\nFROM alpine:3.21\n")
+    (r / "huge").write_bytes(b"FROM alpine\n" + b"#" * (2 * MIB))
+    names = ["good", "doubling", "pattern", "huge"]
+    images = [{"image": f"r.test/{name}", "dockerfile": name} for name in names]
+    path = write_config([{"name": "r", "path": "r", "images": images}])
+    expected = [
+        "r:doubling:18: ARG A17 expands to more than 64 KiB",
+        f"r:huge: Dockerfile is {2 * MIB + 12} bytes, more than the 2 MiB graphbuild reads",
+    ]
+
+    first = run(path)
+    assert [i.image for i in first.images] == ["r.test/good", "r.test/pattern"]
+    assert [str(p) for p in first.problems] == expected
+    assert (first.parsed, first.cached) == (4, 0)
+
+    (r / "good").write_text("FROM alpine:3.21\n")  # a change elsewhere: the fleet is indexed again
+    second = run(path)
+    assert (second.parsed, second.cached) == (1, 3)  # the failures are not parsed again
+    assert [str(p) for p in second.problems] == expected
+    assert [p.level for p in second.problems] == [ERROR, ERROR]
+
+
+def test_a_huge_dockerfile_in_git_is_a_problem_and_the_rest_is_indexed(remotes, write_config):
+    remote = remotes("big", {"huge/Dockerfile": "FROM alpine\n" + "#" * 3 * MIB + "\n",
+                             "ok/Dockerfile": "FROM alpine:3.20\n"})  # fmt: skip
+    images = [{"image": "r.test/{dir}", "dockerfile": "*/Dockerfile"}]
+    path = write_config([{"name": "big", "url": str(remote.url), "images": images}])
+    result = run(path)
+    assert [i.image for i in result.images] == ["r.test/ok"]
+    assert [str(p) for p in result.problems] == [
+        f"big:huge/Dockerfile: Dockerfile is {3 * MIB + 13} bytes, "
+        "more than the 2 MiB graphbuild reads"
+    ]
+    assert run(path).parsed == 0
