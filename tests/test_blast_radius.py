@@ -108,7 +108,9 @@ class Fleet(Runner):
         self.write_config()
 
     def shown(self, path: str) -> str:
-        return git(self.deploy.url, "show", f"main:{path}")
+        """A file of the deploy repository's main branch, byte for byte."""
+        return subprocess.run(["git", "--git-dir", str(self.deploy.url), "show", f"main:{path}"],
+                              check=True, capture_output=True, text=True).stdout  # fmt: skip
 
     def arm(self) -> None:
         """The hostile files, the upstream bump, and the gate that swaps the manifest."""
@@ -125,8 +127,9 @@ class Fleet(Runner):
         self.config["repos"][2]["images"].append(  # the context itself is the symlink
             {"image": f"{h}/hostile/ctxlink", "dockerfile": "linkctx/Dockerfile",
              "context": "linkctx/ctx", "tags": ["1"]})  # fmt: skip
+        git(self.deploy.work, "pull", "-q", "--ff-only", "origin", "main")  # graphbuild's
         self.deploy.commit({"envs/dev/deep.yaml": "a: " + "[" * 600 + "]" * 600 + "\n"}, "deep")
-        self.outside.write_text(self.shown("envs/dev/canary.yaml") + "\n")
+        self.outside.write_text(self.shown("envs/dev/canary.yaml"))
         self.config["gates"] = [{"name": "intruder", "test": [
             "sh", "-c", SWAP, "sh", str(self.deploy.work), str(self.outside)]}]  # fmt: skip
         self.write_config()
