@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from graphbuild.config import Config, RepoSpec
 
+_CHUNK = 2**20  # bytes read at a time to hash a local file
 SAFE_SCHEMES = frozenset({"https", "ssh", "git", "file"})
 FETCH_TIMEOUT = 600  # seconds for one repository's fetch
 CLONES = "repos"  # the workspace folder holding one bare clone per repository
@@ -441,7 +442,7 @@ class DirTree:
         full = self._file(path)
         if full is None:
             return None
-        sha = blob_sha(_read_file(full, path))
+        sha = _file_sha(full, path)
         self.seen[key] = (st.st_mtime_ns, st.st_size, sha)
         return sha
 
@@ -534,6 +535,22 @@ def _read_file(full: Path, path: str) -> bytes:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise FileNotFoundError(path)
         return data.read()
+
+
+def _file_sha(full: Path, path: str) -> str:
+    """git's blob id of a local file, read a chunk at a time: a build context's big file
+    costs no memory. FileNotFoundError when it is no longer a regular file."""
+    fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as data:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(path)
+        digest = hashlib.sha1(b"blob %d\0" % st.st_size, usedforsecurity=False)
+        left = st.st_size
+        while left > 0 and (chunk := data.read(min(left, _CHUNK))):
+            digest.update(chunk)
+            left -= len(chunk)
+        return digest.hexdigest()
 
 
 def _content(entries: Iterable[tuple[str, str, str | None]]) -> str:

@@ -551,3 +551,21 @@ def test_a_local_file_swapped_for_a_fifo_is_gone_not_waited_on(tmp_path):
     os.mkfifo(tmp_path / "Dockerfile")
     with pytest.raises(FileNotFoundError):
         sources.DirTree(tmp_path, {}, {}).read("Dockerfile")
+
+
+def test_a_big_local_file_is_hashed_as_git_does_in_little_memory(tmp_path):
+    """A context's 32 MiB file costs a chunk of memory to hash, not its size."""
+    import tracemalloc
+
+    big = tmp_path / "big.bin"
+    with big.open("wb") as out:
+        for i in range(32):
+            out.write(bytes([i]) * 2**20)
+    tracemalloc.start()
+    try:
+        sha = sources.DirTree(tmp_path, {}, {}).blob("big.bin")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sha == git(tmp_path, "hash-object", "big.bin")
+    assert peak < 4 * 2**20, f"hashing took {peak} bytes"
