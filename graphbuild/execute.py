@@ -349,10 +349,13 @@ class Builds:
         that context's content, at the commit the graph read: the key covers what is sent."""
         tree = self._tree(repo, attrs)
         try:
+            dockerfile.check_size(tree.size(attrs["dockerfile"]))  # a local file may have grown
             # surrogateescape: a byte that is not UTF-8 goes back into the pinned copy as it was
             text = tree.read(attrs["dockerfile"]).decode("utf-8", "surrogateescape")
             context, content = sources.export(tree, repo.name, attrs["context"],
                                               scratch / "context")  # fmt: skip
+        except DockerfileError as err:
+            raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: {err.message}") from None
         except FileNotFoundError:
             raise Failed(f"{attrs['repo']}:{attrs['dockerfile']} is gone") from None
         except OSError as err:  # a local folder's file, unreadable since the sync

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import tracemalloc
 from contextlib import closing
 
 import networkx as nx
@@ -571,11 +572,17 @@ def test_a_dockerfile_grown_past_the_size_limit_since_the_sync_fails_its_build_b
     refresh(cfg)
     with closing(graphdb.connect(cfg.workspace)) as db:
         graph = load(db)
-    big = b"FROM alpine:3.20\n" + b"#" * 2 * 1024 * 1024
+    big = b"FROM alpine:3.20\n" + b"#" * 64 * 1024 * 1024
     (tmp_path / "r/Dockerfile").write_bytes(big)  # a local folder edited after the sync
     builds = Builds(cfg, graph, {}, None, "run", {}, RunSettings(), tmp_path / "logs")
-    with pytest.raises(Failed) as info:
-        builds.work("r.test/x:1", threading.Event())
+    tracemalloc.start()
+    try:
+        with pytest.raises(Failed) as info:
+            builds.work("r.test/x:1", threading.Event())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert str(info.value) == (
         f"r:Dockerfile: Dockerfile is {len(big)} bytes, more than the 2 MiB graphbuild reads"
     )
+    assert peak < 16 * 2**20, f"refusing it took {peak} bytes: it was read"
