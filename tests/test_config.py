@@ -41,26 +41,7 @@ FULL_REPOS = """
 def test_full_example_loads(tmp_path):
     cfg = load_text(
         tmp_path,
-        """
-workspace: ws
-repos:
-  - name: python
-    url: https://github.com/docker-library/python.git
-    ref: master
-    images:
-      - image: docker.io/library/python
-        dockerfile: 3.12/bookworm/Dockerfile
-        tags: [3.12-bookworm, "3.12"]
-        context: 3.12/bookworm
-        build_args: {PYTHON_VERSION: "3.12.7", JOBS: 4}
-        target: null
-        platforms: [linux/amd64, linux/arm64/v8]
-        contexts: {base: "docker-image://alpine:3"}
-      - dockerfile: "images/*/Dockerfile"
-        image: quay.io/jupyter/{dir}
-  - name: local-base
-    path: ./examples/base
-""",
+        "workspace: ws\nrepos:" + FULL_REPOS,
     )
     assert cfg.workspace == tmp_path / "ws"
     python, local = cfg.repos
@@ -858,13 +839,13 @@ SCALARS = (
     st.none() | st.booleans() | st.integers(-3, 2**70) | st.floats()
     | st.sampled_from(WORDS) | st.text(max_size=12) | st.dates()
 )  # fmt: skip
-VALUES = st.recursive(
-    SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)
-    ),
-    max_leaves=25,
-)
+
+
+def collections(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)
+
+
+VALUES = st.recursive(SCALARS, collections, max_leaves=25)
 
 
 def loads_or_refuses(tmp_path, raw: bytes) -> None:

@@ -27,6 +27,7 @@ import yaml
 
 from .conftest import require
 from .oci import BASE_DIGEST, BASE_NAME, OCI_MANIFEST
+from .test_process import alive
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -442,15 +443,6 @@ class Fleet(Runner):
 
 def file(text: str, mode: str = "0o644") -> list[str]:
     return ["file", mode, hashlib.sha256(text.encode()).hexdigest()]
-
-
-def alive(pid: int) -> bool:
-    """Running, or stopped: anything but gone or a zombie waiting for its reaper."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def group_members(pgid: int) -> list[int]:
