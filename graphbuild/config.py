@@ -29,6 +29,7 @@ from graphbuild.sources import safe_git_url
 DEFAULT_FILE = "repos.yaml"
 ENV_VAR = "GRAPHBUILD_CONFIG"
 DEFAULT_WORKSPACE = ".graphbuild"
+MAX_SECONDS = 7 * 24 * 3600  # the longest timeout repos.yaml may set: a week
 GLOB_CHARS = frozenset("*?[")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -363,8 +364,8 @@ class _Checker:
             if deploy_repo.name in seen:
                 where = ["deployments", "repos", i, "name"]
                 raise self.fail(where, f"{deploy_repo.name!r} is also the name of a repos entry")
-        mirrors = self.mirrors(data.get("mirrors") or {}, ["mirrors"])
-        check = self.mapping(data.get("check") or {}, ["check"], {"timeout"})
+        mirrors = self.mirrors(_or_empty(data.get("mirrors")), ["mirrors"])
+        check = self.mapping(_or_empty(data.get("check")), ["check"], {"timeout"})
         check_timeout = self.number(check.get("timeout", CHECK_TIMEOUT), ["check", "timeout"])
         return Config(self.path, workspace, repos, specs, builder, gates, deployments, azure,
                       mirrors, check_timeout)  # fmt: skip
@@ -428,8 +429,11 @@ class _Checker:
         return argv
 
     def number(self, value: Any, where: list[str | int]) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise self.fail(where, "expected a number of seconds above 0")
+        """Seconds: above 0 and at most a week (`.inf` or `.nan` would never end, or end
+        everything at once)."""
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not 0 < value <= MAX_SECONDS:  # NaN fails every comparison
+            raise self.fail(where, f"expected a number of seconds above 0, at most {MAX_SECONDS}")
         return float(value)
 
     def flag(self, value: Any, where: list[str | int]) -> bool:
@@ -770,6 +774,11 @@ def _key(where: list[str | int]) -> str:
     for part in where:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
+
+
+def _or_empty(value: Any) -> Any:
+    """An absent or empty (`key:`) section is an empty mapping; `false` or `0` stay wrong."""
+    return {} if value is None else value
 
 
 def _kind(value: Any) -> str:

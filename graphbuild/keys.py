@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import networkx as nx
 
 from graphbuild import sources
-from graphbuild.config import Config
+from graphbuild.config import Config, RepoSpec
 from graphbuild.graphdb import IMAGE
 from graphbuild.state import State
 
@@ -54,22 +54,43 @@ def changed_sources(
     repos = {repo.name: repo for repo in config.repos}
     changed = {}
     for name, nodes in sorted(by_repo.items()):
-        commit = graph.nodes[nodes[0]]["commit"]
-        if name not in repos:
-            continue
-        result = sources.SyncResult(name, commit)
-        tree = sources.open_tree(repos[name], result, config.workspace, {}, {})
-        try:
-            for node in nodes:
-                attrs = graph.nodes[node]
-                if source_key(node, attrs, tree.content(attrs["context"])) != records[node].source:
-                    at = f" (now at commit {commit[:12]})" if commit else ""
-                    changed[node] = (
-                        f"its Dockerfile, build context or options changed since graphbuild "
-                        f"built it{at}"
-                    )
-        finally:
-            tree.close()
+        if name in repos:
+            changed.update(_changed_in(config, repos[name], nodes, graph, records))
+    return changed
+
+
+def _changed_in(
+    config: Config, repo: RepoSpec, nodes: list[str], graph: nx.DiGraph, records: Mapping
+) -> dict[str, str]:
+    """The images of one repository whose source changed. One whose source cannot be read
+    (a clone gone bad, a context unreadable since) is planned too: its build then fails
+    naming the cause, and nothing else is held up (the blast radius of a repository)."""
+    from git.exc import GitError
+
+    commit = graph.nodes[nodes[0]]["commit"]
+    at = f" (now at commit {commit[:12]})" if commit else ""
+    changed = {}
+    try:
+        tree = sources.open_tree(repo, sources.SyncResult(repo.name, commit), config.workspace,
+                                 {}, {})  # fmt: skip
+    except (GitError, OSError) as err:
+        why = f"its repository's clone cannot be read ({type(err).__name__}){at}"
+        return dict.fromkeys(nodes, why)
+    try:
+        for node in nodes:
+            attrs = graph.nodes[node]
+            try:
+                content = tree.content(attrs["context"])
+            except (GitError, OSError) as err:
+                changed[node] = f"its build context cannot be read ({err}){at}"
+                continue
+            if source_key(node, attrs, content) != records[node].source:
+                changed[node] = (
+                    f"its Dockerfile, build context or options changed since graphbuild "
+                    f"built it{at}"
+                )
+    finally:
+        tree.close()
     return changed
 
 

@@ -422,7 +422,12 @@ class DirTree:
         return sorted(found)
 
     def _file(self, path: str) -> Path | None:
-        full = (self.root / path).resolve()
+        """The file `path` names inside the repository; None where it resolves outside,
+        loops, or cannot be resolved at all (content the repository holds, not an error)."""
+        try:
+            full = (self.root / path).resolve()
+        except (RuntimeError, OSError):  # RuntimeError: Python 3.11's word for a symlink loop
+            return None
         if not full.is_relative_to(self.root):
             return None
         return full
@@ -473,15 +478,16 @@ class DirTree:
         """`folder` copied under `dest` as `content` sees it, and the digest of exactly what
         was copied: a builder never reads the folder in place, where `.git`, a FIFO, or a
         file changed after the key was made would reach it."""
-        top = (self.root / folder).resolve()
-        if not top.is_relative_to(self.root):
+        where = posixpath.normpath(folder)
+        top = self.root if where == "." else self.root / where
+        if where.startswith("../") or where == "..":
             raise ContextError(f"{repo}:{folder}: the build context resolves outside the "
-                               f"repository ({top}); graphbuild sends a builder only what is "
-                               "inside it")  # fmt: skip
+                               "repository; graphbuild sends a builder only what is inside "
+                               "it")  # fmt: skip
+        self._no_links_to(repo, folder, where)
         if not top.is_dir():
             raise ContextError(f"{repo}:{folder}: the build context is not a folder in the "
                                "repository")  # fmt: skip
-        where = top.relative_to(self.root).as_posix()
         try:
             found = list(self._walk(top, strict=True))
             links = {_join(where, rel): os.readlink(full) for rel, mode, full in found
@@ -492,15 +498,32 @@ class DirTree:
         _check_links(repo, links)
         entries = []
         with _Writer(repo, dest) as writer:
-            for rel, mode, full in found:
+            for rel, mode, _ in found:
                 path = _join(where, rel)
                 if mode == LINK:
                     writer.link(path, links[path])
                     sha = blob_sha(os.fsencode(links[path]))
                 else:
-                    sha = _copy(repo, path, full, writer, mode == EXECUTABLE)
+                    try:  # opened below the root one folder at a time, through no symlink:
+                        source = _open_beneath(self.root, path)  # a folder swapped for one
+                    except OSError as err:  # since the walk leads nowhere outside
+                        raise ContextError(f"{repo}:{path}: cannot read it ({err.strerror}); "
+                                           f"{NOT_SENT}") from None  # fmt: skip
+                    sha = _copy(repo, path, source, writer, mode == EXECUTABLE)
                 entries.append((rel, mode, sha))
         return dest / where, _content(entries)
+
+    def _no_links_to(self, repo: str, folder: str, where: str) -> None:
+        """Refuse a context with a symlink on its way from the root, as for a git repository:
+        a builder gets a folder of the repository, not wherever a link points today."""
+        at = self.root
+        for part in () if where == "." else where.split("/"):
+            at = at / part
+            if at.is_symlink():
+                target = os.readlink(at)
+                raise ContextError(f"{repo}:{folder}: the build context is a symlink (to "
+                                   f"{target}), not a folder; graphbuild sends a builder only "
+                                   "a folder of the repository")  # fmt: skip
 
     def _walk(self, top: Path, strict: bool) -> Iterator[tuple[str, str, str]]:
         """(path below `top`, git mode, full path) of each file and symlink under `top`, as
@@ -691,14 +714,28 @@ def _chunks(tree: GitTree, repo: str, path: str, sha: str) -> Iterator[bytes]:
                 pass
 
 
-def _copy(repo: str, path: str, full: str, writer: _Writer, executable: bool) -> str:
-    """Copy one local file, hashing what is copied: the blob sha of exactly those bytes."""
+def _open_beneath(root: Path, path: str) -> int:
+    """`path` opened for reading from `root`, each folder below the one before and nothing
+    through a symlink (O_NOFOLLOW at every step): a folder or file swapped for a symlink
+    since the walk fails with ELOOP or ENOTDIR instead of leading outside; O_NONBLOCK: a
+    file swapped for a FIFO does not hold the build."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        # O_NOFOLLOW: a file swapped for a symlink since the walk is not read through it;
-        # O_NONBLOCK: nor does one swapped for a FIFO hold the build
-        source = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        raise ContextError(f"{repo}:{path}: cannot read it ({err.strerror})") from None
+        *folders, name = path.split("/")
+        for part in folders:
+            below = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                            dir_fd=fd)  # fmt: skip
+            os.close(fd)
+            fd = below
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                       dir_fd=fd)  # fmt: skip
+    finally:
+        os.close(fd)
+
+
+def _copy(repo: str, path: str, source: int, writer: _Writer, executable: bool) -> str:
+    """Copy one local file from its open `source`, hashing what is copied: the blob sha of
+    exactly those bytes."""
     with os.fdopen(source, "rb") as data:
         st = os.fstat(source)
         if not stat.S_ISREG(st.st_mode):

@@ -56,3 +56,33 @@ def test_source_and_build_keys():
     key = keys.build_key(source, {"p:1": "sha256:a", "q:1": "sha256:b"})
     assert key == keys.build_key(source, {"q:1": "sha256:b", "p:1": "sha256:a"})
     assert key != keys.build_key(source, {"p:1": "sha256:c", "q:1": "sha256:b"})
+
+
+def test_a_context_that_cannot_be_read_any_more_is_planned_not_fatal(tmp_path):
+    """A local context turned into a symlink loop since graphbuild built it costs that image
+    a plan and a failed build naming why, never the sweep."""
+    import networkx as nx
+
+    from graphbuild.state import State
+
+    for name in ("loop", "ok"):
+        (tmp_path / "r" / name).mkdir(parents=True)
+        (tmp_path / "r" / name / "Dockerfile").write_text("FROM x\n")
+    local = config.RepoSpec(name="r", path=tmp_path / "r")
+    cfg = config.Config(tmp_path / "c.yaml", tmp_path / "ws", (local,))
+    tree = sources.open_tree(local, sources.SyncResult("r", None), cfg.workspace, {}, {})
+    graph = nx.DiGraph()
+    with State(cfg.workspace) as state:
+        for name in ("loop", "ok"):
+            node = f"r.test/{name}:1"
+            attrs = {**ATTRS, "kind": "image", "repo": "r", "commit": None, "context": name,
+                     "dockerfile": f"{name}/Dockerfile"}  # fmt: skip
+            graph.add_node(node, **attrs)
+            source = keys.source_key(node, attrs, tree.content(name))
+            state.record_build(node, f"sha256:{name}", {}, "run", key="k", source=source)
+        (tmp_path / "r/loop").rename(tmp_path / "r/was-loop")
+        (tmp_path / "r/loop").symlink_to("loop")
+        served = {f"r.test/{name}:1": f"sha256:{name}" for name in ("loop", "ok")}
+        changed = keys.changed_sources(cfg, graph, served, state)
+    assert "r.test/ok:1" not in changed
+    assert changed["r.test/loop:1"].startswith("its Dockerfile, build context or options changed")

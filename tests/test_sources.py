@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import subprocess
 from pathlib import Path
@@ -569,3 +570,29 @@ def test_a_big_local_file_is_hashed_as_git_does_in_little_memory(tmp_path):
         tracemalloc.stop()
     assert sha == git(tmp_path, "hash-object", "big.bin")
     assert peak < 4 * 2**20, f"hashing took {peak} bytes"
+
+
+def test_a_local_context_that_is_a_symlink_loop_is_refused_by_name(tmp_path):
+    (tmp_path / "ctx").symlink_to("ctx")
+    tree = sources.DirTree(tmp_path, {}, {})
+    assert tree.content("ctx") == sources.DirTree(tmp_path, {}, {}).content("nothing-here")
+    with pytest.raises(ContextError) as refused:
+        sources.export(tree, "local", "ctx", tmp_path / "out")
+    assert str(refused.value) == (
+        "local:ctx: the build context is a symlink (to ctx), not a folder; graphbuild sends a "
+        "builder only a folder of the repository"
+    )
+
+
+def test_a_local_folder_swapped_for_a_symlink_after_the_walk_is_not_read_through(tmp_path):
+    """A file is opened folder by folder from the root, never through a symlink: a folder
+    that becomes a link to /etc between the walk and the copy leads nowhere."""
+    (tmp_path / "ctx/sub").mkdir(parents=True)
+    (tmp_path / "ctx/sub/passwd").write_text("mine")
+    assert os.read(sources._open_beneath(tmp_path, "ctx/sub/passwd"), 10) == b"mine"
+    (tmp_path / "ctx/sub/passwd").unlink()
+    (tmp_path / "ctx/sub").rmdir()
+    (tmp_path / "ctx/sub").symlink_to("/etc")
+    with pytest.raises(OSError) as refused:
+        sources._open_beneath(tmp_path, "ctx/sub/passwd")
+    assert refused.value.errno in (errno.ELOOP, errno.ENOTDIR)

@@ -594,8 +594,8 @@ def test_a_local_folder_sends_exactly_what_its_key_covers_and_nothing_outside(fl
                              f"{h}/leak:1": "failed", f"{h}/abs:1": "failed"}  # fmt: skip
     errors = {n: node["error"] for n, node in by_node(run).items() if node["error"]}
     assert errors == {
-        f"{h}/leak:1": f"local:leakctx: the build context resolves outside the repository "
-                       f"({outside}); graphbuild sends a builder only what is inside it",
+        f"{h}/leak:1": f"local:leakctx: the build context is a symlink (to {outside}), not a "
+                       "folder; graphbuild sends a builder only a folder of the repository",
         f"{h}/abs:1": f"local:abs/x: symlink points outside the repository ({outside}/secret); "
                       f"{RULE}",
     }  # fmt: skip
@@ -672,8 +672,8 @@ def test_buildah_gets_no_file_from_outside_a_local_repository(fleet, tmp_path):
     h = f"{f.host}/local"
     assert outcomes(run) == {f"{h}/clean:1": "succeeded", f"{h}/leak:1": "failed"}
     assert by_node(run)[f"{h}/leak:1"]["error"] == (
-        f"local:leakctx: the build context resolves outside the repository ({outside}); "
-        "graphbuild sends a builder only what is inside it"
+        f"local:leakctx: the build context is a symlink (to {outside}), not a folder; "
+        "graphbuild sends a builder only a folder of the repository"
     )
     assert f.registry.http.get("/v2/local/leak/manifests/1").status_code == 404
     for blob in (f.registry.folder / "data").rglob("data"):  # nothing pushed holds it

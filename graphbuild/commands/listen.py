@@ -19,7 +19,7 @@ import threading
 from contextlib import closing
 from typing import NoReturn
 
-from graphbuild import errors, execute, graphdb, listen, refs, report
+from graphbuild import errors, execute, graphdb, listen, refs, report, workspace
 from graphbuild.commands import mirror, sweep, synced
 from graphbuild.config import Config
 from graphbuild.state import State
@@ -99,28 +99,43 @@ def run(
 def _sweep(
     config: Config, pushed: frozenset[str], settings: execute.RunSettings, max_images: int
 ) -> bool:
-    """Mirror, then sweep what is built on the pushed images; True when it was interrupted."""
+    """Mirror, then sweep what is built on the pushed images; True when it was interrupted.
+
+    Whatever stops one batch is one line, and `listen` goes on: the next push, or the
+    schedule, tries again (design rule 2)."""
     names = {refs.upstream(ref, config.mirrors) for ref in pushed}  # a mirror's push too
     try:
-        synced(config)  # a Dockerfile merged since the last sweep may use what was pushed
-        with closing(graphdb.connect(config.workspace)) as db:
-            known = sorted(name for name in names if graphdb.match(db, name))
-        if not known:
-            report.note(f"{len(pushed)} push(es) of images nothing here is built on: no sweep.")
-            return False
-        if config.azure is not None and config.mirrors:  # builds pin the upstream digest
-            try:
-                mirror.run(config, dry_run=False, as_json=False)
-            except errors.GraphbuildError as err:  # the images on what failed fail their builds
-                report.note(f"Mirroring before the sweep: {err}")
-        report.note(f"Pushed: {', '.join(known)}. Sweeping what is built on them.")
-        before = _latest(config)
-        code = sweep.run(config, dry_run=False, settings=settings, max_images=max_images,
-                         yes=False, wait=True, as_json=False, only=known)  # fmt: skip
-        report.note(f"That sweep exited {code}.")
-    except errors.GraphbuildError as err:  # the next push, or the schedule, tries again
+        return workspace.guard(
+            config.workspace, lambda: _batch(config, pushed, settings, max_images), report.note
+        )
+    except errors.GraphbuildError as err:
         report.note(f"The sweep for {', '.join(sorted(names))} stopped: {err}")
+    except Exception as err:  # a bug must not end the listener: say so, and go on
+        report.note(f"The sweep for {', '.join(sorted(names))} stopped on an internal error, "
+                    f"please report it: {type(err).__name__}: {err}")  # fmt: skip
+    return False
+
+
+def _batch(
+    config: Config, pushed: frozenset[str], settings: execute.RunSettings, max_images: int
+) -> bool:
+    names = {refs.upstream(ref, config.mirrors) for ref in pushed}
+    synced(config)  # a Dockerfile merged since the last sweep may use what was pushed
+    with closing(graphdb.connect(config.workspace)) as db:
+        known = sorted(name for name in names if graphdb.match(db, name))
+    if not known:
+        report.note(f"{len(pushed)} push(es) of images nothing here is built on: no sweep.")
         return False
+    if config.azure is not None and config.mirrors:  # builds pin the upstream digest
+        try:
+            mirror.run(config, dry_run=False, as_json=False)
+        except errors.GraphbuildError as err:  # the images on what failed fail their builds
+            report.note(f"Mirroring before the sweep: {err}")
+    report.note(f"Pushed: {', '.join(known)}. Sweeping what is built on them.")
+    before = _latest(config)
+    code = sweep.run(config, dry_run=False, settings=settings, max_images=max_images,
+                     yes=False, wait=True, as_json=False, only=known)  # fmt: skip
+    report.note(f"That sweep exited {code}.")
     after = _latest(config)
     return after is not None and after != before and after[1] == "interrupted"
 
@@ -133,7 +148,7 @@ def _latest(config: Config) -> tuple[str, str] | None:
 
 
 def _built_here(config: Config, digest: str) -> bool:
-    path = config.workspace / "state.db"
+    path = config.workspace / workspace.STATE
     if not path.exists():
         return False
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
