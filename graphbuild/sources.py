@@ -350,6 +350,8 @@ class GitTree:
             mode, sha = entry
             if mode != "120000":
                 return sha
+            if self.repo.odb.info(bytes.fromhex(sha)).size > LINK_TARGET:
+                return None  # no path is that long: not read into memory to find out
             target = self._object(sha).decode("utf-8", "replace")
             path = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
             if path.startswith(".."):

@@ -92,9 +92,10 @@ def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], 
         if ring is None:
             continue
         try:
+            size = tree.size(path)  # before reading: a blob of any size costs no memory
+            if size > manifests.MAX_BYTES:
+                raise manifests.ManifestError(manifests.too_big(size))
             data = tree.read(path)
-            if len(data) > manifests.MAX_BYTES:  # said before decoding a file of any size
-                raise manifests.ManifestError(manifests.too_big(len(data)))
             located = manifests.find(path, data.decode("utf-8"))
         except UnicodeDecodeError as err:
             problems.append(Problem(WARNING, spec.name, f"not read: {err}", path))

@@ -429,3 +429,23 @@ def test_a_tag_that_comes_from_elsewhere_is_not_taken_for_latest(remotes, write_
         (WARNING, "envs/dev/values.yaml", 3,
          "registry.example/apps/web: no tag or digest here, so not deployed by graphbuild"),
     ]  # fmt: skip
+
+
+def test_a_huge_manifest_blob_is_refused_by_its_size_unread(remotes, write_config):
+    """Its size comes from git before any byte is read: a 64 MiB blob costs no memory."""
+    import tracemalloc
+
+    remote = remotes("deploy", {**FILES, "envs/dev/huge.yaml": "#" * 64 * 2**20})
+    cfg = deploy_config(write_config, remote.url)
+    result = synced(cfg)
+    tracemalloc.start()
+    try:
+        found, problems = discovered(cfg, result)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found == expected_found()
+    assert Problem(WARNING, "deploy", f"not read: {64 * 2**20} bytes, over the "
+                   f"{manifests.MAX_BYTES} bytes (2 MiB) a manifest may have",
+                   "envs/dev/huge.yaml") in problems  # fmt: skip
+    assert peak < 16 * 2**20, f"refusing it took {peak} bytes: it was read"
