@@ -21,7 +21,7 @@ from typing import TypeVar
 from graphbuild.errors import GraphbuildError
 
 INDEX, STATE = "index.db", "state.db"
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+_UNWRITABLE_OS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 MIN_FREE = 4 * 2**20  # bytes: below this a run stops rather than fail image after image
 _DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # and their extended codes
 _UNWRITABLE = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")
@@ -52,10 +52,8 @@ def unusable(err: BaseException, workspace: Path) -> Unusable | None:
                 f"{workspace}: cannot use the workspace's databases ({err}); "
                 "graphbuild needs its workspace writable, with free space"
             )
-    elif isinstance(err, OSError) and err.filename is not None:
-        return Unusable(f"{err.filename}: {err.strerror or err}")
-    elif isinstance(err, OSError) and err.errno in _FULL:  # a flush names no file
-        return Unusable(f"{workspace}: {err.strerror}")
+    elif isinstance(err, OSError) and err.errno in _UNWRITABLE_OS:
+        return Unusable(f"{err.filename or workspace}: {err.strerror}")  # a flush names none
     return None
 
 

@@ -151,6 +151,7 @@ def build(
             run_id = execute.new_run(state, kind, reason, plan, options)
         else:
             state.reopen_run(run_id)
+        finished = None
         try:
             finished = _carry_out(config, g, plan, state, builder, settings, run_id)
             folder = config.workspace / "runs" / run_id
@@ -161,6 +162,9 @@ def build(
             problem = unusable(err, config.workspace)
             if problem is None:
                 raise
+            if finished is not None:  # it ran to its end: only its reports are missing
+                raise Unusable(f"{problem}; run {run_id} {finished.status}, but its reports "
+                               "could not be written: see `graphbuild runs`") from None  # fmt: skip
             with contextlib.suppress(sqlite3.Error):  # else the next run finds it abandoned
                 state.finish_run(run_id, "interrupted")
             raise Unusable(
