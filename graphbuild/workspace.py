@@ -98,23 +98,57 @@ def discard_index(path: Path, err: BaseException, note: Callable[[str], None]) -
 
 
 def guard(workspace: Path, command: Callable[[], T], note: Callable[[str], None]) -> T:
-    """Run a command; if SQLite found a damaged index.db, rebuild it and run it once more,
-    and if it found a damaged state.db, say so (StateDamaged) and touch nothing. A file
-    that cannot be written is one line (Unusable)."""
+    """Run a command; if SQLite found a damaged index.db, rebuild it and run the command
+    once more (unless it had started a run: that is resumed, not repeated), and if it found
+    a damaged state.db, say so (StateDamaged) and touch nothing. A file that cannot be
+    written is one line (Unusable)."""
+    from graphbuild.state import now
+
+    started = now()
+    try:
+        return command()
+    except (sqlite3.DatabaseError, OSError) as err:
+        _recover(workspace, err, note)
+    if ran := _runs_since(workspace, started):
+        raise GraphbuildError(f"run {ran} had started when the index was found damaged: "
+                              f"`graphbuild resume {ran}` finishes it")  # fmt: skip
     try:
         return command()
     except (sqlite3.DatabaseError, OSError) as err:
         if (problem := unusable(err, workspace)) is not None:
             raise problem from None
-        if not damaged(err):
-            raise
-        state, index = workspace / STATE, workspace / INDEX
-        if state.exists() and not sound(state):
-            raise StateDamaged(state, err) from None
-        if not index.exists() or sound(index):
-            raise
-        discard_index(index, err, note)
+        if damaged(err):
+            raise GraphbuildError(f"{workspace}: SQLite still finds damage after index.db "
+                                  f"was rebuilt ({err})") from None  # fmt: skip
+        raise
+
+
+def _recover(workspace: Path, err: sqlite3.DatabaseError | OSError, note: Callable) -> None:
+    """Return only when the damage was index.db's and it is gone; else raise what to say."""
+    if (problem := unusable(err, workspace)) is not None:
+        raise problem from None
+    if not damaged(err):
+        raise err
+    state, index = workspace / STATE, workspace / INDEX
+    if state.exists() and not sound(state):
+        raise StateDamaged(state, err) from None
+    if not index.exists() or sound(index):
+        raise GraphbuildError(f"{workspace}: SQLite reported damage ({err}), but neither "
+                              "index.db nor state.db fails its check: run the command "
+                              "again") from None  # fmt: skip
     try:
-        return command()
-    except (sqlite3.OperationalError, OSError) as err:
-        raise unusable(err, workspace) or err from None
+        discard_index(index, err, note)
+    except OSError as gone:
+        raise unusable(gone, workspace) or gone from None
+
+
+def _runs_since(workspace: Path, started: str) -> str | None:
+    """The newest run begun since `started`, if any: a command that got that far is not
+    simply run again."""
+    from graphbuild.state import State
+
+    if not (workspace / STATE).exists():
+        return None
+    with State(workspace) as state:
+        runs = [run for run in state.runs(limit=5) if run.started >= started]
+    return runs[0].id if runs else None

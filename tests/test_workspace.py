@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from graphbuild import graphdb, workspace
+from graphbuild.errors import GraphbuildError
 from graphbuild.state import State
 
 from .test_cli import graphbuild
@@ -215,3 +216,21 @@ def test_a_disk_that_fills_mid_run_stops_the_run_and_resume_finishes_it(
         f"{h}/r/base:1": "succeeded",
         f"{h}/r/app:1": "succeeded",
     }
+
+
+def test_guard_does_not_repeat_a_command_that_had_started_a_run(tmp_path):
+    """A rebuild that got as far as a run is resumed, not built twice over."""
+    damage(filled(tmp_path / "index.db"))
+    calls = []
+
+    def rebuild():
+        calls.append(1)
+        with State(tmp_path) as state:
+            run = state.create_run("rebuild", "CVE-2026-1", {}, [])
+        read_all(tmp_path / "index.db")
+        return run
+
+    with pytest.raises(GraphbuildError, match=r"^run (\S+) had started .* `graphbuild resume \1`"):
+        workspace.guard(tmp_path, rebuild, print)
+    assert calls == [1]
+    assert not (tmp_path / "index.db").exists()  # still rebuilt by the next command
