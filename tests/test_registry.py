@@ -678,6 +678,20 @@ def test_references_left_when_the_check_deadline_passes_are_unknown():
                                   "passed (check.timeout in repos.yaml)")  # fmt: skip
 
 
+def test_a_retry_the_deadline_would_cut_says_what_went_wrong():
+    """Nobody listens, and the backoff before the next try would pass the check's deadline:
+    the answer says both, not only that time ran out."""
+    host = f"127.0.0.1:{free_port()}"
+    registry = Registry({host: RegistrySpec(host, insecure=True)}, backoff=30, timeout=5)
+    with registry as r:
+        answers = r.resolve_all({f"{host}/lib/base:1": []}, timeout=2)
+    (answer,) = answers.values()
+    assert answer.kind == UNREACHABLE
+    assert answer.message.startswith(f"{host}/lib/base:1: no answer before the check's deadline "
+                                     "of 2 s passed (check.timeout in repos.yaml); the last "
+                                     "try: cannot connect (")  # fmt: skip
+
+
 # ---------------------------------------------------------------- where credentials may go
 
 

@@ -391,7 +391,7 @@ class Registry:
                 raise _Failed(ERROR, f"{where}: the registry {err}{hint}") from None
             except httpx.HTTPError as err:
                 if attempt < self.retries:
-                    self._pause(attempt, None, where)
+                    self._pause(attempt, None, where, _describe(err))
                     attempt += 1
                     continue
                 if isinstance(err, httpx.ConnectError):  # nobody listens: no use asking again
@@ -417,7 +417,7 @@ class Registry:
                     host.down = (kind, f"{host.name} asks to wait {wait:.0f} s; not waiting")
                     raise _Failed(kind, f"{message} and asks to wait {wait:.0f} s")
                 if attempt < self.retries:
-                    self._pause(attempt, wait, where)
+                    self._pause(attempt, wait, where, f"the registry answered {answer.status}")
                     attempt += 1
                     continue
                 detail = _registry_message(answer)
@@ -446,12 +446,14 @@ class Registry:
                              "not asking it again in this run")  # fmt: skip
         return _Failed(kind, message)
 
-    def _pause(self, attempt: int, wait: float | None, where: str) -> None:
+    def _pause(self, attempt: int, wait: float | None, where: str, why: str) -> None:
+        """Wait before trying again; past the check's deadline, say so and what went wrong."""
         if wait is None:
             wait = self.backoff * (2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
         wait = min(wait, self.max_wait)
         if self._until is not None and time.monotonic() + wait >= self._until:
-            raise _Failed(UNREACHABLE, self._late_message(where))  # no use waiting for it
+            late = self._late_message(where)  # no use waiting for it
+            raise _Failed(UNREACHABLE, f"{late}; the last try: {why}")
         time.sleep(wait)
 
     @contextmanager
