@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -27,6 +28,10 @@ from graphbuild.expand import shorten
 from graphbuild.sources import SyncResult, Tree, blob_sha, open_tree
 
 PARSER_REVISION = "4"  # bump when parsing changes, so cached answers are not reused
+# Parsing one repository may take this long per sync; what is left waits for the next one.
+# A repository of many pathological Dockerfiles (each within its own bounds) must not hold
+# the sync of the whole fleet: bounded work per file is not bounded work per repository.
+REPO_SECONDS = 60.0
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Index:
     problems: list[Problem]
     parsed: int = 0  # Dockerfiles parsed in this run
     cached: int = 0  # answered from the cache
+    deferred: int = 0  # left for the next sync: their repository had its REPO_SECONDS
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,7 @@ class Indexer:
         index = Index([], self.problems)
         new: dict[str, str] = {}
         used: set[str] = set()
+        spent: dict[str, float] = {}  # seconds of parsing per repository in this pass
         for found in self.found:
             image = _image(found, index)
             if image is None:
@@ -155,8 +162,19 @@ class Indexer:
             key, cached = _cache_key(image), None
             try:
                 cached = new.get(key) or self._cached(key)
+                if cached is None and spent.get(image.repo, 0.0) > REPO_SECONDS:
+                    message = (f"not read in this sync: the repository's Dockerfiles took more "
+                               f"than {REPO_SECONDS:g} s, the most one repository gets in a "
+                               "sync; the next sync reads on")  # fmt: skip
+                    index.problems.append(Problem(ERROR, image.repo, message, image.dockerfile))
+                    index.deferred += 1
+                    continue
                 if cached is None:
-                    image.parsed = self._parse(found, image)
+                    began = time.monotonic()
+                    try:
+                        image.parsed = self._parse(found, image)
+                    finally:
+                        spent[image.repo] = spent.get(image.repo, 0.0) + time.monotonic() - began
                     key = _cache_key(image)  # the blob read may differ from the scanned one
                     new[key] = json.dumps(image.parsed.to_dict())
                     index.parsed += 1

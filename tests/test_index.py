@@ -214,3 +214,36 @@ def test_a_huge_dockerfile_in_git_is_a_problem_and_the_rest_is_indexed(remotes, 
         "more than the 2 MiB graphbuild reads"
     ]
     assert run(path).parsed == 0
+
+
+def test_a_repository_past_its_parse_time_waits_for_the_next_sync_and_costs_only_itself(
+    tmp_path, write_config, monkeypatch
+):
+    """Each file is bounded, but a thousand bounded files are not: what a repository has
+    not parsed within its time this sync is a problem of its own, read by the next sync.
+    At a limit of 0 s each repository parses exactly one new file per sync."""
+    from graphbuild.commands.sync import refresh
+
+    monkeypatch.setattr(index, "REPO_SECONDS", 0.0)
+    for repo, count in (("slow", 3), ("fine", 1)):
+        for n in range(count):
+            (tmp_path / repo / f"i{n}").mkdir(parents=True)
+            (tmp_path / repo / f"i{n}/Dockerfile").write_text(f"FROM {repo}:3.{n}\n")
+    cfg = config.load(write_config([
+        {"name": name, "path": name,
+         "images": [{"image": f"r.test/{name}/{{dir}}", "dockerfile": "*/Dockerfile"}]}
+        for name in ("slow", "fine")
+    ]))  # fmt: skip
+    first = refresh(cfg)
+    assert (first.parsed, first.images) == (2, 2)
+    deferred = [str(p) for p in first.problems if p.level == ERROR]
+    assert deferred == [
+        f"slow:i{n}/Dockerfile: not read in this sync: the repository's Dockerfiles took more "
+        "than 0 s, the most one repository gets in a sync; the next sync reads on"
+        for n in (1, 2)
+    ]
+    second = refresh(cfg)  # nothing changed, yet the sync is not skipped: it reads on
+    assert (second.parsed, second.images) == (1, 3)
+    third = refresh(cfg)
+    assert (third.parsed, third.images, third.problems) == (1, 4, [])
+    assert refresh(cfg).parsed == 0  # all read: an unchanged fleet costs nothing again

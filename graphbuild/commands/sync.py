@@ -51,6 +51,8 @@ def _refresh(config: Config, jobs: int) -> Summary:
         g, link_problems = graph.build(idx.images, config.mirrors)
         problems = idx.problems + link_problems
         images = sum(1 for _, kind in g.nodes(data="kind") if kind == graphdb.IMAGE)
+        if idx.deferred:  # not the whole of these inputs: the next sync must parse on
+            fingerprint += "/deferred"
         meta = {"fingerprint": fingerprint, "images": images, "mirrors": config.mirrors,
                 "problems": [p.__dict__ for p in problems]}  # fmt: skip
         graph.save(db, g, meta)
