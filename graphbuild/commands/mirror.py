@@ -26,7 +26,7 @@ def run(config: Config, dry_run: bool, as_json: bool) -> int:
     bases = list(pairs)
     wanted = {ref: () for pair in pairs.items() for ref in pair}  # both sides, once each
     with Registry(config.registries) as registry:
-        answers = registry.resolve_all(wanted)
+        answers = registry.resolve_all(wanted, timeout=config.check_timeout)
     digests = {ref: a.digest if isinstance(a, Resolved) else None for ref, a in answers.items()}
     due, unanswered = acr.imports_due(bases, config.mirrors, digests)
     for base in unanswered:
