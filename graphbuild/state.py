@@ -509,7 +509,7 @@ class State:
 
 def find_build(workspace: Path, key: str) -> Build | None:
     """build_with_key from any thread: a short read-only connection of its own."""
-    db = sqlite3.connect(f"file:{workspace / 'state.db'}?mode=ro", uri=True, timeout=30)
+    db = sqlite3.connect(f"file:{workspace / STATE}?mode=ro", uri=True, timeout=30)
     try:
         row = db.execute(
             "SELECT image, digest, built_at, parents, run_id, key FROM builds WHERE key = ? "
@@ -530,7 +530,7 @@ def scratch(workspace: Path, run: str) -> Path:
 def note_group(workspace: Path, run: str, node: str, group: process.Group) -> None:
     """A builder's process group, recorded as it starts, from its build's thread: if
     graphbuild dies, the next run kills what is left of it (`abandon_runs`)."""
-    with closing(sqlite3.connect(workspace / "state.db", timeout=30)) as db, db:
+    with closing(sqlite3.connect(workspace / STATE, timeout=30)) as db, db:
         db.execute(
             "INSERT OR REPLACE INTO run_processes VALUES (?, ?, ?, ?, ?)",
             (run, node, group.pgid, group.started, group.boot),
@@ -542,7 +542,7 @@ def drop_group(workspace: Path, run: str, group: process.Group) -> None:
     is harmless: end_group finds nothing left of that group (and never another's)."""
     with (
         suppress(sqlite3.Error),
-        closing(sqlite3.connect(workspace / "state.db", timeout=30)) as db,
+        closing(sqlite3.connect(workspace / STATE, timeout=30)) as db,
         db,
     ):
         db.execute(
@@ -561,7 +561,7 @@ def sweep_lock(
     check or build: nothing of an earlier run may push while this one looks.
     """
     with filelock.exclusive(workspace / "sweep.lock", on_wait, wait):
-        if (workspace / "state.db").exists():
+        if (workspace / STATE).exists():
             with State(workspace) as state:
                 state.end_leftovers()
         yield

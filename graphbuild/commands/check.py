@@ -14,6 +14,7 @@ from graphbuild.config import Config
 from graphbuild.registry import Registry
 from graphbuild.report import short
 from graphbuild.state import State
+from graphbuild.workspace import STATE
 
 _DIGEST_RE = re.compile(r"(sha256:[0-9a-f]{12})[0-9a-f]{52}")
 
@@ -26,8 +27,10 @@ def checked(config: Config, g: nx.DiGraph, concurrency: int = 16) -> detect.Chec
             Registry(config.registries, concurrency=concurrency) as registry,
         ):
             return detect.check(g, registry, state, config.mirrors, config.check_timeout)
-    except sqlite3.Error as err:  # e.g. a state.db held locked by another process for 30 s
-        raise errors.GraphbuildError(f"{config.workspace / 'state.db'}: {err}") from None
+    except sqlite3.OperationalError as err:  # a state.db held locked by another process 30 s
+        if not (getattr(err, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY"):
+            raise  # damaged, read-only, full: the workspace guard says what to do
+        raise errors.GraphbuildError(f"{config.workspace / STATE}: {err}") from None
 
 
 def run(config: Config, as_json: bool, concurrency: int) -> int:

@@ -10,6 +10,7 @@ from graphbuild.commands import ensure
 from graphbuild.config import Config
 from graphbuild.report import short
 from graphbuild.state import State
+from graphbuild.workspace import STATE
 
 
 def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool) -> int:
@@ -52,7 +53,7 @@ def _running(
     found: dict[str, list[workloads.Workload]] = {node: [] for node in nodes}
     if not targets:
         return found
-    state = State(config.workspace) if (config.workspace / "state.db").exists() else None
+    state = State(config.workspace) if (config.workspace / STATE).exists() else None
     try:
         for node in nodes:
             attrs = graphdb.attrs(db, node)
