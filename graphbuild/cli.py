@@ -69,11 +69,11 @@ def _config(ctx: typer.Context):  # noqa: ANN202 - Config is imported lazily
 
 def _run(ctx: typer.Context, command: Callable[..., int], *args: Any, **kwargs: Any) -> int:
     """A command on the loaded config, guarded: a damaged index.db is rebuilt and the command
-    run again; a damaged state.db is one clear line (workspace.py)."""
-    from graphbuild import report, workspace
+    run again; a damaged state.db or an unwritable workspace is one clear line."""
+    from graphbuild.commands import guarded
 
     config = _config(ctx)
-    return workspace.guard(config.workspace, lambda: command(config, *args, **kwargs), report.note)
+    return guarded(config, lambda: command(config, *args, **kwargs))
 
 
 def _exit(code: int) -> None:

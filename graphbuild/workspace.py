@@ -4,8 +4,8 @@ index.db is derived from the repositories, so a damaged one is removed and rebui
 by the next read; state.db is history nobody can re-derive, so a damaged one is
 kept as it is and the user is told what to do. SQLite finds damage only when a
 query reads a damaged page, which may be deep inside any command: so the check
-runs around a whole command (`guard`), costs nothing until SQLite complains, and
-then asks SQLite which file is unsound. A workspace that cannot be written (a
+runs around a whole command (`commands.guarded`), costs nothing until SQLite
+complains, and then asks SQLite which file is unsound. A workspace that cannot be written (a
 read-only mount, a full disk) is one line naming the file, never a traceback.
 """
 
@@ -16,7 +16,6 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from graphbuild.errors import GraphbuildError
 
@@ -25,7 +24,6 @@ _UNWRITABLE_OS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 MIN_FREE = 4 * 2**20  # bytes: below this a run stops rather than fail image after image
 _DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # and their extended codes
 _UNWRITABLE = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")
-T = TypeVar("T")
 
 
 class StateDamaged(GraphbuildError):
@@ -95,60 +93,3 @@ def discard_index(path: Path, err: BaseException, note: Callable[[str], None]) -
     note(f"{path} is damaged ({err}); it only holds derived data: rebuilding it.")
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)
-
-
-def guard(workspace: Path, command: Callable[[], T], note: Callable[[str], None]) -> T:
-    """Run a command; if SQLite found a damaged index.db, rebuild it and run the command
-    once more (unless it had started a run: that is resumed, not repeated), and if it found
-    a damaged state.db, say so (StateDamaged) and touch nothing. A file that cannot be
-    written is one line (Unusable)."""
-    from graphbuild.state import now
-
-    started = now()
-    try:
-        return command()
-    except (sqlite3.DatabaseError, OSError) as err:
-        _recover(workspace, err, note)
-    if ran := _runs_since(workspace, started):
-        raise GraphbuildError(f"run {ran} had started when the index was found damaged: "
-                              f"`graphbuild resume {ran}` finishes it")  # fmt: skip
-    try:
-        return command()
-    except (sqlite3.DatabaseError, OSError) as err:
-        if (problem := unusable(err, workspace)) is not None:
-            raise problem from None
-        if damaged(err):
-            raise GraphbuildError(f"{workspace}: SQLite still finds damage after index.db "
-                                  f"was rebuilt ({err})") from None  # fmt: skip
-        raise
-
-
-def _recover(workspace: Path, err: sqlite3.DatabaseError | OSError, note: Callable) -> None:
-    """Return only when the damage was index.db's and it is gone; else raise what to say."""
-    if (problem := unusable(err, workspace)) is not None:
-        raise problem from None
-    if not damaged(err):
-        raise err
-    state, index = workspace / STATE, workspace / INDEX
-    if state.exists() and not sound(state):
-        raise StateDamaged(state, err) from None
-    if not index.exists() or sound(index):
-        raise GraphbuildError(f"{workspace}: SQLite reported damage ({err}), but neither "
-                              "index.db nor state.db fails its check: run the command "
-                              "again") from None  # fmt: skip
-    try:
-        discard_index(index, err, note)
-    except OSError as gone:
-        raise unusable(gone, workspace) or gone from None
-
-
-def _runs_since(workspace: Path, started: str) -> str | None:
-    """The newest run begun since `started`, if any: a command that got that far is not
-    simply run again."""
-    from graphbuild.state import State
-
-    if not (workspace / STATE).exists():
-        return None
-    with State(workspace) as state:
-        runs = [run for run in state.runs(limit=5) if run.started >= started]
-    return runs[0].id if runs else None

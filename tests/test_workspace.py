@@ -1,4 +1,5 @@
-"""A damaged workspace database: index.db rebuilt, state.db kept and named."""
+"""The workspace gone wrong: a damaged index.db rebuilt, a damaged state.db kept and named,
+a read-only or full disk one line (workspace.py, and the guard in commands/__init__.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from graphbuild import graphdb, workspace
+from graphbuild.commands import guarded
+from graphbuild.config import Config
 from graphbuild.errors import GraphbuildError
 from graphbuild.state import State
 
@@ -27,6 +30,11 @@ def damage(db) -> bytes:
         data[offset : offset + page] = bytes((i * 37 + 11) % 256 for i in range(page))
     db.write_bytes(bytes(data))
     return bytes(data)
+
+
+def at(folder):
+    """A config whose workspace is `folder`: all the guard reads of it."""
+    return Config(folder / "repos.yaml", folder, ())
 
 
 def filled(path):
@@ -77,7 +85,7 @@ def test_guard_rebuilds_a_damaged_index_and_runs_the_command_again(tmp_path):
             read_all(index)
         return command()
 
-    assert workspace.guard(tmp_path, first_reads_the_damage, notes.append) == (0,)
+    assert guarded(at(tmp_path), first_reads_the_damage, notes.append) == (0,)
     assert len(calls) == 2
     assert notes == [f"{index} is damaged (database disk image is malformed); it only holds "
                      "derived data: rebuilding it."]  # fmt: skip
@@ -94,7 +102,7 @@ def test_guard_keeps_a_damaged_state_db_and_says_what_to_do(tmp_path):
             return state.runs()
 
     with pytest.raises(workspace.StateDamaged, match=r"state\.db is damaged .* never empties it"):
-        workspace.guard(tmp_path, runs, print)
+        guarded(at(tmp_path), runs, print)
     assert (tmp_path / "state.db").read_bytes() == kept
 
 
@@ -103,7 +111,7 @@ def test_guard_lets_other_errors_through(tmp_path):
         sqlite3.connect(":memory:").execute("SELECT * FROM nothing")
 
     with pytest.raises(sqlite3.OperationalError):
-        workspace.guard(tmp_path, broken, print)
+        guarded(at(tmp_path), broken, print)
 
 
 @pytest.fixture
@@ -231,6 +239,6 @@ def test_guard_does_not_repeat_a_command_that_had_started_a_run(tmp_path):
         return run
 
     with pytest.raises(GraphbuildError, match=r"^run (\S+) had started .* `graphbuild resume \1`"):
-        workspace.guard(tmp_path, rebuild, print)
+        guarded(at(tmp_path), rebuild, print)
     assert calls == [1]
     assert not (tmp_path / "index.db").exists()  # still rebuilt by the next command

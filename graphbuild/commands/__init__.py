@@ -1,15 +1,18 @@
 """One module per command: each takes a loaded Config and plain options, returns an exit code.
 
 What several commands share lives here: reading the graph (syncing first
-when asked), planning from a check, and running a plan as a recorded run.
+when asked), planning from a check, running a plan as a recorded run, and
+the guard every command runs in (a damaged or unwritable workspace).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
+from pathlib import Path
+from typing import TypeVar
 
 import networkx as nx
 
@@ -23,15 +26,16 @@ from graphbuild import (
     report,
     rollout,
     workloads,
+    workspace,
 )
 from graphbuild.config import Config
 from graphbuild.detect import Check
 from graphbuild.graph import load  # not `graph`: that name is the graph command's module
 from graphbuild.plan import Plan, from_check
-from graphbuild.state import Run, State
-from graphbuild.workspace import Unusable, unusable
+from graphbuild.state import Run, State, now
 
 SHOWN = 20  # sync errors a run lists before pointing at `graphbuild sync`
+T = TypeVar("T")
 
 
 def ensure(config: Config) -> sqlite3.Connection:
@@ -159,15 +163,15 @@ def build(
             (folder / "report.json").write_text(report.json_text(report.run_document(finished)))
             (folder / "report.md").write_text(report.run_markdown(finished))
         except (OSError, sqlite3.OperationalError) as err:  # a full disk, a read-only mount
-            problem = unusable(err, config.workspace)
+            problem = workspace.unusable(err, config.workspace)
             if problem is None:
                 raise
             if finished is not None:  # it ran to its end: only its reports are missing
-                raise Unusable(f"{problem}; run {run_id} {finished.status}, but its reports "
-                               "could not be written: see `graphbuild runs`") from None  # fmt: skip
+                why = f"run {run_id} {finished.status}, but its reports could not be written"
+                raise workspace.Unusable(f"{problem}; {why}: see `graphbuild runs`") from None
             with contextlib.suppress(sqlite3.Error):  # else the next run finds it abandoned
                 state.finish_run(run_id, "interrupted")
-            raise Unusable(
+            raise workspace.Unusable(
                 f"{problem}; run {run_id} is interrupted: once the workspace can be "
                 f"written again, `graphbuild resume {run_id}` finishes it"
             ) from None
@@ -179,3 +183,60 @@ def build(
     if finished.status == "interrupted":
         report.note(f"Interrupted. Finish it with: graphbuild resume {run_id}")
     return errors.OK if finished.status == "succeeded" else errors.FAILED
+
+
+def guarded(
+    config: Config, command: Callable[[], T], note: Callable[[str], None] = report.note
+) -> T:
+    """Run a command; if SQLite found a damaged index.db, rebuild it and run the command
+    once more (unless it had started a run: that is resumed, not repeated), and if it found
+    a damaged state.db, say so (StateDamaged) and touch nothing. A file that cannot be
+    written is one line (Unusable). SQLite finds damage only when a query reads a damaged
+    page, anywhere in a command: so this wraps the whole command and costs nothing until
+    SQLite complains."""
+    started = now()
+    try:
+        return command()
+    except (sqlite3.DatabaseError, OSError) as err:
+        _recover(config.workspace, err, note)
+    if ran := _runs_since(config.workspace, started):
+        raise errors.GraphbuildError(f"run {ran} had started when the index was found "
+                                     f"damaged: `graphbuild resume {ran}` finishes it")  # fmt: skip
+    try:
+        return command()
+    except (sqlite3.DatabaseError, OSError) as err:
+        if (problem := workspace.unusable(err, config.workspace)) is not None:
+            raise problem from None
+        if workspace.damaged(err):
+            raise errors.GraphbuildError(f"{config.workspace}: SQLite still finds damage after "
+                                         f"index.db was rebuilt ({err})") from None  # fmt: skip
+        raise
+
+
+def _recover(folder: Path, err: sqlite3.DatabaseError | OSError, note: Callable) -> None:
+    """Return only when the damage was index.db's and it is gone; else raise what to say."""
+    if (problem := workspace.unusable(err, folder)) is not None:
+        raise problem from None
+    if not workspace.damaged(err):
+        raise err
+    state, index = folder / workspace.STATE, folder / workspace.INDEX
+    if state.exists() and not workspace.sound(state):
+        raise workspace.StateDamaged(state, err) from None
+    if not index.exists() or workspace.sound(index):
+        raise errors.GraphbuildError(f"{folder}: SQLite reported damage ({err}), but neither "
+                                     "index.db nor state.db fails its check: run the command "
+                                     "again") from None  # fmt: skip
+    try:
+        workspace.discard_index(index, err, note)
+    except OSError as gone:
+        raise workspace.unusable(gone, folder) or gone from None
+
+
+def _runs_since(folder: Path, started: str) -> str | None:
+    """The newest run begun since `started`, if any: a command that got that far is not
+    simply run again."""
+    if not (folder / workspace.STATE).exists():
+        return None
+    with State(folder) as state:
+        runs = [run for run in state.runs(limit=5) if run.started >= started]
+    return runs[0].id if runs else None

@@ -19,10 +19,11 @@ import threading
 from contextlib import closing
 from typing import NoReturn
 
-from graphbuild import errors, execute, graphdb, listen, refs, report, workspace
-from graphbuild.commands import mirror, sweep, synced
+from graphbuild import errors, execute, graphdb, listen, refs, report
+from graphbuild.commands import guarded, mirror, sweep, synced
 from graphbuild.config import Config
 from graphbuild.state import State
+from graphbuild.workspace import STATE
 
 
 def secret(variable: str) -> str:
@@ -105,9 +106,7 @@ def _sweep(
     schedule, tries again (design rule 2)."""
     names = {refs.upstream(ref, config.mirrors) for ref in pushed}  # a mirror's push too
     try:
-        return workspace.guard(
-            config.workspace, lambda: _batch(config, pushed, settings, max_images), report.note
-        )
+        return guarded(config, lambda: _batch(config, pushed, settings, max_images))
     except errors.GraphbuildError as err:
         report.note(f"The sweep for {', '.join(sorted(names))} stopped: {err}")
     except Exception as err:  # a bug must not end the listener: say so, and go on
@@ -148,7 +147,7 @@ def _latest(config: Config) -> tuple[str, str] | None:
 
 
 def _built_here(config: Config, digest: str) -> bool:
-    path = config.workspace / workspace.STATE
+    path = config.workspace / STATE
     if not path.exists():
         return False
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
