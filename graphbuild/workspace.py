@@ -5,8 +5,10 @@ by the next read; state.db is history nobody can re-derive, so a damaged one is
 kept as it is and the user is told what to do. SQLite finds damage only when a
 query reads a damaged page, which may be deep inside any command: so the check
 runs around a whole command (`commands.guarded`), costs nothing until SQLite
-complains, and then asks SQLite which file is unsound. A workspace that cannot be written (a
-read-only mount, a full disk) is one line naming the file, never a traceback.
+complains, and then asks SQLite which file is unsound. A workspace that cannot
+be written (a read-only mount, a full disk) is one line naming the file, never
+a traceback; a run that meets one stops for a resume instead of failing image
+after image.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from pathlib import Path
 from graphbuild.errors import GraphbuildError
 
 INDEX, STATE = "index.db", "state.db"
-_UNWRITABLE_OS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 MIN_FREE = 4 * 2**20  # bytes: below this a run stops rather than fail image after image
 _DAMAGE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")  # and their extended codes
 _UNWRITABLE = ("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM")
+_UNWRITABLE_OS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class StateDamaged(GraphbuildError):
