@@ -36,7 +36,13 @@ _TRANSIENT_RE = re.compile(
     re.IGNORECASE,
 )
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+_SIG_DFL, _SIG_IGN = 0, 1  # signal.h
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_prctl = _libc.prctl if _libc is not None else None
+_set_handler = _libc.signal if _libc is not None else None
+if _set_handler is not None:
+    _set_handler.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    _set_handler.restype = ctypes.c_void_p
 STOP_GRACE = 20.0  # seconds a stopped command gets between SIGTERM and SIGKILL
 END_WAIT = 10.0  # seconds to wait for a killed group of a dead graphbuild to exit
 
@@ -119,14 +125,19 @@ def run(
 
 def _die_with(parent: int) -> Callable[[], None] | None:
     """What the child runs before exec: SIGKILL when its parent dies, and exit at once if
-    the parent died before that was set. Only a prctl call and getppid: nothing that could
-    wait on a lock another thread held when it forked."""
-    prctl = _prctl
-    if prctl is None:
+    the parent died before that was set. Also, a Ctrl-C that reached the child while it was
+    still in graphbuild's process group (between fork and setpgid, which runs before this)
+    is dropped: ignoring a pending signal discards it, and the builder would otherwise die
+    of it once it unblocks SIGINT. Only libc calls: nothing that could wait on a lock
+    another thread held when it forked."""
+    prctl, set_handler = _prctl, _set_handler
+    if prctl is None or set_handler is None:
         return None
 
     def child() -> None:
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        set_handler(int(signal.SIGINT), _SIG_IGN)
+        set_handler(int(signal.SIGINT), _SIG_DFL)
         if os.getppid() != parent:
             os._exit(255)
 

@@ -562,7 +562,7 @@ def test_hostile_git_build_contexts_fail_alone_naming_the_file_and_the_rule(flee
 
 def test_a_local_folder_sends_exactly_what_its_key_covers_and_nothing_outside(fleet, tmp_path):
     """A `path` repository is copied as git would record it: no `.git`, no FIFO; a context
-    that resolves outside the repository, or a symlink out of it, is refused (rule 12)."""
+    that is a symlink (as in a git repository), or a symlink out of it, is refused (rule 12)."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_text("the build host's secret\n")
@@ -581,7 +581,7 @@ def test_a_local_folder_sends_exactly_what_its_key_covers_and_nothing_outside(fl
     (local / "abs").mkdir()
     (local / "abs/Dockerfile").write_text("FROM scratch\nCOPY . /\n")
     (local / "abs/x").symlink_to(outside / "secret")
-    (local / "inside").symlink_to("clean")  # a context symlink that stays inside: followed
+    (local / "inside").symlink_to("clean")  # a context symlink, even one staying inside
     f = fleet
     images = [f.image("local", "clean", "clean/Dockerfile", "clean"),
               f.image("local", "leak", "Dockerfile.leak", "leakctx"),
@@ -590,22 +590,24 @@ def test_a_local_folder_sends_exactly_what_its_key_covers_and_nothing_outside(fl
     f.repos({"name": "local", "path": str(local), "images": images})
     run = f.run("sweep", code=1)
     h = f"{f.host}/local"
-    assert outcomes(run) == {f"{h}/clean:1": "succeeded", f"{h}/inside:1": "succeeded",
+    assert outcomes(run) == {f"{h}/clean:1": "succeeded", f"{h}/inside:1": "failed",
                              f"{h}/leak:1": "failed", f"{h}/abs:1": "failed"}  # fmt: skip
     errors = {n: node["error"] for n, node in by_node(run).items() if node["error"]}
     assert errors == {
         f"{h}/leak:1": f"local:leakctx: the build context is a symlink (to {outside}), not a "
                        "folder; graphbuild sends a builder only a folder of the repository",
+        f"{h}/inside:1": "local:inside: the build context is a symlink (to clean), not a "
+                         "folder; graphbuild sends a builder only a folder of the repository",
         f"{h}/abs:1": f"local:abs/x: symlink points outside the repository ({outside}/secret); "
                       f"{RULE}",
     }  # fmt: skip
     clean = {"Dockerfile": file("FROM scratch\nCOPY . /\n"), "f": file("f\n"),
              "l": ["link", "f"], "sub": ["dir"], "sub/g": file("g\n")}  # fmt: skip
     assert f.sent(f"{h}/clean:1") == clean
-    assert f.sent(f"{h}/inside:1") == clean
     (local / "clean/.git/HEAD").write_text("ref: refs/heads/other\n")  # not sent: not keyed
     plan = json.loads(f.gb("plan", "--json").stdout)
-    assert {step["node"] for step in plan["steps"]} == {f"{h}/leak:1", f"{h}/abs:1"}
+    assert {step["node"] for step in plan["steps"]} == {f"{h}/leak:1", f"{h}/abs:1",
+                                                         f"{h}/inside:1"}  # fmt: skip
 
 
 def test_a_builder_dies_with_graphbuild_and_resume_leaves_no_orphan_to_push(fleet, remotes):
