@@ -213,7 +213,9 @@ def guarded(
         raise
 
 
-def _recover(folder: Path, err: sqlite3.DatabaseError | OSError, note: Callable) -> None:
+def _recover(
+    folder: Path, err: sqlite3.DatabaseError | OSError, note: Callable[[str], None]
+) -> None:
     """Return only when the damage was index.db's and it is gone; else raise what to say."""
     if (problem := workspace.unusable(err, folder)) is not None:
         raise problem from None
