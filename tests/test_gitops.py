@@ -232,6 +232,95 @@ def test_a_push_that_lost_a_race_is_redone_on_top(remotes, tmp_path, monkeypatch
     ]
 
 
+def racing(remote, marker: Path, first_push: str) -> None:
+    """A pre-receive hook that, on the first push only, runs `first_push` (sh) in the bare
+    remote while git is receiving the push: the remote side of a race, not a refusal. A
+    later push finds main's lock free again."""
+    hook = remote.url / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\nif [ ! -e '{marker}' ]; then\n  : > '{marker}'\n"
+                    f"{first_push}\nelse\n  rm -f refs/heads/main.lock\nfi\nexit 0\n")  # fmt: skip
+    hook.chmod(0o755)
+
+
+# Someone's commit lands on main after git checked the push was a fast-forward and before
+# it moved the ref: git's own objects and ref, outside the push's quarantine.
+ANOTHER_COMMIT = """\
+  unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES
+  export GIT_AUTHOR_NAME=someone GIT_AUTHOR_EMAIL=someone@example.invalid
+  export GIT_COMMITTER_NAME=someone GIT_COMMITTER_EMAIL=someone@example.invalid
+  was=$(git rev-parse refs/heads/main)
+  now=$(echo 'someone else' | git commit-tree "$was^{tree}" -p "$was")
+  git update-ref refs/heads/main "$now" "$was"
+"""
+# Another push holds main's lock while git wants to take it.
+LOCK_HELD = "  : > refs/heads/main.lock"
+RACES = pytest.mark.parametrize("first_push", [ANOTHER_COMMIT, LOCK_HELD], ids=["moved", "locked"])
+
+
+@RACES
+def test_a_push_that_lost_a_race_inside_the_remote_is_redone(remotes, tmp_path, first_push):
+    """git answers `! [remote rejected] HEAD -> main (failed to update ref)` (2.51 and later:
+    `incorrect old value provided`): the push is fetched, edited and pushed again."""
+    remote = remotes("deploy", FILES)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    marker = tmp_path / "raced"
+    racing(remote, marker, first_push)
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert marker.exists()
+    assert done.status == DEPLOYED, done.detail
+    assert done.detail == f"commit {head(remote)[:12]} pushed to deploy main"
+    history = log(remote)
+    if first_push is ANOTHER_COMMIT:  # graphbuild's commit is on top of theirs, not over it
+        assert history == ["graphbuild: deploy 1 image to dev", "someone else", "initial"]
+    else:
+        assert history == ["graphbuild: deploy 1 image to dev", "initial"]
+    assert f"web:1@{D}" in shown(remote, "main", "envs/dev/web.yaml")
+    assert (tmp_path / "deploy.log").read_text().splitlines() == [
+        "push to main lost a race; redoing it on top",
+        done.detail,
+    ]
+
+
+@RACES
+def test_the_race_is_what_git_really_reports(remotes, tmp_path, first_push):
+    """The scaffolding above makes git itself report a lost race, as item 10 quotes it."""
+    remote = remotes("deploy", FILES)
+    racing(remote, tmp_path / "raced", first_push)
+    git(remote.work, "commit", "-q", "--allow-empty", "-m", "mine")
+    pushed = subprocess.run(["git", "push", "origin", "HEAD:main"], cwd=remote.work,
+                            capture_output=True, text=True)  # fmt: skip
+    assert pushed.returncode == 1
+    said = pushed.stderr
+    assert "cannot lock ref 'refs/heads/main'" in said or "incorrect old value" in said, said
+    assert re.search(r"! \[remote rejected\] HEAD -> main \((failed to update refs?|"
+                     r"incorrect old value provided)\)", said), said  # fmt: skip
+
+
+@pytest.mark.parametrize("hook", ["pre-receive", "update"])
+def test_a_hook_that_declines_is_not_retried_and_says_why(remotes, tmp_path, hook):
+    """A hook's refusal is final, whatever the hook prints (even words of a race)."""
+    remote = remotes("deploy", FILES)
+    before = head(remote)
+    tries = tmp_path / "tries"
+    script = remote.url / "hooks" / hook
+    script.write_text(f"#!/bin/sh\necho try >> '{tries}'\n"
+                      "echo \"cannot lock ref 'refs/heads/main': failed to update ref\" >&2\n"
+                      "exit 1\n")  # fmt: skip
+    script.chmod(0o755)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    declined = "pre-receive hook declined" if hook == "pre-receive" else "hook declined"
+    assert (done.status, done.detail) == (
+        FAILED, f"push to main failed: ! [remote rejected] HEAD -> main ({declined})"
+    )  # fmt: skip
+    assert tries.read_text() == "try\n"
+    assert head(remote) == before
+    log_file = tmp_path / "deploy.log"
+    assert not log_file.exists() or "lost a race" not in log_file.read_text()
+
+
 def test_a_reference_that_moved_since_the_sync_fails_and_pushes_nothing(remotes, tmp_path):
     remote = remotes("deploy", FILES)
     spec = spec_for(remote.url)

@@ -27,6 +27,15 @@ from graphbuild.errors import GraphbuildError, InvalidReference
 PUSH_ATTEMPTS = 3
 _TIMEOUT = 300
 _PUSH_MARKS = (("! [",), ("remote: ",))  # a refusal's reason, then a hook's, before git's summary
+# The reasons git gives, in a refused ref's `! [rejected]` or `! [remote rejected]` line, for
+# a push that lost a race: the branch moved before it reached the remote (`fetch first`,
+# `non-fast-forward`), or while the remote was receiving it (`failed to update ref`, the
+# ref moved or its lock was held: `cannot lock ref`; git 2.51 and later say `incorrect old
+# value provided`, or `failed to update refs` for the whole batch). A hook's or a rule's
+# refusal (`pre-receive hook declined`, `hook declined`, `deny updating a hidden ref`) is
+# not among them: trying again changes nothing.
+_RACES = frozenset({"fetch first", "non-fast-forward", "failed to update ref",
+                    "failed to update refs", "incorrect old value provided"})  # fmt: skip
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "graphbuild",
     "GIT_AUTHOR_EMAIL": "graphbuild@localhost",
@@ -119,9 +128,7 @@ class Gitops:
                                   env=sources.git_env(spec.url),
                                   kill_after_timeout=_TIMEOUT)  # fmt: skip
                 except git.GitCommandError as err:
-                    stderr = str(err.stderr)
-                    raced = "(fetch first)" in stderr or "(non-fast-forward)" in stderr
-                    if raced and attempt < PUSH_ATTEMPTS:  # not a hook's or a rule's refusal
+                    if _raced(str(err.stderr)) and attempt < PUSH_ATTEMPTS:
                         _log(context, f"push to {target} lost a race; redoing it on top")
                         continue
                     reason = sources.git_reason(err, _PUSH_MARKS, spec.url)
@@ -235,6 +242,14 @@ def _locate(file: str, text: str, change: Change) -> manifests.Found:
     raise manifests.ManifestError(
         f"line {was.line}: the reference is no longer there; run `graphbuild sync`"
     )
+
+
+def _raced(stderr: str) -> bool:
+    """Whether git refused the push because it lost a race (a reason in _RACES). Only git's
+    own `! [` lines count: what a hook prints comes prefixed with `remote: `."""
+    reasons = [line.rstrip().rpartition(" (")[2].removesuffix(")")
+               for line in stderr.splitlines() if line.lstrip().startswith("! [")]  # fmt: skip
+    return bool(reasons) and all(reason in _RACES for reason in reasons)
 
 
 def _message(changes: list[Change], context: Context) -> str:
