@@ -78,6 +78,16 @@ def deploy_table(run: Run) -> None:
         print("Gates:")
         table(["IMAGE", "GATE", "RESULT", "SUMMARY"],
               [(short(g.node), g.gate, g.status, brief(g.summary)) for g in run.gates])  # fmt: skip
+    images = [h for h in run.held if h.workload is None]
+    if images:
+        print("Held back from deploy:")
+        table(["IMAGE", "DIGEST", "REASON"],
+              [(short(h.node), brief(h.digest), brief(h.reason)) for h in images])  # fmt: skip
+    workloads = [h for h in run.held if h.workload is not None]
+    if workloads:
+        print("Workloads held back:")
+        table(["RING", "WORKLOAD", "IMAGE", "REASON"],
+              [(h.ring, h.name, short(h.node), brief(h.reason)) for h in workloads])  # fmt: skip
     if run.rings:
         print("Deploys:")
         rows = [(d.ring, d.name, short(d.node), d.status, brief(d.detail)) for d in run.deploys]
@@ -213,6 +223,18 @@ def run_markdown(run: Run) -> str:
         lines += ["", "## Gates", "", "| image | gate | result | summary |",
                   "| --- | --- | --- | --- |"]  # fmt: skip
         lines += [f"| `{g.node}` | {g.gate} | {g.status} | {_cell(g.summary)} |" for g in run.gates]
+    images = [h for h in run.held if h.workload is None]
+    if images:
+        lines += ["", "## Held back", "", "| image | digest | reason | caused by |",
+                  "| --- | --- | --- | --- |"]  # fmt: skip
+        lines += [f"| `{h.node}` | `{h.digest}` | {_cell(h.reason)} | `{h.cause}` |"
+                  for h in images]  # fmt: skip
+    workloads = [h for h in run.held if h.workload is not None]
+    if workloads:
+        lines += ["", "Workloads held back (they keep what they run):", "",
+                  "| ring | workload | image | reason |", "| --- | --- | --- | --- |"]  # fmt: skip
+        lines += [f"| {h.ring} | {_cell(h.name or '')} | `{h.node}` | {_cell(h.reason)} |"
+                  for h in workloads]  # fmt: skip
     if run.rings:
         lines += ["", "## Deploys", ""]
         lines += [f"- ring **{r.ring}**: {r.status} ({_cell(r.detail)})" for r in run.rings]

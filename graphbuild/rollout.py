@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import networkx as nx
 
@@ -24,7 +24,7 @@ from graphbuild.config import Config, GateSpec, RingSpec
 from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
 from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.execute import SUCCEEDED, log_name
-from graphbuild.state import DeployRecord, GateRecord, RingRecord, Run, State
+from graphbuild.state import DeployRecord, GateRecord, HeldRecord, RingRecord, Run, State
 from graphbuild.workloads import Workload, running
 
 HEALTHY, UNHEALTHY, RING_FAILED, MANUAL, NOTHING = (
@@ -57,8 +57,10 @@ def roll_out(
                 run = state.run(run_id)
                 assert run is not None
             images, held = deployable(config, graph, run, state)
-            for node, why in sorted(held.items()):
-                say(f"{node}: not deployed, {why}")
+            for node, hold in sorted(held.items()):
+                say(f"{node}: not deployed, {hold.reason}")
+            if not dry_run:
+                state.record_held(run_id, held_records(graph, state, targets, held))
             ok = not held
             if config.deployments.rings:
                 planned = changes(graph, state, targets, images)
@@ -145,9 +147,18 @@ def validate(
     return records
 
 
+@dataclass(frozen=True)
+class Held:
+    """Why a built image may not deploy, and the image whose gate that is about."""
+
+    digest: str
+    reason: str
+    cause: str  # the image itself, or the one below it that failed a gate
+
+
 def deployable(
     config: Config, graph: nx.DiGraph, run: Run, state: State
-) -> tuple[dict[str, str], dict[str, str]]:
+) -> tuple[dict[str, str], dict[str, Held]]:
     """The images that may deploy (node -> digest), and why each other built one may not.
 
     What is built on an image that failed a gate is held too: one failed in this run, or
@@ -161,10 +172,10 @@ def deployable(
         node for node, by in results.items() if any(s != gates.PASSED for s, _ in by.values())
     }
     ok: dict[str, str] = {}
-    held: dict[str, str] = {}
+    held: dict[str, Held] = {}
     for node, digest in built.items():
         if node not in graph:
-            held[node] = "no longer in the graph"
+            held[node] = Held(digest, "no longer in the graph", node)
             continue
         repository = graph.nodes[node]["image"]
         missing = [g.name for g in config.gates if g.applies(repository)
@@ -173,11 +184,12 @@ def deployable(
                if status != gates.PASSED]  # fmt: skip
         upstream = sorted(nx.ancestors(graph, node) & failed) or _failed_below(state, node, digest)
         if bad:
-            held[node] = "failed gate " + "; ".join(bad)
+            held[node] = Held(digest, "failed gate " + "; ".join(bad), node)
         elif missing:
-            held[node] = f"not validated: gate {', '.join(missing)} has not run"
+            held[node] = Held(digest, f"not validated: gate {', '.join(missing)} has not run",
+                              node)  # fmt: skip
         elif upstream and config.deployments.hold_descendants:
-            held[node] = f"built on {upstream[0]}, which failed a gate"
+            held[node] = Held(digest, f"built on {upstream[0]}, which failed a gate", upstream[0])
         else:
             ok[node] = digest
     return ok, held
@@ -198,6 +210,23 @@ def _failed_below(state: State, node: str, digest: str) -> list[str]:
                 return [parent]
             stack.append((parent, parent_digest))
     return []
+
+
+def held_records(
+    graph: nx.DiGraph, state: State, workloads: Iterable[Workload], held: dict[str, Held]
+) -> list[HeldRecord]:
+    """Each held image, then each workload that runs it and so keeps its old digest (found
+    as `changes` finds the workloads a deploy points at a new one)."""
+    targets = list(workloads)
+    records = []
+    for node, hold in sorted(held.items()):
+        records.append(HeldRecord(node, hold.digest, hold.reason, hold.cause))
+        found = (
+            running(targets, graph.nodes[node], state.built_digests(node)) if node in graph else []
+        )
+        records += [HeldRecord(node, hold.digest, hold.reason, hold.cause, w.id, w.name, w.ring)
+                    for w in sorted(found, key=lambda w: w.id)]  # fmt: skip
+    return records
 
 
 def changes(

@@ -80,6 +80,12 @@ MIGRATIONS = (
         run TEXT NOT NULL, node TEXT NOT NULL, pgid INTEGER NOT NULL, started INTEGER NOT NULL,
         boot TEXT NOT NULL, PRIMARY KEY (run, pgid, started));
     """,
+    """
+    CREATE TABLE held (
+        run TEXT NOT NULL, node TEXT NOT NULL, workload TEXT NOT NULL, digest TEXT NOT NULL,
+        reason TEXT NOT NULL, cause TEXT NOT NULL, name TEXT NOT NULL, ring TEXT NOT NULL,
+        at TEXT NOT NULL, PRIMARY KEY (run, node, workload));
+    """,
 )
 SCRATCH = "scratch"  # the workspace folder holding each run's build contexts while it builds
 
@@ -150,6 +156,20 @@ class RingRecord:
     detail: str
 
 
+@dataclass(frozen=True)
+class HeldRecord:
+    """An image a run built but held back from deploy, or a workload that runs one and so
+    stays on its old digest: what was not deployed must be on record, not only printed."""
+
+    node: str
+    digest: str  # the digest that was not deployed
+    reason: str
+    cause: str  # the image whose gate failed or has not run: `node` itself, or what it is built on
+    workload: str | None = None  # Workload.id; None: the image itself
+    name: str | None = None  # the workload as people call it
+    ring: str | None = None
+
+
 @dataclass
 class Run:
     id: str
@@ -163,6 +183,7 @@ class Run:
     gates: list[GateRecord] = field(default_factory=list)
     deploys: list[DeployRecord] = field(default_factory=list)
     rings: list[RingRecord] = field(default_factory=list)
+    held: list[HeldRecord] = field(default_factory=list)
 
 
 def now() -> str:
@@ -452,6 +473,14 @@ class State:
                     "SELECT ring, status, detail FROM rings WHERE run = ? ORDER BY at", (run_id,)
                 )
             ]
+            run.held = [
+                HeldRecord(*r[:4], *(value or None for value in r[4:]))
+                for r in self.db.execute(
+                    "SELECT node, digest, reason, cause, workload, name, ring FROM held "
+                    "WHERE run = ? ORDER BY node, workload",
+                    (run_id,),
+                )
+            ]
         return run
 
     # -- validation and deploys of a run's images
@@ -478,6 +507,18 @@ class State:
                 "INSERT OR REPLACE INTO rings VALUES (?, ?, ?, ?, ?)",
                 (run, record.ring, record.status, record.detail, now()),
             )
+
+    def record_held(self, run: str, records: Iterable[HeldRecord]) -> None:
+        """What the run holds back now, in place of what an earlier judgement of it held (a
+        resume or `deploy` judges again): each image and workload once, and none that passes."""
+        at = now()
+        with self.db:
+            self.db.execute("DELETE FROM held WHERE run = ?", (run,))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((run, r.node, r.workload or "", r.digest, r.reason, r.cause, r.name or "",
+                  r.ring or "", at) for r in records),
+            )  # fmt: skip
 
     def failed_gates(self, node: str, digest: str) -> list[str]:
         """The gates whose latest result on this image digest, in any run, is not a pass."""

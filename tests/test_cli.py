@@ -294,3 +294,53 @@ def test_a_sweep_while_another_holds_the_lock_exits_3_busy(project):
         holder.wait()
     assert busy.returncode == 3
     assert busy.stderr == f"graphbuild: {lock} is held by pid 1 since 2026-01-01T00:00:00+00:00\n"
+
+
+def test_runs_id_shows_what_the_run_held_back(project):
+    """`runs ID` and `runs ID --json` say which images and workloads a run held back from
+    deploy, why, and which image caused it; the exit code of `runs` stays 0."""
+    from graphbuild.state import GateRecord, HeldRecord, RunNode, State
+
+    base, app = "r.test/base:1", "r.test/app:latest"
+    bad, child = "sha256:" + "b" * 64, "sha256:" + "c" * 64
+    why = f"built on {base}, which failed a gate"
+    with State(project / ".graphbuild") as state:
+        run = state.create_run(
+            "sweep",
+            None,
+            {},
+            [RunNode(base, 0, "stale", "", []), RunNode(app, 1, "parent-rebuilt", "", [])],
+        )
+        state.update_node(run, RunNode(base, 0, "stale", "", [], "succeeded", digest=bad))
+        state.update_node(run, RunNode(app, 1, "parent-rebuilt", "", [], "succeeded",
+                                       digest=child))  # fmt: skip
+        state.record_gate(run, GateRecord(base, "trivy", bad, "failed", "1 critical", []))
+        state.record_held(run, [
+            HeldRecord(app, child, why, base),
+            HeldRecord(app, child, why, base, "kubectl:app", "app", "dev"),
+            HeldRecord(base, bad, "failed gate trivy: 1 critical", base),
+        ])  # fmt: skip
+        state.finish_run(run, "failed")
+
+    shown = graphbuild("runs", run, "--json", cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["held"] == [
+        {"node": app, "digest": child, "reason": why, "cause": base, "workload": None,
+         "name": None, "ring": None},
+        {"node": app, "digest": child, "reason": why, "cause": base, "workload": "kubectl:app",
+         "name": "app", "ring": "dev"},
+        {"node": base, "digest": bad, "reason": "failed gate trivy: 1 critical", "cause": base,
+         "workload": None, "name": None, "ring": None},
+    ]  # fmt: skip
+    table = graphbuild("runs", run, cwd=project)
+    assert table.returncode == 0, table.stderr
+    held = table.stdout.split("Held back from deploy:\n", 1)[1].splitlines()
+    assert held[-1].startswith("Started ")
+    assert [line.split() for line in held[:-1]] == [
+        ["IMAGE", "DIGEST", "REASON"],
+        ["r.test/app:latest", "sha256:cccccccccccc…", *why.split()],
+        ["r.test/base:1", "sha256:bbbbbbbbbbbb…", "failed", "gate", "trivy:", "1", "critical"],
+        ["Workloads", "held", "back:"],
+        ["RING", "WORKLOAD", "IMAGE", "REASON"],
+        ["dev", "app", "r.test/app:latest", *why.split()],
+    ]

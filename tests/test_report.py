@@ -64,3 +64,50 @@ def test_digests_are_cut_for_people_and_the_table_says_why():
     )
     assert "2.5 s" in text and "r.test_a_1.log" in text and f"{D[:19]}…" in text
     assert "blocked: r.test/a:1 failed" in text
+
+
+def test_report_md_has_a_held_back_section_with_each_cause():
+    """report.md names each held image with its digest, reason and the image that caused
+    it, then the workloads that keep what they run; a `|` in a reason stays in its cell."""
+    from graphbuild.state import HeldRecord
+
+    base, app = "r.test/base:1", "r.test/app:1"
+    why = f"built on {base}, which failed a gate"
+    failed = "failed gate trivy: 1 critical | 2 high"
+    nodes = [RunNode(n, 0, "stale", "", [n], "succeeded", digest=D) for n in (app, base)]
+    run = Run("1", "sweep", None, "2026-11-28T10:00:00+00:00", None, "failed", {}, nodes,
+              held=[HeldRecord(app, D, why, base),
+                    HeldRecord(app, D, why, base, "kubectl:app", "app | web", "dev"),
+                    HeldRecord(base, D, failed, base)])  # fmt: skip
+    text = report.run_markdown(run)
+    section = text.split("\n## Held back\n", 1)[1].splitlines()
+    assert section == [
+        "",
+        "| image | digest | reason | caused by |",
+        "| --- | --- | --- | --- |",
+        f"| `{app}` | `{D}` | {why} | `{base}` |",
+        f"| `{base}` | `{D}` | failed gate trivy: 1 critical \\| 2 high | `{base}` |",
+        "",
+        "Workloads held back (they keep what they run):",
+        "",
+        "| ring | workload | image | reason |",
+        "| --- | --- | --- | --- |",
+        f"| dev | app \\| web | `{app}` | {why} |",
+    ]
+    assert "## Held back" not in report.run_markdown(
+        Run(
+            *[
+                getattr(run, f)
+                for f in (
+                    "id",
+                    "kind",
+                    "reason",
+                    "started",
+                    "finished",
+                    "status",
+                    "options",
+                    "nodes",
+                )
+            ]
+        )
+    )

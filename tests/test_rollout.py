@@ -269,6 +269,46 @@ def test_a_manual_ring_waits_for_graphbuild_deploy(fleet):
     assert fleet.shown("envs/dev/web.yaml") == DEV_WEB.format(h=fleet.host, web=fleet.at(web))
 
 
+def test_a_failed_gate_is_on_record_with_its_child_and_their_workloads(fleet):
+    """`bad` fails its scan: bad and badchild (built on it) are held, each naming bad as
+    the cause, and so are the workloads running them (the kustomization and the Helm
+    values in dev), in the run document, `runs ID` and report.md; once, however often the
+    run is judged again."""
+    h = fleet.host
+    bad, child = f"{h}/apps/bad:1", f"{h}/apps/badchild:1"
+    run = fleet.run("sweep", code=1)
+    digest = {n["node"]: n["digest"] for n in run["nodes"]}
+    held = {(x["node"], x["name"]): x for x in run["held"]}
+    assert list(held) == [(bad, None), (bad, "kustomization"), (child, None),
+                          (child, "badchild.image")]  # fmt: skip
+    failed = held[(bad, None)]["reason"]
+    assert failed.startswith("failed gate trivy: ") and "critical" in failed
+    because = f"built on {bad}, which failed a gate"
+    for (node, name), x in held.items():
+        assert x["digest"] == digest[node]
+        assert x["cause"] == bad
+        assert x["reason"] == (failed if node == bad else because)
+        assert x["ring"] == (None if name is None else "dev")
+    assert held[(bad, "kustomization")]["workload"].startswith(
+        "deploy:envs/dev/kustomization.yaml#"
+    )
+    assert held[(child, "badchild.image")]["workload"].startswith("deploy:envs/dev/values.yaml#")
+    assert not any(x["node"] == f"{h}/apps/web:1" for x in run["held"])
+
+    assert json.loads(fleet.gb("runs", run["id"], "--json").stdout)["held"] == run["held"]
+    table = fleet.gb("runs", run["id"]).stdout
+    assert "Held back from deploy:" in table and "Workloads held back:" in table
+    assert any(line.split()[:3] == ["dev", "badchild.image", f"{h}/apps/badchild:1"]
+               for line in table.splitlines())  # fmt: skip
+    report = (fleet.root / ".graphbuild" / "runs" / run["id"] / "report.md").read_text()
+    section = report.split("## Held back\n", 1)[1]
+    assert f"| `{child}` | `{digest[child]}` | {because} | `{bad}` |" in section
+    assert f"| dev | badchild.image | `{child}` | {because} |" in section
+
+    again = fleet.run("deploy", run["id"], code=1)  # judged again: the same rows, once
+    assert again["held"] == run["held"]
+
+
 # -- which images may deploy, without builds: a run and a graph as data
 
 BASE, MID, APP, OTHER = "r.test/base:1", "r.test/mid:1", "r.test/app:1", "r.test/other:1"
@@ -303,8 +343,10 @@ def test_a_failed_gate_holds_the_image_and_what_is_built_on_it(tmp_path):
     config, g, run, digest = small_run({**passed, MID: "failed"})
     ok, held = rollout.deployable(config, g, run, State(tmp_path))
     assert ok == {BASE: digest[BASE], OTHER: digest[OTHER]}
-    assert held == {MID: "failed gate scan: failed summary",
-                    APP: f"built on {MID}, which failed a gate"}  # fmt: skip
+    assert held == {
+        MID: rollout.Held(digest[MID], "failed gate scan: failed summary", MID),
+        APP: rollout.Held(digest[APP], f"built on {MID}, which failed a gate", MID),
+    }
 
 
 def test_hold_descendants_false_lets_what_is_built_on_a_failed_image_deploy(tmp_path):
@@ -322,9 +364,10 @@ def test_an_image_whose_gate_has_not_run_is_not_validated(tmp_path):
     from graphbuild import rollout
     from graphbuild.state import State
 
-    config, g, run, _ = small_run({BASE: "passed", MID: "passed", APP: "passed"})
+    config, g, run, digest = small_run({BASE: "passed", MID: "passed", APP: "passed"})
     ok, held = rollout.deployable(config, g, run, State(tmp_path))
-    assert held == {OTHER: "not validated: gate scan has not run"}
+    assert held == {OTHER: rollout.Held(digest[OTHER], "not validated: gate scan has not run",
+                                        OTHER)}  # fmt: skip
     config, g, run, _ = small_run({BASE: "passed"}, gate_images=["r.test/base"])
     ok, held = rollout.deployable(config, g, run, State(tmp_path))  # the gate applies to base only
     assert set(ok) == {BASE, MID, APP, OTHER} and not held
@@ -377,6 +420,81 @@ def test_an_image_built_on_a_parent_that_failed_a_gate_in_an_earlier_run_is_held
         state.record_build(MID, digest[MID], {BASE: digest[BASE]}, "run1")
         state.record_build(APP, digest[APP], {MID: digest[MID]}, "run2")
         ok, held = rollout.deployable(config, g, run, state)
-        assert (ok, held) == ({}, {APP: f"built on {MID}, which failed a gate"})
+        assert (ok, held) == (
+            {},
+            {APP: rollout.Held(digest[APP], f"built on {MID}, which failed a gate", MID)},
+        )
         state.record_gate("run3", GateRecord(MID, "scan", digest[MID], "passed", "allowed", []))
         assert rollout.deployable(config, g, run, state) == ({APP: digest[APP]}, {})
+
+
+def test_a_run_records_the_images_and_workloads_a_failed_gate_held_back(tmp_path):
+    """mid fails its gate: mid and app (built on it) are held, each with the image that
+    caused it, and so are the workloads running them; base and other are not. A second
+    pass over the run (resume, deploy) records them once, and a pass clears them."""
+    import networkx as nx
+
+    from graphbuild import rollout
+    from graphbuild.config import Config, GateSpec
+    from graphbuild.state import HeldRecord, RunNode, State
+    from graphbuild.workloads import KUBECTL, Workload
+
+    verdict = tmp_path / "mid-fails"
+    verdict.touch()
+    gate = GateSpec("smoke", "test", ("sh", "-c", 'case "$1" in *mid*) test ! -f "$2";; esac',
+                                      "sh", "{image}", str(verdict)))  # fmt: skip
+    config = Config(tmp_path / "repos.yaml", tmp_path / "ws", (), gates=(gate,))
+    g = nx.DiGraph([(BASE, MID), (MID, APP)])
+    g.add_node(OTHER)
+    for node in g:
+        g.nodes[node].update(image=node.rsplit(":", 1)[0], tags=[node])
+    digest = {n: "sha256:" + str(i) * 64 for i, n in enumerate(g)}
+    targets = [Workload(KUBECTL, ring, n.rsplit(":", 1)[0], "1", None, f"{ring}-{n[7:10]}",
+                        f"deployments.workloads[{i}]")
+               for i, (ring, n) in enumerate([("dev", MID), ("prod", MID), ("dev", APP),
+                                              ("dev", OTHER)])]  # fmt: skip
+    said: list[str] = []
+    with State(config.workspace) as state:
+        run_id = state.create_run("sweep", None, {}, [RunNode(n, 0, "stale", "", []) for n in g])
+        for n in g:
+            state.update_node(run_id, RunNode(n, 0, "stale", "", [], status="succeeded",
+                                              digest=digest[n]))  # fmt: skip
+        state.finish_run(run_id, "succeeded")  # the builds did
+        assert not rollout.roll_out(config, g, state, run_id, targets, say=said.append)
+        mid_failed = next(r.reason for r in state.run(run_id).held if r.node == MID)
+        assert mid_failed.startswith("failed gate smoke: ")
+        app_held = f"built on {MID}, which failed a gate"
+        expected = [
+            HeldRecord(APP, digest[APP], app_held, MID),
+            HeldRecord(APP, digest[APP], app_held, MID, "kubectl:dev-app", "dev-app", "dev"),
+            HeldRecord(MID, digest[MID], mid_failed, MID),
+            HeldRecord(MID, digest[MID], mid_failed, MID, "kubectl:dev-mid", "dev-mid", "dev"),
+            HeldRecord(MID, digest[MID], mid_failed, MID, "kubectl:prod-mid", "prod-mid", "prod"),
+        ]  # fmt: skip
+        assert state.run(run_id).held == expected
+        assert f"{APP}: not deployed, {app_held}" in said
+
+        assert not rollout.roll_out(config, g, state, run_id, targets, say=said.append)
+        assert state.run(run_id).held == expected  # judged again: the same, once
+        assert state.run(run_id).status == "failed"  # exit code 1, as before
+
+        verdict.unlink()  # the finding is allowed now: the gate passes on a rerun
+        assert rollout.roll_out(config, g, state, run_id, targets, say=said.append)
+        assert state.run(run_id).held == []
+
+
+def test_an_image_held_for_a_parent_that_failed_in_an_earlier_run_names_that_parent(tmp_path):
+    from graphbuild import rollout
+    from graphbuild.state import GateRecord, HeldRecord, State
+
+    config, g, run, digest = small_run(dict.fromkeys([BASE, MID, APP, OTHER], "passed"))
+    run.nodes = [n for n in run.nodes if n.node == APP]
+    run.gates = [gate for gate in run.gates if gate.node == APP]
+    with State(tmp_path) as state:
+        state.record_gate("run1", GateRecord(MID, "scan", digest[MID], "failed", "1 critical", []))
+        state.record_build(MID, digest[MID], {BASE: digest[BASE]}, "run1")
+        state.record_build(APP, digest[APP], {MID: digest[MID]}, "run2")
+        _, held = rollout.deployable(config, g, run, state)
+        assert rollout.held_records(g, state, [], held) == [
+            HeldRecord(APP, digest[APP], f"built on {MID}, which failed a gate", MID)
+        ]

@@ -136,3 +136,47 @@ def test_a_group_that_ended_with_its_command_is_not_kept(tmp_path):
         ]
         state.drop_group(tmp_path, "run-1", group)
         assert s.db.execute("SELECT COUNT(*) FROM run_processes").fetchone() == (0,)
+
+
+APP_HELD = state.HeldRecord(
+    "r.test/app:1", "sha256:" + "a" * 64, "built on r.test/mid:1, which failed a gate",
+    "r.test/mid:1",
+)  # fmt: skip
+APP_WORKLOAD_HELD = state.HeldRecord(
+    APP_HELD.node, APP_HELD.digest, APP_HELD.reason, APP_HELD.cause,
+    "deploy:envs/dev/app.yaml#0:spec.containers.0.image", "Pod//app (app)", "dev",
+)  # fmt: skip
+
+
+def test_what_a_run_held_back_is_kept_once_and_as_judged_last(tmp_path):
+    """Each held image and held workload is one row of its run; a rerun (resume, deploy)
+    judges again and replaces them, so nothing is listed twice and a pass clears it."""
+    with state.State(tmp_path) as s:
+        run = s.create_run("sweep", None, {}, [state.RunNode(APP_HELD.node, 0, "stale", "", [])])
+        other = s.create_run("sweep", None, {}, [])
+        assert s.run(run).held == []
+        s.record_held(run, [APP_HELD, APP_WORKLOAD_HELD])
+        s.record_held(run, [APP_HELD, APP_WORKLOAD_HELD])
+        s.record_held(other, [APP_HELD])
+        assert s.run(run).held == [APP_HELD, APP_WORKLOAD_HELD]
+        s.record_held(run, [])
+        assert s.run(run).held == []
+        assert s.run(other).held == [APP_HELD]
+
+
+def test_a_state_db_of_the_previous_schema_gains_the_held_records(tmp_path):
+    """A workspace written before held images were recorded is migrated forward, its runs
+    kept (with nothing held on record)."""
+    db = sqlite3.connect(tmp_path / "state.db")
+    for migration in state.MIGRATIONS[:-1]:
+        db.executescript(migration)
+    db.execute("INSERT INTO runs VALUES ('old', 'sweep', NULL, 't', 't', 'failed', '{}')")
+    db.execute(f"PRAGMA user_version = {len(state.MIGRATIONS) - 1}")
+    db.commit()
+    db.close()
+    with state.State(tmp_path) as s:
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == len(state.MIGRATIONS)
+        old = s.run("old")
+        assert old is not None and old.status == "failed" and old.held == []
+        s.record_held("old", [APP_HELD])
+        assert s.run("old").held == [APP_HELD]
