@@ -20,7 +20,7 @@ import pytest
 from graphbuild import manifests, sources, workloads
 from graphbuild.config import DeployRepoSpec
 from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
-from graphbuild.deployers.gitops import Gitops
+from graphbuild.deployers.gitops import PUSH_ATTEMPTS, Gitops
 from graphbuild.workloads import Workload
 
 from .conftest import git
@@ -282,6 +282,24 @@ def test_a_push_that_lost_a_race_inside_the_remote_is_redone(remotes, tmp_path, 
     ]
 
 
+def test_a_race_lost_on_every_try_fails_after_the_last_one(remotes, tmp_path):
+    """Someone commits during every push: graphbuild tries PUSH_ATTEMPTS times, then fails
+    with git's reason, and their commits stay."""
+    remote = remotes("deploy", FILES)
+    tries = tmp_path / "tries"
+    hook = remote.url / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho try >> '{tries}'\n{ANOTHER_COMMIT}exit 0\n")
+    hook.chmod(0o755)
+    spec = spec_for(remote.url)
+    web = discovered(remote, spec)["Deployment/shop/web (web)"]
+    (done,) = Gitops({"deploy": spec}).apply([Change(web, WEB_NODE, "1", D)], context(tmp_path))
+    assert tries.read_text() == "try\n" * PUSH_ATTEMPTS
+    assert (done.status, done.detail) == (
+        FAILED, "push to main failed: ! [remote rejected] HEAD -> main (failed to update ref)"
+    ) or "incorrect old value provided" in done.detail  # fmt: skip
+    assert log(remote) == ["someone else"] * PUSH_ATTEMPTS + ["initial"]
+
+
 @RACES
 def test_the_race_is_what_git_really_reports(remotes, tmp_path, first_push):
     """The scaffolding above makes git itself report a lost race, as item 10 quotes it."""
@@ -304,9 +322,8 @@ def test_a_hook_that_declines_is_not_retried_and_says_why(remotes, tmp_path, hoo
     before = head(remote)
     tries = tmp_path / "tries"
     script = remote.url / "hooks" / hook
-    script.write_text(f"#!/bin/sh\necho try >> '{tries}'\n"
-                      "echo \"cannot lock ref 'refs/heads/main': failed to update ref\" >&2\n"
-                      "exit 1\n")  # fmt: skip
+    words = "cannot lock ref 'refs/heads/main' (failed to update ref) (fetch first)"
+    script.write_text(f"#!/bin/sh\necho try >> '{tries}'\necho \"{words}\" >&2\nexit 1\n")
     script.chmod(0o755)
     spec = spec_for(remote.url)
     web = discovered(remote, spec)["Deployment/shop/web (web)"]
