@@ -1444,3 +1444,224 @@ def test_onbuild_triggers_firing_in_many_stages_cost_from_the_files_budget():
         "FROM b: firing its ONBUILD triggers: evaluating this Dockerfile takes more than "
         "16 Mi units of work, the most graphbuild does for one file"
     )
+
+
+# -- differential test: graphbuild against an independent model of BuildKit's rules
+#
+# The model below knows only the generated subset: global ARGs (with or without a value, a
+# value being a word or one ${v-w} ${v:-w} ${v+w} ${v:+w} of another ARG), FROMs whose base is
+# such an expression over a small vocabulary, stage names, COPY --from (name, index, image,
+# empty), RUN --mount from= (any type), heredoc openers, a target and build args. It uses no
+# part of graphbuild's reader or expander.
+
+VOCABULARY = ["alpine", "busybox:1", "golang:1.22", "build", "test", "Build", "scratch", ""]
+STAGE_NAMES = ["build", "test", "app", "scratch", "Build"]
+SOURCES = ["build", "Build", "test", "app", "scratch", "0", "1", "3", "nginx:1", "Nginx", ""]
+MOUNT_TYPES = ["", "bind", "cache", "ssh", "tmpfs", "secret"]
+ARG_NAMES = ["A", "B", "C"]
+OPS = ["-", ":-", "+", ":+"]
+# (opener, terminator line, whether BuildKit opens a heredoc): blanks right after << join the
+# word, quotes are removed from the name, and `<<- EOF` is two words
+HEREDOCS = [
+    ("<<EOF", "EOF", True),
+    ("<< EOF", "EOF", True),
+    ("<<\tEOF", "EOF", True),
+    ('<<"EOF"', "EOF", True),
+    ("<<'EOF'", "EOF", True),
+    ('<<E"OF"', "EOF", True),
+    ('<< "E F"', "E F", True),
+    ("<<-EOF", "\tEOF", True),
+    ("<<- EOF", "EOF", False),
+]
+
+
+def _expression():
+    """A word: a literal, `$V`, or `${V op word}`; as (text, kind, name, op, word)."""
+    literal = st.sampled_from([w for w in VOCABULARY if w]).map(lambda w: (w, "lit", "", "", w))
+    plain = st.sampled_from(ARG_NAMES).map(lambda n: (f"${n}", "var", n, "", ""))
+    op = st.tuples(st.sampled_from(ARG_NAMES), st.sampled_from(OPS), st.sampled_from(VOCABULARY))
+    modified = op.map(lambda t: (f"${{{t[0]}{t[1]}{t[2]}}}", "op", *t))
+    return st.one_of(literal, plain, modified)
+
+
+@st.composite
+def model_dockerfiles(draw):
+    """(text, build_args, target, the generated structure for the model)."""
+    lines, structure = [], {"args": [], "stages": []}
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(ARG_NAMES))
+        value = draw(st.none() | _expression())
+        lines.append(f"ARG {name}" if value is None else f"ARG {name}={value[0]}")
+        structure["args"].append((name, value))
+    for _ in range(draw(st.integers(1, 4))):
+        plain = st.sampled_from(["alpine", "busybox:1", "golang:1.22", "build", "scratch"])
+        if draw(st.integers(0, 3)):  # mostly a plain base: one bad FROM fails the file
+            base = draw(plain.map(lambda w: (w, "lit", "", "", w)))
+        else:
+            base = draw(_expression())
+        name = draw(st.none() | st.sampled_from(STAGE_NAMES))
+        lines.append(f"FROM {base[0]}" + (f" AS {name}" if name else ""))
+        commands = []
+        for _ in range(draw(st.integers(0, 3))):
+            kind = draw(st.sampled_from(["copy", "mount", "heredoc"]))
+            if kind == "copy":
+                value = draw(st.sampled_from(SOURCES))
+                lines.append(f"COPY --from={value} /a /b")
+                commands.append(("copy", value, ""))
+            elif kind == "mount":
+                mount_type = draw(st.sampled_from(MOUNT_TYPES))
+                value = draw(st.none() | st.sampled_from(SOURCES))
+                fields = ([f"type={mount_type}"] if mount_type else []) + ["target=/m"]
+                if value is not None:
+                    fields.append(f"from={value}")
+                lines.append(f"RUN --mount={','.join(fields)} true")
+                commands.append(("mount", value or "", mount_type or "bind"))
+            else:
+                opener, end, is_heredoc = draw(st.sampled_from(HEREDOCS))
+                head = draw(st.sampled_from(["RUN cat {}", "COPY {} /x"]))
+                lines += [head.format(opener), "FROM evil:1", end]
+                commands.append(("heredoc", is_heredoc, ""))
+        structure["stages"].append((base, name, commands))
+    build_args = draw(
+        st.dictionaries(st.sampled_from(ARG_NAMES), st.sampled_from(VOCABULARY), max_size=2)
+    )
+    target = draw(st.sampled_from([None, None, None, "build", "Test", "app", "nope"]))
+    return "\n".join(lines) + "\n", build_args, target, structure
+
+
+class ModelError(Exception):
+    """The model says BuildKit rejects the file."""
+
+
+def model_expand(expr, env):
+    """(value, the unset variable it read or None), by the shell's rules for these forms."""
+    _, kind, name, op, word = expr
+    if kind == "lit":
+        return word, None
+    unset = None if name in env else name
+    value = env.get(name, "")
+    if kind == "var" or (op == "-" and name in env) or (op == ":-" and value):
+        return value, unset
+    if op in ("-", ":-"):
+        return word, unset
+    if op == "+":
+        return (word if name in env else ""), unset
+    return (word if value else ""), unset  # :+
+
+
+def model(structure, build_args, target):
+    """What BuildKit pulls: [(kind, raw, unresolved)] in file order, or ModelError. One
+    deliberate difference, graphbuild's own: a base that is blank or invalid only because a
+    global ARG declared without a value is unset is kept as unresolved, not an error."""
+    for _, _, commands in structure["stages"]:
+        if any(kind == "heredoc" and not ok for kind, ok, _ in commands):
+            raise ModelError("body read as instructions")  # the terminator line is unknown
+    env, declared = {}, set()
+    for name, value in structure["args"]:
+        if name in build_args:
+            env[name] = build_args[name]
+        elif value is not None:
+            env[name] = model_expand(value, env)[0]
+        declared.add(name)
+    valueless = declared - set(env)
+
+    stages, names, nodes = [], {}, []  # nodes: stages then image/scratch sources
+    for index, (expr, name, commands) in enumerate(structure["stages"]):
+        stage = {"base": None, "parent": None, "uses": [], "failures": [], "commands": commands}
+        value, unset = model_expand(expr, env)
+        if not value or (value not in names and value != "scratch" and value != value.lower()):
+            if unset is None or unset not in valueless:
+                raise ModelError("blank or invalid base")
+            stage["base"] = ("from", expr[0], True)
+        elif value in names:
+            stage["parent"] = names[value]
+        elif value != "scratch":
+            stage["base"] = ("from", value, False)
+        stages.append(stage)
+        nodes.append(index)
+        if name:
+            names[name.lower()] = index
+    count = len(stages)
+    sources = []  # (creating stage, ref or None)
+    for index, stage in enumerate(stages):
+        for kind, value, mount_type in stage["commands"]:
+            if kind == "heredoc" or (kind == "copy" and value == ""):
+                continue
+            if kind == "copy" and value.isdigit():
+                if int(value) >= count + len(sources):
+                    raise ModelError("invalid stage index")
+                stage["uses"].append((int(value), True))
+                continue
+            source = value or "scratch"
+            if kind == "mount" and value and mount_type == "secret":
+                stage["failures"].append("secret mount with from")
+            if source.lower() in names:
+                checked = kind == "copy" or bool(value) or mount_type == "cache"
+                stage["uses"].append((names[source.lower()], checked))
+                continue
+            if source != source.lower():
+                raise ModelError("invalid image reference")
+            ref = (
+                None if source == "scratch" else ("copy" if kind == "copy" else kind, source, False)
+            )
+            sources.append((index, ref))
+            stage["uses"].append((count + len(sources) - 1, False))
+
+    def cycle_from(node, path):
+        for dep, _ in stages[node]["uses"]:
+            if dep < count and (dep in path or cycle_from(dep, path | {dep})):
+                return True
+        return False
+
+    if any(cycle_from(i, {i}) for i in range(count)):
+        raise ModelError("circular dependency")
+    if target is None:
+        start = count - 1
+    elif target.lower() in names:
+        start = names[target.lower()]
+    else:
+        raise ModelError("target not found")
+    reached, todo = {start}, [start]
+    while todo:
+        node = todo.pop()
+        if node >= count:
+            continue
+        deps = [d for d, _ in stages[node]["uses"]] + [stages[node]["parent"]]
+        for dep in deps:
+            if dep is not None and dep not in reached:
+                reached.add(dep)
+                todo.append(dep)
+    for index in sorted(n for n in reached if n < count):
+        stage = stages[index]
+        if stage["failures"] or any(c and index <= d < count for d, c in stage["uses"]):
+            raise ModelError("used before it is built")
+    out = []
+    for index, stage in enumerate(stages):
+        if index in reached and stage["base"]:
+            out.append(stage["base"])
+        for n, (creator, ref) in enumerate(sources, count):
+            if creator == index and ref and n in reached:
+                out.append(ref)
+    return out
+
+
+MODEL_RUNS = settings(max_examples=300, deadline=None, database=None)
+
+
+@MODEL_RUNS
+@given(model_dockerfiles())
+def test_agrees_with_an_independent_model_of_buildkit(case):
+    text, build_args, target, structure = case
+    try:
+        expected = model(structure, build_args, target)
+    except ModelError as err:
+        expected = f"error ({err})"
+    try:
+        parsed = parse(text, build_args=build_args, target=target)
+        got = [(r.kind, r.raw, r.unresolved is not None) for r in parsed.refs]
+    except DockerfileError as err:
+        got = f"error ({err.message})"
+    if isinstance(expected, str):
+        assert isinstance(got, str), (text, build_args, target, got, expected)
+    else:
+        assert got == expected, (text, build_args, target)
