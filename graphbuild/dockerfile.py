@@ -993,35 +993,37 @@ class _Evaluator:
         syntax = self._syntax()
         if syntax:
             found.append(syntax)
-        count = len(self.stages)
+        made: dict[int, list[BaseRef]] = {}  # each stage's image sources that are reached
+        for n, source in enumerate(self.sources, len(self.stages)):
+            if source.ref is not None and n in reachable:
+                made.setdefault(source.stage, []).append(source.ref)
         for stage in self.stages:
             if stage.index in reachable and stage.base is not None:
                 found.append(stage.base)
-            for n, source in enumerate(self.sources, count):
-                if source.stage == stage.index and source.ref is not None and n in reachable:
-                    found.append(source.ref)
+            found.extend(made.get(stage.index, ()))
         return found, self._exported_triggers(target)
 
     def _fire_triggers(self, target: int) -> set[int]:
-        """The nodes the target reaches, once the ONBUILD triggers of the stages it reaches
-        have fired (BuildKit's resolveStages: a trigger can add a source, so repeat)."""
-        fired: set[int] = set()
-        while True:
-            reachable = self._reachable(target)
-            todo = sorted(
-                n
-                for n in reachable
-                if n < len(self.stages) and n not in fired and self.stages[n].parent is not None
-            )
-            if not todo:
-                return reachable
-            for n in todo:
-                fired.add(n)
-                stage = self.stages[n]
+        """The nodes the target reaches, firing the ONBUILD triggers of each reached stage
+        built FROM another as it is reached (BuildKit's resolveStages): a trigger's sources
+        are reached too."""
+        reached: set[int] = set()
+        todo = [target]
+        while todo:
+            node = todo.pop()
+            if node in reached:
+                continue
+            reached.add(node)
+            if node >= len(self.stages):  # an image source depends on nothing
+                continue
+            stage = self.stages[node]
+            if stage.parent is not None:
                 self.progress.line = stage.line
-                parent = self.stages[stage.parent]  # type: ignore[index]
+                parent = self.stages[stage.parent]
                 for trigger in parent.triggers:
                     self._fire(stage, parent, trigger)
+            todo.extend(stage.deps)
+        return reached
 
     def _check_cycles(self) -> None:
         """BuildKit's validateCircularDependency: over every stage, reached or not, through
@@ -1297,8 +1299,9 @@ class _Evaluator:
                 self._mount(stage, spec, ins.line)
 
     def _copy_from(self, stage: _Stage, value: str, line: int) -> None:
-        try:
-            same = expand(value, {}, self.source.escape).value == value
+        try:  # BuildKit compares the value with itself expanded in an empty environment
+            special = any(c in value for c in ("$", "'", '"', self.source.escape))
+            same = not special or expand(value, {}, self.source.escape).value == value
         except ExpandError:
             same = False
         if not same:
@@ -1359,18 +1362,6 @@ class _Evaluator:
                 self.stages[-1].line, f"target stage {self.target!r} could not be found"
             )
         return index
-
-    def _reachable(self, target: int) -> set[int]:
-        seen, todo = {target}, [target]
-        while todo:
-            node = todo.pop()
-            if node >= len(self.stages):  # an image source depends on nothing
-                continue
-            for dep in self.stages[node].deps:
-                if dep not in seen:
-                    seen.add(dep)
-                    todo.append(dep)
-        return seen
 
     def _syntax(self) -> BaseRef | None:
         value, line = _syntax_value(self.source.syntax, self.build_args)
