@@ -833,6 +833,20 @@ def test_rule_18_target_platform_is_per_platform():
     ]
 
 
+def test_target_platforms_are_recorded_normalised():
+    ref = only("FROM alpine", platforms=["linux/arm64/v8", "linux/aarch64", "LINUX/ARM"])
+    assert ref.platforms == ("linux/arm64", "linux/arm/v7")  # the first two are one platform
+
+
+def test_from_platform_is_kept_normalised():
+    assert only("FROM --platform=linux/aarch64 golang:1.22").platform == ARM64
+    assert only("FROM --platform=linux/arm golang:1.22").platform == "linux/arm/v7"
+
+
+def test_an_invalid_target_platform_is_an_error_not_a_crash():
+    assert "invalid target platform" in rejected("FROM alpine", platforms=["linux/"]).message
+
+
 def test_rule_10_platform_uses_global_args_only():
     assert only(df("ARG P=linux/arm64", "FROM --platform=$P golang:1.22")).platform == ARM64
     text = df("FROM alpine AS a", "ARG P=linux/arm64", "FROM --platform=$P busybox")
