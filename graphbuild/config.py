@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from graphbuild import refs
+from graphbuild import dockerfile, refs
 from graphbuild.errors import ConfigError, InvalidReference, UnsafeURL
 from graphbuild.sources import safe_git_url
 
@@ -34,7 +34,6 @@ GLOB_CHARS = frozenset("*?[")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
-_PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BUILDER_KEYS = {
     "buildah": {"isolation", "storage_driver", "root", "runroot"},
@@ -305,6 +304,22 @@ class _Checker:
         if not isinstance(value, list):
             raise self.fail(where, f"expected a list, got {_kind(value)}")
         return tuple(self.string(v, [*where, i]) for i, v in enumerate(value))
+
+    def platform(self, text: str, where: list[str | int]) -> str:
+        """`os/arch[/variant]` normalised as BuildKit normalises a target platform, so that
+        builders and the graph get one spelling (`linux/aarch64` is `linux/arm64`). An OS or
+        architecture Go does not know is a typo here, though containerd would pass it on."""
+        if "/" not in text:
+            raise self.fail(where, f"{text!r} is not os/arch[/variant]")
+        try:
+            platform = dockerfile.parse_platform(text)
+        except ValueError as err:
+            raise self.fail(where, str(err)) from None
+        if platform.os not in dockerfile.KNOWN_OS:
+            raise self.fail(where, f"{text!r}: unknown operating system {platform.os!r}")
+        if platform.arch not in dockerfile.KNOWN_ARCH:
+            raise self.fail(where, f"{text!r}: unknown architecture {platform.arch!r}")
+        return str(platform)
 
     def string_map(
         self, value: Any, where: list[str | int], key_check: Callable[[str], bool]
@@ -736,10 +751,14 @@ class _Checker:
                     raise self.fail([*where, "tags", i], f"{tag!r} is not a valid tag")
         platforms: tuple[str, ...] = ()
         if "platforms" in data:
-            platforms = self.strings(data["platforms"], [*where, "platforms"])
-            for i, p in enumerate(platforms):
-                if not _PLATFORM_RE.match(p):
-                    raise self.fail([*where, "platforms", i], f"{p!r} is not os/arch[/variant]")
+            seen: list[str] = []
+            for i, text in enumerate(self.strings(data["platforms"], [*where, "platforms"])):
+                key = [*where, "platforms", i]
+                platform = self.platform(text, key)
+                if platform in seen:
+                    raise self.fail(key, f"{text!r} is {platform} twice")
+                seen.append(platform)
+            platforms = tuple(seen)
         target = data.get("target")
         return ImageSpec(
             image=image,

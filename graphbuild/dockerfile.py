@@ -59,12 +59,115 @@ INSTRUCTIONS = frozenset(
 )
 _DIRECTIVES = frozenset({"syntax", "escape", "check"})
 _DIRECTIVE_KEY_RE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=")
-_HEREDOC_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+_HEREDOC_RE = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)")  # reHeredoc, Go's \d and \s
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9-_.]*$")
+_GO_INT_RE = re.compile(r"[+-]?[0-9]+")
 _WHITESPACE_RE = re.compile(r"[\t\v\f\r ]+")
 _DOCKERFILE_FRONTENDS = frozenset(
     {"docker.io/docker/dockerfile", "docker.io/docker/dockerfile-upstream"}
 )
+
+
+# containerd/platforms: platforms.go osRe and specifierRe, database.go isKnownOS, isKnownArch
+_OS_RE = re.compile(r"([A-Za-z0-9_-]+)(?:\(([A-Za-z0-9_.%-]*)((?:\+[A-Za-z0-9_.%-]+)*)\))?")
+_SPECIFIER_RE = re.compile(r"[A-Za-z0-9_.-]+")
+KNOWN_OS = frozenset(
+    {
+        "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js",
+        "linux", "nacl", "netbsd", "openbsd", "plan9", "solaris", "windows", "zos",
+    }
+)  # fmt: skip
+KNOWN_ARCH = frozenset(
+    {
+        "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "ppc64", "ppc64le",
+        "loong64", "mips", "mipsle", "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc",
+        "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A target platform as BuildKit holds it: containerd's Parse, then Normalize."""
+
+    os: str
+    arch: str
+    variant: str = ""
+    os_version: str = ""
+    os_features: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        """containerd FormatAll: `os[(version[+features])]/arch[/variant]`."""
+        head = self.os
+        if self.os_version or self.os_features:
+            version = "".join("%" + f"{ord(c):02X}" if c in "%+()/" else c for c in self.os_version)
+            features = "+".join(self.os_features)
+            head += f"({version}{'+' + features if features else ''})"
+        return "/".join(p for p in (head, self.arch, self.variant) if p)
+
+
+def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
+    """containerd/platforms database.go normalizeArch."""
+    arch, variant = arch.lower(), variant.lower()
+    if arch == "i386":
+        return "386", ""
+    if arch in ("x86_64", "x86-64", "amd64"):
+        return "amd64", "" if variant == "v1" else variant
+    if arch in ("aarch64", "arm64"):
+        if variant in ("8", "v8", "v8.0"):
+            variant = ""
+        elif variant in ("9", "9.0", "v9.0"):
+            variant = "v9"
+        return "arm64", variant
+    if arch == "armhf":
+        return "arm", "v7"
+    if arch == "armel":
+        return "arm", "v6"
+    if arch == "arm" and variant in ("", "7"):
+        return "arm", "v7"
+    if arch == "arm" and variant in ("5", "6", "8"):
+        return "arm", "v" + variant
+    return arch, variant
+
+
+def parse_platform(text: str) -> Platform:
+    """`text` read as BuildKit reads a platform (containerd platforms.Parse, then Normalize):
+    `aarch64` is arm64, `linux/arm` is arm/v7, `linux/arm64/v8` has no variant. Raises
+    ValueError with containerd's reason. A lone OS gets graphbuild's build architecture
+    (DEFAULT_PLATFORM's), as BuildKit gives it the builder's."""
+    if "*" in text:
+        raise ValueError(f"{text!r}: wildcards not yet supported")
+    parts = text.split("/", 3)
+    match = _OS_RE.fullmatch(parts[0])
+    if match is None:
+        raise ValueError(f"{parts[0]!r} is an invalid OS component of {text!r}")
+    for part in parts[1:]:
+        if not _SPECIFIER_RE.fullmatch(part):
+            raise ValueError(f"{part!r} is an invalid component of {text!r}")
+    os_name = match.group(1).lower()
+    os_name = "darwin" if os_name == "macos" else os_name
+    version = match.group(2) or ""
+    if "%" in version:
+        if re.search(r"%(?![0-9A-Fa-f]{2})", version):
+            raise ValueError(f"{text!r} has an invalid OS version {version!r}")
+        version = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), version)
+    features = tuple(sorted(set(match.group(3)[1:].split("+")))) if match.group(3) else ()
+    if len(parts) == 1:
+        if os_name in KNOWN_OS:
+            arch, variant = DEFAULT_PLATFORM.split("/")[1], ""
+        else:
+            arch, variant = _normalize_arch(parts[0], "")
+            if arch not in KNOWN_ARCH:
+                raise ValueError(f"{text!r}: unknown operating system or architecture")
+            os_name, version, features = DEFAULT_PLATFORM.split("/")[0], "", ()
+    elif len(parts) == 2:
+        arch, variant = _normalize_arch(parts[1], "")
+    elif len(parts) == 3:
+        arch, variant = _normalize_arch(parts[1], parts[2])
+    else:
+        raise ValueError(f"{text!r}: cannot parse platform specifier")
+    arch, variant = _normalize_arch(arch, variant)  # Normalize after Parse
+    return Platform(os_name, arch, variant, version, features)
 
 
 @dataclass(frozen=True)
@@ -222,7 +325,7 @@ def _read(data: bytes | str, progress: _Progress) -> Source:
             )
         ins = _instruction(logical, start)
         if _may_have_heredoc(ins) and "<<" in logical:
-            for chomp, name in _heredocs(logical, escape):
+            for chomp, name in _heredocs(logical, start):
                 while True:
                     if n >= len(lines):
                         raise DockerfileError(start, "unterminated heredoc")
@@ -358,17 +461,264 @@ def _is_json(args: str) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _heredocs(line: str, escape: str) -> Iterator[tuple[bool, str]]:
-    for word in split_words(line, escape):
-        match = _HEREDOC_RE.match(word)
-        if not match or not match.group(3):
+def _heredocs(line: str, line_no: int) -> list[tuple[bool, str]]:
+    """(chomp, terminator) of each heredoc a line opens, as BuildKit's heredocsFromLine finds
+    them: the line is split into words by its shell lexer (always with `\\` as escape), where
+    blanks right after `<<` stay in the word (`<< EOF` is one word, `<<- EOF` two); each word
+    matching reHeredoc names a heredoc whose terminator is the rest, lexed again without quotes.
+    A line the lexer cannot split (an unclosed quote) opens none."""
+    try:
+        words = _ShellWords(line, raw_quotes=True, raw_escapes=True).split()
+    except _LexError:
+        return []
+    found: list[tuple[bool, str]] = []
+    for word in words:
+        match = _HEREDOC_RE.fullmatch(word)
+        if match is None or not match.group(3):
             continue
-        name = match.group(3)
-        if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
-            name = name[1:-1]
-        if not name or any(c.isspace() for c in name):
-            continue
-        yield match.group(2) == "-", name
+        rest = match.group(3)
+        try:
+            names = _ShellWords(rest, raw_quotes=False, raw_escapes=False).split()
+            if len(names) != 1:
+                continue
+            raw = _ShellWords(rest, raw_quotes=True, raw_escapes=False).split()
+        except _LexError as err:
+            raise DockerfileError(line_no, f"failed to process {shorten(rest)}: {err}") from None
+        if len(raw) != len(names):
+            raise DockerfileError(
+                line_no,
+                f"internal lexing of heredoc produced inconsistent results: {shorten(rest)}",
+            )
+        found.append((match.group(2) == "-", names[0]))
+    return found
+
+
+class _LexError(ValueError):
+    """BuildKit's lexer fails on this text."""
+
+
+def _go_space(ch: str) -> bool:
+    """Go's unicode.IsSpace: Python's isspace() less the four ASCII separators \\x1c-\\x1f."""
+    return ch.isspace() and not "\x1c" <= ch <= "\x1f"
+
+
+class _Buffer:
+    """The word being built, shared by nested lexing as Go's sw.wordsBuffer is: a nested
+    `${v-w}` empties it, so what came before it in the word is lost, as in BuildKit."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+
+    def take(self) -> str:
+        text = "".join(self.parts)
+        self.parts, self.size = [], 0
+        return text
+
+
+class _Words:
+    """shell/lex.go wordsStruct: splits on blanks, except inside raw (quoted) pieces."""
+
+    def __init__(self, buffer: _Buffer) -> None:
+        self.buffer = buffer
+        self.words: list[str] = []
+        self.in_word = False
+
+    def add_char(self, ch: str) -> None:
+        if _go_space(ch):
+            if self.in_word and self.buffer.size:
+                self.words.append(self.buffer.take())
+                self.in_word = False
+        else:
+            self.add_raw(ch)
+
+    def add_string(self, text: str) -> None:
+        for ch in text:
+            self.add_char(ch)
+
+    def add_raw(self, text: str) -> None:
+        self.buffer.add(text)
+        self.in_word = True
+
+    def done(self) -> list[str]:
+        if self.buffer.size:
+            self.words.append(self.buffer.take())
+            self.in_word = False
+        return self.words
+
+
+class _ShellWords:
+    """BuildKit's shell lexer (shell/lex.go) splitting words as heredoc detection runs it:
+    escape `\\`, no variable set and unset ones kept as written (SkipUnsetEnv), quotes and
+    escapes kept or removed as asked. Only word boundaries and heredoc names matter here."""
+
+    def __init__(self, text: str, raw_quotes: bool, raw_escapes: bool) -> None:
+        self.text, self.raw_quotes, self.raw_escapes = text, raw_quotes, raw_escapes
+        self.pos = 0
+        self.buffer = _Buffer()
+
+    def split(self) -> list[str]:
+        return self.stop_on("", self.raw_escapes)[1]
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def next(self) -> str:
+        ch = self.peek()
+        self.pos += 1
+        return ch
+
+    def stop_on(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
+        """processStopOn: the text up to `stop` (the end when ""), and its words."""
+        result: list[str] = []
+        self.buffer.take()
+        words = _Words(self.buffer)
+        saved, self.raw_escapes = self.raw_escapes, raw_escapes
+        try:
+            while self.pos < len(self.text):
+                ch = self.peek()
+                if stop and ch == stop:
+                    self.pos += 1
+                    return "".join(result), words.done()
+                if ch in "$<'\"":
+                    piece = {
+                        "$": self.dollar,
+                        "<": self.possible_heredoc,
+                        "'": self.single_quote,
+                        '"': self.double_quote,
+                    }[ch]()
+                    result.append(piece)
+                    if ch == "$":
+                        words.add_string(piece)
+                    else:
+                        words.add_raw(piece)
+                    continue
+                self.pos += 1
+                if ch == "\\":
+                    if self.raw_escapes:
+                        words.add_raw(ch)
+                        result.append(ch)
+                    if self.pos >= len(self.text):
+                        break
+                    ch = self.next()
+                    words.add_raw(ch)
+                else:
+                    words.add_char(ch)
+                result.append(ch)
+            if stop:
+                raise _LexError(f"unexpected end of statement while looking for matching {stop}")
+            return "".join(result), words.done()
+        finally:
+            self.raw_escapes = saved
+
+    def possible_heredoc(self) -> str:
+        self.pos += 1
+        if self.peek() != "<":
+            return "<"
+        self.pos += 1
+        start = self.pos
+        while self.peek() and self.peek() in "\t\r ":
+            self.pos += 1
+        return "<<" + self.text[start : self.pos]
+
+    def single_quote(self) -> str:
+        self.pos += 1
+        end = self.text.find("'", self.pos)
+        if end == -1:
+            raise _LexError("unexpected end of statement while looking for matching single-quote")
+        body = self.text[self.pos : end]
+        self.pos = end + 1
+        return f"'{body}'" if self.raw_quotes else body
+
+    def double_quote(self) -> str:
+        self.pos += 1
+        out = ['"'] if self.raw_quotes else []
+        while True:
+            ch = self.peek()
+            if ch == "":
+                raise _LexError(
+                    "unexpected end of statement while looking for matching double-quote"
+                )
+            if ch == '"':
+                self.pos += 1
+                if self.raw_quotes:
+                    out.append(ch)
+                return "".join(out)
+            if ch == "$":
+                out.append(self.dollar())
+                continue
+            self.pos += 1
+            if ch == "\\":
+                if self.raw_escapes:
+                    out.append(ch)
+                nxt = self.peek()
+                if nxt == "":
+                    continue
+                if nxt in '"$\\':
+                    ch = self.next()
+            out.append(ch)
+
+    def name(self) -> str:
+        start = self.pos
+        ch = self.peek()
+        if ch.isdecimal():  # Go's unicode.IsDigit
+            while self.peek().isdecimal():
+                self.pos += 1
+        elif ch and ch in "@*#?-$!0":
+            self.pos += 1
+        else:
+            while (c := self.peek()) and (c.isalpha() or c.isdecimal() or c == "_"):
+                self.pos += 1
+        return self.text[start : self.pos]
+
+    def dollar(self) -> str:
+        """processDollar with no variable set: every reference is kept as written."""
+        self.pos += 1
+        if self.peek() != "{":
+            name = self.name()
+            return "$" + name
+        self.pos += 1
+        ch = self.peek()
+        if ch == "":
+            raise _LexError("syntax error: missing '}'")
+        if ch in "{}:":
+            raise _LexError("syntax error: bad substitution")
+        name = self.name()
+        op = self.next()
+        if op == "}":
+            return "${" + name + "}"
+        modifier = op
+        null_is_unset = op == ":"
+        if null_is_unset:
+            op = self.next()
+            modifier += op
+        if null_is_unset or (op and op in "+-?#%"):
+            trims = op in ("#", "%")
+            if null_is_unset and trims:
+                raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+            word = self.nested("}", trims)
+            return "${" + name + modifier + word + "}"
+        if op == "/":
+            if self.peek() == "/":
+                self.pos += 1
+            pattern = self.nested("/", True, "syntax error: missing '/' in ${}")
+            replacement = self.nested("}", True)
+            return "${" + name + "/" + pattern + "/" + replacement + "}"
+        raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+
+    def nested(
+        self, stop: str, raw_escapes: bool, at_end: str = "syntax error: missing '}'"
+    ) -> str:
+        try:
+            return self.stop_on(stop, raw_escapes)[0]
+        except _LexError:
+            if self.pos >= len(self.text):
+                raise _LexError(at_end) from None
+            raise
 
 
 def split_words(text: str, escape: str = "\\") -> list[str]:
@@ -411,10 +761,22 @@ class _Stage:
     line: int
     base: BaseRef | None = None  # the root image, or an unresolved one
     parent: int | None = None  # FROM <earlier stage>
-    deps: set[int] = field(default_factory=set)
-    refs: list[BaseRef] = field(default_factory=list)
+    deps: set[int] = field(default_factory=set)  # nodes: stages, then _Source entries
+    # (node, line, message) of each source an instruction uses; message is BuildKit's
+    # dispatch-time error if the node is not an earlier stage (None: not checked)
+    uses: list[tuple[int, int, str | None]] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)  # errors if reached
     commands: list[Instruction] = field(default_factory=list)
     triggers: list[Instruction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A `COPY --from`/`--mount from=` that is no stage: BuildKit appends an unregistered
+    state for it after the stages, so a stage index past the last stage can name it."""
+
+    stage: int  # the stage whose instruction made it
+    ref: BaseRef | None  # None for scratch and non-image named contexts
 
 
 def parse(
@@ -496,7 +858,7 @@ def _parse(
     onbuild: dict[tuple, BaseRef] = {}
     warnings: dict[Warning, None] = dict.fromkeys(source.warnings)
     budget = Budget()  # one for the file, whatever the number of platforms
-    for platform in platforms or (DEFAULT_PLATFORM,):
+    for platform in _target_platforms(platforms):
         ev = _Evaluator(source, build_args, target, platform, contexts, budget)
         with _guarded(ev.progress):
             found, triggers = ev.run()
@@ -504,9 +866,22 @@ def _parse(
             for ref in items:
                 key = (ref.kind, ref.raw, ref.line, ref.platform, ref.stage)
                 old = into.get(key)
-                into[key] = replace(ref, platforms=(old.platforms if old else ()) + (platform,))
+                into[key] = replace(
+                    ref, platforms=(old.platforms if old else ()) + (str(platform),)
+                )
         warnings.update(dict.fromkeys(ev.warnings))
     return Parsed(list(merged.values()), list(onbuild.values()), _checked(source, warnings))
+
+
+def _target_platforms(platforms: Sequence[str]) -> list[Platform]:
+    """The target platforms, normalised as BuildKit's frontend does, each once."""
+    out: dict[Platform, None] = {}
+    for text in platforms or (DEFAULT_PLATFORM,):
+        try:
+            out[parse_platform(text)] = None
+        except ValueError as err:
+            raise DockerfileError(0, f"invalid target platform: {err}") from None
+    return list(out)
 
 
 def _lint(line: int, rule: str, text: str) -> Warning:
@@ -533,24 +908,19 @@ def _checked(source: Source, warnings: Iterable[Warning]) -> list[Warning]:
     return kept
 
 
-def _platform_args(platform: str, build_platform: str, target: str | None) -> dict[str, str]:
-    def split(p: str) -> tuple[str, str, str]:
-        parts = p.split("/")
-        return parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else ""
-
-    b_os, b_arch, b_var = split(build_platform)
-    t_os, t_arch, t_var = split(platform)
+def _platform_args(platform: Platform, build_platform: str, target: str | None) -> dict[str, str]:
+    b_os, b_arch, b_var = [*build_platform.split("/"), "", ""][:3]
     return {
         "BUILDPLATFORM": build_platform,
         "BUILDOS": b_os,
         "BUILDOSVERSION": "",
         "BUILDARCH": b_arch,
         "BUILDVARIANT": b_var,
-        "TARGETPLATFORM": platform,
-        "TARGETOS": t_os,
-        "TARGETOSVERSION": "",
-        "TARGETARCH": t_arch,
-        "TARGETVARIANT": t_var,
+        "TARGETPLATFORM": str(platform),
+        "TARGETOS": platform.os,
+        "TARGETOSVERSION": platform.os_version,
+        "TARGETARCH": platform.arch,
+        "TARGETVARIANT": platform.variant,
         "TARGETSTAGE": target or "default",
     }
 
@@ -563,7 +933,7 @@ class _Evaluator:
         source: Source,
         build_args: Mapping[str, str],
         target: str | None,
-        platform: str,
+        platform: Platform,
         contexts: Mapping[str, str],
         budget: Budget,
     ) -> None:
@@ -576,6 +946,7 @@ class _Evaluator:
         self.valueless: set[str] = set()  # global ARGs declared without a value
         self.declared: set[str] = set()  # every global ARG name
         self.stages: list[_Stage] = []
+        self.sources: list[_Source] = []  # after the stages in BuildKit's list of states
         self.names: dict[str, int] = {}
 
     # -- the whole evaluation
@@ -602,17 +973,17 @@ class _Evaluator:
                 self.stages[-1].commands.append(ins)
             elif ins.cmd == "onbuild":
                 self.stages[-1].triggers.append(ins)
+        # BuildKit's buildStageDependencyGraph: every stage's sources, from every stage's
+        # names (earlier or later), before it knows which stages the target reaches
         for stage in self.stages:
             for ins in stage.commands:
-                self._sources(stage, ins, stage.index)
-            if stage.parent is not None:
-                self.progress.line = stage.line
-                parent = self.stages[stage.parent]
-                for trigger in parent.triggers:
-                    self._fire(stage, parent, trigger)
-
+                self.progress.line = ins.line
+                self._sources(stage, ins)
+        self._check_cycles()
         target = self._target()
-        reachable = self._reachable(target)
+        reachable = self._fire_triggers(target)
+        self._check_dispatch(reachable)
+
         root = self.stages[target]
         while root.parent is not None:
             root = self.stages[root.parent]
@@ -622,32 +993,108 @@ class _Evaluator:
         syntax = self._syntax()
         if syntax:
             found.append(syntax)
+        made: dict[int, list[BaseRef]] = {}  # each stage's image sources that are reached
+        for n, source in enumerate(self.sources, len(self.stages)):
+            if source.ref is not None and n in reachable:
+                made.setdefault(source.stage, []).append(source.ref)
         for stage in self.stages:
-            if stage.index in reachable:
-                if stage.base is not None:
-                    found.append(stage.base)
-                found.extend(stage.refs)
+            if stage.index in reachable and stage.base is not None:
+                found.append(stage.base)
+            found.extend(made.get(stage.index, ()))
         return found, self._exported_triggers(target)
+
+    def _fire_triggers(self, target: int) -> set[int]:
+        """The nodes the target reaches, firing the ONBUILD triggers of each reached stage
+        built FROM another as it is reached (BuildKit's resolveStages): a trigger's sources
+        are reached too."""
+        reached: set[int] = set()
+        todo = [target]
+        while todo:
+            node = todo.pop()
+            if node in reached:
+                continue
+            reached.add(node)
+            if node >= len(self.stages):  # an image source depends on nothing
+                continue
+            stage = self.stages[node]
+            if stage.parent is not None:
+                self.progress.line = stage.line
+                parent = self.stages[stage.parent]
+                for trigger in parent.triggers:
+                    self._fire(stage, parent, trigger)
+            todo.extend(stage.deps)
+        return reached
+
+    def _check_cycles(self) -> None:
+        """BuildKit's validateCircularDependency: over every stage, reached or not, through
+        the sources of instructions (not FROM <stage>, which can only name an earlier one).
+        The error is on the first instruction of the cycle's path."""
+        count = len(self.stages)
+        edges = [sorted({(n, line) for n, line, _ in s.uses if n < count}) for s in self.stages]
+        state = [0] * count  # 0 new, 1 on the path, 2 done
+        for start in range(count):
+            if state[start]:
+                continue
+            state[start] = 1
+            path: list[tuple[int, Iterator[tuple[int, int]], int]] = [
+                (start, iter(edges[start]), 0)
+            ]
+            while path:
+                node, todo, _ = path[-1]
+                step = next(todo, None)
+                if step is None:
+                    state[node] = 2
+                    path.pop()
+                    continue
+                dep, line = step
+                if state[dep] == 1:
+                    first = path[1][2] if len(path) > 1 else line
+                    name = self.stages[start].name or f"stage-{start}"
+                    message = f"circular dependency detected on stage: {shorten(name, quote=False)}"
+                    raise DockerfileError(first, message)
+                if state[dep] == 0:
+                    state[dep] = 1
+                    path.append((dep, iter(edges[dep]), line))
+
+    def _check_dispatch(self, reachable: set[int]) -> None:
+        """What BuildKit checks only while dispatching, so only in stages the target reaches:
+        a stage is dispatched in file order, so it can only use an earlier one."""
+        for stage in self.stages:
+            if stage.index not in reachable:
+                continue
+            errors = [
+                (line, message)
+                for node, line, message in stage.uses
+                if message is not None and stage.index <= node < len(self.stages)
+            ]
+            errors += stage.failures
+            if errors:
+                raise DockerfileError(*min(errors))
 
     # -- ARG, FROM and the name table
 
     def _global_arg(self, ins: Instruction) -> None:
+        """One global ARG line. A name declared without a value stays unset, as in BuildKit
+        (`${V-w}` gives w), but is remembered: a FROM that needs it is unresolved, not wrong."""
         for key, value in _arg_pairs(ins, self.source.escape):
-            self.declared.add(key)
             if key in self.build_args:
                 self.env[key] = self.build_args[key]
                 self.valueless.discard(key)
             elif value is not None:
+                what = f"ARG {shorten(key, quote=False)}"
                 try:
-                    what = f"ARG {shorten(key, quote=False)}"
                     self.env[key] = self._expand(value, ins.line, what).value
                     self.valueless.discard(key)
-                except MissingValue:
-                    self.env[key] = ""
+                except MissingValue as err:
+                    # `${V:?msg}` fails the build unless V is a global ARG declared earlier
+                    # without a value, which build_args are expected to supply.
+                    if err.name not in self.valueless:
+                        raise DockerfileError(ins.line, f"{what}: {err}") from None
+                    self.env.pop(key, None)
                     self.valueless.add(key)
             elif key not in self.env:
-                self.env[key] = ""
                 self.valueless.add(key)
+            self.declared.add(key)
 
     def _expand(self, word: str, line: int, what: str) -> Expansion:
         """`word` expanded; `what` names it (`ARG NAME`, `FROM`) in an error."""
@@ -708,7 +1155,7 @@ class _Evaluator:
             )
             return
         base = expansion.value
-        missing = sorted(expansion.unmatched | (expansion.matched & self.valueless))
+        missing = sorted(expansion.unmatched)
         if not base:
             if missing and set(missing) <= self.valueless:
                 stage.base = self._unresolved(word, line, platform, label, missing)
@@ -716,16 +1163,16 @@ class _Evaluator:
             raise DockerfileError(
                 line, f"base name ({shorten(word, quote=False)}) should not be blank"
             )
-        if expansion.unmatched:
-            names = shorten(", ".join(sorted(expansion.unmatched)), quote=False)
+        if undeclared := expansion.unmatched - self.declared:
+            names = shorten(", ".join(sorted(undeclared)), quote=False)
             message = f"FROM uses undeclared ARG {names}"
             self.warnings.append(_lint(line, "UndefinedArgInFrom", message))
-        if base == "scratch":
-            return
-        earlier = self.names.get(base)
+        earlier = self.names.get(base)  # before scratch: a stage may be called scratch
         if earlier is not None:
             stage.parent = earlier
             stage.deps.add(earlier)
+            return
+        if base == "scratch":
             return
         ctx = self._context(base)
         if ctx is not None:
@@ -750,17 +1197,31 @@ class _Evaluator:
         return BaseRef(FROM, word, line, platform=platform, stage=label, unresolved=reason)
 
     def _from_platform(self, ins: Instruction) -> str | None:
+        """`--platform=`, expanded and parsed as BuildKit does for every stage, normalised."""
         platform = None
+        seen = False
         for flag in ins.flags:
             key, eq, value = flag[2:].partition("=")
             if key != "platform":
                 raise DockerfileError(ins.line, f"unknown flag: {shorten(key, quote=False)}")
+            if seen:
+                raise DockerfileError(ins.line, "duplicate flag specified: --platform")
             if not eq:
                 raise DockerfileError(ins.line, "missing a value on flag: platform")
+            seen = True
             try:
-                platform = self._expand(value, ins.line, "FROM --platform").value or None
+                expanded = self._expand(value, ins.line, "FROM --platform").value
             except MissingValue as err:
                 raise DockerfileError(ins.line, f"--platform: {err}") from None
+            if not expanded:
+                raise DockerfileError(
+                    ins.line, f"empty platform value from expression {shorten(value, quote=False)}"
+                )
+            try:
+                platform = str(parse_platform(expanded))
+            except ValueError as err:
+                message = f"failed to parse platform {shorten(value, quote=False)}: {err}"
+                raise DockerfileError(ins.line, message) from None
         return platform
 
     def _image(
@@ -822,41 +1283,73 @@ class _Evaluator:
             name = parent.name or str(parent.index)
             message = f"FROM {shorten(name, quote=False)}: firing its ONBUILD triggers: {err}"
             raise DockerfileError(stage.line, message) from None
-        self._sources(stage, trigger, stage.index)
+        self._sources(stage, trigger)
 
-    def _sources(self, stage: _Stage, ins: Instruction, current: int) -> None:
-        for kind, value in _named_sources(ins):
-            self._source(stage, value, kind, ins.line, current)
+    def _sources(self, stage: _Stage, ins: Instruction) -> None:
+        """BuildKit's toCommand: the states a COPY or RUN reads, as dependencies of `stage`."""
+        target = ins.trigger or ins
+        if target.cmd == "copy":
+            values = _flag_values(target, "--from", ins.line)
+            if len(values) > 1:
+                raise DockerfileError(ins.line, "duplicate flag specified: --from")
+            if values and values[0]:  # an empty --from= is the build context
+                self._copy_from(stage, values[0], ins.line)
+        elif target.cmd == "run":
+            for spec in _flag_values(target, "--mount", ins.line):
+                self._mount(stage, spec, ins.line)
 
-    def _source(self, stage: _Stage, value: str, kind: str, line: int, current: int) -> None:
-        what = "--from" if kind == COPY else "mount from"
-        if "$" in value:
-            raise DockerfileError(line, f"variable expansion is not supported for {what}")
-        if not value:
-            raise DockerfileError(line, f"{what} requires a value")
-        index = self._stage_index(value, line)
-        if index is not None:
-            if index >= current:
-                raise DockerfileError(
-                    line, f"stage {shorten(value)} needs to be defined before current stage"
-                )
-            stage.deps.add(index)
-            return
-        label = stage.name or str(stage.index)
-        ctx = self._context(value)
-        if ctx is not None:
-            if ctx:
-                stage.refs.append(self._image(ctx, kind, line, None, label, value))
-            return
-        stage.refs.append(self._image(value, kind, line, None, label))
-
-    def _stage_index(self, value: str, line: int) -> int | None:
-        if value.isascii() and value.isdigit():
-            index = int(value) if len(value) < 10 else len(self.stages)
-            if index >= len(self.stages):
+    def _copy_from(self, stage: _Stage, value: str, line: int) -> None:
+        try:  # BuildKit compares the value with itself expanded in an empty environment
+            special = any(c in value for c in ("$", "'", '"', self.source.escape))
+            same = not special or expand(value, {}, self.source.escape).value == value
+        except ExpandError:
+            same = False
+        if not same:
+            raise DockerfileError(line, "variable expansion is not supported for --from")
+        message = f"stage {shorten(value)} needs to be defined before current stage"
+        if _GO_INT_RE.fullmatch(value) and len(value) < 21 and abs(int(value)) < 2**63:  # Atoi
+            index = int(value)
+            if not 0 <= index < len(self.stages) + len(self.sources):
                 raise DockerfileError(line, f"invalid stage index {index}")
-            return index
-        return self.names.get(value.lower())
+            self._use(stage, index, line, message)
+            return
+        index = self.names.get(value.lower())
+        if index is not None:
+            self._use(stage, index, line, message)
+            return
+        self._use(stage, self._image_source(stage, value, COPY, line), line, None)
+
+    def _mount(self, stage: _Stage, spec: str, line: int) -> None:
+        kind, value = _mount_from(spec, line)
+        if value and "$" in value:
+            raise DockerfileError(line, "variable expansion is not supported for mount from")
+        if value and kind == "secret":
+            stage.failures.append((line, "secret mount should not have a from"))
+        source = value or "scratch"  # also the source of a mount without from
+        checked = bool(value) or kind == "cache"
+        message = f"stage {shorten(source)} needs to be defined before current command"
+        index = self.names.get(source.lower())
+        if index is not None:
+            self._use(stage, index, line, message if checked else None)
+            return
+        self._use(stage, self._image_source(stage, source, MOUNT, line), line, None)
+
+    def _use(self, stage: _Stage, node: int, line: int, message: str | None) -> None:
+        stage.deps.add(node)
+        stage.uses.append((node, line, message))
+
+    def _image_source(self, stage: _Stage, value: str, kind: str, line: int) -> int:
+        """An image (or scratch, or a named context) read by `stage`: a new node, validated
+        now as BuildKit resolves every such state, reached or not."""
+        label = stage.name or str(stage.index)
+        ref = None
+        ctx = self._context(value)
+        if ctx:
+            ref = self._image(ctx, kind, line, None, label, value)
+        elif ctx is None and value != "scratch":
+            ref = self._image(value, kind, line, None, label)
+        self.sources.append(_Source(stage.index, ref))
+        return len(self.stages) + len(self.sources) - 1
 
     # -- the target and what it reaches
 
@@ -870,15 +1363,6 @@ class _Evaluator:
             )
         return index
 
-    def _reachable(self, target: int) -> set[int]:
-        seen, todo = {target}, [target]
-        while todo:
-            for dep in self.stages[todo.pop()].deps:
-                if dep not in seen:
-                    seen.add(dep)
-                    todo.append(dep)
-        return seen
-
     def _syntax(self) -> BaseRef | None:
         value, line = _syntax_value(self.source.syntax, self.build_args)
         if not value:
@@ -889,14 +1373,18 @@ class _Evaluator:
         return replace(ref, stage=None)
 
     def _exported_triggers(self, target: int) -> list[BaseRef]:
-        """Target-stage ONBUILD sources that can only be images (contain / : or @)."""
+        """Target-stage ONBUILD sources that can only be images (contain / : or @). The
+        triggers are not read in this build, so one that would fail is left out."""
         out: list[BaseRef] = []
         for trigger in self.stages[target].triggers:
             for kind, value in _named_sources(trigger):
-                if "$" not in value and any(c in value for c in "/:@"):
-                    out.append(
-                        replace(self._image(value, kind, trigger.line, None, ""), stage=None)
-                    )
+                if "$" in value or not any(c in value for c in "/:@"):
+                    continue
+                try:
+                    ref = self._image(value, kind, trigger.line, None, "")
+                except DockerfileError:
+                    continue
+                out.append(replace(ref, stage=None))
         return out
 
 
@@ -910,31 +1398,39 @@ def _arg_pairs(ins: Instruction, escape: str) -> Iterator[tuple[str, str | None]
         yield key, (value if eq else None)
 
 
-def _named_sources(ins: Instruction) -> Iterator[tuple[str, str]]:
-    """(kind, value) of each `COPY --from=` and `RUN --mount=…,from=`, also inside ONBUILD."""
-    target = ins.trigger or ins
-    flag = {"copy": "--from", "run": "--mount"}.get(target.cmd)
-    if flag is None:
-        return
-    for word in target.flags:
+def _flag_values(ins: Instruction, flag: str, line: int) -> list[str]:
+    """The values of every `flag=value` of an instruction; `flag` without `=` is an error."""
+    values = []
+    for word in ins.flags:
         name, eq, value = word.partition("=")
-        if name != flag:
-            continue
-        if not eq:
-            raise DockerfileError(ins.line, f"missing a value on flag: {flag[2:]}")
-        if target.cmd == "copy":
-            yield COPY, value
-        elif (source := _mount_from(value, ins.line)) is not None:
-            yield MOUNT, source
+        if name == flag:
+            if not eq:
+                raise DockerfileError(line, f"missing a value on flag: {flag[2:]}")
+            values.append(value)
+    return values
 
 
-def _mount_from(spec: str, line: int) -> str | None:
-    """The `from=` of a RUN --mount, checked against the mount type as BuildKit does."""
+def _named_sources(ins: Instruction) -> Iterator[tuple[str, str]]:
+    """(kind, value) of each non-empty `COPY --from=` and `RUN --mount=…,from=`, also
+    inside ONBUILD."""
+    target = ins.trigger or ins
+    if target.cmd == "copy":
+        yield from ((COPY, v) for v in _flag_values(target, "--from", ins.line) if v)
+    elif target.cmd == "run":
+        for spec in _flag_values(target, "--mount", ins.line):
+            value = _mount_from(spec, ins.line)[1]
+            if value:
+                yield MOUNT, value
+
+
+def _mount_from(spec: str, line: int) -> tuple[str, str]:
+    """(type, from) of a RUN --mount; from is "" when absent. BuildKit takes `from` of any
+    mount type as a source; only a secret mount refuses one, when it is dispatched."""
     try:
         fields = next(csv.reader([spec]), [])
     except csv.Error as err:
         raise DockerfileError(line, f"invalid --mount {shorten(spec)}: {err}") from None
-    kind, source = "bind", None
+    kind, source = "bind", ""
     for item in fields:
         key, _, value = item.strip().partition("=")
         key = key.lower()
@@ -942,8 +1438,4 @@ def _mount_from(spec: str, line: int) -> str | None:
             kind = value.lower()
         elif key == "from":
             source = value
-    if source is None:
-        return None
-    if kind not in ("bind", "cache"):
-        raise DockerfileError(line, f"unexpected key 'from' for mount type {kind}")
-    return source
+    return kind, source

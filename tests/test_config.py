@@ -50,7 +50,7 @@ def test_full_example_loads(tmp_path):
     explicit, globbed = python.images
     assert explicit.tags == ("3.12-bookworm", "3.12")
     assert explicit.build_args == {"PYTHON_VERSION": "3.12.7", "JOBS": "4"}
-    assert explicit.platforms == ("linux/amd64", "linux/arm64/v8")
+    assert explicit.platforms == ("linux/amd64", "linux/arm64")  # normalised: no v8
     assert not explicit.is_glob and globbed.is_glob
     assert globbed.tags == ("latest",) and globbed.key == "repos[0].images[1]"
     assert local.path == (tmp_path / "examples/base").resolve() and local.url is None
@@ -114,6 +114,30 @@ def case(text, key, says, line):
         ),
         case(
             IMAGE + "        platforms: [amd64]\n", "repos[0].images[0].platforms[0]", "os/arch", 6
+        ),
+        case(
+            IMAGE + "        platforms: [linux/foo]\n",
+            "repos[0].images[0].platforms[0]",
+            "unknown architecture 'foo'",
+            6,
+        ),
+        case(
+            IMAGE + "        platforms: [lunix/amd64]\n",
+            "repos[0].images[0].platforms[0]",
+            "unknown operating system 'lunix'",
+            6,
+        ),
+        case(
+            IMAGE + "        platforms: [linux/arm/v7/x]\n",
+            "repos[0].images[0].platforms[0]",
+            "cannot parse platform",
+            6,
+        ),
+        case(
+            IMAGE + "        platforms: [linux/arm64, linux/aarch64]\n",
+            "repos[0].images[0].platforms[1]",
+            "linux/arm64 twice",
+            6,
         ),
         case("repos:\n  - name: a\n    url: x\n    path: y\n", "repos[0]", "exactly one of", 2),
         case(
@@ -905,3 +929,24 @@ def test_a_sound_file_with_any_value_changed_loads_or_is_refused(tmp_path_factor
 @given(st.binary(max_size=400))
 def test_any_bytes_load_or_are_refused(tmp_path_factory, raw):
     loads_or_refuses(tmp_path_factory.mktemp("fuzz"), raw)
+
+
+@pytest.mark.parametrize(
+    ("written", "normalised"),
+    [
+        ("linux/arm64/v8", "linux/arm64"),
+        ("linux/arm", "linux/arm/v7"),
+        ("linux/aarch64", "linux/arm64"),
+        ("linux/x86_64", "linux/amd64"),
+        ("linux/x86-64", "linux/amd64"),
+        ("linux/armhf", "linux/arm/v7"),
+        ("linux/armel", "linux/arm/v6"),
+        ("linux/i386", "linux/386"),
+        ("Linux/AMD64", "linux/amd64"),
+        ("windows(10.0.17763)/amd64", "windows(10.0.17763)/amd64"),
+    ],
+)
+def test_platforms_are_normalised_as_containerd_does(tmp_path, written, normalised):
+    """Builders and the graph get the form BuildKit uses (containerd Parse, then Normalize)."""
+    cfg = load_text(tmp_path, f"{IMAGE}        platforms: ['{written}']\n")
+    assert cfg.repos[0].images[0].platforms == (normalised,)
