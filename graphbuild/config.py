@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from graphbuild import dockerfile, refs
+from graphbuild import platforms, refs
 from graphbuild.errors import ConfigError, InvalidReference, UnsafeURL
 from graphbuild.sources import safe_git_url
 
@@ -312,12 +312,12 @@ class _Checker:
         if "/" not in text:
             raise self.fail(where, f"{text!r} is not os/arch[/variant]")
         try:
-            platform = dockerfile.parse_platform(text)
+            platform = platforms.parse(text)
         except ValueError as err:
             raise self.fail(where, str(err)) from None
-        if platform.os not in dockerfile.KNOWN_OS:
+        if platform.os not in platforms.KNOWN_OS:
             raise self.fail(where, f"{text!r}: unknown operating system {platform.os!r}")
-        if platform.arch not in dockerfile.KNOWN_ARCH:
+        if platform.arch not in platforms.KNOWN_ARCH:
             raise self.fail(where, f"{text!r}: unknown architecture {platform.arch!r}")
         return str(platform)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
-from graphbuild import refs
+from graphbuild import heredoc, refs
 from graphbuild.errors import DockerfileError, InvalidReference
 from graphbuild.expand import (
     Budget,
@@ -28,8 +28,9 @@ from graphbuild.expand import (
     expand,
     shorten,
 )
+from graphbuild.platforms import DEFAULT_PLATFORM, Platform
+from graphbuild.platforms import parse as parse_platform
 
-DEFAULT_PLATFORM = "linux/amd64"
 # The largest Dockerfile graphbuild reads. Real ones are KiB; generated ones reach about
 # 900 KB (moby/moby#48164). buildx refuses a Dockerfile from a URL over 2 MB (docker/buildx#2716).
 MAX_BYTES = 2 * 1024 * 1024
@@ -59,115 +60,12 @@ INSTRUCTIONS = frozenset(
 )
 _DIRECTIVES = frozenset({"syntax", "escape", "check"})
 _DIRECTIVE_KEY_RE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=")
-_HEREDOC_RE = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)")  # reHeredoc, Go's \d and \s
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9-_.]*$")
 _GO_INT_RE = re.compile(r"[+-]?[0-9]+")
 _WHITESPACE_RE = re.compile(r"[\t\v\f\r ]+")
 _DOCKERFILE_FRONTENDS = frozenset(
     {"docker.io/docker/dockerfile", "docker.io/docker/dockerfile-upstream"}
 )
-
-
-# containerd/platforms: platforms.go osRe and specifierRe, database.go isKnownOS, isKnownArch
-_OS_RE = re.compile(r"([A-Za-z0-9_-]+)(?:\(([A-Za-z0-9_.%-]*)((?:\+[A-Za-z0-9_.%-]+)*)\))?")
-_SPECIFIER_RE = re.compile(r"[A-Za-z0-9_.-]+")
-KNOWN_OS = frozenset(
-    {
-        "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js",
-        "linux", "nacl", "netbsd", "openbsd", "plan9", "solaris", "windows", "zos",
-    }
-)  # fmt: skip
-KNOWN_ARCH = frozenset(
-    {
-        "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "ppc64", "ppc64le",
-        "loong64", "mips", "mipsle", "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc",
-        "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm",
-    }
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Platform:
-    """A target platform as BuildKit holds it: containerd's Parse, then Normalize."""
-
-    os: str
-    arch: str
-    variant: str = ""
-    os_version: str = ""
-    os_features: tuple[str, ...] = ()
-
-    def __str__(self) -> str:
-        """containerd FormatAll: `os[(version[+features])]/arch[/variant]`."""
-        head = self.os
-        if self.os_version or self.os_features:
-            version = "".join("%" + f"{ord(c):02X}" if c in "%+()/" else c for c in self.os_version)
-            features = "+".join(self.os_features)
-            head += f"({version}{'+' + features if features else ''})"
-        return "/".join(p for p in (head, self.arch, self.variant) if p)
-
-
-def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
-    """containerd/platforms database.go normalizeArch."""
-    arch, variant = arch.lower(), variant.lower()
-    if arch == "i386":
-        return "386", ""
-    if arch in ("x86_64", "x86-64", "amd64"):
-        return "amd64", "" if variant == "v1" else variant
-    if arch in ("aarch64", "arm64"):
-        if variant in ("8", "v8", "v8.0"):
-            variant = ""
-        elif variant in ("9", "9.0", "v9.0"):
-            variant = "v9"
-        return "arm64", variant
-    if arch == "armhf":
-        return "arm", "v7"
-    if arch == "armel":
-        return "arm", "v6"
-    if arch == "arm" and variant in ("", "7"):
-        return "arm", "v7"
-    if arch == "arm" and variant in ("5", "6", "8"):
-        return "arm", "v" + variant
-    return arch, variant
-
-
-def parse_platform(text: str) -> Platform:
-    """`text` read as BuildKit reads a platform (containerd platforms.Parse, then Normalize):
-    `aarch64` is arm64, `linux/arm` is arm/v7, `linux/arm64/v8` has no variant. Raises
-    ValueError with containerd's reason. A lone OS gets graphbuild's build architecture
-    (DEFAULT_PLATFORM's), as BuildKit gives it the builder's."""
-    if "*" in text:
-        raise ValueError(f"{text!r}: wildcards not yet supported")
-    parts = text.split("/", 3)
-    match = _OS_RE.fullmatch(parts[0])
-    if match is None:
-        raise ValueError(f"{parts[0]!r} is an invalid OS component of {text!r}")
-    for part in parts[1:]:
-        if not _SPECIFIER_RE.fullmatch(part):
-            raise ValueError(f"{part!r} is an invalid component of {text!r}")
-    os_name = match.group(1).lower()
-    os_name = "darwin" if os_name == "macos" else os_name
-    version = match.group(2) or ""
-    if "%" in version:
-        if re.search(r"%(?![0-9A-Fa-f]{2})", version):
-            raise ValueError(f"{text!r} has an invalid OS version {version!r}")
-        version = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), version)
-    features = tuple(sorted(set(match.group(3)[1:].split("+")))) if match.group(3) else ()
-    if len(parts) == 1:
-        if os_name in KNOWN_OS:
-            arch, variant = DEFAULT_PLATFORM.split("/")[1], ""
-        else:
-            arch, variant = _normalize_arch(parts[0], "")
-            if arch not in KNOWN_ARCH:
-                raise ValueError(f"{text!r}: unknown operating system or architecture")
-            os_name, version, features = DEFAULT_PLATFORM.split("/")[0], "", ()
-    elif len(parts) == 2:
-        arch, variant = _normalize_arch(parts[1], "")
-    elif len(parts) == 3:
-        arch, variant = _normalize_arch(parts[1], parts[2])
-    else:
-        raise ValueError(f"{text!r}: cannot parse platform specifier")
-    arch, variant = _normalize_arch(arch, variant)  # Normalize after Parse
-    return Platform(os_name, arch, variant, version, features)
 
 
 @dataclass(frozen=True)
@@ -325,7 +223,7 @@ def _read(data: bytes | str, progress: _Progress) -> Source:
             )
         ins = _instruction(logical, start)
         if _may_have_heredoc(ins) and "<<" in logical:
-            for chomp, name in _heredocs(logical, start):
+            for chomp, name in heredoc.openers(logical, start):
                 while True:
                     if n >= len(lines):
                         raise DockerfileError(start, "unterminated heredoc")
@@ -459,266 +357,6 @@ def _is_json(args: str) -> bool:
     except (ValueError, RecursionError):
         return False
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def _heredocs(line: str, line_no: int) -> list[tuple[bool, str]]:
-    """(chomp, terminator) of each heredoc a line opens, as BuildKit's heredocsFromLine finds
-    them: the line is split into words by its shell lexer (always with `\\` as escape), where
-    blanks right after `<<` stay in the word (`<< EOF` is one word, `<<- EOF` two); each word
-    matching reHeredoc names a heredoc whose terminator is the rest, lexed again without quotes.
-    A line the lexer cannot split (an unclosed quote) opens none."""
-    try:
-        words = _ShellWords(line, raw_quotes=True, raw_escapes=True).split()
-    except _LexError:
-        return []
-    found: list[tuple[bool, str]] = []
-    for word in words:
-        match = _HEREDOC_RE.fullmatch(word)
-        if match is None or not match.group(3):
-            continue
-        rest = match.group(3)
-        try:
-            names = _ShellWords(rest, raw_quotes=False, raw_escapes=False).split()
-            if len(names) != 1:
-                continue
-            raw = _ShellWords(rest, raw_quotes=True, raw_escapes=False).split()
-        except _LexError as err:
-            raise DockerfileError(line_no, f"failed to process {shorten(rest)}: {err}") from None
-        if len(raw) != len(names):
-            raise DockerfileError(
-                line_no,
-                f"internal lexing of heredoc produced inconsistent results: {shorten(rest)}",
-            )
-        found.append((match.group(2) == "-", names[0]))
-    return found
-
-
-class _LexError(ValueError):
-    """BuildKit's lexer fails on this text."""
-
-
-def _go_space(ch: str) -> bool:
-    """Go's unicode.IsSpace: Python's isspace() less the four ASCII separators \\x1c-\\x1f."""
-    return ch.isspace() and not "\x1c" <= ch <= "\x1f"
-
-
-class _Buffer:
-    """The word being built, shared by nested lexing as Go's sw.wordsBuffer is: a nested
-    `${v-w}` empties it, so what came before it in the word is lost, as in BuildKit."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.size = 0
-
-    def add(self, text: str) -> None:
-        self.parts.append(text)
-        self.size += len(text)
-
-    def take(self) -> str:
-        text = "".join(self.parts)
-        self.parts, self.size = [], 0
-        return text
-
-
-class _Words:
-    """shell/lex.go wordsStruct: splits on blanks, except inside raw (quoted) pieces."""
-
-    def __init__(self, buffer: _Buffer) -> None:
-        self.buffer = buffer
-        self.words: list[str] = []
-        self.in_word = False
-
-    def add_char(self, ch: str) -> None:
-        if _go_space(ch):
-            if self.in_word and self.buffer.size:
-                self.words.append(self.buffer.take())
-                self.in_word = False
-        else:
-            self.add_raw(ch)
-
-    def add_string(self, text: str) -> None:
-        for ch in text:
-            self.add_char(ch)
-
-    def add_raw(self, text: str) -> None:
-        self.buffer.add(text)
-        self.in_word = True
-
-    def done(self) -> list[str]:
-        if self.buffer.size:
-            self.words.append(self.buffer.take())
-            self.in_word = False
-        return self.words
-
-
-class _ShellWords:
-    """BuildKit's shell lexer (shell/lex.go) splitting words as heredoc detection runs it:
-    escape `\\`, no variable set and unset ones kept as written (SkipUnsetEnv), quotes and
-    escapes kept or removed as asked. Only word boundaries and heredoc names matter here."""
-
-    def __init__(self, text: str, raw_quotes: bool, raw_escapes: bool) -> None:
-        self.text, self.raw_quotes, self.raw_escapes = text, raw_quotes, raw_escapes
-        self.pos = 0
-        self.buffer = _Buffer()
-
-    def split(self) -> list[str]:
-        return self.stop_on("", self.raw_escapes)[1]
-
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def next(self) -> str:
-        ch = self.peek()
-        self.pos += 1
-        return ch
-
-    def stop_on(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
-        """processStopOn: the text up to `stop` (the end when ""), and its words."""
-        result: list[str] = []
-        self.buffer.take()
-        words = _Words(self.buffer)
-        saved, self.raw_escapes = self.raw_escapes, raw_escapes
-        try:
-            while self.pos < len(self.text):
-                ch = self.peek()
-                if stop and ch == stop:
-                    self.pos += 1
-                    return "".join(result), words.done()
-                if ch in "$<'\"":
-                    piece = {
-                        "$": self.dollar,
-                        "<": self.possible_heredoc,
-                        "'": self.single_quote,
-                        '"': self.double_quote,
-                    }[ch]()
-                    result.append(piece)
-                    if ch == "$":
-                        words.add_string(piece)
-                    else:
-                        words.add_raw(piece)
-                    continue
-                self.pos += 1
-                if ch == "\\":
-                    if self.raw_escapes:
-                        words.add_raw(ch)
-                        result.append(ch)
-                    if self.pos >= len(self.text):
-                        break
-                    ch = self.next()
-                    words.add_raw(ch)
-                else:
-                    words.add_char(ch)
-                result.append(ch)
-            if stop:
-                raise _LexError(f"unexpected end of statement while looking for matching {stop}")
-            return "".join(result), words.done()
-        finally:
-            self.raw_escapes = saved
-
-    def possible_heredoc(self) -> str:
-        self.pos += 1
-        if self.peek() != "<":
-            return "<"
-        self.pos += 1
-        start = self.pos
-        while self.peek() and self.peek() in "\t\r ":
-            self.pos += 1
-        return "<<" + self.text[start : self.pos]
-
-    def single_quote(self) -> str:
-        self.pos += 1
-        end = self.text.find("'", self.pos)
-        if end == -1:
-            raise _LexError("unexpected end of statement while looking for matching single-quote")
-        body = self.text[self.pos : end]
-        self.pos = end + 1
-        return f"'{body}'" if self.raw_quotes else body
-
-    def double_quote(self) -> str:
-        self.pos += 1
-        out = ['"'] if self.raw_quotes else []
-        while True:
-            ch = self.peek()
-            if ch == "":
-                raise _LexError(
-                    "unexpected end of statement while looking for matching double-quote"
-                )
-            if ch == '"':
-                self.pos += 1
-                if self.raw_quotes:
-                    out.append(ch)
-                return "".join(out)
-            if ch == "$":
-                out.append(self.dollar())
-                continue
-            self.pos += 1
-            if ch == "\\":
-                if self.raw_escapes:
-                    out.append(ch)
-                nxt = self.peek()
-                if nxt == "":
-                    continue
-                if nxt in '"$\\':
-                    ch = self.next()
-            out.append(ch)
-
-    def name(self) -> str:
-        start = self.pos
-        ch = self.peek()
-        if ch.isdecimal():  # Go's unicode.IsDigit
-            while self.peek().isdecimal():
-                self.pos += 1
-        elif ch and ch in "@*#?-$!0":
-            self.pos += 1
-        else:
-            while (c := self.peek()) and (c.isalpha() or c.isdecimal() or c == "_"):
-                self.pos += 1
-        return self.text[start : self.pos]
-
-    def dollar(self) -> str:
-        """processDollar with no variable set: every reference is kept as written."""
-        self.pos += 1
-        if self.peek() != "{":
-            name = self.name()
-            return "$" + name
-        self.pos += 1
-        ch = self.peek()
-        if ch == "":
-            raise _LexError("syntax error: missing '}'")
-        if ch in "{}:":
-            raise _LexError("syntax error: bad substitution")
-        name = self.name()
-        op = self.next()
-        if op == "}":
-            return "${" + name + "}"
-        modifier = op
-        null_is_unset = op == ":"
-        if null_is_unset:
-            op = self.next()
-            modifier += op
-        if null_is_unset or (op and op in "+-?#%"):
-            trims = op in ("#", "%")
-            if null_is_unset and trims:
-                raise _LexError(f"unsupported modifier ({modifier}) in substitution")
-            word = self.nested("}", trims)
-            return "${" + name + modifier + word + "}"
-        if op == "/":
-            if self.peek() == "/":
-                self.pos += 1
-            pattern = self.nested("/", True, "syntax error: missing '/' in ${}")
-            replacement = self.nested("}", True)
-            return "${" + name + "/" + pattern + "/" + replacement + "}"
-        raise _LexError(f"unsupported modifier ({modifier}) in substitution")
-
-    def nested(
-        self, stop: str, raw_escapes: bool, at_end: str = "syntax error: missing '}'"
-    ) -> str:
-        try:
-            return self.stop_on(stop, raw_escapes)[0]
-        except _LexError:
-            if self.pos >= len(self.text):
-                raise _LexError(at_end) from None
-            raise
 
 
 def split_words(text: str, escape: str = "\\") -> list[str]:
