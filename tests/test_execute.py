@@ -673,3 +673,31 @@ def test_a_named_context_folder_that_leads_out_fails_its_build_naming_repo_and_k
         "sends a builder only a folder of the repository (named context contexts.src)"
     )
     assert builder.requests == []
+
+
+def test_a_fleet_image_through_a_named_context_is_built_first_and_built_on_by_digest(
+    tmp_path, write_config
+):
+    """The context names an image the fleet builds: it is a parent like any FROM, and the
+    child gets the digest its parent was just built as."""
+    for name, text in [("lib", "FROM scratch\n"), ("app", "FROM base\n")]:
+        (tmp_path / f"r/{name}").mkdir(parents=True)
+        (tmp_path / f"r/{name}/Dockerfile").write_text(text)
+    images = [{"image": "r.test/lib", "dockerfile": "lib/Dockerfile", "tags": ["1"]},
+              {"image": "r.test/app", "dockerfile": "app/Dockerfile", "tags": ["1"],
+               "contexts": {"base": "docker-image://r.test/lib:1"}}]  # fmt: skip
+    cfg = config.load(write_config([{"name": "r", "path": "r", "images": images}]))
+    refresh(cfg)
+    with State(cfg.workspace):
+        pass
+    with closing(graphdb.connect(cfg.workspace)) as db:
+        graph = load(db)
+    assert list(graph.predecessors("r.test/app:1")) == ["r.test/lib:1"]
+    builder = Recording()
+    builds = Builds(cfg, graph, {"r.test/lib:1": "sha256:" + "0" * 64}, builder, "run", {},
+                    RunSettings(), tmp_path / "logs")  # fmt: skip
+    built = builds.work("r.test/lib:1", threading.Event()).digest  # not what was served
+    builds.work("r.test/app:1", threading.Event())
+    _, request = builder.requests
+    assert dict(request.contexts) == {"base": f"docker-image://r.test/lib:1@{built}"}
+    assert builds.parents["r.test/app:1"] == {"r.test/lib:1": built}
