@@ -35,6 +35,8 @@ GLOB_CHARS = frozenset("*?[")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IMAGE_CONTEXT = "docker-image://"  # a named build context that is an image
+_REMOTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:|git@|github\.com/)")  # a URL, target:…
 _BUILDER_KEYS = {
     "buildah": {"isolation", "storage_driver", "root", "runroot"},
     "docker": {"builder"},
@@ -338,6 +340,25 @@ class _Checker:
         if text.startswith("/") or ".." in text.split("/"):
             raise self.fail(where, "must be a relative path inside the repository")
         return posixpath.normpath(text)
+
+    def contexts(self, value: Any, where: list[str | int]) -> dict[str, str]:
+        """Named build contexts a build can be given exactly as its key covers them: an
+        image (pinned to a digest at build time) or a folder of the repository. A URL's
+        content moves under graphbuild's feet, so it is refused."""
+        out = self.string_map(value, where, bool)
+        for name, text in out.items():
+            if text.startswith(IMAGE_CONTEXT):
+                try:
+                    refs.normalize(text[len(IMAGE_CONTEXT) :])
+                except InvalidReference as err:
+                    raise self.fail([*where, name], err.reason) from None
+            elif _REMOTE_RE.match(text):
+                raise self.fail([*where, name], f"{text!r}: a named context is "
+                                f"{IMAGE_CONTEXT}IMAGE or a folder of the repository; "
+                                "graphbuild cannot pin what a URL serves")  # fmt: skip
+            else:
+                out[name] = self.relpath(text, [*where, name])
+        return out
 
     # -- the schema
 
@@ -772,7 +793,7 @@ class _Checker:
             ),
             target=None if target is None else self.string(target, [*where, "target"]),
             platforms=platforms,
-            contexts=self.string_map(data.get("contexts", {}), [*where, "contexts"], bool),
+            contexts=self.contexts(data.get("contexts", {}), [*where, "contexts"]),
             key=_key(where),
         )
 

@@ -31,10 +31,11 @@ import networkx as nx
 
 from graphbuild import detect, dockerfile, keys, pin, process, refs, sources
 from graphbuild.builders import Builder, BuildRequest
-from graphbuild.config import Config, RepoSpec
-from graphbuild.errors import CommandFailed, DockerfileError, GraphbuildError
+from graphbuild.config import IMAGE_CONTEXT, Config, RepoSpec
+from graphbuild.errors import CommandFailed, ContextError, DockerfileError, GraphbuildError
 from graphbuild.graph import BUILD_INPUTS, builds_on
 from graphbuild.graphdb import EXTERNAL
+from graphbuild.index import BuildOptions
 from graphbuild.plan import Plan
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
 from graphbuild.state import RunNode, State, drop_group, find_build, note_group, now
@@ -303,19 +304,17 @@ class Builds:
     def _build(
         self, node: str, attrs: dict, repo: RepoSpec, scratch: Path, cancel: threading.Event
     ) -> Outcome:
-        context, text, content = self._source(repo, attrs, scratch)
+        options = BuildOptions.of(attrs)  # exactly what the graph was linked with
+        context, text, content, folders = self._source(repo, attrs, options, scratch)
         try:
-            parsed = dockerfile.parse(
-                text, build_args=attrs["build_args"], target=attrs["target"],
-                platforms=attrs["platforms"] or (dockerfile.DEFAULT_PLATFORM,),
-                contexts=None,
-            )  # fmt: skip
+            parsed = options.parse(text)
         except DockerfileError as err:  # changed since the sync read it
             parts = (attrs["repo"], attrs["dockerfile"], err.line)
             where = ":".join(str(p) for p in parts if p)
             raise Failed(f"{where}: {err.message}") from None
         pins, parents = self._pins(node, parsed.refs)
-        source = keys.source_key(node, attrs, content)
+        named = {name: digest for name, (_, digest) in folders.items()}
+        source = keys.source_key(node, attrs, content, named)
         key = keys.build_key(source, parents)
         with self.lock:
             self.keys[node], self.parents[node] = (source, key), parents
@@ -336,34 +335,46 @@ class Builds:
         marks = {"io.graphbuild.run": self.run_id, "io.graphbuild.reason": reason}
         request = BuildRequest(
             image=node, tags=tuple(attrs["tags"]), context=context, dockerfile=pinned,
-            build_args=attrs["build_args"], target=attrs["target"],
-            platforms=tuple(attrs["platforms"]), labels=marks,
+            build_args=options.build_args, target=options.target, platforms=options.platforms,
+            contexts=_build_contexts(options, pins, {n: p for n, (p, _) in folders.items()}),
+            labels=marks,
             annotations={**marks, **_base_annotations(parsed.refs, parents, attrs["base"])},
             no_cache=self.settings.no_cache, log=log,
             insecure_pull=self._insecure(parents), insecure_push=self._insecure([node]),
         )  # fmt: skip
         return Outcome(SUCCEEDED, self.builder.build(request, cancel))
 
-    def _source(self, repo: RepoSpec, attrs: dict, scratch: Path) -> tuple[Path, str, str]:
-        """The build context written into `scratch`, the Dockerfile's text, and the digest of
-        that context's content, at the commit the graph read: the key covers what is sent."""
+    def _source(
+        self, repo: RepoSpec, attrs: dict, options: BuildOptions, scratch: Path
+    ) -> tuple[Path, str, str, dict[str, tuple[Path, str]]]:
+        """The build context written into `scratch`, the Dockerfile's text, the digest of
+        that context's content, and each named context that is a folder (where it was
+        written, its content's digest), at the commit the graph read: the key covers what
+        is sent."""
         tree = self._tree(repo, attrs)
+        folders: dict[str, tuple[Path, str]] = {}
+        where = f"{repo.name}:{options.dockerfile}"
         try:
-            dockerfile.check_size(tree.size(attrs["dockerfile"]))  # a local file may have grown
+            dockerfile.check_size(tree.size(options.dockerfile))  # a local file may have grown
             # surrogateescape: a byte that is not UTF-8 goes back into the pinned copy as it was
-            text = tree.read(attrs["dockerfile"]).decode("utf-8", "surrogateescape")
-            context, content = sources.export(tree, repo.name, attrs["context"],
+            text = tree.read(options.dockerfile).decode("utf-8", "surrogateescape")
+            context, content = sources.export(tree, repo.name, options.context,
                                               scratch / "context")  # fmt: skip
+            for i, (name, folder) in enumerate(sorted(options.folders.items())):
+                try:  # written like the main context: nothing through a symlink, nothing outside
+                    folders[name] = sources.export(tree, repo.name, folder,
+                                                   scratch / f"named-{i}")  # fmt: skip
+                except ContextError as err:
+                    raise Failed(f"{err} (named context contexts.{name})") from None
         except DockerfileError as err:
-            raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: {err.message}") from None
+            raise Failed(f"{where}: {err.message}") from None
         except FileNotFoundError:
-            raise Failed(f"{attrs['repo']}:{attrs['dockerfile']} is gone") from None
+            raise Failed(f"{where} is gone") from None
         except OSError as err:  # a local folder's file, unreadable since the sync
-            raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: cannot read it "
-                         f"({err.strerror})") from None  # fmt: skip
+            raise Failed(f"{where}: cannot read it ({err.strerror})") from None
         finally:
             tree.close()
-        return context, text, content
+        return context, text, content, folders
 
     def _tree(self, repo: RepoSpec, attrs: dict) -> sources.Tree:
         """The repository at the commit the graph read."""
@@ -412,6 +423,24 @@ class Builds:
         """Is any of these images' registry a plain-http loopback one?"""
         hosts = {refs.parse(node).domain for node in nodes}
         return any(spec.insecure for host, spec in self.config.registries.items() if host in hosts)
+
+
+def _build_contexts(
+    options: BuildOptions, pins: Mapping[str, str], folders: Mapping[str, Path]
+) -> dict[str, str]:
+    """The named contexts as `--build-context` takes them: an image pinned to the digest the
+    Dockerfile's own uses of it are pinned to (so the build record's parents and base
+    annotations name what was built on), a folder where it was written. An image no
+    reached stage uses has no such digest and goes as written, like such a stage's FROM."""
+    out = {}
+    for name, value in options.contexts.items():
+        if name in folders:
+            out[name] = str(folders[name])
+            continue
+        ref = refs.normalize(value[len(IMAGE_CONTEXT) :])
+        digest = pins.get(ref.tagged) if ref.digest is None else None
+        out[name] = f"{IMAGE_CONTEXT}{ref.tagged}@{digest}" if digest else IMAGE_CONTEXT + str(ref)
+    return out
 
 
 def _base_annotations(

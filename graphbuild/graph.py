@@ -77,9 +77,8 @@ def _add_image(
     ]
     graph.add_node(
         image.id, kind=IMAGE, image=image.image, tags=tags, repo=image.repo,
-        dockerfile=image.dockerfile, context=image.context, target=image.target,
-        platforms=image.platforms, build_args=image.build_args, commit=image.commit,
-        blob=image.blob, unresolved=unresolved, base=None,
+        **image.options.attrs(), commit=image.commit, blob=image.blob, unresolved=unresolved,
+        base=None,
     )  # fmt: skip
     return True
 

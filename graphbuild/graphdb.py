@@ -22,7 +22,9 @@ from graphbuild.errors import GraphbuildError
 from graphbuild.workspace import INDEX, damaged, discard_index, unusable
 
 IMAGE, EXTERNAL = "image", "external"
-SCHEMA_VERSION = 1  # index.db is derived data: another version is dropped, not migrated
+# index.db is derived data: another version is dropped, not migrated. 2: image nodes carry
+# every field of index.BuildOptions (`contexts` was missing), which builds read back
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS graph_nodes (

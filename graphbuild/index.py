@@ -17,12 +17,14 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from types import TracebackType
+from types import MappingProxyType, TracebackType
+from typing import Any
 
 from graphbuild import __version__, dockerfile, graphdb, refs
-from graphbuild.config import Config, ImageSpec, RepoSpec
+from graphbuild.config import IMAGE_CONTEXT, Config, ImageSpec, RepoSpec
 from graphbuild.errors import ERROR, UNRESOLVED, WARNING, DockerfileError, InvalidReference, Problem
 from graphbuild.expand import shorten
 from graphbuild.sources import SyncResult, Tree, blob_sha, open_tree
@@ -34,19 +36,64 @@ PARSER_REVISION = "5"  # bump when parsing changes, so cached answers are not re
 REPO_SECONDS = 60.0
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything both the parse and the build of an image depend on, as one value.
+
+    The index makes it from repos.yaml, the graph stores its fields on the image's
+    node, and the build reads the Dockerfile with exactly it and hands it on to the
+    builder: a build can then never use other options (named contexts above all) than
+    the ones the graph linked the image with.
+    """
+
+    dockerfile: str  # path in the repository
+    context: str  # folder in the repository
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    platforms: tuple[str, ...] = ()
+    contexts: Mapping[str, str] = field(default_factory=dict)  # name -> docker-image://… or folder
+
+    def __post_init__(self) -> None:  # frozen all the way down: no one edits it on its way
+        object.__setattr__(self, "build_args", MappingProxyType(dict(self.build_args)))
+        object.__setattr__(self, "platforms", tuple(self.platforms))
+        object.__setattr__(self, "contexts", MappingProxyType(dict(self.contexts)))
+
+    def parse(self, data: bytes | str) -> dockerfile.Parsed:
+        """The Dockerfile read as the build reads it."""
+        return dockerfile.parse(
+            data,
+            build_args=self.build_args,
+            target=self.target,
+            platforms=self.platforms or (dockerfile.DEFAULT_PLATFORM,),
+            contexts=self.contexts,
+        )
+
+    @property
+    def folders(self) -> dict[str, str]:
+        """The named contexts that are folders of the repository: name -> folder."""
+        return {k: v for k, v in self.contexts.items() if not v.startswith(IMAGE_CONTEXT)}
+
+    def attrs(self) -> dict[str, Any]:
+        """Plain values for the graph node (stored as JSON in index.db)."""
+        return {"dockerfile": self.dockerfile, "context": self.context,
+                "build_args": dict(self.build_args), "target": self.target,
+                "platforms": list(self.platforms), "contexts": dict(self.contexts)}  # fmt: skip
+
+    @classmethod
+    def of(cls, attrs: Mapping[str, Any]) -> BuildOptions:
+        """Back from a graph node's attributes: the same value the index made."""
+        return cls(attrs["dockerfile"], attrs["context"], attrs["build_args"], attrs["target"],
+                   attrs["platforms"], attrs["contexts"])  # fmt: skip
+
+
 @dataclass
 class Image:
     """One buildable image: a Dockerfile of a repository with its build options."""
 
     repo: str
-    dockerfile: str
     image: str  # normalised repository, e.g. docker.io/library/python
     tags: list[str]  # full references; the first is the node id
-    context: str
-    build_args: dict[str, str] = field(default_factory=dict)
-    target: str | None = None
-    platforms: list[str] = field(default_factory=list)
-    contexts: dict[str, str] = field(default_factory=dict)
+    options: BuildOptions
     commit: str | None = None
     blob: str | None = None
     parsed: dockerfile.Parsed | None = None
@@ -54,6 +101,10 @@ class Image:
     @property
     def id(self) -> str:
         return self.tags[0]
+
+    @property
+    def dockerfile(self) -> str:
+        return self.options.dockerfile
 
 
 @dataclass
@@ -210,13 +261,7 @@ class Indexer:
         dockerfile.check_size(tree.size(found.path))  # before reading: memory stays bounded
         data = tree.read(found.path)
         image.blob = blob_sha(data)  # a local file may have changed since the scan
-        return dockerfile.parse(
-            data,
-            build_args=image.build_args,
-            target=image.target,
-            platforms=image.platforms or (dockerfile.DEFAULT_PLATFORM,),
-            contexts=image.contexts,
-        )
+        return image.options.parse(data)
 
     def _store(self, new: dict[str, str], used: set[str]) -> None:
         """Add the new parses and forget the ones no image uses any more."""
@@ -260,22 +305,19 @@ def _image(found: _Found, index: Index) -> Image | None:
     except InvalidReference as err:
         index.problems.append(Problem(ERROR, repo.name, f"{spec.key}: {err}", path))
         return None
-    return Image(
-        repo=repo.name,
+    options = BuildOptions(
         dockerfile=path,
-        image=image,
-        tags=tags,
         context=fill(spec.context) if spec.context else str(folder),
-        build_args=dict(spec.build_args),
+        build_args=spec.build_args,
         target=fill(spec.target) if spec.target else None,
-        platforms=list(spec.platforms),
-        contexts=dict(spec.contexts),
-        commit=found.commit,
-        blob=found.blob,
+        platforms=spec.platforms,
+        contexts=spec.contexts,
     )
+    return Image(repo.name, image, tags, options, commit=found.commit, blob=found.blob)
 
 
 def _cache_key(image: Image) -> str:
-    options = [PARSER_REVISION, image.blob, sorted(image.build_args.items()), image.target,
-               image.platforms, sorted(image.contexts.items())]  # fmt: skip
+    o = image.options
+    options = [PARSER_REVISION, image.blob, sorted(o.build_args.items()), o.target,
+               list(o.platforms), sorted(o.contexts.items())]  # fmt: skip
     return hashlib.sha256(json.dumps(options).encode()).hexdigest()

@@ -2,10 +2,12 @@
 
 An image's *source* is everything of its own that goes into a build: the
 image, its Dockerfile (path and blob), the content of its build context,
-build args, target and platforms. Its *key* adds the exact digest of every
-parent it is built on. A key built once, whose image the registry still
-serves, needs no build; an image whose source differs from the one
-graphbuild last built it from needs one, even when no base moved.
+build args, target, platforms, and its named contexts (the content of each
+folder one). Its *key* adds the exact digest of every parent it is built on,
+an image that comes through a named context included. A key built once,
+whose image the registry still serves, needs no build; an image whose source
+differs from the one graphbuild last built it from needs one, even when no
+base moved.
 """
 
 from __future__ import annotations
@@ -19,14 +21,26 @@ import networkx as nx
 from graphbuild import sources
 from graphbuild.config import Config, RepoSpec
 from graphbuild.graphdb import IMAGE
+from graphbuild.index import BuildOptions
 from graphbuild.state import State
 
 
-def source_key(node: str, attrs: Mapping, content: str) -> str:
-    """The image's own inputs; `content` is its context's (sources.Tree.content)."""
-    inputs = [node, attrs["dockerfile"], attrs["blob"], attrs["context"], content,
-              sorted(attrs["build_args"].items()), attrs["target"], attrs["platforms"]]  # fmt: skip
+def source_key(
+    node: str, attrs: Mapping, content: str, folders: Mapping[str, str] | None = None
+) -> str:
+    """The image's own inputs; `content` is its context's (sources.Tree.content), `folders`
+    the content of each named context that is a folder, by name."""
+    o = BuildOptions.of(attrs)
+    inputs = [node, o.dockerfile, attrs["blob"], o.context, content,
+              sorted(o.build_args.items()), o.target, list(o.platforms)]  # fmt: skip
+    if o.contexts:  # without them, the key is what it was before contexts were built
+        inputs += [sorted(o.contexts.items()), sorted((folders or {}).items())]
     return _digest(inputs)
+
+
+def folder_contents(tree: sources.Tree, options: BuildOptions) -> dict[str, str]:
+    """The content of each named context that is a folder, as `source_key` takes them."""
+    return {name: tree.content(folder) for name, folder in options.folders.items()}
 
 
 def build_key(source: str, parents: Mapping[str, str]) -> str:
@@ -81,10 +95,11 @@ def _changed_in(
             attrs = graph.nodes[node]
             try:
                 content = tree.content(attrs["context"])
+                folders = folder_contents(tree, BuildOptions.of(attrs))
             except (GitError, OSError) as err:
                 changed[node] = f"its build context cannot be read ({err}){at}"
                 continue
-            if source_key(node, attrs, content) != records[node].source:
+            if source_key(node, attrs, content, folders) != records[node].source:
                 changed[node] = (
                     f"its Dockerfile, build context or options changed since graphbuild "
                     f"built it{at}"

@@ -128,6 +128,21 @@ def test_several_platforms_are_refused(arm, tmp_path):
         builder(arm).build(request, threading.Event())
 
 
+def test_named_contexts_are_refused_before_any_call(arm, tmp_path):
+    """A DockerBuildRequest has no build contexts: built without them, the image would not
+    be on what the graph says; one line names the image and the key instead."""
+    contexts = {"base": f"docker-image://{arm.registry.host}/lib/base:1@sha256:{'a' * 64}"}
+    request = build_request(arm, tmp_path, contexts=contexts)
+    with pytest.raises(CommandFailed) as err:
+        builder(arm).build(request, threading.Event())
+    assert str(err.value) == (
+        f"acr {request.image}: an ACR quick build takes no named build contexts (contexts: "
+        "base); build this image with buildah or docker buildx"
+    )
+    assert not err.value.transient
+    assert arm.calls() == []  # nothing asked of Azure, nothing uploaded
+
+
 # -- a sweep on ACR Tasks, end to end
 
 

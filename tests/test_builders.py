@@ -406,3 +406,41 @@ def test_command_build_writing_bytes_that_are_no_digest_fails_cleanly(tmp_path):
     script = "printf 'sha256:\\377\\376' > \"$1\""
     with pytest.raises(CommandFailed, match="sh wrote no digest"):
         Command(["sh", "-c", script, "sh", "{digestfile}"]).build(request(tmp_path), never())
+
+
+# -- named build contexts
+
+CONTEXTS = {"base": f"docker-image://docker.io/library/alpine:3@{DIGEST}", "src": "/w/named-0/lib"}
+
+
+def test_buildah_and_docker_pass_each_named_context():
+    """Defect: no builder passed `--build-context`, so `FROM base` was pulled as an image
+    called `base`, not the one the graph linked the image to."""
+    req = request(Path("/w"), contexts=CONTEXTS)
+    wanted = [f"base=docker-image://docker.io/library/alpine:3@{DIGEST}", "src=/w/named-0/lib"]
+    assert values(Buildah().bud_argv(req), "--build-context") == wanted
+    assert values(Docker().argv(req, "/w/m.json"), "--build-context") == wanted
+    assert Buildah().bud_argv(req)[-1] == Docker().argv(req, "/w/m.json")[-1] == "/w/ctx"
+    assert "--build-context" not in Buildah().bud_argv(request(Path("/w")))
+
+
+def test_command_passes_named_contexts_through_its_placeholder():
+    argv = Command(["t", "{build-contexts}", "{context}"]).argv(
+        request(Path("/w"), contexts=CONTEXTS), "/d"
+    )
+    assert argv == ["t", "--build-context", f"base={CONTEXTS['base']}",
+                    "--build-context", f"src={CONTEXTS['src']}", "/w/ctx"]  # fmt: skip
+    assert Command(["t", "{build-contexts}"]).argv(request(Path("/w")), "/d") == ["t"]
+
+
+def test_command_without_the_placeholder_refuses_an_image_with_named_contexts(tmp_path):
+    """Built without its contexts, the image would not be what the graph says it is."""
+    ran = tmp_path / "ran"
+    builder = Command(["sh", "-c", 'touch "$1"', "sh", str(ran)])
+    with pytest.raises(CommandFailed) as err:
+        builder.build(request(tmp_path, contexts=CONTEXTS), never())
+    assert str(err.value) == (
+        f"sh: {APP} uses named contexts (contexts: base, src) and builder.argv has no "
+        "{build-contexts} to pass them"
+    )
+    assert not err.value.transient and not ran.exists()

@@ -336,6 +336,31 @@ def test_bad_registry_settings(tmp_path, text, key, says, line):
     assert says in caught.value.message
 
 
+def test_named_contexts_are_an_image_or_a_folder_of_the_repository(tmp_path):
+    """What a build can be sent exactly as its key covers it; a URL's content moves."""
+    image = "repos:\n  - name: r\n    path: r\n    images:\n      - image: r.test/app\n"
+    cfg = load_text(tmp_path, image + "        contexts: {base: 'docker-image://alpine:3', "
+                                      "src: ./shared/lib/, all: .}\n")  # fmt: skip
+    assert cfg.repos[0].images[0].contexts == {
+        "base": "docker-image://alpine:3", "src": "shared/lib", "all": "."}  # fmt: skip
+    for value, says in [
+        ("../other", "must be a relative path inside the repository"),
+        ("/etc", "must be a relative path inside the repository"),
+        ("shared/../../x", "must be a relative path inside the repository"),
+        ("https://example.com/src.tar", "graphbuild cannot pin what a URL serves"),
+        ("git@github.com:o/r.git", "graphbuild cannot pin what a URL serves"),
+        ("github.com/o/r", "graphbuild cannot pin what a URL serves"),
+        ("oci-layout:///var/oci", "graphbuild cannot pin what a URL serves"),
+        ("target:build", "graphbuild cannot pin what a URL serves"),
+        ("docker-image://Alpine", "repository name must be lowercase"),
+        ("''", "must not be empty"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, image + f"        contexts: {{src: {value}}}\n")
+        assert (caught.value.key, caught.value.line) == ("repos[0].images[0].contexts.src", 6)
+        assert says in caught.value.message, (value, caught.value.message)
+
+
 # ---------------------------------------------------------------- gates and deployments
 
 FULL_DEPLOY = """\

@@ -109,8 +109,12 @@ def test_dir_template_fills_image_tags_and_context(tmp_path, write_config):
     ]
     result = run(write_config([{"name": "r", "path": "r", "images": images}]))
     web, root = result.images
-    assert (web.id, web.tags[1], web.context) == ("r.test/web:web-1", "r.test/web:1", "images/web")
-    assert (root.id, root.context) == ("r.test/r:latest", ".")
+    assert (web.id, web.tags[1], web.options.context) == (
+        "r.test/web:web-1",
+        "r.test/web:1",
+        "images/web",
+    )
+    assert (root.id, root.options.context) == ("r.test/r:latest", ".")
 
 
 def test_a_file_changed_between_scan_and_parse_is_cached_under_its_new_content(
@@ -247,3 +251,32 @@ def test_a_repository_past_its_parse_time_waits_for_the_next_sync_and_costs_only
     third = refresh(cfg)
     assert (third.parsed, third.images, third.problems) == (1, 4, [])
     assert refresh(cfg).parsed == 0  # all read: an unchanged fleet costs nothing again
+
+
+def test_the_build_options_the_index_makes_are_what_the_stored_graph_gives_back(
+    tmp_path, write_config
+):
+    """One value from the index to the builder: a build reads the Dockerfile with exactly
+    what the graph was linked with, named contexts included (once dropped on the way)."""
+    from graphbuild import graph
+    from graphbuild.commands.sync import refresh
+
+    (tmp_path / "r/app").mkdir(parents=True)
+    (tmp_path / "r/app/Dockerfile").write_text("FROM base\nCOPY --from=src /s /s\n")
+    images = [{"image": "r.test/app", "dockerfile": "app/Dockerfile", "build_args": {"V": "1"},
+               "target": None, "platforms": ["linux/arm64"],
+               "contexts": {"base": "docker-image://alpine:3", "src": "shared"}}]  # fmt: skip
+    path = write_config([{"name": "r", "path": "r", "images": images}])
+    (image,) = run(path).images
+    assert image.options == index.BuildOptions(
+        "app/Dockerfile", "app", {"V": "1"}, None, ("linux/arm64",),
+        {"base": "docker-image://alpine:3", "src": "shared"},
+    )  # fmt: skip
+    assert [ref.ref for ref in image.parsed.refs] == ["docker.io/library/alpine:3"]
+    refresh(config.load(path))
+    with closing(index.open_db(tmp_path / ".graphbuild")) as db:
+        stored = graph.load(db).nodes["r.test/app:latest"]
+    assert index.BuildOptions.of(stored) == image.options
+    assert image.options.parse(b"FROM base\n").refs == image.parsed.refs[:1]
+    with pytest.raises(TypeError):  # frozen all the way down: nothing edits it on its way
+        image.options.contexts["base"] = "docker-image://busybox"  # type: ignore[index]

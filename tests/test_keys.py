@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 from graphbuild import config, keys, sources
+from graphbuild.index import BuildOptions
 
 ATTRS = {"dockerfile": "app/Dockerfile", "blob": "b1", "context": "app", "build_args": {},
-         "target": None, "platforms": []}  # fmt: skip
+         "target": None, "platforms": [], "contexts": {}}  # fmt: skip
 
 
 def trees(tmp_path, remotes, files):
@@ -53,6 +54,8 @@ def test_source_and_build_keys():
     assert source != keys.source_key("r/other:1", ATTRS, "c1")  # per image
     assert source != keys.source_key("r/app:1", {**ATTRS, "build_args": {"V": "2"}}, "c1")
     assert source != keys.source_key("r/app:1", {**ATTRS, "platforms": ["linux/arm64"]}, "c1")
+    image = {**ATTRS, "contexts": {"base": "docker-image://alpine:3"}}
+    assert source != keys.source_key("r/app:1", image, "c1")  # the Dockerfile reads otherwise
     key = keys.build_key(source, {"p:1": "sha256:a", "q:1": "sha256:b"})
     assert key == keys.build_key(source, {"q:1": "sha256:b", "p:1": "sha256:a"})
     assert key != keys.build_key(source, {"p:1": "sha256:c", "q:1": "sha256:b"})
@@ -86,3 +89,28 @@ def test_a_context_that_cannot_be_read_any_more_is_planned_not_fatal(tmp_path):
         changed = keys.changed_sources(cfg, graph, served, state)
     assert "r.test/ok:1" not in changed
     assert changed["r.test/loop:1"].startswith("its Dockerfile, build context or options changed")
+
+
+def test_a_key_without_named_contexts_is_what_it_was_before_they_were_keyed():
+    """Images graphbuild built before contexts were covered must not all look changed."""
+    attrs = {**ATTRS, "build_args": {"V": "1"}, "target": "run", "platforms": ["linux/arm64"]}
+    assert keys.source_key("r/app:1", attrs, "c1") == (
+        "sha256:564f972d5008611ab3138326d8a69700166654dc811c657f262dc341c80200c9"
+    )
+
+
+def test_a_folder_context_is_keyed_by_its_content(tmp_path, remotes):
+    """A named context that is a folder is part of the source, like the build context."""
+    files = {"app/Dockerfile": "COPY --from=src /s /s\n", "app/run.sh": "echo\n",
+             "shared/s": "s1"}  # fmt: skip
+    remote, _, dir_tree = trees(tmp_path, remotes, files)
+    attrs = {**ATTRS, "contexts": {"src": "shared"}}
+    options = BuildOptions.of(attrs)
+    before = keys.folder_contents(dir_tree, options)
+    assert before == {"src": dir_tree.content("shared")}
+    source = keys.source_key("r/app:1", attrs, "c1", before)
+    (remote.work / "shared/s").write_text("s2")
+    after = keys.folder_contents(dir_tree, options)
+    assert keys.source_key("r/app:1", attrs, "c1", after) != source
+    moved = {**attrs, "contexts": {"src": "app"}}  # another folder with the same name
+    assert keys.source_key("r/app:1", moved, "c1", before) != source

@@ -8,7 +8,7 @@ import pytest
 
 from graphbuild import detect, dockerfile, graph, plan
 from graphbuild.detect import MISSING_TAG, STALE, UNKNOWN, UP_TO_DATE, Check, ImageCheck
-from graphbuild.index import Image
+from graphbuild.index import BuildOptions, Image
 from graphbuild.plan import Step
 
 DEBIAN = "docker.io/library/debian:12"
@@ -39,7 +39,11 @@ DIAMOND = {
 def fleet(dockerfiles):
     images = [
         Image(
-            "repo", "Dockerfile", tag.rsplit(":", 1)[0], [tag], ".", parsed=dockerfile.parse(text)
+            "repo",
+            tag.rsplit(":", 1)[0],
+            [tag],
+            BuildOptions("Dockerfile", "."),
+            parsed=dockerfile.parse(text),
         )
         for tag, text in dockerfiles.items()
     ]

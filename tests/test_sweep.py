@@ -685,3 +685,62 @@ def test_buildah_gets_no_file_from_outside_a_local_repository(fleet, tmp_path):
         assert secret.encode() not in data, blob
     files = f.files(f"{h}/clean:1")
     assert set(files) == {"ctx/Dockerfile", "ctx/f"}  # no .git
+
+
+# ---------------------------------------------------------------- named build contexts
+
+
+def test_a_base_that_comes_through_a_named_context_is_what_the_build_uses(fleet, remotes, tmp_path):
+    """Defect: the graph linked `FROM base` to the `contexts:` image, but the build re-read
+    the Dockerfile without contexts and buildah got no `--build-context`: the image was
+    linked to one base and built on another (or not at all). Now the build is pinned to the
+    context image's digest, rebuilt when it moves, and a local context folder is sent as
+    exactly the content its key covers."""
+    require("buildah")
+    f = fleet
+    first = f.registry.image("upstream", "1", content="upstream v1")
+    repo = remotes("ctx", {
+        "app/Dockerfile": "FROM base\nCOPY --from=src /s.txt /from-src\nCOPY f /app\n",
+        "app/f": "app\n",
+        "shared/s.txt": "shared v1\n",
+    })  # fmt: skip
+    storage = tmp_path / "buildah"
+    f.config["builder"] = {"kind": "buildah", "root": str(storage / "root"),
+                           "runroot": str(storage / "run")}  # fmt: skip
+    upstream = f"{f.host}/upstream:1"
+    spec = {**f.image("ctx", "app", "app/Dockerfile", "app"),
+            "contexts": {"base": f"docker-image://{upstream}", "src": "shared"}}  # fmt: skip
+    f.repos({"name": "ctx", "url": str(repo.url), "images": [spec]})
+    node = f"{f.host}/ctx/app:1"
+
+    def parents() -> dict[str, str]:
+        state = f.root / ".graphbuild" / "state.db"
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT parents FROM builds WHERE image = ? ORDER BY id", (node,))
+            return json.loads(rows.fetchall()[-1][0])
+
+    run = f.run("sweep")
+    assert outcomes(run) == {node: "succeeded"}, run
+    notes = f.manifest(node)["annotations"]
+    assert (notes[BASE_NAME], notes[BASE_DIGEST]) == (upstream, first)
+    assert parents() == {upstream: first}
+    files = f.files(node)
+    assert (files["content.txt"], files["from-src"], files["app"]) == (
+        b"upstream v1", b"shared v1\n", b"app\n")  # fmt: skip
+
+    moved = f.registry.image("upstream", "1", content="upstream v2: the fix")
+    run = f.run("sweep")
+    assert [(n["node"], n["status"], n["reason"]) for n in run["nodes"]] == [
+        (node, "succeeded", "base-changed")]  # fmt: skip
+    notes = f.manifest(node)["annotations"]
+    assert (notes[BASE_NAME], notes[BASE_DIGEST]) == (upstream, moved)
+    assert parents() == {upstream: moved}
+    assert f.files(node)["content.txt"] == b"upstream v2: the fix"
+
+    repo.commit({"shared/s.txt": "shared v2\n"})  # the local context's content is its source
+    f.gb("sync")
+    run = f.run("sweep")
+    assert [(n["node"], n["status"], n["reason"]) for n in run["nodes"]] == [
+        (node, "succeeded", "source-changed")]  # fmt: skip
+    assert f.files(node)["from-src"] == b"shared v2\n"
+    assert "Nothing to rebuild." in f.gb("sweep").stdout

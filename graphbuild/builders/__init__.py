@@ -31,6 +31,9 @@ class BuildRequest:
     build_args: Mapping[str, str] = field(default_factory=dict)
     target: str | None = None
     platforms: tuple[str, ...] = ()
+    # named build contexts as `--build-context name=value` takes them: an image pinned by
+    # digest (`docker-image://name:tag@sha256:…`) or a folder written beside the context
+    contexts: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     no_cache: bool = False

@@ -55,6 +55,10 @@ class Acr:
         if len(request.platforms) > 1:
             raise CommandFailed(f"acr {request.image}: an ACR quick build makes one platform; "
                                 f"{', '.join(request.platforms)} asked for")  # fmt: skip
+        if request.contexts:
+            raise CommandFailed(f"acr {request.image}: an ACR quick build takes no named build "
+                                f"contexts (contexts: {', '.join(request.contexts)}); build "
+                                "this image with buildah or docker buildx")  # fmt: skip
         with self._client() as client, request.log.open("a") as log:
             run_id = self._schedule(client, request, names, log)
             try:

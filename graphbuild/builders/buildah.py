@@ -39,6 +39,8 @@ class Buildah:
             argv += ["--build-arg", f"{key}={value}"]
         if request.target:
             argv += ["--target", request.target]
+        for name, value in request.contexts.items():
+            argv += ["--build-context", f"{name}={value}"]
         for key, value in request.labels.items():
             argv += ["--label", f"{key}={value}"]
         for key, value in request.annotations.items():

@@ -2,9 +2,11 @@
 
 Each argument may hold placeholders: {context} {dockerfile} {image} {tag}
 {target} {platform} {digestfile}; an argument that is exactly {tags},
-{build-args}, {labels} or {annotations} becomes several (`--tag X`, ...).
-The command must push and write the pushed digest into {digestfile}.
-Values are substituted into single arguments: no shell ever parses them.
+{build-args}, {build-contexts}, {labels} or {annotations} becomes several
+(`--tag X`, ...). The command must push and write the pushed digest into
+{digestfile}. Values are substituted into single arguments: no shell ever
+parses them. An image with named contexts is refused by a template without
+{build-contexts}: built without them, it would not be what the graph says.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from graphbuild.builders import BuildRequest, read_digest
 from graphbuild.errors import CommandFailed
 from graphbuild.process import run
 
-_LISTS = {"{tags}", "{build-args}", "{labels}", "{annotations}"}
+CONTEXTS = "{build-contexts}"
+_LISTS = {"{tags}", "{build-args}", CONTEXTS, "{labels}", "{annotations}"}
 _VALUE_RE = re.compile(r"\{(context|dockerfile|image|tag|target|platform|digestfile)\}")
 
 
@@ -37,6 +40,8 @@ class Command:
             "{tags}": [x for tag in request.tags for x in ("--tag", tag)],
             "{build-args}": [x for k, v in request.build_args.items()
                              for x in ("--build-arg", f"{k}={v}")],
+            CONTEXTS: [x for k, v in request.contexts.items()
+                       for x in ("--build-context", f"{k}={v}")],
             "{labels}": [x for k, v in request.labels.items() for x in ("--label", f"{k}={v}")],
             "{annotations}": [x for k, v in request.annotations.items()
                               for x in ("--annotation", f"{k}={v}")],
@@ -51,6 +56,11 @@ class Command:
         return out
 
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
+        if request.contexts and CONTEXTS not in self.template:
+            names = ", ".join(request.contexts)
+            raise CommandFailed(f"{self.template[0]}: {request.image} uses named contexts "
+                                f"(contexts: {names}) and builder.argv has no {CONTEXTS} to "
+                                "pass them")  # fmt: skip
         digestfile = request.log.with_suffix(".digest")
         digestfile.unlink(missing_ok=True)  # an earlier attempt's digest is not this one's
         run(self.argv(request, str(digestfile)), request.log, cancel, f"{self.template[0]}")

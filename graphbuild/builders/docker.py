@@ -33,6 +33,8 @@ class Docker:
             argv += ["--target", request.target]
         if request.platforms:
             argv += ["--platform", ",".join(request.platforms)]
+        for name, value in request.contexts.items():
+            argv += ["--build-context", f"{name}={value}"]
         for key, value in request.labels.items():
             argv += ["--label", f"{key}={value}"]
         for key, value in request.annotations.items():  # BuildKit writes no base annotations
