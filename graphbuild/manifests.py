@@ -5,6 +5,11 @@ re-serialised file loses comments, quoting, key order and line ends. So, as Reno
 does, the composer's character offsets locate the value, only that span is replaced,
 and the edited text is read again to prove that it says what was meant.
 
+The deploy tools (kubectl, kustomize, Argo CD, Flux) read YAML with go-yaml, a port of
+libyaml, so libyaml parses here and PyYAML's composer builds the nodes: a tab after a
+value, which PyYAML's own scanner refuses, is read as they read it. Without libyaml the
+pure-Python parser reads less, and a file it refuses says so.
+
 Anyone who can push to a deploy repository writes what this reads, so a file gets
 bounded work: at most MAX_BYTES, MAX_NODES composed nodes (aliases count once per use)
 and MAX_DEPTH nested collections (PyYAML's composer recurses per level), and the walk
@@ -21,9 +26,18 @@ from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 
 import yaml
+from yaml.composer import Composer
 from yaml.events import CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.reader import ReaderError
+from yaml.parser import Parser
+from yaml.reader import Reader, ReaderError
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+try:  # libyaml: PyYAML's wheels and Debian's python3-yaml include it
+    from yaml.cyaml import CParser
+except ImportError:  # PyYAML built without it
+    CParser = None
 
 from graphbuild import refs
 from graphbuild.errors import InvalidReference
@@ -113,12 +127,17 @@ def _dialect(file: str) -> str | None:
     return HELM if fnmatchcase(path.name, "values*" + path.suffix) else CONTAINER
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader's composer with a bound on nodes and nesting: past them it would take
-    memory without end, or raise RecursionError from deep inside PyYAML."""
+class _Bounded(Composer, Resolver):
+    """PyYAML's composer with a bound on nodes and nesting: past them it would take memory
+    without end, or raise RecursionError from deep inside PyYAML. It composes the events of
+    whichever parser it is mixed with."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+    NOTE = ""  # said after a refusal that another parser might not make
+    BYTE_POSITIONS = False  # does a ReaderError's position count UTF-8 bytes, not characters
+
+    def __init__(self) -> None:
+        Composer.__init__(self)
+        Resolver.__init__(self)
         self.nodes = self.depth = 0
 
     def compose_node(self, parent: Node | None, index: object) -> Node:
@@ -138,17 +157,63 @@ class _Loader(yaml.SafeLoader):
             self.depth -= 1
 
 
+class _PyLoader(Reader, Scanner, Parser, _Bounded):
+    """PyYAML's own parser: it refuses tabs that go-yaml takes (`kind: Pod<TAB>`)."""
+
+    NOTE = " (PyYAML without libyaml reads less YAML than kubectl: install PyYAML with libyaml)"
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        _Bounded.__init__(self)
+
+
+_LOADER: type[_Bounded] = _PyLoader
+if CParser is not None:
+
+    class _CLoader(_Bounded, CParser):
+        """libyaml's parser, which go-yaml (kubectl, kustomize, Argo CD, Flux) is a port of, so
+        it reads what they read. Its marks count characters, as PyYAML's do, so spans are
+        found alike; a ReaderError's position counts UTF-8 bytes."""
+
+        BYTE_POSITIONS = True
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _Bounded.__init__(self)
+
+    _LOADER = _CLoader
+
+
 def _compose(text: str) -> list[Node]:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         raise ManifestError(too_big(size))
+    loader = _LOADER
     try:
-        return list(yaml.compose_all(text, Loader=_Loader))
-    except ReaderError as exc:  # a character YAML forbids, at a character offset
-        raise ManifestError(f"not valid YAML: {exc.reason}", _line(text, exc.position)) from exc
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: bytes that were not UTF-8
+        raise ManifestError("not valid YAML: not UTF-8 text", _line(text, exc.start)) from exc
+    try:
+        stream = loader(text)
+        docs = []
+        while stream.check_node():
+            docs.append(stream.get_node())
+        return docs
+    except ReaderError as exc:  # a character YAML forbids
+        at = (
+            len(text.encode()[: exc.position].decode(errors="ignore"))
+            if loader.BYTE_POSITIONS
+            else exc.position
+        )
+        problem = f"not valid YAML: {exc.reason}{loader.NOTE}"
+        raise ManifestError(problem, _line(text, at)) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise ManifestError(f"not valid YAML: {exc.problem}", mark and mark.line + 1) from exc
+        raise ManifestError(
+            f"not valid YAML: {exc.problem}{loader.NOTE}", mark and mark.line + 1
+        ) from exc
 
 
 def _detect(kind: str, text: str) -> list[tuple[Found, Node]]:
@@ -305,7 +370,7 @@ def _span(text: str, node: Node) -> tuple[int, int] | None:
         return None
     start, end = _start(text, node), node.end_mark.index
     source = text[start:end]
-    if node.style is None:
+    if not node.style:  # plain: libyaml says "", PyYAML None
         empty = node.tag == _NULL and not source and text[start - 1 : start] == ":"  # `digest:`
         ok = empty or source == node.value
     else:

@@ -174,6 +174,78 @@ def test_crlf_file_keeps_crlf():
     )
 
 
+def test_tabs_that_go_yaml_reads_are_read():
+    """kubectl, kustomize, Argo CD and Flux read YAML with go-yaml, which takes a tab wherever a
+    space separates tokens (as libyaml does); PyYAML's own scanner refused the file, and every
+    workload in it was lost."""
+    text = (
+        "apiVersion: apps/v1\t\n"
+        "kind:\tDeployment\n"
+        "metadata: {name: web}\t# the web\n"
+        "spec:\n"
+        "  template:\n"
+        "    spec:\n"
+        "      containers:\n"
+        "      - name: web\t\n"
+        "        image: app:1\t# pinned\n"
+    )
+    found = find("web.yaml", text)
+    assert found == [
+        Found(CONTAINER, 9, "app", "1", None, "Deployment//web", "web", 0,
+              ("spec", "template", "spec", "containers", 0, "image"))
+    ]  # fmt: skip
+    assert rewrite(text, found[0], None, D) == text.replace("app:1\t", f"app:1@{D}\t")
+
+
+def test_json_indented_with_tabs_is_read():
+    """A manifest written as JSON (kubectl get -o json) and saved as .yaml, tabs and all."""
+    text = (
+        '{\n\t"kind": "Pod",\n\t"spec": {"containers": [\n'
+        '\t\t{"name": "a", "image": "app:1"}\n\t]}\n}\n'
+    )
+    found = find("pod.yaml", text)
+    assert [(f.line, f.name, f.tag) for f in found] == [(4, "app", "1")]
+    assert rewrite(text, found[0], None, D) == text.replace('"app:1"', f'"app:1@{D}"')
+
+
+def test_a_tab_in_indentation_is_refused_as_go_yaml_refuses_it():
+    with pytest.raises(ManifestError, match=r"^line 3: not valid YAML"):
+        find("pod.yaml", "kind: Pod\nspec:\n\tcontainers: []\n")
+
+
+def test_offsets_count_characters_after_non_ascii_text():
+    """libyaml's marks count characters, not UTF-8 bytes: text before the reference in
+    two-, three- and four-byte characters must not move the edit."""
+    text = (
+        "# Ünïcode — 日本語 😀\n"
+        "kind: Pod\n"
+        "metadata: {name: café, annotations: {note: 'ça va 😀'}}\n"
+        "spec:\n"
+        "  containers:\n"
+        "  - {name: é, image: 'reg.example/app:1'}  # 😀 ok\n"
+    )
+    (found,) = find("pod.yaml", text)
+    assert (found.line, found.workload, found.container) == (6, "Pod//café", "é")
+    assert rewrite(text, found, None, D) == text.replace("app:1'", f"app:1@{D}'")
+
+
+def test_an_unacceptable_character_names_its_line_after_non_ascii_text():
+    with pytest.raises(ManifestError, match=r"^line 3: not valid YAML"):
+        find("pod.yaml", "a: éé\nb: 😀\nc: \x01\n")
+
+
+def test_without_libyaml_the_refusal_says_what_is_missing(monkeypatch):
+    """PyYAML built without libyaml reads less than kubectl: the file is refused, saying why."""
+    monkeypatch.setattr(manifests, "_LOADER", manifests._PyLoader)
+    assert len(find("pod.yaml", "kind: Pod\nspec:\n  containers:\n  - image: app:1\n")) == 1
+    with pytest.raises(ManifestError, match="PyYAML without libyaml"):
+        find("pod.yaml", "kind: Pod\t\nspec:\n  containers:\n  - image: app:1\n")
+
+
+def test_libyaml_is_used_where_pyyaml_has_it():
+    assert yaml.__with_libyaml__ and manifests._LOADER is not manifests._PyLoader
+
+
 def test_helm_repository_and_tag_pin_the_tag():
     text = (
         "frontend:\n"
