@@ -52,6 +52,9 @@ MAX_NODES = 200_000  # about 2 MiB of YAML as people write it; ~150 MB composed
 _STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
 _PROPERTIES = re.compile(r"(?:[&!]\S*\s+)*")  # an anchor or a tag written before the value
 _LINE_BREAK = re.compile(r"[\r\n]")
+_BREAK = re.compile(r"\r\n|\r|\n")
+_INDENT = re.compile(r" *")
+_BLOCK = ("|", ">")  # literal and folded block scalars' styles
 _SPACE = re.compile(r"\s")
 
 Path = tuple[str | int, ...]
@@ -259,7 +262,7 @@ def _kustomize(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found,
         if not isinstance(name, ScalarNode) or name.tag != _STR:
             continue
         new_name, tag, digest = (_value(_get(entry, k)) for k in ("newName", "newTag", "digest"))
-        parts = _parts(_written(new_name or name.value, tag, digest))
+        parts = _parts(_written(new_name or _text(name), tag, digest))
         if parts is not None:
             line = _line(text, _start(text, name))
             yield Found(KUSTOMIZE, line, *parts, "kustomization", None, index, ("images", i)), entry
@@ -273,7 +276,7 @@ def _helm(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found, Node
         pinned = tag is not None or digest is not None or named
         if isinstance(repository, ScalarNode) and repository.tag == _STR and pinned:
             registry = _value(_get(mapping, "registry"))
-            name = f"{registry}/{repository.value}" if registry else repository.value
+            name = f"{registry}/{_text(repository)}" if registry else _text(repository)
             parts = _parts(_written(name, _value(tag), _value(digest)))
             if parts is not None:
                 line = _line(text, _start(text, repository))
@@ -326,8 +329,14 @@ def _get(node: Node | None, key: str) -> Node | None:
 def _value(node: Node | None) -> str | None:
     """A scalar's text as written (`tag: 1.20` stays "1.20"); None when absent or empty."""
     if isinstance(node, ScalarNode) and node.tag != _NULL and node.value:
-        return node.value
+        return _text(node)
     return None
+
+
+def _text(node: ScalarNode) -> str:
+    """A scalar's value; a block scalar's without its final line breaks (`|` keeps one), so
+    `image: |` over one line names the reference on that line."""
+    return node.value.rstrip("\n") if node.style in _BLOCK else node.value
 
 
 def _written(name: str, tag: str | None, digest: str | None) -> str:
@@ -353,7 +362,7 @@ def _image(text: str, node: Node | None) -> tuple[int, Parts] | None:
     """Line and parts of a one-line string that is an image reference."""
     if not isinstance(node, ScalarNode) or node.tag != _STR:
         return None
-    span, parts = _span(text, node), _parts(node.value)
+    span, parts = _span(text, node), _parts(_text(node))
     if span is None or parts is None:
         return None
     return _line(text, span[0]), parts
@@ -368,6 +377,8 @@ def _span(text: str, node: Node) -> tuple[int, int] | None:
     """The characters of a one-line scalar, quotes included; None where no safe edit exists."""
     if not isinstance(node, ScalarNode):
         return None
+    if node.style in _BLOCK:
+        return _block(text, node)
     start, end = _start(text, node), node.end_mark.index
     source = text[start:end]
     if not node.style:  # plain: libyaml says "", PyYAML None
@@ -380,6 +391,20 @@ def _span(text: str, node: Node) -> tuple[int, int] | None:
             and not _LINE_BREAK.search(source)
         )
     return (start, end) if ok else None
+
+
+def _block(text: str, node: ScalarNode) -> tuple[int, int] | None:
+    """The one line of a block scalar that holds its whole value: the line after the header
+    (`|-`, `>2`, and any comment), past its indentation."""
+    value = _text(node)
+    header = _BREAK.search(text, _start(text, node))
+    if not value or "\n" in value or value[0] in " \t" or header is None:
+        return None  # empty, several lines (folded or not), or spaces the block keeps
+    start = _INDENT.match(text, header.end()).end()
+    end = start + len(value)
+    if text[start:end] != value or text[end : end + 1] not in ("", "\r", "\n"):
+        return None
+    return start, end
 
 
 def _line(text: str, index: int) -> int:
@@ -422,7 +447,7 @@ def _replace(text: str, node: Node, value: str, what: str, line: int) -> tuple[i
     if span is None:
         raise ManifestError(f"cannot rewrite {what}: not a one-line scalar", line)
     start, end = span
-    quote = node.style or ""
+    quote = node.style if node.style in ("'", '"') else ""
     return start, end, f"{' ' if start == end else ''}{quote}{value}{quote}"
 
 

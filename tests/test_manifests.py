@@ -440,6 +440,54 @@ def test_quoting_styles_are_kept():
     )
 
 
+BLOCKS = ["|-", ">-", "|", ">", "|+", ">+", "|2-", ">2", "|-2", "|2", ">-  # folded", "&i |-"]
+
+
+@pytest.mark.parametrize("header", BLOCKS)
+def test_a_block_scalar_reference_is_found_and_rewritten_inside_its_block(header):
+    """`image: |-` with the reference on the next line: literal or folded, any chomping, with or
+    without an indentation indicator. The block stays a block; only the reference changes."""
+    text = (
+        "kind: Pod\n"
+        "metadata: {name: p}\n"
+        "spec:\n"
+        "  containers:\n"
+        "  - name: a\n"
+        f"    image: {header}\n"
+        "      reg.example/app:1\n"
+        "  - name: b\n"
+        "    image: other:2\n"
+    )
+    found = find("pod.yaml", text)
+    assert found[0] == Found(
+        CONTAINER, 7, "reg.example/app", "1", None, "Pod//p", "a", 0,
+        ("spec", "containers", 0, "image"),
+    )  # fmt: skip
+    edited = rewrite(text, found[0], "2", D)
+    assert edited == text.replace("      reg.example/app:1\n", f"      reg.example/app:2@{D}\n")
+    assert [(f.tag, f.digest) for f in find("pod.yaml", edited)] == [("2", D), ("2", None)]
+
+
+def test_block_scalars_in_helm_values_and_kustomize_and_crlf():
+    values = (
+        "web:\r\n  image:\r\n    repository: >-\r\n      acme/web\r\n    tag: |\r\n      1.0\r\n"
+    )
+    (found,) = find("values.yaml", values)
+    assert (found.line, found.name, found.tag, found.workload) == (
+        3,
+        "acme/web",
+        "1.0",
+        "web.image",
+    )
+    assert rewrite(values, found, None, D) == values.replace("1.0\r\n", f"1.0@{D}\r\n")
+    kustomization = "images:\n- name: app\n  newTag: >\n    v1\n  digest: |-\n    " + E + "\n"
+    (found,) = find("kustomization.yaml", kustomization)
+    assert (found.name, found.tag, found.digest) == ("app", "v1", E)
+    assert rewrite(kustomization, found, None, D) == kustomization.replace(E, D)
+    sidecar = "sidecarImage: |-\n  quay.io/acme/sidecar:0.3 \n"  # a trailing space: not a reference
+    assert find("values.yaml", sidecar) == []
+
+
 def test_chart_templates_and_other_files_are_skipped():
     template = "spec:\n  containers:\n  - image: {{ .Values.image }}\n"
     assert find("charts/shop/templates/deployment.yaml", template) == []
@@ -463,11 +511,19 @@ def test_templated_and_unparsable_values_are_skipped():
         "  - image: ${REGISTRY}/app:1\n"
         "  - image: Not/A_Valid::ref\n"
         "  - image: 1.5\n"
-        "  - image: |\n"
+        "  - image: |\n"  # two lines: not one reference
+        "      app:1\n"
+        "      app:2\n"
+        "  - image: |\n"  # a blank line first
+        "\n"
+        "      app:1\n"
+        "  - image: >\n"  # folded: "app: 1"
+        "      app:\n"
+        "      1\n"
+        "  - image: |1\n"  # an indentation indicator that keeps a space in the value
         "      app:1\n"
     )
-    assert find("pod.yaml", text) == []
-    assert find("kustomization.yaml", "images:\n- name: app\n  newTag: >\n    v1\n") == []
+    assert find("pod.yaml", text[: text.index("  - image: |")]) == []
 
 
 def test_second_rewrite_with_the_same_digest_is_identical():
