@@ -11,6 +11,7 @@ from graphbuild import manifests
 from graphbuild.manifests import (
     CONTAINER,
     HELM,
+    INLINE,
     KUSTOMIZE,
     MAX_BYTES,
     MAX_DEPTH,
@@ -658,6 +659,10 @@ SCALARS = ["app:1", "registry.example/apps/web:1", f"app@{D}", f"app:1@{E}", "lo
 scalars = st.one_of(st.sampled_from(SCALARS), st.integers(), st.none(), st.booleans(), st.text())
 refs = st.sampled_from(SCALARS)
 container = st.fixed_dictionaries({"image": refs}, optional={"name": refs})
+helm_values = st.fixed_dictionaries(
+    {"image": st.fixed_dictionaries({"repository": refs}, optional={"tag": scalars})},
+    optional={"sidecarImage": refs},
+)  # fmt: skip
 shapes = st.one_of(
     st.fixed_dictionaries(
         {
@@ -687,7 +692,36 @@ shapes = st.one_of(
         }
     ),
     st.fixed_dictionaries({"webImage": refs}),
-)  # fmt: skip - a container, a kustomize `images:` entry, Helm values
+    st.fixed_dictionaries(
+        {
+            "apiVersion": st.just("argoproj.io/v1alpha1"),
+            "kind": st.just("Application"),
+            "spec": st.fixed_dictionaries(
+                {
+                    "source": st.fixed_dictionaries(
+                        {
+                            "helm": st.fixed_dictionaries(
+                                {},
+                                optional={
+                                    "valuesObject": helm_values,
+                                    "values": helm_values.map(yaml.safe_dump),
+                                },
+                            )
+                        }
+                    )
+                }
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "helmCharts": st.lists(
+                st.fixed_dictionaries({"name": refs}, optional={"valuesInline": helm_values}),
+                max_size=2,
+            )
+        }
+    ),
+)  # fmt: skip - a container, a kustomize `images:` entry, Helm values, inline Helm values
 values = st.recursive(
     st.one_of(scalars, shapes),
     lambda inner: st.one_of(
@@ -741,3 +775,317 @@ def test_raw_bytes_are_found_or_refused(file, data):
     """Bytes as they come from a repository: UTF-8 where they are, any character elsewhere."""
     finds_or_refuses(file, data.decode("utf-8", "surrogateescape"))
     finds_or_refuses(file, data.decode("latin-1"))
+
+
+# -- Helm values written inline in the object that deploys the chart
+
+ARGO_VALUES_OBJECT = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: shop
+  namespace: argocd
+  finalizers:
+    - resources-finalizer.argocd.argoproj.io
+spec:
+  project: default
+  source:
+    repoURL: https://charts.example.com
+    chart: shop
+    targetRevision: 1.4.2
+    helm:
+      releaseName: shop
+      valuesObject:
+        frontend:
+          image:
+            repository: registry.example/shop/frontend   # built by graphbuild
+            tag: "2.3.1"
+        worker:
+          image: registry.example/shop/worker:2.3.1
+  destination:
+    server: https://kubernetes.default.svc
+    namespace: shop
+  syncPolicy:
+    automated: {prune: true, selfHeal: true}
+"""
+
+ARGO_VALUES_STRING = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: monitoring
+  namespace: argocd
+spec:
+  project: platform
+  sources:
+    - repoURL: https://prometheus-community.github.io/helm-charts
+      chart: kube-prometheus-stack
+      targetRevision: 58.2.1
+      helm:
+        values: |
+          # our registry mirror
+          grafana:
+            image:
+              registry: registry.example
+              repository: mirror/grafana
+              tag: 10.4.1
+          alertmanager:
+            enabled: false
+    - repoURL: https://github.com/acme/deploy.git
+      targetRevision: main
+      ref: values
+  destination: {server: https://kubernetes.default.svc, namespace: monitoring}
+"""
+
+FLUX = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: podinfo
+  namespace: podinfo
+spec:
+  interval: 10m
+  chart:
+    spec:
+      chart: podinfo
+      version: "6.6.x"
+      sourceRef: {kind: HelmRepository, name: podinfo, namespace: flux-system}
+  valuesFrom:
+    - kind: ConfigMap
+      name: podinfo-values
+    - kind: Secret
+      name: podinfo-secrets
+      valuesKey: values.yaml
+    - kind: ConfigMap
+      name: podinfo-tags
+      valuesKey: tag
+      targetPath: image.tag
+  values:
+    replicaCount: 2
+    image:
+      repository: ghcr.io/stefanprodan/podinfo
+      tag: 6.6.2
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: podinfo-values
+  namespace: podinfo
+data:
+  values.yaml: |
+    redis:
+      enabled: true
+      repository: docker.io/library/redis
+      tag: 7.2.4
+  other.yaml: |
+    image: {repository: not/helm-values, tag: "1"}
+"""
+
+HELM_CHARTS = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: games
+helmCharts:
+  - name: minecraft
+    repo: https://itzg.github.io/minecraft-server-charts
+    version: 4.23.0
+    releaseName: moria
+    valuesInline:
+      image:
+        repository: registry.example/games/minecraft
+        tag: java21
+      rcon:
+        image: registry.example/games/rcon:1.1  # sidecar
+images:
+  - name: busybox
+    newTag: "1.36"
+"""
+
+APPLICATION_SET = """\
+apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata:
+  name: guestbook
+  namespace: argocd
+spec:
+  goTemplate: true
+  generators:
+    - list:
+        elements:
+          - {cluster: dev, url: https://dev.example}
+          - {cluster: prod, url: https://prod.example}
+  template:
+    metadata:
+      name: 'guestbook-{{.cluster}}'
+    spec:
+      project: default
+      source:
+        repoURL: https://charts.example.com
+        chart: guestbook
+        targetRevision: 0.3.0
+        helm:
+          valuesObject:
+            image:
+              repository: registry.example/apps/guestbook
+              tag: "0.3"
+            proxy:
+              image: 'registry.example/{{.cluster}}/proxy:1'
+      destination:
+        server: '{{.url}}'
+        namespace: guestbook
+"""
+
+
+def only_changed(before: str, after: str, old: str, new: str) -> None:
+    """`after` is `before` with the one occurrence of `old` now `new`: the whole text compared."""
+    assert before.count(old) == 1
+    assert after == before.replace(old, new)
+
+
+def test_argo_application_values_object():
+    found = find("apps/shop.yaml", ARGO_VALUES_OBJECT)
+    values = ("spec", "source", "helm", "valuesObject")
+    assert found == [
+        Found(INLINE, 19, "registry.example/shop/frontend", "2.3.1", None,
+              "Application/argocd/shop:frontend.image", None, 0, (*values, "frontend", "image")),
+        Found(INLINE, 22, "registry.example/shop/worker", "2.3.1", None,
+              "Application/argocd/shop:worker.image", None, 0, (*values, "worker", "image")),
+    ]  # fmt: skip
+    only_changed(ARGO_VALUES_OBJECT, rewrite(ARGO_VALUES_OBJECT, found[0], "2.4.0", D),
+                 'tag: "2.3.1"', f'tag: "2.4.0@{D}"')  # fmt: skip
+    only_changed(ARGO_VALUES_OBJECT, rewrite(ARGO_VALUES_OBJECT, found[1], None, D),
+                 "worker:2.3.1\n", f"worker:2.3.1@{D}\n")  # fmt: skip
+
+
+def test_argo_application_values_string_is_read_and_edited_in_place():
+    """`helm.values` is a YAML string: parsed as YAML, and the edit lands on its line in the
+    file, inside the block, byte for byte."""
+    found = find("apps/monitoring.yaml", ARGO_VALUES_STRING)
+    assert found == [
+        Found(INLINE, 18, "registry.example/mirror/grafana", "10.4.1", None,
+              "Application/argocd/monitoring:sources[0]:grafana.image", None, 0,
+              ("spec", "sources", 0, "helm", "values", "grafana", "image")),
+    ]  # fmt: skip
+    edited = rewrite(ARGO_VALUES_STRING, found[0], None, D)
+    only_changed(ARGO_VALUES_STRING, edited, "tag: 10.4.1\n", f"tag: 10.4.1@{D}\n")
+    (again,) = find("apps/monitoring.yaml", edited)
+    assert (again.tag, again.digest, again.line) == ("10.4.1", D, 18)
+    assert rewrite(edited, again, None, D) == edited
+
+
+def test_argo_values_string_crlf_and_quoted_one_line():
+    crlf = ARGO_VALUES_STRING.replace("\n", "\r\n")
+    (found,) = find("apps/monitoring.yaml", crlf)
+    assert found.line == 18
+    only_changed(crlf, rewrite(crlf, found, None, D), "tag: 10.4.1\r\n", f"tag: 10.4.1@{D}\r\n")
+    quoted = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    helm:\n"
+        "      values: \"image: {repository: registry.example/x, tag: '1'}\"\n"
+    )
+    (found,) = find("a.yaml", quoted)
+    assert (found.line, found.name, found.workload) == (
+        7,
+        "registry.example/x",
+        "Application//a:image",
+    )
+    only_changed(quoted, rewrite(quoted, found, None, D), "tag: '1'", f"tag: '1@{D}'")
+
+
+def test_a_values_string_whose_characters_move_is_found_but_not_rewritten():
+    """Escapes or folding: the string's characters are not where its YAML reads them, so no
+    edit can be placed safely; the deploy says so instead of guessing."""
+    escaped = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    helm:\n"
+        "      values: \"image:\\n  repository: registry.example/x\\n  tag: '1'\\n\"\n"
+    )
+    (found,) = find("a.yaml", escaped)
+    assert (found.line, found.name, found.tag) == (7, "registry.example/x", "1")
+    with pytest.raises(ManifestError, match=r"^line 7: cannot rewrite registry.example/x: .*`\|`"):
+        rewrite(escaped, found, None, D)
+
+
+def test_flux_helm_release_values_and_values_from_config_map():
+    assert manifests.values_from("podinfo.yaml", FLUX) == [
+        ("podinfo", "podinfo-values", "values.yaml")
+    ]
+    found = find("podinfo.yaml", FLUX, [("podinfo", "podinfo-values", "values.yaml")])
+    assert found == [
+        Found(INLINE, 26, "ghcr.io/stefanprodan/podinfo", "6.6.2", None,
+              "HelmRelease/podinfo/podinfo:image", None, 0, ("spec", "values", "image")),
+        Found(INLINE, 38, "docker.io/library/redis", "7.2.4", None,
+              "ConfigMap/podinfo/podinfo-values:values.yaml:redis", None, 1,
+              ("data", "values.yaml", "redis")),
+    ]  # fmt: skip
+    only_changed(FLUX, rewrite(FLUX, found[0], None, D), "tag: 6.6.2\n", f"tag: 6.6.2@{D}\n")
+    only_changed(FLUX, rewrite(FLUX, found[1], "7.2.5", D), "tag: 7.2.4\n", f"tag: 7.2.5@{D}\n")
+    # a ConfigMap no HelmRelease names is not Helm values; a namespace left to kustomize matches
+    assert [f.workload for f in find("podinfo.yaml", FLUX)] == ["HelmRelease/podinfo/podinfo:image"]
+    assert len(find("podinfo.yaml", FLUX, [(None, "podinfo-values", "values.yaml")])) == 2
+    assert len(find("podinfo.yaml", FLUX, [("other", "podinfo-values", "values.yaml")])) == 1
+
+
+@pytest.mark.parametrize("version", ["v2beta1", "v2beta2"])
+def test_flux_helm_release_older_api_versions(version):
+    text = FLUX.replace("helm.toolkit.fluxcd.io/v2", f"helm.toolkit.fluxcd.io/{version}")
+    assert [f.workload for f in find("podinfo.yaml", text)] == ["HelmRelease/podinfo/podinfo:image"]
+
+
+def test_kustomize_helm_charts_values_inline():
+    found = find("games/kustomization.yaml", HELM_CHARTS)
+    values = ("helmCharts", 0, "valuesInline")
+    assert found == [
+        Found(KUSTOMIZE, 16, "busybox", "1.36", None, "kustomization", None, 0, ("images", 0)),
+        Found(INLINE, 11, "registry.example/games/minecraft", "java21", None,
+              "helmCharts/moria:image", None, 0, (*values, "image")),
+        Found(INLINE, 14, "registry.example/games/rcon", "1.1", None,
+              "helmCharts/moria:rcon.image", None, 0, (*values, "rcon", "image")),
+    ]  # fmt: skip
+    only_changed(HELM_CHARTS, rewrite(HELM_CHARTS, found[1], None, D),
+                 "tag: java21\n", f"tag: java21@{D}\n")  # fmt: skip
+    only_changed(HELM_CHARTS, rewrite(HELM_CHARTS, found[2], None, D),
+                 "rcon:1.1  #", f"rcon:1.1@{D}  #")  # fmt: skip
+    # helmCharts belong to kustomization files; elsewhere the key means nothing
+    assert find("games/other.yaml", HELM_CHARTS) == []
+
+
+def test_argo_application_set_template_values():
+    found = find("appsets/guestbook.yaml", APPLICATION_SET)
+    assert found == [
+        Found(INLINE, 25, "registry.example/apps/guestbook", "0.3", None,
+              "ApplicationSet/argocd/guestbook:image", None, 0,
+              ("spec", "template", "spec", "source", "helm", "valuesObject", "image")),
+    ]  # fmt: skip
+    only_changed(APPLICATION_SET, rewrite(APPLICATION_SET, found[0], None, D),
+                 'tag: "0.3"', f'tag: "0.3@{D}"')  # fmt: skip
+
+
+def test_values_of_other_kinds_and_groups_are_not_helm_values():
+    """`spec.values` means Helm values only in a Flux HelmRelease; `helm.valuesObject` only in
+    Argo CD's objects."""
+    other = FLUX.replace("helm.toolkit.fluxcd.io/v2", "example.com/v1")
+    assert find("podinfo.yaml", other) == []
+    assert find("shop.yaml", ARGO_VALUES_OBJECT.replace("kind: Application", "kind: Other")) == []
+
+
+@pytest.mark.timeout(60)
+def test_aliased_inline_values_are_read_once():
+    """One anchored source, its values object and its values string big, used by thousands of
+    sources: each is read once, not once per alias (that took minutes)."""
+    count = 5000
+    keys = "".join(f"          k{i}: {{repository: reg/app{i}, tag: '1'}}\n" for i in range(count))
+    lines = "".join(
+        f"            s{i}: {{repository: reg/str{i}, tag: '1'}}\n" for i in range(count)
+    )
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\nspec:\n"
+        "  sources:\n"
+        "    - &src\n      helm:\n        valuesObject:\n" + keys
+        + "        values: |\n" + lines
+        + "".join("    - *src\n" for _ in range(count))
+    )  # fmt: skip
+    found = find("a.yaml", text)
+    assert len(found) == 2 * count
+    assert {f.path[:3] for f in found} == {("spec", "sources", 0)}
+    assert rewrite(text, found[-1], None, D).count(D) == 1
