@@ -198,6 +198,24 @@ def test_tabs_that_go_yaml_reads_are_read():
     assert rewrite(text, found[0], None, D) == text.replace("app:1\t", f"app:1@{D}\t")
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "    image: 'app:1'\t",  # after a quoted value (yaml/pyyaml#594)
+        "    image: app:1\t\t# c",  # before a comment (yaml/pyyaml#450)
+        "    image:\tapp:1",  # after the colon
+        "    image\t: app:1",  # before the colon
+        "    image: &i\tapp:1",  # after an anchor
+    ],
+)
+def test_each_tab_go_yaml_takes_between_tokens(line):
+    """Each place PyYAML's scanner refused a tab that libyaml and go-yaml take."""
+    text = f"kind: Pod\nspec:\n  containers:\n  - name: a\n{line}\n"
+    (found,) = find("pod.yaml", text)
+    assert (found.line, found.name, found.tag) == (5, "app", "1")
+    assert rewrite(text, found, None, D) == text.replace("app:1", f"app:1@{D}")
+
+
 def test_json_indented_with_tabs_is_read():
     """A manifest written as JSON (kubectl get -o json) and saved as .yaml, tabs and all."""
     text = (
