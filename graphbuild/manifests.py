@@ -524,9 +524,11 @@ def _place(segments: Segments | None, start: int, end: int) -> tuple[int, int] |
 
 
 def _is(doc: Node, kind: str, api: str) -> bool:
-    """Is `doc` an object of this kind, of an API group that starts with `api`?"""
+    """Is `doc` an object of this kind and API version: `api` itself, or any version of
+    the group `api` ends with a slash in?"""
     version = _value(_get(doc, "apiVersion")) or ""
-    return _value(_get(doc, "kind")) == kind and version.startswith(api)
+    ours = version.startswith(api) if api.endswith("/") else version == api
+    return _value(_get(doc, "kind")) == kind and ours
 
 
 _DETECTORS: dict[str, Callable[[_Reading, int, MappingNode], Iterator[_Hit]]] = {
