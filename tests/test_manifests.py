@@ -206,13 +206,14 @@ def test_tabs_that_go_yaml_reads_are_read():
         "    image:\tapp:1",  # after the colon
         "    image\t: app:1",  # before the colon
         "    image: &i\tapp:1",  # after an anchor
+        "    image: >-\t# folded\n      app:1",  # after a block scalar's header
     ],
 )
 def test_each_tab_go_yaml_takes_between_tokens(line):
     """Each place PyYAML's scanner refused a tab that libyaml and go-yaml take."""
     text = f"kind: Pod\nspec:\n  containers:\n  - name: a\n{line}\n"
     (found,) = find("pod.yaml", text)
-    assert (found.line, found.name, found.tag) == (5, "app", "1")
+    assert (found.line, found.name, found.tag) == (5 + line.count("\n"), "app", "1")
     assert rewrite(text, found, None, D) == text.replace("app:1", f"app:1@{D}")
 
 
