@@ -24,6 +24,9 @@ from graphbuild.config import Config, DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, InvalidReference, Problem
 
 GITOPS, KUBECTL = "gitops", "kubectl"
+# What discovery reads, by version: a commit read by an older graphbuild is read again.
+# 2: inline Helm values, block scalars, YAML as go-yaml reads it (tabs).
+_READS = 2
 _PATTERNS = ("**/*.yaml", "**/*.yml", "**/kustomization", "**/Kustomization")
 
 
@@ -145,7 +148,8 @@ CREATE TABLE IF NOT EXISTS deploy_repos (
 def refresh(
     db: sqlite3.Connection, config: Config, synced: Iterable[sources.SyncResult]
 ) -> list[Problem]:
-    """Re-read the deploy repositories whose commit (or ring globs) changed since last time."""
+    """Re-read the deploy repositories whose commit (or ring globs, or what discovery reads)
+    changed since last time."""
     db.executescript(_SCHEMA)
     results = {r.repo: r for r in synced}
     problems: list[Problem] = []
@@ -162,7 +166,7 @@ def refresh(
             continue
         if result.error:  # what it had before is read, and deploying to it will fail
             problems.append(Problem(ERROR, spec.name, result.error))
-        key = json.dumps([result.commit, spec.rings], sort_keys=True)
+        key = json.dumps([result.commit, spec.rings, _READS], sort_keys=True)
         row = db.execute("SELECT key, problems FROM deploy_repos WHERE repo = ?", (spec.name,))
         stored = row.fetchone()
         if stored and stored[0] == key:

@@ -1,11 +1,13 @@
 """Which workloads run which image: rings from path globs, discovery in a real synced deploy
-repository (containers, kustomize, Helm values; files that cannot be read are Problems),
-matching a workload to an image, and the copy kept in index.db (re-read only when the
-commit or the ring globs change; dropped when the repository leaves the config).
+repository (containers, kustomize, Helm values, and Helm values from a ConfigMap a
+HelmRelease elsewhere names; files that cannot be read are Problems), matching a workload to
+an image, and the copy kept in index.db (re-read only when the commit, the ring globs or
+what discovery reads change; dropped when the repository leaves the config).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -416,6 +418,23 @@ def test_a_new_commit_is_read_again(remotes, write_config):
     assert [w.name for w in workloads.load(db, cfg)] == [
         "kustomization", "Pod//job (job)", "frontend.image"
     ]  # fmt: skip
+    db.close()
+
+
+def test_a_commit_read_by_an_older_graphbuild_is_read_again(remotes, write_config):
+    """An upgrade that reads more (a Flux HelmRelease's values) must not wait for the deploy
+    repository's next commit to find it: the row an older discovery kept is read again."""
+    remote = remotes("deploy", {"envs/dev/release.yaml": RELEASE})
+    cfg = deploy_config(write_config, remote.url)
+    result = synced(cfg)
+    db = index.open_db(cfg.workspace)
+    (spec,) = cfg.deployments.repos
+    older = json.dumps([result.commit, spec.rings], sort_keys=True)  # as graphbuild kept it
+    workloads.refresh(db, cfg, [])  # makes the table
+    with db:
+        db.execute("INSERT INTO deploy_repos VALUES (?, ?, '[]', '[]')", ("deploy", older))
+    assert workloads.refresh(db, cfg, [result]) == []
+    assert [w.name for w in workloads.load(db, cfg)] == ["HelmRelease/podinfo/podinfo:image"]
     db.close()
 
 
