@@ -772,7 +772,10 @@ TOKENS = ["- ", ": ", "[", "]", "{", "}", ", ", "&a ", "*a", "&b ", "*b", "\n", 
           "    ", "\t", "image", "containers", "images", "name", "newTag", "digest",
           "repository", "tag", "app:1", f"app@{D}", "'", '"', "---\n", "...\n", "# c", "? ",
           "!!str ", "!x ", "|\n", ">-\n", "<<: ", "%YAML 1.1\n", "\ufeff", "\x00", "é",
-          "\\", "@", "`"]  # fmt: skip
+          "\\", "@", "`", "apiVersion: argoproj.io/v1alpha1\nkind: Application\n",
+          "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\n", "spec", "source",
+          "helm", "values", "valuesObject", "helmCharts", "valuesInline", "|-\n",
+          "|2\n"]  # fmt: skip
 yaml_like = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
 
 
