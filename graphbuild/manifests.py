@@ -5,30 +5,53 @@ re-serialised file loses comments, quoting, key order and line ends. So, as Reno
 does, the composer's character offsets locate the value, only that span is replaced,
 and the edited text is read again to prove that it says what was meant.
 
+The deploy tools (kubectl, kustomize, Argo CD, Flux) read YAML with go-yaml, a port of
+libyaml, so libyaml parses here and PyYAML's composer builds the nodes: a tab after a
+value, which PyYAML's own scanner refuses, is read as they read it. Without libyaml the
+pure-Python parser reads less, and a file it refuses says so.
+
+Helm values are read where the chart is deployed from, too (INLINE): a Flux HelmRelease's
+`spec.values` and the ConfigMap keys its `valuesFrom` names, an Argo CD Application's (or
+ApplicationSet template's) `helm.valuesObject` and `helm.values` string, a kustomization's
+`helmCharts[].valuesInline`. Values held in a YAML string are parsed as YAML, and an edit
+is placed in the file where the string's characters stand (a `|` block, or a quoted
+string without escapes); where escapes or folding moved them, the edit is refused.
+
 Anyone who can push to a deploy repository writes what this reads, so a file gets
 bounded work: at most MAX_BYTES, MAX_NODES composed nodes (aliases count once per use)
 and MAX_DEPTH nested collections (PyYAML's composer recurses per level), and the walk
-visits each written node once however many aliases reach it. Beyond that, the file is
+visits each written node once however many aliases reach it (a values string's nodes
+count too, and it is parsed once). Beyond that, the file is
 a ManifestError, which costs that file and nothing else.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 
 import yaml
+from yaml.composer import Composer
 from yaml.events import CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.reader import ReaderError
+from yaml.parser import Parser
+from yaml.reader import Reader, ReaderError
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+try:  # libyaml: PyYAML's wheels and Debian's python3-yaml include it
+    from yaml.cyaml import CParser
+except ImportError:  # PyYAML built without it
+    CParser = None
 
 from graphbuild import refs
 from graphbuild.errors import InvalidReference
 
 CONTAINER, KUSTOMIZE, HELM = "container", "kustomize", "helm"
+INLINE = "helm-inline"  # Helm values written in the object that deploys the chart
 KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 CONTAINER_KEYS = ("containers", "initContainers", "ephemeralContainers")
 MAX_BYTES = 2 * 1024 * 1024  # Kubernetes stores an object of at most 1.5 MiB
@@ -38,10 +61,15 @@ MAX_NODES = 200_000  # about 2 MiB of YAML as people write it; ~150 MB composed
 _STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
 _PROPERTIES = re.compile(r"(?:[&!]\S*\s+)*")  # an anchor or a tag written before the value
 _LINE_BREAK = re.compile(r"[\r\n]")
+_BREAK = re.compile(r"\r\n|\r|\n")
+_INDENT = re.compile(r" *")
+_BLOCK = ("|", ">")  # literal and folded block scalars' styles
 _SPACE = re.compile(r"\s")
 
 Path = tuple[str | int, ...]
 Parts = tuple[str, str | None, str | None]  # name, tag, digest as written
+Held = tuple[str | None, str, str]  # a ConfigMap's namespace (None: any), name, and values key
+Segments = tuple[tuple[int, int, int], ...]  # (in a YAML string, in the file, length) of runs
 
 
 class ManifestError(Exception):
@@ -52,26 +80,98 @@ class ManifestError(Exception):
         super().__init__(f"line {line}: {message}" if line else message)
 
 
+class _Invalid(ManifestError):
+    """Text that is not YAML, as opposed to YAML past a limit."""
+
+
 @dataclass(frozen=True)
 class Found:
     """One image reference in one file."""
 
-    kind: str  # CONTAINER | KUSTOMIZE | HELM
+    kind: str  # CONTAINER | KUSTOMIZE | HELM | INLINE
     line: int  # 1-based
     name: str  # the repository as written: kustomize newName, helm registry/repository
     tag: str | None
     digest: str | None
-    workload: str  # "Kind/namespace/name", "kustomization", or a helm key path "frontend.image"
+    # "Kind/namespace/name", "kustomization", a helm key path "frontend.image", or (INLINE)
+    # where the values are and the key path in them: "HelmRelease/ns/web:frontend.image"
+    workload: str
     container: str | None
     doc: int  # 0-based document in the file
-    path: Path  # of the located node inside its document
+    path: Path  # of the located node inside its document (and on inside a values string)
 
 
-def find(file: str, text: str) -> list[Found]:
+@dataclass(frozen=True)
+class _Hit:
+    """A reference found, its node, and the text its node's marks count in: the file, or a
+    YAML string in it (Helm values) whose characters stand in the file at `segments` (None:
+    escapes or folding moved them, so no edit can be placed)."""
+
+    found: Found
+    node: Node
+    string: str | None = None
+    segments: Segments | None = None
+    base: int = -1  # where that string starts in the file
+
+
+@dataclass
+class _Reading:
+    """One file being read: its text, which ConfigMap keys hold Helm values (document,
+    namespace, name, key), and the YAML nodes composed so far, the strings' included."""
+
+    text: str
+    holds: Callable[[int, str | None, str | None, str], bool]
+    nodes: int = 0
+    walked: set[int] = field(default_factory=set)  # values that aliases share: read once
+
+    def first(self, node: Node) -> bool:
+        """Is this the first time `node` is read as Helm values?"""
+        seen = id(node) in self.walked
+        self.walked.add(id(node))
+        return not seen
+
+
+def find(file: str, text: str, values: Iterable[Held] = ()) -> list[Found]:
     """All image references in one YAML file's text; `file` (a path inside the repository)
-    decides the dialect by name."""
-    kind = _dialect(file)
-    return [] if kind is None else [found for found, _ in _detect(kind, text)]
+    decides the dialect by name. `values` names the ConfigMaps whose key holds Helm values
+    (a Flux HelmRelease's `valuesFrom`, see values_from)."""
+    held = list(values)
+
+    def holds(doc: int, namespace: str | None, name: str | None, key: str) -> bool:
+        # a namespace left out is for kustomize or Flux to set: it matches any
+        return any(
+            (n, k) == (name, key) and (ns is None or namespace is None or ns == namespace)
+            for ns, n, k in held
+        )
+
+    kinds = _KINDS.get(_dialect(file) or "", ())
+    return [hit.found for hit in _detect(kinds, _Reading(text, holds))]
+
+
+def again(file: str, text: str, found: Found) -> list[Found]:
+    """The references find() gives in `text`, where `found` is looked for again: the
+    ConfigMap key it was found in is read as Helm values whoever named it."""
+    kinds = _KINDS.get(_dialect(file) or "", ())
+    return [hit.found for hit in _detect(kinds, _Reading(text, _holding(found)))]
+
+
+def values_from(file: str, text: str) -> list[Held]:
+    """The ConfigMaps the Flux HelmReleases in a file take Helm values from (`valuesFrom`
+    without a `targetPath`: a whole YAML document under the key, `values.yaml` by default)."""
+    if _dialect(file) != CONTAINER:
+        return []
+    out: list[Held] = []
+    for doc in _compose(text, _Reading(text, _holding(None))):
+        if not _is(doc, "HelmRelease", "helm.toolkit.fluxcd.io/"):
+            continue
+        namespace = _value(_get(_get(doc, "metadata"), "namespace"))
+        sources = _get(_get(doc, "spec"), "valuesFrom")
+        for entry in sources.value if isinstance(sources, SequenceNode) else ():
+            name, key = _value(_get(entry, "name")), _value(_get(entry, "valuesKey"))
+            kind, target = _value(_get(entry, "kind")), _get(entry, "targetPath")
+            if kind == "ConfigMap" and name and target is None:
+                out.append((namespace, name, key or "values.yaml"))
+    return out
 
 
 def rewrite(text: str, found: Found, tag: str | None, digest: str) -> str:
@@ -82,13 +182,27 @@ def rewrite(text: str, found: Found, tag: str | None, digest: str) -> str:
     except InvalidReference as exc:
         pin = _written(found.name, tag, digest)
         raise ManifestError(f"cannot pin to {pin}: {exc.reason}", found.line) from exc
-    before = _detect(found.kind, text)
-    current, node = _match(before, found)
-    start, end, new, want_tag = _edit(text, current, node, tag, digest)
+    kinds = _FORMS[found.kind]
+    before = _detect(kinds, _Reading(text, _holding(found)))
+    hit = _match(before, found)
+    current = hit.found
+    start, end, new, want_tag = _edit(
+        text if hit.string is None else hit.string, current, hit.node, tag, digest
+    )
+    if hit.string is not None:
+        placed = _place(hit.segments, start, end)
+        if placed is None:
+            raise ManifestError(
+                f"cannot rewrite {found.name}: its Helm values are a YAML string written with "
+                "escapes or folded lines, so its characters are not where they read; write it "
+                "as a `|` block",
+                current.line,
+            )
+        start, end = placed
     edited = text[:start] + new + text[end:]
     try:
-        after = _detect(found.kind, edited)
-        now, _ = _match(after, found)
+        after = _detect(kinds, _Reading(edited, _holding(found)))
+        now = _match(after, found).found
     except ManifestError as exc:
         raise ManifestError(f"pinning {found.name} breaks the file: {exc}", found.line) from exc
     others_changed = _others(after, now) != _others(before, current)
@@ -113,12 +227,27 @@ def _dialect(file: str) -> str | None:
     return HELM if fnmatchcase(path.name, "values*" + path.suffix) else CONTAINER
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader's composer with a bound on nodes and nesting: past them it would take
-    memory without end, or raise RecursionError from deep inside PyYAML."""
+def _holding(found: Found | None) -> Callable[[int, str | None, str | None, str], bool]:
+    """Which ConfigMap keys hold Helm values when looking for `found` again: its own."""
+    at = found.path[:2] if found is not None and found.kind == INLINE else ()
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+    def holds(doc: int, namespace: str | None, name: str | None, key: str) -> bool:
+        return found is not None and at == ("data", key) and doc == found.doc
+
+    return holds
+
+
+class _Bounded(Composer, Resolver):
+    """PyYAML's composer with a bound on nodes and nesting: past them it would take memory
+    without end, or raise RecursionError from deep inside PyYAML. It composes the events of
+    whichever parser it is mixed with."""
+
+    NOTE = ""  # said after a refusal that another parser might not make
+    BYTE_POSITIONS = False  # does a ReaderError's position count UTF-8 bytes, not characters
+
+    def __init__(self) -> None:
+        Composer.__init__(self)
+        Resolver.__init__(self)
         self.nodes = self.depth = 0
 
     def compose_node(self, parent: Node | None, index: object) -> Node:
@@ -138,35 +267,88 @@ class _Loader(yaml.SafeLoader):
             self.depth -= 1
 
 
-def _compose(text: str) -> list[Node]:
+class _PyLoader(Reader, Scanner, Parser, _Bounded):
+    """PyYAML's own parser: it refuses tabs that go-yaml takes (`kind: Pod<TAB>`)."""
+
+    NOTE = " (PyYAML without libyaml reads less YAML than kubectl: install PyYAML with libyaml)"
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        _Bounded.__init__(self)
+
+
+_LOADER: type[_Bounded] = _PyLoader
+if CParser is not None:
+
+    class _CLoader(_Bounded, CParser):
+        """libyaml's parser, which go-yaml (kubectl, kustomize, Argo CD, Flux) is a port of, so
+        it reads what they read. Its marks count characters, as PyYAML's do, so spans are
+        found alike; a ReaderError's position counts UTF-8 bytes."""
+
+        BYTE_POSITIONS = True
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _Bounded.__init__(self)
+
+    _LOADER = _CLoader
+
+
+def _compose(text: str, reading: _Reading) -> list[Node]:
+    """The documents of `text` (the file, or a YAML string in it), their nodes counted
+    against the file's MAX_NODES."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         raise ManifestError(too_big(size))
+    loader = _LOADER
     try:
-        return list(yaml.compose_all(text, Loader=_Loader))
-    except ReaderError as exc:  # a character YAML forbids, at a character offset
-        raise ManifestError(f"not valid YAML: {exc.reason}", _line(text, exc.position)) from exc
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: bytes that were not UTF-8
+        raise _Invalid("not valid YAML: not UTF-8 text", _line(text, exc.start)) from exc
+    try:
+        stream = loader(text)
+        stream.nodes = reading.nodes
+        docs = []
+        while stream.check_node():
+            docs.append(stream.get_node())
+        reading.nodes = stream.nodes
+        return docs
+    except ReaderError as exc:  # a character YAML forbids
+        at = (
+            len(text.encode()[: exc.position].decode(errors="ignore"))
+            if loader.BYTE_POSITIONS
+            else exc.position
+        )
+        problem = f"not valid YAML: {exc.reason}{loader.NOTE}"
+        raise _Invalid(problem, _line(text, at)) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise ManifestError(f"not valid YAML: {exc.problem}", mark and mark.line + 1) from exc
+        raise _Invalid(
+            f"not valid YAML: {exc.problem}{loader.NOTE}", mark and mark.line + 1
+        ) from exc
 
 
-def _detect(kind: str, text: str) -> list[tuple[Found, Node]]:
-    """Each reference once: an anchored value used again through aliases is one span."""
-    out: list[tuple[Found, Node]] = []
-    spans: set[tuple[int, int]] = set()
-    for index, doc in enumerate(_compose(text)):
+def _detect(kinds: tuple[str, ...], reading: _Reading) -> list[_Hit]:
+    """Each reference once: an anchored value used again through aliases is one span, and
+    a value two detectors see is the first one's."""
+    out: list[_Hit] = []
+    spans: set[tuple[int, int, int]] = set()
+    for index, doc in enumerate(_compose(reading.text, reading)):
         if not isinstance(doc, MappingNode):
             continue
-        for found, node in _DETECTORS[kind](text, index, doc):
-            span = (node.start_mark.index, node.end_mark.index)
-            if span not in spans:
-                spans.add(span)
-                out.append((found, node))
+        for kind in kinds:
+            for hit in _DETECTORS[kind](reading, index, doc):
+                span = (hit.base, hit.node.start_mark.index, hit.node.end_mark.index)
+                if span not in spans:
+                    spans.add(span)
+                    out.append(hit)
     return out
 
 
-def _containers(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found, Node]]:
+def _containers(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
+    text = reading.text
     meta = _get(doc, "metadata")
     where = (_get(doc, "kind"), _get(meta, "namespace"), _get(meta, "name"))
     workload = "/".join(_value(node) or "" for node in where)
@@ -184,49 +366,188 @@ def _containers(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found
                     line, parts = ref
                     where = (*path, key, i, "image")
                     name = _value(_get(item, "name"))
-                    yield Found(CONTAINER, line, *parts, workload, name, index, where), image
+                    found = Found(CONTAINER, line, *parts, workload, name, index, where)
+                    yield _Hit(found, image)
 
 
-def _kustomize(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found, Node]]:
+def _kustomize(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
+    text = reading.text
     images = _get(doc, "images")
     for i, entry in enumerate(images.value if isinstance(images, SequenceNode) else ()):
         name = _get(entry, "name")
         if not isinstance(name, ScalarNode) or name.tag != _STR:
             continue
         new_name, tag, digest = (_value(_get(entry, k)) for k in ("newName", "newTag", "digest"))
-        parts = _parts(_written(new_name or name.value, tag, digest))
+        parts = _parts(_written(new_name or _text(name), tag, digest))
         if parts is not None:
             line = _line(text, _start(text, name))
-            yield Found(KUSTOMIZE, line, *parts, "kustomization", None, index, ("images", i)), entry
+            found = Found(KUSTOMIZE, line, *parts, "kustomization", None, index, ("images", i))
+            yield _Hit(found, entry)
 
 
-def _helm(text: str, index: int, doc: MappingNode) -> Iterator[tuple[Found, Node]]:
-    for mapping, path in _mappings(doc):
+def _helm(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
+    for found, node in _values(reading.text, index, doc, HELM, (), ""):
+        yield _Hit(found, node)
+
+
+def _values(
+    text: str, index: int, root: Node, kind: str, at: Path, label: str
+) -> Iterator[tuple[Found, Node]]:
+    """Helm's image conventions in values whose root is `root`, at `at` in the document;
+    each workload is `label` and the key path in the values."""
+    for mapping, path in _mappings(root):
         repository = _get(mapping, "repository")
         named = bool(path) and str(path[-1]).lower().endswith("image")
         tag, digest = _get(mapping, "tag"), _get(mapping, "digest")
         pinned = tag is not None or digest is not None or named
         if isinstance(repository, ScalarNode) and repository.tag == _STR and pinned:
             registry = _value(_get(mapping, "registry"))
-            name = f"{registry}/{repository.value}" if registry else repository.value
+            name = f"{registry}/{_text(repository)}" if registry else _text(repository)
             parts = _parts(_written(name, _value(tag), _value(digest)))
             if parts is not None:
                 line = _line(text, _start(text, repository))
-                where = ".".join(map(str, path))
-                yield Found(HELM, line, *parts, where, None, index, path), mapping
+                where = label + ".".join(map(str, path))
+                yield Found(kind, line, *parts, where, None, index, (*at, *path)), mapping
         for key, value in mapping.value:
             image = isinstance(key, ScalarNode) and key.value.lower().endswith("image")
             ref = _image(text, value) if image else None
             if ref is not None:
                 where = (*path, key.value)
-                dotted = ".".join(map(str, where))
-                yield Found(HELM, ref[0], *ref[1], dotted, None, index, where), value
+                dotted = label + ".".join(map(str, where))
+                yield Found(kind, ref[0], *ref[1], dotted, None, index, (*at, *where)), value
 
 
-_DETECTORS: dict[str, Callable[[str, int, MappingNode], Iterator[tuple[Found, Node]]]] = {
+def _objects(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
+    """Helm values inline in the objects that deploy charts: a Flux HelmRelease's
+    `spec.values`, an Argo CD Application's (or ApplicationSet template's) `helm.valuesObject`
+    and `helm.values` string per source, and ConfigMap keys a HelmRelease takes values from."""
+    meta = _get(doc, "metadata")
+    namespace, name = _value(_get(meta, "namespace")), _value(_get(meta, "name"))
+    label = f"{_value(_get(doc, 'kind'))}/{namespace or ''}/{name or ''}:"
+    spec = _get(doc, "spec")
+    if _is(doc, "HelmRelease", "helm.toolkit.fluxcd.io/"):
+        yield from _inline(reading, index, _get(spec, "values"), ("spec", "values"), label)
+    elif _is(doc, "Application", "argoproj.io/") or _is(doc, "ApplicationSet", "argoproj.io/"):
+        at: Path = ("spec",)
+        if _is(doc, "ApplicationSet", "argoproj.io/"):
+            spec, at = _get(_get(spec, "template"), "spec"), ("spec", "template", "spec")
+        sources = [(_get(spec, "source"), (*at, "source"), label)]
+        many = _get(spec, "sources")
+        for i, source in enumerate(many.value if isinstance(many, SequenceNode) else ()):
+            sources.append((source, (*at, "sources", i), f"{label}sources[{i}]:"))
+        for source, path, where in sources:
+            helm = _get(source, "helm")
+            inline = _get(helm, "valuesObject")
+            yield from _inline(reading, index, inline, (*path, "helm", "valuesObject"), where)
+            string = _get(helm, "values")
+            yield from _string(reading, index, string, (*path, "helm", "values"), where)
+    elif _is(doc, "ConfigMap", "v1"):
+        data = _get(doc, "data")
+        for key, value in data.value if isinstance(data, MappingNode) else ():
+            if isinstance(key, ScalarNode) and reading.holds(index, namespace, name, key.value):
+                where = f"{label}{key.value}:"
+                yield from _string(reading, index, value, ("data", key.value), where)
+
+
+def _charts(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
+    """A kustomization's `helmCharts[].valuesInline`."""
+    charts = _get(doc, "helmCharts")
+    for i, chart in enumerate(charts.value if isinstance(charts, SequenceNode) else ()):
+        name = _value(_get(chart, "releaseName")) or _value(_get(chart, "name")) or str(i)
+        values = _get(chart, "valuesInline")
+        yield from _inline(reading, index, values, ("helmCharts", i, "valuesInline"),
+                           f"helmCharts/{name}:")  # fmt: skip
+
+
+def _inline(
+    reading: _Reading, index: int, root: Node | None, at: Path, label: str
+) -> Iterator[_Hit]:
+    if isinstance(root, MappingNode) and reading.first(root):
+        for found, node in _values(reading.text, index, root, INLINE, at, label):
+            yield _Hit(found, node)
+
+
+def _string(
+    reading: _Reading, index: int, node: Node | None, at: Path, label: str
+) -> Iterator[_Hit]:
+    """Helm values held in a YAML string: its first document is read as the chart reads it,
+    and each reference is placed back in the file where its characters stand."""
+    if not isinstance(node, ScalarNode) or node.tag != _STR or not reading.first(node):
+        return
+    text = reading.text
+    first = _line(text, _start(text, node)) + (node.style in _BLOCK) - 1  # its lines, less one
+    try:
+        docs = _compose(node.value, reading)
+    except _Invalid:
+        return  # not YAML: the chart is not installed from it either
+    except ManifestError as exc:  # a limit: said at the line it is reached in the file
+        raise ManifestError(exc.message, (exc.line or 1) + first) from exc
+    if not docs or not isinstance(docs[0], MappingNode):
+        return
+    segments, base = _segments(text, node), node.start_mark.index
+    for found, inner in _values(node.value, index, docs[0], INLINE, at, label):
+        line = found.line + first if segments is not None else _line(text, base)
+        yield _Hit(replace(found, line=line), inner, node.value, segments, base)
+
+
+def _segments(text: str, node: ScalarNode) -> Segments | None:
+    """Where a string's characters stand in the file, line by line: a quoted string with
+    no escapes, or a block scalar whose lines are its value's lines, indented."""
+    value = node.value
+    if node.style in ("'", '"'):
+        start, end = _start(text, node) + 1, node.end_mark.index - 1
+        return ((0, start, len(value)),) if text[start:end] == value else None
+    header = _BREAK.search(text, _start(text, node)) if node.style in _BLOCK else None
+    if header is None:
+        return None  # plain: a line break in it reads as a space
+    out = []
+    at, offset = header.end(), 0
+    for line in value.split("\n"):
+        brk = _BREAK.search(text, at)
+        end = brk.start() if brk else len(text)
+        if line:
+            source = text[at:end] if at <= len(text) else ""
+            if not source.endswith(line) or source[: len(source) - len(line)].strip(" "):
+                return None
+            out.append((offset, end - len(line), len(line)))
+        offset += len(line) + 1
+        at = brk.end() if brk else len(text) + 1
+    return tuple(out)
+
+
+def _place(segments: Segments | None, start: int, end: int) -> tuple[int, int] | None:
+    """Where a span of a YAML string stands in the file, if all of it stands in one run."""
+    for inner, outer, length in segments or ():
+        if inner <= start and end <= inner + length:
+            return outer + start - inner, outer + end - inner
+    return None
+
+
+def _is(doc: Node, kind: str, api: str) -> bool:
+    """Is `doc` an object of this kind and API version: `api` itself, or any version of
+    the group `api` ends with a slash in?"""
+    version = _value(_get(doc, "apiVersion")) or ""
+    ours = version.startswith(api) if api.endswith("/") else version == api
+    return _value(_get(doc, "kind")) == kind and ours
+
+
+_DETECTORS: dict[str, Callable[[_Reading, int, MappingNode], Iterator[_Hit]]] = {
     CONTAINER: _containers,
     KUSTOMIZE: _kustomize,
     HELM: _helm,
+    "objects": _objects,
+    "charts": _charts,
+}
+_KINDS = {  # what each dialect of file holds, first detector first
+    CONTAINER: (CONTAINER, "objects"),
+    KUSTOMIZE: (KUSTOMIZE, "charts"),
+    HELM: (HELM,),
+}
+_FORMS = {  # where a reference of each kind is looked for again
+    CONTAINER: (CONTAINER,),
+    KUSTOMIZE: (KUSTOMIZE,),
+    HELM: (HELM,),
+    INLINE: ("objects", "charts"),
 }
 
 
@@ -261,8 +582,14 @@ def _get(node: Node | None, key: str) -> Node | None:
 def _value(node: Node | None) -> str | None:
     """A scalar's text as written (`tag: 1.20` stays "1.20"); None when absent or empty."""
     if isinstance(node, ScalarNode) and node.tag != _NULL and node.value:
-        return node.value
+        return _text(node)
     return None
+
+
+def _text(node: ScalarNode) -> str:
+    """A scalar's value; a block scalar's without its final line breaks (`|` keeps one), so
+    `image: |` over one line names the reference on that line."""
+    return node.value.rstrip("\n") if node.style in _BLOCK else node.value
 
 
 def _written(name: str, tag: str | None, digest: str | None) -> str:
@@ -288,7 +615,7 @@ def _image(text: str, node: Node | None) -> tuple[int, Parts] | None:
     """Line and parts of a one-line string that is an image reference."""
     if not isinstance(node, ScalarNode) or node.tag != _STR:
         return None
-    span, parts = _span(text, node), _parts(node.value)
+    span, parts = _span(text, node), _parts(_text(node))
     if span is None or parts is None:
         return None
     return _line(text, span[0]), parts
@@ -303,9 +630,11 @@ def _span(text: str, node: Node) -> tuple[int, int] | None:
     """The characters of a one-line scalar, quotes included; None where no safe edit exists."""
     if not isinstance(node, ScalarNode):
         return None
+    if node.style in _BLOCK:
+        return _block(text, node)
     start, end = _start(text, node), node.end_mark.index
     source = text[start:end]
-    if node.style is None:
+    if not node.style:  # plain: libyaml says "", PyYAML None
         empty = node.tag == _NULL and not source and text[start - 1 : start] == ":"  # `digest:`
         ok = empty or source == node.value
     else:
@@ -317,20 +646,35 @@ def _span(text: str, node: Node) -> tuple[int, int] | None:
     return (start, end) if ok else None
 
 
+def _block(text: str, node: ScalarNode) -> tuple[int, int] | None:
+    """The one line of a block scalar that holds its whole value: the line after the header
+    (`|-`, `>2`, and any comment), past its indentation."""
+    value = _text(node)
+    header = _BREAK.search(text, _start(text, node))
+    if not value or "\n" in value or value[0] in " \t" or header is None:
+        return None  # empty, several lines (folded or not), or spaces the block keeps
+    start = _INDENT.match(text, header.end()).end()
+    end = start + len(value)
+    if text[start:end] != value or text[end : end + 1] not in ("", "\r", "\n"):
+        return None
+    return start, end
+
+
 def _line(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
 
-def _match(pairs: list[tuple[Found, Node]], found: Found) -> tuple[Found, Node]:
-    for current, node in pairs:
-        if (current.doc, current.path, current.name) == (found.doc, found.path, found.name):
-            return current, node
+def _match(hits: list[_Hit], found: Found) -> _Hit:
+    for hit in hits:
+        if (hit.found.doc, hit.found.path, hit.found.name) == (found.doc, found.path, found.name):
+            return hit
     raise ManifestError(f"{found.name} is no longer in document {found.doc}", found.line)
 
 
-def _others(pairs: list[tuple[Found, Node]], edited: Found) -> list[Found]:
+def _others(hits: list[_Hit], edited: Found) -> list[Found]:
     """Every other reference, lines aside (an inserted `digest:` line moves those below)."""
-    return [replace(f, line=0) for f, _ in pairs if (f.doc, f.path) != (edited.doc, edited.path)]
+    others = (hit.found for hit in hits)
+    return [replace(f, line=0) for f in others if (f.doc, f.path) != (edited.doc, edited.path)]
 
 
 def _edit(
@@ -357,7 +701,7 @@ def _replace(text: str, node: Node, value: str, what: str, line: int) -> tuple[i
     if span is None:
         raise ManifestError(f"cannot rewrite {what}: not a one-line scalar", line)
     start, end = span
-    quote = node.style or ""
+    quote = node.style if node.style in ("'", '"') else ""
     return start, end, f"{' ' if start == end else ''}{quote}{value}{quote}"
 
 

@@ -2,13 +2,17 @@
 
 A sync reads every configured deploy repository at its branch and records
 each image reference its manifests hold (Kubernetes containers, kustomize
-`images:`, Helm values) with the ring its path belongs to; repos.yaml adds
+`images:`, Helm values, in files or inline in HelmReleases, Argo CD
+Applications and kustomize helmCharts) with the ring its path belongs to; a
+ConfigMap is Helm values when a HelmRelease anywhere in the repository takes
+values from it (Flux's bases and overlays); repos.yaml adds
 workloads patched with kubectl. Matching a workload to a graph node is by
 repository and tag, or by a digest graphbuild itself built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -20,6 +24,9 @@ from graphbuild.config import Config, DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, InvalidReference, Problem
 
 GITOPS, KUBECTL = "gitops", "kubectl"
+# What discovery reads, by version: a commit read by an older graphbuild is read again.
+# 2: inline Helm values, block scalars, YAML as go-yaml reads it (tabs).
+_READS = 2
 _PATTERNS = ("**/*.yaml", "**/*.yml", "**/kustomization", "**/Kustomization")
 
 
@@ -87,19 +94,27 @@ def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], 
     found: list[Workload] = []
     problems: list[Problem] = []
     paths = sorted({p for pattern in _PATTERNS for p in tree.glob(pattern)})
+    read: list[tuple[str, str, str | Problem]] = []  # each file in a ring: path, ring, text
+    held: list[manifests.Held] = []  # ConfigMaps of Helm values, named by HelmReleases anywhere
     for path in paths:
         ring = ring_of(spec, path)
-        if ring is None:
+        try:
+            text = _read(tree, path)
+        except UnicodeDecodeError as err:
+            text = Problem(WARNING, spec.name, f"not read: {err}", path)
+        except manifests.ManifestError as err:
+            text = Problem(WARNING, spec.name, f"not read: {err.message}", path, err.line)
+        if ring is not None:
+            read.append((path, ring, text))
+        if isinstance(text, str) and "valuesFrom" in text:
+            with contextlib.suppress(manifests.ManifestError):  # said below if in a ring
+                held += manifests.values_from(path, text)
+    for path, ring, text in read:
+        if isinstance(text, Problem):
+            problems.append(text)
             continue
         try:
-            size = tree.size(path)  # before reading: a blob of any size costs no memory
-            if size > manifests.MAX_BYTES:
-                raise manifests.ManifestError(manifests.too_big(size))
-            data = tree.read(path)
-            located = manifests.find(path, data.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            problems.append(Problem(WARNING, spec.name, f"not read: {err}", path))
-            continue
+            located = manifests.find(path, text, held)
         except manifests.ManifestError as err:
             problems.append(Problem(WARNING, spec.name, f"not read: {err.message}", path, err.line))
             continue
@@ -133,7 +148,8 @@ CREATE TABLE IF NOT EXISTS deploy_repos (
 def refresh(
     db: sqlite3.Connection, config: Config, synced: Iterable[sources.SyncResult]
 ) -> list[Problem]:
-    """Re-read the deploy repositories whose commit (or ring globs) changed since last time."""
+    """Re-read the deploy repositories whose commit (or ring globs, or what discovery reads)
+    changed since last time."""
     db.executescript(_SCHEMA)
     results = {r.repo: r for r in synced}
     problems: list[Problem] = []
@@ -150,7 +166,7 @@ def refresh(
             continue
         if result.error:  # what it had before is read, and deploying to it will fail
             problems.append(Problem(ERROR, spec.name, result.error))
-        key = json.dumps([result.commit, spec.rings], sort_keys=True)
+        key = json.dumps([result.commit, spec.rings, _READS], sort_keys=True)
         row = db.execute("SELECT key, problems FROM deploy_repos WHERE repo = ?", (spec.name,))
         stored = row.fetchone()
         if stored and stored[0] == key:
@@ -181,6 +197,15 @@ def load(db: sqlite3.Connection, config: Config) -> list[Workload]:
     for (stored,) in rows:
         found += [_workload(row) for row in json.loads(stored)]
     return found + listed(config)
+
+
+def _read(tree: sources.Tree, path: str) -> str:
+    """A manifest's text; its size is known before it is read, so a blob of any size costs no
+    memory."""
+    size = tree.size(path)
+    if size > manifests.MAX_BYTES:
+        raise manifests.ManifestError(manifests.too_big(size))
+    return tree.read(path).decode("utf-8")
 
 
 def _row(workload: Workload) -> dict:

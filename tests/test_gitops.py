@@ -688,3 +688,112 @@ def test_a_token_in_the_url_is_in_no_command_line_nor_file(remotes, tmp_path):
         if path.is_file() and not path.is_symlink():
             assert TOKEN.encode() not in path.read_bytes(), path
     assert TOKEN not in (tmp_path / "deploy.log").read_text()
+
+
+APPLICATION = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: argocd}
+spec:
+  sources:
+    - chart: shop
+      repoURL: https://charts.example.com
+      targetRevision: 1.4.2
+      helm:
+        valuesObject:
+          frontend:
+            image: {repository: registry.example/apps/web, tag: "1"}
+    - chart: api
+      repoURL: https://charts.example.com
+      targetRevision: 2.0.0
+      helm:
+        values: |
+          image:
+            repository: registry.example/apps/web
+            tag: "1"   # the api runs the web image too
+"""
+RELEASE = """\
+apiVersion: helm.toolkit.fluxcd.io/v2beta2
+kind: HelmRelease
+metadata: {name: web, namespace: shop}
+spec:
+  chart: {spec: {chart: web, sourceRef: {kind: HelmRepository, name: charts}}}
+  valuesFrom:
+    - {kind: ConfigMap, name: web-values, valuesKey: prod.yaml}
+  values:
+    sidecar: {image: registry.example/apps/web:1}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-values, namespace: shop}
+data:
+  prod.yaml: |-
+    image:
+      repository: registry.example/apps/web
+      tag: '1'
+"""
+APPLICATION_SET = """\
+apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: web, namespace: argocd}
+spec:
+  generators: [{list: {elements: [{cluster: dev}]}}]
+  template:
+    metadata: {name: 'web-{{cluster}}'}
+    spec:
+      source:
+        chart: web
+        helm:
+          valuesObject:
+            image:
+              repository: registry.example/apps/web
+              tag: >-
+                1
+"""
+CHARTS = """\
+helmCharts:
+- name: web
+  repo: https://charts.example.com
+  valuesInline:
+    image: registry.example/apps/web:1
+"""
+
+
+def test_inline_helm_values_are_pinned_in_place(remotes, tmp_path):
+    """Argo CD valuesObject and a values string, an ApplicationSet's template (its tag a
+    folded block), a Flux HelmRelease's values and the ConfigMap it takes values from,
+    kustomize helmCharts: each file is its old self with only the pinned spans changed."""
+    files = {
+        "envs/dev/app.yaml": APPLICATION,
+        "envs/dev/release.yaml": RELEASE,
+        "envs/dev/appset.yaml": APPLICATION_SET,
+        "envs/dev/kustomization.yaml": CHARTS,
+    }
+    remote = remotes("deploy", files)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    assert sorted(found) == [
+        "Application/argocd/shop:sources[0]:frontend.image",
+        "Application/argocd/shop:sources[1]:image",
+        "ApplicationSet/argocd/web:image",
+        "ConfigMap/shop/web-values:prod.yaml:image",
+        "HelmRelease/shop/web:sidecar.image",
+        "helmCharts/web:image",
+    ]
+    changes = [Change(w, WEB_NODE, "1", D) for w in found.values()]
+    done = Gitops({"deploy": spec}).apply(changes, context(tmp_path))
+    assert [a.status for a in done] == [DEPLOYED] * 6, done
+    assert shown(remote, "main", "envs/dev/app.yaml") == APPLICATION.replace(
+        'tag: "1"}', f'tag: "1@{D}"}}'
+    ).replace('tag: "1"   #', f'tag: "1@{D}"   #')
+    assert shown(remote, "main", "envs/dev/release.yaml") == RELEASE.replace(
+        "tag: '1'", f"tag: '1@{D}'"
+    ).replace("apps/web:1}", f"apps/web:1@{D}}}")
+    assert shown(remote, "main", "envs/dev/appset.yaml") == APPLICATION_SET.replace(
+        "                1\n", f"                1@{D}\n"
+    )
+    assert shown(remote, "main", "envs/dev/kustomization.yaml") == CHARTS.replace(
+        "web:1\n", f"web:1@{D}\n"
+    )
+    again = Gitops({"deploy": spec}).apply(changes, context(tmp_path, run_id="run2"))
+    assert [a.status for a in again] == [UNCHANGED] * 6

@@ -11,6 +11,7 @@ from graphbuild import manifests
 from graphbuild.manifests import (
     CONTAINER,
     HELM,
+    INLINE,
     KUSTOMIZE,
     MAX_BYTES,
     MAX_DEPTH,
@@ -172,6 +173,97 @@ def test_crlf_file_keeps_crlf():
         "kind: Job\r\nmetadata:\r\n  name: j\r\nspec:\r\n  template:\r\n    spec:\r\n"
         f"      containers:\r\n      - name: run\r\n        image: 'busybox:1.36@{D}'\r\n"
     )
+
+
+def test_tabs_that_go_yaml_reads_are_read():
+    """kubectl, kustomize, Argo CD and Flux read YAML with go-yaml, which takes a tab wherever a
+    space separates tokens (as libyaml does); PyYAML's own scanner refused the file, and every
+    workload in it was lost."""
+    text = (
+        "apiVersion: apps/v1\t\n"
+        "kind:\tDeployment\n"
+        "metadata: {name: web}\t# the web\n"
+        "spec:\n"
+        "  template:\n"
+        "    spec:\n"
+        "      containers:\n"
+        "      - name: web\t\n"
+        "        image: app:1\t# pinned\n"
+    )
+    found = find("web.yaml", text)
+    assert found == [
+        Found(CONTAINER, 9, "app", "1", None, "Deployment//web", "web", 0,
+              ("spec", "template", "spec", "containers", 0, "image"))
+    ]  # fmt: skip
+    assert rewrite(text, found[0], None, D) == text.replace("app:1\t", f"app:1@{D}\t")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "    image: 'app:1'\t",  # after a quoted value (yaml/pyyaml#594)
+        "    image: app:1\t\t# c",  # before a comment (yaml/pyyaml#450)
+        "    image:\tapp:1",  # after the colon
+        "    image\t: app:1",  # before the colon
+        "    image: &i\tapp:1",  # after an anchor
+        "    image: >-\t# folded\n      app:1",  # after a block scalar's header
+    ],
+)
+def test_each_tab_go_yaml_takes_between_tokens(line):
+    """Each place PyYAML's scanner refused a tab that libyaml and go-yaml take."""
+    text = f"kind: Pod\nspec:\n  containers:\n  - name: a\n{line}\n"
+    (found,) = find("pod.yaml", text)
+    assert (found.line, found.name, found.tag) == (5 + line.count("\n"), "app", "1")
+    assert rewrite(text, found, None, D) == text.replace("app:1", f"app:1@{D}")
+
+
+def test_json_indented_with_tabs_is_read():
+    """A manifest written as JSON (kubectl get -o json) and saved as .yaml, tabs and all."""
+    text = (
+        '{\n\t"kind": "Pod",\n\t"spec": {"containers": [\n'
+        '\t\t{"name": "a", "image": "app:1"}\n\t]}\n}\n'
+    )
+    found = find("pod.yaml", text)
+    assert [(f.line, f.name, f.tag) for f in found] == [(4, "app", "1")]
+    assert rewrite(text, found[0], None, D) == text.replace('"app:1"', f'"app:1@{D}"')
+
+
+def test_a_tab_in_indentation_is_refused_as_go_yaml_refuses_it():
+    with pytest.raises(ManifestError, match=r"^line 3: not valid YAML"):
+        find("pod.yaml", "kind: Pod\nspec:\n\tcontainers: []\n")
+
+
+def test_offsets_count_characters_after_non_ascii_text():
+    """libyaml's marks count characters, not UTF-8 bytes: text before the reference in
+    two-, three- and four-byte characters must not move the edit."""
+    text = (
+        "# Ünïcode — 日本語 😀\n"
+        "kind: Pod\n"
+        "metadata: {name: café, annotations: {note: 'ça va 😀'}}\n"
+        "spec:\n"
+        "  containers:\n"
+        "  - {name: é, image: 'reg.example/app:1'}  # 😀 ok\n"
+    )
+    (found,) = find("pod.yaml", text)
+    assert (found.line, found.workload, found.container) == (6, "Pod//café", "é")
+    assert rewrite(text, found, None, D) == text.replace("app:1'", f"app:1@{D}'")
+
+
+def test_an_unacceptable_character_names_its_line_after_non_ascii_text():
+    with pytest.raises(ManifestError, match=r"^line 3: not valid YAML"):
+        find("pod.yaml", "a: éé\nb: 😀\nc: \x01\n")
+
+
+def test_without_libyaml_the_refusal_says_what_is_missing(monkeypatch):
+    """PyYAML built without libyaml reads less than kubectl: the file is refused, saying why."""
+    monkeypatch.setattr(manifests, "_LOADER", manifests._PyLoader)
+    assert len(find("pod.yaml", "kind: Pod\nspec:\n  containers:\n  - image: app:1\n")) == 1
+    with pytest.raises(ManifestError, match="PyYAML without libyaml"):
+        find("pod.yaml", "kind: Pod\t\nspec:\n  containers:\n  - image: app:1\n")
+
+
+def test_libyaml_is_used_where_pyyaml_has_it():
+    assert yaml.__with_libyaml__ and manifests._LOADER is not manifests._PyLoader
 
 
 def test_helm_repository_and_tag_pin_the_tag():
@@ -368,6 +460,54 @@ def test_quoting_styles_are_kept():
     )
 
 
+BLOCKS = ["|-", ">-", "|", ">", "|+", ">+", "|2-", ">2", "|-2", "|2", ">-  # folded", "&i |-"]
+
+
+@pytest.mark.parametrize("header", BLOCKS)
+def test_a_block_scalar_reference_is_found_and_rewritten_inside_its_block(header):
+    """`image: |-` with the reference on the next line: literal or folded, any chomping, with or
+    without an indentation indicator. The block stays a block; only the reference changes."""
+    text = (
+        "kind: Pod\n"
+        "metadata: {name: p}\n"
+        "spec:\n"
+        "  containers:\n"
+        "  - name: a\n"
+        f"    image: {header}\n"
+        "      reg.example/app:1\n"
+        "  - name: b\n"
+        "    image: other:2\n"
+    )
+    found = find("pod.yaml", text)
+    assert found[0] == Found(
+        CONTAINER, 7, "reg.example/app", "1", None, "Pod//p", "a", 0,
+        ("spec", "containers", 0, "image"),
+    )  # fmt: skip
+    edited = rewrite(text, found[0], "2", D)
+    assert edited == text.replace("      reg.example/app:1\n", f"      reg.example/app:2@{D}\n")
+    assert [(f.tag, f.digest) for f in find("pod.yaml", edited)] == [("2", D), ("2", None)]
+
+
+def test_block_scalars_in_helm_values_and_kustomize_and_crlf():
+    values = (
+        "web:\r\n  image:\r\n    repository: >-\r\n      acme/web\r\n    tag: |\r\n      1.0\r\n"
+    )
+    (found,) = find("values.yaml", values)
+    assert (found.line, found.name, found.tag, found.workload) == (
+        3,
+        "acme/web",
+        "1.0",
+        "web.image",
+    )
+    assert rewrite(values, found, None, D) == values.replace("1.0\r\n", f"1.0@{D}\r\n")
+    kustomization = "images:\n- name: app\n  newTag: >\n    v1\n  digest: |-\n    " + E + "\n"
+    (found,) = find("kustomization.yaml", kustomization)
+    assert (found.name, found.tag, found.digest) == ("app", "v1", E)
+    assert rewrite(kustomization, found, None, D) == kustomization.replace(E, D)
+    sidecar = "sidecarImage: |-\n  quay.io/acme/sidecar:0.3 \n"  # a trailing space: not a reference
+    assert find("values.yaml", sidecar) == []
+
+
 def test_chart_templates_and_other_files_are_skipped():
     template = "spec:\n  containers:\n  - image: {{ .Values.image }}\n"
     assert find("charts/shop/templates/deployment.yaml", template) == []
@@ -391,11 +531,19 @@ def test_templated_and_unparsable_values_are_skipped():
         "  - image: ${REGISTRY}/app:1\n"
         "  - image: Not/A_Valid::ref\n"
         "  - image: 1.5\n"
-        "  - image: |\n"
+        "  - image: |\n"  # two lines: not one reference
+        "      app:1\n"
+        "      app:2\n"
+        "  - image: |\n"  # a blank line first
+        "\n"
+        "      app:1\n"
+        "  - image: >\n"  # folded: "app: 1"
+        "      app:\n"
+        "      1\n"
+        "  - image: |1\n"  # an indentation indicator that keeps a space in the value
         "      app:1\n"
     )
-    assert find("pod.yaml", text) == []
-    assert find("kustomization.yaml", "images:\n- name: app\n  newTag: >\n    v1\n") == []
+    assert find("pod.yaml", text[: text.index("  - image: |")]) == []
 
 
 def test_second_rewrite_with_the_same_digest_is_identical():
@@ -530,6 +678,10 @@ SCALARS = ["app:1", "registry.example/apps/web:1", f"app@{D}", f"app:1@{E}", "lo
 scalars = st.one_of(st.sampled_from(SCALARS), st.integers(), st.none(), st.booleans(), st.text())
 refs = st.sampled_from(SCALARS)
 container = st.fixed_dictionaries({"image": refs}, optional={"name": refs})
+helm_values = st.fixed_dictionaries(
+    {"image": st.fixed_dictionaries({"repository": refs}, optional={"tag": scalars})},
+    optional={"sidecarImage": refs},
+)  # fmt: skip
 shapes = st.one_of(
     st.fixed_dictionaries(
         {
@@ -559,7 +711,36 @@ shapes = st.one_of(
         }
     ),
     st.fixed_dictionaries({"webImage": refs}),
-)  # fmt: skip - a container, a kustomize `images:` entry, Helm values
+    st.fixed_dictionaries(
+        {
+            "apiVersion": st.just("argoproj.io/v1alpha1"),
+            "kind": st.just("Application"),
+            "spec": st.fixed_dictionaries(
+                {
+                    "source": st.fixed_dictionaries(
+                        {
+                            "helm": st.fixed_dictionaries(
+                                {},
+                                optional={
+                                    "valuesObject": helm_values,
+                                    "values": helm_values.map(yaml.safe_dump),
+                                },
+                            )
+                        }
+                    )
+                }
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "helmCharts": st.lists(
+                st.fixed_dictionaries({"name": refs}, optional={"valuesInline": helm_values}),
+                max_size=2,
+            )
+        }
+    ),
+)  # fmt: skip - a container, a kustomize `images:` entry, Helm values, inline Helm values
 values = st.recursive(
     st.one_of(scalars, shapes),
     lambda inner: st.one_of(
@@ -591,7 +772,10 @@ TOKENS = ["- ", ": ", "[", "]", "{", "}", ", ", "&a ", "*a", "&b ", "*b", "\n", 
           "    ", "\t", "image", "containers", "images", "name", "newTag", "digest",
           "repository", "tag", "app:1", f"app@{D}", "'", '"', "---\n", "...\n", "# c", "? ",
           "!!str ", "!x ", "|\n", ">-\n", "<<: ", "%YAML 1.1\n", "\ufeff", "\x00", "é",
-          "\\", "@", "`"]  # fmt: skip
+          "\\", "@", "`", "apiVersion: argoproj.io/v1alpha1\nkind: Application\n",
+          "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\n", "spec", "source",
+          "helm", "values", "valuesObject", "helmCharts", "valuesInline", "|-\n",
+          "|2\n"]  # fmt: skip
 yaml_like = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
 
 
@@ -613,3 +797,317 @@ def test_raw_bytes_are_found_or_refused(file, data):
     """Bytes as they come from a repository: UTF-8 where they are, any character elsewhere."""
     finds_or_refuses(file, data.decode("utf-8", "surrogateescape"))
     finds_or_refuses(file, data.decode("latin-1"))
+
+
+# -- Helm values written inline in the object that deploys the chart
+
+ARGO_VALUES_OBJECT = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: shop
+  namespace: argocd
+  finalizers:
+    - resources-finalizer.argocd.argoproj.io
+spec:
+  project: default
+  source:
+    repoURL: https://charts.example.com
+    chart: shop
+    targetRevision: 1.4.2
+    helm:
+      releaseName: shop
+      valuesObject:
+        frontend:
+          image:
+            repository: registry.example/shop/frontend   # built by graphbuild
+            tag: "2.3.1"
+        worker:
+          image: registry.example/shop/worker:2.3.1
+  destination:
+    server: https://kubernetes.default.svc
+    namespace: shop
+  syncPolicy:
+    automated: {prune: true, selfHeal: true}
+"""
+
+ARGO_VALUES_STRING = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: monitoring
+  namespace: argocd
+spec:
+  project: platform
+  sources:
+    - repoURL: https://prometheus-community.github.io/helm-charts
+      chart: kube-prometheus-stack
+      targetRevision: 58.2.1
+      helm:
+        values: |
+          # our registry mirror
+          grafana:
+            image:
+              registry: registry.example
+              repository: mirror/grafana
+              tag: 10.4.1
+          alertmanager:
+            enabled: false
+    - repoURL: https://github.com/acme/deploy.git
+      targetRevision: main
+      ref: values
+  destination: {server: https://kubernetes.default.svc, namespace: monitoring}
+"""
+
+FLUX = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: podinfo
+  namespace: podinfo
+spec:
+  interval: 10m
+  chart:
+    spec:
+      chart: podinfo
+      version: "6.6.x"
+      sourceRef: {kind: HelmRepository, name: podinfo, namespace: flux-system}
+  valuesFrom:
+    - kind: ConfigMap
+      name: podinfo-values
+    - kind: Secret
+      name: podinfo-secrets
+      valuesKey: values.yaml
+    - kind: ConfigMap
+      name: podinfo-tags
+      valuesKey: tag
+      targetPath: image.tag
+  values:
+    replicaCount: 2
+    image:
+      repository: ghcr.io/stefanprodan/podinfo
+      tag: 6.6.2
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: podinfo-values
+  namespace: podinfo
+data:
+  values.yaml: |
+    redis:
+      enabled: true
+      repository: docker.io/library/redis
+      tag: 7.2.4
+  other.yaml: |
+    image: {repository: not/helm-values, tag: "1"}
+"""
+
+HELM_CHARTS = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: games
+helmCharts:
+  - name: minecraft
+    repo: https://itzg.github.io/minecraft-server-charts
+    version: 4.23.0
+    releaseName: moria
+    valuesInline:
+      image:
+        repository: registry.example/games/minecraft
+        tag: java21
+      rcon:
+        image: registry.example/games/rcon:1.1  # sidecar
+images:
+  - name: busybox
+    newTag: "1.36"
+"""
+
+APPLICATION_SET = """\
+apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata:
+  name: guestbook
+  namespace: argocd
+spec:
+  goTemplate: true
+  generators:
+    - list:
+        elements:
+          - {cluster: dev, url: https://dev.example}
+          - {cluster: prod, url: https://prod.example}
+  template:
+    metadata:
+      name: 'guestbook-{{.cluster}}'
+    spec:
+      project: default
+      source:
+        repoURL: https://charts.example.com
+        chart: guestbook
+        targetRevision: 0.3.0
+        helm:
+          valuesObject:
+            image:
+              repository: registry.example/apps/guestbook
+              tag: "0.3"
+            proxy:
+              image: 'registry.example/{{.cluster}}/proxy:1'
+      destination:
+        server: '{{.url}}'
+        namespace: guestbook
+"""
+
+
+def only_changed(before: str, after: str, old: str, new: str) -> None:
+    """`after` is `before` with the one occurrence of `old` now `new`: the whole text compared."""
+    assert before.count(old) == 1
+    assert after == before.replace(old, new)
+
+
+def test_argo_application_values_object():
+    found = find("apps/shop.yaml", ARGO_VALUES_OBJECT)
+    values = ("spec", "source", "helm", "valuesObject")
+    assert found == [
+        Found(INLINE, 19, "registry.example/shop/frontend", "2.3.1", None,
+              "Application/argocd/shop:frontend.image", None, 0, (*values, "frontend", "image")),
+        Found(INLINE, 22, "registry.example/shop/worker", "2.3.1", None,
+              "Application/argocd/shop:worker.image", None, 0, (*values, "worker", "image")),
+    ]  # fmt: skip
+    only_changed(ARGO_VALUES_OBJECT, rewrite(ARGO_VALUES_OBJECT, found[0], "2.4.0", D),
+                 'tag: "2.3.1"', f'tag: "2.4.0@{D}"')  # fmt: skip
+    only_changed(ARGO_VALUES_OBJECT, rewrite(ARGO_VALUES_OBJECT, found[1], None, D),
+                 "worker:2.3.1\n", f"worker:2.3.1@{D}\n")  # fmt: skip
+
+
+def test_argo_application_values_string_is_read_and_edited_in_place():
+    """`helm.values` is a YAML string: parsed as YAML, and the edit lands on its line in the
+    file, inside the block, byte for byte."""
+    found = find("apps/monitoring.yaml", ARGO_VALUES_STRING)
+    assert found == [
+        Found(INLINE, 18, "registry.example/mirror/grafana", "10.4.1", None,
+              "Application/argocd/monitoring:sources[0]:grafana.image", None, 0,
+              ("spec", "sources", 0, "helm", "values", "grafana", "image")),
+    ]  # fmt: skip
+    edited = rewrite(ARGO_VALUES_STRING, found[0], None, D)
+    only_changed(ARGO_VALUES_STRING, edited, "tag: 10.4.1\n", f"tag: 10.4.1@{D}\n")
+    (again,) = find("apps/monitoring.yaml", edited)
+    assert (again.tag, again.digest, again.line) == ("10.4.1", D, 18)
+    assert rewrite(edited, again, None, D) == edited
+
+
+def test_argo_values_string_crlf_and_quoted_one_line():
+    crlf = ARGO_VALUES_STRING.replace("\n", "\r\n")
+    (found,) = find("apps/monitoring.yaml", crlf)
+    assert found.line == 18
+    only_changed(crlf, rewrite(crlf, found, None, D), "tag: 10.4.1\r\n", f"tag: 10.4.1@{D}\r\n")
+    quoted = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    helm:\n"
+        "      values: \"image: {repository: registry.example/x, tag: '1'}\"\n"
+    )
+    (found,) = find("a.yaml", quoted)
+    assert (found.line, found.name, found.workload) == (
+        7,
+        "registry.example/x",
+        "Application//a:image",
+    )
+    only_changed(quoted, rewrite(quoted, found, None, D), "tag: '1'", f"tag: '1@{D}'")
+
+
+def test_a_values_string_whose_characters_move_is_found_but_not_rewritten():
+    """Escapes or folding: the string's characters are not where its YAML reads them, so no
+    edit can be placed safely; the deploy says so instead of guessing."""
+    escaped = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    helm:\n"
+        "      values: \"image:\\n  repository: registry.example/x\\n  tag: '1'\\n\"\n"
+    )
+    (found,) = find("a.yaml", escaped)
+    assert (found.line, found.name, found.tag) == (7, "registry.example/x", "1")
+    with pytest.raises(ManifestError, match=r"^line 7: cannot rewrite registry.example/x: .*`\|`"):
+        rewrite(escaped, found, None, D)
+
+
+def test_flux_helm_release_values_and_values_from_config_map():
+    assert manifests.values_from("podinfo.yaml", FLUX) == [
+        ("podinfo", "podinfo-values", "values.yaml")
+    ]
+    found = find("podinfo.yaml", FLUX, [("podinfo", "podinfo-values", "values.yaml")])
+    assert found == [
+        Found(INLINE, 26, "ghcr.io/stefanprodan/podinfo", "6.6.2", None,
+              "HelmRelease/podinfo/podinfo:image", None, 0, ("spec", "values", "image")),
+        Found(INLINE, 38, "docker.io/library/redis", "7.2.4", None,
+              "ConfigMap/podinfo/podinfo-values:values.yaml:redis", None, 1,
+              ("data", "values.yaml", "redis")),
+    ]  # fmt: skip
+    only_changed(FLUX, rewrite(FLUX, found[0], None, D), "tag: 6.6.2\n", f"tag: 6.6.2@{D}\n")
+    only_changed(FLUX, rewrite(FLUX, found[1], "7.2.5", D), "tag: 7.2.4\n", f"tag: 7.2.5@{D}\n")
+    # a ConfigMap no HelmRelease names is not Helm values; a namespace left to kustomize matches
+    assert [f.workload for f in find("podinfo.yaml", FLUX)] == ["HelmRelease/podinfo/podinfo:image"]
+    assert len(find("podinfo.yaml", FLUX, [(None, "podinfo-values", "values.yaml")])) == 2
+    assert len(find("podinfo.yaml", FLUX, [("other", "podinfo-values", "values.yaml")])) == 1
+
+
+@pytest.mark.parametrize("version", ["v2beta1", "v2beta2"])
+def test_flux_helm_release_older_api_versions(version):
+    text = FLUX.replace("helm.toolkit.fluxcd.io/v2", f"helm.toolkit.fluxcd.io/{version}")
+    assert [f.workload for f in find("podinfo.yaml", text)] == ["HelmRelease/podinfo/podinfo:image"]
+
+
+def test_kustomize_helm_charts_values_inline():
+    found = find("games/kustomization.yaml", HELM_CHARTS)
+    values = ("helmCharts", 0, "valuesInline")
+    assert found == [
+        Found(KUSTOMIZE, 16, "busybox", "1.36", None, "kustomization", None, 0, ("images", 0)),
+        Found(INLINE, 11, "registry.example/games/minecraft", "java21", None,
+              "helmCharts/moria:image", None, 0, (*values, "image")),
+        Found(INLINE, 14, "registry.example/games/rcon", "1.1", None,
+              "helmCharts/moria:rcon.image", None, 0, (*values, "rcon", "image")),
+    ]  # fmt: skip
+    only_changed(HELM_CHARTS, rewrite(HELM_CHARTS, found[1], None, D),
+                 "tag: java21\n", f"tag: java21@{D}\n")  # fmt: skip
+    only_changed(HELM_CHARTS, rewrite(HELM_CHARTS, found[2], None, D),
+                 "rcon:1.1  #", f"rcon:1.1@{D}  #")  # fmt: skip
+    # helmCharts belong to kustomization files; elsewhere the key means nothing
+    assert find("games/other.yaml", HELM_CHARTS) == []
+
+
+def test_argo_application_set_template_values():
+    found = find("appsets/guestbook.yaml", APPLICATION_SET)
+    assert found == [
+        Found(INLINE, 25, "registry.example/apps/guestbook", "0.3", None,
+              "ApplicationSet/argocd/guestbook:image", None, 0,
+              ("spec", "template", "spec", "source", "helm", "valuesObject", "image")),
+    ]  # fmt: skip
+    only_changed(APPLICATION_SET, rewrite(APPLICATION_SET, found[0], None, D),
+                 'tag: "0.3"', f'tag: "0.3@{D}"')  # fmt: skip
+
+
+def test_values_of_other_kinds_and_groups_are_not_helm_values():
+    """`spec.values` means Helm values only in a Flux HelmRelease; `helm.valuesObject` only in
+    Argo CD's objects."""
+    other = FLUX.replace("helm.toolkit.fluxcd.io/v2", "example.com/v1")
+    assert find("podinfo.yaml", other) == []
+    assert find("shop.yaml", ARGO_VALUES_OBJECT.replace("kind: Application", "kind: Other")) == []
+
+
+@pytest.mark.timeout(60)
+def test_aliased_inline_values_are_read_once():
+    """One anchored source, its values object and its values string big, used by thousands of
+    sources: each is read once, not once per alias (that took minutes)."""
+    count = 5000
+    keys = "".join(f"          k{i}: {{repository: reg/app{i}, tag: '1'}}\n" for i in range(count))
+    lines = "".join(
+        f"            s{i}: {{repository: reg/str{i}, tag: '1'}}\n" for i in range(count)
+    )
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\nspec:\n"
+        "  sources:\n"
+        "    - &src\n      helm:\n        valuesObject:\n" + keys
+        + "        values: |\n" + lines
+        + "".join("    - *src\n" for _ in range(count))
+    )  # fmt: skip
+    found = find("a.yaml", text)
+    assert len(found) == 2 * count
+    assert {f.path[:3] for f in found} == {("spec", "sources", 0)}
+    assert rewrite(text, found[-1], None, D).count(D) == 1

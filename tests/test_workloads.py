@@ -1,11 +1,13 @@
 """Which workloads run which image: rings from path globs, discovery in a real synced deploy
-repository (containers, kustomize, Helm values; files that cannot be read are Problems),
-matching a workload to an image, and the copy kept in index.db (re-read only when the
-commit or the ring globs change; dropped when the repository leaves the config).
+repository (containers, kustomize, Helm values, and Helm values from a ConfigMap a
+HelmRelease elsewhere names; files that cannot be read are Problems), matching a workload to
+an image, and the copy kept in index.db (re-read only when the commit, the ring globs or
+what discovery reads change; dropped when the repository leaves the config).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -139,7 +141,7 @@ def expected_found() -> list[Workload]:
 BROKEN_PROBLEM = Problem(
     WARNING,
     "deploy",
-    "not read: not valid YAML: expected the node content, but found '-'",
+    "not read: not valid YAML: did not find expected node content",  # as kubectl says it
     "envs/dev/broken.yaml",
     4,
 )
@@ -198,7 +200,7 @@ def test_discover_reads_every_reference_in_a_ring(remotes, write_config):
     assert problems == [BROKEN_PROBLEM, LATIN1_PROBLEM]
     assert str(BROKEN_PROBLEM) == (
         "deploy:envs/dev/broken.yaml:4: not read: not valid YAML: "
-        "expected the node content, but found '-'"
+        "did not find expected node content"
     )
 
 
@@ -259,6 +261,74 @@ def test_discover_ignores_files_outside_every_ring(remotes, write_config):
     found, problems = discovered(cfg, synced(cfg))
     assert [w.name for w in found] == ["Deployment/ns/web (web)", "Deployment/ns/web (sidecar)"]
     assert problems == []  # broken.yaml is in no ring: not read, so no warning
+
+
+RELEASE = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: podinfo
+  namespace: podinfo
+spec:
+  chart:
+    spec: {chart: podinfo, sourceRef: {kind: HelmRepository, name: podinfo}}
+  valuesFrom:
+    - kind: ConfigMap
+      name: podinfo-values
+  values:
+    image: {repository: ghcr.io/stefanprodan/podinfo, tag: 6.6.2}
+"""
+VALUES_CONFIG_MAP = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: podinfo-values
+data:
+  values.yaml: |
+    redis:
+      repository: registry.example/mirror/redis
+      tag: 7.2.4
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: unrelated
+data:
+  values.yaml: |
+    image: {repository: registry.example/not/values, tag: "1"}
+"""
+
+
+def test_values_from_a_config_map_named_by_a_helm_release_elsewhere(remotes, write_config):
+    """Flux's layout: the HelmRelease in a base outside the rings, the ConfigMap of values in
+    the ring's overlay (its namespace left to kustomize). The ConfigMap's images are found;
+    a ConfigMap no HelmRelease names is not Helm values."""
+    files = {
+        "apps/podinfo/release.yaml": RELEASE,
+        "envs/dev/podinfo-values.yaml": VALUES_CONFIG_MAP,
+    }
+    remote = remotes("deploy", files)
+    cfg = deploy_config(write_config, remote.url)
+    found, problems = discovered(cfg, synced(cfg))
+    assert problems == []
+    path = "envs/dev/podinfo-values.yaml"
+    (redis,) = manifests.find(
+        path, VALUES_CONFIG_MAP, [("podinfo", "podinfo-values", "values.yaml")]
+    )
+    assert found == [
+        Workload(GITOPS, "dev", "registry.example/mirror/redis", "7.2.4", None,
+                 "ConfigMap//podinfo-values:values.yaml:redis", f"deploy:{path}:8", "deploy", path,
+                 redis),
+    ]  # fmt: skip
+    assert found[0].id == f"deploy:{path}#0:data.values.yaml.redis"
+
+    # in a ring, the HelmRelease's own values are found too
+    cfg = deploy_config(write_config, remote.url, rings={"dev": ["**"]})
+    found, problems = discovered(cfg, synced(cfg))
+    assert [w.name for w in found] == [
+        "HelmRelease/podinfo/podinfo:image",
+        "ConfigMap//podinfo-values:values.yaml:redis",
+    ]
 
 
 # ---------------------------------------------------------------- matching
@@ -348,6 +418,23 @@ def test_a_new_commit_is_read_again(remotes, write_config):
     assert [w.name for w in workloads.load(db, cfg)] == [
         "kustomization", "Pod//job (job)", "frontend.image"
     ]  # fmt: skip
+    db.close()
+
+
+def test_a_commit_read_by_an_older_graphbuild_is_read_again(remotes, write_config):
+    """An upgrade that reads more (a Flux HelmRelease's values) must not wait for the deploy
+    repository's next commit to find it: the row an older discovery kept is read again."""
+    remote = remotes("deploy", {"envs/dev/release.yaml": RELEASE})
+    cfg = deploy_config(write_config, remote.url)
+    result = synced(cfg)
+    db = index.open_db(cfg.workspace)
+    (spec,) = cfg.deployments.repos
+    older = json.dumps([result.commit, spec.rings], sort_keys=True)  # as graphbuild kept it
+    workloads.refresh(db, cfg, [])  # makes the table
+    with db:
+        db.execute("INSERT INTO deploy_repos VALUES (?, ?, '[]', '[]')", ("deploy", older))
+    assert workloads.refresh(db, cfg, [result]) == []
+    assert [w.name for w in workloads.load(db, cfg)] == ["HelmRelease/podinfo/podinfo:image"]
     db.close()
 
 

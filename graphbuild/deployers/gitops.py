@@ -228,7 +228,7 @@ def _locate(file: str, text: str, change: Change) -> manifests.Found:
     someone made since the sync, which a deploy must not undo."""
     was = change.workload.found
     assert was is not None
-    for found in manifests.find(file, text):
+    for found in manifests.again(file, text, was):  # a ConfigMap of Helm values too
         if found.doc != was.doc or found.path != was.path:
             continue
         if _image(found) != change.workload.image:
