@@ -70,7 +70,7 @@ def _config(ctx: typer.Context):  # noqa: ANN202 - Config is imported lazily
 def _run(ctx: typer.Context, command: Callable[..., int], *args: Any, **kwargs: Any) -> int:
     """A command on the loaded config, guarded: a damaged index.db is rebuilt and the command
     run again; a damaged state.db or an unwritable workspace is one clear line."""
-    from graphbuild.commands import guarded
+    from graphbuild.guard import guarded
 
     config = _config(ctx)
     return guarded(config, lambda: command(config, *args, **kwargs))

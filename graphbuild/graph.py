@@ -174,61 +174,8 @@ def save(db: sqlite3.Connection, graph: nx.DiGraph, meta: dict[str, Any]) -> Non
 
 
 def load(db: sqlite3.Connection) -> nx.DiGraph:
-    """The whole stored graph, for what needs all of it (exports, listings, plans)."""
+    """The whole stored graph, for what needs all of it (checks, plans, builds, deploys)."""
     graph = nx.DiGraph()
     graph.add_nodes_from(graphdb.nodes(db))
     graph.add_edges_from(graphdb.edges(db))
     return graph
-
-
-def focus(graph: nx.DiGraph, starts: list[str]) -> nx.DiGraph:
-    """The neighbourhood of `starts`: everything they are built on and everything built on them."""
-    keep = set(starts)
-    for node in starts:
-        keep |= nx.ancestors(graph, node) | nx.descendants(graph, node)
-    return graph.subgraph(keep)
-
-
-# ---------------------------------------------------------------- exports
-
-
-def to_json(graph: nx.DiGraph) -> dict:
-    """The documented shape: nodes with id and kind, edges with source (base) and target."""
-    return {
-        "nodes": [{"id": n, **attrs} for n, attrs in sorted(graph.nodes(data=True))],
-        "edges": [
-            {"source": u, "target": v, **attrs}
-            for u, v, attrs in sorted(graph.edges(data=True), key=lambda e: (e[0], e[1]))
-        ],
-    }
-
-
-def to_dot(graph: nx.DiGraph) -> str:
-    def q(text: str) -> str:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = ["digraph graphbuild {", "  rankdir=LR;", "  node [fontname=Helvetica];"]
-    for node, attrs in sorted(graph.nodes(data=True)):
-        shape = "box" if attrs["kind"] == IMAGE else "ellipse"
-        lines.append(f"  {q(node)} [shape={shape}];")
-    for u, v, attrs in sorted(graph.edges(data=True), key=lambda e: (e[0], e[1])):
-        style = "" if attrs["kind"] == "from" else ", style=dashed"
-        lines.append(f"  {q(u)} -> {q(v)} [label={q(attrs['kind'])}{style}];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def to_mermaid(graph: nx.DiGraph) -> str:
-    ids = {node: f"n{i}" for i, node in enumerate(sorted(graph.nodes))}
-
-    def label(text: str) -> str:
-        return '"' + text.replace('"', "#quot;") + '"'
-
-    lines = ["graph LR"]
-    for node, attrs in sorted(graph.nodes(data=True)):
-        shape = f"[{label(node)}]" if attrs["kind"] == IMAGE else f"([{label(node)}])"
-        lines.append(f"  {ids[node]}{shape}")
-    for u, v, attrs in sorted(graph.edges(data=True), key=lambda e: (e[0], e[1])):
-        arrow = "-->" if attrs["kind"] == "from" else "-.->"
-        lines.append(f"  {ids[u]} {arrow}|{attrs['kind']}| {ids[v]}")
-    return "\n".join(lines) + "\n"

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from graphbuild import refs, report
-from graphbuild.errors import GraphbuildError
+from graphbuild.errors import GraphbuildError, NotFound
 from graphbuild.workspace import INDEX, damaged, discard_index, unusable
 
 IMAGE, EXTERNAL = "image", "external"
@@ -144,6 +144,17 @@ def match(db: sqlite3.Connection, text: str) -> list[str]:
         tagged = db.execute("SELECT node FROM graph_tags WHERE tag = ?", (query.tagged,))
         found |= {row[0] for row in tagged}
     return sorted(found)
+
+
+def match_all(db: sqlite3.Connection, names: Sequence[str]) -> list[str]:
+    """The nodes each of `names` means; a name that means nothing is bad input."""
+    found = []
+    for name in names:
+        nodes = match(db, name)
+        if not nodes:
+            raise NotFound(f"{name} is not in the graph; see `graphbuild images`")
+        found += nodes
+    return found
 
 
 @dataclass(frozen=True)

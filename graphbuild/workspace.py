@@ -4,7 +4,7 @@ index.db is derived from the repositories, so a damaged one is removed and rebui
 by the next read; state.db is history nobody can re-derive, so a damaged one is
 kept as it is and the user is told what to do. SQLite finds damage only when a
 query reads a damaged page, which may be deep inside any command: so the check
-runs around a whole command (`commands.guarded`), costs nothing until SQLite
+runs around a whole command (`guard.guarded`), costs nothing until SQLite
 complains, and then asks SQLite which file is unsound. A workspace that cannot
 be written (a read-only mount, a full disk) is one line naming the file, never
 a traceback; a run that meets one stops for a resume instead of failing image

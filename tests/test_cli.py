@@ -344,3 +344,34 @@ def test_runs_id_shows_what_the_run_held_back(project):
         ["RING", "WORKLOAD", "IMAGE", "REASON"],
         ["dev", "app", "r.test/app:latest", *why.split()],
     ]
+
+
+HEAVY = ("networkx", "httpx", "git", "azure", "graphbuild.builders", "graphbuild.deployers",
+         "graphbuild.execute", "graphbuild.pipeline")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("uses", "debian:bookworm-slim", "--json"),
+        ("parents", "r.test/app", "--json"),
+        ("images", "--json"),
+        ("bases", "--json"),
+        ("graph",),
+        ("graph", "--format", "dot", "--focus", "r.test/base"),
+    ],
+)
+def test_queries_import_none_of_the_build_machinery(project, args):
+    """A query answers from index.db: it pays for neither the graph library, the HTTP and
+    git clients, nor the builders and deployers (`python -X importtime` lists every import)."""
+    assert graphbuild("sync", cwd=project).returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "graphbuild", *args],
+        cwd=project, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}  # fmt: skip
+    assert "graphbuild.queries" in imported  # the listing is read
+    assert [m for m in imported if m.split(".")[0] in HEAVY or m in HEAVY or
+            any(m.startswith(h + ".") for h in HEAVY)] == []  # fmt: skip

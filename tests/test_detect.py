@@ -12,8 +12,8 @@ from contextlib import closing
 import pytest
 
 from graphbuild import config, detect, graph, graphdb
-from graphbuild.commands.sync import refresh
 from graphbuild.config import RegistrySpec
+from graphbuild.pipeline import sync
 from graphbuild.registry import Registry
 from graphbuild.state import State
 
@@ -47,7 +47,7 @@ class Fleet:
             + "".join(f"      - {image}\n" for image in self.images)
         )
         cfg = config.load(self.root / "repos.yaml")
-        refresh(cfg)
+        sync(cfg)
         with closing(graphdb.connect(cfg.workspace)) as db:
             g = graph.load(db)
         specs = {host: RegistrySpec(host, insecure=True)}
@@ -256,7 +256,7 @@ def test_ten_thousand_dockerfiles_naming_500_bases_make_500_requests(tmp_path, r
         f'      - {{image: "{elsewhere}/{{dir}}", dockerfile: "images/*/Dockerfile"}}\n'
     )
     cfg = config.load(tmp_path / "repos.yaml")
-    refresh(cfg)
+    sync(cfg)
     with closing(graphdb.connect(cfg.workspace)) as db:
         g = graph.load(db)
     with State(cfg.workspace) as state, Registry(cfg.registries, retries=0) as client:

@@ -13,8 +13,6 @@ import networkx as nx
 import pytest
 
 from graphbuild import config, graphdb
-from graphbuild.commands import load
-from graphbuild.commands.sync import refresh
 from graphbuild.execute import (
     BLOCKED,
     FAILED,
@@ -27,6 +25,8 @@ from graphbuild.execute import (
     RunSettings,
     Scheduler,
 )
+from graphbuild.graph import load
+from graphbuild.pipeline import sync
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
 from graphbuild.state import State
 
@@ -572,7 +572,7 @@ def test_a_dockerfile_grown_past_the_size_limit_since_the_sync_fails_its_build_b
     (tmp_path / "r/Dockerfile").write_text("FROM alpine:3.20\n")
     images = [{"image": "r.test/x", "tags": ["1"]}]
     cfg = config.load(write_config([{"name": "r", "path": "r", "images": images}]))
-    refresh(cfg)
+    sync(cfg)
     with closing(graphdb.connect(cfg.workspace)) as db:
         graph = load(db)
     big = b"FROM alpine:3.20\n" + b"#" * 64 * 1024 * 1024
@@ -623,7 +623,7 @@ def contexts_fleet(tmp_path, write_config, src="shared"):
     images = [{"image": "r.test/app", "dockerfile": "app/Dockerfile", "tags": ["1"],
                "contexts": {"base": f"docker-image://{UPSTREAM}", "src": src}}]  # fmt: skip
     cfg = config.load(write_config([{"name": "r", "path": "r", "images": images}]))
-    refresh(cfg)
+    sync(cfg)
     with State(cfg.workspace):  # where builds are looked up by key
         pass
     with closing(graphdb.connect(cfg.workspace)) as db:
@@ -687,7 +687,7 @@ def test_a_fleet_image_through_a_named_context_is_built_first_and_built_on_by_di
               {"image": "r.test/app", "dockerfile": "app/Dockerfile", "tags": ["1"],
                "contexts": {"base": "docker-image://r.test/lib:1"}}]  # fmt: skip
     cfg = config.load(write_config([{"name": "r", "path": "r", "images": images}]))
-    refresh(cfg)
+    sync(cfg)
     with State(cfg.workspace):
         pass
     with closing(graphdb.connect(cfg.workspace)) as db:

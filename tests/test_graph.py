@@ -3,10 +3,11 @@ from __future__ import annotations
 import sqlite3
 from contextlib import closing
 
+import networkx as nx
 import pytest
 
-from graphbuild import config, graph, graphdb, index, sources
-from graphbuild.errors import CycleError
+from graphbuild import config, graph, graphdb, index, queries, sources
+from graphbuild.errors import CycleError, NotFound
 
 NGINX = "nginx:1.27@sha256:" + "a" * 64
 
@@ -169,9 +170,8 @@ def test_parents_answers(fleet):
 
 
 def test_focus_and_exports(fleet):
-    around = graph.focus(fleet, graphdb.match(stored(fleet), "alpine"))
-    assert set(around.nodes) == {"docker.io/library/alpine:3.20", JQ}
-    data = graph.to_json(around)
+    data = queries.graph(stored(fleet), "alpine")
+    assert [n["id"] for n in data["nodes"]] == ["docker.io/library/alpine:3.20", JQ]
     assert data["nodes"] == [
         {
             "id": "docker.io/library/alpine:3.20",
@@ -192,10 +192,44 @@ def test_focus_and_exports(fleet):
         "dockerfile": "images/jq/Dockerfile",
         "line": 1,
     }
-    assert f'"docker.io/library/alpine:3.20" -> "{JQ}" [label="from"];' in graph.to_dot(around)
-    mermaid = graph.to_mermaid(around)
+    assert f'"docker.io/library/alpine:3.20" -> "{JQ}" [label="from"];' in queries.dot(data)
+    mermaid = queries.mermaid(data)
     assert mermaid.startswith("graph LR\n")
     assert 'n0(["docker.io/library/alpine:3.20"])' in mermaid and "n0 -->|from| n1" in mermaid
+
+
+def test_queries_answer_from_sql_what_networkx_says(fleet):
+    """images, bases and graph read index.db by SQL; their answers are what the whole graph
+    in networkx gives, field for field (the JSON contracts of docs/commands.md)."""
+    db = stored(fleet)
+    assert queries.images(db) == [
+        {"id": n, **attrs, "bases": sorted(fleet.predecessors(n))}
+        for n, attrs in sorted(fleet.nodes(data=True))
+        if attrs["kind"] == graph.IMAGE
+    ]
+    assert queries.bases(db) == [
+        {
+            "id": n,
+            "pinned": attrs["pinned"],
+            "images": len(list(fleet.successors(n))),
+            "all_images": len(nx.descendants(fleet, n)),
+            "kinds": sorted({fleet.edges[n, c]["kind"] for c in fleet.successors(n)}),
+        }
+        for n, attrs in sorted(fleet.nodes(data=True))
+        if attrs["kind"] == graph.EXTERNAL
+    ]
+    assert queries.graph(db) == {
+        "nodes": [{"id": n, **attrs} for n, attrs in sorted(fleet.nodes(data=True))],
+        "edges": [{"source": u, "target": v, **attrs}
+                  for u, v, attrs in sorted(fleet.edges(data=True), key=lambda e: e[:2])],
+    }  # fmt: skip
+    around = queries.graph(db, "python:3.12-slim")
+    keep = {"docker.io/library/python:3.12-slim"}
+    keep |= nx.descendants(fleet, "docker.io/library/python:3.12-slim")
+    assert {n["id"] for n in around["nodes"]} == keep
+    assert {(e["source"], e["target"]) for e in around["edges"]} == set(fleet.subgraph(keep).edges)
+    with pytest.raises(NotFound):
+        queries.graph(db, "nothing:1")
 
 
 def test_store_and_load_round_trip(fleet, tmp_path):

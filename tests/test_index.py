@@ -226,7 +226,7 @@ def test_a_repository_past_its_parse_time_waits_for_the_next_sync_and_costs_only
     """Each file is bounded, but a thousand bounded files are not: what a repository has
     not parsed within its time this sync is a problem of its own, read by the next sync.
     At a limit of 0 s each repository parses exactly one new file per sync."""
-    from graphbuild.commands.sync import refresh
+    from graphbuild.pipeline import sync
 
     monkeypatch.setattr(index, "REPO_SECONDS", 0.0)
     for repo, count in (("slow", 3), ("fine", 1)):
@@ -238,7 +238,7 @@ def test_a_repository_past_its_parse_time_waits_for_the_next_sync_and_costs_only
          "images": [{"image": f"r.test/{name}/{{dir}}", "dockerfile": "*/Dockerfile"}]}
         for name in ("slow", "fine")
     ]))  # fmt: skip
-    first = refresh(cfg)
+    first = sync(cfg)
     assert (first.parsed, first.images) == (2, 2)
     deferred = [str(p) for p in first.problems if p.level == ERROR]
     assert deferred == [
@@ -246,11 +246,11 @@ def test_a_repository_past_its_parse_time_waits_for_the_next_sync_and_costs_only
         "than 0 s, the most one repository gets in a sync; the next sync reads on"
         for n in (1, 2)
     ]
-    second = refresh(cfg)  # nothing changed, yet the sync is not skipped: it reads on
+    second = sync(cfg)  # nothing changed, yet the sync is not skipped: it reads on
     assert (second.parsed, second.images) == (1, 3)
-    third = refresh(cfg)
+    third = sync(cfg)
     assert (third.parsed, third.images, third.problems) == (1, 4, [])
-    assert refresh(cfg).parsed == 0  # all read: an unchanged fleet costs nothing again
+    assert sync(cfg).parsed == 0  # all read: an unchanged fleet costs nothing again
 
 
 def test_the_build_options_the_index_makes_are_what_the_stored_graph_gives_back(
@@ -259,7 +259,7 @@ def test_the_build_options_the_index_makes_are_what_the_stored_graph_gives_back(
     """One value from the index to the builder: a build reads the Dockerfile with exactly
     what the graph was linked with, named contexts included (once dropped on the way)."""
     from graphbuild import graph
-    from graphbuild.commands.sync import refresh
+    from graphbuild.pipeline import sync
 
     (tmp_path / "r/app").mkdir(parents=True)
     (tmp_path / "r/app/Dockerfile").write_text("FROM base\nCOPY --from=src /s /s\n")
@@ -273,7 +273,7 @@ def test_the_build_options_the_index_makes_are_what_the_stored_graph_gives_back(
         {"base": "docker-image://alpine:3", "src": "shared"},
     )  # fmt: skip
     assert [ref.ref for ref in image.parsed.refs] == ["docker.io/library/alpine:3"]
-    refresh(config.load(path))
+    sync(config.load(path))
     with closing(index.open_db(tmp_path / ".graphbuild")) as db:
         stored = graph.load(db).nodes["r.test/app:latest"]
     assert index.BuildOptions.of(stored) == image.options

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from graphbuild import graphdb, workspace
-from graphbuild.commands import guarded
 from graphbuild.config import Config
 from graphbuild.errors import GraphbuildError
+from graphbuild.guard import guarded
 from graphbuild.state import State
 
 from .test_cli import graphbuild

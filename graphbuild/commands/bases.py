@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import networkx as nx
-
-from graphbuild import errors, graph, report
-from graphbuild.commands import ensure
+from graphbuild import errors, queries, report
 from graphbuild.config import Config
 from graphbuild.report import short
 
 
 def run(config: Config, as_json: bool) -> int:
-    g = graph.load(ensure(config))
-    rows = []
-    for node, attrs in sorted(g.nodes(data=True)):
-        if attrs["kind"] != graph.EXTERNAL:
-            continue
-        rows.append(
-            {
-                "id": node,
-                "pinned": attrs["pinned"],
-                "images": len(list(g.successors(node))),
-                "all_images": len(nx.descendants(g, node)),
-                "kinds": sorted({g.edges[node, c]["kind"] for c in g.successors(node)}),
-            }
-        )
+    rows = queries.bases(queries.open_index(config))
     if as_json:
         report.emit_json(rows)
         return errors.OK

@@ -3,38 +3,17 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import asdict
 
-import networkx as nx
-
-from graphbuild import detect, errors, graph, report
-from graphbuild.commands import ensure
+from graphbuild import detect, errors, graph, pipeline, queries, report
 from graphbuild.config import Config
-from graphbuild.registry import Registry
 from graphbuild.report import short
-from graphbuild.state import State
-from graphbuild.workspace import STATE
 
 _DIGEST_RE = re.compile(r"(sha256:[0-9a-f]{12})[0-9a-f]{52}")
 
 
-def checked(config: Config, g: nx.DiGraph, concurrency: int = 16) -> detect.Check:
-    """Run detection on the stored graph; shared by check, plan, sweep and rebuild."""
-    try:
-        with (
-            State(config.workspace) as state,
-            Registry(config.registries, concurrency=concurrency) as registry,
-        ):
-            return detect.check(g, registry, state, config.mirrors, config.check_timeout)
-    except sqlite3.OperationalError as err:  # a state.db held locked by another process 30 s
-        if not (getattr(err, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY"):
-            raise  # damaged, read-only, full: the workspace guard says what to do
-        raise errors.GraphbuildError(f"{config.workspace / STATE}: {err}") from None
-
-
 def run(config: Config, as_json: bool, concurrency: int) -> int:
-    result = checked(config, graph.load(ensure(config)), concurrency)
+    result = pipeline.check(config, graph.load(queries.open_index(config)), concurrency)
     if as_json:
         report.emit_json(
             {

@@ -8,8 +8,7 @@ healthy for this run.
 
 from __future__ import annotations
 
-from graphbuild import deployers, errors, report, rollout
-from graphbuild.commands import deploy_targets, synced
+from graphbuild import deployers, errors, pipeline, report, rollout
 from graphbuild.config import Config
 from graphbuild.state import State, sweep_lock
 
@@ -25,7 +24,7 @@ def run(
             raise errors.NotFound(f"no ring {ring!r}; deployments.rings has {order}")
     deployers.check(config)
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
-        g, _, failed_sync = synced(config)  # workloads added to the deploy repositories count
+        now = pipeline.fresh(config)  # workloads added to the deploy repositories count
         with State(config.workspace) as state:
             found = state.run(run_id)
             if found is None:
@@ -50,7 +49,7 @@ def run(
                     f"(graphbuild deploy {run_id} --ring {before[0]})"
                 )
             say = report.note if as_json else print
-            ok = rollout.roll_out(config, g, state, run_id, deploy_targets(config),
+            ok = rollout.roll_out(config, now.graph, state, run_id, pipeline.targets(config),
                                   rings=rings or None, dry_run=dry_run, say=say)  # fmt: skip
             after = state.run(run_id)
     assert after is not None
@@ -59,4 +58,4 @@ def run(
     elif not dry_run:
         report.deploy_table(after)
     built = all(n.status not in ("failed", "blocked") for n in after.nodes)
-    return errors.OK if ok and built and not failed_sync else errors.FAILED
+    return errors.OK if ok and built and not now.failed else errors.FAILED

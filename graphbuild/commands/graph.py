@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from graphbuild import errors, graph, graphdb, report
-from graphbuild.commands import ensure
+from graphbuild import errors, queries, report
 from graphbuild.config import Config
 
 FORMATS = ("json", "dot", "mermaid")
@@ -14,15 +13,9 @@ FORMATS = ("json", "dot", "mermaid")
 def run(config: Config, fmt: str, focus: str | None) -> int:
     if fmt not in FORMATS:
         raise errors.GraphbuildError(f"--format must be one of {', '.join(FORMATS)}")
-    db = ensure(config)
-    g = graph.load(db)
-    if focus is not None:
-        starts = graphdb.match(db, focus)
-        if not starts:
-            raise errors.NotFound(f"{focus} is not in the graph")
-        g = graph.focus(g, starts)
+    document = queries.graph(queries.open_index(config), focus)
     if fmt == "json":
-        report.emit_json(graph.to_json(g))
+        report.emit_json(document)
     else:
-        sys.stdout.write(graph.to_dot(g) if fmt == "dot" else graph.to_mermaid(g))
+        sys.stdout.write(queries.dot(document) if fmt == "dot" else queries.mermaid(document))
     return errors.OK

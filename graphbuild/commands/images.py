@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, graph, report
-from graphbuild.commands import ensure
+from graphbuild import errors, queries, report
 from graphbuild.config import Config
 from graphbuild.report import short
 
 
 def run(config: Config, as_json: bool) -> int:
-    g = graph.load(ensure(config))
-    rows = []
-    for node, attrs in sorted(g.nodes(data=True)):
-        if attrs["kind"] != graph.IMAGE:
-            continue
-        bases = sorted(g.predecessors(node))
-        rows.append({"id": node, **attrs, "bases": bases})
+    rows = queries.images(queries.open_index(config))
     if as_json:
         report.emit_json(rows)
         return errors.OK

@@ -19,10 +19,11 @@ import threading
 from contextlib import closing
 from typing import NoReturn
 
-from graphbuild import errors, execute, graphdb, listen, refs, report
-from graphbuild.commands import guarded, mirror, sweep, synced
+from graphbuild import errors, execute, graphdb, listen, pipeline, refs, report
+from graphbuild.commands import sweep
 from graphbuild.config import Config
-from graphbuild.state import State
+from graphbuild.guard import guarded
+from graphbuild.state import State, sweep_lock
 from graphbuild.workspace import STATE
 
 
@@ -119,7 +120,7 @@ def _batch(
     config: Config, pushed: frozenset[str], settings: execute.RunSettings, max_images: int
 ) -> bool:
     names = {refs.upstream(ref, config.mirrors) for ref in pushed}
-    synced(config)  # a Dockerfile merged since the last sweep may use what was pushed
+    now = pipeline.fresh(config)  # a Dockerfile merged since the last sweep may use what was pushed
     with closing(graphdb.connect(config.workspace)) as db:
         known = sorted(name for name in names if graphdb.match(db, name))
     if not known:
@@ -127,13 +128,15 @@ def _batch(
         return False
     if config.azure is not None and config.mirrors:  # builds pin the upstream digest
         try:
-            mirror.run(config, dry_run=False, as_json=False)
+            mirrored = pipeline.mirror(config, now.graph, dry_run=False)
+            report.note(f"Mirrored {len(mirrored.done)} of {len(mirrored.due)} image(s) due.")
         except errors.GraphbuildError as err:  # the images on what failed fail their builds
             report.note(f"Mirroring before the sweep: {err}")
     report.note(f"Pushed: {', '.join(known)}. Sweeping what is built on them.")
     before = _latest(config)
-    code = sweep.run(config, dry_run=False, settings=settings, max_images=max_images,
-                     yes=False, wait=True, as_json=False, only=known)  # fmt: skip
+    with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
+        done = pipeline.sweep(config, settings, max_images=max_images, only=known)
+    code = sweep.shown(config, done, max_images, as_json=False)
     report.note(f"That sweep exited {code}.")
     after = _latest(config)
     return after is not None and after != before and after[1] == "interrupted"

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from graphbuild import errors, graphdb, report
-from graphbuild.commands import ensure
+from graphbuild import errors, graphdb, queries, report
 from graphbuild.config import Config
 from graphbuild.report import short
 
 
 def run(config: Config, image: str, as_json: bool) -> int:
-    db = ensure(config)
+    db = queries.open_index(config)
     roots = [n for n in graphdb.match(db, image) if graphdb.kind_of(db, n) == graphdb.IMAGE]
     if not roots:
         raise errors.NotFound(f"{image} is not an image the fleet builds; see `graphbuild images`")

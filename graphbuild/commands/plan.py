@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, graph, plan, report
-from graphbuild.commands import ensure, matched, planned, synced
+from graphbuild import errors, graph, graphdb, pipeline, plan, queries, report
 from graphbuild.config import Config
 from graphbuild.report import short
 
 
 def run(config: Config, as_json: bool, updated: list[str], concurrency: int) -> int:
     if updated:  # what-if, offline: no registry is asked
-        db = ensure(config)
-        result = plan.updated(graph.load(db), matched(db, updated))
+        db = queries.open_index(config)
+        result = plan.updated(graph.load(db), graphdb.match_all(db, updated))
     else:  # exactly what a sweep would do now (rule 8): it syncs first too
-        g, _, _ = synced(config)
-        result, _ = planned(config, g, concurrency)
+        g = pipeline.fresh(config).graph
+        result = pipeline.plan(config, g, pipeline.check(config, g, concurrency))
     show(result, as_json)
     return errors.OK
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, execute, plan, report
-from graphbuild.commands import build, synced
-from graphbuild.commands.check import checked
+from graphbuild import errors, execute, pipeline, plan, report
+from graphbuild.commands.runs import finished
 from graphbuild.config import Config
 from graphbuild.state import sweep_lock
 
@@ -25,8 +24,9 @@ def run(
     one image at once would push in an arbitrary order.
     """
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
-        g, nodes, failed_sync = synced(config, names)
-        digests = checked(config, g).digests  # what the parents outside the rebuild are now
-        steps = plan.forced(g, nodes, reason, downstream, depth, digests)
-        code = build(config, g, steps, "rebuild", reason, settings, as_json)
-        return errors.FAILED if failed_sync else code
+        now = pipeline.fresh(config, names)
+        digests = pipeline.check(config, now.graph).digests  # the parents outside the rebuild
+        steps = plan.forced(now.graph, now.nodes, reason, downstream, depth, digests)
+        done = pipeline.run(config, now.graph, steps, "rebuild", reason, settings)
+    code = finished(config, done, as_json)
+    return errors.FAILED if now.failed else code

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, execute, report
-from graphbuild.commands import build, synced
+from graphbuild import errors, execute, pipeline, report
 from graphbuild.config import Config
 from graphbuild.plan import Plan, Step
-from graphbuild.state import State, sweep_lock
+from graphbuild.state import Run, State, sweep_lock
 
 
 def show(config: Config, run_id: str | None, as_json: bool) -> int:
@@ -60,10 +59,29 @@ def resume(config: Config, run_id: str, max_parallel: int | None, as_json: bool)
         )  # fmt: skip
         steps = [Step(n.node, n.wave, n.reason, n.detail, n.chain) for n in run.nodes]
         plan = Plan(steps, dict(options.get("digests", {})))
-        g, _, failed_sync = synced(config)  # a fix merged since the failure is what gets built
-        missing = [n.node for n in run.nodes if n.node not in g]
+        now = pipeline.fresh(config)  # a fix merged since the failure is what gets built
+        missing = [n.node for n in run.nodes if n.node not in now.graph]
         if missing:
             raise errors.GraphbuildError(f"run {run_id} names images no longer in the graph: "
                                          f"{', '.join(missing)}")  # fmt: skip
-        code = build(config, g, plan, run.kind, run.reason, settings, as_json, run_id=run.id)
-        return errors.FAILED if failed_sync else code
+        done = pipeline.run(config, now.graph, plan, run.kind, run.reason, settings, run.id)
+    code = finished(config, done, as_json)
+    return errors.FAILED if now.failed else code
+
+
+def finished(config: Config, run: Run | None, as_json: bool) -> int:
+    """Say how a run went (or that there was nothing to rebuild); 0 only if it succeeded."""
+    if run is None:
+        if as_json:  # the shape of a run document, so scripts read one thing
+            report.emit_json({"id": None, "status": "up-to-date", "nodes": []})
+        else:
+            print("Nothing to rebuild.")
+        return errors.OK
+    if as_json:
+        report.emit_json(report.run_document(run))
+    else:
+        report.run_table(run)
+        print(f"Reports and build logs: {pipeline.reports_folder(config, run.id)}/")
+    if run.status == "interrupted":
+        report.note(f"Interrupted. Finish it with: graphbuild resume {run.id}")
+    return errors.OK if run.status == "succeeded" else errors.FAILED

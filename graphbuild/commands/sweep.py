@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, execute, report
-from graphbuild.commands import build, planned, synced
+from graphbuild import errors, execute, pipeline, report
 from graphbuild.commands.plan import show
+from graphbuild.commands.runs import finished
 from graphbuild.config import Config
 from graphbuild.state import sweep_lock
 
@@ -27,33 +27,31 @@ def run(
     to what is built on those references (a push event's sweep).
     """
     with sweep_lock(config.workspace, wait, lambda who: report.note(f"Waiting for {who}.")):
-        g, starts, failed_sync = synced(config, only or [])
-        plan, check = planned(config, g)
-        if only:  # a push event: what is built on the pushed images, nothing else
-            plan = plan.within(g, starts)
-        unanswered = check.unanswered()
-        if unanswered:
-            some = ", ".join(unanswered[:3]) + (", …" if len(unanswered) > 3 else "")
-            report.note(f"{len(unanswered)} references got no answer from their registry "
-                        f"({some}): what is built on them was not judged. "
-                        "See `graphbuild check`.")  # fmt: skip
-        incomplete = failed_sync or bool(unanswered)
-        if dry_run:
-            show(plan, as_json)
-            return errors.OK
-        if len(plan.steps) > max_images and not yes:
-            if as_json:
-                report.emit_json({"id": None, "status": "too-big", "planned": len(plan.steps),
-                                  "max_images": max_images, "nodes": []})  # fmt: skip
-            report.note(
-                f"The plan rebuilds {len(plan.steps)} images, more than --max-images "
-                f"{max_images}: stopping before building. Look at `graphbuild plan`, then "
-                "run again with --yes (or a higher --max-images) if it is right."
-            )
-            return errors.FAILED
-        if not plan.steps and unanswered and as_json:
-            report.emit_json({"id": None, "status": "incomplete", "unanswered": unanswered,
-                              "nodes": []})  # fmt: skip
-            return errors.FAILED
-        code = build(config, g, plan, "sweep", None, settings, as_json)
-        return errors.FAILED if incomplete else code
+        done = pipeline.sweep(config, settings, max_images=max_images, yes=yes, dry_run=dry_run,
+                              only=only or ())  # fmt: skip
+    return shown(config, done, max_images, as_json, dry_run)
+
+
+def shown(
+    config: Config, done: pipeline.Sweep, max_images: int, as_json: bool, dry_run: bool = False
+) -> int:
+    """Say what a sweep did (`listen`'s sweeps too); its exit code."""
+    if dry_run:
+        show(done.plan, as_json)
+        return errors.OK
+    if done.too_big:
+        if as_json:
+            report.emit_json({"id": None, "status": "too-big", "planned": len(done.plan.steps),
+                              "max_images": max_images, "nodes": []})  # fmt: skip
+        report.note(
+            f"The plan rebuilds {len(done.plan.steps)} images, more than --max-images "
+            f"{max_images}: stopping before building. Look at `graphbuild plan`, then "
+            "run again with --yes (or a higher --max-images) if it is right."
+        )
+        return errors.FAILED
+    if done.run is None and done.unanswered and as_json:
+        report.emit_json({"id": None, "status": "incomplete", "unanswered": done.unanswered,
+                          "nodes": []})  # fmt: skip
+        return errors.FAILED
+    code = finished(config, done.run, as_json)
+    return errors.FAILED if done.incomplete else code

@@ -3,21 +3,14 @@ workloads that run those images."""
 
 from __future__ import annotations
 
-import sqlite3
-
-from graphbuild import errors, graphdb, report, workloads
-from graphbuild.commands import ensure
+from graphbuild import errors, queries, report
 from graphbuild.config import Config
 from graphbuild.report import short
-from graphbuild.state import State
-from graphbuild.workspace import STATE
 
 
 def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool) -> int:
-    db = ensure(config)
-    starts = graphdb.match(db, ref)
-    found = graphdb.uses(db, starts, 1 if direct else depth)
-    running = _running(db, config, [use.image for use in found])
+    answer = queries.uses(queries.open_index(config), config, ref, 1 if direct else depth)
+    starts, found, running = answer.starts, answer.found, answer.running
     if as_json:
         report.emit_json([{**use.__dict__, "workloads": [
             {"name": w.name, "ring": w.ring, "deployer": w.deployer, "where": w.where}
@@ -42,24 +35,3 @@ def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool
         report.table(["RING", "WORKLOAD", "RUNS", "WHERE"], deployed)
         print(f"{len(deployed)} workload{'s' if len(deployed) != 1 else ''} run them.")
     return errors.OK
-
-
-def _running(
-    db: sqlite3.Connection, config: Config, nodes: list[str]
-) -> dict[str, list[workloads.Workload]]:
-    """The workloads that run each image; a reference by digest alone runs what graphbuild
-    built, as state.db records it."""
-    targets = workloads.load(db, config)
-    found: dict[str, list[workloads.Workload]] = {node: [] for node in nodes}
-    if not targets:
-        return found
-    state = State(config.workspace) if (config.workspace / STATE).exists() else None
-    try:
-        for node in nodes:
-            attrs = graphdb.attrs(db, node)
-            built = state.built_digests(node) if state else set()
-            found[node] = workloads.running(targets, attrs, built) if attrs else []
-    finally:
-        if state:
-            state.db.close()
-    return found

@@ -1,0 +1,356 @@
+"""The sweep's path, one function per step: sync → check → plan → build → deploy → report.
+
+`sweep`, `rebuild`, `resume`, `deploy`, `mirror`, `plan` and `listen` are thin
+adapters over these steps: each picks the steps it needs and prints what they
+return. Nothing here prints a result; it notes progress and problems on stderr
+(report.note), so a command's stdout stays its answer alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+
+from graphbuild import (
+    acr,
+    builders,
+    deployers,
+    detect,
+    errors,
+    execute,
+    filelock,
+    graph,
+    graphdb,
+    index,
+    keys,
+    refs,
+    report,
+    rollout,
+    sources,
+    workloads,
+    workspace,
+)
+from graphbuild.config import Config
+from graphbuild.plan import Plan, from_check
+from graphbuild.registry import Registry, Resolved
+from graphbuild.state import Run, State
+
+SHOWN = 20  # sync errors a run lists before pointing at `graphbuild sync`
+
+
+# ---------------------------------------------------------------- sync
+
+
+@dataclass
+class Synced:
+    """What `graphbuild sync` did: each repository, the images indexed, and the problems."""
+
+    repos: list[sources.SyncResult]
+    images: int
+    parsed: int
+    cached: int
+    problems: list[errors.Problem] = field(default_factory=list)
+
+
+@dataclass
+class Fresh:
+    """The graph just synced, the nodes a command's names mean, and whether the sync had
+    errors (what they concern is not built, and the command exits 1)."""
+
+    graph: nx.DiGraph
+    nodes: list[str]
+    failed: bool
+
+
+def sync(config: Config, jobs: int = 8) -> Synced:
+    """Fetch, index and link; the stored graph is replaced only when linking succeeds."""
+    lock = config.workspace / "sync.lock"
+    with filelock.exclusive(lock, lambda who: report.note(f"Waiting for another sync ({who}).")):
+        return _sync(config, jobs)
+
+
+def _sync(config: Config, jobs: int) -> Synced:
+    with report.progress(len(config.sources), "Syncing") as step:
+
+        def done(result: sources.SyncResult) -> None:
+            if result.error:
+                step(f"{result.repo}: failed")
+            elif result.commit:
+                step(f"{result.repo}: {result.commit[:12]}{' (new)' if result.fetched else ''}")
+            else:
+                step(f"{result.repo}: local folder")
+
+        synced = sources.sync(config, jobs=jobs, on_done=done)
+    db = index.open_db(config.workspace)
+    try:
+        deploy_problems = workloads.refresh(db, config, synced)
+        with index.Indexer(config, synced, db) as indexer:
+            fingerprint = indexer.scan()
+            stored = graphdb.meta(db)
+            if stored and stored["fingerprint"] == fingerprint:
+                problems = [errors.Problem(**p) for p in stored["problems"]] + deploy_problems
+                return Synced(synced, stored["images"], 0, len(indexer.found), problems)
+            idx = indexer.parse()
+        g, link_problems = graph.build(idx.images, config.mirrors)
+        problems = idx.problems + link_problems
+        images = sum(1 for _, kind in g.nodes(data="kind") if kind == graphdb.IMAGE)
+        if idx.deferred:  # not the whole of these inputs: the next sync must parse on
+            fingerprint += "/deferred"
+        meta = {"fingerprint": fingerprint, "images": images, "mirrors": config.mirrors,
+                "problems": [p.__dict__ for p in problems]}  # fmt: skip
+        graph.save(db, g, meta)
+        return Synced(synced, images, idx.parsed, idx.cached, problems + deploy_problems)
+    finally:
+        db.close()
+
+
+def fresh(config: Config, names: Sequence[str] = ()) -> Fresh:
+    """Sync first, then the graph and the nodes `names` mean.
+
+    Builds start from what the repositories say now: a fix merged a minute ago
+    is what an on-call rebuild or a resume must build.
+    """
+    problems = sync(config).problems
+    failed = [p for p in problems if p.level == errors.ERROR]
+    if failed:  # a cron log must say which repository, file and line, not only how many
+        report.note(f"The sync found {len(failed)} error(s); what they concern is not built:")
+        for problem in failed[:SHOWN]:
+            report.note(f"  {problem}")
+        if len(failed) > SHOWN:
+            report.note(f"  … and {len(failed) - SHOWN} more: see `graphbuild sync`.")
+    with closing(graphdb.connect(config.workspace)) as db:
+        return Fresh(graph.load(db), graphdb.match_all(db, names), bool(failed))
+
+
+# ---------------------------------------------------------------- check and plan
+
+
+def check(config: Config, g: nx.DiGraph, concurrency: int = 16) -> detect.Check:
+    """Ask the registries about every reference of the graph (design rule 2: all of them)."""
+    try:
+        with (
+            State(config.workspace) as state,
+            Registry(config.registries, concurrency=concurrency) as registry,
+        ):
+            return detect.check(g, registry, state, config.mirrors, config.check_timeout)
+    except sqlite3.OperationalError as err:  # a state.db held locked by another process 30 s
+        if not (getattr(err, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY"):
+            raise  # damaged, read-only, full: the workspace guard says what to do
+        raise errors.GraphbuildError(f"{config.workspace / workspace.STATE}: {err}") from None
+
+
+def plan(config: Config, g: nx.DiGraph, checked: detect.Check) -> Plan:
+    """What a sweep rebuilds: the check's stale and missing images, the images whose own
+    source changed since graphbuild built them, and what is built on those."""
+    with State(config.workspace) as state:
+        changed = keys.changed_sources(config, g, checked.digests, state)
+    return from_check(g, checked, changed)
+
+
+# ---------------------------------------------------------------- mirror
+
+
+@dataclass
+class Mirrored:
+    """The imports due into the ACR mirror, those done and failed, and the bases whose
+    registry did not answer (not mirrored)."""
+
+    due: list[acr.Import]
+    done: list[acr.Import]
+    failed: list[acr.Import]
+    unanswered: list[str]
+
+
+def mirror(config: Config, g: nx.DiGraph, dry_run: bool) -> Mirrored:
+    """Copy the external bases the graph uses into the mirror, by digest; an image
+    already there is not imported again."""
+    assert config.azure is not None
+    externals = [node for node, kind in g.nodes(data="kind") if kind == graphdb.EXTERNAL]
+    pairs = {node: target for node in externals if (target := refs.mirrored(node, config.mirrors))}
+    wanted = {ref: () for pair in pairs.items() for ref in pair}  # both sides, once each
+    with Registry(config.registries) as registry:
+        answers = registry.resolve_all(wanted, timeout=config.check_timeout)
+    digests = {ref: a.digest if isinstance(a, Resolved) else None for ref, a in answers.items()}
+    due, unanswered = acr.imports_due(list(pairs), config.mirrors, digests)
+    for base in unanswered:
+        report.note(f"{base}: its registry did not answer ({answers[base].message}); not mirrored")
+    result = Mirrored(due, [], [], unanswered)
+    if dry_run or not due:
+        return result
+    with acr.client(config.azure) as manager:
+        for item in due:
+            try:
+                acr.import_image(manager, config.azure, item)
+            except errors.CommandFailed as err:  # the others are still worth importing
+                report.note(str(err))
+                result.failed.append(item)
+                continue
+            report.note(f"Imported {item.source} ({item.digest[:19]}…) as {item.target}")
+            result.done.append(item)
+    return result
+
+
+# ---------------------------------------------------------------- build, deploy, report
+
+
+def run(
+    config: Config,
+    g: nx.DiGraph,
+    steps: Plan,
+    kind: str,
+    reason: str | None,
+    settings: execute.RunSettings,
+    run_id: str | None = None,
+) -> Run | None:
+    """Carry out a plan as a new run (or finish `run_id`): build, validate and deploy, then
+    write its reports. None when there was nothing to build.
+
+    Callers hold the sweep lock: a run still marked running is one whose process died.
+    """
+    builder = builders.make(config.builder)
+    deployers.check(config)
+    with State(config.workspace) as state:
+        for dead in set(state.abandon_runs()) - {run_id}:
+            report.note(f"Run {dead} stopped when its process was killed: marked interrupted.")
+        if run_id is None:
+            if not steps.steps:
+                return None
+            options = {"max_parallel": settings.max_parallel, "force": settings.force,
+                       "no_cache": settings.no_cache}  # fmt: skip
+            run_id = execute.new_run(state, kind, reason, steps, options)
+        else:
+            state.reopen_run(run_id)
+        finished = None
+        try:
+            build(config, g, steps, state, builder, settings, run_id)
+            finished = deploy(config, g, state, run_id, settings)
+            write_reports(config, finished)
+        except (OSError, sqlite3.OperationalError) as err:  # a full disk, a read-only mount
+            raise _unusable(config, err, run_id, finished, state) from None
+    return finished
+
+
+def build(
+    config: Config,
+    g: nx.DiGraph,
+    steps: Plan,
+    state: State,
+    builder: builders.Builder,
+    settings: execute.RunSettings,
+    run_id: str,
+) -> None:
+    """Build what the run has left, wave by wave, showing progress."""
+    with report.RunProgress(len(steps.steps), len(steps.waves)) as progress:
+        execute.execute(config, g, steps, state, builder, settings, run_id, progress.event,
+                        report.note)  # fmt: skip
+
+
+def deploy(
+    config: Config, g: nx.DiGraph, state: State, run_id: str, settings: execute.RunSettings
+) -> Run:
+    """Validate the run's images and deploy the validated ones, ring by ring, unless the
+    build was interrupted; the run as it then stands."""
+    built = state.run(run_id)
+    assert built is not None
+    if built.status != "interrupted" and (config.gates or config.deployments.rings):
+        rollout.roll_out(config, g, state, run_id, targets(config), settings.max_parallel,
+                         say=report.note)  # fmt: skip
+    finished = state.run(run_id)
+    assert finished is not None
+    return finished
+
+
+def targets(config: Config) -> list[workloads.Workload]:
+    """The workloads found in deploy repositories at the last sync, and those listed."""
+    with closing(graphdb.connect(config.workspace)) as db:
+        return workloads.load(db, config)
+
+
+def reports_folder(config: Config, run_id: str) -> Path:
+    """Where a run's report.json, report.md and build logs are."""
+    return config.workspace / "runs" / run_id
+
+
+def write_reports(config: Config, finished: Run) -> None:
+    """report.json and report.md beside the run's build logs."""
+    folder = reports_folder(config, finished.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(report.json_text(report.run_document(finished)))
+    (folder / "report.md").write_text(report.run_markdown(finished))
+
+
+def _unusable(
+    config: Config, err: OSError | sqlite3.OperationalError, run_id: str, finished: Run | None,
+    state: State,
+) -> Exception:  # fmt: skip
+    """What to raise when the workspace failed a run: the run's fate in one line."""
+    problem = workspace.unusable(err, config.workspace)
+    if problem is None:
+        return err
+    if finished is not None:  # it ran to its end: only its reports are missing
+        why = f"run {run_id} {finished.status}, but its reports could not be written"
+        return workspace.Unusable(f"{problem}; {why}: see `graphbuild runs`")
+    with contextlib.suppress(sqlite3.Error):  # else the next run finds it abandoned
+        state.finish_run(run_id, "interrupted")
+    return workspace.Unusable(
+        f"{problem}; run {run_id} is interrupted: once the workspace can be "
+        f"written again, `graphbuild resume {run_id}` finishes it"
+    )
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+@dataclass
+class Sweep:
+    """What one sweep found and did. `run` is None when it built nothing: nothing to do, a
+    dry run, or a plan over `max_images` (`too_big`)."""
+
+    plan: Plan
+    unanswered: list[str]
+    failed_sync: bool
+    run: Run | None = None
+    too_big: bool = False
+
+    @property
+    def incomplete(self) -> bool:
+        """A repository not fetched or a registry that did not answer: not the whole truth."""
+        return self.failed_sync or bool(self.unanswered)
+
+
+def sweep(
+    config: Config,
+    settings: execute.RunSettings,
+    *,
+    max_images: int,
+    yes: bool = False,
+    dry_run: bool = False,
+    only: Sequence[str] = (),
+) -> Sweep:
+    """Sync, check, plan, and carry the plan out. `only` limits it to what is built on
+    those references (a push event's sweep). The caller holds the sweep lock."""
+    now = fresh(config, only)
+    checked = check(config, now.graph)
+    steps = plan(config, now.graph, checked)
+    if only:  # a push event: what is built on the pushed images, nothing else
+        steps = steps.within(now.graph, now.nodes)
+    unanswered = checked.unanswered()
+    if unanswered:
+        some = ", ".join(unanswered[:3]) + (", …" if len(unanswered) > 3 else "")
+        report.note(f"{len(unanswered)} references got no answer from their registry "
+                    f"({some}): what is built on them was not judged. "
+                    "See `graphbuild check`.")  # fmt: skip
+    result = Sweep(steps, unanswered, now.failed)
+    if dry_run:
+        return result
+    if len(steps.steps) > max_images and not yes:
+        result.too_big = True
+        return result
+    result.run = run(config, now.graph, steps, "sweep", None, settings)
+    return result

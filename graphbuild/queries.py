@@ -1,0 +1,196 @@
+"""The answers of the query commands (`uses`, `images`, `bases`, `graph`) as plain data.
+
+They are read straight from index.db by SQL, never by loading the whole graph into
+networkx: a query on a fleet of 10,000 images must answer in a fraction of a second,
+and so must import none of the build, registry or deploy machinery. The commands
+print these answers; their `--json` is exactly this data.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphbuild import graphdb, report, workloads
+from graphbuild.config import Config
+from graphbuild.errors import NotFound
+from graphbuild.state import State
+from graphbuild.workspace import STATE
+
+
+def open_index(config: Config) -> sqlite3.Connection:
+    """The index with its stored graph, in one read snapshot; synced first only when there
+    is none yet (the one time a query pays for a sync, and so imports it)."""
+    db = graphdb.connect(config.workspace)
+    if graphdb.meta(db) is None:
+        from graphbuild import pipeline
+
+        report.note("No index yet: syncing first (graphbuild sync).")
+        problems = pipeline.sync(config).problems
+        if problems:
+            report.note(f"The sync found {len(problems)} problem(s): see `graphbuild sync`.")
+    db.execute("BEGIN")  # one snapshot: a sync that commits meanwhile is not half seen
+    return db
+
+
+# ---------------------------------------------------------------- uses
+
+
+@dataclass
+class Uses:
+    """The nodes a REF names, every image built on them, and the workloads running each."""
+
+    starts: list[str]
+    found: list[graphdb.Use]
+    running: dict[str, list[workloads.Workload]] = field(default_factory=dict)
+
+
+def uses(db: sqlite3.Connection, config: Config, ref: str, depth: int | None) -> Uses:
+    starts = graphdb.match(db, ref)
+    found = graphdb.uses(db, starts, depth)
+    return Uses(starts, found, _running(db, config, [use.image for use in found]))
+
+
+def _running(
+    db: sqlite3.Connection, config: Config, nodes: list[str]
+) -> dict[str, list[workloads.Workload]]:
+    """The workloads that run each image; a reference by digest alone runs what graphbuild
+    built, as state.db records it."""
+    targets = workloads.load(db, config)
+    found: dict[str, list[workloads.Workload]] = {node: [] for node in nodes}
+    if not targets:
+        return found
+    state = State(config.workspace) if (config.workspace / STATE).exists() else None
+    try:
+        for node in nodes:
+            attrs = graphdb.attrs(db, node)
+            built = state.built_digests(node) if state else set()
+            found[node] = workloads.running(targets, attrs, built) if attrs else []
+    finally:
+        if state:
+            state.db.close()
+    return found
+
+
+# ---------------------------------------------------------------- images and bases
+
+
+def images(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every image the fleet builds with its stored attributes and the bases it is built on."""
+    bases = _bases_of(db)
+    rows = db.execute("SELECT id, attrs FROM graph_nodes WHERE kind = ? ORDER BY id",
+                      (graphdb.IMAGE,))  # fmt: skip
+    return [{"id": node, **json.loads(attrs), "bases": sorted(bases[node])} for node, attrs in rows]
+
+
+def bases(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every external base: pinned or floating, the images built on it directly and in all,
+    and how they use it (from, copy, mount)."""
+    children: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for source, target, kind in db.execute("SELECT source, target, kind FROM graph_edges"):
+        children[source].append((target, kind))
+    rows = db.execute("SELECT id, attrs FROM graph_nodes WHERE kind = ? ORDER BY id",
+                      (graphdb.EXTERNAL,))  # fmt: skip
+    return [
+        {
+            "id": node,
+            "pinned": json.loads(attrs)["pinned"],
+            "images": len(children[node]),
+            "all_images": len(_below(children, node)),
+            "kinds": sorted({kind for _, kind in children[node]}),
+        }
+        for node, attrs in rows
+    ]
+
+
+def _bases_of(db: sqlite3.Connection) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = defaultdict(list)
+    for source, target in db.execute("SELECT source, target FROM graph_edges"):
+        found[target].append(source)
+    return found
+
+
+def _below(children: dict[str, list[tuple[str, str]]], node: str) -> set[str]:
+    seen: set[str] = set()
+    queue = deque([node])
+    while queue:
+        for child, _ in children[queue.popleft()]:
+            if child not in seen:
+                seen.add(child)
+                queue.append(child)
+    return seen
+
+
+# ---------------------------------------------------------------- the graph
+
+
+def graph(db: sqlite3.Connection, focus: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The documented `graph --format json` shape: nodes with id and kind, edges with source
+    (base) and target; with `focus`, only what that node is built on and what is built on it."""
+    nodes, edges = sorted(graphdb.nodes(db)), list(graphdb.edges(db))
+    keep: set[str] | None = None
+    if focus is not None:
+        starts = graphdb.match(db, focus)
+        if not starts:
+            raise NotFound(f"{focus} is not in the graph")
+        keep = _neighbourhood(edges, starts)
+    return {
+        "nodes": [{"id": n, **attrs} for n, attrs in nodes if keep is None or n in keep],
+        "edges": [
+            {"source": u, "target": v, **attrs}
+            for u, v, attrs in sorted(edges, key=lambda e: (e[0], e[1]))
+            if keep is None or (u in keep and v in keep)
+        ],
+    }
+
+
+def _neighbourhood(edges: list[tuple[str, str, dict[str, Any]]], starts: list[str]) -> set[str]:
+    """`starts`, everything they are built on, and everything built on them."""
+    up: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    down: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for u, v, attrs in edges:
+        down[u].append((v, attrs["kind"]))
+        up[v].append((u, attrs["kind"]))
+    keep = set(starts)
+    for node in starts:
+        keep |= _below(down, node) | _below(up, node)
+    return keep
+
+
+def dot(document: dict[str, list[dict[str, Any]]]) -> str:
+    """The graph document as Graphviz DOT: images as boxes, bases as ellipses."""
+
+    def q(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["digraph graphbuild {", "  rankdir=LR;", "  node [fontname=Helvetica];"]
+    for node in document["nodes"]:
+        shape = "box" if node["kind"] == graphdb.IMAGE else "ellipse"
+        lines.append(f"  {q(node['id'])} [shape={shape}];")
+    for edge in document["edges"]:
+        style = "" if edge["kind"] == "from" else ", style=dashed"
+        lines.append(f"  {q(edge['source'])} -> {q(edge['target'])} "
+                     f"[label={q(edge['kind'])}{style}];")  # fmt: skip
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def mermaid(document: dict[str, list[dict[str, Any]]]) -> str:
+    """The graph document as a Mermaid flowchart."""
+    ids = {node["id"]: f"n{i}" for i, node in enumerate(document["nodes"])}
+
+    def label(text: str) -> str:
+        return '"' + text.replace('"', "#quot;") + '"'
+
+    lines = ["graph LR"]
+    for node in document["nodes"]:
+        name = label(node["id"])
+        shape = f"[{name}]" if node["kind"] == graphdb.IMAGE else f"([{name}])"
+        lines.append(f"  {ids[node['id']]}{shape}")
+    for edge in document["edges"]:
+        arrow = "-->" if edge["kind"] == "from" else "-.->"
+        lines.append(f"  {ids[edge['source']]} {arrow}|{edge['kind']}| {ids[edge['target']]}")
+    return "\n".join(lines) + "\n"
