@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import os
 import socket
 import sys
 import threading
@@ -22,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from graphbuild import refs
-from graphbuild.errors import InvalidReference
+from graphbuild.errors import GraphbuildError, InvalidReference
 from graphbuild.report import note
 
 SECRET_HEADER = "X-Graphbuild-Secret"  # noqa: S105 - a header name
@@ -30,6 +31,18 @@ MAX_BODY = 64 * 1024  # real push events are under 2 KiB
 REQUEST_DEADLINE = 30.0  # seconds for a whole request, headers and body, however it drips
 MAX_CONNECTIONS = 64  # open at once; more are answered 503 and closed
 ACR, DOCKERHUB = "acr", "dockerhub"
+
+
+def secret(variable: str) -> str:
+    """The shared secret, from the environment; surrounding whitespace (a file's newline)
+    is not part of it."""
+    value = os.environ.get(variable, "").strip()
+    if not value or not value.isascii() or not value.isprintable():
+        raise GraphbuildError(
+            f"${variable} must hold the webhook's shared secret (printable ASCII; see "
+            "docs/azure.md)"
+        )
+    return value
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ them as they reach any sweep: the first stops new builds, the second cancels.
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import sqlite3
@@ -25,18 +24,6 @@ from graphbuild.config import Config
 from graphbuild.guard import guarded
 from graphbuild.state import State, sweep_lock
 from graphbuild.workspace import STATE
-
-
-def secret(variable: str) -> str:
-    """The shared secret, from the environment; surrounding whitespace (a file's newline)
-    is not part of it."""
-    value = os.environ.get(variable, "").strip()
-    if not value or not value.isascii() or not value.isprintable():
-        raise errors.GraphbuildError(
-            f"${variable} must hold the webhook's shared secret (printable ASCII; see "
-            "docs/azure.md)"
-        )
-    return value
 
 
 def run(
@@ -66,7 +53,7 @@ def run(
         debouncer.add(push)
 
     debouncer = listen.Debouncer(fire, window, max_wait)
-    server = listen.serve(host, port, secret(secret_env), take)
+    server = listen.serve(host, port, listen.secret(secret_env), take)
     threading.Thread(target=server.serve_forever, name="graphbuild-hooks", daemon=True).start()
     address = f"http://{host}:{server.server_address[1]}/hooks"
     report.note(f"Listening on {address}/acr and {address}/dockerhub; pushes within "

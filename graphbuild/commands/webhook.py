@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from graphbuild import acr, errors
-from graphbuild.commands import listen
+from graphbuild import acr, errors, listen
 from graphbuild.config import Config, loopback
 
 
