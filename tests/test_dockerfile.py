@@ -1434,6 +1434,16 @@ def test_a_long_directive_line_is_read_in_linear_time():
     assert bases(text) == [(SYNTAX, "docker/dockerfile:1"), (FROM, "alpine")]
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("opener", ["<<", "3<<"])
+def test_a_heredoc_word_of_many_blanks_is_read_in_linear_time(opener):
+    """Blanks after `<<` stay in the word; a word that then has a `<` is no heredoc. A regex
+    with `\\s*` before `[^<]*` backtracked over every split of the blanks: 8 s for 40 000,
+    hours for a MiB. BuildKit's RE2 takes linear time on it."""
+    text = f"FROM alpine\nRUN cat {opener}" + " " * MIB + "<x\n"
+    assert bases(text) == [(FROM, "alpine")]
+
+
 OLD_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 
 
