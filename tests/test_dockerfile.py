@@ -815,6 +815,18 @@ def test_rule_17_same_base_on_every_platform_is_one_ref():
     assert ref.platforms == (AMD64, ARM64)
 
 
+def test_a_source_used_twice_on_one_line_lists_each_platform_once():
+    """Two mounts of one image on one RUN line are one ref; its platforms were listed once per
+    use (amd64, amd64, arm64, arm64), and a line of many such mounts took quadratic time."""
+    text = df("FROM alpine", "RUN --mount=from=golang:1.22,source=/a,target=/a "
+              "--mount=from=golang:1.22,source=/b,target=/b true")  # fmt: skip
+    parsed = parse(text, platforms=[AMD64, ARM64])
+    assert [(r.raw, r.platforms) for r in parsed.refs] == [
+        ("alpine", (AMD64, ARM64)),
+        ("golang:1.22", (AMD64, ARM64)),
+    ]
+
+
 def test_rule_18_platform_is_build_platform():
     ref = only("FROM --platform=$BUILDPLATFORM golang:1.22 AS build")
     assert (ref.raw, ref.platform, ref.stage) == ("golang:1.22", AMD64, "build")
