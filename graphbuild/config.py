@@ -37,6 +37,9 @@ _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 IMAGE_CONTEXT = "docker-image://"  # a named build context that is an image
 _REMOTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:|git@|github\.com/)")  # a URL, target:…
+# Operating systems images are built for that containerd's list (an older Go's) lacks: Go's
+# wasip1, and wasi, which Docker's Wasm builds target (`--platform wasi/wasm`)
+_TARGET_OS = platforms.KNOWN_OS | {"wasi", "wasip1"}
 _BUILDER_KEYS = {
     "buildah": {"isolation", "storage_driver", "root", "runroot"},
     "docker": {"builder"},
@@ -310,14 +313,15 @@ class _Checker:
     def platform(self, text: str, where: list[str | int]) -> str:
         """`os/arch[/variant]` normalised as BuildKit normalises a target platform, so that
         builders and the graph get one spelling (`linux/aarch64` is `linux/arm64`). An OS or
-        architecture Go does not know is a typo here, though containerd would pass it on."""
+        architecture that neither Go nor Docker (`wasi`) knows is a typo here, though
+        containerd would pass it on."""
         if "/" not in text:
             raise self.fail(where, f"{text!r} is not os/arch[/variant]")
         try:
             platform = platforms.parse(text)
         except ValueError as err:
             raise self.fail(where, str(err)) from None
-        if platform.os not in platforms.KNOWN_OS:
+        if platform.os not in _TARGET_OS:
             raise self.fail(where, f"{text!r}: unknown operating system {platform.os!r}")
         if platform.arch not in platforms.KNOWN_ARCH:
             raise self.fail(where, f"{text!r}: unknown architecture {platform.arch!r}")

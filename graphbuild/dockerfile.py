@@ -500,13 +500,14 @@ def _parse(
         ev = _Evaluator(source, build_args, target, platform, contexts, budget)
         with _guarded(ev.progress):
             found, triggers = ev.run()
+        name = str(platform)
         for into, items in ((merged, found), (onbuild, triggers)):
-            for ref in items:
+            for ref in items:  # one ref per use: two mounts of one image on a line are one
                 key = (ref.kind, ref.raw, ref.line, ref.platform, ref.stage)
-                old = into.get(key)
-                into[key] = replace(
-                    ref, platforms=(old.platforms if old else ()) + (str(platform),)
-                )
+                had = into[key].platforms if key in into else ()
+                # platforms come in turn, so this one is the last one listed or not listed
+                platforms = had if had[-1:] == (name,) else (*had, name)
+                into[key] = replace(ref, platforms=platforms)
         warnings.update(dict.fromkeys(ev.warnings))
     return Parsed(list(merged.values()), list(onbuild.values()), _checked(source, warnings))
 

@@ -14,7 +14,9 @@ import re
 from graphbuild.errors import DockerfileError
 from graphbuild.expand import shorten
 
-_HEREDOC_RE = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)")  # reHeredoc, Go's \d and \s
+# reHeredoc, Go's \d and \s. Possessive blanks: the rest is no `<` either way, and a word of
+# many blanks then a `<` would otherwise be tried at every split (RE2 is linear; re is not)
+_HEREDOC_RE = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*+([^<]*)")
 
 
 def openers(line: str, line_no: int) -> list[tuple[bool, str]]:

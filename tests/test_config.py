@@ -969,6 +969,8 @@ def test_any_bytes_load_or_are_refused(tmp_path_factory, raw):
         ("linux/i386", "linux/386"),
         ("Linux/AMD64", "linux/amd64"),
         ("windows(10.0.17763)/amd64", "windows(10.0.17763)/amd64"),
+        ("wasi/wasm", "wasi/wasm"),  # Docker's Wasm builds; accepted before normalising
+        ("wasip1/wasm", "wasip1/wasm"),  # a GOOS since Go 1.21, not in containerd's list
     ],
 )
 def test_platforms_are_normalised_as_containerd_does(tmp_path, written, normalised):

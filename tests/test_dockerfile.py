@@ -815,6 +815,18 @@ def test_rule_17_same_base_on_every_platform_is_one_ref():
     assert ref.platforms == (AMD64, ARM64)
 
 
+def test_a_source_used_twice_on_one_line_lists_each_platform_once():
+    """Two mounts of one image on one RUN line are one ref; its platforms were listed once per
+    use (amd64, amd64, arm64, arm64), and a line of many such mounts took quadratic time."""
+    text = df("FROM alpine", "RUN --mount=from=golang:1.22,source=/a,target=/a "
+              "--mount=from=golang:1.22,source=/b,target=/b true")  # fmt: skip
+    parsed = parse(text, platforms=[AMD64, ARM64])
+    assert [(r.raw, r.platforms) for r in parsed.refs] == [
+        ("alpine", (AMD64, ARM64)),
+        ("golang:1.22", (AMD64, ARM64)),
+    ]
+
+
 def test_rule_18_platform_is_build_platform():
     ref = only("FROM --platform=$BUILDPLATFORM golang:1.22 AS build")
     assert (ref.raw, ref.platform, ref.stage) == ("golang:1.22", AMD64, "build")
@@ -1432,6 +1444,16 @@ def test_a_long_directive_line_is_read_in_linear_time():
     # a regex with a lazy group before `\s*$` took 1 s for 20 000 blanks, 40 min for a MiB
     text = "# syntax=docker/dockerfile:1" + " " * MIB + "x\nFROM alpine\n"
     assert bases(text) == [(SYNTAX, "docker/dockerfile:1"), (FROM, "alpine")]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("opener", ["<<", "3<<"])
+def test_a_heredoc_word_of_many_blanks_is_read_in_linear_time(opener):
+    """Blanks after `<<` stay in the word; a word that then has a `<` is no heredoc. A regex
+    with `\\s*` before `[^<]*` backtracked over every split of the blanks: 8 s for 40 000,
+    hours for a MiB. BuildKit's RE2 takes linear time on it."""
+    text = f"FROM alpine\nRUN cat {opener}" + " " * MIB + "<x\n"
+    assert bases(text) == [(FROM, "alpine")]
 
 
 OLD_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
