@@ -26,6 +26,7 @@ from graphbuild.registry import (
     Registry,
     Resolved,
 )
+from graphbuild.registry import manifests as registry_manifests
 from graphbuild.registry.auth import (
     AuthError,
     Credentials,
@@ -964,3 +965,23 @@ def test_any_registry_answer_is_a_result_or_a_failure(
         assert not set(answer.message) & {"\n", "\r", "\x1b"} and len(answer.message) < 1000
     else:
         assert answer.digest.startswith("sha256:") and len(answer.digest) == 71
+
+
+@pytest.mark.parametrize(
+    ("children", "wanted", "expected"),
+    [
+        ({"linux/amd64": "a", "linux/arm": "b"}, "linux/arm/v7", "b"),  # written without v7
+        ({"linux/arm/v7": "b"}, "linux/arm/v7", "b"),
+        ({"linux/arm/v6": "c", "linux/arm/v7": "b"}, "linux/arm/v6", "c"),
+        ({"linux/arm/v7": "b"}, "linux/arm/v6", None),
+        ({"linux/arm64/v8": "d"}, "linux/arm64", "d"),
+        ({"linux/arm64": "d"}, "linux/arm64", "d"),
+        ({"linux/amd64/v3": "e"}, "linux/amd64", "e"),  # no variant asked: any variant
+        ({"linux/amd64": "a", "unknown/unknown": "x"}, "linux/amd64", "a"),
+        ({"linux/amd64": "a"}, "linux/arm64", None),
+    ],
+)
+def test_an_index_child_is_picked_as_containerd_compares_platforms(children, wanted, expected):
+    """repos.yaml's platforms are normalised (`linux/arm` is `linux/arm/v7`); an index that
+    writes a child the short way is still that platform's child."""
+    assert registry_manifests.pick(children, wanted) == expected

@@ -8,10 +8,13 @@ which are input: every field is type-checked, never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+
+from graphbuild import platforms
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -118,17 +121,23 @@ def platform_key(platform: object) -> str | None:
 
 
 def pick(children: dict[str, str], wanted: str) -> str | None:
-    """The child digest for `wanted` (os/arch[/variant]); arm64 is arm64/v8 too."""
+    """The child digest for `wanted` (os/arch[/variant]), both sides read as containerd
+    reads a platform: `linux/arm` is `linux/arm/v7`, `linux/arm64/v8` is `linux/arm64`.
+    With no variant asked, any variant of that os/arch, the normalised default first."""
     if wanted in children:
         return children[wanted]
-    parts = wanted.split("/")
-    if len(parts) == 2:  # no variant asked: any variant of that os/arch, the default first
-        default = {"arm64": "v8", "arm": "v7"}.get(parts[1])
-        if default and f"{wanted}/{default}" in children:
-            return children[f"{wanted}/{default}"]
-        for key, digest in children.items():
-            if key.startswith(wanted + "/"):
+    try:
+        want = platforms.parse(wanted)
+    except ValueError:
+        return None
+    normal: dict[platforms.Platform, str] = {}
+    for key, digest in children.items():
+        with contextlib.suppress(ValueError):  # a child no builder could ask for
+            normal.setdefault(platforms.parse(key), digest)
+    if want in normal:
+        return normal[want]
+    if not want.variant:
+        for platform, digest in normal.items():
+            if (platform.os, platform.arch) == (want.os, want.arch):
                 return digest
-    elif len(parts) == 3 and parts[1] == "arm64" and parts[2] == "v8":
-        return children.get("/".join(parts[:2]))
     return None
