@@ -849,9 +849,17 @@ class _Evaluator:
                 raise DockerfileError(ins.line, "missing a value on flag: platform")
             seen = True
             try:
-                expanded = self._expand(value, ins.line, "FROM --platform").value
+                expansion = self._expand(value, ins.line, "FROM --platform")
             except MissingValue as err:
                 raise DockerfileError(ins.line, f"--platform: {err}") from None
+            expanded = expansion.value
+            if not expanded and expansion.unmatched and expansion.unmatched <= self.valueless:
+                names = ", ".join(sorted(expansion.unmatched))
+                self.warnings.append(_lint(ins.line, "UnsetPlatformArg", (
+                    f"FROM --platform: ARG {names} has no value: BuildKit refuses this file, "
+                    "buildah builds it for the target platform, as graphbuild reads it; "
+                    "set it in build_args")))  # fmt: skip
+                continue
             if not expanded:
                 raise DockerfileError(
                     ins.line, f"empty platform value from expression {shorten(value, quote=False)}"

@@ -865,6 +865,19 @@ def test_rule_10_platform_uses_global_args_only():
     assert "empty platform value from expression $P" in rejected(text).message
 
 
+def test_a_platform_arg_declared_without_a_value_is_a_warning_not_a_lost_image():
+    """BuildKit refuses `FROM --platform=$P` with P unset; buildah, the default builder,
+    builds it for the target platform. Rejecting the file would drop its image from the
+    graph, so graphbuild reads it as buildah builds it and says so, as it does for a base
+    that needs an ARG without a value."""
+    text = df("ARG P", "FROM --platform=$P golang:1.22")
+    assert only(text).ref == "docker.io/library/golang:1.22"
+    assert only(text).platform is None
+    assert any("UnsetPlatformArg" in w and "ARG P has no value" in w for w in warnings(text))
+    assert only(text, build_args={"P": "linux/arm64"}).platform == ARM64
+    assert "empty platform value" in rejected(df("FROM --platform=$NOPE alpine")).message
+
+
 def test_rule_19_stage_name_warnings():
     assert any("ReservedStageName" in w for w in warnings("FROM golang:1.22 AS scratch"))
     assert any("ReservedStageName" in w for w in warnings("FROM golang:1.22 AS context"))
