@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import git, require
-from .test_sweep import Runner
+from .site import Runner, git, require
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -570,8 +570,7 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
     import signal
     import sqlite3
 
-    from .conftest import require
-    from .test_sweep import Site
+    from .site import Site, require
 
     require("buildah")
     site = Site(tmp_path, registry, remotes)

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import git, require
-from .test_sweep import Site
+from .site import Site, git, require
 
 pytestmark = pytest.mark.timeout(900)
 
