@@ -211,7 +211,7 @@ def run_markdown(run: Run) -> str:
     counts: dict[str, int] = {}
     for node in doc["nodes"]:
         counts[node["status"]] = counts.get(node["status"], 0) + 1
-    lines += [f"- images: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}", ""]
+    lines += [f"- images: {', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none'}", ""]
     lines += ["| wave | image | outcome | reason | digest | attempts |",
               "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for node in doc["nodes"]:

@@ -3,61 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def require(tool: str) -> str:
-    """The tool's path; a missing tool fails the test under CI=true and skips it elsewhere."""
-    path = shutil.which(tool)
-    if path is None:
-        message = f"{tool} is not installed (the README's test command installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV}
-    done = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
-    )
-    return done.stdout.strip()
-
-
-@dataclass
-class Remote:
-    """A bare repository on disk, and a work tree that commits and pushes to it."""
-
-    url: Path
-    work: Path
-
-    def commit(self, files: dict[str, str | None], message: str = "change") -> str:
-        for name, text in files.items():
-            path = self.work / name
-            if text is None:
-                path.unlink()
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        git(self.work, "add", "-A")
-        git(self.work, "commit", "-q", "-m", message)
-        git(self.work, "push", "-q", "origin", "HEAD:main")
-        return git(self.work, "rev-parse", "HEAD")
+# defined here once: branches written before tests/site.py still import them from conftest
+from .site import GIT_ENV as GIT_ENV
+from .site import Remote, git, require
 
 
 @pytest.fixture

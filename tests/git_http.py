@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .conftest import require
+from .site import require
 
 STALL_LIMIT = 60  # seconds a held request waits for the test before it goes on anyway
 

@@ -24,8 +24,7 @@ from graphbuild.builders import BuildRequest
 from graphbuild.builders.acr import PINNED, Acr
 from graphbuild.errors import CommandFailed
 
-from .conftest import require
-from .test_sweep import Site
+from .site import Site, require
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -10,20 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from .site import graphbuild
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def graphbuild(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
-    full_env.pop("GRAPHBUILD_CONFIG", None) if env is None else None
-    return subprocess.run(
-        [sys.executable, "-m", "graphbuild", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_the_bundled_example_answers_right_after_install(tmp_path):

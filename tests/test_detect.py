@@ -17,10 +17,10 @@ from graphbuild.pipeline import sync
 from graphbuild.registry import Registry
 from graphbuild.state import State
 
-from .conftest import require
 from .hostile_registry import Drip
 from .oci import BASE_DIGEST, BASE_NAME, OCI_MANIFEST, LocalRegistry, free_port, sha
 from .servers import FaultProxy
+from .site import require
 
 
 class Fleet:

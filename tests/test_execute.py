@@ -448,7 +448,7 @@ def test_stop_before_run_starts_nothing():
 
 def test_stop_during_a_backoff_leaves_the_node_pending_without_waiting():
     rec = Recorder(behave={"a": flaky(1)})
-    s = scheduler({"a": set(), "a1": {"a"}}, rec, retries=2, backoff=5.0)
+    s = scheduler({"a": set(), "a1": {"a"}}, rec, retries=2, backoff=600.0)
 
     def on_event(node, status, info):
         rec.on_event(node, status, info)
@@ -458,7 +458,7 @@ def test_stop_during_a_backoff_leaves_the_node_pending_without_waiting():
     s.on_event = on_event
     began = time.monotonic()
     assert s.run() == {"a": PENDING, "a1": PENDING}
-    assert time.monotonic() - began < 2.0, "the run waited out the backoff"
+    assert time.monotonic() - began < 60, "the run waited out the backoff"
     assert s.attempts["a"] == 1
 
 

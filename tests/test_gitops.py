@@ -23,8 +23,8 @@ from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, C
 from graphbuild.deployers.gitops import PUSH_ATTEMPTS, Gitops
 from graphbuild.workloads import Workload
 
-from .conftest import git
 from .git_http import seen_during, serving
+from .site import git
 
 D = "sha256:" + "d" * 64
 E = "sha256:" + "e" * 64

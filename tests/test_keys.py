@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+
+import networkx as nx
 
 from graphbuild import config, keys, sources
 from graphbuild.index import BuildOptions
+from graphbuild.state import State
 
 ATTRS = {"dockerfile": "app/Dockerfile", "blob": "b1", "context": "app", "build_args": {},
          "target": None, "platforms": [], "contexts": {}}  # fmt: skip
@@ -114,3 +120,122 @@ def test_a_folder_context_is_keyed_by_its_content(tmp_path, remotes):
     assert keys.source_key("r/app:1", attrs, "c1", after) != source
     moved = {**attrs, "contexts": {"src": "app"}}  # another folder with the same name
     assert keys.source_key("r/app:1", moved, "c1", before) != source
+
+
+def _sha(inputs: list) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+
+
+def test_a_source_is_the_digest_of_exactly_the_images_own_inputs():
+    """Image, Dockerfile path and blob, context path and content, sorted build args, target,
+    platforms: each changes the source, and nothing else goes in."""
+    attrs = {**ATTRS, "build_args": {"B": "2", "A": "1"}, "target": "run",
+             "platforms": ["linux/arm64", "linux/amd64"]}  # fmt: skip
+    assert keys.source_key("r/app:1", attrs, "c1") == _sha(
+        ["r/app:1", "app/Dockerfile", "b1", "app", "c1", [["A", "1"], ["B", "2"]], "run",
+         ["linux/arm64", "linux/amd64"]]
+    )  # fmt: skip
+    source = keys.source_key("r/app:1", ATTRS, "c1")
+    for change in ({"dockerfile": "app/Dockerfile.prod"}, {"blob": "b2"}, {"context": "."},
+                   {"target": "test"}):  # fmt: skip
+        assert keys.source_key("r/app:1", {**ATTRS, **change}, "c1") != source, change
+    assert keys.source_key("r/app:1", {**ATTRS, "repo": "other", "commit": "c0ffee"}, "c1") == (
+        source  # where the Dockerfile lives is not an input: its blob and content are
+    )
+
+
+def test_a_build_key_is_the_source_on_its_parents_digests_in_name_order():
+    assert keys.build_key("sha256:s", {"q:1": "sha256:b", "p:1": "sha256:a"}) == _sha(
+        ["sha256:s", [["p:1", "sha256:a"], ["q:1", "sha256:b"]]]
+    )
+    assert keys.build_key("sha256:s", {}) == _sha(["sha256:s", []])  # FROM scratch
+    assert keys.build_key("sha256:s", {}) != keys.build_key("sha256:t", {})
+
+
+def _built_fleet(tmp_path, names=("a", "b")):
+    """A local repository `r` with one image per name, each recorded as built from its
+    current source at sha256:<name>; the graph as the index gives it."""
+    for name in names:
+        (tmp_path / "r" / name).mkdir(parents=True)
+        (tmp_path / "r" / name / "Dockerfile").write_text("FROM x\n")
+    local = config.RepoSpec(name="r", path=tmp_path / "r")
+    cfg = config.Config(tmp_path / "c.yaml", tmp_path / "ws", (local,))
+    tree = sources.open_tree(local, sources.SyncResult("r", None), cfg.workspace, {}, {})
+    graph = nx.DiGraph()
+    graph.add_node("x:latest", kind="base")
+    sources_of = {}
+    for name in names:
+        node = f"r.test/{name}:1"
+        attrs = {**ATTRS, "kind": "image", "repo": "r", "commit": None, "context": name,
+                 "dockerfile": f"{name}/Dockerfile"}  # fmt: skip
+        graph.add_node(node, **attrs)
+        sources_of[node] = keys.source_key(node, attrs, tree.content(name))
+    tree.close()
+    return cfg, graph, sources_of
+
+
+def test_changed_sources_names_only_images_graphbuild_built_and_still_served(tmp_path):
+    """An image is judged by its source only when graphbuild built what the registry serves
+    and recorded that build's source; every other image is left to detection."""
+    cfg, graph, sources_of = _built_fleet(tmp_path, ("built", "older", "never", "moved"))
+    with State(cfg.workspace) as state:
+        state.record_build("r.test/built:1", "sha256:built", {}, "run", key="k",
+                           source=sources_of["r.test/built:1"])  # fmt: skip
+        state.record_build("r.test/older:1", "sha256:older", {}, "run")  # before sources: None
+        state.record_build("r.test/moved:1", "sha256:moved", {}, "run", key="k", source="old")
+        for name in ("built", "older", "never", "moved"):
+            (tmp_path / "r" / name / "new-file").write_text("changed")
+        served = {"r.test/built:1": "sha256:built", "r.test/older:1": "sha256:older",
+                  "r.test/never:1": "sha256:never",
+                  "r.test/moved:1": "sha256:someone-else-pushed"}  # fmt: skip
+        changed = keys.changed_sources(cfg, graph, served, state)
+        assert changed == {
+            "r.test/built:1": "its Dockerfile, build context or options changed since "
+            "graphbuild built it"
+        }
+        assert keys.changed_sources(cfg, graph, {}, state) == {}  # nothing served: none
+
+
+def test_an_unchanged_source_is_not_changed_and_an_option_change_is(tmp_path):
+    cfg, graph, sources_of = _built_fleet(tmp_path, ("a",))
+    with State(cfg.workspace) as state:
+        state.record_build("r.test/a:1", "sha256:a", {}, "run", key="k",
+                           source=sources_of["r.test/a:1"])  # fmt: skip
+        served = {"r.test/a:1": "sha256:a"}
+        assert keys.changed_sources(cfg, graph, served, state) == {}
+        graph.nodes["r.test/a:1"]["build_args"] = {"V": "2"}
+        assert list(keys.changed_sources(cfg, graph, served, state)) == ["r.test/a:1"]
+
+
+def test_a_changed_source_in_a_git_repository_names_the_commit(tmp_path, remotes):
+    """The reason says which commit the source is read at, so "why?" can be checked."""
+    remote = remotes("r", {"app/Dockerfile": "FROM x\n", "app/f": "1"})
+    spec = config.RepoSpec(name="r", url=str(remote.url))
+    cfg = config.Config(tmp_path / "c.yaml", tmp_path / "ws", (spec,))
+    commit = remote.commit({"app/f": "2"})
+    (result,) = sources.sync(cfg)
+    assert result.commit == commit
+    attrs = {**ATTRS, "kind": "image", "repo": "r", "commit": commit}
+    graph = nx.DiGraph()
+    graph.add_node("r.test/app:1", **attrs)
+    with State(cfg.workspace) as state:
+        state.record_build("r.test/app:1", "sha256:app", {}, "run", key="k", source="before")
+        changed = keys.changed_sources(cfg, graph, {"r.test/app:1": "sha256:app"}, state)
+        assert changed == {
+            "r.test/app:1": "its Dockerfile, build context or options changed since graphbuild "
+            f"built it (now at commit {commit[:12]})"
+        }
+        shutil.rmtree(sources.clone_dir(cfg.workspace, "r"))  # the clone is gone
+        changed = keys.changed_sources(cfg, graph, {"r.test/app:1": "sha256:app"}, state)
+        assert changed == {
+            "r.test/app:1": "its repository's clone cannot be read (NoSuchPathError) "
+            f"(now at commit {commit[:12]})"
+        }
+
+
+def test_an_image_of_a_repository_no_longer_in_the_config_is_not_judged(tmp_path):
+    cfg, graph, _ = _built_fleet(tmp_path, ("a",))
+    graph.nodes["r.test/a:1"]["repo"] = "gone"
+    with State(cfg.workspace) as state:
+        state.record_build("r.test/a:1", "sha256:a", {}, "run", key="k", source="old")
+        assert keys.changed_sources(cfg, graph, {"r.test/a:1": "sha256:a"}, state) == {}

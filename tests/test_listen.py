@@ -378,7 +378,6 @@ def test_serve_cuts_a_client_that_drips_its_request(hooks, monkeypatch, capfd, s
     own deadline ends it, and no traceback reaches the log."""
     monkeypatch.setattr(hooks.server, "request_deadline", 1.0)
     port = hooks.server.server_address[1]
-    began = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(start)
         closed = False
@@ -394,7 +393,7 @@ def test_serve_cuts_a_client_that_drips_its_request(hooks, monkeypatch, capfd, s
                 closed = True
                 break
             time.sleep(0.5)
-    assert closed and time.monotonic() - began < 5
+    assert closed  # within the 10 s of drips, each well inside the 10 s read timeout
     assert hooks.pushes == []
     time.sleep(0.2)  # the handler's thread writes its last words
     assert "Traceback" not in capfd.readouterr().err
@@ -501,15 +500,14 @@ def test_max_wait_fires_under_a_steady_stream():
     fires = Fires()
     debouncer = Debouncer(fires, window=0.5, max_wait=1.0)
     try:
-        start = time.monotonic()
         for i in range(20):  # a push every 0.1 s for 2 s: the window never closes
             debouncer.add(push(f"app:{i}"))
             time.sleep(0.1)
         stopped = time.monotonic()
     finally:
         debouncer.close(flush=True)
-    assert fires.times and fires.times[0] < stopped
-    assert fires.times[0] - start < 1.5  # max_wait (1 s) fired it, not the end of the stream
+    assert fires.times and fires.times[0] < stopped  # max_wait fired it, not the flush
+    assert "app:19" not in fires.batches[0]  # while the stream was still coming
     assert set().union(*fires.batches) == {f"app:{i}" for i in range(20)}
 
 
@@ -520,7 +518,7 @@ def test_close_with_flush_fires_what_is_pending():
     started = time.monotonic()
     debouncer.close(flush=True)
     assert fires.batches == [frozenset({"app:1"})]
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 30  # not the 60 s window: the flush fired it
     with pytest.raises(RuntimeError, match="closed"):
         debouncer.add(push("app:2"))
 
@@ -570,8 +568,7 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
     import signal
     import sqlite3
 
-    from .conftest import require
-    from .test_sweep import Site
+    from .site import Site, require
 
     require("buildah")
     site = Site(tmp_path, registry, remotes)

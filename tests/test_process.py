@@ -26,6 +26,8 @@ from graphbuild.process import (
     watched,
 )
 
+from .site import alive
+
 
 def never():
     return threading.Event()
@@ -155,15 +157,6 @@ def test_run_stops_a_command_that_outlives_its_timeout(tmp_path):
 
 
 # ---------------------------------------------------------------- nothing outlives graphbuild
-
-
-def alive(pid: int) -> bool:
-    """Running or stopped; not gone, not a zombie waiting for its reaper."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def gone(pid: int, seconds: float = 10) -> bool:

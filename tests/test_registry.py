@@ -36,7 +36,6 @@ from graphbuild.registry.auth import (
 )
 from graphbuild.registry.client import Known
 
-from .conftest import require
 from .hostile_registry import Drip, Reply, Scripted, endless, manifest, served, wait_for
 from .oci import (
     DOCKER_LIST,
@@ -48,6 +47,7 @@ from .oci import (
     sha,
 )
 from .servers import FaultProxy, ManagedIdentity, TokenServer
+from .site import require
 
 
 def client(host: str, timeout: float = 5, **spec) -> Registry:

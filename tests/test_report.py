@@ -111,3 +111,184 @@ def test_report_md_has_a_held_back_section_with_each_cause():
             ]
         )
     )
+
+
+# -- tables, names and JSON as people and scripts read them
+
+E = "sha256:" + "cd" * 32
+
+
+def _printed(call, *args) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        call(*args)
+    return out.getvalue()
+
+
+def test_a_table_aligns_columns_and_ends_lines_without_blanks():
+    import io
+
+    out = io.StringIO()
+    report.table(["IMAGE", "N", "NOTE"], [("r.test/a:1", 1, None), ("b", 22, "x")], out)
+    assert out.getvalue() == "IMAGE       N   NOTE\nr.test/a:1  1\nb           22  x\n"
+    out = io.StringIO()
+    report.table(["A", "B"], [], out)
+    assert out.getvalue() == "A  B\n"
+
+
+def test_short_is_the_name_people_type_and_leaves_what_it_cannot_read():
+    assert report.short("docker.io/library/python:3.12") == "python:3.12"
+    assert report.short("docker.io/team/app:1") == "team/app:1"
+    assert report.short("r.test/app:1") == "r.test/app:1"
+    assert report.short(f"docker.io/library/alpine@{D}") == f"alpine@{D}"
+    assert report.short("not a reference!") == "not a reference!"
+
+
+def test_json_text_is_indented_and_shows_any_value_as_text():
+    from pathlib import Path
+
+    assert report.json_text({"log": Path("/w/a.log"), "n": [1]}) == (
+        '{\n  "log": "/w/a.log",\n  "n": [\n    1\n  ]\n}\n'
+    )
+
+
+def _full_run() -> Run:
+    from graphbuild.state import DeployRecord, GateRecord, HeldRecord, RingRecord
+
+    nodes = [
+        RunNode("docker.io/team/base:1", 0, "base-changed", f"alpine:3 moved to {D}",
+                ["alpine:3", "docker.io/team/base:1"], "succeeded", 1,
+                "2026-11-28T10:00:00+00:00", "2026-11-28T10:01:05+00:00", D, "/w/runs/1/b.log"),
+        RunNode("r.test/app:1", 1, "parent-rebuilt", "built on team/base:1",
+                ["docker.io/team/base:1", "r.test/app:1"], "failed", 2,
+                error="exited 1: a | b"),
+    ]  # fmt: skip
+    return Run(
+        "20261128-100000-abcd", "sweep", None, "2026-11-28T10:00:00+00:00",
+        "2026-11-28T10:02:00+00:00", "failed", {}, nodes,
+        gates=[GateRecord("docker.io/team/base:1", "trivy", D, "failed",
+                          f"1 critical in {E}", [])],
+        deploys=[DeployRecord("dev", "gitops:web", "web", "docker.io/team/base:1",
+                              f"team/base:1@{D}", "gitops", "unchanged", "already there")],
+        rings=[RingRecord("dev", "healthy", "1 unchanged")],
+        held=[HeldRecord("docker.io/team/base:1", D, "failed gate trivy: 1 critical",
+                         "docker.io/team/base:1"),
+              HeldRecord("docker.io/team/base:1", D, "failed gate trivy: 1 critical",
+                         "docker.io/team/base:1", "gitops:api", "api", "dev")],
+    )  # fmt: skip
+
+
+def test_run_table_prints_each_image_then_gates_holds_and_deploys():
+    b = f"{D[:19]}…"
+    assert _printed(report.run_table, _full_run()).splitlines() == [
+        "sweep 20261128-100000-abcd: failed (1 failed, 1 succeeded)",
+        "WAVE  IMAGE         OUTCOME                  REASON          WHY"
+        "                                     TOOK    DIGEST                LOG",
+        f"0     team/base:1   succeeded                base-changed    alpine:3 moved to {b}"
+        f"  65.0 s  {b}  b.log",
+        "1     r.test/app:1  failed: exited 1: a | b  parent-rebuilt  built on team/base:1",
+        "Gates:",
+        "IMAGE        GATE   RESULT  SUMMARY",
+        f"team/base:1  trivy  failed  1 critical in {E[:19]}…",
+        "Held back from deploy:",
+        "IMAGE        DIGEST                REASON",
+        f"team/base:1  {b}  failed gate trivy: 1 critical",
+        "Workloads held back:",
+        "RING  WORKLOAD  IMAGE        REASON",
+        "dev   api       team/base:1  failed gate trivy: 1 critical",
+        "Deploys:",
+        "RING  WORKLOAD  IMAGE        OUTCOME    DETAIL",
+        "dev   web       team/base:1  unchanged  already there",
+        "  ring dev: healthy (1 unchanged)",
+    ]
+
+
+def test_a_run_without_images_or_deploys_says_so_in_one_line():
+    run = Run("1", "sweep", None, "2026-11-28T10:00:00+00:00", None, "succeeded", {}, [])
+    assert _printed(report.run_table, run) == (
+        "sweep 1: succeeded (no images)\nWAVE  IMAGE  OUTCOME  REASON  WHY  TOOK  DIGEST  LOG\n"
+    )
+    assert _printed(report.deploy_table, run) == ""
+
+
+def test_report_md_has_the_run_its_images_gates_and_deploys():
+    assert report.run_markdown(_full_run()).splitlines() == [
+        "# graphbuild sweep 20261128-100000-abcd",
+        "",
+        "- status: **failed**",
+        "- started: 2026-11-28T10:00:00+00:00, finished: 2026-11-28T10:02:00+00:00",
+        "- images: 1 failed, 1 succeeded",
+        "",
+        "| wave | image | outcome | reason | digest | attempts |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| 0 | `docker.io/team/base:1` | succeeded | base-changed: alpine:3 moved to {D} | "
+        f"`{D[:19]}` | 1 |",
+        "| 1 | `r.test/app:1` | failed (exited 1: a / b) | parent-rebuilt: built on "
+        "team/base:1 | `` | 2 |",
+        "",
+        "## Gates",
+        "",
+        "| image | gate | result | summary |",
+        "| --- | --- | --- | --- |",
+        f"| `docker.io/team/base:1` | trivy | failed | 1 critical in {E} |",
+        "",
+        "## Held back",
+        "",
+        "| image | digest | reason | caused by |",
+        "| --- | --- | --- | --- |",
+        f"| `docker.io/team/base:1` | `{D}` | failed gate trivy: 1 critical | "
+        "`docker.io/team/base:1` |",
+        "",
+        "Workloads held back (they keep what they run):",
+        "",
+        "| ring | workload | image | reason |",
+        "| --- | --- | --- | --- |",
+        "| dev | api | `docker.io/team/base:1` | failed gate trivy: 1 critical |",
+        "",
+        "## Deploys",
+        "",
+        "- ring **dev**: healthy (1 unchanged)",
+        "",
+        "| ring | workload | image | outcome | detail |",
+        "| --- | --- | --- | --- | --- |",
+        f"| dev | web | `team/base:1@{D}` | unchanged | already there |",
+    ]
+
+
+def test_report_md_of_an_unfinished_run_with_a_reason():
+    run = Run("1", "rebuild", "CVE-2026-1", "t0", None, "running", {}, [])
+    assert report.run_markdown(run) == (
+        "# graphbuild rebuild 1\n\n- status: **running**\n"
+        "- started: t0, finished: not finished\n- reason: CVE-2026-1\n- images: none\n\n"
+        "| wave | image | outcome | reason | digest | attempts |\n"
+        "| --- | --- | --- | --- | --- | --- |\n"
+    )
+
+
+def test_the_run_document_has_the_fields_commands_md_promises():
+    doc = report.run_document(_full_run())
+    assert list(doc) == ["id", "kind", "reason", "started", "finished", "status", "options",
+                         "nodes", "gates", "deploys", "rings", "held"]  # fmt: skip
+    assert list(doc["nodes"][0]) == ["node", "wave", "reason", "detail", "chain", "status",
+                                     "attempts", "started", "finished", "digest", "log", "key",
+                                     "error"]  # fmt: skip
+    assert list(doc["gates"][0]) == ["node", "gate", "digest", "status", "summary", "findings"]
+    assert list(doc["deploys"][0]) == ["ring", "workload", "name", "node", "reference",
+                                       "deployer", "status", "detail"]  # fmt: skip
+    assert list(doc["rings"][0]) == ["ring", "status", "detail"]
+    assert list(doc["held"][0]) == ["node", "digest", "reason", "cause", "workload", "name",
+                                    "ring"]  # fmt: skip
+    assert doc["held"][0]["workload"] is None and doc["nodes"][0]["digest"] == D
+
+
+def test_progress_without_a_terminal_is_one_line_per_step(capsys):
+    with report.progress(2, "syncing") as step:
+        step("synced a")
+        step("synced b")
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", "synced a\nsynced b\n")
+    report.note("a remark")
+    assert capsys.readouterr().err == "a remark\n"

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import git, require
-from .test_sweep import Site
+from .site import Site, git, require
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -498,3 +497,194 @@ def test_an_image_held_for_a_parent_that_failed_in_an_earlier_run_names_that_par
         assert rollout.held_records(g, state, [], held) == [
             HeldRecord(APP, digest[APP], f"built on {MID}, which failed a gate", MID)
         ]
+
+
+# -- deploy ring by ring with the gitops deployer, on a real deploy repository
+
+POD = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n" \
+      "    - name: web\n      image: r.test/app:1\n"  # fmt: skip
+APP_DIGEST = "sha256:" + "a" * 64
+
+
+class Rollout:
+    """A deploy repository with the app in rings dev and prod, a run that built the app, and
+    `deploy()` as a sweep calls it; `said` is what it told the person."""
+
+    def __init__(self, tmp_path, remotes, rings, reason=None) -> None:
+        import networkx as nx
+
+        from graphbuild import sources, workloads
+        from graphbuild.config import Config, Deployments, DeployRepoSpec
+        from graphbuild.state import RunNode, State
+
+        self.remote = remotes("deploy", {"envs/dev/web.yaml": POD, "envs/prod/web.yaml": POD})
+        where = {"dev": ("envs/dev/**",), "prod": ("envs/prod/**",)}
+        spec = DeployRepoSpec("deploy", str(self.remote.url), "main", rings=where)
+        tree = sources.DirTree(self.remote.work, {}, {})
+        self.targets, problems = workloads.discover(spec, tree)
+        assert problems == []
+        deployments = Deployments(rings=tuple(rings), repos=(spec,))
+        self.config = Config(tmp_path / "repos.yaml", tmp_path / "ws", (), deployments=deployments)
+        self.graph = nx.DiGraph()
+        self.graph.add_node(APP, image="r.test/app", tags=[APP])
+        self.state = State(self.config.workspace)
+        self.run_id = self.state.create_run(
+            "sweep", reason, {}, [RunNode(APP, 0, "stale", "built on x", [])]
+        )
+        self.state.update_node(self.run_id, RunNode(APP, 0, "stale", "built on x", [],
+                                                    "succeeded", digest=APP_DIGEST))  # fmt: skip
+        self.said: list[str] = []
+
+    def deploy(self, rings=None, dry_run=False, cancel=None) -> bool:
+        import threading
+
+        from graphbuild import rollout
+
+        run = self.state.run(self.run_id)
+        planned = rollout.changes(self.graph, self.state, self.targets, {APP: APP_DIGEST})
+        return rollout.deploy(self.config, self.state, run, planned, cancel or threading.Event(),
+                              rings, dry_run, self.said.append)  # fmt: skip
+
+    def rings(self) -> list[tuple[str, str, str]]:
+        return [(r.ring, r.status, r.detail) for r in self.state.run(self.run_id).rings]
+
+    def deploys(self) -> list[tuple[str, str, str]]:
+        return [(d.ring, d.reference, d.status) for d in self.state.run(self.run_id).deploys]
+
+    def shown(self, path: str) -> str:
+        return git(self.remote.url, "show", f"main:{path}") + "\n"
+
+
+PINNED = POD.replace("r.test/app:1", f"r.test/app:1@{APP_DIGEST}")
+
+
+def test_changes_point_each_workload_running_the_image_at_its_new_digest(tmp_path, remotes):
+    from graphbuild import rollout
+    from graphbuild.config import RingSpec
+
+    site = Rollout(tmp_path, remotes, [RingSpec("dev")])
+    planned = rollout.changes(site.graph, site.state, site.targets, {APP: APP_DIGEST})
+    assert [(c.workload.ring, c.workload.file, c.reference) for c in planned] == [
+        ("dev", "envs/dev/web.yaml", f"r.test/app:1@{APP_DIGEST}"),
+        ("prod", "envs/prod/web.yaml", f"r.test/app:1@{APP_DIGEST}"),
+    ]
+    assert rollout.changes(site.graph, site.state, site.targets, {}) == []
+
+
+def test_rings_deploy_in_order_each_healthy_before_the_next(tmp_path, remotes):
+    from graphbuild.config import RingSpec
+
+    checked = tmp_path / "health"
+    health = ("sh", "-c", 'echo "$1 $2" >> "$3"', "sh", "{ring}", "{run}", str(checked))
+    site = Rollout(tmp_path, remotes, [RingSpec("dev", health=health), RingSpec("prod")])
+    assert site.deploy() is True
+    assert site.rings() == [
+        ("dev", "healthy", "1 deployed, 0 already there, health check passed"),
+        ("prod", "healthy", "1 deployed, 0 already there, no health check configured"),
+    ]
+    reference = f"r.test/app:1@{APP_DIGEST}"
+    assert site.deploys() == [("dev", reference, "deployed"), ("prod", reference, "deployed")]
+    assert checked.read_text() == f"dev {site.run_id}\n"  # {ring} and {run} filled in
+    assert site.shown("envs/dev/web.yaml") == PINNED
+    assert site.shown("envs/prod/web.yaml") == PINNED
+    assert site.said == [
+        "dev: 1 deployed, 0 already there, health check passed",
+        "prod: 1 deployed, 0 already there, no health check configured",
+    ]
+    message = git(site.remote.url, "log", "-1", "--format=%B", "main")
+    assert f"sweep {site.run_id}\n{APP}: stale: built on x" in message  # why, per image
+
+    assert site.deploy() is True  # again: nothing to push, the ring is still healthy
+    assert site.rings()[0] == ("dev", "healthy", "0 deployed, 1 already there, "
+                               "health check passed")  # fmt: skip
+
+
+def test_a_manual_ring_waits_until_it_is_named(tmp_path, remotes):
+    from graphbuild.config import RingSpec
+
+    site = Rollout(tmp_path, remotes, [RingSpec("dev"), RingSpec("prod", manual=True)])
+    assert site.deploy() is True
+    wait = f"deploy it with `graphbuild deploy {site.run_id} --ring prod`"
+    assert site.rings() == [("dev", "healthy", "1 deployed, 0 already there, no health check "
+                             "configured"), ("prod", "manual", wait)]  # fmt: skip
+    assert site.said[-1] == f"prod: manual; {wait}"
+    assert site.shown("envs/prod/web.yaml") == POD  # not touched
+    assert site.deploy(rings=["prod"]) is True  # a person takes it on
+    assert site.shown("envs/prod/web.yaml") == PINNED
+    assert site.rings()[-1] == ("prod", "healthy", "1 deployed, 0 already there, no health "
+                                "check configured")  # fmt: skip
+
+
+def test_an_unhealthy_ring_stops_the_rollout_before_the_next(tmp_path, remotes):
+    from graphbuild.config import RingSpec
+
+    sick = ("sh", "-c", "echo 'pods not ready' >&2; exit 3")
+    site = Rollout(tmp_path, remotes, [RingSpec("dev", health=sick), RingSpec("prod")])
+    assert site.deploy() is False
+    why = "health check of dev exited 3: pods not ready"
+    assert site.rings() == [("dev", "unhealthy", why)]  # prod: not even recorded
+    assert site.said == [f"dev: unhealthy ({why}); later rings not deployed"]
+    assert site.shown("envs/prod/web.yaml") == POD
+
+
+def test_a_ring_nobody_runs_the_images_in_is_nothing_to_deploy(tmp_path, remotes):
+    from graphbuild.config import RingSpec
+
+    site = Rollout(tmp_path, remotes, [RingSpec("dev"), RingSpec("staging"), RingSpec("prod")])
+    assert site.deploy() is True
+    assert [(ring, status) for ring, status, _ in site.rings()] == [
+        ("dev", "healthy"), ("staging", "nothing-to-deploy"), ("prod", "healthy")
+    ]  # fmt: skip
+    assert site.rings()[1][2] == "no workload runs these"
+
+
+def test_a_failed_deploy_fails_its_ring_and_stops_the_rollout(tmp_path, remotes):
+    import shutil
+
+    from graphbuild.config import RingSpec
+
+    site = Rollout(tmp_path, remotes, [RingSpec("dev"), RingSpec("prod")])
+    shutil.rmtree(site.remote.url)  # the deploy repository cannot be cloned
+    assert site.deploy() is False
+    ((ring, status, detail),) = site.rings()
+    assert (ring, status) == ("dev", "failed")
+    assert detail.startswith("1 deploy(s) failed, first Pod//web (web): ")
+    assert site.deploys() == [("dev", f"r.test/app:1@{APP_DIGEST}", "failed")]
+    assert site.said == [f"dev: {detail}; later rings not deployed"]
+
+
+def test_a_dry_run_shows_the_diffs_and_records_and_pushes_nothing(tmp_path, remotes):
+    from graphbuild.config import RingSpec
+
+    site = Rollout(tmp_path, remotes, [RingSpec("dev"), RingSpec("prod", manual=True)])
+    before = git(site.remote.url, "rev-parse", "main")
+    assert site.deploy(dry_run=True) is True
+    assert site.rings() == [] and site.deploys() == []
+    assert git(site.remote.url, "rev-parse", "main") == before
+    diff, manual = site.said
+    assert diff.startswith("# deploy -> main\n--- a/envs/dev/web.yaml\n+++ b/envs/dev/web.yaml")
+    assert f"-      image: r.test/app:1\n+      image: r.test/app:1@{APP_DIGEST}" in diff
+    assert manual.startswith("prod: manual; ")
+
+
+def test_a_cancel_before_a_ring_starts_raises_and_deploys_nothing(tmp_path, remotes):
+    import threading
+
+    from graphbuild.config import RingSpec
+    from graphbuild.errors import CommandFailed
+
+    site = Rollout(tmp_path, remotes, [RingSpec("dev")])
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CommandFailed, match=r"^deploy of dev: cancelled$"):
+        site.deploy(cancel=cancel)
+    assert site.rings() == [] and site.shown("envs/dev/web.yaml") == POD
+
+
+def test_a_run_with_a_reason_gives_it_to_the_deploy_commit(tmp_path, remotes):
+    from graphbuild.config import RingSpec
+
+    site = Rollout(tmp_path, remotes, [RingSpec("dev")], reason="CVE-2026-1234")
+    assert site.deploy() is True
+    message = git(site.remote.url, "log", "-1", "--format=%B", "main")
+    assert message.split("\n\n")[1] == f"sweep {site.run_id}: CVE-2026-1234"

@@ -11,8 +11,8 @@ import pytest
 from graphbuild import config, sources
 from graphbuild.errors import ContextError, UnsafeURL
 
-from .conftest import GIT_ENV, git
 from .git_http import seen_during, serving
+from .site import GIT_ENV, git
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,253 @@ def test_a_state_db_of_the_previous_schema_gains_the_held_records(tmp_path):
         assert old is not None and old.status == "failed" and old.held == []
         s.record_held("old", [APP_HELD])
         assert s.run("old").held == [APP_HELD]
+
+
+# -- runs: the lifecycle `runs`, `resume` and the next sweep read
+
+
+def _nodes() -> list[state.RunNode]:
+    return [
+        state.RunNode("r/b:1", 1, "parent-rebuilt", "built on r/a:1", ["r/a:1", "r/b:1"]),
+        state.RunNode("r/a:1", 0, "base-changed", "x:1 moved", ["x:1", "r/a:1"]),
+        state.RunNode("r/c:1", 0, "missing", "", ["r/c:1"]),
+    ]
+
+
+def test_a_new_run_is_running_with_its_nodes_pending_in_wave_order(tmp_path):
+    with state.State(tmp_path) as s:
+        run = s.create_run("rebuild", "CVE-1", {"force": True, "limit": ["r/a:1"]}, _nodes())
+        assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", run)  # sorts by time, readable
+        found = s.run(run)
+        assert (found.id, found.kind, found.reason, found.status, found.finished) == (
+            run, "rebuild", "CVE-1", "running", None
+        )  # fmt: skip
+        assert found.options == {"force": True, "limit": ["r/a:1"]}
+        assert found.started.startswith(f"{run[:4]}-{run[4:6]}-{run[6:8]}T")
+        assert [n.node for n in found.nodes] == ["r/a:1", "r/c:1", "r/b:1"]  # wave, then name
+        assert found.nodes[2] == state.RunNode(
+            "r/b:1", 1, "parent-rebuilt", "built on r/a:1", ["r/a:1", "r/b:1"]
+        )  # pending, no attempt yet
+        assert (found.gates, found.deploys, found.rings, found.held) == ([], [], [], [])
+        assert s.run("20990101-000000-0000") is None
+
+
+def test_a_node_is_recorded_at_every_change_and_a_finished_run_says_when(tmp_path):
+    with state.State(tmp_path) as s:
+        run = s.create_run("sweep", None, {}, _nodes())
+        done = state.RunNode(
+            "r/a:1", 0, "base-changed", "x:1 moved to sha256:2", ["x:1", "r/a:1"], "succeeded",
+            2, "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:03+00:00", "sha256:a",
+            "/ws/logs/a.log", "sha256:key", None,
+        )  # fmt: skip
+        s.update_node(run, done)
+        failed = state.RunNode("r/c:1", 0, "missing", "", ["r/c:1"], "failed", 1, error="boom")
+        s.update_node(run, failed)
+        assert s.run(run).nodes[:2] == [done, failed]
+        s.finish_run(run, "failed")
+        finished = s.run(run)
+        assert finished.status == "failed" and finished.finished > finished.started
+        s.reopen_run(run)  # resume
+        assert (s.run(run).status, s.run(run).finished) == ("running", None)
+
+
+def test_runs_lists_the_newest_first_without_nodes(tmp_path):
+    with state.State(tmp_path) as s:
+        ids = [s.create_run("sweep", None, {}, _nodes()) for _ in range(3)]
+        listed = s.runs()
+        assert [r.id for r in listed] == ids[::-1]
+        assert all(r.nodes == [] for r in listed)
+        assert [r.id for r in s.runs(limit=2)] == ids[:0:-1]
+
+
+def test_abandoning_marks_only_running_runs_interrupted_and_their_running_nodes_pending(
+    tmp_path,
+):
+    """A run whose process died: its finished images keep their outcome, the one that was
+    building is pending again for `resume`; a finished run is left as it is."""
+    with state.State(tmp_path) as s:
+        dead = s.create_run("sweep", None, {}, _nodes())
+        s.update_node(dead, state.RunNode("r/a:1", 0, "base-changed", "", [], "succeeded", 1))
+        s.update_node(dead, state.RunNode("r/c:1", 0, "missing", "", [], "running", 1))
+        over = s.create_run("sweep", None, {}, _nodes())
+        s.finish_run(over, "succeeded")
+        assert s.abandon_runs() == [dead]
+        after = s.run(dead)
+        assert after.status == "interrupted" and after.finished is None
+        assert {n.node: n.status for n in after.nodes} == {
+            "r/a:1": "succeeded", "r/c:1": "pending", "r/b:1": "pending"
+        }  # fmt: skip
+        assert s.run(over).status == "succeeded"
+        assert s.abandon_runs() == []  # nothing running any more
+
+
+def test_rebuilt_since_names_later_runs_that_built_any_of_the_images(tmp_path):
+    with state.State(tmp_path) as s:
+        old = s.create_run("sweep", None, {}, _nodes())
+        newer = s.create_run("sweep", None, {}, _nodes())
+        s.update_node(newer, state.RunNode("r/b:1", 1, "x", "", [], "succeeded"))
+        failed = s.create_run("sweep", None, {}, _nodes())
+        s.update_node(failed, state.RunNode("r/a:1", 0, "x", "", [], "failed"))
+        started = s.run(old).started
+        assert s.rebuilt_since(started, ["r/b:1", "r/a:1"]) == [newer]
+        assert s.rebuilt_since(started, ["r/a:1"]) == []  # failed builds pushed nothing
+        assert s.rebuilt_since(s.run(newer).started, ["r/b:1"]) == []
+
+
+def test_durations_are_each_images_last_successful_build(tmp_path):
+    with state.State(tmp_path) as s:
+        for took in ("00:00:10", "00:01:30"):
+            run = s.create_run("sweep", None, {}, _nodes())
+            s.update_node(run, state.RunNode(
+                "r/a:1", 0, "x", "", [], "succeeded", 1, "2026-01-01T00:00:00+00:00",
+                f"2026-01-01T{took}+00:00",
+            ))  # fmt: skip
+        s.update_node(run, state.RunNode("r/c:1", 0, "x", "", [], "failed", 1,
+                                         "2026-01-01T00:00:00+00:00",
+                                         "2026-01-01T09:00:00+00:00"))  # fmt: skip
+        assert s.durations() == {"r/a:1": 90.0}
+
+
+# -- builds
+
+
+def test_find_build_answers_the_latest_build_of_a_key_from_its_own_connection(tmp_path):
+    with state.State(tmp_path) as s:
+        s.record_build("r/a:1", "sha256:1", {"x:1": "sha256:x"}, "run-1", "t1", key="k1",
+                       source="s1")  # fmt: skip
+        s.record_build("r/a:1", "sha256:2", {"x:1": "sha256:x"}, "run-2", "t2", key="k1",
+                       source="s1")  # fmt: skip
+        s.record_build("r/b:1", "sha256:3", {}, "run-2", "t3", key="k2")
+    assert state.find_build(tmp_path, "k1") == state.Build(
+        "r/a:1", "sha256:2", "t2", {"x:1": "sha256:x"}, "run-2", "k1"
+    )
+    assert state.find_build(tmp_path, "k2").digest == "sha256:3"
+    assert state.find_build(tmp_path, "k3") is None
+
+
+def test_build_of_and_built_digests(tmp_path):
+    with state.State(tmp_path) as s:
+        s.record_build("r/a:1", "sha256:1", {}, "run-1", "t1", key="k1", source="s1")
+        s.record_build("r/a:1", "sha256:1", {"x:1": "sha256:x"}, "run-2", "t2", key="k2",
+                       source="s2")  # fmt: skip
+        s.record_build("r/a:1", "sha256:9", {}, "run-3", "t3")
+        s.record_build("r/b:1", "sha256:b", {}, "run-3", "t3")
+        assert s.build_of("r/a:1", "sha256:1") == state.Build(
+            "r/a:1", "sha256:1", "t2", {"x:1": "sha256:x"}, "run-2", "k2", "s2"
+        )  # the same digest built twice: the latest record
+        assert s.built_digests("r/a:1") == {"sha256:1", "sha256:9"}
+        assert s.built_digests("r/nothing:1") == set()
+
+
+def test_a_check_sets_a_baseline_once_and_only_evidence_moves_it(tmp_path):
+    with state.State(tmp_path) as s:
+        s.set_baselines([("r/app:1", "x:1", "sha256:first")], "t1")
+        s.set_baselines([("r/app:1", "x:1", "sha256:first")], "t2")  # same: since stays
+        assert s.db.execute("SELECT digest, since FROM baselines").fetchall() == [
+            ("sha256:first", "t1")
+        ]
+        s.set_baselines([("r/app:1", "x:1", "sha256:second")], "t3")
+        assert s.baselines() == {("r/app:1", "x:1"): "sha256:second"}
+
+
+def test_manifest_notes_are_remembered_once(tmp_path):
+    with state.State(tmp_path) as s:
+        s.remember_notes({"sha256:m": {"b": "2", "a": "1"}})
+        s.remember_notes({"sha256:m": {"other": "ignored"}})  # a manifest never changes them
+        assert s.notes(["sha256:m", "sha256:unknown"]) == {"sha256:m": {"a": "1", "b": "2"}}
+
+
+# -- gates, deploys and rings of a run
+
+
+def _gate(node: str, gate: str, status: str, digest: str = "sha256:a") -> state.GateRecord:
+    return state.GateRecord(node, gate, digest, status, f"{gate} {status}", [{"id": "CVE-1"}])
+
+
+def test_gate_results_are_one_per_image_and_gate_of_a_run(tmp_path):
+    with state.State(tmp_path) as s:
+        run = s.create_run("sweep", None, {}, _nodes())
+        s.record_gate(run, _gate("r/b:1", "trivy", "failed"))
+        s.record_gate(run, _gate("r/a:1", "smoke", "passed"))
+        s.record_gate(run, _gate("r/a:1", "trivy", "failed"))
+        s.record_gate(run, _gate("r/a:1", "trivy", "passed"))  # judged again: replaces
+        assert s.run(run).gates == [
+            _gate("r/a:1", "smoke", "passed"), _gate("r/a:1", "trivy", "passed"),
+            _gate("r/b:1", "trivy", "failed"),
+        ]  # fmt: skip
+
+
+def test_failed_gates_are_the_latest_result_of_each_gate_on_that_digest_in_any_run(tmp_path):
+    with state.State(tmp_path) as s:
+        first = s.create_run("sweep", None, {}, _nodes())
+        s.record_gate(first, _gate("r/a:1", "trivy", "failed"))
+        s.record_gate(first, _gate("r/a:1", "smoke", "failed"))
+        assert s.failed_gates("r/a:1", "sha256:a") == ["trivy", "smoke"]
+        older = s.create_run("sweep", None, {}, _nodes())  # the image at another digest
+        s.record_gate(older, _gate("r/a:1", "trivy", "failed", digest="sha256:other"))
+        second = s.create_run("deploy", None, {}, [])
+        s.record_gate(second, _gate("r/a:1", "trivy", "passed"))  # a later pass clears it
+        assert s.failed_gates("r/a:1", "sha256:a") == ["smoke"]
+        assert s.failed_gates("r/a:1", "sha256:other") == ["trivy"]
+        assert s.failed_gates("r/b:1", "sha256:a") == []  # never gated: nothing failed
+
+
+def test_deploys_and_rings_are_kept_in_the_order_they_happened(tmp_path):
+    with state.State(tmp_path) as s:
+        run = s.create_run("sweep", None, {}, _nodes())
+        web = state.DeployRecord("dev", "gitops:web", "web", "r/a:1", "r/a:1@sha256:a",
+                                 "gitops", "failed", "push rejected")  # fmt: skip
+        api = state.DeployRecord("dev", "gitops:api", "api", "r/c:1", "r/c:1@sha256:c",
+                                 "gitops", "deployed", "commit 1234")  # fmt: skip
+        s.record_deploy(run, web)
+        s.record_deploy(run, api)
+        s.record_ring(run, state.RingRecord("dev", "failed", "1 of 2 failed"))
+        s.record_ring(run, state.RingRecord("prod", "manual", "waiting"))
+        retried = replace(web, status="deployed", detail="commit 5678")
+        s.record_deploy(run, retried)  # a resume deploys it again: one row, the latest
+        s.record_ring(run, state.RingRecord("dev", "healthy", "2 deployed"))
+        found = s.run(run)
+        assert found.deploys == [api, retried]
+        assert found.rings == [state.RingRecord("prod", "manual", "waiting"),
+                               state.RingRecord("dev", "healthy", "2 deployed")]  # fmt: skip
+        assert s.run(s.create_run("sweep", None, {}, [])).deploys == []
+
+
+# -- migrations and the sweep lock
+
+
+def test_a_state_db_of_the_first_schema_keeps_its_history(tmp_path):
+    """A workspace from the first release: every migration runs, nothing observed or built
+    is lost, and builds recorded then have no key or source (so they are never reused)."""
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.executescript(state.MIGRATIONS[0])
+    db.execute("INSERT INTO digests VALUES ('x:1', '', 'sha256:x', 't0', 't1')")
+    db.execute("INSERT INTO builds (image, digest, built_at, run_id, parents) "
+               "VALUES ('r/a:1', 'sha256:a', 't1', NULL, '{\"x:1\": \"sha256:x\"}')")  # fmt: skip
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with state.State(tmp_path) as s:
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == len(state.MIGRATIONS)
+        assert s.latest("x:1") == state.Seen("sha256:x", "t0", "t1")
+        assert s.build_of("r/a:1", "sha256:a") == state.Build(
+            "r/a:1", "sha256:a", "t1", {"x:1": "sha256:x"}
+        )
+        assert s.runs() == []
+    assert state.find_build(tmp_path, "anything") is None
+
+
+def test_taking_the_sweep_lock_removes_what_a_killed_run_left_in_scratch(tmp_path):
+    with state.State(tmp_path):
+        pass
+    left = state.scratch(tmp_path, "20260101-000000-abcd") / "ctx"
+    left.mkdir(parents=True)
+    assert left.parent.parent == tmp_path / state.SCRATCH
+    with state.sweep_lock(tmp_path):
+        assert not (tmp_path / state.SCRATCH).exists()
+
+
+def test_the_sweep_lock_on_a_new_workspace_creates_no_state(tmp_path):
+    with state.sweep_lock(tmp_path):
+        pass
+    assert not (tmp_path / "state.db").exists()

@@ -11,142 +11,21 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import io
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from .conftest import require
-from .oci import BASE_DIGEST, BASE_NAME, OCI_MANIFEST
-from .test_process import alive
+from .oci import BASE_DIGEST, BASE_NAME
+from .site import Runner, Site, alive, by_node, outcomes, require
 
 pytestmark = pytest.mark.timeout(600)
-
-
-class Runner:
-    """graphbuild run as users run it, in a folder holding its repos.yaml."""
-
-    def __init__(self, root: Path, registry) -> None:
-        self.root, self.registry, self.host = root, registry, registry.host
-
-    def write_config(self) -> None:
-        (self.root / "repos.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
-
-    def start(self, *args: str) -> subprocess.Popen:
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-        env.pop("GRAPHBUILD_CONFIG", None)
-        return subprocess.Popen(
-            [sys.executable, "-m", "graphbuild", *args],
-            cwd=self.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True,  # a SIGKILL of the group takes buildah down with it
-        )  # fmt: skip
-
-    def gb(self, *args: str) -> subprocess.CompletedProcess:
-        process = self.start(*args)
-        out, err = process.communicate(timeout=300)
-        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-    def run(self, *args: str, code: int = 0) -> dict:
-        """A sweep/rebuild/resume with --json: its run document."""
-        done = self.gb(*args, "--json")
-        assert done.returncode == code, done.stderr + done.stdout
-        return json.loads(done.stdout)
-
-    def manifest(self, ref: str) -> dict:
-        repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
-        answer = self.registry.http.get(
-            f"/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}
-        )
-        answer.raise_for_status()
-        return {"digest": answer.headers["Docker-Content-Digest"], **answer.json()}
-
-    def digest(self, ref: str) -> str:
-        return self.manifest(ref)["digest"]
-
-    def files(self, ref: str) -> dict[str, bytes]:
-        """Every regular file in the image's layers, by path."""
-        repo = ref.split("/", 1)[1].rsplit(":", 1)[0]
-        found = {}
-        for layer in self.manifest(ref)["layers"]:
-            blob = self.registry.http.get(f"/v2/{repo}/blobs/{layer['digest']}")
-            blob.raise_for_status()
-            with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob.content))) as tar:
-                for member in tar:
-                    if member.isfile():
-                        data = tar.extractfile(member)
-                        assert data is not None
-                        found[member.name] = data.read()
-        return found
-
-
-class Site(Runner):
-    """The fleet under test: remotes, a repos.yaml, and graphbuild run as users run it."""
-
-    def __init__(self, root: Path, registry, remotes) -> None:
-        super().__init__(root, registry)
-        h = self.host
-        self.upstream = f"{h}/upstream/base:1"
-        self.push_upstream("upstream v1")
-        self.platform = remotes("platform", {
-            "base/Dockerfile": f"FROM {h}/upstream/base:1\nCOPY f /platform-base\n",
-            "base/f": "base",
-            "mid/Dockerfile": f"ARG REG={h}\nFROM ${{REG}}/platform/base:1\nCOPY f /mid\n",
-            "mid/f": "mid",
-        })  # fmt: skip
-        self.apps = remotes("apps", {
-            "app/Dockerfile": f"FROM {h}/platform/mid:1 AS run\n"
-                              f"COPY --from={h}/upstream/base:1 /content.txt /from-upstream\n"
-                              "COPY f /app\n",
-            "app/f": "app",
-            "solo/Dockerfile": "FROM scratch\nCOPY f /solo\n",
-            "solo/f": "solo",
-        })  # fmt: skip
-        self.base, self.mid = f"{h}/platform/base:1", f"{h}/platform/mid:1"
-        self.app, self.solo = f"{h}/apps/app:1", f"{h}/apps/solo:1"
-        storage = root / "buildah"
-        self.config = {
-            "registries": {h: {"insecure": True}},
-            "builder": {"kind": "buildah", "root": str(storage / "root"),
-                        "runroot": str(storage / "run")},
-            "repos": [
-                {"name": "platform", "url": str(self.platform.url), "images": [
-                    {"image": f"{h}/platform/base", "dockerfile": "base/Dockerfile",
-                     "context": "base", "tags": ["1", "latest"]},
-                    {"image": f"{h}/platform/mid", "dockerfile": "mid/Dockerfile",
-                     "context": "mid", "tags": ["1"]},
-                ]},
-                {"name": "apps", "url": str(self.apps.url), "images": [
-                    {"image": f"{h}/apps/{{dir}}", "dockerfile": "*/Dockerfile", "tags": ["1"]},
-                ]},
-            ],
-        }  # fmt: skip
-        self.write_config()
-
-    def image_spec(self, repo: str, image: str) -> dict:
-        """The repos.yaml entry of one image, to change it."""
-        (entry,) = [r for r in self.config["repos"] if r["name"] == repo]
-        return next(i for i in entry["images"] if i["image"].endswith(image))
-
-    def push_upstream(self, content: str) -> str:
-        self.upstream_digest = self.registry.image("upstream/base", "1", content=content)
-        return self.upstream_digest
-
-
-def outcomes(run: dict) -> dict[str, str]:
-    return {node["node"]: node["status"] for node in run["nodes"]}
-
-
-def by_node(run: dict) -> dict[str, dict]:
-    return {node["node"]: node for node in run["nodes"]}
 
 
 @pytest.fixture

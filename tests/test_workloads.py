@@ -18,7 +18,7 @@ from graphbuild.config import DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, Problem
 from graphbuild.workloads import GITOPS, KUBECTL, Workload
 
-from .conftest import git
+from .site import git
 
 D = "sha256:" + "d" * 64
 E = "sha256:" + "e" * 64

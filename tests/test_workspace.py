@@ -18,7 +18,7 @@ from graphbuild.errors import GraphbuildError
 from graphbuild.guard import guarded
 from graphbuild.state import State
 
-from .test_cli import graphbuild
+from .site import graphbuild
 
 
 def damage(db) -> bytes:
