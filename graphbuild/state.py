@@ -562,6 +562,16 @@ def find_build(workspace: Path, key: str) -> Build | None:
     return Build(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) if row else None
 
 
+def built_here(workspace: Path, digest: str) -> bool:
+    """Did graphbuild push this digest? From any thread, read-only: `listen` asks for every
+    push, and its own pushes come back as events."""
+    if not (workspace / STATE).exists():
+        return False
+    with closing(sqlite3.connect(f"file:{workspace / STATE}?mode=ro", uri=True, timeout=30)) as db:
+        row = db.execute("SELECT 1 FROM builds WHERE digest = ? LIMIT 1", (digest,)).fetchone()
+    return row is not None
+
+
 def scratch(workspace: Path, run: str) -> Path:
     """Where run `run` writes what it builds from; removed as each build ends, and by the
     next run should this one be killed."""

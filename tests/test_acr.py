@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from graphbuild import acr
 from graphbuild.builders import BuildRequest
 from graphbuild.builders.acr import PINNED, Acr
 from graphbuild.errors import CommandFailed
+from graphbuild.state import State
 
 from .site import Site, require
 
@@ -227,8 +227,8 @@ def test_an_interrupted_sweep_cancels_its_acr_runs(acr_site, arm):
     held = [r for r in arm.runs.values() if r.status != "Succeeded"]
     assert held and all(r.status == "Canceled" for r in held), err
     assert json.loads(out)["status"] == "interrupted"
-    with sqlite3.connect(site.root / ".graphbuild" / "state.db") as db:
-        assert db.execute("SELECT status FROM runs").fetchone() == ("interrupted",)
+    with State(site.root / ".graphbuild") as state:
+        assert [run.status for run in state.runs()] == ["interrupted"]
 
 
 # -- mirroring

@@ -16,7 +16,7 @@ from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Change, Context
 from graphbuild.deployers.kubectl import Kubectl
 from graphbuild.errors import CommandFailed
 from graphbuild.workloads import Workload
-from tests.conftest import require
+from tests.site import require
 
 if TYPE_CHECKING:  # imported first as a plugin, which pytest then rewrites
     from tests.kube import KubeAPI

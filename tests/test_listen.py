@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from graphbuild import listen
 from graphbuild.listen import SECRET_HEADER, Debouncer, Push
+from graphbuild.state import State
 
 SECRET = "s3cr3t-Shared-Value-9f8e7d"
 DIGEST = "sha256:" + "ab" * 32
@@ -566,7 +567,6 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
     the window: one sweep, limited to what is built on the base, and a wrong secret none."""
     import os
     import signal
-    import sqlite3
 
     from .site import Site, require
 
@@ -597,22 +597,24 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
 
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(post, range(100))) == {202}
-        runs_db = site.root / ".graphbuild" / "state.db"
+        workspace = site.root / ".graphbuild"
         deadline = time.monotonic() + 120
         runs = []
         while time.monotonic() < deadline:
-            if runs_db.exists():
-                with sqlite3.connect(runs_db) as db:
-                    runs = db.execute("SELECT id, status FROM runs").fetchall()
-                if runs and all(status != "running" for _, status in runs):
+            if (workspace / "state.db").exists():
+                with State(workspace) as state:
+                    runs = state.runs()
+                if runs and all(run.status != "running" for run in runs):
                     break
             time.sleep(0.5)
         time.sleep(2)  # a second sweep, if one were (wrongly) coming, would have started
-        assert runs_db.exists(), "no sweep ran"
-        with sqlite3.connect(runs_db) as db:
-            runs = db.execute("SELECT id, status FROM runs").fetchall()
-            built = {n for (n,) in db.execute("SELECT node FROM run_nodes")}
-        assert len(runs) == 1 and runs[0][1] == "succeeded"
+        assert (workspace / "state.db").exists(), "no sweep ran"
+        with State(workspace) as state:
+            runs = state.runs()
+            done = state.run(runs[0].id)
+        assert done is not None
+        built = {n.node for n in done.nodes}
+        assert len(runs) == 1 and runs[0].status == "succeeded"
         assert built == {site.base, site.mid, site.app}  # not solo: nothing of it was pushed
 
         # graphbuild's own push of base, coming back as an event, starts nothing
@@ -621,8 +623,8 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
         answer = httpx.post(url, content=json.dumps(own), headers={SECRET_HEADER: SECRET})
         assert answer.status_code == 202
         time.sleep(3)  # twice the window
-        with sqlite3.connect(runs_db) as db:
-            assert db.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+        with State(workspace) as state:
+            assert len(state.runs()) == 1
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         _, err = process.communicate(timeout=60)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import sqlite3
 import threading
 from contextlib import closing
 from typing import NoReturn
@@ -22,8 +21,7 @@ from graphbuild import errors, execute, graphdb, listen, pipeline, refs, report
 from graphbuild.commands import sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
-from graphbuild.state import State, sweep_lock
-from graphbuild.workspace import STATE
+from graphbuild.state import State, built_here, sweep_lock
 
 
 def run(
@@ -48,7 +46,7 @@ def run(
             pass  # pushes meanwhile gather into the next batch
 
     def take(push: listen.Push) -> None:
-        if push.digest and _built_here(config, push.digest):
+        if push.digest and built_here(config.workspace, push.digest):
             return  # graphbuild's own push coming back: what is built on it was just built
         debouncer.add(push)
 
@@ -134,12 +132,3 @@ def _latest(config: Config) -> tuple[str, str] | None:
     with State(config.workspace) as state:
         runs = state.runs(limit=1)
     return (runs[0].id, runs[0].status) if runs else None
-
-
-def _built_here(config: Config, digest: str) -> bool:
-    path = config.workspace / STATE
-    if not path.exists():
-        return False
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-        row = db.execute("SELECT 1 FROM builds WHERE digest = ? LIMIT 1", (digest,)).fetchone()
-    return row is not None
