@@ -17,6 +17,11 @@ ApplicationSet template's) `helm.valuesObject` and `helm.values` string, a kusto
 is placed in the file where the string's characters stand (a `|` block, or a quoted
 string without escapes); where escapes or folding moved them, the edit is refused.
 
+An Argo CD source's `helm.parameters` are Helm values set over its `valuesObject`, read
+together; images Argo CD and Flux set themselves are read too (OVERRIDE): Argo CD's
+`kustomize.images` strings, in `kustomize edit set image`'s form, and the kustomize image
+entries of a Flux Kustomization's `spec.images` and a HelmRelease's post-renderers.
+
 Anyone who can push to a deploy repository writes what this reads, so a file gets
 bounded work: at most MAX_BYTES, MAX_NODES composed nodes (aliases count once per use)
 and MAX_DEPTH nested collections (PyYAML's composer recurses per level), and the walk
@@ -35,6 +40,7 @@ from pathlib import PurePosixPath
 
 import yaml
 from yaml.composer import Composer
+from yaml.error import Mark
 from yaml.events import CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
@@ -52,6 +58,7 @@ from graphbuild.errors import InvalidReference
 
 CONTAINER, KUSTOMIZE, HELM = "container", "kustomize", "helm"
 INLINE = "helm-inline"  # Helm values written in the object that deploys the chart
+OVERRIDE = "override"  # an image the deploying object sets (Argo CD, Flux kustomize images)
 KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 CONTAINER_KEYS = ("containers", "initContainers", "ephemeralContainers")
 MAX_BYTES = 2 * 1024 * 1024  # Kubernetes stores an object of at most 1.5 MiB
@@ -59,6 +66,7 @@ MAX_DEPTH = 100  # nested mappings and sequences; real manifests stay under 30
 MAX_NODES = 200_000  # about 2 MiB of YAML as people write it; ~150 MB composed
 
 _STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
+_MAP = "tag:yaml.org,2002:map"
 _PROPERTIES = re.compile(r"(?:[&!]\S*\s+)*")  # an anchor or a tag written before the value
 _LINE_BREAK = re.compile(r"[\r\n]")
 _BREAK = re.compile(r"\r\n|\r|\n")
@@ -125,7 +133,7 @@ class _Reading:
     walked: set[int] = field(default_factory=set)  # values that aliases share: read once
 
     def first(self, node: Node) -> bool:
-        """Is this the first time `node` is read as Helm values?"""
+        """Is this the first time `node` is read (as Helm values, image overrides)?"""
         seen = id(node) in self.walked
         self.walked.add(id(node))
         return not seen
@@ -371,8 +379,18 @@ def _containers(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hi
 
 
 def _kustomize(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
+    yield from _entries(
+        reading, _get(doc, "images"), index, ("images",), KUSTOMIZE, "kustomization"
+    )
+
+
+def _entries(
+    reading: _Reading, images: Node | None, index: int, at: Path, kind: str, label: str
+) -> Iterator[_Hit]:
+    """kustomize's `images:` entries (name, newName, newTag, digest) at `at`: a kustomization's,
+    or (OVERRIDE) a Flux Kustomization's or HelmRelease post-renderer's, whose workload is
+    `label` and the entry's index."""
     text = reading.text
-    images = _get(doc, "images")
     for i, entry in enumerate(images.value if isinstance(images, SequenceNode) else ()):
         name = _get(entry, "name")
         if not isinstance(name, ScalarNode) or name.tag != _STR:
@@ -381,8 +399,8 @@ def _kustomize(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit
         parts = _parts(_written(new_name or _text(name), tag, digest))
         if parts is not None:
             line = _line(text, _start(text, name))
-            found = Found(KUSTOMIZE, line, *parts, "kustomization", None, index, ("images", i))
-            yield _Hit(found, entry)
+            workload = label if kind == KUSTOMIZE else f"{label}images[{i}]"
+            yield _Hit(Found(kind, line, *parts, workload, None, index, (*at, i)), entry)
 
 
 def _helm(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
@@ -418,15 +436,27 @@ def _values(
 
 
 def _objects(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
-    """Helm values inline in the objects that deploy charts: a Flux HelmRelease's
-    `spec.values`, an Argo CD Application's (or ApplicationSet template's) `helm.valuesObject`
-    and `helm.values` string per source, and ConfigMap keys a HelmRelease takes values from."""
+    """What the objects that deploy read besides manifests: Helm values inline (a Flux
+    HelmRelease's `spec.values`, an Argo CD Application's or ApplicationSet template's
+    `helm.valuesObject` with its `helm.parameters` over it, and `helm.values` string, per
+    source; ConfigMap keys a HelmRelease takes values from), and the images they set
+    themselves (OVERRIDE): Argo CD's `kustomize.images` per source, a Flux Kustomization's
+    `spec.images` and a HelmRelease's post-renderers' `kustomize.images`."""
     meta = _get(doc, "metadata")
     namespace, name = _value(_get(meta, "namespace")), _value(_get(meta, "name"))
     label = f"{_value(_get(doc, 'kind'))}/{namespace or ''}/{name or ''}:"
     spec = _get(doc, "spec")
     if _is(doc, "HelmRelease", "helm.toolkit.fluxcd.io/"):
         yield from _inline(reading, index, _get(spec, "values"), ("spec", "values"), label)
+        renderers = _get(spec, "postRenderers")
+        for i, renderer in enumerate(_items(reading, renderers)):
+            at = ("spec", "postRenderers", i, "kustomize", "images")
+            images = _get(_get(renderer, "kustomize"), "images")
+            yield from _entries(reading, images, index, at, OVERRIDE, f"{label}postRenderers[{i}]:")
+    elif _is(doc, "Kustomization", "kustomize.toolkit.fluxcd.io/"):
+        yield from _entries(
+            reading, _get(spec, "images"), index, ("spec", "images"), OVERRIDE, label
+        )
     elif _is(doc, "Application", "argoproj.io/") or _is(doc, "ApplicationSet", "argoproj.io/"):
         at: Path = ("spec",)
         if _is(doc, "ApplicationSet", "argoproj.io/"):
@@ -436,8 +466,12 @@ def _objects(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
         for i, source in enumerate(many.value if isinstance(many, SequenceNode) else ()):
             sources.append((source, (*at, "sources", i), f"{label}sources[{i}]:"))
         for source, path, where in sources:
+            images = _get(_get(source, "kustomize"), "images")
+            yield from _images(reading, index, images, (*path, "kustomize", "images"), where)
             helm = _get(source, "helm")
-            inline = _get(helm, "valuesObject")
+            if helm is None or not reading.first(helm):
+                continue  # an aliased source is read once
+            inline = _over(reading, _get(helm, "valuesObject"), _get(helm, "parameters"))
             yield from _inline(reading, index, inline, (*path, "helm", "valuesObject"), where)
             string = _get(helm, "values")
             yield from _string(reading, index, string, (*path, "helm", "values"), where)
@@ -447,6 +481,81 @@ def _objects(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
             if isinstance(key, ScalarNode) and reading.holds(index, namespace, name, key.value):
                 where = f"{label}{key.value}:"
                 yield from _string(reading, index, value, ("data", key.value), where)
+
+
+def _items(reading: _Reading, node: Node | None) -> list[Node]:
+    """A sequence's items, the first time it is read (aliases share it): else none."""
+    return node.value if isinstance(node, SequenceNode) and reading.first(node) else []
+
+
+def _images(
+    reading: _Reading, index: int, images: Node | None, at: Path, label: str
+) -> Iterator[_Hit]:
+    """Argo CD's `kustomize.images`: strings it hands to `kustomize edit set image`, so read
+    as that reads them (`name=newName:newTag@digest`, each part but the name optional, or
+    `name:newTag`, `name@digest`); the image that runs is newName, else name. Argo CD
+    substitutes `$VARS` first: such a string is skipped, as templated values are."""
+    text = reading.text
+    for i, item in enumerate(_items(reading, images)):
+        if not isinstance(item, ScalarNode) or item.tag != _STR or _span(text, item) is None:
+            continue
+        old, equals, new = _text(item).partition("=")
+        parts = _parts(new if equals else old)  # None also for `$VARS`, `{{ }}`, spaces
+        if parts is None or (equals and _parts(old) is None):
+            continue  # not a reference, or one made of `$VARS`
+        if not equals and parts[1:] == (None, None):
+            continue  # a name alone: `edit set image` refuses it
+        line, where = _line(text, _start(text, item)), f"{label}kustomize.images[{i}]"
+        yield _Hit(Found(OVERRIDE, line, *parts, where, None, index, (*at, i)), item)
+
+
+def _over(reading: _Reading, values: Node | None, parameters: Node | None) -> Node | None:
+    """The Helm values an Argo CD source gives its chart: `valuesObject` with `parameters`
+    set over it, as Helm's `--set name=value` sets them (`a.b.c` is a key path; the list
+    `a[0]` and escaped-dot `a\\.b` forms are not read). Mappings a parameter sets a key in
+    are copies made here whose other values are the file's nodes, and a parameter's value is
+    its node in the file: an edit lands where the value is written. Each parameter counts
+    against MAX_NODES as the nodes it stands for."""
+    if not isinstance(parameters, SequenceNode):
+        return values
+    keys: dict[int, dict[str, int]] = {}  # each mapping made here: where its keys are
+
+    def own(node: Node | None) -> MappingNode:
+        pairs = list(node.value) if isinstance(node, MappingNode) else []
+        mark = Mark("parameters", -1 - len(keys), 0, 0, None, None)  # a span of its own
+        made = MappingNode(_MAP, pairs, mark, mark)
+        keys[id(made)] = {}
+        for i, (key, _) in enumerate(pairs):
+            if isinstance(key, ScalarNode):
+                keys[id(made)].setdefault(key.value, i)
+        return made
+
+    root: MappingNode | None = None
+    for entry in parameters.value:
+        name, value = _value(_get(entry, "name")), _get(entry, "value")
+        if name is None or not isinstance(value, ScalarNode) or "[" in name or "\\" in name:
+            continue
+        path = name.split(".")
+        reading.nodes += len(path) + 1
+        if reading.nodes > MAX_NODES:
+            line = _line(reading.text, value.start_mark.index)
+            raise ManifestError(f"more than {MAX_NODES} YAML nodes", line)
+        if "" in path or len(path) > MAX_DEPTH:
+            continue
+        node = root = root or own(values)
+        for depth, key in enumerate(path):
+            last = depth == len(path) - 1
+            place = keys[id(node)].get(key)
+            child = node.value[place][1] if place is not None else None
+            below = value if last else child if id(child) in keys else own(child)
+            if place is None:
+                keys[id(node)][key] = len(node.value)
+                node.value.append((ScalarNode(_STR, key, value.start_mark, value.end_mark), below))
+            else:
+                node.value[place] = (node.value[place][0], below)
+            if not last:
+                node = below
+    return root or values
 
 
 def _charts(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
@@ -545,6 +654,7 @@ _KINDS = {  # what each dialect of file holds, first detector first
 }
 _FORMS = {  # where a reference of each kind is looked for again
     CONTAINER: (CONTAINER,),
+    OVERRIDE: ("objects",),
     KUSTOMIZE: (KUSTOMIZE,),
     HELM: (HELM,),
     INLINE: ("objects", "charts"),
@@ -682,13 +792,18 @@ def _edit(
 ) -> tuple[int, int, str, str | None]:
     """The span to replace, its new text, and the tag the reference then has."""
     new_tag = found.tag if tag is None else tag
-    if isinstance(node, ScalarNode):  # CONTAINER, or a helm `image: repo:tag`
+    if isinstance(node, ScalarNode):  # CONTAINER, a helm `image: repo:tag`, or Argo CD's
         value = _written(found.name, new_tag, digest)
+        if found.kind == OVERRIDE:  # `name=newName:tag@digest`: kustomize 5.4 and on read
+            # both; older ones take `newName:tag` for the new name, then add the digest
+            old, equals, _ = _text(node).partition("=")
+            if equals or new_tag is not None:
+                value = f"{old if equals else found.name}={value}"
         return (*_replace(text, node, value, "image", found.line), new_tag)
     existing = _get(node, "digest")
     if existing is not None:
         return (*_replace(text, existing, digest, "digest", found.line), found.tag)
-    if found.kind == KUSTOMIZE:  # digest overrides newTag, which stays
+    if found.kind in (KUSTOMIZE, OVERRIDE):  # kustomize's entry: digest over newTag, kept
         return (*_insert(text, node, f"digest: {digest}", found.line), found.tag)
     tag_node = _get(node, "tag")
     if tag_node is None or new_tag is None:
