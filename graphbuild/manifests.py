@@ -131,6 +131,7 @@ class _Reading:
     holds: Callable[[int, str | None, str | None, str], bool]
     nodes: int = 0
     walked: set[int] = field(default_factory=set)  # values that aliases share: read once
+    made: int = 0  # mappings made here (Helm parameters set over values): each its own span
 
     def first(self, node: Node) -> bool:
         """Is this the first time `node` is read (as Helm values, image overrides)?"""
@@ -514,15 +515,21 @@ def _over(reading: _Reading, values: Node | None, parameters: Node | None) -> No
     set over it, as Helm's `--set name=value` sets them (`a.b.c` is a key path; the list
     `a[0]` and escaped-dot `a\\.b` forms are not read). Mappings a parameter sets a key in
     are copies made here whose other values are the file's nodes, and a parameter's value is
-    its node in the file: an edit lands where the value is written. Each parameter counts
-    against MAX_NODES as the nodes it stands for."""
+    its node in the file: an edit lands where the value is written. Values read again under
+    other parameters (aliases share them) count against MAX_NODES again, and each parameter
+    and copy counts as the nodes it stands for."""
     if not isinstance(parameters, SequenceNode):
         return values
+    if values is not None and not reading.first(values):
+        for mapping, _ in _mappings(values):
+            _count(reading, 1 + len(mapping.value), mapping)
     keys: dict[int, dict[str, int]] = {}  # each mapping made here: where its keys are
 
     def own(node: Node | None) -> MappingNode:
         pairs = list(node.value) if isinstance(node, MappingNode) else []
-        mark = Mark("parameters", -1 - len(keys), 0, 0, None, None)  # a span of its own
+        _count(reading, 1 + len(pairs), parameters)
+        reading.made += 1
+        mark = Mark("parameters", -reading.made, 0, 0, None, None)  # a span no text has
         made = MappingNode(_MAP, pairs, mark, mark)
         keys[id(made)] = {}
         for i, (key, _) in enumerate(pairs):
@@ -530,19 +537,16 @@ def _over(reading: _Reading, values: Node | None, parameters: Node | None) -> No
                 keys[id(made)].setdefault(key.value, i)
         return made
 
-    root: MappingNode | None = None
+    root = own(values)
     for entry in parameters.value:
         name, value = _value(_get(entry, "name")), _get(entry, "value")
         if name is None or not isinstance(value, ScalarNode) or "[" in name or "\\" in name:
             continue
         path = name.split(".")
-        reading.nodes += len(path) + 1
-        if reading.nodes > MAX_NODES:
-            line = _line(reading.text, value.start_mark.index)
-            raise ManifestError(f"more than {MAX_NODES} YAML nodes", line)
+        _count(reading, len(path) + 1, value)
         if "" in path or len(path) > MAX_DEPTH:
             continue
-        node = root = root or own(values)
+        node = root
         for depth, key in enumerate(path):
             last = depth == len(path) - 1
             place = keys[id(node)].get(key)
@@ -555,7 +559,15 @@ def _over(reading: _Reading, values: Node | None, parameters: Node | None) -> No
                 node.value[place] = (node.value[place][0], below)
             if not last:
                 node = below
-    return root or values
+    return root
+
+
+def _count(reading: _Reading, nodes: int, at: Node) -> None:
+    """Count `nodes` more read in the file, made or read again; past MAX_NODES, say where."""
+    reading.nodes += nodes
+    if reading.nodes > MAX_NODES:
+        line = _line(reading.text, at.start_mark.index)
+        raise ManifestError(f"more than {MAX_NODES} YAML nodes", line)
 
 
 def _charts(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:

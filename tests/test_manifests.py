@@ -1350,6 +1350,13 @@ def test_argo_helm_parameters_helm_cannot_read_as_a_path_are_skipped():
         "        - {name: 'q.image', value: 'reg/q:1'}\n"
     )
     assert [f.workload for f in find("a.yaml", text)] == ["Application//a:q.image"]
+    # parameters none of which is read leave the values object as it is
+    skipped = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    helm:\n      parameters: [{name: 'hosts[0]', value: a}]\n"
+        "      valuesObject: {image: 'reg/v:1'}\n"
+    )
+    assert [f.workload for f in find("a.yaml", skipped)] == ["Application//a:image"]
 
 
 FLUX_KUSTOMIZATION = f"""\
@@ -1430,3 +1437,45 @@ def test_parameters_shared_by_aliases_count_each_use():
     )  # fmt: skip
     with pytest.raises(ManifestError, match=rf"more than {MAX_NODES} YAML nodes$"):
         find("a.yaml", text)
+
+
+@pytest.mark.timeout(60)
+def test_a_values_object_shared_by_sources_with_parameters_counts_each_use():
+    """An anchored valuesObject with parameters over it in thousands of sources is read again
+    for each (the parameters differ), so each use counts its nodes: refused, not minutes of
+    work; without parameters it is read once, as before."""
+    count = 5000
+    keys = "".join(f"          k{i}: {{repository: reg/app{i}, tag: '1'}}\n" for i in range(count))
+    head = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\nspec:\n"
+        "  sources:\n    - helm:\n        valuesObject: &v\n" + keys
+    )
+    params = "".join(
+        f"    - {{helm: {{valuesObject: *v, parameters: [{{name: x, value: '{i}'}}]}}}}\n"
+        for i in range(count)
+    )
+    with pytest.raises(ManifestError, match=rf"more than {MAX_NODES} YAML nodes$"):
+        find("a.yaml", head + params)
+    plain = "".join(
+        f"    - {{helm: {{valuesObject: *v, releaseName: r{i}}}}}\n" for i in range(count)
+    )
+    assert len(find("a.yaml", head + plain)) == count
+
+
+def test_parameters_of_two_sources_are_two_images():
+    source = (
+        "    - chart: {0}\n      helm:\n        parameters:\n"
+        "          - {{name: image.repository, value: reg/{0}}}\n"
+        "          - {{name: image.tag, value: '1'}}\n"
+    )
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\nspec:\n"
+        "  sources:\n" + source.format("web") + source.format("api")
+    )
+    found = find("a.yaml", text)
+    assert [(f.workload, f.name) for f in found] == [
+        ("Application//a:sources[0]:image", "reg/web"),
+        ("Application//a:sources[1]:image", "reg/api"),
+    ]
+    edited = rewrite(text, found[1], None, D)
+    assert edited == text.replace("'1'}\n", f"'1@{D}'}}\n").replace(f"'1@{D}'}}\n", "'1'}\n", 1)
