@@ -498,7 +498,8 @@ def _images(
     substitutes `$VARS` first: such a string is skipped, as templated values are."""
     text = reading.text
     for i, item in enumerate(_items(reading, images)):
-        if not isinstance(item, ScalarNode) or item.tag != _STR or _span(text, item) is None:
+        span = _span(text, item) if isinstance(item, ScalarNode) and item.tag == _STR else None
+        if span is None:
             continue
         old, equals, new = _text(item).partition("=")
         parts = _parts(new if equals else old)  # None also for `$VARS`, `{{ }}`, spaces
@@ -506,7 +507,7 @@ def _images(
             continue  # not a reference, or one made of `$VARS`
         if not equals and parts[1:] == (None, None):
             continue  # a name alone: `edit set image` refuses it
-        line, where = _line(text, _start(text, item)), f"{label}kustomize.images[{i}]"
+        line, where = _line(text, span[0]), f"{label}kustomize.images[{i}]"
         yield _Hit(Found(OVERRIDE, line, *parts, where, None, index, (*at, i)), item)
 
 

@@ -1479,3 +1479,14 @@ def test_parameters_of_two_sources_are_two_images():
     ]
     edited = rewrite(text, found[1], None, D)
     assert edited == text.replace("'1'}\n", f"'1@{D}'}}\n").replace(f"'1@{D}'}}\n", "'1'}\n", 1)
+
+
+def test_argo_kustomize_image_in_a_block_scalar_is_on_its_line():
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    kustomize:\n      images:\n        - >-\n"
+        "          web=reg/web:1\n"
+    )
+    (found,) = find("a.yaml", text)
+    assert (found.line, found.name, found.tag) == (9, "reg/web", "1")
+    only_changed(text, rewrite(text, found, None, D), "reg/web:1\n", f"reg/web:1@{D}\n")
