@@ -131,7 +131,9 @@ class _Reading:
     holds: Callable[[int, str | None, str | None, str], bool]
     nodes: int = 0
     walked: set[int] = field(default_factory=set)  # values that aliases share: read once
-    made: int = 0  # mappings made here (Helm parameters set over values): each its own span
+    # mappings made here (Helm parameters set over values), kept while the file is read so
+    # that no other node takes an id `walked` holds
+    made: list[Node] = field(default_factory=list)
 
     def first(self, node: Node) -> bool:
         """Is this the first time `node` is read (as Helm values, image overrides)?"""
@@ -472,16 +474,75 @@ def _objects(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
             helm = _get(source, "helm")
             if helm is None or not reading.first(helm):
                 continue  # an aliased source is read once
-            inline = _over(reading, _get(helm, "valuesObject"), _get(helm, "parameters"))
-            yield from _inline(reading, index, inline, (*path, "helm", "valuesObject"), where)
-            string = _get(helm, "values")
-            yield from _string(reading, index, string, (*path, "helm", "values"), where)
+            yield from _helm_source(reading, index, helm, (*path, "helm"), where)
     elif _is(doc, "ConfigMap", "v1"):
         data = _get(doc, "data")
         for key, value in data.value if isinstance(data, MappingNode) else ():
             if isinstance(key, ScalarNode) and reading.holds(index, namespace, name, key.value):
                 where = f"{label}{key.value}:"
                 yield from _string(reading, index, value, ("data", key.value), where)
+
+
+def _helm_source(reading: _Reading, index: int, helm: Node, at: Path, label: str) -> Iterator[_Hit]:
+    """The Helm values of an Argo CD source: its `valuesObject` when it has one (even `{}`),
+    else its `values` string, never both (Argo CD's ValuesYAML), with `parameters` set over
+    them. An image the parameters alone name is at `parameters` and its key path."""
+    values, parameters = _get(helm, "valuesObject"), _get(helm, "parameters")
+    if values is not None and values.tag != _NULL:
+        inline = _over(reading, values, parameters)
+        yield from _inline(reading, index, inline, (*at, "valuesObject"), label)
+        return
+    over = _over(reading, None, parameters)
+    taken: set[Path] = set()  # key paths of the string's images, parameters set over them
+    for hit in _string(reading, index, _get(helm, "values"), (*at, "values"), label, over):
+        taken.add(hit.found.path[len(at) + 1 :])
+        yield hit
+    for hit in _inline(reading, index, over, (*at, "parameters"), label):
+        if hit.found.path[len(at) + 1 :] not in taken:
+            yield hit
+
+
+def _under(reading: _Reading, hit: _Hit, over: MappingNode, key: Path) -> _Hit | None:
+    """A values string's image with Argo CD's parameters set over it: as it is where they set
+    nothing of it; None where they set it (or a mapping above it) whole, so the image is
+    theirs; else each of registry, repository, tag and digest from the parameters if they set
+    it, and pinned where the digest, else the tag, that wins is written."""
+    node: Node | None = over
+    for k in key:
+        if not isinstance(node, MappingNode):
+            return None  # a parameter set a value above it: Helm replaces the mapping
+        node = _get(node, str(k))
+        if node is None:
+            return hit
+    if not isinstance(node, MappingNode) or not isinstance(hit.node, MappingNode):
+        return None  # the parameters set it whole, or a mapping where a string was
+    pick = {k: _get(node, k) for k in ("registry", "repository", "tag", "digest")}
+    pick = {k: _get(hit.node, k) if v is None else v for k, v in pick.items()}
+    repository = pick["repository"]
+    if not isinstance(repository, ScalarNode) or repository.tag != _STR:
+        return None
+    registry = _value(pick["registry"])
+    name = f"{registry}/{_text(repository)}" if registry else _text(repository)
+    parts = _parts(_written(name, _value(pick["tag"]), _value(pick["digest"])))
+    if parts is None:
+        return None
+    line = hit.found.line
+    if _get(node, "repository") is not None:
+        line = _line(reading.text, _start(reading.text, repository))
+    found = replace(hit.found, line=line, name=parts[0], tag=parts[1], digest=parts[2])
+    target = "digest" if pick["digest"] is not None else "tag"
+    value = _get(node, target)
+    if value is None:  # the string's own tag or digest wins: pinned in the string
+        return replace(hit, found=found)
+    key_node = ScalarNode(_STR, target, value.start_mark, value.end_mark)
+    return _Hit(found, _made(reading, [(key_node, value)]))
+
+
+def _made(reading: _Reading, pairs: list[tuple[Node, Node]]) -> MappingNode:
+    """A mapping made here, of nodes in the file: a span no text has, its own."""
+    mark = Mark("parameters", -1 - len(reading.made), 0, 0, None, None)
+    reading.made.append(MappingNode(_MAP, pairs, mark, mark))
+    return reading.made[-1]
 
 
 def _items(reading: _Reading, node: Node | None) -> list[Node]:
@@ -529,9 +590,7 @@ def _over(reading: _Reading, values: Node | None, parameters: Node | None) -> No
     def own(node: Node | None) -> MappingNode:
         pairs = list(node.value) if isinstance(node, MappingNode) else []
         _count(reading, 1 + len(pairs), parameters)
-        reading.made += 1
-        mark = Mark("parameters", -reading.made, 0, 0, None, None)  # a span no text has
-        made = MappingNode(_MAP, pairs, mark, mark)
+        made = _made(reading, pairs)
         keys[id(made)] = {}
         for i, (key, _) in enumerate(pairs):
             if isinstance(key, ScalarNode):
@@ -590,10 +649,16 @@ def _inline(
 
 
 def _string(
-    reading: _Reading, index: int, node: Node | None, at: Path, label: str
+    reading: _Reading,
+    index: int,
+    node: Node | None,
+    at: Path,
+    label: str,
+    over: MappingNode | None = None,
 ) -> Iterator[_Hit]:
     """Helm values held in a YAML string: its first document is read as the chart reads it,
-    and each reference is placed back in the file where its characters stand."""
+    and each reference is placed back in the file where its characters stand; `over`, an
+    Argo CD source's parameters, is set over them (see _under)."""
     if not isinstance(node, ScalarNode) or node.tag != _STR or not reading.first(node):
         return
     text = reading.text
@@ -609,7 +674,11 @@ def _string(
     segments, base = _segments(text, node), node.start_mark.index
     for found, inner in _values(node.value, index, docs[0], INLINE, at, label):
         line = found.line + first if segments is not None else _line(text, base)
-        yield _Hit(replace(found, line=line), inner, node.value, segments, base)
+        hit: _Hit | None = _Hit(replace(found, line=line), inner, node.value, segments, base)
+        if over is not None:
+            hit = _under(reading, hit, over, found.path[len(at) :])
+        if hit is not None:
+            yield hit
 
 
 def _segments(text: str, node: ScalarNode) -> Segments | None:

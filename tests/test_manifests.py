@@ -700,7 +700,8 @@ argo_source = st.fixed_dictionaries(
     optional={
         "kustomize": st.fixed_dictionaries({"images": st.lists(overrides, max_size=3)}),
         "helm": st.fixed_dictionaries(
-            {"parameters": st.lists(parameters, max_size=4)}, optional={"valuesObject": helm_values}
+            {"parameters": st.lists(parameters, max_size=4)},
+            optional={"valuesObject": helm_values, "values": helm_values.map(yaml.safe_dump)},
         ),
     },
 )
@@ -1159,8 +1160,9 @@ def test_values_of_other_kinds_and_groups_are_not_helm_values():
 
 @pytest.mark.timeout(60)
 def test_aliased_inline_values_are_read_once():
-    """One anchored source, its values object and its values string big, used by thousands of
-    sources: each is read once, not once per alias (that took minutes)."""
+    """An anchored source with a big values object, and one with a big values string, each
+    used by thousands of sources: each is read once, not once per alias (that took
+    minutes)."""
     count = 5000
     keys = "".join(f"          k{i}: {{repository: reg/app{i}, tag: '1'}}\n" for i in range(count))
     lines = "".join(
@@ -1170,12 +1172,12 @@ def test_aliased_inline_values_are_read_once():
         "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\nspec:\n"
         "  sources:\n"
         "    - &src\n      helm:\n        valuesObject:\n" + keys
-        + "        values: |\n" + lines
-        + "".join("    - *src\n" for _ in range(count))
+        + "    - &str\n      helm:\n        values: |\n" + lines
+        + "".join("    - *src\n    - *str\n" for _ in range(count))
     )  # fmt: skip
     found = find("a.yaml", text)
     assert len(found) == 2 * count
-    assert {f.path[:3] for f in found} == {("spec", "sources", 0)}
+    assert {f.path[:3] for f in found} == {("spec", "sources", 0), ("spec", "sources", 1)}
     assert rewrite(text, found[-1], None, D).count(D) == 1
 
 
@@ -1490,3 +1492,70 @@ def test_argo_kustomize_image_in_a_block_scalar_is_on_its_line():
     (found,) = find("a.yaml", text)
     assert (found.line, found.name, found.tag) == (9, "reg/web", "1")
     only_changed(text, rewrite(text, found, None, D), "reg/web:1\n", f"reg/web:1@{D}\n")
+
+
+ARGO_STRING_PARAMETERS = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: argocd}
+spec:
+  source:
+    chart: shop
+    repoURL: https://charts.example.com
+    helm:
+      parameters:
+        - {name: api.image.tag, value: "1.5"}
+        - {name: web.image.repository, value: reg/mirror/web}
+        - {name: worker.image, value: "reg/worker:2"}
+        - {name: job.image.digest, value: "DIGEST"}
+      values: |
+        api:
+          image: {repository: reg/api, tag: "1.4"}
+        web:
+          image:
+            repository: reg/web
+            tag: '1'
+        worker:
+          image: reg/worker:1
+        job:
+          image: {repository: reg/job, tag: "3"}
+        other:
+          image: {repository: reg/other, tag: "7"}
+""".replace("DIGEST", E)
+
+
+def test_argo_helm_parameters_over_a_values_string():
+    """Without a valuesObject Argo CD gives the chart the `values` string, and parameters are
+    set over it: an image takes its tag, digest or repository from whichever sets it last,
+    and is pinned where that tag or digest is written (a parameter's value, or the string)."""
+    found = {f.workload.rpartition(":")[2]: f for f in find("a.yaml", ARGO_STRING_PARAMETERS)}
+    assert {k: (f.name, f.tag, f.digest, f.line) for k, f in found.items()} == {
+        "api.image": ("reg/api", "1.5", None, 16),
+        "web.image": ("reg/mirror/web", "1", None, 11),
+        "worker.image": ("reg/worker", "2", None, 12),
+        "job.image": ("reg/job", "3", E, 24),
+        "other.image": ("reg/other", "7", None, 26),
+    }
+    text = ARGO_STRING_PARAMETERS
+    only_changed(text, rewrite(text, found["api.image"], None, D),
+                 'value: "1.5"', f'value: "1.5@{D}"')  # fmt: skip
+    only_changed(text, rewrite(text, found["web.image"], None, D),
+                 "tag: '1'", f"tag: '1@{D}'")  # fmt: skip
+    only_changed(text, rewrite(text, found["worker.image"], None, D),
+                 '"reg/worker:2"', f'"reg/worker:2@{D}"')  # fmt: skip
+    only_changed(text, rewrite(text, found["job.image"], None, D), f'"{E}"', f'"{D}"')
+    only_changed(text, rewrite(text, found["other.image"], None, D),
+                 'tag: "7"', f'tag: "7@{D}"')  # fmt: skip
+
+
+def test_a_values_string_beside_a_values_object_is_not_read():
+    """Argo CD gives the chart its valuesObject when there is one (even `{}`), else its
+    values string: never both."""
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    helm:\n      valuesObject: %s\n"
+        "      values: |\n        image: reg/s:1\n"
+    )
+    assert [f.name for f in find("a.yaml", text % "{image: reg/o:1}")] == ["reg/o"]
+    assert find("a.yaml", text % "{}") == []
+    assert [f.name for f in find("a.yaml", text % "null")] == ["reg/s"]
