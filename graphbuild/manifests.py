@@ -17,13 +17,15 @@ ApplicationSet template's) `helm.valuesObject` and `helm.values` string, a kusto
 is placed in the file where the string's characters stand (a `|` block, or a quoted
 string without escapes); where escapes or folding moved them, the edit is refused.
 
-An Argo CD source's `helm.parameters` are Helm values set over its `valuesObject`, read
-together; images Argo CD and Flux set themselves are read too (OVERRIDE): Argo CD's
-`kustomize.images` strings, in `kustomize edit set image`'s form, and the kustomize image
-entries of a Flux Kustomization's `spec.images` and a HelmRelease's post-renderers.
+An Argo CD source's Helm values are its `valuesObject`, else its `values` string (Argo CD
+reads one, never both), with its `helm.parameters` set over them, read together. Images
+Argo CD and Flux set themselves are read too (OVERRIDE): Argo CD's `kustomize.images`
+strings, in `kustomize edit set image`'s form, and the kustomize image entries of a Flux
+Kustomization's `spec.images` and a HelmRelease's post-renderers.
 
 Anyone who can push to a deploy repository writes what this reads, so a file gets
-bounded work: at most MAX_BYTES, MAX_NODES composed nodes (aliases count once per use)
+bounded work: at most MAX_BYTES, MAX_NODES composed nodes (aliases count once per use;
+parameters count as the values they set, once per source they are merged in)
 and MAX_DEPTH nested collections (PyYAML's composer recurses per level), and the walk
 visits each written node once however many aliases reach it (a values string's nodes
 count too, and it is parsed once). Beyond that, the file is

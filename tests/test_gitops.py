@@ -851,9 +851,9 @@ spec:
 
 def test_images_argo_cd_and_flux_set_are_pinned_in_place(remotes, tmp_path):
     """Argo CD's kustomize.images strings and helm.parameters (alone, and over a values
-    string, whose tag they set), a Flux Kustomization's images
-    and a HelmRelease's post-renderer images, found by a sync and pinned by one pushed
-    commit: each file is its old self with only the pinned spans changed."""
+    string, whose tag they set), a Flux Kustomization's images and a HelmRelease's
+    post-renderer images, found by a sync and pinned by one pushed commit: each file is its
+    old self with only the pinned spans changed."""
     files = {"envs/dev/app.yaml": OVERRIDES, "envs/dev/flux.yaml": FLUX_IMAGES}
     remote = remotes("deploy", files)
     spec = spec_for(remote.url)
