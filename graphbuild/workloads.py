@@ -28,7 +28,8 @@ GITOPS, KUBECTL = "gitops", "kubectl"
 # What discovery reads, by version: a commit read by an older graphbuild is read again.
 # 2: inline Helm values, block scalars, YAML as go-yaml reads it (tabs).
 # 3: images Argo CD and Flux set themselves (kustomize.images, helm.parameters, Flux
-# Kustomization images, HelmRelease postRenderers).
+# Kustomization images, HelmRelease postRenderers); Argo CD's values string only without
+# a valuesObject.
 _READS = 3
 _PATTERNS = ("**/*.yaml", "**/*.yml", "**/kustomization", "**/Kustomization")
 
