@@ -17,8 +17,15 @@ ApplicationSet template's) `helm.valuesObject` and `helm.values` string, a kusto
 is placed in the file where the string's characters stand (a `|` block, or a quoted
 string without escapes); where escapes or folding moved them, the edit is refused.
 
+An Argo CD source's Helm values are its `valuesObject`, else its `values` string (Argo CD
+reads one, never both), with its `helm.parameters` set over them, read together. Images
+Argo CD and Flux set themselves are read too (OVERRIDE): Argo CD's `kustomize.images`
+strings, in `kustomize edit set image`'s form, and the kustomize image entries of a Flux
+Kustomization's `spec.images` and a HelmRelease's post-renderers.
+
 Anyone who can push to a deploy repository writes what this reads, so a file gets
-bounded work: at most MAX_BYTES, MAX_NODES composed nodes (aliases count once per use)
+bounded work: at most MAX_BYTES, MAX_NODES composed nodes (aliases count once per use;
+parameters count as the values they set, once per source they are merged in)
 and MAX_DEPTH nested collections (PyYAML's composer recurses per level), and the walk
 visits each written node once however many aliases reach it (a values string's nodes
 count too, and it is parsed once). Beyond that, the file is
@@ -35,6 +42,7 @@ from pathlib import PurePosixPath
 
 import yaml
 from yaml.composer import Composer
+from yaml.error import Mark
 from yaml.events import CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
@@ -52,6 +60,7 @@ from graphbuild.errors import InvalidReference
 
 CONTAINER, KUSTOMIZE, HELM = "container", "kustomize", "helm"
 INLINE = "helm-inline"  # Helm values written in the object that deploys the chart
+OVERRIDE = "override"  # an image the deploying object sets (Argo CD, Flux kustomize images)
 KUSTOMIZATIONS = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 CONTAINER_KEYS = ("containers", "initContainers", "ephemeralContainers")
 MAX_BYTES = 2 * 1024 * 1024  # Kubernetes stores an object of at most 1.5 MiB
@@ -59,6 +68,7 @@ MAX_DEPTH = 100  # nested mappings and sequences; real manifests stay under 30
 MAX_NODES = 200_000  # about 2 MiB of YAML as people write it; ~150 MB composed
 
 _STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
+_MAP = "tag:yaml.org,2002:map"
 _PROPERTIES = re.compile(r"(?:[&!]\S*\s+)*")  # an anchor or a tag written before the value
 _LINE_BREAK = re.compile(r"[\r\n]")
 _BREAK = re.compile(r"\r\n|\r|\n")
@@ -123,9 +133,12 @@ class _Reading:
     holds: Callable[[int, str | None, str | None, str], bool]
     nodes: int = 0
     walked: set[int] = field(default_factory=set)  # values that aliases share: read once
+    # mappings made here (Helm parameters set over values), kept while the file is read so
+    # that no other node takes an id `walked` holds
+    made: list[Node] = field(default_factory=list)
 
     def first(self, node: Node) -> bool:
-        """Is this the first time `node` is read as Helm values?"""
+        """Is this the first time `node` is read (as Helm values, image overrides)?"""
         seen = id(node) in self.walked
         self.walked.add(id(node))
         return not seen
@@ -371,8 +384,18 @@ def _containers(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hi
 
 
 def _kustomize(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
+    yield from _entries(
+        reading, _get(doc, "images"), index, ("images",), KUSTOMIZE, "kustomization"
+    )
+
+
+def _entries(
+    reading: _Reading, images: Node | None, index: int, at: Path, kind: str, label: str
+) -> Iterator[_Hit]:
+    """kustomize's `images:` entries (name, newName, newTag, digest) at `at`: a kustomization's,
+    or (OVERRIDE) a Flux Kustomization's or HelmRelease post-renderer's, whose workload is
+    `label` and the entry's index."""
     text = reading.text
-    images = _get(doc, "images")
     for i, entry in enumerate(images.value if isinstance(images, SequenceNode) else ()):
         name = _get(entry, "name")
         if not isinstance(name, ScalarNode) or name.tag != _STR:
@@ -381,8 +404,8 @@ def _kustomize(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit
         parts = _parts(_written(new_name or _text(name), tag, digest))
         if parts is not None:
             line = _line(text, _start(text, name))
-            found = Found(KUSTOMIZE, line, *parts, "kustomization", None, index, ("images", i))
-            yield _Hit(found, entry)
+            workload = label if kind == KUSTOMIZE else f"{label}images[{i}]"
+            yield _Hit(Found(kind, line, *parts, workload, None, index, (*at, i)), entry)
 
 
 def _helm(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
@@ -418,15 +441,27 @@ def _values(
 
 
 def _objects(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
-    """Helm values inline in the objects that deploy charts: a Flux HelmRelease's
-    `spec.values`, an Argo CD Application's (or ApplicationSet template's) `helm.valuesObject`
-    and `helm.values` string per source, and ConfigMap keys a HelmRelease takes values from."""
+    """What the objects that deploy read besides manifests: Helm values inline (a Flux
+    HelmRelease's `spec.values`, an Argo CD Application's or ApplicationSet template's
+    `helm.valuesObject` with its `helm.parameters` over it, and `helm.values` string, per
+    source; ConfigMap keys a HelmRelease takes values from), and the images they set
+    themselves (OVERRIDE): Argo CD's `kustomize.images` per source, a Flux Kustomization's
+    `spec.images` and a HelmRelease's post-renderers' `kustomize.images`."""
     meta = _get(doc, "metadata")
     namespace, name = _value(_get(meta, "namespace")), _value(_get(meta, "name"))
     label = f"{_value(_get(doc, 'kind'))}/{namespace or ''}/{name or ''}:"
     spec = _get(doc, "spec")
     if _is(doc, "HelmRelease", "helm.toolkit.fluxcd.io/"):
         yield from _inline(reading, index, _get(spec, "values"), ("spec", "values"), label)
+        renderers = _get(spec, "postRenderers")
+        for i, renderer in enumerate(_items(reading, renderers)):
+            at = ("spec", "postRenderers", i, "kustomize", "images")
+            images = _get(_get(renderer, "kustomize"), "images")
+            yield from _entries(reading, images, index, at, OVERRIDE, f"{label}postRenderers[{i}]:")
+    elif _is(doc, "Kustomization", "kustomize.toolkit.fluxcd.io/"):
+        yield from _entries(
+            reading, _get(spec, "images"), index, ("spec", "images"), OVERRIDE, label
+        )
     elif _is(doc, "Application", "argoproj.io/") or _is(doc, "ApplicationSet", "argoproj.io/"):
         at: Path = ("spec",)
         if _is(doc, "ApplicationSet", "argoproj.io/"):
@@ -436,17 +471,165 @@ def _objects(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
         for i, source in enumerate(many.value if isinstance(many, SequenceNode) else ()):
             sources.append((source, (*at, "sources", i), f"{label}sources[{i}]:"))
         for source, path, where in sources:
+            images = _get(_get(source, "kustomize"), "images")
+            yield from _images(reading, index, images, (*path, "kustomize", "images"), where)
             helm = _get(source, "helm")
-            inline = _get(helm, "valuesObject")
-            yield from _inline(reading, index, inline, (*path, "helm", "valuesObject"), where)
-            string = _get(helm, "values")
-            yield from _string(reading, index, string, (*path, "helm", "values"), where)
+            if helm is None or not reading.first(helm):
+                continue  # an aliased source is read once
+            yield from _helm_source(reading, index, helm, (*path, "helm"), where)
     elif _is(doc, "ConfigMap", "v1"):
         data = _get(doc, "data")
         for key, value in data.value if isinstance(data, MappingNode) else ():
             if isinstance(key, ScalarNode) and reading.holds(index, namespace, name, key.value):
                 where = f"{label}{key.value}:"
                 yield from _string(reading, index, value, ("data", key.value), where)
+
+
+def _helm_source(reading: _Reading, index: int, helm: Node, at: Path, label: str) -> Iterator[_Hit]:
+    """The Helm values of an Argo CD source: its `valuesObject` when it has one (even `{}`),
+    else its `values` string, never both (Argo CD's ValuesYAML), with `parameters` set over
+    them. An image the parameters alone name is at `parameters` and its key path."""
+    values, parameters = _get(helm, "valuesObject"), _get(helm, "parameters")
+    if values is not None and values.tag != _NULL:
+        inline = _over(reading, values, parameters)
+        yield from _inline(reading, index, inline, (*at, "valuesObject"), label)
+        return
+    over = _over(reading, None, parameters)
+    taken: set[Path] = set()  # key paths of the string's images, parameters set over them
+    for hit in _string(reading, index, _get(helm, "values"), (*at, "values"), label, over):
+        taken.add(hit.found.path[len(at) + 1 :])
+        yield hit
+    for hit in _inline(reading, index, over, (*at, "parameters"), label):
+        if hit.found.path[len(at) + 1 :] not in taken:
+            yield hit
+
+
+def _under(reading: _Reading, hit: _Hit, over: MappingNode, key: Path) -> _Hit | None:
+    """A values string's image with Argo CD's parameters set over it: as it is where they set
+    nothing of it; None where they set it (or a mapping above it) whole, so the image is
+    theirs; else each of registry, repository, tag and digest from the parameters if they set
+    it, and pinned where the digest, else the tag, that wins is written."""
+    node: Node | None = over
+    for k in key:
+        if not isinstance(node, MappingNode):
+            return None  # a parameter set a value above it: Helm replaces the mapping
+        node = _get(node, str(k))
+        if node is None:
+            return hit
+    if not isinstance(node, MappingNode) or not isinstance(hit.node, MappingNode):
+        return None  # the parameters set it whole, or a mapping where a string was
+    pick = {k: _get(node, k) for k in ("registry", "repository", "tag", "digest")}
+    pick = {k: _get(hit.node, k) if v is None else v for k, v in pick.items()}
+    repository = pick["repository"]
+    if not isinstance(repository, ScalarNode) or repository.tag != _STR:
+        return None
+    registry = _value(pick["registry"])
+    name = f"{registry}/{_text(repository)}" if registry else _text(repository)
+    parts = _parts(_written(name, _value(pick["tag"]), _value(pick["digest"])))
+    if parts is None:
+        return None
+    line = hit.found.line
+    if _get(node, "repository") is not None:
+        line = _line(reading.text, _start(reading.text, repository))
+    found = replace(hit.found, line=line, name=parts[0], tag=parts[1], digest=parts[2])
+    target = "digest" if pick["digest"] is not None else "tag"
+    value = _get(node, target)
+    if value is None:  # the string's own tag or digest wins: pinned in the string
+        return replace(hit, found=found)
+    key_node = ScalarNode(_STR, target, value.start_mark, value.end_mark)
+    return _Hit(found, _made(reading, [(key_node, value)]))
+
+
+def _made(reading: _Reading, pairs: list[tuple[Node, Node]]) -> MappingNode:
+    """A mapping made here, of nodes in the file: a span no text has, its own."""
+    mark = Mark("parameters", -1 - len(reading.made), 0, 0, None, None)
+    reading.made.append(MappingNode(_MAP, pairs, mark, mark))
+    return reading.made[-1]
+
+
+def _items(reading: _Reading, node: Node | None) -> list[Node]:
+    """A sequence's items, the first time it is read (aliases share it): else none."""
+    return node.value if isinstance(node, SequenceNode) and reading.first(node) else []
+
+
+def _images(
+    reading: _Reading, index: int, images: Node | None, at: Path, label: str
+) -> Iterator[_Hit]:
+    """Argo CD's `kustomize.images`: strings it hands to `kustomize edit set image`, so read
+    as that reads them (`name=newName:newTag@digest`, each part but the name optional, or
+    `name:newTag`, `name@digest`); the image that runs is newName, else name. Argo CD
+    substitutes `$VARS` first: such a string is skipped, as templated values are."""
+    text = reading.text
+    for i, item in enumerate(_items(reading, images)):
+        span = _span(text, item) if isinstance(item, ScalarNode) and item.tag == _STR else None
+        if span is None:
+            continue
+        old, equals, new = _text(item).partition("=")
+        parts = _parts(new if equals else old)  # None also for `$VARS`, `{{ }}`, spaces
+        if parts is None or (equals and _parts(old) is None):
+            continue  # not a reference, or one made of `$VARS`
+        if not equals and parts[1:] == (None, None):
+            continue  # a name alone: `edit set image` refuses it
+        line, where = _line(text, span[0]), f"{label}kustomize.images[{i}]"
+        yield _Hit(Found(OVERRIDE, line, *parts, where, None, index, (*at, i)), item)
+
+
+def _over(reading: _Reading, values: Node | None, parameters: Node | None) -> Node | None:
+    """The Helm values an Argo CD source gives its chart: `valuesObject` with `parameters`
+    set over it, as Helm's `--set name=value` sets them (`a.b.c` is a key path; the list
+    `a[0]` and escaped-dot `a\\.b` forms are not read). Mappings a parameter sets a key in
+    are copies made here whose other values are the file's nodes, and a parameter's value is
+    its node in the file: an edit lands where the value is written. Values read again under
+    other parameters (aliases share them) count against MAX_NODES again, and each parameter
+    and copy counts as the nodes it stands for."""
+    if not isinstance(parameters, SequenceNode):
+        return values
+    if values is not None and not reading.first(values):
+        for mapping, _ in _mappings(values):
+            _count(reading, 1 + len(mapping.value), mapping)
+    keys: dict[int, dict[str, int]] = {}  # each mapping made here: where its keys are
+
+    def own(node: Node | None) -> MappingNode:
+        pairs = list(node.value) if isinstance(node, MappingNode) else []
+        _count(reading, 1 + len(pairs), parameters)
+        made = _made(reading, pairs)
+        keys[id(made)] = {}
+        for i, (key, _) in enumerate(pairs):
+            if isinstance(key, ScalarNode):
+                keys[id(made)].setdefault(key.value, i)
+        return made
+
+    root = own(values)
+    for entry in parameters.value:
+        name, value = _value(_get(entry, "name")), _get(entry, "value")
+        if name is None or not isinstance(value, ScalarNode) or "[" in name or "\\" in name:
+            continue
+        path = name.split(".")
+        _count(reading, len(path) + 1, value)
+        if "" in path or len(path) > MAX_DEPTH:
+            continue
+        node = root
+        for depth, key in enumerate(path):
+            last = depth == len(path) - 1
+            place = keys[id(node)].get(key)
+            child = node.value[place][1] if place is not None else None
+            below = value if last else child if id(child) in keys else own(child)
+            if place is None:
+                keys[id(node)][key] = len(node.value)
+                node.value.append((ScalarNode(_STR, key, value.start_mark, value.end_mark), below))
+            else:
+                node.value[place] = (node.value[place][0], below)
+            if not last:
+                node = below
+    return root
+
+
+def _count(reading: _Reading, nodes: int, at: Node) -> None:
+    """Count `nodes` more read in the file, made or read again; past MAX_NODES, say where."""
+    reading.nodes += nodes
+    if reading.nodes > MAX_NODES:
+        line = _line(reading.text, at.start_mark.index)
+        raise ManifestError(f"more than {MAX_NODES} YAML nodes", line)
 
 
 def _charts(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
@@ -468,10 +651,16 @@ def _inline(
 
 
 def _string(
-    reading: _Reading, index: int, node: Node | None, at: Path, label: str
+    reading: _Reading,
+    index: int,
+    node: Node | None,
+    at: Path,
+    label: str,
+    over: MappingNode | None = None,
 ) -> Iterator[_Hit]:
     """Helm values held in a YAML string: its first document is read as the chart reads it,
-    and each reference is placed back in the file where its characters stand."""
+    and each reference is placed back in the file where its characters stand; `over`, an
+    Argo CD source's parameters, is set over them (see _under)."""
     if not isinstance(node, ScalarNode) or node.tag != _STR or not reading.first(node):
         return
     text = reading.text
@@ -487,7 +676,11 @@ def _string(
     segments, base = _segments(text, node), node.start_mark.index
     for found, inner in _values(node.value, index, docs[0], INLINE, at, label):
         line = found.line + first if segments is not None else _line(text, base)
-        yield _Hit(replace(found, line=line), inner, node.value, segments, base)
+        hit: _Hit | None = _Hit(replace(found, line=line), inner, node.value, segments, base)
+        if over is not None:
+            hit = _under(reading, hit, over, found.path[len(at) :])
+        if hit is not None:
+            yield hit
 
 
 def _segments(text: str, node: ScalarNode) -> Segments | None:
@@ -545,6 +738,7 @@ _KINDS = {  # what each dialect of file holds, first detector first
 }
 _FORMS = {  # where a reference of each kind is looked for again
     CONTAINER: (CONTAINER,),
+    OVERRIDE: ("objects",),
     KUSTOMIZE: (KUSTOMIZE,),
     HELM: (HELM,),
     INLINE: ("objects", "charts"),
@@ -682,13 +876,18 @@ def _edit(
 ) -> tuple[int, int, str, str | None]:
     """The span to replace, its new text, and the tag the reference then has."""
     new_tag = found.tag if tag is None else tag
-    if isinstance(node, ScalarNode):  # CONTAINER, or a helm `image: repo:tag`
+    if isinstance(node, ScalarNode):  # CONTAINER, a helm `image: repo:tag`, or Argo CD's
         value = _written(found.name, new_tag, digest)
+        if found.kind == OVERRIDE:  # `name=newName:tag@digest`: kustomize 5.4 and on read
+            # both; older ones take `newName:tag` for the new name, then add the digest
+            old, equals, _ = _text(node).partition("=")
+            if equals or new_tag is not None:
+                value = f"{old if equals else found.name}={value}"
         return (*_replace(text, node, value, "image", found.line), new_tag)
     existing = _get(node, "digest")
     if existing is not None:
         return (*_replace(text, existing, digest, "digest", found.line), found.tag)
-    if found.kind == KUSTOMIZE:  # digest overrides newTag, which stays
+    if found.kind in (KUSTOMIZE, OVERRIDE):  # kustomize's entry: digest over newTag, kept
         return (*_insert(text, node, f"digest: {digest}", found.line), found.tag)
     tag_node = _get(node, "tag")
     if tag_node is None or new_tag is None:

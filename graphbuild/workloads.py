@@ -3,7 +3,8 @@
 A sync reads every configured deploy repository at its branch and records
 each image reference its manifests hold (Kubernetes containers, kustomize
 `images:`, Helm values, in files or inline in HelmReleases, Argo CD
-Applications and kustomize helmCharts) with the ring its path belongs to; a
+Applications and kustomize helmCharts, and the images Argo CD and Flux set
+themselves: kustomize images and Helm parameters) with the ring its path belongs to; a
 ConfigMap is Helm values when a HelmRelease anywhere in the repository takes
 values from it (Flux's bases and overlays); repos.yaml adds
 workloads patched with kubectl. Matching a workload to a graph node is by
@@ -26,7 +27,10 @@ from graphbuild.errors import ERROR, WARNING, InvalidReference, Problem
 GITOPS, KUBECTL = "gitops", "kubectl"
 # What discovery reads, by version: a commit read by an older graphbuild is read again.
 # 2: inline Helm values, block scalars, YAML as go-yaml reads it (tabs).
-_READS = 2
+# 3: images Argo CD and Flux set themselves (kustomize.images, helm.parameters, Flux
+# Kustomization images, HelmRelease postRenderers); Argo CD's values string only without
+# a valuesObject.
+_READS = 3
 _PATTERNS = ("**/*.yaml", "**/*.yml", "**/kustomization", "**/Kustomization")
 
 

@@ -797,3 +797,88 @@ def test_inline_helm_values_are_pinned_in_place(remotes, tmp_path):
     )
     again = Gitops({"deploy": spec}).apply(changes, context(tmp_path, run_id="run2"))
     assert [a.status for a in again] == [UNCHANGED] * 6
+
+
+OVERRIDES = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: argocd}
+spec:
+  sources:
+    - repoURL: https://github.com/acme/shop-deploy.git
+      path: overlays/dev
+      kustomize:
+        images:
+          - web=registry.example/apps/web:1   # the override runs
+          - 'registry.example/apps/web:1'
+    - chart: shop
+      repoURL: https://charts.example.com
+      helm:
+        parameters:
+          - name: image.repository
+            value: registry.example/apps/web
+          - name: image.tag
+            value: "1"
+    - chart: api
+      repoURL: https://charts.example.com
+      helm:
+        parameters: [{name: api.image.tag, value: '1'}]
+        values: |
+          api:
+            image: {repository: registry.example/apps/web, tag: "0"}
+"""
+FLUX_IMAGES = """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: flux-system}
+spec:
+  path: ./apps/dev
+  images:
+    - name: web
+      newName: registry.example/apps/web
+      newTag: "1"
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: web, namespace: shop}
+spec:
+  postRenderers:
+    - kustomize:
+        images:
+          - {name: web, newName: registry.example/apps/web, newTag: "1"}
+"""
+
+
+def test_images_argo_cd_and_flux_set_are_pinned_in_place(remotes, tmp_path):
+    """Argo CD's kustomize.images strings and helm.parameters (alone, and over a values
+    string, whose tag they set), a Flux Kustomization's images and a HelmRelease's
+    post-renderer images, found by a sync and pinned by one pushed commit: each file is its
+    old self with only the pinned spans changed."""
+    files = {"envs/dev/app.yaml": OVERRIDES, "envs/dev/flux.yaml": FLUX_IMAGES}
+    remote = remotes("deploy", files)
+    spec = spec_for(remote.url)
+    found = discovered(remote, spec)
+    assert sorted(found) == [
+        "Application/argocd/shop:sources[0]:kustomize.images[0]",
+        "Application/argocd/shop:sources[0]:kustomize.images[1]",
+        "Application/argocd/shop:sources[1]:image",
+        "Application/argocd/shop:sources[2]:api.image",
+        "HelmRelease/shop/web:postRenderers[0]:images[0]",
+        "Kustomization/flux-system/apps:images[0]",
+    ]
+    changes = [Change(w, WEB_NODE, "1", D) for w in found.values()]
+    done = Gitops({"deploy": spec}).apply(changes, context(tmp_path))
+    assert [a.status for a in done] == [DEPLOYED] * 6, done
+    assert log(remote) == ["graphbuild: deploy 1 image to dev", "initial"]
+    assert shown(remote, "main", "envs/dev/app.yaml") == OVERRIDES.replace(
+        "web:1   #", f"web:1@{D}   #"
+    ).replace(
+        "'registry.example/apps/web:1'",
+        f"'registry.example/apps/web=registry.example/apps/web:1@{D}'",
+    ).replace('value: "1"', f'value: "1@{D}"').replace("value: '1'", f"value: '1@{D}'")
+    assert shown(remote, "main", "envs/dev/flux.yaml") == FLUX_IMAGES.replace(
+        '      newTag: "1"\n', f'      newTag: "1"\n      digest: {D}\n'
+    ).replace('newTag: "1"}', f'newTag: "1", digest: {D}}}')
+    again = Gitops({"deploy": spec}).apply(changes, context(tmp_path, run_id="run2"))
+    assert [a.status for a in again] == [UNCHANGED] * 6
+    assert log(remote) == ["graphbuild: deploy 1 image to dev", "initial"]

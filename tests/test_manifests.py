@@ -16,6 +16,7 @@ from graphbuild.manifests import (
     MAX_BYTES,
     MAX_DEPTH,
     MAX_NODES,
+    OVERRIDE,
     Found,
     ManifestError,
     find,
@@ -682,6 +683,28 @@ helm_values = st.fixed_dictionaries(
     {"image": st.fixed_dictionaries({"repository": refs}, optional={"tag": scalars})},
     optional={"sidecarImage": refs},
 )  # fmt: skip
+entries = st.fixed_dictionaries(
+    {"name": refs}, optional={"newName": refs, "newTag": scalars, "digest": scalars}
+)
+overrides = st.one_of(
+    refs, st.tuples(refs, refs).map("=".join), st.tuples(refs, st.text(max_size=8)).map("=".join)
+)  # Argo CD's `kustomize.images`: `name=newName:tag`, `name:tag`, anything
+PARAMETER_NAMES = ["image", "image.repository", "image.tag", "image.digest", "image.registry",
+                   "a.image", "a.image.tag", "a.image.repository", "a[0].image", "a\\.image",
+                   ".", "image..tag", ""]  # fmt: skip
+parameters = st.fixed_dictionaries(
+    {}, optional={"name": st.one_of(st.sampled_from(PARAMETER_NAMES), scalars), "value": scalars}
+)
+argo_source = st.fixed_dictionaries(
+    {},
+    optional={
+        "kustomize": st.fixed_dictionaries({"images": st.lists(overrides, max_size=3)}),
+        "helm": st.fixed_dictionaries(
+            {"parameters": st.lists(parameters, max_size=4)},
+            optional={"valuesObject": helm_values, "values": helm_values.map(yaml.safe_dump)},
+        ),
+    },
+)
 shapes = st.one_of(
     st.fixed_dictionaries(
         {
@@ -734,13 +757,56 @@ shapes = st.one_of(
     ),
     st.fixed_dictionaries(
         {
+            "apiVersion": st.just("argoproj.io/v1alpha1"),
+            "kind": st.just("Application"),
+            "spec": st.fixed_dictionaries(
+                {"source": argo_source}, optional={"sources": st.lists(argo_source, max_size=2)}
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "apiVersion": st.just("argoproj.io/v1alpha1"),
+            "kind": st.just("ApplicationSet"),
+            "spec": st.fixed_dictionaries(
+                {
+                    "template": st.fixed_dictionaries(
+                        {"spec": st.fixed_dictionaries({"source": argo_source})}
+                    )
+                }
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "apiVersion": st.sampled_from(
+                ["kustomize.toolkit.fluxcd.io/v1", "helm.toolkit.fluxcd.io/v2"]
+            ),
+            "kind": st.sampled_from(["Kustomization", "HelmRelease"]),
+            "spec": st.fixed_dictionaries(
+                {},
+                optional={
+                    "images": st.lists(entries, max_size=2),
+                    "postRenderers": st.lists(
+                        st.fixed_dictionaries(
+                            {"kustomize": st.fixed_dictionaries({"images": st.lists(entries)})}
+                        ),
+                        max_size=2,
+                    ),
+                },
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
             "helmCharts": st.lists(
                 st.fixed_dictionaries({"name": refs}, optional={"valuesInline": helm_values}),
                 max_size=2,
             )
         }
     ),
-)  # fmt: skip - a container, a kustomize `images:` entry, Helm values, inline Helm values
+)  # fmt: skip - a container, a kustomize `images:` entry, Helm values, inline Helm values,
+# Argo CD's and Flux's image overrides
 values = st.recursive(
     st.one_of(scalars, shapes),
     lambda inner: st.one_of(
@@ -775,7 +841,8 @@ TOKENS = ["- ", ": ", "[", "]", "{", "}", ", ", "&a ", "*a", "&b ", "*b", "\n", 
           "\\", "@", "`", "apiVersion: argoproj.io/v1alpha1\nkind: Application\n",
           "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\n", "spec", "source",
           "helm", "values", "valuesObject", "helmCharts", "valuesInline", "|-\n",
-          "|2\n"]  # fmt: skip
+          "|2\n", "kustomize", "parameters", "value", "image.tag", "postRenderers", "=",
+          "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\n"]  # fmt: skip
 yaml_like = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
 
 
@@ -1093,8 +1160,9 @@ def test_values_of_other_kinds_and_groups_are_not_helm_values():
 
 @pytest.mark.timeout(60)
 def test_aliased_inline_values_are_read_once():
-    """One anchored source, its values object and its values string big, used by thousands of
-    sources: each is read once, not once per alias (that took minutes)."""
+    """An anchored source with a big values object, and one with a big values string, each
+    used by thousands of sources: each is read once, not once per alias (that took
+    minutes)."""
     count = 5000
     keys = "".join(f"          k{i}: {{repository: reg/app{i}, tag: '1'}}\n" for i in range(count))
     lines = "".join(
@@ -1104,10 +1172,390 @@ def test_aliased_inline_values_are_read_once():
         "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\nspec:\n"
         "  sources:\n"
         "    - &src\n      helm:\n        valuesObject:\n" + keys
-        + "        values: |\n" + lines
-        + "".join("    - *src\n" for _ in range(count))
+        + "    - &str\n      helm:\n        values: |\n" + lines
+        + "".join("    - *src\n    - *str\n" for _ in range(count))
     )  # fmt: skip
     found = find("a.yaml", text)
     assert len(found) == 2 * count
-    assert {f.path[:3] for f in found} == {("spec", "sources", 0)}
+    assert {f.path[:3] for f in found} == {("spec", "sources", 0), ("spec", "sources", 1)}
     assert rewrite(text, found[-1], None, D).count(D) == 1
+
+
+# -- image overrides the deploying object applies itself: Argo CD's kustomize.images and
+# helm.parameters, Flux Kustomization images and HelmRelease postRenderers
+
+ARGO_KUSTOMIZE = f"""\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: shop
+  namespace: argocd
+spec:
+  project: default
+  source:
+    repoURL: https://github.com/acme/shop-deploy.git
+    targetRevision: main
+    path: overlays/prod
+    kustomize:
+      namePrefix: prod-
+      images:
+        - web=registry.example/shop/web:2.3.1   # the override runs
+        - 'registry.example/shop/api:1.4'
+        - "worker=registry.example/shop/worker@{E}"
+        - nginx=registry.example/mirror/nginx
+        - redis@{E}
+        - cache=registry.example/shop/cache:$ARGOCD_APP_REVISION
+  destination: {{server: https://kubernetes.default.svc, namespace: shop}}
+"""
+
+
+def test_argo_kustomize_images_are_found_as_the_image_that_runs():
+    """`name=newName:newTag`, `name:newTag`, `name=newName@digest`, `name=newName` (no tag
+    here: the base's), `name@digest`; Argo CD's `$VARS` are skipped."""
+    found = find("apps/shop.yaml", ARGO_KUSTOMIZE)
+    at = ("spec", "source", "kustomize", "images")
+    label = "Application/argocd/shop:kustomize.images"
+    assert found == [
+        Found(OVERRIDE, 15, "registry.example/shop/web", "2.3.1", None, f"{label}[0]", None, 0,
+              (*at, 0)),
+        Found(OVERRIDE, 16, "registry.example/shop/api", "1.4", None, f"{label}[1]", None, 0,
+              (*at, 1)),
+        Found(OVERRIDE, 17, "registry.example/shop/worker", None, E, f"{label}[2]", None, 0,
+              (*at, 2)),
+        Found(OVERRIDE, 18, "registry.example/mirror/nginx", None, None, f"{label}[3]", None, 0,
+              (*at, 3)),
+        Found(OVERRIDE, 19, "redis", None, E, f"{label}[4]", None, 0, (*at, 4)),
+    ]  # fmt: skip
+
+
+def test_argo_kustomize_images_are_pinned_in_the_form_every_kustomize_reads():
+    """`name=newName:tag@digest`: kustomize 5.4 and later read the tag and the digest; older
+    ones take `newName:tag` as the new name and add the digest, the same image. `name:tag`
+    gains `name=` (older kustomize would look for an image called `name:tag`)."""
+    text = ARGO_KUSTOMIZE
+    web, api, worker, _, redis = find("apps/shop.yaml", text)
+    only_changed(text, rewrite(text, web, None, D),
+                 "web:2.3.1   #", f"web:2.3.1@{D}   #")  # fmt: skip
+    only_changed(text, rewrite(text, web, "2.4", D), "web:2.3.1   #", f"web:2.4@{D}   #")
+    only_changed(text, rewrite(text, api, None, D), "'registry.example/shop/api:1.4'",
+                 f"'registry.example/shop/api=registry.example/shop/api:1.4@{D}'")  # fmt: skip
+    only_changed(text, rewrite(text, worker, None, D), f"worker@{E}", f"worker@{D}")
+    only_changed(text, rewrite(text, redis, None, D), f"redis@{E}", f"redis@{D}")
+    pinned = rewrite(text, api, None, D)
+    again = find("apps/shop.yaml", pinned)[1]
+    assert (again.name, again.tag, again.digest, again.path) == (api.name, "1.4", D, api.path)
+    assert rewrite(pinned, again, None, D) == pinned
+
+
+ARGO_KUSTOMIZE_SOURCES = """\
+apiVersion: argoproj.io/v1alpha1
+kind: ApplicationSet
+metadata: {name: shop, namespace: argocd}
+spec:
+  generators: [{list: {elements: [{env: dev}, {env: prod}]}}]
+  template:
+    metadata: {name: 'shop-{{env}}'}
+    spec:
+      sources:
+        - repoURL: https://github.com/acme/shop-deploy.git
+          path: 'overlays/{{env}}'
+          kustomize:
+            images: [web=registry.example/shop/web:2.3.1, 'registry.example/{{env}}/x:1']
+      destination: {server: https://kubernetes.default.svc, namespace: shop}
+"""
+
+
+def test_argo_kustomize_images_of_an_application_set_template_and_many_sources():
+    (found,) = find("appsets/shop.yaml", ARGO_KUSTOMIZE_SOURCES)
+    assert found == Found(
+        OVERRIDE, 13, "registry.example/shop/web", "2.3.1", None,
+        "ApplicationSet/argocd/shop:sources[0]:kustomize.images[0]", None, 0,
+        ("spec", "template", "spec", "sources", 0, "kustomize", "images", 0),
+    )  # fmt: skip
+    only_changed(ARGO_KUSTOMIZE_SOURCES, rewrite(ARGO_KUSTOMIZE_SOURCES, found, None, D),
+                 "web:2.3.1,", f"web:2.3.1@{D},")  # fmt: skip
+
+
+ARGO_PARAMETERS = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: shop
+  namespace: argocd
+spec:
+  source:
+    repoURL: https://charts.example.com
+    chart: shop
+    targetRevision: 1.4.2
+    helm:
+      parameters:
+        - name: frontend.image.repository
+          value: registry.example/shop/frontend
+        - name: frontend.image.tag
+          value: "2.3.1"
+          forceString: true
+        - name: worker.image
+          value: registry.example/shop/worker:2.3.1
+        - name: api.image.tag     # over the valuesObject's tag
+          value: "1.5"
+        - name: replicaCount
+          value: "2"
+      valuesObject:
+        api:
+          image:
+            repository: registry.example/shop/api
+            tag: "1.4"
+        proxy:
+          image: {registry: registry.example, repository: mirror/envoy, tag: v1.30.1}
+  destination: {server: https://kubernetes.default.svc, namespace: shop}
+"""
+
+
+def test_argo_helm_parameters_name_images_over_the_values_object():
+    """Parameters are Helm values set over the source's valuesObject: alone they may name
+    a whole image, or override the tag of one the values object names; the tag is edited
+    where it is set."""
+    found = find("apps/shop.yaml", ARGO_PARAMETERS)
+    at = ("spec", "source", "helm", "valuesObject")
+    label = "Application/argocd/shop:"
+    assert sorted(found, key=lambda f: f.path) == [
+        Found(INLINE, 27, "registry.example/shop/api", "1.5", None, f"{label}api.image", None,
+              0, (*at, "api", "image")),
+        Found(INLINE, 14, "registry.example/shop/frontend", "2.3.1", None,
+              f"{label}frontend.image", None, 0, (*at, "frontend", "image")),
+        Found(INLINE, 30, "registry.example/mirror/envoy", "v1.30.1", None,
+              f"{label}proxy.image", None, 0, (*at, "proxy", "image")),
+        Found(INLINE, 19, "registry.example/shop/worker", "2.3.1", None,
+              f"{label}worker.image", None, 0, (*at, "worker", "image")),
+    ]  # fmt: skip
+    by = {f.workload.rpartition(":")[2]: f for f in found}
+    text = ARGO_PARAMETERS
+    only_changed(text, rewrite(text, by["frontend.image"], None, D),
+                 'value: "2.3.1"', f'value: "2.3.1@{D}"')  # fmt: skip
+    only_changed(text, rewrite(text, by["worker.image"], None, D),
+                 "worker:2.3.1\n", f"worker:2.3.1@{D}\n")  # fmt: skip
+    only_changed(text, rewrite(text, by["api.image"], None, D),
+                 'value: "1.5"', f'value: "1.5@{D}"')  # fmt: skip
+    only_changed(text, rewrite(text, by["proxy.image"], None, D),
+                 "tag: v1.30.1}", f"tag: v1.30.1@{D}}}")  # fmt: skip
+
+
+def test_argo_helm_parameters_helm_cannot_read_as_a_path_are_skipped():
+    """`a[0].b` and `a\\.b` are Helm's list and escaped-dot forms: not read (no image is
+    guessed from them); a parameter without a string name or value is no value."""
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    helm:\n      parameters:\n"
+        "        - {name: 'x[0].image', value: 'reg/x:1'}\n"
+        "        - {name: 'y\\.image', value: 'reg/y:1'}\n"
+        "        - {name: z.image}\n        - {value: 'reg/w:1'}\n        - name: [v]\n"
+        "        - {name: 'q.image', value: 'reg/q:1'}\n"
+    )
+    assert [f.workload for f in find("a.yaml", text)] == ["Application//a:q.image"]
+    # parameters none of which is read leave the values object as it is
+    skipped = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    helm:\n      parameters: [{name: 'hosts[0]', value: a}]\n"
+        "      valuesObject: {image: 'reg/v:1'}\n"
+    )
+    assert [f.workload for f in find("a.yaml", skipped)] == ["Application//a:image"]
+
+
+FLUX_KUSTOMIZATION = f"""\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata:
+  name: apps
+  namespace: flux-system
+spec:
+  interval: 10m
+  path: ./apps/prod
+  prune: true
+  sourceRef:
+    kind: GitRepository
+    name: flux-system
+  images:
+    - name: web
+      newName: registry.example/shop/web
+      newTag: 2.3.1
+    - name: registry.example/shop/api
+      newTag: "1.4"
+      digest: {E}
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: podinfo
+  namespace: podinfo
+spec:
+  chart:
+    spec: {{chart: podinfo, sourceRef: {{kind: HelmRepository, name: podinfo}}}}
+  postRenderers:
+    - kustomize:
+        patches:
+          - target: {{kind: Deployment}}
+            patch: |
+              - op: add
+                path: /metadata/labels/team
+                value: web
+        images:
+          - {{name: ghcr.io/stefanprodan/podinfo, newName: registry.example/podinfo, newTag: 6.6.2}}
+"""
+
+
+def test_flux_kustomization_images_and_helm_release_post_renderers():
+    found = find("clusters/prod/apps.yaml", FLUX_KUSTOMIZATION)
+    assert found == [
+        Found(OVERRIDE, 14, "registry.example/shop/web", "2.3.1", None,
+              "Kustomization/flux-system/apps:images[0]", None, 0, ("spec", "images", 0)),
+        Found(OVERRIDE, 17, "registry.example/shop/api", "1.4", E,
+              "Kustomization/flux-system/apps:images[1]", None, 0, ("spec", "images", 1)),
+        Found(OVERRIDE, 38, "registry.example/podinfo", "6.6.2", None,
+              "HelmRelease/podinfo/podinfo:postRenderers[0]:images[0]", None, 1,
+              ("spec", "postRenderers", 0, "kustomize", "images", 0)),
+    ]  # fmt: skip
+    text = FLUX_KUSTOMIZATION
+    only_changed(text, rewrite(text, found[0], None, D),
+                 "      newTag: 2.3.1\n", f"      newTag: 2.3.1\n      digest: {D}\n")  # fmt: skip
+    only_changed(text, rewrite(text, found[1], None, D), f"digest: {E}", f"digest: {D}")
+    only_changed(text, rewrite(text, found[2], None, D),
+                 "newTag: 6.6.2}", f"newTag: 6.6.2, digest: {D}}}")  # fmt: skip
+    # `spec.images` is Flux's only in its own group; kustomize's Kustomization has none there
+    other = text.replace("kustomize.toolkit.fluxcd.io/v1", "kustomize.config.k8s.io/v1beta1")
+    assert [f.workload for f in find("clusters/prod/apps.yaml", other)] == [found[2].workload]
+
+
+@pytest.mark.timeout(60)
+def test_parameters_shared_by_aliases_count_each_use():
+    """One anchored list of parameters set in thousands of sources is merged for each (each
+    source's values differ), so each use counts against MAX_NODES as the nodes it stands
+    for: 2,000 parameters in 2,000 sources is four million, refused, not minutes of work."""
+    count = 2000
+    params = "".join(f"          - {{name: a{i}.image.tag, value: '1'}}\n" for i in range(count))
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\nspec:\n"
+        "  sources:\n    - helm:\n        parameters: &p\n" + params
+        + "".join(f"    - {{helm: {{parameters: *p, releaseName: r{i}}}}}\n" for i in range(count))
+    )  # fmt: skip
+    with pytest.raises(ManifestError, match=rf"more than {MAX_NODES} YAML nodes$"):
+        find("a.yaml", text)
+
+
+@pytest.mark.timeout(60)
+def test_a_values_object_shared_by_sources_with_parameters_counts_each_use():
+    """An anchored valuesObject with parameters over it in thousands of sources is read again
+    for each (the parameters differ), so each use counts its nodes: refused, not minutes of
+    work; without parameters it is read once, as before."""
+    count = 5000
+    keys = "".join(f"          k{i}: {{repository: reg/app{i}, tag: '1'}}\n" for i in range(count))
+    head = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\nspec:\n"
+        "  sources:\n    - helm:\n        valuesObject: &v\n" + keys
+    )
+    params = "".join(
+        f"    - {{helm: {{valuesObject: *v, parameters: [{{name: x, value: '{i}'}}]}}}}\n"
+        for i in range(count)
+    )
+    with pytest.raises(ManifestError, match=rf"more than {MAX_NODES} YAML nodes$"):
+        find("a.yaml", head + params)
+    plain = "".join(
+        f"    - {{helm: {{valuesObject: *v, releaseName: r{i}}}}}\n" for i in range(count)
+    )
+    assert len(find("a.yaml", head + plain)) == count
+
+
+def test_parameters_of_two_sources_are_two_images():
+    source = (
+        "    - chart: {0}\n      helm:\n        parameters:\n"
+        "          - {{name: image.repository, value: reg/{0}}}\n"
+        "          - {{name: image.tag, value: '1'}}\n"
+    )
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\nspec:\n"
+        "  sources:\n" + source.format("web") + source.format("api")
+    )
+    found = find("a.yaml", text)
+    assert [(f.workload, f.name) for f in found] == [
+        ("Application//a:sources[0]:image", "reg/web"),
+        ("Application//a:sources[1]:image", "reg/api"),
+    ]
+    edited = rewrite(text, found[1], None, D)
+    assert edited == text.replace("'1'}\n", f"'1@{D}'}}\n").replace(f"'1@{D}'}}\n", "'1'}\n", 1)
+
+
+def test_argo_kustomize_image_in_a_block_scalar_is_on_its_line():
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    kustomize:\n      images:\n        - >-\n"
+        "          web=reg/web:1\n"
+    )
+    (found,) = find("a.yaml", text)
+    assert (found.line, found.name, found.tag) == (9, "reg/web", "1")
+    only_changed(text, rewrite(text, found, None, D), "reg/web:1\n", f"reg/web:1@{D}\n")
+
+
+ARGO_STRING_PARAMETERS = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: argocd}
+spec:
+  source:
+    chart: shop
+    repoURL: https://charts.example.com
+    helm:
+      parameters:
+        - {name: api.image.tag, value: "1.5"}
+        - {name: web.image.repository, value: reg/mirror/web}
+        - {name: worker.image, value: "reg/worker:2"}
+        - {name: job.image.digest, value: "DIGEST"}
+      values: |
+        api:
+          image: {repository: reg/api, tag: "1.4"}
+        web:
+          image:
+            repository: reg/web
+            tag: '1'
+        worker:
+          image: reg/worker:1
+        job:
+          image: {repository: reg/job, tag: "3"}
+        other:
+          image: {repository: reg/other, tag: "7"}
+""".replace("DIGEST", E)
+
+
+def test_argo_helm_parameters_over_a_values_string():
+    """Without a valuesObject Argo CD gives the chart the `values` string, and parameters are
+    set over it: an image takes its tag, digest or repository from whichever sets it last,
+    and is pinned where that tag or digest is written (a parameter's value, or the string)."""
+    found = {f.workload.rpartition(":")[2]: f for f in find("a.yaml", ARGO_STRING_PARAMETERS)}
+    assert {k: (f.name, f.tag, f.digest, f.line) for k, f in found.items()} == {
+        "api.image": ("reg/api", "1.5", None, 16),
+        "web.image": ("reg/mirror/web", "1", None, 11),
+        "worker.image": ("reg/worker", "2", None, 12),
+        "job.image": ("reg/job", "3", E, 24),
+        "other.image": ("reg/other", "7", None, 26),
+    }
+    text = ARGO_STRING_PARAMETERS
+    only_changed(text, rewrite(text, found["api.image"], None, D),
+                 'value: "1.5"', f'value: "1.5@{D}"')  # fmt: skip
+    only_changed(text, rewrite(text, found["web.image"], None, D),
+                 "tag: '1'", f"tag: '1@{D}'")  # fmt: skip
+    only_changed(text, rewrite(text, found["worker.image"], None, D),
+                 '"reg/worker:2"', f'"reg/worker:2@{D}"')  # fmt: skip
+    only_changed(text, rewrite(text, found["job.image"], None, D), f'"{E}"', f'"{D}"')
+    only_changed(text, rewrite(text, found["other.image"], None, D),
+                 'tag: "7"', f'tag: "7@{D}"')  # fmt: skip
+
+
+def test_a_values_string_beside_a_values_object_is_not_read():
+    """Argo CD gives the chart its valuesObject when there is one (even `{}`), else its
+    values string: never both."""
+    text = (
+        "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata: {name: a}\n"
+        "spec:\n  source:\n    helm:\n      valuesObject: %s\n"
+        "      values: |\n        image: reg/s:1\n"
+    )
+    assert [f.name for f in find("a.yaml", text % "{image: reg/o:1}")] == ["reg/o"]
+    assert find("a.yaml", text % "{}") == []
+    assert [f.name for f in find("a.yaml", text % "null")] == ["reg/s"]

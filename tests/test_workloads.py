@@ -536,3 +536,54 @@ def test_a_huge_manifest_blob_is_refused_by_its_size_unread(remotes, write_confi
                    f"{manifests.MAX_BYTES} bytes (2 MiB) a manifest may have",
                    "envs/dev/huge.yaml") in problems  # fmt: skip
     assert peak < 16 * 2**20, f"refusing it took {peak} bytes: it was read"
+
+
+OVERRIDES = """\
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: shop, namespace: argocd}
+spec:
+  source:
+    path: overlays/dev
+    kustomize:
+      images:
+        - web=registry.example/apps/web:1
+        - nginx=registry.example/mirror/nginx
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: flux-system}
+spec:
+  images:
+    - {name: api, newName: registry.example/apps/api, newTag: "2"}
+"""
+
+
+def test_images_argo_cd_and_flux_set_are_workloads_read_again_after_an_upgrade(
+    remotes, write_config
+):
+    """Argo CD's `kustomize.images` and a Flux Kustomization's `images` name the image that
+    runs; an override without a tag keeps the base's, which is not written here. A row kept
+    by the discovery before these were read (version 2) is read again."""
+    remote = remotes("deploy", {"envs/dev/apps.yaml": OVERRIDES})
+    cfg = deploy_config(write_config, remote.url)
+    found, problems = discovered(cfg, synced(cfg))
+    assert [(w.name, w.image, w.tag, w.id) for w in found] == [
+        ("Application/argocd/shop:kustomize.images[0]", "registry.example/apps/web", "1",
+         "deploy:envs/dev/apps.yaml#0:spec.source.kustomize.images.0"),
+        ("Kustomization/flux-system/apps:images[0]", "registry.example/apps/api", "2",
+         "deploy:envs/dev/apps.yaml#1:spec.images.0"),
+    ]  # fmt: skip
+    assert [(p.line, p.message) for p in problems] == [
+        (10, "registry.example/mirror/nginx: no tag or digest here, so not deployed by graphbuild")
+    ]
+    result = synced(cfg)
+    db = index.open_db(cfg.workspace)
+    (spec,) = cfg.deployments.repos
+    older = json.dumps([result.commit, spec.rings, 2], sort_keys=True)  # as version 2 kept it
+    workloads.refresh(db, cfg, [])  # makes the table
+    with db:
+        db.execute("INSERT INTO deploy_repos VALUES (?, ?, '[]', '[]')", ("deploy", older))
+    workloads.refresh(db, cfg, [result])
+    assert [w.name for w in workloads.load(db, cfg)] == [w.name for w in found]
+    db.close()
