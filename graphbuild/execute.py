@@ -21,9 +21,9 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -465,27 +465,17 @@ def log_name(node: str) -> str:
 # ---------------------------------------------------------------- a run, from plan to records
 
 
-@contextmanager
-def interruptible(scheduler: Scheduler, note: Callable[[str], None]) -> Iterator[None]:
+def interruptible(
+    scheduler: Scheduler, note: Callable[[str], None]
+) -> AbstractContextManager[None]:
     """Ctrl-C or SIGTERM: start nothing new; a second one cancels the builds running."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    count = 0
 
-    def handle(signum: int, frame: object) -> None:
-        nonlocal count
-        count += 1
+    def handle(count: int) -> None:
         scheduler.stop(cancel_running=count > 1)
         note("Stopping: no new builds; running ones finish (again to cancel them)."
              if count == 1 else "Cancelling the running builds.")  # fmt: skip
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return process.on_stop_signals(handle)
 
 
 def execute(
