@@ -29,7 +29,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from graphbuild import detect, dockerfile, keys, pin, process, refs, sources
+from graphbuild import detect, dockerfile, keys, pin, process, refs, retry, sources
 from graphbuild.builders import Builder, BuildRequest
 from graphbuild.config import IMAGE_CONTEXT, Config, RepoSpec
 from graphbuild.errors import CommandFailed, ContextError, DockerfileError, GraphbuildError
@@ -97,6 +97,7 @@ class Scheduler:
                 self.children[parent].add(node)
         self.work, self.max_parallel = work, max(1, max_parallel)
         self.retries, self.backoff = retries, backoff
+        self._waits = retry.Backoff(backoff)  # not retry.call: a worker never waits for it
         self.group_of = group_of or (lambda node: "")
         self.caps = {group: max(1, cap) for group, cap in (caps or {}).items()}
         self.on_event = on_event or (lambda node, status, info: None)
@@ -176,7 +177,7 @@ class Scheduler:
             status, digest, detail = outcome.status, outcome.digest, outcome.detail
         except Failed as err:
             if err.transient and self.attempts[node] <= self.retries and not self.stopping:
-                wait_for = self.backoff * 2 ** (self.attempts[node] - 1)
+                wait_for = self._waits.wait(self.attempts[node] - 1)
                 self.status[node] = PENDING
                 self.on_event(node, "retrying", {"error": str(err), "in": wait_for})
                 heapq.heappush(delayed, (time.monotonic() + wait_for, node))
