@@ -96,8 +96,8 @@ class Scheduler:
             for parent in parents:
                 self.children[parent].add(node)
         self.work, self.max_parallel = work, max(1, max_parallel)
-        self.retries, self.backoff = retries, backoff
-        self._waits = retry.Backoff(backoff)  # not retry.call: a worker never waits for it
+        # the waits alone, not retry.call: an image waiting for its retry holds no worker
+        self.retries, self.backoff = retries, retry.Backoff(backoff)
         self.group_of = group_of or (lambda node: "")
         self.caps = {group: max(1, cap) for group, cap in (caps or {}).items()}
         self.on_event = on_event or (lambda node, status, info: None)
@@ -177,7 +177,7 @@ class Scheduler:
             status, digest, detail = outcome.status, outcome.digest, outcome.detail
         except Failed as err:
             if err.transient and self.attempts[node] <= self.retries and not self.stopping:
-                wait_for = self._waits.wait(self.attempts[node] - 1)
+                wait_for = self.backoff.wait(self.attempts[node] - 1)
                 self.status[node] = PENDING
                 self.on_event(node, "retrying", {"error": str(err), "in": wait_for})
                 heapq.heappush(delayed, (time.monotonic() + wait_for, node))

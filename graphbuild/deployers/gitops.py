@@ -141,13 +141,14 @@ class Gitops:
             return [r if r.status != DEPLOYED else Applied(r.change, DEPLOYED, where)
                     for r in results]  # fmt: skip
 
+        def redo(again: retry.Again, wait: float) -> None:
+            _log(context, f"{again.why}; redoing it on top")
+
         try:
-            return retry.call(attempt, tries=PUSH_ATTEMPTS, backoff=_NO_WAIT,
-                              on_retry=lambda again, wait: _log(
-                                  context, f"{again.why}; redoing it on top"))  # fmt: skip
+            return retry.call(attempt, tries=PUSH_ATTEMPTS, backoff=_NO_WAIT, on_retry=redo)
         except retry.Again as last:  # lost every race: the last push's failure stands
-            failed: list[Applied] = last.value
-            return failed
+            lost: list[Applied] = last.value
+            return lost
 
     def _checkout(self, spec: DeployRepoSpec, context: Context) -> Path:
         """The deploy repository's branch as it is now, in a working clone of graphbuild's,

@@ -132,9 +132,9 @@ class Registry:
         self.specs = dict(specs or {})
         self.concurrency, self.timeout = concurrency, timeout
         self.deadline = 2 * timeout  # a whole answer, headers and body, however it trickles
-        self.retries, self.backoff, self.max_wait = retries, backoff, max_wait
+        self.retries, self.max_wait = retries, max_wait
         # waits between tries: jittered, so clients turned away together come back apart
-        self._backoff = retry.Backoff(backoff, most=max_wait, jitter=0.5)
+        self.backoff = retry.Backoff(backoff, most=max_wait, jitter=0.5)
         self._until: float | None = None  # when the pass resolve_all runs must end
         self._within = 0.0  # its length, for messages
         # manifests read by digest in this run: tags sharing a digest cost one GET, not one each
@@ -423,7 +423,7 @@ class Registry:
                 return answer
 
         try:
-            return retry.call(attempt, tries=self.retries + 1, backoff=self._backoff,
+            return retry.call(attempt, tries=self.retries + 1, backoff=self.backoff,
                               until=self._until)  # fmt: skip
         except retry.Late as late:  # no use waiting for it
             raise _Failed(UNREACHABLE, f"{self._late_message(where)}; the last try: "
