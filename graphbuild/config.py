@@ -24,7 +24,7 @@ import yaml
 
 from graphbuild import platforms, refs
 from graphbuild.errors import ConfigError, InvalidReference, UnsafeURL
-from graphbuild.sources import safe_git_url
+from graphbuild.urls import safe_git_url
 
 DEFAULT_FILE = "repos.yaml"
 ENV_VAR = "GRAPHBUILD_CONFIG"

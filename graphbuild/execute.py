@@ -21,15 +21,15 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
 
-from graphbuild import detect, dockerfile, keys, pin, process, refs, sources
+from graphbuild import detect, dockerfile, keys, pin, process, refs, retry, sources
 from graphbuild.builders import Builder, BuildRequest
 from graphbuild.config import IMAGE_CONTEXT, Config, RepoSpec
 from graphbuild.errors import CommandFailed, ContextError, DockerfileError, GraphbuildError
@@ -96,7 +96,8 @@ class Scheduler:
             for parent in parents:
                 self.children[parent].add(node)
         self.work, self.max_parallel = work, max(1, max_parallel)
-        self.retries, self.backoff = retries, backoff
+        # the waits alone, not retry.call: an image waiting for its retry holds no worker
+        self.retries, self.backoff = retries, retry.Backoff(backoff)
         self.group_of = group_of or (lambda node: "")
         self.caps = {group: max(1, cap) for group, cap in (caps or {}).items()}
         self.on_event = on_event or (lambda node, status, info: None)
@@ -176,7 +177,7 @@ class Scheduler:
             status, digest, detail = outcome.status, outcome.digest, outcome.detail
         except Failed as err:
             if err.transient and self.attempts[node] <= self.retries and not self.stopping:
-                wait_for = self.backoff * 2 ** (self.attempts[node] - 1)
+                wait_for = self.backoff.wait(self.attempts[node] - 1)
                 self.status[node] = PENDING
                 self.on_event(node, "retrying", {"error": str(err), "in": wait_for})
                 heapq.heappush(delayed, (time.monotonic() + wait_for, node))
@@ -465,27 +466,17 @@ def log_name(node: str) -> str:
 # ---------------------------------------------------------------- a run, from plan to records
 
 
-@contextmanager
-def interruptible(scheduler: Scheduler, note: Callable[[str], None]) -> Iterator[None]:
+def interruptible(
+    scheduler: Scheduler, note: Callable[[str], None]
+) -> AbstractContextManager[None]:
     """Ctrl-C or SIGTERM: start nothing new; a second one cancels the builds running."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    count = 0
 
-    def handle(signum: int, frame: object) -> None:
-        nonlocal count
-        count += 1
+    def handle(count: int) -> None:
         scheduler.stop(cancel_running=count > 1)
         note("Stopping: no new builds; running ones finish (again to cancel them)."
              if count == 1 else "Cancelling the running builds.")  # fmt: skip
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return process.on_stop_signals(handle)
 
 
 def execute(

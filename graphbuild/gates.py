@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graphbuild import refs
+from graphbuild import refs, retry
 from graphbuild.config import SEVERITIES, Allowed, GateSpec
 from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.process import run
@@ -151,8 +151,8 @@ def check(
     report = scratch / f"{gate.name}.json"  # left there: the caller keeps it beside the log
     argv = placeholders(gate.argv, reference, report)
     _note(log, f"== gate {gate.name} on {reference}")
-    retried = False
-    while True:
+
+    def attempt(n: int) -> GateResult:
         report.unlink(missing_ok=True)  # a report of an earlier run must not pass this one
         failed = _run(gate, argv, log, cancel)
         why = "" if failed is None else str(failed).removeprefix(gate.name).lstrip(":").strip()
@@ -163,12 +163,21 @@ def check(
                 return judge(gate, findings(_read(report)), today)
             except GateError as err:
                 result = GateResult(gate.name, FAILED, f"scanner failed: {why or err}")
-        if failed is None or not failed.transient or retried:
-            return result
-        retried = True
-        _note(log, f"== gate {gate.name}: {why}; trying once more in {RETRY_PAUSE:g} s")
-        if cancel.wait(RETRY_PAUSE):
-            raise CommandFailed(f"{gate.name}: cancelled")
+        if failed is not None and failed.transient:
+            raise retry.Again(why, value=result)
+        return result
+
+    def note(again: retry.Again, wait: float) -> None:
+        _note(log, f"== gate {gate.name}: {again.why}; trying once more in {wait:g} s")
+
+    try:
+        return retry.call(attempt, tries=2, backoff=retry.Backoff(RETRY_PAUSE, factor=1),
+                          cancel=cancel, on_retry=note)  # fmt: skip
+    except retry.Again as last:  # failed again: that is the gate's result
+        result: GateResult = last.value
+        return result
+    except retry.Cancelled:
+        raise CommandFailed(f"{gate.name}: cancelled") from None
 
 
 def _run(

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from graphbuild import refs, report
+from graphbuild import refs
+from graphbuild.console import note
 from graphbuild.errors import GraphbuildError, NotFound
 from graphbuild.workspace import INDEX, damaged, discard_index, unusable
 
@@ -52,7 +53,7 @@ def connect(workspace: Path) -> sqlite3.Connection:
         except sqlite3.DatabaseError as err:
             if not damaged(err):
                 raise
-            discard_index(path, err, report.note)
+            discard_index(path, err, note)
             return _open(path)
     except (OSError, sqlite3.Error) as err:
         raise unusable(err, workspace) or GraphbuildError(f"{path}: cannot open: {err}") from None

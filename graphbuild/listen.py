@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from graphbuild import refs
+from graphbuild.console import note
 from graphbuild.errors import GraphbuildError, InvalidReference
-from graphbuild.report import note
 
 SECRET_HEADER = "X-Graphbuild-Secret"  # noqa: S105 - a header name
 MAX_BODY = 64 * 1024  # real push events are under 2 KiB

@@ -7,6 +7,9 @@ what it left running in its group is killed. And it dies with graphbuild: a
 `kill -9` of graphbuild takes the command down at once (PR_SET_PDEATHSIG), and
 its group, recorded while it runs, is killed by the next graphbuild that finds
 the run abandoned (`end_group`), so no orphan pushes over a tag afterwards.
+
+The other side of that Ctrl-C is here too: `on_stop_signals` is how graphbuild
+itself takes SIGINT and SIGTERM while it runs builds, gates or deploys.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ _set_handler = _libc.signal if _libc is not None else None
 if _set_handler is not None:
     _set_handler.argtypes = (ctypes.c_int, ctypes.c_void_p)
     _set_handler.restype = ctypes.c_void_p
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # a terminal's Ctrl-C; a pod's or systemd's stop
 STOP_GRACE = 20.0  # seconds a stopped command gets between SIGTERM and SIGKILL
 END_WAIT = 10.0  # seconds to wait for a killed group of a dead graphbuild to exit
 
@@ -257,3 +261,29 @@ def _stat(pid: int) -> tuple[str, int, int, int] | None:
         raise
     fields = text.rsplit(")", 1)[1].split()  # after the command name, which may hold anything
     return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
+
+
+@contextlib.contextmanager
+def on_stop_signals(
+    handle: Callable[[int], object], signals: Sequence[signal.Signals] = STOP_SIGNALS
+) -> Iterator[None]:
+    """Inside, each of `signals` calls `handle(count)`: 1 for the first received inside, 2 for
+    the second (a second Ctrl-C may mean more than the first). The previous handlers come
+    back on the way out. Python runs handlers in the main thread only, and refuses to set
+    one elsewhere: there this changes nothing, and whoever runs the main thread decides."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    count = 0
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal count
+        count += 1
+        handle(count)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from graphbuild import refs
+from graphbuild.console import note as note  # report.note: what commands call
 from graphbuild.errors import InvalidReference
 from graphbuild.state import Run
 
@@ -101,11 +102,6 @@ def _took(started: str | None, finished: str | None) -> str:
         return ""
     seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
     return f"{seconds:.1f} s"
-
-
-def note(message: str) -> None:
-    """A remark for the person at the terminal; on stderr so JSON on stdout stays clean."""
-    sys.stderr.write(message + "\n")
 
 
 @contextmanager

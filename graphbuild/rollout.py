@@ -10,11 +10,9 @@ manual waits for `graphbuild deploy`. Every outcome is recorded as it happens.
 from __future__ import annotations
 
 import datetime as dt
-import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import networkx as nx
@@ -48,7 +46,9 @@ def roll_out(
     Ctrl-C stops it; `resume` finishes it."""
     cancel = threading.Event()
     try:
-        with _cancel_on_signal(cancel):
+        # Ctrl-C or SIGTERM stops the gates and deploys running (they run in process groups
+        # of their own, so the terminal's signal reaches only graphbuild)
+        with process.on_stop_signals(lambda count: cancel.set()):
             run = state.run(run_id)
             assert run is not None
             if not dry_run:
@@ -78,22 +78,6 @@ def roll_out(
             state.finish_run(run_id, "failed")
             say(f"Validating and deploying stopped: {err}")
         return False
-
-
-@contextmanager
-def _cancel_on_signal(cancel: threading.Event) -> Iterator[None]:
-    """Ctrl-C or SIGTERM stops the gates and deploys running (they run in process groups
-    of their own, so the terminal's signal reaches only graphbuild)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, lambda *_: cancel.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def reference(graph: nx.DiGraph, node: str, digest: str) -> str:

@@ -22,6 +22,7 @@ from graphbuild.process import (
     boot_id,
     end_group,
     group_of,
+    on_stop_signals,
     run,
     watched,
 )
@@ -304,3 +305,48 @@ def test_end_group_leaves_a_group_it_cannot_prove_is_that_one(tmp_path, change):
         other.kill()
         other.wait()
         os.kill(helper, signal.SIGKILL)
+
+
+def test_stop_signals_reach_the_handler_counted_and_the_old_handlers_come_back():
+    seen: list[int] = []
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with on_stop_signals(seen.append):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)  # the second, whichever signal it is
+        signal.raise_signal(signal.SIGINT)
+    assert seen == [1, 2, 3]
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_stop_signals_only_the_ones_asked_for():
+    seen: list[int] = []
+    before = signal.getsignal(signal.SIGINT)
+    with on_stop_signals(seen.append, (signal.SIGTERM,)):
+        assert signal.getsignal(signal.SIGINT) is before
+        signal.raise_signal(signal.SIGTERM)
+    assert seen == [1]
+
+
+def test_stop_signals_restored_when_the_handler_raises():
+    def interrupt(count: int) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), on_stop_signals(interrupt, (signal.SIGTERM,)):
+        signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_stop_signals_change_nothing_outside_the_main_thread():
+    """Python calls signal handlers in the main thread only; elsewhere it refuses to set one."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    inside: list[dict] = []
+
+    def worker() -> None:
+        with on_stop_signals(lambda count: None):
+            inside.append({sig: signal.getsignal(sig) for sig in before})
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert inside == [before]

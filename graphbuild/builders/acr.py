@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from graphbuild import acr, refs
+from graphbuild import acr, refs, retry
 from graphbuild.builders import BuildRequest
 from graphbuild.config import AzureSpec
 from graphbuild.errors import CommandFailed, InvalidReference
@@ -160,7 +160,8 @@ class Acr:
 
         blob = _Log(self, client, run_id, log)
         deadline = time.monotonic() + self.timeout + _QUEUE_GRACE
-        wait, failures = self.poll, 0
+        # polls space out as the run goes on, up to 15 s apart (or `poll`, if longer)
+        waits, polls, failures = retry.Backoff(self.poll, 1.5, max(self.poll, 15.0)), 0, 0
         while True:
             try:
                 run = client.runs.get(self.group, self.registry, run_id)
@@ -178,9 +179,9 @@ class Acr:
             if time.monotonic() > deadline:
                 status = run.status if run is not None else "unknown"
                 raise _Lost(f"still {status} after {self.timeout + _QUEUE_GRACE:g} s")
-            if cancel.wait(wait):
+            if cancel.wait(waits.wait(polls)):
                 raise _Cancelled
-            wait = min(wait * 1.5, max(self.poll, 15.0))
+            polls += 1
 
 
 class _Log:

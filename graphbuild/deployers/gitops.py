@@ -19,12 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from graphbuild import manifests, refs, sources
+from graphbuild import manifests, refs, retry, sources
 from graphbuild.config import DeployRepoSpec
 from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
 from graphbuild.errors import GraphbuildError, InvalidReference
 
 PUSH_ATTEMPTS = 3
+_NO_WAIT = retry.Backoff(0)  # a lost race is redone at once: the winner has pushed already
 _TIMEOUT = 300
 _PUSH_MARKS = (("! [",), ("remote: ",))  # a refusal's reason, then a hook's, before git's summary
 # The reasons git gives, in a refused ref's `! [rejected]` or `! [remote rejected]` line, for
@@ -105,7 +106,7 @@ class Gitops:
     ) -> list[Applied]:
         import git
 
-        for attempt in range(1, PUSH_ATTEMPTS + 1):
+        def attempt(n: int) -> list[Applied]:
             clone = self._checkout(spec, context)
             changed, results = self._edit(clone, changes)
             if not changed:
@@ -128,18 +129,26 @@ class Gitops:
                                   env=sources.git_env(spec.url),
                                   kill_after_timeout=_TIMEOUT)  # fmt: skip
                 except git.GitCommandError as err:
-                    if _raced(str(err.stderr)) and attempt < PUSH_ATTEMPTS:
-                        _log(context, f"push to {target} lost a race; redoing it on top")
-                        continue
                     reason = sources.git_reason(err, _PUSH_MARKS, spec.url)
                     detail = f"push to {target} failed: {reason}"
-                    return [r if r.status != DEPLOYED else Applied(r.change, FAILED, detail)
-                            for r in results]  # fmt: skip
+                    failed = [r if r.status != DEPLOYED else Applied(r.change, FAILED, detail)
+                              for r in results]  # fmt: skip
+                    if _raced(str(err.stderr)):  # redone on top of what won, from a new clone
+                        raise retry.Again(f"push to {target} lost a race", value=failed) from None
+                    return failed
             where = f"commit {commit[:12]} pushed to {spec.name} {target}"
             _log(context, where)
             return [r if r.status != DEPLOYED else Applied(r.change, DEPLOYED, where)
                     for r in results]  # fmt: skip
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def redo(again: retry.Again, wait: float) -> None:
+            _log(context, f"{again.why}; redoing it on top")
+
+        try:
+            return retry.call(attempt, tries=PUSH_ATTEMPTS, backoff=_NO_WAIT, on_retry=redo)
+        except retry.Again as last:  # lost every race: the last push's failure stands
+            lost: list[Applied] = last.value
+            return lost
 
     def _checkout(self, spec: DeployRepoSpec, context: Context) -> Path:
         """The deploy repository's branch as it is now, in a working clone of graphbuild's,

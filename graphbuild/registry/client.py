@@ -14,7 +14,6 @@ from __future__ import annotations
 import email.utils
 import json
 import os
-import random
 import re
 import ssl
 import threading
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from graphbuild import __version__, refs
+from graphbuild import __version__, refs, retry
 from graphbuild.config import RegistrySpec, loopback
 from graphbuild.errors import ConfigError, InvalidReference
 from graphbuild.registry import http, manifests
@@ -133,7 +132,9 @@ class Registry:
         self.specs = dict(specs or {})
         self.concurrency, self.timeout = concurrency, timeout
         self.deadline = 2 * timeout  # a whole answer, headers and body, however it trickles
-        self.retries, self.backoff, self.max_wait = retries, backoff, max_wait
+        self.retries, self.max_wait = retries, max_wait
+        # waits between tries: jittered, so clients turned away together come back apart
+        self.backoff = retry.Backoff(backoff, most=max_wait, jitter=0.5)
         self._until: float | None = None  # when the pass resolve_all runs must end
         self._within = 0.0  # its length, for messages
         # manifests read by digest in this run: tags sharing a digest cost one GET, not one each
@@ -355,75 +356,87 @@ class Registry:
                 host.probed = True
 
     def _send(self, host: _Host, method: str, path: str, scope: str, where: str) -> http.Answer:
-        attempt, challenged = 0, False
-        while True:
-            if self._over():
-                raise _Failed(UNREACHABLE, self._late_message(where))
-            if host.down:
-                raise _Failed(host.down[0], f"{where}: {host.down[1]}")
-            headers = {"Accept": manifests.ACCEPT}
-            try:
-                authorization = host.auth.header(scope)
-            except AuthUnavailable as err:
+        """The answer, tried again (with backoff) while the network fails or the registry
+        answers 429 or 5xx; never waiting past the check's deadline."""
+        challenged = False
+
+        def attempt(n: int) -> http.Answer:
+            nonlocal scope, challenged
+            while True:  # a 401 that names its token server is asked again, not a new try
                 if self._over():
-                    raise _Failed(UNREACHABLE, self._late_message(where)) from None
-                raise self._gave_up(host, UNREACHABLE, f"{where}: {err}") from None
-            except AuthError as err:
-                raise _Failed(DENIED, f"{where}: {err}") from None
-            if authorization:
-                headers["Authorization"] = authorization
-            try:
-                answer = self._exchange(host, method, path, headers)
-            except http.Overdue:  # it answered, too slowly: asking again would be as slow
-                if self._over():
-                    raise _Failed(UNREACHABLE, self._late_message(where)) from None
-                message = (
-                    f"{where}: the registry did not finish its answer within {self.deadline:g} s"
-                )
-                raise self._gave_up(host, UNREACHABLE, message) from None
-            except http.TooLarge:
-                raise _Failed(ERROR, f"{where}: the answer is more than the 4 MiB a manifest "
-                              "may take") from None  # fmt: skip
-            except http.Refused as err:
-                hint = ""
-                if str(err).startswith("redirected to another host"):
-                    hint = f" (allow it with registries.{host.name}.redirect_hosts)"
-                raise _Failed(ERROR, f"{where}: the registry {err}{hint}") from None
-            except httpx.HTTPError as err:
-                if attempt < self.retries:
-                    self._pause(attempt, None, where, _describe(err))
-                    attempt += 1
-                    continue
-                if isinstance(err, httpx.ConnectError):  # nobody listens: no use asking again
-                    host.down = (UNREACHABLE, f"{host.name} did not answer ({_describe(err)})")
-                raise self._gave_up(host, UNREACHABLE, f"{where}: {_describe(err)}") from None
-            self._note_ratelimit(host.name, answer.headers)
-            challenge = answer.headers.get("www-authenticate")
-            if answer.status == 401 and challenge and not challenged:
-                challenged = True
+                    raise _Failed(UNREACHABLE, self._late_message(where))
+                if host.down:
+                    raise _Failed(host.down[0], f"{where}: {host.down[1]}")
+                headers = {"Accept": manifests.ACCEPT}
                 try:
-                    scope = host.auth.challenged(challenge, scope) or scope
+                    authorization = host.auth.header(scope)
+                except AuthUnavailable as err:
+                    if self._over():
+                        raise _Failed(UNREACHABLE, self._late_message(where)) from None
+                    raise self._gave_up(host, UNREACHABLE, f"{where}: {err}") from None
                 except AuthError as err:
                     raise _Failed(DENIED, f"{where}: {err}") from None
-                continue
-            if answer.status == 401 and challenge and "insufficient_scope" in challenge:
-                raise _Failed(DENIED, f"{where}: the token grants no pull access "
-                              "(insufficient_scope)")  # fmt: skip
-            if answer.status == 429 or answer.status >= 500:
-                kind = RATE_LIMITED if answer.status == 429 else ERROR
-                wait = _retry_after(answer.headers.get("retry-after"))
-                message = f"{where}: the registry answered {answer.status}"
-                if wait is not None and wait > self.max_wait:
-                    host.down = (kind, f"{host.name} asks to wait {wait:.0f} s; not waiting")
-                    raise _Failed(kind, f"{message} and asks to wait {wait:.0f} s")
-                if attempt < self.retries:
-                    self._pause(attempt, wait, where, f"the registry answered {answer.status}")
-                    attempt += 1
+                if authorization:
+                    headers["Authorization"] = authorization
+                try:
+                    answer = self._exchange(host, method, path, headers)
+                except http.Overdue:  # it answered, too slowly: asking again would be as slow
+                    if self._over():
+                        raise _Failed(UNREACHABLE, self._late_message(where)) from None
+                    message = (
+                        f"{where}: the registry did not finish its answer within "
+                        f"{self.deadline:g} s"
+                    )
+                    raise self._gave_up(host, UNREACHABLE, message) from None
+                except http.TooLarge:
+                    raise _Failed(ERROR, f"{where}: the answer is more than the 4 MiB a "
+                                  "manifest may take") from None  # fmt: skip
+                except http.Refused as err:
+                    hint = ""
+                    if str(err).startswith("redirected to another host"):
+                        hint = f" (allow it with registries.{host.name}.redirect_hosts)"
+                    raise _Failed(ERROR, f"{where}: the registry {err}{hint}") from None
+                except httpx.HTTPError as err:
+                    raise retry.Again(_describe(err), value=err) from None
+                self._note_ratelimit(host.name, answer.headers)
+                challenge = answer.headers.get("www-authenticate")
+                if answer.status == 401 and challenge and not challenged:
+                    challenged = True
+                    try:
+                        scope = host.auth.challenged(challenge, scope) or scope
+                    except AuthError as err:
+                        raise _Failed(DENIED, f"{where}: {err}") from None
                     continue
-                detail = _registry_message(answer)
-                raise self._gave_up(host, kind, f"{message} after {attempt + 1} tries{detail}")
-            host.failures = 0
-            return answer
+                if answer.status == 401 and challenge and "insufficient_scope" in challenge:
+                    raise _Failed(DENIED, f"{where}: the token grants no pull access "
+                                  "(insufficient_scope)")  # fmt: skip
+                if answer.status == 429 or answer.status >= 500:
+                    kind = RATE_LIMITED if answer.status == 429 else ERROR
+                    wait = _retry_after(answer.headers.get("retry-after"))
+                    if wait is not None and wait > self.max_wait:
+                        host.down = (kind, f"{host.name} asks to wait {wait:.0f} s; not waiting")
+                        raise _Failed(kind, f"{where}: the registry answered {answer.status} "
+                                      f"and asks to wait {wait:.0f} s")  # fmt: skip
+                    why = f"the registry answered {answer.status}"
+                    raise retry.Again(why, wait=wait, value=answer)
+                host.failures = 0
+                return answer
+
+        try:
+            return retry.call(attempt, tries=self.retries + 1, backoff=self.backoff,
+                              until=self._until)  # fmt: skip
+        except retry.Late as late:  # no use waiting for it
+            raise _Failed(UNREACHABLE, f"{self._late_message(where)}; the last try: "
+                          f"{late.last.why}") from None  # fmt: skip
+        except retry.Again as last:
+            if isinstance(last.value, httpx.HTTPError):
+                if isinstance(last.value, httpx.ConnectError):  # nobody listens: no use asking
+                    host.down = (UNREACHABLE, f"{host.name} did not answer ({last.why})")
+                raise self._gave_up(host, UNREACHABLE, f"{where}: {last.why}") from None
+            answer = last.value
+            kind = RATE_LIMITED if answer.status == 429 else ERROR
+            message = f"{where}: {last.why} after {self.retries + 1} tries"
+            raise self._gave_up(host, kind, message + _registry_message(answer)) from None
 
     def _exchange(
         self, host: _Host, method: str, path: str, headers: dict[str, str]
@@ -445,16 +458,6 @@ class Registry:
                 host.down = (kind, f"{host.name} gave no answer {BREAKER} times in a row; "
                              "not asking it again in this run")  # fmt: skip
         return _Failed(kind, message)
-
-    def _pause(self, attempt: int, wait: float | None, where: str, why: str) -> None:
-        """Wait before trying again; past the check's deadline, say so and what went wrong."""
-        if wait is None:
-            wait = self.backoff * (2**attempt) * (0.5 + random.random())  # noqa: S311 - jitter
-        wait = min(wait, self.max_wait)
-        if self._until is not None and time.monotonic() + wait >= self._until:
-            late = self._late_message(where)  # no use waiting for it
-            raise _Failed(UNREACHABLE, f"{late}; the last try: {why}")
-        time.sleep(wait)
 
     @contextmanager
     def _slot(self, host: _Host) -> Iterator[None]:
