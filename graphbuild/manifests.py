@@ -148,14 +148,14 @@ def find(file: str, text: str, values: Iterable[Held] = ()) -> list[Found]:
     """All image references in one YAML file's text; `file` (a path inside the repository)
     decides the dialect by name. `values` names the ConfigMaps whose key holds Helm values
     (a Flux HelmRelease's `valuesFrom`, see values_from)."""
-    held = list(values)
+    held: dict[tuple[str, str], set[str | None]] = {}  # a lookup per key, however many
+    for ns, n, k in values:
+        held.setdefault((n, k), set()).add(ns)
 
     def holds(doc: int, namespace: str | None, name: str | None, key: str) -> bool:
         # a namespace left out is for kustomize or Flux to set: it matches any
-        return any(
-            (n, k) == (name, key) and (ns is None or namespace is None or ns == namespace)
-            for ns, n, k in held
-        )
+        spaces = held.get((name, key), set()) if name is not None else set()
+        return bool(spaces) and (namespace is None or None in spaces or namespace in spaces)
 
     kinds = _KINDS.get(_dialect(file) or "", ())
     return [hit.found for hit in _detect(kinds, _Reading(text, holds))]

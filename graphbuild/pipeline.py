@@ -191,7 +191,7 @@ def mirror(config: Config, g: nx.DiGraph, dry_run: bool) -> Mirrored:
                 report.note(str(err))
                 result.failed.append(item)
                 continue
-            report.note(f"Imported {item.source} ({item.digest[:19]}…) as {item.target}")
+            report.note(f"Imported {item.source} ({report.brief(item.digest)}) as {item.target}")
             result.done.append(item)
     return result
 

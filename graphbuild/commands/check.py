@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 
 from graphbuild import detect, errors, graph, pipeline, queries, report
 from graphbuild.config import Config
-from graphbuild.report import short
-
-_DIGEST_RE = re.compile(r"(sha256:[0-9a-f]{12})[0-9a-f]{52}")
+from graphbuild.report import brief, short
 
 
 def run(config: Config, as_json: bool, concurrency: int) -> int:
@@ -28,7 +25,7 @@ def run(config: Config, as_json: bool, concurrency: int) -> int:
     print("Bases")
     report.table(
         ["BASE", "STATUS", "DIGEST", "SINCE", "IMAGES", "DETAIL"],
-        [(short(b.id), b.status, _digest(b.digest), b.since or "", b.images, _short(b.detail))
+        [(short(b.id), b.status, brief(b.digest or ""), b.since or "", b.images, brief(b.detail))
          for b in result.bases],
     )  # fmt: skip
     print("\nImages")
@@ -43,17 +40,8 @@ def run(config: Config, as_json: bool, concurrency: int) -> int:
     return errors.OK
 
 
-def _digest(digest: str | None) -> str:
-    return _short(digest) if digest else ""
-
-
-def _short(text: str) -> str:
-    """Digests cut to 12 hex digits for people; JSON keeps them whole."""
-    return _DIGEST_RE.sub(r"\1…", text)
-
-
 def _why(image: detect.ImageCheck) -> str:
-    detail = _short(image.detail)
+    detail = brief(image.detail)
     if image.status == detect.STALE and len(image.chain) > 2:
         return f"{detail} [{' <- '.join(short(n) for n in image.chain)}]"
     return detail

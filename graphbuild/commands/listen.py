@@ -17,7 +17,7 @@ import threading
 from contextlib import closing
 from typing import NoReturn
 
-from graphbuild import errors, execute, graphdb, listen, pipeline, refs, report
+from graphbuild import errors, execute, graphdb, listen, pipeline, process, refs, report
 from graphbuild.commands import sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
@@ -57,26 +57,25 @@ def run(
     report.note(f"Listening on {address}/acr and {address}/dockerhub; pushes within "
                 f"{window:g} s make one sweep.")  # fmt: skip
 
-    def stop(signum: int, frame: object) -> NoReturn:
+    def stop(count: int) -> NoReturn:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)  # a pod's stop, while no sweep runs
     try:
-        while True:
-            try:
-                pushed, done = batches.get(timeout=1)
-            except queue.Empty:
-                continue
-            try:
-                if _sweep(config, pushed, settings, max_images):
-                    break  # the sweep was interrupted: so is listening
-            finally:
-                done.set()
+        with process.on_stop_signals(stop, (signal.SIGTERM,)):  # a pod's stop, between sweeps
+            while True:
+                try:
+                    pushed, done = batches.get(timeout=1)
+                except queue.Empty:
+                    continue
+                try:
+                    if _sweep(config, pushed, settings, max_images):
+                        break  # the sweep was interrupted: so is listening
+                finally:
+                    done.set()
     except KeyboardInterrupt:
         report.note("Stopping: no more pushes are taken.")
     finally:
         stopping.set()  # a batch handed over but never swept does not hold the close up
-        signal.signal(signal.SIGTERM, previous)
         server.shutdown()
         server.server_close()
         debouncer.close(flush=False)
