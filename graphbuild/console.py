@@ -1,6 +1,6 @@
 """Remarks for the person at the terminal, from any layer.
 
-At the bottom of the package, so that a store (graphdb) or a listener can say
+At the bottom of the package, so that a store (indexdb) or a listener can say
 something without importing report, which sits above them.
 """
 

@@ -27,7 +27,7 @@ import networkx as nx
 from graphbuild import dockerfile, refs
 from graphbuild.errors import InvalidReference
 from graphbuild.graph import builds_on
-from graphbuild.graphdb import EXTERNAL, IMAGE
+from graphbuild.indexdb import EXTERNAL, IMAGE
 from graphbuild.registry import MISSING, Failure, Registry, Resolved
 from graphbuild.registry.client import Known
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME, pick
@@ -107,7 +107,7 @@ def check(
     # believed: a registry's word alone neither makes a base changed nor gets recorded
     recorded = {ref: seen.digest if seen else None for ref, seen in latest.items()
                 if "@" not in ref}  # fmt: skip
-    known = Known(children, state.notes(seen_digests | kids), recorded)
+    known = Known(children, state.annotations(seen_digests | kids), recorded)
     answers = registry.resolve_all(wanted, inspect=inspect, known=known, timeout=timeout)
     at = now()
     _remember(answers, state)
@@ -190,8 +190,8 @@ def _remember(answers: dict[str, Resolved | Failure], state: State) -> None:
         if isinstance(answer, Resolved):
             if answer.children:
                 state.remember_children(answer.digest, answer.children)
-            if answer.notes:
-                state.remember_notes(answer.notes)
+            if answer.by_manifest:
+                state.remember_annotations(answer.by_manifest)
 
 
 # ---------------------------------------------------------------- judging
@@ -341,14 +341,14 @@ class _Judge:
         found: dict[str, list[str]] = {}
         if parent is not None:
             for platform in _image_platforms(self.graph.nodes[node]):
-                notes = answer.annotations(platform)
-                if not notes.get(BASE_DIGEST):
+                annotations = answer.annotations(platform)
+                if not annotations.get(BASE_DIGEST):
                     continue
-                name = notes.get(BASE_NAME, "")
+                name = annotations.get(BASE_NAME, "")
                 if name and not self._names(name, parent):
                     detail = f"built on {name}, the Dockerfile now names {parent}"
                     return ImageCheck(node, STALE, STALE, detail, [node, parent], answer.digest)
-                found.setdefault(parent, []).append(notes[BASE_DIGEST])
+                found.setdefault(parent, []).append(annotations[BASE_DIGEST])
         return found
 
     def _current(self, parent: str, platforms: list[str]) -> set[str] | None:

@@ -34,8 +34,8 @@ from graphbuild.builders import Builder, BuildRequest
 from graphbuild.config import IMAGE_CONTEXT, Config, RepoSpec
 from graphbuild.errors import CommandFailed, ContextError, DockerfileError, GraphbuildError
 from graphbuild.graph import BUILD_INPUTS, builds_on
-from graphbuild.graphdb import EXTERNAL
 from graphbuild.index import BuildOptions
+from graphbuild.indexdb import EXTERNAL
 from graphbuild.plan import Plan
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
 from graphbuild.state import RunNode, State, drop_group, find_build, note_group, now

@@ -15,11 +15,11 @@ from typing import Any
 
 import networkx as nx
 
-from graphbuild import graphdb, refs
+from graphbuild import indexdb, refs
 from graphbuild.dockerfile import COPY, FROM, MOUNT, BaseRef
 from graphbuild.errors import ERROR, WARNING, CycleError, Problem
-from graphbuild.graphdb import EXTERNAL, IMAGE
 from graphbuild.index import Image
+from graphbuild.indexdb import EXTERNAL, IMAGE
 
 # ---------------------------------------------------------------- building
 
@@ -170,12 +170,12 @@ def _where(graph: nx.DiGraph, base: str, image: str) -> str:
 
 
 def save(db: sqlite3.Connection, graph: nx.DiGraph, meta: dict[str, Any]) -> None:
-    graphdb.save(db, iter(graph.nodes(data=True)), iter(graph.edges(data=True)), meta)
+    indexdb.save(db, iter(graph.nodes(data=True)), iter(graph.edges(data=True)), meta)
 
 
 def load(db: sqlite3.Connection) -> nx.DiGraph:
     """The whole stored graph, for what needs all of it (checks, plans, builds, deploys)."""
     graph = nx.DiGraph()
-    graph.add_nodes_from(graphdb.nodes(db))
-    graph.add_edges_from(graphdb.edges(db))
+    graph.add_nodes_from(indexdb.nodes(db))
+    graph.add_edges_from(indexdb.edges(db))
     return graph

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from graphbuild import __version__, dockerfile, graphdb, refs
+from graphbuild import __version__, dockerfile, indexdb, refs
 from graphbuild.config import IMAGE_CONTEXT, Config, ImageSpec, RepoSpec
 from graphbuild.errors import ERROR, UNRESOLVED, WARNING, DockerfileError, InvalidReference, Problem
 from graphbuild.expand import shorten
@@ -126,7 +126,7 @@ class _Found:
 
 
 def open_db(workspace: Path) -> sqlite3.Connection:
-    db = graphdb.connect(workspace)
+    db = indexdb.connect(workspace)
     db.execute("CREATE TABLE IF NOT EXISTS parses (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
     db.execute(
         "CREATE TABLE IF NOT EXISTS files "

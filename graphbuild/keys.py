@@ -20,8 +20,8 @@ import networkx as nx
 
 from graphbuild import sources
 from graphbuild.config import Config, RepoSpec
-from graphbuild.graphdb import IMAGE
 from graphbuild.index import BuildOptions
+from graphbuild.indexdb import IMAGE
 from graphbuild.state import State
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import networkx as nx
 
 from graphbuild import (
-    acr,
+    acr_admin,
     builders,
     deployers,
     detect,
@@ -26,8 +26,8 @@ from graphbuild import (
     execute,
     filelock,
     graph,
-    graphdb,
     index,
+    indexdb,
     keys,
     refs,
     report,
@@ -92,14 +92,14 @@ def _sync(config: Config, jobs: int) -> Synced:
         deploy_problems = workloads.refresh(db, config, synced)
         with index.Indexer(config, synced, db) as indexer:
             fingerprint = indexer.scan()
-            stored = graphdb.meta(db)
+            stored = indexdb.meta(db)
             if stored and stored["fingerprint"] == fingerprint:
                 problems = [errors.Problem(**p) for p in stored["problems"]] + deploy_problems
                 return Synced(synced, stored["images"], 0, len(indexer.found), problems)
             idx = indexer.parse()
         g, link_problems = graph.build(idx.images, config.mirrors)
         problems = idx.problems + link_problems
-        images = sum(1 for _, kind in g.nodes(data="kind") if kind == graphdb.IMAGE)
+        images = sum(1 for _, kind in g.nodes(data="kind") if kind == indexdb.IMAGE)
         if idx.deferred:  # not the whole of these inputs: the next sync must parse on
             fingerprint += "/deferred"
         meta = {"fingerprint": fingerprint, "images": images, "mirrors": config.mirrors,
@@ -124,8 +124,8 @@ def fresh(config: Config, names: Sequence[str] = ()) -> Fresh:
             report.note(f"  {problem}")
         if len(failed) > SHOWN:
             report.note(f"  … and {len(failed) - SHOWN} more: see `graphbuild sync`.")
-    with closing(graphdb.connect(config.workspace)) as db:
-        return Fresh(graph.load(db), graphdb.match_all(db, names), bool(failed))
+    with closing(indexdb.connect(config.workspace)) as db:
+        return Fresh(graph.load(db), indexdb.match_all(db, names), bool(failed))
 
 
 # ---------------------------------------------------------------- check and plan
@@ -161,9 +161,9 @@ class Mirrored:
     """The imports due into the ACR mirror, those done and failed, and the bases whose
     registry did not answer (not mirrored)."""
 
-    due: list[acr.Import]
-    done: list[acr.Import]
-    failed: list[acr.Import]
+    due: list[acr_admin.Import]
+    done: list[acr_admin.Import]
+    failed: list[acr_admin.Import]
     unanswered: list[str]
 
 
@@ -171,22 +171,22 @@ def mirror(config: Config, g: nx.DiGraph, dry_run: bool) -> Mirrored:
     """Copy the external bases the graph uses into the mirror, by digest; an image
     already there is not imported again."""
     assert config.azure is not None
-    externals = [node for node, kind in g.nodes(data="kind") if kind == graphdb.EXTERNAL]
+    externals = [node for node, kind in g.nodes(data="kind") if kind == indexdb.EXTERNAL]
     pairs = {node: target for node in externals if (target := refs.mirrored(node, config.mirrors))}
     wanted = {ref: () for pair in pairs.items() for ref in pair}  # both sides, once each
     with Registry(config.registries) as registry:
         answers = registry.resolve_all(wanted, timeout=config.check_timeout)
     digests = {ref: a.digest if isinstance(a, Resolved) else None for ref, a in answers.items()}
-    due, unanswered = acr.imports_due(list(pairs), config.mirrors, digests)
+    due, unanswered = acr_admin.imports_due(list(pairs), config.mirrors, digests)
     for base in unanswered:
         report.note(f"{base}: its registry did not answer ({answers[base].message}); not mirrored")
     result = Mirrored(due, [], [], unanswered)
     if dry_run or not due:
         return result
-    with acr.client(config.azure) as manager:
+    with acr_admin.client(config.azure) as manager:
         for item in due:
             try:
-                acr.import_image(manager, config.azure, item)
+                acr_admin.import_image(manager, config.azure, item)
             except errors.CommandFailed as err:  # the others are still worth importing
                 report.note(str(err))
                 result.failed.append(item)
@@ -268,7 +268,7 @@ def deploy(
 
 def targets(config: Config) -> list[workloads.Workload]:
     """The workloads found in deploy repositories at the last sync, and those listed."""
-    with closing(graphdb.connect(config.workspace)) as db:
+    with closing(indexdb.connect(config.workspace)) as db:
         return workloads.load(db, config)
 
 

@@ -17,7 +17,7 @@ import networkx as nx
 
 from graphbuild import detect
 from graphbuild.graph import follows
-from graphbuild.graphdb import IMAGE
+from graphbuild.indexdb import IMAGE
 
 FORCED, PARENT, SOURCE_CHANGED = "forced", "parent-rebuilt", "source-changed"
 

@@ -14,7 +14,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphbuild import graphdb, report, workloads
+from graphbuild import indexdb, report, workloads
 from graphbuild.config import Config
 from graphbuild.errors import NotFound
 from graphbuild.state import State
@@ -24,8 +24,8 @@ from graphbuild.workspace import STATE
 def open_index(config: Config) -> sqlite3.Connection:
     """The index with its stored graph, in one read snapshot; synced first only when there
     is none yet (the one time a query pays for a sync, and so imports it)."""
-    db = graphdb.connect(config.workspace)
-    if graphdb.meta(db) is None:
+    db = indexdb.connect(config.workspace)
+    if indexdb.meta(db) is None:
         from graphbuild import pipeline
 
         report.note("No index yet: syncing first (graphbuild sync).")
@@ -44,13 +44,13 @@ class Uses:
     """The nodes a REF names, every image built on them, and the workloads running each."""
 
     starts: list[str]
-    found: list[graphdb.Use]
+    found: list[indexdb.Use]
     running: dict[str, list[workloads.Workload]] = field(default_factory=dict)
 
 
 def uses(db: sqlite3.Connection, config: Config, ref: str, depth: int | None) -> Uses:
-    starts = graphdb.match(db, ref)
-    found = graphdb.uses(db, starts, depth)
+    starts = indexdb.match(db, ref)
+    found = indexdb.uses(db, starts, depth)
     return Uses(starts, found, _running(db, config, [use.image for use in found]))
 
 
@@ -66,7 +66,7 @@ def _running(
     state = State(config.workspace) if (config.workspace / STATE).exists() else None
     try:
         for node in nodes:
-            attrs = graphdb.attrs(db, node)
+            attrs = indexdb.attrs(db, node)
             built = state.built_digests(node) if state else set()
             found[node] = workloads.running(targets, attrs, built) if attrs else []
     finally:
@@ -82,7 +82,7 @@ def images(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every image the fleet builds with its stored attributes and the bases it is built on."""
     bases = _bases_of(db)
     rows = db.execute("SELECT id, attrs FROM graph_nodes WHERE kind = ? ORDER BY id",
-                      (graphdb.IMAGE,))  # fmt: skip
+                      (indexdb.IMAGE,))  # fmt: skip
     return [{"id": node, **json.loads(attrs), "bases": sorted(bases[node])} for node, attrs in rows]
 
 
@@ -93,7 +93,7 @@ def bases(db: sqlite3.Connection) -> list[dict[str, Any]]:
     for source, target, kind in db.execute("SELECT source, target, kind FROM graph_edges"):
         children[source].append((target, kind))
     rows = db.execute("SELECT id, attrs FROM graph_nodes WHERE kind = ? ORDER BY id",
-                      (graphdb.EXTERNAL,))  # fmt: skip
+                      (indexdb.EXTERNAL,))  # fmt: skip
     return [
         {
             "id": node,
@@ -130,10 +130,10 @@ def _below(children: dict[str, list[tuple[str, str]]], node: str) -> set[str]:
 def graph(db: sqlite3.Connection, focus: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """The documented `graph --format json` shape: nodes with id and kind, edges with source
     (base) and target; with `focus`, only what that node is built on and what is built on it."""
-    nodes, edges = sorted(graphdb.nodes(db)), list(graphdb.edges(db))
+    nodes, edges = sorted(indexdb.nodes(db)), list(indexdb.edges(db))
     keep: set[str] | None = None
     if focus is not None:
-        starts = graphdb.match(db, focus)
+        starts = indexdb.match(db, focus)
         if not starts:
             raise NotFound(f"{focus} is not in the graph")
         keep = _neighbourhood(edges, starts)
@@ -168,7 +168,7 @@ def dot(document: dict[str, list[dict[str, Any]]]) -> str:
 
     lines = ["digraph graphbuild {", "  rankdir=LR;", "  node [fontname=Helvetica];"]
     for node in document["nodes"]:
-        shape = "box" if node["kind"] == graphdb.IMAGE else "ellipse"
+        shape = "box" if node["kind"] == indexdb.IMAGE else "ellipse"
         lines.append(f"  {q(node['id'])} [shape={shape}];")
     for edge in document["edges"]:
         style = "" if edge["kind"] == "from" else ", style=dashed"
@@ -188,7 +188,7 @@ def mermaid(document: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["graph LR"]
     for node in document["nodes"]:
         name = label(node["id"])
-        shape = f"[{name}]" if node["kind"] == graphdb.IMAGE else f"([{name}])"
+        shape = f"[{name}]" if node["kind"] == indexdb.IMAGE else f"([{name}])"
         lines.append(f"  {ids[node['id']]}{shape}")
     for edge in document["edges"]:
         arrow = "-->" if edge["kind"] == "from" else "-.->"

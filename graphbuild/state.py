@@ -284,7 +284,7 @@ class State:
                 ((digest, platform, child) for platform, child in children.items()),
             )
 
-    def notes(self, digests: Iterable[str]) -> dict[str, dict[str, str]]:
+    def annotations(self, digests: Iterable[str]) -> dict[str, dict[str, str]]:
         """The annotations of manifests read before (a manifest never changes them)."""
         found = {}
         for digest in set(digests):
@@ -295,11 +295,11 @@ class State:
                 found[digest] = json.loads(row[0])
         return found
 
-    def remember_notes(self, notes: Mapping[str, Mapping[str, str]]) -> None:
+    def remember_annotations(self, found: Mapping[str, Mapping[str, str]]) -> None:
         with self.db:
             self.db.executemany(
                 "INSERT OR IGNORE INTO manifest_notes VALUES (?, ?)",
-                ((digest, json.dumps(dict(n), sort_keys=True)) for digest, n in notes.items()),
+                ((digest, json.dumps(dict(n), sort_keys=True)) for digest, n in found.items()),
             )
 
     # -- baselines: what each image is known (or first assumed) to be built on

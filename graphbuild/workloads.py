@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from graphbuild import manifests, refs, sources
+from graphbuild import deploy_yaml, refs, sources
 from graphbuild.config import Config, DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, InvalidReference, Problem
 
@@ -45,7 +45,7 @@ class Workload:
     where: str  # deploy:envs/dev/web.yaml:12, or repos.yaml's key
     repo: str | None = None  # GITOPS: the deploy repository and the reference in it
     file: str | None = None
-    found: manifests.Found | None = None
+    found: deploy_yaml.Found | None = None
     kubectl: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -99,31 +99,31 @@ def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], 
     problems: list[Problem] = []
     paths = sorted({p for pattern in _PATTERNS for p in tree.glob(pattern)})
     read: list[tuple[str, str, str | Problem]] = []  # each file in a ring: path, ring, text
-    held: list[manifests.Held] = []  # ConfigMaps of Helm values, named by HelmReleases anywhere
+    held: list[deploy_yaml.Held] = []  # ConfigMaps of Helm values, named by HelmReleases anywhere
     for path in paths:
         ring = ring_of(spec, path)
         try:
             text = _read(tree, path)
         except UnicodeDecodeError as err:
             text = Problem(WARNING, spec.name, f"not read: {err}", path)
-        except manifests.ManifestError as err:
+        except deploy_yaml.ManifestError as err:
             text = Problem(WARNING, spec.name, f"not read: {err.message}", path, err.line)
         if ring is not None:
             read.append((path, ring, text))
         if isinstance(text, str) and "valuesFrom" in text:
-            with contextlib.suppress(manifests.ManifestError):  # said below if in a ring
-                held += manifests.values_from(path, text)
+            with contextlib.suppress(deploy_yaml.ManifestError):  # said below if in a ring
+                held += deploy_yaml.values_from(path, text)
     for path, ring, text in read:
         if isinstance(text, Problem):
             problems.append(text)
             continue
         try:
-            located = manifests.find(path, text, held)
-        except manifests.ManifestError as err:
+            located = deploy_yaml.find(path, text, held)
+        except deploy_yaml.ManifestError as err:
             problems.append(Problem(WARNING, spec.name, f"not read: {err.message}", path, err.line))
             continue
         for item in located:
-            if item.kind != manifests.CONTAINER and not item.tag and not item.digest:
+            if item.kind != deploy_yaml.CONTAINER and not item.tag and not item.digest:
                 # the tag comes from elsewhere (kustomize's base, the chart's appVersion):
                 # which image this runs is not written here
                 message = f"{item.name}: no tag or digest here, so not deployed by graphbuild"
@@ -207,8 +207,8 @@ def _read(tree: sources.Tree, path: str) -> str:
     """A manifest's text; its size is known before it is read, so a blob of any size costs no
     memory."""
     size = tree.size(path)
-    if size > manifests.MAX_BYTES:
-        raise manifests.ManifestError(manifests.too_big(size))
+    if size > deploy_yaml.MAX_BYTES:
+        raise deploy_yaml.ManifestError(deploy_yaml.too_big(size))
     return tree.read(path).decode("utf-8")
 
 
@@ -218,5 +218,5 @@ def _row(workload: Workload) -> dict:
 
 def _workload(row: dict) -> Workload:
     item = row["found"]
-    found = manifests.Found(**{**item, "path": tuple(item["path"])}) if item else None
+    found = deploy_yaml.Found(**{**item, "path": tuple(item["path"])}) if item else None
     return Workload(**{**row, "found": found})

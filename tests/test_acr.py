@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from graphbuild import acr
+from graphbuild import acr_admin
 from graphbuild.builders import BuildRequest
 from graphbuild.builders.acr import PINNED, Acr
 from graphbuild.errors import CommandFailed
@@ -244,8 +244,8 @@ def test_imports_due_are_the_mirrored_bases_whose_mirror_tag_lags():
         "docker.io/library/node:22": b, "myacr.azurecr.io/mirror/library/node:22": a,
         "docker.io/library/gone:1": None,
     }  # fmt: skip
-    due, unanswered = acr.imports_due(bases, mirrors, digests)
-    assert due == [acr.Import("docker.io/library/node:22", b,
+    due, unanswered = acr_admin.imports_due(bases, mirrors, digests)
+    assert due == [acr_admin.Import("docker.io/library/node:22", b,
                               "myacr.azurecr.io/mirror/library/node:22")]  # fmt: skip
     assert unanswered == ["docker.io/library/gone:1"]
 

@@ -11,7 +11,7 @@ from contextlib import closing
 
 import pytest
 
-from graphbuild import config, detect, graph, graphdb
+from graphbuild import config, detect, graph, indexdb
 from graphbuild.config import RegistrySpec
 from graphbuild.pipeline import sync
 from graphbuild.registry import Registry
@@ -48,7 +48,7 @@ class Fleet:
         )
         cfg = config.load(self.root / "repos.yaml")
         sync(cfg)
-        with closing(graphdb.connect(cfg.workspace)) as db:
+        with closing(indexdb.connect(cfg.workspace)) as db:
             g = graph.load(db)
         specs = {host: RegistrySpec(host, insecure=True)}
         with State(cfg.workspace) as state, Registry(specs, backoff=0.01, **client) as registry:
@@ -257,7 +257,7 @@ def test_ten_thousand_dockerfiles_naming_500_bases_make_500_requests(tmp_path, r
     )
     cfg = config.load(tmp_path / "repos.yaml")
     sync(cfg)
-    with closing(graphdb.connect(cfg.workspace)) as db:
+    with closing(indexdb.connect(cfg.workspace)) as db:
         g = graph.load(db)
     with State(cfg.workspace) as state, Registry(cfg.registries, retries=0) as client:
         result = detect.check(g, client, state)

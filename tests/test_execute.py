@@ -12,7 +12,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from graphbuild import config, graphdb
+from graphbuild import config, indexdb
 from graphbuild.execute import (
     BLOCKED,
     FAILED,
@@ -573,7 +573,7 @@ def test_a_dockerfile_grown_past_the_size_limit_since_the_sync_fails_its_build_b
     images = [{"image": "r.test/x", "tags": ["1"]}]
     cfg = config.load(write_config([{"name": "r", "path": "r", "images": images}]))
     sync(cfg)
-    with closing(graphdb.connect(cfg.workspace)) as db:
+    with closing(indexdb.connect(cfg.workspace)) as db:
         graph = load(db)
     big = b"FROM alpine:3.20\n" + b"#" * 64 * 1024 * 1024
     (tmp_path / "r/Dockerfile").write_bytes(big)  # a local folder edited after the sync
@@ -626,7 +626,7 @@ def contexts_fleet(tmp_path, write_config, src="shared"):
     sync(cfg)
     with State(cfg.workspace):  # where builds are looked up by key
         pass
-    with closing(graphdb.connect(cfg.workspace)) as db:
+    with closing(indexdb.connect(cfg.workspace)) as db:
         return cfg, load(db)
 
 
@@ -690,7 +690,7 @@ def test_a_fleet_image_through_a_named_context_is_built_first_and_built_on_by_di
     sync(cfg)
     with State(cfg.workspace):
         pass
-    with closing(graphdb.connect(cfg.workspace)) as db:
+    with closing(indexdb.connect(cfg.workspace)) as db:
         graph = load(db)
     assert list(graph.predecessors("r.test/app:1")) == ["r.test/lib:1"]
     builder = Recording()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from graphbuild import manifests, sources, workloads
+from graphbuild import deploy_yaml, sources, workloads
 from graphbuild.config import DeployRepoSpec
 from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
 from graphbuild.deployers.gitops import PUSH_ATTEMPTS, Gitops
@@ -513,14 +513,14 @@ def test_a_commit_git_refuses_fails_the_changes_without_a_traceback(remotes, tmp
 # ---------------------------------------------------------------- hostile deploy repositories
 
 DEEP = "a: " + "[" * 600 + "]" * 600 + "\n"
-BIG = "kind: Pod\n" + "#" * manifests.MAX_BYTES + "\n"
+BIG = "kind: Pod\n" + "#" * deploy_yaml.MAX_BYTES + "\n"
 
 
 @pytest.mark.parametrize(
     ("text", "says"),
     [
         (DEEP, "envs/dev/web.yaml: line 1: nested deeper than 100 levels"),
-        (BIG, f"envs/dev/web.yaml: {len(BIG)} bytes, over the {manifests.MAX_BYTES} bytes "
+        (BIG, f"envs/dev/web.yaml: {len(BIG)} bytes, over the {deploy_yaml.MAX_BYTES} bytes "
               "(2 MiB) a manifest may have"),
     ],
 )  # fmt: skip

@@ -6,7 +6,7 @@ from contextlib import closing
 import networkx as nx
 import pytest
 
-from graphbuild import config, graph, graphdb, index, queries, sources
+from graphbuild import config, graph, index, indexdb, queries, sources
 from graphbuild.errors import CycleError, NotFound
 
 NGINX = "nginx:1.27@sha256:" + "a" * 64
@@ -125,7 +125,7 @@ def test_edges_across_repositories(fleet):
 
 def uses(g, ref, depth=None):
     db = stored(g)
-    return [(u.image, u.depth, u.base) for u in graphdb.uses(db, graphdb.match(db, ref), depth)]
+    return [(u.image, u.depth, u.base) for u in indexdb.uses(db, indexdb.match(db, ref), depth)]
 
 
 def test_uses_answers(fleet):
@@ -156,7 +156,7 @@ def test_uses_answers(fleet):
 def test_parents_answers(fleet):
     chain = [
         (p.image, p.base, p.depth, p.kind, p.line, p.external)
-        for p in graphdb.parents(stored(fleet), CLI)
+        for p in indexdb.parents(stored(fleet), CLI)
     ]
     assert chain == [
         (CLI, APP, 1, "from", 1, False),
@@ -234,12 +234,12 @@ def test_queries_answer_from_sql_what_networkx_says(fleet):
 
 def test_store_and_load_round_trip(fleet, tmp_path):
     with closing(sqlite3.connect(tmp_path / "index.db")) as db:
-        assert graphdb.meta(db) is None
+        assert indexdb.meta(db) is None
         graph.save(db, fleet, {"fingerprint": "abc", "problems": []})
         loaded = graph.load(db)
         assert sorted(loaded.edges(data=True)) == sorted(fleet.edges(data=True))
         assert dict(loaded.nodes(data=True)) == dict(fleet.nodes(data=True))
-        assert graphdb.meta(db)["fingerprint"] == "abc"
+        assert indexdb.meta(db)["fingerprint"] == "abc"
         graph.save(db, graph.nx.DiGraph(), {"fingerprint": "empty"})
         assert len(graph.load(db)) == 0
 
@@ -361,7 +361,7 @@ A_AND_B = [
 def test_a_base_named_through_its_mirror_is_the_upstream_base(tmp_path, write_config):
     g, problems = local(tmp_path, write_config, TWO_WAYS, A_AND_B, mirrors=MIRROR)
     assert problems == []
-    externals = [n for n, kind in g.nodes(data="kind") if kind == graphdb.EXTERNAL]
+    externals = [n for n, kind in g.nodes(data="kind") if kind == indexdb.EXTERNAL]
     assert externals == [UPSTREAM]
     assert g.nodes[UPSTREAM] == {"kind": "external", "name": "docker.io/library/python",
                                  "tag": "3.12", "digest": None, "pinned": False}  # fmt: skip
@@ -374,7 +374,7 @@ def test_a_base_named_through_its_mirror_is_the_upstream_base(tmp_path, write_co
 
 def test_without_mirrors_the_mirror_is_a_base_of_its_own(tmp_path, write_config):
     g, _ = local(tmp_path, write_config, TWO_WAYS, A_AND_B)
-    externals = sorted(n for n, kind in g.nodes(data="kind") if kind == graphdb.EXTERNAL)
+    externals = sorted(n for n, kind in g.nodes(data="kind") if kind == indexdb.EXTERNAL)
     assert externals == [UPSTREAM, THROUGH]
     assert list(g.successors(UPSTREAM)) == ["r.test/a:1"]
     assert list(g.successors(THROUGH)) == ["r.test/b:1"]

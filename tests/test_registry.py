@@ -118,7 +118,7 @@ def test_inspect_reads_annotations_of_the_platform_manifest(registry):
     assert multi.annotations("linux/amd64") == note
     with client(registry.host) as r:  # manifests already read are not fetched again
         before = registry.requests()
-        known = Known({index: multi.children}, multi.notes)
+        known = Known({index: multi.children}, multi.by_manifest)
         again = r.inspect(f"{registry.host}/app:1", ["linux/amd64"], known)
         assert registry.requests() - before == 1  # the HEAD
     assert again.annotations("linux/amd64") == note

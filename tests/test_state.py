@@ -333,9 +333,9 @@ def test_a_check_sets_a_baseline_once_and_only_evidence_moves_it(tmp_path):
 
 def test_manifest_notes_are_remembered_once(tmp_path):
     with state.State(tmp_path) as s:
-        s.remember_notes({"sha256:m": {"b": "2", "a": "1"}})
-        s.remember_notes({"sha256:m": {"other": "ignored"}})  # a manifest never changes them
-        assert s.notes(["sha256:m", "sha256:unknown"]) == {"sha256:m": {"a": "1", "b": "2"}}
+        s.remember_annotations({"sha256:m": {"b": "2", "a": "1"}})
+        s.remember_annotations({"sha256:m": {"other": "ignored"}})  # a manifest never changes them
+        assert s.annotations(["sha256:m", "sha256:unknown"]) == {"sha256:m": {"a": "1", "b": "2"}}
 
 
 # -- gates, deploys and rings of a run

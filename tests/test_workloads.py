@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from graphbuild import config, index, manifests, sources, workloads
+from graphbuild import config, deploy_yaml, index, sources, workloads
 from graphbuild.config import DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, Problem
 from graphbuild.workloads import GITOPS, KUBECTL, Workload
@@ -114,8 +114,8 @@ def discovered(cfg: config.Config, result: sources.SyncResult):
         tree.close()
 
 
-def found_at(path: str, text: str, i: int) -> manifests.Found:
-    return manifests.find(path, text)[i]
+def found_at(path: str, text: str, i: int) -> deploy_yaml.Found:
+    return deploy_yaml.find(path, text)[i]
 
 
 def expected_found() -> list[Workload]:
@@ -207,11 +207,11 @@ def test_discover_reads_every_reference_in_a_ring(remotes, write_config):
 HOSTILE = {
     "envs/dev/deep.yaml": "a: " + "[" * 600 + "]" * 600 + "\n",
     "envs/dev/block.yaml": "".join(f"{'  ' * i}k{i}:\n" for i in range(600)) + "  " * 600 + "v\n",
-    "envs/dev/big.yaml": "kind: Pod\n" + "#" * manifests.MAX_BYTES + "\n",
+    "envs/dev/big.yaml": "kind: Pod\n" + "#" * deploy_yaml.MAX_BYTES + "\n",
 }
 HOSTILE_PROBLEMS = [
-    Problem(WARNING, "deploy", f"not read: {manifests.MAX_BYTES + 11} bytes, over the "
-            f"{manifests.MAX_BYTES} bytes (2 MiB) a manifest may have", "envs/dev/big.yaml"),
+    Problem(WARNING, "deploy", f"not read: {deploy_yaml.MAX_BYTES + 11} bytes, over the "
+            f"{deploy_yaml.MAX_BYTES} bytes (2 MiB) a manifest may have", "envs/dev/big.yaml"),
     Problem(WARNING, "deploy", "not read: nested deeper than 100 levels", "envs/dev/block.yaml",
             101),
     BROKEN_PROBLEM,
@@ -312,7 +312,7 @@ def test_values_from_a_config_map_named_by_a_helm_release_elsewhere(remotes, wri
     found, problems = discovered(cfg, synced(cfg))
     assert problems == []
     path = "envs/dev/podinfo-values.yaml"
-    (redis,) = manifests.find(
+    (redis,) = deploy_yaml.find(
         path, VALUES_CONFIG_MAP, [("podinfo", "podinfo-values", "values.yaml")]
     )
     assert found == [
@@ -533,7 +533,7 @@ def test_a_huge_manifest_blob_is_refused_by_its_size_unread(remotes, write_confi
         tracemalloc.stop()
     assert found == expected_found()
     assert Problem(WARNING, "deploy", f"not read: {64 * 2**20} bytes, over the "
-                   f"{manifests.MAX_BYTES} bytes (2 MiB) a manifest may have",
+                   f"{deploy_yaml.MAX_BYTES} bytes (2 MiB) a manifest may have",
                    "envs/dev/huge.yaml") in problems  # fmt: skip
     assert peak < 16 * 2**20, f"refusing it took {peak} bytes: it was read"
 

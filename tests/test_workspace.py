@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from graphbuild import graphdb, workspace
+from graphbuild import indexdb, workspace
 from graphbuild.config import Config
 from graphbuild.errors import GraphbuildError
 from graphbuild.guard import guarded
@@ -73,7 +73,7 @@ def test_guard_rebuilds_a_damaged_index_and_runs_the_command_again(tmp_path):
 
     def command():
         calls.append(1)
-        db = graphdb.connect(tmp_path)  # a new, empty index once the damaged one is gone
+        db = indexdb.connect(tmp_path)  # a new, empty index once the damaged one is gone
         try:
             return db.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'").fetchone()
         finally:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from graphbuild import acr, refs, retry
+from graphbuild import acr_admin, refs, retry
 from graphbuild.builders import BuildRequest
 from graphbuild.config import AzureSpec
 from graphbuild.errors import CommandFailed, InvalidReference
@@ -45,8 +45,8 @@ class Acr:
         self.spec = AzureSpec(resource_group, registry, **azure)
         self.group, self.registry, self.login_server = resource_group, registry, self.spec.server
         self.agent_pool, self.timeout, self.poll = agent_pool, timeout, poll
-        self.verify = acr.tls(self.spec)
-        acr.subscription(self.spec)  # bad input now, not an error in every build
+        self.verify = acr_admin.tls(self.spec)
+        acr_admin.subscription(self.spec)  # bad input now, not an error in every build
         self.credential: Any = None  # one for every build: its tokens are shared
         self.lock = threading.Lock()
 
@@ -96,7 +96,7 @@ class Acr:
                 from azure.identity import DefaultAzureCredential
 
                 self.credential = DefaultAzureCredential()
-        return acr.client(self.spec, acr.TASKS_API, self.credential)
+        return acr_admin.client(self.spec, acr_admin.TASKS_API, self.credential)
 
     def _cancel(self, client: Any, run_id: str, log: Any) -> None:
         from azure.core.exceptions import AzureError
@@ -105,7 +105,7 @@ class Acr:
             client.runs.begin_cancel(self.group, self.registry, run_id).result()
             log.write(f"ACR run {run_id} cancelled\n")
         except AzureError as err:
-            log.write(f"ACR run {run_id} could not be cancelled: {acr.first_line(err)}\n")
+            log.write(f"ACR run {run_id} could not be cancelled: {acr_admin.first_line(err)}\n")
 
     def _schedule(self, client: Any, request: BuildRequest, names: list[str], log: Any) -> str:
         from azure.core.exceptions import AzureError
@@ -127,8 +127,8 @@ class Acr:
             poller = client.registries.begin_schedule_run(self.group, self.registry, build)
             run = poller.result()
         except AzureError as err:
-            message = f"acr {request.image}: {acr.first_line(err)}"
-            raise CommandFailed(message, transient=acr.transient(err)) from None
+            message = f"acr {request.image}: {acr_admin.first_line(err)}"
+            raise CommandFailed(message, transient=acr_admin.transient(err)) from None
         log.write(f"ACR run {run.run_id} on {self.registry}: {', '.join(names)}\n")
         log.flush()
         return str(run.run_id)
@@ -169,7 +169,7 @@ class Acr:
             except AzureError as err:
                 failures += 1  # the SDK retried already; the run goes on without us
                 if failures > 5:
-                    raise _Lost(f"lost track of the run: {acr.first_line(err)}") from None
+                    raise _Lost(f"lost track of the run: {acr_admin.first_line(err)}") from None
                 run = None
             if run is not None and run.status != "Queued":
                 blob.copy()

@@ -17,7 +17,7 @@ import threading
 from contextlib import closing
 from typing import NoReturn
 
-from graphbuild import errors, execute, graphdb, listen, pipeline, process, refs, report
+from graphbuild import errors, events, execute, indexdb, pipeline, process, refs, report
 from graphbuild.commands import sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
@@ -45,13 +45,13 @@ def run(
         while not done.wait(0.5) and not stopping.is_set():
             pass  # pushes meanwhile gather into the next batch
 
-    def take(push: listen.Push) -> None:
+    def take(push: events.Push) -> None:
         if push.digest and built_here(config.workspace, push.digest):
             return  # graphbuild's own push coming back: what is built on it was just built
         debouncer.add(push)
 
-    debouncer = listen.Debouncer(fire, window, max_wait)
-    server = listen.serve(host, port, listen.secret(secret_env), take)
+    debouncer = events.Debouncer(fire, window, max_wait)
+    server = events.serve(host, port, events.secret(secret_env), take)
     threading.Thread(target=server.serve_forever, name="graphbuild-hooks", daemon=True).start()
     address = f"http://{host}:{server.server_address[1]}/hooks"
     report.note(f"Listening on {address}/acr and {address}/dockerhub; pushes within "
@@ -105,8 +105,8 @@ def _batch(
 ) -> bool:
     names = {refs.upstream(ref, config.mirrors) for ref in pushed}
     now = pipeline.fresh(config)  # a Dockerfile merged since the last sweep may use what was pushed
-    with closing(graphdb.connect(config.workspace)) as db:
-        known = sorted(name for name in names if graphdb.match(db, name))
+    with closing(indexdb.connect(config.workspace)) as db:
+        known = sorted(name for name in names if indexdb.match(db, name))
     if not known:
         report.note(f"{len(pushed)} push(es) of images nothing here is built on: no sweep.")
         return False

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from graphbuild import errors, graphdb, queries, report
+from graphbuild import errors, indexdb, queries, report
 from graphbuild.config import Config
 from graphbuild.report import short
 
 
 def run(config: Config, image: str, as_json: bool) -> int:
     db = queries.open_index(config)
-    roots = [n for n in graphdb.match(db, image) if graphdb.kind_of(db, n) == graphdb.IMAGE]
+    roots = [n for n in indexdb.match(db, image) if indexdb.kind_of(db, n) == indexdb.IMAGE]
     if not roots:
         raise errors.NotFound(f"{image} is not an image the fleet builds; see `graphbuild images`")
-    chains = {root: graphdb.parents(db, root) for root in roots}
+    chains = {root: indexdb.parents(db, root) for root in roots}
     if as_json:
         report.emit_json([p.__dict__ for root in roots for p in chains[root]])
         return errors.OK

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, graph, graphdb, pipeline, plan, queries, report
+from graphbuild import errors, graph, indexdb, pipeline, plan, queries, report
 from graphbuild.config import Config
 from graphbuild.report import short
 
@@ -10,7 +10,7 @@ from graphbuild.report import short
 def run(config: Config, as_json: bool, updated: list[str], concurrency: int) -> int:
     if updated:  # what-if, offline: no registry is asked
         db = queries.open_index(config)
-        result = plan.updated(graph.load(db), graphdb.match_all(db, updated))
+        result = plan.updated(graph.load(db), indexdb.match_all(db, updated))
     else:  # exactly what a sweep would do now (rule 8): it syncs first too
         g = pipeline.fresh(config).graph
         result = pipeline.plan(config, g, pipeline.check(config, g, concurrency))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from graphbuild import acr, errors, listen
+from graphbuild import acr_admin, errors, events
 from graphbuild.config import Config, loopback
 
 
@@ -16,9 +16,9 @@ def create(config: Config, url: str, name: str, scope: str, secret_env: str) -> 
         raise errors.GraphbuildError(
             f"{url!r}: the webhook sends its secret with every push: give an https URL"
         )
-    secret = listen.secret(secret_env)
-    with acr.client(config.azure) as manager:
-        hook = acr.create_webhook(manager, config.azure, name, url, secret, scope)
+    secret = events.secret(secret_env)
+    with acr_admin.client(config.azure) as manager:
+        hook = acr_admin.create_webhook(manager, config.azure, name, url, secret, scope)
     print(f"Webhook {name} on {config.azure.registry} posts pushes"
           f"{f' of {scope}' if scope else ''} to {url}: {hook}")  # fmt: skip
     return errors.OK

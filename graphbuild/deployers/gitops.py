@@ -1,7 +1,7 @@
 """gitops: write the new digest into the deploy repository, commit, push; Argo CD or Flux
 watching the repository rolls it out.
 
-Edits are surgical (manifests.rewrite): only the located reference changes, and
+Edits are surgical (deploy_yaml.rewrite): only the located reference changes, and
 each file is read back afterwards to confirm it. A push that loses a race with
 another commit is redone on top of it. Nothing to change means no commit.
 
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from graphbuild import manifests, refs, retry, sources
+from graphbuild import deploy_yaml, refs, retry, sources
 from graphbuild.config import DeployRepoSpec
 from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
 from graphbuild.errors import GraphbuildError, InvalidReference
@@ -182,7 +182,7 @@ class Gitops:
             if file not in edits:
                 try:
                     text = _read(clone, file)
-                except manifests.ManifestError as err:
+                except deploy_yaml.ManifestError as err:
                     results.append(Applied(change, FAILED, f"{file}: {err}"))
                     continue
                 except (OSError, UnicodeDecodeError) as err:
@@ -193,8 +193,8 @@ class Gitops:
             edit = edits[file]
             try:
                 found = _locate(file, edit.after, change)
-                after = manifests.rewrite(edit.after, found, change.tag, change.digest)
-            except manifests.ManifestError as err:
+                after = deploy_yaml.rewrite(edit.after, found, change.tag, change.digest)
+            except deploy_yaml.ManifestError as err:
                 results.append(Applied(change, FAILED, f"{file}: {err}"))
                 continue
             if after == edit.after:
@@ -213,7 +213,7 @@ class Gitops:
             for change in edit.changes:
                 try:
                     ok = _locate(file, _read(clone, file), change).digest == change.digest
-                except (manifests.ManifestError, OSError, UnicodeDecodeError):
+                except (deploy_yaml.ManifestError, OSError, UnicodeDecodeError):
                     ok = False
                 if not ok:
                     bad.append(change)
@@ -231,13 +231,13 @@ class Gitops:
         return spec.push_branch.replace("{run}", context.run_id).replace("{ring}", context.ring)
 
 
-def _locate(file: str, text: str, change: Change) -> manifests.Found:
+def _locate(file: str, text: str, change: Change) -> deploy_yaml.Found:
     """The reference the workload was found at, in the file as it is now: same place, same
     image and tag, and the digest the sync saw (or this change's). Anything else is an edit
     someone made since the sync, which a deploy must not undo."""
     was = change.workload.found
     assert was is not None
-    for found in manifests.again(file, text, was):  # a ConfigMap of Helm values too
+    for found in deploy_yaml.again(file, text, was):  # a ConfigMap of Helm values too
         if found.doc != was.doc or found.path != was.path:
             continue
         if _image(found) != change.workload.image:
@@ -245,10 +245,10 @@ def _locate(file: str, text: str, change: Change) -> manifests.Found:
         if found.tag != was.tag or found.digest not in (was.digest, change.digest):
             now = found.name + (f":{found.tag}" if found.tag else "")
             now += f"@{found.digest}" if found.digest else ""
-            raise manifests.ManifestError(f"changed since the sync (now {now}); left alone",
+            raise deploy_yaml.ManifestError(f"changed since the sync (now {now}); left alone",
                                           was.line)  # fmt: skip
         return found
-    raise manifests.ManifestError(
+    raise deploy_yaml.ManifestError(
         f"line {was.line}: the reference is no longer there; run `graphbuild sync`"
     )
 
@@ -280,7 +280,7 @@ def _identity() -> dict[str, str]:
     return {k: os.environ.get(k, v) for k, v in _IDENTITY.items()}
 
 
-def _image(found: manifests.Found) -> str | None:
+def _image(found: deploy_yaml.Found) -> str | None:
     """The repository a located reference names, normalised as workloads are."""
     try:
         return refs.parse(found.name).name
@@ -294,7 +294,7 @@ def _regular(clone: Path, file: str) -> os.stat_result:
     following it would edit a file elsewhere, in the clone or outside it."""
     parts = PurePosixPath(file).parts
     if not parts or ".." in parts or PurePosixPath(file).is_absolute():
-        raise manifests.ManifestError("refused: not a path inside the clone")
+        raise deploy_yaml.ManifestError("refused: not a path inside the clone")
     path = clone
     for i, part in enumerate(parts):
         path = path / part
@@ -303,22 +303,22 @@ def _regular(clone: Path, file: str) -> os.stat_result:
             what = "it" if i == len(parts) - 1 else "/".join(parts[: i + 1])
             out = not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(clone))
             leads = " that leads out of the clone" if out else ""
-            raise manifests.ManifestError(
+            raise deploy_yaml.ManifestError(
                 f"refused: {what} is a symlink{leads}; graphbuild writes only regular files"
             )
     if not stat.S_ISREG(st.st_mode):
-        raise manifests.ManifestError("refused: not a regular file")
+        raise deploy_yaml.ManifestError("refused: not a regular file")
     return st
 
 
 def _read(clone: Path, file: str) -> str:
     """A manifest's text, if it is a regular file of at most MAX_BYTES in the clone."""
     size = _regular(clone, file).st_size
-    if size > manifests.MAX_BYTES:
-        raise manifests.ManifestError(manifests.too_big(size))
+    if size > deploy_yaml.MAX_BYTES:
+        raise deploy_yaml.ManifestError(deploy_yaml.too_big(size))
     fd = os.open(clone / file, os.O_RDONLY | os.O_NOFOLLOW)
     with open(fd, "rb") as stream:
-        return stream.read(manifests.MAX_BYTES + 1).decode("utf-8")
+        return stream.read(deploy_yaml.MAX_BYTES + 1).decode("utf-8")
 
 
 def _write(clone: Path, file: str, text: str) -> None:

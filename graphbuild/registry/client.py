@@ -59,11 +59,11 @@ class Resolved:
     media_type: str
     platforms: dict[str, str] = field(default_factory=dict)  # asked platform -> child digest
     children: dict[str, str] = field(default_factory=dict)  # every child of an index
-    notes: dict[str, dict[str, str]] = field(default_factory=dict)  # manifest -> annotations
+    by_manifest: dict[str, dict[str, str]] = field(default_factory=dict)  # digest -> annotations
 
     def annotations(self, platform: str) -> dict[str, str]:
         """The annotations of the manifest `platform` runs: its child, or the manifest itself."""
-        return self.notes.get(self.platforms.get(platform, self.digest), {})
+        return self.by_manifest.get(self.platforms.get(platform, self.digest), {})
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class Known:
     """What earlier runs learnt about digests; digests are immutable, so it never goes stale."""
 
     children: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # index -> children
-    notes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # manifest -> notes
+    annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # digest -> them
     # references whose digest the caller records, and the digest it recorded last (None: not
     # yet): any other digest is proven by its manifest before it is answered
     recorded: Mapping[str, str | None] = field(default_factory=dict)
@@ -89,7 +89,7 @@ class Known:
         """Seen before: recorded for `ref`, or its manifest was read by an earlier run."""
         if ref not in self.recorded or self.recorded[ref] == digest:
             return True
-        return digest in self.children or digest in self.notes
+        return digest in self.children or digest in self.annotations
 
 
 class _Failed(Exception):
@@ -247,22 +247,22 @@ class Registry:
         try:
             host, name, reference = self._split(ref)
             digest, kind = self._head(host, name, reference)
-            notes: dict[str, dict[str, str]] = {}
+            found: dict[str, dict[str, str]] = {}
             children: Mapping[str, str] = {}
-            if digest is not None and digest in known.notes:
-                notes[digest] = dict(known.notes[digest])
+            if digest is not None and digest in known.annotations:
+                found[digest] = dict(known.annotations[digest])
                 children = known.children.get(digest, {})
             else:
                 top = self._get(host, name, reference, digest)
                 digest, kind, children = top.digest, top.media_type, top.children
-                notes[digest] = top.annotations
+                found[digest] = top.annotations
             chosen = _choose(children, platforms)
             for child in chosen.values():
-                if child in known.notes:
-                    notes[child] = dict(known.notes[child])
+                if child in known.annotations:
+                    found[child] = dict(known.annotations[child])
                 else:
-                    notes[child] = self._get(host, name, child, child, child=True).annotations
-            return Resolved(ref, digest, kind, chosen, dict(children), notes)
+                    found[child] = self._get(host, name, child, child, child=True).annotations
+            return Resolved(ref, digest, kind, chosen, dict(children), found)
         except _Failed as err:
             return Failure(ref, err.kind, err.message)
 

@@ -132,7 +132,7 @@ def create_webhook(
     from azure.core.exceptions import AzureError
     from azure.mgmt.containerregistry.models import WebhookCreateParameters
 
-    from graphbuild.listen import SECRET_HEADER
+    from graphbuild.events import SECRET_HEADER
 
     try:
         location = manager.registries.get(spec.resource_group, spec.registry).location

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphbuild import listen
-from graphbuild.listen import SECRET_HEADER, Debouncer, Push
+from graphbuild import events
+from graphbuild.events import SECRET_HEADER, Debouncer, Push
 from graphbuild.state import State
 
 SECRET = "s3cr3t-Shared-Value-9f8e7d"
@@ -80,43 +80,43 @@ def body(event: dict) -> bytes:
 
 
 def test_parse_acr_push():
-    push = listen.parse(body(acr_event()))
+    push = events.parse(body(acr_event()))
     assert push == Push("myacr.azurecr.io/team/app:1.2", DIGEST, "acr")
 
 
 def test_parse_acr_push_takes_the_host_hint_only_without_request_host():
     event = acr_event()
     del event["request"]
-    assert listen.parse(body(event), host_hint="other.azurecr.io").ref == (
+    assert events.parse(body(event), host_hint="other.azurecr.io").ref == (
         "other.azurecr.io/team/app:1.2"
     )
-    assert listen.parse(body(acr_event()), host_hint="other.azurecr.io").ref == (
+    assert events.parse(body(acr_event()), host_hint="other.azurecr.io").ref == (
         "myacr.azurecr.io/team/app:1.2"
     )
     with pytest.raises(ValueError, match=r"request\.host"):
-        listen.parse(body(event))
+        events.parse(body(event))
 
 
 def test_parse_docker_hub_push():
-    assert listen.parse(body(hub_event())) == Push(
+    assert events.parse(body(hub_event())) == Push(
         "docker.io/library/python:3.12", None, "dockerhub"
     )
-    assert listen.parse(body(hub_event("svendowideit/testhook", "latest"))).ref == (
+    assert events.parse(body(hub_event("svendowideit/testhook", "latest"))).ref == (
         "docker.io/svendowideit/testhook:latest"
     )
 
 
 @pytest.mark.parametrize("action", ["delete", "quarantine", "chart_push", "chart_delete"])
 def test_parse_other_acr_actions_are_none(action):
-    assert listen.parse(body(acr_event(action))) is None
+    assert events.parse(body(acr_event(action))) is None
 
 
 def test_parse_ping_and_digest_only_push_are_none():
     assert (
-        listen.parse(b'{"id": "1", "timestamp": "2023-11-17T16:52:01Z", "action": "ping"}') is None
+        events.parse(b'{"id": "1", "timestamp": "2023-11-17T16:52:01Z", "action": "ping"}') is None
     )
-    assert listen.parse(body(acr_event(tag=None))) is None
-    assert listen.parse(body(hub_event(tag=""))) is None
+    assert events.parse(body(acr_event(tag=None))) is None
+    assert events.parse(body(hub_event(tag=""))) is None
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_parse_ping_and_digest_only_push_are_none():
 )
 def test_parse_rejects_malformed_bodies(raw, reason):
     with pytest.raises(ValueError, match=reason):
-        listen.parse(raw)
+        events.parse(raw)
 
 
 # database=None: hypothesis keeps no example database in the project.
@@ -158,7 +158,7 @@ JSON = st.recursive(
 def parses_or_refuses(raw: bytes) -> None:
     """A webhook body is a Push, None (no tag moved) or a ValueError with a reason."""
     try:
-        push = listen.parse(raw, host_hint="myacr.azurecr.io")
+        push = events.parse(raw, host_hint="myacr.azurecr.io")
     except ValueError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
@@ -185,7 +185,7 @@ class Hooks:
 
     def __init__(self, on_push=None) -> None:
         self.pushes: list[Push] = []
-        self.server = listen.serve("127.0.0.1", 0, SECRET, on_push or self.pushes.append)
+        self.server = events.serve("127.0.0.1", 0, SECRET, on_push or self.pushes.append)
         self.thread = threading.Thread(
             target=self.server.serve_forever,
             args=(0.05,),
@@ -250,7 +250,7 @@ def test_serve_answers_a_malformed_body_with_the_reason(hooks):
 
 
 def test_serve_refuses_an_oversized_body(hooks):
-    event = acr_event(padding="x" * listen.MAX_BODY)
+    event = acr_event(padding="x" * events.MAX_BODY)
     reply = hooks.post("/hooks/acr", body(event))
     assert reply.status_code == 413
     assert hooks.pushes == []
@@ -404,7 +404,7 @@ def test_serve_answers_503_beyond_its_connection_cap(hooks, monkeypatch):
     """Idle connections cannot take one thread each without end."""
     monkeypatch.setattr(hooks.server, "request_deadline", 30.0)
     port = hooks.server.server_address[1]
-    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(listen.MAX_CONNECTIONS)]
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(events.MAX_CONNECTIONS)]
     try:
         time.sleep(0.3)  # let the server take them all
         reply = raw_post(hooks, f"Content-Length: {len(body(acr_event()))}\r\n", body(acr_event()))
@@ -422,7 +422,7 @@ def test_serve_answers_503_beyond_its_connection_cap(hooks, monkeypatch):
 
 def test_serve_refuses_an_empty_secret():
     with pytest.raises(ValueError, match="secret"):
-        listen.serve("127.0.0.1", 0, "", lambda push: None)
+        events.serve("127.0.0.1", 0, "", lambda push: None)
 
 
 # ---------------------------------------------------------------- debounce

@@ -7,8 +7,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graphbuild import manifests
-from graphbuild.manifests import (
+from graphbuild import deploy_yaml
+from graphbuild.deploy_yaml import (
     CONTAINER,
     HELM,
     INLINE,
@@ -257,14 +257,14 @@ def test_an_unacceptable_character_names_its_line_after_non_ascii_text():
 
 def test_without_libyaml_the_refusal_says_what_is_missing(monkeypatch):
     """PyYAML built without libyaml reads less than kubectl: the file is refused, saying why."""
-    monkeypatch.setattr(manifests, "_LOADER", manifests._PyLoader)
+    monkeypatch.setattr(deploy_yaml, "_LOADER", deploy_yaml._PyLoader)
     assert len(find("pod.yaml", "kind: Pod\nspec:\n  containers:\n  - image: app:1\n")) == 1
     with pytest.raises(ManifestError, match="PyYAML without libyaml"):
         find("pod.yaml", "kind: Pod\t\nspec:\n  containers:\n  - image: app:1\n")
 
 
 def test_libyaml_is_used_where_pyyaml_has_it():
-    assert yaml.__with_libyaml__ and manifests._LOADER is not manifests._PyLoader
+    assert yaml.__with_libyaml__ and deploy_yaml._LOADER is not deploy_yaml._PyLoader
 
 
 def test_helm_repository_and_tag_pin_the_tag():
@@ -607,7 +607,7 @@ def test_a_file_of_too_many_values_is_not_read():
 
 
 def test_every_node_counts_aliases_too(monkeypatch):
-    monkeypatch.setattr(manifests, "MAX_NODES", 9)  # the mapping, 2 keys, 2 lists, 2 + 2 items
+    monkeypatch.setattr(deploy_yaml, "MAX_NODES", 9)  # the mapping, 2 keys, 2 lists, 2 + 2 items
     assert find("pod.yaml", "a: &x [0, 0]\nb: [*x, *x]\n") == []
     with pytest.raises(ManifestError, match=r"^line 2: more than 9 YAML nodes$"):
         find("pod.yaml", "a: &x [0, 0]\nb: [*x, *x, *x]\n")
@@ -1096,7 +1096,7 @@ def test_a_values_string_whose_characters_move_is_found_but_not_rewritten():
 
 
 def test_flux_helm_release_values_and_values_from_config_map():
-    assert manifests.values_from("podinfo.yaml", FLUX) == [
+    assert deploy_yaml.values_from("podinfo.yaml", FLUX) == [
         ("podinfo", "podinfo-values", "values.yaml")
     ]
     found = find("podinfo.yaml", FLUX, [("podinfo", "podinfo-values", "values.yaml")])
@@ -1570,10 +1570,10 @@ def test_many_values_from_entries_against_many_config_map_keys_cost_one_lookup_e
     entries = "".join(f"  - {{kind: ConfigMap, name: c, valuesKey: k{i}}}\n" for i in range(count))
     release = ("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: r}\n"
                "spec:\n  valuesFrom:\n" + entries)  # fmt: skip
-    held = manifests.values_from("release.yaml", release)
+    held = deploy_yaml.values_from("release.yaml", release)
     assert len(held) == count
     data = "".join(f"  x{i}: v\n" for i in range(count)) + "  k7: 'image: reg/app:1.0'\n"
     config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n" + data
-    assert [(f.name, f.tag) for f in manifests.find("cm.yaml", config_map, held)] == [
+    assert [(f.name, f.tag) for f in deploy_yaml.find("cm.yaml", config_map, held)] == [
         ("reg/app", "1.0")
     ]
