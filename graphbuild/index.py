@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from types import MappingProxyType, TracebackType
 from typing import Any
 
@@ -125,23 +125,12 @@ class _Found:
     commit: str | None
 
 
-def open_db(workspace: Path) -> sqlite3.Connection:
-    db = indexdb.connect(workspace)
-    db.execute("CREATE TABLE IF NOT EXISTS parses (key TEXT PRIMARY KEY, result TEXT NOT NULL)")
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS files "
-        "(path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, blob TEXT)"
-    )
-    return db
-
-
 class Indexer:
     """One indexing pass over synced repositories: `scan`, then `parse` if anything changed."""
 
     def __init__(self, config: Config, synced: list[SyncResult], db: sqlite3.Connection) -> None:
         self.config, self.synced, self.db = config, synced, db
-        rows = db.execute("SELECT path, mtime_ns, size, blob FROM files")
-        self.known_stats = {path: (mtime, size, blob) for path, mtime, size, blob in rows}
+        self.known_stats = indexdb.file_stats(db)
         self.stats: dict[str, tuple[int, int, str]] = {}  # what this scan saw, for next time
         self.trees: dict[str, Tree] = {}
         self.found: list[_Found] = []
@@ -156,10 +145,7 @@ class Indexer:
         for tree in self.trees.values():
             tree.close()
         if self.stats != self.known_stats:
-            with self.db:
-                self.db.execute("DELETE FROM files")
-                rows = ((p, *v) for p, v in self.stats.items())
-                self.db.executemany("INSERT INTO files VALUES (?, ?, ?, ?)", rows)
+            indexdb.keep_file_stats(self.db, self.stats)
 
     def scan(self) -> str:
         """Locate every Dockerfile and its blob; return a fingerprint of all inputs."""
@@ -212,7 +198,7 @@ class Indexer:
                 continue
             key, cached = _cache_key(image), None
             try:
-                cached = new.get(key) or self._cached(key)
+                cached = new.get(key) or indexdb.parse_of(self.db, key)
                 if cached is None and spent.get(image.repo, 0.0) > REPO_SECONDS:
                     message = (f"not read in this sync: the repository's Dockerfiles took more "
                                f"than {REPO_SECONDS:g} s, the most one repository gets in a "
@@ -253,7 +239,7 @@ class Indexer:
                 continue
             _report(image, index)
             index.images.append(image)
-        self._store(new, used)
+        indexdb.keep_parses(self.db, new, used)
         return index
 
     def _parse(self, found: _Found, image: Image) -> dockerfile.Parsed:
@@ -262,19 +248,6 @@ class Indexer:
         data = tree.read(found.path)
         image.blob = blob_sha(data)  # a local file may have changed since the scan
         return image.options.parse(data)
-
-    def _store(self, new: dict[str, str], used: set[str]) -> None:
-        """Add the new parses and forget the ones no image uses any more."""
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO parses VALUES (?, ?)", new.items())
-            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS used (key TEXT PRIMARY KEY)")
-            self.db.execute("DELETE FROM used")
-            self.db.executemany("INSERT INTO used VALUES (?)", ((k,) for k in used))
-            self.db.execute("DELETE FROM parses WHERE key NOT IN (SELECT key FROM used)")
-
-    def _cached(self, key: str) -> str | None:
-        row = self.db.execute("SELECT result FROM parses WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
 
 
 def _report(image: Image, index: Index) -> None:

@@ -1,4 +1,9 @@
-"""The linked graph as stored in index.db, and the queries answered straight from it.
+"""index.db: every table in it, and the walks answered straight from it.
+
+index.db holds what is derived from the repositories: the linked graph, the
+Dockerfile parses cached by blob, the stat cache of local folders, and the
+workloads found in deploy repositories. This module alone knows its tables;
+index.py, workloads.py and the queries call the functions below.
 
 A `uses` or `parents` query reads only the rows it walks through, by index,
 instead of loading ten thousand images into networkx first: that is what keeps
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +29,9 @@ from graphbuild.workspace import INDEX, damaged, discard_index, unusable
 
 IMAGE, EXTERNAL = "image", "external"
 # index.db is derived data: another version is dropped, not migrated. 2: image nodes carry
-# every field of index.BuildOptions (`contexts` was missing), which builds read back
-SCHEMA_VERSION = 2
+# every field of index.BuildOptions (`contexts` was missing), which builds read back. 3: every
+# table is made here, when the file is (parses, files and deploy_repos were made by their users)
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS graph_nodes (
@@ -39,6 +45,10 @@ CREATE TABLE IF NOT EXISTS graph_edges (
     PRIMARY KEY (source, target));
 CREATE INDEX IF NOT EXISTS graph_edges_target ON graph_edges (target);
 CREATE TABLE IF NOT EXISTS graph_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS parses (key TEXT PRIMARY KEY, result TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime_ns INTEGER, size INTEGER, blob TEXT);
+CREATE TABLE IF NOT EXISTS deploy_repos (
+    repo TEXT PRIMARY KEY, key TEXT NOT NULL, workloads TEXT NOT NULL, problems TEXT NOT NULL);
 """
 _EDGE_COLUMNS = ("kind", "repo", "dockerfile", "line")
 
@@ -67,7 +77,8 @@ def _open(path: Path) -> sqlite3.Connection:
         with db:
             for (table,) in tables:
                 db.execute(f'DROP TABLE "{table}"')
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.executescript(_SCHEMA)  # only here: a query that opens the index writes nothing
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 
 
@@ -78,7 +89,6 @@ def save(
     meta: dict[str, Any],
 ) -> None:
     """Replace the stored graph in one transaction: readers see the old one or the new one."""
-    db.executescript(_SCHEMA)
     node_rows, tag_rows = [], []
     for node, attrs in nodes:
         if attrs["kind"] == IMAGE:
@@ -233,3 +243,66 @@ def kind_of(db: sqlite3.Connection, node: str) -> str | None:
 def attrs(db: sqlite3.Connection, node: str) -> dict[str, Any] | None:
     row = db.execute("SELECT attrs FROM graph_nodes WHERE id = ?", (node,)).fetchone()
     return json.loads(row[0]) if row else None
+
+
+# ---------------------------------------------------------------- parses and file stats
+
+
+def parse_of(db: sqlite3.Connection, key: str) -> str | None:
+    """A Dockerfile's cached parse (its refs or its error, as JSON) under its cache key."""
+    row = db.execute("SELECT result FROM parses WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def keep_parses(db: sqlite3.Connection, new: dict[str, str], used: set[str]) -> None:
+    """Add the new parses and forget the ones no image uses any more."""
+    with db:
+        db.executemany("INSERT OR REPLACE INTO parses VALUES (?, ?)", new.items())
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS used (key TEXT PRIMARY KEY)")
+        db.execute("DELETE FROM used")
+        db.executemany("INSERT INTO used VALUES (?)", ((k,) for k in used))
+        db.execute("DELETE FROM parses WHERE key NOT IN (SELECT key FROM used)")
+
+
+def file_stats(db: sqlite3.Connection) -> dict[str, tuple[int, int, str]]:
+    """Local folders' files as the last scan saw them: path -> (mtime_ns, size, blob)."""
+    rows = db.execute("SELECT path, mtime_ns, size, blob FROM files")
+    return {path: (mtime, size, blob) for path, mtime, size, blob in rows}
+
+
+def keep_file_stats(db: sqlite3.Connection, stats: dict[str, tuple[int, int, str]]) -> None:
+    with db:
+        db.execute("DELETE FROM files")
+        db.executemany("INSERT INTO files VALUES (?, ?, ?, ?)",
+                       ((path, *stat) for path, stat in stats.items()))  # fmt: skip
+
+
+# ---------------------------------------------------------------- deploy repositories
+
+
+def deploy_repos(db: sqlite3.Connection) -> list[str]:
+    return [repo for (repo,) in db.execute("SELECT repo FROM deploy_repos")]
+
+
+def forget_deploy_repos(db: sqlite3.Connection, repos: Iterable[str]) -> None:
+    with db:
+        db.executemany("DELETE FROM deploy_repos WHERE repo = ?", ((r,) for r in repos))
+
+
+def deploy_repo(db: sqlite3.Connection, repo: str) -> tuple[str, str] | None:
+    """What the last read of a deploy repository was keyed by, and the problems it found."""
+    row = db.execute("SELECT key, problems FROM deploy_repos WHERE repo = ?", (repo,)).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def keep_deploy_repo(
+    db: sqlite3.Connection, repo: str, key: str, workloads: str, problems: str
+) -> None:
+    with db:
+        db.execute("INSERT OR REPLACE INTO deploy_repos VALUES (?, ?, ?, ?)",
+                   (repo, key, workloads, problems))  # fmt: skip
+
+
+def deploy_workloads(db: sqlite3.Connection) -> list[str]:
+    """Each deploy repository's workloads as stored (JSON lists), by repository."""
+    return [w for (w,) in db.execute("SELECT workloads FROM deploy_repos ORDER BY repo")]

@@ -87,7 +87,7 @@ def _sync(config: Config, jobs: int) -> Synced:
                 step(f"{result.repo}: local folder")
 
         synced = sources.sync(config, jobs=jobs, on_done=done)
-    db = index.open_db(config.workspace)
+    db = indexdb.connect(config.workspace)
     try:
         deploy_problems = workloads.refresh(db, config, synced)
         with index.Indexer(config, synced, db) as indexer:

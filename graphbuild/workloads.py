@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from graphbuild import deploy_yaml, refs, sources
+from graphbuild import deploy_yaml, indexdb, refs, sources
 from graphbuild.config import Config, DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, InvalidReference, Problem
 
@@ -143,25 +143,16 @@ def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], 
 
 # ---------------------------------------------------------------- kept in index.db
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS deploy_repos (
-    repo TEXT PRIMARY KEY, key TEXT NOT NULL, workloads TEXT NOT NULL, problems TEXT NOT NULL);
-"""
-
 
 def refresh(
     db: sqlite3.Connection, config: Config, synced: Iterable[sources.SyncResult]
 ) -> list[Problem]:
     """Re-read the deploy repositories whose commit (or ring globs, or what discovery reads)
     changed since last time."""
-    db.executescript(_SCHEMA)
     results = {r.repo: r for r in synced}
     problems: list[Problem] = []
     wanted = {spec.name for spec in config.deployments.repos}
-    with db:
-        for (repo,) in db.execute("SELECT repo FROM deploy_repos").fetchall():
-            if repo not in wanted:
-                db.execute("DELETE FROM deploy_repos WHERE repo = ?", (repo,))
+    indexdb.forget_deploy_repos(db, [r for r in indexdb.deploy_repos(db) if r not in wanted])
     for spec in config.deployments.repos:
         result = results.get(spec.name)
         if result is None or result.commit is None:
@@ -171,8 +162,7 @@ def refresh(
         if result.error:  # what it had before is read, and deploying to it will fail
             problems.append(Problem(ERROR, spec.name, result.error))
         key = json.dumps([result.commit, spec.rings, _READS], sort_keys=True)
-        row = db.execute("SELECT key, problems FROM deploy_repos WHERE repo = ?", (spec.name,))
-        stored = row.fetchone()
+        stored = indexdb.deploy_repo(db, spec.name)
         if stored and stored[0] == key:
             problems += [Problem(**p) for p in json.loads(stored[1])]
             continue
@@ -182,23 +172,15 @@ def refresh(
         finally:
             tree.close()
         problems += trouble
-        with db:
-            db.execute(
-                "INSERT OR REPLACE INTO deploy_repos VALUES (?, ?, ?, ?)",
-                (spec.name, key, json.dumps([_row(w) for w in found]),
-                 json.dumps([p.__dict__ for p in trouble])),
-            )  # fmt: skip
+        indexdb.keep_deploy_repo(db, spec.name, key, json.dumps([_row(w) for w in found]),
+                                 json.dumps([p.__dict__ for p in trouble]))  # fmt: skip
     return problems
 
 
 def load(db: sqlite3.Connection, config: Config) -> list[Workload]:
     """Every workload graphbuild deploys to: found in deploy repositories, and listed."""
     found = []
-    try:  # read only: a query must not write (nor end the snapshot it reads in)
-        rows = db.execute("SELECT workloads FROM deploy_repos ORDER BY repo").fetchall()
-    except sqlite3.OperationalError:  # no deploy repository was ever synced
-        rows = []
-    for (stored,) in rows:
+    for stored in indexdb.deploy_workloads(db):  # read only: a query must not write
         found += [_workload(row) for row in json.loads(stored)]
     return found + listed(config)
 

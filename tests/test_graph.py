@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-import sqlite3
+import tempfile
 from contextlib import closing
+from pathlib import Path
 
 import networkx as nx
 import pytest
@@ -15,13 +16,13 @@ NGINX = "nginx:1.27@sha256:" + "a" * 64
 def build(path):
     cfg = config.load(path)
     synced = sources.sync(cfg)
-    with closing(index.open_db(cfg.workspace)) as db, index.Indexer(cfg, synced, db) as indexer:
+    with closing(indexdb.connect(cfg.workspace)) as db, index.Indexer(cfg, synced, db) as indexer:
         indexer.scan()
         return graph.build(indexer.parse().images, cfg.mirrors)
 
 
 def stored(g):
-    db = sqlite3.connect(":memory:")
+    db = indexdb.connect(Path(tempfile.mkdtemp(prefix="graphbuild-test-")))
     graph.save(db, g, {"fingerprint": "x"})
     return db
 
@@ -233,7 +234,7 @@ def test_queries_answer_from_sql_what_networkx_says(fleet):
 
 
 def test_store_and_load_round_trip(fleet, tmp_path):
-    with closing(sqlite3.connect(tmp_path / "index.db")) as db:
+    with closing(indexdb.connect(tmp_path)) as db:
         assert indexdb.meta(db) is None
         graph.save(db, fleet, {"fingerprint": "abc", "problems": []})
         loaded = graph.load(db)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from graphbuild import config, deploy_yaml, index, sources, workloads
+from graphbuild import config, deploy_yaml, indexdb, sources, workloads
 from graphbuild.config import DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, Problem
 from graphbuild.workloads import GITOPS, KUBECTL, Workload
@@ -379,7 +379,7 @@ def test_refresh_reads_a_commit_once_and_load_returns_found_and_listed(remotes, 
     remote = remotes("deploy", FILES)
     cfg = deploy_config(write_config, remote.url, listed=[LISTED])
     result = synced(cfg)
-    db = index.open_db(cfg.workspace)
+    db = indexdb.connect(cfg.workspace)
     assert workloads.refresh(db, cfg, [result]) == [BROKEN_PROBLEM]
     everything = workloads.load(db, cfg)
     assert everything == [*expected_found(), api_listed()]
@@ -411,7 +411,7 @@ def test_refresh_reads_a_commit_once_and_load_returns_found_and_listed(remotes, 
 def test_a_new_commit_is_read_again(remotes, write_config):
     remote = remotes("deploy", FILES)
     cfg = deploy_config(write_config, remote.url)
-    db = index.open_db(cfg.workspace)
+    db = indexdb.connect(cfg.workspace)
     workloads.refresh(db, cfg, [synced(cfg)])
     remote.commit({"envs/dev/broken.yaml": None, "envs/dev/web.yaml": None})
     assert workloads.refresh(db, cfg, [synced(cfg)]) == []
@@ -427,12 +427,10 @@ def test_a_commit_read_by_an_older_graphbuild_is_read_again(remotes, write_confi
     remote = remotes("deploy", {"envs/dev/release.yaml": RELEASE})
     cfg = deploy_config(write_config, remote.url)
     result = synced(cfg)
-    db = index.open_db(cfg.workspace)
+    db = indexdb.connect(cfg.workspace)
     (spec,) = cfg.deployments.repos
     older = json.dumps([result.commit, spec.rings], sort_keys=True)  # as graphbuild kept it
-    workloads.refresh(db, cfg, [])  # makes the table
-    with db:
-        db.execute("INSERT INTO deploy_repos VALUES (?, ?, '[]', '[]')", ("deploy", older))
+    indexdb.keep_deploy_repo(db, "deploy", older, "[]", "[]")
     assert workloads.refresh(db, cfg, [result]) == []
     assert [w.name for w in workloads.load(db, cfg)] == ["HelmRelease/podinfo/podinfo:image"]
     db.close()
@@ -441,21 +439,21 @@ def test_a_commit_read_by_an_older_graphbuild_is_read_again(remotes, write_confi
 def test_a_deploy_repository_removed_from_the_config_drops_its_workloads(remotes, write_config):
     remote = remotes("deploy", FILES)
     cfg = deploy_config(write_config, remote.url, listed=[LISTED])
-    db = index.open_db(cfg.workspace)
+    db = indexdb.connect(cfg.workspace)
     workloads.refresh(db, cfg, [synced(cfg)])
     assert len(workloads.load(db, cfg)) == 6
     gone = config.load(write_config([], deployments={"rings": ["dev", "prod"],
                                                      "workloads": [LISTED]}))  # fmt: skip
     assert workloads.refresh(db, gone, sources.sync(gone)) == []
     assert workloads.load(db, gone) == [api_listed()]
-    assert db.execute("SELECT count(*) FROM deploy_repos").fetchone() == (0,)
+    assert indexdb.deploy_repos(db) == []
     db.close()
 
 
 def test_a_deploy_repository_that_never_synced_is_an_error(write_config, tmp_path):
     cfg = deploy_config(write_config, tmp_path / "missing.git")
     (result,) = sources.sync(cfg)
-    db = index.open_db(cfg.workspace)
+    db = indexdb.connect(cfg.workspace)
     (problem,) = workloads.refresh(db, cfg, [result])
     assert (problem.level, problem.repo, problem.path, problem.line) == (
         ERROR,
@@ -479,7 +477,7 @@ def test_a_deploy_repository_that_never_synced_is_an_error(write_config, tmp_pat
 def test_a_deploy_repository_that_failed_its_last_sync_keeps_what_it_had(remotes, write_config):
     remote = remotes("deploy", FILES)
     cfg = deploy_config(write_config, remote.url)
-    db = index.open_db(cfg.workspace)
+    db = indexdb.connect(cfg.workspace)
     first = synced(cfg)
     workloads.refresh(db, cfg, [first])
     remote.url.rename(remote.url.with_suffix(".gone"))
@@ -578,12 +576,10 @@ def test_images_argo_cd_and_flux_set_are_workloads_read_again_after_an_upgrade(
         (10, "registry.example/mirror/nginx: no tag or digest here, so not deployed by graphbuild")
     ]
     result = synced(cfg)
-    db = index.open_db(cfg.workspace)
+    db = indexdb.connect(cfg.workspace)
     (spec,) = cfg.deployments.repos
     older = json.dumps([result.commit, spec.rings, 2], sort_keys=True)  # as version 2 kept it
-    workloads.refresh(db, cfg, [])  # makes the table
-    with db:
-        db.execute("INSERT INTO deploy_repos VALUES (?, ?, '[]', '[]')", ("deploy", older))
+    indexdb.keep_deploy_repo(db, "deploy", older, "[]", "[]")
     workloads.refresh(db, cfg, [result])
     assert [w.name for w in workloads.load(db, cfg)] == [w.name for w in found]
     db.close()
