@@ -265,19 +265,22 @@ def _advertised(clone: Path, ref: str, env: dict[str, str]) -> str | None:
 
 
 def _git(clone: Path, args: list[str], env: dict[str, str]) -> str:
-    """A git command on the clone as GitPython runs one (C locale, the same errors), minus
-    what a warm sync of a thousand repositories would pay a thousand times: a watchdog
-    thread each. Past FETCH_TIMEOUT its process group is killed, helpers and all."""
+    """A git command on the clone as GitPython runs one (C locale, the same errors, in
+    graphbuild's process group so that a Ctrl-C reaches it), minus what a warm sync of a
+    thousand repositories would pay a thousand times: a watchdog thread each. Past
+    FETCH_TIMEOUT it is killed with what it started (a remote helper, upload-pack)."""
     from git import GitCommandError
 
     argv = ["git", f"--git-dir={clone}", *args]
     env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **env}
     with subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, start_new_session=True) as process:  # fmt: skip
+                          stderr=subprocess.PIPE) as process:  # fmt: skip
         try:
             out, err = process.communicate(timeout=FETCH_TIMEOUT)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            for pid in [*_descendants(process.pid), process.pid]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             process.communicate()
             command = " ".join(["git", *args])  # GitPython's words, as before
             said = f'Timeout: the command "{command}" did not complete in {FETCH_TIMEOUT:g} secs.'
@@ -285,6 +288,15 @@ def _git(clone: Path, args: list[str], env: dict[str, str]) -> str:
     if process.returncode != 0:
         raise GitCommandError(argv, process.returncode, err.rstrip(b"\n"), out.rstrip(b"\n"))
     return out.decode("utf-8", "replace")
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes under `pid`, deepest last, from Linux's /proc (none elsewhere)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [p for child in map(int, children) for p in (child, *_descendants(child))]
 
 
 def _read_ref(clone: Path, ref: str) -> str | None:

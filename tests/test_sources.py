@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import os
 import socket
@@ -671,3 +672,9 @@ def test_a_remote_that_never_answers_is_given_up_at_the_timeout(remotes, write_c
     assert result.commit == first.commit
     assert result.error == (f'cannot fetch {url}: Timeout: the command "git ls-remote origin '
                             'HEAD" did not complete in 2 secs.')  # fmt: skip
+    left = []  # git's remote helper, which held the connection, is gone with it
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if url.encode() in (entry / "cmdline").read_bytes():
+                left.append(entry.name)
+    assert left == []
