@@ -1120,3 +1120,21 @@ def test_a_fifo_in_place_of_the_cache_is_not_waited_on(tmp_path, checks):
     os.mkfifo(cache)
     assert config.load(tmp_path / "repos.yaml").repos[0].name == "python"
     assert len(checks) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "cached"),
+    [
+        ('workspace: "ws"  # quoted, with a comment\nrepos: []\n', True),
+        ("repos: []\nworkspace: 'ws'", True),
+        ("{workspace: ws, repos: []}\n", False),  # found only by parsing: checked every time
+        ("repos: []\nworkspace: >-\n  ws\n", False),
+    ],
+)
+def test_the_cache_is_found_from_a_plainly_written_workspace(tmp_path, checks, text, cached):
+    path = tmp_path / "repos.yaml"
+    path.write_text(text)
+    synced(config.load(path))
+    for _ in range(2):
+        assert config.load(path).workspace == tmp_path / "ws"
+    assert len(checks) == (2 if cached else 3)
