@@ -14,12 +14,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import posixpath
 import re
 import shutil
+import signal
 import stat
+import subprocess
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +43,8 @@ if TYPE_CHECKING:
 
 _CHUNK = 2**20  # bytes read at a time to hash a local file
 FETCH_TIMEOUT = 600  # seconds for one repository's fetch
+PROBES = 32  # `ls-remote`s in flight at once: a round trip each, apart from the fetches
+TREE_CACHE = "graphbuild-tree"  # in a clone: the file listing of the last commit read
 CLONES = "repos"  # the workspace folder holding one bare clone per repository
 SYNC_REF = "refs/graphbuild/head"  # the commit read; also keeps it alive in the clone
 FETCHED_REF = "refs/graphbuild/fetched"  # what the remote ref named (a tag object for tags)
@@ -48,6 +54,7 @@ _GIT_ENV = {
     "GIT_PROTOCOL_FROM_USER": "0",
     "GIT_ALLOW_PROTOCOL": _ALLOWED,  # enforced by git itself, redirects too
 }
+_SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REF_RULES = (
     "{}",
     "refs/{}",
@@ -115,19 +122,23 @@ class SyncResult:
 def sync(
     config: Config, jobs: int = 8, on_done: Callable[[SyncResult], None] | None = None
 ) -> list[SyncResult]:
-    """Fetch every git repository, several at a time; report each as it finishes.
+    """Fetch every git repository, `jobs` at a time; report each as it finishes.
 
-    Clones of repositories that left the config are removed, so the workspace
-    does not keep what nobody asked for.
+    Asking a remote where its ref points (`ls-remote`) is one round trip, and in
+    a fleet most answers are "unchanged": so up to PROBES repositories are asked
+    at once, and only fetches wait for one of the `jobs` slots. Clones of
+    repositories that left the config are removed, so the workspace does not keep
+    what nobody asked for.
     """
+    fetches = threading.BoundedSemaphore(max(1, jobs))
 
     def one(repo: RepoSpec) -> SyncResult:
-        result = _sync_one(repo, config.workspace)
+        result = _sync_one(repo, config.workspace, fetches)
         if on_done:
             on_done(result)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, jobs, PROBES)) as pool:
         results = list(pool.map(one, config.sources))
     keep = {clone_dir(config.workspace, r.name) for r in config.sources if r.url}
     for clone in (config.workspace / CLONES).glob("*.git"):
@@ -136,7 +147,7 @@ def sync(
     return results
 
 
-def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
+def _sync_one(repo: RepoSpec, workspace: Path, fetches: threading.BoundedSemaphore) -> SyncResult:
     if repo.path is not None:
         if not repo.path.is_dir():
             return SyncResult(repo.name, None, f"{repo.path}: no such folder")
@@ -150,25 +161,28 @@ def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
     clone = clone_dir(workspace, repo.name)
     env = git_env(repo.url)
     previous = None
+    want = repo.ref or "HEAD"
     try:
-        if (clone / "HEAD").exists():
-            bare = git.Repo(clone)
-            previous, seen = _read_ref(bare, SYNC_REF), _read_ref(bare, FETCHED_REF)
-        else:
-            bare, seen = git.Repo.init(clone, bare=True, mkdir=True), None
-        with bare:
-            want = repo.ref or "HEAD"
-            if previous and (want == previous or (seen and _advertised(bare, want, env) == seen)):
-                return SyncResult(repo.name, previous)  # unchanged: nothing fetched
-            bare.git.fetch(
-                "--depth=1", "--no-tags", "--quiet", "origin", want,
-                env=env, kill_after_timeout=FETCH_TIMEOUT,
-            )  # fmt: skip
-            fetched = (clone / "FETCH_HEAD").read_text().split("\t", 1)[0].strip()
-            commit = bare.git.rev_parse("FETCH_HEAD^{commit}")
-            bare.git.update_ref(SYNC_REF, commit)
-            bare.git.update_ref(FETCHED_REF, fetched)
-            return SyncResult(repo.name, commit, fetched=commit != previous)
+        seen = None
+        if (clone / "HEAD").exists():  # read with no git process: most repositories stop here
+            previous, seen = _read_ref(clone, SYNC_REF), _read_ref(clone, FETCHED_REF)
+        if previous and (want == previous or (seen and _advertised(clone, want, env) == seen)):
+            return SyncResult(repo.name, previous)  # unchanged: nothing fetched
+        with fetches:
+            if (clone / "HEAD").exists():
+                bare = git.Repo(clone)
+            else:
+                bare = git.Repo.init(clone, bare=True, mkdir=True)
+            with bare:
+                bare.git.fetch(
+                    "--depth=1", "--no-tags", "--quiet", "origin", want,
+                    env=env, kill_after_timeout=FETCH_TIMEOUT,
+                )  # fmt: skip
+                fetched = (clone / "FETCH_HEAD").read_text().split("\t", 1)[0].strip()
+                commit = bare.git.rev_parse("FETCH_HEAD^{commit}")
+                bare.git.update_ref(SYNC_REF, commit)
+                bare.git.update_ref(FETCHED_REF, fetched)
+                return SyncResult(repo.name, commit, fetched=commit != previous)
     except git.CommandError as err:
         where = f"ref {repo.ref!r} of " if repo.ref else ""
         detail = git_reason(err, url=repo.url)
@@ -177,9 +191,9 @@ def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
         return SyncResult(repo.name, previous, f"{clone}: {err}")
 
 
-def _advertised(bare: git.Repo, ref: str, env: dict[str, str]) -> str | None:
+def _advertised(clone: Path, ref: str, env: dict[str, str]) -> str | None:
     """Where the remote's `ref` points now, resolved the way `git fetch` resolves it."""
-    out = bare.git.ls_remote("origin", ref, env=env, kill_after_timeout=FETCH_TIMEOUT)
+    out = _git(clone, ["ls-remote", "origin", ref], env)
     refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
     for rule in _REF_RULES:
         if (sha := refs.get(rule.format(ref))) is not None:
@@ -187,14 +201,58 @@ def _advertised(bare: git.Repo, ref: str, env: dict[str, str]) -> str | None:
     return None
 
 
-def _read_ref(bare: git.Repo, ref: str) -> str | None:
-    """A ref's sha read from the ref files, with no git process."""
-    from git.refs.symbolic import SymbolicReference
+def _git(clone: Path, args: list[str], env: dict[str, str]) -> str:
+    """A git command on the clone as GitPython runs one (C locale, the same errors, in
+    graphbuild's process group so that a Ctrl-C reaches it), minus what a warm sync of a
+    thousand repositories would pay a thousand times: a watchdog thread each. Past
+    FETCH_TIMEOUT it is killed with what it started (a remote helper, upload-pack)."""
+    from git import GitCommandError
 
+    argv = ["git", f"--git-dir={clone}", *args]
+    env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **env}
+    with subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:  # fmt: skip
+        try:
+            out, err = process.communicate(timeout=FETCH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            for pid in [*_descendants(process.pid), process.pid]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            process.communicate()
+            command = " ".join(["git", *args])  # GitPython's words, as before
+            said = f'Timeout: the command "{command}" did not complete in {FETCH_TIMEOUT:g} secs.'
+            raise GitCommandError(argv, "timeout", said) from None
+    if process.returncode != 0:
+        raise GitCommandError(argv, process.returncode, err.rstrip(b"\n"), out.rstrip(b"\n"))
+    return out.decode("utf-8", "replace")
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes under `pid`, deepest last, from Linux's /proc (none elsewhere)."""
     try:
-        return SymbolicReference.dereference_recursive(bare, ref)
-    except ValueError:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [p for child in map(int, children) for p in (child, *_descendants(child))]
+
+
+def _read_ref(clone: Path, ref: str) -> str | None:
+    """A ref's sha read from the clone's files (loose, else packed), with no git process.
+    graphbuild writes its refs with `update-ref`: never symbolic."""
+    try:
+        text = (clone / ref).read_bytes().decode("ascii").strip()
+    except FileNotFoundError:
+        text = ""
+        with contextlib.suppress(FileNotFoundError):
+            for line in (
+                (clone / "packed-refs").read_bytes().decode("ascii", "replace").splitlines()
+            ):
+                sha, _, name = line.partition(" ")
+                if name == ref:
+                    text = sha
+    except (IsADirectoryError, UnicodeDecodeError):
         return None
+    return text if _SHA_RE.fullmatch(text) else None
 
 
 def git_reason(
@@ -257,13 +315,16 @@ class Tree(Protocol):
 
 
 class GitTree:
-    """A commit of a bare clone: one `ls-tree`, then blob reads through one cat-file."""
+    """A commit of a bare clone: one `ls-tree`, then blob reads through one cat-file.
+
+    A commit's listing never changes, so the last one is kept in the clone
+    (TREE_CACHE, with its commit and checksum): a sync where nothing moved runs
+    no git process to list a thousand trees again.
+    """
 
     def __init__(self, clone: Path, commit: str) -> None:
-        import git
-
-        self.repo = git.Repo(clone)
-        out = self.repo.git.ls_tree("-r", "-z", "--full-tree", commit)
+        self.clone = clone
+        out = self._listing(commit)
         self.entries: dict[str, tuple[str, str]] = {}
         for item in out.split("\0"):
             if item:
@@ -271,6 +332,30 @@ class GitTree:
                 mode, kind, sha = meta.split(" ")
                 if kind == "blob":
                     self.entries[path] = (mode, sha)
+
+    @functools.cached_property
+    def repo(self) -> git.Repo:
+        """The clone, opened when an object is read: a listing alone needs no git."""
+        import git
+
+        return git.Repo(self.clone)
+
+    def _listing(self, commit: str) -> str:
+        """`ls-tree -r` of the commit: the kept one when it is this commit's and whole."""
+        kept = self.clone / TREE_CACHE
+        with contextlib.suppress(OSError, ValueError):
+            head, total, listing = kept.read_bytes().split(b"\n", 2)
+            if head == commit.encode() and total == _sha256(listing):
+                return listing.decode("utf-8", "surrogateescape")
+        out = self.repo.git.ls_tree("-r", "-z", "--full-tree", commit)
+        data = out.encode("utf-8", "surrogateescape")
+        temp = kept.with_name(f".{TREE_CACHE}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            temp.write_bytes(b"%s\n%s\n%s" % (commit.encode(), _sha256(data), data))
+            os.replace(temp, kept)
+        except OSError:  # a clone that cannot be written only costs the next sync a process
+            temp.unlink(missing_ok=True)
+        return out
 
     def glob(self, pattern: str) -> list[str]:
         regex = glob_regex(pattern)
@@ -319,7 +404,12 @@ class GitTree:
         return self.repo.odb.stream(bytes.fromhex(sha)).read()
 
     def close(self) -> None:
-        self.repo.close()
+        if "repo" in self.__dict__:
+            self.repo.close()
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).hexdigest().encode()
 
 
 Stat = tuple[int, int, str]  # (mtime_ns, size, blob sha) of a local file

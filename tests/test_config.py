@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import os
 import ssl
+from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphbuild import config
+from graphbuild import config, graphdb
 from graphbuild.errors import ConfigError
 
 
@@ -977,3 +981,162 @@ def test_platforms_are_normalised_as_containerd_does(tmp_path, written, normalis
     """Builders and the graph get the form BuildKit uses (containerd Parse, then Normalize)."""
     cfg = load_text(tmp_path, f"{IMAGE}        platforms: ['{written}']\n")
     assert cfg.repos[0].images[0].platforms == (normalised,)
+
+
+# ---------------------------------------------------------------- the checked form, cached
+
+EVERY_KEY = (
+    "workspace: ws\ncheck: {timeout: 90}\n"
+    + FULL_DEPLOY.replace("repos:\n", "repos:" + FULL_REPOS, 1)
+    + "registries:\n  localhost:5000: {insecure: true, max_requests: 2}\n"
+    + "  r.example: {auth: basic, username: ci, password_env: R_PW, ca_bundle: ca.pem}\n"
+    + AZURE.removeprefix("repos: []\n")
+)
+
+
+@pytest.fixture
+def checks(monkeypatch) -> list[Path]:
+    """Every file the checker is run on: a cached load runs it on none."""
+    seen: list[Path] = []
+    check = config._Checker.config
+
+    def counted(self: config._Checker, data: object) -> config.Config:
+        seen.append(self.path)
+        return check(self, data)
+
+    monkeypatch.setattr(config._Checker, "config", counted)
+    return seen
+
+
+def synced(cfg: config.Config) -> None:
+    """The workspace graphbuild made (its index.db): the only place it keeps a cache."""
+    graphdb.connect(cfg.workspace).close()
+
+
+def test_a_config_is_checked_once_and_then_read_back_exactly(tmp_path, checks):
+    path = tmp_path / "repos.yaml"
+    path.write_text(EVERY_KEY)
+    first = config.load(path)
+    synced(first)
+    assert config.load(path) == first and len(checks) == 2  # checked, then stored
+    again = config.load(path)
+    assert again == first and len(checks) == 2
+    assert again.gates[0].allow[0].until == dt.date(2027, 1, 31)
+    assert type(again.repos[0].images[0].tags) is tuple and type(again.builder["timeout"]) is float
+    assert again.registries["r.example"].ca_bundle == tmp_path / "ca.pem"
+    assert again.deployments.repos[0].rings["dev"] == ("envs/dev/**", "shared/dev-*.yaml")
+
+
+def test_a_changed_config_is_checked_again_even_with_its_size_and_time(tmp_path, checks):
+    path = tmp_path / "repos.yaml"
+    path.write_text(IMAGE + "        tags: [a]\n")
+    synced(config.load(path))
+    config.load(path)
+    stat = path.stat()
+    path.write_text(IMAGE + "        tags: 'a'\n")  # as long, and as old
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert (caught.value.key, caught.value.line) == ("repos[0].images[0].tags", 6)
+    assert len(checks) == 3
+
+
+def test_the_same_file_named_another_way_is_checked_for_that_name(tmp_path, checks, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/repos.yaml").write_text(REPO)
+    monkeypatch.chdir(tmp_path)
+    synced(config.load(Path("sub/repos.yaml")))
+    config.load(Path("sub/repos.yaml"))
+    monkeypatch.chdir(tmp_path / "sub")
+    cfg = config.load(Path("repos.yaml"))
+    assert cfg.file == Path("repos.yaml") and cfg.repos[0].path == tmp_path / "sub"
+    assert len(checks) == 3
+
+
+def _cache_of(tmp_path: Path) -> Path:
+    path = tmp_path / "repos.yaml"
+    path.write_text(EVERY_KEY)
+    synced(config.load(path))
+    config.load(path)
+    (cache,) = (tmp_path / "ws").glob("*.json")
+    return cache
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: b"", id="empty"),
+        pytest.param(lambda b: b[: len(b) // 2], id="cut short"),
+        pytest.param(lambda b: b.replace(b"python", b"pythoN", 1), id="a changed letter"),
+        pytest.param(lambda b: b"\xff\xfe" + b, id="not UTF-8"),
+        pytest.param(lambda b: b"[1, 2, 3]", id="other JSON"),
+        pytest.param(lambda b: b'{"format": 1, "key": 1}\n[]', id="a foreign header"),
+        pytest.param(lambda b: b"[" * 100_000, id="deep"),
+    ],
+)
+def test_a_damaged_cache_is_ignored_and_rewritten(tmp_path, checks, damage):
+    cache = _cache_of(tmp_path)
+    sound = cache.read_bytes()
+    expected = config.load(tmp_path / "repos.yaml")
+    cache.write_bytes(damage(sound))
+    assert config.load(tmp_path / "repos.yaml") == expected
+    assert len(checks) == 3  # checked again
+    assert cache.read_bytes() == sound
+
+
+def test_a_cache_in_the_wrong_shape_for_its_key_is_ignored(tmp_path, checks):
+    """A file with the right key and checksum whose content is not a Config."""
+    cache = _cache_of(tmp_path)
+    head, _, _ = cache.read_bytes().partition(b"\n")
+    body = b'["not", "a", "config"]'
+    header = json.loads(head)
+    header["sum"] = hashlib.sha256(body).hexdigest()
+    cache.write_bytes(json.dumps(header).encode() + b"\n" + body)
+    assert config.load(tmp_path / "repos.yaml").repos[0].name == "python"
+    assert len(checks) == 3
+
+
+def test_a_token_in_a_url_is_never_cached(tmp_path, checks):
+    """The checked form would hold the URL, token and all: such a file is checked each time."""
+    path = tmp_path / "repos.yaml"
+    path.write_text("repos:\n  - name: a\n    url: https://bot:s3cr3t@git.example/a.git\n")
+    synced(config.load(path))
+    config.load(path)
+    assert len(checks) == 2
+    for found in (tmp_path / ".graphbuild").rglob("*"):
+        assert b"s3cr3t" not in found.read_bytes(), found
+
+
+def test_no_cache_is_written_where_graphbuild_keeps_no_workspace(tmp_path, checks):
+    path = tmp_path / "repos.yaml"
+    path.write_text("workspace: .\nrepos: []\n")
+    config.load(path)
+    config.load(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repos.yaml"] and len(checks) == 2
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_in_place_of_the_cache_is_not_waited_on(tmp_path, checks):
+    cache = _cache_of(tmp_path)
+    cache.unlink()
+    os.mkfifo(cache)
+    assert config.load(tmp_path / "repos.yaml").repos[0].name == "python"
+    assert len(checks) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "cached"),
+    [
+        ('workspace: "ws"  # quoted, with a comment\nrepos: []\n', True),
+        ("repos: []\nworkspace: 'ws'", True),
+        ("{workspace: ws, repos: []}\n", False),  # found only by parsing: checked every time
+        ("repos: []\nworkspace: >-\n  ws\n", False),
+    ],
+)
+def test_the_cache_is_found_from_a_plainly_written_workspace(tmp_path, checks, text, cached):
+    path = tmp_path / "repos.yaml"
+    path.write_text(text)
+    synced(config.load(path))
+    for _ in range(2):
+        assert config.load(path).workspace == tmp_path / "ws"
+    assert len(checks) == (2 if cached else 3)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -596,3 +598,83 @@ def test_a_local_folder_swapped_for_a_symlink_after_the_walk_is_not_read_through
     with pytest.raises(OSError) as refused:
         sources._open_beneath(tmp_path, "ctx/sub/passwd")
     assert refused.value.errno in (errno.ELOOP, errno.ENOTDIR)
+
+
+# ---------------------------------------------------------------- a warm sync
+
+
+def _logged_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put a `git` first on PATH that logs each command graphbuild runs, then runs git."""
+    log, folder = tmp_path / "git.log", tmp_path / "logged-bin"
+    folder.mkdir()
+    real = subprocess.run(["which", "git"], capture_output=True, text=True, check=True).stdout
+    wrapper = folder / "git"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real.strip()} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_an_unchanged_repository_costs_one_git_command_and_its_tree_none(
+    remotes, write_config, tmp_path, monkeypatch
+):
+    """A warm sync of a thousand remotes is a thousand `ls-remote`s and nothing else."""
+    remote = remotes("app", {"images/a/Dockerfile": "FROM alpine:3.20\n"})
+    cfg = _config(write_config, [{"name": "app", "url": str(remote.url)}])
+    clone = sources.clone_dir(cfg.workspace, "app")
+    first = sources.sync(cfg)[0]
+    sources.GitTree(clone, first.commit).close()
+    log = _logged_git(tmp_path, monkeypatch)
+    again = sources.sync(cfg)[0]
+    tree = sources.GitTree(clone, again.commit)
+    try:
+        assert tree.glob("images/*/Dockerfile") == ["images/a/Dockerfile"]
+    finally:
+        tree.close()
+    assert (again.commit, again.fetched, again.error) == (first.commit, False, None)
+    commands = [next(w for w in line.split() if not w.startswith("-"))
+                for line in log.read_text().splitlines()]  # fmt: skip
+    assert commands == ["ls-remote"]
+
+
+def test_a_kept_listing_serves_only_its_own_commit_and_only_whole(remotes, write_config):
+    remote = remotes("app", {"images/a/Dockerfile": "FROM alpine:3.20\n"})
+    cfg = _config(write_config, [{"name": "app", "url": str(remote.url)}])
+    clone = sources.clone_dir(cfg.workspace, "app")
+    sources.GitTree(clone, sources.sync(cfg)[0].commit).close()
+    remote.commit({"images/b/Dockerfile": "FROM alpine:3.21\n"})
+    newer = sources.sync(cfg)[0].commit
+    both = ["images/a/Dockerfile", "images/b/Dockerfile"]
+    for damage in (
+        lambda data: data,  # kept for the commit before
+        lambda data: data.replace(b"images/b", b"images/c"),  # right commit, changed listing
+        lambda data: data[: len(data) // 2],
+        lambda data: b"",
+    ):
+        kept = clone / sources.TREE_CACHE
+        kept.write_bytes(damage(kept.read_bytes()))
+        tree = sources.GitTree(clone, newer)
+        try:
+            assert tree.glob("images/*/Dockerfile") == both
+            assert tree.read("images/b/Dockerfile") == b"FROM alpine:3.21\n"
+        finally:
+            tree.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_remote_that_never_answers_is_given_up_at_the_timeout(remotes, write_config, monkeypatch):
+    remote = remotes("app", {"Dockerfile": "FROM alpine:3.20\n"})
+    first = sources.sync(_config(write_config, [{"name": "app", "url": str(remote.url)}]))[0]
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/app.git"
+        monkeypatch.setattr(sources, "FETCH_TIMEOUT", 2)
+        (result,) = sources.sync(_config(write_config, [{"name": "app", "url": url}]))
+    assert result.commit == first.commit
+    assert result.error == (f'cannot fetch {url}: Timeout: the command "git ls-remote origin '
+                            'HEAD" did not complete in 2 secs.')  # fmt: skip
+    left = []  # git's remote helper, which held the connection, is gone with it
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if url.encode() in (entry / "cmdline").read_bytes():
+                left.append(entry.name)
+    assert left == []
