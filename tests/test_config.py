@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphbuild import config, graphdb
+from graphbuild import config, indexdb
 from graphbuild.errors import ConfigError
 
 
@@ -1010,7 +1010,7 @@ def checks(monkeypatch) -> list[Path]:
 
 def synced(cfg: config.Config) -> None:
     """The workspace graphbuild made (its index.db): the only place it keeps a cache."""
-    graphdb.connect(cfg.workspace).close()
+    indexdb.connect(cfg.workspace).close()
 
 
 def test_a_config_is_checked_once_and_then_read_back_exactly(tmp_path, checks):
