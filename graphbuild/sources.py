@@ -33,7 +33,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from graphbuild.errors import ContextError
 from graphbuild.urls import redact
-from graphbuild.urls import safe_git_url as safe_git_url  # where tests and callers look for it
 
 if TYPE_CHECKING:
     import git
