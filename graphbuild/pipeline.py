@@ -39,7 +39,7 @@ from graphbuild import (
 from graphbuild.config import Config
 from graphbuild.plan import Plan, from_check
 from graphbuild.registry import Registry, Resolved
-from graphbuild.state import Run, State
+from graphbuild.state import Run, RunStatus, State
 
 SHOWN = 20  # sync errors a run lists before pointing at `graphbuild sync`
 
@@ -258,7 +258,7 @@ def deploy(
     build was interrupted; the run as it then stands."""
     built = state.run(run_id)
     assert built is not None
-    if built.status != "interrupted" and (config.gates or config.deployments.rings):
+    if built.status != RunStatus.INTERRUPTED and (config.gates or config.deployments.rings):
         rollout.roll_out(config, g, state, run_id, targets(config), settings.max_parallel,
                          say=report.note)  # fmt: skip
     finished = state.run(run_id)
@@ -297,7 +297,7 @@ def _unusable(
         why = f"run {run_id} {finished.status}, but its reports could not be written"
         return workspace.Unusable(f"{problem}; {why}: see `graphbuild runs`")
     with contextlib.suppress(sqlite3.Error):  # else the next run finds it abandoned
-        state.finish_run(run_id, "interrupted")
+        state.finish_run(run_id, RunStatus.INTERRUPTED)
     return workspace.Unusable(
         f"{problem}; run {run_id} is interrupted: once the workspace can be "
         f"written again, `graphbuild resume {run_id}` finishes it"

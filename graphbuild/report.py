@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from graphbuild import refs
 from graphbuild.console import note as note  # report.note: what commands call
 from graphbuild.errors import InvalidReference
-from graphbuild.state import Run
+from graphbuild.state import NodeStatus, Run
 
 
 def json_text(data: Any) -> str:
@@ -159,7 +159,7 @@ class RunProgress:
     def event(self, node: str, status: str, info: dict) -> None:
         import time
 
-        if status == "running":
+        if status == NodeStatus.RUNNING:
             self.running[node] = time.monotonic()
         else:
             started = self.running.pop(node, None)
@@ -171,7 +171,7 @@ class RunProgress:
                 note(f"{status:<9} {short(node)}{took} {detail}".rstrip())
         if self.live:
             self.live.update(self._panel())
-        elif status == "running":
+        elif status == NodeStatus.RUNNING:
             note(f"{'building':<9} {short(node)} (attempt {info['attempt']})")
 
     def _panel(self) -> object:
