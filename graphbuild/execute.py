@@ -33,9 +33,9 @@ from graphbuild import detect, dockerfile, keys, pin, process, refs, retry, sour
 from graphbuild.builders import Builder, BuildRequest
 from graphbuild.config import IMAGE_CONTEXT, Config, RepoSpec
 from graphbuild.errors import CommandFailed, ContextError, DockerfileError, GraphbuildError
-from graphbuild.graph import BUILD_INPUTS, builds_on
+from graphbuild.graph import BUILD_INPUTS, builds_on, edge_data, image_data, node_items
 from graphbuild.index import BuildOptions
-from graphbuild.indexdb import EXTERNAL
+from graphbuild.indexdb import EXTERNAL, ImageNode
 from graphbuild.plan import Plan
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
 from graphbuild.state import (
@@ -264,7 +264,7 @@ class Builds:
         self.keys: dict[str, tuple[str, str]] = {}  # node -> (source, key)
         self.parents: dict[str, dict[str, str]] = {}
         self.repos = {repo.name: repo for repo in config.repos}
-        self.by_tag = {tag: node for node, attrs in graph.nodes(data=True)
+        self.by_tag = {tag: node for node, attrs in node_items(graph)
                        if attrs["kind"] != EXTERNAL for tag in attrs["tags"]}  # fmt: skip
 
     def work(self, node: str, cancel: threading.Event) -> Outcome:
@@ -279,7 +279,7 @@ class Builds:
                        f"({err})") from None  # fmt: skip
 
     def _attempt(self, node: str, cancel: threading.Event) -> Outcome:
-        attrs = self.graph.nodes[node]
+        attrs = image_data(self.graph, node)
         repo = self.repos.get(attrs["repo"])
         if repo is None:
             raise Failed(f"repository {attrs['repo']} is no longer in the config")
@@ -309,7 +309,7 @@ class Builds:
         return outcome
 
     def _build(
-        self, node: str, attrs: dict, repo: RepoSpec, scratch: Path, cancel: threading.Event
+        self, node: str, attrs: ImageNode, repo: RepoSpec, scratch: Path, cancel: threading.Event
     ) -> Outcome:
         options = BuildOptions.of(attrs)  # exactly what the graph was linked with
         context, text, content, folders = self._source(repo, attrs, options, scratch)
@@ -354,7 +354,7 @@ class Builds:
         return Outcome(NodeStatus.SUCCEEDED, self.builder.build(request, cancel))
 
     def _source(
-        self, repo: RepoSpec, attrs: dict, options: BuildOptions, scratch: Path
+        self, repo: RepoSpec, attrs: ImageNode, options: BuildOptions, scratch: Path
     ) -> tuple[Path, str, str, dict[str, tuple[Path, str]]]:
         """The build context written into `scratch`, the Dockerfile's text, the digest of
         that context's content, and each named context that is a folder (where it was
@@ -385,7 +385,7 @@ class Builds:
             tree.close()
         return context, text, content, folders
 
-    def _tree(self, repo: RepoSpec, attrs: dict) -> sources.Tree:
+    def _tree(self, repo: RepoSpec, attrs: ImageNode) -> sources.Tree:
         """The repository at the commit the graph read."""
         result = sources.SyncResult(repo.name, attrs["commit"])
         if repo.path is not None:
@@ -405,7 +405,9 @@ class Builds:
         """`name:tag` -> digest for the Dockerfile, and parent node -> digest for the record."""
         pins: dict[str, str] = {}
         parents: dict[str, str] = {}
-        tracked = {p for p in self.graph.predecessors(node) if builds_on(self.graph.edges[p, node])}
+        tracked = {
+            p for p in self.graph.predecessors(node) if builds_on(edge_data(self.graph, p, node))
+        }
         for base in bases:
             if base.ref is None or base.kind not in BUILD_INPUTS:
                 continue
@@ -533,7 +535,7 @@ def execute(
         on_event(node, status, info)
 
     def group(node: str) -> str:  # the registry it pushes to
-        return refs.parse(graph.nodes[node]["tags"][0]).domain
+        return refs.parse(image_data(graph, node)["tags"][0]).domain
 
     caps = {host: spec.max_builds for host, spec in config.registries.items() if spec.max_builds}
 

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from types import MappingProxyType, TracebackType
-from typing import Any
 
 from graphbuild import __version__, dockerfile, indexdb, refs
 from graphbuild.config import IMAGE_CONTEXT, Config, ImageSpec, RepoSpec
@@ -73,14 +72,15 @@ class BuildOptions:
         """The named contexts that are folders of the repository: name -> folder."""
         return {k: v for k, v in self.contexts.items() if not v.startswith(IMAGE_CONTEXT)}
 
-    def attrs(self) -> dict[str, Any]:
+    def attrs(self) -> indexdb.BuildFields:
         """Plain values for the graph node (stored as JSON in index.db)."""
-        return {"dockerfile": self.dockerfile, "context": self.context,
-                "build_args": dict(self.build_args), "target": self.target,
-                "platforms": list(self.platforms), "contexts": dict(self.contexts)}  # fmt: skip
+        return indexdb.BuildFields(
+            dockerfile=self.dockerfile, context=self.context, build_args=dict(self.build_args),
+            target=self.target, platforms=list(self.platforms), contexts=dict(self.contexts),
+        )  # fmt: skip
 
     @classmethod
-    def of(cls, attrs: Mapping[str, Any]) -> BuildOptions:
+    def of(cls, attrs: indexdb.BuildFields) -> BuildOptions:
         """Back from a graph node's attributes: the same value the index made."""
         return cls(attrs["dockerfile"], attrs["context"], attrs["build_args"], attrs["target"],
                    attrs["platforms"], attrs["contexts"])  # fmt: skip

@@ -20,13 +20,14 @@ import networkx as nx
 
 from graphbuild import sources
 from graphbuild.config import Config, RepoSpec
+from graphbuild.graph import image_data, node_items
 from graphbuild.index import BuildOptions
-from graphbuild.indexdb import IMAGE
+from graphbuild.indexdb import IMAGE, ImageNode
 from graphbuild.state import State
 
 
 def source_key(
-    node: str, attrs: Mapping, content: str, folders: Mapping[str, str] | None = None
+    node: str, attrs: ImageNode, content: str, folders: Mapping[str, str] | None = None
 ) -> str:
     """The image's own inputs; `content` is its context's (sources.Tree.content), `folders`
     the content of each named context that is a folder, by name."""
@@ -57,14 +58,14 @@ def changed_sources(
     must not rebuild a fleet that is up to date.
     """
     records = {}
-    for node, attrs in graph.nodes(data=True):
+    for node, attrs in node_items(graph):
         if attrs["kind"] == IMAGE and node in served:
             record = state.build_of(node, served[node])
             if record is not None and record.source is not None:
                 records[node] = record
     by_repo: dict[str, list[str]] = {}
     for node in records:
-        by_repo.setdefault(graph.nodes[node]["repo"], []).append(node)
+        by_repo.setdefault(image_data(graph, node)["repo"], []).append(node)
     repos = {repo.name: repo for repo in config.repos}
     changed = {}
     for name, nodes in sorted(by_repo.items()):
@@ -81,7 +82,7 @@ def _changed_in(
     naming the cause, and nothing else is held up (the blast radius of a repository)."""
     from git.exc import GitError
 
-    commit = graph.nodes[nodes[0]]["commit"]
+    commit = image_data(graph, nodes[0])["commit"]
     at = f" (now at commit {commit[:12]})" if commit else ""
     changed = {}
     try:
@@ -92,7 +93,7 @@ def _changed_in(
         return dict.fromkeys(nodes, why)
     try:
         for node in nodes:
-            attrs = graph.nodes[node]
+            attrs = image_data(graph, node)
             try:
                 content = tree.content(attrs["context"])
                 folders = folder_contents(tree, BuildOptions.of(attrs))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 
 from graphbuild import detect
-from graphbuild.graph import follows
+from graphbuild.graph import edge_data, follows, node_data
 from graphbuild.indexdb import IMAGE
 
 FORCED, PARENT, SOURCE_CHANGED = "forced", "parent-rebuilt", "source-changed"
@@ -96,7 +96,7 @@ def forced(
     roots: dict[str, tuple[str, str, list[str]]] = {}
     levels: dict[str, int] = {}
     for node in nodes:
-        if graph.nodes[node]["kind"] == IMAGE:
+        if node_data(graph, node)["kind"] == IMAGE:
             roots[node], levels[node] = (FORCED, reason, [node]), 0
         else:  # a base: everything built directly on it is the root of the rebuild
             for child in _built_on(graph, node):
@@ -109,7 +109,7 @@ def updated(graph: nx.DiGraph, bases: Iterable[str]) -> Plan:
     """What-if, offline: the plan if these bases (or images) had just changed."""
     roots: dict[str, tuple[str, str, list[str]]] = {}
     for node in bases:
-        targets = [node] if graph.nodes[node]["kind"] == IMAGE else _built_on(graph, node)
+        targets = [node] if node_data(graph, node)["kind"] == IMAGE else _built_on(graph, node)
         for child in targets:
             why = f"{node} updated (what-if)"
             roots.setdefault(
@@ -154,5 +154,5 @@ def _plan(
 def _built_on(graph: nx.DiGraph, node: str) -> Iterator[str]:
     """Images with `node` as an input of their build (never a mere `# syntax` frontend)."""
     for child in graph.successors(node):
-        if graph.nodes[child]["kind"] == IMAGE and follows(graph.edges[node, child]):
+        if node_data(graph, child)["kind"] == IMAGE and follows(edge_data(graph, node, child)):
             yield child

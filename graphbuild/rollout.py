@@ -22,6 +22,7 @@ from graphbuild.config import Config, GateSpec, RingSpec
 from graphbuild.deployers import Applied, Change, Context
 from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.execute import log_name
+from graphbuild.graph import image_data
 from graphbuild.state import (
     DeployRecord,
     DeployStatus,
@@ -90,7 +91,7 @@ def roll_out(
 
 def reference(graph: nx.DiGraph, node: str, digest: str) -> str:
     """`name:tag@digest` of a built image: what gates scan and deploys pin."""
-    return f"{graph.nodes[node]['tags'][0]}@{digest}"
+    return f"{image_data(graph, node)['tags'][0]}@{digest}"
 
 
 def validate(
@@ -112,7 +113,7 @@ def validate(
     for entry in run.nodes:
         if entry.status != NodeStatus.SUCCEEDED or not entry.digest or entry.node not in graph:
             continue
-        repository = graph.nodes[entry.node]["image"]
+        repository = image_data(graph, entry.node)["image"]
         for gate in config.gates:
             if gate.applies(repository) and (entry.node, gate.name, entry.digest) not in done:
                 work.append((entry.node, entry.digest, gate))
@@ -169,7 +170,7 @@ def deployable(
         if node not in graph:
             held[node] = Held(digest, "no longer in the graph", node)
             continue
-        repository = graph.nodes[node]["image"]
+        repository = image_data(graph, node)["image"]
         missing = [g.name for g in config.gates if g.applies(repository)
                    and g.name not in results.get(node, {})]  # fmt: skip
         bad = [f"{gate}: {summary}" for gate, (status, summary) in results.get(node, {}).items()
@@ -214,7 +215,9 @@ def held_records(
     for node, hold in sorted(held.items()):
         records.append(HeldRecord(node, hold.digest, hold.reason, hold.cause))
         found = (
-            running(targets, graph.nodes[node], state.built_digests(node)) if node in graph else []
+            running(targets, image_data(graph, node), state.built_digests(node))
+            if node in graph
+            else []
         )
         records += [HeldRecord(node, hold.digest, hold.reason, hold.cause, w.id, w.name, w.ring)
                     for w in sorted(found, key=lambda w: w.id)]  # fmt: skip
@@ -229,7 +232,7 @@ def changes(
     return [
         Change(workload, node, workload.tag, digest)
         for node, digest in images.items()
-        for workload in running(targets, graph.nodes[node], state.built_digests(node))
+        for workload in running(targets, image_data(graph, node), state.built_digests(node))
     ]
 
 

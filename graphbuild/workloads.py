@@ -18,7 +18,6 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from graphbuild import deploy_yaml, indexdb, refs, sources
 from graphbuild.config import Config, DeployRepoSpec
@@ -69,7 +68,7 @@ class Workload:
 
 
 def running(
-    targets: Iterable[Workload], attrs: Mapping[str, Any], built: Iterable[str] = ()
+    targets: Iterable[Workload], attrs: indexdb.ImageNode, built: Iterable[str] = ()
 ) -> list[Workload]:
     """The workloads that run an image node (its graph attributes), of those in `targets`."""
     tags = {refs.parse(t).tag for t in attrs["tags"]}
