@@ -235,7 +235,7 @@ def load(path: Path) -> Config:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader, C or Python
     except yaml.reader.ReaderError as err:  # a character YAML forbids, at a character offset
-        line = text.count("\n", 0, err.position) + 1
+        line: int | None = text.count("\n", 0, err.position) + 1
         raise ConfigError(str(path), "", f"invalid YAML: {err.reason}", line) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -245,7 +245,7 @@ def load(path: Path) -> Config:
     return _Checker(path, text).config(data)
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # chosen at import
     """YAML's safe loader (libyaml when present) that refuses duplicate keys.
 
     Plain YAML keeps the last of two `images:` keys and silently drops the first.
@@ -328,7 +328,7 @@ class _Checker:
         return str(platform)
 
     def string_map(
-        self, value: Any, where: list[str | int], key_check: Callable[[str], bool]
+        self, value: Any, where: list[str | int], key_check: Callable[[str], object]
     ) -> dict[str, str]:
         if not isinstance(value, dict):
             raise self.fail(where, f"expected a mapping, got {_kind(value)}")
@@ -402,7 +402,7 @@ class _Checker:
         deployments = self.deployments(data.get("deployments") or {}, ["deployments"])
         for i, deploy_repo in enumerate(deployments.repos):
             if deploy_repo.name in seen:
-                where = ["deployments", "repos", i, "name"]
+                where: list[str | int] = ["deployments", "repos", i, "name"]
                 raise self.fail(where, f"{deploy_repo.name!r} is also the name of a repos entry")
         mirrors = self.mirrors(_or_empty(data.get("mirrors")), ["mirrors"])
         check = self.mapping(_or_empty(data.get("check")), ["check"], {"timeout"})
@@ -766,7 +766,7 @@ class _Checker:
             refs.repository(image.replace("{dir}", "x"))
         except InvalidReference as err:
             raise self.fail([*where, "image"], err.reason) from None
-        tags = ("latest",)
+        tags: tuple[str, ...] = ("latest",)
         if "tags" in data:
             tags = self.strings(data["tags"], [*where, "tags"])
             if not tags:

@@ -89,14 +89,15 @@ class Check:
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for item in [*self.bases, *self.images]:
+        items: list[BaseCheck | ImageCheck] = [*self.bases, *self.images]
+        for item in items:
             key = f"{'bases' if isinstance(item, BaseCheck) else 'images'} {item.status}"
             out[key] = out.get(key, 0) + 1
         return out
 
 
 def check(
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     registry: Registry,
     state: State,
     mirrors: Mapping[str, str] | None = None,
@@ -134,9 +135,9 @@ def check(
         if attrs["kind"] == EXTERNAL and attrs["digest"] is not None:
             digests[node] = attrs["digest"]
             continue
-        answer = answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else node)
-        if isinstance(answer, Resolved):
-            digests[node] = answer.digest
+        found = answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else node)
+        if isinstance(found, Resolved):
+            digests[node] = found.digest
     requests = sum(registry.requests.values())
     return Check(bases, images, requests, dict(registry.ratelimits), digests)
 
@@ -144,7 +145,7 @@ def check(
 # ---------------------------------------------------------------- what to ask
 
 
-def _questions(graph: nx.DiGraph) -> tuple[dict[str, list[str]], set[str]]:
+def _questions(graph: nx.DiGraph[str]) -> tuple[dict[str, list[str]], set[str]]:
     """Each unique reference with the platforms whose digests matter; images to inspect."""
     wanted: dict[str, list[str]] = {}
     inspect: set[str] = set()
@@ -173,14 +174,14 @@ def _image_platforms(attrs: ImageNode) -> list[str]:
     return list(attrs["platforms"] or [dockerfile.DEFAULT_PLATFORM])
 
 
-def _consumer_platforms(graph: nx.DiGraph, image: str, edge: Edge) -> list[str]:
+def _consumer_platforms(graph: nx.DiGraph[str], image: str, edge: Edge) -> list[str]:
     """The platforms whose digest of a base matter to this edge: FROM --platform wins."""
     if edge["platform"]:
         return [edge["platform"]]
     return list(edge["platforms"] or _image_platforms(image_data(graph, image)))
 
 
-def _externals(graph: nx.DiGraph) -> list[str]:
+def _externals(graph: nx.DiGraph[str]) -> list[str]:
     return sorted(n for n, kind in graph.nodes(data="kind") if kind == EXTERNAL)
 
 
@@ -210,7 +211,7 @@ class _Judge:
 
     def __init__(
         self,
-        graph: nx.DiGraph,
+        graph: nx.DiGraph[str],
         answers: dict[str, Resolved | Failure],
         state: State,
         mirrors: Mapping[str, str],
@@ -272,8 +273,11 @@ class _Judge:
                 return ImageCheck(node, MISSING_TAG, MISSING_TAG, "not in the registry yet", [node])
             return ImageCheck(node, UNKNOWN, UNKNOWN, f"{answer.kind}: {answer.message}", [node])
         verdict = self._judge_edges(node, answer)
-        absent = [t for t in attrs["tags"][1:] if isinstance(self.answers.get(t), Failure)
-                  and self.answers[t].kind == MISSING]  # fmt: skip
+        absent = [
+            t
+            for t in attrs["tags"][1:]
+            if isinstance(other := self.answers.get(t), Failure) and other.kind == MISSING
+        ]
         if absent and verdict.status != STALE:
             detail = f"tag{'s' if len(absent) > 1 else ''} {', '.join(absent)} not in the registry"
             return ImageCheck(node, MISSING_TAG, MISSING_TAG, detail, [node], answer.digest)

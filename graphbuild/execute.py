@@ -116,7 +116,7 @@ class Scheduler:
 
     def _bottom_levels(self, weights: Mapping[str, float]) -> dict[str, float]:
         """Longest chain of work from each node to the end: who should go first."""
-        dag = nx.DiGraph()
+        dag: nx.DiGraph[str] = nx.DiGraph()
         dag.add_nodes_from(self.deps)
         dag.add_edges_from((p, c) for c, parents in self.deps.items() for p in parents)
         level: dict[str, float] = {}
@@ -246,7 +246,7 @@ class Builds:
     def __init__(
         self,
         config: Config,
-        graph: nx.DiGraph,
+        graph: nx.DiGraph[str],
         digests: Mapping[str, str],
         builder: Builder,
         run_id: str,
@@ -491,7 +491,7 @@ def interruptible(
 
 def execute(
     config: Config,
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     plan: Plan,
     state: State,
     builder: Builder,
@@ -499,7 +499,7 @@ def execute(
     run_id: str,
     on_event: Callable[[str, str, dict], None],
     note: Callable[[str], None],
-) -> dict[str, str]:
+) -> dict[str, NodeStatus]:
     """Build the plan's steps not done yet in run `run_id`; record every change as it happens."""
     run = state.run(run_id)
     assert run is not None
@@ -529,7 +529,7 @@ def execute(
                 entry.detail = f"{info['detail']}; planned as {entry.reason}: {entry.detail}"
                 entry.reason, entry.log = UP_TO_DATE, None
             if status == NodeStatus.SUCCEEDED:
-                state.record_build(node, entry.digest, builds.parents[node], run_id,
+                state.record_build(node, info["digest"], builds.parents[node], run_id,
                                    key=entry.key, source=source)  # fmt: skip
         state.update_node(run_id, entry)
         on_event(node, status, info)

@@ -116,13 +116,13 @@ def judge(gate: GateSpec, found: Iterable[Finding], today: dt.date) -> GateResul
     for finding in unique.values():
         if _RANK[finding.severity] < _RANK[gate.fail_on]:
             continue
-        entry = allowed.get(finding.id)
-        if entry is not None and today <= entry.until:
-            accepted[entry.until] += 1
+        allows = allowed.get(finding.id)
+        if allows is not None and today <= allows.until:
+            accepted[allows.until] += 1
             continue
         failing.append(finding)
-        if entry is not None:
-            expired[finding.id] = entry.until
+        if allows is not None:
+            expired[finding.id] = allows.until
     failing.sort(key=lambda f: (-_RANK[f.severity], f.id, f.package, f.installed))
     counts = Counter(f.severity for f in failing)
     worst = ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITIES) if counts[s]) or "none"
@@ -221,6 +221,8 @@ def _get(item: dict, key: str, kind: type, of: type = object) -> Any:
     value = item.get(key)
     if value is None:
         return kind()
-    if isinstance(value, kind) and (kind is not list or all(isinstance(v, of) for v in value)):
+    if isinstance(value, kind) and (
+        not isinstance(value, list) or all(isinstance(v, of) for v in value)
+    ):
         return value
     raise GateError(f"not a Trivy or Grype JSON report: {key} is not a {kind.__name__}")

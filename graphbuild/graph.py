@@ -40,44 +40,44 @@ _USE_KEYS = ("kind", "line", "ref", "pinned", "platform", "platforms", "via")
 # indexdb.py (the same dict objects, so a change through them is a change of the graph).
 
 
-def node_data(graph: nx.DiGraph, node: str) -> Node:
+def node_data(graph: nx.DiGraph[str], node: str) -> Node:
     return cast(Node, graph.nodes[node])
 
 
-def image_data(graph: nx.DiGraph, node: str) -> ImageNode:
+def image_data(graph: nx.DiGraph[str], node: str) -> ImageNode:
     """A node the caller knows is an image: one that is built on something, or planned."""
     return cast(ImageNode, graph.nodes[node])
 
 
-def external_data(graph: nx.DiGraph, node: str) -> ExternalNode:
+def external_data(graph: nx.DiGraph[str], node: str) -> ExternalNode:
     """A node the caller knows is an external base."""
     return cast(ExternalNode, graph.nodes[node])
 
 
-def edge_data(graph: nx.DiGraph, base: str, image: str) -> Edge:
+def edge_data(graph: nx.DiGraph[str], base: str, image: str) -> Edge:
     return cast(Edge, graph.edges[base, image])
 
 
-def node_items(graph: nx.DiGraph) -> Iterator[tuple[str, Node]]:
+def node_items(graph: nx.DiGraph[str]) -> Iterator[tuple[str, Node]]:
     return cast(Iterator[tuple[str, Node]], iter(graph.nodes(data=True)))
 
 
-def out_edge_items(graph: nx.DiGraph, base: str) -> Iterator[tuple[str, str, Edge]]:
+def out_edge_items(graph: nx.DiGraph[str], base: str) -> Iterator[tuple[str, str, Edge]]:
     return cast(Iterator[tuple[str, str, Edge]], iter(graph.out_edges(base, data=True)))
 
 
-def edge_items(graph: nx.DiGraph) -> Iterator[tuple[str, str, Edge]]:
+def edge_items(graph: nx.DiGraph[str]) -> Iterator[tuple[str, str, Edge]]:
     return cast(Iterator[tuple[str, str, Edge]], iter(graph.edges(data=True)))
 
 
 def build(
     images: list[Image], mirrors: Mapping[str, str] | None = None
-) -> tuple[nx.DiGraph, list[Problem]]:
+) -> tuple[nx.DiGraph[str], list[Problem]]:
     """Link every parsed image to its bases; raise CycleError if images build on each other.
 
     A base pulled through a mirror (repos.yaml `mirrors:`) is the upstream base's node:
     one base, watched upstream, however each Dockerfile names it."""
-    graph: nx.DiGraph = nx.DiGraph()
+    graph: nx.DiGraph[str] = nx.DiGraph()
     mirrors = mirrors or {}
     produced: dict[str, str] = {}  # `name:tag` -> image node id
     problems: list[Problem] = []
@@ -96,7 +96,7 @@ def build(
 
 
 def _add_image(
-    graph: nx.DiGraph, produced: dict[str, str], image: Image, problems: list[Problem]
+    graph: nx.DiGraph[str], produced: dict[str, str], image: Image, problems: list[Problem]
 ) -> bool:
     if image.parsed is None:
         return False
@@ -129,7 +129,7 @@ def _add_image(
 
 
 def _add_edge(
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     produced: dict[str, str],
     mirrors: Mapping[str, str],
     image: Image,
@@ -174,7 +174,7 @@ def _add_edge(
 
 
 def _fire_onbuild(
-    graph: nx.DiGraph, produced: dict[str, str], mirrors: Mapping[str, str], kept: list[Image]
+    graph: nx.DiGraph[str], produced: dict[str, str], mirrors: Mapping[str, str], kept: list[Image]
 ) -> None:
     """A fleet image's ONBUILD triggers run in the images built FROM it: edges of theirs."""
     by_id = {image.id: image for image in kept}
@@ -209,7 +209,7 @@ def follows(edge: Edge) -> bool:
     return builds_on(edge) and not all(use["pinned"] for use in uses)
 
 
-def _where(graph: nx.DiGraph, base: str, image: str) -> str:
+def _where(graph: nx.DiGraph[str], base: str, image: str) -> str:
     edge = edge_data(graph, base, image)
     return f"{edge['repo']}:{edge['dockerfile']}:{edge['line']} builds {image} on {base}"
 
@@ -217,14 +217,15 @@ def _where(graph: nx.DiGraph, base: str, image: str) -> str:
 # ---------------------------------------------------------------- storing
 
 
-def save(db: sqlite3.Connection, graph: nx.DiGraph, meta: dict[str, Any]) -> None:
+def save(db: sqlite3.Connection, graph: nx.DiGraph[str], meta: dict[str, Any]) -> None:
     indexdb.save(db, node_items(graph), edge_items(graph), meta)
 
 
-def load(db: sqlite3.Connection) -> nx.DiGraph:
+def load(db: sqlite3.Connection) -> nx.DiGraph[str]:
     """The whole stored graph, for what needs all of it (checks, plans, builds, deploys)."""
-    graph: nx.DiGraph = nx.DiGraph()
-    graph.add_nodes_from(indexdb.nodes(db))
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    for node, attrs in indexdb.nodes(db):
+        graph.add_node(node, **attrs)
     for base, image, data in indexdb.edges(db):
         graph.add_edge(base, image, **data)
     return graph

@@ -24,6 +24,7 @@ from types import MappingProxyType, TracebackType
 
 from graphbuild import __version__, dockerfile, indexdb, refs
 from graphbuild.config import IMAGE_CONTEXT, Config, ImageSpec, RepoSpec
+from graphbuild.dockerfile import Parsed
 from graphbuild.errors import ERROR, UNRESOLVED, WARNING, DockerfileError, InvalidReference, Problem
 from graphbuild.expand import shorten
 from graphbuild.sources import SyncResult, Tree, blob_sha, open_tree
@@ -57,7 +58,7 @@ class BuildOptions:
         object.__setattr__(self, "platforms", tuple(self.platforms))
         object.__setattr__(self, "contexts", MappingProxyType(dict(self.contexts)))
 
-    def parse(self, data: bytes | str) -> dockerfile.Parsed:
+    def parse(self, data: bytes | str) -> Parsed:  # `dockerfile` here is the field
         """The Dockerfile read as the build reads it."""
         return dockerfile.parse(
             data,
@@ -83,7 +84,7 @@ class BuildOptions:
     def of(cls, attrs: indexdb.BuildFields) -> BuildOptions:
         """Back from a graph node's attributes: the same value the index made."""
         return cls(attrs["dockerfile"], attrs["context"], attrs["build_args"], attrs["target"],
-                   attrs["platforms"], attrs["contexts"])  # fmt: skip
+                   tuple(attrs["platforms"]), attrs["contexts"])  # fmt: skip
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import networkx as nx
 
@@ -23,7 +24,7 @@ from graphbuild.config import Config, RepoSpec
 from graphbuild.graph import image_data, node_items
 from graphbuild.index import BuildOptions
 from graphbuild.indexdb import IMAGE, ImageNode
-from graphbuild.state import State
+from graphbuild.state import Build, State
 
 
 def source_key(
@@ -50,7 +51,7 @@ def build_key(source: str, parents: Mapping[str, str]) -> str:
 
 
 def changed_sources(
-    config: Config, graph: nx.DiGraph, served: Mapping[str, str], state: State
+    config: Config, graph: nx.DiGraph[str], served: Mapping[str, str], state: State
 ) -> dict[str, str]:
     """Images graphbuild built, still served as it built them, whose source has changed since.
 
@@ -75,7 +76,11 @@ def changed_sources(
 
 
 def _changed_in(
-    config: Config, repo: RepoSpec, nodes: list[str], graph: nx.DiGraph, records: Mapping
+    config: Config,
+    repo: RepoSpec,
+    nodes: list[str],
+    graph: nx.DiGraph[str],
+    records: Mapping[str, Build],
 ) -> dict[str, str]:
     """The images of one repository whose source changed. One whose source cannot be read
     (a clone gone bad, a context unreadable since) is planned too: its build then fails
@@ -110,5 +115,5 @@ def _changed_in(
     return changed
 
 
-def _digest(inputs: list) -> str:
+def _digest(inputs: list[Any]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(inputs).encode()).hexdigest()

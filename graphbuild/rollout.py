@@ -41,7 +41,7 @@ from graphbuild.workloads import Workload, running
 
 def roll_out(
     config: Config,
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     state: State,
     run_id: str,
     targets: list[Workload],
@@ -89,14 +89,14 @@ def roll_out(
         return False
 
 
-def reference(graph: nx.DiGraph, node: str, digest: str) -> str:
+def reference(graph: nx.DiGraph[str], node: str, digest: str) -> str:
     """`name:tag@digest` of a built image: what gates scan and deploys pin."""
     return f"{image_data(graph, node)['tags'][0]}@{digest}"
 
 
 def validate(
     config: Config,
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     state: State,
     run: Run,
     cancel: threading.Event,
@@ -150,7 +150,7 @@ class Held:
 
 
 def deployable(
-    config: Config, graph: nx.DiGraph, run: Run, state: State
+    config: Config, graph: nx.DiGraph[str], run: Run, state: State
 ) -> tuple[dict[str, str], dict[str, Held]]:
     """The images that may deploy (node -> digest), and why each other built one may not.
 
@@ -206,7 +206,7 @@ def _failed_below(state: State, node: str, digest: str) -> list[str]:
 
 
 def held_records(
-    graph: nx.DiGraph, state: State, workloads: Iterable[Workload], held: dict[str, Held]
+    graph: nx.DiGraph[str], state: State, workloads: Iterable[Workload], held: dict[str, Held]
 ) -> list[HeldRecord]:
     """Each held image, then each workload that runs it and so keeps its old digest (found
     as `changes` finds the workloads a deploy points at a new one)."""
@@ -225,7 +225,7 @@ def held_records(
 
 
 def changes(
-    graph: nx.DiGraph, state: State, workloads: Iterable[Workload], images: dict[str, str]
+    graph: nx.DiGraph[str], state: State, workloads: Iterable[Workload], images: dict[str, str]
 ) -> list[Change]:
     """Every workload that runs one of `images`, pointed at its new digest."""
     targets = list(workloads)

@@ -20,11 +20,11 @@ import posixpath
 import re
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from graphbuild.errors import ContextError
@@ -179,8 +179,9 @@ def _sync_one(repo: RepoSpec, workspace: Path) -> SyncResult:
 
 def _advertised(bare: git.Repo, ref: str, env: dict[str, str]) -> str | None:
     """Where the remote's `ref` points now, resolved the way `git fetch` resolves it."""
-    out = bare.git.ls_remote("origin", ref, env=env, kill_after_timeout=FETCH_TIMEOUT)
-    refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    out = cast(str, bare.git.ls_remote("origin", ref, env=env, kill_after_timeout=FETCH_TIMEOUT))
+    pairs = (line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+    refs = {name: sha for sha, name in pairs}
     for rule in _REF_RULES:
         if (sha := refs.get(rule.format(ref))) is not None:
             return sha
@@ -405,7 +406,7 @@ class DirTree:
     def content(self, folder: str) -> str:
         """As git would record the folder: files and symlinks (their target), `.git` left out."""
         top = self._file(folder)
-        entries = []
+        entries: list[tuple[str, str, str | None]] = []
         for rel, mode, full in self._walk(top, strict=False) if top is not None else ():
             if mode == LINK:
                 entries.append((rel, mode, blob_sha(os.fsencode(os.readlink(full)))))
@@ -640,7 +641,7 @@ def _link_target(tree: GitTree, repo: str, path: str, sha: str) -> str:
     return os.fsdecode(_blob(tree, repo, path, sha, LINK_TARGET).read())
 
 
-def _chunks(tree: GitTree, repo: str, path: str, sha: str) -> Iterator[bytes]:
+def _chunks(tree: GitTree, repo: str, path: str, sha: str) -> Generator[bytes]:
     """A blob's bytes; asked for only once its file is made, and always read to the end
     (cat-file answers in order: a blob half read would be the next one's start)."""
     stream = _blob(tree, repo, path, sha)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from graphbuild import filelock, process
 from graphbuild.errors import GraphbuildError
@@ -175,7 +176,7 @@ class GateRecord:
     digest: str
     status: GateStatus
     summary: str
-    findings: list[dict]
+    findings: list[dict[str, Any]]  # gates.Finding, as JSON
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ class Run:
     started: str
     finished: str | None
     status: RunStatus
-    options: dict
+    options: dict[str, Any]  # what the run was asked to do, for `resume`
     nodes: list[RunNode]
     gates: list[GateRecord] = field(default_factory=list)
     deploys: list[DeployRecord] = field(default_factory=list)
@@ -387,7 +388,9 @@ class State:
 
     # -- runs: written as they happen, read by `runs` and `resume`
 
-    def create_run(self, kind: str, reason: str | None, options: dict, nodes: list[RunNode]) -> str:
+    def create_run(
+        self, kind: str, reason: str | None, options: dict[str, Any], nodes: list[RunNode]
+    ) -> str:
         started = now()
         stamp = started[:19].replace("-", "").replace(":", "").replace("T", "-")
         run = f"{stamp}-{os.urandom(2).hex()}"  # sorts by time, readable: 20261128-203000-9f2c
@@ -506,7 +509,9 @@ class State:
                 found.append(
                     RunNode(r[0], r[1], r[2], r[3], json.loads(r[4]), NodeStatus(r[5]), *r[6:])
                 )
-        run = Run(*row[:5], RunStatus(row[5]), json.loads(row[6]), found)
+        run = Run(
+            row[0], row[1], row[2], row[3], row[4], RunStatus(row[5]), json.loads(row[6]), found
+        )
         if nodes:
             run.gates = [
                 GateRecord(r[0], r[1], r[2], GateStatus(r[3]), r[4], json.loads(r[5]))
@@ -517,7 +522,7 @@ class State:
                 )
             ]
             run.deploys = [
-                DeployRecord(*r[:6], DeployStatus(r[6]), r[7])
+                DeployRecord(r[0], r[1], r[2], r[3], r[4], r[5], DeployStatus(r[6]), r[7])
                 for r in self.db.execute(
                     "SELECT ring, workload, name, node, reference, deployer, status, detail "
                     "FROM deploys WHERE run = ? ORDER BY at, workload",
