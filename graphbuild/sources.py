@@ -641,7 +641,7 @@ def _link_target(tree: GitTree, repo: str, path: str, sha: str) -> str:
     return os.fsdecode(_blob(tree, repo, path, sha, LINK_TARGET).read())
 
 
-def _chunks(tree: GitTree, repo: str, path: str, sha: str) -> Generator[bytes]:
+def _chunks(tree: GitTree, repo: str, path: str, sha: str) -> Generator[bytes, None, None]:
     """A blob's bytes; asked for only once its file is made, and always read to the end
     (cat-file answers in order: a blob half read would be the next one's start)."""
     stream = _blob(tree, repo, path, sha)
