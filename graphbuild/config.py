@@ -26,7 +26,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -261,7 +261,7 @@ def _check(path: Path, text: str) -> Config:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader, C or Python
     except yaml.reader.ReaderError as err:  # a character YAML forbids, at a character offset
-        line = text.count("\n", 0, err.position) + 1
+        line: int | None = text.count("\n", 0, err.position) + 1
         raise ConfigError(str(path), "", f"invalid YAML: {err.reason}", line) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -271,7 +271,7 @@ def _check(path: Path, text: str) -> Config:
     return _Checker(path, text).config(data)
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # chosen at import
     """YAML's safe loader (libyaml when present) that refuses duplicate keys.
 
     Plain YAML keeps the last of two `images:` keys and silently drops the first.
@@ -354,7 +354,7 @@ class _Checker:
         return str(platform)
 
     def string_map(
-        self, value: Any, where: list[str | int], key_check: Callable[[str], bool]
+        self, value: Any, where: list[str | int], key_check: Callable[[str], object]
     ) -> dict[str, str]:
         if not isinstance(value, dict):
             raise self.fail(where, f"expected a mapping, got {_kind(value)}")
@@ -428,7 +428,7 @@ class _Checker:
         deployments = self.deployments(data.get("deployments") or {}, ["deployments"])
         for i, deploy_repo in enumerate(deployments.repos):
             if deploy_repo.name in seen:
-                where = ["deployments", "repos", i, "name"]
+                where: list[str | int] = ["deployments", "repos", i, "name"]
                 raise self.fail(where, f"{deploy_repo.name!r} is also the name of a repos entry")
         mirrors = self.mirrors(_or_empty(data.get("mirrors")), ["mirrors"])
         check = self.mapping(_or_empty(data.get("check")), ["check"], {"timeout"})
@@ -792,7 +792,7 @@ class _Checker:
             refs.repository(image.replace("{dir}", "x"))
         except InvalidReference as err:
             raise self.fail([*where, "image"], err.reason) from None
-        tags = ("latest",)
+        tags: tuple[str, ...] = ("latest",)
         if "tags" in data:
             tags = self.strings(data["tags"], [*where, "tags"])
             if not tags:
@@ -953,7 +953,7 @@ def _read_cache(cache: Path, key: str) -> Config | None:
         expected = {"format": _CACHE_FORMAT, "key": key, "sum": hashlib.sha256(body).hexdigest()}
         if json.loads(head) != expected:
             return None
-        return _reader(Config)(json.loads(body))
+        return cast(Config, _record_reader(Config)(json.loads(body)))
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
         return None
 
@@ -991,11 +991,12 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, dt.date):
         return value.isoformat()
-    return [_plain(getattr(value, name)) for name in _field_names(type(value))]
+    record: Any = type(value)  # a dataclass: every other kind of value is above
+    return [_plain(getattr(value, name)) for name in _field_names(record)]
 
 
 @functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
+def _field_names(cls: Any) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
@@ -1004,14 +1005,14 @@ def _reader(hint: Any) -> Callable[[Any], Any] | None:
     """What turns the JSON of a value of type `hint` back into it (None: JSON's own value),
     from the dataclasses' annotations: a record of the wrong length is refused."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _record_reader(hint)
     if origin in (typing.Union, types.UnionType):
-        inner = _reader(next(a for a in args if a is not type(None)))
-        return None if inner is None else lambda v: None if v is None else inner(v)
+        optional = _reader(next(a for a in args if a is not type(None)))
+        return None if optional is None else lambda v: None if v is None else optional(v)
     if origin is tuple:
-        inner = _reader(args[0])
-        return tuple if inner is None else lambda v: tuple(map(inner, v))
+        item = _reader(args[0])
+        return tuple if item is None else lambda v: tuple(map(item, v))
     if origin is Mapping:  # JSON makes a new dict: only its values may need reading
         inner = _reader(args[1])
         return None if inner is None else lambda v: {k: inner(x) for k, x in v.items()}
@@ -1022,6 +1023,7 @@ def _reader(hint: Any) -> Callable[[Any], Any] | None:
     return None  # str, int, float, bool, Any: as JSON has them
 
 
+@functools.cache
 def _record_reader(cls: type) -> Callable[[Any], Any]:
     """Fields are set as a frozen dataclass's __init__ sets them, without its per-field
     object.__setattr__: 10,000 images read back in a third less time. None of these
@@ -1037,7 +1039,7 @@ def _record_reader(cls: type) -> Callable[[Any], Any]:
             raise ValueError(f"not a {cls.__name__}")
         for i, step in steps:
             value[i] = step(value[i])
-        record = new(cls)
+        record: Any = new(cls)
         record.__dict__.update(zip(names, value, strict=True))
         return record
 

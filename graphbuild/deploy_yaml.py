@@ -43,17 +43,12 @@ from pathlib import PurePosixPath
 import yaml
 from yaml.composer import Composer
 from yaml.error import Mark
-from yaml.events import CollectionStartEvent
+from yaml.events import CollectionStartEvent, Event
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader, ReaderError
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
-
-try:  # libyaml: PyYAML's wheels and Debian's python3-yaml include it
-    from yaml.cyaml import CParser
-except ImportError:  # PyYAML built without it
-    CParser = None
 
 from graphbuild import refs
 from graphbuild.errors import InvalidReference
@@ -258,24 +253,27 @@ class _Bounded(Composer, Resolver):
     NOTE = ""  # said after a refusal that another parser might not make
     BYTE_POSITIONS = False  # does a ReaderError's position count UTF-8 bytes, not characters
 
+    peek_event: Callable[[], Event]  # the parser's
+
     def __init__(self) -> None:
         Composer.__init__(self)
         Resolver.__init__(self)
         self.nodes = self.depth = 0
 
-    def compose_node(self, parent: Node | None, index: object) -> Node:
+    # `index`: PyYAML passes a mapping value's key node, where its stub says int (the ignores)
+    def compose_node(self, parent: Node | None, index: object) -> Node | None:
         event = self.peek_event()
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise ManifestError(f"more than {MAX_NODES} YAML nodes", event.start_mark.line + 1)
+            raise ManifestError(f"more than {MAX_NODES} YAML nodes", line)
         if not isinstance(event, CollectionStartEvent):
-            return super().compose_node(parent, index)
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            line = event.start_mark.line + 1
             raise ManifestError(f"nested deeper than {MAX_DEPTH} levels", line)
         try:
-            return super().compose_node(parent, index)
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
         finally:
             self.depth -= 1
 
@@ -292,8 +290,9 @@ class _PyLoader(Reader, Scanner, Parser, _Bounded):
         _Bounded.__init__(self)
 
 
-_LOADER: type[_Bounded] = _PyLoader
-if CParser is not None:
+_LOADER: type[_PyLoader | _CLoader] = _PyLoader
+if yaml.__with_libyaml__:  # PyYAML's wheels and Debian's python3-yaml include libyaml
+    from yaml._yaml import CParser
 
     class _CLoader(_Bounded, CParser):
         """libyaml's parser, which go-yaml (kubectl, kustomize, Argo CD, Flux) is a port of, so
@@ -325,7 +324,8 @@ def _compose(text: str, reading: _Reading) -> list[Node]:
         stream.nodes = reading.nodes
         docs = []
         while stream.check_node():
-            docs.append(stream.get_node())
+            if (doc := stream.get_node()) is not None:  # it is: check_node said so
+                docs.append(doc)
         reading.nodes = stream.nodes
         return docs
     except ReaderError as exc:  # a character YAML forbids
@@ -339,7 +339,7 @@ def _compose(text: str, reading: _Reading) -> list[Node]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise _Invalid(
-            f"not valid YAML: {exc.problem}{loader.NOTE}", mark and mark.line + 1
+            f"not valid YAML: {exc.problem}{loader.NOTE}", mark.line + 1 if mark else None
         ) from exc
 
 
@@ -363,8 +363,8 @@ def _detect(kinds: tuple[str, ...], reading: _Reading) -> list[_Hit]:
 def _containers(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
     text = reading.text
     meta = _get(doc, "metadata")
-    where = (_get(doc, "kind"), _get(meta, "namespace"), _get(meta, "name"))
-    workload = "/".join(_value(node) or "" for node in where)
+    names = (_get(doc, "kind"), _get(meta, "namespace"), _get(meta, "name"))
+    workload = "/".join(_value(node) or "" for node in names)
     walked: set[int] = set()  # a list of containers that aliases share is read once
     for mapping, path in _mappings(doc):
         for key in CONTAINER_KEYS:
@@ -375,7 +375,7 @@ def _containers(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hi
             for i, item in enumerate(items.value):
                 image = _get(item, "image")
                 ref = _image(text, image)
-                if ref is not None:
+                if ref is not None and image is not None:  # a reference is in a node
                     line, parts = ref
                     where = (*path, key, i, "image")
                     name = _value(_get(item, "name"))
@@ -429,8 +429,8 @@ def _values(
             parts = _parts(_written(name, _value(tag), _value(digest)))
             if parts is not None:
                 line = _line(text, _start(text, repository))
-                where = label + ".".join(map(str, path))
-                yield Found(kind, line, *parts, where, None, index, (*at, *path)), mapping
+                workload = label + ".".join(map(str, path))
+                yield Found(kind, line, *parts, workload, None, index, (*at, *path)), mapping
         for key, value in mapping.value:
             image = isinstance(key, ScalarNode) and key.value.lower().endswith("image")
             ref = _image(text, value) if image else None
@@ -455,9 +455,11 @@ def _objects(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
         yield from _inline(reading, index, _get(spec, "values"), ("spec", "values"), label)
         renderers = _get(spec, "postRenderers")
         for i, renderer in enumerate(_items(reading, renderers)):
-            at = ("spec", "postRenderers", i, "kustomize", "images")
+            entries: Path = ("spec", "postRenderers", i, "kustomize", "images")
             images = _get(_get(renderer, "kustomize"), "images")
-            yield from _entries(reading, images, index, at, OVERRIDE, f"{label}postRenderers[{i}]:")
+            yield from _entries(
+                reading, images, index, entries, OVERRIDE, f"{label}postRenderers[{i}]:"
+            )
     elif _is(doc, "Kustomization", "kustomize.toolkit.fluxcd.io/"):
         yield from _entries(
             reading, _get(spec, "images"), index, ("spec", "images"), OVERRIDE, label
@@ -466,7 +468,9 @@ def _objects(reading: _Reading, index: int, doc: MappingNode) -> Iterator[_Hit]:
         at: Path = ("spec",)
         if _is(doc, "ApplicationSet", "argoproj.io/"):
             spec, at = _get(_get(spec, "template"), "spec"), ("spec", "template", "spec")
-        sources = [(_get(spec, "source"), (*at, "source"), label)]
+        sources: list[tuple[Node | None, Path, str]] = [
+            (_get(spec, "source"), (*at, "source"), label)
+        ]
         many = _get(spec, "sources")
         for i, source in enumerate(many.value if isinstance(many, SequenceNode) else ()):
             sources.append((source, (*at, "sources", i), f"{label}sources[{i}]:"))
@@ -504,7 +508,7 @@ def _helm_source(reading: _Reading, index: int, helm: Node, at: Path, label: str
             yield hit
 
 
-def _under(reading: _Reading, hit: _Hit, over: MappingNode, key: Path) -> _Hit | None:
+def _under(reading: _Reading, hit: _Hit, over: Node, key: Path) -> _Hit | None:
     """A values string's image with Argo CD's parameters set over it: as it is where they set
     nothing of it; None where they set it (or a mapping above it) whole, so the image is
     theirs; else each of registry, repository, tag and digest from the parameters if they set
@@ -542,9 +546,10 @@ def _under(reading: _Reading, hit: _Hit, over: MappingNode, key: Path) -> _Hit |
 
 def _made(reading: _Reading, pairs: list[tuple[Node, Node]]) -> MappingNode:
     """A mapping made here, of nodes in the file: a span no text has, its own."""
-    mark = Mark("parameters", -1 - len(reading.made), 0, 0, None, None)
-    reading.made.append(MappingNode(_MAP, pairs, mark, mark))
-    return reading.made[-1]
+    mark = Mark("parameters", -1 - len(reading.made), 0, 0, None, 0)
+    made = MappingNode(_MAP, pairs, mark, mark)
+    reading.made.append(made)
+    return made
 
 
 def _items(reading: _Reading, node: Node | None) -> list[Node]:
@@ -561,7 +566,9 @@ def _images(
     substitutes `$VARS` first: such a string is skipped, as templated values are."""
     text = reading.text
     for i, item in enumerate(_items(reading, images)):
-        span = _span(text, item) if isinstance(item, ScalarNode) and item.tag == _STR else None
+        if not isinstance(item, ScalarNode) or item.tag != _STR:
+            continue
+        span = _span(text, item)
         if span is None:
             continue
         old, equals, new = _text(item).partition("=")
@@ -613,14 +620,15 @@ def _over(reading: _Reading, values: Node | None, parameters: Node | None) -> No
             last = depth == len(path) - 1
             place = keys[id(node)].get(key)
             child = node.value[place][1] if place is not None else None
-            below = value if last else child if id(child) in keys else own(child)
+            deeper = None if last else child if id(child) in keys else own(child)
+            below = value if deeper is None else deeper
             if place is None:
                 keys[id(node)][key] = len(node.value)
                 node.value.append((ScalarNode(_STR, key, value.start_mark, value.end_mark), below))
             else:
                 node.value[place] = (node.value[place][0], below)
-            if not last:
-                node = below
+            if deeper is not None:
+                node = deeper
     return root
 
 
@@ -656,7 +664,7 @@ def _string(
     node: Node | None,
     at: Path,
     label: str,
-    over: MappingNode | None = None,
+    over: Node | None = None,
 ) -> Iterator[_Hit]:
     """Helm values held in a YAML string: its first document is read as the chart reads it,
     and each reference is placed back in the file where its characters stand; `over`, an
@@ -676,11 +684,10 @@ def _string(
     segments, base = _segments(text, node), node.start_mark.index
     for found, inner in _values(node.value, index, docs[0], INLINE, at, label):
         line = found.line + first if segments is not None else _line(text, base)
-        hit: _Hit | None = _Hit(replace(found, line=line), inner, node.value, segments, base)
-        if over is not None:
-            hit = _under(reading, hit, over, found.path[len(at) :])
-        if hit is not None:
-            yield hit
+        hit = _Hit(replace(found, line=line), inner, node.value, segments, base)
+        kept = hit if over is None else _under(reading, hit, over, found.path[len(at) :])
+        if kept is not None:
+            yield kept
 
 
 def _segments(text: str, node: ScalarNode) -> Segments | None:
@@ -817,7 +824,13 @@ def _image(text: str, node: Node | None) -> tuple[int, Parts] | None:
 
 def _start(text: str, node: Node) -> int:
     """Where the value itself starts: the composer's mark includes any anchor or tag."""
-    return _PROPERTIES.match(text, node.start_mark.index).end()
+    return _past(_PROPERTIES, text, node.start_mark.index)
+
+
+def _past(pattern: re.Pattern[str], text: str, at: int) -> int:
+    """Where the run of `pattern` at `at` ends; the patterns given match the empty string."""
+    found = pattern.match(text, at)
+    return found.end() if found else at
 
 
 def _span(text: str, node: Node) -> tuple[int, int] | None:
@@ -847,7 +860,7 @@ def _block(text: str, node: ScalarNode) -> tuple[int, int] | None:
     header = _BREAK.search(text, _start(text, node))
     if not value or "\n" in value or value[0] in " \t" or header is None:
         return None  # empty, several lines (folded or not), or spaces the block keeps
-    start = _INDENT.match(text, header.end()).end()
+    start = _past(_INDENT, text, header.end())
     end = start + len(value)
     if text[start:end] != value or text[end : end + 1] not in ("", "\r", "\n"):
         return None
@@ -887,7 +900,8 @@ def _edit(
     existing = _get(node, "digest")
     if existing is not None:
         return (*_replace(text, existing, digest, "digest", found.line), found.tag)
-    if found.kind in (KUSTOMIZE, OVERRIDE):  # kustomize's entry: digest over newTag, kept
+    if found.kind in (KUSTOMIZE, OVERRIDE) and isinstance(node, MappingNode):
+        # kustomize's entry: digest over newTag, kept
         return (*_insert(text, node, f"digest: {digest}", found.line), found.tag)
     tag_node = _get(node, "tag")
     if tag_node is None or new_tag is None:
@@ -899,8 +913,8 @@ def _replace(text: str, node: Node, value: str, what: str, line: int) -> tuple[i
     span = _span(text, node)
     if span is None:
         raise ManifestError(f"cannot rewrite {what}: not a one-line scalar", line)
-    start, end = span
-    quote = node.style if node.style in ("'", '"') else ""
+    start, end = span  # so `node` is a scalar
+    quote = node.style if isinstance(node, ScalarNode) and node.style in ("'", '"') else ""
     return start, end, f"{' ' if start == end else ''}{quote}{value}{quote}"
 
 

@@ -26,8 +26,16 @@ import networkx as nx
 
 from graphbuild import dockerfile, refs
 from graphbuild.errors import InvalidReference
-from graphbuild.graph import builds_on
-from graphbuild.indexdb import EXTERNAL, IMAGE
+from graphbuild.graph import (
+    builds_on,
+    edge_data,
+    external_data,
+    image_data,
+    node_data,
+    node_items,
+    out_edge_items,
+)
+from graphbuild.indexdb import EXTERNAL, IMAGE, Edge, ExternalNode, ImageNode
 from graphbuild.registry import MISSING, Failure, Registry, Resolved
 from graphbuild.registry.client import Known
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME, pick
@@ -81,14 +89,15 @@ class Check:
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for item in [*self.bases, *self.images]:
+        items: list[BaseCheck | ImageCheck] = [*self.bases, *self.images]
+        for item in items:
             key = f"{'bases' if isinstance(item, BaseCheck) else 'images'} {item.status}"
             out[key] = out.get(key, 0) + 1
         return out
 
 
 def check(
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     registry: Registry,
     state: State,
     mirrors: Mapping[str, str] | None = None,
@@ -122,13 +131,13 @@ def check(
             observed += [(ref, platform, digest) for platform, digest in answer.platforms.items()]
     state.observe(observed, at)
     digests = {}
-    for node, attrs in graph.nodes(data=True):
+    for node, attrs in node_items(graph):
         if attrs["kind"] == EXTERNAL and attrs["digest"] is not None:
             digests[node] = attrs["digest"]
             continue
-        answer = answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else node)
-        if isinstance(answer, Resolved):
-            digests[node] = answer.digest
+        found = answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else node)
+        if isinstance(found, Resolved):
+            digests[node] = found.digest
     requests = sum(registry.requests.values())
     return Check(bases, images, requests, dict(registry.ratelimits), digests)
 
@@ -136,7 +145,7 @@ def check(
 # ---------------------------------------------------------------- what to ask
 
 
-def _questions(graph: nx.DiGraph) -> tuple[dict[str, list[str]], set[str]]:
+def _questions(graph: nx.DiGraph[str]) -> tuple[dict[str, list[str]], set[str]]:
     """Each unique reference with the platforms whose digests matter; images to inspect."""
     wanted: dict[str, list[str]] = {}
     inspect: set[str] = set()
@@ -145,9 +154,9 @@ def _questions(graph: nx.DiGraph) -> tuple[dict[str, list[str]], set[str]]:
         have = wanted.setdefault(ref, [])
         have += [p for p in platforms if p not in have]
 
-    for node, attrs in graph.nodes(data=True):
+    for node, attrs in node_items(graph):
         if attrs["kind"] == EXTERNAL:
-            platforms = [p for _, child, edge in graph.out_edges(node, data=True)
+            platforms = [p for _, child, edge in out_edge_items(graph, node)
                          for p in _consumer_platforms(graph, child, edge)]  # fmt: skip
             if attrs["tag"] is not None:
                 ask(_tagged(attrs), platforms)
@@ -161,22 +170,22 @@ def _questions(graph: nx.DiGraph) -> tuple[dict[str, list[str]], set[str]]:
     return wanted, inspect
 
 
-def _image_platforms(attrs: dict) -> list[str]:
+def _image_platforms(attrs: ImageNode) -> list[str]:
     return list(attrs["platforms"] or [dockerfile.DEFAULT_PLATFORM])
 
 
-def _consumer_platforms(graph: nx.DiGraph, image: str, edge: dict) -> list[str]:
+def _consumer_platforms(graph: nx.DiGraph[str], image: str, edge: Edge) -> list[str]:
     """The platforms whose digest of a base matter to this edge: FROM --platform wins."""
-    if edge.get("platform"):
+    if edge["platform"]:
         return [edge["platform"]]
-    return list(edge.get("platforms") or _image_platforms(graph.nodes[image]))
+    return list(edge["platforms"] or _image_platforms(image_data(graph, image)))
 
 
-def _externals(graph: nx.DiGraph) -> list[str]:
+def _externals(graph: nx.DiGraph[str]) -> list[str]:
     return sorted(n for n, kind in graph.nodes(data="kind") if kind == EXTERNAL)
 
 
-def _tagged(attrs: dict) -> str:
+def _tagged(attrs: ExternalNode) -> str:
     return f"{attrs['name']}:{attrs['tag']}"
 
 
@@ -202,7 +211,7 @@ class _Judge:
 
     def __init__(
         self,
-        graph: nx.DiGraph,
+        graph: nx.DiGraph[str],
         answers: dict[str, Resolved | Failure],
         state: State,
         mirrors: Mapping[str, str],
@@ -215,7 +224,7 @@ class _Judge:
     # -- bases
 
     def base(self, node: str, latest: dict, at: str) -> BaseCheck:
-        attrs = self.graph.nodes[node]
+        attrs = external_data(self.graph, node)
         users = self.graph.out_degree(node)
         if attrs["tag"] is None:
             return BaseCheck(node, PINNED, attrs["digest"], detail="pinned by digest only",
@@ -252,20 +261,23 @@ class _Judge:
 
     def images(self) -> list[ImageCheck]:
         for node in nx.topological_sort(self.graph):
-            if self.graph.nodes[node]["kind"] == IMAGE:
+            if node_data(self.graph, node)["kind"] == IMAGE:
                 self.done[node] = self.image(node)
         return [self.done[node] for node in sorted(self.done)]
 
     def image(self, node: str) -> ImageCheck:
-        attrs = self.graph.nodes[node]
+        attrs = image_data(self.graph, node)
         answer = self.answers[node]
         if isinstance(answer, Failure):
             if answer.kind == MISSING:
                 return ImageCheck(node, MISSING_TAG, MISSING_TAG, "not in the registry yet", [node])
             return ImageCheck(node, UNKNOWN, UNKNOWN, f"{answer.kind}: {answer.message}", [node])
         verdict = self._judge_edges(node, answer)
-        absent = [t for t in attrs["tags"][1:] if isinstance(self.answers.get(t), Failure)
-                  and self.answers[t].kind == MISSING]  # fmt: skip
+        absent = [
+            t
+            for t in attrs["tags"][1:]
+            if isinstance(other := self.answers.get(t), Failure) and other.kind == MISSING
+        ]
         if absent and verdict.status != STALE:
             detail = f"tag{'s' if len(absent) > 1 else ''} {', '.join(absent)} not in the registry"
             return ImageCheck(node, MISSING_TAG, MISSING_TAG, detail, [node], answer.digest)
@@ -277,7 +289,7 @@ class _Judge:
             return evidence  # the Dockerfile names another base than the image was built on
         verified, assumed, unknown = [], [], []
         for parent in sorted(self.graph.predecessors(node)):
-            edge = self.graph.edges[parent, node]
+            edge = edge_data(self.graph, parent, node)
             if not builds_on(edge):
                 continue
             why = self.done.get(parent)
@@ -294,7 +306,7 @@ class _Judge:
             if built_on is not None:
                 stale = [d for d in built_on if d not in current]
                 if stale:
-                    external = self.graph.nodes[parent]["kind"] == EXTERNAL
+                    external = node_data(self.graph, parent)["kind"] == EXTERNAL
                     detail = f"built on {parent} {stale[0]}, which is now {self._now(parent)}"
                     reason = BASE_CHANGED if external else STALE
                     return ImageCheck(node, STALE, reason, detail, [node, parent], answer.digest)
@@ -306,7 +318,9 @@ class _Judge:
                 self.baselines.append((node, parent, self._digest_for(parent, platforms)))
                 assumed.append(parent)
             elif baseline not in current:
-                reason = BASE_CHANGED if self.graph.nodes[parent]["kind"] == EXTERNAL else STALE
+                reason = (
+                    BASE_CHANGED if node_data(self.graph, parent)["kind"] == EXTERNAL else STALE
+                )
                 moved = f"{parent} moved from {baseline} to {self._now(parent)}"
                 detail = f"{moved} since the image was built"
                 return ImageCheck(node, STALE, reason, detail, [node, parent], answer.digest)
@@ -315,7 +329,7 @@ class _Judge:
         if unknown:
             detail = f"cannot tell: no answer for {', '.join(unknown)}"
             return ImageCheck(node, UNKNOWN, UNKNOWN, detail, [node, *unknown], answer.digest)
-        base = self.graph.nodes[node]["base"]
+        base = image_data(self.graph, node)["base"]
         if not verified and assumed:
             detail = ("no OCI base annotation or graphbuild build record; nothing it is built on "
                       "moved since it was first seen")  # fmt: skip
@@ -337,10 +351,10 @@ class _Judge:
         record = self.state.build_of(node, answer.digest)
         if record is not None:
             return {p: [d] for p, d in record.parents.items() if p in self.graph}
-        parent = self.graph.nodes[node]["base"]
+        parent = image_data(self.graph, node)["base"]
         found: dict[str, list[str]] = {}
         if parent is not None:
-            for platform in _image_platforms(self.graph.nodes[node]):
+            for platform in _image_platforms(image_data(self.graph, node)):
                 annotations = answer.annotations(platform)
                 if not annotations.get(BASE_DIGEST):
                     continue
@@ -353,10 +367,8 @@ class _Judge:
 
     def _current(self, parent: str, platforms: list[str]) -> set[str] | None:
         """The digests that count as `parent` now, for a consumer building `platforms`."""
-        attrs = self.graph.nodes[parent]
-        if (
-            attrs["kind"] == EXTERNAL and attrs["digest"] is not None
-        ):  # pinned: current by definition
+        attrs = node_data(self.graph, parent)
+        if attrs["kind"] == EXTERNAL and attrs["digest"] is not None:  # pinned: current as it is
             pin = self.answers.get(f"{attrs['name']}@{attrs['digest']}")
             children = pin.children if isinstance(pin, Resolved) else {}
             return {attrs["digest"], *children.values()}
@@ -368,8 +380,8 @@ class _Judge:
 
     def _digest_for(self, parent: str, platforms: list[str]) -> str:
         """The digest a consumer building `platforms` pulls: the pin, else the platform child."""
-        attrs = self.graph.nodes[parent]
-        if attrs.get("digest") is not None:
+        attrs = node_data(self.graph, parent)
+        if attrs["kind"] == EXTERNAL and attrs["digest"] is not None:
             return attrs["digest"]
         answer = self.answers[_tagged(attrs) if attrs["kind"] == EXTERNAL else parent]
         assert isinstance(answer, Resolved)  # _current answered before this is asked
@@ -377,7 +389,7 @@ class _Judge:
         return child or answer.digest
 
     def _now(self, parent: str) -> str:
-        attrs = self.graph.nodes[parent]
+        attrs = node_data(self.graph, parent)
         answer = self.answers.get(_tagged(attrs) if attrs["kind"] == EXTERNAL else parent)
         return answer.digest if isinstance(answer, Resolved) else "unknown"
 
@@ -391,7 +403,7 @@ class _Judge:
             annotated = refs.normalize(refs.upstream(str(refs.normalize(name)), self.mirrors))
         except InvalidReference:
             return False
-        attrs = self.graph.nodes[parent]
+        attrs = node_data(self.graph, parent)
         if annotated.tag is None and annotated.digest is not None:
             names = attrs["tags"] if attrs["kind"] == IMAGE else [attrs["name"]]
             return annotated.name in {refs.parse(n).name for n in names}

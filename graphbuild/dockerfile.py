@@ -960,9 +960,9 @@ class _Evaluator:
                 raise DockerfileError(line, f"invalid stage index {index}")
             self._use(stage, index, line, message)
             return
-        index = self.names.get(value.lower())
-        if index is not None:
-            self._use(stage, index, line, message)
+        named = self.names.get(value.lower())
+        if named is not None:
+            self._use(stage, named, line, message)
             return
         self._use(stage, self._image_source(stage, value, COPY, line), line, None)
 

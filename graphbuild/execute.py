@@ -33,25 +33,31 @@ from graphbuild import detect, dockerfile, keys, pin, process, refs, retry, sour
 from graphbuild.builders import Builder, BuildRequest
 from graphbuild.config import IMAGE_CONTEXT, Config, RepoSpec
 from graphbuild.errors import CommandFailed, ContextError, DockerfileError, GraphbuildError
-from graphbuild.graph import BUILD_INPUTS, builds_on
+from graphbuild.graph import BUILD_INPUTS, builds_on, edge_data, image_data, node_items
 from graphbuild.index import BuildOptions
-from graphbuild.indexdb import EXTERNAL
+from graphbuild.indexdb import EXTERNAL, ImageNode
 from graphbuild.plan import Plan
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
-from graphbuild.state import RunNode, State, drop_group, find_build, note_group, now
+from graphbuild.state import (
+    NodeStatus,
+    RunNode,
+    RunStatus,
+    State,
+    drop_group,
+    find_build,
+    note_group,
+    now,
+)
 from graphbuild.state import scratch as scratch_dir
 from graphbuild.workspace import stuck
 
-PENDING, RUNNING, SUCCEEDED, SKIPPED, FAILED, BLOCKED = (
-    "pending", "running", "succeeded", "skipped", "failed", "blocked"
-)  # fmt: skip
-DONE = frozenset({SUCCEEDED, SKIPPED})
+DONE = frozenset({NodeStatus.SUCCEEDED, NodeStatus.SKIPPED})
 UP_TO_DATE = "up-to-date"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # succeeded | skipped
+    status: NodeStatus  # succeeded | skipped
     digest: str
     detail: str = ""
 
@@ -102,7 +108,7 @@ class Scheduler:
         self.caps = {group: max(1, cap) for group, cap in (caps or {}).items()}
         self.on_event = on_event or (lambda node, status, info: None)
         self.priority = self._bottom_levels(weights or {})
-        self.status: dict[str, str] = dict.fromkeys(deps, PENDING)
+        self.status: dict[str, NodeStatus] = dict.fromkeys(deps, NodeStatus.PENDING)
         self.attempts: dict[str, int] = dict.fromkeys(deps, 0)
         self.stopping = False
         self.stopped_by: str | None = None  # why work stopped the run itself (Stop)
@@ -110,7 +116,7 @@ class Scheduler:
 
     def _bottom_levels(self, weights: Mapping[str, float]) -> dict[str, float]:
         """Longest chain of work from each node to the end: who should go first."""
-        dag = nx.DiGraph()
+        dag: nx.DiGraph[str] = nx.DiGraph()
         dag.add_nodes_from(self.deps)
         dag.add_edges_from((p, c) for c, parents in self.deps.items() for p in parents)
         level: dict[str, float] = {}
@@ -125,7 +131,7 @@ class Scheduler:
         if cancel_running:
             self.cancel.set()
 
-    def run(self) -> dict[str, str]:
+    def run(self) -> dict[str, NodeStatus]:
         waiting = {node: set(parents) for node, parents in self.deps.items()}
         ready = [(-self.priority[n], n) for n, parents in waiting.items() if not parents]
         heapq.heapify(ready)
@@ -165,8 +171,8 @@ class Scheduler:
                 continue
             busy[group] = busy.get(group, 0) + 1
             self.attempts[node] += 1
-            self.status[node] = RUNNING
-            self.on_event(node, RUNNING, {"attempt": self.attempts[node]})
+            self.status[node] = NodeStatus.RUNNING
+            self.on_event(node, NodeStatus.RUNNING, {"attempt": self.attempts[node]})
             running[pool.submit(self.work, node, self.cancel)] = node
         for item in held:
             heapq.heappush(ready, item)
@@ -178,7 +184,7 @@ class Scheduler:
         except Failed as err:
             if err.transient and self.attempts[node] <= self.retries and not self.stopping:
                 wait_for = self.backoff.wait(self.attempts[node] - 1)
-                self.status[node] = PENDING
+                self.status[node] = NodeStatus.PENDING
                 self.on_event(node, "retrying", {"error": str(err), "in": wait_for})
                 heapq.heappush(delayed, (time.monotonic() + wait_for, node))
                 return
@@ -196,22 +202,22 @@ class Scheduler:
         self.on_event(node, status, {"digest": digest, "detail": detail})
         for child in sorted(self.children[node]):
             waiting[child].discard(node)
-            if not waiting[child] and self.status[child] == PENDING:
+            if not waiting[child] and self.status[child] == NodeStatus.PENDING:
                 heapq.heappush(ready, (-self.priority[child], child))
 
     def _fail(self, node: str, error: str) -> None:
         """Failed, blocking its descendants; or, after a stop, left to do for a resume: the
         signal may have reached what the build was running (git, a registry client)."""
-        self.status[node] = PENDING if self.stopping else FAILED
+        self.status[node] = NodeStatus.PENDING if self.stopping else NodeStatus.FAILED
         self.on_event(node, self.status[node], {"error": error})
-        if self.status[node] != FAILED:
+        if self.status[node] != NodeStatus.FAILED:
             return  # cancelled: it stays to do, and so do its descendants
         todo = list(self.children[node])
         while todo:
             child = todo.pop()
-            if self.status[child] == PENDING:
-                self.status[child] = BLOCKED
-                self.on_event(child, BLOCKED, {"error": f"{node} failed"})
+            if self.status[child] == NodeStatus.PENDING:
+                self.status[child] = NodeStatus.BLOCKED
+                self.on_event(child, NodeStatus.BLOCKED, {"error": f"{node} failed"})
                 todo += self.children[child]
 
 
@@ -240,7 +246,7 @@ class Builds:
     def __init__(
         self,
         config: Config,
-        graph: nx.DiGraph,
+        graph: nx.DiGraph[str],
         digests: Mapping[str, str],
         builder: Builder,
         run_id: str,
@@ -258,7 +264,7 @@ class Builds:
         self.keys: dict[str, tuple[str, str]] = {}  # node -> (source, key)
         self.parents: dict[str, dict[str, str]] = {}
         self.repos = {repo.name: repo for repo in config.repos}
-        self.by_tag = {tag: node for node, attrs in graph.nodes(data=True)
+        self.by_tag = {tag: node for node, attrs in node_items(graph)
                        if attrs["kind"] != EXTERNAL for tag in attrs["tags"]}  # fmt: skip
 
     def work(self, node: str, cancel: threading.Event) -> Outcome:
@@ -273,7 +279,7 @@ class Builds:
                        f"({err})") from None  # fmt: skip
 
     def _attempt(self, node: str, cancel: threading.Event) -> Outcome:
-        attrs = self.graph.nodes[node]
+        attrs = image_data(self.graph, node)
         repo = self.repos.get(attrs["repo"])
         if repo is None:
             raise Failed(f"repository {attrs['repo']} is no longer in the config")
@@ -297,13 +303,13 @@ class Builds:
             raise Failed(str(err)) from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        if outcome.status == SUCCEEDED:
+        if outcome.status == NodeStatus.SUCCEEDED:
             with self.lock:
                 self.digests[node] = outcome.digest
         return outcome
 
     def _build(
-        self, node: str, attrs: dict, repo: RepoSpec, scratch: Path, cancel: threading.Event
+        self, node: str, attrs: ImageNode, repo: RepoSpec, scratch: Path, cancel: threading.Event
     ) -> Outcome:
         options = BuildOptions.of(attrs)  # exactly what the graph was linked with
         context, text, content, folders = self._source(repo, attrs, options, scratch)
@@ -322,7 +328,9 @@ class Builds:
         done = None if self.settings.force else find_build(self.config.workspace, key)
         served = done is not None and done.digest == self.served.get(node)
         if done is not None and served and node not in self.missing:
-            return Outcome(SKIPPED, done.digest, "up-to-date: this exact build is served")
+            return Outcome(
+                NodeStatus.SKIPPED, done.digest, "up-to-date: this exact build is served"
+            )
         pinned = scratch / "Dockerfile.pinned"
         try:
             pinned.write_text(pin.pin(text, parsed.refs, pins), "utf-8", "surrogateescape")
@@ -343,10 +351,10 @@ class Builds:
             no_cache=self.settings.no_cache, log=log,
             insecure_pull=self._insecure(parents), insecure_push=self._insecure([node]),
         )  # fmt: skip
-        return Outcome(SUCCEEDED, self.builder.build(request, cancel))
+        return Outcome(NodeStatus.SUCCEEDED, self.builder.build(request, cancel))
 
     def _source(
-        self, repo: RepoSpec, attrs: dict, options: BuildOptions, scratch: Path
+        self, repo: RepoSpec, attrs: ImageNode, options: BuildOptions, scratch: Path
     ) -> tuple[Path, str, str, dict[str, tuple[Path, str]]]:
         """The build context written into `scratch`, the Dockerfile's text, the digest of
         that context's content, and each named context that is a folder (where it was
@@ -377,7 +385,7 @@ class Builds:
             tree.close()
         return context, text, content, folders
 
-    def _tree(self, repo: RepoSpec, attrs: dict) -> sources.Tree:
+    def _tree(self, repo: RepoSpec, attrs: ImageNode) -> sources.Tree:
         """The repository at the commit the graph read."""
         result = sources.SyncResult(repo.name, attrs["commit"])
         if repo.path is not None:
@@ -397,7 +405,9 @@ class Builds:
         """`name:tag` -> digest for the Dockerfile, and parent node -> digest for the record."""
         pins: dict[str, str] = {}
         parents: dict[str, str] = {}
-        tracked = {p for p in self.graph.predecessors(node) if builds_on(self.graph.edges[p, node])}
+        tracked = {
+            p for p in self.graph.predecessors(node) if builds_on(edge_data(self.graph, p, node))
+        }
         for base in bases:
             if base.ref is None or base.kind not in BUILD_INPUTS:
                 continue
@@ -481,7 +491,7 @@ def interruptible(
 
 def execute(
     config: Config,
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     plan: Plan,
     state: State,
     builder: Builder,
@@ -489,7 +499,7 @@ def execute(
     run_id: str,
     on_event: Callable[[str, str, dict], None],
     note: Callable[[str], None],
-) -> dict[str, str]:
+) -> dict[str, NodeStatus]:
     """Build the plan's steps not done yet in run `run_id`; record every change as it happens."""
     run = state.run(run_id)
     assert run is not None
@@ -505,27 +515,27 @@ def execute(
 
     def record(node: str, status: str, info: dict) -> None:
         entry = records[node]
-        if status == RUNNING:
-            entry.status, entry.started, entry.attempts = RUNNING, now(), info["attempt"]
+        if status == NodeStatus.RUNNING:
+            entry.status, entry.started, entry.attempts = NodeStatus.RUNNING, now(), info["attempt"]
             entry.log = str(logs / log_name(node))
         elif status == "retrying":
-            entry.status, entry.error = PENDING, info["error"]
+            entry.status, entry.error = NodeStatus.PENDING, info["error"]
         else:
-            entry.status, entry.finished = status, now()
+            entry.status, entry.finished = NodeStatus(status), now()
             entry.digest = info.get("digest", entry.digest)
             entry.error = info.get("error")
             source, entry.key = builds.keys.get(node, (None, entry.key))
-            if status == SKIPPED:  # the reason code says why nothing was built (rule 6)
+            if status == NodeStatus.SKIPPED:  # the reason code says why nothing was built (rule 6)
                 entry.detail = f"{info['detail']}; planned as {entry.reason}: {entry.detail}"
                 entry.reason, entry.log = UP_TO_DATE, None
-            if status == SUCCEEDED:
-                state.record_build(node, entry.digest, builds.parents[node], run_id,
+            if status == NodeStatus.SUCCEEDED:
+                state.record_build(node, info["digest"], builds.parents[node], run_id,
                                    key=entry.key, source=source)  # fmt: skip
         state.update_node(run_id, entry)
         on_event(node, status, info)
 
     def group(node: str) -> str:  # the registry it pushes to
-        return refs.parse(graph.nodes[node]["tags"][0]).domain
+        return refs.parse(image_data(graph, node)["tags"][0]).domain
 
     caps = {host: spec.max_builds for host, spec in config.registries.items() if spec.max_builds}
 
@@ -541,15 +551,15 @@ def execute(
              f"`graphbuild resume {run_id}` finishes the run.")  # fmt: skip
     shutil.rmtree(scratch_dir(config.workspace, run_id), ignore_errors=True)
     for node, status in statuses.items():  # never started (stopped): left pending for resume
-        if status == PENDING and records[node].status != PENDING:
-            records[node].status = PENDING
+        if status == NodeStatus.PENDING and records[node].status != NodeStatus.PENDING:
+            records[node].status = NodeStatus.PENDING
             state.update_node(run_id, records[node])
     final = {n.node: n.status for n in records.values()}
-    if scheduler.stopping and any(s == PENDING for s in final.values()):
-        state.finish_run(run_id, "interrupted")
+    if scheduler.stopping and any(s == NodeStatus.PENDING for s in final.values()):
+        state.finish_run(run_id, RunStatus.INTERRUPTED)
     else:
-        failed = any(s in (FAILED, BLOCKED) for s in final.values())
-        state.finish_run(run_id, "failed" if failed else "succeeded")
+        failed = any(s in (NodeStatus.FAILED, NodeStatus.BLOCKED) for s in final.values())
+        state.finish_run(run_id, RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
     return final
 
 

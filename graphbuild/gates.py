@@ -21,8 +21,8 @@ from graphbuild import refs, retry
 from graphbuild.config import SEVERITIES, Allowed, GateSpec
 from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.process import run
+from graphbuild.state import GateStatus
 
-PASSED, FAILED = "passed", "failed"
 RETRY_PAUSE = 2.0  # seconds before the one retry of a transient failure (a registry hiccup)
 MAX_FINDINGS = 50  # a result names at most this many; the report left in scratch has them all
 _PLACEHOLDER_RE = re.compile(r"\{(image|digest|repository|tag|report)\}")
@@ -48,7 +48,7 @@ class Finding:
 @dataclass(frozen=True)
 class GateResult:
     gate: str
-    status: str  # PASSED | FAILED
+    status: GateStatus
     summary: str  # one line, read in `runs` and in the report
     findings: tuple[Finding, ...] = ()  # those that fail the image, worst first
 
@@ -116,20 +116,20 @@ def judge(gate: GateSpec, found: Iterable[Finding], today: dt.date) -> GateResul
     for finding in unique.values():
         if _RANK[finding.severity] < _RANK[gate.fail_on]:
             continue
-        entry = allowed.get(finding.id)
-        if entry is not None and today <= entry.until:
-            accepted[entry.until] += 1
+        allows = allowed.get(finding.id)
+        if allows is not None and today <= allows.until:
+            accepted[allows.until] += 1
             continue
         failing.append(finding)
-        if entry is not None:
-            expired[finding.id] = entry.until
+        if allows is not None:
+            expired[finding.id] = allows.until
     failing.sort(key=lambda f: (-_RANK[f.severity], f.id, f.package, f.installed))
     counts = Counter(f.severity for f in failing)
     worst = ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITIES) if counts[s]) or "none"
     notes = [f"{n} accepted until {until}" for until, n in sorted(accepted.items())]
     notes += [f"{id_} accepted until {until} expired" for id_, until in sorted(expired.items())]
     summary = f"{worst} at or above {gate.fail_on}" + (f" ({'; '.join(notes)})" if notes else "")
-    status = FAILED if failing else PASSED
+    status = GateStatus.FAILED if failing else GateStatus.PASSED
     return GateResult(gate.name, status, summary, tuple(failing[:MAX_FINDINGS]))
 
 
@@ -157,12 +157,13 @@ def check(
         failed = _run(gate, argv, log, cancel)
         why = "" if failed is None else str(failed).removeprefix(gate.name).lstrip(":").strip()
         if gate.kind == "test":
-            result = GateResult(gate.name, PASSED if failed is None else FAILED, why or "exit 0")
+            status = GateStatus.PASSED if failed is None else GateStatus.FAILED
+            result = GateResult(gate.name, status, why or "exit 0")
         else:
             try:
                 return judge(gate, findings(_read(report)), today)
             except GateError as err:
-                result = GateResult(gate.name, FAILED, f"scanner failed: {why or err}")
+                result = GateResult(gate.name, GateStatus.FAILED, f"scanner failed: {why or err}")
         if failed is not None and failed.transient:
             raise retry.Again(why, value=result)
         return result
@@ -220,6 +221,8 @@ def _get(item: dict, key: str, kind: type, of: type = object) -> Any:
     value = item.get(key)
     if value is None:
         return kind()
-    if isinstance(value, kind) and (kind is not list or all(isinstance(v, of) for v in value)):
+    if isinstance(value, kind) and (
+        not isinstance(value, list) or all(isinstance(v, of) for v in value)
+    ):
         return value
     raise GateError(f"not a Trivy or Grype JSON report: {key} is not a {kind.__name__}")

@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from types import MappingProxyType, TracebackType
-from typing import Any
 
 from graphbuild import __version__, dockerfile, indexdb, refs
 from graphbuild.config import IMAGE_CONTEXT, Config, ImageSpec, RepoSpec
+from graphbuild.dockerfile import Parsed
 from graphbuild.errors import ERROR, UNRESOLVED, WARNING, DockerfileError, InvalidReference, Problem
 from graphbuild.expand import shorten
 from graphbuild.sources import SyncResult, Tree, blob_sha, open_tree
@@ -58,7 +58,7 @@ class BuildOptions:
         object.__setattr__(self, "platforms", tuple(self.platforms))
         object.__setattr__(self, "contexts", MappingProxyType(dict(self.contexts)))
 
-    def parse(self, data: bytes | str) -> dockerfile.Parsed:
+    def parse(self, data: bytes | str) -> Parsed:  # `dockerfile` here is the field
         """The Dockerfile read as the build reads it."""
         return dockerfile.parse(
             data,
@@ -73,17 +73,18 @@ class BuildOptions:
         """The named contexts that are folders of the repository: name -> folder."""
         return {k: v for k, v in self.contexts.items() if not v.startswith(IMAGE_CONTEXT)}
 
-    def attrs(self) -> dict[str, Any]:
+    def attrs(self) -> indexdb.BuildFields:
         """Plain values for the graph node (stored as JSON in index.db)."""
-        return {"dockerfile": self.dockerfile, "context": self.context,
-                "build_args": dict(self.build_args), "target": self.target,
-                "platforms": list(self.platforms), "contexts": dict(self.contexts)}  # fmt: skip
+        return indexdb.BuildFields(
+            dockerfile=self.dockerfile, context=self.context, build_args=dict(self.build_args),
+            target=self.target, platforms=list(self.platforms), contexts=dict(self.contexts),
+        )  # fmt: skip
 
     @classmethod
-    def of(cls, attrs: Mapping[str, Any]) -> BuildOptions:
+    def of(cls, attrs: indexdb.BuildFields) -> BuildOptions:
         """Back from a graph node's attributes: the same value the index made."""
         return cls(attrs["dockerfile"], attrs["context"], attrs["build_args"], attrs["target"],
-                   attrs["platforms"], attrs["contexts"])  # fmt: skip
+                   tuple(attrs["platforms"]), attrs["contexts"])  # fmt: skip
 
 
 @dataclass

@@ -20,14 +20,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, NotRequired, TypedDict, cast
 
 from graphbuild import refs
 from graphbuild.console import note
 from graphbuild.errors import GraphbuildError, NotFound
 from graphbuild.workspace import INDEX, damaged, discard_index, unusable
 
-IMAGE, EXTERNAL = "image", "external"
+IMAGE: Final = "image"
+EXTERNAL: Final = "external"
 # index.db is derived data: another version is dropped, not migrated. 2: image nodes carry
 # every field of index.BuildOptions (`contexts` was missing), which builds read back. 3: every
 # table is made here, when the file is (parses, files and deploy_repos were made by their users)
@@ -51,6 +52,77 @@ CREATE TABLE IF NOT EXISTS deploy_repos (
     repo TEXT PRIMARY KEY, key TEXT NOT NULL, workloads TEXT NOT NULL, problems TEXT NOT NULL);
 """
 _EDGE_COLUMNS = ("kind", "repo", "dockerfile", "line")
+
+
+# The graph's node and edge data: networkx attribute dicts while graph.py links and checks the
+# graph, JSON in index.db, the same dicts read back. Declared here, not in graph.py, because the
+# queries read them without importing networkx. graph.py's accessors hand them out typed.
+
+
+class Unresolved(TypedDict):
+    """A base reference of the image's Dockerfile that could not be worked out, and why."""
+
+    kind: str
+    raw: str
+    line: int
+    reason: str | None
+
+
+class BuildFields(TypedDict):
+    """index.BuildOptions as plain values (BuildOptions.attrs; BuildOptions.of reads them back)."""
+
+    dockerfile: str  # path in the repository
+    context: str  # folder in the repository
+    build_args: dict[str, str]
+    target: str | None
+    platforms: list[str]
+    contexts: dict[str, str]  # name -> docker-image://… or folder
+
+
+class ImageNode(BuildFields):
+    """An image the fleet builds; its id is its first tag."""
+
+    kind: Literal["image"]
+    image: str  # normalised repository
+    tags: list[str]  # full references
+    repo: str  # repos.yaml name
+    commit: str | None
+    blob: str | None
+    unresolved: list[Unresolved]
+    base: str | None  # the node its final stage is built on: what OCI base annotations name
+
+
+class ExternalNode(TypedDict):
+    """A base the fleet pulls but does not build; its id is its normalised reference."""
+
+    kind: Literal["external"]
+    name: str
+    tag: str | None
+    digest: str | None
+    pinned: bool
+
+
+Node = ImageNode | ExternalNode
+
+
+class BaseUse(TypedDict):
+    """One use of a base by an image's Dockerfile: a FROM, COPY --from, RUN --mount, syntax."""
+
+    kind: str  # dockerfile.FROM, COPY, MOUNT, SYNTAX
+    line: int
+    ref: str  # as the Dockerfile names it, normalised
+    pinned: bool  # by digest
+    platform: str | None  # FROM --platform
+    platforms: list[str]  # the target platforms whose build pulls it
+    via: NotRequired[str]  # "ONBUILD of <image>" for a trigger of the base's own Dockerfile
+
+
+class Edge(BaseUse):
+    """base -> image: the first (or the FROM) use, and every other use in `also`."""
+
+    repo: str
+    dockerfile: str
+    also: list[BaseUse]
 
 
 def connect(workspace: Path) -> sqlite3.Connection:
@@ -84,12 +156,13 @@ def _open(path: Path) -> sqlite3.Connection:
 
 def save(
     db: sqlite3.Connection,
-    nodes: Iterator[tuple[str, dict[str, Any]]],
-    edges: Iterator[tuple[str, str, dict[str, Any]]],
+    nodes: Iterator[tuple[str, Node]],
+    edges: Iterator[tuple[str, str, Edge]],
     meta: dict[str, Any],
 ) -> None:
     """Replace the stored graph in one transaction: readers see the old one or the new one."""
-    node_rows, tag_rows = [], []
+    node_rows: list[tuple[str, str, str, str | None, str | None, str]] = []
+    tag_rows: list[tuple[str, str]] = []
     for node, attrs in nodes:
         if attrs["kind"] == IMAGE:
             node_rows.append((node, IMAGE, attrs["image"], None, None, json.dumps(attrs)))
@@ -98,7 +171,7 @@ def save(
             row = (node, EXTERNAL, attrs["name"], attrs["tag"], attrs["digest"], json.dumps(attrs))
             node_rows.append(row)
     edge_rows = [
-        (u, v, *(d[c] for c in _EDGE_COLUMNS),
+        (u, v, d["kind"], d["repo"], d["dockerfile"], d["line"],
          json.dumps({k: x for k, x in d.items() if k not in _EDGE_COLUMNS}))
         for u, v, d in edges
     ]  # fmt: skip
@@ -123,15 +196,21 @@ def meta(db: sqlite3.Connection) -> dict[str, Any] | None:
     return {k: json.loads(v) for k, v in rows} or None
 
 
-def nodes(db: sqlite3.Connection) -> Iterator[tuple[str, dict[str, Any]]]:
+def nodes(db: sqlite3.Connection) -> Iterator[tuple[str, Node]]:
     for node, attrs in db.execute("SELECT id, attrs FROM graph_nodes"):
-        yield node, json.loads(attrs)
+        yield node, _node(attrs)
 
 
-def edges(db: sqlite3.Connection) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def _node(stored: str) -> Node:
+    """A node's data as save() stored it: the JSON of the attribute dict graph.py made."""
+    return cast(Node, json.loads(stored))
+
+
+def edges(db: sqlite3.Connection) -> Iterator[tuple[str, str, Edge]]:
     for u, v, kind, repo, dockerfile, line, attrs in db.execute("SELECT * FROM graph_edges"):
-        yield u, v, {"kind": kind, "repo": repo, "dockerfile": dockerfile, "line": line,
-                     **json.loads(attrs)}  # fmt: skip
+        data = {"kind": kind, "repo": repo, "dockerfile": dockerfile, "line": line,
+                **json.loads(attrs)}  # fmt: skip
+        yield u, v, cast(Edge, data)  # the columns save() took out of the dict, put back
 
 
 # ---------------------------------------------------------------- queries
@@ -240,9 +319,9 @@ def kind_of(db: sqlite3.Connection, node: str) -> str | None:
     return row[0] if row else None
 
 
-def attrs(db: sqlite3.Connection, node: str) -> dict[str, Any] | None:
+def attrs(db: sqlite3.Connection, node: str) -> Node | None:
     row = db.execute("SELECT attrs FROM graph_nodes WHERE id = ?", (node,)).fetchone()
-    return json.loads(row[0]) if row else None
+    return _node(row[0]) if row else None
 
 
 # ---------------------------------------------------------------- parses and file stats

@@ -15,18 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import networkx as nx
 
 from graphbuild import sources
 from graphbuild.config import Config, RepoSpec
+from graphbuild.graph import image_data, node_items
 from graphbuild.index import BuildOptions
-from graphbuild.indexdb import IMAGE
-from graphbuild.state import State
+from graphbuild.indexdb import IMAGE, ImageNode
+from graphbuild.state import Build, State
 
 
 def source_key(
-    node: str, attrs: Mapping, content: str, folders: Mapping[str, str] | None = None
+    node: str, attrs: ImageNode, content: str, folders: Mapping[str, str] | None = None
 ) -> str:
     """The image's own inputs; `content` is its context's (sources.Tree.content), `folders`
     the content of each named context that is a folder, by name."""
@@ -49,7 +51,7 @@ def build_key(source: str, parents: Mapping[str, str]) -> str:
 
 
 def changed_sources(
-    config: Config, graph: nx.DiGraph, served: Mapping[str, str], state: State
+    config: Config, graph: nx.DiGraph[str], served: Mapping[str, str], state: State
 ) -> dict[str, str]:
     """Images graphbuild built, still served as it built them, whose source has changed since.
 
@@ -57,14 +59,14 @@ def changed_sources(
     must not rebuild a fleet that is up to date.
     """
     records = {}
-    for node, attrs in graph.nodes(data=True):
+    for node, attrs in node_items(graph):
         if attrs["kind"] == IMAGE and node in served:
             record = state.build_of(node, served[node])
             if record is not None and record.source is not None:
                 records[node] = record
     by_repo: dict[str, list[str]] = {}
     for node in records:
-        by_repo.setdefault(graph.nodes[node]["repo"], []).append(node)
+        by_repo.setdefault(image_data(graph, node)["repo"], []).append(node)
     repos = {repo.name: repo for repo in config.repos}
     changed = {}
     for name, nodes in sorted(by_repo.items()):
@@ -74,14 +76,18 @@ def changed_sources(
 
 
 def _changed_in(
-    config: Config, repo: RepoSpec, nodes: list[str], graph: nx.DiGraph, records: Mapping
+    config: Config,
+    repo: RepoSpec,
+    nodes: list[str],
+    graph: nx.DiGraph[str],
+    records: Mapping[str, Build],
 ) -> dict[str, str]:
     """The images of one repository whose source changed. One whose source cannot be read
     (a clone gone bad, a context unreadable since) is planned too: its build then fails
     naming the cause, and nothing else is held up (the blast radius of a repository)."""
     from git.exc import GitError
 
-    commit = graph.nodes[nodes[0]]["commit"]
+    commit = image_data(graph, nodes[0])["commit"]
     at = f" (now at commit {commit[:12]})" if commit else ""
     changed = {}
     try:
@@ -92,7 +98,7 @@ def _changed_in(
         return dict.fromkeys(nodes, why)
     try:
         for node in nodes:
-            attrs = graph.nodes[node]
+            attrs = image_data(graph, node)
             try:
                 content = tree.content(attrs["context"])
                 folders = folder_contents(tree, BuildOptions.of(attrs))
@@ -109,5 +115,5 @@ def _changed_in(
     return changed
 
 
-def _digest(inputs: list) -> str:
+def _digest(inputs: list[Any]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(inputs).encode()).hexdigest()

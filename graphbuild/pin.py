@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import partial
 
 from graphbuild import dockerfile, refs
 from graphbuild.dockerfile import COPY, FROM, MOUNT, BaseRef
@@ -61,8 +62,13 @@ def pin(text: str, bases: Iterable[BaseRef], digests: Mapping[str, str]) -> str:
         elif kind in _FLAG_RE:
             pattern = re.compile(_FLAG_RE[kind].format(raw=re.escape(raw)))
             for i in _own_lines(lines, ins, source.escape):
-                lines[i] = pattern.sub(lambda m, new=pinned: m.group(1) + new, lines[i])
+                lines[i] = pattern.sub(partial(_after_flag, pinned), lines[i])
     return "\n".join(lines)
+
+
+def _after_flag(pinned: str, flag: re.Match[str]) -> str:
+    """The flag (`--from=`, `from=`) as written, then the pinned reference."""
+    return flag.group(1) + pinned
 
 
 def _pinned(base: BaseRef, digests: Mapping[str, str]) -> str | None:

@@ -38,8 +38,8 @@ from graphbuild import (
 )
 from graphbuild.config import Config
 from graphbuild.plan import Plan, from_check
-from graphbuild.registry import Registry, Resolved
-from graphbuild.state import Run, State
+from graphbuild.registry import Failure, Registry, Resolved
+from graphbuild.state import Run, RunStatus, State
 
 SHOWN = 20  # sync errors a run lists before pointing at `graphbuild sync`
 
@@ -63,7 +63,7 @@ class Fresh:
     """The graph just synced, the nodes a command's names mean, and whether the sync had
     errors (what they concern is not built, and the command exits 1)."""
 
-    graph: nx.DiGraph
+    graph: nx.DiGraph[str]
     nodes: list[str]
     failed: bool
 
@@ -99,7 +99,7 @@ def _sync(config: Config, jobs: int) -> Synced:
             idx = indexer.parse()
         g, link_problems = graph.build(idx.images, config.mirrors)
         problems = idx.problems + link_problems
-        images = sum(1 for _, kind in g.nodes(data="kind") if kind == indexdb.IMAGE)
+        images = sum(1 for _, data in graph.node_items(g) if data["kind"] == indexdb.IMAGE)
         if idx.deferred:  # not the whole of these inputs: the next sync must parse on
             fingerprint += "/deferred"
         meta = {"fingerprint": fingerprint, "images": images, "mirrors": config.mirrors,
@@ -131,7 +131,7 @@ def fresh(config: Config, names: Sequence[str] = ()) -> Fresh:
 # ---------------------------------------------------------------- check and plan
 
 
-def check(config: Config, g: nx.DiGraph, concurrency: int = 16) -> detect.Check:
+def check(config: Config, g: nx.DiGraph[str], concurrency: int = 16) -> detect.Check:
     """Ask the registries about every reference of the graph (design rule 2: all of them)."""
     try:
         with (
@@ -145,7 +145,7 @@ def check(config: Config, g: nx.DiGraph, concurrency: int = 16) -> detect.Check:
         raise errors.GraphbuildError(f"{config.workspace / workspace.STATE}: {err}") from None
 
 
-def plan(config: Config, g: nx.DiGraph, checked: detect.Check) -> Plan:
+def plan(config: Config, g: nx.DiGraph[str], checked: detect.Check) -> Plan:
     """What a sweep rebuilds: the check's stale and missing images, the images whose own
     source changed since graphbuild built them, and what is built on those."""
     with State(config.workspace) as state:
@@ -167,11 +167,11 @@ class Mirrored:
     unanswered: list[str]
 
 
-def mirror(config: Config, g: nx.DiGraph, dry_run: bool) -> Mirrored:
+def mirror(config: Config, g: nx.DiGraph[str], dry_run: bool) -> Mirrored:
     """Copy the external bases the graph uses into the mirror, by digest; an image
     already there is not imported again."""
     assert config.azure is not None
-    externals = [node for node, kind in g.nodes(data="kind") if kind == indexdb.EXTERNAL]
+    externals = [node for node, data in graph.node_items(g) if data["kind"] == indexdb.EXTERNAL]
     pairs = {node: target for node in externals if (target := refs.mirrored(node, config.mirrors))}
     wanted = {ref: () for pair in pairs.items() for ref in pair}  # both sides, once each
     with Registry(config.registries) as registry:
@@ -179,7 +179,9 @@ def mirror(config: Config, g: nx.DiGraph, dry_run: bool) -> Mirrored:
     digests = {ref: a.digest if isinstance(a, Resolved) else None for ref, a in answers.items()}
     due, unanswered = acr_admin.imports_due(list(pairs), config.mirrors, digests)
     for base in unanswered:
-        report.note(f"{base}: its registry did not answer ({answers[base].message}); not mirrored")
+        failure = answers[base]
+        assert isinstance(failure, Failure)  # its digest is None: it was not resolved
+        report.note(f"{base}: its registry did not answer ({failure.message}); not mirrored")
     result = Mirrored(due, [], [], unanswered)
     if dry_run or not due:
         return result
@@ -201,7 +203,7 @@ def mirror(config: Config, g: nx.DiGraph, dry_run: bool) -> Mirrored:
 
 def run(
     config: Config,
-    g: nx.DiGraph,
+    g: nx.DiGraph[str],
     steps: Plan,
     kind: str,
     reason: str | None,
@@ -238,7 +240,7 @@ def run(
 
 def build(
     config: Config,
-    g: nx.DiGraph,
+    g: nx.DiGraph[str],
     steps: Plan,
     state: State,
     builder: builders.Builder,
@@ -252,13 +254,13 @@ def build(
 
 
 def deploy(
-    config: Config, g: nx.DiGraph, state: State, run_id: str, settings: execute.RunSettings
+    config: Config, g: nx.DiGraph[str], state: State, run_id: str, settings: execute.RunSettings
 ) -> Run:
     """Validate the run's images and deploy the validated ones, ring by ring, unless the
     build was interrupted; the run as it then stands."""
     built = state.run(run_id)
     assert built is not None
-    if built.status != "interrupted" and (config.gates or config.deployments.rings):
+    if built.status != RunStatus.INTERRUPTED and (config.gates or config.deployments.rings):
         rollout.roll_out(config, g, state, run_id, targets(config), settings.max_parallel,
                          say=report.note)  # fmt: skip
     finished = state.run(run_id)
@@ -297,7 +299,7 @@ def _unusable(
         why = f"run {run_id} {finished.status}, but its reports could not be written"
         return workspace.Unusable(f"{problem}; {why}: see `graphbuild runs`")
     with contextlib.suppress(sqlite3.Error):  # else the next run finds it abandoned
-        state.finish_run(run_id, "interrupted")
+        state.finish_run(run_id, RunStatus.INTERRUPTED)
     return workspace.Unusable(
         f"{problem}; run {run_id} is interrupted: once the workspace can be "
         f"written again, `graphbuild resume {run_id}` finishes it"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 
 from graphbuild import detect
-from graphbuild.graph import follows
+from graphbuild.graph import edge_data, follows, node_data
 from graphbuild.indexdb import IMAGE
 
 FORCED, PARENT, SOURCE_CHANGED = "forced", "parent-rebuilt", "source-changed"
@@ -46,7 +46,7 @@ class Plan:
             out[step.wave].append(step.node)
         return out
 
-    def within(self, graph: nx.DiGraph, starts: Iterable[str]) -> Plan:
+    def within(self, graph: nx.DiGraph[str], starts: Iterable[str]) -> Plan:
         """Only the steps at or below `starts`: a sweep a push event asked for."""
         keep = {n for start in starts if start in graph
                 for n in (start, *nx.descendants(graph, start))}  # fmt: skip
@@ -65,7 +65,7 @@ class Plan:
 
 
 def from_check(
-    graph: nx.DiGraph, check: detect.Check, changed: dict[str, str] | None = None
+    graph: nx.DiGraph[str], check: detect.Check, changed: dict[str, str] | None = None
 ) -> Plan:
     """Stale and missing images, those whose own source `changed` (image -> why), and
     everything built on them."""
@@ -81,7 +81,7 @@ def from_check(
 
 
 def forced(
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     nodes: Iterable[str],
     reason: str,
     downstream: bool = True,
@@ -96,7 +96,7 @@ def forced(
     roots: dict[str, tuple[str, str, list[str]]] = {}
     levels: dict[str, int] = {}
     for node in nodes:
-        if graph.nodes[node]["kind"] == IMAGE:
+        if node_data(graph, node)["kind"] == IMAGE:
             roots[node], levels[node] = (FORCED, reason, [node]), 0
         else:  # a base: everything built directly on it is the root of the rebuild
             for child in _built_on(graph, node):
@@ -105,11 +105,11 @@ def forced(
     return _plan(graph, roots, digests or {}, [], downstream, depth, reason, levels)
 
 
-def updated(graph: nx.DiGraph, bases: Iterable[str]) -> Plan:
+def updated(graph: nx.DiGraph[str], bases: Iterable[str]) -> Plan:
     """What-if, offline: the plan if these bases (or images) had just changed."""
     roots: dict[str, tuple[str, str, list[str]]] = {}
     for node in bases:
-        targets = [node] if graph.nodes[node]["kind"] == IMAGE else _built_on(graph, node)
+        targets = [node] if node_data(graph, node)["kind"] == IMAGE else _built_on(graph, node)
         for child in targets:
             why = f"{node} updated (what-if)"
             roots.setdefault(
@@ -119,7 +119,7 @@ def updated(graph: nx.DiGraph, bases: Iterable[str]) -> Plan:
 
 
 def _plan(
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     roots: dict[str, tuple[str, str, list[str]]],
     digests: dict[str, str],
     unknown: list[str],
@@ -151,8 +151,8 @@ def _plan(
     return Plan(steps, digests, unknown)
 
 
-def _built_on(graph: nx.DiGraph, node: str) -> Iterator[str]:
+def _built_on(graph: nx.DiGraph[str], node: str) -> Iterator[str]:
     """Images with `node` as an input of their build (never a mere `# syntax` frontend)."""
     for child in graph.successors(node):
-        if graph.nodes[child]["kind"] == IMAGE and follows(graph.edges[node, child]):
+        if node_data(graph, child)["kind"] == IMAGE and follows(edge_data(graph, node, child)):
             yield child

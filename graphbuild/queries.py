@@ -67,8 +67,10 @@ def _running(
     try:
         for node in nodes:
             attrs = indexdb.attrs(db, node)
+            if attrs is None or attrs["kind"] != indexdb.IMAGE:
+                continue  # what is built on something is an image: never so
             built = state.built_digests(node) if state else set()
-            found[node] = workloads.running(targets, attrs, built) if attrs else []
+            found[node] = workloads.running(targets, attrs, built)
     finally:
         if state:
             state.db.close()
@@ -130,7 +132,7 @@ def _below(children: dict[str, list[tuple[str, str]]], node: str) -> set[str]:
 def graph(db: sqlite3.Connection, focus: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """The documented `graph --format json` shape: nodes with id and kind, edges with source
     (base) and target; with `focus`, only what that node is built on and what is built on it."""
-    nodes, edges = sorted(indexdb.nodes(db)), list(indexdb.edges(db))
+    nodes, edges = sorted(indexdb.nodes(db), key=lambda n: n[0]), list(indexdb.edges(db))
     keep: set[str] | None = None
     if focus is not None:
         starts = indexdb.match(db, focus)
@@ -147,7 +149,7 @@ def graph(db: sqlite3.Connection, focus: str | None = None) -> dict[str, list[di
     }
 
 
-def _neighbourhood(edges: list[tuple[str, str, dict[str, Any]]], starts: list[str]) -> set[str]:
+def _neighbourhood(edges: list[tuple[str, str, indexdb.Edge]], starts: list[str]) -> set[str]:
     """`starts`, everything they are built on, and everything built on them."""
     up: dict[str, list[tuple[str, str]]] = defaultdict(list)
     down: dict[str, list[tuple[str, str]]] = defaultdict(list)

@@ -14,12 +14,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from graphbuild import refs
 from graphbuild.console import note as note  # report.note: what commands call
 from graphbuild.errors import InvalidReference
-from graphbuild.state import Run
+from graphbuild.state import NodeStatus, Run
+
+if TYPE_CHECKING:  # rich is imported when a terminal shows the progress, not before
+    from rich.live import Live
+    from rich.table import Table
 
 
 def json_text(data: Any) -> str:
@@ -139,7 +143,7 @@ class RunProgress:
         self.total, self.waves = total, waves
         self.counts: dict[str, int] = {}
         self.running: dict[str, float] = {}
-        self.live = None
+        self.live: Live | None = None
         if sys.stderr.isatty():
             from rich.console import Console
             from rich.live import Live
@@ -156,10 +160,10 @@ class RunProgress:
         if self.live:
             self.live.stop()
 
-    def event(self, node: str, status: str, info: dict) -> None:
+    def event(self, node: str, status: str, info: dict[str, Any]) -> None:
         import time
 
-        if status == "running":
+        if status == NodeStatus.RUNNING:
             self.running[node] = time.monotonic()
         else:
             started = self.running.pop(node, None)
@@ -171,10 +175,10 @@ class RunProgress:
                 note(f"{status:<9} {short(node)}{took} {detail}".rstrip())
         if self.live:
             self.live.update(self._panel())
-        elif status == "running":
+        elif status == NodeStatus.RUNNING:
             note(f"{'building':<9} {short(node)} (attempt {info['attempt']})")
 
-    def _panel(self) -> object:
+    def _panel(self) -> Table:
         import time
 
         from rich.table import Table
@@ -188,7 +192,7 @@ class RunProgress:
         return table
 
 
-def run_document(run: Run) -> dict:
+def run_document(run: Run) -> dict[str, Any]:
     """A run as the JSON report and `runs --json` show it."""
     return asdict(run)
 

@@ -19,20 +19,29 @@ import networkx as nx
 
 from graphbuild import deployers, gates, process
 from graphbuild.config import Config, GateSpec, RingSpec
-from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
+from graphbuild.deployers import Applied, Change, Context
 from graphbuild.errors import CommandFailed, GraphbuildError
-from graphbuild.execute import SUCCEEDED, log_name
-from graphbuild.state import DeployRecord, GateRecord, HeldRecord, RingRecord, Run, State
+from graphbuild.execute import log_name
+from graphbuild.graph import image_data
+from graphbuild.state import (
+    DeployRecord,
+    DeployStatus,
+    GateRecord,
+    GateStatus,
+    HeldRecord,
+    NodeStatus,
+    RingRecord,
+    RingStatus,
+    Run,
+    RunStatus,
+    State,
+)
 from graphbuild.workloads import Workload, running
-
-HEALTHY, UNHEALTHY, RING_FAILED, MANUAL, NOTHING = (
-    "healthy", "unhealthy", "failed", "manual", "nothing-to-deploy"
-)  # fmt: skip
 
 
 def roll_out(
     config: Config,
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     state: State,
     run_id: str,
     targets: list[Workload],
@@ -65,29 +74,29 @@ def roll_out(
             if config.deployments.rings:
                 planned = changes(graph, state, targets, images)
                 ok = deploy(config, state, run, planned, cancel, rings, dry_run, say) and ok
-            if not ok and not dry_run and run.status == "succeeded":
-                state.finish_run(run_id, "failed")
+            if not ok and not dry_run and run.status == RunStatus.SUCCEEDED:
+                state.finish_run(run_id, RunStatus.FAILED)
             return ok
     except GraphbuildError as err:
         if dry_run:
             raise
         if isinstance(err, CommandFailed) and cancel.is_set():
-            state.finish_run(run_id, "interrupted")
+            state.finish_run(run_id, RunStatus.INTERRUPTED)
             say(f"Interrupted. Finish it with: graphbuild resume {run_id}")
         else:  # what was recorded stays; the run says it did not finish well
-            state.finish_run(run_id, "failed")
+            state.finish_run(run_id, RunStatus.FAILED)
             say(f"Validating and deploying stopped: {err}")
         return False
 
 
-def reference(graph: nx.DiGraph, node: str, digest: str) -> str:
+def reference(graph: nx.DiGraph[str], node: str, digest: str) -> str:
     """`name:tag@digest` of a built image: what gates scan and deploys pin."""
-    return f"{graph.nodes[node]['tags'][0]}@{digest}"
+    return f"{image_data(graph, node)['tags'][0]}@{digest}"
 
 
 def validate(
     config: Config,
-    graph: nx.DiGraph,
+    graph: nx.DiGraph[str],
     state: State,
     run: Run,
     cancel: threading.Event,
@@ -98,13 +107,13 @@ def validate(
     """Run every gate that applies on each image the run built, until it passes on that
     digest: a rerun (resume, deploy) judges again what failed, with today's allowlist."""
     today = today or dt.date.today()
-    done = {(g.node, g.gate, g.digest) for g in run.gates if g.status == gates.PASSED}
+    done = {(g.node, g.gate, g.digest) for g in run.gates if g.status == GateStatus.PASSED}
     folder = config.workspace / "runs" / run.id / "gates"
     work = []
     for entry in run.nodes:
-        if entry.status != SUCCEEDED or not entry.digest or entry.node not in graph:
+        if entry.status != NodeStatus.SUCCEEDED or not entry.digest or entry.node not in graph:
             continue
-        repository = graph.nodes[entry.node]["image"]
+        repository = image_data(graph, entry.node)["image"]
         for gate in config.gates:
             if gate.applies(repository) and (entry.node, gate.name, entry.digest) not in done:
                 work.append((entry.node, entry.digest, gate))
@@ -141,19 +150,19 @@ class Held:
 
 
 def deployable(
-    config: Config, graph: nx.DiGraph, run: Run, state: State
+    config: Config, graph: nx.DiGraph[str], run: Run, state: State
 ) -> tuple[dict[str, str], dict[str, Held]]:
     """The images that may deploy (node -> digest), and why each other built one may not.
 
     What is built on an image that failed a gate is held too: one failed in this run, or
     the exact parent digest it was built on, which failed in an earlier run."""
-    built = {n.node: n.digest for n in run.nodes if n.status == SUCCEEDED and n.digest}
+    built = {n.node: n.digest for n in run.nodes if n.status == NodeStatus.SUCCEEDED and n.digest}
     results: dict[str, dict[str, tuple[str, str]]] = {}
     for g in run.gates:
         if built.get(g.node) == g.digest:
             results.setdefault(g.node, {})[g.gate] = (g.status, g.summary)
     failed = {
-        node for node, by in results.items() if any(s != gates.PASSED for s, _ in by.values())
+        node for node, by in results.items() if any(s != GateStatus.PASSED for s, _ in by.values())
     }
     ok: dict[str, str] = {}
     held: dict[str, Held] = {}
@@ -161,11 +170,11 @@ def deployable(
         if node not in graph:
             held[node] = Held(digest, "no longer in the graph", node)
             continue
-        repository = graph.nodes[node]["image"]
+        repository = image_data(graph, node)["image"]
         missing = [g.name for g in config.gates if g.applies(repository)
                    and g.name not in results.get(node, {})]  # fmt: skip
         bad = [f"{gate}: {summary}" for gate, (status, summary) in results.get(node, {}).items()
-               if status != gates.PASSED]  # fmt: skip
+               if status != GateStatus.PASSED]  # fmt: skip
         upstream = sorted(nx.ancestors(graph, node) & failed) or _failed_below(state, node, digest)
         if bad:
             held[node] = Held(digest, "failed gate " + "; ".join(bad), node)
@@ -197,7 +206,7 @@ def _failed_below(state: State, node: str, digest: str) -> list[str]:
 
 
 def held_records(
-    graph: nx.DiGraph, state: State, workloads: Iterable[Workload], held: dict[str, Held]
+    graph: nx.DiGraph[str], state: State, workloads: Iterable[Workload], held: dict[str, Held]
 ) -> list[HeldRecord]:
     """Each held image, then each workload that runs it and so keeps its old digest (found
     as `changes` finds the workloads a deploy points at a new one)."""
@@ -206,7 +215,9 @@ def held_records(
     for node, hold in sorted(held.items()):
         records.append(HeldRecord(node, hold.digest, hold.reason, hold.cause))
         found = (
-            running(targets, graph.nodes[node], state.built_digests(node)) if node in graph else []
+            running(targets, image_data(graph, node), state.built_digests(node))
+            if node in graph
+            else []
         )
         records += [HeldRecord(node, hold.digest, hold.reason, hold.cause, w.id, w.name, w.ring)
                     for w in sorted(found, key=lambda w: w.id)]  # fmt: skip
@@ -214,14 +225,14 @@ def held_records(
 
 
 def changes(
-    graph: nx.DiGraph, state: State, workloads: Iterable[Workload], images: dict[str, str]
+    graph: nx.DiGraph[str], state: State, workloads: Iterable[Workload], images: dict[str, str]
 ) -> list[Change]:
     """Every workload that runs one of `images`, pointed at its new digest."""
     targets = list(workloads)
     return [
         Change(workload, node, workload.tag, digest)
         for node, digest in images.items()
-        for workload in running(targets, graph.nodes[node], state.built_digests(node))
+        for workload in running(targets, image_data(graph, node), state.built_digests(node))
     ]
 
 
@@ -252,13 +263,16 @@ def deploy(
         if chosen is None and ring.manual:
             detail = f"deploy it with `graphbuild deploy {run.id} --ring {ring.name}`"
             if not dry_run:
-                state.record_ring(run.id, RingRecord(ring.name, MANUAL, detail))
+                state.record_ring(run.id, RingRecord(ring.name, RingStatus.MANUAL, detail))
             say(f"{ring.name}: manual; {detail}")
             return True
         items = [c for c in planned if c.workload.ring == ring.name]
         if not items:
             if not dry_run:
-                state.record_ring(run.id, RingRecord(ring.name, NOTHING, "no workload runs these"))
+                nothing = RingRecord(
+                    ring.name, RingStatus.NOTHING_TO_DEPLOY, "no workload runs these"
+                )
+                state.record_ring(run.id, nothing)
             continue
         context = Context(run.id, ring.name, reason, log, cancel, config.workspace)
         if dry_run:
@@ -290,15 +304,15 @@ def _ring(
                                                          a.change.reference, w.deployer,
                                                          a.status, a.detail))  # fmt: skip
                 applied.append(a)
-    failed = [a for a in applied if a.status == FAILED]
-    deployed = sum(1 for a in applied if a.status == DEPLOYED)
-    unchanged = sum(1 for a in applied if a.status == UNCHANGED)
+    failed = [a for a in applied if a.status == DeployStatus.FAILED]
+    deployed = sum(1 for a in applied if a.status == DeployStatus.DEPLOYED)
+    unchanged = sum(1 for a in applied if a.status == DeployStatus.UNCHANGED)
     if failed:
         first = failed[0]
         detail = (
             f"{len(failed)} deploy(s) failed, first {first.change.workload.name}: {first.detail}"
         )
-        state.record_ring(run.id, RingRecord(ring.name, RING_FAILED, detail))
+        state.record_ring(run.id, RingRecord(ring.name, RingStatus.FAILED, detail))
         say(f"{ring.name}: {detail}; later rings not deployed")
         return False
     if ring.health:
@@ -309,13 +323,13 @@ def _ring(
         except CommandFailed as err:
             if context.cancel.is_set():
                 raise
-            state.record_ring(run.id, RingRecord(ring.name, UNHEALTHY, str(err)))
+            state.record_ring(run.id, RingRecord(ring.name, RingStatus.UNHEALTHY, str(err)))
             say(f"{ring.name}: unhealthy ({err}); later rings not deployed")
             return False
     detail = f"{deployed} deployed, {unchanged} already there" + (
         ", health check passed" if ring.health else ", no health check configured"
     )
-    state.record_ring(run.id, RingRecord(ring.name, HEALTHY, detail))
+    state.record_ring(run.id, RingRecord(ring.name, RingStatus.HEALTHY, detail))
     say(f"{ring.name}: {detail}")
     return True
 

@@ -24,7 +24,7 @@ import signal
 import stat
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +193,8 @@ def _sync_one(repo: RepoSpec, workspace: Path, fetches: threading.BoundedSemapho
 def _advertised(clone: Path, ref: str, env: dict[str, str]) -> str | None:
     """Where the remote's `ref` points now, resolved the way `git fetch` resolves it."""
     out = _git(clone, ["ls-remote", "origin", ref], env)
-    refs = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    pairs = (line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+    refs = {name: sha for sha, name in pairs}
     for rule in _REF_RULES:
         if (sha := refs.get(rule.format(ref))) is not None:
             return sha
@@ -494,7 +495,7 @@ class DirTree:
     def content(self, folder: str) -> str:
         """As git would record the folder: files and symlinks (their target), `.git` left out."""
         top = self._file(folder)
-        entries = []
+        entries: list[tuple[str, str, str | None]] = []
         for rel, mode, full in self._walk(top, strict=False) if top is not None else ():
             if mode == LINK:
                 entries.append((rel, mode, blob_sha(os.fsencode(os.readlink(full)))))
@@ -729,7 +730,7 @@ def _link_target(tree: GitTree, repo: str, path: str, sha: str) -> str:
     return os.fsdecode(_blob(tree, repo, path, sha, LINK_TARGET).read())
 
 
-def _chunks(tree: GitTree, repo: str, path: str, sha: str) -> Iterator[bytes]:
+def _chunks(tree: GitTree, repo: str, path: str, sha: str) -> Generator[bytes, None, None]:
     """A blob's bytes; asked for only once its file is made, and always read to the end
     (cat-file answers in order: a blob half read would be the next one's start)."""
     stream = _blob(tree, repo, path, sha)

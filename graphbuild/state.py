@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from graphbuild import filelock, process
 from graphbuild.errors import GraphbuildError
@@ -90,6 +92,46 @@ MIGRATIONS = (
 SCRATCH = "scratch"  # the workspace folder holding each run's build contexts while it builds
 
 
+# Every status graphbuild records is a member of one of these, so "failed" of a gate cannot be
+# compared with "failed" of a deploy by mistake. StrEnum: each member is its string, so JSON,
+# SQLite and text output read exactly the words they did.
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class NodeStatus(StrEnum):
+    """An image in a run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+
+class GateStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class DeployStatus(StrEnum):
+    DEPLOYED = "deployed"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
+class RingStatus(StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    FAILED = "failed"
+    MANUAL = "manual"
+    NOTHING_TO_DEPLOY = "nothing-to-deploy"
+
+
 @dataclass(frozen=True)
 class Seen:
     digest: str
@@ -117,7 +159,7 @@ class RunNode:
     reason: str
     detail: str
     chain: list[str]
-    status: str = "pending"  # pending | running | succeeded | failed | blocked | skipped
+    status: NodeStatus = NodeStatus.PENDING
     attempts: int = 0
     started: str | None = None
     finished: str | None = None
@@ -132,9 +174,9 @@ class GateRecord:
     node: str
     gate: str
     digest: str
-    status: str  # passed | failed
+    status: GateStatus
     summary: str
-    findings: list[dict]
+    findings: list[dict[str, Any]]  # gates.Finding, as JSON
 
 
 @dataclass(frozen=True)
@@ -145,14 +187,14 @@ class DeployRecord:
     node: str
     reference: str  # name:tag@digest it now runs
     deployer: str
-    status: str  # deployed | unchanged | failed
+    status: DeployStatus
     detail: str
 
 
 @dataclass(frozen=True)
 class RingRecord:
     ring: str
-    status: str  # healthy | unhealthy | failed | manual | nothing-to-deploy
+    status: RingStatus
     detail: str
 
 
@@ -177,8 +219,8 @@ class Run:
     reason: str | None
     started: str
     finished: str | None
-    status: str  # running | succeeded | failed | interrupted
-    options: dict
+    status: RunStatus
+    options: dict[str, Any]  # what the run was asked to do, for `resume`
     nodes: list[RunNode]
     gates: list[GateRecord] = field(default_factory=list)
     deploys: list[DeployRecord] = field(default_factory=list)
@@ -346,14 +388,23 @@ class State:
 
     # -- runs: written as they happen, read by `runs` and `resume`
 
-    def create_run(self, kind: str, reason: str | None, options: dict, nodes: list[RunNode]) -> str:
+    def create_run(
+        self, kind: str, reason: str | None, options: dict[str, Any], nodes: list[RunNode]
+    ) -> str:
         started = now()
         stamp = started[:19].replace("-", "").replace(":", "").replace("T", "-")
         run = f"{stamp}-{os.urandom(2).hex()}"  # sorts by time, readable: 20261128-203000-9f2c
         with self.db:
             self.db.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, NULL, 'running', ?)",
-                (run, kind, reason, started, json.dumps(options, sort_keys=True)),
+                "INSERT INTO runs VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                (
+                    run,
+                    kind,
+                    reason,
+                    started,
+                    RunStatus.RUNNING,
+                    json.dumps(options, sort_keys=True),
+                ),
             )
             self.db.executemany(
                 "INSERT INTO run_nodes (run, node, wave, reason, detail, chain, status) "
@@ -373,7 +424,7 @@ class State:
                  node.log, node.key, node.error, node.reason, node.detail, run, node.node),
             )  # fmt: skip
 
-    def finish_run(self, run: str, status: str) -> None:
+    def finish_run(self, run: str, status: RunStatus) -> None:
         with self.db:
             self.db.execute(
                 "UPDATE runs SET status = ?, finished = ? WHERE id = ?", (status, now(), run)
@@ -385,16 +436,17 @@ class State:
         wanted = set(nodes)
         rows = self.db.execute(
             "SELECT runs.id, run_nodes.node FROM runs JOIN run_nodes ON run_nodes.run = runs.id "
-            "WHERE runs.started > ? AND run_nodes.status = 'succeeded' ORDER BY runs.started",
-            (started,),
+            "WHERE runs.started > ? AND run_nodes.status = ? ORDER BY runs.started",
+            (started, NodeStatus.SUCCEEDED),
         )
         return list(dict.fromkeys(run for run, node in rows if node in wanted))
 
     def durations(self) -> dict[str, float]:
         """Seconds each image's last successful build took: what the scheduler weighs."""
         rows = self.db.execute(
-            "SELECT node, started, finished FROM run_nodes WHERE status = 'succeeded' "
-            "AND started IS NOT NULL AND finished IS NOT NULL ORDER BY finished"
+            "SELECT node, started, finished FROM run_nodes WHERE status = ? "
+            "AND started IS NOT NULL AND finished IS NOT NULL ORDER BY finished",
+            (NodeStatus.SUCCEEDED,),
         )
         return {
             node: (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
@@ -406,9 +458,15 @@ class State:
         marked interrupted, for `resume`, once what they left behind is gone."""
         self.end_leftovers()
         with self.db:
-            dead = [r for (r,) in self.db.execute("SELECT id FROM runs WHERE status = 'running'")]
-            self.db.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
-            self.db.execute("UPDATE run_nodes SET status = 'pending' WHERE status = 'running'")
+            running = (RunStatus.RUNNING,)
+            dead = [r for (r,) in self.db.execute("SELECT id FROM runs WHERE status = ?", running)]
+            self.db.execute(
+                "UPDATE runs SET status = ? WHERE status = ?", (RunStatus.INTERRUPTED, *running)
+            )
+            self.db.execute(
+                "UPDATE run_nodes SET status = ? WHERE status = ?",
+                (NodeStatus.PENDING, NodeStatus.RUNNING),
+            )
         return dead
 
     def end_leftovers(self) -> None:
@@ -425,7 +483,7 @@ class State:
     def reopen_run(self, run: str) -> None:
         with self.db:
             self.db.execute(
-                "UPDATE runs SET status = 'running', finished = NULL WHERE id = ?", (run,)
+                "UPDATE runs SET status = ?, finished = NULL WHERE id = ?", (RunStatus.RUNNING, run)
             )
 
     def runs(self, limit: int = 50) -> list[Run]:
@@ -448,11 +506,15 @@ class State:
                 "digest, log, key, error FROM run_nodes WHERE run = ? ORDER BY wave, node",
                 (run_id,),
             ):
-                found.append(RunNode(r[0], r[1], r[2], r[3], json.loads(r[4]), *r[5:]))
-        run = Run(*row[:6], json.loads(row[6]), found)
+                found.append(
+                    RunNode(r[0], r[1], r[2], r[3], json.loads(r[4]), NodeStatus(r[5]), *r[6:])
+                )
+        run = Run(
+            row[0], row[1], row[2], row[3], row[4], RunStatus(row[5]), json.loads(row[6]), found
+        )
         if nodes:
             run.gates = [
-                GateRecord(*r[:5], json.loads(r[5]))
+                GateRecord(r[0], r[1], r[2], GateStatus(r[3]), r[4], json.loads(r[5]))
                 for r in self.db.execute(
                     "SELECT node, gate, digest, status, summary, findings FROM gate_results "
                     "WHERE run = ? ORDER BY node, gate",
@@ -460,7 +522,7 @@ class State:
                 )
             ]
             run.deploys = [
-                DeployRecord(*r)
+                DeployRecord(r[0], r[1], r[2], r[3], r[4], r[5], DeployStatus(r[6]), r[7])
                 for r in self.db.execute(
                     "SELECT ring, workload, name, node, reference, deployer, status, detail "
                     "FROM deploys WHERE run = ? ORDER BY at, workload",
@@ -468,7 +530,7 @@ class State:
                 )
             ]
             run.rings = [
-                RingRecord(*r)
+                RingRecord(r[0], RingStatus(r[1]), r[2])
                 for r in self.db.execute(
                     "SELECT ring, status, detail FROM rings WHERE run = ? ORDER BY at", (run_id,)
                 )
@@ -522,13 +584,13 @@ class State:
 
     def failed_gates(self, node: str, digest: str) -> list[str]:
         """The gates whose latest result on this image digest, in any run, is not a pass."""
-        latest: dict[str, str] = {}
+        latest: dict[str, GateStatus] = {}
         for gate, status in self.db.execute(
             "SELECT gate, status FROM gate_results WHERE node = ? AND digest = ? ORDER BY at",
             (node, digest),
         ):
-            latest[gate] = status
-        return [gate for gate, status in latest.items() if status != "passed"]
+            latest[gate] = GateStatus(status)
+        return [gate for gate, status in latest.items() if status != GateStatus.PASSED]
 
     def built_digests(self, image: str) -> set[str]:
         """Every digest graphbuild pushed for an image: how a digest-only reference in a

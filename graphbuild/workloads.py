@@ -18,7 +18,6 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from graphbuild import deploy_yaml, indexdb, refs, sources
 from graphbuild.config import Config, DeployRepoSpec
@@ -69,10 +68,10 @@ class Workload:
 
 
 def running(
-    targets: Iterable[Workload], attrs: Mapping[str, Any], built: Iterable[str] = ()
+    targets: Iterable[Workload], attrs: indexdb.ImageNode, built: Iterable[str] = ()
 ) -> list[Workload]:
     """The workloads that run an image node (its graph attributes), of those in `targets`."""
-    tags = {refs.parse(t).tag for t in attrs["tags"]}
+    tags = {tag for t in attrs["tags"] if (tag := refs.parse(t).tag) is not None}
     digests = set(built)
     return [w for w in targets if w.runs(attrs["image"], tags, digests)]
 
@@ -102,6 +101,7 @@ def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], 
     held: list[deploy_yaml.Held] = []  # ConfigMaps of Helm values, named by HelmReleases anywhere
     for path in paths:
         ring = ring_of(spec, path)
+        text: str | Problem
         try:
             text = _read(tree, path)
         except UnicodeDecodeError as err:

@@ -83,7 +83,8 @@ def sound(path: Path) -> bool:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
-            return db.execute("PRAGMA quick_check(1)").fetchone() == ("ok",)
+            row: tuple[str] | None = db.execute("PRAGMA quick_check(1)").fetchone()
+            return row == ("ok",)
         finally:
             db.close()
     except sqlite3.DatabaseError as err:

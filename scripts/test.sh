@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quickstart 2: install the test dependencies, lint, and run the whole test suite.
+# Quickstart 2: install the test dependencies, lint, type-check, and run the whole test suite.
 # Extra arguments go to pytest (scripts/test.sh -k graph -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +15,5 @@ make_venv '.[test]'
 set -x
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # pyproject.toml [tool.mypy]: the whole package, the core strictly
 .venv/bin/pytest "$@"

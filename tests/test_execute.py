@@ -13,22 +13,14 @@ import networkx as nx
 import pytest
 
 from graphbuild import config, indexdb
-from graphbuild.execute import (
-    BLOCKED,
-    FAILED,
-    PENDING,
-    RUNNING,
-    SUCCEEDED,
-    Builds,
-    Failed,
-    Outcome,
-    RunSettings,
-    Scheduler,
-)
+from graphbuild.execute import Builds, Failed, Outcome, RunSettings, Scheduler
 from graphbuild.graph import load
 from graphbuild.pipeline import sync
 from graphbuild.registry.manifests import BASE_DIGEST, BASE_NAME
-from graphbuild.state import State
+from graphbuild.state import NodeStatus, State
+
+BLOCKED, FAILED, PENDING = NodeStatus.BLOCKED, NodeStatus.FAILED, NodeStatus.PENDING
+RUNNING, SUCCEEDED = NodeStatus.RUNNING, NodeStatus.SUCCEEDED
 
 
 class Recorder:

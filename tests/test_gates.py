@@ -14,12 +14,14 @@ import pytest
 from graphbuild import gates
 from graphbuild.config import Allowed, GateSpec
 from graphbuild.errors import CommandFailed
-from graphbuild.gates import FAILED, PASSED, Finding, GateError, check, findings, judge
+from graphbuild.gates import Finding, GateError, check, findings, judge
+from graphbuild.state import GateStatus
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gates"
 DIGEST = "sha256:" + "ab" * 32
 REFERENCE = f"localhost:5000/shop/api:1.4@{DIGEST}"
 TODAY = dt.date(2026, 6, 1)
+PASSED, FAILED = GateStatus.PASSED, GateStatus.FAILED
 
 
 def report(name):

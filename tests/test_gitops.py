@@ -19,14 +19,16 @@ import pytest
 
 from graphbuild import deploy_yaml, sources, workloads
 from graphbuild.config import DeployRepoSpec
-from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
+from graphbuild.deployers import Applied, Change, Context
 from graphbuild.deployers.gitops import PUSH_ATTEMPTS, Gitops
+from graphbuild.state import DeployStatus
 from graphbuild.workloads import Workload
 
 from .git_http import seen_during, serving
 from .site import git
 
 D = "sha256:" + "d" * 64
+DEPLOYED, UNCHANGED, FAILED = DeployStatus.DEPLOYED, DeployStatus.UNCHANGED, DeployStatus.FAILED
 E = "sha256:" + "e" * 64
 WEB_NODE, NGINX_NODE = "registry.example/apps/web:1", "docker.io/library/nginx:1.25"
 REASON = "registry.example/apps/web:1: stale: built on registry.example/base:1"

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Change, Context
+from graphbuild.deployers import Change, Context
 from graphbuild.deployers.kubectl import Kubectl
 from graphbuild.errors import CommandFailed
+from graphbuild.state import DeployStatus
 from graphbuild.workloads import Workload
 from tests.site import require
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # imported first as a plugin, which pytest then rewrites
 pytest_plugins = ["tests.kube"]  # the kube_api fixture
 
 DIGEST = "sha256:" + "ab" * 32
+DEPLOYED, UNCHANGED, FAILED = DeployStatus.DEPLOYED, DeployStatus.UNCHANGED, DeployStatus.FAILED
 OLD = "localhost:5000/shop/web:0.9"
 DEPLOYMENT_KEY = ("apps/v1", "shop", "deployments", "web")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import threading
 import time
@@ -394,6 +395,21 @@ def test_docker_config_lookup_order(tmp_path, monkeypatch):
     )
     assert docker_credentials("ci.example") == Credentials("file-user", "file-pass")
     assert "file-pass" not in repr(docker_credentials("ci.example"))
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ('{"auths": ', "not valid JSON (Expecting value)"),
+    ('{"auths": ' + "9" * 5000 + "}", "not valid JSON (Exceeds the limit (4300 digits)"),
+])  # fmt: skip
+def test_a_docker_config_that_is_not_json_is_named_not_a_traceback(
+    tmp_path, monkeypatch, text, why
+):
+    """A number too long for Python's int is a ValueError without a JSONDecodeError's msg."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(AuthError, match=re.escape(f"{tmp_path / 'config.json'}: {why}")):
+        docker_credentials("docker.io")
 
 
 # ---------------------------------------------------------------- faults

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import sqlite3
 import subprocess
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -392,6 +393,44 @@ def test_deploys_and_rings_are_kept_in_the_order_they_happened(tmp_path):
         assert found.rings == [state.RingRecord("prod", "manual", "waiting"),
                                state.RingRecord("dev", "healthy", "2 deployed")]  # fmt: skip
         assert s.run(s.create_run("sweep", None, {}, [])).deploys == []
+
+
+def test_every_status_read_back_is_its_enum_and_is_stored_and_dumped_as_its_word(tmp_path):
+    """`failed` of a run, an image, a gate, a deploy and a ring are five different things,
+    each written and shown as the same word as before."""
+    with state.State(tmp_path) as s:
+        run = s.create_run("sweep", None, {}, _nodes())
+        s.update_node(run, replace(_nodes()[1], status=state.NodeStatus.FAILED))
+        s.record_gate(run, _gate("r/a:1", "trivy", state.GateStatus.FAILED))
+        s.record_deploy(
+            run,
+            state.DeployRecord(
+                "dev",
+                "gitops:web",
+                "web",
+                "r/a:1",
+                "r/a:1@x",
+                "gitops",
+                state.DeployStatus.FAILED,
+                "",
+            ),
+        )
+        s.record_ring(run, state.RingRecord("dev", state.RingStatus.NOTHING_TO_DEPLOY, ""))
+        s.finish_run(run, state.RunStatus.FAILED)
+        found = s.run(run)
+        stored = s.db.execute("SELECT status FROM runs UNION ALL SELECT status FROM rings")
+        assert [row[0] for row in stored] == ["failed", "nothing-to-deploy"]
+    assert found.status is state.RunStatus.FAILED
+    assert [n.status for n in found.nodes] == [
+        state.NodeStatus.FAILED, state.NodeStatus.PENDING, state.NodeStatus.PENDING
+    ]  # fmt: skip
+    assert all(type(n.status) is state.NodeStatus for n in found.nodes)
+    assert found.gates[0].status is state.GateStatus.FAILED
+    assert found.deploys[0].status is state.DeployStatus.FAILED
+    assert found.rings[0].status is state.RingStatus.NOTHING_TO_DEPLOY
+    dumped = json.loads(json.dumps(asdict(found)))
+    assert (dumped["status"], dumped["rings"][0]["status"]) == ("failed", "nothing-to-deploy")
+    assert f"{found.status}, {found.rings[0].status}" == "failed, nothing-to-deploy"
 
 
 # -- migrations and the sweep lock

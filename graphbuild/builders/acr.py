@@ -40,7 +40,7 @@ class Acr:
         agent_pool: str | None = None,
         timeout: float = 3600,
         poll: float = 3.0,
-        **azure: str | None,  # the rest of repos.yaml's `azure:`
+        **azure: Any,  # the rest of repos.yaml's `azure:`, which config.AzureSpec checks
     ) -> None:
         self.spec = AzureSpec(resource_group, registry, **azure)
         self.group, self.registry, self.login_server = resource_group, registry, self.spec.server

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from graphbuild import deployers, errors, pipeline, report, rollout
 from graphbuild.config import Config
-from graphbuild.state import State, sweep_lock
+from graphbuild.state import NodeStatus, RingStatus, RunStatus, State, sweep_lock
 
 
 def run(
@@ -29,7 +29,7 @@ def run(
             found = state.run(run_id)
             if found is None:
                 raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
-            if found.status in ("running", "interrupted"):
+            if found.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
                 raise errors.GraphbuildError(
                     f"run {run_id} is {found.status}: finish its builds first "
                     f"(graphbuild resume {run_id})"
@@ -40,7 +40,8 @@ def run(
                     f"run {later[-1]} has rebuilt images of run {run_id} since: deploying "
                     f"{run_id} would roll them back. Pass --rollback if that is the intent."
                 )
-            done = {r.ring for r in found.rings if r.status in (rollout.HEALTHY, rollout.NOTHING)}
+            landed = (RingStatus.HEALTHY, RingStatus.NOTHING_TO_DEPLOY)
+            done = {r.ring for r in found.rings if r.status in landed}
             first = min((order.index(r) for r in rings), default=0)
             before = [r for r in order[:first] if r not in done]
             if before:
@@ -57,5 +58,5 @@ def run(
         report.emit_json(report.run_document(after))
     elif not dry_run:
         report.deploy_table(after)
-    built = all(n.status not in ("failed", "blocked") for n in after.nodes)
+    built = all(n.status not in (NodeStatus.FAILED, NodeStatus.BLOCKED) for n in after.nodes)
     return errors.OK if ok and built and not now.failed else errors.FAILED

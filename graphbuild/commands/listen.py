@@ -21,7 +21,7 @@ from graphbuild import errors, events, execute, indexdb, pipeline, process, refs
 from graphbuild.commands import sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
-from graphbuild.state import State, built_here, sweep_lock
+from graphbuild.state import RunStatus, State, built_here, sweep_lock
 
 
 def run(
@@ -123,10 +123,10 @@ def _batch(
     code = sweep.shown(config, done, max_images, as_json=False)
     report.note(f"That sweep exited {code}.")
     after = _latest(config)
-    return after is not None and after != before and after[1] == "interrupted"
+    return after is not None and after != before and after[1] == RunStatus.INTERRUPTED
 
 
-def _latest(config: Config) -> tuple[str, str] | None:
+def _latest(config: Config) -> tuple[str, RunStatus] | None:
     """The newest run's id and status."""
     with State(config.workspace) as state:
         runs = state.runs(limit=1)

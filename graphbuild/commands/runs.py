@@ -5,7 +5,7 @@ from __future__ import annotations
 from graphbuild import errors, execute, pipeline, report
 from graphbuild.config import Config
 from graphbuild.plan import Plan, Step
-from graphbuild.state import Run, State, sweep_lock
+from graphbuild.state import Run, RunStatus, State, sweep_lock
 
 
 def show(config: Config, run_id: str | None, as_json: bool) -> int:
@@ -44,7 +44,7 @@ def resume(config: Config, run_id: str, max_parallel: int | None, as_json: bool)
             if run is None:
                 raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
             later = state.rebuilt_since(run.started, [n.node for n in run.nodes])
-        if run.status == "succeeded":
+        if run.status == RunStatus.SUCCEEDED:
             report.note(f"Run {run_id} already succeeded: nothing to resume.")
             return errors.OK
         if later:
@@ -82,6 +82,6 @@ def finished(config: Config, run: Run | None, as_json: bool) -> int:
     else:
         report.run_table(run)
         print(f"Reports and build logs: {pipeline.reports_folder(config, run.id)}/")
-    if run.status == "interrupted":
+    if run.status == RunStatus.INTERRUPTED:
         report.note(f"Interrupted. Finish it with: graphbuild resume {run.id}")
-    return errors.OK if run.status == "succeeded" else errors.FAILED
+    return errors.OK if run.status == RunStatus.SUCCEEDED else errors.FAILED

@@ -17,9 +17,8 @@ from typing import Protocol
 
 from graphbuild.config import Config
 from graphbuild.errors import GraphbuildError
+from graphbuild.state import DeployStatus
 from graphbuild.workloads import GITOPS, Workload
-
-DEPLOYED, UNCHANGED, FAILED = "deployed", "unchanged", "failed"
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Change:
 @dataclass(frozen=True)
 class Applied:
     change: Change
-    status: str  # DEPLOYED | UNCHANGED | FAILED
+    status: DeployStatus
     detail: str = ""  # the commit pushed, the command run, or what went wrong
 
 

@@ -21,8 +21,9 @@ from pathlib import Path, PurePosixPath
 
 from graphbuild import deploy_yaml, refs, retry, sources
 from graphbuild.config import DeployRepoSpec
-from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
+from graphbuild.deployers import Applied, Change, Context
 from graphbuild.errors import GraphbuildError, InvalidReference
+from graphbuild.state import DeployStatus
 
 PUSH_ATTEMPTS = 3
 _NO_WAIT = retry.Backoff(0)  # a lost race is redone at once: the winner has pushed already
@@ -85,14 +86,14 @@ class Gitops:
             try:
                 done += self._apply_repo(spec, items, context)
             except GraphbuildError as err:
-                done += [Applied(c, FAILED, str(err)) for c in items]
+                done += [Applied(c, DeployStatus.FAILED, str(err)) for c in items]
             except git.GitCommandError as err:  # add or commit: a hook, a signing setup
                 step = " ".join(err.command[:2])
                 detail = f"{spec.name}: {step} failed: {sources.git_reason(err)}"
-                done += [Applied(c, FAILED, detail) for c in items]
+                done += [Applied(c, DeployStatus.FAILED, detail) for c in items]
             except OSError as err:  # writing in the clone: a full or read-only disk
                 detail = f"{spec.name}: cannot write {err.filename}: {err.strerror}"
-                done += [Applied(c, FAILED, detail) for c in items]
+                done += [Applied(c, DeployStatus.FAILED, detail) for c in items]
         return done
 
     def _by_repo(self, changes: list[Change]) -> list[tuple[DeployRepoSpec, list[Change]]]:
@@ -114,7 +115,7 @@ class Gitops:
             for file, edit in changed.items():
                 _write(clone, file, edit.after)
             results += self._confirm(clone, changed)
-            good = [r.change for r in results if r.status == DEPLOYED]
+            good = [r.change for r in results if r.status == DeployStatus.DEPLOYED]
             if not good:
                 return results
             target = self._target(spec, context)
@@ -131,14 +132,16 @@ class Gitops:
                 except git.GitCommandError as err:
                     reason = sources.git_reason(err, _PUSH_MARKS, spec.url)
                     detail = f"push to {target} failed: {reason}"
-                    failed = [r if r.status != DEPLOYED else Applied(r.change, FAILED, detail)
+                    failed = [r if r.status != DeployStatus.DEPLOYED
+                              else Applied(r.change, DeployStatus.FAILED, detail)
                               for r in results]  # fmt: skip
                     if _raced(str(err.stderr)):  # redone on top of what won, from a new clone
                         raise retry.Again(f"push to {target} lost a race", value=failed) from None
                     return failed
             where = f"commit {commit[:12]} pushed to {spec.name} {target}"
             _log(context, where)
-            return [r if r.status != DEPLOYED else Applied(r.change, DEPLOYED, where)
+            return [r if r.status != DeployStatus.DEPLOYED
+                    else Applied(r.change, DeployStatus.DEPLOYED, where)
                     for r in results]  # fmt: skip
 
         def redo(again: retry.Again, wait: float) -> None:
@@ -183,11 +186,12 @@ class Gitops:
                 try:
                     text = _read(clone, file)
                 except deploy_yaml.ManifestError as err:
-                    results.append(Applied(change, FAILED, f"{file}: {err}"))
+                    results.append(Applied(change, DeployStatus.FAILED, f"{file}: {err}"))
                     continue
                 except (OSError, UnicodeDecodeError) as err:
                     why = err.strerror if isinstance(err, OSError) else err
-                    results.append(Applied(change, FAILED, f"{file}: cannot read: {why}"))
+                    unread = f"{file}: cannot read: {why}"
+                    results.append(Applied(change, DeployStatus.FAILED, unread))
                     continue
                 edits[file] = _Edit(text, text, [])
             edit = edits[file]
@@ -195,10 +199,10 @@ class Gitops:
                 found = _locate(file, edit.after, change)
                 after = deploy_yaml.rewrite(edit.after, found, change.tag, change.digest)
             except deploy_yaml.ManifestError as err:
-                results.append(Applied(change, FAILED, f"{file}: {err}"))
+                results.append(Applied(change, DeployStatus.FAILED, f"{file}: {err}"))
                 continue
             if after == edit.after:
-                results.append(Applied(change, UNCHANGED, "already there"))
+                results.append(Applied(change, DeployStatus.UNCHANGED, "already there"))
             else:
                 edit.after = after
                 edit.changes.append(change)
@@ -219,10 +223,10 @@ class Gitops:
                     bad.append(change)
             if bad:
                 _write(clone, file, edit.before)
-                results += [Applied(c, FAILED, f"{file}: read back without the new digest")
-                            for c in edit.changes]  # fmt: skip
+                lost = f"{file}: read back without the new digest"
+                results += [Applied(c, DeployStatus.FAILED, lost) for c in edit.changes]
             else:
-                results += [Applied(c, DEPLOYED) for c in edit.changes]
+                results += [Applied(c, DeployStatus.DEPLOYED) for c in edit.changes]
         return results
 
     def _target(self, spec: DeployRepoSpec, context: Context) -> str:

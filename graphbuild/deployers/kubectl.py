@@ -18,9 +18,10 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from graphbuild.deployers import DEPLOYED, FAILED, UNCHANGED, Applied, Change, Context
+from graphbuild.deployers import Applied, Change, Context
 from graphbuild.errors import CommandFailed
 from graphbuild.process import run
+from graphbuild.state import DeployStatus
 
 _CALL_TIMEOUT = 60.0  # a get or a patch; an API server silent for a minute is down
 _CRONJOB = {"cronjob", "cronjobs", "cj"}
@@ -42,7 +43,8 @@ class Kubectl:
         options = change.workload.kubectl
         resource, container = options["resource"], options["container"]
         if not _RESOURCE_RE.match(resource):
-            return Applied(change, FAILED, f"kubectl resource {resource!r}: expected kind/name")
+            why = f"kubectl resource {resource!r}: expected kind/name"
+            return Applied(change, DeployStatus.FAILED, why)
         set_image, *rollout = _commands(change)
         patched = f"kubectl set image {resource} {container}={change.reference}"
         try:
@@ -50,7 +52,8 @@ class Kubectl:
                 raise CommandFailed(f"kubectl {resource}: cancelled")
             images = _images(change, context.log)
             if container not in images:
-                return Applied(change, FAILED, f"no container {container} in {resource}")
+                why = f"no container {container} in {resource}"
+                return Applied(change, DeployStatus.FAILED, why)
             unchanged = images[container] == change.reference
             if not unchanged:
                 what = f"kubectl set image {resource}"
@@ -62,11 +65,12 @@ class Kubectl:
         except CommandFailed as err:
             if context.cancel.is_set():
                 raise
-            return Applied(change, FAILED, str(err))
+            return Applied(change, DeployStatus.FAILED, str(err))
         done = "rolled out" if rollout else "a CronJob has no rollout to wait for"
         if unchanged:
-            return Applied(change, UNCHANGED, f"{resource} {container} runs it already; {done}")
-        return Applied(change, DEPLOYED, f"{patched}; {done}")
+            already = f"{resource} {container} runs it already; {done}"
+            return Applied(change, DeployStatus.UNCHANGED, already)
+        return Applied(change, DeployStatus.DEPLOYED, f"{patched}; {done}")
 
 
 def _commands(change: Change) -> list[list[str]]:

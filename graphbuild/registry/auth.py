@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -97,11 +98,12 @@ def docker_credentials(host: str, env: Mapping[str, str] = os.environ) -> Creden
     return _from_auths(config, key)
 
 
-def _load_json(text: str, where: str) -> dict:
+def _load_json(text: str, where: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except ValueError as err:
-        raise AuthError(f"{where}: not valid JSON ({err.msg})") from None
+    except ValueError as err:  # a number too long for int is a ValueError, with no `msg`
+        why = err.msg if isinstance(err, json.JSONDecodeError) else str(err).split(":")[0]
+        raise AuthError(f"{where}: not valid JSON ({why})") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -316,8 +318,9 @@ class HostAuth:
             raise AuthUnavailable(f"the token server answered {response.status}")
         if response.status != 200:
             raise AuthError(f"the token server answered {response.status}")
-        body = _json(response.body)
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        answer = _json(response.body)
+        body = answer if isinstance(answer, dict) else {}
+        token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise AuthError("the token server's answer has no token")
         try:

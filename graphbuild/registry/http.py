@@ -179,7 +179,8 @@ def fetch(
     sent = dict(headers or {})
     sent["Accept-Encoding"] = "identity"  # a compressed body could inflate past any cap
     try:
-        first = target = http.build_request(method, url, params=params).url
+        query = None if params is None else tuple(params)  # a tuple: httpx's types take any value
+        first = target = http.build_request(method, url, params=query).url
     except (httpx.InvalidURL, ValueError) as err:  # IDNA errors are ValueErrors
         raise Refused(f"named an invalid URL ({type(err).__name__})") from None
     try:
