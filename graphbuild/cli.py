@@ -84,7 +84,10 @@ def _exit(code: int) -> None:
 def sync(
     ctx: typer.Context,
     jobs: Annotated[
-        int, typer.Option("--jobs", "-j", min=1, help="Repositories fetched at once.")
+        int,
+        typer.Option(
+            "--jobs", "-j", min=1, help="Repositories fetched at once; connections per git host."
+        ),
     ] = 8,
     as_json: JsonOption = False,
 ) -> None:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 _CHUNK = 2**20  # bytes read at a time to hash a local file
 FETCH_TIMEOUT = 600  # seconds for one repository's fetch
-PROBES = 32  # `ls-remote`s in flight at once: a round trip each, apart from the fetches
+PROBES = 32  # repositories synced at once; each git host still gets at most `jobs` of them
 TREE_CACHE = "graphbuild-tree"  # in a clone: the file listing of the last commit read
 CLONES = "repos"  # the workspace folder holding one bare clone per repository
 SYNC_REF = "refs/graphbuild/head"  # the commit read; also keeps it alive in the clone
@@ -125,14 +125,18 @@ def sync(
 
     Asking a remote where its ref points (`ls-remote`) is one round trip, and in
     a fleet most answers are "unchanged": so up to PROBES repositories are asked
-    at once, and only fetches wait for one of the `jobs` slots. Clones of
-    repositories that left the config are removed, so the workspace does not keep
-    what nobody asked for.
+    at once, but never more than `jobs` connections to one git host (an ssh server
+    drops connections past its MaxStartups, 10 by default), and only `jobs`
+    fetches at a time. Clones of repositories that left the config are removed,
+    so the workspace does not keep what nobody asked for.
     """
     fetches = threading.BoundedSemaphore(max(1, jobs))
+    hosts = {host: threading.BoundedSemaphore(max(1, jobs))
+             for host in {git_host(r.url) for r in config.sources} if host}  # fmt: skip
 
     def one(repo: RepoSpec) -> SyncResult:
-        result = _sync_one(repo, config.workspace, fetches)
+        host = hosts.get(git_host(repo.url)) if repo.url else None
+        result = _sync_one(repo, config.workspace, fetches, host or contextlib.nullcontext())
         if on_done:
             on_done(result)
         return result
@@ -146,7 +150,24 @@ def sync(
     return results
 
 
-def _sync_one(repo: RepoSpec, workspace: Path, fetches: threading.BoundedSemaphore) -> SyncResult:
+def git_host(url: str | None) -> str:
+    """The host a git URL connects to ("" for a folder or file:// on this machine), so that
+    connections to one server can be counted."""
+    if not url:
+        return ""
+    if "://" in url:
+        parts = urlsplit(url)
+        return "" if parts.scheme == "file" else (parts.hostname or "")
+    head, colon, _ = url.partition(":")  # scp-like user@host:path; a path has a / first
+    return head.rpartition("@")[2] if colon and "/" not in head else ""
+
+
+def _sync_one(
+    repo: RepoSpec,
+    workspace: Path,
+    fetches: threading.BoundedSemaphore,
+    host: contextlib.AbstractContextManager[object],
+) -> SyncResult:
     if repo.path is not None:
         if not repo.path.is_dir():
             return SyncResult(repo.name, None, f"{repo.path}: no such folder")
@@ -165,9 +186,14 @@ def _sync_one(repo: RepoSpec, workspace: Path, fetches: threading.BoundedSemapho
         seen = None
         if (clone / "HEAD").exists():  # read with no git process: most repositories stop here
             previous, seen = _read_ref(clone, SYNC_REF), _read_ref(clone, FETCHED_REF)
-        if previous and (want == previous or (seen and _advertised(clone, want, env) == seen)):
-            return SyncResult(repo.name, previous)  # unchanged: nothing fetched
-        with fetches:
+        if previous and want == previous:
+            return SyncResult(repo.name, previous)  # a commit asked by its sha never moves
+        if previous and seen:
+            with host:
+                advertised = _advertised(clone, want, env)
+            if advertised == seen:
+                return SyncResult(repo.name, previous)  # unchanged: nothing fetched
+        with fetches, host:
             if (clone / "HEAD").exists():
                 bare = git.Repo(clone)
             else:

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from graphbuild import config, sources
 from graphbuild.errors import ContextError
@@ -619,3 +620,54 @@ def test_a_remote_that_never_answers_is_given_up_at_the_timeout(remotes, write_c
             if url.encode() in (entry / "cmdline").read_bytes():
                 left.append(entry.name)
     assert left == []
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://github.com/org/repo.git", "github.com"),
+        ("ssh://git@git.example.com:2222/org/repo.git", "git.example.com"),
+        ("git@github.com:org/repo.git", "github.com"),
+        ("file:///srv/git/repo.git", ""),
+        ("/srv/git/repo.git", ""),
+        ("../repo", ""),
+        ("./dir:with/colon", ""),
+    ],
+)
+def test_the_host_a_git_url_connects_to(url, host):
+    assert sources.git_host(url) == host
+
+
+FAKE_SSH = """#!/bin/sh
+# an ssh that runs the remote command here and counts the connections open at once
+[ "$1" = "-G" ] && exit 0
+mkdir -p "{dir}/open" && touch "{dir}/open/$$"
+ls "{dir}/open" | wc -l >> "{dir}/counts"
+sleep 0.2
+for last; do :; done
+sh -c "$last"; code=$?
+rm -f "{dir}/open/$$"
+exit $code
+"""
+
+
+def test_one_git_host_gets_at_most_jobs_connections_at_once(tmp_path, monkeypatch, remotes):
+    """An ssh server drops connections past its MaxStartups (10 by default): a warm sync of
+    many repositories on one host asks `--jobs` of them at a time, not all it could."""
+    seed = remotes("seed", {"Dockerfile": "FROM debian:12\n"})
+    for i in range(12):
+        git(tmp_path, "clone", "-q", "--bare", str(seed.url), str(tmp_path / f"r{i}.git"))
+    ssh = tmp_path / "fakessh"
+    ssh.write_text(FAKE_SSH.format(dir=tmp_path / "ssh"))
+    ssh.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(ssh))
+    repos = [{"name": f"r{i}", "url": f"ssh://gitserver{tmp_path}/r{i}.git",
+              "images": [{"image": f"r.test/r{i}"}]} for i in range(12)]  # fmt: skip
+    (tmp_path / "repos.yaml").write_text(yaml.safe_dump({"repos": repos}))
+    cfg = config.load(tmp_path / "repos.yaml")
+    assert all(r.error is None for r in sources.sync(cfg, jobs=3))
+    (tmp_path / "ssh" / "counts").unlink()
+    warm = sources.sync(cfg, jobs=3)
+    assert all(r.error is None and not r.fetched for r in warm)
+    counts = [int(n) for n in (tmp_path / "ssh" / "counts").read_text().split()]
+    assert len(counts) == 12 and max(counts) <= 3
