@@ -94,5 +94,11 @@ class ContextError(GraphbuildError):
     and the rule. It fails that image's build, never anything else."""
 
 
+class CloneDamaged(GraphbuildError):
+    """graphbuild's own clone of a repository lacks an object it listed (a bad disk, a
+    partial restore): the images of that repository fail until the next sync fetches it
+    again, which it does because the clone's record of what it fetched is dropped."""
+
+
 class NotFound(GraphbuildError):
     """A query named something that is not in the graph."""

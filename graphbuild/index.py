@@ -25,7 +25,15 @@ from types import MappingProxyType, TracebackType
 from graphbuild import __version__, dockerfile, indexdb, refs
 from graphbuild.config import IMAGE_CONTEXT, Config, ImageSpec, RepoSpec
 from graphbuild.dockerfile import Parsed
-from graphbuild.errors import ERROR, UNRESOLVED, WARNING, DockerfileError, InvalidReference, Problem
+from graphbuild.errors import (
+    ERROR,
+    UNRESOLVED,
+    WARNING,
+    CloneDamaged,
+    DockerfileError,
+    InvalidReference,
+    Problem,
+)
 from graphbuild.expand import shorten
 from graphbuild.sources import SyncResult, Tree, blob_sha, open_tree
 
@@ -160,19 +168,26 @@ class Indexer:
                 self.problems.append(Problem(ERROR, repo.name, result.error))
             if (repo.url is not None and result.commit is None) or (repo.path and result.error):
                 continue
-            tree = self.trees[repo.name] = open_tree(
-                repo, result, self.config.workspace, self.known_stats, self.stats
-            )
-            for spec in repo.images:
-                for path in self._paths(repo, spec, tree):
-                    blob = tree.blob(path)
-                    digest.update(f"\0{spec.key}\0{path}\0{blob}".encode())
-                    if blob is None:
-                        message = f"no such Dockerfile ({spec.key}.dockerfile)"
-                        self.problems.append(Problem(ERROR, repo.name, message, path))
-                    else:
-                        self.found.append(_Found(repo, spec, path, blob, result.commit))
+            try:
+                self._scan(repo, result, digest)
+            except CloneDamaged as err:  # its images are left out; the next sync fetches anew
+                digest.update(f"\0{err}".encode())
+                self.problems.append(Problem(ERROR, repo.name, str(err)))
         return digest.hexdigest()
+
+    def _scan(self, repo: RepoSpec, result: SyncResult, digest: hashlib._Hash) -> None:
+        tree = self.trees[repo.name] = open_tree(
+            repo, result, self.config.workspace, self.known_stats, self.stats
+        )
+        for spec in repo.images:
+            for path in self._paths(repo, spec, tree):
+                blob = tree.blob(path)
+                digest.update(f"\0{spec.key}\0{path}\0{blob}".encode())
+                if blob is None:
+                    message = f"no such Dockerfile ({spec.key}.dockerfile)"
+                    self.problems.append(Problem(ERROR, repo.name, message, path))
+                else:
+                    self.found.append(_Found(repo, spec, path, blob, result.commit))
 
     def _paths(self, repo: RepoSpec, spec: ImageSpec, tree: Tree) -> list[str]:
         if not spec.is_glob:
@@ -231,6 +246,9 @@ class Indexer:
                 index.problems.append(
                     Problem(ERROR, image.repo, err.message, image.dockerfile, err.line or None)
                 )
+            except CloneDamaged as err:  # the next sync fetches it again
+                index.problems.append(Problem(ERROR, image.repo, str(err), image.dockerfile))
+                continue
             except Exception as err:  # a parser bug must not hide the rest of the fleet
                 message = f"internal error, please report it: {type(err).__name__}: {err}"
                 index.problems.append(Problem(ERROR, image.repo, message, image.dockerfile))

@@ -28,18 +28,19 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from graphbuild.errors import ContextError
+from graphbuild.errors import CloneDamaged, ContextError
 from graphbuild.urls import redact
 
 if TYPE_CHECKING:
     import git
-    from gitdb.base import OStream
+    from gitdb.base import OInfo, OStream
 
     from graphbuild.config import Config, RepoSpec
 
+T = TypeVar("T")
 _CHUNK = 2**20  # bytes read at a time to hash a local file
 FETCH_TIMEOUT = 600  # seconds for one repository's fetch
 PROBES = 32  # repositories synced at once; each git host still gets at most `jobs` of them
@@ -373,7 +374,16 @@ class GitTree:
             head, total, listing = kept.read_bytes().split(b"\n", 2)
             if head == commit.encode() and total == _sha256(listing):
                 return listing.decode("utf-8", "surrogateescape")
-        out = self.repo.git.ls_tree("-r", "-z", "--full-tree", commit)
+        from git.exc import GitCommandError
+
+        try:
+            out = self.repo.git.ls_tree("-r", "-z", "--full-tree", commit)
+        except GitCommandError:
+            self._forget()
+            raise CloneDamaged(
+                f"{self.clone}: cannot list commit {commit[:12]} in this clone; "
+                "the next `graphbuild sync` fetches it again"
+            ) from None
         data = out.encode("utf-8", "surrogateescape")
         temp = kept.with_name(f".{TREE_CACHE}.{os.getpid()}.{threading.get_ident()}")
         try:
@@ -398,7 +408,7 @@ class GitTree:
             mode, sha = entry
             if mode != "120000":
                 return sha
-            if self.repo.odb.info(bytes.fromhex(sha)).size > LINK_TARGET:
+            if self._info(sha).size > LINK_TARGET:
                 return None  # no path is that long: not read into memory to find out
             target = self._object(sha).decode("utf-8", "replace")
             path = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
@@ -416,7 +426,7 @@ class GitTree:
         sha = self.blob(path)
         if sha is None:
             raise FileNotFoundError(path)
-        return self.repo.odb.info(bytes.fromhex(sha)).size
+        return self._info(sha).size
 
     def content(self, folder: str) -> str:
         prefix = "" if folder in ("", ".") else folder.strip("/") + "/"
@@ -427,7 +437,30 @@ class GitTree:
         )
 
     def _object(self, sha: str) -> bytes:
-        return self.repo.odb.stream(bytes.fromhex(sha)).read()
+        return self._read_object(sha, lambda binsha: self.repo.odb.stream(binsha).read())
+
+    def _info(self, sha: str) -> OInfo:
+        return self._read_object(sha, self.repo.odb.info)
+
+    def _read_object(self, sha: str, read: Callable[[bytes], T]) -> T:
+        """An object of the commit, or CloneDamaged when the clone lacks it: then what the
+        clone records as fetched is dropped, so the next sync fetches the commit anew."""
+        from gitdb.exc import ODBError
+
+        try:
+            return read(bytes.fromhex(sha))
+        except (ValueError, ODBError):  # GitPython's cat-file says "could not be resolved"
+            self._forget()
+            raise CloneDamaged(
+                f"{self.clone}: object {sha[:12]} is missing from this clone; "
+                "the next `graphbuild sync` fetches the commit again"
+            ) from None
+
+    def _forget(self) -> None:
+        (self.clone / TREE_CACHE).unlink(missing_ok=True)
+        for ref in (SYNC_REF, FETCHED_REF):
+            with contextlib.suppress(Exception):  # a clone that broken: the sync says so
+                self.repo.git.update_ref("-d", ref)
 
     def close(self) -> None:
         if "repo" in self.__dict__:
@@ -736,9 +769,8 @@ def _blob(tree: GitTree, repo: str, path: str, sha: str, limit: int | None = Non
     """A blob as a stream from the clone's one `cat-file --batch`; read it to its end."""
     from git.exc import BadObject
 
-    binsha = bytes.fromhex(sha)
     try:
-        info = tree.repo.odb.info(binsha)
+        info = tree._info(sha)
         kind = info.type.decode("ascii", "replace")
         if kind != "blob":
             raise ContextError(f"{repo}:{path}: its tree entry names a {kind}, not a file; "
@@ -746,7 +778,7 @@ def _blob(tree: GitTree, repo: str, path: str, sha: str, limit: int | None = Non
         if limit is not None and info.size > limit:
             raise ContextError(f"{repo}:{path}: symlink target longer than {limit} bytes; "
                                f"{NOT_SENT}")  # fmt: skip
-        return tree.repo.odb.stream(binsha)
+        return tree._read_object(sha, tree.repo.odb.stream)
     except (BadObject, ValueError, OSError):
         raise ContextError(f"{repo}:{path}: cannot read it from the clone") from None
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 from graphbuild import deploy_yaml, indexdb, refs, sources
 from graphbuild.config import Config, DeployRepoSpec
-from graphbuild.errors import ERROR, WARNING, InvalidReference, Problem
+from graphbuild.errors import ERROR, WARNING, CloneDamaged, InvalidReference, Problem
 
 GITOPS, KUBECTL = "gitops", "kubectl"
 # What discovery reads, by version: a commit read by an older graphbuild is read again.
@@ -166,11 +166,15 @@ def refresh(
         if stored and stored[0] == key:
             problems += [Problem(**p) for p in json.loads(stored[1])]
             continue
-        tree = sources.open_tree(spec.source, result, config.workspace, {}, {})
         try:
-            found, trouble = discover(spec, tree)
-        finally:
-            tree.close()
+            tree = sources.open_tree(spec.source, result, config.workspace, {}, {})
+            try:
+                found, trouble = discover(spec, tree)
+            finally:
+                tree.close()
+        except CloneDamaged as err:  # what it had before is kept; the next sync fetches anew
+            problems.append(Problem(ERROR, spec.name, str(err)))
+            continue
         problems += trouble
         indexdb.keep_deploy_repo(db, spec.name, key, json.dumps([_row(w) for w in found]),
                                  json.dumps([p.__dict__ for p in trouble]))  # fmt: skip

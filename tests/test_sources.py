@@ -4,6 +4,7 @@ import base64
 import contextlib
 import errno
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from graphbuild import config, sources
-from graphbuild.errors import ContextError
+from graphbuild.errors import CloneDamaged, ContextError
 
 from .git_http import seen_during, serving
 from .site import GIT_ENV, git
@@ -671,3 +672,42 @@ def test_one_git_host_gets_at_most_jobs_connections_at_once(tmp_path, monkeypatc
     assert all(r.error is None and not r.fetched for r in warm)
     counts = [int(n) for n in (tmp_path / "ssh" / "counts").read_text().split()]
     assert len(counts) == 12 and max(counts) <= 3
+
+
+def test_a_clone_that_lost_its_objects_says_so_and_is_fetched_again(tmp_path, remotes):
+    """A bad disk or a partial restore empties a clone that graphbuild still lists from its
+    kept listing: reading it names the clone, not an internal error, and the next sync
+    fetches the commit anew instead of trusting what the clone says it has."""
+    remote = remotes("app", {"Dockerfile": "FROM debian:12\n"})
+    repo = {"name": "app", "url": str(remote.url), "images": [{"image": "r.test/app"}]}
+    (tmp_path / "repos.yaml").write_text(yaml.safe_dump({"repos": [repo]}))
+    cfg = config.load(tmp_path / "repos.yaml")
+    clone = sources.clone_dir(cfg.workspace, "app")
+
+    def wipe() -> None:
+        for item in (clone / "objects").iterdir():
+            if item.name not in ("info", "pack"):
+                shutil.rmtree(item)
+        for pack in (clone / "objects" / "pack").iterdir():
+            pack.unlink()
+
+    def read(result: sources.SyncResult) -> bytes:
+        tree = sources.open_tree(cfg.sources[0], result, cfg.workspace, {}, {})
+        try:
+            return tree.read("Dockerfile")
+        finally:
+            tree.close()
+
+    (first,) = sources.sync(cfg)
+    assert read(first) == b"FROM debian:12\n"  # the listing is kept in the clone now
+    wipe()
+    with pytest.raises(CloneDamaged, match=r"app\.git: object [0-9a-f]{12} is missing"):
+        read(first)
+    (again,) = sources.sync(cfg)
+    assert again == sources.SyncResult("app", first.commit, fetched=True)
+    assert read(again) == b"FROM debian:12\n"
+    wipe()  # and with no listing kept: the listing itself cannot be made
+    (clone / sources.TREE_CACHE).unlink()
+    with pytest.raises(CloneDamaged, match=r"cannot list commit [0-9a-f]{12} in this clone"):
+        read(again)
+    assert sources.sync(cfg) == [sources.SyncResult("app", first.commit, fetched=True)]
