@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -892,6 +893,7 @@ def _line_of(text: str, where: list[str | int]) -> int | None:
 
 CACHE = "config-cache.json"  # in the workspace: the last repos.yaml checked there, as checked
 _CACHE_FORMAT = 1
+MAX_CACHE = 64 * 1024 * 1024  # bytes; a 63,000-line repos.yaml is kept in about 10 MB
 _PACKAGE = Path(__file__).parent
 
 
@@ -946,9 +948,10 @@ def _read_cache(cache: Path, key: str) -> Config | None:
     try:
         fd = os.open(cache, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # a FIFO never waits
         with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            facts = os.fstat(file.fileno())
+            if not stat.S_ISREG(facts.st_mode) or facts.st_size > MAX_CACHE:
                 return None
-            raw = file.read()
+            raw = file.read(MAX_CACHE + 1)
         head, _, body = raw.partition(b"\n")
         expected = {"format": _CACHE_FORMAT, "key": key, "sum": hashlib.sha256(body).hexdigest()}
         if json.loads(head) != expected:
@@ -963,7 +966,7 @@ def _write_cache(cache: Path, key: str, checked: Config) -> None:
     there), never with a token from a URL in it, atomically; a failure only costs speed."""
     if not (cache.parent / INDEX).is_file():
         return
-    if any(s.url and redact(s.url) != s.url for s in checked.sources):
+    if any(s.url and _secret_in(s.url) for s in checked.sources):
         return
     body = json.dumps(_plain(checked), separators=(",", ":")).encode()
     sum_ = hashlib.sha256(body).hexdigest()
@@ -977,6 +980,16 @@ def _write_cache(cache: Path, key: str, checked: Config) -> None:
     except OSError:
         if temp is not None:
             temp.unlink(missing_ok=True)
+
+
+def _secret_in(url: str) -> bool:
+    """A token or password in a git URL (`https://TOKEN@`, `user:token@`, `?access_token=`).
+    An ssh user name (`ssh://git@host/…`, `git@host:…`) is a name, not a secret."""
+    if url.startswith("ssh://"):
+        parts = urlsplit(url)
+        if parts.username and parts.password is None:
+            url = url.replace(f"{parts.username}@", "", 1)
+    return redact(url) != url
 
 
 def _plain(value: Any) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 
 from graphbuild import filelock, process
 from graphbuild.errors import GraphbuildError
-from graphbuild.workspace import STATE, StateDamaged, damaged, unusable
+from graphbuild.workspace import STATE, StateDamaged, damaged, read_only, unusable
 
 # Each entry moves the schema one version forward; append, never edit.
 MIGRATIONS = (
@@ -612,7 +612,7 @@ class State:
 
 def find_build(workspace: Path, key: str) -> Build | None:
     """build_with_key from any thread: a short read-only connection of its own."""
-    db = sqlite3.connect(f"file:{workspace / STATE}?mode=ro", uri=True, timeout=30)
+    db = read_only(workspace / STATE)
     try:
         row = db.execute(
             "SELECT image, digest, built_at, parents, run_id, key FROM builds WHERE key = ? "
@@ -629,7 +629,7 @@ def built_here(workspace: Path, digest: str) -> bool:
     push, and its own pushes come back as events."""
     if not (workspace / STATE).exists():
         return False
-    with closing(sqlite3.connect(f"file:{workspace / STATE}?mode=ro", uri=True, timeout=30)) as db:
+    with closing(read_only(workspace / STATE)) as db:
         row = db.execute("SELECT 1 FROM builds WHERE digest = ? LIMIT 1", (digest,)).fetchone()
     return row is not None
 

@@ -78,10 +78,16 @@ def damaged(err: BaseException) -> bool:
     return isinstance(err, sqlite3.DatabaseError) and name.startswith(_DAMAGE)
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to one of the workspace's databases. The path goes into a URI,
+    so it is quoted: a workspace under `ws#1/` or `a?b/` is still that folder."""
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+
+
 def sound(path: Path) -> bool:
     """SQLite's own quick check of every page; a file it cannot even open is not sound."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        db = read_only(path)
         try:
             row: tuple[str] | None = db.execute("PRAGMA quick_check(1)").fetchone()
             return row == ("ok",)

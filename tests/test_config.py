@@ -1107,6 +1107,25 @@ def test_a_token_in_a_url_is_never_cached(tmp_path, checks):
         assert b"s3cr3t" not in found.read_bytes(), found
 
 
+def test_an_ssh_user_name_is_no_secret_and_the_file_is_cached(tmp_path, checks):
+    """`ssh://git@host/...` names a user, as `git@host:...` does: such a fleet (most ssh
+    fleets) gets the cache too."""
+    path = tmp_path / "repos.yaml"
+    path.write_text("repos:\n  - name: a\n    url: ssh://git@git.example/a.git\n"
+                    "  - name: b\n    url: git@git.example:b.git\n")  # fmt: skip
+    synced(config.load(path))
+    config.load(path)
+    config.load(path)
+    assert len(checks) == 2  # checked, stored, then read back
+
+
+def test_a_cache_bigger_than_any_config_is_not_read(tmp_path, checks, monkeypatch):
+    cache = _cache_of(tmp_path)
+    monkeypatch.setattr(config, "MAX_CACHE", cache.stat().st_size - 1)
+    assert config.load(tmp_path / "repos.yaml").repos[0].name == "python"
+    assert len(checks) == 3  # the cache was there and whole, but past the bound
+
+
 def test_no_cache_is_written_where_graphbuild_keeps_no_workspace(tmp_path, checks):
     path = tmp_path / "repos.yaml"
     path.write_text("workspace: .\nrepos: []\n")

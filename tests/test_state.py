@@ -471,3 +471,16 @@ def test_the_sweep_lock_on_a_new_workspace_creates_no_state(tmp_path):
     with state.sweep_lock(tmp_path):
         pass
     assert not (tmp_path / "state.db").exists()
+
+
+@pytest.mark.parametrize("folder", ["ws#1", "a?b", "with space", "per%41cent"])
+def test_read_only_lookups_open_this_workspace_whatever_its_name(tmp_path, folder):
+    """The read-only lookups (`find_build`, `built_here`) open state.db through a URI: a
+    `#` or `?` in the workspace's path must not make them open another file."""
+    workspace = tmp_path / folder
+    with state.State(workspace) as s:
+        s.record_build("r.test/a:1", "sha256:" + "a" * 64, {}, key="k1")
+    assert state.built_here(workspace, "sha256:" + "a" * 64)
+    assert not state.built_here(workspace, "sha256:" + "b" * 64)
+    found = state.find_build(workspace, "k1")
+    assert found is not None and found.digest == "sha256:" + "a" * 64
