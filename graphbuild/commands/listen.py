@@ -18,7 +18,7 @@ from contextlib import closing
 from typing import NoReturn
 
 from graphbuild import errors, events, execute, indexdb, pipeline, process, refs, report
-from graphbuild.commands import sweep
+from graphbuild.commands import mirror, sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
 from graphbuild.state import RunStatus, State, built_here, sweep_lock
@@ -112,8 +112,7 @@ def _batch(
         return False
     if config.azure is not None and config.mirrors:  # builds pin the upstream digest
         try:
-            mirrored = pipeline.mirror(config, now.graph, dry_run=False)
-            report.note(f"Mirrored {len(mirrored.done)} of {len(mirrored.due)} image(s) due.")
+            mirror.shown(pipeline.mirror(config, now.graph, dry_run=False), False, False)
         except errors.GraphbuildError as err:  # the images on what failed fail their builds
             report.note(f"Mirroring before the sweep: {err}")
     report.note(f"Pushed: {', '.join(known)}. Sweeping what is built on them.")

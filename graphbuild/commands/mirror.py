@@ -19,6 +19,13 @@ def run(config: Config, dry_run: bool, as_json: bool) -> int:
         )
     now = pipeline.fresh(config)
     done = pipeline.mirror(config, now.graph, dry_run)
+    shown(done, dry_run, as_json)
+    failed = done.unanswered or done.failed or now.failed
+    return errors.FAILED if failed else errors.OK
+
+
+def shown(done: pipeline.Mirrored, dry_run: bool, as_json: bool) -> None:
+    """Say what a mirror pass did (`listen`'s, before its sweep, too)."""
     if as_json:
         report.emit_json({
             "imports": [item.__dict__ for item in (done.due if dry_run else done.done)],
@@ -33,5 +40,3 @@ def run(config: Config, dry_run: bool, as_json: bool) -> int:
     else:
         count = len(done.done)
         print(f"Imported {count} image{'s' if count != 1 else ''} into the mirror.")
-    failed = done.unanswered or done.failed or now.failed
-    return errors.FAILED if failed else errors.OK
