@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-# defined here once: branches written before tests/site.py still import them from conftest
-from .site import GIT_ENV as GIT_ENV
 from .site import Remote, git, require
 
 
