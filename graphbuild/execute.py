@@ -29,7 +29,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from graphbuild import detect, dockerfile, keys, pin, process, refs, retry, sources
+from graphbuild import contexts, detect, dockerfile, keys, pin, process, refs, retry, sources, trees
 from graphbuild.builders import Builder, BuildRequest
 from graphbuild.config import IMAGE_CONTEXT, Config, RepoSpec
 from graphbuild.errors import CommandFailed, ContextError, DockerfileError, GraphbuildError
@@ -367,11 +367,11 @@ class Builds:
             dockerfile.check_size(tree.size(options.dockerfile))  # a local file may have grown
             # surrogateescape: a byte that is not UTF-8 goes back into the pinned copy as it was
             text = tree.read(options.dockerfile).decode("utf-8", "surrogateescape")
-            context, content = sources.export(tree, repo.name, options.context,
+            context, content = contexts.export(tree, repo.name, options.context,
                                               scratch / "context")  # fmt: skip
             for i, (name, folder) in enumerate(sorted(options.folders.items())):
                 try:  # written like the main context: nothing through a symlink, nothing outside
-                    folders[name] = sources.export(tree, repo.name, folder,
+                    folders[name] = contexts.export(tree, repo.name, folder,
                                                    scratch / f"named-{i}")  # fmt: skip
                 except ContextError as err:
                     raise Failed(f"{err} (named context contexts.{name})") from None
@@ -385,15 +385,15 @@ class Builds:
             tree.close()
         return context, text, content, folders
 
-    def _tree(self, repo: RepoSpec, attrs: ImageNode) -> sources.Tree:
+    def _tree(self, repo: RepoSpec, attrs: ImageNode) -> trees.Tree:
         """The repository at the commit the graph read."""
         result = sources.SyncResult(repo.name, attrs["commit"])
         if repo.path is not None:
-            return sources.open_tree(repo, result, self.config.workspace, {}, {})
+            return trees.open_tree(repo, result, self.config.workspace, {}, {})
         from git.exc import GitError
 
         try:
-            return sources.open_tree(repo, result, self.config.workspace, {}, {})
+            return trees.open_tree(repo, result, self.config.workspace, {}, {})
         except (GitError, OSError) as err:  # the clone, not what the repository holds
             raise Failed(f"{attrs['repo']}: cannot read commit {attrs['commit']} from its "
                          f"clone ({type(err).__name__}); `graphbuild sync` fetches it "

@@ -35,7 +35,8 @@ from graphbuild.errors import (
     Problem,
 )
 from graphbuild.expand import shorten
-from graphbuild.sources import SyncResult, Tree, blob_sha, open_tree
+from graphbuild.sources import SyncResult
+from graphbuild.trees import Tree, blob_sha, open_tree
 
 PARSER_REVISION = "6"  # bump when parsing changes, so cached answers are not reused
 # Parsing one repository may take this long per sync; what is left waits for the next one.

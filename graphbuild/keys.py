@@ -19,7 +19,7 @@ from typing import Any
 
 import networkx as nx
 
-from graphbuild import sources
+from graphbuild import sources, trees
 from graphbuild.config import Config, RepoSpec
 from graphbuild.graph import image_data, node_items
 from graphbuild.index import BuildOptions
@@ -30,7 +30,7 @@ from graphbuild.state import Build, State
 def source_key(
     node: str, attrs: ImageNode, content: str, folders: Mapping[str, str] | None = None
 ) -> str:
-    """The image's own inputs; `content` is its context's (sources.Tree.content), `folders`
+    """The image's own inputs; `content` is its context's (trees.Tree.content), `folders`
     the content of each named context that is a folder, by name."""
     o = BuildOptions.of(attrs)
     inputs = [node, o.dockerfile, attrs["blob"], o.context, content,
@@ -40,7 +40,7 @@ def source_key(
     return _digest(inputs)
 
 
-def folder_contents(tree: sources.Tree, options: BuildOptions) -> dict[str, str]:
+def folder_contents(tree: trees.Tree, options: BuildOptions) -> dict[str, str]:
     """The content of each named context that is a folder, as `source_key` takes them."""
     return {name: tree.content(folder) for name, folder in options.folders.items()}
 
@@ -91,7 +91,7 @@ def _changed_in(
     at = f" (now at commit {commit[:12]})" if commit else ""
     changed = {}
     try:
-        tree = sources.open_tree(repo, sources.SyncResult(repo.name, commit), config.workspace,
+        tree = trees.open_tree(repo, sources.SyncResult(repo.name, commit), config.workspace,
                                  {}, {})  # fmt: skip
     except (GitError, OSError) as err:
         why = f"its repository's clone cannot be read ({type(err).__name__}){at}"

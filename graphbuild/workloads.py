@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from graphbuild import deploy_yaml, indexdb, refs, sources
+from graphbuild import deploy_yaml, indexdb, refs, sources, trees
 from graphbuild.config import Config, DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, CloneDamaged, InvalidReference, Problem
 
@@ -87,12 +87,12 @@ def listed(config: Config) -> list[Workload]:
 def ring_of(spec: DeployRepoSpec, path: str) -> str | None:
     """The first ring whose globs match `path`; None: graphbuild does not deploy it."""
     for ring, patterns in spec.rings.items():
-        if any(sources.glob_regex(p).match(path) for p in patterns):
+        if any(trees.glob_regex(p).match(path) for p in patterns):
             return ring
     return None
 
 
-def discover(spec: DeployRepoSpec, tree: sources.Tree) -> tuple[list[Workload], list[Problem]]:
+def discover(spec: DeployRepoSpec, tree: trees.Tree) -> tuple[list[Workload], list[Problem]]:
     """Every image reference in one deploy repository's manifests that lies in a ring."""
     found: list[Workload] = []
     problems: list[Problem] = []
@@ -167,7 +167,7 @@ def refresh(
             problems += [Problem(**p) for p in json.loads(stored[1])]
             continue
         try:
-            tree = sources.open_tree(spec.source, result, config.workspace, {}, {})
+            tree = trees.open_tree(spec.source, result, config.workspace, {}, {})
             try:
                 found, trouble = discover(spec, tree)
             finally:
@@ -189,7 +189,7 @@ def load(db: sqlite3.Connection, config: Config) -> list[Workload]:
     return found + listed(config)
 
 
-def _read(tree: sources.Tree, path: str) -> str:
+def _read(tree: trees.Tree, path: str) -> str:
     """A manifest's text; its size is known before it is read, so a blob of any size costs no
     memory."""
     size = tree.size(path)

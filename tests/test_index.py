@@ -4,7 +4,7 @@ from contextlib import closing
 
 import pytest
 
-from graphbuild import config, index, indexdb, sources
+from graphbuild import config, index, indexdb, sources, trees
 from graphbuild.errors import ERROR, UNRESOLVED
 
 
@@ -129,7 +129,7 @@ def test_a_file_changed_between_scan_and_parse_is_cached_under_its_new_content(
         (tmp_path / "r/Dockerfile").write_text("FROM alpine:3.21\n")
         image = indexer.parse().images[0]
     assert image.parsed.refs[0].raw == "alpine:3.21"
-    assert image.blob == sources.blob_sha(b"FROM alpine:3.21\n")
+    assert image.blob == trees.blob_sha(b"FROM alpine:3.21\n")
 
 
 def test_a_parser_bug_is_reported_and_the_rest_is_indexed(tmp_path, write_config, monkeypatch):

@@ -12,6 +12,7 @@ import networkx as nx
 from graphbuild import config, keys, sources
 from graphbuild.index import BuildOptions
 from graphbuild.state import State
+from graphbuild.trees import open_tree
 
 ATTRS = {"dockerfile": "app/Dockerfile", "blob": "b1", "context": "app", "build_args": {},
          "target": None, "platforms": [], "contexts": {}}  # fmt: skip
@@ -25,9 +26,9 @@ def trees(tmp_path, remotes, files):
     spec = config.RepoSpec(name="r", url=str(remote.url))
     workspace = tmp_path / "ws"
     (result,) = sources.sync(config.Config(tmp_path / "c.yaml", workspace, (spec,)))
-    git_tree = sources.open_tree(spec, result, workspace, {}, {})
+    git_tree = open_tree(spec, result, workspace, {}, {})
     local = config.RepoSpec(name="r", path=remote.work)
-    dir_tree = sources.open_tree(local, sources.SyncResult("r", None), workspace, {}, {})
+    dir_tree = open_tree(local, sources.SyncResult("r", None), workspace, {}, {})
     return remote, git_tree, dir_tree
 
 
@@ -79,7 +80,7 @@ def test_a_context_that_cannot_be_read_any_more_is_planned_not_fatal(tmp_path):
         (tmp_path / "r" / name / "Dockerfile").write_text("FROM x\n")
     local = config.RepoSpec(name="r", path=tmp_path / "r")
     cfg = config.Config(tmp_path / "c.yaml", tmp_path / "ws", (local,))
-    tree = sources.open_tree(local, sources.SyncResult("r", None), cfg.workspace, {}, {})
+    tree = open_tree(local, sources.SyncResult("r", None), cfg.workspace, {}, {})
     graph = nx.DiGraph()
     with State(cfg.workspace) as state:
         for name in ("loop", "ok"):
@@ -160,7 +161,7 @@ def _built_fleet(tmp_path, names=("a", "b")):
         (tmp_path / "r" / name / "Dockerfile").write_text("FROM x\n")
     local = config.RepoSpec(name="r", path=tmp_path / "r")
     cfg = config.Config(tmp_path / "c.yaml", tmp_path / "ws", (local,))
-    tree = sources.open_tree(local, sources.SyncResult("r", None), cfg.workspace, {}, {})
+    tree = open_tree(local, sources.SyncResult("r", None), cfg.workspace, {}, {})
     graph = nx.DiGraph()
     graph.add_node("x:latest", kind="base")
     sources_of = {}

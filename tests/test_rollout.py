@@ -513,14 +513,14 @@ class Rollout:
     def __init__(self, tmp_path, remotes, rings, reason=None) -> None:
         import networkx as nx
 
-        from graphbuild import sources, workloads
+        from graphbuild import trees, workloads
         from graphbuild.config import Config, Deployments, DeployRepoSpec
         from graphbuild.state import RunNode, State
 
         self.remote = remotes("deploy", {"envs/dev/web.yaml": POD, "envs/prod/web.yaml": POD})
         where = {"dev": ("envs/dev/**",), "prod": ("envs/prod/**",)}
         spec = DeployRepoSpec("deploy", str(self.remote.url), "main", rings=where)
-        tree = sources.DirTree(self.remote.work, {}, {})
+        tree = trees.DirTree(self.remote.work, {}, {})
         self.targets, problems = workloads.discover(spec, tree)
         assert problems == []
         deployments = Deployments(rings=tuple(rings), repos=(spec,))

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from graphbuild import config, deploy_yaml, indexdb, sources, workloads
+from graphbuild import config, deploy_yaml, indexdb, sources, trees, workloads
 from graphbuild.config import DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, Problem
 from graphbuild.workloads import GITOPS, KUBECTL, Workload
@@ -107,7 +107,7 @@ def synced(cfg: config.Config) -> sources.SyncResult:
 
 def discovered(cfg: config.Config, result: sources.SyncResult):
     (spec,) = cfg.deployments.repos
-    tree = sources.open_tree(spec.source, result, cfg.workspace, {}, {})
+    tree = trees.open_tree(spec.source, result, cfg.workspace, {}, {})
     try:
         return workloads.discover(spec, tree)
     finally:
