@@ -52,6 +52,7 @@ from yaml.scanner import Scanner
 
 from graphbuild import refs
 from graphbuild.errors import InvalidReference
+from graphbuild.workloads import Found, Path
 
 CONTAINER, KUSTOMIZE, HELM = "container", "kustomize", "helm"
 INLINE = "helm-inline"  # Helm values written in the object that deploys the chart
@@ -71,7 +72,6 @@ _INDENT = re.compile(r" *")
 _BLOCK = ("|", ">")  # literal and folded block scalars' styles
 _SPACE = re.compile(r"\s")
 
-Path = tuple[str | int, ...]
 Parts = tuple[str, str | None, str | None]  # name, tag, digest as written
 Held = tuple[str | None, str, str]  # a ConfigMap's namespace (None: any), name, and values key
 Segments = tuple[tuple[int, int, int], ...]  # (in a YAML string, in the file, length) of runs
@@ -87,23 +87,6 @@ class ManifestError(Exception):
 
 class _Invalid(ManifestError):
     """Text that is not YAML, as opposed to YAML past a limit."""
-
-
-@dataclass(frozen=True)
-class Found:
-    """One image reference in one file."""
-
-    kind: str  # CONTAINER | KUSTOMIZE | HELM | INLINE
-    line: int  # 1-based
-    name: str  # the repository as written: kustomize newName, helm registry/repository
-    tag: str | None
-    digest: str | None
-    # "Kind/namespace/name", "kustomization", a helm key path "frontend.image", or (INLINE)
-    # where the values are and the key path in them: "HelmRelease/ns/web:frontend.image"
-    workload: str
-    container: str | None
-    doc: int  # 0-based document in the file
-    path: Path  # of the located node inside its document (and on inside a values string)
 
 
 @dataclass(frozen=True)

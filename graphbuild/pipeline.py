@@ -22,6 +22,7 @@ from graphbuild import (
     builders,
     deployers,
     detect,
+    discovery,
     errors,
     execute,
     filelock,
@@ -89,7 +90,7 @@ def _sync(config: Config, jobs: int) -> Synced:
         synced = sources.sync(config, jobs=jobs, on_done=done)
     db = indexdb.connect(config.workspace)
     try:
-        deploy_problems = workloads.refresh(db, config, synced)
+        deploy_problems = discovery.refresh(db, config, synced)
         with index.Indexer(config, synced, db) as indexer:
             fingerprint = indexer.scan()
             stored = indexdb.meta(db)

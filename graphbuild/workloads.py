@@ -1,36 +1,40 @@
-"""Which workloads run which image: found in deploy repositories, or listed by hand.
+"""Which workloads run which image: the references found in deploy repositories (by
+discovery.py, kept in index.db) and the workloads repos.yaml lists for kubectl.
 
-A sync reads every configured deploy repository at its branch and records
-each image reference its manifests hold (Kubernetes containers, kustomize
-`images:`, Helm values, in files or inline in HelmReleases, Argo CD
-Applications and kustomize helmCharts, and the images Argo CD and Flux set
-themselves: kustomize images and Helm parameters) with the ring its path belongs to; a
-ConfigMap is Helm values when a HelmRelease anywhere in the repository takes
-values from it (Flux's bases and overlays); repos.yaml adds
-workloads patched with kubectl. Matching a workload to a graph node is by
-repository and tag, or by a digest graphbuild itself built.
+Matching a workload to a graph node is by repository and tag, or by a digest
+graphbuild itself built. This module is what a query needs to answer "where does this
+image run": it reads stored workloads and imports neither the YAML reader nor git.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from graphbuild import deploy_yaml, indexdb, refs, sources, trees
-from graphbuild.config import Config, DeployRepoSpec
-from graphbuild.errors import ERROR, WARNING, CloneDamaged, InvalidReference, Problem
+from graphbuild import indexdb, refs
+from graphbuild.config import Config
 
 GITOPS, KUBECTL = "gitops", "kubectl"
-# What discovery reads, by version: a commit read by an older graphbuild is read again.
-# 2: inline Helm values, block scalars, YAML as go-yaml reads it (tabs).
-# 3: images Argo CD and Flux set themselves (kustomize.images, helm.parameters, Flux
-# Kustomization images, HelmRelease postRenderers); Argo CD's values string only without
-# a valuesObject.
-_READS = 3
-_PATTERNS = ("**/*.yaml", "**/*.yml", "**/kustomization", "**/Kustomization")
+Path = tuple[str | int, ...]  # of a node inside its YAML document
+
+
+@dataclass(frozen=True)
+class Found:
+    """One image reference in one file."""
+
+    kind: str  # deploy_yaml.CONTAINER | KUSTOMIZE | HELM | INLINE | OVERRIDE
+    line: int  # 1-based
+    name: str  # the repository as written: kustomize newName, helm registry/repository
+    tag: str | None
+    digest: str | None
+    # "Kind/namespace/name", "kustomization", a helm key path "frontend.image", or (INLINE)
+    # where the values are and the key path in them: "HelmRelease/ns/web:frontend.image"
+    workload: str
+    container: str | None
+    doc: int  # 0-based document in the file
+    path: Path  # of the located node inside its document (and on inside a values string)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Workload:
     where: str  # deploy:envs/dev/web.yaml:12, or repos.yaml's key
     repo: str | None = None  # GITOPS: the deploy repository and the reference in it
     file: str | None = None
-    found: deploy_yaml.Found | None = None
+    found: Found | None = None
     kubectl: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -84,101 +88,7 @@ def listed(config: Config) -> list[Workload]:
     ]
 
 
-def ring_of(spec: DeployRepoSpec, path: str) -> str | None:
-    """The first ring whose globs match `path`; None: graphbuild does not deploy it."""
-    for ring, patterns in spec.rings.items():
-        if any(trees.glob_regex(p).match(path) for p in patterns):
-            return ring
-    return None
-
-
-def discover(spec: DeployRepoSpec, tree: trees.Tree) -> tuple[list[Workload], list[Problem]]:
-    """Every image reference in one deploy repository's manifests that lies in a ring."""
-    found: list[Workload] = []
-    problems: list[Problem] = []
-    paths = sorted({p for pattern in _PATTERNS for p in tree.glob(pattern)})
-    read: list[tuple[str, str, str | Problem]] = []  # each file in a ring: path, ring, text
-    held: list[deploy_yaml.Held] = []  # ConfigMaps of Helm values, named by HelmReleases anywhere
-    for path in paths:
-        ring = ring_of(spec, path)
-        text: str | Problem
-        try:
-            text = _read(tree, path)
-        except UnicodeDecodeError as err:
-            text = Problem(WARNING, spec.name, f"not read: {err}", path)
-        except deploy_yaml.ManifestError as err:
-            text = Problem(WARNING, spec.name, f"not read: {err.message}", path, err.line)
-        if ring is not None:
-            read.append((path, ring, text))
-        if isinstance(text, str) and "valuesFrom" in text:
-            with contextlib.suppress(deploy_yaml.ManifestError):  # said below if in a ring
-                held += deploy_yaml.values_from(path, text)
-    for path, ring, text in read:
-        if isinstance(text, Problem):
-            problems.append(text)
-            continue
-        try:
-            located = deploy_yaml.find(path, text, held)
-        except deploy_yaml.ManifestError as err:
-            problems.append(Problem(WARNING, spec.name, f"not read: {err.message}", path, err.line))
-            continue
-        for item in located:
-            if item.kind != deploy_yaml.CONTAINER and not item.tag and not item.digest:
-                # the tag comes from elsewhere (kustomize's base, the chart's appVersion):
-                # which image this runs is not written here
-                message = f"{item.name}: no tag or digest here, so not deployed by graphbuild"
-                problems.append(Problem(WARNING, spec.name, message, path, item.line))
-                continue
-            try:
-                image = refs.parse(item.name).name
-            except InvalidReference as err:
-                problems.append(Problem(WARNING, spec.name, err.reason, path, item.line))
-                continue
-            name = item.workload + (f" ({item.container})" if item.container else "")
-            where = f"{spec.name}:{path}:{item.line}"
-            found.append(Workload(GITOPS, ring, image, item.tag, item.digest, name, where,
-                                  spec.name, path, item))  # fmt: skip
-    return found, problems
-
-
 # ---------------------------------------------------------------- kept in index.db
-
-
-def refresh(
-    db: sqlite3.Connection, config: Config, synced: Iterable[sources.SyncResult]
-) -> list[Problem]:
-    """Re-read the deploy repositories whose commit (or ring globs, or what discovery reads)
-    changed since last time."""
-    results = {r.repo: r for r in synced}
-    problems: list[Problem] = []
-    wanted = {spec.name for spec in config.deployments.repos}
-    indexdb.forget_deploy_repos(db, [r for r in indexdb.deploy_repos(db) if r not in wanted])
-    for spec in config.deployments.repos:
-        result = results.get(spec.name)
-        if result is None or result.commit is None:
-            error = result.error if result else "not synced"
-            problems.append(Problem(ERROR, spec.name, f"deploy repository not read: {error}"))
-            continue
-        if result.error:  # what it had before is read, and deploying to it will fail
-            problems.append(Problem(ERROR, spec.name, result.error))
-        key = json.dumps([result.commit, spec.rings, _READS], sort_keys=True)
-        stored = indexdb.deploy_repo(db, spec.name)
-        if stored and stored[0] == key:
-            problems += [Problem(**p) for p in json.loads(stored[1])]
-            continue
-        try:
-            tree = trees.open_tree(spec.source, result, config.workspace, {}, {})
-            try:
-                found, trouble = discover(spec, tree)
-            finally:
-                tree.close()
-        except CloneDamaged as err:  # what it had before is kept; the next sync fetches anew
-            problems.append(Problem(ERROR, spec.name, str(err)))
-            continue
-        problems += trouble
-        indexdb.keep_deploy_repo(db, spec.name, key, json.dumps([_row(w) for w in found]),
-                                 json.dumps([p.__dict__ for p in trouble]))  # fmt: skip
-    return problems
 
 
 def load(db: sqlite3.Connection, config: Config) -> list[Workload]:
@@ -189,20 +99,11 @@ def load(db: sqlite3.Connection, config: Config) -> list[Workload]:
     return found + listed(config)
 
 
-def _read(tree: trees.Tree, path: str) -> str:
-    """A manifest's text; its size is known before it is read, so a blob of any size costs no
-    memory."""
-    size = tree.size(path)
-    if size > deploy_yaml.MAX_BYTES:
-        raise deploy_yaml.ManifestError(deploy_yaml.too_big(size))
-    return tree.read(path).decode("utf-8")
-
-
-def _row(workload: Workload) -> dict:
+def as_row(workload: Workload) -> dict:
     return asdict(workload)
 
 
 def _workload(row: dict) -> Workload:
     item = row["found"]
-    found = deploy_yaml.Found(**{**item, "path": tuple(item["path"])}) if item else None
+    found = Found(**{**item, "path": tuple(item["path"])}) if item else None
     return Workload(**{**row, "found": found})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from graphbuild import deploy_yaml, trees, workloads
+from graphbuild import deploy_yaml, discovery, trees
 from graphbuild.config import DeployRepoSpec
 from graphbuild.deployers import Applied, Change, Context
 from graphbuild.deployers.gitops import PUSH_ATTEMPTS, Gitops
@@ -71,7 +71,7 @@ def spec_for(url: Path | str, push_branch: str | None = None) -> DeployRepoSpec:
 
 def discovered(remote, spec: DeployRepoSpec) -> dict[str, Workload]:
     """The remote's workloads by name, found the way a sync finds them."""
-    found, problems = workloads.discover(spec, trees.DirTree(remote.work, {}, {}))
+    found, problems = discovery.discover(spec, trees.DirTree(remote.work, {}, {}))
     assert problems == []
     return {w.name: w for w in found}
 

@@ -513,7 +513,7 @@ class Rollout:
     def __init__(self, tmp_path, remotes, rings, reason=None) -> None:
         import networkx as nx
 
-        from graphbuild import trees, workloads
+        from graphbuild import discovery, trees
         from graphbuild.config import Config, Deployments, DeployRepoSpec
         from graphbuild.state import RunNode, State
 
@@ -521,7 +521,7 @@ class Rollout:
         where = {"dev": ("envs/dev/**",), "prod": ("envs/prod/**",)}
         spec = DeployRepoSpec("deploy", str(self.remote.url), "main", rings=where)
         tree = trees.DirTree(self.remote.work, {}, {})
-        self.targets, problems = workloads.discover(spec, tree)
+        self.targets, problems = discovery.discover(spec, tree)
         assert problems == []
         deployments = Deployments(rings=tuple(rings), repos=(spec,))
         self.config = Config(tmp_path / "repos.yaml", tmp_path / "ws", (), deployments=deployments)

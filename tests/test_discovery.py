@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from graphbuild import config, deploy_yaml, indexdb, sources, trees, workloads
+from graphbuild import config, deploy_yaml, discovery, indexdb, sources, trees, workloads
 from graphbuild.config import DeployRepoSpec
 from graphbuild.errors import ERROR, WARNING, Problem
 from graphbuild.workloads import GITOPS, KUBECTL, Workload
@@ -109,7 +109,7 @@ def discovered(cfg: config.Config, result: sources.SyncResult):
     (spec,) = cfg.deployments.repos
     tree = trees.open_tree(spec.source, result, cfg.workspace, {}, {})
     try:
-        return workloads.discover(spec, tree)
+        return discovery.discover(spec, tree)
     finally:
         tree.close()
 
@@ -163,29 +163,29 @@ def spec_with(rings: dict[str, tuple[str, ...]]) -> DeployRepoSpec:
 def test_the_first_ring_whose_globs_match_wins():
     spec = spec_with({"canary": ("envs/prod/canary-*.yaml",), "prod": ("envs/prod/**",),
                       "dev": ("envs/dev/*.yaml", "shared/dev.yaml")})  # fmt: skip
-    assert workloads.ring_of(spec, "envs/prod/canary-web.yaml") == "canary"
-    assert workloads.ring_of(spec, "envs/prod/web.yaml") == "prod"
-    assert workloads.ring_of(spec, "shared/dev.yaml") == "dev"
-    assert workloads.ring_of(spec, "envs/dev/web.yaml") == "dev"
+    assert discovery.ring_of(spec, "envs/prod/canary-web.yaml") == "canary"
+    assert discovery.ring_of(spec, "envs/prod/web.yaml") == "prod"
+    assert discovery.ring_of(spec, "shared/dev.yaml") == "dev"
+    assert discovery.ring_of(spec, "envs/dev/web.yaml") == "dev"
     reordered = spec_with({"prod": ("envs/prod/**",), "canary": ("envs/prod/canary-*.yaml",)})
-    assert workloads.ring_of(reordered, "envs/prod/canary-web.yaml") == "prod"
+    assert discovery.ring_of(reordered, "envs/prod/canary-web.yaml") == "prod"
 
 
 def test_a_path_outside_every_ring_has_none():
     spec = spec_with({"dev": ("envs/dev/*.yaml",)})
-    assert workloads.ring_of(spec, "envs/dev/a/web.yaml") is None  # `*` stays in its folder
-    assert workloads.ring_of(spec, "envs/devel/web.yaml") is None
-    assert workloads.ring_of(spec, "envs/dev/web.yml") is None
-    assert workloads.ring_of(spec, "README.md") is None
+    assert discovery.ring_of(spec, "envs/dev/a/web.yaml") is None  # `*` stays in its folder
+    assert discovery.ring_of(spec, "envs/devel/web.yaml") is None
+    assert discovery.ring_of(spec, "envs/dev/web.yml") is None
+    assert discovery.ring_of(spec, "README.md") is None
 
 
 def test_double_star_spans_folders():
     spec = spec_with({"dev": ("envs/dev/**",), "prod": ("**/prod/*.yaml",)})
-    assert workloads.ring_of(spec, "envs/dev/web.yaml") == "dev"
-    assert workloads.ring_of(spec, "envs/dev/eu/west/web.yaml") == "dev"
-    assert workloads.ring_of(spec, "prod/web.yaml") == "prod"
-    assert workloads.ring_of(spec, "clusters/eu/prod/web.yaml") == "prod"
-    assert workloads.ring_of(spec, "clusters/eu/prod/x/web.yaml") is None
+    assert discovery.ring_of(spec, "envs/dev/web.yaml") == "dev"
+    assert discovery.ring_of(spec, "envs/dev/eu/west/web.yaml") == "dev"
+    assert discovery.ring_of(spec, "prod/web.yaml") == "prod"
+    assert discovery.ring_of(spec, "clusters/eu/prod/web.yaml") == "prod"
+    assert discovery.ring_of(spec, "clusters/eu/prod/x/web.yaml") is None
 
 
 # ---------------------------------------------------------------- discovery
@@ -380,7 +380,7 @@ def test_refresh_reads_a_commit_once_and_load_returns_found_and_listed(remotes, 
     cfg = deploy_config(write_config, remote.url, listed=[LISTED])
     result = synced(cfg)
     db = indexdb.connect(cfg.workspace)
-    assert workloads.refresh(db, cfg, [result]) == [BROKEN_PROBLEM]
+    assert discovery.refresh(db, cfg, [result]) == [BROKEN_PROBLEM]
     everything = workloads.load(db, cfg)
     assert everything == [*expected_found(), api_listed()]
     assert everything[-1].id == "kubectl:api-kubectl"
@@ -389,14 +389,14 @@ def test_refresh_reads_a_commit_once_and_load_returns_found_and_listed(remotes, 
     # the same commit is not read again: without its clone, refresh still answers
     clone = sources.clone_dir(cfg.workspace, "deploy")
     clone.rename(clone.with_suffix(".away"))
-    assert workloads.refresh(db, cfg, [result]) == [BROKEN_PROBLEM]
+    assert discovery.refresh(db, cfg, [result]) == [BROKEN_PROBLEM]
     assert workloads.load(db, cfg) == everything
     clone.with_suffix(".away").rename(clone)
 
     # other ring globs for the same commit: read again, with the new rings
     moved = deploy_config(write_config, remote.url, rings={"prod": ["envs/**/*.yaml"]},
                           listed=[LISTED])  # fmt: skip
-    assert workloads.refresh(db, moved, [result]) == [BROKEN_PROBLEM]
+    assert discovery.refresh(db, moved, [result]) == [BROKEN_PROBLEM]
     again = workloads.load(db, moved)
     assert [(w.ring, w.name) for w in again] == [
         ("prod", "kustomization"),
@@ -412,9 +412,9 @@ def test_a_new_commit_is_read_again(remotes, write_config):
     remote = remotes("deploy", FILES)
     cfg = deploy_config(write_config, remote.url)
     db = indexdb.connect(cfg.workspace)
-    workloads.refresh(db, cfg, [synced(cfg)])
+    discovery.refresh(db, cfg, [synced(cfg)])
     remote.commit({"envs/dev/broken.yaml": None, "envs/dev/web.yaml": None})
-    assert workloads.refresh(db, cfg, [synced(cfg)]) == []
+    assert discovery.refresh(db, cfg, [synced(cfg)]) == []
     assert [w.name for w in workloads.load(db, cfg)] == [
         "kustomization", "Pod//job (job)", "frontend.image"
     ]  # fmt: skip
@@ -431,7 +431,7 @@ def test_a_commit_read_by_an_older_graphbuild_is_read_again(remotes, write_confi
     (spec,) = cfg.deployments.repos
     older = json.dumps([result.commit, spec.rings], sort_keys=True)  # as graphbuild kept it
     indexdb.keep_deploy_repo(db, "deploy", older, "[]", "[]")
-    assert workloads.refresh(db, cfg, [result]) == []
+    assert discovery.refresh(db, cfg, [result]) == []
     assert [w.name for w in workloads.load(db, cfg)] == ["HelmRelease/podinfo/podinfo:image"]
     db.close()
 
@@ -440,11 +440,11 @@ def test_a_deploy_repository_removed_from_the_config_drops_its_workloads(remotes
     remote = remotes("deploy", FILES)
     cfg = deploy_config(write_config, remote.url, listed=[LISTED])
     db = indexdb.connect(cfg.workspace)
-    workloads.refresh(db, cfg, [synced(cfg)])
+    discovery.refresh(db, cfg, [synced(cfg)])
     assert len(workloads.load(db, cfg)) == 6
     gone = config.load(write_config([], deployments={"rings": ["dev", "prod"],
                                                      "workloads": [LISTED]}))  # fmt: skip
-    assert workloads.refresh(db, gone, sources.sync(gone)) == []
+    assert discovery.refresh(db, gone, sources.sync(gone)) == []
     assert workloads.load(db, gone) == [api_listed()]
     assert indexdb.deploy_repos(db) == []
     db.close()
@@ -454,7 +454,7 @@ def test_a_deploy_repository_that_never_synced_is_an_error(write_config, tmp_pat
     cfg = deploy_config(write_config, tmp_path / "missing.git")
     (result,) = sources.sync(cfg)
     db = indexdb.connect(cfg.workspace)
-    (problem,) = workloads.refresh(db, cfg, [result])
+    (problem,) = discovery.refresh(db, cfg, [result])
     assert (problem.level, problem.repo, problem.path, problem.line) == (
         ERROR,
         "deploy",
@@ -467,7 +467,7 @@ def test_a_deploy_repository_that_never_synced_is_an_error(write_config, tmp_pat
         f"deploy repository not read: cannot fetch ref 'main' of {missing}: "
         f"fatal: '{missing}' does not appear to be a git repository"
     )
-    assert workloads.refresh(db, cfg, []) == [
+    assert discovery.refresh(db, cfg, []) == [
         Problem(ERROR, "deploy", "deploy repository not read: not synced")
     ]
     assert workloads.load(db, cfg) == []
@@ -479,11 +479,11 @@ def test_a_deploy_repository_that_failed_its_last_sync_keeps_what_it_had(remotes
     cfg = deploy_config(write_config, remote.url)
     db = indexdb.connect(cfg.workspace)
     first = synced(cfg)
-    workloads.refresh(db, cfg, [first])
+    discovery.refresh(db, cfg, [first])
     remote.url.rename(remote.url.with_suffix(".gone"))
     (failed,) = sources.sync(cfg)
     assert failed.commit == first.commit and failed.error is not None
-    problems = workloads.refresh(db, cfg, [failed])
+    problems = discovery.refresh(db, cfg, [failed])
     assert problems == [Problem(ERROR, "deploy", failed.error), BROKEN_PROBLEM]
     assert workloads.load(db, cfg) == expected_found()
     db.close()
@@ -580,6 +580,6 @@ def test_images_argo_cd_and_flux_set_are_workloads_read_again_after_an_upgrade(
     (spec,) = cfg.deployments.repos
     older = json.dumps([result.commit, spec.rings, 2], sort_keys=True)  # as version 2 kept it
     indexdb.keep_deploy_repo(db, "deploy", older, "[]", "[]")
-    workloads.refresh(db, cfg, [result])
+    discovery.refresh(db, cfg, [result])
     assert [w.name for w in workloads.load(db, cfg)] == [w.name for w in found]
     db.close()
