@@ -18,7 +18,7 @@ from graphbuild import __version__
 from graphbuild.errors import GraphbuildError
 
 if TYPE_CHECKING:  # the CLI imports a command's modules only when it runs
-    from graphbuild.execute import RunSettings
+    from graphbuild.builds import RunSettings
 
 app = typer.Typer(
     name="graphbuild",
@@ -173,7 +173,7 @@ MaxParallel = Annotated[int, typer.Option("--max-parallel", min=1, help="Builds 
 
 
 def _settings(max_parallel: int, force: bool = False, no_cache: bool = False) -> RunSettings:
-    from graphbuild.execute import RunSettings
+    from graphbuild.builds import RunSettings
 
     return RunSettings(max_parallel=max_parallel, force=force, no_cache=no_cache)
 

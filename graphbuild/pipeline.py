@@ -20,6 +20,7 @@ import networkx as nx
 from graphbuild import (
     acr_admin,
     builders,
+    builds,
     deployers,
     detect,
     discovery,
@@ -208,7 +209,7 @@ def run(
     steps: Plan,
     kind: str,
     reason: str | None,
-    settings: execute.RunSettings,
+    settings: builds.RunSettings,
     run_id: str | None = None,
 ) -> Run | None:
     """Carry out a plan as a new run (or finish `run_id`): build, validate and deploy, then
@@ -245,7 +246,7 @@ def build(
     steps: Plan,
     state: State,
     builder: builders.Builder,
-    settings: execute.RunSettings,
+    settings: builds.RunSettings,
     run_id: str,
 ) -> None:
     """Build what the run has left, wave by wave, showing progress."""
@@ -255,7 +256,7 @@ def build(
 
 
 def deploy(
-    config: Config, g: nx.DiGraph[str], state: State, run_id: str, settings: execute.RunSettings
+    config: Config, g: nx.DiGraph[str], state: State, run_id: str, settings: builds.RunSettings
 ) -> Run:
     """Validate the run's images and deploy the validated ones, ring by ring, unless the
     build was interrupted; the run as it then stands."""
@@ -329,7 +330,7 @@ class Sweep:
 
 def sweep(
     config: Config,
-    settings: execute.RunSettings,
+    settings: builds.RunSettings,
     *,
     max_images: int,
     yes: bool = False,

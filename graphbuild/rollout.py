@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 import networkx as nx
 
 from graphbuild import deployers, gates, process
+from graphbuild.builds import log_name
 from graphbuild.config import Config, GateSpec, RingSpec
 from graphbuild.deployers import Applied, Change, Context
 from graphbuild.errors import CommandFailed, GraphbuildError
-from graphbuild.execute import log_name
 from graphbuild.graph import image_data
 from graphbuild.state import (
     DeployRecord,

@@ -8,7 +8,7 @@ gives the depth) plus up to two more from any earlier layer, popular images
 gaining more children. Build times are lognormal (median 12 simulated
 seconds, clipped to 1..120 s).
 
-graphbuild.execute.Scheduler then runs that DAG for real, in threads, under
+graphbuild.scheduler.Scheduler then runs that DAG for real, in threads, under
 --cap, with `weights=` the build times (as graphbuild passes the durations of
 past builds; --no-history: none, as on a first sweep), and a fake
 build that sleeps its time x --scale. The makespan is the wall time of
@@ -60,7 +60,8 @@ import networkx as nx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from graphbuild.execute import SUCCEEDED, Outcome, Scheduler  # noqa: E402
+from graphbuild.scheduler import Outcome, Scheduler  # noqa: E402
+from graphbuild.state import NodeStatus  # noqa: E402
 
 Deps = dict[str, set[str]]
 
@@ -173,13 +174,13 @@ def run_real(
         over = time.perf_counter() - start - want
         with lock:
             late.append(over)
-        return Outcome(SUCCEEDED, node)
+        return Outcome(NodeStatus.SUCCEEDED, node)
 
     scheduler = Scheduler(deps, work, max_parallel=cap, retries=0, weights=weights)
     start = time.perf_counter()
     statuses = scheduler.run()
     wall = time.perf_counter() - start
-    assert set(statuses.values()) == {SUCCEEDED}, "a fake build failed"
+    assert set(statuses.values()) == {NodeStatus.SUCCEEDED}, "a fake build failed"
     return wall / scale, statistics.mean(late) * 1000
 
 
@@ -187,7 +188,7 @@ def overhead(deps: Deps, times: dict[str, float], cap: int) -> tuple[float, floa
     """(ms per node building and running the Scheduler with instant work, of which init)."""
 
     def work(node: str, cancel: threading.Event) -> Outcome:
-        return Outcome(SUCCEEDED, node)
+        return Outcome(NodeStatus.SUCCEEDED, node)
 
     start = time.perf_counter()
     scheduler = Scheduler(deps, work, max_parallel=cap, retries=0, weights=times)

@@ -17,7 +17,7 @@ import threading
 from contextlib import closing
 from typing import NoReturn
 
-from graphbuild import errors, events, execute, indexdb, pipeline, process, refs, report
+from graphbuild import builds, errors, events, indexdb, pipeline, process, refs, report
 from graphbuild.commands import mirror, sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
@@ -31,7 +31,7 @@ def run(
     secret_env: str,
     window: float,
     max_wait: float,
-    settings: execute.RunSettings,
+    settings: builds.RunSettings,
     max_images: int,
 ) -> int:
     if window > max_wait:
@@ -83,7 +83,7 @@ def run(
 
 
 def _sweep(
-    config: Config, pushed: frozenset[str], settings: execute.RunSettings, max_images: int
+    config: Config, pushed: frozenset[str], settings: builds.RunSettings, max_images: int
 ) -> bool:
     """Mirror, then sweep what is built on the pushed images; True when it was interrupted.
 
@@ -101,7 +101,7 @@ def _sweep(
 
 
 def _batch(
-    config: Config, pushed: frozenset[str], settings: execute.RunSettings, max_images: int
+    config: Config, pushed: frozenset[str], settings: builds.RunSettings, max_images: int
 ) -> bool:
     names = {refs.upstream(ref, config.mirrors) for ref in pushed}
     now = pipeline.fresh(config)  # a Dockerfile merged since the last sweep may use what was pushed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, execute, pipeline, plan, report
+from graphbuild import builds, errors, pipeline, plan, report
 from graphbuild.commands.runs import finished
 from graphbuild.config import Config
 from graphbuild.state import sweep_lock
@@ -15,7 +15,7 @@ def run(
     reason: str,
     downstream: bool,
     depth: int | None,
-    settings: execute.RunSettings,
+    settings: builds.RunSettings,
     as_json: bool,
 ) -> int:
     """The named images, or everything built on a named base, with `reason` on every one.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, execute, pipeline, report
+from graphbuild import builds, errors, pipeline, report
 from graphbuild.config import Config
 from graphbuild.plan import Plan, Step
 from graphbuild.state import Run, RunStatus, State, sweep_lock
@@ -53,7 +53,7 @@ def resume(config: Config, run_id: str, max_parallel: int | None, as_json: bool)
                 "since. A sweep (or a rebuild) builds what is still to do on today's digests."
             )
         options = run.options
-        settings = execute.RunSettings(
+        settings = builds.RunSettings(
             max_parallel=max_parallel or int(options.get("max_parallel", 4)),
             force=bool(options.get("force")), no_cache=bool(options.get("no_cache")),
         )  # fmt: skip

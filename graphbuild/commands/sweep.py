@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, execute, pipeline, report
+from graphbuild import builds, errors, pipeline, report
 from graphbuild.commands.plan import show
 from graphbuild.commands.runs import finished
 from graphbuild.config import Config
@@ -13,7 +13,7 @@ def run(
     config: Config,
     *,
     dry_run: bool,
-    settings: execute.RunSettings,
+    settings: builds.RunSettings,
     max_images: int,
     yes: bool,
     wait: bool,
