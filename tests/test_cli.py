@@ -336,7 +336,8 @@ def test_runs_id_shows_what_the_run_held_back(project):
 
 
 HEAVY = ("networkx", "httpx", "git", "azure", "graphbuild.builders", "graphbuild.deployers",
-         "graphbuild.execute", "graphbuild.pipeline")  # fmt: skip
+         "graphbuild.execute", "graphbuild.builds", "graphbuild.scheduler", "graphbuild.pipeline",
+         "graphbuild.sources", "graphbuild.discovery", "graphbuild.deploy_yaml")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -352,7 +353,8 @@ HEAVY = ("networkx", "httpx", "git", "azure", "graphbuild.builders", "graphbuild
 )
 def test_queries_import_none_of_the_build_machinery(project, args):
     """A query answers from index.db: it pays for neither the graph library, the HTTP and
-    git clients, nor the builders and deployers (`python -X importtime` lists every import)."""
+    git clients, the builders and deployers, nor the reading of repositories and their YAML
+    (`python -X importtime` lists every import)."""
     assert graphbuild("sync", cwd=project).returncode == 0
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "graphbuild", *args],
