@@ -605,9 +605,21 @@ class State:
             "WHERE image = ? AND digest = ? ORDER BY built_at DESC, id DESC LIMIT 1",
             (image, digest),
         ).fetchone()
-        if row is None:
-            return None
-        return Build(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
+        return None if row is None else _build(row)
+
+    def builds(self, image: str) -> list[Build]:
+        """Every build graphbuild recorded for an image, oldest first: its history."""
+        rows = self.db.execute(
+            "SELECT image, digest, built_at, parents, run_id, key, source FROM builds "
+            "WHERE image = ? ORDER BY id",
+            (image,),
+        )
+        return [_build(row) for row in rows]
+
+
+def _build(row: tuple[Any, ...]) -> Build:
+    """A `builds` row, selected as the queries above select it."""
+    return Build(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
 
 
 def find_build(workspace: Path, key: str) -> Build | None:
@@ -615,13 +627,14 @@ def find_build(workspace: Path, key: str) -> Build | None:
     db = read_only(workspace / STATE)
     try:
         row = db.execute(
-            "SELECT image, digest, built_at, parents, run_id, key FROM builds WHERE key = ? "
+            "SELECT image, digest, built_at, parents, run_id, key, source FROM builds "
+            "WHERE key = ? "
             "ORDER BY built_at DESC, id DESC LIMIT 1",
             (key,),
         ).fetchone()
     finally:
         db.close()
-    return Build(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) if row else None
+    return _build(row) if row else None
 
 
 def built_here(workspace: Path, digest: str) -> bool:

@@ -301,10 +301,24 @@ def test_find_build_answers_the_latest_build_of_a_key_from_its_own_connection(tm
                        source="s1")  # fmt: skip
         s.record_build("r/b:1", "sha256:3", {}, "run-2", "t3", key="k2")
     assert state.find_build(tmp_path, "k1") == state.Build(
-        "r/a:1", "sha256:2", "t2", {"x:1": "sha256:x"}, "run-2", "k1"
+        "r/a:1", "sha256:2", "t2", {"x:1": "sha256:x"}, "run-2", "k1", "s1"
     )
     assert state.find_build(tmp_path, "k2").digest == "sha256:3"
     assert state.find_build(tmp_path, "k3") is None
+
+
+def test_builds_lists_an_images_history_oldest_first(tmp_path):
+    with state.State(tmp_path) as s:
+        s.record_build("r/a:1", "sha256:2", {"x:1": "sha256:x2"}, "run-2", "t9", key="k2")
+        s.record_build("r/b:1", "sha256:b", {}, "run-2", "t1")
+        s.record_build("r/a:1", "sha256:1", {"x:1": "sha256:x1"}, "run-3", "t1", source="s")
+        history = s.builds("r/a:1")
+    assert [(b.digest, b.parents, b.run_id, b.key, b.source) for b in history] == [
+        ("sha256:2", {"x:1": "sha256:x2"}, "run-2", "k2", None),
+        ("sha256:1", {"x:1": "sha256:x1"}, "run-3", None, "s"),
+    ]  # in the order recorded, whatever the clock said
+    with state.State(tmp_path) as s:
+        assert s.builds("r/none:1") == []
 
 
 def test_build_of_and_built_digests(tmp_path):

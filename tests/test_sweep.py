@@ -14,13 +14,14 @@ import hashlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from graphbuild.state import State
 
 from .oci import BASE_DIGEST, BASE_NAME
 from .site import Runner, Site, alive, by_node, outcomes, require
@@ -141,14 +142,15 @@ def first_success(site: Site, sweep: subprocess.Popen, then_running: bool = Fals
     while time.monotonic() < deadline and sweep.poll() is None:
         time.sleep(0.02)
         if state.exists():
-            try:
-                with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
-                    rows = db.execute("SELECT run, status, log FROM run_nodes").fetchall()
-            except sqlite3.OperationalError:
+            with State(state.parent) as db:  # its migrations wait for the sweep's
+                latest = db.runs(limit=1)
+                run = db.run(latest[0].id) if latest else None
+            if run is None:
                 continue  # not created yet
-            building = any(s == "running" and log and Path(log).exists() for _, s, log in rows)
-            if any(s == "succeeded" for _, s, _ in rows) and (not then_running or building):
-                return rows[0][0]
+            nodes = run.nodes
+            building = any(n.status == "running" and n.log and Path(n.log).exists() for n in nodes)
+            if any(n.status == "succeeded" for n in nodes) and (not then_running or building):
+                return run.id
     raise AssertionError("the sweep ended before it could be stopped")
 
 
@@ -314,10 +316,8 @@ class Fleet(Runner):
 
     def records(self, node: str) -> list[str]:
         """Digests state.db recorded as built for `node`, oldest first."""
-        state = self.root / ".graphbuild" / "state.db"
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT digest FROM builds WHERE image = ? ORDER BY id", (node,))
-            return [digest for (digest,) in rows]
+        with State(self.root / ".graphbuild") as state:
+            return [build.digest for build in state.builds(node)]
 
 
 def file(text: str, mode: str = "0o644") -> list[str]:
@@ -593,10 +593,8 @@ def test_a_base_that_comes_through_a_named_context_is_what_the_build_uses(fleet,
     node = f"{f.host}/ctx/app:1"
 
     def parents() -> dict[str, str]:
-        state = f.root / ".graphbuild" / "state.db"
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT parents FROM builds WHERE image = ? ORDER BY id", (node,))
-            return json.loads(rows.fetchall()[-1][0])
+        with State(f.root / ".graphbuild") as state:
+            return state.builds(node)[-1].parents
 
     run = f.run("sweep")
     assert outcomes(run) == {node: "succeeded"}, run
