@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from .site import Site, by_node, outcomes, require
+from .site import Runner, Site, by_node, outcomes, require
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -38,7 +39,7 @@ def buds(log: str) -> list[list[str]]:
     return [line[2:].split() for line in lines if line.startswith("$ buildah ") and " bud " in line]
 
 
-def rebuild(site: Site, *args: str, code: int = 0) -> tuple[dict, str]:
+def rebuild(site: Runner, *args: str, code: int = 0) -> tuple[dict, str]:
     """`graphbuild rebuild ARGS --json`: its run document and what it said on stderr."""
     done = site.gb("rebuild", *args, "--json")
     assert done.returncode == code, done.stderr + done.stdout
@@ -109,3 +110,44 @@ def test_rebuild_rebuilds_what_is_served_runs_shows_it_and_resume_finishes_a_fai
         assert f"building  {node['node']} (attempt 1)" in done.stderr.splitlines()
     (row,) = [line for line in site.gb("runs").stdout.splitlines() if line.startswith(failed["id"])]
     assert row.split()[1:3] == ["rebuild", "succeeded"]
+
+
+RECORDER = """import pathlib, sys
+digestfile, record, *flags = sys.argv[1:]
+with open(record, "a") as out:
+    out.write(" ".join(flags) + "\\n")
+pathlib.Path(digestfile).write_text("sha256:" + "ab" * 32)
+"""
+
+
+def test_no_cache_reaches_a_command_builder_through_its_template_or_is_said_not_to(
+    tmp_path, registry
+):
+    """A `command` builder gets `--no-cache` where its template has `{no-cache}`; without it,
+    the rebuild says the builder cannot be asked, rather than let it pass for done."""
+    require("git")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "Dockerfile").write_text("FROM scratch\nCOPY f /f\n")
+    (local / "f").write_text("f\n")
+    record = tmp_path / "flags"
+    site = Runner(tmp_path, registry)
+    image = f"{site.host}/local/solo"
+    argv = [sys.executable, "-c", RECORDER, "{digestfile}", str(record)]
+    site.config = {
+        "registries": {site.host: {"insecure": True}},
+        "builder": {"kind": "command", "argv": [*argv, "{no-cache}"]},
+        "repos": [{"name": "local", "path": str(local),
+                   "images": [{"image": image, "dockerfile": "Dockerfile", "tags": ["1"]}]}],
+    }  # fmt: skip
+    site.write_config()
+    rebuild(site, f"{image}:1", "--no-cache")
+    rebuild(site, f"{image}:1")
+    assert record.read_text().splitlines() == ["--no-cache", ""]
+
+    site.config["builder"]["argv"] = argv
+    site.write_config()
+    run, said = rebuild(site, f"{image}:1", "--no-cache")
+    assert outcomes(run) == {f"{image}:1": "succeeded"}
+    assert "builder.argv has no {no-cache}" in said
+    assert "{no-cache}" not in rebuild(site, f"{image}:1")[1]  # not asked: nothing to say

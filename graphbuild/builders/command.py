@@ -21,7 +21,8 @@ from graphbuild.errors import CommandFailed
 from graphbuild.process import run
 
 CONTEXTS = "{build-contexts}"
-_LISTS = {"{tags}", "{build-args}", CONTEXTS, "{labels}", "{annotations}", "{no-cache}"}
+NO_CACHE = "{no-cache}"
+_LISTS = {"{tags}", "{build-args}", CONTEXTS, "{labels}", "{annotations}", NO_CACHE}
 _VALUE_RE = re.compile(r"\{(context|dockerfile|image|tag|target|platform|digestfile)\}")
 
 
@@ -47,7 +48,7 @@ class Command:
             "{labels}": [x for k, v in request.labels.items() for x in ("--label", f"{k}={v}")],
             "{annotations}": [x for k, v in request.annotations.items()
                               for x in ("--annotation", f"{k}={v}")],
-            "{no-cache}": ["--no-cache"] if request.no_cache else [],
+            NO_CACHE: ["--no-cache"] if request.no_cache else [],
         }  # fmt: skip
         out: list[str] = []
         for arg in self.template:
