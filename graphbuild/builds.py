@@ -1,9 +1,10 @@
 """The build of one image: the work the scheduler runs for a node.
 
 Every node gets a content-addressed key (source, Dockerfile, build options, the
-exact digests of its parents); a key already built and served is skipped;
-otherwise the source is exported into the workspace's scratch, the Dockerfile is
-pinned to the parents' digests and the builder is asked to build it.
+exact digests of its parents). A key already built and served is skipped, unless
+the run forces every build (`rebuild` does, but with `--skip-served`); otherwise
+the source is exported into the workspace's scratch, the Dockerfile is pinned to
+the parents' digests and the builder is asked to build it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class RunSettings:
     max_parallel: int = 4
     retries: int = 2
     backoff: float = 5.0
-    force: bool = False  # build even when a build with the same key exists
+    force: bool = False  # build even when a build with the same key is served
     no_cache: bool = False
 
 
@@ -54,8 +55,10 @@ class Builds:
         settings: RunSettings,
         logs: Path,
         missing: frozenset[str] = frozenset(),
+        on_build: Callable[[str], None] = lambda node: None,
     ) -> None:
         self.config, self.graph, self.builder = config, graph, builder
+        self.on_build = on_build  # called, from the build's thread, as its builder starts
         self.missing = missing  # a tag is not in the registry: a push is due whatever the key
         self.served = dict(digests)  # node -> digest the registry served when the plan was made
         self.digests = dict(digests)  # node -> digest to pin to; built nodes are added
@@ -151,6 +154,7 @@ class Builds:
             no_cache=self.settings.no_cache, log=log,
             insecure_pull=self._insecure(parents), insecure_push=self._insecure([node]),
         )  # fmt: skip
+        self.on_build(node)
         return Outcome(NodeStatus.SUCCEEDED, self.builder.build(request, cancel))
 
     def _source(

@@ -226,8 +226,23 @@ def rebuild(
     reason: Annotated[
         str, typer.Option("--reason", help="Why, recorded on every image (e.g. a CVE id).")
     ] = "forced rebuild",
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Give the builder --no-cache: every step runs again (a package-level fix).",
+        ),
+    ] = False,
+    skip_served: Annotated[
+        bool,
+        typer.Option(
+            "--skip-served",
+            help="Skip an image whose exact build (source, Dockerfile, options, parent "
+            "digests) is what its registry serves now.",
+        ),
+    ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Build even if this exact build was done before.")
+        bool, typer.Option("--force", hidden=True, help="The default; kept for scripts.")
     ] = False,
     no_downstream: Annotated[
         bool,
@@ -239,14 +254,16 @@ def rebuild(
         int | None,
         typer.Option("--depth", min=1, help="Levels below what is named (1: directly on it)."),
     ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="No build cache.")] = False,
     max_parallel: MaxParallel = 4,
     as_json: JsonOption = False,
 ) -> None:
-    """Rebuild images, or everything built on a base, now (the on-call path)."""
+    """Rebuild images, or everything built on a base, now, even what is already served (the
+    on-call path)."""
     from graphbuild.commands import rebuild as cmd
 
-    settings = _settings(max_parallel, force, no_cache)
+    if force and skip_served:
+        raise typer.BadParameter("--force (the default) contradicts it", param_hint="--skip-served")
+    settings = _settings(max_parallel, force=not skip_served, no_cache=no_cache)
     _exit(_run(ctx, cmd.run, refs, reason=reason, downstream=not no_downstream, depth=depth,
                   settings=settings, as_json=as_json))  # fmt: skip
 

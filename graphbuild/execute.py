@@ -17,6 +17,7 @@ from graphbuild.builds import Builds, RunSettings, log_name
 from graphbuild.config import Config
 from graphbuild.graph import image_data
 from graphbuild.plan import Plan
+from graphbuild.report import BUILDING
 from graphbuild.scheduler import Scheduler, interruptible
 from graphbuild.state import NodeStatus, RunNode, RunStatus, State, now
 from graphbuild.state import scratch as scratch_dir
@@ -36,7 +37,11 @@ def execute(
     on_event: Callable[[str, str, dict], None],
     note: Callable[[str], None],
 ) -> dict[str, NodeStatus]:
-    """Build the plan's steps not done yet in run `run_id`; record every change as it happens."""
+    """Build the plan's steps not done yet in run `run_id`; record every change as it happens.
+
+    `on_event` gets every change of an image's status on this thread, and BUILDING from the
+    build's own thread as its builder starts (never for an image skipped as up to date).
+    """
     run = state.run(run_id)
     assert run is not None
     records = {n.node: n for n in run.nodes}
@@ -47,7 +52,12 @@ def execute(
     reasons = {step.node: f"{step.reason}: {step.detail}" for step in plan.steps}
     logs = config.workspace / "runs" / run_id
     missing = frozenset(s.node for s in plan.steps if s.reason == detect.MISSING_TAG)
-    builds = Builds(config, graph, digests, builder, run_id, reasons, settings, logs, missing)
+
+    def building(node: str) -> None:  # its builder starts: the attempt the scheduler counts
+        on_event(node, BUILDING, {"attempt": records[node].attempts})
+
+    builds = Builds(config, graph, digests, builder, run_id, reasons, settings, logs, missing,
+                    building)  # fmt: skip
 
     def record(node: str, status: str, info: dict) -> None:
         entry = records[node]

@@ -21,6 +21,8 @@ from graphbuild.console import note as note  # report.note: what commands call
 from graphbuild.errors import InvalidReference
 from graphbuild.state import NodeStatus, Run
 
+BUILDING = "building"  # a progress event, not a status: the builder of an image has started
+
 if TYPE_CHECKING:  # rich is imported when a terminal shows the progress, not before
     from rich.live import Live
     from rich.table import Table
@@ -137,12 +139,21 @@ def progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
 
 
 class RunProgress:
-    """Follows a run: a live panel on a terminal (counts, builds running), log lines otherwise."""
+    """Follows a run: a live panel on a terminal (counts, builds running), log lines otherwise.
+
+    An image is said to be `building` only once its builder starts (the `building` event,
+    sent from the build's own thread): one found already built and served is `skipped`,
+    with why, and was never building.
+    """
 
     def __init__(self, total: int, waves: int) -> None:
+        import threading
+
         self.total, self.waves = total, waves
         self.counts: dict[str, int] = {}
         self.running: dict[str, float] = {}
+        self.building: set[str] = set()
+        self.lock = threading.Lock()
         self.live: Live | None = None
         if sys.stderr.isatty():
             from rich.console import Console
@@ -161,22 +172,32 @@ class RunProgress:
             self.live.stop()
 
     def event(self, node: str, status: str, info: dict[str, Any]) -> None:
+        with self.lock:
+            line = self._event(node, status, info)
+            if self.live:
+                self.live.update(self._panel())
+            elif line:
+                note(line)
+
+    def _event(self, node: str, status: str, info: dict[str, Any]) -> str | None:
+        """The line a log gets for this event, if any."""
         import time
 
-        if status == NodeStatus.RUNNING:
+        if status == NodeStatus.RUNNING:  # its key is worked out first: it may be skipped
             self.running[node] = time.monotonic()
-        else:
-            started = self.running.pop(node, None)
-            if status != "retrying":
-                self.counts[status] = self.counts.get(status, 0) + 1
-            took = f" in {time.monotonic() - started:.1f} s" if started else ""
-            detail = info.get("digest") or info.get("error") or ""
-            if not self.live:
-                note(f"{status:<9} {short(node)}{took} {detail}".rstrip())
-        if self.live:
-            self.live.update(self._panel())
-        elif status == NodeStatus.RUNNING:
-            note(f"{'building':<9} {short(node)} (attempt {info['attempt']})")
+            return None
+        if status == BUILDING:
+            self.building.add(node)
+            return f"{'building':<9} {short(node)} (attempt {info['attempt']})"
+        started = self.running.pop(node, None)
+        self.building.discard(node)
+        if status != "retrying":
+            self.counts[status] = self.counts.get(status, 0) + 1
+        if status == NodeStatus.SKIPPED:
+            return f"{'skipped':<9} {short(node)} ({info['detail']}) {info['digest']}"
+        took = f" in {time.monotonic() - started:.1f} s" if started else ""
+        detail = info.get("digest") or info.get("error") or ""
+        return f"{status:<9} {short(node)}{took} {detail}".rstrip()
 
     def _panel(self) -> Table:
         import time
@@ -188,7 +209,8 @@ class RunProgress:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "starting"
         table.add_row(f"[bold]{done}/{self.total}[/] images, {self.waves} waves", counts)
         for node, started in sorted(self.running.items(), key=lambda item: item[1]):
-            table.add_row(f"  building {short(node)}", f"{time.monotonic() - started:.0f} s")
+            doing = "building" if node in self.building else "preparing"
+            table.add_row(f"  {doing} {short(node)}", f"{time.monotonic() - started:.0f} s")
         return table
 
 

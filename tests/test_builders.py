@@ -276,6 +276,14 @@ def test_command_empty_lists_vanish_and_empty_values_stay():
     ]  # fmt: skip
 
 
+def test_command_no_cache_becomes_the_flag_where_the_template_asks_for_it():
+    """`rebuild --no-cache` reaches a command builder through `{no-cache}`, and only then."""
+    template = ["kaniko", "{no-cache}", "--context={context}"]
+    asked = Command(template).argv(request(Path("/w"), no_cache=True), "/d")
+    assert asked == ["kaniko", "--no-cache", "--context=/w/ctx"]
+    assert Command(template).argv(request(Path("/w")), "/d") == ["kaniko", "--context=/w/ctx"]
+
+
 def test_command_list_placeholders_only_stand_alone():
     """`x{tags}` is not the list placeholder: it stays as written."""
     argv = Command(["t", "x{tags}", "{tags}x", "{image}{tag}"]).argv(request(Path("/w")), "/d")

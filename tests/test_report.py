@@ -9,21 +9,36 @@ D = "sha256:" + "ab" * 32
 
 
 def test_without_a_terminal_a_run_is_one_line_per_event(capsys):
-    with report.RunProgress(total=3, waves=2) as progress:
+    with report.RunProgress(total=4, waves=2) as progress:
         assert progress.live is None  # pytest's stderr is not a TTY
         progress.event("r.test/a:1", "running", {"attempt": 1})
+        progress.event("r.test/a:1", "building", {"attempt": 1})
         progress.event("r.test/a:1", "retrying", {"error": "503", "in": 5.0})
         progress.event("r.test/a:1", "running", {"attempt": 2})
+        progress.event("r.test/a:1", "building", {"attempt": 2})
         progress.event("r.test/a:1", "succeeded", {"digest": D, "detail": ""})
+        progress.event("r.test/b:1", "running", {"attempt": 1})
         progress.event("r.test/b:1", "failed", {"error": "exited 1: no such file"})
         progress.event("r.test/c:1", "blocked", {"error": "r.test/b:1 failed"})
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "building  r.test/a:1 (attempt 1)"
     assert lines[1].startswith("retrying  r.test/a:1") and "503" in lines[1]
+    assert lines[2] == "building  r.test/a:1 (attempt 2)"
     assert lines[3].startswith("succeeded r.test/a:1 in ") and lines[3].endswith(D)
-    assert lines[4:] == ["failed    r.test/b:1 exited 1: no such file",
-                         "blocked   r.test/c:1 r.test/b:1 failed"]  # fmt: skip
+    assert lines[4].startswith("failed    r.test/b:1 in ") and lines[4].endswith(": no such file")
+    assert lines[5:] == ["blocked   r.test/c:1 r.test/b:1 failed"]
     assert progress.counts == {"succeeded": 1, "failed": 1, "blocked": 1}
+
+
+def test_an_image_found_built_and_served_is_skipped_with_why_and_never_building(capsys):
+    """Its key is worked out after it starts: only its builder starting makes it `building`."""
+    with report.RunProgress(total=1, waves=1) as progress:
+        progress.event("r.test/a:1", "running", {"attempt": 1})
+        why = "up-to-date: this exact build is served"
+        progress.event("r.test/a:1", "skipped", {"digest": D, "detail": why})
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"skipped   r.test/a:1 ({why}) {D}"]
+    assert progress.counts == {"skipped": 1}
 
 
 def test_the_live_panel_counts_and_lists_the_builds_running():
@@ -31,13 +46,16 @@ def test_the_live_panel_counts_and_lists_the_builds_running():
 
     progress = report.RunProgress(total=4, waves=3)
     progress.event("r.test/a:1", "running", {"attempt": 1})
+    progress.event("r.test/a:1", "building", {"attempt": 1})
     progress.event("r.test/b:1", "running", {"attempt": 1})
+    progress.event("r.test/c:1", "running", {"attempt": 1})
     progress.event("r.test/b:1", "succeeded", {"digest": D})
     console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
     console.print(progress._panel())
     text = console.export_text()
     assert "1/4 images, 3 waves" in text and "1 succeeded" in text
     assert "building r.test/a:1" in text and "r.test/b:1" not in text
+    assert "preparing r.test/c:1" in text  # its key first: it may yet be skipped
 
 
 def test_digests_are_cut_for_people_and_the_table_says_why():

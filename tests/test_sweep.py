@@ -116,24 +116,6 @@ def test_a_failing_build_blocks_only_its_descendants_and_resume_finishes_after_t
     assert site.manifest(site.app)["annotations"][BASE_DIGEST] == after[site.mid]["digest"]
 
 
-def test_a_forced_rebuild_records_its_reason_on_every_image(site):
-    site.run("sweep")
-    quiet = site.run("rebuild", site.mid, "--reason", "CVE-2026-1234")
-    assert set(outcomes(quiet).values()) == {"skipped"}  # this exact build is what is served
-    assert {n["reason"] for n in quiet["nodes"]} == {"up-to-date"}
-
-    run = site.run("rebuild", site.mid, "--force", "--reason", "CVE-2026-1234")
-    assert run["kind"] == "rebuild" and run["reason"] == "CVE-2026-1234"
-    assert outcomes(run) == {site.mid: "succeeded", site.app: "succeeded"}
-    for node in run["nodes"]:
-        assert (node["reason"], node["detail"]) == ("forced", "CVE-2026-1234")
-        manifest = site.manifest(node["node"])
-        assert manifest["annotations"]["io.graphbuild.reason"] == "forced: CVE-2026-1234"
-        assert manifest["digest"] == node["digest"]
-    only = site.run("rebuild", site.upstream, "--force", "--no-downstream", "--reason", "x")
-    assert set(outcomes(only)) == {site.base, site.app}  # built on it directly: FROM, COPY
-
-
 def first_success(site: Site, sweep: subprocess.Popen, then_running: bool = False) -> str:
     """Wait until the running sweep has built one image (and is running the builder for
     the next); its run id."""

@@ -3,10 +3,12 @@
 Each argument may hold placeholders: {context} {dockerfile} {image} {tag}
 {target} {platform} {digestfile}; an argument that is exactly {tags},
 {build-args}, {build-contexts}, {labels} or {annotations} becomes several
-(`--tag X`, ...). The command must push and write the pushed digest into
-{digestfile}. Values are substituted into single arguments: no shell ever
-parses them. An image with named contexts is refused by a template without
-{build-contexts}: built without them, it would not be what the graph says.
+(`--tag X`, ...), and {no-cache} becomes `--no-cache` when the build is asked
+for no cache (`rebuild --no-cache`), nothing otherwise. The command must push
+and write the pushed digest into {digestfile}. Values are substituted into
+single arguments: no shell ever parses them. An image with named contexts is
+refused by a template without {build-contexts}: built without them, it would
+not be what the graph says.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from graphbuild.errors import CommandFailed
 from graphbuild.process import run
 
 CONTEXTS = "{build-contexts}"
-_LISTS = {"{tags}", "{build-args}", CONTEXTS, "{labels}", "{annotations}"}
+NO_CACHE = "{no-cache}"
+_LISTS = {"{tags}", "{build-args}", CONTEXTS, "{labels}", "{annotations}", NO_CACHE}
 _VALUE_RE = re.compile(r"\{(context|dockerfile|image|tag|target|platform|digestfile)\}")
 
 
@@ -45,6 +48,7 @@ class Command:
             "{labels}": [x for k, v in request.labels.items() for x in ("--label", f"{k}={v}")],
             "{annotations}": [x for k, v in request.annotations.items()
                               for x in ("--annotation", f"{k}={v}")],
+            NO_CACHE: ["--no-cache"] if request.no_cache else [],
         }  # fmt: skip
         out: list[str] = []
         for arg in self.template:

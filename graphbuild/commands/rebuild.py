@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from graphbuild import builds, errors, pipeline, plan, report
+from graphbuild.builders.command import NO_CACHE
 from graphbuild.commands.runs import finished
 from graphbuild.config import Config
 from graphbuild.state import sweep_lock
@@ -23,6 +27,11 @@ def run(
     A scheduled sweep holding the lock is waited for, not raced: two builds of
     one image at once would push in an arbitrary order.
     """
+    if settings.no_cache and not _takes_no_cache(config.builder):
+        report.note(
+            f"builder.argv has no {NO_CACHE}: the command builder cannot be asked "
+            "for --no-cache, and builds as it always does (docs/config.md, builder)."
+        )
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
         now = pipeline.fresh(config, names)
         digests = pipeline.check(config, now.graph).digests  # the parents outside the rebuild
@@ -30,3 +39,9 @@ def run(
         done = pipeline.run(config, now.graph, steps, "rebuild", reason, settings)
     code = finished(config, done, as_json)
     return errors.FAILED if now.failed else code
+
+
+def _takes_no_cache(builder: Mapping[str, Any]) -> bool:
+    """Can `--no-cache` reach this builder? A command builder gets it only through its
+    template; the others always do."""
+    return builder.get("kind") != "command" or NO_CACHE in builder.get("argv", [])
