@@ -7,7 +7,8 @@
 # sweep` (everything missing: built in waves, smoke-tested, deployed to the
 # dev ring), publishes an "upstream fix" to one base, sweeps again (only what
 # is built on it), takes that run to the manual prod ring with `graphbuild
-# deploy`, shows the runs, and stops what it started. Run it as root or with
+# deploy`, shows the runs, stops what it started, and says how to go on with
+# the example (graphbuild on PATH, its registry again). Run it as root or with
 # sudo rights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,17 +25,18 @@ buildah() { command buildah --storage-driver vfs --root "$workspace/containers/s
     --runroot "$workspace/containers/run" "$@"; }
 
 # A registry on localhost:5000: ours, unless one already answers there.
+# The demo stops the registry it started (nothing is left running, in CI or on
+# a laptop) and ends by printing the one command that starts it again.
 registry_pid=
-stop() {
-    local code=$?
+stop_registry() {
     if [ -n "$registry_pid" ]; then
         kill "$registry_pid" 2>/dev/null || true
         wait "$registry_pid" 2>/dev/null || true
+        registry_pid=
         echo "Stopped the registry."
     fi
-    exit "$code"
 }
-trap stop EXIT
+trap 'code=$?; stop_registry; exit "$code"' EXIT
 registry_up() { python3 -c 'import urllib.request as u; u.urlopen("http://localhost:5000/v2/", timeout=1)' 2>/dev/null; }
 if registry_up; then
     echo "Using the registry already answering on localhost:5000."
@@ -94,3 +96,14 @@ gb sweep                      # right after a good sweep: nothing to do
 gb runs
 echo "+ git log of the deploy repository" >&2
 git --git-dir "$deploy_repo" log --format='%h %s' main
+
+# How to go on: graphbuild on PATH, and the example's registry (with its images) again.
+started=$registry_pid
+stop_registry
+echo
+echo "The example is ready for the README's \"Using it\" lines. From $PWD:"
+echo "  . .venv/bin/activate    # graphbuild on your PATH (or call .venv/bin/graphbuild)"
+if [ -n "$started" ]; then
+    echo "and, in a second terminal, the example's registry again (Ctrl-C stops it):"
+    echo "  /usr/bin/docker-registry serve $demo/registry.yml"
+fi
