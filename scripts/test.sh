@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh
 
-# git for remotes; docker-registry and buildah for real registries and builds
-need_debs git python3-venv docker-registry buildah
+# git for remotes; docker-registry and buildah for real registries and builds; static busybox
+# for the demo's stand-in images, built FROM scratch (tests/test_readme.py)
+need_debs git python3-venv docker-registry buildah busybox-static
 # kubectl, the real client of the kubectl deployer's tests (Debian's package, where apt has it)
 if ! command -v kubectl >/dev/null; then
     need_debs kubernetes-client || echo "kubectl is not in this system's apt sources: its tests will say so."
