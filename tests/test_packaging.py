@@ -82,7 +82,7 @@ def test_without_the_azure_sdk_everything_else_works(tmp_path):
 @pytest.mark.parametrize(
     ("top", "args", "feature"),
     [
-        (AZURE + "builder: {kind: acr}\n", ["rebuild", "myacr.azurecr.io/app", "--force"],
+        (AZURE + "builder: {kind: acr}\n", ["rebuild", "myacr.azurecr.io/app"],
          "builder.kind acr"),
         (AZURE + "mirrors:\n  127.0.0.1:9: myacr.azurecr.io/mirror\n", ["mirror"], "mirror"),
         (AZURE + "mirrors:\n  127.0.0.1:9: myacr.azurecr.io/mirror\n",
