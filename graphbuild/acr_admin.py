@@ -1,6 +1,6 @@
 """Azure Container Registry's management side: the ARM client, base mirroring, webhooks.
 
-One package, azure-mgmt-containerregistry 14.0.0 (pinned), serves all of it:
+One package, azure-mgmt-containerregistry 14.x (the `azure` extra), serves all of it:
 its 2019-06-01-preview API has the ACR Tasks runs the Azure CLI uses, and its
 default (2025-04-01) has image import and webhooks. docs/azure.md says why
 not 15.0.0 (no Tasks) or azure-mgmt-containerregistrytasks (a beta). Azure

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Quickstart 2: install the test dependencies, lint, type-check, and run the whole test suite.
-# Extra arguments go to pytest (scripts/test.sh -k graph -x).
+# Quickstart 2: install the test dependencies, lint, type-check, and run the whole test suite,
+# then the command line's tests on the lowest versions pyproject.toml allows
+# (scripts/test_lowest.sh). Extra arguments go to pytest and skip the lowest-versions run
+# (scripts/test.sh -k graph -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh
@@ -10,7 +12,7 @@ cd "$(dirname "$0")/.."
 need_debs git python3-venv docker-registry buildah busybox-static
 # kubectl, the real client of the kubectl deployer's tests (Debian's package, where apt has it)
 if ! command -v kubectl >/dev/null; then
-    need_debs kubernetes-client || echo "kubectl is not in this system's apt sources: its tests will say so."
+    need_debs kubernetes-client || echo "kubectl could not be installed: its tests will say so."
 fi
 make_venv '.[test]'
 set -x
@@ -18,3 +20,4 @@ set -x
 .venv/bin/ruff format --check .
 .venv/bin/mypy  # pyproject.toml [tool.mypy]: the whole package, the core strictly
 .venv/bin/pytest "$@"
+[ $# -gt 0 ] || scripts/test_lowest.sh

@@ -366,3 +366,38 @@ def test_queries_import_none_of_the_build_machinery(project, args):
     assert "graphbuild.queries" in imported  # the listing is read
     assert [m for m in imported if m.split(".")[0] in HEAVY or m in HEAVY or
             any(m.startswith(h + ".") for h in HEAVY)] == []  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("command", "flags"),
+    [
+        ((), ["--version"]),
+        (("uses",), ["--direct", "--json"]),
+        (("sweep",), ["--dry-run", "--yes", "--wait", "--json"]),
+        (("rebuild",), ["--no-downstream", "--no-cache", "--json"]),
+        (("deploy",), ["--dry-run", "--rollback", "--json"]),
+        (("mirror",), ["--dry-run", "--json"]),
+    ],
+)
+def test_help_shows_flags_as_flags(tmp_path, command, flags):
+    """A flag takes no value: help that shows one (`--json <bool>`, as typer 0.29 does) leads
+    to `--json true`, an error. The lowest-versions job (scripts/test_lowest.sh) runs this on
+    the oldest typer pyproject.toml allows."""
+    done = graphbuild(*command, "--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[1]: line for line in done.stdout.splitlines()
+             if len(line.split()) > 1 and line.split()[1].startswith("--")}  # fmt: skip
+    for flag in [*flags, "--help"]:
+        assert flag in lines, done.stdout
+        assert "<bool>" not in lines[flag] and "BOOLEAN" not in lines[flag], lines[flag]
+
+
+def test_the_version_is_printed_when_asked_and_only_then(project):
+    """typer 0.12.5 with click 8.2 or newer ran the --version callback for every command."""
+    from graphbuild import __version__
+
+    assert graphbuild("--version", cwd=project).stdout == f"graphbuild {__version__}\n"
+    done = graphbuild("images", "--json", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "graphbuild " + __version__ not in done.stdout
+    assert isinstance(json.loads(done.stdout), list)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from graphbuild import acr_admin, refs, retry
+from graphbuild import acr_admin, extras, refs, retry
 from graphbuild.builders import BuildRequest
 from graphbuild.config import AzureSpec
 from graphbuild.errors import CommandFailed, InvalidReference
@@ -42,6 +42,7 @@ class Acr:
         poll: float = 3.0,
         **azure: Any,  # the rest of repos.yaml's `azure:`, which config.AzureSpec checks
     ) -> None:
+        extras.require_azure("builder.kind acr")
         self.spec = AzureSpec(resource_group, registry, **azure)
         self.group, self.registry, self.login_server = resource_group, registry, self.spec.server
         self.agent_pool, self.timeout, self.poll = agent_pool, timeout, poll

@@ -17,7 +17,7 @@ import threading
 from contextlib import closing
 from typing import NoReturn
 
-from graphbuild import builds, errors, events, indexdb, pipeline, process, refs, report
+from graphbuild import builds, errors, events, extras, indexdb, pipeline, process, refs, report
 from graphbuild.commands import mirror, sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
@@ -36,6 +36,8 @@ def run(
 ) -> int:
     if window > max_wait:
         raise errors.GraphbuildError(f"--window {window:g} is longer than --max-wait {max_wait:g}")
+    if config.azure is not None and config.mirrors:  # each sweep first imports into ACR
+        extras.require_azure("listen with `mirrors:` (imports into ACR)")
     batches: queue.Queue[tuple[frozenset[str], threading.Event]] = queue.Queue()
     stopping = threading.Event()
 

@@ -8,7 +8,7 @@ An image already there is not imported again.
 
 from __future__ import annotations
 
-from graphbuild import errors, pipeline, report
+from graphbuild import errors, extras, pipeline, report
 from graphbuild.config import Config
 
 
@@ -17,6 +17,7 @@ def run(config: Config, dry_run: bool, as_json: bool) -> int:
         raise errors.GraphbuildError(
             f"{config.file}: mirror needs `azure:` (the registry to import into) and `mirrors:`"
         )
+    extras.require_azure("mirror")
     now = pipeline.fresh(config)
     done = pipeline.mirror(config, now.graph, dry_run)
     shown(done, dry_run, as_json)

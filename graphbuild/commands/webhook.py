@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from graphbuild import acr_admin, errors, events
+from graphbuild import acr_admin, errors, events, extras
 from graphbuild.config import Config, loopback
 
 
 def create(config: Config, url: str, name: str, scope: str, secret_env: str) -> int:
+    extras.require_azure("acr webhook create")
     if config.azure is None:
         raise errors.GraphbuildError(f"{config.file}: azure: the registry to add a webhook to")
     host = urlsplit(url).hostname or ""

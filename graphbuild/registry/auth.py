@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from graphbuild import extras
 from graphbuild.errors import GraphbuildError
 from graphbuild.registry import http
 
@@ -402,8 +403,10 @@ class AcrAuth(HostAuth):
         try:
             from azure.core.exceptions import ClientAuthenticationError
             from azure.identity import DefaultAzureCredential
-        except ImportError:
-            raise AuthError("ACR needs the azure-identity package") from None
+        except ImportError:  # no Azure SDK; `auth: acr` stopped at Registry() already
+            if self.required:
+                raise AuthError(f"ACR sign-in needs the Azure SDK: {extras.AZURE}") from None
+            return None  # `auth: auto`: anonymous, as with no Azure identity
         if self._azure is None:
             self._azure = DefaultAzureCredential()
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from graphbuild import __version__, refs, retry
+from graphbuild import __version__, extras, refs, retry
 from graphbuild.config import RegistrySpec, loopback
 from graphbuild.errors import ConfigError, InvalidReference
 from graphbuild.registry import http, manifests
@@ -144,8 +144,10 @@ class Registry:
         self.ratelimits: dict[str, str] = {}  # host -> "remaining/limit" as Docker Hub reports
         self._hosts: dict[str, _Host] = {}
         self._tls = {host: _tls(spec) for host, spec in self.specs.items()}
-        for spec in self.specs.values():
+        for host, spec in self.specs.items():
             _check_password(spec)
+            if spec.auth == "acr":
+                extras.require_azure(f"registries.{host}.auth acr")
         self._lock = threading.Lock()
 
     def __enter__(self) -> Registry:
