@@ -145,6 +145,46 @@ def test_rejected_words_raise_expand_error(word, message):
     assert not isinstance(info.value, MissingValue)
 
 
+# -- where two ports of lex.go disagreed, BuildKit's answer (moby/buildkit 73ed6825c, each
+#    checked against lex.go built with Go): the lexer is now one, shared with heredoc.py
+
+GO_ENV = {"V": "*a\\b", "A": "x", "A\u00b2": "the name read too far", "E": ""}
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        # processName: unicode.IsLetter and IsDigit (Nd); a superscript two is neither
+        pytest.param("$A\u00b2", "x\u00b2", id="name-stops-at-superscript"),
+        # processDoubleQuote keeps the escape when raw escapes are on (inside #, % and /)
+        pytest.param('${V#"\\*"}', "*a\\b", id="trim-pattern-double-quote-escape-kept"),
+        pytest.param('${V%"\\b"}', "*a", id="trim-suffix-double-quote-escape-kept"),
+        pytest.param('${V/"\\b"/X}', "*aX", id="replace-double-quote-escape-kept"),
+    ],
+)
+def test_words_expand_as_buildkit_reads_them(word, expected):
+    assert expand(word, GO_ENV).value == expected
+
+
+@pytest.mark.parametrize(
+    ("word", "message"),
+    [
+        pytest.param("${V:#*}", "unsupported modifier (:#) in substitution", id="colon-hash"),
+        pytest.param("${V:%b}", "unsupported modifier (:%) in substitution", id="colon-percent"),
+        # the word after `${v:` is read before the modifier is judged; it runs to the end
+        pytest.param("${V:x", "syntax error: missing '}'", id="colon-unknown-unterminated"),
+        pytest.param("${V:", "syntax error: missing '}'", id="colon-at-end"),
+        # an unclosed quote inside ${} reads to the end: the brace is what is missing
+        pytest.param("${V:-'open", "syntax error: missing '}'", id="quote-open-in-default"),
+        pytest.param("${V/'a/b}", "syntax error: missing '/' in ${}", id="quote-open-in-pattern"),
+    ],
+)
+def test_words_are_rejected_as_buildkit_rejects_them(word, message):
+    with pytest.raises(ExpandError) as info:
+        expand(word, GO_ENV)
+    assert str(info.value) == message
+
+
 def test_unmatched_collects_undefined_variables():
     result = expand("${REG}/app:${TAG:-1}-$SUFFIX$v", {"v": "x", "REG": "quay.io"})
     assert result.value == "quay.io/app:1-x"
