@@ -200,9 +200,7 @@ class Lexer:
                         else:
                             piece = self.double_quote()
                         words.add_raw(piece)
-                    size += len(piece)
-                    self.check_size(size)
-                    result.append(piece)
+                    size = self.grown(result, size, piece)
                     continue
                 self.pos += 1  # the escape: all else was a run or is handled above
                 if self.raw_escapes:
@@ -222,6 +220,13 @@ class Lexer:
             return "".join(result), words.done()
         finally:
             self.raw_escapes = saved
+
+    def grown(self, out: list[str], size: int, piece: str) -> int:
+        """The size of `out`, `size` characters, once `piece` is added to it, checked."""
+        out.append(piece)
+        size += len(piece)
+        self.check_size(size)
+        return size
 
     def possible_heredoc(self) -> str:
         """processPossibleHeredoc: `<<` keeps the blanks after it."""
@@ -272,10 +277,7 @@ class Lexer:
                 self.charge(size)
                 return "".join(out)
             if ch == "$":
-                piece = self.dollar()
-                size += len(piece)
-                self.check_size(size)
-                out.append(piece)
+                size = self.grown(out, size, self.dollar())
                 continue
             self.pos += 1  # the escape: all else was a run or is handled above
             if self.raw_escapes:
