@@ -3,7 +3,9 @@
 Base images are often written through ARGs (`FROM python:${PY%.*}-slim`), so
 the graph is only right if every `${}` form expands exactly as in BuildKit
 (moby/buildkit frontend/dockerfile/shell/lex.go): quotes removed, `\\$`
-escapes, `${v:-w}`, `${v:+w}`, `${v:?m}`, `#`, `%` and `/` patterns.
+escapes, `${v:-w}`, `${v:+w}`, `${v:?m}`, `#`, `%` and `/` patterns. The word is read
+by the lexer shared with heredoc detection (shell_words.py); this module gives its
+references their values, matches the patterns, and bounds the work a file may cost.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_SPECIAL_PARAMS = "@*#?-$!0"
+from graphbuild.shell_words import Lexer, LexError
 
 # A Dockerfile is a few KiB that a repository's author controls: without caps,
 # 40 lines of `ARG A2=${A1}${A1}` ask for 2^40 characters.
@@ -19,8 +21,8 @@ MAX_VALUE = 64 * 1024  # characters in one expanded word; no real image referenc
 MAX_WORK = 16 * 1024 * 1024  # units of work (see Budget) one Dockerfile may cost
 
 
-class ExpandError(ValueError):
-    """BuildKit would reject this word."""
+# BuildKit would reject this word: the lexer's errors, and expansion's below
+ExpandError = LexError
 
 
 class TooLong(ExpandError):
@@ -86,165 +88,53 @@ def expand(
             raise TooLong
         budget.spend(len(word))
         return Expansion(word)
-    lexer = _Lexer(word, env, escape, budget)
+    lexer = _Expander(word, env, escape, budget)
     try:
-        value = lexer.until(None, raw_escapes=False)
+        value = lexer.process_word()
     except RecursionError:
         raise ExpandError("substitutions nested too deeply") from None
     return Expansion(value, lexer.matched, lexer.unmatched)
 
 
-class _Lexer:
+class _Expander(Lexer):
+    """BuildKit's lexer with variables (shellWord with envs, no SkipUnsetEnv): each reference is
+    looked up in `env` and its `${}` form applied, every piece built is capped at MAX_VALUE and
+    charged to the file's Budget, and the variables read are recorded (getEnv's capture)."""
+
     def __init__(self, text: str, env: Mapping[str, str], escape: str, budget: Budget) -> None:
-        self.text, self.env, self.escape, self.budget = text, env, escape, budget
-        self.pos = 0
+        super().__init__(text, escape)
+        self.env, self.budget = env, budget
         self.matched: set[str] = set()
         self.unmatched: set[str] = set()
 
-    def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
-
-    def next(self) -> str:
-        ch = self.peek()
-        self.pos += 1
-        return ch
-
-    def until(self, stop: str | None, raw_escapes: bool) -> str:
-        out: list[str] = []
-        size = 0  # characters in `out`
-        while self.pos < len(self.text):
-            ch = self.peek()
-            if stop is not None and ch == stop:
-                self.pos += 1
-                return self.joined(out, size)
-            if ch in "$'\"":
-                if ch == "$":
-                    piece = self.dollar()
-                elif ch == "'":
-                    piece = self.single_quote()
-                else:
-                    piece = self.double_quote()
-                size = self.grown(size, piece)
-                out.append(piece)
-            else:
-                self.pos += 1
-                if ch == self.escape:
-                    if raw_escapes:
-                        out.append(ch)
-                        size += 1
-                    if self.pos >= len(self.text):
-                        break
-                    ch = self.next()
-                out.append(ch)
-                size += 1
-        if stop is not None:
-            raise ExpandError(f"unexpected end of statement while looking for matching {stop}")
-        return self.joined(out, size)
-
-    def grown(self, size: int, piece: str) -> int:
-        """`size` with `piece` added, checked against the cap before it is joined."""
-        size += len(piece)
+    def check_size(self, size: int) -> None:
+        """Capped before the piece is joined."""
         if size > MAX_VALUE:
             raise TooLong
-        return size
 
-    def joined(self, out: list[str], size: int) -> str:
-        """`out` as one string, checked against the cap and charged to the budget."""
+    def charge(self, size: int) -> None:
+        """Capped, and charged to the budget."""
         if size > MAX_VALUE:
             raise TooLong
         self.budget.spend(size)
-        return "".join(out)
-
-    def single_quote(self) -> str:
-        self.pos += 1
-        end = self.text.find("'", self.pos)
-        if end == -1:
-            raise ExpandError("unexpected end of statement while looking for matching single-quote")
-        value = self.text[self.pos : end]
-        self.pos = end + 1
-        return value
-
-    def double_quote(self) -> str:
-        self.pos += 1
-        out: list[str] = []
-        size = 0
-        while True:
-            ch = self.peek()
-            if ch == "":
-                raise ExpandError(
-                    "unexpected end of statement while looking for matching double-quote"
-                )
-            if ch == '"':
-                self.pos += 1
-                return self.joined(out, size)
-            if ch == "$":
-                piece = self.dollar()
-                size = self.grown(size, piece)
-                out.append(piece)
-                continue
-            self.pos += 1
-            if ch == self.escape:
-                nxt = self.peek()
-                if nxt == "":
-                    continue
-                if nxt in ('"', "$", self.escape):
-                    ch = self.next()
-            out.append(ch)
-            size += 1
-
-    def name(self) -> str:
-        start = self.pos
-        ch = self.peek()
-        if ch.isdigit():
-            while self.peek().isdigit():
-                self.pos += 1
-            return self.text[start : self.pos]
-        if ch and ch in _SPECIAL_PARAMS:
-            self.pos += 1
-            return ch
-        while (c := self.peek()) and (c.isalnum() or c == "_"):
-            self.pos += 1
-        return self.text[start : self.pos]
 
     def lookup(self, name: str) -> tuple[str, bool]:
+        """getEnv"""
         if name in self.env:
             self.matched.add(name)
             return self.env[name], True
         self.unmatched.add(name)
         return "", False
 
-    def dollar(self) -> str:
-        self.pos += 1
-        if self.peek() != "{":
-            name = self.name()
-            return self.lookup(name)[0] if name else "$"
-        self.pos += 1
-        ch = self.peek()
-        if ch == "":
-            raise ExpandError("syntax error: missing '}'")
-        if ch in "{}:":
-            raise ExpandError("syntax error: bad substitution")
-        name = self.name()
-        op = self.next()
-        if op == "":
-            raise ExpandError("syntax error: missing '}'")
-        if op == "}":
-            return self.lookup(name)[0]
-        if op == "/":
-            return self.replace(name)
-        null_is_unset = op == ":"
-        if null_is_unset:
-            op = self.next()
-        if op not in "+-?#%" or op == "":
+    def reference(self, name: str, braces: bool) -> str:
+        return self.lookup(name)[0]
+
+    def modified(self, name: str, null_is_unset: bool, op: str, word: str) -> str:
+        """The modifier switch of processDollar; trimSuffix and trimPrefix."""
+        value, found = self.lookup(name)
+        if op not in ("+", "-", "?", "#", "%"):
             shown = (":" if null_is_unset else "") + op
             raise ExpandError(f"unsupported modifier ({shown}) in substitution")
-        try:
-            word = self.until("}", raw_escapes=op in "#%")
-        except ExpandError:
-            if self.pos >= len(self.text):
-                raise ExpandError("syntax error: missing '}'") from None
-            raise
-        value, found = self.lookup(name)
         empty = not found or (null_is_unset and value == "")
         if op == "-":
             return word if empty else value
@@ -262,22 +152,7 @@ class _Lexer:
         trim = _trim_prefix if op == "#" else _trim_suffix
         return trim(_Pattern(word), value, greedy, self.budget)
 
-    def replace(self, name: str) -> str:
-        replace_all = self.peek() == "/"
-        if replace_all:
-            self.pos += 1
-        try:
-            pattern = self.until("/", raw_escapes=True)
-        except ExpandError:
-            if self.pos >= len(self.text):
-                raise ExpandError("syntax error: missing '/' in ${}") from None
-            raise
-        try:
-            replacement = self.until("}", raw_escapes=True)
-        except ExpandError:
-            if self.pos >= len(self.text):
-                raise ExpandError("syntax error: missing '}'") from None
-            raise
+    def replaced(self, name: str, pattern: str, replacement: str, replace_all: bool) -> str:
         value, _ = self.lookup(name)
         return _replace(_Pattern(pattern), value, replacement, replace_all, self.budget)
 

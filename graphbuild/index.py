@@ -38,7 +38,7 @@ from graphbuild.expand import shorten
 from graphbuild.sources import SyncResult
 from graphbuild.trees import Tree, blob_sha, open_tree
 
-PARSER_REVISION = "6"  # bump when parsing changes, so cached answers are not reused
+PARSER_REVISION = "7"  # bump when parsing changes, so cached answers are not reused
 # Parsing one repository may take this long per sync; what is left waits for the next one.
 # A repository of many pathological Dockerfiles (each within its own bounds) must not hold
 # the sync of the whole fleet: bounded work per file is not bounded work per repository.

@@ -145,6 +145,40 @@ def test_rejected_words_raise_expand_error(word, message):
     assert not isinstance(info.value, MissingValue)
 
 
+# -- where two ports of lex.go disagreed, BuildKit's answer (moby/buildkit 73ed6825c, each
+#    checked against lex.go built with Go): the lexer is now one, shared with heredoc.py
+
+GO_ENV = {"V": "*a\\b", "A": "x", "A\u00b2": "the name read too far"}
+
+# word: BuildKit's answer, the value or "error: " and the message
+BUILDKIT_ANSWERS = {
+    # processName: unicode.IsLetter and IsDigit (Nd); a superscript two is neither
+    "$A\u00b2": "x\u00b2",
+    # processDoubleQuote keeps the escape when raw escapes are on (inside #, % and /)
+    '${V#"\\*"}': "*a\\b",
+    '${V%"\\b"}': "*a",
+    '${V/"\\b"/X}': "*aX",
+    # no `:` before a trim
+    "${V:#*}": "error: unsupported modifier (:#) in substitution",
+    "${V:%b}": "error: unsupported modifier (:%) in substitution",
+    # the word after `${v:` is read before the modifier is judged; it runs to the end
+    "${V:x": "error: syntax error: missing '}'",
+    "${V:": "error: syntax error: missing '}'",
+    # an unclosed quote inside ${} reads to the end: the brace is what is missing
+    "${V:-'open": "error: syntax error: missing '}'",
+    "${V/'a/b}": "error: syntax error: missing '/' in ${}",
+}
+
+
+@pytest.mark.parametrize(("word", "answer"), BUILDKIT_ANSWERS.items())
+def test_words_are_read_as_buildkit_reads_them(word, answer):
+    try:
+        got = expand(word, GO_ENV).value
+    except ExpandError as err:
+        got = f"error: {err}"
+    assert got == answer
+
+
 def test_unmatched_collects_undefined_variables():
     result = expand("${REG}/app:${TAG:-1}-$SUFFIX$v", {"v": "x", "REG": "quay.io"})
     assert result.value == "quay.io/app:1-x"
