@@ -140,11 +140,25 @@ def check(config: Config, g: nx.DiGraph[str], concurrency: int = 16) -> detect.C
             State(config.workspace) as state,
             Registry(config.registries, concurrency=concurrency) as registry,
         ):
-            return detect.check(g, registry, state, config.mirrors, config.check_timeout)
+            checked = detect.check(g, registry, state, config.mirrors, config.check_timeout)
+            say_unreachable(registry)
+            return checked
     except sqlite3.OperationalError as err:  # a state.db held locked by another process 30 s
         if not (getattr(err, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY"):
             raise  # damaged, read-only, full: the workspace guard says what to do
         raise errors.GraphbuildError(f"{config.workspace / workspace.STATE}: {err}") from None
+
+
+def say_unreachable(registry: Registry) -> None:
+    """Each registry that could not be reached at all, once, with what to check: before the
+    answer, whose unknowns it explains."""
+    for host, why in registry.unreachable().items():
+        if "CERTIFICATE" in why or "SSL" in why:
+            hint = f"Is its certificate trusted (registries.{host}.ca_bundle in repos.yaml)?"
+        else:
+            hint = f"Is it running, and is {host} its address?"
+        report.note(f"Registry {host} cannot be reached ({why}). {hint} "
+                    "What is on it is unknown in this answer.")  # fmt: skip
 
 
 def plan(config: Config, g: nx.DiGraph[str], checked: detect.Check) -> Plan:
@@ -178,6 +192,7 @@ def mirror(config: Config, g: nx.DiGraph[str], dry_run: bool) -> Mirrored:
     wanted = {ref: () for pair in pairs.items() for ref in pair}  # both sides, once each
     with Registry(config.registries) as registry:
         answers = registry.resolve_all(wanted, timeout=config.check_timeout)
+        say_unreachable(registry)
     digests = {ref: a.digest if isinstance(a, Resolved) else None for ref, a in answers.items()}
     due, unanswered = acr_admin.imports_due(list(pairs), config.mirrors, digests)
     for base in unanswered:

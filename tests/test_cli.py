@@ -250,7 +250,7 @@ def test_check_reports_bases_and_images_and_exits_0(tmp_path, registry):
     human = graphbuild("check", cwd=tmp_path)
     assert human.returncode == 0
     assert "Bases\nBASE" in human.stdout and "unchanged" in human.stdout
-    assert "1 bases unchanged, 1 images missing; 2 registry requests." in human.stdout
+    assert "1 base unchanged, 1 image missing; 2 registry requests." in human.stdout
 
 
 def test_plan_what_if_a_base_changed_asks_no_registry(project):
@@ -366,3 +366,77 @@ def test_queries_import_none_of_the_build_machinery(project, args):
     assert "graphbuild.queries" in imported  # the listing is read
     assert [m for m in imported if m.split(".")[0] in HEAVY or m in HEAVY or
             any(m.startswith(h + ".") for h in HEAVY)] == []  # fmt: skip
+
+
+def _two_registries(tmp_path: Path, registry) -> str:
+    """A fleet on two registries: `registry` (up) and a loopback port nobody listens on
+    (down), which three references name. Returns the down one's host."""
+    from .oci import free_port
+
+    down = f"127.0.0.1:{free_port()}"
+    registry.image("lib/base", "1")
+    files = {"up": f"FROM {registry.host}/lib/base:1\n", "down": f"FROM {down}/lib/base:1\n",
+             "other": f"FROM {down}/lib/other:1\n"}  # fmt: skip
+    for name, text in files.items():
+        (tmp_path / "fleet" / name).mkdir(parents=True)
+        (tmp_path / "fleet" / name / "Dockerfile").write_text(text)
+    (tmp_path / "repos.yaml").write_text(
+        f'registries:\n  "{registry.host}": {{insecure: true}}\n  "{down}": {{insecure: true}}\n'
+        "repos:\n  - name: fleet\n    path: fleet\n    images:\n"
+        f'      - {{image: "{registry.host}/up", dockerfile: up/Dockerfile}}\n'
+        f'      - {{image: "{down}/down", dockerfile: down/Dockerfile}}\n'
+        f'      - {{image: "{down}/other", dockerfile: other/Dockerfile}}\n'
+    )
+    return down
+
+
+def test_a_registry_that_is_down_is_named_once_and_the_others_are_still_answered(
+    tmp_path, registry
+):
+    """With one registry down, `check` and `plan` say so first, once for that registry, with
+    what to check; still answer for the registry that is up; and exit 1, since their answer
+    is incomplete. A refused connection is not waited on (the subprocess timeout of 120 s
+    only bounds a hang)."""
+    down = _two_registries(tmp_path, registry)
+    checked = graphbuild("check", "--json", cwd=tmp_path)
+    assert checked.returncode == 1, checked.stderr
+    answer = json.loads(checked.stdout)
+    status = {b["id"]: b["status"] for b in answer["bases"] + answer["images"]}
+    assert status[f"{registry.host}/lib/base:1"] == "new"
+    assert status[f"{registry.host}/up:latest"] == "missing"
+    assert status[f"{down}/lib/base:1"] == status[f"{down}/lib/other:1"] == "unknown"
+    assert status[f"{down}/down:latest"] == status[f"{down}/other:latest"] == "unknown"
+    named = [line for line in checked.stderr.splitlines() if "cannot be reached" in line]
+    assert len(named) == 1, checked.stderr
+    assert named[0].startswith(f"Registry {down} cannot be reached (connection refused)")
+    assert "Is it running" in named[0]
+    human = graphbuild("check", cwd=tmp_path)
+    assert human.returncode == 1
+    assert human.stderr.splitlines()[0] == named[0]
+    planned = graphbuild("plan", cwd=tmp_path)
+    assert planned.returncode == 1, planned.stderr
+    assert [line for line in planned.stderr.splitlines() if "cannot be reached" in line] == named
+    assert "up:latest" in planned.stdout and "missing" in planned.stdout  # still answered
+    assert "2 images could not be judged" in planned.stdout
+
+
+def test_plan_with_every_registry_down_does_not_say_nothing_to_rebuild(tmp_path):
+    from .oci import free_port
+
+    down = f"127.0.0.1:{free_port()}"
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/Dockerfile").write_text(f"FROM {down}/lib/base:1\n")
+    (tmp_path / "repos.yaml").write_text(
+        f'registries:\n  "{down}": {{insecure: true}}\n'
+        f'repos:\n  - name: app\n    path: app\n    images: [{{image: "{down}/app"}}]\n'
+    )
+    planned = graphbuild("plan", cwd=tmp_path)
+    assert planned.returncode == 1, planned.stderr
+    assert "Nothing to rebuild." not in planned.stdout
+    assert planned.stdout.startswith("Nothing to rebuild among the images that could be judged")
+    assert "1 image could not be judged" in planned.stdout
+    as_json = graphbuild("plan", "--json", cwd=tmp_path)
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["unknown"] == [f"{down}/app:latest"]
+    dry_run = graphbuild("sweep", "--dry-run", cwd=tmp_path)  # the plan a sweep would carry out
+    assert (dry_run.returncode, dry_run.stdout) == (1, planned.stdout)

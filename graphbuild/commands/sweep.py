@@ -36,9 +36,9 @@ def shown(
     config: Config, done: pipeline.Sweep, max_images: int, as_json: bool, dry_run: bool = False
 ) -> int:
     """Say what a sweep did (`listen`'s sweeps too); its exit code."""
-    if dry_run:
+    if dry_run:  # as `plan`: 1 when the plan may be missing something
         show(done.plan, as_json)
-        return errors.OK
+        return errors.FAILED if done.incomplete else errors.OK
     if done.too_big:
         if as_json:
             report.emit_json({"id": None, "status": "too-big", "planned": len(done.plan.steps),
