@@ -268,7 +268,9 @@ def deploy(
             return True
         items = [c for c in planned if c.workload.ring == ring.name]
         if not items:
-            if not dry_run:
+            if dry_run:  # a preview that prints nothing would leave a person guessing
+                say(f"{ring.name}: nothing to deploy (no workload in it runs an image of this run)")
+            else:
                 nothing = RingRecord(
                     ring.name, RingStatus.NOTHING_TO_DEPLOY, "no workload runs these"
                 )
@@ -276,9 +278,12 @@ def deploy(
             continue
         context = Context(run.id, ring.name, reason, log, cancel, config.workspace)
         if dry_run:
-            for kind, group in _by_deployer(items):
-                for text in deployers.make(kind, config).preview(group, context):
-                    say(text.rstrip("\n"))
+            shown = [text for kind, group in _by_deployer(items)
+                     for text in deployers.make(kind, config).preview(group, context)]  # fmt: skip
+            for text in shown:
+                say(text.rstrip("\n"))
+            if not shown:
+                say(f"{ring.name}: nothing to deploy (its workloads already run this run's images)")
             continue
         if not _ring(config, state, run, ring, items, context, say):
             return False
