@@ -440,3 +440,12 @@ def test_plan_with_every_registry_down_does_not_say_nothing_to_rebuild(tmp_path)
     assert json.loads(as_json.stdout)["unknown"] == [f"{down}/app:latest"]
     dry_run = graphbuild("sweep", "--dry-run", cwd=tmp_path)  # the plan a sweep would carry out
     assert (dry_run.returncode, dry_run.stdout) == (1, planned.stdout)
+
+
+def test_an_unknown_run_id_is_quoted_and_the_runs_are_pointed_at(project):
+    """`no run 0` read like "you gave no ID": the value is quoted, and said to be an ID."""
+    for args in (("runs", "20990101-x"), ("resume", "20990101-x")):
+        done = graphbuild(*args, cwd=project)
+        assert done.returncode == 2
+        assert done.stderr == ("graphbuild: there is no run with ID '20990101-x'; "
+                               "`graphbuild runs` lists them\n")  # fmt: skip
