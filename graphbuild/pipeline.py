@@ -39,6 +39,7 @@ from graphbuild import (
     workspace,
 )
 from graphbuild.config import Config
+from graphbuild.console import plural
 from graphbuild.plan import Plan, from_check
 from graphbuild.registry import Failure, Registry, Resolved
 from graphbuild.state import Run, RunStatus, State
@@ -121,13 +122,20 @@ def fresh(config: Config, names: Sequence[str] = ()) -> Fresh:
     problems = sync(config).problems
     failed = [p for p in problems if p.level == errors.ERROR]
     if failed:  # a cron log must say which repository, file and line, not only how many
-        report.note(f"The sync found {len(failed)} error(s); what they concern is not built:")
-        for problem in failed[:SHOWN]:
-            report.note(f"  {problem}")
-        if len(failed) > SHOWN:
-            report.note(f"  … and {len(failed) - SHOWN} more: see `graphbuild sync`.")
+        say_problems(failed, f"The sync found {plural(len(failed), 'error')}; what they concern "
+                     "is not built:")  # fmt: skip
     with closing(indexdb.connect(config.workspace)) as db:
         return Fresh(graph.load(db), indexdb.match_all(db, names), bool(failed))
+
+
+def say_problems(problems: Sequence[errors.Problem], heading: str, levels: bool = False) -> None:
+    """`heading`, then the first SHOWN problems, one `repo:path:line: message` each (after its
+    level, with `levels`), then how many more there are."""
+    report.note(heading)
+    for problem in problems[:SHOWN]:
+        report.note(f"  {problem.level:<10} {problem}" if levels else f"  {problem}")
+    if len(problems) > SHOWN:
+        report.note(f"  … and {len(problems) - SHOWN} more: see `graphbuild sync`.")
 
 
 # ---------------------------------------------------------------- check and plan
@@ -362,7 +370,7 @@ def sweep(
     unanswered = checked.unanswered()
     if unanswered:
         some = ", ".join(unanswered[:3]) + (", …" if len(unanswered) > 3 else "")
-        report.note(f"{len(unanswered)} references got no answer from their registry "
+        report.note(f"{plural(len(unanswered), 'reference')} got no answer from their registry "
                     f"({some}): what is built on them was not judged. "
                     "See `graphbuild check`.")  # fmt: skip
     result = Sweep(steps, unanswered, now.failed)

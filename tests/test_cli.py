@@ -195,11 +195,14 @@ def test_a_damaged_index_is_rebuilt(project):
     assert [r["image"] for r in json.loads(done.stdout)] == ["r.test/base:1", "r.test/app:latest"]
 
 
-def test_the_first_query_says_when_its_sync_found_problems(project):
+def test_the_first_query_shows_the_problems_its_sync_found(project):
+    """Shown, not only pointed at: the first ones, each `repo:path:line: message`."""
     (project / "app/Dockerfile").write_text("FROM r.test/base:1\nFROM --platform x y\n")
     done = graphbuild("uses", "debian", cwd=project)
     assert done.returncode == 0
-    assert "The sync found 1 problem(s)" in done.stderr
+    lines = done.stderr.splitlines()
+    at = lines.index("The sync found 1 problem:")
+    assert lines[at + 1].startswith("  error      app:Dockerfile:2: "), done.stderr
 
 
 def test_sync_on_a_terminal_draws_progress_and_still_reports(project):
