@@ -122,8 +122,8 @@ def fresh(config: Config, names: Sequence[str] = ()) -> Fresh:
     problems = sync(config).problems
     failed = [p for p in problems if p.level == errors.ERROR]
     if failed:  # a cron log must say which repository, file and line, not only how many
-        say_problems(failed, f"The sync found {plural(len(failed), 'error')}; what they concern "
-                     "is not built:")  # fmt: skip
+        say_problems(failed, f"The sync found {plural(len(failed), 'error')}; the images "
+                     "concerned are not built:")  # fmt: skip
     with closing(indexdb.connect(config.workspace)) as db:
         return Fresh(graph.load(db), indexdb.match_all(db, names), bool(failed))
 
