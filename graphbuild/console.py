@@ -10,6 +10,10 @@ import sys
 
 _PLURALS = {"repository": "repositories"}
 
+# `--verbose`: progress line by line where a pipe otherwise gets one summary line. The CLI
+# sets it for each command that syncs.
+verbose = False
+
 
 def note(message: str) -> None:
     """A remark for the person at the terminal; on stderr so JSON on stdout stays clean."""

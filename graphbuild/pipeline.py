@@ -21,6 +21,7 @@ from graphbuild import (
     acr_admin,
     builders,
     builds,
+    console,
     deployers,
     detect,
     discovery,
@@ -71,14 +72,27 @@ class Fresh:
     failed: bool
 
 
-def sync(config: Config, jobs: int = 8) -> Synced:
-    """Fetch, index and link; the stored graph is replaced only when linking succeeds."""
+def sync(config: Config, jobs: int = 8, summary: bool = True) -> Synced:
+    """Fetch, index and link; the stored graph is replaced only when linking succeeds.
+    Through a pipe, without --verbose, the repositories are summed up in one line on stderr
+    (`summary`: the `sync` command's answer is that line, on stdout)."""
     lock = config.workspace / "sync.lock"
     with filelock.exclusive(lock, lambda who: report.note(f"Waiting for another sync ({who}).")):
-        return _sync(config, jobs)
+        return _sync(config, jobs, summary and report.piped() and not console.verbose)
 
 
-def _sync(config: Config, jobs: int) -> Synced:
+def synced_line(repos: Sequence[sources.SyncResult]) -> str:
+    """`Synced 3 repositories (1 with new commits)`, and which failed."""
+    new = sum(1 for r in repos if r.fetched)
+    failed = [r.repo for r in repos if r.error]
+    line = f"Synced {plural(len(repos), 'repository')} ({new} with new commits"
+    if failed:
+        some = ", ".join(failed[:5]) + (", …" if len(failed) > 5 else "")
+        line += f"; {len(failed)} failed: {some}"
+    return line + ")"
+
+
+def _sync(config: Config, jobs: int, summary: bool) -> Synced:
     with report.progress(len(config.sources), "Syncing") as step:
 
         def done(result: sources.SyncResult) -> None:
@@ -90,6 +104,8 @@ def _sync(config: Config, jobs: int) -> Synced:
                 step(f"{result.repo}: local folder")
 
         synced = sources.sync(config, jobs=jobs, on_done=done)
+    if summary:
+        report.note(synced_line(synced) + ".")
     db = indexdb.connect(config.workspace)
     try:
         deploy_problems = discovery.refresh(db, config, synced)

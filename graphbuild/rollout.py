@@ -20,6 +20,7 @@ import networkx as nx
 from graphbuild import deployers, gates, process
 from graphbuild.builds import log_name
 from graphbuild.config import Config, GateSpec, RingSpec
+from graphbuild.console import plural
 from graphbuild.deployers import Applied, Change, Context
 from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.graph import image_data
@@ -314,9 +315,8 @@ def _ring(
     unchanged = sum(1 for a in applied if a.status == DeployStatus.UNCHANGED)
     if failed:
         first = failed[0]
-        detail = (
-            f"{len(failed)} deploy(s) failed, first {first.change.workload.name}: {first.detail}"
-        )
+        detail = (f"{plural(len(failed), 'deploy')} failed, first "
+                  f"{first.change.workload.name}: {first.detail}")  # fmt: skip
         state.record_ring(run.id, RingRecord(ring.name, RingStatus.FAILED, detail))
         say(f"{ring.name}: {detail}; later rings not deployed")
         return False

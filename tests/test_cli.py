@@ -452,3 +452,36 @@ def test_an_unknown_run_id_is_quoted_and_the_runs_are_pointed_at(project):
         assert done.returncode == 2
         assert done.stderr == ("graphbuild: there is no run with ID '20990101-x'; "
                                "`graphbuild runs` lists them\n")  # fmt: skip
+
+
+def test_without_a_terminal_a_sync_is_one_summary_line_unless_verbose(project):
+    """A cron log gets one line for a sync, not one per repository on every command that
+    syncs; `-v` lists each repository."""
+    first = graphbuild("uses", "debian", cwd=project)
+    assert first.stderr.splitlines() == ["No index yet: syncing first (graphbuild sync).",
+                                         "Synced 2 repositories (0 with new commits)."]  # fmt: skip
+    quiet = graphbuild("sync", cwd=project)
+    assert quiet.stderr == ""  # its summary is its answer, on stdout
+    assert quiet.stdout.startswith("Synced 2 repositories (0 with new commits); ")
+    chatty = graphbuild("sync", "-v", cwd=project)
+    assert sorted(chatty.stderr.splitlines()) == ["app: local folder", "base: local folder"]
+    assert chatty.stdout == quiet.stdout
+
+
+@pytest.mark.parametrize("command", ["sync", "plan", "sweep", "rebuild", "resume", "deploy",
+                                     "mirror", "listen"])  # fmt: skip
+def test_every_command_that_syncs_takes_verbose(project, command):
+    done = graphbuild(command, "--help", cwd=project, env={"COLUMNS": "200"})
+    assert done.returncode == 0
+    assert "--verbose" in done.stdout and "-v" in done.stdout
+
+
+def test_counts_agree_with_their_nouns(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one/Dockerfile").write_text("FROM debian:bookworm-slim\n")
+    (tmp_path / "repos.yaml").write_text(
+        'repos:\n  - name: one\n    path: one\n    images: [{image: "r.test/one"}]\n'
+    )
+    done = graphbuild("sync", cwd=tmp_path)
+    assert done.stdout.startswith("Synced 1 repository (0 with new commits); indexed 1 image: "
+                                  "parsed 1 Dockerfile, 0 from cache.")  # fmt: skip

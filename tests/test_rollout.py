@@ -648,7 +648,7 @@ def test_a_failed_deploy_fails_its_ring_and_stops_the_rollout(tmp_path, remotes)
     assert site.deploy() is False
     ((ring, status, detail),) = site.rings()
     assert (ring, status) == ("dev", "failed")
-    assert detail.startswith("1 deploy(s) failed, first Pod//web (web): ")
+    assert detail.startswith("1 deploy failed, first Pod//web (web): ")
     assert site.deploys() == [("dev", f"r.test/app:1@{APP_DIGEST}", "failed")]
     assert site.said == [f"dev: {detail}; later rings not deployed"]
 

@@ -6,6 +6,7 @@ from graphbuild import builds, errors, pipeline, report
 from graphbuild.commands.plan import show
 from graphbuild.commands.runs import finished
 from graphbuild.config import Config
+from graphbuild.console import plural
 from graphbuild.state import sweep_lock
 
 
@@ -44,7 +45,7 @@ def shown(
             report.emit_json({"id": None, "status": "too-big", "planned": len(done.plan.steps),
                               "max_images": max_images, "nodes": []})  # fmt: skip
         report.note(
-            f"The plan rebuilds {len(done.plan.steps)} images, more than --max-images "
+            f"The plan rebuilds {plural(len(done.plan.steps), 'image')}, more than --max-images "
             f"{max_images}: stopping before building. Look at `graphbuild plan`, then "
             "run again with --yes (or a higher --max-images) if it is right."
         )
