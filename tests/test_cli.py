@@ -443,6 +443,9 @@ def test_plan_with_every_registry_down_does_not_say_nothing_to_rebuild(tmp_path)
     assert json.loads(as_json.stdout)["unknown"] == [f"{down}/app:latest"]
     dry_run = graphbuild("sweep", "--dry-run", cwd=tmp_path)  # the plan a sweep would carry out
     assert (dry_run.returncode, dry_run.stdout) == (1, planned.stdout)
+    swept = graphbuild("sweep", cwd=tmp_path)
+    assert swept.returncode == 1, swept.stderr
+    assert swept.stdout.startswith("Nothing to rebuild among the images that could be judged")
 
 
 def test_an_unknown_run_id_is_quoted_and_the_runs_are_pointed_at(project):

@@ -50,9 +50,12 @@ def shown(
             "run again with --yes (or a higher --max-images) if it is right."
         )
         return errors.FAILED
-    if done.run is None and done.unanswered and as_json:
-        report.emit_json({"id": None, "status": "incomplete", "unanswered": done.unanswered,
-                          "nodes": []})  # fmt: skip
+    if done.run is None and done.unanswered:  # not "nothing to rebuild": not all was judged
+        if as_json:
+            report.emit_json({"id": None, "status": "incomplete", "unanswered": done.unanswered,
+                              "nodes": []})  # fmt: skip
+        else:
+            print("Nothing to rebuild among the images that could be judged.")
         return errors.FAILED
     code = finished(config, done.run, as_json)
     return errors.FAILED if done.incomplete else code
