@@ -29,6 +29,12 @@ app = typer.Typer(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Without a terminal, a line per repository synced, not one in all."
+    ),
+]
 
 
 @dataclass
@@ -80,6 +86,13 @@ def _exit(code: int) -> None:
     raise typer.Exit(code)
 
 
+def _verbose(on: bool) -> None:
+    """How much progress a command that syncs shows through a pipe (console.verbose)."""
+    from graphbuild import console
+
+    console.verbose = on
+
+
 @app.command()
 def sync(
     ctx: typer.Context,
@@ -90,8 +103,10 @@ def sync(
         ),
     ] = 8,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Fetch every repository, parse what changed, and store the graph."""
+    _verbose(verbose)
     from graphbuild.commands import sync as cmd
 
     _exit(_run(ctx, cmd.run, jobs, as_json))
@@ -186,8 +201,10 @@ def plan(
         list[str] | None,
         typer.Option("--updated", help="What if this base (or image) changed? Offline."),
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Show what a sweep would rebuild, in waves, and why; builds nothing."""
+    _verbose(verbose)
     from graphbuild.commands import plan as cmd
 
     _exit(_run(ctx, cmd.run, as_json, updated or [], 16))
@@ -210,8 +227,10 @@ def sweep(
         typer.Option("--only", help="Only what is built on this image or base (again for more)."),
     ] = None,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Sync, check, plan and rebuild what changed, in dependency order."""
+    _verbose(verbose)
     from graphbuild.commands import sweep as cmd
 
     settings = _settings(max_parallel)
@@ -256,9 +275,11 @@ def rebuild(
     ] = None,
     max_parallel: MaxParallel = 4,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Rebuild images, or everything built on a base, now, even what is already served (the
     on-call path)."""
+    _verbose(verbose)
     from graphbuild.commands import rebuild as cmd
 
     if force and skip_served:
@@ -289,8 +310,10 @@ def resume(
         typer.Option("--max-parallel", min=1, help="Builds at once. [default: the run's]"),
     ] = None,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Finish an interrupted or partly failed run, without rebuilding what succeeded."""
+    _verbose(verbose)
     from graphbuild.commands import runs as cmd
 
     _exit(_run(ctx, cmd.resume, run_id, max_parallel, as_json))
@@ -311,8 +334,10 @@ def deploy(
         typer.Option("--rollback", help="Deploy it even though a later run rebuilt its images."),
     ] = False,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Deploy a finished run's validated images, ring by ring (e.g. prod, by hand)."""
+    _verbose(verbose)
     from graphbuild.commands import deploy as cmd
 
     _exit(_run(ctx, cmd.run, run_id, ring or [], dry_run, rollback, as_json))
@@ -325,8 +350,10 @@ def mirror(
         bool, typer.Option("--dry-run", help="Say what to import; import nothing.")
     ] = False,
     as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Import the external bases the graph uses into the ACR mirror, by digest."""
+    _verbose(verbose)
     from graphbuild.commands import mirror as cmd
 
     _exit(_run(ctx, cmd.run, dry_run, as_json))
@@ -353,8 +380,10 @@ def listen(
     max_images: Annotated[
         int, typer.Option("--max-images", min=1, help="Storm guard of each sweep.")
     ] = 50,
+    verbose: VerboseOption = False,
 ) -> None:
     """Take registry push events (ACR, Docker Hub) and sweep what is built on the pushed image."""
+    _verbose(verbose)
     from graphbuild.commands import listen as cmd
 
     _exit(_run(ctx, cmd.run, host, port, secret_env, window, max_wait,

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from graphbuild import refs
-from graphbuild.console import note
+from graphbuild.console import note, plural
 from graphbuild.errors import GraphbuildError, InvalidReference
 
 SECRET_HEADER = "X-Graphbuild-Secret"  # noqa: S105 - a header name
@@ -184,7 +184,7 @@ class Debouncer:
             try:
                 self._fire(batch)
             except Exception as exc:  # a failed sweep must not stop later pushes firing
-                note(f"listen: the sweep for {len(batch)} pushed image(s) failed: {exc}")
+                note(f"listen: the sweep for {plural(len(batch), 'pushed image')} failed: {exc}")
 
     def _next(self) -> frozenset[str] | None:
         """Blocks until a batch is due; None once closed."""

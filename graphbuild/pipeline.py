@@ -21,6 +21,7 @@ from graphbuild import (
     acr_admin,
     builders,
     builds,
+    console,
     deployers,
     detect,
     discovery,
@@ -39,6 +40,7 @@ from graphbuild import (
     workspace,
 )
 from graphbuild.config import Config
+from graphbuild.console import plural
 from graphbuild.plan import Plan, from_check
 from graphbuild.registry import Failure, Registry, Resolved
 from graphbuild.state import Run, RunStatus, State
@@ -70,14 +72,27 @@ class Fresh:
     failed: bool
 
 
-def sync(config: Config, jobs: int = 8) -> Synced:
-    """Fetch, index and link; the stored graph is replaced only when linking succeeds."""
+def sync(config: Config, jobs: int = 8, summary: bool = True) -> Synced:
+    """Fetch, index and link; the stored graph is replaced only when linking succeeds.
+    Through a pipe, without --verbose, the repositories are summed up in one line on stderr
+    (`summary`: the `sync` command's answer is that line, on stdout)."""
     lock = config.workspace / "sync.lock"
     with filelock.exclusive(lock, lambda who: report.note(f"Waiting for another sync ({who}).")):
-        return _sync(config, jobs)
+        return _sync(config, jobs, summary and report.piped() and not console.verbose)
 
 
-def _sync(config: Config, jobs: int) -> Synced:
+def synced_line(repos: Sequence[sources.SyncResult]) -> str:
+    """`Synced 3 repositories (1 with new commits)`, and which failed."""
+    new = sum(1 for r in repos if r.fetched)
+    failed = [r.repo for r in repos if r.error]
+    line = f"Synced {plural(len(repos), 'repository')} ({new} with new commits"
+    if failed:
+        some = ", ".join(failed[:5]) + (", …" if len(failed) > 5 else "")
+        line += f"; {len(failed)} failed: {some}"
+    return line + ")"
+
+
+def _sync(config: Config, jobs: int, summary: bool) -> Synced:
     with report.progress(len(config.sources), "Syncing") as step:
 
         def done(result: sources.SyncResult) -> None:
@@ -89,6 +104,8 @@ def _sync(config: Config, jobs: int) -> Synced:
                 step(f"{result.repo}: local folder")
 
         synced = sources.sync(config, jobs=jobs, on_done=done)
+    if summary:
+        report.note(synced_line(synced) + ".")
     db = indexdb.connect(config.workspace)
     try:
         deploy_problems = discovery.refresh(db, config, synced)
@@ -121,13 +138,20 @@ def fresh(config: Config, names: Sequence[str] = ()) -> Fresh:
     problems = sync(config).problems
     failed = [p for p in problems if p.level == errors.ERROR]
     if failed:  # a cron log must say which repository, file and line, not only how many
-        report.note(f"The sync found {len(failed)} error(s); what they concern is not built:")
-        for problem in failed[:SHOWN]:
-            report.note(f"  {problem}")
-        if len(failed) > SHOWN:
-            report.note(f"  … and {len(failed) - SHOWN} more: see `graphbuild sync`.")
+        say_problems(failed, f"The sync found {plural(len(failed), 'error')}; the images "
+                     "concerned are not built:")  # fmt: skip
     with closing(indexdb.connect(config.workspace)) as db:
         return Fresh(graph.load(db), indexdb.match_all(db, names), bool(failed))
+
+
+def say_problems(problems: Sequence[errors.Problem], heading: str, levels: bool = False) -> None:
+    """`heading`, then the first SHOWN problems, one `repo:path:line: message` each (after its
+    level, with `levels`), then how many more there are."""
+    report.note(heading)
+    for problem in problems[:SHOWN]:
+        report.note(f"  {problem.level:<10} {problem}" if levels else f"  {problem}")
+    if len(problems) > SHOWN:
+        report.note(f"  … and {len(problems) - SHOWN} more: see `graphbuild sync`.")
 
 
 # ---------------------------------------------------------------- check and plan
@@ -140,11 +164,25 @@ def check(config: Config, g: nx.DiGraph[str], concurrency: int = 16) -> detect.C
             State(config.workspace) as state,
             Registry(config.registries, concurrency=concurrency) as registry,
         ):
-            return detect.check(g, registry, state, config.mirrors, config.check_timeout)
+            checked = detect.check(g, registry, state, config.mirrors, config.check_timeout)
+            say_unreachable(registry)
+            return checked
     except sqlite3.OperationalError as err:  # a state.db held locked by another process 30 s
         if not (getattr(err, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY"):
             raise  # damaged, read-only, full: the workspace guard says what to do
         raise errors.GraphbuildError(f"{config.workspace / workspace.STATE}: {err}") from None
+
+
+def say_unreachable(registry: Registry) -> None:
+    """Each registry that could not be reached at all, once, with what to check: before the
+    answer, whose unknowns it explains."""
+    for host, why in registry.unreachable().items():
+        if "CERTIFICATE" in why or "SSL" in why:
+            hint = f"Is its certificate trusted (registries.{host}.ca_bundle in repos.yaml)?"
+        else:
+            hint = f"Is it running, and is {host} its address?"
+        report.note(f"Registry {host} cannot be reached ({why}). {hint} "
+                    "What is on it is unknown in this answer.")  # fmt: skip
 
 
 def plan(config: Config, g: nx.DiGraph[str], checked: detect.Check) -> Plan:
@@ -178,6 +216,7 @@ def mirror(config: Config, g: nx.DiGraph[str], dry_run: bool) -> Mirrored:
     wanted = {ref: () for pair in pairs.items() for ref in pair}  # both sides, once each
     with Registry(config.registries) as registry:
         answers = registry.resolve_all(wanted, timeout=config.check_timeout)
+        say_unreachable(registry)
     digests = {ref: a.digest if isinstance(a, Resolved) else None for ref, a in answers.items()}
     due, unanswered = acr_admin.imports_due(list(pairs), config.mirrors, digests)
     for base in unanswered:
@@ -347,7 +386,7 @@ def sweep(
     unanswered = checked.unanswered()
     if unanswered:
         some = ", ".join(unanswered[:3]) + (", …" if len(unanswered) > 3 else "")
-        report.note(f"{len(unanswered)} references got no answer from their registry "
+        report.note(f"{plural(len(unanswered), 'reference')} got no answer from their registry "
                     f"({some}): what is built on them was not judged. "
                     "See `graphbuild check`.")  # fmt: skip
     result = Sweep(steps, unanswered, now.failed)

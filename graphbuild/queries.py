@@ -16,6 +16,7 @@ from typing import Any
 
 from graphbuild import indexdb, report, workloads
 from graphbuild.config import Config
+from graphbuild.console import plural
 from graphbuild.errors import NotFound
 from graphbuild.state import State
 from graphbuild.workspace import STATE
@@ -30,8 +31,9 @@ def open_index(config: Config) -> sqlite3.Connection:
 
         report.note("No index yet: syncing first (graphbuild sync).")
         problems = pipeline.sync(config).problems
-        if problems:
-            report.note(f"The sync found {len(problems)} problem(s): see `graphbuild sync`.")
+        if problems:  # shown, not only counted: the first query may be the only sync seen
+            heading = f"The sync found {plural(len(problems), 'problem')}:"
+            pipeline.say_problems(problems, heading, levels=True)
     db.execute("BEGIN")  # one snapshot: a sync that commits meanwhile is not half seen
     return db
 

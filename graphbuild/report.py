@@ -16,7 +16,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from graphbuild import refs
+from graphbuild import console, refs
 from graphbuild.console import note as note  # report.note: what commands call
 from graphbuild.errors import InvalidReference
 from graphbuild.state import NodeStatus, Run
@@ -110,11 +110,17 @@ def _took(started: str | None, finished: str | None) -> str:
     return f"{seconds:.1f} s"
 
 
+def piped() -> bool:
+    """Progress goes to a pipe or a file (a cron log, CI), not to a person at a terminal."""
+    return not sys.stderr.isatty()
+
+
 @contextmanager
 def progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
-    """Yields `step(line)`: a live bar on a terminal, one plain log line per step otherwise."""
-    if not sys.stderr.isatty():
-        yield lambda line: note(line)
+    """Yields `step(line)`: a live bar on a terminal; otherwise one plain log line per step
+    with `--verbose`, else nothing (the caller sums the steps up in one line)."""
+    if piped():
+        yield (lambda line: note(line)) if console.verbose else (lambda line: None)
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -207,7 +213,8 @@ class RunProgress:
         table = Table.grid(padding=(0, 2))
         done = sum(self.counts.values())
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) or "starting"
-        table.add_row(f"[bold]{done}/{self.total}[/] images, {self.waves} waves", counts)
+        waves = console.plural(self.waves, "wave")
+        table.add_row(f"[bold]{done}/{self.total}[/] images, {waves}", counts)
         for node, started in sorted(self.running.items(), key=lambda item: item[1]):
             doing = "building" if node in self.building else "preparing"
             table.add_row(f"  {doing} {short(node)}", f"{time.monotonic() - started:.0f} s")

@@ -20,6 +20,7 @@ import networkx as nx
 from graphbuild import deployers, gates, process
 from graphbuild.builds import log_name
 from graphbuild.config import Config, GateSpec, RingSpec
+from graphbuild.console import plural
 from graphbuild.deployers import Applied, Change, Context
 from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.graph import image_data
@@ -268,7 +269,9 @@ def deploy(
             return True
         items = [c for c in planned if c.workload.ring == ring.name]
         if not items:
-            if not dry_run:
+            if dry_run:  # a preview that prints nothing would leave a person guessing
+                say(f"{ring.name}: nothing to deploy (no workload in it runs an image of this run)")
+            else:
                 nothing = RingRecord(
                     ring.name, RingStatus.NOTHING_TO_DEPLOY, "no workload runs these"
                 )
@@ -276,9 +279,12 @@ def deploy(
             continue
         context = Context(run.id, ring.name, reason, log, cancel, config.workspace)
         if dry_run:
-            for kind, group in _by_deployer(items):
-                for text in deployers.make(kind, config).preview(group, context):
-                    say(text.rstrip("\n"))
+            shown = [text for kind, group in _by_deployer(items)
+                     for text in deployers.make(kind, config).preview(group, context)]  # fmt: skip
+            for text in shown:
+                say(text.rstrip("\n"))
+            if not shown:
+                say(f"{ring.name}: nothing to deploy (its workloads already run this run's images)")
             continue
         if not _ring(config, state, run, ring, items, context, say):
             return False
@@ -309,9 +315,8 @@ def _ring(
     unchanged = sum(1 for a in applied if a.status == DeployStatus.UNCHANGED)
     if failed:
         first = failed[0]
-        detail = (
-            f"{len(failed)} deploy(s) failed, first {first.change.workload.name}: {first.detail}"
-        )
+        detail = (f"{plural(len(failed), 'deploy')} failed, first "
+                  f"{first.change.workload.name}: {first.detail}")  # fmt: skip
         state.record_ring(run.id, RingRecord(ring.name, RingStatus.FAILED, detail))
         say(f"{ring.name}: {detail}; later rings not deployed")
         return False

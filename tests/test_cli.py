@@ -195,11 +195,14 @@ def test_a_damaged_index_is_rebuilt(project):
     assert [r["image"] for r in json.loads(done.stdout)] == ["r.test/base:1", "r.test/app:latest"]
 
 
-def test_the_first_query_says_when_its_sync_found_problems(project):
+def test_the_first_query_shows_the_problems_its_sync_found(project):
+    """Shown, not only pointed at: the first ones, each `repo:path:line: message`."""
     (project / "app/Dockerfile").write_text("FROM r.test/base:1\nFROM --platform x y\n")
     done = graphbuild("uses", "debian", cwd=project)
     assert done.returncode == 0
-    assert "The sync found 1 problem(s)" in done.stderr
+    lines = done.stderr.splitlines()
+    at = lines.index("The sync found 1 problem:")
+    assert lines[at + 1].startswith("  error      app:Dockerfile:2: "), done.stderr
 
 
 def test_sync_on_a_terminal_draws_progress_and_still_reports(project):
@@ -250,7 +253,7 @@ def test_check_reports_bases_and_images_and_exits_0(tmp_path, registry):
     human = graphbuild("check", cwd=tmp_path)
     assert human.returncode == 0
     assert "Bases\nBASE" in human.stdout and "unchanged" in human.stdout
-    assert "1 bases unchanged, 1 images missing; 2 registry requests." in human.stdout
+    assert "1 base unchanged, 1 image missing; 2 registry requests." in human.stdout
 
 
 def test_plan_what_if_a_base_changed_asks_no_registry(project):
@@ -401,3 +404,122 @@ def test_the_version_is_printed_when_asked_and_only_then(project):
     assert done.returncode == 0, done.stderr
     assert "graphbuild " + __version__ not in done.stdout
     assert isinstance(json.loads(done.stdout), list)
+
+
+def _two_registries(tmp_path: Path, registry) -> str:
+    """A fleet on two registries: `registry` (up) and a loopback port nobody listens on
+    (down), which three references name. Returns the down one's host."""
+    from .oci import free_port
+
+    down = f"127.0.0.1:{free_port()}"
+    registry.image("lib/base", "1")
+    files = {"up": f"FROM {registry.host}/lib/base:1\n", "down": f"FROM {down}/lib/base:1\n",
+             "other": f"FROM {down}/lib/other:1\n"}  # fmt: skip
+    for name, text in files.items():
+        (tmp_path / "fleet" / name).mkdir(parents=True)
+        (tmp_path / "fleet" / name / "Dockerfile").write_text(text)
+    (tmp_path / "repos.yaml").write_text(
+        f'registries:\n  "{registry.host}": {{insecure: true}}\n  "{down}": {{insecure: true}}\n'
+        "repos:\n  - name: fleet\n    path: fleet\n    images:\n"
+        f'      - {{image: "{registry.host}/up", dockerfile: up/Dockerfile}}\n'
+        f'      - {{image: "{down}/down", dockerfile: down/Dockerfile}}\n'
+        f'      - {{image: "{down}/other", dockerfile: other/Dockerfile}}\n'
+    )
+    return down
+
+
+def test_a_registry_that_is_down_is_named_once_and_the_others_are_still_answered(
+    tmp_path, registry
+):
+    """With one registry down, `check` and `plan` say so first, once for that registry, with
+    what to check; still answer for the registry that is up; and exit 1, since their answer
+    is incomplete. A refused connection is not waited on (the subprocess timeout of 120 s
+    only bounds a hang)."""
+    down = _two_registries(tmp_path, registry)
+    checked = graphbuild("check", "--json", cwd=tmp_path)
+    assert checked.returncode == 1, checked.stderr
+    answer = json.loads(checked.stdout)
+    status = {b["id"]: b["status"] for b in answer["bases"] + answer["images"]}
+    assert status[f"{registry.host}/lib/base:1"] == "new"
+    assert status[f"{registry.host}/up:latest"] == "missing"
+    assert status[f"{down}/lib/base:1"] == status[f"{down}/lib/other:1"] == "unknown"
+    assert status[f"{down}/down:latest"] == status[f"{down}/other:latest"] == "unknown"
+    named = [line for line in checked.stderr.splitlines() if "cannot be reached" in line]
+    assert len(named) == 1, checked.stderr
+    assert named[0].startswith(f"Registry {down} cannot be reached (connection refused)")
+    assert "Is it running" in named[0]
+    human = graphbuild("check", cwd=tmp_path)
+    assert human.returncode == 1
+    assert human.stderr.splitlines()[0] == named[0]
+    planned = graphbuild("plan", cwd=tmp_path)
+    assert planned.returncode == 1, planned.stderr
+    assert [line for line in planned.stderr.splitlines() if "cannot be reached" in line] == named
+    assert "up:latest" in planned.stdout and "missing" in planned.stdout  # still answered
+    assert "2 images could not be judged" in planned.stdout
+
+
+def test_plan_with_every_registry_down_does_not_say_nothing_to_rebuild(tmp_path):
+    from .oci import free_port
+
+    down = f"127.0.0.1:{free_port()}"
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/Dockerfile").write_text(f"FROM {down}/lib/base:1\n")
+    (tmp_path / "repos.yaml").write_text(
+        f'registries:\n  "{down}": {{insecure: true}}\n'
+        f'repos:\n  - name: app\n    path: app\n    images: [{{image: "{down}/app"}}]\n'
+    )
+    planned = graphbuild("plan", cwd=tmp_path)
+    assert planned.returncode == 1, planned.stderr
+    assert "Nothing to rebuild." not in planned.stdout
+    assert planned.stdout.startswith("Nothing to rebuild among the images that could be judged")
+    assert "1 image could not be judged" in planned.stdout
+    as_json = graphbuild("plan", "--json", cwd=tmp_path)
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["unknown"] == [f"{down}/app:latest"]
+    dry_run = graphbuild("sweep", "--dry-run", cwd=tmp_path)  # the plan a sweep would carry out
+    assert (dry_run.returncode, dry_run.stdout) == (1, planned.stdout)
+    swept = graphbuild("sweep", cwd=tmp_path)
+    assert swept.returncode == 1, swept.stderr
+    assert swept.stdout.startswith("Nothing to rebuild among the images that could be judged")
+
+
+def test_an_unknown_run_id_is_quoted_and_the_runs_are_pointed_at(project):
+    """`no run 0` read like "you gave no ID": the value is quoted, and said to be an ID."""
+    for args in (("runs", "20990101-x"), ("resume", "20990101-x")):
+        done = graphbuild(*args, cwd=project)
+        assert done.returncode == 2
+        assert done.stderr == ("graphbuild: there is no run with ID '20990101-x'; "
+                               "`graphbuild runs` lists them\n")  # fmt: skip
+
+
+def test_without_a_terminal_a_sync_is_one_summary_line_unless_verbose(project):
+    """A cron log gets one line for a sync, not one per repository on every command that
+    syncs; `-v` lists each repository."""
+    first = graphbuild("uses", "debian", cwd=project)
+    assert first.stderr.splitlines() == ["No index yet: syncing first (graphbuild sync).",
+                                         "Synced 2 repositories (0 with new commits)."]  # fmt: skip
+    quiet = graphbuild("sync", cwd=project)
+    assert quiet.stderr == ""  # its summary is its answer, on stdout
+    assert quiet.stdout.startswith("Synced 2 repositories (0 with new commits); ")
+    chatty = graphbuild("sync", "-v", cwd=project)
+    assert sorted(chatty.stderr.splitlines()) == ["app: local folder", "base: local folder"]
+    assert chatty.stdout == quiet.stdout
+
+
+@pytest.mark.parametrize("command", ["sync", "plan", "sweep", "rebuild", "resume", "deploy",
+                                     "mirror", "listen"])  # fmt: skip
+def test_every_command_that_syncs_takes_verbose(project, command):
+    done = graphbuild(command, "--help", cwd=project, env={"COLUMNS": "200"})
+    assert done.returncode == 0
+    assert "--verbose" in done.stdout and "-v" in done.stdout
+
+
+def test_counts_agree_with_their_nouns(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one/Dockerfile").write_text("FROM debian:bookworm-slim\n")
+    (tmp_path / "repos.yaml").write_text(
+        'repos:\n  - name: one\n    path: one\n    images: [{image: "r.test/one"}]\n'
+    )
+    done = graphbuild("sync", cwd=tmp_path)
+    assert done.stdout.startswith("Synced 1 repository (0 with new commits); indexed 1 image: "
+                                  "parsed 1 Dockerfile, 0 from cache.")  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphbuild import report
+from graphbuild import console, report
 from graphbuild.state import Run, RunNode
 
 D = "sha256:" + "ab" * 32
@@ -302,7 +302,8 @@ def test_the_run_document_has_the_fields_commands_md_promises():
     assert doc["held"][0]["workload"] is None and doc["nodes"][0]["digest"] == D
 
 
-def test_progress_without_a_terminal_is_one_line_per_step(capsys):
+def test_progress_without_a_terminal_is_one_line_per_step_when_verbose(capsys, monkeypatch):
+    monkeypatch.setattr(console, "verbose", True)
     with report.progress(2, "syncing") as step:
         step("synced a")
         step("synced b")
@@ -310,3 +311,11 @@ def test_progress_without_a_terminal_is_one_line_per_step(capsys):
     assert (captured.out, captured.err) == ("", "synced a\nsynced b\n")
     report.note("a remark")
     assert capsys.readouterr().err == "a remark\n"
+
+
+def test_progress_without_a_terminal_is_silent_unless_verbose(capsys):
+    """The caller sums the steps up in one line: a cron log is not a line per repository."""
+    with report.progress(2, "syncing") as step:
+        step("synced a")
+        step("synced b")
+    assert capsys.readouterr() == ("", "")

@@ -648,7 +648,7 @@ def test_a_failed_deploy_fails_its_ring_and_stops_the_rollout(tmp_path, remotes)
     assert site.deploy() is False
     ((ring, status, detail),) = site.rings()
     assert (ring, status) == ("dev", "failed")
-    assert detail.startswith("1 deploy(s) failed, first Pod//web (web): ")
+    assert detail.startswith("1 deploy failed, first Pod//web (web): ")
     assert site.deploys() == [("dev", f"r.test/app:1@{APP_DIGEST}", "failed")]
     assert site.said == [f"dev: {detail}; later rings not deployed"]
 
@@ -665,6 +665,20 @@ def test_a_dry_run_shows_the_diffs_and_records_and_pushes_nothing(tmp_path, remo
     assert diff.startswith("# deploy -> main\n--- a/envs/dev/web.yaml\n+++ b/envs/dev/web.yaml")
     assert f"-      image: r.test/app:1\n+      image: r.test/app:1@{APP_DIGEST}" in diff
     assert manual.startswith("prod: manual; ")
+
+
+def test_a_dry_run_with_nothing_to_deploy_says_so_for_each_ring(tmp_path, remotes):
+    """A preview that would change nothing says so, instead of printing nothing."""
+    from graphbuild.config import RingSpec
+
+    site = Rollout(tmp_path, remotes, [RingSpec("dev"), RingSpec("qa")])
+    assert site.deploy() is True  # dev now runs the run's digest; no workload is in qa
+    site.said.clear()
+    assert site.deploy(dry_run=True) is True
+    assert site.said == [
+        "dev: nothing to deploy (its workloads already run this run's images)",
+        "qa: nothing to deploy (no workload in it runs an image of this run)",
+    ]
 
 
 def test_a_cancel_before_a_ring_starts_raises_and_deploys_nothing(tmp_path, remotes):

@@ -1,4 +1,7 @@
-"""`graphbuild check`: which bases changed, which images are stale, missing or unknown, and why."""
+"""`graphbuild check`: which bases changed, which images are stale, missing or unknown, and why.
+
+Exit 1 when a registry did not answer for a base or an image: the answer is incomplete.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from dataclasses import asdict
 
 from graphbuild import detect, errors, graph, pipeline, queries, report
 from graphbuild.config import Config
+from graphbuild.console import plural
 from graphbuild.report import brief, short
 
 
@@ -21,7 +25,7 @@ def run(config: Config, as_json: bool, concurrency: int) -> int:
                 "ratelimits": result.ratelimits,
             }
         )
-        return errors.OK
+        return _code(result)
     print("Bases")
     report.table(
         ["BASE", "STATUS", "DIGEST", "SINCE", "IMAGES", "DETAIL"],
@@ -33,11 +37,22 @@ def run(config: Config, as_json: bool, concurrency: int) -> int:
         ["IMAGE", "STATUS", "REASON", "DETAIL"],
         [(short(i.id), i.status, i.reason, _why(i)) for i in result.images],
     )
-    counts = ", ".join(f"{n} {key}" for key, n in sorted(result.counts().items()))
-    print(f"\n{counts}; {result.requests} registry requests.")
+    counts = ", ".join(_count(key, n) for key, n in sorted(result.counts().items()))
+    print(f"\n{counts}; {plural(result.requests, 'registry request')}.")
     for host, left in sorted(result.ratelimits.items()):
         print(f"{host}: {left} pulls left in the rate-limit window.")
-    return errors.OK
+    return _code(result)
+
+
+def _code(result: detect.Check) -> int:
+    """1 when a registry did not answer for something: the answer is not the whole truth."""
+    return errors.FAILED if result.unanswered() else errors.OK
+
+
+def _count(key: str, n: int) -> str:
+    """`1 base changed`, `2 images stale`: a count's key (`bases changed`) agreed with it."""
+    kind, status = key.split(" ", 1)
+    return f"{plural(n, kind.removesuffix('s'))} {status}"
 
 
 def _why(image: detect.ImageCheck) -> str:

@@ -9,6 +9,7 @@ healthy for this run.
 from __future__ import annotations
 
 from graphbuild import deployers, errors, pipeline, report, rollout
+from graphbuild.commands.runs import unknown_run
 from graphbuild.config import Config
 from graphbuild.state import NodeStatus, RingStatus, RunStatus, State, sweep_lock
 
@@ -28,7 +29,7 @@ def run(
         with State(config.workspace) as state:
             found = state.run(run_id)
             if found is None:
-                raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
+                raise unknown_run(run_id)
             if found.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
                 raise errors.GraphbuildError(
                     f"run {run_id} is {found.status}: finish its builds first "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from graphbuild import errors, extras, pipeline, report
 from graphbuild.config import Config
+from graphbuild.console import plural
 
 
 def run(config: Config, dry_run: bool, as_json: bool) -> int:
@@ -39,5 +40,4 @@ def shown(done: pipeline.Mirrored, dry_run: bool, as_json: bool) -> None:
         report.table(["UPSTREAM", "DIGEST", "MIRROR"],
                      [(i.source, report.brief(i.digest), i.target) for i in done.due])  # fmt: skip
     else:
-        count = len(done.done)
-        print(f"Imported {count} image{'s' if count != 1 else ''} into the mirror.")
+        print(f"Imported {plural(len(done.done), 'image')} into the mirror.")

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from graphbuild import errors, graph, indexdb, pipeline, plan, queries, report
 from graphbuild.config import Config
+from graphbuild.console import plural
 from graphbuild.report import short
 
 
 def run(config: Config, as_json: bool, updated: list[str], concurrency: int) -> int:
+    """Exit 1 when the plan may be missing something: a registry did not answer, or the sync
+    had errors (what they concern is not in the graph)."""
     if updated:  # what-if, offline: no registry is asked
         db = queries.open_index(config)
         result = plan.updated(graph.load(db), indexdb.match_all(db, updated))
-    else:  # exactly what a sweep would do now (rule 8): it syncs first too
-        g = pipeline.fresh(config).graph
-        result = pipeline.plan(config, g, pipeline.check(config, g, concurrency))
-    show(result, as_json)
-    return errors.OK
+        show(result, as_json)
+        return errors.OK
+    now = pipeline.fresh(config)  # exactly what a sweep would do now (rule 8): it syncs first
+    checked = pipeline.check(config, now.graph, concurrency)
+    show(pipeline.plan(config, now.graph, checked), as_json)
+    return errors.FAILED if now.failed or checked.unanswered() else errors.OK
 
 
 def show(result: plan.Plan, as_json: bool) -> None:
@@ -29,8 +33,9 @@ def show(result: plan.Plan, as_json: bool) -> None:
             }
         )
         return
-    if not result.steps:
-        print("Nothing to rebuild.")
+    if not result.steps:  # "nothing" only when every image could be judged
+        print("Nothing to rebuild among the images that could be judged."
+              if result.unknown else "Nothing to rebuild.")  # fmt: skip
     for wave, nodes in enumerate(result.waves):
         print(f"Wave {wave}")
         by_node = {s.node: s for s in result.steps}
@@ -40,6 +45,7 @@ def show(result: plan.Plan, as_json: bool) -> None:
         )
     counts = ", ".join(f"{n} {reason}" for reason, n in sorted(result.counts().items()))
     if result.steps:
-        print(f"\n{len(result.steps)} images in {len(result.waves)} waves: {counts}.")
+        print(f"\n{plural(len(result.steps), 'image')} in {plural(len(result.waves), 'wave')}: "
+              f"{counts}.")  # fmt: skip
     if result.unknown:
-        print(f"{len(result.unknown)} images could not be judged (see graphbuild check).")
+        print(f"{plural(len(result.unknown), 'image')} could not be judged (see graphbuild check).")

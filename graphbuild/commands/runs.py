@@ -23,13 +23,18 @@ def show(config: Config, run_id: str | None, as_json: bool) -> int:
             return errors.OK
         run = state.run(run_id)
     if run is None:
-        raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
+        raise unknown_run(run_id)
     if as_json:
         report.emit_json(report.run_document(run))
         return errors.OK
     report.run_table(run)
     print(f"Started {run.started[:19]}; build logs in {config.workspace / 'runs' / run.id}/")
     return errors.OK
+
+
+def unknown_run(run_id: str) -> errors.NotFound:
+    """The error for an ID no run has: the value quoted, so `no run 0` cannot read as "no ID"."""
+    return errors.NotFound(f"there is no run with ID {run_id!r}; `graphbuild runs` lists them")
 
 
 def resume(config: Config, run_id: str, max_parallel: int | None, as_json: bool) -> int:
@@ -42,7 +47,7 @@ def resume(config: Config, run_id: str, max_parallel: int | None, as_json: bool)
         with State(config.workspace) as state:
             run = state.run(run_id)
             if run is None:
-                raise errors.NotFound(f"no run {run_id}; see `graphbuild runs`")
+                raise unknown_run(run_id)
             later = state.rebuilt_since(run.started, [n.node for n in run.nodes])
         if run.status == RunStatus.SUCCEEDED:
             report.note(f"Run {run_id} already succeeded: nothing to resume.")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from graphbuild import errors, pipeline, report
 from graphbuild.config import Config
+from graphbuild.console import plural
 
 
 def run(config: Config, jobs: int, as_json: bool) -> int:
-    summary = pipeline.sync(config, jobs)
+    summary = pipeline.sync(config, jobs, summary=False)  # its answer is the summary
     if as_json:
         report.emit_json(
             {
@@ -22,15 +23,12 @@ def run(config: Config, jobs: int, as_json: bool) -> int:
             }
         )
     else:
-        new = sum(1 for r in summary.repos if r.fetched)
         print(
-            f"Synced {len(summary.repos)} repositories ({new} with new commits); "
-            f"indexed {summary.images} images: parsed {summary.parsed} Dockerfiles, "
-            f"{summary.cached} from cache."
+            f"{pipeline.synced_line(summary.repos)}; indexed {plural(summary.images, 'image')}: "
+            f"parsed {plural(summary.parsed, 'Dockerfile')}, {summary.cached} from cache."
         )
         if summary.problems:
-            count = len(summary.problems)
-            print(f"{count} problem{'s' if count != 1 else ''}:")
+            print(f"{plural(len(summary.problems), 'problem')}:")
             for p in summary.problems:
                 print(f"  {p.level:<10} {p}")
     failed = any(p.level == errors.ERROR for p in summary.problems)

@@ -114,6 +114,8 @@ class _Host:
     # the rest of the run's requests to the host fail at once instead of each retrying.
     failures: int = 0
     down: tuple[str, str] | None = None
+    # why it cannot be reached at all (refused, no such host, TLS), when that is why it is down
+    unreachable: str | None = None
 
 
 class Registry:
@@ -159,6 +161,13 @@ class Registry:
     def close(self) -> None:
         for host in self._hosts.values():
             host.http.close()
+
+    def unreachable(self) -> dict[str, str]:
+        """The registries this run could not reach at all, and why: each was asked once, and
+        every reference on it is unreachable. For the one line that names each to a person."""
+        with self._lock:
+            return {name: host.unreachable for name, host in sorted(self._hosts.items())
+                    if host.unreachable is not None}  # fmt: skip
 
     # -- many at once
 
@@ -398,6 +407,11 @@ class Registry:
                     if str(err).startswith("redirected to another host"):
                         hint = f" (allow it with registries.{host.name}.redirect_hosts)"
                     raise _Failed(ERROR, f"{where}: the registry {err}{hint}") from None
+                except httpx.ConnectError as err:
+                    # refused, no such host, no route, a TLS handshake that failed: what
+                    # crane, ORAS and curl do not retry either. A registry back in a minute
+                    # is seen by the next check; waiting here would only delay every answer.
+                    raise self._cannot_reach(host, where, err) from None
                 except httpx.HTTPError as err:
                     raise retry.Again(_describe(err), value=err) from None
                 self._note_ratelimit(host.name, answer.headers)
@@ -432,8 +446,6 @@ class Registry:
                           f"{late.last.why}") from None  # fmt: skip
         except retry.Again as last:
             if isinstance(last.value, httpx.HTTPError):
-                if isinstance(last.value, httpx.ConnectError):  # nobody listens: no use asking
-                    host.down = (UNREACHABLE, f"{host.name} did not answer ({last.why})")
                 raise self._gave_up(host, UNREACHABLE, f"{where}: {last.why}") from None
             answer = last.value
             kind = RATE_LIMITED if answer.status == 429 else ERROR
@@ -453,12 +465,23 @@ class Registry:
                     first, target, allowed=host.redirects, plain=host.plain),
             )  # fmt: skip
 
+    def _cannot_reach(self, host: _Host, where: str, err: httpx.ConnectError) -> _Failed:
+        """No connection to the host: it is given up for the run, at once."""
+        reason = _connect_reason(err)
+        with self._lock:
+            if host.down is None:
+                host.down = (UNREACHABLE, f"{host.name} cannot be reached ({reason})")
+                host.unreachable = reason
+            return _Failed(host.down[0], f"{where}: {host.down[1]}")
+
     def _gave_up(self, host: _Host, kind: str, message: str) -> _Failed:
         with self._lock:
             host.failures += 1
             if host.failures >= BREAKER and host.down is None:
                 host.down = (kind, f"{host.name} gave no answer {BREAKER} times in a row; "
                              "not asking it again in this run")  # fmt: skip
+                if kind == UNREACHABLE:
+                    host.unreachable = f"no answer {BREAKER} times in a row"
         return _Failed(kind, message)
 
     @contextmanager
@@ -592,6 +615,15 @@ def _registry_message(answer: http.Answer) -> str:
 def _describe(err: Exception) -> str:
     if isinstance(err, httpx.TimeoutException):
         return "timed out"
-    if isinstance(err, httpx.ConnectError):
-        return f"cannot connect ({_clean(str(err))})"
     return _clean(str(err)) or type(err).__name__
+
+
+_ERRNO_RE = re.compile(r"^\[Errno -?\d+\]\s*")
+
+
+def _connect_reason(err: httpx.ConnectError) -> str:
+    """`connection refused`, `name or service not known`: the socket's words, short."""
+    text = _ERRNO_RE.sub("", _clean(str(err), 160))
+    if not text:
+        return "cannot connect"
+    return text[0].lower() + text[1:] if text[:1].isupper() and text[1:2].islower() else text
