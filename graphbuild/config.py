@@ -577,6 +577,8 @@ class Config:
     registries: Mapping[str, RegistrySpec] = field(
         default_factory=dict, metadata=read(_registries, blank=falsy)
     )
+    # the registry ACR builds, mirror imports and webhooks use
+    azure: AzureSpec | None = field(default=None, metadata=read(record(AzureSpec), blank=falsy))
     builder: BuilderSpec = field(
         default_factory=BuildahSpec,
         metadata=read(tagged(BuildahSpec, DockerSpec, CommandSpec, AcrSpec), blank=falsy),
@@ -587,7 +589,6 @@ class Config:
     deployments: Deployments = field(
         default_factory=Deployments, metadata=read(record(Deployments), blank=falsy)
     )
-    azure: AzureSpec | None = field(default=None, metadata=read(record(AzureSpec), blank=falsy))
     # upstream prefix -> mirror prefix
     mirrors: Mapping[str, str] = field(default_factory=dict, metadata=read(_mirrors, blank=null))
     check: CheckSpec = field(

@@ -78,9 +78,9 @@ def rule(cls: type, **inputs: Key) -> Callable[[Rule], Rule]:
 
 @functools.cache
 def keys(cls: type) -> dict[str, Key]:
-    """A record's YAML keys: its fields that are keys, then its rule's inputs."""
+    """A record's YAML keys: its rule's inputs, then its fields that are keys."""
     found = {f.name: f.metadata[_KEY] for f in dataclasses.fields(cls) if _KEY in f.metadata}
-    return found | (_RULES[cls][1] if cls in _RULES else {})
+    return (_RULES[cls][1] if cls in _RULES else {}) | found
 
 
 @functools.cache
@@ -121,22 +121,20 @@ class Reader:
     ) -> dict[str, Any]:
         """The keys of `schema` read from a mapping that may also hold `also`: each key
         given, and each absent one that has an `absent` value. Missing keys are said first."""
-        data = self.mapping(value, where, [*schema, *also])
-        given = {}
-        for name, item in data.items():
-            key = schema.get(name)
-            if key is not None and not (key.blank is not None and key.blank(item)):
-                given[name] = item
+        data = self.mapping(value, where, schema.keys() | set(also) if also else schema)
+        found = []
         for name, key in schema.items():
-            if key.missing is not None and name not in given:
-                raise self.fail([*where, name], f"missing: {key.missing}")
-        out = {}
-        for name, key in schema.items():
-            if name in given:
-                out[name] = key.check(self, given[name], [*where, name])
-            elif key.absent is not _NO_VALUE:
-                out[name] = key.check(self, key.absent, [*where, name])
-        return out
+            item = data.get(name, _NO_VALUE)
+            if item is not _NO_VALUE and key.blank is not None and key.blank(item):
+                item = _NO_VALUE
+            if item is _NO_VALUE:
+                if key.missing is not None:
+                    raise self.fail([*where, name], f"missing: {key.missing}")
+                if key.absent is _NO_VALUE:
+                    continue
+                item = key.absent
+            found.append((name, key.check, item))
+        return {name: check(self, item, [*where, name]) for name, check, item in found}
 
     def record(
         self, cls: type[R], value: Any, where: Where, also: Collection[str] = (), **given: Any
