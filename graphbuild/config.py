@@ -129,7 +129,7 @@ def _contexts(r: Reader, value: Any, where: Where) -> dict[str, str]:
     """Named build contexts a build can be given exactly as its key covers them: an
     image (pinned to a digest at build time) or a folder of the repository. A URL's
     content moves under graphbuild's feet, so it is refused."""
-    out = string_map(bool)(r, value, where)
+    out: dict[str, str] = string_map(bool)(r, value, where)
     for name, text in out.items():
         if text.startswith(IMAGE_CONTEXT):
             try:
@@ -707,7 +707,7 @@ def loopback(host: str) -> bool:
 # -- finding and loading
 
 
-def find(explicit: str | os.PathLike | None = None) -> Path:
+def find(explicit: str | os.PathLike[str] | None = None) -> Path:
     """`--config`, else $GRAPHBUILD_CONFIG, else ./repos.yaml."""
     chosen = explicit or os.environ.get(ENV_VAR) or DEFAULT_FILE
     path = Path(chosen)

@@ -104,7 +104,7 @@ class Reader:
     def fail(self, where: Where, message: str) -> ConfigError:
         return ConfigError(str(self.path), key_of(where), message, _line_of(self.text, where))
 
-    def mapping(self, value: Any, where: Where, known: Collection[str]) -> dict:
+    def mapping(self, value: Any, where: Where, known: Collection[str]) -> dict[Any, Any]:
         if not isinstance(value, dict):
             raise self.fail(where, f"expected a mapping, got {kind(value)}")
         for key in value:
@@ -176,7 +176,7 @@ def each(check: Check) -> Check:
     return check_all
 
 
-def listed(r: Reader, value: Any, where: Where) -> list:
+def listed(r: Reader, value: Any, where: Where) -> list[Any]:
     if not isinstance(value, list):
         raise r.fail(where, f"expected a list, got {kind(value)}")
     return value
@@ -358,7 +358,7 @@ def _loader() -> type:
     import yaml
 
     class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # chosen here
-        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
             first: dict[str, int] = {}
             for key, _ in node.value:
                 if isinstance(key, yaml.ScalarNode):
@@ -366,7 +366,8 @@ def _loader() -> type:
                         message = f"duplicate key {key.value!r} (first on line {first[key.value]})"
                         raise yaml.constructor.ConstructorError(None, None, message, key.start_mark)
                     first[key.value] = key.start_mark.line + 1
-            return super().construct_mapping(node, deep)
+            mapping: dict[Any, Any] = super().construct_mapping(node, deep)
+            return mapping
 
         def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
             """`until: 2027-02-30` is a date YAML cannot make: an error at its line."""
