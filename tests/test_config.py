@@ -4,6 +4,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -1234,3 +1235,33 @@ def test_a_cached_config_is_read_without_the_yaml_parser(tmp_path):
                 if line.startswith("import time:") and "|" in line}  # fmt: skip
     assert "graphbuild.config" in imported
     assert sorted(m for m in imported if m.split(".")[0] in ("yaml", "_yaml")) == []
+
+
+def table(heading: str) -> list[list[str]]:
+    """The rows of the first table under `heading` in docs/config.md, as cells."""
+    doc = (Path(__file__).parents[1] / "docs/config.md").read_text()
+    section = doc.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+
+
+def names(cell: str) -> list[str]:
+    """The `keys` a cell names, leaving out what parentheses and a `;` add."""
+    cell = re.sub(r"\([^)]*\)", "", cell.split(";", 1)[0])
+    return re.findall(r"`([a-z_]+)`", cell)
+
+
+@pytest.mark.parametrize(
+    ("heading", "record"),
+    [("## Top level", config.Config), ("## `repos[]`", config.RepoSpec),
+     ("## `repos[].images[]`", config.ImageSpec)],
+)  # fmt: skip
+def test_docs_list_exactly_the_keys_each_section_reads(heading, record):
+    """docs/config.md and the fields that declare the keys name the same keys."""
+    assert sorted(names(row[0])[0] for row in table(heading)) == sorted(schema.keys(record))
+
+
+def test_docs_list_exactly_the_keys_of_each_kind_of_builder():
+    documented = {names(kind)[0]: sorted(names(keys)) for kind, keys, _ in table("## `builder`")}
+    kinds = (config.BuildahSpec, config.DockerSpec, config.CommandSpec, config.AcrSpec)
+    assert documented == {schema.tag(kind): sorted(schema.keys(kind)) for kind in kinds}
