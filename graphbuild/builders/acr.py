@@ -35,11 +35,8 @@ class Acr:
 
     def __init__(self, spec: AcrSpec, azure: AzureSpec) -> None:
         self.azure = azure  # the registry that builds, and pushes what it built
-        self.group, self.registry, self.login_server = (
-            azure.resource_group,
-            azure.registry,
-            azure.server,
-        )
+        self.group, self.registry = azure.resource_group, azure.registry
+        self.login_server = azure.server
         self.agent_pool, self.timeout, self.poll = spec.agent_pool, spec.timeout, spec.poll
         self.verify = acr_admin.tls(azure)
         acr_admin.subscription(azure)  # bad input now, not an error in every build
