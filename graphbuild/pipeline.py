@@ -256,7 +256,7 @@ def run(
 
     Callers hold the sweep lock: a run still marked running is one whose process died.
     """
-    builder = builders.make(config.builder)
+    builder = builders.make(config.builder, config.azure)
     deployers.check(config)
     with State(config.workspace) as state:
         for dead in set(state.abandon_runs()) - {run_id}:

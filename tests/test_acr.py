@@ -21,6 +21,7 @@ import pytest
 from graphbuild import acr_admin
 from graphbuild.builders import BuildRequest
 from graphbuild.builders.acr import PINNED, Acr
+from graphbuild.config import AcrSpec, AzureSpec
 from graphbuild.errors import CommandFailed
 from graphbuild.state import State
 
@@ -30,9 +31,10 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def builder(arm, **options) -> Acr:
-    return Acr(arm.resource_group, arm.name, subscription=arm.subscription,
-               login_server=arm.registry.host, endpoint=arm.base_url,
-               ca_bundle=str(arm.ca_bundle), **{"poll": 0.05, **options})  # fmt: skip
+    azure = AzureSpec(arm.resource_group, arm.name, subscription=arm.subscription,
+                      login_server=arm.registry.host, endpoint=arm.base_url,
+                      ca_bundle=str(arm.ca_bundle))  # fmt: skip
+    return Acr(AcrSpec(**{"poll": 0.05, **options}), azure)
 
 
 def build_request(arm, tmp_path, repo: str = "team/app", **kw) -> BuildRequest:

@@ -19,6 +19,7 @@ from graphbuild.builders import BuildRequest
 from graphbuild.builders.buildah import Buildah
 from graphbuild.builders.command import Command
 from graphbuild.builders.docker import Docker
+from graphbuild.config import BuildahSpec, CommandSpec, DockerSpec
 from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.process import run
 
@@ -65,7 +66,7 @@ def tool(tmp_path, monkeypatch, name, script):
 
 
 def test_buildah_single_platform(tmp_path):
-    argv = Buildah().bud_argv(request(tmp_path, platforms=(ARM64,)))
+    argv = Buildah(BuildahSpec()).bud_argv(request(tmp_path, platforms=(ARM64,)))
     assert argv == [
         "buildah", "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--quiet",
         "-f", str(tmp_path / "Dockerfile.pinned"), "-t", APP, "--platform", ARM64,
@@ -74,18 +75,18 @@ def test_buildah_single_platform(tmp_path):
 
 
 def test_buildah_without_platforms_builds_for_the_host():
-    argv = Buildah().bud_argv(request(Path("/w")))
+    argv = Buildah(BuildahSpec()).bud_argv(request(Path("/w")))
     assert "--platform" not in argv
     assert values(argv, "-t") == [APP]  # the other tags are pushed from this one
     assert "--manifest" not in argv
 
 
 def test_buildah_multi_platform_builds_one_manifest_list():
-    argv = Buildah().bud_argv(request(Path("/w"), platforms=(AMD64, ARM64)))
+    argv = Buildah(BuildahSpec()).bud_argv(request(Path("/w"), platforms=(AMD64, ARM64)))
     # a list of this build's own: one left by an earlier build would be added to
     (local,) = values(argv, "--manifest")
     assert local.startswith("localhost/graphbuild-list:")
-    other = Buildah().bud_argv(request(Path("/w2"), platforms=(AMD64, ARM64)))
+    other = Buildah(BuildahSpec()).bud_argv(request(Path("/w2"), platforms=(AMD64, ARM64)))
     assert values(other, "--manifest") != [local]
     assert values(argv, "--platform") == [f"{AMD64},{ARM64}"]
     assert "-t" not in argv
@@ -101,7 +102,7 @@ def test_buildah_build_options():
         annotations={"io.graphbuild.reason": "stale: x"},
         no_cache=True,
     )
-    argv = Buildah().bud_argv(req)
+    argv = Buildah(BuildahSpec()).bud_argv(req)
     assert values(argv, "--build-arg") == ["PY=3.12", "EMPTY="]
     assert values(argv, "--target") == ["runtime"]
     assert values(argv, "--label") == ["io.graphbuild.run=r1"]
@@ -112,16 +113,18 @@ def test_buildah_build_options():
 
 
 def test_buildah_defaults_leave_options_out():
-    argv = Buildah().bud_argv(request(Path("/w")))
+    argv = Buildah(BuildahSpec()).bud_argv(request(Path("/w")))
     for flag in ("--build-arg", "--target", "--label", "--annotation", "--no-cache"):
         assert flag not in argv
 
 
 def test_buildah_insecure_registry_turns_tls_verification_off():
-    argv = Buildah().bud_argv(request(Path("/w"), insecure_pull=True))
+    argv = Buildah(BuildahSpec()).bud_argv(request(Path("/w"), insecure_pull=True))
     assert argv.count("--tls-verify=false") == 1
     assert argv.index("--tls-verify=false") > argv.index("bud")  # a bud option, not global
-    assert "--tls-verify=false" not in Buildah().bud_argv(request(Path("/w"), insecure_push=True))
+    assert "--tls-verify=false" not in Buildah(BuildahSpec()).bud_argv(
+        request(Path("/w"), insecure_push=True)
+    )
 
 
 def test_buildah_pushes_without_tls_only_to_a_plain_http_registry(tmp_path, monkeypatch):
@@ -131,14 +134,14 @@ def test_buildah_pushes_without_tls_only_to_a_plain_http_registry(tmp_path, monk
          f'printf "%s\\n" "$*" >> {calls}\n'
          'while [ $# -gt 0 ]; do [ "$1" = --digestfile ] && printf "%s\\n" '
          f'"{DIGEST}" > "$2"; shift; done\n')  # fmt: skip
-    Buildah().build(request(tmp_path, insecure_pull=True), never())
+    Buildah(BuildahSpec()).build(request(tmp_path, insecure_pull=True), never())
     bud, *pushes = calls.read_text().splitlines()
     assert "--tls-verify=false" in bud.split() and len(pushes) == 2
     assert all("--tls-verify=false" not in push.split() for push in pushes)
 
 
 def test_buildah_storage_options_come_before_the_verb():
-    argv = Buildah("oci", "overlay", root="/var/lib/gb", runroot="/run/gb").bud_argv(
+    argv = Buildah(BuildahSpec("oci", "overlay", root="/var/lib/gb", runroot="/run/gb")).bud_argv(
         request(Path("/w"))
     )
     assert argv[:8] == [
@@ -159,7 +162,7 @@ def test_buildah_build_pushes_every_tag_and_returns_the_digest(tmp_path, monkeyp
         f'"{DIGEST}" > "$2"; shift; done\n',
     )
     req = request(tmp_path, platforms=(AMD64, ARM64), insecure_push=True)
-    assert Buildah().build(req, never()) == DIGEST
+    assert Buildah(BuildahSpec()).build(req, never()) == DIGEST
     bud, *pushes, rm = calls.read_text().splitlines()
     assert bud.startswith("--storage-driver vfs bud ")
     local = values(bud.split(), "--manifest")[0]
@@ -181,7 +184,7 @@ def test_buildah_build_fails_when_tags_get_different_digests(tmp_path, monkeypat
         ' > "$file"\nexit 0\n',
     )
     with pytest.raises(CommandFailed, match=f"buildah push {APP_LATEST}: no consistent digest"):
-        Buildah().build(request(tmp_path), never())
+        Buildah(BuildahSpec()).build(request(tmp_path), never())
 
 
 def test_buildah_build_ignores_a_digest_from_an_earlier_attempt(tmp_path, monkeypatch):
@@ -189,7 +192,7 @@ def test_buildah_build_ignores_a_digest_from_an_earlier_attempt(tmp_path, monkey
     (tmp_path / "app.digest").write_text(DIGEST)
     tool(tmp_path, monkeypatch, "buildah", "exit 0\n")
     with pytest.raises(CommandFailed, match=f"buildah push {APP}: no consistent digest"):
-        Buildah().build(request(tmp_path), never())
+        Buildah(BuildahSpec()).build(request(tmp_path), never())
 
 
 # -- docker buildx
@@ -205,7 +208,7 @@ def test_docker_argv():
         annotations={"a": "2"},
         no_cache=True,
     )
-    assert Docker("remote").argv(req, "/w/meta.json") == [
+    assert Docker(DockerSpec("remote")).argv(req, "/w/meta.json") == [
         "docker", "buildx", "build", "--push", "--metadata-file", "/w/meta.json",
         "--file", "/w/Dockerfile.pinned", "--provenance=false", "--builder", "remote",
         "--tag", APP, "--tag", APP_LATEST, "--build-arg", "PY=3.12", "--target", "runtime",
@@ -215,7 +218,7 @@ def test_docker_argv():
 
 
 def test_docker_defaults_leave_options_out():
-    argv = Docker().argv(request(Path("/w"), tags=(APP,)), "/w/m.json")
+    argv = Docker(DockerSpec()).argv(request(Path("/w"), tags=(APP,)), "/w/m.json")
     assert argv == [
         "docker", "buildx", "build", "--push", "--metadata-file", "/w/m.json",
         "--file", "/w/Dockerfile.pinned", "--provenance=false", "--tag", APP, "/w/ctx",
@@ -230,13 +233,13 @@ def test_docker_build_reads_the_pushed_digest_from_the_metadata(tmp_path, monkey
         'while [ $# -gt 0 ]; do [ "$1" = --metadata-file ] && '
         f"printf '%s' '{json.dumps({'containerimage.digest': DIGEST})}' > \"$2\"; shift; done\n",
     )
-    assert Docker().build(request(tmp_path), never()) == DIGEST
+    assert Docker(DockerSpec()).build(request(tmp_path), never()) == DIGEST
 
 
 def test_docker_build_without_metadata_fails(tmp_path, monkeypatch):
     tool(tmp_path, monkeypatch, "docker", "exit 0\n")
     with pytest.raises(CommandFailed, match=f"docker buildx {APP}: no pushed digest"):
-        Docker().build(request(tmp_path), never())
+        Docker(DockerSpec()).build(request(tmp_path), never())
 
 
 # -- command
@@ -258,7 +261,7 @@ def test_command_placeholders():
         labels={"l": "1"},
         annotations={"a": "2"},
     )
-    assert Command(TEMPLATE).argv(req, "/w/app.digest") == [
+    assert Command(CommandSpec(tuple(TEMPLATE))).argv(req, "/w/app.digest") == [
         "kaniko", "--context=/w/ctx", "--dockerfile", "/w/Dockerfile.pinned",
         f"--destination={APP}", "--tag", APP, "--tag", APP_LATEST,
         "--build-arg", "A=1", "--build-arg", "B=2", "--label", "l=1", "--annotation", "a=2",
@@ -268,7 +271,7 @@ def test_command_placeholders():
 
 
 def test_command_empty_lists_vanish_and_empty_values_stay():
-    argv = Command(TEMPLATE).argv(request(Path("/w"), tags=(APP,)), "/w/d")
+    argv = Command(CommandSpec(tuple(TEMPLATE))).argv(request(Path("/w"), tags=(APP,)), "/w/d")
     assert argv == [
         "kaniko", "--context=/w/ctx", "--dockerfile", "/w/Dockerfile.pinned",
         f"--destination={APP}", "--tag", APP, "--target=", "--custom-platform=",
@@ -286,13 +289,15 @@ def test_command_no_cache_becomes_the_flag_where_the_template_asks_for_it():
 
 def test_command_list_placeholders_only_stand_alone():
     """`x{tags}` is not the list placeholder: it stays as written."""
-    argv = Command(["t", "x{tags}", "{tags}x", "{image}{tag}"]).argv(request(Path("/w")), "/d")
+    argv = Command(CommandSpec(("t", "x{tags}", "{tags}x", "{image}{tag}"))).argv(
+        request(Path("/w")), "/d"
+    )
     assert argv == ["t", "x{tags}", "{tags}x", f"{APP}{APP}"]
 
 
 def test_command_values_are_not_substituted_twice():
     req = replace(request(Path("/w")), context=Path("/w/ctx-{tag}"))
-    assert Command(["t", "{context}"]).argv(req, "/d") == ["t", "/w/ctx-{tag}"]
+    assert Command(CommandSpec(("t", "{context}"))).argv(req, "/d") == ["t", "/w/ctx-{tag}"]
 
 
 # -- no shell: hostile values stay one argument
@@ -316,9 +321,9 @@ def hostile_request(tmp_path):
 @pytest.mark.parametrize(
     "argv",
     [
-        pytest.param(lambda r: Buildah().bud_argv(r), id="buildah"),
-        pytest.param(lambda r: Docker().argv(r, "/m.json"), id="docker"),
-        pytest.param(lambda r: Command(TEMPLATE).argv(r, "/d"), id="command"),
+        pytest.param(lambda r: Buildah(BuildahSpec()).bud_argv(r), id="buildah"),
+        pytest.param(lambda r: Docker(DockerSpec()).argv(r, "/m.json"), id="docker"),
+        pytest.param(lambda r: Command(CommandSpec(tuple(TEMPLATE))).argv(r, "/d"), id="command"),
     ],
 )
 def test_values_stay_single_arguments(tmp_path, argv):
@@ -337,7 +342,7 @@ def test_hostile_values_reach_the_command_untouched(tmp_path):
     seen = tmp_path / "seen"
     template = ["sh", "-c", 'for a; do printf "%s\\n" "$a"; done > "$0"', str(seen), "{target}"]
     template += ["{build-args}", "{context}"]
-    run(Command(template).argv(req, "/d"), req.log, never(), "t")
+    run(Command(CommandSpec(tuple(template))).argv(req, "/d"), req.log, never(), "t")
     assert seen.read_text().splitlines() == [
         HOSTILE,
         "--build-arg",
@@ -354,23 +359,23 @@ def test_make_picks_the_builder_and_passes_its_options(tmp_path, monkeypatch):
         (tmp_path / program).write_text("#!/bin/sh\n")
         (tmp_path / program).chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    default = builders.make({})
+    default = builders.make(BuildahSpec())
     assert isinstance(default, Buildah) and default.store == ["--storage-driver", "vfs"]
-    buildah = builders.make({"kind": "buildah", "storage_driver": "overlay", "root": "/r"})
+    buildah = builders.make(BuildahSpec(storage_driver="overlay", root="/r"))
     assert buildah.store == ["--storage-driver", "overlay", "--root", "/r"]
-    docker = builders.make({"kind": "docker", "builder": "remote"})
+    docker = builders.make(DockerSpec(builder="remote"))
     assert isinstance(docker, Docker) and docker.builder == "remote"
-    command = builders.make({"kind": "command", "argv": ["sh", "{context}"]})
+    command = builders.make(CommandSpec(("sh", "{context}")))
     assert isinstance(command, Command) and command.template == ["sh", "{context}"]
     assert command.name == "command" and docker.name == "docker" and buildah.name == "buildah"
 
 
 def test_a_builder_that_is_not_installed_is_bad_input_before_any_build(monkeypatch, tmp_path):
     with pytest.raises(GraphbuildError, match=r"builder\.kind command: kaniko is not installed"):
-        builders.make({"kind": "command", "argv": ["kaniko", "{context}"]})
+        builders.make(CommandSpec(("kaniko", "{context}")))
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
     with pytest.raises(GraphbuildError, match="buildah is not installed") as err:
-        builders.make({})
+        builders.make(BuildahSpec())
     assert err.value.exit_code == 2
 
 
@@ -380,19 +385,25 @@ def test_a_builder_that_is_not_installed_is_bad_input_before_any_build(monkeypat
 def test_command_build_returns_the_digest_it_wrote(tmp_path):
     script = 'printf "sha256:%s\\n" "$(printf %s "$1" | sha256sum | cut -c1-64)" > "$2"'
     req = request(tmp_path)
-    digest = Command(["sh", "-c", script, "sh", "{tag}", "{digestfile}"]).build(req, never())
+    digest = Command(CommandSpec(tuple(["sh", "-c", script, "sh", "{tag}", "{digestfile}"]))).build(
+        req, never()
+    )
     assert digest == "sha256:" + hashlib.sha256(APP.encode()).hexdigest()
     assert (tmp_path / "app.digest").read_text() == digest + "\n"
 
 
 def test_command_build_without_a_digest_fails(tmp_path):
     with pytest.raises(CommandFailed, match="sh wrote no digest"):
-        Command(["sh", "-c", "echo built", "sh", "{digestfile}"]).build(request(tmp_path), never())
+        Command(CommandSpec(tuple(["sh", "-c", "echo built", "sh", "{digestfile}"]))).build(
+            request(tmp_path), never()
+        )
 
 
 def test_command_build_failure_is_a_build_failure(tmp_path):
     with pytest.raises(CommandFailed, match=r"^sh exited 2: push denied$"):
-        Command(["sh", "-c", "echo push denied; exit 2"]).build(request(tmp_path), never())
+        Command(CommandSpec(tuple(["sh", "-c", "echo push denied; exit 2"]))).build(
+            request(tmp_path), never()
+        )
 
 
 @pytest.mark.parametrize("kind", ["command", "docker"])
@@ -400,11 +411,11 @@ def test_a_digest_from_an_earlier_attempt_is_not_returned(tmp_path, monkeypatch,
     """Attempt 1 pushed and wrote its digest, then failed; attempt 2 exits 0 writing nothing."""
     if kind == "command":
         (tmp_path / "app.digest").write_text(DIGEST)
-        builder = Command(["sh", "-c", "true", "sh", "{digestfile}"])
+        builder = Command(CommandSpec(tuple(["sh", "-c", "true", "sh", "{digestfile}"])))
     else:
         (tmp_path / "app.metadata.json").write_text(json.dumps({"containerimage.digest": DIGEST}))
         tool(tmp_path, monkeypatch, "docker", "exit 0\n")
-        builder = Docker()
+        builder = Docker(DockerSpec())
     with pytest.raises(CommandFailed):
         builder.build(request(tmp_path), never())
 
@@ -413,7 +424,9 @@ def test_command_build_writing_bytes_that_are_no_digest_fails_cleanly(tmp_path):
     """Not a crash that reads as an internal error: the build failed, and says why."""
     script = "printf 'sha256:\\377\\376' > \"$1\""
     with pytest.raises(CommandFailed, match="sh wrote no digest"):
-        Command(["sh", "-c", script, "sh", "{digestfile}"]).build(request(tmp_path), never())
+        Command(CommandSpec(tuple(["sh", "-c", script, "sh", "{digestfile}"]))).build(
+            request(tmp_path), never()
+        )
 
 
 # -- named build contexts
@@ -426,25 +439,31 @@ def test_buildah_and_docker_pass_each_named_context():
     called `base`, not the one the graph linked the image to."""
     req = request(Path("/w"), contexts=CONTEXTS)
     wanted = [f"base=docker-image://docker.io/library/alpine:3@{DIGEST}", "src=/w/named-0/lib"]
-    assert values(Buildah().bud_argv(req), "--build-context") == wanted
-    assert values(Docker().argv(req, "/w/m.json"), "--build-context") == wanted
-    assert Buildah().bud_argv(req)[-1] == Docker().argv(req, "/w/m.json")[-1] == "/w/ctx"
-    assert "--build-context" not in Buildah().bud_argv(request(Path("/w")))
+    assert values(Buildah(BuildahSpec()).bud_argv(req), "--build-context") == wanted
+    assert values(Docker(DockerSpec()).argv(req, "/w/m.json"), "--build-context") == wanted
+    assert (
+        Buildah(BuildahSpec()).bud_argv(req)[-1]
+        == Docker(DockerSpec()).argv(req, "/w/m.json")[-1]
+        == "/w/ctx"
+    )
+    assert "--build-context" not in Buildah(BuildahSpec()).bud_argv(request(Path("/w")))
 
 
 def test_command_passes_named_contexts_through_its_placeholder():
-    argv = Command(["t", "{build-contexts}", "{context}"]).argv(
+    argv = Command(CommandSpec(tuple(["t", "{build-contexts}", "{context}"]))).argv(
         request(Path("/w"), contexts=CONTEXTS), "/d"
     )
     assert argv == ["t", "--build-context", f"base={CONTEXTS['base']}",
                     "--build-context", f"src={CONTEXTS['src']}", "/w/ctx"]  # fmt: skip
-    assert Command(["t", "{build-contexts}"]).argv(request(Path("/w")), "/d") == ["t"]
+    assert Command(CommandSpec(tuple(["t", "{build-contexts}"]))).argv(
+        request(Path("/w")), "/d"
+    ) == ["t"]
 
 
 def test_command_without_the_placeholder_refuses_an_image_with_named_contexts(tmp_path):
     """Built without its contexts, the image would not be what the graph says it is."""
     ran = tmp_path / "ran"
-    builder = Command(["sh", "-c", 'touch "$1"', "sh", str(ran)])
+    builder = Command(CommandSpec(tuple(["sh", "-c", 'touch "$1"', "sh", str(ran)])))
     with pytest.raises(CommandFailed) as err:
         builder.build(request(tmp_path, contexts=CONTEXTS), never())
     assert str(err.value) == (

@@ -4,7 +4,10 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphbuild import config, indexdb
+from graphbuild import config, config_cache, indexdb, schema
 from graphbuild.errors import ConfigError
 
 
@@ -302,7 +305,8 @@ def test_manifest_redirects_and_the_check_deadline(tmp_path):
 
 def test_the_buildah_store_is_found_beside_the_config_wherever_graphbuild_runs(tmp_path):
     cfg = load_text(tmp_path, "repos: []\nbuilder: {kind: buildah, root: store, runroot: /run/b}\n")
-    assert cfg.builder == {"kind": "buildah", "root": str(tmp_path / "store"), "runroot": "/run/b"}
+    assert cfg.builder == config.BuildahSpec(root=str(tmp_path / "store"), runroot="/run/b")
+    assert (cfg.builder.isolation, cfg.builder.storage_driver) == ("chroot", "vfs")
     assert cfg.workspace.is_absolute()  # logs and reports name paths that work from anywhere
 
 
@@ -688,19 +692,8 @@ def test_azure_the_acr_builder_and_mirrors_load_into_exact_values(tmp_path):
         ca_bundle=ca,
     )
     assert cfg.azure.server == "builds.example.com"
-    assert cfg.builder == {
-        "kind": "acr",
-        "agent_pool": "pool1",
-        "timeout": 1800.0,
-        "poll": 0.5,
-        "resource_group": "rg-builds",
-        "registry": "myacr",
-        "subscription": "00000000-0000-0000-0000-000000000001",
-        "login_server": "builds.example.com",
-        "endpoint": "https://management.usgovcloudapi.net",
-        "ca_bundle": ca,
-    }
-    assert type(cfg.builder["timeout"]) is float
+    assert cfg.builder == config.AcrSpec(agent_pool="pool1", timeout=1800.0, poll=0.5)
+    assert cfg.builder.kind == "acr" and type(cfg.builder.timeout) is float
     assert cfg.mirrors == {
         "docker.io": "myacr.azurecr.io/mirror",
         "ghcr.io": "myacr.azurecr.io/mirror/ghcr",
@@ -714,14 +707,14 @@ def test_azure_defaults_and_an_acr_builder_with_no_options(tmp_path):
     assert (cfg.azure.subscription, cfg.azure.login_server, cfg.azure.ca_bundle) == (None,) * 3
     assert cfg.azure.endpoint == "https://management.azure.com"
     assert cfg.azure.server == "myacr.azurecr.io"  # the login server ACR gives the name
-    assert cfg.builder == {"kind": "acr", **cfg.azure.__dict__}
+    assert cfg.builder == config.AcrSpec(agent_pool=None, timeout=3600.0, poll=3.0)
     assert cfg.mirrors == {}
 
 
 def test_azure_alone_leaves_the_builder_as_it_is(tmp_path):
-    """`azure:` also serves mirroring and webhooks; only builder.kind acr takes its fields."""
+    """`azure:` also serves mirroring and webhooks; only builder.kind acr builds there."""
     cfg = load_text(tmp_path, ACR.replace("builder: {kind: acr}", "builder: {kind: docker}"))
-    assert cfg.builder == {"kind": "docker"}
+    assert cfg.builder == config.DockerSpec(builder=None)
     assert cfg.azure == config.AzureSpec("rg", "myacr")
 
 
@@ -793,6 +786,8 @@ def write_ca(path):
              "unknown key", 2),
         case("repos: []\nbuilder: {kind: acrtasks}\n", "builder.kind",
              "expected one of buildah, docker, command, acr", 2),
+        case("repos: []\nbuilder: {kind: [acr]}\n", "builder.kind",
+             "expected one of buildah, docker, command, acr", 2),
         case("repos: []\nmirrors:\n  python: myacr.azurecr.io/m\n", "mirrors.python",
              "'python': start with the registry host, e.g. myacr.azurecr.io/mirror", 3),
         case("repos: []\nmirrors:\n  library/python: myacr.azurecr.io/m\n",
@@ -832,10 +827,10 @@ def test_make_returns_the_acr_builder_without_looking_on_path(tmp_path, monkeypa
     monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub-from-the-environment")
     cfg = load_text(tmp_path, AZURE)
     write_ca(tmp_path / "certs/proxy.pem")
-    builder = builders.make(cfg.builder)
+    builder = builders.make(cfg.builder, cfg.azure)
     assert isinstance(builder, Acr)
     assert (builder.name, builder.program) == ("acr", None)
-    assert builder.spec == cfg.azure
+    assert builder.azure == cfg.azure
     assert (builder.group, builder.registry, builder.login_server) == (
         "rg-builds",
         "myacr",
@@ -844,7 +839,8 @@ def test_make_returns_the_acr_builder_without_looking_on_path(tmp_path, monkeypa
     assert (builder.agent_pool, builder.timeout, builder.poll) == ("pool1", 1800.0, 0.5)
     assert isinstance(builder.verify, ssl.SSLContext)  # the proxy's CAs for the blob URLs
 
-    plain = builders.make(load_text(tmp_path, ACR).builder)
+    acr = load_text(tmp_path, ACR)
+    plain = builders.make(acr.builder, acr.azure)
     assert (plain.login_server, plain.agent_pool, plain.timeout, plain.poll) == (
         "myacr.azurecr.io",
         None,
@@ -860,20 +856,20 @@ def test_a_missing_azure_ca_bundle_is_a_config_error_not_a_traceback(tmp_path):
     text = ACR.replace("  registry: myacr\n", "  registry: myacr\n  ca_bundle: missing.pem\n")
     cfg = load_text(tmp_path, text)
     with pytest.raises(ConfigError, match="ca_bundle"):
-        builders.make(cfg.builder)
+        builders.make(cfg.builder, cfg.azure)
 
 
 # ---------------------------------------------------------------- any file at all
 
 # database=None: hypothesis keeps no example database in the project.
 FUZZ = settings(max_examples=300, deadline=None, database=None)
+RECORDS = (config.Config, config.RepoSpec, config.ImageSpec, config.RegistrySpec,
+           config.AzureSpec, config.Allowed, config.GateSpec, config.RingSpec,
+           config.DeployRepoSpec, config.WorkloadSpec, config.Deployments, config.CheckSpec,
+           config.BuildahSpec, config.DockerSpec, config.CommandSpec, config.AcrSpec)  # fmt: skip
 KEYS = sorted(
-    {"name", "url", "path", "ref", "images", "image", "dockerfile", "tags", "context",
-     "build_args", "target", "platforms", "contexts", "id", "until", "reason", "rings", "repos",
-     "workloads", "hold_descendants", "kind", "x", "localhost:5000", "myacr.azurecr.io"}
-    | config._AZURE_KEYS | config._REGISTRY_KEYS | config._GATE_KEYS | config._RING_KEYS
-    | config._DEPLOY_REPO_KEYS | config._WORKLOAD_KEYS | config._KUBECTL_KEYS
-    | set().union(*config._BUILDER_KEYS.values())
+    {"kind", "x", "localhost:5000", "myacr.azurecr.io"} | set(config._KUBECTL)
+    | {key for record in RECORDS for key in schema.keys(record)}
 )  # fmt: skip
 TOP = [
     "repos",
@@ -998,13 +994,13 @@ EVERY_KEY = (
 def checks(monkeypatch) -> list[Path]:
     """Every file the checker is run on: a cached load runs it on none."""
     seen: list[Path] = []
-    check = config._Checker.config
+    check = config._check
 
-    def counted(self: config._Checker, data: object) -> config.Config:
-        seen.append(self.path)
-        return check(self, data)
+    def counted(path: Path, text: str) -> config.Config:
+        seen.append(path)
+        return check(path, text)
 
-    monkeypatch.setattr(config._Checker, "config", counted)
+    monkeypatch.setattr(config, "_check", counted)
     return seen
 
 
@@ -1022,9 +1018,72 @@ def test_a_config_is_checked_once_and_then_read_back_exactly(tmp_path, checks):
     again = config.load(path)
     assert again == first and len(checks) == 2
     assert again.gates[0].allow[0].until == dt.date(2027, 1, 31)
-    assert type(again.repos[0].images[0].tags) is tuple and type(again.builder["timeout"]) is float
+    assert type(again.repos[0].images[0].tags) is tuple
+    assert type(again.builder) is config.AcrSpec and type(again.builder.timeout) is float
     assert again.registries["r.example"].ca_bundle == tmp_path / "ca.pem"
     assert again.deployments.repos[0].rings["dev"] == ("envs/dev/**", "shared/dev-*.yaml")
+
+
+@pytest.mark.parametrize(
+    ("builder", "expected"),
+    [
+        ("", config.BuildahSpec()),
+        ("builder: {kind: buildah, isolation: oci, storage_driver: overlay, root: /r}\n",
+         config.BuildahSpec("oci", "overlay", root="/r")),
+        ("builder: {kind: docker, builder: remote}\n", config.DockerSpec("remote")),
+        ("builder: {kind: command, argv: [kaniko, '{context}']}\n",
+         config.CommandSpec(("kaniko", "{context}"))),
+        (ACR.removeprefix("repos: []\n").replace("{kind: acr}", "{kind: acr, poll: 1}"),
+         config.AcrSpec(poll=1.0)),
+    ],
+)  # fmt: skip
+def test_each_kind_of_builder_is_read_back_from_the_cache_as_its_own_record(
+    tmp_path, checks, builder, expected
+):
+    path = tmp_path / "repos.yaml"
+    path.write_text("repos: []\n" + builder)
+    synced(config.load(path))
+    first = config.load(path)
+    again = config.load(path)
+    assert len(checks) == 2  # checked, stored, then read back
+    assert first.builder == again.builder == expected
+    assert type(again.builder) is type(expected) and again.builder.kind == expected.kind
+
+
+def test_a_cached_builder_of_no_known_kind_is_no_cache(tmp_path, checks):
+    cache = _cache_of(tmp_path)
+    head, _, body = cache.read_bytes().partition(b"\n")
+    assert body.count(b'["acr","pool1",') == 1
+    body = body.replace(b'["acr","pool1",', b'["kaniko","pool1",')
+    header = json.loads(head)
+    header["sum"] = hashlib.sha256(body).hexdigest()
+    cache.write_bytes(json.dumps(header).encode() + b"\n" + body)
+    assert config.load(tmp_path / "repos.yaml").builder == config.AcrSpec("pool1", 1800.0, 0.5)
+    assert len(checks) == 3
+
+
+def test_another_pyyaml_is_another_check(tmp_path, monkeypatch):
+    """How YAML is read is part of the check: the key covers PyYAML's files (found, not
+    imported, so that a query does not pay for it)."""
+    import importlib.machinery
+
+    package = tmp_path / "site-packages/yaml"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("__version__ = '6.0.1'\n")
+    spec = importlib.machinery.ModuleSpec("yaml", None, is_package=True)
+    spec.submodule_search_locations = [str(package)]
+    monkeypatch.setattr(config_cache.importlib.util, "find_spec", lambda name: spec)
+    path = tmp_path / "repos.yaml"
+
+    def key() -> str:
+        config_cache._code.cache_clear()
+        return config_cache.key(path, "repos: []\n")
+
+    before = key()
+    assert key() == before
+    (package / "__init__.py").write_text("__version__ = '6.0.22'\n")
+    assert key() != before
+    config_cache._code.cache_clear()
 
 
 def test_a_changed_config_is_checked_again_even_with_its_size_and_time(tmp_path, checks):
@@ -1121,7 +1180,7 @@ def test_an_ssh_user_name_is_no_secret_and_the_file_is_cached(tmp_path, checks):
 
 def test_a_cache_bigger_than_any_config_is_not_read(tmp_path, checks, monkeypatch):
     cache = _cache_of(tmp_path)
-    monkeypatch.setattr(config, "MAX_CACHE", cache.stat().st_size - 1)
+    monkeypatch.setattr(config_cache, "MAX_CACHE", cache.stat().st_size - 1)
     assert config.load(tmp_path / "repos.yaml").repos[0].name == "python"
     assert len(checks) == 3  # the cache was there and whole, but past the bound
 
@@ -1159,3 +1218,50 @@ def test_the_cache_is_found_from_a_plainly_written_workspace(tmp_path, checks, t
     for _ in range(2):
         assert config.load(path).workspace == tmp_path / "ws"
     assert len(checks) == (2 if cached else 3)
+
+
+def test_a_cached_config_is_read_without_the_yaml_parser(tmp_path):
+    """A query reads the checked form back: PyYAML is imported only to parse, or to find
+    an error's line (`python -X importtime` lists every import)."""
+    path = tmp_path / "repos.yaml"
+    path.write_text(EVERY_KEY)
+    synced(config.load(path))
+    config.load(path)  # checked and stored
+    code = f"from graphbuild import config; config.load(config.Path({str(path)!r}))"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}  # fmt: skip
+    assert "graphbuild.config" in imported
+    assert sorted(m for m in imported if m.split(".")[0] in ("yaml", "_yaml")) == []
+
+
+def table(heading: str) -> list[list[str]]:
+    """The rows of the first table under `heading` in docs/config.md, as cells."""
+    doc = (Path(__file__).parents[1] / "docs/config.md").read_text()
+    section = doc.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+
+
+def names(cell: str) -> list[str]:
+    """The `keys` a cell names, leaving out what parentheses and a `;` add."""
+    cell = re.sub(r"\([^)]*\)", "", cell.split(";", 1)[0])
+    return re.findall(r"`([a-z_]+)`", cell)
+
+
+@pytest.mark.parametrize(
+    ("heading", "record"),
+    [("## Top level", config.Config), ("## `repos[]`", config.RepoSpec),
+     ("## `repos[].images[]`", config.ImageSpec)],
+)  # fmt: skip
+def test_docs_list_exactly_the_keys_each_section_reads(heading, record):
+    """docs/config.md and the fields that declare the keys name the same keys."""
+    assert sorted(names(row[0])[0] for row in table(heading)) == sorted(schema.keys(record))
+
+
+def test_docs_list_exactly_the_keys_of_each_kind_of_builder():
+    documented = {names(kind)[0]: sorted(names(keys)) for kind, keys, _ in table("## `builder`")}
+    kinds = (config.BuildahSpec, config.DockerSpec, config.CommandSpec, config.AcrSpec)
+    assert documented == {schema.tag(kind): sorted(schema.keys(kind)) for kind in kinds}

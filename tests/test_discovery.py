@@ -250,7 +250,7 @@ def test_sync_reports_a_hostile_manifest_and_indexes_the_rest(remotes, write_con
     )  # fmt: skip
     assert "Traceback" not in done.stderr
     assert done.returncode == 0, done.stderr
-    assert "indexed 1 images" in done.stdout
+    assert "indexed 1 image:" in done.stdout
     for problem in HOSTILE_PROBLEMS:
         assert f"warning    {problem}" in done.stdout
 

@@ -2,9 +2,9 @@
 
 The executor hands each builder a BuildRequest whose Dockerfile is already
 pinned to exact parent digests, and gets back the digest it pushed. Builders
-are plug-ins: the core never imports one by name; `make(spec)` picks one from
-repos.yaml's `builder:` section. Every command is an argv list; no shell ever
-sees repository content.
+are plug-ins: the core never imports one by name; `make(spec, azure)` picks one
+from repos.yaml's `builder:` section, which config.py reads into one record per
+kind. Every command is an argv list; no shell ever sees repository content.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from graphbuild.config import AcrSpec, AzureSpec, BuildahSpec, BuilderSpec, CommandSpec, DockerSpec
 from graphbuild.errors import GraphbuildError
 
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -43,8 +44,13 @@ class BuildRequest:
 
 
 class Builder(Protocol):
-    name: str
-    program: str | None  # the executable it runs, checked before a run starts; None: a service
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def program(self) -> str | None:
+        """The executable it runs, checked before a run starts; None: a service."""
+        ...
 
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
         """Build and push; return the pushed digest. Raise CommandFailed; stop when cancelled."""
@@ -61,18 +67,26 @@ def read_digest(path: Path) -> str:
     return text if _DIGEST_RE.fullmatch(text) else ""
 
 
-def make(spec: Mapping[str, Any]) -> Builder:
-    """The builder repos.yaml asks for (`builder: {kind: …}`, checked by config.py).
+def make(spec: BuilderSpec, azure: AzureSpec | None = None) -> Builder:
+    """The builder repos.yaml asks for (`builder: {kind: …}`, checked by config.py); the
+    acr builder builds in the registry of `azure:`.
 
     A builder that is not installed is bad input, said once before any run starts,
     not a failure of every image in it.
     """
     from graphbuild.builders import acr, buildah, command, docker
 
-    kinds = {"buildah": buildah.Buildah, "docker": docker.Docker, "command": command.Command,
-             "acr": acr.Acr}  # fmt: skip
-    options = {k: v for k, v in spec.items() if k != "kind"}
-    builder: Builder = kinds[spec.get("kind", "buildah")](**options)
+    builder: Builder
+    match spec:
+        case BuildahSpec():
+            builder = buildah.Buildah(spec)
+        case DockerSpec():
+            builder = docker.Docker(spec)
+        case CommandSpec():
+            builder = command.Command(spec)
+        case AcrSpec():
+            assert azure is not None  # config.py refuses builder.kind acr without `azure:`
+            builder = acr.Acr(spec, azure)
     if builder.program is not None and shutil.which(builder.program) is None:
         raise GraphbuildError(
             f"builder.kind {builder.name}: {builder.program} is not installed or not on PATH "

@@ -20,7 +20,7 @@ from typing import Any
 
 from graphbuild import acr_admin, extras, refs, retry
 from graphbuild.builders import BuildRequest
-from graphbuild.config import AzureSpec
+from graphbuild.config import AcrSpec, AzureSpec
 from graphbuild.errors import CommandFailed, InvalidReference
 
 PINNED = ".graphbuild.Dockerfile"  # where the pinned Dockerfile goes in the uploaded context
@@ -33,21 +33,14 @@ class Acr:
     name = "acr"
     program = None  # nothing to install: the build runs in Azure
 
-    def __init__(
-        self,
-        resource_group: str,
-        registry: str,
-        agent_pool: str | None = None,
-        timeout: float = 3600,
-        poll: float = 3.0,
-        **azure: Any,  # the rest of repos.yaml's `azure:`, which config.AzureSpec checks
-    ) -> None:
+    def __init__(self, spec: AcrSpec, azure: AzureSpec) -> None:
         extras.require_azure("builder.kind acr")
-        self.spec = AzureSpec(resource_group, registry, **azure)
-        self.group, self.registry, self.login_server = resource_group, registry, self.spec.server
-        self.agent_pool, self.timeout, self.poll = agent_pool, timeout, poll
-        self.verify = acr_admin.tls(self.spec)
-        acr_admin.subscription(self.spec)  # bad input now, not an error in every build
+        self.azure = azure  # the registry that builds, and pushes what it built
+        self.group, self.registry = azure.resource_group, azure.registry
+        self.login_server = azure.server
+        self.agent_pool, self.timeout, self.poll = spec.agent_pool, spec.timeout, spec.poll
+        self.verify = acr_admin.tls(azure)
+        acr_admin.subscription(azure)  # bad input now, not an error in every build
         self.credential: Any = None  # one for every build: its tokens are shared
         self.lock = threading.Lock()
 
@@ -97,7 +90,7 @@ class Acr:
                 from azure.identity import DefaultAzureCredential
 
                 self.credential = DefaultAzureCredential()
-        return acr_admin.client(self.spec, acr_admin.TASKS_API, self.credential)
+        return acr_admin.client(self.azure, acr_admin.TASKS_API, self.credential)
 
     def _cancel(self, client: Any, run_id: str, log: Any) -> None:
         from azure.core.exceptions import AzureError

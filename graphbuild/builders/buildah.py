@@ -11,6 +11,7 @@ import subprocess
 import threading
 
 from graphbuild.builders import BuildRequest, read_digest
+from graphbuild.config import BuildahSpec
 from graphbuild.errors import CommandFailed
 from graphbuild.process import run
 
@@ -18,19 +19,13 @@ from graphbuild.process import run
 class Buildah:
     name = program = "buildah"
 
-    def __init__(
-        self,
-        isolation: str = "chroot",
-        storage_driver: str = "vfs",
-        root: str | None = None,
-        runroot: str | None = None,
-    ) -> None:
-        self.isolation = isolation
-        self.store = ["--storage-driver", storage_driver]
-        if root:
-            self.store += ["--root", root]
-        if runroot:
-            self.store += ["--runroot", runroot]
+    def __init__(self, spec: BuildahSpec) -> None:
+        self.isolation = spec.isolation
+        self.store = ["--storage-driver", spec.storage_driver]
+        if spec.root:
+            self.store += ["--root", spec.root]
+        if spec.runroot:
+            self.store += ["--runroot", spec.runroot]
 
     def bud_argv(self, request: BuildRequest) -> list[str]:
         argv = ["buildah", *self.store, "bud", "--isolation", self.isolation, "--quiet",

@@ -17,6 +17,7 @@ import re
 import threading
 
 from graphbuild.builders import BuildRequest, read_digest
+from graphbuild.config import CommandSpec
 from graphbuild.errors import CommandFailed
 from graphbuild.process import run
 
@@ -29,8 +30,8 @@ _VALUE_RE = re.compile(r"\{(context|dockerfile|image|tag|target|platform|digestf
 class Command:
     name = "command"
 
-    def __init__(self, argv: list[str]) -> None:
-        self.template = list(argv)
+    def __init__(self, spec: CommandSpec) -> None:
+        self.template = list(spec.argv)
         self.program = self.template[0]
 
     def argv(self, request: BuildRequest, digestfile: str) -> list[str]:

@@ -10,6 +10,7 @@ import json
 import threading
 
 from graphbuild.builders import BuildRequest
+from graphbuild.config import DockerSpec
 from graphbuild.errors import CommandFailed
 from graphbuild.process import run
 
@@ -17,8 +18,8 @@ from graphbuild.process import run
 class Docker:
     name = program = "docker"
 
-    def __init__(self, builder: str | None = None) -> None:
-        self.builder = builder  # a `docker buildx` builder instance; default: the current one
+    def __init__(self, spec: DockerSpec) -> None:
+        self.builder = spec.builder  # a `docker buildx` builder instance; else the current one
 
     def argv(self, request: BuildRequest, metadata: str) -> list[str]:
         argv = ["docker", "buildx", "build", "--push", "--metadata-file", metadata,

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from graphbuild import builds, errors, pipeline, plan, report
 from graphbuild.builders.command import NO_CACHE
 from graphbuild.commands.runs import finished
-from graphbuild.config import Config
+from graphbuild.config import BuilderSpec, CommandSpec, Config
 from graphbuild.state import sweep_lock
 
 
@@ -41,7 +38,7 @@ def run(
     return errors.FAILED if now.failed else code
 
 
-def _takes_no_cache(builder: Mapping[str, Any]) -> bool:
+def _takes_no_cache(builder: BuilderSpec) -> bool:
     """Can `--no-cache` reach this builder? A command builder gets it only through its
     template; the others always do."""
-    return builder.get("kind") != "command" or NO_CACHE in builder.get("argv", [])
+    return not isinstance(builder, CommandSpec) or NO_CACHE in builder.argv
