@@ -281,7 +281,7 @@ def test_command_empty_lists_vanish_and_empty_values_stay():
 
 def test_command_no_cache_becomes_the_flag_where_the_template_asks_for_it():
     """`rebuild --no-cache` reaches a command builder through `{no-cache}`, and only then."""
-    template = ["kaniko", "{no-cache}", "--context={context}"]
+    template = CommandSpec(("kaniko", "{no-cache}", "--context={context}"))
     asked = Command(template).argv(request(Path("/w"), no_cache=True), "/d")
     assert asked == ["kaniko", "--no-cache", "--context=/w/ctx"]
     assert Command(template).argv(request(Path("/w")), "/d") == ["kaniko", "--context=/w/ctx"]

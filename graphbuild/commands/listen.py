@@ -52,17 +52,18 @@ def run(
             return  # graphbuild's own push coming back: what is built on it was just built
         debouncer.add(push)
 
-    debouncer = events.Debouncer(fire, window, max_wait)
-    server = events.serve(host, port, events.secret(secret_env), take)
-    threading.Thread(target=server.serve_forever, name="graphbuild-hooks", daemon=True).start()
-    address = f"http://{host}:{server.server_address[1]}/hooks"
-    report.note(f"Listening on {address}/acr and {address}/dockerhub; pushes within "
-                f"{window:g} s make one sweep.")  # fmt: skip
-
     def stop(count: int) -> NoReturn:
         raise KeyboardInterrupt
 
-    try:
+    secret = events.secret(secret_env)
+    debouncer = events.Debouncer(fire, window, max_wait)
+    server = None
+    try:  # from the moment the port is open, Ctrl-C is a clean stop
+        server = events.serve(host, port, secret, take)
+        threading.Thread(target=server.serve_forever, name="graphbuild-hooks", daemon=True).start()
+        address = f"http://{host}:{server.server_address[1]}/hooks"
+        report.note(f"Listening on {address}/acr and {address}/dockerhub; pushes within "
+                    f"{window:g} s make one sweep.")  # fmt: skip
         with process.on_stop_signals(stop, (signal.SIGTERM,)):  # a pod's stop, between sweeps
             while True:
                 try:
@@ -78,8 +79,9 @@ def run(
         report.note("Stopping: no more pushes are taken.")
     finally:
         stopping.set()  # a batch handed over but never swept does not hold the close up
-        server.shutdown()
-        server.server_close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         debouncer.close(flush=False)
     return errors.OK
 
