@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, pipeline, report
+from graphbuild import errors, report, syncing
 from graphbuild.config import Config
 
 
 def run(config: Config, jobs: int, as_json: bool) -> int:
-    summary = pipeline.sync(config, jobs)
+    summary = syncing.sync(config, jobs)  # not the pipeline's imports
     if as_json:
         report.emit_json(
             {
