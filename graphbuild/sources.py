@@ -45,6 +45,7 @@ _GIT_ENV = {
     "GIT_PROTOCOL_FROM_USER": "0",
     "GIT_ALLOW_PROTOCOL": _ALLOWED,  # enforced by git itself, redirects too
 }
+_IMPORTING = threading.Lock()  # see _no_gitpython
 _SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REF_RULES = (
     "{}",
@@ -226,11 +227,13 @@ def _fetch(
 
 
 def _no_gitpython() -> str | None:
-    """Why GitPython cannot be used (it refuses to load without a git executable), or None."""
-    try:
-        import git  # noqa: F401
-    except ImportError as err:
-        return f"git is not usable: {err}".splitlines()[0]
+    """Why GitPython cannot be used (it refuses to load without a git executable), or None.
+    One thread at a time: threads importing a failing module at once do not all fail."""
+    with _IMPORTING:
+        try:
+            import git  # noqa: F401
+        except ImportError as err:
+            return f"git is not usable: {err}".splitlines()[0]
     return None
 
 
