@@ -57,3 +57,21 @@ def test_a_sync_after_a_push_still_fetches_and_links(remotes, write_config, tmp_
     assert '"fetched": true' in done.stdout and '"parsed": 1' in done.stdout
     uses = graphbuild("uses", "r.test/base:1", "--json", cwd=tmp_path)
     assert "r.test/app" in uses.stdout
+
+
+def test_an_unchanged_sync_writes_neither_the_index_nor_the_kept_listings(
+    remotes, write_config, tmp_path
+):
+    """Nothing moved, so nothing is parsed, linked or stored: index.db and the clones'
+    kept listings are left as they were (a guard: it was so before the sync step moved)."""
+    app = remotes("app", {"images/a/Dockerfile": "FROM alpine:3.20\n"})
+    write_config([{"name": "app", "url": str(app.url), "images": [
+        {"image": "r.test/{dir}", "dockerfile": "images/*/Dockerfile"}]}])  # fmt: skip
+    assert graphbuild("sync", cwd=tmp_path).returncode == 0
+    assert graphbuild("sync", cwd=tmp_path).returncode == 0  # the listing is kept by now
+    kept = [tmp_path / ".graphbuild" / "index.db",
+            tmp_path / ".graphbuild" / "repos" / "app.git" / "graphbuild-tree"]  # fmt: skip
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept}
+    done = graphbuild("sync", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in kept} == before
