@@ -6,7 +6,8 @@ first asks the remote where the ref points (`ls-remote`, one round trip) and
 fetches only when that moved, so an unchanged repository costs one cheap call.
 The URL is given to git through its environment and never written into the
 clone, so credentials in it stay out of the workspace. GitPython is imported
-lazily so that queries, which never touch git, do not pay for it.
+only to fetch, so that queries, which never touch git, and a sync where nothing
+moved do not pay for it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ _GIT_ENV = {
     "GIT_PROTOCOL_FROM_USER": "0",
     "GIT_ALLOW_PROTOCOL": _ALLOWED,  # enforced by git itself, redirects too
 }
+_IMPORTING = threading.Lock()  # see _no_gitpython
 _SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _REF_RULES = (
     "{}",
@@ -159,31 +161,50 @@ def _sync_one(
     fetches: threading.BoundedSemaphore,
     host: contextlib.AbstractContextManager[object],
 ) -> SyncResult:
+    """One repository: asked with one `ls-remote` and no GitPython, fetched if it moved."""
     if repo.path is not None:
         if not repo.path.is_dir():
             return SyncResult(repo.name, None, f"{repo.path}: no such folder")
         return SyncResult(repo.name, None)
-    try:
-        import git
-    except ImportError as err:  # GitPython refuses to load without a git executable
-        return SyncResult(repo.name, None, f"git is not usable: {err}".splitlines()[0])
-
     assert repo.url is not None
     clone = clone_dir(workspace, repo.name)
     env = git_env(repo.url)
     previous = None
     want = repo.ref or "HEAD"
     try:
-        seen = None
         if (clone / "HEAD").exists():  # read with no git process: most repositories stop here
             previous, seen = _read_ref(clone, SYNC_REF), _read_ref(clone, FETCHED_REF)
-        if previous and want == previous:
-            return SyncResult(repo.name, previous)  # a commit asked by its sha never moves
-        if previous and seen:
-            with host:
-                advertised = _advertised(clone, want, env)
-            if advertised == seen:
-                return SyncResult(repo.name, previous)  # unchanged: nothing fetched
+            if previous and seen and want != previous:  # a commit asked by its sha never moves
+                with host:
+                    advertised = _advertised(clone, want, env)
+                if advertised == seen:
+                    return SyncResult(repo.name, previous)  # unchanged: nothing fetched
+    except GitFailed as err:
+        return SyncResult(repo.name, previous, _cannot_fetch(repo, err))
+    except OSError as err:
+        if unusable := _no_gitpython():  # no git at all: said as GitPython says it
+            return SyncResult(repo.name, None, unusable)
+        return SyncResult(repo.name, previous, f"{clone}: {err}")
+    return _fetch(repo, clone, env, previous, fetches, host)
+
+
+def _fetch(
+    repo: RepoSpec,
+    clone: Path,
+    env: dict[str, str],
+    previous: str | None,
+    fetches: threading.BoundedSemaphore,
+    host: contextlib.AbstractContextManager[object],
+) -> SyncResult:
+    """Fetch the ref into the clone (made if missing) through GitPython."""
+    if unusable := _no_gitpython():
+        return SyncResult(repo.name, None, unusable)
+    import git
+
+    want = repo.ref or "HEAD"
+    if previous and want == previous:
+        return SyncResult(repo.name, previous)
+    try:
         with fetches, host:
             if (clone / "HEAD").exists():
                 bare = git.Repo(clone)
@@ -200,11 +221,25 @@ def _sync_one(
                 bare.git.update_ref(FETCHED_REF, fetched)
                 return SyncResult(repo.name, commit, fetched=commit != previous)
     except git.CommandError as err:
-        where = f"ref {repo.ref!r} of " if repo.ref else ""
-        detail = git_reason(err, url=repo.url)
-        return SyncResult(repo.name, previous, redact(f"cannot fetch {where}{repo.url}: {detail}"))
+        return SyncResult(repo.name, previous, _cannot_fetch(repo, err))
     except (git.InvalidGitRepositoryError, OSError) as err:
         return SyncResult(repo.name, previous, f"{clone}: {err}")
+
+
+def _no_gitpython() -> str | None:
+    """Why GitPython cannot be used (it refuses to load without a git executable), or None.
+    One thread at a time: threads importing a failing module at once do not all fail."""
+    with _IMPORTING:
+        try:
+            import git  # noqa: F401
+        except ImportError as err:
+            return f"git is not usable: {err}".splitlines()[0]
+    return None
+
+
+def _cannot_fetch(repo: RepoSpec, err: GitFailed | git.CommandError) -> str:
+    where = f"ref {repo.ref!r} of " if repo.ref else ""
+    return redact(f"cannot fetch {where}{repo.url}: {git_reason(err, url=repo.url)}")
 
 
 def _advertised(clone: Path, ref: str, env: dict[str, str]) -> str | None:
@@ -218,13 +253,21 @@ def _advertised(clone: Path, ref: str, env: dict[str, str]) -> str | None:
     return None
 
 
-def _git(clone: Path, args: list[str], env: dict[str, str]) -> str:
-    """A git command on the clone as GitPython runs one (C locale, the same errors, in
-    graphbuild's process group so that a Ctrl-C reaches it), minus what a warm sync of a
-    thousand repositories would pay a thousand times: a watchdog thread each. Past
-    FETCH_TIMEOUT it is killed with what it started (a remote helper, upload-pack)."""
-    from git import GitCommandError
+class GitFailed(Exception):
+    """A git command run without GitPython failed: what it printed and its exit status,
+    the attributes `git_reason` reads on GitPython's own errors."""
 
+    def __init__(self, status: int | str, stderr: str, stdout: str = "") -> None:
+        super().__init__(stderr or f"exit status {status}")
+        self.status, self.stderr, self.stdout = status, stderr, stdout
+
+
+def _git(clone: Path, args: list[str], env: dict[str, str]) -> str:
+    """A git command on the clone as GitPython runs one (C locale, the same error text, in
+    graphbuild's process group so that a Ctrl-C reaches it), minus what a warm sync of a
+    thousand repositories would pay a thousand times: importing GitPython and a watchdog
+    thread each. Past FETCH_TIMEOUT it is killed with what it started (a remote helper,
+    upload-pack)."""
     argv = ["git", f"--git-dir={clone}", *args]
     env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **env}
     with subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -238,10 +281,15 @@ def _git(clone: Path, args: list[str], env: dict[str, str]) -> str:
             process.communicate()
             command = " ".join(["git", *args])  # GitPython's words, as before
             said = f'Timeout: the command "{command}" did not complete in {FETCH_TIMEOUT:g} secs.'
-            raise GitCommandError(argv, "timeout", said) from None
+            raise GitFailed("timeout", said) from None
     if process.returncode != 0:
-        raise GitCommandError(argv, process.returncode, err.rstrip(b"\n"), out.rstrip(b"\n"))
+        raise GitFailed(process.returncode, _text(err), _text(out))
     return out.decode("utf-8", "replace")
+
+
+def _text(printed: bytes) -> str:
+    """What git printed, decoded as GitPython decodes it for its errors."""
+    return printed.rstrip(b"\n").decode("utf-8", "surrogateescape")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -273,7 +321,9 @@ def _read_ref(clone: Path, ref: str) -> str | None:
 
 
 def git_reason(
-    err: git.CommandError, marks: tuple[tuple[str, ...], ...] = (), url: str | None = None
+    err: GitFailed | git.CommandError,
+    marks: tuple[tuple[str, ...], ...] = (),
+    url: str | None = None,
 ) -> str:
     """Why a git command failed, in one line with credentials hidden: the first line it
     printed that starts with one of `marks` (tried in order, then `fatal:` and `error:`),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import yaml
 from graphbuild import config, sources, trees
 
 from .git_http import seen_during, serving
-from .site import git
+from .site import git, graphbuild
 
 
 def config_in(env: dict[str, str]) -> dict[str, str]:
@@ -353,3 +354,27 @@ def test_one_git_host_gets_at_most_jobs_connections_at_once(tmp_path, monkeypatc
     assert all(r.error is None and not r.fetched for r in warm)
     counts = [int(n) for n in (tmp_path / "ssh" / "counts").read_text().split()]
     assert len(counts) == 12 and max(counts) <= 3
+
+
+def test_git_gone_from_path_is_said_for_every_repository_without_a_traceback(
+    tmp_path, remotes, write_config
+):
+    """A machine whose git went away (an image rebuilt without it): every repository says
+    so in the same words, and no thread's half-done import of GitPython escapes as a
+    traceback."""
+    seed = remotes("seed", {"Dockerfile": "FROM debian:12\n"})
+    for i in range(8):
+        git(tmp_path, "clone", "-q", "--bare", str(seed.url), str(tmp_path / f"r{i}.git"))
+    write_config([{"name": f"r{i}", "url": str(tmp_path / f"r{i}.git"),
+                   "images": [{"image": f"r.test/r{i}"}]} for i in range(8)])  # fmt: skip
+    assert graphbuild("sync", cwd=tmp_path).returncode == 0
+    empty = tmp_path / "no-git-here"
+    empty.mkdir()
+    done = graphbuild("sync", "--json", cwd=tmp_path, env={"PATH": str(empty)})
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 1
+    repos = json.loads(done.stdout)["repos"]
+    assert len(repos) == 8
+    assert len({r["error"] for r in repos}) == 1
+    assert all(r["error"].startswith("git is not usable: ") and r["commit"] is None
+               for r in repos)  # fmt: skip

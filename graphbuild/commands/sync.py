@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from graphbuild import errors, pipeline, report
+from graphbuild import errors, report, syncing
 from graphbuild.config import Config
 from graphbuild.console import plural
 
 
 def run(config: Config, jobs: int, as_json: bool) -> int:
-    summary = pipeline.sync(config, jobs, summary=False)  # its answer is the summary
+    summary = syncing.sync(config, jobs, summary=False)  # its answer is the summary line
     if as_json:
         report.emit_json(
             {
@@ -24,7 +24,7 @@ def run(config: Config, jobs: int, as_json: bool) -> int:
         )
     else:
         print(
-            f"{pipeline.synced_line(summary.repos)}; indexed {plural(summary.images, 'image')}: "
+            f"{syncing.synced_line(summary.repos)}; indexed {plural(summary.images, 'image')}: "
             f"parsed {plural(summary.parsed, 'Dockerfile')}, {summary.cached} from cache."
         )
         if summary.problems:
