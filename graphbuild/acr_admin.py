@@ -11,6 +11,7 @@ stores none.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -123,22 +124,65 @@ def import_image(manager: Any, spec: AzureSpec, item: Import) -> None:
 
 # ---------------------------------------------------------------- webhooks
 
+# The forms ACR documents for a webhook's scope (WebhookPropertiesCreateParameters.scope).
+# Any other form (e.g. 'mirror/*') matches no push: such a webhook would never fire.
+SCOPE_FORMS = "'REPO:*' (every tag of REPO), 'REPO:TAG', 'REPO' (REPO:latest) or empty (every push)"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"  # a repository path, as in refs
+_SCOPE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*(?::(?:\*|\w[\w.-]{{0,127}}))?", re.ASCII)
+_NAME = re.compile(r"[a-zA-Z0-9]{5,50}", re.ASCII)  # ACR's rule for webhook names
+
+
+def check_webhook(name: str, scope: str) -> None:
+    """Refuse, before any call, a name ACR refuses and a scope that matches no push."""
+    if not _NAME.fullmatch(name):
+        raise GraphbuildError(f"--name {name!r}: a webhook name is 5 to 50 letters and digits")
+    if scope and not _SCOPE.fullmatch(scope):
+        raise GraphbuildError(
+            f"--scope {scope!r}: not a webhook scope ACR documents; give {SCOPE_FORMS}"
+        )
+
+
+def regions(manager: Any, spec: AzureSpec) -> list[str]:
+    """Where the registry has replicas, its home region first: a webhook hears only the
+    pushes that land on its own region's replica. Only Premium registries replicate."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        registry = manager.registries.get(spec.resource_group, spec.registry)
+        found = [registry.location]
+        if registry.sku is not None and registry.sku.name == "Premium":
+            found += [r.location for r in
+                      manager.replications.list(spec.resource_group, spec.registry)]  # fmt: skip
+    except AzureError as err:
+        raise CommandFailed(
+            f"registry {spec.registry}: {first_line(err)}", transient(err)
+        ) from None
+    return list(dict.fromkeys(found))
+
+
+def webhook_name(name: str, region: str, home: str) -> str:
+    """`name` in the home region, `name` + the region elsewhere (ACR's names are unique
+    per registry, alphanumeric, at most 50 characters)."""
+    if region == home:
+        return name
+    suffix = re.sub(r"[^a-z0-9]", "", region.lower())
+    return f"{name[: 50 - len(suffix)]}{suffix}"
+
 
 def create_webhook(
-    manager: Any, spec: AzureSpec, name: str, url: str, secret: str, scope: str = ""
+    manager: Any, spec: AzureSpec, name: str, url: str, secret: str, scope: str, region: str
 ) -> str:
-    """A push webhook on the registry that posts to `url` with the shared secret header;
-    its resource id. The secret goes to Azure and nowhere else."""
+    """A push webhook in `region`'s replica that posts to `url` with the shared secret
+    header; its resource id. The secret goes to Azure and nowhere else."""
     from azure.core.exceptions import AzureError
     from azure.mgmt.containerregistry.models import WebhookCreateParameters
 
     from graphbuild.events import SECRET_HEADER
 
     try:
-        location = manager.registries.get(spec.resource_group, spec.registry).location
         hook = manager.webhooks.begin_create(
             spec.resource_group, spec.registry, name,
-            WebhookCreateParameters(location=location, service_uri=url, actions=["push"],
+            WebhookCreateParameters(location=region, service_uri=url, actions=["push"],
                                     custom_headers={SECRET_HEADER: secret}, status="enabled",
                                     scope=scope),
         ).result()  # fmt: skip

@@ -403,13 +403,17 @@ def webhook_create(
     url: Annotated[str, typer.Argument(help="Where `graphbuild listen` is reached.")],
     name: Annotated[str, typer.Option("--name", help="The webhook's name.")] = "graphbuild",
     scope: Annotated[
-        str, typer.Option("--scope", help="Repositories to report, e.g. 'mirror/*'; all if empty.")
+        str,
+        typer.Option(
+            "--scope",
+            help="Pushes to report: 'REPO:*', 'REPO:TAG', 'REPO' (REPO:latest); all if empty.",
+        ),
     ] = "",
     secret_env: Annotated[
         str, typer.Option("--secret-env", help="Variable holding the shared secret.")
     ] = SECRET_ENV,
 ) -> None:
-    """Create a push webhook on the registry in repos.yaml's `azure:`."""
+    """Create a push webhook on the registry in repos.yaml's `azure:`, one per replica region."""
     from graphbuild.commands import webhook as cmd
 
     _exit(_run(ctx, cmd.create, url, name, scope, secret_env))

@@ -60,6 +60,13 @@ RUN_ERRORS = {
 }
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 STORAGE_VERSION = "2021-08-06"
+# ACR's webhook scope (WebhookPropertiesCreateParameters.scope): 'repo:*', 'repo:tag', 'repo'
+# (meaning repo:latest), or empty for all; repo in the distribution reference grammar
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+WEBHOOK_SCOPE = re.compile(
+    rf"{_COMPONENT}(?:/{_COMPONENT})*(?::(?:\*|\w[\w.-]{{0,127}}))?", re.ASCII
+)
+WEBHOOK_QUOTA = {"Basic": 2, "Standard": 10, "Premium": 500}  # ACR's SKU limits page
 RECORDED_HEADERS = (
     "authorization",
     "content-type",
@@ -274,6 +281,8 @@ class FakeArm(_Server):
         self.imports: list[dict] = []  # {parameters, digest, error} per importImage
         self.cancels: list[str] = []  # run ids, one per cancel request
         self.webhooks: dict[str, dict] = {}  # name -> the create body, secrets included
+        self.sku = "Premium"  # Basic and Standard: fewer webhooks (WEBHOOK_QUOTA)
+        self.replications: list[str] = []  # regions, the home one too once geo-replicated
         self.operations: dict[str, Operation] = {}
         self.errors: list[str] = []  # server-side exceptions (answered as 500)
         self.lock = threading.RLock()
@@ -394,6 +403,7 @@ class FakeArm(_Server):
             ("POST", r"/runs/([^/]+)/listLogSasUrl", TASKS_API, lambda i: self._log_link(i)),
             ("POST", r"/runs/([^/]+)/cancel", TASKS_API, lambda i: self._cancel(i, version)),
             ("POST", r"/importImage", REGISTRY_API, lambda: self._import(body, version)),
+            ("GET", r"/replications", REGISTRY_API, lambda: self._list_replications()),
             ("GET", r"/webhooks", REGISTRY_API, lambda: self._list_webhooks()),
             ("GET", r"/webhooks/([^/]+)", REGISTRY_API, lambda w: self._get_webhook(w)),
             (
@@ -445,7 +455,7 @@ class FakeArm(_Server):
                 "type": "Microsoft.ContainerRegistry/registries",
                 "location": self.location,
                 "tags": {},
-                "sku": {"name": "Premium", "tier": "Premium"},
+                "sku": {"name": self.sku, "tier": self.sku},
                 "properties": {
                     "loginServer": self.registry.host,
                     "creationDate": _iso(self._created),
@@ -859,6 +869,9 @@ class FakeArm(_Server):
             return _error(
                 400, "InvalidParameter", "The serviceUri and actions fields are required."
             )
+        refused = self._webhook_refusal(name, body["location"], properties.get("scope") or "")
+        if refused:
+            return _error(400, "InvalidParameter", refused)
         existed = name in self.webhooks
         self.webhooks[name] = body
         if existed:
@@ -870,6 +883,38 @@ class FakeArm(_Server):
             body=self._webhook_resource(name, "Creating"),
             status=201,
         )
+
+    def _webhook_refusal(self, name: str, location: str, scope: str) -> str | None:
+        """What ACR's webhook reference rules out: a scope in none of its documented forms,
+        a region the registry has no replica in, more webhooks than the SKU allows."""
+        if scope and not WEBHOOK_SCOPE.fullmatch(scope):
+            return (
+                f"The webhook scope '{scope}' is invalid: use 'repo:*', 'repo:tag', 'repo' "
+                "(repo:latest) or empty for all repositories."
+            )
+        regions = {self.location, *self.replications}
+        if location not in regions:
+            return (
+                f"The location '{location}' is not a replication of registry '{self.name}' "
+                f"({', '.join(sorted(regions))})."
+            )
+        quota = WEBHOOK_QUOTA[self.sku]
+        if name not in self.webhooks and len(self.webhooks) >= quota:
+            return f"The registry's {self.sku} SKU allows {quota} webhooks."
+        return None
+
+    def _list_replications(self) -> tuple[int, bytes, dict[str, str]]:
+        """ReplicationList.json's shape (2025-04-01), one per region, named for it."""
+        status = {"displayStatus": "Ready", "message": "The replication is ready.",
+                  "timestamp": _iso(self._created)}  # fmt: skip
+        return _json(200, {"value": [
+            {"id": f"{self.resource_id}/replications/{region}", "name": region,
+             "type": "Microsoft.ContainerRegistry/registries/replications", "location": region,
+             "tags": {}, "properties": {"provisioningState": "Succeeded", "status": status,
+                                        "regionEndpointEnabled": True,
+                                        "zoneRedundancy": "Disabled"}}
+            for region in self.replications
+        ]})  # fmt: skip
 
     def _get_webhook(self, name: str) -> tuple[int, bytes, dict[str, str]]:
         if name not in self.webhooks:

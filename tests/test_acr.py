@@ -287,14 +287,90 @@ def test_mirror_imports_each_base_once_by_digest_and_the_graph_sees_one_base(acr
 def test_webhook_create_registers_a_push_webhook_with_the_secret_header(acr_site, arm, monkeypatch):
     monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", "hook-secret-123")
     done = acr_site.gb("acr", "webhook", "create", "https://graphbuild.example/hooks/acr",
-                       "--scope", "upstream/*")  # fmt: skip
+                       "--scope", "upstream:*")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "hook-secret-123" not in done.stdout + done.stderr
     (hook,) = arm.webhooks.values()
     properties = hook["properties"]
     assert properties["serviceUri"] == "https://graphbuild.example/hooks/acr"
     assert properties["customHeaders"] == {"X-Graphbuild-Secret": "hook-secret-123"}
-    assert properties["actions"] == ["push"] and properties["scope"] == "upstream/*"
+    assert properties["actions"] == ["push"] and properties["scope"] == "upstream:*"
+    assert hook["location"] == arm.location
+
+
+@pytest.mark.parametrize("scope", ["mirror/*", "*", "mirror/*:1", "Mirror:1", "mirror:a:b"])
+def test_webhook_create_refuses_a_scope_acr_does_not_document_before_any_call(
+    acr_site, arm, monkeypatch, scope
+):
+    """Such a webhook would be created and never fire: `listen` would wait for nothing."""
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", "hook-secret-123")
+    done = acr_site.gb("acr", "webhook", "create", "https://graphbuild.example/hooks/acr",
+                       "--scope", scope)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--scope {scope!r}" in done.stderr
+    assert "'REPO:*'" in done.stderr and "'REPO:TAG'" in done.stderr and "empty" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert arm.calls() == []
+
+
+@pytest.mark.parametrize("name", ["gb", "graph-build", "x" * 51])
+def test_webhook_create_refuses_a_name_acr_refuses_before_any_call(
+    acr_site, arm, monkeypatch, name
+):
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", "hook-secret-123")
+    done = acr_site.gb("acr", "webhook", "create", "https://graphbuild.example/hooks/acr",
+                       "--name", name)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--name" in done.stderr and "5 to" in done.stderr
+    assert arm.calls() == []
+
+
+def test_webhook_create_on_a_geo_replicated_registry_makes_one_webhook_per_replica(
+    acr_site, arm, monkeypatch
+):
+    """A webhook hears pushes that land on its own region's replica only: one per region,
+    the home region's under --name, each listed."""
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", "hook-secret-123")
+    arm.replications = ["eastus", arm.location, "japaneast"]
+    done = acr_site.gb("acr", "webhook", "create", "https://graphbuild.example/hooks/acr")
+    assert done.returncode == 0, done.stderr
+    located = {name: hook["location"] for name, hook in arm.webhooks.items()}
+    assert located == {"graphbuild": "westeurope", "graphbuildeastus": "eastus",
+                       "graphbuildjapaneast": "japaneast"}  # fmt: skip
+    for name, region in located.items():
+        assert f"Webhook {name} ({region})" in done.stdout
+        properties = arm.webhooks[name]["properties"]
+        assert properties["scope"] == "" and properties["actions"] == ["push"]
+        assert properties["customHeaders"] == {"X-Graphbuild-Secret": "hook-secret-123"}
+    assert "3 replicas" in done.stdout
+
+
+def test_webhook_create_says_which_regions_it_did_not_cover(acr_site, arm, monkeypatch):
+    """A refusal for one replica leaves the others created, and names what is not covered."""
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", "hook-secret-123")
+    arm.replications = [arm.location, "eastus", "japaneast"]
+    other = {"location": arm.location, "properties": {"serviceUri": "https://elsewhere.example"}}
+    arm.webhooks.update({f"other{i:03}": other for i in range(498)})  # Premium allows 500
+    done = acr_site.gb("acr", "webhook", "create", "https://graphbuild.example/hooks/acr")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert [n for n in arm.webhooks if n.startswith("graph")] == ["graphbuild", "graphbuildeastus"]
+    assert "Webhook graphbuild (westeurope)" in done.stdout
+    assert "Webhook graphbuildeastus (eastus)" in done.stdout
+    assert "pushes landing in japaneast notify nothing" in done.stderr
+    assert "graphbuildjapaneast" in done.stderr and "Premium SKU allows 500" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_webhook_create_on_a_standard_registry_does_not_ask_for_replications(
+    acr_site, arm, monkeypatch
+):
+    """Only Premium registries are geo-replicated."""
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", "hook-secret-123")
+    arm.sku = "Standard"
+    done = acr_site.gb("acr", "webhook", "create", "https://graphbuild.example/hooks/acr")
+    assert done.returncode == 0, done.stderr
+    assert list(arm.webhooks) == ["graphbuild"]
+    assert arm.calls("/replications") == []
 
 
 def test_a_log_blob_that_ignores_the_range_is_not_copied_twice(tmp_path):

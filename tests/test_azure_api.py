@@ -445,3 +445,63 @@ def test_unknown_paths_versions_and_registries_get_arm_errors(arm):
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "ResourceNotFound")
     assert (other.status_code, other.json()["error"]["code"]) == (404, "ResourceNotFound")
     assert (bare.status_code, bare.json()["error"]["code"]) == (400, "MissingApiVersionParameter")
+
+
+def hook(scope: str = "", location: str = "westeurope") -> WebhookCreateParameters:
+    return WebhookCreateParameters(location=location, service_uri="https://hooks.example/acr",
+                                   actions=["push"], scope=scope)  # fmt: skip
+
+
+@pytest.mark.parametrize("scope", ["mirror/*", "*", "mirror/*:1", "Mirror/base:1", "a:b:c",
+                                   "mirror/base:", ":1", "mirror//base"])  # fmt: skip
+def test_a_webhook_scope_acr_does_not_document_is_refused(arm, scope):
+    """ACR documents `repo:*`, `repo:tag`, `repo` (repo:latest) and empty (all): anything
+    else makes a webhook that never fires, so the stand-in refuses it."""
+    sdk = client(arm, api_version=None)
+    with pytest.raises(HttpResponseError) as refused:
+        sdk.webhooks.begin_create(RG, NAME, "graphbuild", hook(scope)).result()
+    assert refused.value.status_code == 400
+    assert "scope" in refused.value.message
+    assert arm.webhooks == {}
+
+
+@pytest.mark.parametrize("scope", ["", "lib/base", "lib/base:1", "lib/base:*", "a.b/c-d__e:v1.2_x"])
+def test_each_documented_webhook_scope_is_accepted(arm, scope):
+    sdk = client(arm, api_version=None)
+    created = sdk.webhooks.begin_create(RG, NAME, "graphbuild", hook(scope)).result()
+    assert created.scope == scope
+
+
+def test_replications_are_listed_and_a_webhook_lives_in_one_of_their_regions(arm):
+    """A geo-replicated registry lists its home region among its replications; a webhook
+    is created in one replica's region (its `location`) and refused elsewhere."""
+    sdk = client(arm, api_version=None)
+    assert list(sdk.replications.list(RG, NAME)) == []  # not geo-replicated
+    arm.replications = ["westeurope", "eastus"]
+    listed = list(sdk.replications.list(RG, NAME))
+    sdk.webhooks.begin_create(RG, NAME, "graphbuildeastus", hook(location="eastus")).result()
+    with pytest.raises(HttpResponseError) as elsewhere:
+        sdk.webhooks.begin_create(RG, NAME, "graphbuildjapan", hook(location="japaneast")).result()
+
+    assert [(r.name, r.location, r.provisioning_state) for r in listed] == [
+        ("westeurope", "westeurope", "Succeeded"),
+        ("eastus", "eastus", "Succeeded"),
+    ]
+    assert listed[1].id == f"{arm.resource_id}/replications/eastus"
+    assert arm.calls("/replications")[0].query == {"api-version": "2025-04-01"}
+    assert arm.webhooks["graphbuildeastus"]["location"] == "eastus"
+    assert elsewhere.value.status_code == 400 and "japaneast" in elsewhere.value.message
+    assert "graphbuildjapan" not in arm.webhooks
+
+
+def test_webhooks_beyond_the_sku_quota_are_refused(arm):
+    """Premium allows 500 webhooks (Standard 10, Basic 2); an update of one that exists
+    does not count again."""
+    sdk = client(arm, api_version=None)
+    arm.sku = "Basic"
+    for name in ("hookone", "hooktwo", "hookone"):
+        sdk.webhooks.begin_create(RG, NAME, name, hook()).result()
+    with pytest.raises(HttpResponseError) as refused:
+        sdk.webhooks.begin_create(RG, NAME, "hookthree", hook()).result()
+    assert refused.value.status_code == 400 and "2" in refused.value.message
+    assert sorted(arm.webhooks) == ["hookone", "hooktwo"]
