@@ -157,7 +157,7 @@ def regions(manager: Any, spec: AzureSpec) -> list[str]:
         raise CommandFailed(
             f"registry {spec.registry}: {first_line(err)}", transient(err)
         ) from None
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(region.lower().replace(" ", "") for region in found))
 
 
 def webhook_name(name: str, region: str, home: str) -> str:

@@ -345,6 +345,19 @@ def test_webhook_create_on_a_geo_replicated_registry_makes_one_webhook_per_repli
     assert "3 replicas" in done.stdout
 
 
+def test_webhook_create_on_a_registry_listing_only_its_home_replica_makes_one(
+    acr_site, arm, monkeypatch
+):
+    """Replications as ARM may name them ('West Europe'): the home region is not doubled."""
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", "hook-secret-123")
+    arm.replications = ["West Europe"]
+    done = acr_site.gb("acr", "webhook", "create", "https://graphbuild.example/hooks/acr")
+    assert done.returncode == 0, done.stderr
+    assert {n: h["location"] for n, h in arm.webhooks.items()} == {"graphbuild": "westeurope"}
+    assert len(arm.calls("/replications")) == 1
+    assert "replicas" not in done.stdout
+
+
 def test_webhook_create_says_which_regions_it_did_not_cover(acr_site, arm, monkeypatch):
     """A refusal for one replica leaves the others created, and names what is not covered."""
     monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", "hook-secret-123")
