@@ -70,6 +70,8 @@ def rule(cls: type, **inputs: Key) -> Callable[[Rule], Rule]:
     read only for the rule (`scan:` and `test:` make a gate's kind and argv)."""
 
     def register(fn: Rule) -> Rule:
+        if cls in _RULES:  # a second would silently replace the first: one rule per record
+            raise TypeError(f"{cls.__name__} has a rule already: {_RULES[cls][0].__name__}")
         _RULES[cls] = (fn, inputs)
         return fn
 

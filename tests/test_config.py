@@ -1265,3 +1265,11 @@ def test_docs_list_exactly_the_keys_of_each_kind_of_builder():
     documented = {names(kind)[0]: sorted(names(keys)) for kind, keys, _ in table("## `builder`")}
     kinds = (config.BuildahSpec, config.DockerSpec, config.CommandSpec, config.AcrSpec)
     assert documented == {schema.tag(kind): sorted(schema.keys(kind)) for kind in kinds}
+
+
+def test_a_record_has_one_rule_and_a_second_is_refused_not_swapped_in():
+    """Two `@rule`s for one record (two changes merged) would run only the last: refused."""
+    from graphbuild import schema
+
+    with pytest.raises(TypeError, match="RepoSpec has a rule already: "):
+        schema.rule(config.RepoSpec)(lambda reader, values, where: None)
