@@ -481,6 +481,8 @@ class FakeArm(_Server):
             return _error(400, "InvalidParameter", "The dockerFilePath field is required.")
         if not (body.get("platform") or {}).get("os"):
             return _error(400, "InvalidParameter", "The platform.os field is required.")
+        if "credentials" in body and (wrong := _bad_credentials(body["credentials"])):
+            return _error(400, "InvalidRequestContent", f"The request content was invalid: {wrong}")
         run_id = f"cb{len(self.runs) + 1}"
         images = []
         for image in body.get("imageNames") or []:
@@ -986,6 +988,42 @@ class FakeArm(_Server):
             if run is not None:
                 self._advance(run)  # reading the log is watching the run too
             return answer
+
+
+def _bad_credentials(credentials: Any) -> str | None:
+    """What in a run request's `credentials` the 2019-06-01-preview Tasks swagger does not
+    define (Credentials, SourceRegistryCredentials, CustomRegistryCredentials, SecretObject),
+    or None. A plain string where it wants a SecretObject (a literal password) is refused."""
+    path = "credentials"
+    if not isinstance(credentials, dict):
+        return f"{path} is not an object"
+    for key in credentials.keys() - {"sourceRegistry", "customRegistries"}:
+        return f"{path}.{key} is not a property of Credentials"
+    source = credentials.get("sourceRegistry", {})
+    if not isinstance(source, dict) or source.keys() - {"loginMode"}:
+        return f"{path}.sourceRegistry is not a SourceRegistryCredentials"
+    if source.get("loginMode", "Default") not in ("None", "Default"):
+        return f"{path}.sourceRegistry.loginMode is not one of None, Default"
+    custom = credentials.get("customRegistries", {})
+    if not isinstance(custom, dict):
+        return f"{path}.customRegistries is not a map of login server to credentials"
+    for server, login in custom.items():
+        at = f"{path}.customRegistries[{server!r}]"
+        if not isinstance(login, dict):
+            return f"{at} is not a CustomRegistryCredentials"
+        for key in login.keys() - {"userName", "password", "identity"}:
+            return f"{at}.{key} is not a property of CustomRegistryCredentials"
+        if "identity" in login and not isinstance(login["identity"], str):
+            return f"{at}.identity is not a string"
+        for key in ("userName", "password"):
+            secret = login.get(key, {})
+            if not isinstance(secret, dict) or secret.keys() - {"type", "value"}:
+                return f"{at}.{key} is not a SecretObject"
+            if secret.get("type", "Opaque") not in ("Opaque", "Vaultsecret"):
+                return f"{at}.{key}.type is not one of Opaque, Vaultsecret"
+            if "value" in secret and not isinstance(secret["value"], str):
+                return f"{at}.{key}.value is not a string"
+    return None
 
 
 class _ImportError(Exception):

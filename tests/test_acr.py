@@ -21,7 +21,7 @@ import pytest
 from graphbuild import acr_admin
 from graphbuild.builders import BuildRequest
 from graphbuild.builders.acr import PINNED, Acr
-from graphbuild.config import AcrSpec, AzureSpec
+from graphbuild.config import AcrSpec, AzureSpec, RegistryLogin
 from graphbuild.errors import CommandFailed
 from graphbuild.state import State
 
@@ -30,10 +30,10 @@ from .site import Site, require
 pytestmark = pytest.mark.timeout(600)
 
 
-def builder(arm, **options) -> Acr:
+def builder(arm, credentials=None, **options) -> Acr:
     azure = AzureSpec(arm.resource_group, arm.name, subscription=arm.subscription,
                       login_server=arm.registry.host, endpoint=arm.base_url,
-                      ca_bundle=str(arm.ca_bundle))  # fmt: skip
+                      ca_bundle=str(arm.ca_bundle), credentials=credentials or {})  # fmt: skip
     return Acr(AcrSpec(**{"poll": 0.05, **options}), azure)
 
 
@@ -142,6 +142,77 @@ def test_named_contexts_are_refused_before_any_call(arm, tmp_path):
     )
     assert not err.value.transient
     assert arm.calls() == []  # nothing asked of Azure, nothing uploaded
+
+
+# -- logging in to other registries: azure.credentials
+
+VAULT = "https://kv-builds.vault.azure.net/secrets"
+CLIENT = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
+
+def test_a_build_logs_in_to_other_registries_with_vault_secrets_and_identities(arm, tmp_path):
+    """Each run request names the Key Vault secrets and identities ACR logs in with, as
+    the Tasks API's Credentials; a login only for imports (password_env) is not sent."""
+    credentials = {
+        "docker.io": RegistryLogin("docker.io", username="hubuser",
+                                   password_vault=f"{VAULT}/hub-token", identity="system",
+                                   password_env="HUB_TOKEN"),
+        "other.azurecr.io": RegistryLogin("other.azurecr.io", identity=CLIENT),
+        "quay.io": RegistryLogin("quay.io", username_vault=f"{VAULT}/quay-user",
+                                 password_vault=f"{VAULT}/quay-pass", identity=CLIENT),
+        "ghcr.io": RegistryLogin("ghcr.io", username="bot", password_env="GHCR_TOKEN"),
+    }  # fmt: skip
+    builder(arm, credentials=credentials).build(build_request(arm, tmp_path), threading.Event())
+
+    (run,) = arm.runs.values()
+    assert run.request["credentials"] == {
+        "sourceRegistry": {"loginMode": "Default"},  # the run still pushes to its registry
+        "customRegistries": {
+            "docker.io": {"userName": {"type": "Opaque", "value": "hubuser"},
+                          "password": {"type": "Vaultsecret", "value": f"{VAULT}/hub-token"},
+                          "identity": "system"},
+            "other.azurecr.io": {"identity": CLIENT},
+            "quay.io": {"userName": {"type": "Vaultsecret", "value": f"{VAULT}/quay-user"},
+                        "password": {"type": "Vaultsecret", "value": f"{VAULT}/quay-pass"},
+                        "identity": CLIENT},
+        },
+    }  # fmt: skip
+    assert run.status == "Succeeded"
+
+
+def test_without_credentials_the_run_request_has_none(arm, tmp_path):
+    builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    (run,) = arm.runs.values()
+    assert "credentials" not in run.request
+
+
+@pytest.mark.parametrize(
+    ("credentials", "says"),
+    [
+        ({"customRegistries": {"docker.io": {"userName": {"type": "Opaque", "value": "u"},
+                                             "password": "hunter2"}}},
+         "credentials.customRegistries['docker.io'].password"),
+        ({"customRegistries": {"docker.io": {"password": {"type": "Plain", "value": "x"}}}},
+         "credentials.customRegistries['docker.io'].password.type"),
+        ({"customRegistries": {"docker.io": {"identity": 7}}},
+         "credentials.customRegistries['docker.io'].identity"),
+        ({"customRegistries": ["docker.io"]}, "credentials.customRegistries"),
+        ({"sourceRegistry": {"loginMode": "Token"}}, "credentials.sourceRegistry.loginMode"),
+        ({"sourceRegistries": {}}, "credentials.sourceRegistries"),
+    ],
+)  # fmt: skip
+def test_the_stand_in_refuses_credentials_the_tasks_api_does_not_define(arm, credentials, says):
+    """A literal secret where the spec wants a SecretObject, a type it does not list, or a
+    key it does not have: refused with 400 naming the path, and no run."""
+    arm.uploads["src.tar.gz"] = b""
+    status, body, _ = arm._schedule({
+        "type": "DockerBuildRequest", "dockerFilePath": "Dockerfile",
+        "platform": {"os": "Linux"}, "sourceLocation": "src.tar.gz",
+        "credentials": credentials,
+    })  # fmt: skip
+    assert status == 400 and not arm.runs
+    error = json.loads(body)["error"]
+    assert error["code"] == "InvalidRequestContent" and says in error["message"]
 
 
 # -- a sweep on ACR Tasks, end to end
