@@ -59,6 +59,11 @@ RUN_ERRORS = {
     "Timeout": "the run timed out",
 }
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
+# what a pull from Docker Hub over its rate limit answers (its error code is TOOMANYREQUESTS)
+DOCKER_HUB_LIMIT = (
+    "toomanyrequests: You have reached your pull rate limit. You may increase the limit by "
+    "authenticating and upgrading: https://www.docker.com/increase-rate-limit"
+)
 STORAGE_VERSION = "2021-08-06"
 RECORDED_HEADERS = (
     "authorization",
@@ -233,6 +238,8 @@ class FakeArm(_Server):
     - `lro_polls`: how many polls each long-running operation stays in progress;
     - `lro_retry_after`: a Retry-After for in-progress LRO answers (None: none is sent, so the
       SDK waits its polling_interval, 30 s unless the client was given another).
+    - `import_rate_limited`: how many next imports fail as a Docker Hub pull over its rate
+      limit does (TOOMANYREQUESTS in the operation's error).
     """
 
     def __init__(
@@ -267,6 +274,7 @@ class FakeArm(_Server):
         self.throttle_retry_after: int | None = 1
         self.lro_polls = 1
         self.lro_retry_after: int | None = None
+        self.import_rate_limited = 0
         self.requests: list[ArmRequest] = []
         self.runs: dict[str, RunRecord] = {}
         self.uploads: dict[str, bytes] = {}  # relativePath -> the bytes PUT to its upload URL
@@ -738,9 +746,14 @@ class FakeArm(_Server):
         mode = body.get("mode", "NoForce")
         if mode not in ("NoForce", "Force"):
             return _error(400, "InvalidParameter", f"Invalid import mode '{mode}'.")
+        if "credentials" in source and (wrong := _bad_import_credentials(source["credentials"])):
+            return _error(400, "InvalidRequestContent", f"The request content was invalid: {wrong}")
         record = {"parameters": body, "digest": None, "error": None}
         self.imports.append(record)
         try:
+            if self.import_rate_limited > 0:
+                self.import_rate_limited -= 1
+                raise _ImportError(400, "TOOMANYREQUESTS", DOCKER_HUB_LIMIT)
             record["digest"] = self._copy_image(source, body, mode)
             failed_status = 200
         except _ImportError as err:
@@ -1023,6 +1036,23 @@ def _bad_credentials(credentials: Any) -> str | None:
                 return f"{at}.{key}.type is not one of Opaque, Vaultsecret"
             if "value" in secret and not isinstance(secret["value"], str):
                 return f"{at}.{key}.value is not a string"
+    return None
+
+
+def _bad_import_credentials(credentials: Any) -> str | None:
+    """What in `source.credentials` the 2025-04-01 registry swagger's ImportSourceCredentials
+    does not define, or None: a `password` string is required, `username` optional, and
+    nothing else (no Key Vault reference, no identity)."""
+    path = "source.credentials"
+    if not isinstance(credentials, dict):
+        return f"{path} is not an object"
+    for key in credentials.keys() - {"username", "password"}:
+        return f"{path}.{key} is not a property of ImportSourceCredentials"
+    if "password" not in credentials:
+        return f"{path}.password is required"
+    for key in ("username", "password"):
+        if key in credentials and not isinstance(credentials[key], str):
+            return f"{path}.{key} is not a string"
     return None
 
 
