@@ -166,7 +166,7 @@ def _import_login(spec: AzureSpec, host: str) -> Any:
     password = os.environ.get(login.password_env)
     if not password:
         key = f"azure.credentials.{host}.password_env"
-        raise ConfigError("environment", key, f"${login.password_env} is not set")
+        raise ConfigError("environment", key, f"${login.password_env} is not set or empty")
     return ImportSourceCredentials(username=login.username, password=password)
 
 

@@ -392,13 +392,18 @@ def test_a_login_for_builds_only_imports_as_before(arm, registry):
     assert "credentials" not in done["parameters"]["source"]
 
 
-def test_an_unset_password_variable_is_a_config_error_before_the_import(arm, registry):
+@pytest.mark.parametrize("value", [None, ""])
+def test_an_unset_password_variable_is_a_config_error_before_the_import(
+    arm, registry, monkeypatch, value
+):
+    if value is not None:
+        monkeypatch.setenv("NO_SUCH_TOKEN_VAR", value)
     login = RegistryLogin(registry.host, username="hubuser", password_env="NO_SUCH_TOKEN_VAR")
     item, spec, manager = importing(arm, registry, {registry.host: login})
     with manager, pytest.raises(ConfigError) as caught:
         acr_admin.import_image(manager, spec, item)
     assert caught.value.key == f"azure.credentials.{registry.host}.password_env"
-    assert caught.value.message == "$NO_SUCH_TOKEN_VAR is not set"
+    assert caught.value.message == "$NO_SUCH_TOKEN_VAR is not set or empty"
     assert not arm.calls("/importImage")
 
 
