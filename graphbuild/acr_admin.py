@@ -13,15 +13,21 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from graphbuild import refs
+from graphbuild import refs, retry
 from graphbuild.config import AzureSpec
+from graphbuild.console import note
 from graphbuild.errors import CommandFailed, ConfigError, GraphbuildError
 
 TASKS_API = "2019-06-01-preview"  # the Tasks API the Azure CLI uses for runs
+# a throttled import (ARM's 429, or Docker Hub's TOOMANYREQUESTS) waits 5, 15, then 45 s
+# (or the Retry-After asked for, up to 2 minutes) before its next try; 4 tries in all
+IMPORT_BACKOFF = retry.Backoff(5.0, factor=3.0, most=120.0, jitter=0.2)
+IMPORT_TRIES = 4
 
 
 def subscription(spec: AzureSpec) -> str:
@@ -104,22 +110,82 @@ def imports_due(
     return due, unanswered
 
 
-def import_image(manager: Any, spec: AzureSpec, item: Import) -> None:
-    """Import one image by digest into the mirror's tag; Force, since the tag moves."""
-    from azure.core.exceptions import AzureError
+def import_image(
+    manager: Any,
+    spec: AzureSpec,
+    item: Import,
+    *,
+    backoff: retry.Backoff = IMPORT_BACKOFF,
+    tries: int = IMPORT_TRIES,
+    sleep: Callable[[float], object] = time.sleep,
+) -> None:
+    """Import one image by digest into the mirror's tag; Force, since the tag moves.
+
+    With a `password_env` login for the source registry, ACR logs in there with it (the
+    import API takes the password itself, no Key Vault reference). Throttling is tried
+    again after a wait; any other failure is final."""
+    from azure.core.exceptions import AzureError, HttpResponseError
     from azure.mgmt.containerregistry.models import ImportImageParameters, ImportSource
 
     source, target = refs.parse(item.source), refs.parse(item.target)
     parameters = ImportImageParameters(
         source=ImportSource(registry_uri=source.domain,
-                            source_image=f"{source.path}@{item.digest}"),
+                            source_image=f"{source.path}@{item.digest}",
+                            credentials=_import_login(spec, source.domain)),
         target_tags=[f"{target.path}:{target.tag}"], mode="Force",
     )  # fmt: skip
+
+    def attempt(_: int) -> None:
+        try:
+            manager.registries.begin_import_image(spec.resource_group, spec.registry,
+                                                  parameters).result()  # fmt: skip
+        except HttpResponseError as err:
+            if _throttled(err):
+                wait = _retry_after(err.response) if err.status_code == 429 else None
+                raise retry.Again(first_line(err), wait=wait) from None
+            raise
+
+    def said(again: retry.Again, wait: float) -> None:
+        note(f"import {item.source}: rate limited ({again.why}); trying again in {wait:.0f} s")
+
     try:
-        manager.registries.begin_import_image(spec.resource_group, spec.registry,
-                                              parameters).result()  # fmt: skip
+        retry.call(attempt, tries=tries, backoff=backoff, on_retry=said, sleep=sleep)
+    except retry.Again as last:
+        raise CommandFailed(f"import {item.source}: {last.why}", transient=True) from None
     except AzureError as err:
         raise CommandFailed(f"import {item.source}: {first_line(err)}", transient(err)) from None
+
+
+def _import_login(spec: AzureSpec, host: str) -> Any:
+    """The source registry's user name and password for an import, the password read from
+    the variable `azure.credentials` names (never from repos.yaml); None: anonymous."""
+    from azure.mgmt.containerregistry.models import ImportSourceCredentials
+
+    login = spec.credentials.get(host)
+    if login is None or login.password_env is None:
+        return None
+    password = os.environ.get(login.password_env)
+    if not password:
+        key = f"azure.credentials.{host}.password_env"
+        raise ConfigError("environment", key, f"${login.password_env} is not set or empty")
+    return ImportSourceCredentials(username=login.username, password=password)
+
+
+def _throttled(err: Any) -> bool:
+    """ARM's 429 (after the SDK's own tries), or an import whose operation failed because
+    the source registry refused the pull as over its rate limit (Docker Hub's
+    TOOMANYREQUESTS)."""
+    if err.status_code == 429:
+        return True
+    error = getattr(err, "error", None)
+    said = f"{getattr(error, 'code', '')} {getattr(error, 'message', '')} {err.message}"
+    return "toomanyrequests" in said.lower()
+
+
+def _retry_after(response: Any) -> float | None:
+    """Retry-After in seconds, as ARM sends it; None when absent or a date."""
+    value = (getattr(response, "headers", None) or {}).get("Retry-After", "").strip()
+    return float(value) if value.isdigit() else None
 
 
 # ---------------------------------------------------------------- webhooks

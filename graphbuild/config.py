@@ -308,6 +308,59 @@ def _registries(r: Reader, value: Any, where: Where) -> dict[str, RegistrySpec]:
     return out
 
 
+_VAULT_SECRET_RE = re.compile(
+    r"https://[A-Za-z0-9-]{3,24}\.vault\.[A-Za-z0-9.-]+/secrets/[A-Za-z0-9-]{1,127}"
+    r"(/[0-9a-fA-F]{32})?/?"
+)
+_CLIENT_ID_RE = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
+def _vault_secret(r: Reader, value: Any, where: Where) -> str:
+    """A Key Vault secret's URI (its latest version, or one version): what ACR Tasks reads
+    a `Vaultsecret` from. No query: a URI with a signature in it would be a secret."""
+    uri = string(r, value, where)
+    if not _VAULT_SECRET_RE.fullmatch(uri):
+        hint = "https://<vault>.vault.azure.net/secrets/<name>[/<version>]"
+        raise r.fail(where, f"not a Key Vault secret URI, {hint}")  # it may be the secret
+    return uri
+
+
+def _env_name(r: Reader, value: Any, where: Where) -> str:
+    name = string(r, value, where)
+    if not _ARG_RE.match(name):
+        raise r.fail(where, "expected the name of an environment variable, e.g. HUB_TOKEN")
+    return name
+
+
+def _identity(r: Reader, value: Any, where: Where) -> str:
+    """As the Tasks API's `identity` takes it: `system`, or a user-assigned client id."""
+    identity = string(r, value, where)
+    if identity != "system" and not _CLIENT_ID_RE.fullmatch(identity):
+        hint = "`system` (the run's system-assigned identity) or a user-assigned identity's "
+        raise r.fail(where, f"expected {hint}client id (a GUID)")  # not echoed: a secret?
+    return identity
+
+
+def _no_registry_password(r: Reader, value: Any, where: Where) -> None:
+    hint = ("name a Key Vault secret in password_vault (builds) or an environment "
+            "variable in password_env (mirror imports)")  # fmt: skip
+    raise r.fail(where, f"never put a password in this file; {hint}")
+
+
+def _logins(r: Reader, value: Any, where: Where) -> dict[str, RegistryLogin]:
+    """`host: {how ACR logs in there}`, each host once however it is spelled."""
+    if not isinstance(value, dict):
+        raise r.fail(where, f"expected a mapping, got {schema.kind(value)}")
+    out: dict[str, RegistryLogin] = {}
+    for host, settings in value.items():
+        at = [*where, str(host)]
+        login = r.record(RegistryLogin, {} if settings is None else settings, at, host=host)
+        if login.host in out:
+            raise r.fail(at, f"{login.host} is configured twice")
+        out[login.host] = login
+    return out
+
+
 def _mirrors(r: Reader, value: Any, where: Where) -> dict[str, str]:
     """`upstream prefix: mirror prefix`, both a registry host and optional path:
     `docker.io: myacr.azurecr.io/mirror`."""
@@ -384,6 +437,25 @@ class RegistrySpec:
     redirect_hosts: tuple[str, ...] = field(default=(), metadata=read(schema.each(_host)))
 
 
+@dataclass(frozen=True)
+class RegistryLogin:
+    """How ACR logs in to another registry: `azure.credentials.<host>`. ACR Tasks runs read
+    the password from Key Vault (`password_vault`) or log in with a managed identity;
+    an import takes the password itself, so `mirror` reads it from `password_env`.
+    A secret is only ever named here, never written."""
+
+    host: str  # the key it is listed under, normalised by its rule
+    # a user name is not a secret: sent as it is (`Opaque`)
+    username: str | None = field(default=None, metadata=read(string))
+    username_vault: str | None = field(default=None, metadata=read(_vault_secret))
+    # builds: a Key Vault secret the run reads (`Vaultsecret`)
+    password_vault: str | None = field(default=None, metadata=read(_vault_secret))
+    # mirror imports: the variable the password is read from when importing
+    password_env: str | None = field(default=None, metadata=read(_env_name))
+    # builds: `system` or a user-assigned client id; logs in, or reads the vault
+    identity: str | None = field(default=None, metadata=read(_identity))
+
+
 _NAMED = "the registry's resource group and name"
 
 
@@ -401,6 +473,10 @@ class AzureSpec:
     endpoint: str = field(default="https://management.azure.com", metadata=read(_https))
     # trusted instead of the system's CAs (a TLS proxy, tests)
     ca_bundle: str | None = field(default=None, metadata=read(beside_text))
+    # registry host -> how ACR logs in there, for builds (`credentials`) and imports
+    credentials: Mapping[str, RegistryLogin] = field(
+        default_factory=dict, metadata=read(_logins, blank=falsy)
+    )
 
     @property
     def server(self) -> str:
@@ -642,6 +718,31 @@ def _registry(r: Reader, v: dict[str, Any], where: Where) -> None:
         if other == host:
             raise r.fail([*where, "redirect_hosts", i], f"{other!r}: {_REDIRECT_HINT}")
     v["redirect_hosts"] = tuple(other.lower() for other in redirects)
+
+
+@rule(RegistryLogin, password=Key(_no_registry_password))
+def _registry_login(r: Reader, v: dict[str, Any], where: Where) -> None:
+    host = str(v["host"]).lower()  # host names are not case-sensitive
+    try:
+        domain = refs.parse(f"{host}/x").domain
+    except InvalidReference:
+        domain = None
+    if domain != host and not (domain == "docker.io" and host == "index.docker.io"):
+        hint = "a host with a dot or a port, or localhost; `myreg` alone would mean Docker Hub"
+        raise r.fail(where, f"not a registry host ({hint})")
+    v["host"] = domain
+    if "username" in v and "username_vault" in v:
+        raise r.fail(where, "give username or username_vault, not both")
+    named = "username" in v or "username_vault" in v
+    if "password_vault" in v and not named:
+        raise r.fail(where, "password_vault needs username or username_vault")
+    if "username_vault" in v and "password_vault" not in v:
+        raise r.fail(where, "username_vault needs password_vault (it is for builds)")
+    if "username" in v and not ("password_vault" in v or "password_env" in v):
+        raise r.fail(where, "a user name needs password_vault (builds) or password_env "
+                     "(mirror imports)")  # fmt: skip
+    if not ("password_vault" in v or "identity" in v or "password_env" in v):
+        raise r.fail(where, "give password_vault, identity or password_env")
 
 
 @rule(GateSpec, scan=Key(_scanner), test=Key(command))

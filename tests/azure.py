@@ -59,6 +59,11 @@ RUN_ERRORS = {
     "Timeout": "the run timed out",
 }
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
+# what a pull from Docker Hub over its rate limit answers (its error code is TOOMANYREQUESTS)
+DOCKER_HUB_LIMIT = (
+    "toomanyrequests: You have reached your pull rate limit. You may increase the limit by "
+    "authenticating and upgrading: https://www.docker.com/increase-rate-limit"
+)
 STORAGE_VERSION = "2021-08-06"
 # ACR's webhook scope (WebhookPropertiesCreateParameters.scope): 'repo:*', 'repo:tag', 'repo'
 # (meaning repo:latest), or empty for all; repo in the distribution reference grammar
@@ -240,6 +245,8 @@ class FakeArm(_Server):
     - `lro_polls`: how many polls each long-running operation stays in progress;
     - `lro_retry_after`: a Retry-After for in-progress LRO answers (None: none is sent, so the
       SDK waits its polling_interval, 30 s unless the client was given another).
+    - `import_rate_limited`: how many next imports fail as a Docker Hub pull over its rate
+      limit does (TOOMANYREQUESTS in the operation's error).
     """
 
     def __init__(
@@ -274,6 +281,7 @@ class FakeArm(_Server):
         self.throttle_retry_after: int | None = 1
         self.lro_polls = 1
         self.lro_retry_after: int | None = None
+        self.import_rate_limited = 0
         self.requests: list[ArmRequest] = []
         self.runs: dict[str, RunRecord] = {}
         self.uploads: dict[str, bytes] = {}  # relativePath -> the bytes PUT to its upload URL
@@ -491,6 +499,8 @@ class FakeArm(_Server):
             return _error(400, "InvalidParameter", "The dockerFilePath field is required.")
         if not (body.get("platform") or {}).get("os"):
             return _error(400, "InvalidParameter", "The platform.os field is required.")
+        if "credentials" in body and (wrong := _bad_credentials(body["credentials"])):
+            return _error(400, "InvalidRequestContent", f"The request content was invalid: {wrong}")
         run_id = f"cb{len(self.runs) + 1}"
         images = []
         for image in body.get("imageNames") or []:
@@ -746,9 +756,14 @@ class FakeArm(_Server):
         mode = body.get("mode", "NoForce")
         if mode not in ("NoForce", "Force"):
             return _error(400, "InvalidParameter", f"Invalid import mode '{mode}'.")
+        if "credentials" in source and (wrong := _bad_import_credentials(source["credentials"])):
+            return _error(400, "InvalidRequestContent", f"The request content was invalid: {wrong}")
         record = {"parameters": body, "digest": None, "error": None}
         self.imports.append(record)
         try:
+            if self.import_rate_limited > 0:
+                self.import_rate_limited -= 1
+                raise _ImportError(400, "TOOMANYREQUESTS", DOCKER_HUB_LIMIT)
             record["digest"] = self._copy_image(source, body, mode)
             failed_status = 200
         except _ImportError as err:
@@ -1031,6 +1046,59 @@ class FakeArm(_Server):
             if run is not None:
                 self._advance(run)  # reading the log is watching the run too
             return answer
+
+
+def _bad_credentials(credentials: Any) -> str | None:
+    """What in a run request's `credentials` the 2019-06-01-preview Tasks swagger does not
+    define (Credentials, SourceRegistryCredentials, CustomRegistryCredentials, SecretObject),
+    or None. A plain string where it wants a SecretObject (a literal password) is refused."""
+    path = "credentials"
+    if not isinstance(credentials, dict):
+        return f"{path} is not an object"
+    for key in credentials.keys() - {"sourceRegistry", "customRegistries"}:
+        return f"{path}.{key} is not a property of Credentials"
+    source = credentials.get("sourceRegistry", {})
+    if not isinstance(source, dict) or source.keys() - {"loginMode"}:
+        return f"{path}.sourceRegistry is not a SourceRegistryCredentials"
+    if source.get("loginMode", "Default") not in ("None", "Default"):
+        return f"{path}.sourceRegistry.loginMode is not one of None, Default"
+    custom = credentials.get("customRegistries", {})
+    if not isinstance(custom, dict):
+        return f"{path}.customRegistries is not a map of login server to credentials"
+    for server, login in custom.items():
+        at = f"{path}.customRegistries[{server!r}]"
+        if not isinstance(login, dict):
+            return f"{at} is not a CustomRegistryCredentials"
+        for key in login.keys() - {"userName", "password", "identity"}:
+            return f"{at}.{key} is not a property of CustomRegistryCredentials"
+        if "identity" in login and not isinstance(login["identity"], str):
+            return f"{at}.identity is not a string"
+        for key in ("userName", "password"):
+            secret = login.get(key, {})
+            if not isinstance(secret, dict) or secret.keys() - {"type", "value"}:
+                return f"{at}.{key} is not a SecretObject"
+            if secret.get("type", "Opaque") not in ("Opaque", "Vaultsecret"):
+                return f"{at}.{key}.type is not one of Opaque, Vaultsecret"
+            if "value" in secret and not isinstance(secret["value"], str):
+                return f"{at}.{key}.value is not a string"
+    return None
+
+
+def _bad_import_credentials(credentials: Any) -> str | None:
+    """What in `source.credentials` the 2025-04-01 registry swagger's ImportSourceCredentials
+    does not define, or None: a `password` string is required, `username` optional, and
+    nothing else (no Key Vault reference, no identity)."""
+    path = "source.credentials"
+    if not isinstance(credentials, dict):
+        return f"{path} is not an object"
+    for key in credentials.keys() - {"username", "password"}:
+        return f"{path}.{key} is not a property of ImportSourceCredentials"
+    if "password" not in credentials:
+        return f"{path}.password is required"
+    for key in ("username", "password"):
+        if key in credentials and not isinstance(credentials[key], str):
+            return f"{path}.{key} is not a string"
+    return None
 
 
 class _ImportError(Exception):

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from graphbuild import acr_admin
+from graphbuild import acr_admin, retry
 from graphbuild.builders import BuildRequest
 from graphbuild.builders.acr import PINNED, Acr
-from graphbuild.config import AcrSpec, AzureSpec
-from graphbuild.errors import CommandFailed
+from graphbuild.config import AcrSpec, AzureSpec, RegistryLogin
+from graphbuild.errors import CommandFailed, ConfigError
 from graphbuild.state import State
 
 from .site import Site, require
@@ -30,10 +30,10 @@ from .site import Site, require
 pytestmark = pytest.mark.timeout(600)
 
 
-def builder(arm, **options) -> Acr:
+def builder(arm, credentials=None, **options) -> Acr:
     azure = AzureSpec(arm.resource_group, arm.name, subscription=arm.subscription,
                       login_server=arm.registry.host, endpoint=arm.base_url,
-                      ca_bundle=str(arm.ca_bundle))  # fmt: skip
+                      ca_bundle=str(arm.ca_bundle), credentials=credentials or {})  # fmt: skip
     return Acr(AcrSpec(**{"poll": 0.05, **options}), azure)
 
 
@@ -142,6 +142,77 @@ def test_named_contexts_are_refused_before_any_call(arm, tmp_path):
     )
     assert not err.value.transient
     assert arm.calls() == []  # nothing asked of Azure, nothing uploaded
+
+
+# -- logging in to other registries: azure.credentials
+
+VAULT = "https://kv-builds.vault.azure.net/secrets"
+CLIENT = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
+
+def test_a_build_logs_in_to_other_registries_with_vault_secrets_and_identities(arm, tmp_path):
+    """Each run request names the Key Vault secrets and identities ACR logs in with, as
+    the Tasks API's Credentials; a login only for imports (password_env) is not sent."""
+    credentials = {
+        "docker.io": RegistryLogin("docker.io", username="hubuser",
+                                   password_vault=f"{VAULT}/hub-token", identity="system",
+                                   password_env="HUB_TOKEN"),
+        "other.azurecr.io": RegistryLogin("other.azurecr.io", identity=CLIENT),
+        "quay.io": RegistryLogin("quay.io", username_vault=f"{VAULT}/quay-user",
+                                 password_vault=f"{VAULT}/quay-pass", identity=CLIENT),
+        "ghcr.io": RegistryLogin("ghcr.io", username="bot", password_env="GHCR_TOKEN"),
+    }  # fmt: skip
+    builder(arm, credentials=credentials).build(build_request(arm, tmp_path), threading.Event())
+
+    (run,) = arm.runs.values()
+    assert run.request["credentials"] == {
+        "sourceRegistry": {"loginMode": "Default"},  # the run still pushes to its registry
+        "customRegistries": {
+            "docker.io": {"userName": {"type": "Opaque", "value": "hubuser"},
+                          "password": {"type": "Vaultsecret", "value": f"{VAULT}/hub-token"},
+                          "identity": "system"},
+            "other.azurecr.io": {"identity": CLIENT},
+            "quay.io": {"userName": {"type": "Vaultsecret", "value": f"{VAULT}/quay-user"},
+                        "password": {"type": "Vaultsecret", "value": f"{VAULT}/quay-pass"},
+                        "identity": CLIENT},
+        },
+    }  # fmt: skip
+    assert run.status == "Succeeded"
+
+
+def test_without_credentials_the_run_request_has_none(arm, tmp_path):
+    builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    (run,) = arm.runs.values()
+    assert "credentials" not in run.request
+
+
+@pytest.mark.parametrize(
+    ("credentials", "says"),
+    [
+        ({"customRegistries": {"docker.io": {"userName": {"type": "Opaque", "value": "u"},
+                                             "password": "hunter2"}}},
+         "credentials.customRegistries['docker.io'].password"),
+        ({"customRegistries": {"docker.io": {"password": {"type": "Plain", "value": "x"}}}},
+         "credentials.customRegistries['docker.io'].password.type"),
+        ({"customRegistries": {"docker.io": {"identity": 7}}},
+         "credentials.customRegistries['docker.io'].identity"),
+        ({"customRegistries": ["docker.io"]}, "credentials.customRegistries"),
+        ({"sourceRegistry": {"loginMode": "Token"}}, "credentials.sourceRegistry.loginMode"),
+        ({"sourceRegistries": {}}, "credentials.sourceRegistries"),
+    ],
+)  # fmt: skip
+def test_the_stand_in_refuses_credentials_the_tasks_api_does_not_define(arm, credentials, says):
+    """A literal secret where the spec wants a SecretObject, a type it does not list, or a
+    key it does not have: refused with 400 naming the path, and no run."""
+    arm.uploads["src.tar.gz"] = b""
+    status, body, _ = arm._schedule({
+        "type": "DockerBuildRequest", "dockerFilePath": "Dockerfile",
+        "platform": {"os": "Linux"}, "sourceLocation": "src.tar.gz",
+        "credentials": credentials,
+    })  # fmt: skip
+    assert status == 400 and not arm.runs
+    error = json.loads(body)["error"]
+    assert error["code"] == "InvalidRequestContent" and says in error["message"]
 
 
 # -- a sweep on ACR Tasks, end to end
@@ -279,6 +350,145 @@ def test_mirror_imports_each_base_once_by_digest_and_the_graph_sees_one_base(acr
     new = site.push_upstream("upstream v2")
     assert json.loads(site.gb("mirror", "--json").stdout)["imports"][0]["digest"] == new
     assert len(arm.imports) == 2
+
+
+# -- importing with credentials, and through throttling
+
+
+def importing(arm, registry, credentials=None):
+    """An import of upstream/base:1 into the mirror, and the spec and client that make it."""
+    digest = registry.image("upstream/base", "1", content="upstream")
+    host = registry.host
+    item = acr_admin.Import(f"{host}/upstream/base:1", digest, f"{host}/mirror/upstream/base:1")
+    spec = AzureSpec(arm.resource_group, arm.name, subscription=arm.subscription,
+                     login_server=host, endpoint=arm.base_url, ca_bundle=str(arm.ca_bundle),
+                     credentials=credentials or {})  # fmt: skip
+    return item, spec, acr_admin.client(spec)
+
+
+FAST = retry.Backoff(5.0)  # waits 5, 10, 20...: recorded, never slept
+
+
+def test_an_import_logs_in_with_the_password_from_the_environment(arm, registry, monkeypatch):
+    monkeypatch.setenv("HUB_TOKEN", "dckr_pat_s3cret")
+    login = RegistryLogin(registry.host, username="hubuser", password_env="HUB_TOKEN")
+    item, spec, manager = importing(arm, registry, {registry.host: login})
+    with manager:
+        acr_admin.import_image(manager, spec, item)
+    (done,) = arm.imports
+    assert done["parameters"]["source"]["credentials"] == {
+        "username": "hubuser", "password": "dckr_pat_s3cret"}  # fmt: skip
+    assert done["digest"] == item.digest
+
+
+def test_a_login_for_builds_only_imports_as_before(arm, registry):
+    """A login with no password_env (Key Vault, identities) is not for imports, which take
+    no Key Vault reference: the import is anonymous."""
+    login = RegistryLogin(registry.host, identity="system")
+    item, spec, manager = importing(arm, registry, {registry.host: login})
+    with manager:
+        acr_admin.import_image(manager, spec, item)
+    (done,) = arm.imports
+    assert "credentials" not in done["parameters"]["source"]
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_an_unset_password_variable_is_a_config_error_before_the_import(
+    arm, registry, monkeypatch, value
+):
+    if value is not None:
+        monkeypatch.setenv("NO_SUCH_TOKEN_VAR", value)
+    login = RegistryLogin(registry.host, username="hubuser", password_env="NO_SUCH_TOKEN_VAR")
+    item, spec, manager = importing(arm, registry, {registry.host: login})
+    with manager, pytest.raises(ConfigError) as caught:
+        acr_admin.import_image(manager, spec, item)
+    assert caught.value.key == f"azure.credentials.{registry.host}.password_env"
+    assert caught.value.message == "$NO_SUCH_TOKEN_VAR is not set or empty"
+    assert not arm.calls("/importImage")
+
+
+def test_a_rate_limited_import_is_tried_again_after_a_backoff(arm, registry):
+    """Docker Hub's TOOMANYREQUESTS in the import operation's error: tried again."""
+    arm.import_rate_limited = 2
+    item, spec, manager = importing(arm, registry)
+    waits: list[float] = []
+    with manager:
+        acr_admin.import_image(manager, spec, item, backoff=FAST, sleep=waits.append)
+    assert [i["error"] and i["error"]["code"] for i in arm.imports] == [
+        "TOOMANYREQUESTS", "TOOMANYREQUESTS", None]  # fmt: skip
+    assert waits == [5.0, 10.0]
+    mirrored = registry.http.head(
+        "/v2/mirror/upstream/base/manifests/1",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert mirrored.headers["Docker-Content-Digest"] == item.digest  # fmt: skip
+
+
+def test_a_throttled_import_waits_as_long_as_retry_after_says(arm, registry):
+    """ARM's 429: the SDK tries 4 times itself, then graphbuild waits the Retry-After."""
+    arm.throttle["/importImage"], arm.throttle_retry_after = 4, 1
+    item, spec, manager = importing(arm, registry)
+    waits: list[float] = []
+    with manager:
+        acr_admin.import_image(manager, spec, item, backoff=FAST, sleep=waits.append)
+    assert [r.status for r in arm.calls("/importImage", "POST")] == [429] * 4 + [202]
+    assert waits == [1.0]  # Retry-After, not the backoff's 5
+
+
+def test_an_import_that_stays_rate_limited_fails_as_transient(arm, registry):
+    arm.import_rate_limited = 10
+    item, spec, manager = importing(arm, registry)
+    waits: list[float] = []
+    with manager, pytest.raises(CommandFailed, match="TOOMANYREQUESTS") as caught:
+        acr_admin.import_image(manager, spec, item, backoff=FAST, tries=3, sleep=waits.append)
+    assert caught.value.transient and len(arm.imports) == 3 and waits == [5.0, 10.0]
+
+
+def test_other_import_failures_are_not_tried_again(arm, registry):
+    item, spec, manager = importing(arm, registry)
+    missing = acr_admin.Import(item.source.replace("base:1", "gone:1"), item.digest, item.target)
+    waits: list[float] = []
+    with manager, pytest.raises(CommandFailed, match="not found") as caught:
+        acr_admin.import_image(manager, spec, missing, backoff=FAST, sleep=waits.append)
+    assert not caught.value.transient and len(arm.imports) == 1 and waits == []
+
+
+@pytest.mark.parametrize(
+    ("credentials", "says"),
+    [
+        ({"username": "u"}, "source.credentials.password is required"),
+        ({"username": "u", "password": {"type": "Vaultsecret", "value": "https://kv"}},
+         "source.credentials.password is not a string"),
+        ({"password": "p", "identity": "system"}, "source.credentials.identity is not a"),
+    ],
+)  # fmt: skip
+def test_the_stand_in_refuses_import_credentials_the_registry_api_does_not_define(
+    arm, credentials, says
+):
+    """ImportSourceCredentials (2025-04-01): a plain password, required; no Key Vault
+    reference, no identity."""
+    source = {"registryUri": "docker.io", "sourceImage": "library/x:1", "credentials": credentials}
+    status, body, _ = arm._import({"source": source, "targetTags": ["x:1"]}, "2025-04-01")
+    assert status == 400 and not arm.imports
+    assert says in json.loads(body)["error"]["message"]
+
+
+def test_mirror_imports_with_credentials_and_prints_no_password(acr_site, arm, monkeypatch):
+    site = acr_site
+    h = site.host
+    site.config["mirrors"] = {f"{h}/upstream": f"{h}/mirror/upstream"}
+    site.config["azure"]["credentials"] = {h: {"username": "hubuser", "password_env": "HUB_PW"}}
+    site.write_config()
+    site.platform.commit({"base/Dockerfile": f"FROM {h}/mirror/upstream/base:1\nCOPY f /b\n"})
+    site.gb("sync")
+    monkeypatch.setenv("HUB_PW", "dckr_pat_never-printed")
+    arm.import_rate_limited = 1  # waited out (10 s or so) by the real backoff
+    done = site.gb("mirror")
+    assert done.returncode == 0, done.stderr
+    assert [i["parameters"]["source"]["credentials"]["password"] for i in arm.imports] == [
+        "dckr_pat_never-printed"] * 2  # fmt: skip
+    assert "dckr_pat_never-printed" not in done.stdout + done.stderr
+    assert "rate limited" in done.stderr  # the retry is said, with its wait
 
 
 # -- webhooks

@@ -1269,7 +1269,117 @@ def test_docs_list_exactly_the_keys_of_each_kind_of_builder():
 
 def test_a_record_has_one_rule_and_a_second_is_refused_not_swapped_in():
     """Two `@rule`s for one record (two changes merged) would run only the last: refused."""
-    from graphbuild import schema
-
     with pytest.raises(TypeError, match="RepoSpec has a rule already: "):
         schema.rule(config.RepoSpec)(lambda reader, values, where: None)
+
+
+# ---------------------------------------------------------------- azure.credentials
+
+VAULT = "https://kv-builds.vault.azure.net/secrets"
+CREDENTIALS = ACR.replace(
+    "builder:",
+    f"""\
+  credentials:
+    Index.Docker.IO:
+      username: hubuser
+      password_vault: {VAULT}/hub-token
+      password_env: DOCKERHUB_TOKEN
+      identity: system
+    other.azurecr.io:
+      identity: 3f2504e0-4f89-11d3-9a0c-0305e82c3301
+    quay.io:
+      username_vault: {VAULT}/quay-user/0123456789abcdef0123456789abcdef
+      password_vault: {VAULT}/quay-pass
+      identity: 3f2504e0-4f89-11d3-9a0c-0305e82c3301
+builder:""",
+)
+
+
+def test_azure_credentials_name_secrets_and_identities_by_registry(tmp_path):
+    cfg = load_text(tmp_path, CREDENTIALS)
+    assert cfg.azure is not None
+    client = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    assert cfg.azure.credentials == {
+        "docker.io": config.RegistryLogin(
+            "docker.io", username="hubuser", password_vault=f"{VAULT}/hub-token",
+            password_env="DOCKERHUB_TOKEN", identity="system"),
+        "other.azurecr.io": config.RegistryLogin("other.azurecr.io", identity=client),
+        "quay.io": config.RegistryLogin(
+            "quay.io", username_vault=f"{VAULT}/quay-user/0123456789abcdef0123456789abcdef",
+            password_vault=f"{VAULT}/quay-pass", identity=client),
+    }  # fmt: skip
+    assert load_text(tmp_path, ACR).azure.credentials == {}  # none: builds and imports as before
+
+
+def test_azure_credentials_are_read_back_from_the_cache_and_it_holds_no_secret(
+    tmp_path, checks, monkeypatch
+):
+    """The cache keeps what the file says: a vault URI and a variable's name, never the
+    variable's value (the check reads no environment variable)."""
+    monkeypatch.setenv("DOCKERHUB_TOKEN", "dckr_pat_not-for-the-cache")
+    path = tmp_path / "repos.yaml"
+    path.write_text("workspace: ws\n" + CREDENTIALS)
+    synced(config.load(path))
+    first = config.load(path)
+    again = config.load(path)
+    assert len(checks) == 2 and again == first
+    assert type(again.azure.credentials["docker.io"]) is config.RegistryLogin
+    (cache,) = (tmp_path / "ws").glob("*.json")
+    text = cache.read_text()
+    assert "DOCKERHUB_TOKEN" in text and f"{VAULT}/hub-token" in text
+    assert "dckr_pat_not-for-the-cache" not in text
+
+
+def creds(entry: str) -> str:
+    return ACR.replace("builder:", f"  credentials:\n    docker.io: {entry}\nbuilder:")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says", "line"),
+    [
+        case(creds("{username: u, password: hunter2}"), "azure.credentials.docker.io.password",
+             "never put a password in this file; name a Key Vault secret in password_vault", 6),
+        case(creds("{username: u, password_vault: hunter2}"),
+             "azure.credentials.docker.io.password_vault",
+             "a Key Vault secret URI, https://<vault>.vault.azure.net/secrets/<name>", 6),
+        case(creds("{username: u, password_vault: 'https://kv1.vault.azure.net/keys/k'}"),
+             "azure.credentials.docker.io.password_vault", "a Key Vault secret URI", 6),
+        case(creds("{username: u, password_vault: 'https://kv1.vault.azure.net/secrets/s?sig=x'}"),
+             "azure.credentials.docker.io.password_vault", "a Key Vault secret URI", 6),
+        case(creds("{username: u, password_vault: 'http://kv1.vault.azure.net/secrets/s'}"),
+             "azure.credentials.docker.io.password_vault", "a Key Vault secret URI", 6),
+        case(creds("{username: u, password_env: 'MY-TOKEN'}"),
+             "azure.credentials.docker.io.password_env", "the name of an environment variable", 6),
+        case(creds("{identity: '[system]'}"), "azure.credentials.docker.io.identity",
+             "`system` (the run's system-assigned identity) or a user-assigned identity's "
+             "client id", 6),
+        case(creds("{identity: graphbuild}"), "azure.credentials.docker.io.identity",
+             "`system`", 6),
+        case(creds("{username: u}"), "azure.credentials.docker.io",
+             "a user name needs password_vault (builds) or password_env (mirror imports)", 6),
+        case(creds(f"{{password_vault: {VAULT}/p}}"), "azure.credentials.docker.io",
+             "password_vault needs username or username_vault", 6),
+        case(creds(f"{{username: u, username_vault: {VAULT}/u, password_vault: {VAULT}/p}}"),
+             "azure.credentials.docker.io", "give username or username_vault, not both", 6),
+        case(creds(f"{{username_vault: {VAULT}/u, password_env: T}}"),
+             "azure.credentials.docker.io", "username_vault needs password_vault", 6),
+        case(creds("{}"), "azure.credentials.docker.io",
+             "give password_vault, identity or password_env", 6),
+        case(creds("{usrname: u}"), "azure.credentials.docker.io.usrname",
+             "unknown key (did you mean 'username'?)", 6),
+        case(ACR.replace("builder:", "  credentials:\n    myreg: {identity: system}\nbuilder:"),
+             "azure.credentials.myreg", "not a registry host", 6),
+        case(ACR.replace("builder:", "  credentials:\n    docker.io: {identity: system}\n"
+                                     "    index.docker.io: {identity: system}\nbuilder:"),
+             "azure.credentials.index.docker.io", "docker.io is configured twice", 7),
+        case(ACR.replace("builder:", "  credentials: [docker.io]\nbuilder:"),
+             "azure.credentials", "expected a mapping, got a list", 5),
+    ],
+)  # fmt: skip
+def test_bad_azure_credentials_name_file_line_and_key(tmp_path, text, key, says, line):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    err = caught.value
+    assert (err.key, err.line) == (key, line)
+    assert says in err.message
+    assert "hunter2" not in str(err)

@@ -115,6 +115,7 @@ class Acr:
                 os=platform[0].capitalize(), architecture=platform[1],
                 variant=platform[2] if len(platform) > 2 else None),
             agent_pool_name=self.agent_pool,
+            credentials=_credentials(models, self.azure),
         )  # fmt: skip
         try:
             build.source_location = self._upload(client, request)
@@ -237,6 +238,31 @@ class _Lost(Exception):
 
 class _Cancelled(Exception):
     pass
+
+
+def _credentials(models: Any, azure: AzureSpec) -> Any:
+    """The run's logins to other registries (`azure.credentials`): Key Vault secret URIs
+    and identities, never a secret itself. None when there are none, as before; with
+    some, the run keeps its login to its own registry (`Default`), where it pushes."""
+    custom = {}
+    for host, login in azure.credentials.items():
+        if login.password_vault is None and login.identity is None:
+            continue  # a login for imports only
+        user = password = None
+        if login.password_vault is not None:
+            password = models.SecretObject(type="Vaultsecret", value=login.password_vault)
+            if login.username is not None:  # a user name is not a secret
+                user = models.SecretObject(type="Opaque", value=login.username)
+            else:
+                user = models.SecretObject(type="Vaultsecret", value=login.username_vault)
+        custom[host] = models.CustomRegistryCredentials(user_name=user, password=password,
+                                                        identity=login.identity)  # fmt: skip
+    if not custom:
+        return None
+    return models.Credentials(
+        source_registry=models.SourceRegistryCredentials(login_mode="Default"),
+        custom_registries=custom,
+    )
 
 
 def _pack(context: Path, dockerfile: Path) -> bytes:
