@@ -415,13 +415,21 @@ def test_a_stale_docker_login_wins_over_entra_id_under_auto_and_is_named(tmp_pat
                 scope = acr.challenged(answer.headers["WWW-Authenticate"], "")
                 assert acr.header(scope or "repository:team/app1:pull")
                 seen.append(acr.used())
+        identity.token = "not-what-acr-expects"  # an identity ACR refuses: not "anonymous"
+        with httpx.Client(base_url=f"http://{reg.host}") as http:
+            acr = AcrAuth(http, lambda: None, "127.0.0.1", 5.0)  # `auth: acr`
+            answer = http.get("/v2/team/app1/manifests/1")
+            scope = acr.challenged(answer.headers["WWW-Authenticate"], "")
+            with pytest.raises(AuthError) as refused:
+                acr.header(scope or "repository:team/app1:pull")
+            seen.append(acr.used())
     finally:
         reg.stop()
         tokens.stop()
         identity.stop()
     assert seen == [f"docker config ({tmp_path / 'config.json'})",
-                    "Entra ID (DefaultAzureCredential)"]  # fmt: skip
-    assert len(identity.requests) == 1  # asked only once docker's config had nothing
+                    "Entra ID (DefaultAzureCredential)", f"none ({refused.value})"]  # fmt: skip
+    assert len(identity.requests) == 2  # asked only once docker's config had nothing
 
 
 def test_parse_challenge_keeps_quoted_commas():

@@ -374,12 +374,17 @@ class AcrAuth(HostAuth):
     _azure = None
     _no_identity: str | None = None
     _entra = False  # signed in through Entra ID
+    _entra_failed: str | None = None  # why Entra ID sign-in failed, when it did
 
     def credentials(self) -> Credentials | None:
         given = super().credentials()  # `az acr login` or an admin user in docker's config
         if given is not None:
             return given
-        token = self._refresh_token()
+        try:
+            token = self._refresh_token()
+        except AuthError as err:
+            self._entra_failed = str(err)
+            raise
         if not token:
             return None
         self._entra = True
@@ -393,6 +398,8 @@ class AcrAuth(HostAuth):
             return given
         if self._entra:
             return ENTRA
+        if self._entra_failed is not None:
+            return f"none ({self._entra_failed})"
         with self.lock:
             return f"anonymous ({self._no_identity})" if self._no_identity else given
 
