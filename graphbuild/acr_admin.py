@@ -74,9 +74,19 @@ def tls(spec: AzureSpec) -> ssl.SSLContext | bool:
                           f"not a readable CA bundle ({err})") from None  # fmt: skip
 
 
+# What Azure's answer to a Tasks request on a free-trial or free-credit subscription means
+TASKS_NOT_ALLOWED = ("(this subscription may not run ACR Tasks, as free-trial and free-credit "
+                     "ones may not: use a paid subscription, or build with builder.kind buildah "
+                     "or docker)")  # fmt: skip
+
+
 def first_line(err: Exception) -> str:
+    """The error's first line, and what it means when Azure's own words do not say."""
     text = str(getattr(err, "message", None) or err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
+    line = text.splitlines()[0][:300] if text else type(err).__name__
+    if getattr(getattr(err, "error", None), "code", None) == "TasksOperationsNotAllowed":
+        return f"{line} {TASKS_NOT_ALLOWED}"
+    return line
 
 
 # ---------------------------------------------------------------- mirroring

@@ -69,6 +69,8 @@ _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git chec
 # Operating systems images are built for that containerd's list (an older Go's) lacks: Go's
 # wasip1, and wasi, which Docker's Wasm builds target (`--platform wasi/wasm`)
 _TARGET_OS = platforms.KNOWN_OS | {"wasi", "wasip1"}
+# The login servers of ACR in Azure's clouds (public, China, US Government)
+ACR_DOMAINS = (".azurecr.io", ".azurecr.cn", ".azurecr.us")
 
 
 # -- checks of one value that are repos.yaml's own
@@ -253,10 +255,25 @@ def _acr_seconds(r: Reader, value: Any, where: Where) -> float:
 
 
 def _acr_name(r: Reader, value: Any, where: Where) -> str:
+    """Lowercase: ACR names are case-insensitive, and the login server made of one is
+    lowercase (`MyACR` pushes to myacr.azurecr.io)."""
     name = string(r, value, where)
     if not re.fullmatch(r"[A-Za-z0-9]{5,50}", name):
         raise r.fail(where, "an ACR name: 5-50 letters and digits")
-    return name
+    return name.lower()
+
+
+def _login_server(r: Reader, value: Any, where: Where) -> str:
+    """A registry host, lowercase as ACR gives it: images are tagged with it as it is."""
+    text = string(r, value, where)
+    host = text.lower()
+    try:
+        named = refs.parse(f"{host}/x").domain
+    except InvalidReference:
+        named = None
+    if named != host:
+        raise r.fail(where, f"{text!r}: a host, with its port unless 443, e.g. myacr.azurecr.io")
+    return host
 
 
 def _https(r: Reader, value: Any, where: Where) -> str:
@@ -468,7 +485,7 @@ class AzureSpec:
     # else $AZURE_SUBSCRIPTION_ID
     subscription: str | None = field(default=None, metadata=read(string))
     # else <registry>.azurecr.io
-    login_server: str | None = field(default=None, metadata=read(string))
+    login_server: str | None = field(default=None, metadata=read(_login_server))
     # Azure Resource Manager (other clouds)
     endpoint: str = field(default="https://management.azure.com", metadata=read(_https))
     # trusted instead of the system's CAs (a TLS proxy, tests)
@@ -745,6 +762,17 @@ def _registry_login(r: Reader, v: dict[str, Any], where: Where) -> None:
         raise r.fail(where, "give password_vault, identity or password_env")
 
 
+@rule(AzureSpec)
+def _azure(r: Reader, v: dict[str, Any], where: Where) -> None:
+    server, name = v.get("login_server"), v["registry"]
+    suffix = next((s for s in ACR_DOMAINS if server and server.endswith(s)), None)
+    if server and suffix:  # an ACR host is the registry's own (`-hash`: a domain name label)
+        label = server.removesuffix(suffix)
+        if label != name and not label.startswith(f"{name}-"):
+            message = f"{server!r} is not the login server of {name} ({name}{suffix})"
+            raise r.fail([*where, "login_server"], message)
+
+
 @rule(GateSpec, scan=Key(_scanner), test=Key(command))
 def _gate(r: Reader, v: dict[str, Any], where: Where) -> None:
     if ("scan" in v) == ("test" in v):
@@ -792,6 +820,23 @@ def _config(r: Reader, v: dict[str, Any], where: Where) -> None:
             raise r.fail(["deployments", "repos", i, "name"], message)
     if isinstance(v.get("builder"), AcrSpec) and v.get("azure") is None:
         raise r.fail(["azure"], "missing: builder.kind acr builds in this registry")
+    if v.get("azure") is not None and v.get("mirrors"):
+        v["mirrors"] = _mirrors_in(r, v["azure"].server, v["mirrors"])
+
+
+def _mirrors_in(r: Reader, server: str, mirrors: Mapping[str, str]) -> dict[str, str]:
+    """Each mirror in the azure: registry, which `graphbuild mirror` imports into: one
+    elsewhere would be imported there, never seen in its own registry, and imported again
+    on every run. Its host is lowercased like the login server."""
+    out = {}
+    for source, target in mirrors.items():
+        host, slash, path = target.partition("/")
+        if host.lower() != server:
+            message = (f"{target!r} is not in {server}, the azure: registry "
+                       "`graphbuild mirror` imports into")  # fmt: skip
+            raise r.fail(["mirrors", source], message)
+        out[source] = server + slash + path
+    return out
 
 
 def loopback(host: str) -> bool:

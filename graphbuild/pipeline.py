@@ -95,6 +95,7 @@ def check(config: Config, g: nx.DiGraph[str], concurrency: int = 16) -> detect.C
         ):
             checked = detect.check(g, registry, state, config.mirrors, config.check_timeout)
             say_unreachable(registry)
+            say_signed_in(registry)
             return checked
     except sqlite3.OperationalError as err:  # a state.db held locked by another process 30 s
         if not (getattr(err, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY"):
@@ -112,6 +113,14 @@ def say_unreachable(registry: Registry) -> None:
             hint = f"Is it running, and is {host} its address?"
         report.note(f"Registry {host} cannot be reached ({why}). {hint} "
                     "What is on it is unknown in this answer.")  # fmt: skip
+
+
+def say_signed_in(registry: Registry) -> None:
+    """Which credential each registry was given, once each: under `auth: auto` a stale
+    `az acr login` in docker's config wins over Entra ID, and no identity at all reads
+    anonymously; a first run should show which happened, not leave it to be guessed."""
+    for host, source in registry.signed_in().items():
+        report.note(f"Registry {host}: {source}.")
 
 
 def plan(config: Config, g: nx.DiGraph[str], checked: detect.Check) -> Plan:

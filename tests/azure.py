@@ -247,6 +247,8 @@ class FakeArm(_Server):
       SDK waits its polling_interval, 30 s unless the client was given another).
     - `import_rate_limited`: how many next imports fail as a Docker Hub pull over its rate
       limit does (TOOMANYREQUESTS in the operation's error).
+    - `tasks_not_allowed`: scheduleRun answers 400 TasksOperationsNotAllowed, as Azure does
+      on free-trial and free-credit subscriptions (the source upload still works there).
     """
 
     def __init__(
@@ -282,6 +284,7 @@ class FakeArm(_Server):
         self.lro_polls = 1
         self.lro_retry_after: int | None = None
         self.import_rate_limited = 0
+        self.tasks_not_allowed = False
         self.requests: list[ArmRequest] = []
         self.runs: dict[str, RunRecord] = {}
         self.uploads: dict[str, bytes] = {}  # relativePath -> the bytes PUT to its upload URL
@@ -488,6 +491,8 @@ class FakeArm(_Server):
         )
 
     def _schedule(self, body: Any) -> tuple[int, bytes, dict[str, str]]:
+        if self.tasks_not_allowed:
+            return self._tasks_refused()
         if not isinstance(body, dict) or body.get("type") != "DockerBuildRequest":
             kind = body.get("type") if isinstance(body, dict) else None
             return _error(
@@ -519,6 +524,18 @@ class FakeArm(_Server):
                 run.error = RUN_ERRORS.get(run.outcome, RUN_ERRORS["Failed"])
         self.runs[run_id] = run
         return _json(200, self._run_resource(run))
+
+    def _tasks_refused(self) -> tuple[int, bytes, dict[str, str]]:
+        """Azure's answer to a Tasks request on a subscription that may not run them, as
+        `az acr build` and azd users report it (a 400 with `target: request`)."""
+        message = (
+            f"ACR Tasks requests for the registry {self.name} and {self.subscription} are not "
+            "permitted. Please file an Azure support request at http://aka.ms/azuresupport for "
+            "assistance."
+        )
+        body = {"error": {"code": "TasksOperationsNotAllowed", "message": message,
+                          "target": "request"}}  # fmt: skip
+        return _json(400, body)
 
     def _image_name(self, image: str, run_id: str) -> tuple[str, str] | None:
         """imageNames are relative to the registry ({{.Run.ID}} and {{.Run.Registry}} as ACR

@@ -116,6 +116,22 @@ def test_throttling_is_waited_out(arm, tmp_path):
     assert [r.status for r in arm.calls("/scheduleRun", "POST")] == [429, 200]
 
 
+def test_a_subscription_that_may_not_run_tasks_is_a_clear_permanent_failure(arm, tmp_path):
+    """Free-trial and free-credit subscriptions answer 400 TasksOperationsNotAllowed: said
+    with what to do, and not retried (it will not change by itself)."""
+    arm.tasks_not_allowed = True
+    with pytest.raises(CommandFailed) as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is False
+    message = str(info.value)
+    assert message.startswith(f"acr {arm.registry.host}/team/app:1: (TasksOperationsNotAllowed) "
+                              "ACR Tasks requests for the registry myacr and sub-1 are not "
+                              "permitted")  # fmt: skip
+    assert message.endswith(acr_admin.TASKS_NOT_ALLOWED)
+    assert [r.status for r in arm.calls("/scheduleRun", "POST")] == [400]  # asked once
+    assert not arm.runs
+
+
 def test_an_image_outside_the_building_registry_is_refused_before_any_call(arm, tmp_path):
     request = build_request(arm, tmp_path, tags=("elsewhere.example/team/app:1",))
     with pytest.raises(CommandFailed, match="ACR Tasks push only to their own registry"):

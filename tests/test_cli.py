@@ -256,6 +256,29 @@ def test_check_reports_bases_and_images_and_exits_0(tmp_path, registry):
     assert "1 base unchanged, 1 image missing; 2 registry requests." in human.stdout
 
 
+def test_check_and_sweep_say_which_credential_each_registry_was_given(tmp_path, registry):
+    """Once per registry, on stderr: a stale `az acr login` winning over Entra ID (or no
+    identity found, so anonymous) is seen in the first run's output. `--json` is unchanged."""
+    registry.image("lib/base", "1")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/Dockerfile").write_text(f"FROM {registry.host}/lib/base:1\n")
+    (tmp_path / "repos.yaml").write_text(
+        f'registries:\n  "{registry.host}": {{insecure: true}}\n'
+        f'repos:\n  - name: app\n    path: app\n    images: [{{image: "{registry.host}/app"}}]\n'
+    )
+    said = f"Registry {registry.host}: anonymous."
+    human = graphbuild("check", cwd=tmp_path)
+    assert human.returncode == 0, human.stderr
+    assert human.stderr.splitlines().count(said) == 1, human.stderr
+    assert said not in human.stdout
+    as_json = graphbuild("check", "--json", cwd=tmp_path)
+    assert said in as_json.stderr
+    keys = {"bases", "images", "counts", "requests", "ratelimits"}
+    assert set(json.loads(as_json.stdout)) == keys
+    swept = graphbuild("sweep", "--dry-run", cwd=tmp_path)
+    assert swept.stderr.splitlines().count(said) == 1, swept.stderr
+
+
 def test_plan_what_if_a_base_changed_asks_no_registry(project):
     """`plan --updated` is answered offline: r.test does not even resolve."""
     done = graphbuild("plan", "--updated", "debian:bookworm-slim", "--json", cwd=project)

@@ -673,9 +673,9 @@ builder:
   timeout: 1800
   poll: 0.5
 mirrors:
-  docker.io: myacr.azurecr.io/mirror
-  ghcr.io: myacr.azurecr.io/mirror/ghcr
-  quay.io/org: myacr.azurecr.io/quay
+  docker.io: builds.example.com/mirror
+  ghcr.io: builds.example.com/mirror/ghcr
+  quay.io/org: builds.example.com/quay
 """
 ACR = "repos: []\nazure:\n  resource_group: rg\n  registry: myacr\nbuilder: {kind: acr}\n"
 
@@ -695,9 +695,9 @@ def test_azure_the_acr_builder_and_mirrors_load_into_exact_values(tmp_path):
     assert cfg.builder == config.AcrSpec(agent_pool="pool1", timeout=1800.0, poll=0.5)
     assert cfg.builder.kind == "acr" and type(cfg.builder.timeout) is float
     assert cfg.mirrors == {
-        "docker.io": "myacr.azurecr.io/mirror",
-        "ghcr.io": "myacr.azurecr.io/mirror/ghcr",
-        "quay.io/org": "myacr.azurecr.io/quay",
+        "docker.io": "builds.example.com/mirror",  # in the login server, the azure: registry
+        "ghcr.io": "builds.example.com/mirror/ghcr",
+        "quay.io/org": "builds.example.com/quay",
     }
 
 
@@ -804,6 +804,72 @@ def write_ca(path):
     ],
 )  # fmt: skip
 def test_bad_azure_builder_and_mirrors_name_file_line_and_key(tmp_path, text, key, says, line):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text)
+    err = caught.value
+    assert (err.key, err.line) == (key, line)
+    assert says in err.message
+    assert str(err) == f"{tmp_path / 'repos.yaml'}:{line}: {key}: {err.message}"
+
+
+def test_acr_names_and_login_servers_are_lowercased_at_load(tmp_path):
+    """ACR names are case-insensitive and its login server is lowercase: `MyACR` must not
+    make `MyACR.azurecr.io`, which no build tag (a repository is lowercase) would match."""
+    cfg = load_text(tmp_path, ACR.replace("registry: myacr", "registry: MyACR"))
+    assert (cfg.azure.registry, cfg.azure.server) == ("myacr", "myacr.azurecr.io")
+    text = ACR.replace("registry: myacr", "registry: MyACR\n  login_server: MyACR.azurecr.io")
+    assert load_text(tmp_path, text).azure.server == "myacr.azurecr.io"
+    # a login server with ACR's domain name label hash, and one that is not ACR's (a proxy)
+    text = ACR.replace("registry: myacr", "registry: myacr\n  login_server: myacr-h4sh.azurecr.io")
+    assert load_text(tmp_path, text).azure.server == "myacr-h4sh.azurecr.io"
+    text = ACR.replace("registry: myacr", "registry: myacr\n  login_server: 127.0.0.1:5000")
+    assert load_text(tmp_path, text).azure.server == "127.0.0.1:5000"
+    text = ACR.replace("registry: myacr", "registry: myacr\n  login_server: myacr.azurecr.cn")
+    assert load_text(tmp_path, text).azure.server == "myacr.azurecr.cn"  # a sovereign cloud's
+
+
+def test_the_acr_builder_of_a_mixed_case_registry_name_takes_its_lowercase_tags(
+    tmp_path, monkeypatch
+):
+    """The issue: `registry: MyACR` refused every build tag, all in myacr.azurecr.io."""
+    from graphbuild import builders
+
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", "sub-from-the-environment")
+    cfg = load_text(tmp_path, ACR.replace("registry: myacr", "registry: MyACR"))
+    builder = builders.make(cfg.builder, cfg.azure)
+    assert builder._name("myacr.azurecr.io/team/app:1") == "team/app:1"
+
+
+def test_a_mirror_in_the_azure_registry_is_lowercased_like_its_login_server(tmp_path):
+    text = ACR + "mirrors:\n  docker.io: MyACR.azurecr.io/mirror\n"
+    assert load_text(tmp_path, text).mirrors == {"docker.io": "myacr.azurecr.io/mirror"}
+    # without azure: nothing imports, so any registry may serve as the mirror
+    text = "repos: []\nmirrors:\n  docker.io: other.example/mirror\n"
+    assert load_text(tmp_path, text).mirrors == {"docker.io": "other.example/mirror"}
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says", "line"),
+    [
+        case(ACR.replace("registry: myacr", "registry: myacr\n  login_server: other.azurecr.io"),
+             "azure.login_server", "'other.azurecr.io' is not the login server of myacr "
+             "(myacr.azurecr.io)", 5),
+        case(ACR.replace("registry: myacr",
+                         "registry: myacr\n  login_server: https://myacr.azurecr.io"),
+             "azure.login_server", "'https://myacr.azurecr.io': a host, with its port unless "
+             "443, e.g. myacr.azurecr.io", 5),
+        case(ACR.replace("registry: myacr", "registry: myacr\n  login_server: myacr.azurecr.io/x"),
+             "azure.login_server", "a host, with its port unless 443", 5),
+        case(ACR + "mirrors:\n  docker.io: other.azurecr.io/mirror\n", "mirrors.docker.io",
+             "'other.azurecr.io/mirror' is not in myacr.azurecr.io, the azure: registry "
+             "`graphbuild mirror` imports into", 7),
+        case(ACR + "mirrors:\n  docker.io: myacr.azurecr.io/m\n  ghcr.io: ghcr.example/m\n",
+             "mirrors.ghcr.io", "'ghcr.example/m' is not in myacr.azurecr.io", 8),
+    ],
+)  # fmt: skip
+def test_acr_login_servers_and_mirrors_elsewhere_are_refused(tmp_path, text, key, says, line):
+    """A mirror in another registry would be imported into the azure: one, and re-imported
+    on every run since the mirror's tag never gets it: refused at load, naming the key."""
     with pytest.raises(ConfigError) as caught:
         load_text(tmp_path, text)
     err = caught.value

@@ -29,6 +29,7 @@ from graphbuild.registry import (
 )
 from graphbuild.registry import manifests as registry_manifests
 from graphbuild.registry.auth import (
+    AcrAuth,
     AuthError,
     Credentials,
     HostAuth,
@@ -338,6 +339,97 @@ def test_acr_exchanges_an_entra_id_token_from_azure_identity(tmp_path, monkeypat
     grants = [req for req in tokens.requests if req.get("grant") == "refresh_token"]
     assert len(grants) == 3  # one exchange, then one token per repository
     assert refused.kind == DENIED and "AcrPull" in refused.message
+
+
+def test_each_registry_says_which_credential_it_was_given(tmp_path, monkeypatch, registry):
+    """For `check` to say per registry: anonymous, or where docker's credentials came from
+    (a file, a helper, $DOCKER_AUTH_CONFIG), or repos.yaml's basic auth; never a secret."""
+    tokens = TokenServer(tmp_path / "tokens", users={"robot": "pat-123"}).start()
+    reg = _token_registry(tmp_path, tokens)
+    bin_dir, config = tmp_path / "bin", tmp_path / "docker"
+    bin_dir.mkdir()
+    config.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    monkeypatch.setenv("ROBOT_PAT", "pat-123")
+    _helper(bin_dir, "special", {"Username": "robot", "Secret": "pat-123"})
+    auth = {"auths": {reg.host: {"auth": base64.b64encode(b"robot:pat-123").decode()}}}
+    seen = {}
+    try:
+        (config / "config.json").write_text(json.dumps(auth))
+        specs = {h: RegistrySpec(h, insecure=True) for h in (reg.host, registry.host)}
+        with Registry(specs, backoff=0.01, timeout=5) as r:
+            r.resolve(f"{reg.host}/team/app1:1")
+            r.resolve(f"{registry.host}/team/none:1")  # no credentials asked for
+            seen["file"] = r.signed_in()
+        (config / "config.json").write_text(json.dumps({"credHelpers": {reg.host: "special"}}))
+        with client(reg.host) as r:
+            r.resolve(f"{reg.host}/team/app1:1")
+            seen["helper"] = r.signed_in()
+        monkeypatch.setenv("DOCKER_AUTH_CONFIG", json.dumps(auth))
+        with client(reg.host) as r:
+            r.resolve(f"{reg.host}/team/app1:1")
+            seen["variable"] = r.signed_in()
+        with client(reg.host, auth="basic", username="robot", password_env="ROBOT_PAT") as r:
+            r.resolve(f"{reg.host}/team/app1:1")
+            seen["basic"] = r.signed_in()
+    finally:
+        reg.stop()
+        tokens.stop()
+    assert seen == {
+        "file": {reg.host: f"docker config ({config / 'config.json'})",
+                 registry.host: "anonymous"},
+        "helper": {reg.host: f"docker-credential-special (named in {config / 'config.json'})"},
+        "variable": {reg.host: "$DOCKER_AUTH_CONFIG"},
+        "basic": {reg.host: "basic auth as robot (password from $ROBOT_PAT)"},
+    }  # fmt: skip
+    assert "pat-123" not in repr(seen) and "pat-123" not in repr(docker_credentials(reg.host))
+
+
+def test_a_stale_docker_login_wins_over_entra_id_under_auto_and_is_named(tmp_path, monkeypatch):
+    """`az acr login` leaves a token in docker's config; under `auth: auto` it is used, not
+    the Entra ID identity, and that is what the check names. With none there, Entra ID is."""
+    tokens = TokenServer(
+        tmp_path / "tokens", path="/oauth2/token", entra_token="entra-xyz", field="access_token",
+        users={"00000000-0000-0000-0000-000000000000": "stale-acr-token"},
+    ).start()  # fmt: skip
+    identity = ManagedIdentity("entra-xyz").start()
+    reg = _token_registry(tmp_path, tokens)
+    for name in [k for k in os.environ if k.startswith(("AZURE_", "IDENTITY_", "MSI_"))]:
+        monkeypatch.delenv(name)
+    for name, value in identity.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.delenv("DOCKER_AUTH_CONFIG", raising=False)
+    login = base64.b64encode(b"00000000-0000-0000-0000-000000000000:stale-acr-token").decode()
+    seen = []
+    try:
+        for entry in ({reg.host: {"auth": login}}, {}):
+            (tmp_path / "config.json").write_text(json.dumps({"auths": entry}))
+            with httpx.Client(base_url=f"http://{reg.host}") as http:
+                # what Registry makes for a *.azurecr.io host under `auth: auto`
+                acr = AcrAuth(http, lambda: docker_credentials(reg.host), "127.0.0.1", 5.0)
+                acr.required = False
+                answer = http.get("/v2/team/app1/manifests/1")
+                scope = acr.challenged(answer.headers["WWW-Authenticate"], "")
+                assert acr.header(scope or "repository:team/app1:pull")
+                seen.append(acr.used())
+        identity.token = "not-what-acr-expects"  # an identity ACR refuses: not "anonymous"
+        with httpx.Client(base_url=f"http://{reg.host}") as http:
+            acr = AcrAuth(http, lambda: None, "127.0.0.1", 5.0)  # `auth: acr`
+            answer = http.get("/v2/team/app1/manifests/1")
+            scope = acr.challenged(answer.headers["WWW-Authenticate"], "")
+            with pytest.raises(AuthError) as refused:
+                acr.header(scope or "repository:team/app1:pull")
+            seen.append(acr.used())
+    finally:
+        reg.stop()
+        tokens.stop()
+        identity.stop()
+    assert seen == [f"docker config ({tmp_path / 'config.json'})",
+                    "Entra ID (DefaultAzureCredential)", f"none ({refused.value})"]  # fmt: skip
+    assert len(identity.requests) == 2  # asked only once docker's config had nothing
 
 
 def test_parse_challenge_keeps_quoted_commas():

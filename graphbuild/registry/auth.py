@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # the Docker CLI's credential ke
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 ACR_SUFFIXES = (".azurecr.io", ".azurecr.cn", ".azurecr.us")
 ACR_SCOPE = "https://containerregistry.azure.net/.default"  # the Entra ID audience ACR accepts
+ENTRA = "Entra ID (DefaultAzureCredential)"  # how a registry signed in through it is named
 CLIENT_ID = "graphbuild"
 MIN_TOKEN_LIFETIME = 60  # seconds; the spec's default when expires_in is missing
 MAX_TOKEN_SIZE = 1024 * 1024  # a token answer is a few KiB; a bigger one is not read
@@ -52,6 +53,8 @@ class Credentials:
     password: str | None = field(default=None, repr=False)
     identity_token: str | None = field(default=None, repr=False)  # OAuth2 refresh token
     registry_token: str | None = field(default=None, repr=False)  # a bearer token as is
+    # where they were found, for a person to read (`docker config (path)`); never a secret
+    source: str = field(default="", compare=False)
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -80,7 +83,7 @@ def docker_credentials(host: str, env: Mapping[str, str] = os.environ) -> Creden
     if env.get("DOCKER_AUTH_CONFIG"):
         found = _from_auths(_load_json(env["DOCKER_AUTH_CONFIG"], "$DOCKER_AUTH_CONFIG"), key)
         if found:
-            return found
+            return replace(found, source="$DOCKER_AUTH_CONFIG")
     folder = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
     path = folder / "config.json"
     try:
@@ -95,8 +98,9 @@ def docker_credentials(host: str, env: Mapping[str, str] = os.environ) -> Creden
     if helper:
         found = _from_helper(str(helper), key)
         if found:
-            return found
-    return _from_auths(config, key)
+            return replace(found, source=f"docker-credential-{helper} (named in {path})")
+    found = _from_auths(config, key)
+    return replace(found, source=f"docker config ({path})") if found else None
 
 
 def _load_json(text: str, where: str) -> dict[str, Any]:
@@ -208,6 +212,16 @@ class HostAuth:
             if self._failed is not None:
                 raise self._failed
             return self._creds
+
+    def used(self) -> str:
+        """Which credential this registry was given, for a person to read: `anonymous` when
+        none was asked for or found. Never a secret."""
+        with self.lock:
+            if self._failed is not None:
+                return f"none ({self._failed})"
+            if self._creds is not None:
+                return self._creds.source or "given credentials"
+        return "anonymous"
 
     def header(self, scope: str) -> str | None:
         """The Authorization value to send for `scope`, fetching a token if one is due."""
@@ -359,13 +373,35 @@ class AcrAuth(HostAuth):
     _refresh: tuple[str, float] | None = None
     _azure = None
     _no_identity: str | None = None
+    _entra = False  # signed in through Entra ID
+    _entra_failed: str | None = None  # why Entra ID sign-in failed, when it did
 
     def credentials(self) -> Credentials | None:
         given = super().credentials()  # `az acr login` or an admin user in docker's config
         if given is not None:
             return given
-        token = self._refresh_token()
-        return Credentials(identity_token=token) if token else None
+        try:
+            token = self._refresh_token()
+        except AuthError as err:
+            self._entra_failed = str(err)
+            raise
+        if not token:
+            return None
+        self._entra = True
+        return Credentials(identity_token=token, source=ENTRA)
+
+    def used(self) -> str:
+        """Docker's config first, as credentials() takes it: a stale `az acr login` there wins
+        over Entra ID under `auth: auto`, and this is where a person sees that."""
+        given = super().used()
+        if given != "anonymous":
+            return given
+        if self._entra:
+            return ENTRA
+        if self._entra_failed is not None:
+            return f"none ({self._entra_failed})"
+        with self.lock:
+            return f"anonymous ({self._no_identity})" if self._no_identity else given
 
     def _refresh_token(self) -> str | None:
         with self.lock:

@@ -169,6 +169,14 @@ class Registry:
             return {name: host.unreachable for name, host in sorted(self._hosts.items())
                     if host.unreachable is not None}  # fmt: skip
 
+    def signed_in(self) -> dict[str, str]:
+        """Which credential each registry this run asked was given (`anonymous`: none), for
+        a person to read: under `auth: auto` a stale `az acr login` in docker's config wins
+        over Entra ID. A registry that could not be reached at all is left out."""
+        with self._lock:
+            hosts = sorted(self._hosts.items())
+        return {name: host.auth.used() for name, host in hosts if host.unreachable is None}
+
     # -- many at once
 
     def resolve_all(
@@ -568,7 +576,9 @@ def _credentials(spec: RegistrySpec) -> Credentials | None:
                 password = spec.password_file.read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as err:
                 raise AuthError(f"{spec.password_file}: cannot read ({err})") from None
-        return Credentials(spec.username, password)
+        where = f"${spec.password_env}" if spec.password_env else str(spec.password_file)
+        source = f"basic auth as {spec.username} (password from {where})"
+        return Credentials(spec.username, password, source=source)
     return docker_credentials(spec.host)
 
 
