@@ -124,6 +124,8 @@ class Operation:
     error: dict | None = None  # {code, message} when it ends failed
     failed_status: int = 409  # the HTTP status the Location poll answers when it fails
     polls: int = 0
+    run_id: str | None = None  # a scheduleRun: the run its final answer gives
+    status_result: bool = False  # the Azure-AsyncOperation status carries it in `properties`
 
 
 class _TLSServer(ThreadingHTTPServer):
@@ -233,6 +235,11 @@ class FakeArm(_Server):
     - `lro_polls`: how many polls each long-running operation stays in progress;
     - `lro_retry_after`: a Retry-After for in-progress LRO answers (None: none is sent, so the
       SDK waits its polling_interval, 30 s unless the client was given another).
+    - `schedule_reply`: how scheduleRun answers, each a shape its swagger (200 Run, or 202
+      long-running) and ARM's async rules allow: "200" (the Run), "location" (202, Location:
+      polled to the Run), "async" (202, Azure-AsyncOperation only: the Succeeded status holds
+      the Run in `properties`), "async-bare" (the same, with no result in the status), "both"
+      (202 with both headers: status polled, then the Run from Location).
     """
 
     def __init__(
@@ -267,6 +274,7 @@ class FakeArm(_Server):
         self.throttle_retry_after: int | None = 1
         self.lro_polls = 1
         self.lro_retry_after: int | None = None
+        self.schedule_reply = "200"
         self.requests: list[ArmRequest] = []
         self.runs: dict[str, RunRecord] = {}
         self.uploads: dict[str, bytes] = {}  # relativePath -> the bytes PUT to its upload URL
@@ -498,7 +506,24 @@ class FakeArm(_Server):
                 run.outcome = self.statuses.get(failing[0], "Failed")
                 run.error = RUN_ERRORS.get(run.outcome, RUN_ERRORS["Failed"])
         self.runs[run_id] = run
-        return _json(200, self._run_resource(run))
+        return self._schedule_answer(run)
+
+    def _schedule_answer(self, run: RunRecord) -> tuple[int, bytes, dict[str, str]]:
+        """The run as `schedule_reply` says: at once, or through a long-running operation."""
+        reply = self.schedule_reply
+        if reply == "200":
+            return _json(200, self._run_resource(run))
+        if reply not in ("location", "async", "async-bare", "both"):
+            raise ValueError(f"schedule_reply {reply!r}")
+        answer = self._accepted(
+            "schedule",
+            "2019-06-01-preview",
+            async_header=reply != "location",
+            location_header=reply in ("location", "both"),
+        )
+        op = list(self.operations.values())[-1]  # the one just made (under self.lock)
+        op.run_id, op.status_result = run.run_id, reply == "async"
+        return answer
 
     def _image_name(self, image: str, run_id: str) -> tuple[str, str] | None:
         """imageNames are relative to the registry ({{.Run.ID}} and {{.Run.Registry}} as ACR
@@ -687,6 +712,7 @@ class FakeArm(_Server):
         async_header: bool = False,
         body: dict | None = None,
         status: int = 202,
+        location_header: bool = True,
     ) -> tuple[int, bytes, dict[str, str]]:
         op = Operation(f"{kind}-{uuid.uuid4()}", kind, error, failed_status)
         self.operations[op.op_id] = op
@@ -695,7 +721,7 @@ class FakeArm(_Server):
             f"Microsoft.ContainerRegistry/locations/{self.location}"
         )
         headers = {}
-        if kind != "webhook":
+        if kind != "webhook" and location_header:
             headers["Location"] = f"{base}/operationResults/{op.op_id}?api-version={version}"
         if async_header:
             headers["Azure-AsyncOperation"] = (
@@ -720,11 +746,17 @@ class FakeArm(_Server):
             body = {"id": op_id, "name": op_id, "status": status}
             if op.error and not running:
                 body["error"] = op.error
+            run = self.runs.get(op.run_id or "")
+            if run is not None and op.status_result and not running:  # a POST's result
+                body["properties"] = self._run_resource(run)["properties"]
             return _json(200, body, retry if running else {})
         if running:  # Location: 202 while running, then the result or the error
             return 202, b"", retry
         if op.error:
             return _json(op.failed_status, {"error": op.error})
+        run = self.runs.get(op.run_id or "")
+        if run is not None:
+            return _json(200, self._run_resource(run))
         return 200, b"", {}
 
     # -- import

@@ -116,6 +116,30 @@ def test_throttling_is_waited_out(arm, tmp_path):
     assert [r.status for r in arm.calls("/scheduleRun", "POST")] == [429, 200]
 
 
+@pytest.mark.parametrize("reply", ["location", "async", "both"])
+def test_a_scheduled_run_is_followed_through_every_long_running_reply(arm, tmp_path, reply):
+    """Registries_ScheduleRun may answer 202 (x-ms-long-running-operation): the run id is
+    read from where that reply puts the Run, and the run is scheduled once."""
+    arm.schedule_reply, arm.lro_retry_after = reply, 1
+    request = build_request(arm, tmp_path)
+    digest = builder(arm).build(request, threading.Event())
+    assert [r.status for r in arm.calls("/scheduleRun", "POST")] == [202]
+    assert list(arm.runs) == ["cb1"] and arm.runs["cb1"].status == "Succeeded"
+    assert digest == arm.runs["cb1"].outputs[0]["digest"]
+    assert "ACR run cb1 on myacr" in request.log.read_text()
+
+
+def test_a_run_accepted_without_a_run_id_is_not_scheduled_again(arm, tmp_path):
+    """A 202 whose operation status names no Run: the run exists but cannot be followed;
+    retrying would schedule a second one, so the failure is permanent and says so."""
+    arm.schedule_reply, arm.lro_retry_after = "async-bare", 1
+    with pytest.raises(CommandFailed, match="named no run id") as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is False
+    assert len(arm.calls("/scheduleRun", "POST")) == 1 and list(arm.runs) == ["cb1"]
+    assert not arm.calls("/runs/None")
+
+
 def test_an_image_outside_the_building_registry_is_refused_before_any_call(arm, tmp_path):
     request = build_request(arm, tmp_path, tags=("elsewhere.example/team/app:1",))
     with pytest.raises(CommandFailed, match="ACR Tasks push only to their own registry"):

@@ -102,6 +102,9 @@ class Acr:
             log.write(f"ACR run {run_id} could not be cancelled: {acr_admin.first_line(err)}\n")
 
     def _schedule(self, client: Any, request: BuildRequest, names: list[str], log: Any) -> str:
+        """Upload, schedule, and the run id. scheduleRun answers 200 with the Run, or 202 as a
+        long-running operation (Location, Azure-AsyncOperation or both), which the SDK's ARM
+        poller follows to the Run: from Location, or from the status's `properties`."""
         from azure.core.exceptions import AzureError
         from azure.mgmt.containerregistry.v2019_06_01_preview import models
 
@@ -123,6 +126,11 @@ class Acr:
         except AzureError as err:
             message = f"acr {request.image}: {acr_admin.first_line(err)}"
             raise CommandFailed(message, transient=acr_admin.transient(err)) from None
+        if run is None or not run.run_id:  # a 202 whose operation gave no Run: it may build
+            raise CommandFailed(f"acr {request.image}: ACR accepted the run but its answer "
+                                "named no run id, so it cannot be followed; not retried, as "
+                                "that would build it twice (az acr task list-runs -r "
+                                f"{self.registry} shows it)", transient=False)  # fmt: skip
         log.write(f"ACR run {run.run_id} on {self.registry}: {', '.join(names)}\n")
         log.flush()
         return str(run.run_id)
