@@ -29,6 +29,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+from xml.etree import ElementTree
 
 import httpx
 from cryptography import x509
@@ -60,6 +61,14 @@ RUN_ERRORS = {
 }
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 STORAGE_VERSION = "2021-08-06"
+MIB = 1024 * 1024
+# Put Blob's and Put Block's largest body by service version (the newest first). A SAS request
+# runs at its `sv`; an x-ms-version header on it is ignored ("Versioning for Azure Storage").
+STORAGE_LIMITS = (
+    ("2019-12-12", 5000 * MIB, 4000 * MIB),
+    ("2016-05-31", 256 * MIB, 100 * MIB),
+    ("", 64 * MIB, 4 * MIB),
+)
 RECORDED_HEADERS = (
     "authorization",
     "content-type",
@@ -235,6 +244,8 @@ class FakeArm(_Server):
     - `lro_polls`: how many polls each long-running operation stays in progress;
     - `lro_retry_after`: a Retry-After for in-progress LRO answers (None: none is sent, so the
       SDK waits its polling_interval, 30 s unless the client was given another).
+    - `blob_put_limit`, `blob_block_limit`: the largest Put Blob / Put Block body in bytes
+      (None: Azure's limit for the SAS's service version), so a test can go over it cheaply;
     - `schedule_reply`: how scheduleRun answers, each a shape its swagger (200 Run, or 202
       long-running) and ARM's async rules allow: "200" (the Run), "location" (202, Location:
       polled to the Run), "async" (202, Azure-AsyncOperation only: the Succeeded status holds
@@ -275,6 +286,9 @@ class FakeArm(_Server):
         self.lro_polls = 1
         self.lro_retry_after: int | None = None
         self.schedule_reply = "200"
+        self.blob_put_limit: int | None = None
+        self.blob_block_limit: int | None = None
+        self.blocks: dict[str, dict[str, bytes]] = {}  # relativePath -> uncommitted blocks
         self.requests: list[ArmRequest] = []
         self.runs: dict[str, RunRecord] = {}
         self.uploads: dict[str, bytes] = {}  # relativePath -> the bytes PUT to its upload URL
@@ -988,7 +1002,12 @@ class FakeArm(_Server):
                 return _storage_error(403, "AuthorizationPermissionMismatch", "Logs are read-only.")
             return self._read_log(log.group(1), request)
         relative = request.path.removeprefix("/blobs/")
+        if request.method == "PUT" and request.query.get("comp") in ("block", "blocklist"):
+            return self._put_block(request, relative, raw)
         if request.method == "PUT":
+            put_limit, _ = self._blob_limits(request)
+            if len(raw) > put_limit:
+                return _too_large(put_limit)
             if request.headers.get("x-ms-blob-type") != "BlockBlob":
                 return _storage_error(
                     400,
@@ -1004,6 +1023,59 @@ class FakeArm(_Server):
         if data is None:
             return _storage_error(404, "BlobNotFound", "The specified blob does not exist.")
         return _ranged(data, request, {"x-ms-blob-type": "BlockBlob"})
+
+    def _blob_limits(self, request: ArmRequest) -> tuple[int, int]:
+        """(Put Blob, Put Block) limits at the SAS's version, unless the test set its own."""
+        version = request.query.get("sv", "")
+        put, block = next((p, b) for v, p, b in STORAGE_LIMITS if version >= v)
+        return self.blob_put_limit or put, self.blob_block_limit or block
+
+    def _put_block(
+        self, request: ArmRequest, relative: str, raw: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """Put Block (`comp=block&blockid=`) and Put Block List (`comp=blocklist`, XML)."""
+        if request.query["comp"] == "block":
+            block_id = request.query.get("blockid", "")
+            try:
+                decoded = base64.b64decode(block_id, validate=True)
+            except ValueError:
+                decoded = b""
+            with self.lock:
+                pending = self.blocks.setdefault(relative, {})
+                lengths = {len(other) for other in pending}
+            if not decoded or len(decoded) > 64 or lengths - {len(block_id)}:
+                return _storage_error(
+                    400,
+                    "InvalidQueryParameterValue",
+                    "Value for one of the query parameters specified in the request URI is "
+                    "invalid.",
+                    detail="<QueryParameterName>blockid</QueryParameterName>",
+                )
+            _, block_limit = self._blob_limits(request)
+            if len(raw) > block_limit:
+                return _too_large(block_limit)
+            with self.lock:
+                pending[block_id] = raw
+            return 201, b"", {"x-ms-request-server-encrypted": "true"}
+        try:
+            listed = ElementTree.fromstring(raw)
+        except ElementTree.ParseError:
+            listed = None
+        if listed is None or listed.tag != "BlockList":
+            return _storage_error(
+                400, "InvalidXmlDocument", "XML specified is not syntactically valid."
+            )
+        with self.lock:
+            pending = self.blocks.get(relative, {})
+            ids = [element.text or "" for element in listed]
+            if any(i not in pending for i in ids):  # nothing committed before: Latest = pending
+                return _storage_error(
+                    400, "InvalidBlockList", "The specified block list is invalid."
+                )
+            data = b"".join(pending[i] for i in ids)
+            self.uploads[relative] = data
+            self.blocks.pop(relative, None)  # uncommitted blocks are discarded on commit
+        return 201, b"", {**_blob_headers(data), "x-ms-request-server-encrypted": "true"}
 
     def _read_log(self, run_id: str, request: ArmRequest) -> tuple[int, bytes, dict[str, str]]:
         with self.lock:
@@ -1139,6 +1211,15 @@ def _storage_error(
         f"Time:{_iso(_now())}</Message>{detail}</Error>"
     )
     return status, body.encode(), {"Content-Type": "application/xml", "x-ms-error-code": code}
+
+
+def _too_large(limit: int) -> tuple[int, bytes, dict]:
+    return _storage_error(
+        413,
+        "RequestBodyTooLarge",
+        "The request body is too large and exceeds the maximum permissible limit.",
+        detail=f"<MaxLimit>{limit}</MaxLimit>",
+    )
 
 
 def _blob_headers(data: bytes) -> dict[str, str]:

@@ -140,6 +140,37 @@ def test_a_run_accepted_without_a_run_id_is_not_scheduled_again(arm, tmp_path):
     assert not arm.calls("/runs/None")
 
 
+def test_a_context_above_the_single_put_limit_is_uploaded_in_blocks(arm, tmp_path, monkeypatch):
+    """Above graphbuild's single-Put size the context goes as Put Block + Put Block List, each
+    request with the x-ms-version of the SAS; the limits are small here, not gigabytes."""
+    from graphbuild.builders import acr
+
+    arm.blob_put_limit = 4096  # a single Put Blob of more is refused (413)
+    monkeypatch.setattr(acr, "SINGLE_PUT_MAX", 4096, raising=False)
+    monkeypatch.setattr(acr, "BLOCK_SIZE", 1500, raising=False)
+    request = build_request(arm, tmp_path)
+    (request.context / "data.bin").write_bytes(os.urandom(9000))  # does not compress
+    builder(arm).build(request, threading.Event())
+    puts = [r for r in arm.requests if r.path.startswith("/blobs/source/") and r.method == "PUT"]
+    assert [r.query["comp"] for r in puts] == ["block"] * (len(puts) - 1) + ["blocklist"]
+    assert len(puts) >= 8 and all(r.status == 201 for r in puts)
+    assert {r.headers.get("x-ms-version") for r in puts} == {puts[0].query["sv"]}
+    assert "data.bin" in arm.runs["cb1"].files  # the blocks made the whole archive
+
+
+def test_a_context_too_large_for_one_request_is_a_permanent_failure_naming_its_size(arm, tmp_path):
+    arm.blob_put_limit = 1000
+    request = build_request(arm, tmp_path)
+    (request.context / "data.bin").write_bytes(os.urandom(5000))
+    with pytest.raises(CommandFailed, match=r"RequestBodyTooLarge") as info:
+        builder(arm).build(request, threading.Event())
+    assert info.value.transient is False
+    (put,) = arm.calls(".tar.gz", "PUT")
+    assert put.status == 413
+    assert f"{len(put.body)} bytes" in str(info.value)
+    assert not arm.calls("/scheduleRun")
+
+
 def test_an_image_outside_the_building_registry_is_refused_before_any_call(arm, tmp_path):
     request = build_request(arm, tmp_path, tags=("elsewhere.example/team/app:1",))
     with pytest.raises(CommandFailed, match="ACR Tasks push only to their own registry"):
