@@ -691,6 +691,27 @@ def _config(r: Reader, v: dict[str, Any], where: Where) -> None:
             raise r.fail(["deployments", "repos", i, "name"], message)
     if isinstance(v.get("builder"), AcrSpec) and v.get("azure") is None:
         raise r.fail(["azure"], "missing: builder.kind acr builds in this registry")
+    if isinstance(v.get("builder"), AcrSpec):
+        for i, repo in enumerate(v["repos"]):
+            for j, image in enumerate(repo.images):
+                for k, text in enumerate(image.platforms):
+                    if not _acr_builds(text):
+                        message = f"{text!r}: builder.kind acr does not build it; {_ACR_HINT}"
+                        raise r.fail(["repos", i, "images", j, "platforms", k], message)
+
+
+# What ACR Tasks builds: PlatformProperties in the 2019-06-01-preview Tasks swagger (os Linux or
+# Windows; architecture amd64, x86/386, arm, arm64; variant v6, v7, v8), with each variant on
+# its own architecture, in the normalised form (`arm64/v8` is `arm64`, `arm` is `arm/v7`)
+_ACR_ARCH = {"amd64": ("",), "386": ("",), "arm": ("v6", "v7"), "arm64": ("",)}
+_ACR_HINT = "ACR Tasks build linux or windows on amd64, 386 (x86), arm/v6, arm/v7 or arm64/v8"
+
+
+def _acr_builds(text: str) -> bool:
+    platform = platforms.parse(text)  # read already: it parses
+    return (platform.os in ("linux", "windows") and not platform.os_version
+            and not platform.os_features
+            and platform.variant in _ACR_ARCH.get(platform.arch, ()))  # fmt: skip
 
 
 def loopback(host: str) -> bool:

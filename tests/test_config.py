@@ -711,6 +711,39 @@ def test_azure_defaults_and_an_acr_builder_with_no_options(tmp_path):
     assert cfg.mirrors == {}
 
 
+ACR_IMAGES = ACR.replace(
+    "repos: []",
+    "repos:\n  - name: r\n    path: r\n    images:\n      - image: r.test/a\n"
+    "      - image: r.test/b\n        platforms: [PLATFORMS]",
+)
+
+
+@pytest.mark.parametrize(
+    "platform", ["riscv64", "amd64/v3", "s390x", "arm64/v9", "arm/v5", "arm64/v7"]
+)
+def test_a_platform_acr_does_not_build_is_refused_at_load(tmp_path, platform):
+    """PlatformProperties in the Tasks swagger: os Linux or Windows, architecture amd64, x86/386,
+    arm or arm64, variant v6, v7 or v8 (arm v6/v7, arm64 v8); nothing else reaches ACR."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, ACR_IMAGES.replace("PLATFORMS", f"linux/amd64, linux/{platform}"))
+    assert caught.value.key == "repos[0].images[1].platforms[1]"
+    assert caught.value.line == 7
+    assert "builder.kind acr" in caught.value.message
+    assert f"linux/{platform}" in caught.value.message
+
+
+def test_the_platforms_acr_builds_load_and_other_builders_take_any(tmp_path):
+    listed = "linux/amd64, linux/386, linux/arm/v6, linux/arm, linux/arm64/v8, windows/amd64"
+    cfg = load_text(tmp_path, ACR_IMAGES.replace("PLATFORMS", listed))
+    assert cfg.repos[0].images[1].platforms == (
+        "linux/amd64", "linux/386", "linux/arm/v6", "linux/arm/v7", "linux/arm64",
+        "windows/amd64",
+    )  # fmt: skip
+    other = ACR_IMAGES.replace("builder: {kind: acr}", "builder: {kind: buildah}")
+    cfg = load_text(tmp_path, other.replace("PLATFORMS", "linux/riscv64, linux/amd64/v3"))
+    assert cfg.repos[0].images[1].platforms == ("linux/riscv64", "linux/amd64/v3")
+
+
 def test_azure_alone_leaves_the_builder_as_it_is(tmp_path):
     """`azure:` also serves mirroring and webhooks; only builder.kind acr builds there."""
     cfg = load_text(tmp_path, ACR.replace("builder: {kind: acr}", "builder: {kind: docker}"))
