@@ -65,6 +65,13 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REMOTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:|git@|github\.com/)")  # a URL, target:…
+# Variables the build tools read themselves: a secret build arg reaches buildah and docker as
+# the variable of its own name, so it may not be one of these
+_TOOL_ENV_RE = re.compile(
+    r"(PATH|HOME|USER|SHELL|TMPDIR|LANG|LC_\w+|XDG_\w+|DOCKER_\w+|BUILDAH_\w+|BUILDKIT_\w+"
+    r"|BUILDX_\w+|CONTAINERS_\w+|REGISTRY_AUTH_FILE|SSL_CERT_\w+|LD_\w+)",
+    re.IGNORECASE,
+)
 _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git check-ref-format
 # Operating systems images are built for that containerd's list (an older Go's) lacks: Go's
 # wasip1, and wasi, which Docker's Wasm builds target (`--platform wasi/wasm`)
@@ -123,6 +130,20 @@ def _platforms(r: Reader, value: Any, where: Where) -> tuple[str, ...]:
             raise r.fail(at, f"{text!r} is {platform} twice")
         seen.append(str(platform))
     return tuple(seen)
+
+
+def _secret_args(r: Reader, value: Any, where: Where) -> dict[str, str]:
+    """Build-arg name -> the environment variable holding its value, read at build time: the
+    value is never in repos.yaml, the index, the config cache or a log."""
+    out: dict[str, str] = string_map(_ARG_RE.match)(r, value, where)
+    for name, variable in out.items():
+        if _TOOL_ENV_RE.fullmatch(name):
+            raise r.fail([*where, name], f"{name!r}: the builder's own environment has "
+                         "this variable, and a secret build arg reaches it as one")  # fmt: skip
+        if not _ARG_RE.match(variable):
+            raise r.fail([*where, name], f"{variable!r}: expected an environment variable name "
+                         "(letters, digits, _), whose value the build gets")  # fmt: skip
+    return out
 
 
 def _contexts(r: Reader, value: Any, where: Where) -> dict[str, str]:
@@ -345,6 +366,10 @@ class ImageSpec:
     target: str | None = field(default=None, metadata=read(string, blank=null))
     platforms: tuple[str, ...] = field(default=(), metadata=read(_platforms))
     contexts: Mapping[str, str] = field(default_factory=dict, metadata=read(_contexts))
+    # build-arg name -> environment variable: passed as a secret, never stored or logged
+    secret_build_args: Mapping[str, str] = field(
+        default_factory=dict, metadata=read(_secret_args, blank=falsy)
+    )
     key: str = field(default="", metadata=POSITION)  # where it is in repos.yaml, for messages
 
     @property
@@ -616,6 +641,13 @@ def _repo(r: Reader, v: dict[str, Any], where: Where) -> None:
         raise r.fail([*where, "ref"], "a `path` repository is read as it is; no ref")
 
 
+@rule(ImageSpec)
+def _image_spec(r: Reader, v: dict[str, Any], where: Where) -> None:
+    for name in v.get("secret_build_args", {}):
+        if name in v.get("build_args", {}):
+            raise r.fail([*where, "secret_build_args", name], "also in build_args; give it once")
+
+
 @rule(RegistrySpec, password=Key(_no_password))
 def _registry(r: Reader, v: dict[str, Any], where: Where) -> None:
     host = v["host"]
@@ -691,6 +723,13 @@ def _config(r: Reader, v: dict[str, Any], where: Where) -> None:
             raise r.fail(["deployments", "repos", i, "name"], message)
     if isinstance(v.get("builder"), AcrSpec) and v.get("azure") is None:
         raise r.fail(["azure"], "missing: builder.kind acr builds in this registry")
+    if isinstance(v.get("builder"), CommandSpec):
+        for i, repo in enumerate(v["repos"]):
+            for j, image in enumerate(repo.images):
+                if image.secret_build_args:
+                    raise r.fail(["repos", i, "images", j, "secret_build_args"],
+                                 "builder.kind command cannot take a secret: its argv would "
+                                 "carry the value; use buildah, docker or acr")  # fmt: skip
     if isinstance(v.get("builder"), AcrSpec):
         for i, repo in enumerate(v["repos"]):
             for j, image in enumerate(repo.images):

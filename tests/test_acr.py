@@ -84,6 +84,18 @@ def test_a_build_uploads_the_pinned_context_and_returns_the_pushed_digest(arm, t
     assert calls[:2] == ["listBuildSourceUploadUrl", "scheduleRun"]
 
 
+def test_a_secret_build_arg_is_sent_marked_secret_and_never_logged(arm, tmp_path):
+    """Argument.isSecret: ACR keeps the value out of its run log and its answers."""
+    request = build_request(arm, tmp_path, build_args={"V": "1"},
+                            secret_args={"TOKEN": "s3cret-value"})  # fmt: skip
+    builder(arm).build(request, threading.Event())
+    assert arm.runs["cb1"].request["arguments"] == [
+        {"name": "V", "value": "1", "isSecret": False},
+        {"name": "TOKEN", "value": "s3cret-value", "isSecret": True},
+    ]
+    assert "s3cret" not in request.log.read_text()
+
+
 def test_a_failed_run_is_a_build_failure_with_its_error(arm, tmp_path):
     arm.fail["team/app"] = 1
     with pytest.raises(CommandFailed, match=r"ACR run cb1 Failed: ") as info:

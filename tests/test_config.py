@@ -718,6 +718,52 @@ ACR_IMAGES = ACR.replace(
 )
 
 
+def test_a_secret_build_arg_names_its_environment_variable_and_is_cached_by_name(
+    tmp_path, monkeypatch
+):
+    """The value is read when the image is built, never at load: the checked form (and its
+    cache, config-cache.json) holds the variable's name only."""
+    monkeypatch.setenv("NPM_TOKEN", "s3cret-value")
+    path = tmp_path / "repos.yaml"
+    path.write_text(IMAGE + "        build_args: {V: '1'}\n"
+                    "        secret_build_args: {TOKEN: NPM_TOKEN}\n")  # fmt: skip
+    cfg = config.load(path)
+    assert cfg.repos[0].images[0].secret_build_args == {"TOKEN": "NPM_TOKEN"}
+    assert cfg.repos[0].images[0].build_args == {"V": "1"}
+    synced(cfg)
+    assert config.load(path) == cfg
+    cached = (cfg.workspace / config_cache.CACHE).read_text()
+    assert "NPM_TOKEN" in cached and "s3cret" not in cached
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says"),
+    [
+        ("{TOKEN: [a]}", "secret_build_args.TOKEN", "expected a string"),
+        ("{TOKEN: 'npm token'}", "secret_build_args.TOKEN", "an environment variable name"),
+        ("{1X: NPM_TOKEN}", "secret_build_args.1X", "invalid name"),
+        ("{V: NPM_TOKEN}", "secret_build_args.V", "also in build_args"),
+        ("{PATH: NPM_TOKEN}", "secret_build_args.PATH", "the builder's own environment"),
+        ("{DOCKER_HOST: X}", "secret_build_args.DOCKER_HOST", "the builder's own environment"),
+    ],
+)
+def test_bad_secret_build_args_name_the_key(tmp_path, text, key, says):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, IMAGE + f"        build_args: {{V: '1'}}\n"
+                                    f"        secret_build_args: {text}\n")  # fmt: skip
+    assert caught.value.key == f"repos[0].images[0].{key}"
+    assert says in caught.value.message
+
+
+def test_the_command_builder_refuses_secret_build_args(tmp_path):
+    """Its argv template would put the value on a command line (and in the build log)."""
+    text = IMAGE + "        secret_build_args: {TOKEN: NPM_TOKEN}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text + "builder: {kind: command, argv: [b, '{tag}']}\n")
+    assert caught.value.key == "repos[0].images[0].secret_build_args"
+    assert "builder.kind command" in caught.value.message
+
+
 @pytest.mark.parametrize(
     "platform", ["riscv64", "amd64/v3", "s390x", "arm64/v9", "arm/v5", "arm64/v7"]
 )

@@ -127,7 +127,9 @@ class Acr:
             image_names=names, is_push_enabled=True, no_cache=request.no_cache,
             docker_file_path=PINNED, target=request.target, timeout=int(self.timeout),
             arguments=[models.Argument(name=k, value=v, is_secret=False)
-                       for k, v in request.build_args.items()],
+                       for k, v in request.build_args.items()]
+                      + [models.Argument(name=k, value=v, is_secret=True)
+                         for k, v in request.secret_args.items()],
             platform=models.PlatformProperties(
                 os=platform[0].capitalize(), architecture=platform[1],
                 variant=platform[2] if len(platform) > 2 else None),
