@@ -250,7 +250,9 @@ class FakeArm(_Server):
       long-running) and ARM's async rules allow: "200" (the Run), "location" (202, Location:
       polled to the Run), "async" (202, Azure-AsyncOperation only: the Succeeded status holds
       the Run in `properties`), "async-bare" (the same, with no result in the status), "both"
-      (202 with both headers: status polled, then the Run from Location).
+      (202 with both headers: status polled, then the Run from Location);
+    - `lro_unreachable`: how many next operation polls answer 503 (Retry-After 1), as an
+      operation endpoint that cannot be reached for a while does.
     """
 
     def __init__(
@@ -286,6 +288,7 @@ class FakeArm(_Server):
         self.lro_polls = 1
         self.lro_retry_after: int | None = None
         self.schedule_reply = "200"
+        self.lro_unreachable = 0
         self.blob_put_limit: int | None = None
         self.blob_block_limit: int | None = None
         self.blocks: dict[str, dict[str, bytes]] = {}  # relativePath -> uncommitted blocks
@@ -752,6 +755,9 @@ class FakeArm(_Server):
             op = self.operations.get(op_id)
             if op is None:
                 return _error(404, "OperationNotFound", f"The operation '{op_id}' was not found.")
+            if self.lro_unreachable > 0:
+                self.lro_unreachable -= 1
+                return _error(503, "ServiceUnavailable", "Try again later.", {"Retry-After": "1"})
             op.polls += 1
             running = op.polls <= self.lro_polls
         retry = {} if self.lro_retry_after is None else {"Retry-After": str(self.lro_retry_after)}

@@ -152,6 +152,16 @@ def test_a_run_accepted_without_a_run_id_is_not_scheduled_again(arm, tmp_path):
     assert not arm.calls("/runs/None")
 
 
+def test_a_run_accepted_then_not_followed_to_its_id_is_not_scheduled_again(arm, tmp_path):
+    """A 202, then an operation that cannot be polled (past the SDK's own retries): the run
+    may have been made, so the failure is permanent, never a retry that schedules another."""
+    arm.schedule_reply, arm.lro_retry_after, arm.lro_unreachable = "location", 1, 100
+    with pytest.raises(CommandFailed, match="accepted") as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is False
+    assert len(arm.calls("/scheduleRun", "POST")) == 1
+
+
 def test_a_context_above_the_single_put_limit_is_uploaded_in_blocks(arm, tmp_path, monkeypatch):
     """Above graphbuild's single-Put size the context goes as Put Block + Put Block List, each
     request with the x-ms-version of the SAS; the limits are small here, not gigabytes."""

@@ -138,18 +138,26 @@ class Acr:
         try:
             build.source_location = self._upload(client, request)
             poller = client.registries.begin_schedule_run(self.group, self.registry, build)
-            run = poller.result()
-        except AzureError as err:
+        except AzureError as err:  # refused: no run was made, so a retry makes just one
             message = f"acr {request.image}: {acr_admin.first_line(err)}"
             raise CommandFailed(message, transient=acr_admin.transient(err)) from None
+        try:
+            run = poller.result()
+        except AzureError as err:  # accepted, then not followed: the run may exist
+            why = f"its operation could not be followed ({acr_admin.first_line(err)})"
+            raise self._untracked(request, why) from None
         if run is None or not run.run_id:  # a 202 whose operation gave no Run: it may build
-            raise CommandFailed(f"acr {request.image}: ACR accepted the run but its answer "
-                                "named no run id, so it cannot be followed; not retried, as "
-                                "that would build it twice (az acr task list-runs -r "
-                                f"{self.registry} shows it)", transient=False)  # fmt: skip
+            raise self._untracked(request, "its answers named no run id")
         log.write(f"ACR run {run.run_id} on {self.registry}: {', '.join(names)}\n")
         log.flush()
         return str(run.run_id)
+
+    def _untracked(self, request: BuildRequest, why: str) -> CommandFailed:
+        """A run ACR accepted but graphbuild cannot follow: it may be building, so it is not
+        retried (a retry would schedule a second run)."""
+        return CommandFailed(f"acr {request.image}: ACR accepted the run, but {why}; not "
+                             "retried, as that could build it twice (az acr task list-runs -r "
+                             f"{self.registry} shows it)", transient=False)  # fmt: skip
 
     def _upload(self, client: Any, request: BuildRequest) -> str:
         """The context and the pinned Dockerfile as a tar.gz in the registry's source blob:
