@@ -10,6 +10,7 @@ the parents' digests and the builder is asked to build it.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -147,7 +148,8 @@ class Builds:
         marks = {"io.graphbuild.run": self.run_id, "io.graphbuild.reason": reason}
         request = BuildRequest(
             image=node, tags=tuple(attrs["tags"]), context=context, dockerfile=pinned,
-            build_args=options.build_args, target=options.target, platforms=options.platforms,
+            build_args=options.build_args, secret_args=_secrets(attrs, options),
+            target=options.target, platforms=options.platforms,
             contexts=_build_contexts(options, pins, {n: p for n, (p, _) in folders.items()}),
             labels=marks,
             annotations={**marks, **_base_annotations(parsed.refs, parents, attrs["base"])},
@@ -238,6 +240,19 @@ class Builds:
         """Is any of these images' registry a plain-http loopback one?"""
         hosts = {refs.parse(node).domain for node in nodes}
         return any(spec.insecure for host, spec in self.config.registries.items() if host in hosts)
+
+
+def _secrets(attrs: ImageNode, options: BuildOptions) -> dict[str, str]:
+    """The secret build args' values, from the environment now: stored nowhere. A variable
+    that is not set fails the image (the build would silently go without it)."""
+    values = {}
+    for name, variable in options.secret_build_args.items():
+        value = os.environ.get(variable)
+        if value is None:
+            raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: secret build arg {name}: "
+                         f"${variable} is not set")  # fmt: skip
+        values[name] = value
+    return values
 
 
 def _build_contexts(

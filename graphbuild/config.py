@@ -65,6 +65,13 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REMOTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:|git@|github\.com/)")  # a URL, target:…
+# Variables the build tools read themselves: a secret build arg reaches buildah and docker as
+# the variable of its own name, so it may not be one of these
+_TOOL_ENV_RE = re.compile(
+    r"(PATH|HOME|USER|SHELL|TMPDIR|LANG|LC_\w+|XDG_\w+|DOCKER_\w+|BUILDAH_\w+|BUILDKIT_\w+"
+    r"|BUILDX_\w+|CONTAINERS_\w+|REGISTRY_AUTH_FILE|SSL_CERT_\w+|LD_\w+)",
+    re.IGNORECASE,
+)
 _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git check-ref-format
 # Operating systems images are built for that containerd's list (an older Go's) lacks: Go's
 # wasip1, and wasi, which Docker's Wasm builds target (`--platform wasi/wasm`)
@@ -125,6 +132,20 @@ def _platforms(r: Reader, value: Any, where: Where) -> tuple[str, ...]:
             raise r.fail(at, f"{text!r} is {platform} twice")
         seen.append(str(platform))
     return tuple(seen)
+
+
+def _secret_args(r: Reader, value: Any, where: Where) -> dict[str, str]:
+    """Build-arg name -> the environment variable holding its value, read at build time: the
+    value is never in repos.yaml, the index, the config cache or a log."""
+    out: dict[str, str] = string_map(_ARG_RE.match)(r, value, where)
+    for name, variable in out.items():
+        if _TOOL_ENV_RE.fullmatch(name):
+            raise r.fail([*where, name], f"{name!r}: the builder's own environment has "
+                         "this variable, and a secret build arg reaches it as one")  # fmt: skip
+        if not _ARG_RE.match(variable):
+            raise r.fail([*where, name], f"{variable!r}: expected an environment variable name "
+                         "(letters, digits, _), whose value the build gets")  # fmt: skip
+    return out
 
 
 def _contexts(r: Reader, value: Any, where: Where) -> dict[str, str]:
@@ -415,6 +436,10 @@ class ImageSpec:
     target: str | None = field(default=None, metadata=read(string, blank=null))
     platforms: tuple[str, ...] = field(default=(), metadata=read(_platforms))
     contexts: Mapping[str, str] = field(default_factory=dict, metadata=read(_contexts))
+    # build-arg name -> environment variable: passed as a secret, never stored or logged
+    secret_build_args: Mapping[str, str] = field(
+        default_factory=dict, metadata=read(_secret_args, blank=falsy)
+    )
     key: str = field(default="", metadata=POSITION)  # where it is in repos.yaml, for messages
 
     @property
@@ -709,6 +734,13 @@ def _repo(r: Reader, v: dict[str, Any], where: Where) -> None:
         raise r.fail([*where, "ref"], "a `path` repository is read as it is; no ref")
 
 
+@rule(ImageSpec)
+def _image_spec(r: Reader, v: dict[str, Any], where: Where) -> None:
+    for name in v.get("secret_build_args", {}):
+        if name in v.get("build_args", {}):
+            raise r.fail([*where, "secret_build_args", name], "also in build_args; give it once")
+
+
 @rule(RegistrySpec, password=Key(_no_password))
 def _registry(r: Reader, v: dict[str, Any], where: Where) -> None:
     host = v["host"]
@@ -822,6 +854,20 @@ def _config(r: Reader, v: dict[str, Any], where: Where) -> None:
         raise r.fail(["azure"], "missing: builder.kind acr builds in this registry")
     if v.get("azure") is not None and v.get("mirrors"):
         v["mirrors"] = _mirrors_in(r, v["azure"].server, v["mirrors"])
+    if isinstance(v.get("builder"), CommandSpec):
+        for i, repo in enumerate(v["repos"]):
+            for j, image in enumerate(repo.images):
+                if image.secret_build_args:
+                    raise r.fail(["repos", i, "images", j, "secret_build_args"],
+                                 "builder.kind command cannot take a secret: its argv would "
+                                 "carry the value; use buildah, docker or acr")  # fmt: skip
+    if isinstance(v.get("builder"), AcrSpec):
+        for i, repo in enumerate(v["repos"]):
+            for j, image in enumerate(repo.images):
+                for k, text in enumerate(image.platforms):
+                    if not _acr_builds(text):
+                        message = f"{text!r}: builder.kind acr does not build it; {_ACR_HINT}"
+                        raise r.fail(["repos", i, "images", j, "platforms", k], message)
 
 
 def _mirrors_in(r: Reader, server: str, mirrors: Mapping[str, str]) -> dict[str, str]:
@@ -837,6 +883,20 @@ def _mirrors_in(r: Reader, server: str, mirrors: Mapping[str, str]) -> dict[str,
             raise r.fail(["mirrors", source], message)
         out[source] = server + slash + path
     return out
+
+
+# What ACR Tasks builds: PlatformProperties in the 2019-06-01-preview Tasks swagger (os Linux or
+# Windows; architecture amd64, x86/386, arm, arm64; variant v6, v7, v8), with each variant on
+# its own architecture, in the normalised form (`arm64/v8` is `arm64`, `arm` is `arm/v7`)
+_ACR_ARCH = {"amd64": ("",), "386": ("",), "arm": ("v6", "v7"), "arm64": ("",)}
+_ACR_HINT = "ACR Tasks build linux or windows on amd64, 386 (x86), arm/v6, arm/v7 or arm64/v8"
+
+
+def _acr_builds(text: str) -> bool:
+    platform = platforms.parse(text)  # read already: it parses
+    return (platform.os in ("linux", "windows") and not platform.os_version
+            and not platform.os_features
+            and platform.variant in _ACR_ARCH.get(platform.arch, ()))  # fmt: skip
 
 
 def loopback(host: str) -> bool:

@@ -61,11 +61,15 @@ class BuildOptions:
     target: str | None = None
     platforms: tuple[str, ...] = ()
     contexts: Mapping[str, str] = field(default_factory=dict)  # name -> docker-image://… or folder
+    # build-arg name -> environment variable: names only; the build reads the values
+    secret_build_args: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # frozen all the way down: no one edits it on its way
         object.__setattr__(self, "build_args", MappingProxyType(dict(self.build_args)))
         object.__setattr__(self, "platforms", tuple(self.platforms))
         object.__setattr__(self, "contexts", MappingProxyType(dict(self.contexts)))
+        secret = MappingProxyType(dict(self.secret_build_args))
+        object.__setattr__(self, "secret_build_args", secret)
 
     def parse(self, data: bytes | str) -> Parsed:  # `dockerfile` here is the field
         """The Dockerfile read as the build reads it."""
@@ -83,17 +87,22 @@ class BuildOptions:
         return {k: v for k, v in self.contexts.items() if not v.startswith(IMAGE_CONTEXT)}
 
     def attrs(self) -> indexdb.BuildFields:
-        """Plain values for the graph node (stored as JSON in index.db)."""
-        return indexdb.BuildFields(
+        """Plain values for the graph node (stored as JSON in index.db); secret_build_args
+        only when there are any, so every other node is as it was."""
+        fields = indexdb.BuildFields(
             dockerfile=self.dockerfile, context=self.context, build_args=dict(self.build_args),
             target=self.target, platforms=list(self.platforms), contexts=dict(self.contexts),
         )  # fmt: skip
+        if self.secret_build_args:
+            fields["secret_build_args"] = dict(self.secret_build_args)
+        return fields
 
     @classmethod
     def of(cls, attrs: indexdb.BuildFields) -> BuildOptions:
         """Back from a graph node's attributes: the same value the index made."""
         return cls(attrs["dockerfile"], attrs["context"], attrs["build_args"], attrs["target"],
-                   tuple(attrs["platforms"]), attrs["contexts"])  # fmt: skip
+                   tuple(attrs["platforms"]), attrs["contexts"],
+                   attrs.get("secret_build_args", {}))  # fmt: skip
 
 
 @dataclass
@@ -305,6 +314,7 @@ def _image(found: _Found, index: Index) -> Image | None:
         target=fill(spec.target) if spec.target else None,
         platforms=spec.platforms,
         contexts=spec.contexts,
+        secret_build_args=spec.secret_build_args,
     )
     return Image(repo.name, image, tags, options, commit=found.commit, blob=found.blob)
 
@@ -313,4 +323,6 @@ def _cache_key(image: Image) -> str:
     o = image.options
     options = [PARSER_REVISION, image.blob, sorted(o.build_args.items()), o.target,
                list(o.platforms), sorted(o.contexts.items())]  # fmt: skip
+    if o.secret_build_args:  # without them, the key is what it was before they existed
+        options.append(sorted(o.secret_build_args.items()))
     return hashlib.sha256(json.dumps(options).encode()).hexdigest()

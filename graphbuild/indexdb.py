@@ -77,6 +77,7 @@ class BuildFields(TypedDict):
     target: str | None
     platforms: list[str]
     contexts: dict[str, str]  # name -> docker-image://… or folder
+    secret_build_args: NotRequired[dict[str, str]]  # name -> environment variable; no values
 
 
 class ImageNode(BuildFields):

@@ -37,6 +37,8 @@ def source_key(
               sorted(o.build_args.items()), o.target, list(o.platforms)]  # fmt: skip
     if o.contexts:  # without them, the key is what it was before contexts were built
         inputs += [sorted(o.contexts.items()), sorted((folders or {}).items())]
+    if o.secret_build_args:  # which variables, not their values: a new token is no new build
+        inputs.append(sorted(o.secret_build_args.items()))
     return _digest(inputs)
 
 

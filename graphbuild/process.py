@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,9 +88,11 @@ def run(
     cancel: threading.Event,
     what: str,
     timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """Run one command with its output appended to `log`; stop it if `cancel` is set or
     it outlives `timeout` seconds (a hung scanner or rollout must not hold a sweep).
+    `env` is added to graphbuild's environment for it (secrets go there, not in argv).
 
     The thread that calls this is the command's parent until it returns: the
     kernel's parent-death signal fires when that *thread* ends, and it does not
@@ -106,6 +108,7 @@ def run(
             process = subprocess.Popen(
                 list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 process_group=0, preexec_fn=_die_with(os.getpid()),
+                env={**os.environ, **env} if env else None,
             )  # fmt: skip
         except OSError as err:
             raise CommandFailed(f"{what}: cannot run {argv[0]} ({err.strerror})") from None

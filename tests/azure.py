@@ -29,6 +29,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+from xml.etree import ElementTree
 
 import httpx
 from cryptography import x509
@@ -72,6 +73,14 @@ WEBHOOK_SCOPE = re.compile(
     rf"{_COMPONENT}(?:/{_COMPONENT})*(?::(?:\*|\w[\w.-]{{0,127}}))?", re.ASCII
 )
 WEBHOOK_QUOTA = {"Basic": 2, "Standard": 10, "Premium": 500}  # ACR's SKU limits page
+MIB = 1024 * 1024
+# Put Blob's and Put Block's largest body by service version (the newest first). A SAS request
+# runs at its `sv`; an x-ms-version header on it is ignored ("Versioning for Azure Storage").
+STORAGE_LIMITS = (
+    ("2019-12-12", 5000 * MIB, 4000 * MIB),
+    ("2016-05-31", 256 * MIB, 100 * MIB),
+    ("", 64 * MIB, 4 * MIB),
+)
 RECORDED_HEADERS = (
     "authorization",
     "content-type",
@@ -136,6 +145,8 @@ class Operation:
     error: dict | None = None  # {code, message} when it ends failed
     failed_status: int = 409  # the HTTP status the Location poll answers when it fails
     polls: int = 0
+    run_id: str | None = None  # a scheduleRun: the run its final answer gives
+    status_result: bool = False  # the Azure-AsyncOperation status carries it in `properties`
 
 
 class _TLSServer(ThreadingHTTPServer):
@@ -249,6 +260,15 @@ class FakeArm(_Server):
       limit does (TOOMANYREQUESTS in the operation's error).
     - `tasks_not_allowed`: scheduleRun answers 400 TasksOperationsNotAllowed, as Azure does
       on free-trial and free-credit subscriptions (the source upload still works there).
+    - `blob_put_limit`, `blob_block_limit`: the largest Put Blob / Put Block body in bytes
+      (None: Azure's limit for the SAS's service version), so a test can go over it cheaply;
+    - `schedule_reply`: how scheduleRun answers, each a shape its swagger (200 Run, or 202
+      long-running) and ARM's async rules allow: "200" (the Run), "location" (202, Location:
+      polled to the Run), "async" (202, Azure-AsyncOperation only: the Succeeded status holds
+      the Run in `properties`), "async-bare" (the same, with no result in the status), "both"
+      (202 with both headers: status polled, then the Run from Location);
+    - `lro_unreachable`: how many next operation polls answer 503 (Retry-After 1), as an
+      operation endpoint that cannot be reached for a while does.
     """
 
     def __init__(
@@ -285,6 +305,11 @@ class FakeArm(_Server):
         self.lro_retry_after: int | None = None
         self.import_rate_limited = 0
         self.tasks_not_allowed = False
+        self.schedule_reply = "200"
+        self.lro_unreachable = 0
+        self.blob_put_limit: int | None = None
+        self.blob_block_limit: int | None = None
+        self.blocks: dict[str, dict[str, bytes]] = {}  # relativePath -> uncommitted blocks
         self.requests: list[ArmRequest] = []
         self.runs: dict[str, RunRecord] = {}
         self.uploads: dict[str, bytes] = {}  # relativePath -> the bytes PUT to its upload URL
@@ -523,7 +548,24 @@ class FakeArm(_Server):
                 run.outcome = self.statuses.get(failing[0], "Failed")
                 run.error = RUN_ERRORS.get(run.outcome, RUN_ERRORS["Failed"])
         self.runs[run_id] = run
-        return _json(200, self._run_resource(run))
+        return self._schedule_answer(run)
+
+    def _schedule_answer(self, run: RunRecord) -> tuple[int, bytes, dict[str, str]]:
+        """The run as `schedule_reply` says: at once, or through a long-running operation."""
+        reply = self.schedule_reply
+        if reply == "200":
+            return _json(200, self._run_resource(run))
+        if reply not in ("location", "async", "async-bare", "both"):
+            raise ValueError(f"schedule_reply {reply!r}")
+        answer = self._accepted(
+            "schedule",
+            "2019-06-01-preview",
+            async_header=reply != "location",
+            location_header=reply in ("location", "both"),
+        )
+        op = list(self.operations.values())[-1]  # the one just made (under self.lock)
+        op.run_id, op.status_result = run.run_id, reply == "async"
+        return answer
 
     def _tasks_refused(self) -> tuple[int, bytes, dict[str, str]]:
         """Azure's answer to a Tasks request on a subscription that may not run them, as
@@ -724,6 +766,7 @@ class FakeArm(_Server):
         async_header: bool = False,
         body: dict | None = None,
         status: int = 202,
+        location_header: bool = True,
     ) -> tuple[int, bytes, dict[str, str]]:
         op = Operation(f"{kind}-{uuid.uuid4()}", kind, error, failed_status)
         self.operations[op.op_id] = op
@@ -732,7 +775,7 @@ class FakeArm(_Server):
             f"Microsoft.ContainerRegistry/locations/{self.location}"
         )
         headers = {}
-        if kind != "webhook":
+        if kind != "webhook" and location_header:
             headers["Location"] = f"{base}/operationResults/{op.op_id}?api-version={version}"
         if async_header:
             headers["Azure-AsyncOperation"] = (
@@ -749,6 +792,9 @@ class FakeArm(_Server):
             op = self.operations.get(op_id)
             if op is None:
                 return _error(404, "OperationNotFound", f"The operation '{op_id}' was not found.")
+            if self.lro_unreachable > 0:
+                self.lro_unreachable -= 1
+                return _error(503, "ServiceUnavailable", "Try again later.", {"Retry-After": "1"})
             op.polls += 1
             running = op.polls <= self.lro_polls
         retry = {} if self.lro_retry_after is None else {"Retry-After": str(self.lro_retry_after)}
@@ -757,11 +803,17 @@ class FakeArm(_Server):
             body = {"id": op_id, "name": op_id, "status": status}
             if op.error and not running:
                 body["error"] = op.error
+            run = self.runs.get(op.run_id or "")
+            if run is not None and op.status_result and not running:  # a POST's result
+                body["properties"] = self._run_resource(run)["properties"]
             return _json(200, body, retry if running else {})
         if running:  # Location: 202 while running, then the result or the error
             return 202, b"", retry
         if op.error:
             return _json(op.failed_status, {"error": op.error})
+        run = self.runs.get(op.run_id or "")
+        if run is not None:
+            return _json(200, self._run_resource(run))
         return 200, b"", {}
 
     # -- import
@@ -1033,7 +1085,12 @@ class FakeArm(_Server):
                 return _storage_error(403, "AuthorizationPermissionMismatch", "Logs are read-only.")
             return self._read_log(log.group(1), request)
         relative = request.path.removeprefix("/blobs/")
+        if request.method == "PUT" and request.query.get("comp") in ("block", "blocklist"):
+            return self._put_block(request, relative, raw)
         if request.method == "PUT":
+            put_limit, _ = self._blob_limits(request)
+            if len(raw) > put_limit:
+                return _too_large(put_limit)
             if request.headers.get("x-ms-blob-type") != "BlockBlob":
                 return _storage_error(
                     400,
@@ -1049,6 +1106,59 @@ class FakeArm(_Server):
         if data is None:
             return _storage_error(404, "BlobNotFound", "The specified blob does not exist.")
         return _ranged(data, request, {"x-ms-blob-type": "BlockBlob"})
+
+    def _blob_limits(self, request: ArmRequest) -> tuple[int, int]:
+        """(Put Blob, Put Block) limits at the SAS's version, unless the test set its own."""
+        version = request.query.get("sv", "")
+        put, block = next((p, b) for v, p, b in STORAGE_LIMITS if version >= v)
+        return self.blob_put_limit or put, self.blob_block_limit or block
+
+    def _put_block(
+        self, request: ArmRequest, relative: str, raw: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """Put Block (`comp=block&blockid=`) and Put Block List (`comp=blocklist`, XML)."""
+        if request.query["comp"] == "block":
+            block_id = request.query.get("blockid", "")
+            try:
+                decoded = base64.b64decode(block_id, validate=True)
+            except ValueError:
+                decoded = b""
+            with self.lock:
+                pending = self.blocks.setdefault(relative, {})
+                lengths = {len(other) for other in pending}
+            if not decoded or len(decoded) > 64 or lengths - {len(block_id)}:
+                return _storage_error(
+                    400,
+                    "InvalidQueryParameterValue",
+                    "Value for one of the query parameters specified in the request URI is "
+                    "invalid.",
+                    detail="<QueryParameterName>blockid</QueryParameterName>",
+                )
+            _, block_limit = self._blob_limits(request)
+            if len(raw) > block_limit:
+                return _too_large(block_limit)
+            with self.lock:
+                pending[block_id] = raw
+            return 201, b"", {"x-ms-request-server-encrypted": "true"}
+        try:
+            listed = ElementTree.fromstring(raw)
+        except ElementTree.ParseError:
+            listed = None
+        if listed is None or listed.tag != "BlockList":
+            return _storage_error(
+                400, "InvalidXmlDocument", "XML specified is not syntactically valid."
+            )
+        with self.lock:
+            pending = self.blocks.get(relative, {})
+            ids = [element.text or "" for element in listed]
+            if any(i not in pending for i in ids):  # nothing committed before: Latest = pending
+                return _storage_error(
+                    400, "InvalidBlockList", "The specified block list is invalid."
+                )
+            data = b"".join(pending[i] for i in ids)
+            self.uploads[relative] = data
+            self.blocks.pop(relative, None)  # uncommitted blocks are discarded on commit
+        return 201, b"", {**_blob_headers(data), "x-ms-request-server-encrypted": "true"}
 
     def _read_log(self, run_id: str, request: ArmRequest) -> tuple[int, bytes, dict[str, str]]:
         with self.lock:
@@ -1237,6 +1347,15 @@ def _storage_error(
         f"Time:{_iso(_now())}</Message>{detail}</Error>"
     )
     return status, body.encode(), {"Content-Type": "application/xml", "x-ms-error-code": code}
+
+
+def _too_large(limit: int) -> tuple[int, bytes, dict]:
+    return _storage_error(
+        413,
+        "RequestBodyTooLarge",
+        "The request body is too large and exceeds the maximum permissible limit.",
+        detail=f"<MaxLimit>{limit}</MaxLimit>",
+    )
 
 
 def _blob_headers(data: bytes) -> dict[str, str]:

@@ -84,6 +84,18 @@ def test_a_build_uploads_the_pinned_context_and_returns_the_pushed_digest(arm, t
     assert calls[:2] == ["listBuildSourceUploadUrl", "scheduleRun"]
 
 
+def test_a_secret_build_arg_is_sent_marked_secret_and_never_logged(arm, tmp_path):
+    """Argument.isSecret: ACR keeps the value out of its run log and its answers."""
+    request = build_request(arm, tmp_path, build_args={"V": "1"},
+                            secret_args={"TOKEN": "s3cret-value"})  # fmt: skip
+    builder(arm).build(request, threading.Event())
+    assert arm.runs["cb1"].request["arguments"] == [
+        {"name": "V", "value": "1", "isSecret": False},
+        {"name": "TOKEN", "value": "s3cret-value", "isSecret": True},
+    ]
+    assert "s3cret" not in request.log.read_text()
+
+
 def test_a_failed_run_is_a_build_failure_with_its_error(arm, tmp_path):
     arm.fail["team/app"] = 1
     with pytest.raises(CommandFailed, match=r"ACR run cb1 Failed: ") as info:
@@ -130,6 +142,71 @@ def test_a_subscription_that_may_not_run_tasks_is_a_clear_permanent_failure(arm,
     assert message.endswith(acr_admin.TASKS_NOT_ALLOWED)
     assert [r.status for r in arm.calls("/scheduleRun", "POST")] == [400]  # asked once
     assert not arm.runs
+
+
+@pytest.mark.parametrize("reply", ["location", "async", "both"])
+def test_a_scheduled_run_is_followed_through_every_long_running_reply(arm, tmp_path, reply):
+    """Registries_ScheduleRun may answer 202 (x-ms-long-running-operation): the run id is
+    read from where that reply puts the Run, and the run is scheduled once."""
+    arm.schedule_reply, arm.lro_retry_after = reply, 1
+    request = build_request(arm, tmp_path)
+    digest = builder(arm).build(request, threading.Event())
+    assert [r.status for r in arm.calls("/scheduleRun", "POST")] == [202]
+    assert list(arm.runs) == ["cb1"] and arm.runs["cb1"].status == "Succeeded"
+    assert digest == arm.runs["cb1"].outputs[0]["digest"]
+    assert "ACR run cb1 on myacr" in request.log.read_text()
+
+
+def test_a_run_accepted_without_a_run_id_is_not_scheduled_again(arm, tmp_path):
+    """A 202 whose operation status names no Run: the run exists but cannot be followed;
+    retrying would schedule a second one, so the failure is permanent and says so."""
+    arm.schedule_reply, arm.lro_retry_after = "async-bare", 1
+    with pytest.raises(CommandFailed, match="named no run id") as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is False
+    assert len(arm.calls("/scheduleRun", "POST")) == 1 and list(arm.runs) == ["cb1"]
+    assert not arm.calls("/runs/None")
+
+
+def test_a_run_accepted_then_not_followed_to_its_id_is_not_scheduled_again(arm, tmp_path):
+    """A 202, then an operation that cannot be polled (past the SDK's own retries): the run
+    may have been made, so the failure is permanent, never a retry that schedules another."""
+    arm.schedule_reply, arm.lro_retry_after, arm.lro_unreachable = "location", 1, 100
+    with pytest.raises(CommandFailed, match="accepted") as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is False
+    assert len(arm.calls("/scheduleRun", "POST")) == 1
+
+
+def test_a_context_above_the_single_put_limit_is_uploaded_in_blocks(arm, tmp_path, monkeypatch):
+    """Above graphbuild's single-Put size the context goes as Put Block + Put Block List, each
+    request with the x-ms-version of the SAS; the limits are small here, not gigabytes."""
+    from graphbuild.builders import acr
+
+    arm.blob_put_limit = 4096  # a single Put Blob of more is refused (413)
+    monkeypatch.setattr(acr, "SINGLE_PUT_MAX", 4096, raising=False)
+    monkeypatch.setattr(acr, "BLOCK_SIZE", 1500, raising=False)
+    request = build_request(arm, tmp_path)
+    (request.context / "data.bin").write_bytes(os.urandom(9000))  # does not compress
+    builder(arm).build(request, threading.Event())
+    puts = [r for r in arm.requests if r.path.startswith("/blobs/source/") and r.method == "PUT"]
+    assert [r.query["comp"] for r in puts] == ["block"] * (len(puts) - 1) + ["blocklist"]
+    assert len(puts) >= 8 and all(r.status == 201 for r in puts)
+    assert {r.headers.get("x-ms-version") for r in puts} == {puts[0].query["sv"]}
+    assert "data.bin" in arm.runs["cb1"].files  # the blocks made the whole archive
+
+
+def test_a_context_too_large_for_one_request_is_a_permanent_failure_naming_its_size(arm, tmp_path):
+    arm.blob_put_limit = 1000
+    request = build_request(arm, tmp_path)
+    (request.context / "data.bin").write_bytes(os.urandom(5000))
+    with pytest.raises(CommandFailed, match=r"RequestBodyTooLarge") as info:
+        builder(arm).build(request, threading.Event())
+    assert info.value.transient is False
+    (put,) = arm.calls(".tar.gz", "PUT")
+    assert put.status == 413
+    assert f"{len(put.body)} bytes" in str(info.value)
+    assert not arm.calls("/scheduleRun")
 
 
 def test_an_image_outside_the_building_registry_is_refused_before_any_call(arm, tmp_path):

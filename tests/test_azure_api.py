@@ -3,6 +3,7 @@ accepts these answers, code built on the SDK can be tested against FakeArm witho
 
 from __future__ import annotations
 
+import base64
 import io
 import ssl
 import tarfile
@@ -184,6 +185,37 @@ def test_upload_urls_want_a_block_blob_type_and_their_own_signature(arm):
     assert (before.status_code, before.headers["x-ms-error-code"]) == (404, "BlobNotFound")
     assert stored.status_code == 201 and after.content == b"tar"
     assert arm.uploads == {first.relative_path: b"tar"}
+
+
+def test_blocks_are_committed_by_their_list_and_sizes_are_limited(arm):
+    """Put Block / Put Block List as Azure Storage documents them: ids of one length, a list
+    naming only blocks put, and 413 RequestBodyTooLarge above the (here small) limits."""
+    arm.blob_put_limit, arm.blob_block_limit = 10, 4
+    url = httpx.URL(client(arm).registries.get_build_source_upload_url(RG, NAME).upload_url)
+
+    def block(i: str) -> httpx.URL:
+        return url.copy_merge_params({"comp": "block", "blockid": i})
+
+    blocklist = url.copy_merge_params({"comp": "blocklist"})
+    ids = [base64.b64encode(b"%02d" % n).decode() for n in range(3)]
+    with blob_client(arm) as http:
+        big = http.put(url, content=b"x" * 11, headers={"x-ms-blob-type": "BlockBlob"})
+        big_block = http.put(block(ids[0]), content=b"x" * 5)
+        puts = [
+            http.put(block(i), content=part)
+            for i, part in zip(ids, [b"ab", b"cd", b"e"], strict=True)
+        ]
+        odd = http.put(block(base64.b64encode(b"longer").decode()), content=b"z")
+        unknown = http.put(blocklist, content=b"<BlockList><Latest>bm9wZQ==</Latest></BlockList>")
+        listed = "".join(f"<Latest>{i}</Latest>" for i in (ids[1], ids[0], ids[2]))
+        done = http.put(blocklist, content=f"<BlockList>{listed}</BlockList>".encode())
+        after = http.get(url)
+    assert (big.status_code, big.headers["x-ms-error-code"]) == (413, "RequestBodyTooLarge")
+    assert big_block.status_code == 413
+    assert [r.status_code for r in puts] == [201, 201, 201]
+    assert (odd.status_code, odd.headers["x-ms-error-code"]) == (400, "InvalidQueryParameterValue")
+    assert (unknown.status_code, unknown.headers["x-ms-error-code"]) == (400, "InvalidBlockList")
+    assert done.status_code == 201 and after.content == b"cdabe"
 
 
 def test_failing_runs_count_down_push_nothing_and_say_why(arm, registry):

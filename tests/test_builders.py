@@ -195,6 +195,28 @@ def test_buildah_build_ignores_a_digest_from_an_earlier_attempt(tmp_path, monkey
         Buildah(BuildahSpec()).build(request(tmp_path), never())
 
 
+@pytest.mark.parametrize("kind", ["buildah", "docker"])
+def test_a_secret_build_arg_reaches_the_tool_by_environment_never_by_argv(
+    tmp_path, monkeypatch, kind
+):
+    """`--build-arg NAME` with no value: buildah and docker read it from their environment,
+    so the value is on no command line and in no log line graphbuild writes."""
+    seen = tmp_path / "seen"
+    tool(tmp_path, monkeypatch, kind,
+         f'printf "%s\\n" "$*" >> {seen}; printf "TOKEN=%s\\n" "$TOKEN" >> {seen}\n'
+         'while [ $# -gt 0 ]; do case "$1" in --digestfile) printf "%s\\n" '
+         f'"{DIGEST}" > "$2";; --metadata-file) printf \'{{"containerimage.digest": "{DIGEST}"}}\' '
+         '> "$2";; esac; shift; done\n')  # fmt: skip
+    req = request(tmp_path, build_args={"V": "1"}, secret_args={"TOKEN": "s3cret-value"})
+    builder = Buildah(BuildahSpec()) if kind == "buildah" else Docker(DockerSpec())
+    assert builder.build(req, never()) == DIGEST
+    build_line, env_line = seen.read_text().splitlines()[:2]
+    assert "--build-arg V=1 " in build_line and "--build-arg TOKEN " in build_line
+    assert env_line == "TOKEN=s3cret-value"
+    assert "s3cret" not in build_line and "s3cret" not in (tmp_path / "app.log").read_text()
+    assert "s3cret" not in repr(req)
+
+
 # -- docker buildx
 
 

@@ -156,3 +156,54 @@ def test_a_fleet_image_through_a_named_context_is_built_first_and_built_on_by_di
     _, request = builder.requests
     assert dict(request.contexts) == {"base": f"docker-image://r.test/lib:1@{built}"}
     assert builds.parents["r.test/app:1"] == {"r.test/lib:1": built}
+
+
+# ---------------------------------------------------------------- secret build args
+
+
+def secrets_fleet(tmp_path, write_config):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/Dockerfile").write_text("FROM r.test/upstream:1\nARG TOKEN\n")
+    images = [{"image": "r.test/app", "tags": ["1"], "build_args": {"V": "1"},
+               "secret_build_args": {"TOKEN": "GB_TEST_NPM_TOKEN"}}]  # fmt: skip
+    cfg = config.load(write_config([{"name": "r", "path": "r", "images": images}]))
+    sync(cfg)
+    with State(cfg.workspace):
+        pass
+    with closing(indexdb.connect(cfg.workspace)) as db:
+        return cfg, load(db)
+
+
+def test_a_secret_build_arg_is_read_from_the_environment_at_build_and_stored_by_name(
+    tmp_path, write_config, monkeypatch
+):
+    """The index and the graph hold the variable's name; the builder gets the value, read
+    when the image is built; no file in the workspace holds it."""
+    cfg, graph = secrets_fleet(tmp_path, write_config)
+    assert graph.nodes["r.test/app:1"]["secret_build_args"] == {"TOKEN": "GB_TEST_NPM_TOKEN"}
+    monkeypatch.setenv("GB_TEST_NPM_TOKEN", "s3cret-value")
+    builder = Recording()
+    builds = Builds(cfg, graph, {UPSTREAM: PINNED}, builder, "run", {}, RunSettings(),
+                    tmp_path / "logs")  # fmt: skip
+    assert builds.work("r.test/app:1", threading.Event()).status == SUCCEEDED
+    (request,) = builder.requests
+    assert (dict(request.build_args), dict(request.secret_args)) == (
+        {"V": "1"}, {"TOKEN": "s3cret-value"})  # fmt: skip
+    for path in [*cfg.workspace.rglob("*"), *(tmp_path / "logs").rglob("*")]:
+        assert not path.is_file() or b"s3cret" not in path.read_bytes(), path
+
+
+def test_a_secret_build_arg_whose_variable_is_unset_fails_its_build_naming_it(
+    tmp_path, write_config, monkeypatch
+):
+    cfg, graph = secrets_fleet(tmp_path, write_config)
+    monkeypatch.delenv("GB_TEST_NPM_TOKEN", raising=False)
+    builder = Recording()
+    builds = Builds(cfg, graph, {UPSTREAM: PINNED}, builder, "run", {}, RunSettings(),
+                    tmp_path / "logs")  # fmt: skip
+    with pytest.raises(Failed) as info:
+        builds.work("r.test/app:1", threading.Event())
+    assert str(info.value) == (
+        "r:Dockerfile: secret build arg TOKEN: $GB_TEST_NPM_TOKEN is not set"
+    )
+    assert info.value.transient is False and builder.requests == []

@@ -711,6 +711,85 @@ def test_azure_defaults_and_an_acr_builder_with_no_options(tmp_path):
     assert cfg.mirrors == {}
 
 
+ACR_IMAGES = ACR.replace(
+    "repos: []",
+    "repos:\n  - name: r\n    path: r\n    images:\n      - image: r.test/a\n"
+    "      - image: r.test/b\n        platforms: [PLATFORMS]",
+)
+
+
+def test_a_secret_build_arg_names_its_environment_variable_and_is_cached_by_name(
+    tmp_path, monkeypatch
+):
+    """The value is read when the image is built, never at load: the checked form (and its
+    cache, config-cache.json) holds the variable's name only."""
+    monkeypatch.setenv("NPM_TOKEN", "s3cret-value")
+    path = tmp_path / "repos.yaml"
+    path.write_text(IMAGE + "        build_args: {V: '1'}\n"
+                    "        secret_build_args: {TOKEN: NPM_TOKEN}\n")  # fmt: skip
+    cfg = config.load(path)
+    assert cfg.repos[0].images[0].secret_build_args == {"TOKEN": "NPM_TOKEN"}
+    assert cfg.repos[0].images[0].build_args == {"V": "1"}
+    synced(cfg)
+    assert config.load(path) == cfg
+    cached = (cfg.workspace / config_cache.CACHE).read_text()
+    assert "NPM_TOKEN" in cached and "s3cret" not in cached
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says"),
+    [
+        ("{TOKEN: [a]}", "secret_build_args.TOKEN", "expected a string"),
+        ("{TOKEN: 'npm token'}", "secret_build_args.TOKEN", "an environment variable name"),
+        ("{1X: NPM_TOKEN}", "secret_build_args.1X", "invalid name"),
+        ("{V: NPM_TOKEN}", "secret_build_args.V", "also in build_args"),
+        ("{PATH: NPM_TOKEN}", "secret_build_args.PATH", "the builder's own environment"),
+        ("{DOCKER_HOST: X}", "secret_build_args.DOCKER_HOST", "the builder's own environment"),
+    ],
+)
+def test_bad_secret_build_args_name_the_key(tmp_path, text, key, says):
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, IMAGE + f"        build_args: {{V: '1'}}\n"
+                                    f"        secret_build_args: {text}\n")  # fmt: skip
+    assert caught.value.key == f"repos[0].images[0].{key}"
+    assert says in caught.value.message
+
+
+def test_the_command_builder_refuses_secret_build_args(tmp_path):
+    """Its argv template would put the value on a command line (and in the build log)."""
+    text = IMAGE + "        secret_build_args: {TOKEN: NPM_TOKEN}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text + "builder: {kind: command, argv: [b, '{tag}']}\n")
+    assert caught.value.key == "repos[0].images[0].secret_build_args"
+    assert "builder.kind command" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "platform", ["riscv64", "amd64/v3", "s390x", "arm64/v9", "arm/v5", "arm64/v7"]
+)
+def test_a_platform_acr_does_not_build_is_refused_at_load(tmp_path, platform):
+    """PlatformProperties in the Tasks swagger: os Linux or Windows, architecture amd64, x86/386,
+    arm or arm64, variant v6, v7 or v8 (arm v6/v7, arm64 v8); nothing else reaches ACR."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, ACR_IMAGES.replace("PLATFORMS", f"linux/amd64, linux/{platform}"))
+    assert caught.value.key == "repos[0].images[1].platforms[1]"
+    assert caught.value.line == 7
+    assert "builder.kind acr" in caught.value.message
+    assert f"linux/{platform}" in caught.value.message
+
+
+def test_the_platforms_acr_builds_load_and_other_builders_take_any(tmp_path):
+    listed = "linux/amd64, linux/386, linux/arm/v6, linux/arm, linux/arm64/v8, windows/amd64"
+    cfg = load_text(tmp_path, ACR_IMAGES.replace("PLATFORMS", listed))
+    assert cfg.repos[0].images[1].platforms == (
+        "linux/amd64", "linux/386", "linux/arm/v6", "linux/arm/v7", "linux/arm64",
+        "windows/amd64",
+    )  # fmt: skip
+    other = ACR_IMAGES.replace("builder: {kind: acr}", "builder: {kind: buildah}")
+    cfg = load_text(tmp_path, other.replace("PLATFORMS", "linux/riscv64, linux/amd64/v3"))
+    assert cfg.repos[0].images[1].platforms == ("linux/riscv64", "linux/amd64/v3")
+
+
 def test_azure_alone_leaves_the_builder_as_it_is(tmp_path):
     """`azure:` also serves mirroring and webhooks; only builder.kind acr builds there."""
     cfg = load_text(tmp_path, ACR.replace("builder: {kind: acr}", "builder: {kind: docker}"))

@@ -548,6 +548,36 @@ def test_buildah_gets_no_file_from_outside_a_local_repository(fleet, tmp_path):
     assert set(files) == {"ctx/Dockerfile", "ctx/f"}  # no .git
 
 
+def test_buildah_gets_a_secret_build_arg_from_the_environment_and_nothing_keeps_it(
+    fleet, tmp_path, monkeypatch
+):
+    """Real buildah reads `--build-arg NAME` from its environment: the value arrives (a LABEL
+    shows it here), and no file graphbuild writes (logs, index.db, state.db, the config
+    cache) holds it."""
+    require("buildah")
+    value = "npm-token-4d1c8e"
+    monkeypatch.setenv("GB_TEST_SECRET_TOKEN", value)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "f").write_text("f\n")
+    (local / "Dockerfile").write_text("FROM scratch\nARG TOKEN\nLABEL seen=$TOKEN\nCOPY f /f\n")
+    f = fleet
+    storage = tmp_path / "buildah"
+    f.config["builder"] = {"kind": "buildah", "root": str(storage / "root"),
+                           "runroot": str(storage / "run")}  # fmt: skip
+    image = {**f.image("local", "app", "Dockerfile", "."),
+             "secret_build_args": {"TOKEN": "GB_TEST_SECRET_TOKEN"}}  # fmt: skip
+    f.repos({"name": "local", "path": str(local), "images": [image]})
+    run = f.run("sweep")
+    node = f"{f.host}/local/app:1"
+    assert outcomes(run) == {node: "succeeded"}
+    config_digest = f.manifest(node)["config"]["digest"]
+    blob = f.registry.http.get(f"/v2/local/app/blobs/{config_digest}").json()
+    assert blob["config"]["Labels"]["seen"] == value
+    for path in (f.root / ".graphbuild").rglob("*"):
+        assert not path.is_file() or value.encode() not in path.read_bytes(), path
+
+
 # ---------------------------------------------------------------- named build contexts
 
 

@@ -30,6 +30,9 @@ class BuildRequest:
     context: Path
     dockerfile: Path  # the pinned copy
     build_args: Mapping[str, str] = field(default_factory=dict)
+    # name -> value of the secret build args: given to the tool by environment (or marked
+    # secret to ACR), never on a command line, in a log or in this record's repr
+    secret_args: Mapping[str, str] = field(default_factory=dict, repr=False)
     target: str | None = None
     platforms: tuple[str, ...] = ()
     # named build contexts as `--build-context name=value` takes them: an image pinned by

@@ -11,12 +11,14 @@ slowest image. Package and API choice: docs/azure.md.
 
 from __future__ import annotations
 
+import base64
 import io
 import tarfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from graphbuild import acr_admin, extras, refs, retry
 from graphbuild.builders import BuildRequest
@@ -27,6 +29,18 @@ PINNED = ".graphbuild.Dockerfile"  # where the pinned Dockerfile goes in the upl
 TERMINAL = frozenset({"Succeeded", "Failed", "Canceled", "Error", "Timeout"})
 _TRANSIENT = frozenset({"Error"})  # the service failed, not the Dockerfile
 _QUEUE_GRACE = 3600.0  # seconds a run may wait for an agent, on top of its own timeout
+_MIB = 1024 * 1024
+# Azure Storage's largest Put Blob and Put Block bodies by service version, newest first; a
+# SAS request runs at the SAS's `sv` (an x-ms-version on it is ignored). docs/azure.md.
+_STORAGE_LIMITS = (
+    ("2019-12-12", 5000 * _MIB, 4000 * _MIB),
+    ("2016-05-31", 256 * _MIB, 100 * _MIB),
+    ("", 64 * _MIB, 4 * _MIB),
+)
+_STORAGE_VERSION = "2021-08-06"  # sent, and assumed, when the SAS names no `sv`
+_MAX_BLOCKS = 50_000  # blocks in one block blob
+SINGLE_PUT_MAX = 256 * _MIB  # above this, blocks: a failed request then costs one block
+BLOCK_SIZE = 64 * _MIB
 
 
 class Acr:
@@ -102,6 +116,9 @@ class Acr:
             log.write(f"ACR run {run_id} could not be cancelled: {acr_admin.first_line(err)}\n")
 
     def _schedule(self, client: Any, request: BuildRequest, names: list[str], log: Any) -> str:
+        """Upload, schedule, and the run id. scheduleRun answers 200 with the Run, or 202 as a
+        long-running operation (Location, Azure-AsyncOperation or both), which the SDK's ARM
+        poller follows to the Run: from Location, or from the status's `properties`."""
         from azure.core.exceptions import AzureError
         from azure.mgmt.containerregistry.v2019_06_01_preview import models
 
@@ -110,7 +127,9 @@ class Acr:
             image_names=names, is_push_enabled=True, no_cache=request.no_cache,
             docker_file_path=PINNED, target=request.target, timeout=int(self.timeout),
             arguments=[models.Argument(name=k, value=v, is_secret=False)
-                       for k, v in request.build_args.items()],
+                       for k, v in request.build_args.items()]
+                      + [models.Argument(name=k, value=v, is_secret=True)
+                         for k, v in request.secret_args.items()],
             platform=models.PlatformProperties(
                 os=platform[0].capitalize(), architecture=platform[1],
                 variant=platform[2] if len(platform) > 2 else None),
@@ -120,30 +139,79 @@ class Acr:
         try:
             build.source_location = self._upload(client, request)
             poller = client.registries.begin_schedule_run(self.group, self.registry, build)
-            run = poller.result()
-        except AzureError as err:
+        except AzureError as err:  # refused: no run was made, so a retry makes just one
             message = f"acr {request.image}: {acr_admin.first_line(err)}"
             raise CommandFailed(message, transient=acr_admin.transient(err)) from None
+        try:
+            run = poller.result()
+        except AzureError as err:  # accepted, then not followed: the run may exist
+            why = f"its operation could not be followed ({acr_admin.first_line(err)})"
+            raise self._untracked(request, why) from None
+        if run is None or not run.run_id:  # a 202 whose operation gave no Run: it may build
+            raise self._untracked(request, "its answers named no run id")
         log.write(f"ACR run {run.run_id} on {self.registry}: {', '.join(names)}\n")
         log.flush()
         return str(run.run_id)
 
+    def _untracked(self, request: BuildRequest, why: str) -> CommandFailed:
+        """A run ACR accepted but graphbuild cannot follow: it may be building, so it is not
+        retried (a retry would schedule a second run)."""
+        return CommandFailed(f"acr {request.image}: ACR accepted the run, but {why}; not "
+                             "retried, as that could build it twice (az acr task list-runs -r "
+                             f"{self.registry} shows it)", transient=False)  # fmt: skip
+
     def _upload(self, client: Any, request: BuildRequest) -> str:
-        """The context and the pinned Dockerfile as a tar.gz in the registry's source blob."""
+        """The context and the pinned Dockerfile as a tar.gz in the registry's source blob:
+        one Put Blob, or above SINGLE_PUT_MAX (or the version's limit) Put Block + Put Block
+        List. A body over Azure's limit is refused for good, with its size."""
         import httpx
 
         target = client.registries.get_build_source_upload_url(self.group, self.registry)
+        url, data = str(target.upload_url), _pack(request.context, request.dockerfile)
+        version = (parse_qs(urlsplit(url).query).get("sv") or [_STORAGE_VERSION])[0]
+        put_max, block_max = next((p, b) for v, p, b in _STORAGE_LIMITS if version >= v)
+        block = min(block_max, BLOCK_SIZE)
         try:
-            answer = httpx.put(target.upload_url, headers={"x-ms-blob-type": "BlockBlob"},
-                               content=_pack(request.context, request.dockerfile),
-                               verify=self.verify, timeout=300)  # fmt: skip
+            with httpx.Client(verify=self.verify, timeout=300,
+                              headers={"x-ms-version": version}) as http:  # fmt: skip
+                if len(data) <= min(put_max, SINGLE_PUT_MAX):
+                    answer = http.put(url, headers={"x-ms-blob-type": "BlockBlob"}, content=data)
+                    self._uploaded(request, answer, len(data))
+                    return str(target.relative_path)
+                if len(data) > block * _MAX_BLOCKS:
+                    raise CommandFailed(f"acr {request.image}: the source is {len(data)} bytes "
+                                        f"(tar.gz), more than {_MAX_BLOCKS} blocks of {block} "
+                                        "bytes")  # fmt: skip
+                ids: list[str] = []
+                for at in range(0, len(data), block):
+                    ids.append(base64.b64encode(f"{len(ids):08d}".encode()).decode())
+                    where = httpx.URL(url).copy_merge_params({"comp": "block",
+                                                              "blockid": ids[-1]})  # fmt: skip
+                    answer = http.put(where, content=data[at : at + block])
+                    self._uploaded(request, answer, len(data))
+                listed = "".join(f"<Latest>{i}</Latest>" for i in ids)
+                answer = http.put(httpx.URL(url).copy_merge_params({"comp": "blocklist"}),
+                                  content=f'<?xml version="1.0" encoding="utf-8"?>'
+                                          f"<BlockList>{listed}</BlockList>")  # fmt: skip
+                self._uploaded(request, answer, len(data))
         except httpx.HTTPError as err:  # its text would hold the upload URL's signature
             raise CommandFailed(f"acr {request.image}: source upload failed "
                                 f"({type(err).__name__})", transient=True) from None  # fmt: skip
-        if answer.status_code >= 300:
-            raise CommandFailed(f"acr {request.image}: source upload refused "
-                                f"({answer.status_code})", transient=True)  # fmt: skip
         return str(target.relative_path)
+
+    @staticmethod
+    def _uploaded(request: BuildRequest, answer: Any, size: int) -> None:
+        """A refused upload request: too large is for good; others (an expired or refused
+        signature, a server error) may pass with a new upload URL."""
+        if answer.status_code < 300:
+            return
+        code = answer.headers.get("x-ms-error-code") or str(answer.status_code)
+        if answer.status_code == 413 or code == "RequestBodyTooLarge":
+            raise CommandFailed(f"acr {request.image}: source upload refused: the context is "
+                                f"{size} bytes (tar.gz), more than Azure Storage takes in one "
+                                f"request ({code})", transient=False)  # fmt: skip
+        raise CommandFailed(f"acr {request.image}: source upload refused "
+                            f"({answer.status_code} {code})", transient=True)  # fmt: skip
 
     def _follow(self, client: Any, run_id: str, log: Path, cancel: threading.Event) -> Any:
         """Poll the run to a terminal state, copying its log as it grows, then the log's end.

@@ -32,6 +32,8 @@ class Buildah:
                 "-f", str(request.dockerfile), *_plain(request.insecure_pull)]  # fmt: skip
         for key, value in request.build_args.items():
             argv += ["--build-arg", f"{key}={value}"]
+        for key in request.secret_args:  # no value: buildah reads it from its environment
+            argv += ["--build-arg", key]
         if request.target:
             argv += ["--target", request.target]
         for name, value in request.contexts.items():
@@ -52,7 +54,13 @@ class Buildah:
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
         multi = len(request.platforms) > 1
         try:
-            run(self.bud_argv(request), request.log, cancel, f"buildah bud {request.image}")
+            run(
+                self.bud_argv(request),
+                request.log,
+                cancel,
+                f"buildah bud {request.image}",
+                env=request.secret_args,
+            )
             return self._push(request, cancel)
         finally:
             if multi:  # a later build must start a new list, not add to this one

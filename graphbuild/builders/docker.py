@@ -30,6 +30,8 @@ class Docker:
             argv += ["--tag", tag]
         for key, value in request.build_args.items():
             argv += ["--build-arg", f"{key}={value}"]
+        for key in request.secret_args:  # no value: docker reads it from its environment
+            argv += ["--build-arg", key]
         if request.target:
             argv += ["--target", request.target]
         if request.platforms:
@@ -47,9 +49,8 @@ class Docker:
     def build(self, request: BuildRequest, cancel: threading.Event) -> str:
         metadata = request.log.with_suffix(".metadata.json")
         metadata.unlink(missing_ok=True)  # an earlier attempt's digest is not this one's
-        run(
-            self.argv(request, str(metadata)), request.log, cancel, f"docker buildx {request.image}"
-        )
+        run(self.argv(request, str(metadata)), request.log, cancel,
+            f"docker buildx {request.image}", env=request.secret_args)  # fmt: skip
         try:
             digest = json.loads(metadata.read_text())["containerimage.digest"]
         except (OSError, ValueError, KeyError) as err:
