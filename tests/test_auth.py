@@ -1,0 +1,175 @@
+"""Registry sign-in (registry/auth.py) against real token servers: ACR's Entra ID exchange,
+token lifetimes read from the tokens, and the exchange's errors.
+
+The Entra ID token comes from the real azure-identity, asking a managed-identity endpoint on
+loopback (as App Service serves it); the ACR side is the test token server of servers.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from graphbuild import retry
+from graphbuild.registry.auth import AcrAuth, AuthError, AuthUnavailable, token_lifetime
+
+from .servers import ManagedIdentity, TokenServer
+
+SCOPE = "repository:team/app0:pull"
+
+
+@dataclass
+class Acr:
+    tokens: TokenServer
+    identity: ManagedIdentity
+    http: httpx.Client
+
+    def auth(self) -> AcrAuth:
+        """A fresh sign-in to the token server, as after a registry's first challenge."""
+        auth = AcrAuth(self.http, lambda: None, plain="127.0.0.1", deadline=10)
+        auth.backoff = retry.Backoff(0.01)
+        challenge = f'Bearer realm="{self.tokens.realm}",service="{TokenServer.SERVICE}"'
+        auth.challenged(challenge, SCOPE)
+        return auth
+
+    def exchanges(self) -> int:
+        return sum("exchange" in request for request in self.tokens.requests)
+
+
+@pytest.fixture
+def acr(tmp_path, monkeypatch) -> Iterator[Acr]:
+    tokens = TokenServer(
+        tmp_path / "tokens", path="/oauth2/token", entra_token="entra-xyz", field="access_token"
+    ).start()
+    identity = ManagedIdentity("entra-xyz").start()
+    for name in [k for k in os.environ if k.startswith(("AZURE_", "IDENTITY_", "MSI_"))]:
+        monkeypatch.delenv(name)
+    for name, value in identity.environment().items():
+        monkeypatch.setenv(name, value)
+    try:
+        with httpx.Client() as http:
+            yield Acr(tokens, identity, http)
+    finally:
+        tokens.stop()
+        identity.stop()
+
+
+# ---------------------------------------------------------------- lifetimes
+
+
+@pytest.mark.parametrize(("expires_in", "exp", "kept"), [
+    (None, 3600, (3000, 3600)),  # ACR's /oauth2/token: no expires_in, the JWT's exp says it
+    (300, 3600, (240, 300)),  # the distribution spec's expires_in, when sent, is the answer
+])  # fmt: skip
+def test_an_access_token_is_kept_as_long_as_it_says(acr, expires_in, exp, kept):
+    acr.tokens.expires_in, acr.tokens.lifetime = expires_in, exp
+    auth = acr.auth()
+    assert auth.header(SCOPE).startswith("Bearer ")
+    left = auth.tokens[SCOPE][1] - time.monotonic()
+    assert kept[0] < left <= kept[1]
+    auth.header(SCOPE)
+    grants = [r for r in acr.tokens.requests if r.get("grant") == "refresh_token"]
+    assert len(grants) == 1 and acr.exchanges() == 1
+
+
+def test_the_refresh_token_is_exchanged_again_by_its_own_exp(acr):
+    acr.tokens.refresh_lifetime = 600
+    auth = acr.auth()
+    auth.credentials()
+    assert auth._refresh is not None
+    assert 400 < auth._refresh[1] - time.monotonic() <= 600
+
+
+def _jwt(payload: bytes) -> str:
+    part = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    return f"eyJhbGciOiJFUzI1NiJ9.{part}.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize("token", [
+    "", "opaque-token", "a.b.c", "a.!!!.c", _jwt(b"not json"), _jwt(b"[1, 2]"),
+    _jwt(b'{"exp": "soon"}'), _jwt(b'{"exp": true}'), _jwt(b'{"exp": 1e400}'),
+    _jwt(b'{"exp": NaN}'), _jwt(b'{"exp": ' + b"9" * 5000 + b"}"), _jwt(b'{"exp": 12}'),
+    _jwt(b'{"exp": ' + b"[" * 100000 + b"]" * 100000 + b"}"), _jwt(b"\xff\xfe"),
+])  # fmt: skip
+def test_a_token_that_is_not_a_jwt_with_a_usable_exp_gets_a_short_life(token):
+    """graphbuild is the client, not the verifier: it reads `exp` only to know when to renew,
+    and whatever the token holds, it renews soon rather than never, and does not crash."""
+    assert token_lifetime(token) == 60
+
+
+def test_a_jwt_exp_past_a_day_is_renewed_daily():
+    far = json.dumps({"exp": int(time.time()) + 10 * 24 * 3600}).encode()
+    assert token_lifetime(_jwt(far)) == 24 * 3600
+    near = json.dumps({"exp": int(time.time()) + 1800}).encode()
+    assert 1790 < token_lifetime(_jwt(near)) <= 1800
+    assert token_lifetime(_jwt(near), expires_in=120) == 120
+    assert token_lifetime("opaque", expires_in="300") == 300
+    assert token_lifetime("opaque", expires_in=float("inf")) == 24 * 3600
+
+
+# ---------------------------------------------------------------- exchange errors
+
+
+def test_a_throttled_then_failing_exchange_is_tried_again(acr):
+    acr.tokens.exchange_faults.extend([(429, {"Retry-After": "1"}), (503, {})])
+    auth = acr.auth()
+    started = time.monotonic()
+    assert auth.credentials().identity_token
+    assert time.monotonic() - started >= 0.9  # the Retry-After was waited for
+    assert acr.exchanges() == 3
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_exchange_names_the_role_and_is_not_tried_again(acr, status):
+    acr.tokens.exchange_faults.append((status, {}))
+    with pytest.raises(AuthError, match="AcrPull") as refused:
+        acr.auth().credentials()
+    assert not isinstance(refused.value, AuthUnavailable)
+    assert acr.exchanges() == 1
+
+
+def test_an_exchange_that_keeps_failing_is_unavailable_not_refused(acr):
+    acr.tokens.exchange_faults.extend([(500, {})] * 10)
+    auth = acr.auth()
+    auth.tries = 3
+    with pytest.raises(AuthUnavailable, match="answered 500") as failed:
+        auth.credentials()
+    assert "AcrPull" not in str(failed.value)
+    assert acr.exchanges() == 3
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fault", [None, 403])
+def test_concurrent_first_requests_make_one_exchange(acr, fault):
+    """Threads that need the refresh token at once wait for the one exchange in flight and
+    share its result, the token or the refusal."""
+    acr.tokens.exchange_delay = 0.5
+    if fault:
+        acr.tokens.exchange_faults.append((fault, {}))
+    auth = acr.auth()
+    start = threading.Barrier(8)
+    results: list[object] = []
+
+    def first() -> None:
+        start.wait()
+        try:
+            results.append(auth.credentials().identity_token)
+        except AuthError as err:
+            results.append(str(err))
+
+    threads = [threading.Thread(target=first) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert acr.exchanges() == 1
+    assert len(results) == 8 and len(set(results)) == 1
+    assert ("AcrPull" in str(results[0])) == bool(fault)
