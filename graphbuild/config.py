@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from graphbuild import config_cache, platforms, refs, schema
+from graphbuild import clouds, config_cache, platforms, refs, schema
 from graphbuild.errors import ConfigError, InvalidReference, UnsafeURL
 from graphbuild.schema import (
     POSITION,
@@ -266,6 +266,13 @@ def _https(r: Reader, value: Any, where: Where) -> str:
     return url
 
 
+def _cloud(r: Reader, value: Any, where: Where) -> str:
+    name = string(r, value, where)
+    if name not in clouds.CLOUDS:
+        raise r.fail(where, "expected public, china or usgovernment")
+    return name
+
+
 def _auth(r: Reader, value: Any, where: Where) -> str:
     auth = string(r, value, where)
     if auth not in ("auto", "anonymous", "basic", "acr"):
@@ -395,16 +402,30 @@ class AzureSpec:
     registry: str = field(metadata=read(_acr_name, missing=_NAMED))  # the resource's name
     # else $AZURE_SUBSCRIPTION_ID
     subscription: str | None = field(default=None, metadata=read(string))
-    # else <registry>.azurecr.io
+    # else <registry>.azurecr.io (.cn, .us in the other clouds)
     login_server: str | None = field(default=None, metadata=read(string))
-    # Azure Resource Manager (other clouds)
-    endpoint: str = field(default="https://management.azure.com", metadata=read(_https))
+    # public | china | usgovernment; else the login server's suffix says, else public
+    cloud: str | None = field(default=None, metadata=read(_cloud))
+    # Azure Resource Manager; the public one's is the default of every cloud (see `arm`)
+    endpoint: str = field(default=clouds.PUBLIC.arm, metadata=read(_https))
     # trusted instead of the system's CAs (a TLS proxy, tests)
     ca_bundle: str | None = field(default=None, metadata=read(beside_text))
 
     @property
+    def cloud_settings(self) -> clouds.Cloud:
+        """Its cloud's Entra ID authority, ACR audience and Resource Manager."""
+        if self.cloud:
+            return clouds.CLOUDS[self.cloud]
+        return (self.login_server and clouds.of(self.login_server)) or clouds.PUBLIC
+
+    @property
+    def arm(self) -> str:
+        """Resource Manager: `endpoint` when it is set to another, else the cloud's own."""
+        return self.cloud_settings.arm if self.endpoint == clouds.PUBLIC.arm else self.endpoint
+
+    @property
     def server(self) -> str:
-        return self.login_server or f"{self.registry}.azurecr.io"
+        return self.login_server or f"{self.registry}{self.cloud_settings.suffix}"
 
 
 _FINDING = "an accepted finding needs id and until"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socketserver
 import threading
 import time
 from collections.abc import Iterator
@@ -17,11 +18,15 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from azure.core.exceptions import ClientAuthenticationError
 
-from graphbuild import retry
+from graphbuild import acr_admin, clouds, config, pipeline, retry
+from graphbuild.config import AzureSpec
 from graphbuild.registry.auth import AcrAuth, AuthError, AuthUnavailable, token_lifetime
 
+from .oci import LocalRegistry
 from .servers import ManagedIdentity, TokenServer
+from .site import require
 
 SCOPE = "repository:team/app0:pull"
 
@@ -173,3 +178,114 @@ def test_concurrent_first_requests_make_one_exchange(acr, fault):
     assert acr.exchanges() == 1
     assert len(results) == 8 and len(set(results)) == 1
     assert ("AcrPull" in str(results[0])) == bool(fault)
+
+
+# ---------------------------------------------------------------- clouds
+
+
+@pytest.mark.parametrize(("host", "cloud"), [
+    ("myacr.azurecr.io", clouds.PUBLIC), ("myacr.azurecr.cn", clouds.CHINA),
+    ("MyAcr.AzureCR.US", clouds.US_GOVERNMENT), ("myacr.azurecr.us:443", clouds.US_GOVERNMENT),
+    ("acr.example.com", None), ("azurecr.cn.example.com", None), ("127.0.0.1:5000", None),
+])  # fmt: skip
+def test_a_login_server_names_its_cloud(host, cloud):
+    assert clouds.of(host) == cloud
+
+
+@pytest.mark.parametrize(("cloud", "audience"), [
+    (None, "https://containerregistry.azure.net"),
+    (clouds.CHINA, "https://containerregistry.azure.cn"),
+    (clouds.US_GOVERNMENT, "https://containerregistry.azure.us"),
+])  # fmt: skip
+def test_the_entra_token_is_for_the_registry_clouds_acr_audience(acr, cloud, audience):
+    auth = acr.auth()
+    auth.cloud = cloud
+    assert auth.credentials().identity_token
+    assert acr.identity.requests == [audience]
+
+
+class _Connects(socketserver.ThreadingTCPServer):
+    """An https proxy that turns every CONNECT away, noting the host it was asked for."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Connect)
+        self.hosts: list[str] = []
+
+
+class _Connect(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        self.server.hosts.append(self.rfile.readline().decode().split()[1])
+        self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize(("cloud", "authority"), [
+    (clouds.CHINA, "login.chinacloudapi.cn:443"),
+    (clouds.US_GOVERNMENT, "login.microsoftonline.us:443"),
+    (None, "login.microsoftonline.com:443"),
+])  # fmt: skip
+def test_entra_id_is_asked_in_the_registry_cloud(acr, monkeypatch, cloud, authority):
+    """A service principal in the environment signs in at its cloud's Entra ID: the real
+    azure-identity goes through an https proxy that notes where it goes (and lets it go
+    nowhere, so the sign-in fails, as a refusal)."""
+    proxy = _Connects()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    for name in ["IDENTITY_ENDPOINT", "IDENTITY_HEADER", "NO_PROXY", "no_proxy"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000002")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-a-secret")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    auth = acr.auth()
+    auth.cloud = cloud
+    try:
+        with pytest.raises(AuthError, match="no Azure credential for ACR"):
+            auth.credentials()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert proxy.hosts and set(proxy.hosts) == {authority}
+    assert acr.exchanges() == 0
+
+
+def test_the_registry_client_signs_in_to_the_cloud_azure_cloud_names(acr, tmp_path):
+    """`azure.cloud` reaches the sign-in to a login server whose name says no cloud."""
+    require("docker-registry")
+    plain = LocalRegistry(tmp_path / "reg").start()
+    plain.image("team/app0", "1")
+    plain.stop()
+    reg = LocalRegistry(tmp_path / "reg", auth=acr.tokens.registry_auth()).start()
+    (tmp_path / "repos.yaml").write_text(
+        f"repos: []\nregistries:\n  '{reg.host}': {{auth: acr, insecure: true}}\n"
+        f"azure: {{resource_group: rg, registry: myacr, login_server: '{reg.host}', "
+        "cloud: china}\n"
+    )
+    try:
+        with pipeline.registry_for(config.load(tmp_path / "repos.yaml")) as r:
+            answer = r.resolve(f"{reg.host}/team/app0:1")
+    finally:
+        reg.stop()
+    assert answer.digest.startswith("sha256:")
+    assert acr.identity.requests == ["https://containerregistry.azure.cn"]
+
+
+def test_resource_manager_calls_sign_in_in_the_azure_cloud(acr, monkeypatch, tmp_path):
+    """The management client (builds, imports, webhooks) signs in at the Entra ID of
+    `azure.cloud`, for its Resource Manager."""
+    proxy = _Connects()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    for name in ["IDENTITY_ENDPOINT", "IDENTITY_HEADER", "NO_PROXY", "no_proxy"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000002")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-a-secret")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    spec = AzureSpec("rg", "myacr", subscription="sub", cloud="usgovernment")
+    try:
+        with pytest.raises(ClientAuthenticationError):
+            acr_admin.client(spec).registries.get("rg", "myacr")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert set(proxy.hosts) == {"login.microsoftonline.us:443"}
