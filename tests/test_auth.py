@@ -132,6 +132,17 @@ def test_a_throttled_then_failing_exchange_is_tried_again(acr):
     assert acr.exchanges() == 3
 
 
+def test_an_exchange_that_asks_to_wait_too_long_is_unavailable_at_once(acr):
+    """A Retry-After past what graphbuild waits (60 s) is not waited for, nor taken as a
+    refusal."""
+    acr.tokens.exchange_faults.append((503, {"Retry-After": "3600"}))
+    auth = acr.auth()
+    auth.backoff = retry.Backoff(0.01, most=60)
+    with pytest.raises(AuthUnavailable, match="answered 503; the next try would be too late"):
+        auth.credentials()
+    assert acr.exchanges() == 1
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_refused_exchange_names_the_role_and_is_not_tried_again(acr, status):
     acr.tokens.exchange_faults.append((status, {}))

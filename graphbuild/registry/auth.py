@@ -426,12 +426,13 @@ class AcrAuth(HostAuth):
                 raise retry.Again(f"answered {response.status}", wait=wait)
             return response
 
+        until = time.monotonic() + EXCHANGE_PATIENCE  # and never past the check's deadline
+        until = min(until, http.deadline_at() or until)
         try:
-            response = retry.call(attempt, tries=self.tries, backoff=self.backoff,
-                                  until=time.monotonic() + EXCHANGE_PATIENCE)  # fmt: skip
+            response = retry.call(attempt, tries=self.tries, backoff=self.backoff, until=until)
         except retry.Late as late:
-            raise AuthUnavailable(f"ACR's token exchange {late.last.why}, and asks to wait "
-                                  "longer than graphbuild does") from None  # fmt: skip
+            raise AuthUnavailable(f"ACR's token exchange {late.last.why}; the next try would "
+                                  "be too late") from None  # fmt: skip
         except retry.Again as last:
             raise AuthUnavailable(f"ACR's token exchange {last.why} ({self.tries} tries)") from None
         if response.status in (401, 403):
