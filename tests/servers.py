@@ -90,8 +90,9 @@ class TokenServer(_Server):
         # token into a refresh token
         self.path, self.entra_token, self.grant = path, entra_token, grant
         self.refresh_tokens = {"identity-token-for-tests"}
-        # ACR's /oauth2/token sends no expires_in (None): the token's own `exp` says it
-        self.expires_in: int | None = 300
+        # ACR's /oauth2/token sends no expires_in (None; its data-plane swagger's AccessToken
+        # has access_token alone): the token's own `exp` says it
+        self.expires_in: int | None = None if path == "/oauth2/token" else 300
         self.lifetime = 300  # seconds to the `exp` of the tokens it issues
         self.refresh_lifetime = 3 * 3600  # and of the exchange's refresh tokens (ACR: 3 h)
         # answers /oauth2/exchange gives instead, one per request: (status, headers)
