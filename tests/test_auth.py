@@ -21,7 +21,8 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
 from graphbuild import acr_admin, clouds, config, pipeline, retry
-from graphbuild.config import AzureSpec
+from graphbuild.config import AzureSpec, RegistrySpec
+from graphbuild.registry import DENIED, UNREACHABLE, Registry
 from graphbuild.registry.auth import AcrAuth, AuthError, AuthUnavailable, token_lifetime
 
 from .oci import LocalRegistry
@@ -231,15 +232,10 @@ class _Connect(socketserver.StreamRequestHandler):
         self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
 
 
-@pytest.mark.parametrize(("cloud", "authority"), [
-    (clouds.CHINA, "login.chinacloudapi.cn:443"),
-    (clouds.US_GOVERNMENT, "login.microsoftonline.us:443"),
-    (None, "login.microsoftonline.com:443"),
-])  # fmt: skip
-def test_entra_id_is_asked_in_the_registry_cloud(acr, monkeypatch, cloud, authority):
-    """A service principal in the environment signs in at its cloud's Entra ID: the real
-    azure-identity goes through an https proxy that notes where it goes (and lets it go
-    nowhere, so the sign-in fails, as a refusal)."""
+@pytest.fixture
+def service_principal(acr, monkeypatch) -> Iterator[_Connects]:
+    """A service principal in the environment, and an https proxy that notes where
+    azure-identity goes to sign it in (and lets it go nowhere, so the sign-in fails)."""
     proxy = _Connects()
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     for name in ["IDENTITY_ENDPOINT", "IDENTITY_HEADER", "NO_PROXY", "no_proxy"]:
@@ -248,25 +244,58 @@ def test_entra_id_is_asked_in_the_registry_cloud(acr, monkeypatch, cloud, author
     monkeypatch.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000002")
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-a-secret")
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
-    auth = acr.auth()
-    auth.cloud = cloud
     try:
-        with pytest.raises(AuthError, match="no Azure credential for ACR"):
-            auth.credentials()
+        yield proxy
     finally:
         proxy.shutdown()
         proxy.server_close()
-    assert proxy.hosts and set(proxy.hosts) == {authority}
+
+
+@pytest.mark.parametrize(("cloud", "authority"), [
+    (clouds.CHINA, "login.chinacloudapi.cn:443"),
+    (clouds.US_GOVERNMENT, "login.microsoftonline.us:443"),
+    (None, "login.microsoftonline.com:443"),
+])  # fmt: skip
+def test_entra_id_is_asked_in_the_registry_cloud(acr, service_principal, cloud, authority):
+    auth = acr.auth()
+    auth.cloud = cloud
+    with pytest.raises(AuthError, match="no Azure credential for ACR"):
+        auth.credentials()
+    assert service_principal.hosts and set(service_principal.hosts) == {authority}
     assert acr.exchanges() == 0
 
 
-def test_the_registry_client_signs_in_to_the_cloud_azure_cloud_names(acr, tmp_path):
-    """`azure.cloud` reaches the sign-in to a login server whose name says no cloud."""
+def _registry(acr: Acr, tmp_path) -> LocalRegistry:
+    """A real registry holding team/app0:1, behind the ACR-shaped token server."""
     require("docker-registry")
     plain = LocalRegistry(tmp_path / "reg").start()
     plain.image("team/app0", "1")
     plain.stop()
-    reg = LocalRegistry(tmp_path / "reg", auth=acr.tokens.registry_auth()).start()
+    return LocalRegistry(tmp_path / "reg", auth=acr.tokens.registry_auth()).start()
+
+
+@pytest.mark.parametrize(("fault", "kind", "words"), [
+    (503, UNREACHABLE, "ACR's token exchange answered 503 (2 tries)"),
+    (403, DENIED, "does the identity have the AcrPull role"),
+])  # fmt: skip
+def test_a_reference_behind_a_failing_exchange_is_unreachable_and_a_refused_one_denied(
+    acr, tmp_path, fault, kind, words
+):
+    reg = _registry(acr, tmp_path)
+    acr.tokens.exchange_faults.extend([(fault, {})] * 10)
+    spec = RegistrySpec(reg.host, insecure=True, auth="acr")
+    try:
+        with Registry({reg.host: spec}, retries=1, backoff=0.01) as r:
+            answer = r.resolve(f"{reg.host}/team/app0:1")
+    finally:
+        reg.stop()
+    assert answer.kind == kind and words in answer.message
+    assert acr.exchanges() == (2 if fault == 503 else 1)
+
+
+def test_the_registry_client_signs_in_to_the_cloud_azure_cloud_names(acr, tmp_path):
+    """`azure.cloud` reaches the sign-in to a login server whose name says no cloud."""
+    reg = _registry(acr, tmp_path)
     (tmp_path / "repos.yaml").write_text(
         f"repos: []\nregistries:\n  '{reg.host}': {{auth: acr, insecure: true}}\n"
         f"azure: {{resource_group: rg, registry: myacr, login_server: '{reg.host}', "
@@ -281,22 +310,10 @@ def test_the_registry_client_signs_in_to_the_cloud_azure_cloud_names(acr, tmp_pa
     assert acr.identity.requests == ["https://containerregistry.azure.cn"]
 
 
-def test_resource_manager_calls_sign_in_in_the_azure_cloud(acr, monkeypatch, tmp_path):
+def test_resource_manager_calls_sign_in_in_the_azure_cloud(service_principal):
     """The management client (builds, imports, webhooks) signs in at the Entra ID of
     `azure.cloud`, for its Resource Manager."""
-    proxy = _Connects()
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    for name in ["IDENTITY_ENDPOINT", "IDENTITY_HEADER", "NO_PROXY", "no_proxy"]:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000001")
-    monkeypatch.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000002")
-    monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-a-secret")
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
     spec = AzureSpec("rg", "myacr", subscription="sub", cloud="usgovernment")
-    try:
-        with pytest.raises(ClientAuthenticationError):
-            acr_admin.client(spec).registries.get("rg", "myacr")
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-    assert set(proxy.hosts) == {"login.microsoftonline.us:443"}
+    with pytest.raises(ClientAuthenticationError):
+        acr_admin.client(spec).registries.get("rg", "myacr")
+    assert set(service_principal.hosts) == {"login.microsoftonline.us:443"}
