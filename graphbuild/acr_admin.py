@@ -37,16 +37,23 @@ def subscription(spec: AzureSpec) -> str:
     return found
 
 
-def client(spec: AzureSpec, api_version: str | None = None, credential: Any = None) -> Any:
-    """A ContainerRegistryManagementClient for `spec`'s subscription."""
+def identity(spec: AzureSpec) -> Any:
+    """DefaultAzureCredential, signing in at the Entra ID of `spec`'s cloud."""
     from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(authority=spec.cloud_settings.authority)
+
+
+def client(spec: AzureSpec, api_version: str | None = None, credential: Any = None) -> Any:
+    """A ContainerRegistryManagementClient for `spec`'s subscription, on its cloud's
+    Resource Manager."""
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
     options: dict[str, Any] = {"api_version": api_version} if api_version else {}
     return ContainerRegistryManagementClient(
-        credential or DefaultAzureCredential(), subscription(spec), base_url=spec.endpoint,
+        credential or identity(spec), subscription(spec), base_url=spec.arm,
         connection_verify=spec.ca_bundle or True,
-        credential_scopes=[f"{spec.endpoint.rstrip('/')}/.default"],
+        credential_scopes=[f"{spec.arm.rstrip('/')}/.default"],
         polling_interval=2,  # when Azure sends no Retry-After: imports take seconds, not 30
         **options,
     )  # fmt: skip

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from graphbuild import config_cache, platforms, refs, schema
+from graphbuild import clouds, config_cache, platforms, refs, schema
 from graphbuild.errors import ConfigError, InvalidReference, UnsafeURL
 from graphbuild.schema import (
     POSITION,
@@ -77,7 +77,7 @@ _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git chec
 # wasip1, and wasi, which Docker's Wasm builds target (`--platform wasi/wasm`)
 _TARGET_OS = platforms.KNOWN_OS | {"wasi", "wasip1"}
 # The login servers of ACR in Azure's clouds (public, China, US Government)
-ACR_DOMAINS = (".azurecr.io", ".azurecr.cn", ".azurecr.us")
+ACR_DOMAINS = clouds.SUFFIXES  # login servers on these are an ACR registry's own
 
 
 # -- checks of one value that are repos.yaml's own
@@ -304,6 +304,13 @@ def _https(r: Reader, value: Any, where: Where) -> str:
     return url
 
 
+def _cloud(r: Reader, value: Any, where: Where) -> str:
+    name = string(r, value, where)
+    if name not in clouds.CLOUDS:
+        raise r.fail(where, "expected public, china or usgovernment")
+    return name
+
+
 def _auth(r: Reader, value: Any, where: Where) -> str:
     auth = string(r, value, where)
     if auth not in ("auto", "anonymous", "basic", "acr"):
@@ -509,10 +516,12 @@ class AzureSpec:
     registry: str = field(metadata=read(_acr_name, missing=_NAMED))  # the resource's name
     # else $AZURE_SUBSCRIPTION_ID
     subscription: str | None = field(default=None, metadata=read(string))
-    # else <registry>.azurecr.io
+    # else <registry>.azurecr.io (.cn, .us in the other clouds)
     login_server: str | None = field(default=None, metadata=read(_login_server))
-    # Azure Resource Manager (other clouds)
-    endpoint: str = field(default="https://management.azure.com", metadata=read(_https))
+    # public | china | usgovernment; else the login server's suffix says, else public
+    cloud: str | None = field(default=None, metadata=read(_cloud))
+    # Azure Resource Manager; the public one's is the default of every cloud (see `arm`)
+    endpoint: str = field(default=clouds.PUBLIC.arm, metadata=read(_https))
     # trusted instead of the system's CAs (a TLS proxy, tests)
     ca_bundle: str | None = field(default=None, metadata=read(beside_text))
     # registry host -> how ACR logs in there, for builds (`credentials`) and imports
@@ -521,8 +530,20 @@ class AzureSpec:
     )
 
     @property
+    def cloud_settings(self) -> clouds.Cloud:
+        """Its cloud's Entra ID authority, ACR audience and Resource Manager."""
+        if self.cloud:
+            return clouds.CLOUDS[self.cloud]
+        return (self.login_server and clouds.of(self.login_server)) or clouds.PUBLIC
+
+    @property
+    def arm(self) -> str:
+        """Resource Manager: `endpoint` when it is set to another, else the cloud's own."""
+        return self.cloud_settings.arm if self.endpoint == clouds.PUBLIC.arm else self.endpoint
+
+    @property
     def server(self) -> str:
-        return self.login_server or f"{self.registry}.azurecr.io"
+        return self.login_server or f"{self.registry}{self.cloud_settings.suffix}"
 
 
 _FINDING = "an accepted finding needs id and until"

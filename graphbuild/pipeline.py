@@ -91,7 +91,7 @@ def check(config: Config, g: nx.DiGraph[str], concurrency: int = 16) -> detect.C
     try:
         with (
             State(config.workspace) as state,
-            Registry(config.registries, concurrency=concurrency) as registry,
+            registry_for(config, concurrency=concurrency) as registry,
         ):
             checked = detect.check(g, registry, state, config.mirrors, config.check_timeout)
             say_unreachable(registry)
@@ -101,6 +101,14 @@ def check(config: Config, g: nx.DiGraph[str], concurrency: int = 16) -> detect.C
         if not (getattr(err, "sqlite_errorname", "") or "").startswith("SQLITE_BUSY"):
             raise  # damaged, read-only, full: the workspace guard says what to do
         raise errors.GraphbuildError(f"{config.workspace / workspace.STATE}: {err}") from None
+
+
+def registry_for(config: Config, concurrency: int = 16) -> Registry:
+    """The registry client for `config`: its `registries:`, and the cloud of `azure:`'s
+    registry, which a login server on a custom domain does not say by its name."""
+    azure = config.azure
+    clouds = {azure.server: azure.cloud_settings} if azure else {}
+    return Registry(config.registries, concurrency=concurrency, clouds=clouds)
 
 
 def say_unreachable(registry: Registry) -> None:
@@ -152,7 +160,7 @@ def mirror(config: Config, g: nx.DiGraph[str], dry_run: bool) -> Mirrored:
     externals = [node for node, data in graph.node_items(g) if data["kind"] == indexdb.EXTERNAL]
     pairs = {node: target for node in externals if (target := refs.mirrored(node, config.mirrors))}
     wanted = {ref: () for pair in pairs.items() for ref in pair}  # both sides, once each
-    with Registry(config.registries) as registry:
+    with registry_for(config) as registry:
         answers = registry.resolve_all(wanted, timeout=config.check_timeout)
         say_unreachable(registry)
     digests = {ref: a.digest if isinstance(a, Resolved) else None for ref, a in answers.items()}

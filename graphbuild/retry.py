@@ -14,6 +14,7 @@ would cost more than it saves.
 
 from __future__ import annotations
 
+import email.utils
 import math
 import random
 import threading
@@ -109,3 +110,16 @@ def call(
             elif cancel.wait(wait):
                 raise Cancelled(again) from None
         n += 1
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait (a number or an HTTP date), None if none."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -90,6 +90,14 @@ class TokenServer(_Server):
         # token into a refresh token
         self.path, self.entra_token, self.grant = path, entra_token, grant
         self.refresh_tokens = {"identity-token-for-tests"}
+        # ACR's /oauth2/token sends no expires_in (None; its data-plane swagger's AccessToken
+        # has access_token alone): the token's own `exp` says it
+        self.expires_in: int | None = None if path == "/oauth2/token" else 300
+        self.lifetime = 300  # seconds to the `exp` of the tokens it issues
+        self.refresh_lifetime = 3 * 3600  # and of the exchange's refresh tokens (ACR: 3 h)
+        # answers /oauth2/exchange gives instead, one per request: (status, headers)
+        self.exchange_faults: deque[tuple[int, dict[str, str]]] = deque()
+        self.exchange_delay = 0.0  # seconds each exchange takes
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "graphbuild test token CA")])
         now = datetime.datetime.now(datetime.UTC)
@@ -134,7 +142,7 @@ class TokenServer(_Server):
             "iss": self.ISSUER,
             "sub": subject,
             "aud": self.SERVICE,
-            "exp": now + 300,
+            "exp": now + self.lifetime,
             "nbf": now - 10,
             "iat": now,
             "jti": uuid.uuid4().hex,
@@ -184,10 +192,17 @@ class _TokenHandler(_Quiet):
             and form.get("service") == [server.SERVICE]
         )
         server.requests.append({"method": "POST", "exchange": ok})
+        time.sleep(server.exchange_delay)
+        if server.exchange_faults:
+            status, headers = server.exchange_faults.popleft()
+            self.reply(status, b'{"errors":[{"code":"INJECTED","message":"fault"}]}', headers)
+            return
         if not ok:
             self.reply(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
             return
-        refresh = f"acr-refresh-{uuid.uuid4().hex}"
+        # a JWT, as ACR's are, its `exp` when it must be exchanged again
+        claims = {"jti": uuid.uuid4().hex, "exp": int(time.time()) + server.refresh_lifetime}
+        refresh = jwt.encode(claims, server.key, algorithm="ES256")
         server.refresh_tokens.add(refresh)
         body = json.dumps({"refresh_token": refresh}).encode()
         self.reply(200, body, {"Content-Type": "application/json"})
@@ -202,7 +217,9 @@ class _TokenHandler(_Quiet):
         return user if server.users.get(user) == password else None
 
     def _grant(self, server: TokenServer, scopes: list[str], subject: str) -> None:
-        body = {server.field: server.token(scopes, subject), "expires_in": 300}
+        body = {server.field: server.token(scopes, subject)}
+        if server.expires_in is not None:
+            body["expires_in"] = server.expires_in
         self.reply(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
 

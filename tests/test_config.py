@@ -790,6 +790,30 @@ def test_the_platforms_acr_builds_load_and_other_builders_take_any(tmp_path):
     assert cfg.repos[0].images[1].platforms == ("linux/riscv64", "linux/amd64/v3")
 
 
+@pytest.mark.parametrize(("lines", "server", "endpoint"), [
+    ("  cloud: china\n", "myacr.azurecr.cn", "https://management.chinacloudapi.cn"),
+    ("  cloud: usgovernment\n", "myacr.azurecr.us", "https://management.usgovcloudapi.net"),
+    ("  cloud: public\n", "myacr.azurecr.io", "https://management.azure.com"),
+    ("  login_server: myacr.azurecr.cn\n", "myacr.azurecr.cn",
+     "https://management.chinacloudapi.cn"),
+    ("  login_server: myacr.azurecr.us\n", "myacr.azurecr.us",
+     "https://management.usgovcloudapi.net"),
+    ("  cloud: china\n  endpoint: https://arm.example\n", "myacr.azurecr.cn",
+     "https://arm.example"),
+    ("  cloud: usgovernment\n  login_server: acr.example.com\n", "acr.example.com",
+     "https://management.usgovcloudapi.net"),
+])  # fmt: skip
+def test_the_azure_cloud_gives_the_login_server_and_resource_manager(
+    tmp_path, lines, server, endpoint
+):
+    """`azure.cloud`, else the cloud the login server's suffix names: the default login
+    server, Resource Manager endpoint, and (cloud_settings) Entra ID authority and audience."""
+    cfg = load_text(tmp_path, ACR.replace("builder:", lines + "builder:"))
+    assert (cfg.azure.server, cfg.azure.arm) == (server, endpoint)
+    china = cfg.azure.cloud_settings.name == "china"
+    assert (cfg.azure.cloud_settings.authority == "login.chinacloudapi.cn") == china
+
+
 def test_azure_alone_leaves_the_builder_as_it_is(tmp_path):
     """`azure:` also serves mirroring and webhooks; only builder.kind acr builds there."""
     cfg = load_text(tmp_path, ACR.replace("builder: {kind: acr}", "builder: {kind: docker}"))
@@ -848,6 +872,8 @@ def write_ca(path):
              "azure.endpoint", "Azure Resource Manager is reached over https", 5),
         case(ACR.replace("builder:", "  endpoint: management.azure.com\nbuilder:"),
              "azure.endpoint", "Azure Resource Manager is reached over https", 5),
+        case(ACR.replace("builder:", "  cloud: germany\nbuilder:"), "azure.cloud",
+             "expected public, china or usgovernment", 5),
         case(ACR.replace("builder:", "  resourcegroup: rg\nbuilder:"), "azure.resourcegroup",
              "unknown key (did you mean 'resource_group'?)", 5),
         case(ACR.replace("builder:", "  timeout: 60\nbuilder:"), "azure.timeout",

@@ -101,9 +101,7 @@ class Acr:
     def _client(self) -> Any:
         with self.lock:
             if self.credential is None:
-                from azure.identity import DefaultAzureCredential
-
-                self.credential = DefaultAzureCredential()
+                self.credential = acr_admin.identity(self.azure)
         return acr_admin.client(self.azure, acr_admin.TASKS_API, self.credential)
 
     def _cancel(self, client: Any, run_id: str, log: Any) -> None:

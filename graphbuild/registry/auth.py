@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
 import subprocess
@@ -23,17 +24,19 @@ from typing import Any
 
 import httpx
 
-from graphbuild import extras
+from graphbuild import clouds, extras, retry
 from graphbuild.errors import GraphbuildError
 from graphbuild.registry import http
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # the Docker CLI's credential key for docker.io
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-ACR_SUFFIXES = (".azurecr.io", ".azurecr.cn", ".azurecr.us")
-ACR_SCOPE = "https://containerregistry.azure.net/.default"  # the Entra ID audience ACR accepts
+ACR_SUFFIXES = clouds.SUFFIXES
 ENTRA = "Entra ID (DefaultAzureCredential)"  # how a registry signed in through it is named
 CLIENT_ID = "graphbuild"
 MIN_TOKEN_LIFETIME = 60  # seconds; the spec's default when expires_in is missing
+MAX_TOKEN_LIFETIME = 24 * 3600  # a token said to live longer is renewed daily all the same
+EXCHANGE_TRIES = 4  # ACR's token exchange, when it answers 429 or 5xx or not at all
+EXCHANGE_PATIENCE = 60.0  # seconds the exchange is retried for, whatever Retry-After asks
 MAX_TOKEN_SIZE = 1024 * 1024  # a token answer is a few KiB; a bigger one is not read
 _HELPER_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
@@ -338,11 +341,7 @@ class HostAuth:
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise AuthError("the token server's answer has no token")
-        try:
-            lifetime = max(int(body.get("expires_in") or MIN_TOKEN_LIFETIME), MIN_TOKEN_LIFETIME)
-        except (TypeError, ValueError, OverflowError):
-            lifetime = MIN_TOKEN_LIFETIME
-        return token, time.monotonic() + lifetime - 5
+        return token, _renew_at(token_lifetime(token, body.get("expires_in")), early=5)
 
 
 def _basic(username: str, password: str) -> str:
@@ -370,11 +369,28 @@ class AcrAuth(HostAuth):
     """
 
     required = True  # False under `auth: auto`
+    # the registry's cloud: its Entra ID and audience; None when its name says none
+    # (azure-identity's own default authority, the public cloud's audience)
+    cloud: clouds.Cloud | None = None
+    tries = EXCHANGE_TRIES
+    backoff = retry.Backoff(0.5, most=EXCHANGE_PATIENCE, jitter=0.5)
     _refresh: tuple[str, float] | None = None
     _azure = None
     _no_identity: str | None = None
     _entra = False  # signed in through Entra ID
     _entra_failed: str | None = None  # why Entra ID sign-in failed, when it did
+    _failure: AuthError | None = None  # the last exchange's, for the threads that waited on it
+    _exchanged = 0  # exchanges finished
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        credentials: Callable[[], Credentials | None],
+        plain: str | None,
+        deadline: float,
+    ) -> None:
+        super().__init__(client, credentials, plain, deadline)
+        self.exchanging = threading.Lock()  # one exchange per registry at a time
 
     def credentials(self) -> Credentials | None:
         given = super().credentials()  # `az acr login` or an admin user in docker's config
@@ -404,35 +420,70 @@ class AcrAuth(HostAuth):
             return f"anonymous ({self._no_identity})" if self._no_identity else given
 
     def _refresh_token(self) -> str | None:
-        with self.lock:
-            if self._refresh and self._refresh[1] > time.monotonic():
-                return self._refresh[0]
-            if self._no_identity is not None:  # asked once per run, not once per reference
-                if self.required:
-                    raise AuthError(self._no_identity)
-                return None
+        """The refresh token, exchanged for when it is due. Threads that need it while an
+        exchange is in flight wait for that one and take its result, token or refusal."""
+        seen = self._exchanged
+        with self.exchanging:
+            with self.lock:
+                if self._refresh and self._refresh[1] > time.monotonic():
+                    return self._refresh[0]
+                if self._no_identity is not None:  # asked once per run, not once per reference
+                    if self.required:
+                        raise AuthError(self._no_identity)
+                    return None
+                if self._exchanged != seen and self._failure is not None:
+                    raise type(self._failure)(str(self._failure))
+            self._failure = None
+            try:
+                return self._exchange()
+            except AuthError as err:
+                self._failure = err
+                raise
+            finally:
+                self._exchanged += 1
+
+    def _exchange(self) -> str | None:
         aad = self._entra_token()
         if aad is None:
             return None
         base, _, _ = self.realm.partition("/oauth2/")
         form = {"grant_type": "access_token", "service": self.service, "access_token": aad}
+
+        def attempt(n: int) -> http.Answer:
+            try:
+                response = self._fetch("POST", f"{base}/oauth2/exchange", data=form)
+            except httpx.ConnectError as err:  # nothing listens: the registry is down
+                message = f"ACR's token exchange cannot be reached ({type(err).__name__})"
+                raise AuthUnavailable(message) from None
+            except httpx.HTTPError as err:
+                raise retry.Again(f"did not answer ({type(err).__name__})") from None
+            if response.status == 429 or response.status >= 500:
+                wait = retry.retry_after(response.headers.get("retry-after"))
+                raise retry.Again(f"answered {response.status}", wait=wait)
+            return response
+
+        until = time.monotonic() + EXCHANGE_PATIENCE  # and never past the check's deadline
+        until = min(until, http.deadline_at() or until)
         try:
-            response = self._fetch("POST", f"{base}/oauth2/exchange", data=form)
-        except httpx.HTTPError as err:
-            message = f"ACR's token exchange did not answer ({type(err).__name__})"
-            raise AuthUnavailable(message) from None
-        if response.status != 200:
+            response = retry.call(attempt, tries=self.tries, backoff=self.backoff, until=until)
+        except retry.Late as late:
+            raise AuthUnavailable(f"ACR's token exchange {late.last.why}; the next try would "
+                                  "be too late") from None  # fmt: skip
+        except retry.Again as last:
+            raise AuthUnavailable(f"ACR's token exchange {last.why} ({self.tries} tries)") from None
+        if response.status in (401, 403):
             raise AuthError(
                 f"ACR refused the Entra ID token ({response.status}); does the identity "
                 "have the AcrPull role on the registry?"
             )
+        if response.status != 200:
+            raise AuthError(f"ACR's token exchange answered {response.status}")
         answer = _json(response.body)
         token = answer.get("refresh_token") if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
             raise AuthError("ACR's token exchange answered without a refresh_token")
-        lifetime = _jwt_lifetime(token) or 3 * 3600
         with self.lock:
-            self._refresh = (token, time.monotonic() + lifetime - 60)
+            self._refresh = (token, _renew_at(token_lifetime(token), early=60))
         return token
 
     def _entra_token(self) -> str | None:
@@ -443,10 +494,12 @@ class AcrAuth(HostAuth):
             if self.required:
                 raise AuthError(f"ACR sign-in needs the Azure SDK: {extras.AZURE}") from None
             return None  # `auth: auto`: anonymous, as with no Azure identity
+        cloud = self.cloud or clouds.PUBLIC
         if self._azure is None:
-            self._azure = DefaultAzureCredential()
+            options = {"authority": self.cloud.authority} if self.cloud else {}
+            self._azure = DefaultAzureCredential(**options)
         try:
-            return self._azure.get_token(ACR_SCOPE).token
+            return self._azure.get_token(cloud.acr_scope).token
         except ClientAuthenticationError as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             with self.lock:
@@ -456,11 +509,53 @@ class AcrAuth(HostAuth):
             return None
 
 
-def _jwt_lifetime(token: str) -> float | None:
-    """Seconds until a JWT's `exp`, read without verifying it (only to know when to renew)."""
+def token_lifetime(token: str, expires_in: object = None) -> float:
+    """Seconds a token may be kept: the answer's `expires_in` when it gives one (at least a
+    minute, as the distribution spec says), else the token's own `exp` (ACR's answers carry
+    no expires_in; its tokens are JWTs), else a minute; never more than a day.
+
+    The JWT is read, not verified: graphbuild is its client, and only learns from it when to
+    renew. Whatever it holds, the answer is a lifetime, never an exception."""
+    given = _seconds(expires_in)
+    if given is not None and given > 0:
+        return min(max(given, MIN_TOKEN_LIFETIME), MAX_TOKEN_LIFETIME)
+    exp = _jwt_exp(token)
+    left = None if exp is None else exp - time.time()
+    if left is None or left <= 0:
+        return MIN_TOKEN_LIFETIME
+    return min(left, MAX_TOKEN_LIFETIME)
+
+
+def _renew_at(lifetime: float, early: float) -> float:
+    """When (time.monotonic()) to renew a token: `early` before it ends, or halfway."""
+    return time.monotonic() + lifetime - min(early, lifetime / 2)
+
+
+def _seconds(value: object) -> float | None:
+    """A number of seconds given as a number or a numeric string; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
     try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return float(claims["exp"]) - time.time()
-    except (IndexError, ValueError, KeyError, TypeError):
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return None if math.isnan(seconds) else seconds
+
+
+def _jwt_exp(token: str) -> float | None:
+    """A JWT's `exp` claim (seconds since the epoch), None when the token is not a JWT or its
+    `exp` is not a finite number."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, RecursionError):  # binascii and Unicode errors are ValueErrors
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    try:
+        return float(exp) if math.isfinite(exp) else None
+    except OverflowError:  # an int too large for a float
         return None

@@ -11,7 +11,6 @@ downgrade, and text is cleaned.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import re
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from graphbuild import __version__, extras, refs, retry
+from graphbuild.clouds import Cloud
+from graphbuild.clouds import of as cloud_of
 from graphbuild.config import RegistrySpec, loopback
 from graphbuild.errors import ConfigError, InvalidReference
 from graphbuild.registry import http, manifests
@@ -130,8 +131,12 @@ class Registry:
         retries: int = 4,
         backoff: float = 0.5,
         max_wait: float = MAX_WAIT,
+        clouds: Mapping[str, Cloud] | None = None,
     ) -> None:
+        """`clouds`: the Azure cloud of a registry whose name does not say it (`azure.cloud` for
+        `azure.login_server`); other ACR hosts' names say theirs."""
         self.specs = dict(specs or {})
+        self.clouds = dict(clouds or {})
         self.concurrency, self.timeout = concurrency, timeout
         self.deadline = 2 * timeout  # a whole answer, headers and body, however it trickles
         self.retries, self.max_wait = retries, max_wait
@@ -436,7 +441,7 @@ class Registry:
                                   "(insufficient_scope)")  # fmt: skip
                 if answer.status == 429 or answer.status >= 500:
                     kind = RATE_LIMITED if answer.status == 429 else ERROR
-                    wait = _retry_after(answer.headers.get("retry-after"))
+                    wait = retry.retry_after(answer.headers.get("retry-after"))
                     if wait is not None and wait > self.max_wait:
                         host.down = (kind, f"{host.name} asks to wait {wait:.0f} s; not waiting")
                         raise _Failed(kind, f"{where}: the registry answered {answer.status} "
@@ -531,6 +536,8 @@ class Registry:
             auth = kind(client, lambda: _credentials(spec), plain, self.deadline)
             if isinstance(auth, AcrAuth):
                 auth.required = spec.auth == "acr"
+                auth.cloud = self.clouds.get(domain) or cloud_of(domain)
+                auth.tries, auth.backoff = self.retries + 1, self.backoff
             slots = threading.Semaphore(spec.max_requests) if spec.max_requests else None
             redirects = frozenset(spec.redirect_hosts)
             host = self._hosts[domain] = _Host(domain, client, auth, slots, redirects, plain)
@@ -593,18 +600,6 @@ def _choose(children: Mapping[str, str], platforms: Sequence[str]) -> dict[str, 
 
 def _where(host: _Host, name: str, reference: str) -> str:
     return f"{host.name}/{name}{'@' if ':' in reference else ':'}{reference}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _clean(text: str, limit: int = 200) -> str:

@@ -61,6 +61,12 @@ def deadline(at: float) -> Iterator[None]:
         _local.at = before
 
 
+def deadline_at() -> float | None:
+    """This thread's deadline (time.monotonic()), None when it has none: for waits between
+    tries, which no socket operation bounds."""
+    return getattr(_local, "at", None)
+
+
 def _left(timeout: float | None, error: type[Exception]) -> float | None:
     """The socket timeout to use: the operation's own, or less if the deadline is nearer."""
     at = getattr(_local, "at", None)
