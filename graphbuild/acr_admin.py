@@ -87,13 +87,17 @@ TASKS_NOT_ALLOWED = ("(this subscription may not run ACR Tasks, as free-trial an
                      "or docker)")  # fmt: skip
 
 
+NO_ROLE = ("(the identity graphbuild signs in with lacks a role on the registry: ACR Tasks "
+           "runs, imports and webhooks need Contributor on it; docs/azure.md, roles)")  # fmt: skip
+_HINTS = {"TasksOperationsNotAllowed": TASKS_NOT_ALLOWED, "AuthorizationFailed": NO_ROLE}
+
+
 def first_line(err: Exception) -> str:
     """The error's first line, and what it means when Azure's own words do not say."""
     text = str(getattr(err, "message", None) or err).strip()
     line = text.splitlines()[0][:300] if text else type(err).__name__
-    if getattr(getattr(err, "error", None), "code", None) == "TasksOperationsNotAllowed":
-        return f"{line} {TASKS_NOT_ALLOWED}"
-    return line
+    hint = _HINTS.get(getattr(getattr(err, "error", None), "code", None) or "")
+    return f"{line} {hint}" if hint else line
 
 
 # ---------------------------------------------------------------- mirroring

@@ -73,6 +73,9 @@ WEBHOOK_SCOPE = re.compile(
     rf"{_COMPONENT}(?:/{_COMPONENT})*(?::(?:\*|\w[\w.-]{{0,127}}))?", re.ASCII
 )
 WEBHOOK_QUOTA = {"Basic": 2, "Standard": 10, "Premium": 500}  # ACR's SKU limits page
+WEBHOOK_ACTIONS = ("push", "delete", "quarantine", "chart_push", "chart_delete")  # WebhookAction
+RUN_TIMEOUT = (300, 28800)  # DockerBuildRequest.timeout's minimum and maximum, in seconds
+CLIENT_ID = "00000000-0000-0000-0000-0000000000c1"  # the principal ARM names in a refusal
 MIB = 1024 * 1024
 # Put Blob's and Put Block's largest body by service version (the newest first). A SAS request
 # runs at its `sv`; an x-ms-version header on it is ignored ("Versioning for Azure Storage").
@@ -250,6 +253,8 @@ class FakeArm(_Server):
     - `statuses`: repository -> the final status of its failing runs (default Failed;
       Error and Timeout are the other terminal ones);
     - `hold`: runs stay Running until canceled (or until hold is cleared);
+    - `forbidden`: ARM path suffix (e.g. "/scheduleRun") -> the action ARM says the signed-in
+      principal may not perform: 403 AuthorizationFailed, as a missing role assignment gives;
     - `throttle`: ARM path suffix (e.g. "/scheduleRun") -> how many next requests get 429
       with `Retry-After: throttle_retry_after` (None: no Retry-After, and then azure-core
       does not retry a POST);
@@ -299,6 +304,7 @@ class FakeArm(_Server):
         self.fail: dict[str, int] = {}
         self.statuses: dict[str, str] = {}
         self.hold = False
+        self.forbidden: dict[str, str] = {}
         self.throttle: dict[str, int] = {}
         self.throttle_retry_after: int | None = 1
         self.lro_polls = 1
@@ -364,6 +370,13 @@ class FakeArm(_Server):
         scheme, _, value = auth.partition(" ")
         if scheme.lower() != "bearer" or value != self.token:
             return _unauthorized("InvalidAuthenticationToken", "The access token is invalid.")
+        for suffix, action in self.forbidden.items():
+            if request.path.endswith(suffix):
+                return _error(403, "AuthorizationFailed", (
+                    f"The client '{CLIENT_ID}' with object id '{CLIENT_ID}' does not have "
+                    f"authorization to perform action '{action}' over scope "
+                    f"'{self.resource_id}' or the scope is invalid. If access was recently "
+                    "granted, please refresh your credentials."))  # fmt: skip
         with self.lock:
             for suffix, left in self.throttle.items():
                 if left > 0 and request.path.endswith(suffix):
@@ -529,6 +542,11 @@ class FakeArm(_Server):
             return _error(400, "InvalidParameter", "The dockerFilePath field is required.")
         if not (body.get("platform") or {}).get("os"):
             return _error(400, "InvalidParameter", "The platform.os field is required.")
+        timeout = body.get("timeout", 3600)
+        if type(timeout) is not int or not RUN_TIMEOUT[0] <= timeout <= RUN_TIMEOUT[1]:
+            low, high = RUN_TIMEOUT
+            message = f"The timeout {timeout!r} is not from {low} to {high} seconds."
+            return _error(400, "InvalidParameter", message)
         if "credentials" in body and (wrong := _bad_credentials(body["credentials"])):
             return _error(400, "InvalidRequestContent", f"The request content was invalid: {wrong}")
         run_id = f"cb{len(self.runs) + 1}"
@@ -953,6 +971,10 @@ class FakeArm(_Server):
             return _error(
                 400, "InvalidParameter", "The serviceUri and actions fields are required."
             )
+        unknown = [a for a in properties["actions"] if a not in WEBHOOK_ACTIONS]
+        if unknown:
+            return _error(400, "InvalidParameter", f"Unknown webhook actions {unknown}; "
+                          f"expected some of {', '.join(WEBHOOK_ACTIONS)}.")  # fmt: skip
         refused = self._webhook_refusal(name, body["location"], properties.get("scope") or "")
         if refused:
             return _error(400, "InvalidParameter", refused)

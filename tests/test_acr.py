@@ -144,6 +144,19 @@ def test_a_subscription_that_may_not_run_tasks_is_a_clear_permanent_failure(arm,
     assert not arm.runs
 
 
+def test_an_identity_without_the_role_for_a_run_is_a_permanent_failure_naming_the_role(
+    arm, tmp_path
+):
+    """403 AuthorizationFailed (no role assignment): not retried, with the role to give."""
+    arm.forbidden["/scheduleRun"] = "Microsoft.ContainerRegistry/registries/scheduleRun/action"
+    with pytest.raises(CommandFailed) as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is False
+    assert "(AuthorizationFailed)" in str(info.value) and "scheduleRun/action" in str(info.value)
+    assert str(info.value).endswith(acr_admin.NO_ROLE)
+    assert [r.status for r in arm.calls("/scheduleRun", "POST")] == [403]  # asked once
+
+
 @pytest.mark.parametrize("reply", ["location", "async", "both"])
 def test_a_scheduled_run_is_followed_through_every_long_running_reply(arm, tmp_path, reply):
     """Registries_ScheduleRun may answer 202 (x-ms-long-running-operation): the run id is
@@ -544,6 +557,17 @@ def test_other_import_failures_are_not_tried_again(arm, registry):
     with manager, pytest.raises(CommandFailed, match="not found") as caught:
         acr_admin.import_image(manager, spec, missing, backoff=FAST, sleep=waits.append)
     assert not caught.value.transient and len(arm.imports) == 1 and waits == []
+
+
+def test_an_import_the_identity_may_not_make_is_not_tried_again_and_names_the_role(arm, registry):
+    item, spec, manager = importing(arm, registry)
+    arm.forbidden["/importImage"] = "Microsoft.ContainerRegistry/registries/importImage/action"
+    waits: list[float] = []
+    with manager, pytest.raises(CommandFailed, match="AuthorizationFailed") as caught:
+        acr_admin.import_image(manager, spec, item, backoff=FAST, sleep=waits.append)
+    assert not caught.value.transient and waits == [] and not arm.imports
+    assert str(caught.value).endswith(acr_admin.NO_ROLE)
+    assert [r.status for r in arm.calls("/importImage", "POST")] == [403]
 
 
 @pytest.mark.parametrize(

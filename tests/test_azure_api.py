@@ -537,3 +537,47 @@ def test_webhooks_beyond_the_sku_quota_are_refused(arm):
         sdk.webhooks.begin_create(RG, NAME, "hookthree", hook()).result()
     assert refused.value.status_code == 400 and "2" in refused.value.message
     assert sorted(arm.webhooks) == ["hookone", "hooktwo"]
+
+
+def test_a_run_timeout_outside_what_the_tasks_api_allows_is_refused(arm):
+    """DockerBuildRequest.timeout: 300 to 28800 seconds (the SDK checks it too; a raw request
+    does not)."""
+    sdk = client(arm)
+    source = upload(arm, sdk, {"Dockerfile": "FROM scratch\n"})
+    url = f"{arm.base_url}{arm.resource_id}/scheduleRun?api-version={TASKS}"
+    auth = {"Authorization": f"Bearer {arm.token}"}
+    answers = []
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(arm.ca_bundle))) as http:
+        for timeout in (299, 28801, "600", 600):
+            body = {"type": "DockerBuildRequest", "dockerFilePath": "Dockerfile",
+                    "platform": {"os": "Linux"}, "sourceLocation": source,
+                    "timeout": timeout}  # fmt: skip
+            answers.append(http.post(url, json=body, headers=auth))
+    assert [a.status_code for a in answers[:3]] == [400, 400, 400]
+    assert all(a.json()["error"]["code"] == "InvalidParameter" for a in answers[:3])
+    assert answers[3].status_code in (200, 202)
+    assert len(arm.runs) == 1
+
+
+def test_a_webhook_action_acr_does_not_define_is_refused(arm):
+    """WebhookAction: push, delete, quarantine, chart_push, chart_delete."""
+    sdk = client(arm, api_version=None)
+    parameters = hook()
+    parameters.actions = ["push", "pull"]
+    with pytest.raises(HttpResponseError) as refused:
+        sdk.webhooks.begin_create(RG, NAME, "graphbuild", parameters).result()
+    assert refused.value.status_code == 400 and "'pull'" in refused.value.message
+    assert arm.webhooks == {}
+
+
+def test_an_action_the_principal_has_no_role_for_is_refused_as_arm_refuses_it(arm):
+    """A missing role assignment: 403 AuthorizationFailed, naming the action and the scope."""
+    arm.forbidden["/listBuildSourceUploadUrl"] = (
+        "Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action"
+    )
+    with pytest.raises(HttpResponseError) as refused:
+        client(arm).registries.get_build_source_upload_url(RG, NAME)
+    assert refused.value.status_code == 403
+    assert refused.value.error.code == "AuthorizationFailed"
+    assert "listBuildSourceUploadUrl/action" in refused.value.message
+    assert arm.resource_id in refused.value.message
