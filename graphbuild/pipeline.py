@@ -39,11 +39,7 @@ from graphbuild.console import plural
 from graphbuild.plan import Plan, from_check
 from graphbuild.registry import Failure, Registry, Resolved
 from graphbuild.state import Run, RunStatus, State
-from graphbuild.syncing import Synced as Synced  # the sync step has a module of its own
-from graphbuild.syncing import sync as sync
-
-SHOWN = 20  # sync errors a run lists before pointing at `graphbuild sync`
-
+from graphbuild.syncing import say_problems, sync
 
 # ---------------------------------------------------------------- sync
 
@@ -71,16 +67,6 @@ def fresh(config: Config, names: Sequence[str] = ()) -> Fresh:
                      "concerned are not built:")  # fmt: skip
     with closing(indexdb.connect(config.workspace)) as db:
         return Fresh(graph.load(db), indexdb.match_all(db, names), bool(failed))
-
-
-def say_problems(problems: Sequence[errors.Problem], heading: str, levels: bool = False) -> None:
-    """`heading`, then the first SHOWN problems, one `repo:path:line: message` each (after its
-    level, with `levels`), then how many more there are."""
-    report.note(heading)
-    for problem in problems[:SHOWN]:
-        report.note(f"  {problem.level:<10} {problem}" if levels else f"  {problem}")
-    if len(problems) > SHOWN:
-        report.note(f"  … and {len(problems) - SHOWN} more: see `graphbuild sync`.")
 
 
 # ---------------------------------------------------------------- check and plan

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +92,10 @@ def run(
 ) -> None:
     """Run one command with its output appended to `log`; stop it if `cancel` is set or
     it outlives `timeout` seconds (a hung scanner or rollout must not hold a sweep).
-    `env` is added to graphbuild's environment for it (secrets go there, not in argv).
+    `env` is added to graphbuild's environment for it (secrets go there, not in argv), and
+    its values are masked in what the command wrote to the log: a tool that prints a secret
+    it was given (BuildKit's progress shows a RUN line with its build args expanded) does
+    not leave it in graphbuild's workspace.
 
     The thread that calls this is the command's parent until it returns: the
     kernel's parent-death signal fires when that *thread* ends, and it does not
@@ -121,6 +124,8 @@ def run(
             code = _end(process)
             if watch is not None and group is not None:
                 watch.ended(group)
+    if env:
+        _mask(log, start, env.values())
     if code != 0:
         with log.open("rb") as written:
             written.seek(max(start, log.stat().st_size - 4000))
@@ -128,6 +133,26 @@ def run(
         transient = bool(_TRANSIENT_RE.search(tail))
         last = next((line for line in reversed(tail.splitlines()) if line.strip()), "")
         raise CommandFailed(f"{what} exited {code}: {last[:300]}", transient)
+
+
+MASK = b"***"  # what a secret is replaced by in a log
+
+
+def _mask(log: Path, start: int, secrets: Iterable[str]) -> None:
+    """Replace each secret in what the log holds after `start` by MASK, in place."""
+    values = sorted({v.encode() for v in secrets if v}, key=len, reverse=True)
+    if not values:
+        return
+    with log.open("r+b") as file:
+        file.seek(start)
+        written = file.read()
+        masked = written
+        for value in values:  # the longest first: one secret may contain another
+            masked = masked.replace(value, MASK)
+        if masked != written:
+            file.seek(start)
+            file.write(masked)
+            file.truncate()
 
 
 def _die_with(parent: int) -> Callable[[], None] | None:

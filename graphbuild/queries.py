@@ -27,13 +27,13 @@ def open_index(config: Config) -> sqlite3.Connection:
     is none yet (the one time a query pays for a sync, and so imports it)."""
     db = indexdb.connect(config.workspace)
     if indexdb.meta(db) is None:
-        from graphbuild import pipeline
+        from graphbuild import syncing  # git and the parser: only for this first query
 
         report.note("No index yet: syncing first (graphbuild sync).")
-        problems = pipeline.sync(config).problems
+        problems = syncing.sync(config).problems
         if problems:  # shown, not only counted: the first query may be the only sync seen
             heading = f"The sync found {plural(len(problems), 'problem')}:"
-            pipeline.say_problems(problems, heading, levels=True)
+            syncing.say_problems(problems, heading, levels=True)
     db.execute("BEGIN")  # one snapshot: a sync that commits meanwhile is not half seen
     return db
 

@@ -16,6 +16,8 @@ from graphbuild import console, discovery, errors, filelock, index, indexdb, rep
 from graphbuild.config import Config
 from graphbuild.console import plural
 
+SHOWN = 20  # sync problems a command lists before pointing at `graphbuild sync`
+
 
 @dataclass
 class Synced:
@@ -85,3 +87,13 @@ def _sync(config: Config, jobs: int, summary: bool) -> Synced:
         return Synced(synced, images, idx.parsed, idx.cached, problems + deploy_problems)
     finally:
         db.close()
+
+
+def say_problems(problems: Sequence[errors.Problem], heading: str, levels: bool = False) -> None:
+    """`heading`, then the first SHOWN problems, one `repo:path:line: message` each (after its
+    level, with `levels`), then how many more there are."""
+    report.note(heading)
+    for problem in problems[:SHOWN]:
+        report.note(f"  {problem.level:<10} {problem}" if levels else f"  {problem}")
+    if len(problems) > SHOWN:
+        report.note(f"  … and {len(problems) - SHOWN} more: see `graphbuild sync`.")

@@ -52,6 +52,22 @@ def test_run_failure_names_the_exit_code_and_last_line(tmp_path):
     assert "step 1\n" in log.read_text()
 
 
+def test_the_secrets_a_command_is_given_are_masked_in_its_log_and_its_failure(tmp_path):
+    """BuildKit's progress shows `RUN` lines with build args expanded: a secret passed in the
+    environment must not stay in the workspace's log, nor in the failure's message."""
+    log = tmp_path / "build.log"
+    log.write_text("earlier s3cret-token\n")  # not this command's output: left as it was
+    env = {"TOKEN": "s3cret-token", "INNER": "cret", "EMPTY": ""}
+    script = 'echo "#5 RUN npm ci --token=$TOKEN"; echo "last: $TOKEN"; exit 1'
+    with pytest.raises(CommandFailed) as info:
+        run(["sh", "-c", script], log, never(), "docker buildx app", env=env)
+    text = log.read_text()
+    assert "s3cret" not in text.split("\n", 1)[1] and "cret" not in text.split("\n", 1)[1]
+    assert "#5 RUN npm ci --token=***\nlast: ***\n" in text
+    assert text.startswith("earlier s3cret-token\n")
+    assert str(info.value) == "docker buildx app exited 1: last: ***"
+
+
 @pytest.mark.parametrize(
     ("line", "transient"),
     [
