@@ -54,6 +54,12 @@ class Fresh:
     failed: bool
 
 
+def ready(config: Config) -> None:
+    """The builder can build here (installed; for ACR, the azure extra): said before a sync,
+    a check and a plan, not after them."""
+    builders.make(config.builder, config.azure)
+
+
 def fresh(config: Config, names: Sequence[str] = ()) -> Fresh:
     """Sync first, then the graph and the nodes `names` mean.
 
@@ -310,6 +316,8 @@ def sweep(
 ) -> Sweep:
     """Sync, check, plan, and carry the plan out. `only` limits it to what is built on
     those references (a push event's sweep). The caller holds the sweep lock."""
+    if not dry_run:
+        ready(config)
     now = fresh(config, only)
     checked = check(config, now.graph)
     steps = plan(config, now.graph, checked)

@@ -84,6 +84,7 @@ def test_without_the_azure_sdk_everything_else_works(tmp_path):
     [
         (AZURE + "builder: {kind: acr}\n", ["rebuild", "myacr.azurecr.io/app"],
          "builder.kind acr"),
+        (AZURE + "builder: {kind: acr}\n", ["sweep"], "builder.kind acr"),
         (AZURE + "mirrors:\n  127.0.0.1:9: myacr.azurecr.io/mirror\n", ["mirror"], "mirror"),
         (AZURE + "mirrors:\n  127.0.0.1:9: myacr.azurecr.io/mirror\n",
          ["listen", "--host", "127.0.0.1", "--port", "0"], "listen with `mirrors:`"),
@@ -92,7 +93,7 @@ def test_without_the_azure_sdk_everything_else_works(tmp_path):
         ("registries:\n  myacr.azurecr.io: {auth: acr}\n", ["check"],
          "registries.myacr.azurecr.io.auth acr"),
     ],
-    ids=["builder-acr", "mirror", "listen", "webhook", "auth-acr"],
+    ids=["builder-acr", "sweep-acr", "mirror", "listen", "webhook", "auth-acr"],
 )  # fmt: skip
 def test_an_azure_feature_without_the_sdk_names_the_extra(tmp_path, top, args, feature):
     project = fleet(tmp_path, top, base="myacr.azurecr.io/upstream/os:1")
@@ -101,6 +102,8 @@ def test_an_azure_feature_without_the_sdk_names_the_extra(tmp_path, top, args, f
     assert "Traceback" not in done.stderr
     last = done.stderr.splitlines()[-1]
     assert last.startswith(f"graphbuild: {feature}") and last.endswith(EXTRA), done.stderr
+    if feature == "builder.kind acr":  # said before any work, not after a sync and a check
+        assert "Synced" not in done.stderr
 
 
 @pytest.mark.parametrize(("required", "answer"), [(False, "None"), (True, "AuthError")])

@@ -38,6 +38,7 @@ def run(
         raise errors.GraphbuildError(f"--window {window:g} is longer than --max-wait {max_wait:g}")
     if config.azure is not None and config.mirrors:  # each sweep first imports into ACR
         extras.require_azure("listen with `mirrors:` (imports into ACR)")
+    pipeline.ready(config)  # its sweeps build: said now, not at the first push
     batches: queue.Queue[tuple[frozenset[str], threading.Event]] = queue.Queue()
     stopping = threading.Event()
 

@@ -29,6 +29,7 @@ def run(
             f"builder.argv has no {NO_CACHE}: the command builder cannot be asked "
             "for --no-cache, and builds as it always does (docs/config.md, builder)."
         )
+    pipeline.ready(config)
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
         now = pipeline.fresh(config, names)
         digests = pipeline.check(config, now.graph).digests  # the parents outside the rebuild

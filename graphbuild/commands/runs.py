@@ -43,6 +43,7 @@ def resume(config: Config, run_id: str, max_parallel: int | None, as_json: bool)
     Only the latest run of its images can be resumed: an older one would push
     images built on older digests over what a later run built.
     """
+    pipeline.ready(config)
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
         with State(config.workspace) as state:
             run = state.run(run_id)
