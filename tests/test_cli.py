@@ -546,3 +546,16 @@ def test_counts_agree_with_their_nouns(tmp_path):
     done = graphbuild("sync", cwd=tmp_path)
     assert done.stdout.startswith("Synced 1 repository (0 with new commits); indexed 1 image: "
                                   "parsed 1 Dockerfile, 0 from cache.")  # fmt: skip
+
+
+def test_nothing_to_rebuild_is_qualified_only_when_a_registry_did_not_answer(capsys):
+    """An image unknown for lack of evidence (exit 0) is listed, and the plan is "Nothing to
+    rebuild."; only an unanswered registry (exit 1) makes it "… that could be judged"."""
+    from graphbuild.commands import plan as command
+    from graphbuild.plan import Plan
+
+    judged = Plan([], unknown=["r.test/a:1"])
+    command.show(judged, as_json=False)
+    assert capsys.readouterr().out.startswith("Nothing to rebuild.\n")
+    command.show(judged, as_json=False, incomplete=True)
+    assert capsys.readouterr().out.startswith("Nothing to rebuild among the images that could")

@@ -18,11 +18,13 @@ def run(config: Config, as_json: bool, updated: list[str], concurrency: int) -> 
         return errors.OK
     now = pipeline.fresh(config)  # exactly what a sweep would do now (rule 8): it syncs first
     checked = pipeline.check(config, now.graph, concurrency)
-    show(pipeline.plan(config, now.graph, checked), as_json)
-    return errors.FAILED if now.failed or checked.unanswered() else errors.OK
+    unanswered = checked.unanswered()
+    show(pipeline.plan(config, now.graph, checked), as_json, bool(unanswered))
+    return errors.FAILED if now.failed or unanswered else errors.OK
 
 
-def show(result: plan.Plan, as_json: bool) -> None:
+def show(result: plan.Plan, as_json: bool, incomplete: bool = False) -> None:
+    """The plan; `incomplete`: a registry did not answer, so "nothing" is not the answer."""
     if as_json:
         report.emit_json(
             {
@@ -33,9 +35,9 @@ def show(result: plan.Plan, as_json: bool) -> None:
             }
         )
         return
-    if not result.steps:  # "nothing" only when every image could be judged
+    if not result.steps:  # "nothing" only when every registry answered
         print("Nothing to rebuild among the images that could be judged."
-              if result.unknown else "Nothing to rebuild.")  # fmt: skip
+              if incomplete else "Nothing to rebuild.")  # fmt: skip
     for wave, nodes in enumerate(result.waves):
         print(f"Wave {wave}")
         by_node = {s.node: s for s in result.steps}

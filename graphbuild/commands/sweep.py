@@ -38,7 +38,7 @@ def shown(
 ) -> int:
     """Say what a sweep did (`listen`'s sweeps too); its exit code."""
     if dry_run:  # as `plan`: 1 when the plan may be missing something
-        show(done.plan, as_json)
+        show(done.plan, as_json, bool(done.unanswered))
         return errors.FAILED if done.incomplete else errors.OK
     if done.too_big:
         if as_json:
