@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import hashlib
 import hmac
+import http
 import io
 import ipaddress
 import json
@@ -274,6 +275,9 @@ class FakeArm(_Server):
       (202 with both headers: status polled, then the Run from Location);
     - `lro_unreachable`: how many next operation polls answer 503 (Retry-After 1), as an
       operation endpoint that cannot be reached for a while does.
+    - `schedule_then_fail`: each next scheduleRun makes its run, then answers the next of
+      these: a status (500, 502, 503, 504: ARM's error body, as a gateway that lost the
+      service's answer sends), or "drop" (the connection is closed with no answer at all).
     """
 
     def __init__(
@@ -313,6 +317,7 @@ class FakeArm(_Server):
         self.tasks_not_allowed = False
         self.schedule_reply = "200"
         self.lro_unreachable = 0
+        self.schedule_then_fail: list[int | str] = []
         self.blob_put_limit: int | None = None
         self.blob_block_limit: int | None = None
         self.blocks: dict[str, dict[str, bytes]] = {}  # relativePath -> uncommitted blocks
@@ -566,6 +571,12 @@ class FakeArm(_Server):
                 run.outcome = self.statuses.get(failing[0], "Failed")
                 run.error = RUN_ERRORS.get(run.outcome, RUN_ERRORS["Failed"])
         self.runs[run_id] = run
+        if self.schedule_then_fail:  # the run is made; its answer is lost on the way back
+            then = self.schedule_then_fail.pop(0)
+            if then == "drop":
+                raise _Dropped
+            phrase = http.HTTPStatus(int(then)).phrase
+            return _error(int(then), phrase.replace(" ", ""), f"{phrase}. Try again later.")
         return self._schedule_answer(run)
 
     def _schedule_answer(self, run: RunRecord) -> tuple[int, bytes, dict[str, str]]:
@@ -1256,6 +1267,10 @@ class _ImportError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class _Dropped(Exception):
+    """Raised by an answer that is never sent (FakeArm.schedule_then_fail)."""
+
+
 class _BadJson:
     """The body of a JSON request that did not parse."""
 
@@ -1316,6 +1331,9 @@ class _ArmHandler(_Quiet):
         )
         try:
             status, payload, extra = arm.answer(request, raw)
+        except _Dropped:  # no answer: the client sees the connection closed
+            self.close_connection = True
+            return
         except Exception as err:  # a bug here should fail the test, not hang the SDK
             arm.errors.append(f"{self.command} {self.path}: {err!r}")
             status, payload, extra = _error(500, "InternalServerError", repr(err))

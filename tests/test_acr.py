@@ -191,6 +191,50 @@ def test_a_run_accepted_then_not_followed_to_its_id_is_not_scheduled_again(arm, 
     assert len(arm.calls("/scheduleRun", "POST")) == 1
 
 
+@pytest.mark.parametrize("then", [500, 502, 503, 504, "drop"])
+def test_a_run_made_whose_answer_was_lost_is_never_scheduled_again(arm, tmp_path, then):
+    """scheduleRun made the run, then its answer was a server error or never came: the
+    run may be building, so neither the SDK nor the scheduler sends the POST again."""
+    arm.schedule_then_fail = [then]
+    with pytest.raises(CommandFailed, match="list-runs -r myacr") as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is False
+    assert len(arm.calls("/scheduleRun", "POST")) == 1 and list(arm.runs) == ["cb1"]
+
+
+def test_a_scheduled_run_whose_operation_polls_fail_for_a_while_is_still_followed(arm, tmp_path):
+    """Only the scheduleRun POST goes without the SDK's retries; its operation's polls
+    (GETs) keep them."""
+    arm.schedule_reply, arm.lro_retry_after, arm.lro_unreachable = "location", 1, 1
+    builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert len(arm.calls("/scheduleRun", "POST")) == 1 and list(arm.runs) == ["cb1"]
+
+
+def test_a_lost_run_that_was_cancelled_is_worth_retrying(arm, tmp_path):
+    arm.hold, arm.lro_retry_after = True, 1
+    arm.forbidden["/runs/cb1"] = "Microsoft.ContainerRegistry/registries/runs/read"
+    with pytest.raises(CommandFailed, match="lost track of the run") as info:
+        builder(arm).build(build_request(arm, tmp_path), threading.Event())
+    assert info.value.transient is True
+    assert arm.runs["cb1"].status == "Canceled"
+
+
+def test_a_lost_run_that_could_not_be_cancelled_is_not_retried(arm, tmp_path):
+    """Neither followed nor cancelled, the run may still be building and pushing: a retry
+    would build the image a second time, so the failure is permanent and says where to look."""
+    arm.hold = True
+    arm.forbidden["/runs/cb1"] = "Microsoft.ContainerRegistry/registries/runs/read"
+    arm.forbidden["/runs/cb1/cancel"] = "Microsoft.ContainerRegistry/registries/runs/cancel/action"
+    request = build_request(arm, tmp_path)
+    with pytest.raises(CommandFailed, match="lost track of the run") as info:
+        builder(arm).build(request, threading.Event())
+    assert info.value.transient is False
+    assert "could not be cancelled" in str(info.value) and "list-runs -r myacr" in str(info.value)
+    assert arm.calls("/runs/cb1/cancel", "POST") and arm.runs["cb1"].status == "Queued"
+    assert len(arm.runs) == 1
+    assert "ACR run cb1 could not be cancelled" in request.log.read_text()
+
+
 def test_a_context_above_the_single_put_limit_is_uploaded_in_blocks(arm, tmp_path, monkeypatch):
     """Above graphbuild's single-Put size the context goes as Put Block + Put Block List, each
     request with the x-ms-version of the SAS; the limits are small here, not gigabytes."""

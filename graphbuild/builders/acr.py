@@ -29,6 +29,10 @@ PINNED = ".graphbuild.Dockerfile"  # where the pinned Dockerfile goes in the upl
 TERMINAL = frozenset({"Succeeded", "Failed", "Canceled", "Error", "Timeout"})
 _TRANSIENT = frozenset({"Error"})  # the service failed, not the Dockerfile
 _QUEUE_GRACE = 3600.0  # seconds a run may wait for an agent, on top of its own timeout
+# a throttled scheduleRun (429: refused before any work) waits its Retry-After, or 1, 2 then
+# 4 s, up to 2 minutes, before the next try; 4 tries in all, as the SDK gives other requests
+SCHEDULE_BACKOFF = retry.Backoff(1.0, factor=2.0, most=120.0, jitter=0.2)
+SCHEDULE_TRIES = 4
 _MIB = 1024 * 1024
 # Azure Storage's largest Put Blob and Put Block bodies by service version, newest first; a
 # SAS request runs at the SAS's `sv` (an x-ms-version on it is ignored). docs/azure.md.
@@ -68,14 +72,17 @@ class Acr:
                                 f"contexts (contexts: {', '.join(request.contexts)}); build "
                                 "this image with buildah or docker buildx")  # fmt: skip
         with self._client() as client, request.log.open("a") as log:
-            run_id = self._schedule(client, request, names, log)
+            run_id = self._schedule(client, request, names, log, cancel)
             try:
                 run = self._follow(client, run_id, request.log, cancel)
             except (_Cancelled, _Lost) as stop:  # the run must not go on pushing without us
-                self._cancel(client, run_id, log)
+                cancelled = self._cancel(client, run_id, log)
                 what = str(stop) if isinstance(stop, _Lost) else "cancelled"
-                raise CommandFailed(f"acr {request.image}: {what} (ACR run {run_id})",
-                                    transient=isinstance(stop, _Lost)) from None  # fmt: skip
+                message = f"acr {request.image}: {what} (ACR run {run_id})"
+                if isinstance(stop, _Lost) and not cancelled:  # it may still build and push
+                    message += "; it could not be cancelled, " + self._twice()
+                    raise CommandFailed(message) from None
+                raise CommandFailed(message, transient=isinstance(stop, _Lost)) from None
         status = run.status
         if status != "Succeeded":
             why = run.run_error_message or "see the log"
@@ -104,16 +111,22 @@ class Acr:
                 self.credential = acr_admin.identity(self.azure)
         return acr_admin.client(self.azure, acr_admin.TASKS_API, self.credential)
 
-    def _cancel(self, client: Any, run_id: str, log: Any) -> None:
+    def _cancel(self, client: Any, run_id: str, log: Any) -> bool:
+        """Whether ACR confirmed the cancel: only then is the run sure to stop."""
         from azure.core.exceptions import AzureError
 
         try:
             client.runs.begin_cancel(self.group, self.registry, run_id).result()
-            log.write(f"ACR run {run_id} cancelled\n")
         except AzureError as err:
             log.write(f"ACR run {run_id} could not be cancelled: {acr_admin.first_line(err)}\n")
+            return False
+        log.write(f"ACR run {run_id} cancelled\n")
+        return True
 
-    def _schedule(self, client: Any, request: BuildRequest, names: list[str], log: Any) -> str:
+    def _schedule(
+        self, client: Any, request: BuildRequest, names: list[str], log: Any,
+        cancel: threading.Event,
+    ) -> str:  # fmt: skip
         """Upload, schedule, and the run id. scheduleRun answers 200 with the Run, or 202 as a
         long-running operation (Location, Azure-AsyncOperation or both), which the SDK's ARM
         poller follows to the Run: from Location, or from the status's `properties`."""
@@ -136,27 +149,68 @@ class Acr:
         )  # fmt: skip
         try:
             build.source_location = self._upload(client, request)
-            poller = client.registries.begin_schedule_run(self.group, self.registry, build)
-        except AzureError as err:  # refused: no run was made, so a retry makes just one
+        except AzureError as err:  # no run was asked for yet
             message = f"acr {request.image}: {acr_admin.first_line(err)}"
             raise CommandFailed(message, transient=acr_admin.transient(err)) from None
+        poller = self._post(client, request, build, cancel)
         try:
             run = poller.result()
         except AzureError as err:  # accepted, then not followed: the run may exist
             why = f"its operation could not be followed ({acr_admin.first_line(err)})"
-            raise self._untracked(request, why) from None
+            raise self._untracked(request, f"ACR accepted the run, but {why}") from None
         if run is None or not run.run_id:  # a 202 whose operation gave no Run: it may build
-            raise self._untracked(request, "its answers named no run id")
+            raise self._untracked(request, "ACR accepted the run, but its answers named no run id")
         log.write(f"ACR run {run.run_id} on {self.registry}: {', '.join(names)}\n")
         log.flush()
         return str(run.run_id)
 
+    def _post(self, client: Any, request: BuildRequest, build: Any, cancel: threading.Event) -> Any:
+        """The scheduleRun poller, its POST sent once per try and tried again only when it
+        surely made no run: throttled (429), or never sent (no connection). The SDK would
+        resend it on a 500, 503 or 504 (or any answer with Retry-After), each resend a new
+        run; its operation's polls keep the SDK's retries (`polling`)."""
+        from azure.core import exceptions
+        from azure.mgmt.core.polling.arm_polling import ARMPolling
+
+        def attempt(_: int) -> Any:
+            try:
+                return client.registries.begin_schedule_run(
+                    self.group, self.registry, build, retry_total=0,
+                    polling=ARMPolling(client._config.polling_interval))  # fmt: skip
+            except exceptions.HttpResponseError as err:
+                if err.status_code == 429:
+                    headers = getattr(err.response, "headers", None) or {}
+                    wait = retry.retry_after(headers.get("Retry-After"))
+                    raise retry.Again(acr_admin.first_line(err), wait=wait) from None
+                raise
+
+        try:
+            return retry.call(attempt, tries=SCHEDULE_TRIES, backoff=SCHEDULE_BACKOFF,
+                              cancel=cancel)  # fmt: skip
+        except retry.Cancelled:
+            raise CommandFailed(f"acr {request.image}: cancelled (no ACR run made)") from None
+        except retry.Again as last:  # throttled: refused before any work
+            raise CommandFailed(f"acr {request.image}: {last.why}", transient=True) from None
+        except exceptions.AzureError as err:
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            said = acr_admin.first_line(err)
+            if isinstance(err, exceptions.ServiceRequestError):  # never reached ACR
+                raise CommandFailed(f"acr {request.image}: {said}", transient=True) from None
+            if isinstance(err, exceptions.ClientAuthenticationError) or (status and status < 500):
+                raise CommandFailed(f"acr {request.image}: {said}") from None  # refused
+            # a server error or no answer: ACR may have made the run, then lost its answer
+            why = f"scheduleRun's answer was lost ({said}): ACR may have made the run"
+            raise self._untracked(request, why) from None
+
     def _untracked(self, request: BuildRequest, why: str) -> CommandFailed:
-        """A run ACR accepted but graphbuild cannot follow: it may be building, so it is not
-        retried (a retry would schedule a second run)."""
-        return CommandFailed(f"acr {request.image}: ACR accepted the run, but {why}; not "
-                             "retried, as that could build it twice (az acr task list-runs -r "
-                             f"{self.registry} shows it)", transient=False)  # fmt: skip
+        """A run ACR may have made but graphbuild cannot follow: it may be building, so it is
+        not retried (a retry would schedule a second run)."""
+        return CommandFailed(f"acr {request.image}: {why}; {self._twice()}", transient=False)
+
+    def _twice(self) -> str:
+        """Why a run that may be building is not retried, and where to see it."""
+        return (f"not retried, as that could build it twice (az acr task list-runs -r "
+                f"{self.registry} shows it)")  # fmt: skip
 
     def _upload(self, client: Any, request: BuildRequest) -> str:
         """The context and the pinned Dockerfile as a tar.gz in the registry's source blob:
