@@ -64,6 +64,8 @@ IMAGE_CONTEXT = "docker-image://"  # a named build context that is an image
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# a conventional variable name: a token pasted in its place (npm_..., ghp_...) has lower case
+_SECRET_ENV_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _REMOTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:|git@|github\.com/)")  # a URL, target:…
 # Variables the build tools read themselves: a secret build arg reaches buildah and docker as
 # the variable of its own name, so it may not be one of these
@@ -142,9 +144,10 @@ def _secret_args(r: Reader, value: Any, where: Where) -> dict[str, str]:
         if _TOOL_ENV_RE.fullmatch(name):
             raise r.fail([*where, name], f"{name!r}: the builder's own environment has "
                          "this variable, and a secret build arg reaches it as one")  # fmt: skip
-        if not _ARG_RE.match(variable):
-            raise r.fail([*where, name], f"{variable!r}: expected an environment variable name "
-                         "(letters, digits, _), whose value the build gets")  # fmt: skip
+        if not _SECRET_ENV_RE.fullmatch(variable):  # not echoed: it may be the token itself
+            expected = "an environment variable name in capitals (A-Z, 0-9, _; at most 64"
+            raise r.fail([*where, name], f"expected {expected} characters), whose value "
+                         "the build gets")  # fmt: skip
     return out
 
 

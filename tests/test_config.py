@@ -741,6 +741,8 @@ def test_a_secret_build_arg_names_its_environment_variable_and_is_cached_by_name
     [
         ("{TOKEN: [a]}", "secret_build_args.TOKEN", "expected a string"),
         ("{TOKEN: 'npm token'}", "secret_build_args.TOKEN", "an environment variable name"),
+        ("{TOKEN: npm_token}", "secret_build_args.TOKEN", "in capitals"),
+        ("{TOKEN: " + "A" * 65 + "}", "secret_build_args.TOKEN", "at most 64 characters"),
         ("{1X: NPM_TOKEN}", "secret_build_args.1X", "invalid name"),
         ("{V: NPM_TOKEN}", "secret_build_args.V", "also in build_args"),
         ("{PATH: NPM_TOKEN}", "secret_build_args.PATH", "the builder's own environment"),
@@ -753,6 +755,24 @@ def test_bad_secret_build_args_name_the_key(tmp_path, text, key, says):
                                     f"        secret_build_args: {text}\n")  # fmt: skip
     assert caught.value.key == f"repos[0].images[0].{key}"
     assert says in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "pasted", ["npm_AbC123dEf456GhI789jKl012MnO345pQr678", "ghp_" + "x1" * 18, "A" * 65]
+)
+def test_a_token_pasted_for_the_variable_name_is_refused_and_not_echoed(tmp_path, pasted):
+    """A token in the variable's place would be stored in the index, the config cache and
+    `graph --json`; the message says what is expected and never repeats the value."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, IMAGE + f"        secret_build_args: {{NPM_TOKEN: {pasted}}}\n")
+    assert caught.value.key == "repos[0].images[0].secret_build_args.NPM_TOKEN"
+    assert pasted not in str(caught.value)
+    assert "environment variable name" in caught.value.message
+
+
+def test_a_variable_name_of_64_capitals_is_taken(tmp_path):
+    cfg = load_text(tmp_path, IMAGE + "        secret_build_args: {T: " + "A_1" * 21 + "B}\n")
+    assert cfg.repos[0].images[0].secret_build_args == {"T": "A_1" * 21 + "B"}
 
 
 def test_the_command_builder_refuses_secret_build_args(tmp_path):
