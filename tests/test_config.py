@@ -293,6 +293,18 @@ def test_registries(tmp_path):
     assert r.redirect_hosts == () and cfg.check_timeout == 600
 
 
+def test_registry_hosts_are_lowercased_as_the_images_in_them_are(tmp_path):
+    """Host names are not case-sensitive: settings under `MyACR.azurecr.io` are those of
+    myacr.azurecr.io, where its images are, not silently ignored."""
+    cfg = load_text(tmp_path, "repos: []\nregistries:\n"
+                    "  MyACR.azurecr.io: {auth: acr, max_builds: 3}\n"
+                    "  R.Example: {redirect_hosts: [CDN.Example]}\n")  # fmt: skip
+    assert set(cfg.registries) == {"myacr.azurecr.io", "r.example"}
+    assert cfg.registries["myacr.azurecr.io"].host == "myacr.azurecr.io"
+    assert cfg.registries["myacr.azurecr.io"].max_builds == 3
+    assert cfg.registries["r.example"].redirect_hosts == ("cdn.example",)
+
+
 def test_manifest_redirects_and_the_check_deadline(tmp_path):
     cfg = load_text(
         tmp_path,
@@ -317,6 +329,10 @@ def test_the_buildah_store_is_found_beside_the_config_wherever_graphbuild_runs(t
              "`myreg` alone would mean Docker Hub", 2),
         case("registries:\n  docker.io: {}\n  index.docker.io: {}\n",
              "registries.index.docker.io", "docker.io is configured twice", 3),
+        case("registries:\n  myacr.azurecr.io: {}\n  MyACR.azurecr.io: {max_builds: 3}\n",
+             "registries.MyACR.azurecr.io", "myacr.azurecr.io is configured twice", 3),
+        case("registries:\n  R.Example: {redirect_hosts: [r.example]}\n",
+             "registries.R.Example.redirect_hosts[0]", "other than the registry itself", 2),
         case("registries:\n  r.example: {username: ci}\n", "registries.r.example.username",
              "only used with auth: basic", 2),
         case("registries:\n  '127.evil.example:5000': {insecure: true}\n",
