@@ -821,6 +821,12 @@ def _azure(r: Reader, v: dict[str, Any], where: Where) -> None:
         if label != name and not label.startswith(f"{name}-"):
             message = f"{server!r} is not the login server of {name} ({name}{suffix})"
             raise r.fail([*where, "login_server"], message)
+    named = clouds.of(server) if server else None
+    cloud = v.get("cloud")
+    if cloud and named and named.name != cloud:  # sign-in would go to the wrong Entra ID
+        message = (f"{cloud}, but login_server {server} is in the {named.name} cloud "
+                   f"(*{named.suffix}); give that cloud, or leave cloud out")  # fmt: skip
+        raise r.fail([*where, "cloud"], message)
 
 
 @rule(GateSpec, scan=Key(_scanner), test=Key(command))

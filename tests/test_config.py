@@ -838,6 +838,10 @@ def test_the_platforms_acr_builds_load_and_other_builders_take_any(tmp_path):
      "https://arm.example"),
     ("  cloud: usgovernment\n  login_server: acr.example.com\n", "acr.example.com",
      "https://management.usgovcloudapi.net"),
+    ("  cloud: china\n  login_server: MyACR.azurecr.cn\n", "myacr.azurecr.cn",
+     "https://management.chinacloudapi.cn"),
+    ("  cloud: public\n  login_server: myacr-h4sh.azurecr.io\n", "myacr-h4sh.azurecr.io",
+     "https://management.azure.com"),
 ])  # fmt: skip
 def test_the_azure_cloud_gives_the_login_server_and_resource_manager(
     tmp_path, lines, server, endpoint
@@ -910,6 +914,12 @@ def write_ca(path):
              "azure.endpoint", "Azure Resource Manager is reached over https", 5),
         case(ACR.replace("builder:", "  cloud: germany\nbuilder:"), "azure.cloud",
              "expected public, china or usgovernment", 5),
+        case(ACR.replace("builder:", "  cloud: usgovernment\n  login_server: myacr.azurecr.io\n"
+                                     "builder:"), "azure.cloud",
+             "usgovernment, but login_server myacr.azurecr.io is in the public cloud", 5),
+        case(ACR.replace("builder:", "  login_server: myacr.azurecr.us\n  cloud: china\n"
+                                     "builder:"), "azure.cloud",
+             "china, but login_server myacr.azurecr.us is in the usgovernment cloud", 6),
         case(ACR.replace("builder:", "  resourcegroup: rg\nbuilder:"), "azure.resourcegroup",
              "unknown key (did you mean 'resource_group'?)", 5),
         case(ACR.replace("builder:", "  timeout: 60\nbuilder:"), "azure.timeout",
