@@ -162,7 +162,8 @@ def import_image(
                                                   parameters).result()  # fmt: skip
         except HttpResponseError as err:
             if _throttled(err):
-                wait = _retry_after(err.response) if err.status_code == 429 else None
+                asked = (getattr(err.response, "headers", None) or {}).get("Retry-After")
+                wait = retry.retry_after(asked) if err.status_code == 429 else None
                 raise retry.Again(first_line(err), wait=wait) from None
             raise
 
@@ -201,12 +202,6 @@ def _throttled(err: Any) -> bool:
     error = getattr(err, "error", None)
     said = f"{getattr(error, 'code', '')} {getattr(error, 'message', '')} {err.message}"
     return "toomanyrequests" in said.lower()
-
-
-def _retry_after(response: Any) -> float | None:
-    """Retry-After in seconds, as ARM sends it; None when absent or a date."""
-    value = (getattr(response, "headers", None) or {}).get("Retry-After", "").strip()
-    return float(value) if value.isdigit() else None
 
 
 # ---------------------------------------------------------------- webhooks

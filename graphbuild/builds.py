@@ -244,13 +244,13 @@ class Builds:
 
 def _secrets(attrs: ImageNode, options: BuildOptions) -> dict[str, str]:
     """The secret build args' values, from the environment now: stored nowhere. A variable
-    that is not set fails the image (the build would silently go without it)."""
+    that is not set, or set to "", fails the image (the build would silently go without it)."""
     values = {}
     for name, variable in options.secret_build_args.items():
         value = os.environ.get(variable)
-        if value is None:
+        if not value:
             raise Failed(f"{attrs['repo']}:{attrs['dockerfile']}: secret build arg {name}: "
-                         f"${variable} is not set")  # fmt: skip
+                         f"${variable} is not set or empty")  # fmt: skip
         values[name] = value
     return values
 

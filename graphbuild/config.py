@@ -21,13 +21,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from graphbuild import clouds, config_cache, platforms, refs, schema
 from graphbuild.errors import ConfigError, InvalidReference, UnsafeURL
 from graphbuild.schema import (
     POSITION,
+    Check,
     Key,
     Reader,
     Where,
@@ -64,6 +65,8 @@ IMAGE_CONTEXT = "docker-image://"  # a named build context that is an image
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _ARG_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# a conventional variable name: a token pasted in its place (npm_..., ghp_...) has lower case
+_SECRET_ENV_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 _REMOTE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:|git@|github\.com/)")  # a URL, target:…
 # Variables the build tools read themselves: a secret build arg reaches buildah and docker as
 # the variable of its own name, so it may not be one of these
@@ -72,6 +75,7 @@ _TOOL_ENV_RE = re.compile(
     r"|BUILDX_\w+|CONTAINERS_\w+|REGISTRY_AUTH_FILE|SSL_CERT_\w+|LD_\w+)",
     re.IGNORECASE,
 )
+_Hosted = TypeVar("_Hosted", "RegistrySpec", "RegistryLogin")  # a record keyed by its host
 _REF_RE = re.compile(r"^(?![-/])[^\x00-\x20\x7f ~^:?*\[\\]+(?<!/)$")  # git check-ref-format
 # Operating systems images are built for that containerd's list (an older Go's) lacks: Go's
 # wasip1, and wasi, which Docker's Wasm builds target (`--platform wasi/wasm`)
@@ -142,9 +146,10 @@ def _secret_args(r: Reader, value: Any, where: Where) -> dict[str, str]:
         if _TOOL_ENV_RE.fullmatch(name):
             raise r.fail([*where, name], f"{name!r}: the builder's own environment has "
                          "this variable, and a secret build arg reaches it as one")  # fmt: skip
-        if not _ARG_RE.match(variable):
-            raise r.fail([*where, name], f"{variable!r}: expected an environment variable name "
-                         "(letters, digits, _), whose value the build gets")  # fmt: skip
+        if not _SECRET_ENV_RE.fullmatch(variable):  # not echoed: it may be the token itself
+            expected = "an environment variable name in capitals (A-Z, 0-9, _; at most 64"
+            raise r.fail([*where, name], f"expected {expected} characters), whose value "
+                         "the build gets")  # fmt: skip
     return out
 
 
@@ -339,18 +344,40 @@ def _no_password(r: Reader, value: Any, where: Where) -> None:
     raise r.fail(where, f"never put a password in this file; {hint}")
 
 
-def _registries(r: Reader, value: Any, where: Where) -> dict[str, RegistrySpec]:
-    """`host: {settings}`, each host once however it is spelled."""
-    if not isinstance(value, dict):
-        raise r.fail(where, f"expected a mapping, got {schema.kind(value)}")
-    out: dict[str, RegistrySpec] = {}
-    for host, settings in value.items():
-        at = [*where, str(host)]
-        spec = r.record(RegistrySpec, {} if settings is None else settings, at, host=host)
-        if spec.host in out:
-            raise r.fail(at, f"{spec.host} is configured twice")
-        out[spec.host] = spec
-    return out
+def _by_host(cls: type[_Hosted]) -> Check:
+    """`host: {settings}` read into `cls`, each host once however it is spelled (its rule
+    normalises `host`: case, `index.docker.io`)."""
+
+    def check(r: Reader, value: Any, where: Where) -> dict[str, _Hosted]:
+        if not isinstance(value, dict):
+            raise r.fail(where, f"expected a mapping, got {schema.kind(value)}")
+        out: dict[str, _Hosted] = {}
+        for host, settings in value.items():
+            at = [*where, str(host)]
+            spec = r.record(cls, {} if settings is None else settings, at, host=host)
+            if spec.host in out:
+                raise r.fail(at, f"{spec.host} is configured twice")
+            out[spec.host] = spec
+        return out
+
+    return check
+
+
+def _registry_host(r: Reader, host: Any, where: Where) -> str:
+    """A `registries:` or `azure.credentials:` key as image references name its registry:
+    lowercase (host names are not case-sensitive), `index.docker.io` as docker.io."""
+    text = str(host).lower()
+    try:
+        domain = refs.parse(f"{text}/x").domain
+    except InvalidReference:
+        domain = None
+    if domain is None or (domain != text and (domain, text) != _HUB_ALIAS):
+        hint = "a host with a dot or a port, or localhost; `myreg` alone would mean Docker Hub"
+        raise r.fail(where, f"not a registry host ({hint})")
+    return domain
+
+
+_HUB_ALIAS = ("docker.io", "index.docker.io")
 
 
 _VAULT_SECRET_RE = re.compile(
@@ -390,20 +417,6 @@ def _no_registry_password(r: Reader, value: Any, where: Where) -> None:
     hint = ("name a Key Vault secret in password_vault (builds) or an environment "
             "variable in password_env (mirror imports)")  # fmt: skip
     raise r.fail(where, f"never put a password in this file; {hint}")
-
-
-def _logins(r: Reader, value: Any, where: Where) -> dict[str, RegistryLogin]:
-    """`host: {how ACR logs in there}`, each host once however it is spelled."""
-    if not isinstance(value, dict):
-        raise r.fail(where, f"expected a mapping, got {schema.kind(value)}")
-    out: dict[str, RegistryLogin] = {}
-    for host, settings in value.items():
-        at = [*where, str(host)]
-        login = r.record(RegistryLogin, {} if settings is None else settings, at, host=host)
-        if login.host in out:
-            raise r.fail(at, f"{login.host} is configured twice")
-        out[login.host] = login
-    return out
 
 
 def _mirrors(r: Reader, value: Any, where: Where) -> dict[str, str]:
@@ -526,7 +539,7 @@ class AzureSpec:
     ca_bundle: str | None = field(default=None, metadata=read(beside_text))
     # registry host -> how ACR logs in there, for builds (`credentials`) and imports
     credentials: Mapping[str, RegistryLogin] = field(
-        default_factory=dict, metadata=read(_logins, blank=falsy)
+        default_factory=dict, metadata=read(_by_host(RegistryLogin), blank=falsy)
     )
 
     @property
@@ -714,7 +727,7 @@ class Config:
         metadata=read(records(RepoSpec), missing="list the repositories to read")
     )
     registries: Mapping[str, RegistrySpec] = field(
-        default_factory=dict, metadata=read(_registries, blank=falsy)
+        default_factory=dict, metadata=read(_by_host(RegistrySpec), blank=falsy)
     )
     # the registry ACR builds, mirror imports and webhooks use
     azure: AzureSpec | None = field(default=None, metadata=read(record(AzureSpec), blank=falsy))
@@ -764,15 +777,7 @@ def _image_spec(r: Reader, v: dict[str, Any], where: Where) -> None:
 
 @rule(RegistrySpec, password=Key(_no_password))
 def _registry(r: Reader, v: dict[str, Any], where: Where) -> None:
-    host = v["host"]
-    try:
-        domain = refs.parse(f"{host}/x").domain
-    except InvalidReference:
-        domain = None
-    if domain != str(host) and not (domain == "docker.io" and host == "index.docker.io"):
-        hint = "a host with a dot or a port, or localhost; `myreg` alone would mean Docker Hub"
-        raise r.fail(where, f"not a registry host ({hint})")
-    v["host"] = host = domain
+    v["host"] = host = _registry_host(r, v["host"], where)
     if v.get("insecure") and not loopback(host):
         hint = "plain http is only allowed for loopback registries (localhost, 127.0.0.1)"
         raise r.fail([*where, "insecure"], hint)
@@ -785,22 +790,14 @@ def _registry(r: Reader, v: dict[str, Any], where: Where) -> None:
             raise r.fail([*where, key], "only used with auth: basic")
     redirects = v.get("redirect_hosts", ())
     for i, other in enumerate(redirects):
-        if other == host:
+        if other.lower() == host:
             raise r.fail([*where, "redirect_hosts", i], f"{other!r}: {_REDIRECT_HINT}")
     v["redirect_hosts"] = tuple(other.lower() for other in redirects)
 
 
 @rule(RegistryLogin, password=Key(_no_registry_password))
 def _registry_login(r: Reader, v: dict[str, Any], where: Where) -> None:
-    host = str(v["host"]).lower()  # host names are not case-sensitive
-    try:
-        domain = refs.parse(f"{host}/x").domain
-    except InvalidReference:
-        domain = None
-    if domain != host and not (domain == "docker.io" and host == "index.docker.io"):
-        hint = "a host with a dot or a port, or localhost; `myreg` alone would mean Docker Hub"
-        raise r.fail(where, f"not a registry host ({hint})")
-    v["host"] = domain
+    v["host"] = _registry_host(r, v["host"], where)
     if "username" in v and "username_vault" in v:
         raise r.fail(where, "give username or username_vault, not both")
     named = "username" in v or "username_vault" in v
@@ -824,6 +821,12 @@ def _azure(r: Reader, v: dict[str, Any], where: Where) -> None:
         if label != name and not label.startswith(f"{name}-"):
             message = f"{server!r} is not the login server of {name} ({name}{suffix})"
             raise r.fail([*where, "login_server"], message)
+    named = clouds.of(server) if server else None
+    cloud = v.get("cloud")
+    if cloud and named and named.name != cloud:  # sign-in would go to the wrong Entra ID
+        message = (f"{cloud}, but login_server {server} is in the {named.name} cloud "
+                   f"(*{named.suffix}); give that cloud, or leave cloud out")  # fmt: skip
+        raise r.fail([*where, "cloud"], message)
 
 
 @rule(GateSpec, scan=Key(_scanner), test=Key(command))

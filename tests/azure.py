@@ -310,7 +310,7 @@ class FakeArm(_Server):
         self.hold = False
         self.forbidden: dict[str, str] = {}
         self.throttle: dict[str, int] = {}
-        self.throttle_retry_after: int | None = 1
+        self.throttle_retry_after: int | str | None = 1  # seconds or an HTTP date
         self.lro_polls = 1
         self.lro_retry_after: int | None = None
         self.import_rate_limited = 0

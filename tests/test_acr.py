@@ -585,6 +585,19 @@ def test_a_throttled_import_waits_as_long_as_retry_after_says(arm, registry):
     assert waits == [1.0]  # Retry-After, not the backoff's 5
 
 
+def test_a_retry_after_given_as_an_http_date_is_honoured(arm, registry):
+    """Retry-After may be an HTTP date (RFC 9110); one already past means now, not the
+    backoff's 5 s."""
+    arm.throttle["/importImage"] = 4
+    arm.throttle_retry_after = "Wed, 21 Oct 2015 07:28:00 GMT"
+    item, spec, manager = importing(arm, registry)
+    waits: list[float] = []
+    with manager:
+        acr_admin.import_image(manager, spec, item, backoff=FAST, sleep=waits.append)
+    assert [r.status for r in arm.calls("/importImage", "POST")] == [429] * 4 + [202]
+    assert waits == [0.0]
+
+
 def test_an_import_that_stays_rate_limited_fails_as_transient(arm, registry):
     arm.import_rate_limited = 10
     item, spec, manager = importing(arm, registry)

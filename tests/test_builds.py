@@ -193,17 +193,22 @@ def test_a_secret_build_arg_is_read_from_the_environment_at_build_and_stored_by_
         assert not path.is_file() or b"s3cret" not in path.read_bytes(), path
 
 
-def test_a_secret_build_arg_whose_variable_is_unset_fails_its_build_naming_it(
-    tmp_path, write_config, monkeypatch
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_a_secret_build_arg_whose_variable_is_unset_or_empty_fails_its_build_naming_it(
+    tmp_path, write_config, monkeypatch, value
 ):
+    """An empty variable is as good as none: the build would go with an empty secret."""
     cfg, graph = secrets_fleet(tmp_path, write_config)
-    monkeypatch.delenv("GB_TEST_NPM_TOKEN", raising=False)
+    if value is None:
+        monkeypatch.delenv("GB_TEST_NPM_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("GB_TEST_NPM_TOKEN", value)
     builder = Recording()
     builds = Builds(cfg, graph, {UPSTREAM: PINNED}, builder, "run", {}, RunSettings(),
                     tmp_path / "logs")  # fmt: skip
     with pytest.raises(Failed) as info:
         builds.work("r.test/app:1", threading.Event())
     assert str(info.value) == (
-        "r:Dockerfile: secret build arg TOKEN: $GB_TEST_NPM_TOKEN is not set"
+        "r:Dockerfile: secret build arg TOKEN: $GB_TEST_NPM_TOKEN is not set or empty"
     )
     assert info.value.transient is False and builder.requests == []

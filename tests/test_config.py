@@ -293,6 +293,18 @@ def test_registries(tmp_path):
     assert r.redirect_hosts == () and cfg.check_timeout == 600
 
 
+def test_registry_hosts_are_lowercased_as_the_images_in_them_are(tmp_path):
+    """Host names are not case-sensitive: settings under `MyACR.azurecr.io` are those of
+    myacr.azurecr.io, where its images are, not silently ignored."""
+    cfg = load_text(tmp_path, "repos: []\nregistries:\n"
+                    "  MyACR.azurecr.io: {auth: acr, max_builds: 3}\n"
+                    "  R.Example: {redirect_hosts: [CDN.Example]}\n")  # fmt: skip
+    assert set(cfg.registries) == {"myacr.azurecr.io", "r.example"}
+    assert cfg.registries["myacr.azurecr.io"].host == "myacr.azurecr.io"
+    assert cfg.registries["myacr.azurecr.io"].max_builds == 3
+    assert cfg.registries["r.example"].redirect_hosts == ("cdn.example",)
+
+
 def test_manifest_redirects_and_the_check_deadline(tmp_path):
     cfg = load_text(
         tmp_path,
@@ -317,6 +329,10 @@ def test_the_buildah_store_is_found_beside_the_config_wherever_graphbuild_runs(t
              "`myreg` alone would mean Docker Hub", 2),
         case("registries:\n  docker.io: {}\n  index.docker.io: {}\n",
              "registries.index.docker.io", "docker.io is configured twice", 3),
+        case("registries:\n  myacr.azurecr.io: {}\n  MyACR.azurecr.io: {max_builds: 3}\n",
+             "registries.MyACR.azurecr.io", "myacr.azurecr.io is configured twice", 3),
+        case("registries:\n  R.Example: {redirect_hosts: [r.example]}\n",
+             "registries.R.Example.redirect_hosts[0]", "other than the registry itself", 2),
         case("registries:\n  r.example: {username: ci}\n", "registries.r.example.username",
              "only used with auth: basic", 2),
         case("registries:\n  '127.evil.example:5000': {insecure: true}\n",
@@ -741,6 +757,8 @@ def test_a_secret_build_arg_names_its_environment_variable_and_is_cached_by_name
     [
         ("{TOKEN: [a]}", "secret_build_args.TOKEN", "expected a string"),
         ("{TOKEN: 'npm token'}", "secret_build_args.TOKEN", "an environment variable name"),
+        ("{TOKEN: npm_token}", "secret_build_args.TOKEN", "in capitals"),
+        ("{TOKEN: " + "A" * 65 + "}", "secret_build_args.TOKEN", "at most 64 characters"),
         ("{1X: NPM_TOKEN}", "secret_build_args.1X", "invalid name"),
         ("{V: NPM_TOKEN}", "secret_build_args.V", "also in build_args"),
         ("{PATH: NPM_TOKEN}", "secret_build_args.PATH", "the builder's own environment"),
@@ -753,6 +771,24 @@ def test_bad_secret_build_args_name_the_key(tmp_path, text, key, says):
                                     f"        secret_build_args: {text}\n")  # fmt: skip
     assert caught.value.key == f"repos[0].images[0].{key}"
     assert says in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "pasted", ["npm_AbC123dEf456GhI789jKl012MnO345pQr678", "ghp_" + "x1" * 18, "A" * 65]
+)
+def test_a_token_pasted_for_the_variable_name_is_refused_and_not_echoed(tmp_path, pasted):
+    """A token in the variable's place would be stored in the index, the config cache and
+    `graph --json`; the message says what is expected and never repeats the value."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, IMAGE + f"        secret_build_args: {{NPM_TOKEN: {pasted}}}\n")
+    assert caught.value.key == "repos[0].images[0].secret_build_args.NPM_TOKEN"
+    assert pasted not in str(caught.value)
+    assert "environment variable name" in caught.value.message
+
+
+def test_a_variable_name_of_64_capitals_is_taken(tmp_path):
+    cfg = load_text(tmp_path, IMAGE + "        secret_build_args: {T: " + "A_1" * 21 + "B}\n")
+    assert cfg.repos[0].images[0].secret_build_args == {"T": "A_1" * 21 + "B"}
 
 
 def test_the_command_builder_refuses_secret_build_args(tmp_path):
@@ -802,6 +838,10 @@ def test_the_platforms_acr_builds_load_and_other_builders_take_any(tmp_path):
      "https://arm.example"),
     ("  cloud: usgovernment\n  login_server: acr.example.com\n", "acr.example.com",
      "https://management.usgovcloudapi.net"),
+    ("  cloud: china\n  login_server: MyACR.azurecr.cn\n", "myacr.azurecr.cn",
+     "https://management.chinacloudapi.cn"),
+    ("  cloud: public\n  login_server: myacr-h4sh.azurecr.io\n", "myacr-h4sh.azurecr.io",
+     "https://management.azure.com"),
 ])  # fmt: skip
 def test_the_azure_cloud_gives_the_login_server_and_resource_manager(
     tmp_path, lines, server, endpoint
@@ -874,6 +914,12 @@ def write_ca(path):
              "azure.endpoint", "Azure Resource Manager is reached over https", 5),
         case(ACR.replace("builder:", "  cloud: germany\nbuilder:"), "azure.cloud",
              "expected public, china or usgovernment", 5),
+        case(ACR.replace("builder:", "  cloud: usgovernment\n  login_server: myacr.azurecr.io\n"
+                                     "builder:"), "azure.cloud",
+             "usgovernment, but login_server myacr.azurecr.io is in the public cloud", 5),
+        case(ACR.replace("builder:", "  login_server: myacr.azurecr.us\n  cloud: china\n"
+                                     "builder:"), "azure.cloud",
+             "china, but login_server myacr.azurecr.us is in the usgovernment cloud", 6),
         case(ACR.replace("builder:", "  resourcegroup: rg\nbuilder:"), "azure.resourcegroup",
              "unknown key (did you mean 'resource_group'?)", 5),
         case(ACR.replace("builder:", "  timeout: 60\nbuilder:"), "azure.timeout",

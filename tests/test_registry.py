@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import re
+import socket
+import ssl
 import stat
 import threading
 import time
 
 import bcrypt
+import httpcore
 import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -27,6 +31,7 @@ from graphbuild.registry import (
     Registry,
     Resolved,
 )
+from graphbuild.registry import client as registry_client
 from graphbuild.registry import manifests as registry_manifests
 from graphbuild.registry.auth import (
     AcrAuth,
@@ -38,6 +43,7 @@ from graphbuild.registry.auth import (
 )
 from graphbuild.registry.client import Known
 
+from .flaky_network import ResetFirst
 from .hostile_registry import Drip, Reply, Scripted, endless, manifest, served, wait_for
 from .oci import (
     DOCKER_LIST,
@@ -559,6 +565,88 @@ def test_a_refused_connection_is_not_retried_and_gives_the_registry_up_for_the_r
     assert {a.kind for a in answers.values()} == {UNREACHABLE}
     messages = [a.message for a in answers.values()]
     assert all(m.endswith(f": {host} cannot be reached (connection refused)") for m in messages)
+
+
+def test_a_connection_reset_in_the_tls_handshake_is_tried_again_and_answered(tmp_path):
+    """A one-off reset while connecting (a middlebox, a load balancer restarting) is not a
+    registry that is down: it is tried again, and the registry's answer is the answer."""
+    ca, cert, key = _tls_files(tmp_path)
+    body = manifest("after a reset")
+    tls = Scripted(lambda seen: served(body) if "/manifests/" in seen.path else Reply(200),
+                   tls=(cert, key)).start()  # fmt: skip
+    front = ResetFirst(tls.address).start()
+    try:
+        with Registry({front.address: RegistrySpec(front.address, ca_bundle=ca)},
+                      backoff=0.01) as r:  # fmt: skip
+            answer = r.resolve(f"{front.address}/lib/base:1")
+            assert r.unreachable() == {}
+    finally:
+        front.stop()
+        tls.stop()
+    assert isinstance(answer, Resolved), answer
+    assert answer.digest == sha(body) and front.accepted >= 2
+
+
+def test_a_certificate_that_does_not_verify_gives_the_registry_up_at_once(tmp_path):
+    """Asking again cannot make a certificate verify: one request, then the host is down."""
+    _, cert, key = _tls_files(tmp_path)
+    tls = Scripted(lambda seen: Reply(200), tls=(cert, key)).start()
+    try:
+        with Registry({}, backoff=0.01) as r:  # the system's CAs: the test CA is not one
+            answers = r.resolve_all({f"{tls.address}/lib/r{i}:1": [] for i in range(3)})
+            assert r.requests[tls.address] == 1
+            assert "CERTIFICATE_VERIFY_FAILED" in r.unreachable()[tls.address]
+    finally:
+        tls.stop()
+    assert {a.kind for a in answers.values()} == {UNREACHABLE}
+
+
+def test_a_host_name_that_does_not_resolve_gives_the_registry_up_at_once():
+    host = "registry.graphbuild-test.invalid"  # RFC 6761: never resolves
+    try:
+        socket.getaddrinfo(host, 443)
+    except socket.gaierror as err:
+        if err.errno != socket.EAI_NONAME:
+            pytest.skip(f"this resolver cannot say no such host now ({err})")
+    with Registry({}, backoff=0.01) as r:
+        answers = r.resolve_all({f"{host}/lib/r{i}:1": [] for i in range(3)})
+        assert r.requests[host] == 1
+        assert r.unreachable() == {host: "name or service not known"}
+    assert {a.kind for a in answers.values()} == {UNREACHABLE}
+
+
+def _as_httpx_raises(cause: OSError) -> httpx.ConnectError:
+    """The ConnectError httpx raises for an OSError while connecting: httpcore's
+    ConnectError from the OSError, httpx's from httpcore's."""
+    try:
+        try:
+            try:
+                raise cause
+            except OSError as err:
+                raise httpcore.ConnectError(str(err)) from err
+        except httpcore.ConnectError as err:
+            raise httpx.ConnectError(str(err)) from err
+    except httpx.ConnectError as err:
+        return err
+
+
+@pytest.mark.parametrize(
+    ("cause", "hopeless"),
+    [
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), True),
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), True),
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), True),
+        (socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"), False),
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), False),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), False),
+        (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), False),
+    ],
+    ids=lambda v: v if isinstance(v, bool) else type(v).__name__ + str(v.errno),
+)
+def test_only_refused_unknown_hosts_and_bad_certificates_are_not_tried_again(cause, hopeless):
+    """What reaches the client: httpcore raises every OSError while connecting (a reset
+    handshake, EAI_AGAIN) as a ConnectError; the cause says which are worth a retry."""
+    assert registry_client._hopeless(_as_httpx_raises(cause)) is hopeless
 
 
 def test_a_registry_that_answers_is_not_unreachable(registry):

@@ -11,9 +11,11 @@ downgrade, and text is cleaned.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -115,7 +117,7 @@ class _Host:
     # the rest of the run's requests to the host fail at once instead of each retrying.
     failures: int = 0
     down: tuple[str, str] | None = None
-    # why it cannot be reached at all (refused, no such host, TLS), when that is why it is down
+    # why it cannot be reached at all (refused, no such host, bad certificate), if that is why
     unreachable: str | None = None
 
 
@@ -421,10 +423,13 @@ class Registry:
                         hint = f" (allow it with registries.{host.name}.redirect_hosts)"
                     raise _Failed(ERROR, f"{where}: the registry {err}{hint}") from None
                 except httpx.ConnectError as err:
-                    # refused, no such host, no route, a TLS handshake that failed: what
-                    # crane, ORAS and curl do not retry either. A registry back in a minute
-                    # is seen by the next check; waiting here would only delay every answer.
-                    raise self._cannot_reach(host, where, err) from None
+                    # refused, no such host, a certificate that does not verify: asking
+                    # again cannot change it, and a registry back in a minute is seen by
+                    # the next check. Any other failure to connect (a reset handshake, a
+                    # temporary DNS failure) may be a blip: tried again, like a timeout.
+                    if _hopeless(err):
+                        raise self._cannot_reach(host, where, err) from None
+                    raise retry.Again(_describe(err), value=err) from None
                 except httpx.HTTPError as err:
                     raise retry.Again(_describe(err), value=err) from None
                 self._note_ratelimit(host.name, answer.headers)
@@ -479,7 +484,7 @@ class Registry:
             )  # fmt: skip
 
     def _cannot_reach(self, host: _Host, where: str, err: httpx.ConnectError) -> _Failed:
-        """No connection to the host: it is given up for the run, at once."""
+        """A connection no retry can make (`_hopeless`): the host is given up for the run."""
         reason = _connect_reason(err)
         with self._lock:
             if host.down is None:
@@ -624,6 +629,27 @@ def _describe(err: Exception) -> str:
 
 
 _ERRNO_RE = re.compile(r"^\[Errno -?\d+\]\s*")
+
+
+_NO_SUCH_HOST = "Name or service not known"  # glibc's words for EAI_NONAME
+
+
+def _hopeless(err: httpx.ConnectError) -> bool:
+    """Is this failure to connect one that no retry can mend: refused (ECONNREFUSED), no
+    such host (EAI_NONAME), a certificate that does not verify? httpcore raises any OSError
+    while connecting as ConnectError; the OSError is in its cause or context chain."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError | ConnectionRefusedError):
+            return True
+        if isinstance(cause, socket.gaierror):
+            return cause.errno == socket.EAI_NONAME or _NO_SUCH_HOST in str(cause)
+        if isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _connect_reason(err: httpx.ConnectError) -> str:
