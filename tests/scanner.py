@@ -27,7 +27,8 @@ The report's field names and shapes were checked against the projects' source:
   grype/presenter/models/{document,match,package,source,descriptor,vulnerability,
   vulnerability_metadata,distribution}.go, grype/match/results.go (searchedBy/found),
   grype/vulnerability/{fix,provider}.go (fix states; the db block is cmd/grype/cli/commands/
-  root.go dbInfo: {"status": ProviderStatus{schemaVersion, from, built, path}, "providers"}),
+  root.go dbInfo: {"status": ProviderStatus's MarshalJSON {schemaVersion, from, built, path,
+  valid}, "providers"}; v6 schema 6.1.9 from grype/db/v6/db.go),
   and the snapshots grype/presenter/json/testdata/snapshot/TestJsonImgsPresenter.golden and
   grype/presenter/explain/testdata/chainguard-ruby-test.json (an apk match);
   with syft bf82010f3c38508e30dd01ed8053f158513c0c9d (syft/source/image_metadata.go,
@@ -351,8 +352,11 @@ def trivy_report(image: Image, matches: list[Match], version: str) -> dict:
     }
 
 
-def grype_report(image: Image, matches: list[Match], version: str, db_built: str) -> dict:
-    """Grype's `-o json` for an image (grype/presenter/models/document.go)."""
+def grype_report(
+    image: Image, matches: list[Match], version: str, db_built: str, source: Path
+) -> dict:
+    """Grype's `-o json` for an image (grype/presenter/models/document.go); its database is
+    the advisory file `source`, built at `db_built` (RFC 3339, as ProviderStatus writes it)."""
     config = json.loads(image.config)
     release = image.release
     minor = ".".join(release.split(".")[:2])
@@ -384,8 +388,8 @@ def grype_report(image: Image, matches: list[Match], version: str, db_built: str
             "name": "grype",
             "version": version,
             "db": {
-                "status": {"schemaVersion": "v6.0.2", "from": "file:///tests/advisories",
-                           "built": db_built, "path": "/tests/grype/db/6/vulnerability.db"},
+                "status": {"schemaVersion": "v6.1.9", "from": source.resolve().as_uri(),
+                           "built": db_built, "path": str(source.resolve()), "valid": True},
                 "providers": {},
             },
             "timestamp": _now(),
@@ -441,6 +445,16 @@ def _purl(name: str, version: str, release: str) -> str:
     return f"pkg:apk/alpine/{name}@{version}?arch=x86_64{distro}"
 
 
+def _rfc3339(text: str) -> str:
+    """An ISO time as Go's time.RFC3339 writes it in UTC: 2026-01-01T00:00:00Z."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text}") from None
+    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
 
@@ -451,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--advisories", type=Path, required=True)
     parser.add_argument("--scanner-version", help="Trivy's or Grype's version to write "
                         "(default 0.74.0 for trivy, 0.116.0 for grype)")  # fmt: skip
-    parser.add_argument("--db-built", default="2026-01-01T00:00:00Z",
+    parser.add_argument("--db-built", type=_rfc3339, default="2026-01-01T00:00:00Z",
                         help="Grype's descriptor.db.status.built (ISO time)")  # fmt: skip
     parser.add_argument("image")
     parser.add_argument("report", type=Path)
@@ -466,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "trivy":
         report = trivy_report(image, matches, args.scanner_version or "0.74.0")
     else:
-        report = grype_report(image, matches, args.scanner_version or "0.116.0", args.db_built)
+        version = args.scanner_version or "0.116.0"
+        report = grype_report(image, matches, version, args.db_built, args.advisories)
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

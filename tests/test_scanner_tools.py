@@ -46,11 +46,14 @@ def packages():
     server.stop()
 
 
-def scan(fmt: str, image: str, tmp_path: Path, code: int = 0) -> subprocess.CompletedProcess:
+def scan(
+    fmt: str, image: str, tmp_path: Path, *extra: str, code: int = 0
+) -> subprocess.CompletedProcess:
     report = tmp_path / f"report-{fmt}.json"
     report.unlink(missing_ok=True)
     advisories = write_advisories(tmp_path / "advisories.json", ADVISORIES)
     argv = placeholders(scanner_argv(fmt, advisories), image, report)
+    argv[2:2] = extra
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert done.returncode == code, done.stderr
     return done
@@ -158,7 +161,8 @@ def test_the_scanner_reads_packages_from_real_layers_in_both_formats_and_a_rebui
     image = f"{registry.host}/fleet/child:1@{child}"
 
     for fmt in ("trivy", "grype"):
-        scan(fmt, image, tmp_path)
+        scan(fmt, image, tmp_path, "--scanner-version", "9.9.9",
+             "--db-built", "2026-12-01T10:00:00+01:00")  # fmt: skip
         report = report_of(fmt, tmp_path)
         assert layer_of(report, fmt, "zlib") == base_layer
         assert layer_of(report, fmt, "openssl") == child_layer
@@ -167,6 +171,9 @@ def test_the_scanner_reads_packages_from_real_layers_in_both_formats_and_a_rebui
             Finding("CVE-2026-0002", "medium", "zlib", "1.0", "", _target(fmt, image)),
         ]  # zlib 1.0 is not below 0.9; curl is not installed
     trivy, grype = report_of("trivy", tmp_path), report_of("grype", tmp_path)
+    assert trivy["Trivy"] == {"Version": "9.9.9"}
+    assert grype["descriptor"]["version"] == "9.9.9"
+    assert grype["descriptor"]["db"]["status"]["built"] == "2026-12-01T09:00:00Z"
     assert trivy["Metadata"]["ImageID"] == manifest["config"]["digest"]
     assert trivy["Metadata"]["DiffIDs"] == config["rootfs"]["diff_ids"]
     assert trivy["Metadata"]["RepoDigests"] == [f"{registry.host}/fleet/child@{child}"]
