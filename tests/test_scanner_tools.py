@@ -1,21 +1,25 @@
 """The vulnerability tests' own tooling, proven on real parts: a base made by buildah with a
 package database in its layer, a child that installs a package from the loopback package
 server in its RUN layer, and tests/scanner.py reading both back from the real registry in
-Trivy's and Grype's formats, which graphbuild's report reader reads."""
+Trivy's and Grype's formats, which graphbuild's report reader reads and its scan gate judges."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import json
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
-from graphbuild.gates import Finding, findings, placeholders
+from graphbuild.config import GateSpec
+from graphbuild.gates import Finding, check, findings, placeholders
+from graphbuild.state import GateStatus
 
 from .oci import OCI_MANIFEST
 from .packages import (
@@ -184,6 +188,15 @@ def test_the_scanner_reads_packages_from_real_layers_in_both_formats_and_a_rebui
     assert [layer["digest"] for layer in target["layers"]] == config["rootfs"]["diff_ids"]
     unfixed = next(m for m in grype["matches"] if m["vulnerability"]["id"] == "CVE-2026-0002")
     assert unfixed["vulnerability"]["fix"] == {"versions": [], "state": "not-fixed"}
+
+    # graphbuild's own scan gate runs it and judges its reports
+    advisories = tmp_path / "advisories.json"
+    for fmt in ("trivy", "grype"):
+        gate = GateSpec(fmt, "scan", tuple(scanner_argv(fmt, advisories)), fail_on="high")
+        result = check(gate, image, tmp_path / "gate.log", threading.Event(),
+                       dt.date.today(), tmp_path / "scratch")  # fmt: skip
+        assert (result.status, result.summary) == (GateStatus.FAILED, "1 high at or above high")
+        assert [f.id for f in result.findings] == ["CVE-2026-0001"]
 
     # a multi-platform index: its linux/amd64 image is the one scanned
     other = registry.image("fleet/child", "arm", platform="linux/arm64")
