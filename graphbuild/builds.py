@@ -57,10 +57,14 @@ class Builds:
         logs: Path,
         missing: frozenset[str] = frozenset(),
         on_build: Callable[[str], None] = lambda node: None,
+        fresh: frozenset[str] = frozenset(),
     ) -> None:
         self.config, self.graph, self.builder = config, graph, builder
         self.on_build = on_build  # called, from the build's thread, as its builder starts
         self.missing = missing  # a tag is not in the registry: a push is due whatever the key
+        # rebuilt for a vulnerability: whatever the key, and without cache, so that its
+        # package steps run again and fetch the fixed versions
+        self.fresh = fresh
         self.served = dict(digests)  # node -> digest the registry served when the plan was made
         self.digests = dict(digests)  # node -> digest to pin to; built nodes are added
         self.run_id, self.reasons, self.settings, self.logs = run_id, reasons, settings, logs
@@ -129,7 +133,8 @@ class Builds:
         key = keys.build_key(source, parents)
         with self.lock:
             self.keys[node], self.parents[node] = (source, key), parents
-        done = None if self.settings.force else find_build(self.config.workspace, key)
+        again = self.settings.force or node in self.fresh
+        done = None if again else find_build(self.config.workspace, key)
         served = done is not None and done.digest == self.served.get(node)
         if done is not None and served and node not in self.missing:
             return Outcome(
@@ -153,7 +158,7 @@ class Builds:
             contexts=_build_contexts(options, pins, {n: p for n, (p, _) in folders.items()}),
             labels=marks,
             annotations={**marks, **_base_annotations(parsed.refs, parents, attrs["base"])},
-            no_cache=self.settings.no_cache, log=log,
+            no_cache=self.settings.no_cache or node in self.fresh, log=log,
             insecure_pull=self._insecure(parents), insecure_push=self._insecure([node]),
         )  # fmt: skip
         self.on_build(node)

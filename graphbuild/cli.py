@@ -184,6 +184,63 @@ def check(
     _exit(_run(ctx, cmd.run, as_json, concurrency))
 
 
+@app.command()
+def scan(
+    ctx: typer.Context,
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Only these images, bases or running images.", show_default=False),
+    ] = None,
+    as_json: JsonOption = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Scan again what was scanned within the period.")
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Scan the fleet's images, the bases they use and what the workloads run, for
+    vulnerabilities (vulnerabilities: in repos.yaml)."""
+    _verbose(verbose)
+    from graphbuild.commands import scan as cmd
+
+    _exit(_run(ctx, cmd.run, refs or [], as_json, force))
+
+
+@app.command()
+def vulns(
+    ctx: typer.Context,
+    query: Annotated[
+        str | None,
+        typer.Argument(
+            help="A vulnerability id (CVE-2026-1234) or an image reference.", show_default=False
+        ),
+    ] = None,
+    severity: Annotated[
+        str | None,
+        typer.Option(
+            "--severity",
+            help="The lowest severity shown (default: the configured).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Where a vulnerability is, where it came from, what runs it and what fixes it, from
+    the last scans."""
+    from graphbuild.commands import vulns as cmd
+
+    if severity is not None and severity.lower() not in (
+        "unknown",
+        "low",
+        "medium",
+        "high",
+        "critical",
+    ):
+        raise typer.BadParameter(
+            "one of unknown, low, medium, high, critical", param_hint="--severity"
+        )
+    _exit(_run(ctx, cmd.run, query, severity and severity.lower(), as_json))
+
+
 MaxParallel = Annotated[int, typer.Option("--max-parallel", min=1, help="Builds at once.")]
 
 
@@ -241,10 +298,21 @@ def sweep(
 @app.command()
 def rebuild(
     ctx: typer.Context,
-    refs: Annotated[list[str], typer.Argument(help="Images to rebuild, or bases to rebuild on.")],
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Images to rebuild, or bases to rebuild on.", show_default=False),
+    ] = None,
     reason: Annotated[
         str, typer.Option("--reason", help="Why, recorded on every image (e.g. a CVE id).")
     ] = "forced rebuild",
+    cve: Annotated[
+        str | None,
+        typer.Option(
+            "--cve",
+            help="Instead of REFs: the images whose own layers carry this fixable "
+            "vulnerability in their last scan, and what is built on them.",
+        ),
+    ] = None,
     no_cache: Annotated[
         bool,
         typer.Option(
@@ -284,7 +352,12 @@ def rebuild(
 
     if force and skip_served:
         raise typer.BadParameter("--force (the default) contradicts it", param_hint="--skip-served")
+    if bool(refs) == bool(cve):
+        raise typer.BadParameter("give the images (or bases) to rebuild, or --cve, not both",
+                                 param_hint="REFS")  # fmt: skip
     settings = _settings(max_parallel, force=not skip_served, no_cache=no_cache)
+    if cve:
+        _exit(_run(ctx, cmd.fix, cve, reason=reason, settings=settings, as_json=as_json))
     _exit(_run(ctx, cmd.run, refs, reason=reason, downstream=not no_downstream, depth=depth,
                   settings=settings, as_json=as_json))  # fmt: skip
 

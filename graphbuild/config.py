@@ -593,6 +593,23 @@ class GateSpec:
 
 
 @dataclass(frozen=True)
+class VulnSpec:
+    """`vulnerabilities:`, watching what is built and what runs (docs/vulnerabilities.md)."""
+
+    # the scanner, as a scan gate's: {image} {digest} {repository} {tag} {report}
+    scan: tuple[str, ...] = field(metadata=read(_scanner, missing="the scanner command to run"))
+    # the lowest severity that is shown, rebuilt for and counted in the exposure window
+    severity: str = field(default="high", metadata=read(_severity))
+    ignore: tuple[Allowed, ...] = field(default=(), metadata=read(records(Allowed)))
+    # a digest scanned this recently is not scanned again: scanners' data change daily
+    rescan: float = field(default=86400.0, metadata=read(seconds))
+    concurrency: int = field(default=4, metadata=read(count))
+    timeout: float = field(default=1800.0, metadata=read(seconds))
+    # a sweep also rebuilds images whose own layers carry a fixable finding
+    rebuild: bool = field(default=False, metadata=read(flag))
+
+
+@dataclass(frozen=True)
 class RingSpec:
     """One stage of a rollout; rings deploy in the order listed."""
 
@@ -740,6 +757,9 @@ class Config:
     )
     deployments: Deployments = field(
         default_factory=Deployments, metadata=read(record(Deployments), blank=falsy)
+    )
+    vulnerabilities: VulnSpec | None = field(
+        default=None, metadata=read(record(VulnSpec), blank=falsy)
     )
     # upstream prefix -> mirror prefix
     mirrors: Mapping[str, str] = field(default_factory=dict, metadata=read(_mirrors, blank=null))

@@ -16,7 +16,7 @@ from graphbuild.builders import Builder
 from graphbuild.builds import Builds, RunSettings, log_name
 from graphbuild.config import Config
 from graphbuild.graph import image_data
-from graphbuild.plan import Plan
+from graphbuild.plan import VULNERABLE, Plan
 from graphbuild.report import BUILDING
 from graphbuild.scheduler import Scheduler, interruptible
 from graphbuild.state import NodeStatus, RunNode, RunStatus, State, now
@@ -56,8 +56,9 @@ def execute(
     def building(node: str) -> None:  # its builder starts: the attempt the scheduler counts
         on_event(node, BUILDING, {"attempt": records[node].attempts})
 
+    fresh = frozenset(s.node for s in plan.steps if s.reason == VULNERABLE)
     builds = Builds(config, graph, digests, builder, run_id, reasons, settings, logs, missing,
-                    building)  # fmt: skip
+                    building, fresh)  # fmt: skip
 
     def record(node: str, status: str, info: dict) -> None:
         entry = records[node]

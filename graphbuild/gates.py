@@ -43,6 +43,7 @@ class Finding:
     installed: str
     fixed: str  # "" when there is no fix
     target: str  # the file or OS the scanner found it in; "" if none
+    layer: str = ""  # the diff id of the layer that brought it (Trivy Layer.DiffID, Grype layerID)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def findings(report: object) -> list[Finding]:
                 _get(vuln, "InstalledVersion", str),
                 _get(vuln, "FixedVersion", str),
                 _get(result, "Target", str),
+                _get(_get(vuln, "Layer", dict), "DiffID", str),
             )
             for result in _get(report, "Results", list, dict)
             for vuln in _get(result, "Vulnerabilities", list, dict)
@@ -91,10 +93,33 @@ def findings(report: object) -> list[Finding]:
                     _get(artifact, "version", str),
                     ", ".join(fixed),
                     _get(where[0], "path", str) if where else "",
+                    _get(where[0], "layerID", str) if where else "",
                 )
             )
         return out
     raise GateError("not a Trivy or Grype JSON report")
+
+
+def scanner(report: object) -> str:
+    """Which scanner wrote a report, and its version and database where it says them:
+    a finding a rebuild did not fix is looked at again once these change."""
+    if not isinstance(report, dict):
+        return "unknown"
+    if "matches" in report:
+        descriptor = report.get("descriptor")
+        if not isinstance(descriptor, dict):
+            return "grype"
+        db = descriptor.get("db")
+        db = db if isinstance(db, dict) else {}
+        status = db.get("status")
+        status = status if isinstance(status, dict) else {}
+        built = db.get("built") or status.get("built")  # older grype, then grype >= 0.88
+        words = [descriptor.get("name") or "grype", descriptor.get("version"),
+                 f"db {built}" if isinstance(built, str) else None]  # fmt: skip
+        return " ".join(str(w) for w in words if isinstance(w, str) and w)[:200]
+    trivy = report.get("Trivy")
+    version = trivy.get("Version") if isinstance(trivy, dict) else None
+    return f"trivy {version}"[:200] if isinstance(version, str) and version else "trivy"
 
 
 def judge(gate: GateSpec, found: Iterable[Finding], today: dt.date) -> GateResult:
@@ -161,7 +186,7 @@ def check(
             result = GateResult(gate.name, status, why or "exit 0")
         else:
             try:
-                return judge(gate, findings(_read(report)), today)
+                return judge(gate, findings(read_report(report)), today)
             except GateError as err:
                 result = GateResult(gate.name, GateStatus.FAILED, f"scanner failed: {why or err}")
         if failed is not None and failed.transient:
@@ -194,7 +219,7 @@ def _run(
     return None
 
 
-def _read(report: Path) -> object:
+def read_report(report: Path) -> object:
     """The scanner's JSON report; a GateError says why there is none to judge."""
     try:
         return json.loads(report.read_bytes())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -31,14 +32,15 @@ from graphbuild import (
     refs,
     report,
     rollout,
+    vulns,
     workloads,
     workspace,
 )
 from graphbuild.config import Config
 from graphbuild.console import plural
-from graphbuild.plan import Plan, from_check
+from graphbuild.plan import VULNERABLE, Plan, from_check
 from graphbuild.registry import Failure, Registry, Resolved
-from graphbuild.state import Run, RunStatus, State
+from graphbuild.state import DeployStatus, NodeStatus, Run, RunStatus, State
 from graphbuild.syncing import say_problems, sync
 
 # ---------------------------------------------------------------- sync
@@ -126,9 +128,77 @@ def say_signed_in(registry: Registry) -> None:
 def plan(config: Config, g: nx.DiGraph[str], checked: detect.Check) -> Plan:
     """What a sweep rebuilds: the check's stale and missing images, the images whose own
     source changed since graphbuild built them, and what is built on those."""
+    vulnerable: dict[str, str] = {}
     with State(config.workspace) as state:
         changed = keys.changed_sources(config, g, checked.digests, state)
-    return from_check(g, checked, changed)
+        if config.vulnerabilities and config.vulnerabilities.rebuild:
+            roots = vulns.rebuilds(config, g, state, targets(config), checked.digests)
+            vulnerable = {node: "; ".join(c.reason() for c in found)
+                          for node, found in roots.items()}  # fmt: skip
+    return from_check(g, checked, changed, vulnerable)
+
+
+# ---------------------------------------------------------------- vulnerabilities
+
+
+def scan(
+    config: Config, g: nx.DiGraph[str], names: Sequence[str] = (), force: bool = False
+) -> list[vulns.Outcome]:
+    """Scan the fleet's images, the bases they are built on and what the workloads run
+    (those `names` name); a digest scanned within the rescan period is not scanned again."""
+    running = targets(config)
+    with State(config.workspace) as state, registry_for(config) as registry:
+        wanted = vulns.targets(config, g, running, names)
+        outcomes = vulns.scan(config, g, wanted, registry, state, threading.Event(), force)
+        say_unreachable(registry)
+        vulns.expose(config, state, running)
+    for outcome in outcomes:
+        if outcome.status == vulns.FAILED:
+            report.note(f"{outcome.ref} ({report.brief(outcome.digest or '')}): not scanned: "
+                        f"{outcome.detail}")  # fmt: skip
+    return outcomes
+
+
+def _fixes_begin(
+    config: Config, g: nx.DiGraph[str], steps: Plan, state: State, run_id: str
+) -> None:
+    """Record which findings the run's `vulnerable` rebuilds set out to fix."""
+    fixing = {s.node for s in steps.steps if s.reason == VULNERABLE}
+    if not fixing or config.vulnerabilities is None:
+        return
+    roots = vulns.rebuilds(config, g, state, targets(config), steps.digests)
+    state.record_fix_attempts(vulns.attempts(run_id, {n: roots[n] for n in fixing & set(roots)}))
+
+
+def _fixes_end(config: Config, g: nx.DiGraph[str], state: State, run_id: str) -> None:
+    """Scan what the run built; a `vulnerable` rebuild that left its finding is recorded
+    as not fixing it, and said."""
+    built = state.run(run_id)
+    assert built is not None
+    made = {n.node: n.digest for n in built.nodes
+            if n.status == NodeStatus.SUCCEEDED and n.digest}  # fmt: skip
+    if not made or config.vulnerabilities is None:
+        return
+    with registry_for(config) as registry:
+        wanted = vulns.targets(config, g, [], list(made))
+        for outcome in vulns.scan(config, g, wanted, registry, state, threading.Event()):
+            if outcome.status in (vulns.FAILED, vulns.UNREACHABLE):
+                report.note(f"{outcome.ref}: its new digest was not scanned: {outcome.detail}")
+    for attempt in vulns.settle(state, run_id, made):
+        if attempt.status == vulns.NOT_FIXED:
+            report.note(f"{attempt.node}: the rebuild did not fix {attempt.id} "
+                        f"({attempt.package} still at {attempt.still})")  # fmt: skip
+
+
+def _exposure(config: Config, state: State, run_id: str) -> None:
+    """After a deploy: close the exposure of what no deployed image carries any more."""
+    if config.vulnerabilities is None:
+        return
+    finished = state.run(run_id)
+    assert finished is not None
+    deployed = {d.workload: d.reference.rsplit("@", 1)[1] for d in finished.deploys
+                if d.status != DeployStatus.FAILED and "@" in d.reference}  # fmt: skip
+    vulns.expose(config, state, targets(config), run_id, deployed)
 
 
 # ---------------------------------------------------------------- mirror
@@ -205,12 +275,17 @@ def run(
             options = {"max_parallel": settings.max_parallel, "force": settings.force,
                        "no_cache": settings.no_cache}  # fmt: skip
             run_id = execute.new_run(state, kind, reason, steps, options)
+            _fixes_begin(config, g, steps, state, run_id)
         else:
             state.reopen_run(run_id)
         finished = None
         try:
             build(config, g, steps, state, builder, settings, run_id)
-            finished = deploy(config, g, state, run_id, settings)
+            _fixes_end(config, g, state, run_id)
+            deploy(config, g, state, run_id, settings)
+            _exposure(config, state, run_id)
+            finished = state.run(run_id)
+            assert finished is not None
             write_reports(config, finished)
         except (OSError, sqlite3.OperationalError) as err:  # a full disk, a read-only mount
             raise _unusable(config, err, run_id, finished, state) from None
@@ -320,6 +395,8 @@ def sweep(
         ready(config)
     now = fresh(config, only)
     checked = check(config, now.graph)
+    if config.vulnerabilities and config.vulnerabilities.rebuild and not dry_run:
+        scan(config, now.graph)  # only what was not scanned within the rescan period
     steps = plan(config, now.graph, checked)
     if only:  # a push event: what is built on the pushed images, nothing else
         steps = steps.within(now.graph, now.nodes)

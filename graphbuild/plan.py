@@ -20,13 +20,15 @@ from graphbuild.graph import edge_data, follows, node_data
 from graphbuild.indexdb import IMAGE
 
 FORCED, PARENT, SOURCE_CHANGED = "forced", "parent-rebuilt", "source-changed"
+VULNERABLE = "vulnerable"  # its own layers carry a finding a rebuild without cache fixes
 
 
 @dataclass(frozen=True)
 class Step:
     node: str
     wave: int
-    reason: str  # stale | base-changed | missing | source-changed | forced | parent-rebuilt
+    reason: str  # stale | base-changed | missing | source-changed | vulnerable | forced |
+    # parent-rebuilt
     detail: str
     chain: list[str]
 
@@ -65,9 +67,13 @@ class Plan:
 
 
 def from_check(
-    graph: nx.DiGraph[str], check: detect.Check, changed: dict[str, str] | None = None
+    graph: nx.DiGraph[str],
+    check: detect.Check,
+    changed: dict[str, str] | None = None,
+    vulnerable: dict[str, str] | None = None,
 ) -> Plan:
-    """Stale and missing images, those whose own source `changed` (image -> why), and
+    """Stale and missing images, those whose own source `changed` (image -> why), those
+    whose own layers carry a finding a rebuild fixes (`vulnerable`: image -> which), and
     everything built on them."""
     roots = {
         image.id: (image.reason, image.detail, image.chain)
@@ -76,6 +82,8 @@ def from_check(
     }
     for node, why in (changed or {}).items():
         roots.setdefault(node, (SOURCE_CHANGED, why, [node]))
+    for node, why in (vulnerable or {}).items():
+        roots.setdefault(node, (VULNERABLE, why, [node]))
     unknown = sorted(i.id for i in check.images if i.status == detect.UNKNOWN)
     return _plan(graph, roots, check.digests, unknown)
 
@@ -103,6 +111,12 @@ def forced(
                 roots.setdefault(child, (FORCED, reason, [child, node]))
                 levels[child] = min(levels.get(child, 1), 1)
     return _plan(graph, roots, digests or {}, [], downstream, depth, reason, levels)
+
+
+def fixing(graph: nx.DiGraph[str], vulnerable: dict[str, str], digests: dict[str, str]) -> Plan:
+    """`rebuild --cve`: the images whose own layers carry it, and what is built on them."""
+    roots = {node: (VULNERABLE, why, [node]) for node, why in vulnerable.items()}
+    return _plan(graph, roots, digests, [])
 
 
 def updated(graph: nx.DiGraph[str], bases: Iterable[str]) -> Plan:

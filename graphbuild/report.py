@@ -101,6 +101,10 @@ def deploy_table(run: Run) -> None:
         table(["RING", "WORKLOAD", "IMAGE", "OUTCOME", "DETAIL"], rows)
         for ring in run.rings:
             print(f"  ring {ring.ring}: {ring.status} ({brief(ring.detail)})")
+    if run.exposures:
+        print("Exposure ended by this run's deploy:")
+        for line in exposure_lines(run):
+            print(f"  {line}")
 
 
 def _took(started: str | None, finished: str | None) -> str:
@@ -222,8 +226,37 @@ class RunProgress:
 
 
 def run_document(run: Run) -> dict[str, Any]:
-    """A run as the JSON report and `runs --json` show it."""
-    return asdict(run)
+    """A run as the JSON report and `runs --json` show it; each exposure its deploy ended
+    with its length in seconds."""
+    doc = asdict(run)
+    for exposure in doc["exposures"]:
+        exposure["seconds"] = _seconds(exposure["opened"], exposure["closed"])
+    return doc
+
+
+def _seconds(start: str, end: str | None) -> float | None:
+    if end is None:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def duration(seconds: float) -> str:
+    """3 d 4 h, 2 h 5 min, 7 min, 12 s: an exposure's length for people."""
+    minutes, hours, days = int(seconds // 60), int(seconds // 3600), int(seconds // 86400)
+    if days:
+        return f"{days} d {hours - 24 * days} h"
+    if hours:
+        return f"{hours} h {minutes - 60 * hours} min"
+    return f"{minutes} min" if minutes else f"{seconds:.0f} s"
+
+
+def exposure_lines(run: Run) -> list[str]:
+    """What the run's deploy ended: each vulnerability's exposure window, and their sum."""
+    ended = [(e.id, _seconds(e.opened, e.closed) or 0.0) for e in run.exposures]
+    lines = [f"{vuln}: exposed {duration(seconds)}" for vuln, seconds in ended]
+    if len(ended) > 1:
+        lines.append(f"in all: {duration(sum(s for _, s in ended))} over {len(ended)}")
+    return lines
 
 
 def run_markdown(run: Run) -> str:
@@ -271,6 +304,11 @@ def run_markdown(run: Run) -> str:
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip
         lines += [f"| {d.ring} | {_cell(d.name)} | `{d.reference}` | {d.status} | "
                   f"{_cell(d.detail)} |" for d in run.deploys]  # fmt: skip
+    if run.exposures:
+        lines += ["", "## Exposure ended", "",
+                  "From the first scan that saw each in a deployed image to this run's deploy, "
+                  "which removed it from the last ring:", ""]  # fmt: skip
+        lines += [f"- {_cell(line)}" for line in exposure_lines(run)]
     return "\n".join(lines) + "\n"
 
 

@@ -88,6 +88,27 @@ MIGRATIONS = (
         reason TEXT NOT NULL, cause TEXT NOT NULL, name TEXT NOT NULL, ring TEXT NOT NULL,
         at TEXT NOT NULL, PRIMARY KEY (run, node, workload));
     """,
+    """
+    CREATE TABLE scans (
+        digest TEXT PRIMARY KEY, top TEXT NOT NULL, ref TEXT NOT NULL, platform TEXT NOT NULL,
+        at TEXT NOT NULL, scanner TEXT NOT NULL, layers TEXT NOT NULL, base TEXT,
+        base_digest TEXT, base_layers INTEGER NOT NULL);
+    CREATE INDEX scans_top ON scans (top);
+    CREATE TABLE findings (
+        digest TEXT NOT NULL, id TEXT NOT NULL, package TEXT NOT NULL, installed TEXT NOT NULL,
+        fixed TEXT NOT NULL, severity TEXT NOT NULL, layer TEXT NOT NULL,
+        first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+        PRIMARY KEY (digest, id, package, installed));
+    CREATE INDEX findings_id ON findings (id);
+    CREATE TABLE layer_lists (digest TEXT PRIMARY KEY, diff_ids TEXT NOT NULL);
+    CREATE TABLE vuln_fixes (
+        run TEXT NOT NULL, node TEXT NOT NULL, id TEXT NOT NULL, package TEXT NOT NULL,
+        installed TEXT NOT NULL, fixed TEXT NOT NULL, status TEXT NOT NULL, after TEXT,
+        still TEXT, at TEXT NOT NULL, PRIMARY KEY (run, node, id, package));
+    CREATE TABLE exposures (
+        id TEXT NOT NULL, opened TEXT NOT NULL, digest TEXT NOT NULL, ref TEXT NOT NULL,
+        closed TEXT, run TEXT, PRIMARY KEY (id, opened));
+    """,
 )
 SCRATCH = "scratch"  # the workspace folder holding each run's build contexts while it builds
 
@@ -212,6 +233,66 @@ class HeldRecord:
     ring: str | None = None
 
 
+@dataclass(frozen=True)
+class Scan:
+    """One digest's last good scan, and which of its layers came from its base."""
+
+    digest: str  # the image manifest scanned (a platform's, for a multi-arch image)
+    top: str  # the digest its tag pointed at: the index, or `digest` itself
+    ref: str  # the reference it was scanned as
+    platform: str  # "" when the tag names a single image manifest
+    at: str
+    scanner: str  # e.g. "trivy 0.58.0", "grype 0.86.0 db 2026-12-05T01:02:03Z"
+    layers: list[str]  # diff ids, base first
+    base: str | None = None  # the graph node its first `base_layers` layers are
+    base_digest: str | None = None
+    base_layers: int = 0
+
+
+@dataclass(frozen=True)
+class Found:
+    """A finding as stored for a digest."""
+
+    digest: str
+    id: str
+    severity: str
+    package: str
+    installed: str
+    fixed: str
+    layer: str
+    first_seen: str
+    last_seen: str
+
+
+@dataclass(frozen=True)
+class FixAttempt:
+    """A rebuild made to fix a finding in an image's own layers, and whether it did."""
+
+    run: str
+    node: str
+    id: str
+    package: str
+    installed: str
+    fixed: str
+    status: str  # pending | fixed | not-fixed
+    after: str | None  # the digest the rebuild made
+    still: str | None  # the version still installed after it, when not fixed
+    at: str
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """How long a vulnerability ran in a deployed image: from the first scan that saw it
+    there to the deploy (or scan) that found it in none."""
+
+    id: str
+    opened: str
+    digest: str
+    ref: str
+    closed: str | None
+    run: str | None  # the run whose deploy closed it
+
+
 @dataclass
 class Run:
     id: str
@@ -226,6 +307,7 @@ class Run:
     deploys: list[DeployRecord] = field(default_factory=list)
     rings: list[RingRecord] = field(default_factory=list)
     held: list[HeldRecord] = field(default_factory=list)
+    exposures: list[Exposure] = field(default_factory=list)  # those its deploy ended
 
 
 def now() -> str:
@@ -543,6 +625,12 @@ class State:
                     (run_id,),
                 )
             ]
+            run.exposures = [
+                Exposure(*r)
+                for r in self.db.execute(
+                    "SELECT * FROM exposures WHERE run = ? ORDER BY id, opened", (run_id,)
+                )
+            ]
         return run
 
     # -- validation and deploys of a run's images
@@ -615,6 +703,108 @@ class State:
             (image,),
         )
         return [_build(row) for row in rows]
+
+    # -- vulnerabilities: scans per digest, fixes tried, exposure
+
+    def scan_of(self, digest: str) -> Scan | None:
+        row = self.db.execute(_SCANS + " WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else _scan(row)
+
+    def scans(self) -> list[Scan]:
+        return [_scan(row) for row in self.db.execute(_SCANS)]
+
+    def record_scan(self, scan: Scan, found: Iterable[tuple[str, str, str, str, str, str]]) -> None:
+        """A good scan of `scan.digest`: (id, severity, package, installed, fixed, layer) each.
+        A finding seen before keeps its first_seen; one not seen now keeps its old last_seen,
+        so the digest's current findings are those seen at its last scan."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO scans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (scan.digest, scan.top, scan.ref, scan.platform, scan.at, scan.scanner,
+                 json.dumps(scan.layers), scan.base, scan.base_digest, scan.base_layers),
+            )  # fmt: skip
+            self.db.executemany(
+                "INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (digest, id, package, installed) DO UPDATE SET "
+                "fixed = excluded.fixed, severity = excluded.severity, layer = excluded.layer, "
+                "last_seen = excluded.last_seen",
+                ((scan.digest, id_, package, installed, fixed, severity, layer, scan.at, scan.at)
+                 for id_, severity, package, installed, fixed, layer in found),
+            )  # fmt: skip
+
+    def findings(self, digest: str | None = None, vuln: str | None = None) -> list[Found]:
+        """The findings of each digest's last scan: of one digest, of one vulnerability id, or
+        all."""
+        rows = self.db.execute(
+            "SELECT findings.digest, id, severity, package, installed, fixed, layer, first_seen, "
+            "last_seen FROM findings JOIN scans ON scans.digest = findings.digest "
+            "WHERE findings.last_seen = scans.at AND (?1 IS NULL OR findings.digest = ?1) "
+            "AND (?2 IS NULL OR id = ?2) ORDER BY id, findings.digest, package",
+            (digest, vuln),
+        )
+        return [Found(*row) for row in rows]
+
+    def layer_list(self, digest: str) -> list[str] | None:
+        row = self.db.execute(
+            "SELECT diff_ids FROM layer_lists WHERE digest = ?", (digest,)
+        ).fetchone()
+        return None if row is None else list(json.loads(row[0]))
+
+    def remember_layers(self, digest: str, diff_ids: list[str]) -> None:
+        """A manifest's layers never change: read once per digest."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO layer_lists VALUES (?, ?)", (digest, json.dumps(diff_ids))
+            )
+
+    def record_fix_attempts(self, attempts: Iterable[FixAttempt]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO vuln_fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((a.run, a.node, a.id, a.package, a.installed, a.fixed, a.status, a.after,
+                  a.still, a.at) for a in attempts),
+            )  # fmt: skip
+
+    def fix_attempts(self, run: str | None = None, node: str | None = None) -> list[FixAttempt]:
+        """Oldest first: of one run, of one image, or all."""
+        rows = self.db.execute(
+            "SELECT * FROM vuln_fixes WHERE (?1 IS NULL OR run = ?1) AND (?2 IS NULL OR node = ?2) "
+            "ORDER BY at, rowid",
+            (run, node),
+        )
+        return [FixAttempt(*row) for row in rows]
+
+    def exposures(self, vuln: str | None = None) -> list[Exposure]:
+        rows = self.db.execute(
+            "SELECT * FROM exposures WHERE ?1 IS NULL OR id = ?1 ORDER BY opened", (vuln,)
+        )
+        return [Exposure(*row) for row in rows]
+
+    def open_exposure(self, vuln: str, at: str, digest: str, ref: str) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?, NULL, NULL)",
+                (vuln, at, digest, ref),
+            )
+
+    def close_exposure(self, vuln: str, at: str, run: str | None) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE exposures SET closed = ?, run = ? WHERE id = ? AND closed IS NULL",
+                (at, run, vuln),
+            )
+
+
+_SCANS = (
+    "SELECT digest, top, ref, platform, at, scanner, layers, base, base_digest, base_layers "
+    "FROM scans"
+)
+
+
+def _scan(row: tuple[Any, ...]) -> Scan:
+    digest, top, ref, platform, at, scanner, layers, base, base_digest, base_layers = row
+    return Scan(digest, top, ref, platform, at, scanner, json.loads(layers), base, base_digest,
+                base_layers)  # fmt: skip
 
 
 def _build(row: tuple[Any, ...]) -> Build:

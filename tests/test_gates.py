@@ -62,7 +62,8 @@ def test_findings_of_a_trivy_report():
     found = findings(report("trivy-alpine.json"))
     target = "localhost:5000/shop/api:1.4 (alpine 3.19.1)"
     assert found == [
-        Finding("CVE-2024-2511", "critical", "libssl3", "3.1.4-r5", "3.1.4-r6", target),
+        Finding("CVE-2024-2511", "critical", "libssl3", "3.1.4-r5", "3.1.4-r6", target,
+                "sha256:d4fc045c9e3a848011de66f34b81f052d4f2c15a17bb196d637e526349601820"),
         Finding("CVE-2024-4603", "high", "libcrypto3", "3.1.4-r5", "3.1.5-r0", target),
         Finding("CVE-2023-42363", "medium", "busybox", "1.36.1-r15", "1.36.1-r17", target),
         Finding("CVE-2024-5535", "low", "libssl3", "3.1.4-r5", "", target),
@@ -86,7 +87,8 @@ def test_findings_of_a_clean_trivy_report(clean):
 def test_findings_of_a_grype_report():
     assert findings(report("grype.json")) == [
         Finding("CVE-2022-42889", "critical", "commons-text", "1.9", "1.10.0",
-                "/app/lib/commons-text-1.9.jar"),
+                "/app/lib/commons-text-1.9.jar",
+                "sha256:7a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"),
         Finding("CVE-2022-42889", "critical", "commons-text", "1.9", "1.10.0",
                 "/app/plugins/report/commons-text-1.9.jar"),
         Finding("GHSA-jfh8-c2jp-5v3q", "high", "log4j-core", "2.14.1", "2.15.0, 2.12.2",

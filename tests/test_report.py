@@ -174,7 +174,7 @@ def test_json_text_is_indented_and_shows_any_value_as_text():
 
 
 def _full_run() -> Run:
-    from graphbuild.state import DeployRecord, GateRecord, HeldRecord, RingRecord
+    from graphbuild.state import DeployRecord, Exposure, GateRecord, HeldRecord, RingRecord
 
     nodes = [
         RunNode("docker.io/team/base:1", 0, "base-changed", f"alpine:3 moved to {D}",
@@ -196,6 +196,8 @@ def _full_run() -> Run:
                          "docker.io/team/base:1"),
               HeldRecord("docker.io/team/base:1", D, "failed gate trivy: 1 critical",
                          "docker.io/team/base:1", "gitops:api", "api", "dev")],
+        exposures=[Exposure("CVE-2026-1", "2026-12-01T10:00:00+00:00", D, f"team/base:1@{D}",
+                            "2026-12-03T12:30:00+00:00", "20261128-214334-9a07")],
     )  # fmt: skip
 
 
@@ -221,6 +223,8 @@ def test_run_table_prints_each_image_then_gates_holds_and_deploys():
         "RING  WORKLOAD  IMAGE        OUTCOME    DETAIL",
         "dev   web       team/base:1  unchanged  already there",
         "  ring dev: healthy (1 unchanged)",
+        "Exposure ended by this run's deploy:",
+        "  CVE-2026-1: exposed 2 d 2 h",
     ]
 
 
@@ -273,6 +277,13 @@ def test_report_md_has_the_run_its_images_gates_and_deploys():
         "| ring | workload | image | outcome | detail |",
         "| --- | --- | --- | --- | --- |",
         f"| dev | web | `team/base:1@{D}` | unchanged | already there |",
+        "",
+        "## Exposure ended",
+        "",
+        "From the first scan that saw each in a deployed image to this run's deploy, which "
+        "removed it from the last ring:",
+        "",
+        "- CVE-2026-1: exposed 2 d 2 h",
     ]
 
 
@@ -289,7 +300,7 @@ def test_report_md_of_an_unfinished_run_with_a_reason():
 def test_the_run_document_has_the_fields_commands_md_promises():
     doc = report.run_document(_full_run())
     assert list(doc) == ["id", "kind", "reason", "started", "finished", "status", "options",
-                         "nodes", "gates", "deploys", "rings", "held"]  # fmt: skip
+                         "nodes", "gates", "deploys", "rings", "held", "exposures"]  # fmt: skip
     assert list(doc["nodes"][0]) == ["node", "wave", "reason", "detail", "chain", "status",
                                      "attempts", "started", "finished", "digest", "log", "key",
                                      "error"]  # fmt: skip
@@ -300,6 +311,14 @@ def test_the_run_document_has_the_fields_commands_md_promises():
     assert list(doc["held"][0]) == ["node", "digest", "reason", "cause", "workload", "name",
                                     "ring"]  # fmt: skip
     assert doc["held"][0]["workload"] is None and doc["nodes"][0]["digest"] == D
+    assert list(doc["exposures"][0]) == ["id", "opened", "digest", "ref", "closed", "run",
+                                         "seconds"]  # fmt: skip
+    assert doc["exposures"][0]["seconds"] == 2 * 86400 + 2.5 * 3600
+
+
+def test_a_run_report_sums_up_the_exposure_its_deploy_ended():
+    lines = report.run_markdown(_full_run()).splitlines()
+    assert lines[lines.index("## Exposure ended") + 4] == "- CVE-2026-1: exposed 2 d 2 h"
 
 
 def test_progress_without_a_terminal_is_one_line_per_step_when_verbose(capsys, monkeypatch):

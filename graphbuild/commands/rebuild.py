@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from graphbuild import builds, errors, pipeline, plan, report
+from graphbuild import builds, errors, pipeline, plan, report, vulns
 from graphbuild.builders.command import NO_CACHE
 from graphbuild.commands.runs import finished
 from graphbuild.config import BuilderSpec, CommandSpec, Config
-from graphbuild.state import sweep_lock
+from graphbuild.state import State, sweep_lock
 
 
 def run(
@@ -43,3 +43,30 @@ def _takes_no_cache(builder: BuilderSpec) -> bool:
     """Can `--no-cache` reach this builder? A command builder gets it only through its
     template; the others always do."""
     return not isinstance(builder, CommandSpec) or NO_CACHE in builder.argv
+
+
+def fix(config: Config, cve: str, *, reason: str, settings: builds.RunSettings,
+        as_json: bool) -> int:  # fmt: skip
+    """`rebuild --cve`: the images whose own layers carry a fixable `cve` in their last
+    scan (within the rescan period), without cache, and what is built on them."""
+    if config.vulnerabilities is None:
+        raise errors.ConfigError(str(config.file), "vulnerabilities", "missing: name the "
+                                 "scanner to run (docs/vulnerabilities.md)")  # fmt: skip
+    pipeline.ready(config)
+    with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
+        now = pipeline.fresh(config)
+        digests = pipeline.check(config, now.graph).digests
+        with State(config.workspace) as state:
+            roots = vulns.rebuilds(config, now.graph, state, pipeline.targets(config), digests,
+                                   cve)  # fmt: skip
+        if not roots:
+            report.note(f"No image's own layers carry a fixable {cve} in a scan of what is "
+                        "served now: nothing to rebuild (see `graphbuild vulns "
+                        f"{cve}`; `graphbuild scan` scans what is not scanned yet).")  # fmt: skip
+            return errors.FAILED if now.failed else errors.OK
+        why = {node: "; ".join(c.reason() for c in found) for node, found in roots.items()}
+        steps = plan.fixing(now.graph, why, digests)
+        label = reason if reason != "forced rebuild" else cve
+        done = pipeline.run(config, now.graph, steps, "rebuild", label, settings)
+    code = finished(config, done, as_json)
+    return errors.FAILED if now.failed else code

@@ -292,6 +292,31 @@ class Registry:
         except _Failed as err:
             return Failure(ref, err.kind, err.message)
 
+    def diff_ids(self, ref: str) -> list[str] | Failure:
+        """The layers (diff ids, base first) of the image manifest `ref` names by digest:
+        what tells a finding in a base's layers from one in the image's own."""
+        try:
+            host, name, digest = self._split(ref)
+            if not manifests.is_digest(digest):
+                raise _Failed(ERROR, f"{ref}: layers are read by digest only")
+            found = self._get(host, name, digest, digest, child=True)
+            where = _where(host, name, digest)
+            if not found.config:
+                raise _Failed(ERROR, f"{where}: an index, not an image manifest")
+            answer = self._request(host, "GET", f"/v2/{name}/blobs/{found.config}",
+                                   f"repository:{name}:pull", where, blob=True)  # fmt: skip
+            if answer.status != 200:
+                raise _Failed(ERROR, f"{where}: its config blob: the registry answered "
+                              f"{answer.status}{_registry_message(answer)}")  # fmt: skip
+            if manifests.sha256(answer.body) != found.config:
+                raise _Failed(ERROR, f"{where}: the registry sent a config blob that is not "
+                              f"{found.config}")  # fmt: skip
+            return manifests.diff_ids(answer.body, found.config)
+        except manifests.InvalidManifest as err:
+            return Failure(ref, ERROR, f"{ref}: {err}")
+        except _Failed as err:
+            return Failure(ref, err.kind, err.message)
+
     # -- manifests
 
     def _split(self, ref: str) -> tuple[_Host, str, str]:
@@ -372,16 +397,20 @@ class Registry:
 
     # -- HTTP
 
-    def _request(self, host: _Host, method: str, path: str, scope: str, where: str) -> http.Answer:
+    def _request(
+        self, host: _Host, method: str, path: str, scope: str, where: str, blob: bool = False
+    ) -> http.Answer:
         if host.probed:
-            return self._send(host, method, path, scope, where)
+            return self._send(host, method, path, scope, where, blob)
         with host.first:
             try:
-                return self._send(host, method, path, scope, where)
+                return self._send(host, method, path, scope, where, blob)
             finally:
                 host.probed = True
 
-    def _send(self, host: _Host, method: str, path: str, scope: str, where: str) -> http.Answer:
+    def _send(
+        self, host: _Host, method: str, path: str, scope: str, where: str, blob: bool = False
+    ) -> http.Answer:
         """The answer, tried again (with backoff) while the network fails or the registry
         answers 429 or 5xx; never waiting past the check's deadline."""
         challenged = False
@@ -405,7 +434,7 @@ class Registry:
                 if authorization:
                     headers["Authorization"] = authorization
                 try:
-                    answer = self._exchange(host, method, path, headers)
+                    answer = self._exchange(host, method, path, headers, blob)
                 except http.Overdue:  # it answered, too slowly: asking again would be as slow
                     if self._over():
                         raise _Failed(UNREACHABLE, self._late_message(where)) from None
@@ -471,16 +500,23 @@ class Registry:
             raise self._gave_up(host, kind, message + _registry_message(answer)) from None
 
     def _exchange(
-        self, host: _Host, method: str, path: str, headers: dict[str, str]
+        self, host: _Host, method: str, path: str, headers: dict[str, str], blob: bool = False
     ) -> http.Answer:
-        """One request: its whole answer by the deadline, its body capped in size."""
+        """One request: its whole answer by the deadline, its body capped in size. A blob is
+        checked against its digest, so it may come from the storage any registry redirects
+        blobs to (https only; no credentials follow it there)."""
+
+        def refusal(first: httpx.URL, target: httpx.URL) -> str | None:
+            allowed = host.redirects | {http.authority(target)} if blob else host.redirects
+            if blob and target.scheme == "http" and first.scheme == "https":
+                return "redirected from https to http; not following (no downgrade)"
+            return http.redirect_refusal(first, target, allowed=allowed, plain=host.plain)
+
         with self._slot(host):
             self._count(host.name)
             return http.fetch(
                 host.http, method, path, headers=headers, cap=manifests.MAX_SIZE,
-                until=time.monotonic() + self.deadline,
-                may_redirect=lambda first, target: http.redirect_refusal(
-                    first, target, allowed=host.redirects, plain=host.plain),
+                until=time.monotonic() + self.deadline, may_redirect=refusal,
             )  # fmt: skip
 
     def _cannot_reach(self, host: _Host, where: str, err: httpx.ConnectError) -> _Failed:

@@ -56,6 +56,7 @@ class Manifest:
     media_type: str
     annotations: dict[str, str] = field(default_factory=dict)
     children: dict[str, str] = field(default_factory=dict)  # platform -> digest (indexes)
+    config: str = ""  # an image manifest's config blob: its layers' diff ids are there
 
 
 def parse(data: bytes, content_type: str | None, digest: str) -> Manifest:
@@ -95,7 +96,22 @@ def parse(data: bytes, content_type: str | None, digest: str) -> Manifest:
         raise InvalidManifest(f"manifest {digest} has no config: not an image manifest")
     if doc.get("schemaVersion") != 2 or isinstance(doc.get("schemaVersion"), bool):
         raise InvalidManifest(f"manifest {digest} is not of schema version 2")
-    return Manifest(digest, kind, annotations, children)
+    config_digest = "" if kind in INDEX_TYPES else str(doc["config"]["digest"])
+    return Manifest(digest, kind, annotations, children, config_digest)
+
+
+def diff_ids(data: bytes, digest: str) -> list[str]:
+    """The `rootfs.diff_ids` of an image config: each layer's uncompressed digest, base
+    layers first, the ids scanners name a layer by."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as err:
+        raise InvalidManifest(f"config {digest} is not JSON ({err})") from None
+    rootfs = doc.get("rootfs") if isinstance(doc, dict) else None
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(ids, list) or not all(is_digest(i) for i in ids):
+        raise InvalidManifest(f"config {digest} has no list of sha256 rootfs.diff_ids")
+    return ids
 
 
 def _strings(value: object) -> dict[str, str]:

@@ -1,0 +1,60 @@
+"""`graphbuild vulns [CVE-ID | REF]`: the on-call question, from the stored scans: every
+image carrying a vulnerability, where it came from, what runs it and what fixes it; or the
+findings of one image (docs/vulnerabilities.md)."""
+
+from __future__ import annotations
+
+import re
+
+from graphbuild import errors, graph, pipeline, queries, report, vulns
+from graphbuild.config import Config
+from graphbuild.console import plural
+from graphbuild.report import brief, short
+from graphbuild.state import State
+
+# CVE-2026-1234, GHSA-xxxx-xxxx-xxxx, ALAS-2026-1, RUSTSEC-2026-0001, GO-2026-1234: an id,
+# not a reference (a reference has no upper case in its repository)
+_ID_RE = re.compile(r"^[A-Z][A-Z0-9]*-[A-Za-z0-9-]+$")
+
+
+def run(config: Config, query: str | None, severity: str | None, as_json: bool) -> int:
+    if config.vulnerabilities is None:
+        raise errors.ConfigError(str(config.file), "vulnerabilities", "missing: name the "
+                                 "scanner to run (docs/vulnerabilities.md)")  # fmt: skip
+    vuln = query if query and _ID_RE.match(query) else None
+    names = [query] if query and vuln is None else []
+    g = graph.load(queries.open_index(config))
+    running = pipeline.targets(config)
+    with State(config.workspace) as state:
+        carriers = vulns.assess(config, g, state, running, vuln, names, severity or "")
+        exposures = state.exposures(vuln) if vuln else []
+        scanned = bool(state.scans())
+    if as_json:
+        report.emit_json([c.document() for c in carriers])
+        return errors.OK
+    if not scanned:
+        report.note("Nothing is scanned yet: run `graphbuild scan`.")
+    floor = severity or config.vulnerabilities.severity
+    if not carriers:
+        print(f"No finding at or above {floor}" + (f" for {query}." if query else "."))
+    report.table(
+        ["ID", "SEVERITY", "PACKAGE", "INSTALLED", "FIXED", "IMAGE", "ORIGIN", "FIX", "RUNS IN"],
+        [(c.id, c.severity, c.package, c.installed, c.fixed or "-", short(c.image),
+          c.origin + (f" ({short(c.base)})" if c.base else ""),
+          c.fix + (f": {brief(c.note)}" if c.note else ""),
+          ", ".join(f"{w['ring']}: {w['name']} ({w['where']})" for w in c.workloads))
+         for c in carriers] if carriers else [],
+    )  # fmt: skip
+    if carriers:
+        images = {(c.image, c.digest) for c in carriers}
+        print(f"{plural(len(carriers), 'finding')} in {plural(len(images), 'image digest')}.")
+    for exposure in exposures:
+        seconds = vulns.window(exposure)
+        if seconds is None:
+            print(f"Exposed since {exposure.opened} (first seen running in "
+                  f"{short(exposure.ref)}); still open.")  # fmt: skip
+        else:
+            ended = f"by run {exposure.run}" if exposure.run else "by a scan"
+            print(f"Exposed from {exposure.opened} to {exposure.closed} ({ended}): "
+                  f"{report.duration(seconds)}.")  # fmt: skip
+    return errors.OK
