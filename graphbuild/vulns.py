@@ -37,6 +37,7 @@ from graphbuild.graph import builds_on, image_data, node_items, out_edge_items
 from graphbuild.indexdb import EXTERNAL, IMAGE
 from graphbuild.process import run
 from graphbuild.registry import Failure, Registry, Resolved
+from graphbuild.registry.client import Known
 from graphbuild.state import Exposure, FixAttempt, Found, Scan, State, now
 from graphbuild.workloads import Workload
 
@@ -199,8 +200,12 @@ def scan(
     """Scan each target's current digests (one per platform) that have no scan within the
     rescan period (`force`: all of them) and store what the scanner found."""
     spec = _spec(config)
-    answers = registry.resolve_all({t.ref: t.platforms for t in wanted},
-                                   timeout=config.check_timeout)  # fmt: skip
+    # a digest other than the one recorded last is believed once its manifest is read, as
+    # `check` believes one (rule 13): what `scan` records, `check` relies on
+    recorded = {t.ref: seen.digest if (seen := state.latest(t.ref)) else None
+                for t in wanted if "@" not in t.ref}  # fmt: skip
+    answers = registry.resolve_all({t.ref: t.platforms for t in wanted}, known=Known(
+        recorded=recorded), timeout=config.check_timeout)  # fmt: skip
     outcomes: list[Outcome] = []
     jobs: dict[str, _Job] = {}
     observed: list[tuple[str, str, str]] = []
@@ -429,16 +434,16 @@ def assess(
     view = _View(graph, state, _spec(config), running, dt.date.today())
     for scan in state.scans():
         view.by_top.setdefault(scan.top, []).append(scan)
-    out: dict[tuple[str, str, str, str, str], Carrier] = {}
+    out: dict[tuple[str, str, str, str], Carrier] = {}
     for target in targets(config, graph, running, names):
         top = view.current(target)
         for scan in view.scans(top):
             for found in state.findings(scan.digest, vuln):
                 if not _counts(view.spec, found.severity, found.id, view.today, severity):
                     continue
-                carrier = _carrier(view, target, scan, found)
-                out.setdefault((target.ref, scan.digest, found.id, found.package,
-                                found.installed), carrier)  # fmt: skip
+                key = (scan.digest, found.id, found.package, found.installed)
+                if key not in out:  # one per digest: named as the fleet names it, if it does
+                    out[key] = _carrier(view, target, scan, found)
     return sorted(out.values(), key=lambda c: (c.id, c.image, c.platform, c.package))
 
 

@@ -63,7 +63,8 @@ def fix(config: Config, cve: str, *, reason: str, settings: builds.RunSettings,
             report.note(f"No image's own layers carry a fixable {cve} in a scan of what is "
                         "served now: nothing to rebuild (see `graphbuild vulns "
                         f"{cve}`; `graphbuild scan` scans what is not scanned yet).")  # fmt: skip
-            return errors.FAILED if now.failed else errors.OK
+            code = finished(config, None, as_json)
+            return errors.FAILED if now.failed else code
         why = {node: "; ".join(c.reason() for c in found) for node, found in roots.items()}
         steps = plan.fixing(now.graph, why, digests)
         label = reason if reason != "forced rebuild" else cve
