@@ -24,6 +24,7 @@ from graphbuild.process import run
 from graphbuild.state import GateStatus
 
 RETRY_PAUSE = 2.0  # seconds before the one retry of a transient failure (a registry hiccup)
+MAX_REPORT = 256 * 2**20  # a scanner's JSON report; a large image's is tens of MiB
 MAX_FINDINGS = 50  # a result names at most this many; the report left in scratch has them all
 _PLACEHOLDER_RE = re.compile(r"\{(image|digest|repository|tag|report)\}")
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
@@ -220,8 +221,11 @@ def _run(
 
 
 def read_report(report: Path) -> object:
-    """The scanner's JSON report; a GateError says why there is none to judge."""
+    """The scanner's JSON report; a GateError says why there is none to judge. Its size is
+    bounded: an image's content must not take graphbuild's memory."""
     try:
+        if report.stat().st_size > MAX_REPORT:
+            raise GateError(f"{report.name} is over {MAX_REPORT // 2**20} MiB")
         return json.loads(report.read_bytes())
     except FileNotFoundError:
         raise GateError(f"no report at {report}") from None

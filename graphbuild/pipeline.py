@@ -190,7 +190,7 @@ def _fixes_end(config: Config, g: nx.DiGraph[str], state: State, run_id: str) ->
                         f"({attempt.package} still at {attempt.still})")  # fmt: skip
 
 
-def _exposure(config: Config, state: State, run_id: str) -> None:
+def exposure(config: Config, state: State, run_id: str) -> None:
     """After a deploy: close the exposure of what no deployed image carries any more."""
     if config.vulnerabilities is None:
         return
@@ -283,7 +283,7 @@ def run(
             build(config, g, steps, state, builder, settings, run_id)
             _fixes_end(config, g, state, run_id)
             deploy(config, g, state, run_id, settings)
-            _exposure(config, state, run_id)
+            exposure(config, state, run_id)
             finished = state.run(run_id)
             assert finished is not None
             write_reports(config, finished)

@@ -22,6 +22,7 @@ What fixes a finding is decided when it is asked (`vulns`, `plan`), from the sto
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,7 @@ DOCUMENT = (  # the fields of `vulns --json`, in order
     *("id", "severity", "package", "installed", "fixed", "image", "digest", "platform"),
     *("origin", "base", "layer", "workloads", "fix", "note", "first_seen", "last_seen"),
 )
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 
 
@@ -210,6 +212,7 @@ def scan(
     jobs: dict[str, _Job] = {}
     observed: list[tuple[str, str, str]] = []
     at = now()
+    baselines = state.baselines()
     for target in wanted:
         answer = answers[target.ref]
         if isinstance(answer, Failure):
@@ -226,7 +229,7 @@ def scan(
                 outcomes.append(Outcome(target.ref, digest, platform, FRESH, detail=last.at,
                                         scanner=last.scanner))  # fmt: skip
                 continue
-            bases, base_repo = _base_digests(graph, target, answer.digest, state)
+            bases, base_repo = _base_digests(graph, target, answer.digest, state, baselines)
             jobs[digest] = _Job(target, answer.digest, platform, digest, bases, base_repo)
     state.observe(observed, at)
     known = {d: ids for job in jobs.values() for d in (job.digest, *job.bases)
@@ -248,13 +251,21 @@ def scan(
         record = Scan(job.digest, job.top, job.target.ref, job.platform, now(), result.scanner,
                       result.layers.get(job.digest) or known[job.digest], base,
                       result.base_digest, result.base_layers)  # fmt: skip
-        unique = {(f.id, f.package, f.installed): f for f in reversed(result.found)}
+        unique = {(f.id, f.package, f.installed): f for f in map(_clean, reversed(result.found))}
         state.record_scan(record, ((f.id, f.severity, f.package, f.installed, f.fixed, f.layer)
                                    for f in unique.values()))  # fmt: skip
         counted = [f for f in unique.values() if _counts(spec, f.severity, f.id, today)]
         outcomes.append(Outcome(job.target.ref, job.digest, job.platform, SCANNED,
                                 len(counted), scanner=result.scanner))  # fmt: skip
     return sorted(outcomes, key=lambda o: (o.ref, o.platform))
+
+
+def _clean(found: gates.Finding) -> gates.Finding:
+    """A finding as stored and shown: what a scanner read from an image is image content,
+    so no control characters (a terminal's escapes) and no field longer than 200."""
+    fields = (found.id, found.severity, found.package, found.installed, found.fixed, found.target,
+              found.layer)  # fmt: skip
+    return gates.Finding(*(_CONTROL_RE.sub("", value)[:200] for value in fields))
 
 
 def _spec(config: Config) -> VulnSpec:
@@ -284,7 +295,11 @@ def _base_node(graph: nx.DiGraph[str], target: Target) -> str | None:
 
 
 def _base_digests(
-    graph: nx.DiGraph[str], target: Target, top: str, state: State
+    graph: nx.DiGraph[str],
+    target: Target,
+    top: str,
+    state: State,
+    baselines: Mapping[tuple[str, str], str],
 ) -> tuple[list[str], str]:
     """The digests (tags' own) the image's base had that it may be built on (its build
     record's, its baseline, the base's digest now), and the base's repository."""
@@ -295,7 +310,7 @@ def _base_digests(
     build = state.build_of(target.node, top)
     if build is not None and base in build.parents:
         found.append(build.parents[base])
-    baseline = state.baselines().get((target.node, base))
+    baseline = baselines.get((target.node, base))
     if baseline:
         found.append(baseline)
     attrs = graph.nodes[base]
@@ -452,8 +467,6 @@ def _carrier(view: _View, target: Target, scan: Scan, found: Found) -> Carrier:
     base = scan.base if origin == BASE else None
     fix, note = _fix(view, target.node if target.kind != "base" else None, target.ref, scan,
                      found, origin)  # fmt: skip
-    if target.kind == "base" and found.fixed:
-        fix = f"waiting on upstream {target.ref}"
     where = [{"ring": w.ring, "name": w.name, "where": w.where}
              for w in view.running if _runs(view, w, scan.top)]  # fmt: skip
     return Carrier(found.id, found.severity, found.package, found.installed, found.fixed,
@@ -504,9 +517,12 @@ def _fix(
         if f.package == found.package
     ]
     if not carried:
-        if now_top is not None and scan.base_digest not in {s.digest for s in view.scans(now_top)}:
-            return f"rebuild {node}", f"its base {base} has moved to a digest without it"
-        return f"waiting on upstream {base}", f"its base {base} is not scanned at its digest now"
+        scanned = {s.digest for s in view.scans(now_top)}
+        if not scanned:  # what the base carries now is not known
+            return f"waiting on upstream {base}", f"{base} is not scanned at its digest now"
+        if scan.base_digest in scanned:  # the same base, which its own scan finds clean
+            return f"waiting on upstream {base}", f"{base}'s own scan does not show it"
+        return f"rebuild {node}", f"its base {base} has moved to a digest without it"
     if attrs["kind"] != IMAGE or depth > 50:
         return f"waiting on upstream {base}", (f"{base} still carries it; fixed in "
                                                f"{found.fixed}")  # fmt: skip

@@ -249,3 +249,19 @@ def test_rebuild_cve_rebuilds_the_images_whose_own_layers_carry_it_and_what_is_b
     done = fleet.gb("rebuild", "--cve", ZLIB, "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["nodes"] == [], done.stderr
     assert f"No image's own layers carry a fixable {ZLIB}" in done.stderr
+
+    # the external base moves to a digest without zlib's finding: what inherits it from
+    # there is fixed by the rebuild the check already plans (base-changed), not waiting
+    make_base(fleet.registry, "ext/base:1", {"zlib": "1.1", "musl": "1.0"},
+              fleet.root / "images", server=fleet.packages.address)  # fmt: skip
+    assert fleet.gb("scan").returncode == 0
+    zlib = fleet.carriers(ZLIB)
+    assert fleet.ext not in zlib  # its new digest is clean
+    assert (zlib[fleet.plain]["origin"], zlib[fleet.plain]["fix"]) == (
+        "base", f"rebuild {fleet.plain}")  # fmt: skip
+    assert (zlib[fleet.child]["origin"], zlib[fleet.child]["fix"]) == (
+        "base",
+        f"rebuild {fleet.parent}",
+    )  # fmt: skip: the parent it inherits it from
+    planned = {s["node"]: s["reason"] for s in fleet.json("plan")["steps"]}
+    assert planned[fleet.plain] == planned[fleet.own] == "base-changed"

@@ -53,6 +53,8 @@ def run(
             say = report.note if as_json else print
             ok = rollout.roll_out(config, now.graph, state, run_id, pipeline.targets(config),
                                   rings=rings or None, dry_run=dry_run, say=say)  # fmt: skip
+            if not dry_run:  # a ring deployed by hand may end an exposure window
+                pipeline.exposure(config, state, run_id)
             after = state.run(run_id)
     assert after is not None
     if as_json:
