@@ -31,19 +31,20 @@ from pathlib import Path
 
 import networkx as nx
 
-from graphbuild import gates, refs
+from graphbuild import gates, process, refs
 from graphbuild.config import SEVERITIES, Config, VulnSpec
 from graphbuild.errors import CommandFailed, ConfigError, InvalidReference
 from graphbuild.graph import builds_on, image_data, node_items, out_edge_items
 from graphbuild.indexdb import EXTERNAL, IMAGE
-from graphbuild.process import run
 from graphbuild.registry import Failure, Registry, Resolved
+from graphbuild.registry import client as registry_client
 from graphbuild.registry.client import Known
 from graphbuild.state import Exposure, FixAttempt, Found, Scan, State, now
 from graphbuild.workloads import Workload
 
 OWN, BASE, UNKNOWN = "own", "base", "unknown"  # where a finding came from
-SCANNED, FRESH, FAILED, UNREACHABLE = "scanned", "fresh", "failed", "unreachable"
+SCANNED, FRESH, FAILED = "scanned", "fresh", "failed"
+MISSING, UNREACHABLE = "missing", "unreachable"  # no digest to scan: none yet, or no answer
 PENDING, FIXED, NOT_FIXED = "pending", "fixed", "not-fixed"  # what a fixing rebuild did
 NONE = "none"
 SCANS = "scans"  # the workspace folder of each digest's last report and scanner log
@@ -72,7 +73,7 @@ class Outcome:
     ref: str
     digest: str | None
     platform: str
-    status: str  # scanned | fresh | failed | unreachable
+    status: str  # scanned | fresh | failed | missing | unreachable
     findings: int = 0  # at or above the configured severity, not ignored
     detail: str = ""
     scanner: str = ""
@@ -215,8 +216,9 @@ def scan(
     baselines = state.baselines()
     for target in wanted:
         answer = answers[target.ref]
-        if isinstance(answer, Failure):
-            outcomes.append(Outcome(target.ref, None, "", UNREACHABLE, detail=answer.message))
+        if isinstance(answer, Failure):  # not pushed yet (a sweep builds it), or no answer
+            status = MISSING if answer.kind == registry_client.MISSING else UNREACHABLE
+            outcomes.append(Outcome(target.ref, None, "", status, detail=answer.message))
             continue
         if "@" not in target.ref:
             observed.append((target.ref, "", answer.digest))
@@ -235,7 +237,12 @@ def scan(
     known = {d: ids for job in jobs.values() for d in (job.digest, *job.bases)
              if (ids := state.layer_list(d)) is not None}  # fmt: skip
     folder = config.workspace / SCANS
-    with ThreadPoolExecutor(max_workers=spec.concurrency) as pool:
+    # Ctrl-C or SIGTERM stops the scanners running (their digests stay unscanned) and
+    # keeps what the others found
+    with (
+        process.on_stop_signals(lambda count: cancel.set()),
+        ThreadPoolExecutor(max_workers=spec.concurrency) as pool,
+    ):
         done = list(pool.map(lambda job: _scan_one(spec, job, registry, known, folder, cancel),
                              jobs.values()))  # fmt: skip
     today = dt.date.today()
@@ -350,8 +357,8 @@ def _scan_one(
     try:
         with log.open("a", encoding="utf-8") as out:
             out.write(f"== scan {reference} at {now()}\n")
-        run(gates.placeholders(spec.scan, reference, report), log, cancel, "scanner",
-            spec.timeout)  # fmt: skip
+        process.run(gates.placeholders(spec.scan, reference, report), log, cancel, "scanner",
+                    spec.timeout)  # fmt: skip
     except CommandFailed as err:
         if cancel.is_set():
             done.error = "cancelled"
