@@ -395,8 +395,9 @@ def sweep(
         ready(config)
     now = fresh(config, only)
     checked = check(config, now.graph)
-    if config.vulnerabilities and config.vulnerabilities.rebuild and not dry_run:
-        scan(config, now.graph)  # only what was not scanned within the rescan period
+    if config.vulnerabilities and config.vulnerabilities.rebuild and not dry_run and not only:
+        # what was not scanned within the rescan period; a push's sweep uses the last scans
+        scan(config, now.graph)
     steps = plan(config, now.graph, checked)
     if only:  # a push event: what is built on the pushed images, nothing else
         steps = steps.within(now.graph, now.nodes)
