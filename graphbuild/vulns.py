@@ -615,11 +615,11 @@ def expose(
     deploy repositories said at the sync. Nothing is closed while a running digest has no
     scan: what it carries is not known.
     """
-    spec, today, at = _spec(config), dt.date.today(), now()
+    spec, today = _spec(config), dt.date.today()
     scans: dict[str, list[Scan]] = {}
     for scan in state.scans():
         scans.setdefault(scan.top, []).append(scan)
-    present: dict[str, tuple[str, str]] = {}
+    present: dict[str, tuple[str, str, str]] = {}  # id -> first seen, digest, reference
     unknown = False
     for workload in running:
         top = (deployed or {}).get(workload.id) or workload.digest
@@ -633,12 +633,14 @@ def expose(
         for scan in scans[top]:
             for found in state.findings(scan.digest):
                 if _counts(spec, found.severity, found.id, today):
-                    present.setdefault(found.id, (scan.digest, f"{ref}@{top}"))
+                    first = (found.first_seen, scan.digest, f"{ref}@{top}")
+                    present[found.id] = min(present.get(found.id, first), first)
     open_ = {e.id for e in state.exposures() if e.closed is None}
     opened = sorted(set(present) - open_)
-    for vuln in opened:
-        state.open_exposure(vuln, at, *present[vuln])
+    for vuln in opened:  # from the scan that first saw it in what now runs
+        state.open_exposure(vuln, *present[vuln])
     closed = [] if unknown else sorted(open_ - set(present))
+    at = now()
     for vuln in closed:
         state.close_exposure(vuln, at, run_id)
     return opened, closed
