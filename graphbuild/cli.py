@@ -357,7 +357,8 @@ def rebuild(
                                  param_hint="REFS")  # fmt: skip
     settings = _settings(max_parallel, force=not skip_served, no_cache=no_cache)
     if cve:
-        _exit(_run(ctx, cmd.fix, cve, reason=reason, settings=settings, as_json=as_json))
+        _exit(_run(ctx, cmd.fix, cve, reason=reason, downstream=not no_downstream, depth=depth,
+                   settings=settings, as_json=as_json))  # fmt: skip
     _exit(_run(ctx, cmd.run, refs, reason=reason, downstream=not no_downstream, depth=depth,
                   settings=settings, as_json=as_json))  # fmt: skip
 

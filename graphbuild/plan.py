@@ -80,10 +80,12 @@ def from_check(
         for image in check.images
         if image.status in (detect.STALE, detect.MISSING_TAG)
     }
-    for node, why in (changed or {}).items():
-        roots.setdefault(node, (SOURCE_CHANGED, why, [node]))
+    # before a changed source: a build with cache may keep the old package layer; a new
+    # base rebuilds every layer above it anyway
     for node, why in (vulnerable or {}).items():
         roots.setdefault(node, (VULNERABLE, why, [node]))
+    for node, why in (changed or {}).items():
+        roots.setdefault(node, (SOURCE_CHANGED, why, [node]))
     unknown = sorted(i.id for i in check.images if i.status == detect.UNKNOWN)
     return _plan(graph, roots, check.digests, unknown)
 
@@ -113,10 +115,17 @@ def forced(
     return _plan(graph, roots, digests or {}, [], downstream, depth, reason, levels)
 
 
-def fixing(graph: nx.DiGraph[str], vulnerable: dict[str, str], digests: dict[str, str]) -> Plan:
-    """`rebuild --cve`: the images whose own layers carry it, and what is built on them."""
+def fixing(
+    graph: nx.DiGraph[str],
+    vulnerable: dict[str, str],
+    digests: dict[str, str],
+    downstream: bool = True,
+    depth: int | None = None,
+) -> Plan:
+    """`rebuild --cve`: the images whose own layers carry it, and what is built on them
+    (`depth` levels of it at most)."""
     roots = {node: (VULNERABLE, why, [node]) for node, why in vulnerable.items()}
-    return _plan(graph, roots, digests, [])
+    return _plan(graph, roots, digests, [], downstream, depth)
 
 
 def updated(graph: nx.DiGraph[str], bases: Iterable[str]) -> Plan:

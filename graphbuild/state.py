@@ -104,7 +104,7 @@ MIGRATIONS = (
     CREATE TABLE vuln_fixes (
         run TEXT NOT NULL, node TEXT NOT NULL, id TEXT NOT NULL, package TEXT NOT NULL,
         installed TEXT NOT NULL, fixed TEXT NOT NULL, status TEXT NOT NULL, after TEXT,
-        still TEXT, at TEXT NOT NULL, PRIMARY KEY (run, node, id, package));
+        still TEXT, scanner TEXT, at TEXT NOT NULL, PRIMARY KEY (run, node, id, package));
     CREATE TABLE exposures (
         id TEXT NOT NULL, opened TEXT NOT NULL, digest TEXT NOT NULL, ref TEXT NOT NULL,
         closed TEXT, run TEXT, PRIMARY KEY (id, opened));
@@ -277,6 +277,7 @@ class FixAttempt:
     status: str  # pending | fixed | not-fixed
     after: str | None  # the digest the rebuild made
     still: str | None  # the version still installed after it, when not fixed
+    scanner: str | None  # the scanner (version, database) that judged it
     at: str
 
 
@@ -760,9 +761,9 @@ class State:
     def record_fix_attempts(self, attempts: Iterable[FixAttempt]) -> None:
         with self.db:
             self.db.executemany(
-                "INSERT OR REPLACE INTO vuln_fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO vuln_fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ((a.run, a.node, a.id, a.package, a.installed, a.fixed, a.status, a.after,
-                  a.still, a.at) for a in attempts),
+                  a.still, a.scanner, a.at) for a in attempts),
             )  # fmt: skip
 
     def fix_attempts(self, run: str | None = None, node: str | None = None) -> list[FixAttempt]:

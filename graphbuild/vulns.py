@@ -231,7 +231,8 @@ def scan(
                 outcomes.append(Outcome(target.ref, digest, platform, FRESH, detail=last.at,
                                         scanner=last.scanner))  # fmt: skip
                 continue
-            bases, base_repo = _base_digests(graph, target, answer.digest, state, baselines)
+            bases, base_repo = _base_digests(graph, target, answer.digest, state, baselines,
+                                             answers)  # fmt: skip
             jobs[digest] = _Job(target, answer.digest, platform, digest, bases, base_repo)
     state.observe(observed, at)
     known = {d: ids for job in jobs.values() for d in (job.digest, *job.bases)
@@ -307,6 +308,7 @@ def _base_digests(
     top: str,
     state: State,
     baselines: Mapping[tuple[str, str], str],
+    answers: Mapping[str, Resolved | Failure],
 ) -> tuple[list[str], str]:
     """The digests (tags' own) the image's base had that it may be built on (its build
     record's, its baseline, the base's digest now), and the base's repository."""
@@ -326,9 +328,9 @@ def _base_digests(
         found.append(attrs["digest"])
     else:
         ref = base if attrs["kind"] == IMAGE else f"{attrs['name']}:{attrs['tag']}"
-        seen = state.latest(ref)
-        if seen is not None:
-            found.append(seen.digest)
+        seen, now_ = state.latest(ref), answers.get(ref)  # as last recorded, and just now
+        found += [seen.digest] if seen is not None else []
+        found += [now_.digest] if isinstance(now_, Resolved) else []
     return list(dict.fromkeys(found)), repo
 
 
@@ -386,8 +388,8 @@ def _scan_one(
     if own is None:
         done.error = f"could not read the layers of {reference}"
         return done
-    if job.bases:
-        done.base_layers = -1  # not found: which layers are the base's is unknown
+    if job.base_repo:
+        done.base_layers = -1  # until found: which layers are the base's is unknown
         for top in job.bases:
             child = _child(registry, f"{job.base_repo}@{top}", job.platform)
             ids = layers(child) if child else None
@@ -504,8 +506,12 @@ def _fix(
         for attempt in reversed(view.state.fix_attempts(node=node)):
             if (attempt.id, attempt.package) != (found.id, found.package):
                 continue
-            if attempt.status == NOT_FIXED and attempt.after == scan.top \
-                    and attempt.fixed == found.fixed:  # fmt: skip
+            same = (attempt.after, attempt.fixed, attempt.scanner) == (
+                scan.top,
+                found.fixed,
+                scan.scanner,
+            )  # the image, the advice, the scanner
+            if attempt.status == NOT_FIXED and same:
                 return NONE, (f"rebuild did not fix {found.id} ({found.package} still at "
                               f"{attempt.still})")  # fmt: skip
             break
@@ -573,7 +579,7 @@ def attempts(run_id: str, roots: Mapping[str, Sequence[Carrier]]) -> list[FixAtt
     """The fixes a run sets out to make, recorded as it starts and settled after it builds."""
     at = now()
     return [FixAttempt(run_id, node, c.id, c.package, c.installed, c.fixed, PENDING, None, None,
-                       at) for node, found in roots.items() for c in found]  # fmt: skip
+                       None, at) for node, found in roots.items() for c in found]  # fmt: skip
 
 
 def settle(state: State, run_id: str, built: Mapping[str, str]) -> list[FixAttempt]:
@@ -588,12 +594,14 @@ def settle(state: State, run_id: str, built: Mapping[str, str]) -> list[FixAttem
         after = built.get(attempt.node)
         if attempt.status != PENDING or after is None or not scans.get(after):
             continue
-        still = [f for scan in scans[after] for f in state.findings(scan.digest, attempt.id)
+        still = [(scan, f) for scan in scans[after]
+                 for f in state.findings(scan.digest, attempt.id)
                  if f.package == attempt.package and _origin(scan, f.layer) != BASE]  # fmt: skip
         status = NOT_FIXED if still else FIXED
         settled.append(FixAttempt(attempt.run, attempt.node, attempt.id, attempt.package,
                                   attempt.installed, attempt.fixed, status, after,
-                                  still[0].installed if still else None, now()))  # fmt: skip
+                                  still[0][1].installed if still else None,
+                                  still[0][0].scanner if still else None, now()))  # fmt: skip
     state.record_fix_attempts(settled)
     return settled
 

@@ -62,8 +62,15 @@ def test_findings_of_a_trivy_report():
     found = findings(report("trivy-alpine.json"))
     target = "localhost:5000/shop/api:1.4 (alpine 3.19.1)"
     assert found == [
-        Finding("CVE-2024-2511", "critical", "libssl3", "3.1.4-r5", "3.1.4-r6", target,
-                "sha256:d4fc045c9e3a848011de66f34b81f052d4f2c15a17bb196d637e526349601820"),
+        Finding(
+            "CVE-2024-2511",
+            "critical",
+            "libssl3",
+            "3.1.4-r5",
+            "3.1.4-r6",
+            target,
+            "sha256:d4fc045c9e3a848011de66f34b81f052d4f2c15a17bb196d637e526349601820",
+        ),
         Finding("CVE-2024-4603", "high", "libcrypto3", "3.1.4-r5", "3.1.5-r0", target),
         Finding("CVE-2023-42363", "medium", "busybox", "1.36.1-r15", "1.36.1-r17", target),
         Finding("CVE-2024-5535", "low", "libssl3", "3.1.4-r5", "", target),

@@ -406,3 +406,28 @@ def test_within_waves_count_from_the_first_kept_step():
     below = whole.within(g, [APP])
     assert below.waves == [[APP], [CLI]]
     assert_waves_follow_edges(g, below)
+
+
+# -- vulnerable
+
+
+def test_a_vulnerable_image_is_a_root_before_a_changed_source_and_after_a_stale_base():
+    """A build with cache may keep the old package layer of an image whose source changed
+    after it; a new base rebuilds every layer above it anyway."""
+    g = fleet(FLEET)
+    check = Check([], [image(BASE, STALE, detect.BASE_CHANGED, "debian moved", [BASE, DEBIAN])])
+    vulnerable = {PY: "CVE-1 (high): openssl 1.0 → 1.1", BASE: "CVE-2 (high): zlib"}
+    steps = {s.node: s for s in plan.from_check(g, check, {PY: "its COPY changed"},
+                                                 vulnerable).steps}  # fmt: skip
+    assert (steps[PY].reason, steps[PY].detail) == ("vulnerable", vulnerable[PY])
+    assert steps[BASE].reason == "base-changed"
+    assert steps[CLI].reason == "parent-rebuilt"
+
+
+def test_fixing_a_cve_rebuilds_its_carriers_and_what_is_built_on_them_as_deep_as_asked():
+    g = fleet(FLEET)
+    why = {PY: "CVE-1 (high): openssl 1.0 → 1.1 in its own layer sha256:…"}
+    assert [(s.node, s.reason) for s in plan.fixing(g, why, {}).steps] == [
+        (PY, "vulnerable"), (APP, "parent-rebuilt"), (CLI, "parent-rebuilt")]  # fmt: skip
+    assert [s.node for s in plan.fixing(g, why, {}, downstream=False).steps] == [PY]
+    assert [s.node for s in plan.fixing(g, why, {}, depth=1).steps] == [PY, APP]

@@ -45,8 +45,16 @@ def _takes_no_cache(builder: BuilderSpec) -> bool:
     return not isinstance(builder, CommandSpec) or NO_CACHE in builder.argv
 
 
-def fix(config: Config, cve: str, *, reason: str, settings: builds.RunSettings,
-        as_json: bool) -> int:  # fmt: skip
+def fix(
+    config: Config,
+    cve: str,
+    *,
+    reason: str,
+    downstream: bool,
+    depth: int | None,
+    settings: builds.RunSettings,
+    as_json: bool,
+) -> int:
     """`rebuild --cve`: the images whose own layers carry a fixable `cve` in their last
     scan (within the rescan period), without cache, and what is built on them."""
     if config.vulnerabilities is None:
@@ -66,7 +74,7 @@ def fix(config: Config, cve: str, *, reason: str, settings: builds.RunSettings,
             code = finished(config, None, as_json)
             return errors.FAILED if now.failed else code
         why = {node: "; ".join(c.reason() for c in found) for node, found in roots.items()}
-        steps = plan.fixing(now.graph, why, digests)
+        steps = plan.fixing(now.graph, why, digests, downstream, depth)
         label = reason if reason != "forced rebuild" else cve
         done = pipeline.run(config, now.graph, steps, "rebuild", label, settings)
     code = finished(config, done, as_json)
