@@ -373,6 +373,8 @@ def _scan_one(
         done.error = f"scanner failed: {failed or err} (log: {log})"
         return done
 
+    unread: list[str] = []
+
     def layers(digest: str) -> list[str] | None:
         if digest in known:
             return known[digest]
@@ -380,13 +382,14 @@ def _scan_one(
             repo = ref.name if digest == job.digest else job.base_repo
             answer = registry.diff_ids(f"{repo}@{digest}")
             if isinstance(answer, Failure):
+                unread.append(answer.message)
                 return None
             done.layers[digest] = answer
         return done.layers[digest]
 
     own = layers(job.digest)
     if own is None:
-        done.error = f"could not read the layers of {reference}"
+        done.error = f"could not read its layers: {unread[-1]}"
         return done
     if job.base_repo:
         done.base_layers = -1  # until found: which layers are the base's is unknown
