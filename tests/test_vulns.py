@@ -13,13 +13,17 @@ and third/party, run by a workload and built by nobody here (curl).
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import tarfile
 
 import pytest
 
 from graphbuild.state import State
 
-from .packages import PackageServer, make_base, scanner_argv, write_advisories
+from .oci import OCI_MANIFEST, sha
+from .packages import PackageServer, database, make_base, scanner_argv, write_advisories
 from .site import Runner, by_node, require
 
 pytestmark = pytest.mark.timeout(900)
@@ -271,3 +275,76 @@ def test_rebuild_cve_rebuilds_the_images_whose_own_layers_carry_it_and_what_is_b
     assert (child["origin"], child["fix"]) == ("base", f"rebuild {fleet.parent}")
     planned = {s["node"]: s["reason"] for s in fleet.json("plan")["steps"]}
     assert planned[fleet.plain] == planned[fleet.own] == "base-changed"
+
+
+def _layer(files: dict[str, str]) -> tuple[bytes, str]:
+    """A gzip layer holding `files`, and its diff id."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime = len(data), 0
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0), sha(raw.getvalue())
+
+
+def _push(registry, repo: str, platform: str, layers: list[tuple[bytes, str]]) -> str:
+    """An image manifest of `layers` for `platform`, by digest only."""
+    os_name, arch = platform.split("/")
+    config = json.dumps({"architecture": arch, "os": os_name, "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]},
+                         "history": [{"created_by": "test"} for _ in layers]}).encode()  # fmt: skip
+    registry.blob(repo, config)
+    for blob, _ in layers:
+        registry.blob(repo, blob)
+    body = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha(config), "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": sha(blob), "size": len(blob)} for blob, _ in layers]}  # fmt: skip
+    return registry.manifest(repo, sha(json.dumps(body).encode()).replace(":", "-"), body,
+                             OCI_MANIFEST)  # fmt: skip
+
+
+def test_each_platform_is_scanned_and_its_findings_attributed_on_its_own(
+    tmp_path, registry, remotes
+):
+    """A multi-platform image on a multi-platform base: the arm64 base already has zlib's
+    fix, the amd64 one not; the image installs openssl, fixed on arm64 only."""
+    require("git")
+    h = registry.host
+    release = {"etc/alpine-release": "3.20.3\n"}
+    base = {p: _layer({**release, "lib/apk/db/installed": database({"zlib": v})})
+            for p, v in (("linux/amd64", "1.0"), ("linux/arm64", "1.1"))}  # fmt: skip
+    versions = (("linux/amd64", "1.0", "1.0"), ("linux/arm64", "1.1", "1.1"))
+    own = {p: _layer({"lib/apk/db/installed": database({"zlib": z, "openssl": o})})
+           for p, z, o in versions}  # fmt: skip
+    registry.index("ext/multi", "1", {p: _push(registry, "ext/multi", p, [base[p]]) for p in base})
+    registry.index("apps/multi", "1", {p: _push(registry, "apps/multi", p, [base[p], own[p]])
+                                       for p in own})  # fmt: skip
+    apps = remotes("apps", {"Dockerfile": f"FROM {h}/ext/multi:1\nRUN pkg-install openssl\n"})
+    advisories = write_advisories(tmp_path / "advisories.json", ADVISORIES)
+    runner = Runner(tmp_path, registry)
+    runner.config = {
+        "registries": {h: {"insecure": True}},
+        "repos": [{"name": "apps", "url": str(apps.url), "images": [
+            {"image": f"{h}/apps/multi", "dockerfile": "Dockerfile", "tags": ["1"],
+             "platforms": ["linux/amd64", "linux/arm64"]}]}],
+        "vulnerabilities": {"scan": scanner_argv("trivy", advisories)},
+    }  # fmt: skip
+    runner.write_config()
+    scanned = json.loads(runner.gb("scan", "--json").stdout)
+    assert sorted((o["ref"], o["platform"], o["status"]) for o in scanned) == [
+        (f"{h}/apps/multi:1", "linux/amd64", "scanned"),
+        (f"{h}/apps/multi:1", "linux/arm64", "scanned"),
+        (f"{h}/ext/multi:1", "linux/amd64", "scanned"),
+        (f"{h}/ext/multi:1", "linux/arm64", "scanned"),
+    ]
+    image = f"{h}/apps/multi:1"
+    found = json.loads(runner.gb("vulns", image, "--json").stdout)
+    assert sorted((c["id"], c["platform"], c["origin"], c["layer"], c["fix"]) for c in found) == [
+        (OPENSSL, "linux/amd64", "own", own["linux/amd64"][1], f"rebuild {image}"),
+        (ZLIB, "linux/amd64", "base", base["linux/amd64"][1],
+         f"waiting on upstream {h}/ext/multi:1"),
+    ]  # fmt: skip
