@@ -229,7 +229,7 @@ def read_report(report: Path) -> object:
         return json.loads(report.read_bytes())
     except FileNotFoundError:
         raise GateError(f"no report at {report}") from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # nested past Python's stack
         raise GateError(f"{report.name} is not JSON ({err})") from None
 
 

@@ -234,6 +234,9 @@ def test_a_scanner_that_exits_1_with_a_report_is_judged_by_the_report(tmp_path, 
         ('echo "<html>" > "$1"', "scanner failed: trivy.json is not JSON (Expecting value: "),
         ('echo "{}" > "$1"', "scanner failed: not a Trivy or Grype JSON report"),
         ("echo wrote it elsewhere", "scanner failed: no report at "),
+        # nested past Python's stack: refused as any other unreadable report
+        ("printf '%*s' 200000 '' | tr ' ' '[' > \"$1\"",
+         "scanner failed: trivy.json is not JSON (maximum recursion depth"),
     ],
 )  # fmt: skip
 def test_a_scanner_without_a_readable_report_fails_the_image(tmp_path, script, summary):
