@@ -202,7 +202,7 @@ def scan(
 ) -> list[Outcome]:
     """Scan each target's current digests (one per platform) that have no scan within the
     rescan period (`force`: all of them) and store what the scanner found."""
-    spec = _spec(config)
+    spec = section(config)
     # a digest other than the one recorded last is believed once its manifest is read, as
     # `check` believes one (rule 13): what `scan` records, `check` relies on
     recorded = {t.ref: seen.digest if (seen := state.latest(t.ref)) else None
@@ -276,10 +276,12 @@ def _clean(found: gates.Finding) -> gates.Finding:
     return gates.Finding(*(_CONTROL_RE.sub("", value)[:200] for value in fields))
 
 
-def _spec(config: Config) -> VulnSpec:
+def section(config: Config) -> VulnSpec:
+    """The `vulnerabilities:` section; without one, a ConfigError that says what to add."""
     if config.vulnerabilities is None:
-        raise ConfigError(str(config.file), "vulnerabilities", "missing: name the scanner to "
-                          "run (docs/vulnerabilities.md)")  # fmt: skip
+        raise ConfigError(str(config.file), "vulnerabilities", "missing: add a "
+                          "`vulnerabilities:` section whose `scan:` is the scanner's argv, "
+                          "with {image} and {report} (docs/vulnerabilities.md)")  # fmt: skip
     return config.vulnerabilities
 
 
@@ -458,7 +460,7 @@ def assess(
     """Every finding in the current digest of each target (fleet images, bases, what runs),
     at or above `severity` (the configured one by default) and not ignored; with `vuln`, of
     that id only."""
-    view = _View(graph, state, _spec(config), running, dt.date.today())
+    view = _View(graph, state, section(config), running, dt.date.today())
     for scan in state.scans():
         view.by_top.setdefault(scan.top, []).append(scan)
     out: dict[tuple[str, str, str, str], Carrier] = {}
@@ -566,7 +568,7 @@ def rebuilds(
     """Fleet images whose own layers, at the digest they have now (`digests`), carry a
     finding a rebuild fixes, by a scan within the rescan period: what a sweep (or
     `rebuild --cve`) rebuilds as `vulnerable`."""
-    spec = _spec(config)
+    spec = section(config)
     roots: dict[str, list[Carrier]] = {}
     for carrier in assess(config, graph, state, running, vuln):
         node = carrier.node
@@ -626,7 +628,7 @@ def expose(
     deploy repositories said at the sync. Nothing is closed while a running digest has no
     scan: what it carries is not known.
     """
-    spec, today = _spec(config), dt.date.today()
+    spec, today = section(config), dt.date.today()
     scans: dict[str, list[Scan]] = {}
     for scan in state.scans():
         scans.setdefault(scan.top, []).append(scan)

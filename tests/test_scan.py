@@ -359,3 +359,20 @@ def test_a_wrong_vulnerabilities_section_exits_2_naming_file_line_and_key(
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
         assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("section", ["", "vulnerabilities:\n"], ids=["absent", "empty"])
+def test_scan_and_vulns_without_a_vulnerabilities_section_say_what_to_add(tmp_path, section):
+    """Exit 2 before anything is synced, on one line that says which section and key to add
+    and what the scanner's argv must hold."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "repos.yaml").write_text(_REPOS + section)
+    for command in (["scan"], ["vulns"], ["vulns", "CVE-2026-1"], ["rebuild", "--cve", "CVE-1"]):
+        done = graphbuild(*command, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("graphbuild: repos.yaml: vulnerabilities: missing: add a "
+                               "`vulnerabilities:` section"), line  # fmt: skip
+        assert "`scan:`" in line and "{image}" in line and "{report}" in line, line
+        assert not (tmp_path / ".graphbuild").exists()  # nothing synced

@@ -57,9 +57,7 @@ def fix(
 ) -> int:
     """`rebuild --cve`: the images whose own layers carry a fixable `cve` in their last
     scan (within the rescan period), without cache, and what is built on them."""
-    if config.vulnerabilities is None:
-        raise errors.ConfigError(str(config.file), "vulnerabilities", "missing: name the "
-                                 "scanner to run (docs/vulnerabilities.md)")  # fmt: skip
+    vulns.section(config)
     pipeline.ready(config)
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
         now = pipeline.fresh(config)

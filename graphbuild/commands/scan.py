@@ -16,9 +16,7 @@ from graphbuild.report import brief, short
 
 
 def run(config: Config, names: list[str], as_json: bool, force: bool) -> int:
-    if config.vulnerabilities is None:
-        raise errors.ConfigError(str(config.file), "vulnerabilities", "missing: name the "
-                                 "scanner to run (docs/vulnerabilities.md)")  # fmt: skip
+    vulns.section(config)
     now = pipeline.fresh(config)
     outcomes = pipeline.scan(config, now.graph, names, force)
     if names and not outcomes:

@@ -18,9 +18,7 @@ _ID_RE = re.compile(r"^[A-Z][A-Z0-9]*-[A-Za-z0-9-]+$")
 
 
 def run(config: Config, query: str | None, severity: str | None, as_json: bool) -> int:
-    if config.vulnerabilities is None:
-        raise errors.ConfigError(str(config.file), "vulnerabilities", "missing: name the "
-                                 "scanner to run (docs/vulnerabilities.md)")  # fmt: skip
+    spec = vulns.section(config)
     vuln = query if query and _ID_RE.match(query) else None
     names = [query] if query and vuln is None else []
     g = graph.load(queries.open_index(config))
@@ -34,7 +32,7 @@ def run(config: Config, query: str | None, severity: str | None, as_json: bool) 
         return errors.OK
     if not scanned:
         report.note("Nothing is scanned yet: run `graphbuild scan`.")
-    floor = severity or config.vulnerabilities.severity
+    floor = severity or spec.severity
     if not carriers:
         print(f"No finding at or above {floor}" + (f" for {query}." if query else "."))
     report.table(
