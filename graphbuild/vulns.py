@@ -205,10 +205,15 @@ def scan(
     spec = section(config)
     # a digest other than the one recorded last is believed once its manifest is read, as
     # `check` believes one (rule 13): what `scan` records, `check` relies on
-    recorded = {t.ref: seen.digest if (seen := state.latest(t.ref)) else None
-                for t in wanted if "@" not in t.ref}  # fmt: skip
-    answers = registry.resolve_all({t.ref: t.platforms for t in wanted}, known=Known(
-        recorded=recorded), timeout=config.check_timeout)  # fmt: skip
+    asked: dict[str, Sequence[str]] = {t.ref: t.platforms for t in wanted}
+    for target in wanted:  # its base's digest now: where its own layers begin, when the
+        base = _base_tag(graph, target)  # base is not scanned with it (`scan IMAGE`)
+        if base is not None:
+            asked.setdefault(base, ())
+    recorded = {ref: seen.digest if (seen := state.latest(ref)) else None
+                for ref in asked if "@" not in ref}  # fmt: skip
+    answers = registry.resolve_all(asked, known=Known(recorded=recorded),
+                                   timeout=config.check_timeout)  # fmt: skip
     outcomes: list[Outcome] = []
     jobs: dict[str, _Job] = {}
     observed: list[tuple[str, str, str]] = []
@@ -326,14 +331,26 @@ def _base_digests(
         found.append(baseline)
     attrs = graph.nodes[base]
     repo = attrs["image"] if attrs["kind"] == IMAGE else attrs["name"]
-    if attrs["kind"] == EXTERNAL and attrs["digest"]:
+    ref = _base_tag(graph, target)
+    if ref is None:  # pinned by digest
         found.append(attrs["digest"])
     else:
-        ref = base if attrs["kind"] == IMAGE else f"{attrs['name']}:{attrs['tag']}"
         seen, now_ = state.latest(ref), answers.get(ref)  # as last recorded, and just now
         found += [seen.digest] if seen is not None else []
         found += [now_.digest] if isinstance(now_, Resolved) else []
     return list(dict.fromkeys(found)), repo
+
+
+def _base_tag(graph: nx.DiGraph[str], target: Target) -> str | None:
+    """The tag that names the image's base, whose digest moves; None for a base pinned by
+    digest, or no base."""
+    base = _base_node(graph, target)
+    if base is None:
+        return None
+    attrs = graph.nodes[base]
+    if attrs["kind"] == IMAGE:
+        return base
+    return None if attrs["digest"] else f"{attrs['name']}:{attrs['tag']}"
 
 
 def _scan_one(

@@ -194,6 +194,30 @@ def test_a_digest_scanned_within_the_rescan_period_is_not_scanned_again(fleet):
     assert fleet.scanned()[6:] == [f"{fleet.app}@{new}"]
 
 
+def test_a_scan_of_one_image_finds_its_base_layers_with_no_check_before_it(fleet):
+    """`scan IMAGE` in a new workspace (no `check` has seen the base, and the base is not
+    scanned with it) still finds which of the image's layers are its base's: zlib, fixed
+    upstream but not in the base's digest now, is the base's and waits on upstream; it is no
+    reason to rebuild the image, which would not fix it."""
+    write_advisories(fleet.advisories, [{**ADVISORIES[1], "fixed": "1.1"}])
+    fleet.vulnerabilities["rebuild"] = True
+    fleet.write()
+
+    def zlib_waits_on_upstream() -> dict[str, dict]:
+        carriers = {v["image"]: v for v in fleet.vulns(ZLIB)}
+        app = carriers[fleet.app]
+        assert (app["origin"], app["base"], app["fix"]) == (
+            "base", fleet.base, f"waiting on upstream {fleet.base}")  # fmt: skip
+        assert fleet.plan() == {}
+        return carriers
+
+    assert statuses(fleet.scan(fleet.app)) == {fleet.app: "scanned"}
+    assert set(zlib_waits_on_upstream()) == {fleet.app}
+    assert statuses(fleet.scan()) == {fleet.app: "fresh", fleet.base: "scanned"}
+    carriers = zlib_waits_on_upstream()
+    assert carriers[fleet.base]["fix"] == f"waiting on upstream {fleet.base}"
+
+
 # ---------------------------------------------------------------- ignore, until a date
 
 
