@@ -26,7 +26,7 @@ from graphbuild.state import State
 
 from .oci import OCI_MANIFEST, sha
 from .packages import database, scanner_argv, write_advisories
-from .site import graphbuild
+from .site import alive, graphbuild
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -263,7 +263,7 @@ def test_an_ignore_entry_hides_a_finding_until_its_date(tmp_path, registry, days
         ('echo \'{"runs": []}\' > "$1"', "not a Trivy or Grype JSON report"),
         ('echo \'{"Results": [{"Vulnerabilities": "none"}]}\' > "$1"',
          "not a Trivy or Grype JSON report"),
-        ("exec sleep 60", "timed out after 1 s"),
+        ('echo $$ >> "$1.pid"; exec sleep 60', "timed out after 1 s"),
     ],
     ids=["exit-3", "not-json", "sarif", "bad-trivy", "hung"],
 )  # fmt: skip
@@ -288,6 +288,10 @@ def test_a_scanner_that_fails_leaves_the_digest_unscanned(tmp_path, registry, sc
     assert len(fleet.scanned()) == 2
     with State(fleet.root / ".graphbuild") as state:
         assert state.scans() == []
+    pids = [int(pid) for file in (fleet.root / ".graphbuild/scans").glob("*/report.json.pid")
+            for pid in file.read_text().split()]  # fmt: skip
+    assert len(pids) == (2 if "sleep" in script else 0)
+    assert not any(alive(pid) for pid in pids)  # a hung scanner is stopped
 
     text = fleet.gb("scan", code=1)  # tried again, not `fresh`
     assert len(fleet.scanned()) == 4
@@ -295,6 +299,19 @@ def test_a_scanner_that_fails_leaves_the_digest_unscanned(tmp_path, registry, sc
     assert fleet.vulns() == []
     assert "Nothing is scanned yet" in fleet.gb("vulns").stderr
     assert fleet.plan() == {}
+
+
+def test_a_scanner_that_fails_on_one_image_still_scans_the_others(fleet):
+    """The failure is that image's alone (exit 1); and a scanner that exits 1 with a report,
+    as `trivy --exit-code 1` does when it finds something, is judged by its report."""
+    script = 'for a; do case "$a" in *external/base*) exit 2;; esac; done; "$@"; exit 1'
+    argv = scanner_argv("trivy", fleet.advisories)
+    fleet.vulnerabilities["scan"] = fleet.scanner("sh", "-c", script, "sh", *argv)
+    fleet.write()
+    outcomes = fleet.scan(code=1)
+    assert statuses(outcomes) == {fleet.app: "scanned", fleet.base: "failed"}
+    assert outcomes[fleet.app]["findings"] == 2
+    assert {v["id"] for v in fleet.vulns()} == {OPENSSL, ZLIB}
 
 
 def test_a_scanner_that_fails_later_rebuilds_nothing_on_what_it_did_not_scan(tmp_path, registry):
