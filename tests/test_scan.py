@@ -221,7 +221,7 @@ def test_a_scan_of_one_image_finds_its_base_layers_with_no_check_before_it(fleet
 # ---------------------------------------------------------------- ignore, until a date
 
 
-@pytest.mark.parametrize("days", [30, -1])
+@pytest.mark.parametrize("days", [30, 0, -1])
 def test_an_ignore_entry_hides_a_finding_until_its_date(tmp_path, registry, days):
     """An `ignore` entry until a later date keeps the finding out of `vulns` (text and JSON)
     and out of a `vulnerable` rebuild; once its date has passed, it is shown and rebuilt
@@ -229,14 +229,16 @@ def test_an_ignore_entry_hides_a_finding_until_its_date(tmp_path, registry, days
     until = dt.date.today() + dt.timedelta(days=days)
     entry = {"id": OPENSSL, "until": until.isoformat(), "reason": "test"}
     fleet = Fleet(tmp_path, registry, rebuild=True, ignore=[entry])
-    assert statuses(fleet.scan()) == {fleet.app: "scanned", fleet.base: "scanned"}
+    outcomes = fleet.scan()
+    assert statuses(outcomes) == {fleet.app: "scanned", fleet.base: "scanned"}
+    assert outcomes[fleet.app]["findings"] == (1 if days >= 0 else 2)  # counted: not ignored
     shown = {(v["id"], v["image"]) for v in fleet.vulns()}
     text = fleet.gb("vulns").stdout
     by_id = fleet.vulns(OPENSSL)
     by_ref = {v["id"] for v in fleet.vulns(fleet.app)}
     steps = fleet.plan()
     assert (ZLIB, fleet.app) in shown and ZLIB in text and ZLIB in by_ref  # not ignored
-    if days > 0:
+    if days >= 0:  # the entry counts on its last day
         assert (OPENSSL, fleet.app) not in shown
         assert OPENSSL not in text and "openssl" not in text
         assert by_id == [] and OPENSSL not in by_ref
