@@ -29,6 +29,18 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def layer(files: dict[str, str]) -> tuple[bytes, bytes]:
+    """(the gzipped blob, the tar it unpacks to) of a layer holding `files`."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0), raw.getvalue()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -184,6 +196,35 @@ class LocalRegistry:
         if annotations and not docker_format:
             body["annotations"] = annotations
         return self.manifest(repo, tag, body, kind)
+
+    def layered(
+        self,
+        repo: str,
+        tag: str | None,
+        layers: list[dict[str, str]],
+        platform: str = "linux/amd64",
+    ) -> str:
+        """Push an image whose layers (base first) hold those files (by digest when `tag` is
+        None); its manifest digest. Layer i's diff id is `sha(layer(layers[i])[1])`."""
+        blobs = [layer(files) for files in layers]
+        os_name, arch = platform.split("/")
+        config = json.dumps({
+            "architecture": arch, "os": os_name, "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [sha(tar) for _, tar in blobs]},
+            "history": [{"created_by": f"tests/oci.py: layer {n}"} for n in range(len(blobs))],
+        }).encode()  # fmt: skip
+        for blob, _ in blobs:
+            self.blob(repo, blob)
+        self.blob(repo, config)
+        body = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha(config), "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": sha(blob), "size": len(blob)} for blob, _ in blobs],
+        }  # fmt: skip
+        return self.manifest(repo, tag or sha(json.dumps(body).encode()), body, OCI_MANIFEST)
 
     def index(
         self, repo: str, tag: str, children: dict[str, str], *, attestation: bool = False

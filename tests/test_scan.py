@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import gzip
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,6 @@ import yaml
 
 from graphbuild.state import State
 
-from .oci import OCI_MANIFEST, sha
 from .packages import database, scanner_argv, write_advisories
 from .site import alive, graphbuild
 
@@ -38,38 +34,9 @@ ADVISORIES = [
 ]
 
 
-def layer(files: dict[str, str]) -> tuple[bytes, bytes]:
-    """(the gzipped blob, the tar it unpacks to) of a layer holding `files`."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), 0, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0), raw.getvalue()
-
-
 def push(registry, repo: str, tag: str, layers: list[dict[str, str]]) -> str:
     """An image whose layers (base first) hold those files; its manifest digest."""
-    blobs = [layer(files) for files in layers]
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [sha(tar) for _, tar in blobs]},
-        "history": [{"created_by": f"tests/test_scan.py: layer {n}"} for n in range(len(blobs))],
-    }).encode()  # fmt: skip
-    for blob, _ in blobs:
-        registry.blob(repo, blob)
-    registry.blob(repo, config)
-    body = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": sha(config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": sha(blob), "size": len(blob)} for blob, _ in blobs],
-    }  # fmt: skip
-    return registry.manifest(repo, tag, body, OCI_MANIFEST)
+    return registry.layered(repo, tag, layers)
 
 
 BASE_LAYER = {"lib/apk/db/installed": database({"zlib": "1.0"}), "etc/alpine-release": "3.20.3\n"}

@@ -13,16 +13,13 @@ and third/party, run by a workload and built by nobody here (curl).
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
-import tarfile
 
 import pytest
 
 from graphbuild.state import State
 
-from .oci import OCI_MANIFEST, sha
+from .oci import layer, sha
 from .packages import PackageServer, database, make_base, scanner_argv, write_advisories
 from .site import Runner, by_node, require
 
@@ -277,34 +274,8 @@ def test_rebuild_cve_rebuilds_the_images_whose_own_layers_carry_it_and_what_is_b
     assert planned[fleet.plain] == planned[fleet.own] == "base-changed"
 
 
-def _layer(files: dict[str, str]) -> tuple[bytes, str]:
-    """A gzip layer holding `files`, and its diff id."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for path, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(path)
-            info.size, info.mtime = len(data), 0
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0), sha(raw.getvalue())
-
-
-def _push(registry, repo: str, platform: str, layers: list[tuple[bytes, str]]) -> str:
-    """An image manifest of `layers` for `platform`, by digest only."""
-    os_name, arch = platform.split("/")
-    config = json.dumps({"architecture": arch, "os": os_name, "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]},
-                         "history": [{"created_by": "test"} for _ in layers]}).encode()  # fmt: skip
-    registry.blob(repo, config)
-    for blob, _ in layers:
-        registry.blob(repo, blob)
-    body = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": sha(config), "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                        "digest": sha(blob), "size": len(blob)} for blob, _ in layers]}  # fmt: skip
-    return registry.manifest(repo, sha(json.dumps(body).encode()).replace(":", "-"), body,
-                             OCI_MANIFEST)  # fmt: skip
+def diff_id(files: dict[str, str]) -> str:
+    return sha(layer(files)[1])
 
 
 def test_each_platform_is_scanned_and_its_findings_attributed_on_its_own(
@@ -315,13 +286,14 @@ def test_each_platform_is_scanned_and_its_findings_attributed_on_its_own(
     require("git")
     h = registry.host
     release = {"etc/alpine-release": "3.20.3\n"}
-    base = {p: _layer({**release, "lib/apk/db/installed": database({"zlib": v})})
+    base = {p: {**release, "lib/apk/db/installed": database({"zlib": v})}
             for p, v in (("linux/amd64", "1.0"), ("linux/arm64", "1.1"))}  # fmt: skip
     versions = (("linux/amd64", "1.0", "1.0"), ("linux/arm64", "1.1", "1.1"))
-    own = {p: _layer({"lib/apk/db/installed": database({"zlib": z, "openssl": o})})
+    own = {p: {"lib/apk/db/installed": database({"zlib": z, "openssl": o})}
            for p, z, o in versions}  # fmt: skip
-    registry.index("ext/multi", "1", {p: _push(registry, "ext/multi", p, [base[p]]) for p in base})
-    registry.index("apps/multi", "1", {p: _push(registry, "apps/multi", p, [base[p], own[p]])
+    registry.index("ext/multi", "1", {p: registry.layered("ext/multi", None, [base[p]], p)
+                                      for p in base})  # fmt: skip
+    registry.index("apps/multi", "1", {p: registry.layered("apps/multi", None, [base[p], own[p]], p)
                                        for p in own})  # fmt: skip
     apps = remotes("apps", {"Dockerfile": f"FROM {h}/ext/multi:1\nRUN pkg-install openssl\n"})
     advisories = write_advisories(tmp_path / "advisories.json", ADVISORIES)
@@ -344,7 +316,7 @@ def test_each_platform_is_scanned_and_its_findings_attributed_on_its_own(
     image = f"{h}/apps/multi:1"
     found = json.loads(runner.gb("vulns", image, "--json").stdout)
     assert sorted((c["id"], c["platform"], c["origin"], c["layer"], c["fix"]) for c in found) == [
-        (OPENSSL, "linux/amd64", "own", own["linux/amd64"][1], f"rebuild {image}"),
-        (ZLIB, "linux/amd64", "base", base["linux/amd64"][1],
+        (OPENSSL, "linux/amd64", "own", diff_id(own["linux/amd64"]), f"rebuild {image}"),
+        (ZLIB, "linux/amd64", "base", diff_id(base["linux/amd64"]),
          f"waiting on upstream {h}/ext/multi:1"),
     ]  # fmt: skip
