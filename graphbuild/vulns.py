@@ -559,8 +559,7 @@ def _fix(
             return f"waiting on upstream {base}", f"{base}'s own scan does not show it"
         return f"rebuild {node}", f"its base {base} has moved to a digest without it"
     if attrs["kind"] != IMAGE or depth > 50:
-        return f"waiting on upstream {base}", (f"{base} still carries it; fixed in "
-                                               f"{found.fixed}")  # fmt: skip
+        return f"waiting on upstream {base}", f"still in it now; fixed in {found.fixed}"
     parent_scan, parent_found = carried[0]
     return _fix(view, base, base, parent_scan, parent_found,
                 _origin(parent_scan, parent_found.layer), depth + 1)  # fmt: skip

@@ -35,15 +35,16 @@ def run(config: Config, query: str | None, severity: str | None, as_json: bool) 
     floor = severity or spec.severity
     if not carriers:
         print(f"No finding at or above {floor}" + (f" for {query}." if query else "."))
-    report.table(
-        ["ID", "SEVERITY", "PACKAGE", "INSTALLED", "FIXED", "IMAGE", "ORIGIN", "FIX", "RUNS IN"],
-        [(c.id, c.severity, c.package, c.installed, c.fixed or "-", short(c.image),
-          c.origin + (f" ({short(c.base)})" if c.base else ""),
-          c.fix + (f": {brief(c.note)}" if c.note else ""),
-          ", ".join(f"{w['ring']}: {w['name']} ({w['where']})" for w in c.workloads))
-         for c in carriers] if carriers else [],
-    )  # fmt: skip
-    if carriers:
+    else:
+        report.table(
+            ["ID", "SEVERITY", "PACKAGE", "INSTALLED", "FIXED", "IMAGE", "ORIGIN", "FIX",
+             "RUNS IN"],
+            [(c.id, c.severity, c.package, c.installed, c.fixed or "-", short(c.image),
+              c.origin + (f" ({short(c.base)})" if c.base else ""),
+              c.fix + (f": {brief(c.note)}" if c.note else ""),
+              ", ".join(f"{w['ring']}: {w['name']} ({w['where']})" for w in c.workloads))
+             for c in carriers],
+        )  # fmt: skip
         images = {(c.image, c.digest) for c in carriers}
         print(f"{plural(len(carriers), 'finding')} in {plural(len(images), 'image digest')}.")
     for exposure in exposures:
