@@ -149,7 +149,11 @@ def scan(
     running = targets(config)
     with State(config.workspace) as state, registry_for(config) as registry:
         wanted = vulns.targets(config, g, running, names)
-        outcomes = vulns.scan(config, g, wanted, registry, state, threading.Event(), force)
+        try:
+            outcomes = vulns.scan(config, g, wanted, registry, state, threading.Event(), force)
+        except KeyboardInterrupt:
+            report.note("Interrupted while scanning: what was scanned is kept.")
+            raise
         say_unreachable(registry)
         vulns.expose(config, state, running)
     for outcome in outcomes:
@@ -198,7 +202,9 @@ def exposure(config: Config, state: State, run_id: str) -> None:
     assert finished is not None
     deployed = {d.workload: d.reference.rsplit("@", 1)[1] for d in finished.deploys
                 if d.status != DeployStatus.FAILED and "@" in d.reference}  # fmt: skip
-    vulns.expose(config, state, targets(config), run_id, deployed)
+    # a window is the run's to close only if its deploy changed what runs
+    changed = any(d.status == DeployStatus.DEPLOYED for d in finished.deploys)
+    vulns.expose(config, state, targets(config), run_id if changed else None, deployed)
 
 
 # ---------------------------------------------------------------- mirror
@@ -289,6 +295,10 @@ def run(
             write_reports(config, finished)
         except (OSError, sqlite3.OperationalError) as err:  # a full disk, a read-only mount
             raise _unusable(config, err, run_id, finished, state) from None
+        except KeyboardInterrupt:  # stopped while scanning what it built: nothing deployed
+            state.finish_run(run_id, RunStatus.INTERRUPTED)
+            report.note(f"Interrupted. Finish it with: graphbuild resume {run_id}")
+            raise
     return finished
 
 

@@ -16,7 +16,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -100,7 +100,11 @@ MIGRATIONS = (
         first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
         PRIMARY KEY (digest, id, package, installed));
     CREATE INDEX findings_id ON findings (id);
-    CREATE TABLE layer_lists (digest TEXT PRIMARY KEY, diff_ids TEXT NOT NULL);
+    CREATE TABLE scan_tops (
+        top TEXT NOT NULL, digest TEXT NOT NULL, platform TEXT NOT NULL,
+        PRIMARY KEY (top, digest));
+    CREATE TABLE layer_lists (
+        digest TEXT PRIMARY KEY, platform TEXT NOT NULL, diff_ids TEXT NOT NULL);
     CREATE TABLE vuln_fixes (
         run TEXT NOT NULL, node TEXT NOT NULL, id TEXT NOT NULL, package TEXT NOT NULL,
         installed TEXT NOT NULL, fixed TEXT NOT NULL, status TEXT NOT NULL, after TEXT,
@@ -714,6 +718,28 @@ class State:
     def scans(self) -> list[Scan]:
         return [_scan(row) for row in self.db.execute(_SCANS)]
 
+    def scans_by_top(self) -> dict[str, list[Scan]]:
+        """The scans of each digest a tag or a reference pointed at (an index: its platforms'
+        scans, each under the platform it is there; a manifest: its own)."""
+        found: dict[str, list[Scan]] = {}
+        for row in self.db.execute(
+            "SELECT scan_tops.top, scan_tops.platform, scans.digest, scans.top, ref, "
+            "scans.platform, at, scanner, layers, base, base_digest, base_layers "
+            "FROM scans JOIN scan_tops ON scan_tops.digest = scans.digest"
+        ):
+            top, platform, *rest = row
+            scan = _scan(tuple(rest))
+            found.setdefault(top, []).append(replace(scan, top=top, platform=platform))
+        return found
+
+    def point(self, top: str, digest: str, platform: str) -> None:
+        """`top` (what a reference points at) holds the image manifest `digest` for
+        `platform`: a digest scanned once serves every index that holds it."""
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO scan_tops VALUES (?, ?, ?)", (top, digest, platform)
+            )
+
     def record_scan(self, scan: Scan, found: Iterable[tuple[str, str, str, str, str, str]]) -> None:
         """A good scan of `scan.digest`: (id, severity, package, installed, fixed, layer) each.
         A finding seen before keeps its first_seen; one not seen now keeps its old last_seen,
@@ -745,17 +771,19 @@ class State:
         )
         return [Found(*row) for row in rows]
 
-    def layer_list(self, digest: str) -> list[str] | None:
+    def layer_list(self, digest: str) -> tuple[str, list[str]] | None:
+        """An image manifest's platform (as its config says) and layers (diff ids)."""
         row = self.db.execute(
-            "SELECT diff_ids FROM layer_lists WHERE digest = ?", (digest,)
+            "SELECT platform, diff_ids FROM layer_lists WHERE digest = ?", (digest,)
         ).fetchone()
-        return None if row is None else list(json.loads(row[0]))
+        return None if row is None else (row[0], list(json.loads(row[1])))
 
-    def remember_layers(self, digest: str, diff_ids: list[str]) -> None:
+    def remember_layers(self, digest: str, platform: str, diff_ids: list[str]) -> None:
         """A manifest's layers never change: read once per digest."""
         with self.db:
             self.db.execute(
-                "INSERT OR IGNORE INTO layer_lists VALUES (?, ?)", (digest, json.dumps(diff_ids))
+                "INSERT OR IGNORE INTO layer_lists VALUES (?, ?, ?)",
+                (digest, platform, json.dumps(diff_ids)),
             )
 
     def record_fix_attempts(self, attempts: Iterable[FixAttempt]) -> None:

@@ -185,7 +185,8 @@ class _Done:
     job: _Job
     scanner: str = ""
     found: list[gates.Finding] = field(default_factory=list)
-    layers: dict[str, list[str]] = field(default_factory=dict)  # digest -> diff ids read
+    # digest -> its platform and diff ids, as read from the registry
+    layers: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
     base_digest: str | None = None
     base_layers: int = 0
     error: str = ""
@@ -229,6 +230,7 @@ def scan(
             observed.append((target.ref, "", answer.digest))
             observed += [(target.ref, p, d) for p, d in answer.platforms.items()]
         for platform, digest in _manifests(answer, target.platforms):
+            state.point(answer.digest, digest, platform)
             if digest in jobs:
                 continue
             last = state.scan_of(digest)
@@ -240,8 +242,8 @@ def scan(
                                              answers)  # fmt: skip
             jobs[digest] = _Job(target, answer.digest, platform, digest, bases, base_repo)
     state.observe(observed, at)
-    known = {d: ids for job in jobs.values() for d in (job.digest, *job.bases)
-             if (ids := state.layer_list(d)) is not None}  # fmt: skip
+    known = {d: layers for job in jobs.values() for d in (job.digest, *job.bases)
+             if (layers := state.layer_list(d)) is not None}  # fmt: skip
     folder = config.workspace / SCANS
     # Ctrl-C or SIGTERM stops the scanners running (their digests stay unscanned) and
     # keeps what the others found
@@ -254,22 +256,24 @@ def scan(
     today = dt.date.today()
     for result in done:
         job = result.job
-        for digest, ids in result.layers.items():
-            state.remember_layers(digest, ids)
+        for digest, (platform, ids) in result.layers.items():
+            state.remember_layers(digest, platform, ids)
         if result.error:
             outcomes.append(Outcome(job.target.ref, job.digest, job.platform, FAILED,
                                     detail=result.error))  # fmt: skip
             continue
         base = _base_node(graph, job.target)
+        _, own = result.layers[job.digest] if job.digest in result.layers else known[job.digest]
         record = Scan(job.digest, job.top, job.target.ref, job.platform, now(), result.scanner,
-                      result.layers.get(job.digest) or known[job.digest], base,
-                      result.base_digest, result.base_layers)  # fmt: skip
+                      own, base, result.base_digest, result.base_layers)  # fmt: skip
         unique = {(f.id, f.package, f.installed): f for f in map(_clean, reversed(result.found))}
         state.record_scan(record, ((f.id, f.severity, f.package, f.installed, f.fixed, f.layer)
                                    for f in unique.values()))  # fmt: skip
         counted = [f for f in unique.values() if _counts(spec, f.severity, f.id, today)]
         outcomes.append(Outcome(job.target.ref, job.digest, job.platform, SCANNED,
                                 len(counted), scanner=result.scanner))  # fmt: skip
+    if cancel.is_set():  # what finished is kept; the caller must not go on as if all had
+        raise KeyboardInterrupt
     return sorted(outcomes, key=lambda o: (o.ref, o.platform))
 
 
@@ -357,7 +361,7 @@ def _scan_one(
     spec: VulnSpec,
     job: _Job,
     registry: Registry,
-    known: Mapping[str, list[str]],
+    known: Mapping[str, tuple[str, list[str]]],
     folder: Path,
     cancel: threading.Event,
 ) -> _Done:
@@ -394,7 +398,7 @@ def _scan_one(
 
     unread: list[str] = []
 
-    def layers(digest: str) -> list[str] | None:
+    def layers(digest: str) -> tuple[str, list[str]] | None:
         if digest in known:
             return known[digest]
         if digest not in done.layers:
@@ -406,15 +410,17 @@ def _scan_one(
             done.layers[digest] = answer
         return done.layers[digest]
 
-    own = layers(job.digest)
-    if own is None:
+    found = layers(job.digest)
+    if found is None:
         done.error = f"could not read its layers: {unread[-1]}"
         return done
+    platform, own = found
     if job.base_repo:
         done.base_layers = -1  # until found: which layers are the base's is unknown
-        for top in job.bases:
-            child = _child(registry, f"{job.base_repo}@{top}", job.platform)
-            ids = layers(child) if child else None
+        for top in job.bases:  # the base's manifest of the platform its config says
+            child = _child(registry, f"{job.base_repo}@{top}", job.platform or platform)
+            base = layers(child) if child else None
+            ids = base[1] if base else []
             if ids and len(ids) > max(done.base_layers, 0) and own[: len(ids)] == ids:
                 done.base_digest, done.base_layers = child, len(ids)
     return done
@@ -433,11 +439,15 @@ def _age(at: str) -> float:
     return (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(at)).total_seconds()
 
 
-def _counts(spec: VulnSpec, severity: str, vuln: str, today: dt.date, floor: str = "") -> bool:
-    """At or above the severity asked (the configured one by default), and not ignored."""
+def _counts(
+    spec: VulnSpec, severity: str, vuln: str, today: dt.date, floor: str = "",
+    ignored: bool = False,
+) -> bool:  # fmt: skip
+    """At or above the severity asked (the configured one by default), and not ignored
+    (unless `ignored` ones count too)."""
     if _RANK.get(severity, 0) < _RANK[floor or spec.severity]:
         return False
-    return not any(entry.id == vuln and today <= entry.until for entry in spec.ignore)
+    return ignored or not any(e.id == vuln and today <= e.until for e in spec.ignore)
 
 
 # ---------------------------------------------------------------- what fixes it
@@ -452,7 +462,9 @@ class _View:
     spec: VulnSpec
     running: list[Workload]
     today: dt.date
+    explicit: bool = False  # one id asked for by name: no severity floor, ignored ones shown
     by_top: dict[str, list[Scan]] = field(default_factory=dict)
+    runs_on: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # top -> workloads
 
     def current(self, target: Target) -> str | None:
         """The digest the reference points at, as last seen (a digest it names, if it does)."""
@@ -473,19 +485,28 @@ def assess(
     vuln: str | None = None,
     names: Sequence[str] = (),
     severity: str = "",
+    explicit: bool = False,
 ) -> list[Carrier]:
     """Every finding in the current digest of each target (fleet images, bases, what runs),
     at or above `severity` (the configured one by default) and not ignored; with `vuln`, of
-    that id only."""
-    view = _View(graph, state, section(config), running, dt.date.today())
-    for scan in state.scans():
-        view.by_top.setdefault(scan.top, []).append(scan)
+    that id only. `explicit` (an id asked for by name): whatever its severity, and an ignored
+    one too, with a note that says until when."""
+    view = _View(graph, state, section(config), running, dt.date.today(), explicit)
+    view.by_top = state.scans_by_top()
+    for workload in running:
+        top = _running(state, workload)
+        if top is not None:
+            view.runs_on.setdefault(top, []).append(
+                {"ring": workload.ring, "name": workload.name, "where": workload.where}
+            )
     out: dict[tuple[str, str, str, str], Carrier] = {}
     for target in targets(config, graph, running, names):
         top = view.current(target)
         for scan in view.scans(top):
             for found in state.findings(scan.digest, vuln):
-                if not _counts(view.spec, found.severity, found.id, view.today, severity):
+                floor = severity or ("unknown" if explicit else "")
+                if not _counts(view.spec, found.severity, found.id, view.today, floor,
+                               ignored=explicit):  # fmt: skip
                     continue
                 key = (scan.digest, found.id, found.package, found.installed)
                 if key not in out:  # one per digest: named as the fleet names it, if it does
@@ -498,8 +519,11 @@ def _carrier(view: _View, target: Target, scan: Scan, found: Found) -> Carrier:
     base = scan.base if origin == BASE else None
     fix, note = _fix(view, target.node if target.kind != "base" else None, target.ref, scan,
                      found, origin)  # fmt: skip
-    where = [{"ring": w.ring, "name": w.name, "where": w.where}
-             for w in view.running if _runs(view, w, scan.top)]  # fmt: skip
+    where = view.runs_on.get(scan.top, [])
+    if view.explicit:
+        until = [e for e in view.spec.ignore if e.id == found.id and view.today <= e.until]
+        note = "; ".join(filter(None, [note, *(f"ignored until {e.until}" + (
+            f" ({e.reason})" if e.reason else "") for e in until[:1])]))  # fmt: skip
     return Carrier(found.id, found.severity, found.package, found.installed, found.fixed,
                    target.ref, scan.digest, scan.platform, origin, base, found.layer, where, fix,
                    note, found.first_seen, found.last_seen, target.node, scan.top,
@@ -528,11 +552,10 @@ def _fix(
         for attempt in reversed(view.state.fix_attempts(node=node)):
             if (attempt.id, attempt.package) != (found.id, found.package):
                 continue
-            same = (attempt.after, attempt.fixed, attempt.scanner) == (
-                scan.top,
-                found.fixed,
-                scan.scanner,
-            )  # the image, the advice, the scanner
+            # the same image, advice and scanner version: a database that is rebuilt daily
+            # (Grype's) must not make a rebuild that cannot help a daily one
+            same = (attempt.after, attempt.fixed, _version(attempt.scanner)) == (
+                scan.top, found.fixed, _version(scan.scanner))  # fmt: skip
             if attempt.status == NOT_FIXED and same:
                 return NONE, (f"rebuild did not fix {found.id} ({found.package} still at "
                               f"{attempt.still})")  # fmt: skip
@@ -540,6 +563,8 @@ def _fix(
         return f"rebuild {node}", ""
     base = scan.base
     assert base is not None  # origin BASE: the scan found the base's layers
+    if base not in view.graph:  # the Dockerfile names another base since the scan
+        return NONE, f"its base when scanned, {base}, is no longer in the graph: scan it again"
     attrs = view.graph.nodes[base]
     base_ref = base if attrs["kind"] == IMAGE or attrs["digest"] else (
         f"{attrs['name']}:{attrs['tag']}")  # fmt: skip
@@ -547,7 +572,7 @@ def _fix(
     carried = [
         (scan_, f)
         for scan_ in view.scans(now_top)
-        if scan_.platform == scan.platform or not scan.platform
+        if scan_.platform == scan.platform or "" in (scan_.platform, scan.platform)
         for f in view.state.findings(scan_.digest, found.id)
         if f.package == found.package
     ]
@@ -565,12 +590,17 @@ def _fix(
                 _origin(parent_scan, parent_found.layer), depth + 1)  # fmt: skip
 
 
-def _runs(view: _View, workload: Workload, top: str) -> bool:
-    """Does the workload run the image whose tag digest is `top`?"""
+def _version(scanner: str | None) -> str:
+    """A scanner's name and version, without its database's build time."""
+    return (scanner or "").split(" db ", 1)[0]
+
+
+def _running(state: State, workload: Workload) -> str | None:
+    """The digest a workload runs: the one its manifest pins, or its tag's, as last seen."""
     if workload.digest is not None:
-        return workload.digest == top
-    seen = view.state.latest(f"{workload.image}:{workload.tag or 'latest'}")
-    return seen is not None and seen.digest == top
+        return workload.digest
+    seen = state.latest(f"{workload.image}:{workload.tag or 'latest'}")
+    return seen.digest if seen else None
 
 
 def rebuilds(
@@ -586,7 +616,8 @@ def rebuilds(
     `rebuild --cve`) rebuilds as `vulnerable`."""
     spec = section(config)
     roots: dict[str, list[Carrier]] = {}
-    for carrier in assess(config, graph, state, running, vuln):
+    # one id named by on-call (`rebuild --cve`): whatever its severity or an ignore entry says
+    for carrier in assess(config, graph, state, running, vuln, explicit=vuln is not None):
         node = carrier.node
         if node is None or carrier.origin != OWN or carrier.fix != f"rebuild {node}":
             continue
@@ -607,9 +638,7 @@ def settle(state: State, run_id: str, built: Mapping[str, str]) -> list[FixAttem
     """Each pending fix of the run, judged by the scan of the digest its rebuild made
     (`built`: node -> digest): fixed, or not (then not tried again for that finding until the
     image, its base or the scanner's data change). Unscanned digests stay pending."""
-    scans: dict[str, list[Scan]] = {}
-    for scan in state.scans():
-        scans.setdefault(scan.top, []).append(scan)
+    scans = state.scans_by_top()
     settled = []
     for attempt in state.fix_attempts(run=run_id):
         after = built.get(attempt.node)
@@ -645,10 +674,8 @@ def expose(
     scan: what it carries is not known.
     """
     spec, today = section(config), dt.date.today()
-    scans: dict[str, list[Scan]] = {}
-    for scan in state.scans():
-        scans.setdefault(scan.top, []).append(scan)
-    present: dict[str, tuple[str, str, str]] = {}  # id -> first seen, digest, reference
+    scans = state.scans_by_top()
+    present: dict[str, tuple[str, str]] = {}  # id -> digest, reference
     unknown = False
     for workload in running:
         top = (deployed or {}).get(workload.id) or workload.digest
@@ -662,14 +689,13 @@ def expose(
         for scan in scans[top]:
             for found in state.findings(scan.digest):
                 if _counts(spec, found.severity, found.id, today):
-                    first = (found.first_seen, scan.digest, f"{ref}@{top}")
-                    present[found.id] = min(present.get(found.id, first), first)
+                    present.setdefault(found.id, (scan.digest, f"{ref}@{top}"))
     open_ = {e.id for e in state.exposures() if e.closed is None}
     opened = sorted(set(present) - open_)
-    for vuln in opened:  # from the scan that first saw it in what now runs
-        state.open_exposure(vuln, *present[vuln])
-    closed = [] if unknown else sorted(open_ - set(present))
     at = now()
+    for vuln in opened:  # seen running now: a window opens (again, after a rollback)
+        state.open_exposure(vuln, at, *present[vuln])
+    closed = [] if unknown else sorted(open_ - set(present))
     for vuln in closed:
         state.close_exposure(vuln, at, run_id)
     return opened, closed

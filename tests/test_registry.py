@@ -1191,3 +1191,63 @@ def test_an_index_child_is_picked_as_containerd_compares_platforms(children, wan
     """repos.yaml's platforms are normalised (`linux/arm` is `linux/arm/v7`); an index that
     writes a child the short way is still that platform's child."""
     assert registry_manifests.pick(children, wanted) == expected
+
+
+# -- image configs: a layer list read by `scan`
+
+
+D = "sha256:" + "d" * 64
+
+
+def _config_manifest(config: bytes, digest: str | None = None) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                  "digest": digest or sha(config), "size": len(config)},
+                       "layers": []}).encode()  # fmt: skip
+
+
+def test_layers_are_read_from_the_config_a_registry_redirects_to_and_checked(monkeypatch):
+    """Blob storage elsewhere (as ACR and Docker Hub redirect) is read, checked against the
+    config's digest; a host it redirects to that asks for credentials gets none."""
+    config = json.dumps({"architecture": "arm64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [D]}}).encode()  # fmt: skip
+    body = _config_manifest(config)
+    storage = Scripted(
+        lambda seen: (
+            Reply(200, {}, config)
+            if seen.path == "/ok"
+            else Reply(401, {"WWW-Authenticate": f'Bearer realm="{storage.url}/token"'})
+        )
+    )
+    storage.start()
+    target = {"to": "/ok"}
+
+    def answer(seen):
+        if "/manifests/" in seen.path:
+            return Reply(200, {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": sha(body)},
+                         body)  # fmt: skip
+        if "/blobs/" in seen.path:
+            return Reply(307, {"Location": f"{storage.url}{target['to']}"})
+        return Reply(200)
+
+    registry = Scripted(answer).start()
+    monkeypatch.setenv("REG_PASSWORD", "s3cr3t")
+    spec = RegistrySpec(registry.address, insecure=True, auth="basic", username="ci",
+                        password_env="REG_PASSWORD")  # fmt: skip
+    try:
+        with Registry({registry.address: spec}, retries=0, backoff=0.01) as client:
+            assert client.diff_ids(f"{registry.address}/app@{sha(body)}") == ("linux/arm64", [D])
+            target["to"] = "/auth"
+            failed = client.diff_ids(f"{registry.address}/app@{sha(body)}")
+        assert isinstance(failed, Failure) and "no credentials are sent there" in failed.message
+        assert all("Authorization" not in s.headers for s in storage.seen)
+        assert not any(s.path.startswith("/token") for s in storage.seen)
+    finally:
+        registry.stop()
+        storage.stop()
+
+
+def test_a_manifest_whose_config_is_no_digest_is_refused():
+    body = _config_manifest(b"{}", digest="../../token?x=")
+    with pytest.raises(registry_manifests.InvalidManifest, match="not a sha256 digest"):
+        registry_manifests.parse(body, OCI_MANIFEST, sha(body))

@@ -14,6 +14,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -190,9 +194,9 @@ def test_a_scan_of_one_image_finds_its_base_layers_with_no_check_before_it(fleet
 
 @pytest.mark.parametrize("days", [30, 0, -1])
 def test_an_ignore_entry_hides_a_finding_until_its_date(tmp_path, registry, days):
-    """An `ignore` entry until a later date keeps the finding out of `vulns` (text and JSON)
-    and out of a `vulnerable` rebuild; once its date has passed, it is shown and rebuilt
-    for again."""
+    """An `ignore` entry until a later date keeps the finding out of `vulns` (text and JSON;
+    `vulns ID` shows it, saying so) and out of a `vulnerable` rebuild; once its date has
+    passed, it is shown and rebuilt for again."""
     until = dt.date.today() + dt.timedelta(days=days)
     entry = {"id": OPENSSL, "until": until.isoformat(), "reason": "test"}
     fleet = Fleet(tmp_path, registry, rebuild=True, ignore=[entry])
@@ -208,7 +212,11 @@ def test_an_ignore_entry_hides_a_finding_until_its_date(tmp_path, registry, days
     if days >= 0:  # the entry counts on its last day
         assert (OPENSSL, fleet.app) not in shown
         assert OPENSSL not in text and "openssl" not in text
-        assert by_id == [] and OPENSSL not in by_ref
+        assert OPENSSL not in by_ref
+        # asked for by its id, it is shown, saying it is ignored and until when
+        assert [(v["image"], v["note"]) for v in by_id] == [
+            (fleet.app, f"ignored until {until.isoformat()} (test)")
+        ]
         assert steps == {}
     else:
         assert (OPENSSL, fleet.app) in shown
@@ -386,3 +394,115 @@ def test_scan_and_vulns_without_a_vulnerabilities_section_say_what_to_add(tmp_pa
                                "`vulnerabilities:` section"), line  # fmt: skip
         assert "`scan:`" in line and "{image}" in line and "{report}" in line, line
         assert not (tmp_path / ".graphbuild").exists()  # nothing synced
+
+
+# ---------------------------------------------------------------- digests, platforms, bases
+
+
+def test_an_index_pushed_again_around_the_same_image_keeps_its_findings(fleet):
+    """buildx pushes a new index (another attestation) around an unchanged image manifest:
+    the manifest is not scanned again, and its findings are still the tag's."""
+    fleet.registry.index("fleet/app", "1", {"linux/amd64": fleet.app_digest})
+    fleet.scan()
+    again = fleet.registry.index("fleet/app", "1", {"linux/amd64": fleet.app_digest},
+                                 attestation=True)  # fmt: skip
+    assert fleet.scan()[fleet.app]["status"] == "fresh"
+    assert [(v["image"], v["digest"]) for v in fleet.vulns(OPENSSL)] == [
+        (fleet.app, fleet.app_digest)]  # fmt: skip
+    assert fleet.plan() == {}  # rebuild: false; and with it on:
+    fleet.vulnerabilities["rebuild"] = True
+    fleet.write()
+    fleet.gb("check", "--json")  # what the tag points at now (`again`), as a sweep learns it
+    assert again and fleet.plan()[fleet.node]["reason"] == "vulnerable"
+
+
+def test_an_image_for_one_other_platform_finds_its_base_layers(fleet):
+    """`platforms: [linux/arm64]` pushes one manifest, not an index, on a multi-platform base:
+    its base's layers are those of the base's arm64 image, as the image's config says."""
+    amd = {**BASE_LAYER, "arch": "amd64"}
+    arm = {**BASE_LAYER, "arch": "arm64"}
+    children = {p: fleet.registry.layered("external/base", None, [layer], p)
+                for p, layer in (("linux/amd64", amd), ("linux/arm64", arm))}  # fmt: skip
+    fleet.registry.index("external/base", "1", children)
+    own = {"lib/apk/db/installed": database({"zlib": "1.0", "openssl": "1.0"})}
+    fleet.registry.layered("fleet/app", "1", [arm, own], "linux/arm64")
+    fleet.write()
+    config = yaml.safe_load((fleet.root / "repos.yaml").read_text())
+    config["repos"][0]["images"][0]["platforms"] = ["linux/arm64"]
+    (fleet.root / "repos.yaml").write_text(yaml.safe_dump(config))
+    fleet.scan()
+    found = {v["id"]: (v["origin"], v["fix"]) for v in fleet.vulns(fleet.app)}
+    assert found == {OPENSSL: ("own", f"rebuild {fleet.node}"),
+                     ZLIB: ("base", "none")}  # fmt: skip
+
+
+def test_a_multi_platform_child_of_a_single_manifest_parent_is_fixed_by_the_parent(fleet):
+    h = fleet.host
+    parent_own = {"lib/apk/db/installed": database({"zlib": "1.0", "openssl": "1.0"})}
+    fleet.registry.layered("fleet/parent", "1", [BASE_LAYER, parent_own])
+    child = fleet.registry.layered("fleet/child", None, [BASE_LAYER, parent_own, {"c": "c"}])
+    fleet.registry.index("fleet/child", "1", {"linux/amd64": child})
+    for name, text in (("parent", f"FROM {fleet.base}\nRUN x\n"),
+                       ("child", f"FROM {h}/fleet/parent:1\nCOPY c /c\n")):  # fmt: skip
+        (fleet.root / "fleet" / name).mkdir()
+        (fleet.root / "fleet" / name / "Dockerfile").write_text(text)
+    config = yaml.safe_load((fleet.root / "repos.yaml").read_text())
+    config["repos"][0]["images"] += [
+        {"image": f"{h}/fleet/parent", "dockerfile": "parent/Dockerfile", "tags": ["1"]},
+        {"image": f"{h}/fleet/child", "dockerfile": "child/Dockerfile", "tags": ["1"],
+         "platforms": ["linux/amd64"]}]  # fmt: skip
+    (fleet.root / "repos.yaml").write_text(yaml.safe_dump(config))
+    fleet.scan()
+    fixes = {v["image"]: (v["origin"], v["fix"]) for v in fleet.vulns(OPENSSL)}
+    assert fixes[f"{h}/fleet/child:1"] == ("base", f"rebuild {h}/fleet/parent:1")
+
+
+def test_an_image_whose_base_left_the_graph_since_its_scan_stops_nothing(fleet):
+    """Scanned while built FROM external/base:1, its Dockerfile now names another base and the
+    registry still serves the scanned digest: the inherited finding is not judged by a base
+    the graph no longer has, and every command still answers."""
+    write_advisories(fleet.advisories, [ADVISORIES[0], {**ADVISORIES[1], "fixed": "1.1"}])
+    fleet.vulnerabilities["rebuild"] = True
+    fleet.write()
+    fleet.scan()
+    push(fleet.registry, "external/other", "1", [BASE_LAYER])
+    (fleet.root / "fleet/app/Dockerfile").write_text(
+        f"FROM {fleet.host}/external/other:1\nRUN pkg-install openssl\n")  # fmt: skip
+    fleet.gb("sync")
+    (zlib,) = [v for v in fleet.vulns(ZLIB) if v["image"] == fleet.app]
+    assert (zlib["origin"], zlib["fix"]) == ("base", "none")
+    assert "no longer in the graph" in zlib["note"]
+    # its own layer's openssl is still a rebuild's to fix
+    assert fleet.plan()[fleet.node]["reason"] == "vulnerable"
+    fleet.gb("sweep", "--dry-run", code=None)
+
+
+def test_an_image_with_no_layers_is_scanned(fleet):
+    fleet.registry.layered("fleet/app", "1", [])
+    assert fleet.scan()[fleet.app]["status"] == "scanned"
+
+
+def test_a_stop_while_a_sweep_scans_stops_the_sweep(tmp_path, registry):
+    """SIGTERM (a CronJob's deadline, an eviction) while the scanner runs: the sweep ends
+    there, interrupted; it neither plans nor builds."""
+    fleet = Fleet(tmp_path, registry, rebuild=True, timeout=120)
+    started, built = tmp_path / "scanner-started", tmp_path / "builder-ran"
+    fleet.vulnerabilities["scan"] = ["sh", "-c", f"touch {started}; sleep 60", "sh", "{report}"]
+    (tmp_path / "fleet/new").mkdir()
+    (tmp_path / "fleet/new/Dockerfile").write_text(f"FROM {fleet.base}\n")
+    fleet.write(builder={"kind": "command", "argv": ["sh", "-c", f"touch {built}", "{context}"]})
+    config = yaml.safe_load((tmp_path / "repos.yaml").read_text())
+    config["repos"][0]["images"].append(
+        {"image": f"{fleet.host}/fleet/new", "dockerfile": "new/Dockerfile", "tags": ["1"]}
+    )
+    (tmp_path / "repos.yaml").write_text(yaml.safe_dump(config))
+    sweep = subprocess.Popen([sys.executable, "-m", "graphbuild", "sweep", "--yes"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130, err
+    assert "Interrupted while scanning" in err and "Traceback" not in err, err
+    assert not built.exists()

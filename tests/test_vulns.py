@@ -16,8 +16,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
-from graphbuild.state import State
+from graphbuild import vulns
+from graphbuild.config import load
+from graphbuild.state import Scan, State, now
+from graphbuild.workloads import Workload
 
 from .oci import layer, sha
 from .packages import PackageServer, database, make_base, scanner_argv, write_advisories
@@ -204,7 +208,7 @@ def test_a_cve_is_rebuilt_exactly_where_a_rebuild_fixes_it_and_never_twice_in_va
     assert fleet.gb("sync").returncode == 0
     assert fleet.carriers(LIBSSL) == {} and fleet.carriers(OPENSSL) == {}
     shown = fleet.gb("vulns", OPENSSL).stdout
-    assert "No finding at or above high for CVE-2026-1002." in shown
+    assert "No image carries CVE-2026-1002 in its last scan." in shown
     assert f"(by run {second['id']}): " in shown  # the exposure window, ended by that deploy
     assert set(fleet.carriers(fleet.own)) == {fleet.own}  # zlib and musl, from the base
     with State(fleet.root / ".graphbuild") as state:
@@ -253,6 +257,9 @@ def test_rebuild_cve_rebuilds_the_images_whose_own_layers_carry_it_and_what_is_b
     assert run["reason"] == LIBSSL
     assert [(n["node"], n["reason"]) for n in run["nodes"]] == [
         (fleet.parent, "vulnerable"), (fleet.child, "parent-rebuilt")]  # fmt: skip
+    # named by on-call, a CVE below the configured severity (low) is rebuilt for too
+    run = fleet.run("rebuild", "--cve", OPENSSL_LOW)
+    assert [(n["node"], n["reason"]) for n in run["nodes"]] == [(fleet.own, "vulnerable")]
     # inherited from a base nobody here builds: no rebuild can fix it
     done = fleet.gb("rebuild", "--cve", ZLIB, "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["nodes"] == [], done.stderr
@@ -320,3 +327,30 @@ def test_each_platform_is_scanned_and_its_findings_attributed_on_its_own(
         (ZLIB, "linux/amd64", "base", diff_id(base["linux/amd64"]),
          f"waiting on upstream {h}/ext/multi:1"),
     ]  # fmt: skip
+
+
+def test_an_exposure_opens_again_when_a_rollback_brings_the_vulnerable_digest_back(tmp_path):
+    """Windows are kept in state.db: the one a deploy closed stays closed, and a rollback to
+    the digest that carries it opens a new one, from then."""
+    old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    layer_ = "sha256:" + "1" * 64
+    (tmp_path / "repos.yaml").write_text(yaml.safe_dump({
+        "repos": [{"name": "r", "path": "."}],
+        "vulnerabilities": {"scan": ["scanner", "{report}"]}}))  # fmt: skip
+    config = load(tmp_path / "repos.yaml")
+
+    def running(digest: str) -> list[Workload]:
+        return [Workload("gitops", "prod", "r.test/app", "1", digest, "app", "deploy:a.yaml:1")]
+
+    with State(tmp_path / ".graphbuild") as state:
+        for digest, found in ((old, [("CVE-1", "high", "openssl", "1.0", "1.1", layer_)]),
+                              (new, [])):  # fmt: skip
+            state.record_scan(Scan(digest, digest, "r.test/app:1", "", now(), "trivy", [layer_]),
+                              found)  # fmt: skip
+            state.point(digest, digest, "")
+        assert vulns.expose(config, state, running(old), "run1") == (["CVE-1"], [])
+        assert vulns.expose(config, state, running(new), "run2") == ([], ["CVE-1"])
+        assert vulns.expose(config, state, running(old), "run3") == (["CVE-1"], [])
+        windows = state.exposures("CVE-1")
+    assert [(w.run, w.closed is None) for w in windows] == [("run2", False), (None, True)]
+    assert windows[1].opened > windows[0].closed

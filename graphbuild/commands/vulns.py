@@ -24,7 +24,10 @@ def run(config: Config, query: str | None, severity: str | None, as_json: bool) 
     g = graph.load(queries.open_index(config))
     running = pipeline.targets(config)
     with State(config.workspace) as state:
-        carriers = vulns.assess(config, g, state, running, vuln, names, severity or "")
+        # an id asked for by name is shown whatever its severity (unless --severity says)
+        # and even when ignored, with a note saying until when
+        carriers = vulns.assess(config, g, state, running, vuln, names, severity or "",
+                                explicit=vuln is not None)  # fmt: skip
         exposures = state.exposures(vuln) if vuln else []
         scanned = bool(state.scans())
     if as_json:
@@ -32,8 +35,10 @@ def run(config: Config, query: str | None, severity: str | None, as_json: bool) 
         return errors.OK
     if not scanned:
         report.note("Nothing is scanned yet: run `graphbuild scan`.")
-    floor = severity or spec.severity
-    if not carriers:
+    if not carriers and vuln and not severity:
+        print(f"No image carries {vuln} in its last scan.")
+    elif not carriers:
+        floor = severity or spec.severity
         print(f"No finding at or above {floor}" + (f" for {query}." if query else "."))
     else:
         report.table(

@@ -292,9 +292,9 @@ class Registry:
         except _Failed as err:
             return Failure(ref, err.kind, err.message)
 
-    def diff_ids(self, ref: str) -> list[str] | Failure:
-        """The layers (diff ids, base first) of the image manifest `ref` names by digest:
-        what tells a finding in a base's layers from one in the image's own."""
+    def diff_ids(self, ref: str) -> tuple[str, list[str]] | Failure:
+        """The platform and layers (diff ids, base first) of the image manifest `ref` names
+        by digest: what tells a finding in a base's layers from one in the image's own."""
         try:
             host, name, digest = self._split(ref)
             if not manifests.is_digest(digest):
@@ -461,6 +461,11 @@ class Registry:
                     raise retry.Again(_describe(err), value=err) from None
                 except httpx.HTTPError as err:
                     raise retry.Again(_describe(err), value=err) from None
+                if answer.redirected and answer.status in (401, 403):
+                    # another host (a blob's storage) asks for credentials: never the
+                    # registry's, nor a token its challenge would make them send elsewhere
+                    raise _Failed(DENIED, f"{where}: the host it was redirected to answered "
+                                  f"{answer.status}; no credentials are sent there")  # fmt: skip
                 self._note_ratelimit(host.name, answer.headers)
                 challenge = answer.headers.get("www-authenticate")
                 if answer.status == 401 and challenge and not challenged:

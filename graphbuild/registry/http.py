@@ -44,6 +44,7 @@ class Answer:
     status: int
     headers: httpx.Headers
     body: bytes
+    redirected: bool = False  # it came from another origin than the one asked (blob storage)
 
 
 # ---------------------------------------------------------------- the deadline
@@ -196,7 +197,8 @@ def fetch(
                     location = response.headers.get("location")
                     if response.status_code not in REDIRECTS or not location or data:
                         return Answer(response.status_code, response.headers,
-                                      _body(response, method, cap))  # fmt: skip
+                                      _body(response, method, cap),
+                                      origin(target) != origin(first))  # fmt: skip
                 try:
                     target = response.url.join(location)
                 except (httpx.InvalidURL, ValueError):

@@ -96,13 +96,15 @@ def parse(data: bytes, content_type: str | None, digest: str) -> Manifest:
         raise InvalidManifest(f"manifest {digest} has no config: not an image manifest")
     if doc.get("schemaVersion") != 2 or isinstance(doc.get("schemaVersion"), bool):
         raise InvalidManifest(f"manifest {digest} is not of schema version 2")
-    config_digest = "" if kind in INDEX_TYPES else str(doc["config"]["digest"])
+    config_digest = "" if kind in INDEX_TYPES else doc["config"]["digest"]
+    if config_digest and not is_digest(config_digest):  # it goes into a blob URL's path
+        raise InvalidManifest(f"manifest {digest} names a config that is not a sha256 digest")
     return Manifest(digest, kind, annotations, children, config_digest)
 
 
-def diff_ids(data: bytes, digest: str) -> list[str]:
-    """The `rootfs.diff_ids` of an image config: each layer's uncompressed digest, base
-    layers first, the ids scanners name a layer by."""
+def diff_ids(data: bytes, digest: str) -> tuple[str, list[str]]:
+    """The platform (`os/arch[/variant]`) and `rootfs.diff_ids` of an image config: each
+    layer's uncompressed digest, base layers first, the ids scanners name a layer by."""
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as err:
@@ -111,7 +113,7 @@ def diff_ids(data: bytes, digest: str) -> list[str]:
     ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(ids, list) or not all(is_digest(i) for i in ids):
         raise InvalidManifest(f"config {digest} has no list of sha256 rootfs.diff_ids")
-    return ids
+    return platform_key(doc) or "", ids
 
 
 def _strings(value: object) -> dict[str, str]:
