@@ -32,6 +32,7 @@ from graphbuild import (
     refs,
     report,
     rollout,
+    scanning,
     vulns,
     workloads,
     workspace,
@@ -143,21 +144,21 @@ def plan(config: Config, g: nx.DiGraph[str], checked: detect.Check) -> Plan:
 
 def scan(
     config: Config, g: nx.DiGraph[str], names: Sequence[str] = (), force: bool = False
-) -> list[vulns.Outcome]:
+) -> list[scanning.Outcome]:
     """Scan the fleet's images, the bases they are built on and what the workloads run
     (those `names` name); a digest scanned within the rescan period is not scanned again."""
     running = targets(config)
     with State(config.workspace) as state, registry_for(config) as registry:
-        wanted = vulns.targets(config, g, running, names)
+        wanted = scanning.targets(config, g, running, names)
         try:
-            outcomes = vulns.scan(config, g, wanted, registry, state, threading.Event(), force)
+            outcomes = scanning.scan(config, g, wanted, registry, state, threading.Event(), force)
         except KeyboardInterrupt:
             report.note("Interrupted while scanning: what was scanned is kept.")
             raise
         say_unreachable(registry)
         vulns.expose(config, state, running)
     for outcome in outcomes:
-        if outcome.status == vulns.FAILED:
+        if outcome.status == scanning.FAILED:
             report.note(f"{outcome.ref} ({report.brief(outcome.digest or '')}): not scanned: "
                         f"{outcome.detail}")  # fmt: skip
     return outcomes
@@ -184,9 +185,9 @@ def _fixes_end(config: Config, g: nx.DiGraph[str], state: State, run_id: str) ->
     if not made or config.vulnerabilities is None:
         return
     with registry_for(config) as registry:
-        wanted = vulns.targets(config, g, [], list(made))
-        for outcome in vulns.scan(config, g, wanted, registry, state, threading.Event()):
-            if outcome.status in (vulns.FAILED, vulns.UNREACHABLE):
+        wanted = scanning.targets(config, g, [], list(made))
+        for outcome in scanning.scan(config, g, wanted, registry, state, threading.Event()):
+            if outcome.status in (scanning.FAILED, scanning.UNREACHABLE):
                 report.note(f"{outcome.ref}: its new digest was not scanned: {outcome.detail}")
     for attempt in vulns.settle(state, run_id, made):
         if attempt.status == vulns.NOT_FIXED:

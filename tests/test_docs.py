@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from graphbuild import vulns
+from graphbuild import scanning, vulns
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -32,7 +32,7 @@ def json_fields(text: str) -> list[str]:
 
 def test_scan_json_lists_exactly_the_fields_of_an_outcome():
     documented = json_fields(section("commands.md", "`graphbuild scan "))
-    assert documented == [f.name for f in fields(vulns.Outcome)]
+    assert documented == [f.name for f in fields(scanning.Outcome)]
 
 
 def test_vulns_json_lists_exactly_the_document_fields_in_order():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphbuild import builds, errors, pipeline, plan, report, vulns
+from graphbuild import builds, errors, pipeline, plan, report, scanning, vulns
 from graphbuild.builders.command import NO_CACHE
 from graphbuild.commands.runs import finished
 from graphbuild.config import BuilderSpec, CommandSpec, Config
@@ -57,7 +57,7 @@ def fix(
 ) -> int:
     """`rebuild --cve`: the images whose own layers carry a fixable `cve` in their last
     scan (within the rescan period), without cache, and what is built on them."""
-    vulns.section(config)
+    scanning.section(config)
     pipeline.ready(config)
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
         now = pipeline.fresh(config)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from graphbuild import errors, pipeline, report, vulns
+from graphbuild import errors, pipeline, report, scanning
 from graphbuild.config import Config
 from graphbuild.console import plural
 from graphbuild.report import brief, short
 
 
 def run(config: Config, names: list[str], as_json: bool, force: bool) -> int:
-    vulns.section(config)
+    scanning.section(config)
     now = pipeline.fresh(config)
     outcomes = pipeline.scan(config, now.graph, names, force)
     if names and not outcomes:
@@ -28,7 +28,7 @@ def run(config: Config, names: list[str], as_json: bool, force: bool) -> int:
         report.table(
             ["IMAGE", "PLATFORM", "DIGEST", "STATUS", "FINDINGS", "DETAIL"],
             [(short(o.ref), o.platform, brief(o.digest or ""), o.status,
-              o.findings if o.status == vulns.SCANNED else "", brief(o.detail or o.scanner))
+              o.findings if o.status == scanning.SCANNED else "", brief(o.detail or o.scanner))
              for o in outcomes],
         )  # fmt: skip
         counts: dict[str, int] = {}
@@ -36,5 +36,5 @@ def run(config: Config, names: list[str], as_json: bool, force: bool) -> int:
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
         print(", ".join(f"{plural(n, 'digest')} {s}" for s, n in sorted(counts.items()))
               or "Nothing to scan.")  # fmt: skip
-    bad = any(o.status in (vulns.FAILED, vulns.UNREACHABLE) for o in outcomes)
+    bad = any(o.status in (scanning.FAILED, scanning.UNREACHABLE) for o in outcomes)
     return errors.FAILED if bad or now.failed else errors.OK
