@@ -134,8 +134,7 @@ def plan(config: Config, g: nx.DiGraph[str], checked: detect.Check) -> Plan:
         changed = keys.changed_sources(config, g, checked.digests, state)
         if config.vulnerabilities and config.vulnerabilities.rebuild:
             roots = vulns.rebuilds(config, g, state, targets(config), checked.digests)
-            vulnerable = {node: "; ".join(c.reason() for c in found)
-                          for node, found in roots.items()}  # fmt: skip
+            vulnerable = {node: vulns.reasons(found) for node, found in roots.items()}
     return from_check(g, checked, changed, vulnerable)
 
 

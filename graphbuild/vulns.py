@@ -71,6 +71,11 @@ class Carrier:
                 f"in its own layer {layer}")  # fmt: skip
 
 
+def reasons(found: Sequence[Carrier]) -> str:
+    """A `vulnerable` step's detail: each finding once, however many platforms carry it."""
+    return "; ".join(dict.fromkeys(carrier.reason() for carrier in found))
+
+
 # ---------------------------------------------------------------- what fixes it
 
 

@@ -71,7 +71,7 @@ def fix(
                         f"{cve}`; `graphbuild scan` scans what is not scanned yet).")  # fmt: skip
             code = finished(config, None, as_json)
             return errors.FAILED if now.failed else code
-        why = {node: "; ".join(c.reason() for c in found) for node, found in roots.items()}
+        why = {node: vulns.reasons(found) for node, found in roots.items()}
         steps = plan.fixing(now.graph, why, digests, downstream, depth)
         label = reason if reason != "forced rebuild" else cve
         done = pipeline.run(config, now.graph, steps, "rebuild", label, settings)
