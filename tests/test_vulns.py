@@ -358,9 +358,10 @@ def test_an_exposure_opens_again_when_a_rollback_brings_the_vulnerable_digest_ba
 
 def test_a_vulnerable_steps_detail_names_each_finding_once_whatever_its_platforms():
     layer_ = "sha256:" + "1" * 64
+    platforms = (("sha256:a", "linux/amd64"), ("sha256:b", "linux/arm64"))
     found = [vulns.Carrier("CVE-1", "high", "openssl", "1.0", "1.1", "r.test/app:1", digest,
                            platform, "own", None, layer_, [], "rebuild r.test/app:1")
-             for digest, platform in (("sha256:a", "linux/amd64"), ("sha256:b", "linux/arm64"))]  # fmt: skip
+             for digest, platform in platforms]  # fmt: skip
     assert vulns.reasons(found) == (
         "CVE-1 (high): openssl 1.0 → 1.1 in its own layer sha256:111111111111…"
     )
