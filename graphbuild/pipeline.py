@@ -128,7 +128,9 @@ def say_signed_in(registry: Registry) -> None:
 
 def plan(config: Config, g: nx.DiGraph[str], checked: detect.Check) -> Plan:
     """What a sweep rebuilds: the check's stale and missing images, the images whose own
-    source changed since graphbuild built them, and what is built on those."""
+    source changed since graphbuild built them, with `vulnerabilities.rebuild` those whose
+    own layers carry a finding a rebuild fixes (by the stored scans), and what is built on
+    those."""
     vulnerable: dict[str, str] = {}
     with State(config.workspace) as state:
         changed = keys.changed_sources(config, g, checked.digests, state)
