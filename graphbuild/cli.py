@@ -228,16 +228,6 @@ def vulns(
     the last scans."""
     from graphbuild.commands import vulns as cmd
 
-    if severity is not None and severity.lower() not in (
-        "unknown",
-        "low",
-        "medium",
-        "high",
-        "critical",
-    ):
-        raise typer.BadParameter(
-            "one of unknown, low, medium, high, critical", param_hint="--severity"
-        )
     _exit(_run(ctx, cmd.run, query, severity and severity.lower(), as_json))
 
 

@@ -207,6 +207,8 @@ def test_a_cve_is_rebuilt_exactly_where_a_rebuild_fixes_it_and_never_twice_in_va
     # repository the deploy pushed to, the old digests no longer run anywhere either
     assert fleet.gb("sync").returncode == 0
     assert fleet.carriers(LIBSSL) == {} and fleet.carriers(OPENSSL) == {}
+    bad = fleet.gb("vulns", "--severity", "severe")
+    assert bad.returncode == 2 and "--severity severe: expected one of unknown, low" in bad.stderr
     shown = fleet.gb("vulns", OPENSSL).stdout
     assert "No image carries CVE-2026-1002 in its last scan." in shown
     assert f"(by run {second['id']}): " in shown  # the exposure window, ended by that deploy

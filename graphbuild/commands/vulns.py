@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from graphbuild import errors, graph, pipeline, queries, report, scanning, vulns
-from graphbuild.config import Config
+from graphbuild.config import SEVERITIES, Config
 from graphbuild.console import plural
 from graphbuild.report import brief, short
 from graphbuild.state import State
@@ -19,6 +19,9 @@ _ID_RE = re.compile(r"^[A-Z][A-Z0-9]*-[A-Za-z0-9-]+$")
 
 def run(config: Config, query: str | None, severity: str | None, as_json: bool) -> int:
     spec = scanning.section(config)
+    if severity is not None and severity not in SEVERITIES:
+        raise errors.GraphbuildError(f"--severity {severity}: expected one of "
+                                     f"{', '.join(SEVERITIES)}")  # fmt: skip
     vuln = query if query and _ID_RE.match(query) else None
     names = [query] if query and vuln is None else []
     g = graph.load(queries.open_index(config))
