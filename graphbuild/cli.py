@@ -366,6 +366,26 @@ def runs(
 
 
 @app.command()
+def report(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write the run page as one HTML file there (-: stdout).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """A run's report: report.md's text, or with --html the run page (timeline by wave,
+    gates, holds, deploys) as one self-contained HTML file."""
+    from graphbuild.commands import report as cmd
+
+    _exit(_run(ctx, cmd.run, run_id, html))
+
+
+@app.command()
 def resume(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The run to finish.")],
