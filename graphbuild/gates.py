@@ -27,7 +27,7 @@ RETRY_PAUSE = 2.0  # seconds before the one retry of a transient failure (a regi
 MAX_REPORT = 256 * 2**20  # a scanner's JSON report; a large image's is tens of MiB
 MAX_FINDINGS = 50  # a result names at most this many; the report left in scratch has them all
 _PLACEHOLDER_RE = re.compile(r"\{(image|digest|repository|tag|report)\}")
-_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}  # what gates and scans compare
 
 
 class GateError(GraphbuildError):
@@ -140,7 +140,7 @@ def judge(gate: GateSpec, found: Iterable[Finding], today: dt.date) -> GateResul
     accepted: Counter[dt.date] = Counter()
     expired: dict[str, dt.date] = {}
     for finding in unique.values():
-        if _RANK[finding.severity] < _RANK[gate.fail_on]:
+        if RANK[finding.severity] < RANK[gate.fail_on]:
             continue
         allows = allowed.get(finding.id)
         if allows is not None and today <= allows.until:
@@ -149,7 +149,7 @@ def judge(gate: GateSpec, found: Iterable[Finding], today: dt.date) -> GateResul
         failing.append(finding)
         if allows is not None:
             expired[finding.id] = allows.until
-    failing.sort(key=lambda f: (-_RANK[f.severity], f.id, f.package, f.installed))
+    failing.sort(key=lambda f: (-RANK[f.severity], f.id, f.package, f.installed))
     counts = Counter(f.severity for f in failing)
     worst = ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITIES) if counts[s]) or "none"
     notes = [f"{n} accepted until {until}" for until, n in sorted(accepted.items())]
@@ -241,7 +241,7 @@ def _note(log: Path, line: str) -> None:
 def _severity(word: str) -> str:
     """Scanners' words (`CRITICAL`, Grype's `Negligible`) on graphbuild's scale."""
     word = "low" if word.lower() == "negligible" else word.lower()
-    return word if word in _RANK else "unknown"
+    return word if word in RANK else "unknown"
 
 
 def _get(item: dict, key: str, kind: type, of: type = object) -> Any:

@@ -230,11 +230,12 @@ def run_document(run: Run) -> dict[str, Any]:
     with its length in seconds."""
     doc = asdict(run)
     for exposure in doc["exposures"]:
-        exposure["seconds"] = _seconds(exposure["opened"], exposure["closed"])
+        exposure["seconds"] = between(exposure["opened"], exposure["closed"])
     return doc
 
 
-def _seconds(start: str, end: str | None) -> float | None:
+def between(start: str, end: str | None) -> float | None:
+    """Seconds from one stored time to another; None while there is no end."""
     if end is None:
         return None
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
@@ -252,7 +253,7 @@ def duration(seconds: float) -> str:
 
 def exposure_lines(run: Run) -> list[str]:
     """What the run's deploy ended: each vulnerability's exposure window, and their sum."""
-    ended = [(e.id, _seconds(e.opened, e.closed) or 0.0) for e in run.exposures]
+    ended = [(e.id, between(e.opened, e.closed) or 0.0) for e in run.exposures]
     lines = [f"{vuln}: exposed {duration(seconds)}" for vuln, seconds in ended]
     if len(ended) > 1:
         lines.append(f"in all: {duration(sum(s for _, s in ended))} over {len(ended)}")

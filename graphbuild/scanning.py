@@ -22,7 +22,7 @@ from pathlib import Path
 import networkx as nx
 
 from graphbuild import gates, process, refs
-from graphbuild.config import SEVERITIES, Config, VulnSpec
+from graphbuild.config import Config, VulnSpec
 from graphbuild.errors import CommandFailed, ConfigError, InvalidReference
 from graphbuild.graph import builds_on, image_data, node_items, out_edge_items
 from graphbuild.indexdb import EXTERNAL, IMAGE
@@ -36,7 +36,6 @@ SCANNED, FRESH, FAILED = "scanned", "fresh", "failed"
 MISSING, UNREACHABLE = "missing", "unreachable"  # no digest to scan: none yet, or no answer
 SCANS = "scans"  # the workspace folder of each digest's last report and scanner log
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 
 
 @dataclass(frozen=True)
@@ -393,6 +392,6 @@ def counts(
 ) -> bool:  # fmt: skip
     """At or above the severity asked (the configured one by default), and not ignored
     (unless `ignored` ones count too)."""
-    if _RANK.get(severity, 0) < _RANK[floor or spec.severity]:
+    if gates.RANK.get(severity, 0) < gates.RANK[floor or spec.severity]:
         return False
     return ignored or not any(e.id == vuln and today <= e.until for e in spec.ignore)

@@ -24,7 +24,7 @@ import networkx as nx
 from graphbuild.config import Config, VulnSpec
 from graphbuild.indexdb import IMAGE
 from graphbuild.scanning import Target, age, counts, section, targets
-from graphbuild.state import Exposure, FixAttempt, Found, Scan, State, now
+from graphbuild.state import FixAttempt, Found, Scan, State, now
 from graphbuild.workloads import Workload
 
 OWN, BASE, UNKNOWN = "own", "base", "unknown"  # where a finding came from
@@ -325,14 +325,3 @@ def expose(
     for vuln in closed:
         state.close_exposure(vuln, at, run_id)
     return opened, closed
-
-
-def window(exposure: Exposure) -> float | None:
-    """Seconds from the first sighting in a deployed image to the deploy that removed it."""
-    if exposure.closed is None:
-        return None
-    start, end = (
-        dt.datetime.fromisoformat(exposure.opened),
-        dt.datetime.fromisoformat(exposure.closed),
-    )
-    return (end - start).total_seconds()

@@ -56,7 +56,7 @@ def run(config: Config, query: str | None, severity: str | None, as_json: bool) 
         images = {(c.image, c.digest) for c in carriers}
         print(f"{plural(len(carriers), 'finding')} in {plural(len(images), 'image digest')}.")
     for exposure in exposures:
-        seconds = vulns.window(exposure)
+        seconds = report.between(exposure.opened, exposure.closed)
         if seconds is None:
             print(f"Exposed since {exposure.opened} (first seen running in "
                   f"{short(exposure.ref)}); still open.")  # fmt: skip
