@@ -39,6 +39,9 @@ from .servers import _Quiet, _Server
 from .site import require
 
 SCANNER = Path(__file__).with_name("scanner.py")
+# the OCI runtime under buildah RUN sometimes fails to seal its own memfd copy (EBUSY) on a
+# busy machine; nothing about the build: it is run again once
+_BUSY = "sealing memfd copy: Device or resource busy"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._+-]*")
 _VERSION = re.compile(r"[0-9][0-9a-z._]*(-r[0-9]+)?")
 
@@ -126,11 +129,11 @@ def database(packages: dict[str, str]) -> str:
 def buildah(workdir: Path, *args: str) -> str:
     """buildah on a vfs store under `workdir`, as the tests run it; its stdout."""
     store = workdir / "buildah"
-    done = subprocess.run(
-        ["buildah", "--storage-driver", "vfs", "--root", str(store / "root"),
-         "--runroot", str(store / "run"), *args],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    argv = ["buildah", "--storage-driver", "vfs", "--root", str(store / "root"),
+            "--runroot", str(store / "run"), *args]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and _BUSY in done.stderr:  # the runtime's memfd copy, once in a while
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise AssertionError(f"buildah {' '.join(args)}: {done.stderr}{done.stdout}")
     return done.stdout
