@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,17 @@ from graphbuild.config import Config
 from graphbuild.console import plural
 from graphbuild.plan import VULNERABLE, Plan, from_check
 from graphbuild.registry import Failure, Registry, Resolved
-from graphbuild.state import DeployStatus, NodeStatus, Run, RunStatus, State
+from graphbuild.state import (
+    REGISTRY_ERRORS,
+    REGISTRY_REQUESTS,
+    DeployStatus,
+    Freshness,
+    NodeStatus,
+    Run,
+    RunStatus,
+    State,
+    now,
+)
 from graphbuild.syncing import say_problems, sync
 
 # ---------------------------------------------------------------- sync
@@ -89,6 +99,7 @@ def check(config: Config, g: nx.DiGraph[str], concurrency: int = 16) -> detect.C
             registry_for(config, concurrency=concurrency) as registry,
         ):
             checked = detect.check(g, registry, state, config.mirrors, config.check_timeout)
+            state.record_freshness(freshness(checked))
             say_unreachable(registry)
             say_signed_in(registry)
             return checked
@@ -98,12 +109,32 @@ def check(config: Config, g: nx.DiGraph[str], concurrency: int = 16) -> detect.C
         raise errors.GraphbuildError(f"{config.workspace / workspace.STATE}: {err}") from None
 
 
-def registry_for(config: Config, concurrency: int = 16) -> Registry:
+def freshness(checked: detect.Check) -> list[Freshness]:
+    """A check's answer as state.db keeps it for the web view and /metrics."""
+    at = now()
+    return [
+        *(Freshness(b.id, b.status, "", b.detail, [], b.digest, b.since, at)
+          for b in checked.bases),
+        *(Freshness(i.id, i.status, i.reason, i.detail, i.chain, i.digest, None, at)
+          for i in checked.images),
+    ]  # fmt: skip
+
+
+@contextmanager
+def registry_for(config: Config, concurrency: int = 16) -> Iterator[Registry]:
     """The registry client for `config`: its `registries:`, and the cloud of `azure:`'s
-    registry, which a login server on a custom domain does not say by its name."""
+    registry, which a login server on a custom domain does not say by its name. Its
+    requests and errors per host are added to state.db's counters when it closes."""
     azure = config.azure
     clouds = {azure.server: azure.cloud_settings} if azure else {}
-    return Registry(config.registries, concurrency=concurrency, clouds=clouds)
+    registry = Registry(config.registries, concurrency=concurrency, clouds=clouds)
+    try:
+        yield registry
+    finally:
+        registry.close()
+        with State(config.workspace) as state:
+            state.count(REGISTRY_REQUESTS, registry.requests)
+            state.count(REGISTRY_ERRORS, registry.errors)
 
 
 def say_unreachable(registry: Registry) -> None:

@@ -113,8 +113,20 @@ MIGRATIONS = (
         id TEXT NOT NULL, opened TEXT NOT NULL, digest TEXT NOT NULL, ref TEXT NOT NULL,
         closed TEXT, run TEXT, PRIMARY KEY (id, opened));
     """,
+    """
+    CREATE TABLE freshness (
+        node TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
+        chain TEXT NOT NULL, digest TEXT, since TEXT, at TEXT NOT NULL);
+    CREATE TABLE counters (
+        name TEXT NOT NULL, label TEXT NOT NULL, value INTEGER NOT NULL,
+        PRIMARY KEY (name, label));
+    """,
 )
 SCRATCH = "scratch"  # the workspace folder holding each run's build contexts while it builds
+# counters: /metrics serves each as graphbuild_<name>_total, one series per label
+REGISTRY_REQUESTS = "registry_requests"  # per registry host, token servers excluded
+REGISTRY_ERRORS = "registry_errors"  # per host: requests with no answer, a 429 or a 5xx
+WEBHOOK_EVENTS = "webhook_events"  # per outcome: accepted, ignored, refused
 
 
 # Every status graphbuild records is a member of one of these, so "failed" of a gate cannot be
@@ -155,6 +167,21 @@ class RingStatus(StrEnum):
     FAILED = "failed"
     MANUAL = "manual"
     NOTHING_TO_DEPLOY = "nothing-to-deploy"
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """What the last check said of a node (an image or a base): what the web view and
+    /metrics show without asking a registry again."""
+
+    node: str
+    status: str  # an image's up-to-date | stale | missing | unknown; a base's changed | ...
+    reason: str
+    detail: str
+    chain: list[str]
+    digest: str | None
+    since: str | None  # a base's: when its tag was first seen at `digest`
+    at: str  # when the check ran
 
 
 @dataclass(frozen=True)
@@ -334,6 +361,27 @@ class State:
             if damaged(err):
                 raise StateDamaged(self.path, err) from None
             raise unusable(err, workspace) or GraphbuildError(f"{self.path}: {err}") from None
+
+    @classmethod
+    def reader(cls, workspace: Path) -> State:
+        """state.db opened read-only, never migrated nor locked for writing: how the web view
+        reads while sweeps write. The schema must be this graphbuild's (`serve` opens it
+        for writing once at start, which migrates it)."""
+        self = cls.__new__(cls)
+        self.path = workspace / STATE
+        try:
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                      timeout=30, check_same_thread=False)  # fmt: skip
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as err:
+            raise GraphbuildError(f"{self.path}: {err}") from None
+        if version != len(MIGRATIONS):
+            self.db.close()
+            raise GraphbuildError(
+                f"{self.path} has schema {version}, not {len(MIGRATIONS)}: "
+                "run a graphbuild command that writes it"
+            )
+        return self
 
     def __enter__(self) -> State:
         return self
@@ -822,6 +870,41 @@ class State:
                 "UPDATE exposures SET closed = ?, run = ? WHERE id = ? AND closed IS NULL",
                 (at, run, vuln),
             )
+
+    # -- what the last check found, and counters for /metrics
+
+    def record_freshness(self, rows: Iterable[Freshness]) -> None:
+        """The last check's answer for every node, in place of the one before: a check asks
+        about the whole graph (design rule 2), so a node it did not name has left it."""
+        with self.db:
+            self.db.execute("DELETE FROM freshness")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO freshness VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ((f.node, f.status, f.reason, f.detail, json.dumps(f.chain), f.digest, f.since,
+                  f.at) for f in rows),
+            )  # fmt: skip
+
+    def freshness(self, node: str | None = None) -> dict[str, Freshness]:
+        rows = self.db.execute(
+            "SELECT node, status, reason, detail, chain, digest, since, at FROM freshness "
+            "WHERE ?1 IS NULL OR node = ?1",
+            (node,),
+        )
+        return {r[0]: Freshness(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7])
+                for r in rows}  # fmt: skip
+
+    def count(self, name: str, counts: Mapping[str, int]) -> None:
+        """Add to the counters `name` (one per label) that /metrics serves as `_total`s."""
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (name, label) "
+                "DO UPDATE SET value = value + excluded.value",
+                ((name, label, n) for label, n in counts.items() if n),
+            )
+
+    def counters(self, name: str) -> dict[str, int]:
+        rows = self.db.execute("SELECT label, value FROM counters WHERE name = ?", (name,))
+        return dict(rows.fetchall())
 
 
 _SCANS = (

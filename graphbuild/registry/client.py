@@ -150,6 +150,7 @@ class Registry:
         self._read: dict[tuple[str, str, str], manifests.Manifest] = {}
         self._reading: dict[tuple[str, str, str], threading.Lock] = {}
         self.requests: Counter[str] = Counter()  # per registry host, token servers excluded
+        self.errors: Counter[str] = Counter()  # per host: requests with no answer, 429 or 5xx
         self.ratelimits: dict[str, str] = {}  # host -> "remaining/limit" as Docker Hub reports
         self._hosts: dict[str, _Host] = {}
         self._tls = {host: _tls(spec) for host, spec in self.specs.items()}
@@ -519,10 +520,17 @@ class Registry:
 
         with self._slot(host):
             self._count(host.name)
-            return http.fetch(
-                host.http, method, path, headers=headers, cap=manifests.MAX_SIZE,
-                until=time.monotonic() + self.deadline, may_redirect=refusal,
-            )  # fmt: skip
+            try:
+                answer = http.fetch(
+                    host.http, method, path, headers=headers, cap=manifests.MAX_SIZE,
+                    until=time.monotonic() + self.deadline, may_redirect=refusal,
+                )  # fmt: skip
+            except (httpx.HTTPError, http.Overdue):
+                self._count(host.name, self.errors)
+                raise
+            if answer.status == 429 or answer.status >= 500:
+                self._count(host.name, self.errors)
+            return answer
 
     def _cannot_reach(self, host: _Host, where: str, err: httpx.ConnectError) -> _Failed:
         """A connection no retry can make (`_hopeless`): the host is given up for the run."""
@@ -551,9 +559,9 @@ class Registry:
         with host.slots:
             yield
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, counter: Counter[str] | None = None) -> None:
         with self._lock:
-            self.requests[name] += 1
+            (self.requests if counter is None else counter)[name] += 1
 
     def _note_ratelimit(self, name: str, headers: httpx.Headers) -> None:
         remaining = headers.get("ratelimit-remaining")
