@@ -113,10 +113,10 @@ def freshness(checked: detect.Check) -> list[Freshness]:
     """A check's answer as state.db keeps it for the web view and /metrics."""
     at = now()
     return [
-        *(Freshness(b.id, b.status, "", b.detail, [], b.digest, b.since, at)
+        *(Freshness(b.id, indexdb.EXTERNAL, b.status, "", b.detail, [], b.digest, b.since, at)
           for b in checked.bases),
-        *(Freshness(i.id, i.status, i.reason, i.detail, i.chain, i.digest, None, at)
-          for i in checked.images),
+        *(Freshness(i.id, indexdb.IMAGE, i.status, i.reason, i.detail, i.chain, i.digest, None,
+                    at) for i in checked.images),
     ]  # fmt: skip
 
 

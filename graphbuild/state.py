@@ -115,8 +115,8 @@ MIGRATIONS = (
     """,
     """
     CREATE TABLE freshness (
-        node TEXT PRIMARY KEY, status TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
-        chain TEXT NOT NULL, digest TEXT, since TEXT, at TEXT NOT NULL);
+        node TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+        detail TEXT NOT NULL, chain TEXT NOT NULL, digest TEXT, since TEXT, at TEXT NOT NULL);
     CREATE TABLE counters (
         name TEXT NOT NULL, label TEXT NOT NULL, value INTEGER NOT NULL,
         PRIMARY KEY (name, label));
@@ -175,6 +175,7 @@ class Freshness:
     /metrics show without asking a registry again."""
 
     node: str
+    kind: str  # image | external (indexdb's node kinds)
     status: str  # an image's up-to-date | stale | missing | unknown; a base's changed | ...
     reason: str
     detail: str
@@ -879,18 +880,18 @@ class State:
         with self.db:
             self.db.execute("DELETE FROM freshness")
             self.db.executemany(
-                "INSERT OR REPLACE INTO freshness VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                ((f.node, f.status, f.reason, f.detail, json.dumps(f.chain), f.digest, f.since,
-                  f.at) for f in rows),
+                "INSERT OR REPLACE INTO freshness VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ((f.node, f.kind, f.status, f.reason, f.detail, json.dumps(f.chain), f.digest,
+                  f.since, f.at) for f in rows),
             )  # fmt: skip
 
     def freshness(self, node: str | None = None) -> dict[str, Freshness]:
         rows = self.db.execute(
-            "SELECT node, status, reason, detail, chain, digest, since, at FROM freshness "
+            "SELECT node, kind, status, reason, detail, chain, digest, since, at FROM freshness "
             "WHERE ?1 IS NULL OR node = ?1",
             (node,),
         )
-        return {r[0]: Freshness(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7])
+        return {r[0]: Freshness(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8])
                 for r in rows}  # fmt: skip
 
     def count(self, name: str, counts: Mapping[str, int]) -> None:
