@@ -141,6 +141,18 @@ def parents(
 
 
 @app.command()
+def show(
+    ctx: typer.Context,
+    image: Annotated[str, typer.Argument(help="An image the fleet builds, by any of its tags.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one image: its bases, children, digest, freshness, builds, gates and workloads."""
+    from graphbuild.commands import show as cmd
+
+    _exit(_run(ctx, cmd.run, image, as_json))
+
+
+@app.command()
 def graph(
     ctx: typer.Context,
     fmt: Annotated[str, typer.Option("--format", "-f", help="json, dot or mermaid.")] = "json",
@@ -443,6 +455,25 @@ def mirror(
     _exit(_run(ctx, cmd.run, dry_run, as_json))
 
 
+TokenEnv = Annotated[
+    str | None,
+    typer.Option("--token-env", help="Variable holding a bearer token the web view requires."),
+]
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port.")] = 8080,
+    token_env: TokenEnv = None,
+) -> None:
+    """Serve the read-only web view: search, images, the graph, runs, bases, /metrics."""
+    from graphbuild.commands import serve as cmd
+
+    _exit(_run(ctx, cmd.run, host, port, token_env))
+
+
 SECRET_ENV = "GRAPHBUILD_WEBHOOK_SECRET"  # noqa: S105 - the name of a variable, not a secret
 
 
@@ -464,6 +495,10 @@ def listen(
     max_images: Annotated[
         int, typer.Option("--max-images", min=1, help="Storm guard of each sweep.")
     ] = 50,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Also serve the web view and /metrics on this port.")
+    ] = False,
+    token_env: TokenEnv = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Take registry push events (ACR, Docker Hub) and sweep what is built on the pushed image."""
@@ -471,7 +506,7 @@ def listen(
     from graphbuild.commands import listen as cmd
 
     _exit(_run(ctx, cmd.run, host, port, secret_env, window, max_wait,
-                  _settings(max_parallel), max_images))  # fmt: skip
+                  _settings(max_parallel), max_images, ui, token_env))  # fmt: skip
 
 
 acr_app = typer.Typer(help="Azure Container Registry: webhooks.", no_args_is_help=True)

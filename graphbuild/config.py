@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import Formatter
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -178,6 +179,24 @@ def _git_url(r: Reader, value: Any, where: Where) -> str:
         return safe_git_url(string(r, value, where), r.base)
     except UnsafeURL as err:
         raise r.fail(where, str(err)) from None
+
+
+def _browse(r: Reader, value: Any, where: Where) -> str:
+    """A repository's web URL for a file and line, for the web view's links: http(s) only
+    (no `javascript:`), with only {path} and {line} filled in."""
+    template = string(r, value, where)
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion
+                  in Formatter().parse(template) if name is not None]  # fmt: skip
+    except ValueError as err:  # a lone { or }
+        raise r.fail(where, f"{template!r}: {err}") from None
+    scheme = template.split("://", 1)[0].lower() if "://" in template else ""
+    if scheme not in ("https", "http"):
+        raise r.fail(where, f"{template!r}: an http(s) URL is needed, like "
+                     "https://git.example.com/team/app/blob/main/{path}#L{line}")  # fmt: skip
+    if any(name not in ("path", "line") or spec or conversion for name, spec, conversion in fields):
+        raise r.fail(where, f"{template!r}: only {{path}} and {{line}} are filled in")
+    return template
 
 
 def _folder(r: Reader, value: Any, where: Where) -> Path:
@@ -474,6 +493,8 @@ class RepoSpec:
     path: Path | None = field(default=None, metadata=read(_folder))  # read in place
     ref: str | None = field(default=None, metadata=read(_ref))
     images: tuple[ImageSpec, ...] = field(default=(), metadata=read(records(ImageSpec)))
+    # the web view links repo:path:line here: https://host/team/app/blob/main/{path}#L{line}
+    browse: str | None = field(default=None, metadata=read(_browse))
     key: str = field(default="", metadata=POSITION)
 
 

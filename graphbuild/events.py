@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -207,12 +208,16 @@ class Debouncer:
                 return batch
 
 
+Pages = Callable[[str, str, Message], tuple[int, list[tuple[str, str]], bytes]]
+
+
 def serve(
     host: str,
     port: int,
     secret: str,
     on_push: Callable[[Push], None],
     path: str = "/hooks",
+    pages: Pages | None = None,
 ) -> ThreadingHTTPServer:
     """The webhook server, bound but not yet serving: POST {path}/acr, {path}/dockerhub.
 
@@ -220,14 +225,20 @@ def serve(
     Content-Length (chunked included), 400 for a Content-Length that is not plain digits,
     413 for a body over 64 KiB, 400 with a one-line reason for a body that is no event,
     202 for an event that is not a push (ignored) and 202 for a push, after
-    `on_push(push)`. GET /healthz answers 200 `ok` for a Kubernetes probe. A request gets
+    `on_push(push)`. GET /healthz answers 200 `ok` for a Kubernetes probe; any other GET
+    goes to `pages` (the web view, `listen --ui`), else 404. A request gets
     REQUEST_DEADLINE seconds in all; beyond MAX_CONNECTIONS open ones, 503.
     """
     if not secret or not secret.isascii() or not secret.isprintable():
         raise ValueError("the webhook secret must be non-empty printable ASCII")
     base = path.rstrip("/")
     routes = {f"{base}/acr": ACR, f"{base}/dockerhub": DOCKERHUB}
-    return _Server((host, port), routes, secret.encode(), on_push)
+    return _Server((host, port), routes, secret.encode(), on_push, pages)
+
+
+def serve_pages(host: str, port: int, pages: Pages) -> ThreadingHTTPServer:
+    """The same hardened server with no hooks: `graphbuild serve`. Every POST is a 404."""
+    return _Server((host, port), {}, b"", lambda push: None, pages, "serve")
 
 
 class _Server(ThreadingHTTPServer):
@@ -242,9 +253,12 @@ class _Server(ThreadingHTTPServer):
         routes: dict[str, str],
         secret: bytes,
         on_push: Callable[[Push], None],
+        pages: Pages | None = None,
+        name: str = "listen",
     ) -> None:
         super().__init__(address, _Hooks)
         self.routes, self.secret, self.on_push = routes, secret, on_push
+        self.pages, self.name = pages, name  # name: what its log lines start with
         self.request_deadline = REQUEST_DEADLINE
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
@@ -265,7 +279,7 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client cut off or gone mid-request is one line in the log, not a traceback."""
         error = sys.exc_info()[1]
-        note(f"listen: a request from {client_address[0]} ended early: {error}")
+        note(f"{self.name}: a request from {client_address[0]} ended early: {error}")
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -301,10 +315,20 @@ class _Hooks(BaseHTTPRequestHandler):
             self.request.shutdown(socket.SHUT_RDWR)
 
     def do_GET(self) -> None:
-        if urlsplit(self.path).path == "/healthz":
+        url = urlsplit(self.path)
+        if url.path == "/healthz":
             self._reply(200, "ok")
-        else:
+        elif self.server.pages is None:
             self._reply(404, "not found")
+        else:
+            code, headers, body = self.server.pages(url.path, url.query, self.headers)
+            self.send_response(code)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            note(f"{self.server.name}: GET {url.path} {code}")
 
     def do_POST(self) -> None:
         self._reply(*self._post())
@@ -359,7 +383,7 @@ class _Hooks(BaseHTTPRequestHandler):
         self.wfile.write(body)
         route = urlsplit(self.path).path  # never the query, which may hold the secret
         if route != "/healthz":  # a probe every few seconds would drown the log
-            note(f"listen: {self.command} {route} {code} {text}")
+            note(f"{self.server.name}: {self.command} {route} {code} {text}")
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors quote the request line, which may hold ?secret=: drop it."""
@@ -369,4 +393,4 @@ class _Hooks(BaseHTTPRequestHandler):
         """Replies are logged by _reply, without the query string."""
 
     def log_message(self, format: str, *args: Any) -> None:
-        note("listen: " + format % args)
+        note(f"{self.server.name}: " + format % args)

@@ -2,7 +2,8 @@
 self-contained document each, no script, every value from a repository or a registry
 escaped, and a Content-Security-Policy that allows nothing but the page's own style.
 
-So far the run page, which `graphbuild report RUN --html OUT` writes as a file for CI
+`graphbuild serve` serves them (web.py), each from the same data its JSON twin returns;
+the run page is also what `graphbuild report RUN --html OUT` writes as a file for CI
 artifacts and mail (docs/web.md).
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from html import escape
+from typing import Any
+from urllib.parse import quote, urlencode
 
 from graphbuild.report import duration, exposure_lines
 from graphbuild.state import Run, RunNode
@@ -29,13 +32,18 @@ code { font-size: .9em; word-break: break-all; }
 .skipped, .unchanged, .pending, .nothing-to-deploy { fill: #8c959f; color: #57606a; }
 .running { fill: #0969da; color: #0969da; }
 svg text { font: 11px system-ui, sans-serif; fill: #1b1f24; }
+nav { margin-bottom: 1em; } nav a { margin-right: 1em; }
+a { color: #0969da; } input[type=search] { width: 28em; }
+.up-to-date, .unchanged-base { color: #1a7f37; } .stale, .changed { color: #9a6700; }
+.missing, .unknown { color: #cf222e; }
 """
 ROW, LABEL, WIDTH = 18, 320, 560  # the timeline: a row per build, its label, the bars' width
 
 
-def run_page(run: Run) -> str:
+def run_page(run: Run, served: bool = False) -> str:
     """A run as one HTML page: its builds on a timeline by wave, each image's outcome and
-    reason, its gates, what it held back, each ring's deploys, the exposure it ended."""
+    reason, its gates, what it held back, each ring's deploys, the exposure it ended.
+    Served, each build's log is a link; as a file, its name in the workspace."""
     title = f"graphbuild {run.kind} {run.id}: {run.status}"
     parts = [
         f"<h1>{_text(title)}</h1>",
@@ -45,9 +53,9 @@ def run_page(run: Run) -> str:
         timeline(run.nodes),
         "<h2>Images</h2>",
         _table(["wave", "image", "outcome", "reason", "digest", "attempts", "log"],
-               [(n.wave, _code(n.node), _status(n.status, n.error), f"{n.reason}: {n.detail}",
-                 _code(n.digest or ""), n.attempts, (n.log or "").rsplit("/", 1)[-1])
-                for n in run.nodes]),
+               [(n.wave, _image(n.node) if served else _code(n.node), _status(n.status, n.error),
+                 f"{n.reason}: {n.detail}", _code(n.digest or ""), n.attempts,
+                 _log(run.id, n.log, served)) for n in run.nodes]),
     ]  # fmt: skip
     if run.gates:
         gates = [(_code(g.node), g.gate, _status(g.status), g.summary) for g in run.gates]
@@ -67,7 +75,173 @@ def run_page(run: Run) -> str:
     if run.exposures:
         items = "".join(f"<li>{_text(line)}</li>" for line in exposure_lines(run))
         parts += ["<h2>Exposure ended</h2>", f"<ul>{items}</ul>"]
-    return _document(title, "\n".join(parts))
+    return _document(title, "\n".join(parts), served)
+
+
+def _log(run: str, log: str | None, served: bool) -> object:
+    name = (log or "").rsplit("/", 1)[-1]
+    return _link(f"/runs/{quote(run, safe='')}/logs/{quote(name, safe='')}", name) if (
+        served and name) else name  # fmt: skip
+
+
+# ---------------------------------------------------------------- the served pages
+
+
+def search_page(
+    ref: str,
+    rows: Sequence[Mapping[str, Any]],
+    links: Mapping[str, str],
+    near: Sequence[str] = (),
+) -> str:
+    """The `uses` answer for `ref`: each image by depth with the line that pulls it in (a link
+    where repos.yaml gives the repository a `browse` URL), then the workloads by ring. When
+    `ref` names nothing, the nodes whose names hold it (`near`)."""
+    form = ('<form action="/" method="get"><input type="search" name="ref" '
+            f'value="{_attr(ref)}" placeholder="python:3.12, registry/team/app" autofocus> '
+            "<button>Which images use it?</button></form>")  # fmt: skip
+    parts = ["<h1>Which images use a base?</h1>", form]
+    if ref and not rows and near:
+        items = "".join(f"<li>{_search_link(n)}</li>" for n in near)
+        parts.append(f"<p>{_text(ref)} is not in the graph. Did you mean:</p>"
+                     f'<ul id="near">{items}</ul>')  # fmt: skip
+    elif ref and not rows:
+        parts.append(f"<p>No image is built on {_text(ref)}.</p>")
+    if rows:
+        parts += [
+            f"<h2>{len(rows)} image{'s' if len(rows) != 1 else ''} built on {_text(ref)}</h2>",
+            _table(["depth", "image", "built on", "as", "where"],
+                   [(r["depth"], _image(r["image"]), _code(r["base"]), r["kind"],
+                     _where(links, r["repo"], r["dockerfile"], r["line"])) for r in rows],
+                   "uses"),
+        ]  # fmt: skip
+        running = sorted((w["ring"], w["name"], r["image"], w["where"])
+                         for r in rows for w in r["workloads"])  # fmt: skip
+        if running:
+            parts += ["<h2>Workloads that run them</h2>", _table(
+                ["ring", "workload", "runs", "where"],
+                [(ring, name, _image(image), where) for ring, name, image, where in running],
+                "workloads")]  # fmt: skip
+    return _document(f"uses {ref}" if ref else "graphbuild", "\n".join(parts), True)
+
+
+def image_page(images: Sequence[Mapping[str, Any]], links: Mapping[str, str]) -> str:
+    """`show REF`: each image REF names, as one section."""
+    sections = [_image_section(image, links) for image in images]
+    title = images[0]["id"] if len(images) == 1 else f"{len(images)} images"
+    return _document(title, "\n".join(sections), True)
+
+
+def _image_section(image: Mapping[str, Any], links: Mapping[str, str]) -> str:
+    fresh = image["freshness"]
+    if fresh is None:
+        verdict: object = "not checked yet"
+    else:
+        why = " ← ".join(fresh["chain"]) if len(fresh["chain"]) > 1 else fresh["detail"]
+        verdict = _Safe(f"{_status(fresh['status'])} {_text(fresh['reason'])} "
+                        f"{_text(why)} (checked {_text(fresh['checked'][:19])})")  # fmt: skip
+    graph = f"/graph?{urlencode({'focus': image['id'], 'depth': 2})}"
+    parts = [
+        f'<section class="image" data-id="{_attr(image["id"])}">',
+        f"<h1>{_text(image['id'])}</h1>",
+        _facts_safe([
+            ("tags", ", ".join(image["tags"])),
+            ("built from", _where(links, image["repo"], image["dockerfile"], None)),
+            ("digest", _code(image["digest"] or "none known")),
+            ("freshness", verdict),
+            ("graph", _link(graph, "its neighbourhood")),
+        ]),
+        "<h2>Built on</h2>",
+        _table(["depth", "base", "as", "where"],
+               [(p["depth"], _image(p["base"]) if not p["external"] else _code(p["base"]),
+                 p["kind"], _where(links, p["repo"], p["dockerfile"], p["line"]))
+                for p in image["parents"]], "parents") if image["parents"] else "<p>Nothing.</p>",
+        "<h2>Built on it</h2>",
+        _table(["image", "as", "where"],
+               [(_image(c["image"]), c["kind"], _where(links, c["repo"], c["dockerfile"],
+                 c["line"])) for c in image["children"]], "children")
+        if image["children"] else "<p>No image.</p>",
+    ]  # fmt: skip
+    if image["builds"]:
+        parts += ["<h2>Last builds</h2>", _table(
+            ["built", "digest", "run"],
+            [(b["built_at"][:19], _code(b["digest"]),
+              _link(f"/runs/{quote(b['run'], safe='')}", b["run"]) if b["run"] else "")
+             for b in image["builds"]], "builds")]  # fmt: skip
+    if image["gates"]:
+        parts += ["<h2>Gates on its last build</h2>", _table(
+            ["gate", "result", "summary", "run"],
+            [(g["gate"], _status(g["status"]), g["summary"], g["run"]) for g in image["gates"]],
+            "gates")]  # fmt: skip
+    running = [(w["ring"], w["name"], w["where"]) for w in image["workloads"]]
+    parts += ["<h2>Where it runs</h2>",
+              _table(["ring", "workload", "where"], running, "workloads") if running
+              else "<p>No workload graphbuild knows runs it.</p>", "</section>"]  # fmt: skip
+    return "\n".join(parts)
+
+
+def runs_page(runs: Sequence[Mapping[str, Any]]) -> str:
+    """`runs`: the latest runs, each a link to its page."""
+    rows = [(_link(f"/runs/{quote(r['id'], safe='')}", r["id"]), r["kind"],
+             _status(r["status"]), r["started"][:19], (r["finished"] or "")[:19],
+             r["reason"] or "") for r in runs]  # fmt: skip
+    table = _table(["run", "kind", "status", "started", "finished", "reason"], rows, "runs")
+    body = table if runs else "<p>No run yet.</p>"
+    return _document("graphbuild runs", f"<h1>Runs</h1>\n{body}", True)
+
+
+def bases_page(rows: Sequence[Mapping[str, Any]]) -> str:
+    """`bases`: every external base, how much is built on it, pinned or floating, and the
+    last check's word on it with when its tag was first seen at its digest."""
+    table = _table(
+        ["base", "pinned", "images", "all downstream", "as", "last check", "at this digest since"],
+        [(_search_link(r["id"]), "pinned" if r["pinned"] else "floating",
+          r["images"], r["all_images"], ", ".join(r["kinds"]), _status(r["status"] or "unchecked"),
+          (r["since"] or "")[:19]) for r in rows], "bases")  # fmt: skip
+    return _document("graphbuild bases", f"<h1>External bases</h1>\n{table}", True)
+
+
+def graph_start(count: int) -> str:
+    """/graph without a focus: the whole graph is drawn only when asked for."""
+    form = ('<form action="/graph" method="get"><input type="search" name="focus" '
+            'placeholder="an image or a base" autofocus> <select name="depth">'
+            + "".join(f'<option{" selected" if d == 2 else ""}>{d}</option>' for d in (1, 2, 3))
+            + '<option value="all">all</option></select> <button>Draw</button></form>')  # fmt: skip
+    whole = _link("/graph?all=1", f"draw all {count} nodes")
+    return _document("graphbuild graph", f"<h1>The graph</h1>\n{form}\n<p>The graph has "
+                     f"{count} nodes. Choose one to draw its neighbourhood, or {whole}.</p>",
+                     True)  # fmt: skip
+
+
+def error_page(status: int, message: str) -> str:
+    return _document(f"{status}", f"<h1>{status}</h1><p>{_text(message)}</p>", True)
+
+
+def _search_link(node: str) -> _Safe:
+    return _link(f"/?{urlencode({'ref': node})}", node, code=True)
+
+
+def _image(node: str) -> _Safe:
+    return _link(f"/image?{urlencode({'ref': node})}", node, code=True)
+
+
+def _where(links: Mapping[str, str], repo: str, path: str, line: int | None) -> object:
+    """`repo:path:line`, a link where the repository has a `browse` URL template."""
+    text = f"{repo}:{path}" + (f":{line}" if line is not None else "")
+    template = links.get(repo)
+    if template is None:
+        return _code(text)
+    return _link(template.format(path=quote(path), line=line or 1), text, code=True)
+
+
+def _link(href: str, text: str, code: bool = False) -> _Safe:
+    inner = f"<code>{_text(text)}</code>" if code else _text(text)
+    return _Safe(f'<a href="{_attr(href)}">{inner}</a>')
+
+
+def _facts_safe(pairs: Iterable[tuple[str, object]]) -> str:
+    rows = "".join(f"<tr><th>{_text(k)}</th><td>{v if isinstance(v, _Safe) else _text(str(v))}"
+                   "</td></tr>" for k, v in pairs if v)  # fmt: skip
+    return f"<table>{rows}</table>"
 
 
 def timeline(nodes: Sequence[RunNode]) -> str:
@@ -104,14 +278,30 @@ def timeline(nodes: Sequence[RunNode]) -> str:
     return bars
 
 
-def _document(title: str, body: str) -> str:
-    """A whole page whose policy allows only its own style: the hash of that style, no
-    script, no image or font from anywhere, nothing fetched."""
+NAV = (
+    '<nav><a href="/">Search</a><a href="/bases">Bases</a><a href="/graph">Graph</a>'
+    '<a href="/runs">Runs</a><a href="/metrics">Metrics</a></nav>'
+)
+
+
+def policy(served: bool) -> str:
+    """The page's Content-Security-Policy: only its own style, by hash; no script, nothing
+    fetched, framed by no one; a served page's search form may submit to its own server."""
     digest = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
-    policy = f"default-src 'none'; style-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
+    forms = "'self'" if served else "'none'"
+    return (f"default-src 'none'; style-src 'sha256-{digest}'; base-uri 'none'; "
+            f"form-action {forms}; frame-ancestors 'none'")  # fmt: skip
+
+
+def _document(title: str, body: str, served: bool = False) -> str:
+    """A whole page whose policy allows only its own style: the hash of that style, no
+    script, no image or font from anywhere, nothing fetched. Served pages have the site's
+    links; a written file has none (they would lead nowhere)."""
+    if served:
+        body = f"{NAV}\n{body}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{policy}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{policy(served)}">'
         '<meta name="referrer" content="no-referrer">'
         f"<title>{_text(title)}</title><style>{STYLE}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"
@@ -123,15 +313,17 @@ def _facts(pairs: Iterable[tuple[str, str]]) -> str:
     return f"<table>{rows}</table>"
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Cells are text, escaped here, except what `_code` and `_status` already made safe."""
+def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], name: str = "") -> str:
+    """Cells are text, escaped here, except what `_code` and `_status` already made safe;
+    `name` is the table's id, for links and tests."""
     head = "".join(f"<th>{_text(h)}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f"<td>{c if isinstance(c, _Safe) else _text(str(c))}</td>"
                          for c in row) + "</tr>"
         for row in rows
     )  # fmt: skip
-    return f"<table><tr>{head}</tr>{body}</table>"
+    ident = f' id="{_attr(name)}"' if name else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 class _Safe(str):

@@ -120,6 +120,15 @@ def freshness(checked: detect.Check) -> list[Freshness]:
     ]  # fmt: skip
 
 
+def built(state: State, run_id: str) -> list[Freshness]:
+    """What the run built is up to date: on the digests its parents have now."""
+    run, at = state.run(run_id), now()
+    assert run is not None
+    return [Freshness(n.node, indexdb.IMAGE, detect.UP_TO_DATE, "", f"built by run {run_id}",
+                      [], n.digest, None, at)
+            for n in run.nodes if n.status == NodeStatus.SUCCEEDED and n.digest]  # fmt: skip
+
+
 @contextmanager
 def registry_for(config: Config, concurrency: int = 16) -> Iterator[Registry]:
     """The registry client for `config`: its `registries:`, and the cloud of `azure:`'s
@@ -320,6 +329,7 @@ def run(
         finished = None
         try:
             build(config, g, steps, state, builder, settings, run_id)
+            state.record_freshness(built(state, run_id), whole=False)
             _fixes_end(config, g, state, run_id)
             deploy(config, g, state, run_id, settings)
             exposure(config, state, run_id)

@@ -12,14 +12,14 @@ import json
 import sqlite3
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from graphbuild import indexdb, report, workloads
 from graphbuild.config import Config
 from graphbuild.console import plural
 from graphbuild.errors import NotFound
-from graphbuild.state import State
-from graphbuild.workspace import STATE
+from graphbuild.state import State, reading
 
 
 def open_index(config: Config) -> sqlite3.Connection:
@@ -56,6 +56,27 @@ def uses(db: sqlite3.Connection, config: Config, ref: str, depth: int | None) ->
     return Uses(starts, found, _running(db, config, [use.image for use in found]))
 
 
+def suggest(db: sqlite3.Connection, text: str, most: int = 10) -> list[str]:
+    """Nodes whose id holds `text`: what the web search offers when a REF names nothing,
+    e.g. `upstream/os` typed for `registry.example.com/upstream/os:1`."""
+    rows = db.execute(
+        "SELECT id FROM graph_nodes WHERE instr(lower(id), lower(?)) > 0 "
+        "ORDER BY length(id), id LIMIT ?",
+        (text, most),
+    )
+    return [node for (node,) in rows]
+
+
+def uses_document(answer: Uses) -> list[dict[str, Any]]:
+    """`uses --json`: each image found, with the workloads that run it."""
+    return [{**use.__dict__, "workloads": [_workload(w) for w in answer.running[use.image]]}
+            for use in answer.found]  # fmt: skip
+
+
+def _workload(w: workloads.Workload) -> dict[str, Any]:
+    return {"name": w.name, "ring": w.ring, "deployer": w.deployer, "where": w.where}
+
+
 def _running(
     db: sqlite3.Connection, config: Config, nodes: list[str]
 ) -> dict[str, list[workloads.Workload]]:
@@ -65,7 +86,7 @@ def _running(
     found: dict[str, list[workloads.Workload]] = {node: [] for node in nodes}
     if not targets:
         return found
-    state = State(config.workspace) if (config.workspace / STATE).exists() else None
+    state = reading(config.workspace)
     try:
         for node in nodes:
             attrs = indexdb.attrs(db, node)
@@ -79,6 +100,58 @@ def _running(
     return found
 
 
+# ---------------------------------------------------------------- one image
+
+
+def show(
+    db: sqlite3.Connection, config: Config, ref: str, builds: int = 10
+) -> list[dict[str, Any]]:
+    """`show REF --json`, the image page: for each image REF names, what it is built on and
+    what is built on it, its tags, the last check's verdict, its last builds, the gates'
+    results on its last build, and the workloads that run it. Read from the stores only:
+    freshness is what the last check or sweep found, with the time it ran."""
+    nodes = [n for n in indexdb.match(db, ref) if indexdb.kind_of(db, n) == indexdb.IMAGE]
+    if not nodes:
+        raise NotFound(f"{ref} is not an image the fleet builds; see `graphbuild images`")
+    running = _running(db, config, nodes)
+    state = reading(config.workspace)
+    try:
+        return [_image(db, state, node, running[node], builds) for node in nodes]
+    finally:
+        if state:
+            state.db.close()
+
+
+def _image(
+    db: sqlite3.Connection,
+    state: State | None,
+    node: str,
+    running: list[workloads.Workload],
+    most: int,
+) -> dict[str, Any]:
+    attrs = indexdb.attrs(db, node)
+    assert attrs is not None and attrs["kind"] == indexdb.IMAGE
+    fresh = state.freshness(node).get(node) if state else None
+    history = state.builds(node)[-most:][::-1] if state else []
+    last = history[0].digest if history else None
+    return {
+        "id": node,
+        "tags": attrs["tags"],
+        "repo": attrs["repo"],
+        "dockerfile": attrs["dockerfile"],
+        "digest": (fresh.digest if fresh else None) or last,
+        "freshness": None if fresh is None else {
+            "status": fresh.status, "reason": fresh.reason, "detail": fresh.detail,
+            "chain": fresh.chain, "checked": fresh.at},
+        "parents": [p.__dict__ for p in indexdb.parents(db, node)],
+        "children": [u.__dict__ for u in indexdb.uses(db, [node], 1)],
+        "builds": [{"digest": b.digest, "built_at": b.built_at, "run": b.run_id,
+                    "parents": b.parents} for b in history],
+        "gates": state.gates_on(node, last) if state and last else [],
+        "workloads": [_workload(w) for w in running],
+    }  # fmt: skip
+
+
 # ---------------------------------------------------------------- images and bases
 
 
@@ -90,9 +163,16 @@ def images(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return [{"id": node, **json.loads(attrs), "bases": sorted(bases[node])} for node, attrs in rows]
 
 
-def bases(db: sqlite3.Connection) -> list[dict[str, Any]]:
+def bases(db: sqlite3.Connection, workspace: Path) -> list[dict[str, Any]]:
     """Every external base: pinned or floating, the images built on it directly and in all,
-    and how they use it (from, copy, mount)."""
+    how they use it (from, copy, mount), and what the last check said of it (`status`, and
+    `since`: when its tag was first seen at the digest it has now), null before one ran."""
+    state = reading(workspace)
+    try:
+        fresh = state.freshness() if state else {}
+    finally:
+        if state:
+            state.db.close()
     children: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for source, target, kind in db.execute("SELECT source, target, kind FROM graph_edges"):
         children[source].append((target, kind))
@@ -105,6 +185,8 @@ def bases(db: sqlite3.Connection) -> list[dict[str, Any]]:
             "images": len(children[node]),
             "all_images": len(_below(children, node)),
             "kinds": sorted({kind for _, kind in children[node]}),
+            "status": (seen := fresh.get(node)) and seen.status,
+            "since": seen and seen.since,
         }
         for node, attrs in rows
     ]

@@ -734,6 +734,17 @@ class State:
             latest[gate] = GateStatus(status)
         return [gate for gate, status in latest.items() if status != GateStatus.PASSED]
 
+    def gates_on(self, node: str, digest: str) -> list[dict[str, Any]]:
+        """Each gate's latest result on this image digest, in any run: the image page's."""
+        rows = self.db.execute(
+            "SELECT gate, status, summary, run, at FROM gate_results WHERE node = ? AND "
+            "digest = ? ORDER BY at",
+            (node, digest),
+        )
+        latest = {r[0]: dict(zip(("gate", "status", "summary", "run", "at"), r, strict=True))
+                  for r in rows}  # fmt: skip
+        return [latest[gate] for gate in sorted(latest)]
+
     def built_digests(self, image: str) -> set[str]:
         """Every digest graphbuild pushed for an image: how a digest-only reference in a
         manifest is known to run it."""
@@ -874,11 +885,13 @@ class State:
 
     # -- what the last check found, and counters for /metrics
 
-    def record_freshness(self, rows: Iterable[Freshness]) -> None:
+    def record_freshness(self, rows: Iterable[Freshness], whole: bool = True) -> None:
         """The last check's answer for every node, in place of the one before: a check asks
-        about the whole graph (design rule 2), so a node it did not name has left it."""
+        about the whole graph (design rule 2), so a node it did not name has left it. Not
+        `whole`: only these nodes' rows change (what a run built is up to date)."""
         with self.db:
-            self.db.execute("DELETE FROM freshness")
+            if whole:
+                self.db.execute("DELETE FROM freshness")
             self.db.executemany(
                 "INSERT OR REPLACE INTO freshness VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ((f.node, f.kind, f.status, f.reason, f.detail, json.dumps(f.chain), f.digest,
@@ -923,6 +936,19 @@ def _scan(row: tuple[Any, ...]) -> Scan:
 def _build(row: tuple[Any, ...]) -> Build:
     """A `builds` row, selected as the queries above select it."""
     return Build(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
+
+
+def reading(workspace: Path) -> State | None:
+    """state.db for queries, read-only (State.reader); None before any run wrote one. One
+    written by an older graphbuild is migrated first, once."""
+    path = workspace / STATE
+    if not path.exists():
+        return None
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version < len(MIGRATIONS):
+        State(workspace).db.close()
+    return State.reader(workspace)
 
 
 def find_build(workspace: Path, key: str) -> Build | None:

@@ -199,7 +199,7 @@ def test_focus_and_exports(fleet):
     assert 'n0(["docker.io/library/alpine:3.20"])' in mermaid and "n0 -->|from| n1" in mermaid
 
 
-def test_queries_answer_from_sql_what_networkx_says(fleet):
+def test_queries_answer_from_sql_what_networkx_says(fleet, tmp_path):
     """images, bases and graph read index.db by SQL; their answers are what the whole graph
     in networkx gives, field for field (the JSON contracts of docs/commands.md)."""
     db = stored(fleet)
@@ -208,13 +208,15 @@ def test_queries_answer_from_sql_what_networkx_says(fleet):
         for n, attrs in sorted(fleet.nodes(data=True))
         if attrs["kind"] == graph.IMAGE
     ]
-    assert queries.bases(db) == [
+    assert queries.bases(db, tmp_path) == [
         {
             "id": n,
             "pinned": attrs["pinned"],
             "images": len(list(fleet.successors(n))),
             "all_images": len(nx.descendants(fleet, n)),
             "kinds": sorted({fleet.edges[n, c]["kind"] for c in fleet.successors(n)}),
+            "status": None,  # no check has run in this workspace
+            "since": None,
         }
         for n, attrs in sorted(fleet.nodes(data=True))
         if attrs["kind"] == graph.EXTERNAL

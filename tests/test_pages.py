@@ -16,7 +16,8 @@ from .site import graphbuild
 D = "sha256:" + "ab" * 32
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 ALLOWED = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table", "tr", "th",
-           "td", "code", "span", "svg", "g", "text", "rect", "p", "ul", "li"}  # fmt: skip
+           "td", "code", "span", "svg", "g", "text", "rect", "p", "ul", "li", "thead", "tbody",
+           "nav", "a", "form", "input", "button", "section", "select", "option"}  # fmt: skip
 
 
 class Page(HTMLParser):

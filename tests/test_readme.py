@@ -11,10 +11,8 @@ copied files and in the README's lines), so tests never take the demo's port.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,11 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from .oci import LocalRegistry, free_port
-from .site import git, require
+from . import example
+from .example import DEMO_HOST, ROOT, environment, graphbuild
+from .oci import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_HOST = "localhost:5000"  # the example's registry, named in its files and the README
 RUN = "RUN"  # the README's placeholder for a run id, taken from `graphbuild runs`
 
 
@@ -65,64 +62,8 @@ def test_the_using_it_lines_are_one_graphbuild_command_each():
 @pytest.fixture
 def demo(tmp_path: Path):
     """The example's workspace as scripts/demo.sh leaves it, on a registry of its own."""
-    for tool in ("git", "buildah", "busybox"):
-        require(tool)
-    registry = LocalRegistry(tmp_path / "registry").start()
-    try:
-        root = tmp_path / "example"
-        root.mkdir()
-        shutil.copy(ROOT / "repos.yaml", root)
-        shutil.copytree(ROOT / "examples", root / "examples")
-        for path in [root / "repos.yaml", *(root / "examples").rglob("*")]:
-            if path.is_file() and DEMO_HOST in (text := path.read_text()):
-                path.write_text(text.replace(DEMO_HOST, registry.host))
-        demo_dir = root / ".graphbuild/demo"
-        for name in ("os", "toolbox"):  # scripts/demo.sh push_upstream
-            context = demo_dir / f"upstream-{name}"
-            shutil.copytree(root / "examples/upstream" / name, context)
-            shutil.copy(Path(shutil.which("busybox") or ""), context / "busybox")
-            (context / "release").write_text(f"{name} 1\n")
-            ref = f"{registry.host}/upstream/{name}:1"
-            buildah(root, "bud", "--isolation", "chroot", "--quiet", "-t", ref, str(context))
-            buildah(root, "push", "--tls-verify=false", "--quiet", ref)
-        deploy = demo_dir / "deploy.git"  # repos.yaml's deploy repository
-        deploy.mkdir(parents=True)
-        git(deploy, "init", "-q", "--bare", "-b", "main")
-        work = demo_dir / "deploy-work"
-        shutil.copytree(root / "examples/deploy", work)
-        git(work, "init", "-q", "-b", "main")
-        git(work, "add", "-A")
-        git(work, "commit", "-q", "-m", "The example's manifests")
-        git(work, "push", "-q", str(deploy), "main")
-        swept = graphbuild(root, "sweep")
-        assert swept.returncode == 0, swept.stdout + swept.stderr
-        yield root, registry.host
-    finally:
-        registry.stop()
-
-
-def buildah(root: Path, *args: str) -> None:
-    """buildah on the example's image store (repos.yaml's builder), as scripts/demo.sh runs it."""
-    store = root / ".graphbuild/containers"
-    subprocess.run(
-        ["buildah", "--storage-driver", "vfs", "--root", str(store / "storage"),
-         "--runroot", str(store / "run"), *args],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-
-
-def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(extra or {})}
-    env.pop("GRAPHBUILD_CONFIG", None)
-    return env
-
-
-def graphbuild(root: Path, *args: str, env: dict[str, str] | None = None):
-    """`graphbuild ARGS` in the example's folder, as a user types it."""
-    return subprocess.run(
-        [sys.executable, "-m", "graphbuild", *args],
-        cwd=root, env=environment(env), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    with example.prepared(tmp_path) as prepared:
+        yield prepared
 
 
 def until_ctrl_c(root: Path, args: list[str], env: dict[str, str], port: int):

@@ -8,12 +8,12 @@ from graphbuild.report import short
 
 
 def run(config: Config, as_json: bool) -> int:
-    rows = queries.bases(queries.open_index(config))
+    rows = queries.bases(queries.open_index(config), config.workspace)
     if as_json:
         report.emit_json(rows)
         return errors.OK
     report.table(
-        ["BASE", "PINNED", "IMAGES", "ALL DOWNSTREAM", "AS"],
+        ["BASE", "PINNED", "IMAGES", "ALL DOWNSTREAM", "AS", "LAST CHECK", "SINCE"],
         [
             (
                 short(r["id"]),
@@ -21,6 +21,8 @@ def run(config: Config, as_json: bool) -> int:
                 r["images"],
                 r["all_images"],
                 ",".join(r["kinds"]),
+                r["status"] or "",
+                (r["since"] or "")[:19],
             )
             for r in rows
         ],

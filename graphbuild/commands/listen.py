@@ -17,7 +17,18 @@ import threading
 from contextlib import closing
 from typing import NoReturn
 
-from graphbuild import builds, errors, events, extras, indexdb, pipeline, process, refs, report
+from graphbuild import (
+    builds,
+    errors,
+    events,
+    extras,
+    indexdb,
+    pipeline,
+    process,
+    refs,
+    report,
+    web,
+)
 from graphbuild.commands import mirror, sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
@@ -33,9 +44,14 @@ def run(
     max_wait: float,
     settings: builds.RunSettings,
     max_images: int,
+    ui: bool = False,
+    token_env: str | None = None,
 ) -> int:
     if window > max_wait:
         raise errors.GraphbuildError(f"--window {window:g} is longer than --max-wait {max_wait:g}")
+    if token_env and not ui:
+        raise errors.GraphbuildError("--token-env guards the web view: it needs --ui")
+    pages = web.Site(config, web.token(token_env) if token_env else None).get if ui else None
     if config.azure is not None and config.mirrors:  # each sweep first imports into ACR
         extras.require_azure("listen with `mirrors:` (imports into ACR)")
     pipeline.ready(config)  # its sweeps build: said now, not at the first push
@@ -60,11 +76,15 @@ def run(
     debouncer = events.Debouncer(fire, window, max_wait)
     server = None
     try:  # from the moment the port is open, Ctrl-C is a clean stop
-        server = events.serve(host, port, secret, take)
+        server = events.serve(host, port, secret, take, pages=pages)
         threading.Thread(target=server.serve_forever, name="graphbuild-hooks", daemon=True).start()
         address = f"http://{host}:{server.server_address[1]}/hooks"
         report.note(f"Listening on {address}/acr and {address}/dockerhub; pushes within "
                     f"{window:g} s make one sweep.")  # fmt: skip
+        if ui:
+            report.note(f"The web view is on {web.address(host, server.server_address[1])}.")
+            if not token_env and not web.loopback(host):
+                report.note(web.OPEN_WARNING)
         with process.on_stop_signals(stop, (signal.SIGTERM,)):  # a pod's stop, between sweeps
             while True:
                 try:

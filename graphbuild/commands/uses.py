@@ -12,9 +12,7 @@ def run(config: Config, ref: str, direct: bool, depth: int | None, as_json: bool
     answer = queries.uses(queries.open_index(config), config, ref, 1 if direct else depth)
     starts, found, running = answer.starts, answer.found, answer.running
     if as_json:
-        report.emit_json([{**use.__dict__, "workloads": [
-            {"name": w.name, "ring": w.ring, "deployer": w.deployer, "where": w.where}
-            for w in running[use.image]]} for use in found])  # fmt: skip
+        report.emit_json(queries.uses_document(answer))
         return errors.OK
     if not starts:
         report.note(f"{ref} is not in the graph: no Dockerfile names it and no image produces it.")
