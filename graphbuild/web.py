@@ -78,7 +78,7 @@ class Reply:
         works only there), no sniffing, no referrer, no caching of a view that changes."""
         fixed = {
             "Content-Type": self.content_type,
-            "Content-Security-Policy": pages.policy(served=True),
+            "Content-Security-Policy": pages.policy(served=True) + "; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-store",

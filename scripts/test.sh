@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 # git for remotes; docker-registry and buildah for real registries and builds; static busybox
 # for the demo's stand-in images, built FROM scratch (tests/test_readme.py)
 need_debs git python3-venv docker-registry buildah busybox-static
+# a real headless browser for the web view's tests (tests/browser.py)
+need_debs chromium chromium-driver
 # kubectl, the real client of the kubectl deployer's tests (Debian's package, where apt has it)
 if ! command -v kubectl >/dev/null; then
     need_debs kubernetes-client || echo "kubectl could not be installed: its tests will say so."
