@@ -165,8 +165,10 @@ def main() -> None:
             f"graph page, {count} nodes ({focus} depth {depth})": graph,
         }, opts.runs)  # fmt: skip
         total, draw, drawn = browser_times(url, graph, opts.runs, root / "profile")
-        print(f"browser, graph page of {drawn} nodes: {total * 1000:.0f} ms to the load "
-              f"event, {draw * 1000:.0f} ms of it after the last byte (median of {opts.runs})")  # fmt: skip
+        print(
+            f"browser, graph page of {drawn} nodes: {total * 1000:.0f} ms to the load event, "
+            f"{draw * 1000:.0f} ms of it after the last byte (median of {opts.runs})"
+        )
     finally:
         if process is not None:
             process.terminate()
