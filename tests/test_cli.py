@@ -82,6 +82,8 @@ def test_json_output_of_the_queries(project):
             "images": 1,
             "all_images": 2,
             "kinds": ["from"],
+            "status": None,  # no check has run
+            "since": None,
         }
     ]
     images = json.loads(graphbuild("images", "--json", cwd=project).stdout)
