@@ -5,9 +5,10 @@ page, and no layout library to vendor.
 Plain functions on plain data, cheap enough for a page (500 nodes in a few milliseconds):
 1. a cycle is broken by turning its back edges around (a depth-first walk in name order), so
    a damaged graph is still drawn and never loops;
-2. a node's layer is its longest path from a root of the subgraph; an edge that spans layers
-   goes through a point in each layer between, so it is ordered like a node and passes
-   beside the boxes, never through them;
+2. a node's layer is its longest path from a root of the subgraph, and a root's is just
+   before its first child's (a tool only a deep image copies from is drawn beside it, not
+   far left); an edge that spans layers goes through a point in each layer between, so it is
+   ordered like a node and passes beside the boxes, never through them;
 3. the order within each layer follows the mean position of its neighbours (a few sweeps
    down and up), which removes most crossings;
 4. each node is pulled towards its neighbours' height without overlapping the next one.
@@ -141,14 +142,16 @@ def _acyclic(count: int, edges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _layers(count: int, edges: list[tuple[int, int]]) -> list[int]:
-    """Each vertex's longest path from a root (a vertex nothing points to)."""
+    """Each vertex's longest path from a root (a vertex nothing points to); a root's layer is
+    one before its nearest child's."""
     succ: list[list[int]] = [[] for _ in range(count)]
     waiting = [0] * count
     for a, b in edges:
         succ[a].append(b)
         waiting[b] += 1
     layer = [0] * count
-    ready = deque(v for v in range(count) if not waiting[v])
+    roots = [v for v in range(count) if not waiting[v]]
+    ready = deque(roots)
     while ready:
         vertex = ready.popleft()
         for nxt in succ[vertex]:
@@ -156,6 +159,9 @@ def _layers(count: int, edges: list[tuple[int, int]]) -> list[int]:
             waiting[nxt] -= 1
             if not waiting[nxt]:
                 ready.append(nxt)
+    for root in roots:  # a base that only later images use sits just before the first of them
+        if succ[root]:
+            layer[root] = min(layer[nxt] for nxt in succ[root]) - 1
     return layer
 
 
