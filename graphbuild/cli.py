@@ -159,11 +159,15 @@ def graph(
     focus: Annotated[
         str | None, typer.Option("--focus", help="Only REF, its bases and what is built on it.")
     ] = None,
+    depth: Annotated[
+        int | None,
+        typer.Option("--depth", min=1, help="With --focus: only N edges up and down from REF."),
+    ] = None,
 ) -> None:
     """Print the graph (or one node's neighbourhood) as JSON, DOT or Mermaid."""
     from graphbuild.commands import graph as cmd
 
-    _exit(_run(ctx, cmd.run, fmt, focus))
+    _exit(_run(ctx, cmd.run, fmt, focus, depth))
 
 
 @app.command()

@@ -2,9 +2,10 @@
 self-contained document each, no script, every value from a repository or a registry
 escaped, and a Content-Security-Policy that allows nothing but the page's own style.
 
-`graphbuild serve` serves them (web.py), each from the same data its JSON twin returns;
-the run page is also what `graphbuild report RUN --html OUT` writes as a file for CI
-artifacts and mail (docs/web.md).
+`graphbuild serve` serves them (web.py), each from the same data its JSON twin returns:
+the search, an image, the graph view (a node's neighbourhood drawn as inline SVG),
+the runs and the bases. The run page is also what `graphbuild report RUN --html OUT`
+writes as a file for CI artifacts and mail (docs/web.md).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from html import escape
+from itertools import pairwise
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from graphbuild import layout, refs
+from graphbuild.errors import InvalidReference
 from graphbuild.report import duration, exposure_lines
 from graphbuild.state import Run, RunNode
 
@@ -32,10 +36,32 @@ code { font-size: .9em; word-break: break-all; }
 .skipped, .unchanged, .pending, .nothing-to-deploy { fill: #8c959f; color: #57606a; }
 .running { fill: #0969da; color: #0969da; }
 svg text { font: 11px system-ui, sans-serif; fill: #1b1f24; }
-nav { margin-bottom: 1em; } nav a { margin-right: 1em; }
+nav { margin-bottom: 1em; } nav a { margin-right: 1em; } nav a[aria-current] { font-weight: bold; }
 a { color: #0969da; } input[type=search] { width: 28em; }
-.up-to-date, .unchanged-base { color: #1a7f37; } .stale, .changed { color: #9a6700; }
-.missing, .unknown { color: #cf222e; }
+span.up-to-date { color: #1a7f37; } span.stale, span.changed { color: #9a6700; }
+span.missing, span.unknown { color: #cf222e; }
+.node rect, .key { fill: #fff; stroke: #8c959f; stroke-dasharray: 4 2; background: #fff;
+  border: 1px dashed #8c959f; }
+.node.up-to-date rect, .key.up-to-date, .node.unchanged rect, .key.unchanged {
+  fill: #dafbe1; stroke: #1a7f37; background: #dafbe1; border-color: #1a7f37; }
+.node.stale rect, .key.stale, .node.changed rect, .key.changed {
+  fill: #ffebe9; stroke: #cf222e; background: #ffebe9; border-color: #cf222e; }
+.node.missing rect, .key.missing, .node.pinned-outdated rect, .key.pinned-outdated {
+  fill: #fff8c5; stroke: #9a6700; background: #fff8c5; border-color: #9a6700; }
+.node.new rect, .key.new, .node.pinned rect, .key.pinned {
+  fill: #ddf4ff; stroke: #0969da; background: #ddf4ff; border-color: #0969da; }
+.node.unknown rect, .key.unknown { fill: #eaeef2; stroke: #57606a; background: #eaeef2;
+  border-color: #57606a; }
+.node.up-to-date rect, .node.unchanged rect, .node.stale rect, .node.changed rect,
+.node.missing rect, .node.pinned-outdated rect, .node.new rect, .node.pinned rect,
+.node.unknown rect { stroke-dasharray: none; }
+.node.focus rect { stroke-width: 3; }
+.key { display: inline-block; width: 1.6em; height: .9em; margin: 0 .3em 0 1em;
+  vertical-align: middle; border-style: solid; }
+.edge path { fill: none; stroke: #57606a; stroke-width: 1.2; }
+.edge.copy path, .edge.mount path, .edge.syntax path { stroke-dasharray: 5 3; }
+svg .edge text { font-size: 9px; fill: #57606a; }
+#arrow path { fill: #57606a; stroke: none; }
 """
 ROW, LABEL, WIDTH = 18, 320, 560  # the timeline: a row per build, its label, the bars' width
 
@@ -354,3 +380,140 @@ def _clip(label: str, most: int = 48) -> str:
 def _time(stamp: str | None) -> float:
     assert stamp is not None
     return datetime.fromisoformat(stamp).timestamp()
+
+
+# ---------------------------------------------------------------- the graph view
+
+MOST_NODES = 2000  # more are not drawn: a page the browser can still draw and a person read
+DEPTHS = (1, 2, 3)  # the depth links; and "all"
+LEGEND = (
+    ("up-to-date", "image up to date"), ("stale", "image stale"),
+    ("missing", "image not in its registry"), ("unknown", "not known"),
+    ("changed", "base changed"), ("unchanged", "base unchanged"), ("new", "base new"),
+    ("pinned", "base pinned"), ("pinned-outdated", "base pinned, outdated"),
+    ("unchecked", "not checked yet"),
+)  # fmt: skip
+
+
+def graph_page(
+    document: Mapping[str, Sequence[Mapping[str, Any]]],
+    freshness: Mapping[str, str],
+    focus: str | None,
+    depth: int | None,
+    note: str = "",
+) -> str:
+    """The graph view: `document` (the `graph --format json` data) drawn left to right as
+    inline SVG, each node coloured by its status in `freshness` (`unchecked` when it has
+    none) and linked to its page, each edge labelled by its kind; links to other depths."""
+    where = f"around {focus}, depth {depth or 'all'}" if focus else "the whole graph"
+    title = f"graphbuild graph: {where}"
+    nodes, edges = document["nodes"], document["edges"]
+    parts = [f"<h1>{_text(title)}</h1>"]
+    if note:
+        parts.append(f"<p>{_text(note)}</p>")
+    if focus:
+        parts.append(_depth_links(focus, depth))
+    counted = f"{len(nodes)} nodes, {len(edges)} edges."
+    if len(nodes) > MOST_NODES:
+        parts.append(f"<p>{_text(counted)} More than {MOST_NODES:,} nodes are not drawn: choose "
+                     "a focus (an image or a base) or a smaller depth.</p>")  # fmt: skip
+    elif not nodes:
+        parts.append("<p>Nothing to draw: the graph is empty.</p>")
+    else:
+        keys = "".join(f'<span class="key {k}"></span>{_text(label)}' for k, label in LEGEND)
+        parts += [f"<p>{_text(counted)}</p>", f"<p>{keys}</p>",
+                  _graph_svg(nodes, edges, freshness, _focused(nodes, focus), depth)]  # fmt: skip
+    return _document(title, "\n".join(parts))
+
+
+def _depth_links(focus: str, depth: int | None) -> str:
+    links = []
+    for each in (*DEPTHS, None):
+        href = f"/graph?focus={quote(focus, safe='')}" + (f"&depth={each}" if each else "")
+        current = ' aria-current="page"' if each == depth else ""
+        links.append(f'<a href="{_attr(href)}"{current}>depth {each or "all"}</a>')
+    return f"<nav>{''.join(links)}</nav>"
+
+
+def _focused(nodes: Sequence[Mapping[str, Any]], focus: str | None) -> set[str]:
+    """The nodes `focus` names, as the query matched them: its id, or a repository (every
+    tag), or a tag (an image's tag, a base's tag pinned or not), or a digest."""
+    if not focus:
+        return set()
+    found = {str(n["id"]) for n in nodes if n["id"] == focus}
+    try:
+        ref = refs.parse(focus)
+    except InvalidReference:
+        return found
+    for node in nodes:
+        name = node.get("image") if node["kind"] == "image" else node.get("name")
+        if name != ref.name:
+            continue
+        if ref.digest is not None:
+            hit = node.get("digest") == ref.digest
+        elif ref.tag is not None:
+            hit = node.get("tag") == ref.tag or ref.tagged in node.get("tags", [])
+        else:
+            hit = True
+        if hit:
+            found.add(str(node["id"]))
+    return found
+
+
+def _graph_svg(
+    nodes: Sequence[Mapping[str, Any]],
+    edges: Sequence[Mapping[str, Any]],
+    freshness: Mapping[str, str],
+    focused: set[str],
+    depth: int | None,
+) -> str:
+    """Edges first, so that boxes lie over their ends; every value escaped, every link a
+    relative, URL-encoded one."""
+    ids = [str(n["id"]) for n in nodes]
+    placed = layout.layout(ids, [(str(e["source"]), str(e["target"])) for e in edges])
+    width, height = placed.node_width, placed.node_height
+    out = [
+        f'<svg id="graph" xmlns="http://www.w3.org/2000/svg" width="{placed.width:.0f}" '
+        f'height="{placed.height:.0f}" role="img" aria-label="the image graph">'
+        '<defs><marker id="arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" '
+        'markerHeight="7" orient="auto"><path d="M0,0 L8,4 L0,8 z"/></marker></defs>'
+    ]
+    for e in edges:
+        source, target, kind = str(e["source"]), str(e["target"]), str(e["kind"])
+        if source not in placed.positions or target not in placed.positions:
+            continue
+        (sx, sy), (tx, ty) = placed.positions[source], placed.positions[target]
+        points = [(sx + width, sy + height / 2), *placed.routes[source, target],
+                  (tx, ty + height / 2)]  # fmt: skip
+        path = f"M{points[0][0]:.1f},{points[0][1]:.1f}" + "".join(
+            f" C{(a + c) / 2:.1f},{b:.1f} {(a + c) / 2:.1f},{d:.1f} {c:.1f},{d:.1f}"
+            for (a, b), (c, d) in pairwise(points)
+        )
+        (a, b), (c, d) = points[-2], points[-1]  # the label sits on the way into the image
+        out.append(
+            f'<g class="edge {_attr(kind)}" data-source="{_attr(source)}" '
+            f'data-target="{_attr(target)}" data-kind="{_attr(kind)}">'
+            f'<path d="{path}" marker-end="url(#arrow)"/>'
+            f'<text x="{a + (c - a) * 0.6:.1f}" y="{b + (d - b) * 0.6 - 3:.1f}">'
+            f"{_text(_clip(kind, 12))}</text></g>"
+        )
+    for n in nodes:
+        node, kind = str(n["id"]), str(n["kind"])
+        status = freshness.get(node, "unchecked")
+        x, y = placed.positions[node]
+        classes = f"node {status} {kind}" + (" focus" if node in focused else "")
+        if kind == "image":
+            href = f"/image?ref={quote(node, safe='')}"
+        else:
+            href = f"/graph?focus={quote(node, safe='')}" + (f"&depth={depth}" if depth else "")
+        rounded = height / 2 if kind != "image" else 3
+        out.append(
+            f'<a href="{_attr(href)}"><g class="{_attr(classes)}" data-id="{_attr(node)}">'
+            f"<title>{_text(node)}: {_text(status)}</title>"
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.0f}" height="{height:.0f}" '
+            f'rx="{rounded:.0f}"/>'
+            f'<text x="{x + 8:.1f}" y="{y + height / 2 + 4:.1f}">{_text(_clip(node, 34))}</text>'
+            "</g></a>"
+        )
+    out.append("</svg>")
+    return "".join(out)

@@ -18,7 +18,7 @@ from typing import Any
 from graphbuild import indexdb, report, workloads
 from graphbuild.config import Config
 from graphbuild.console import plural
-from graphbuild.errors import NotFound
+from graphbuild.errors import GraphbuildError, NotFound
 from graphbuild.state import State, reading
 
 
@@ -213,36 +213,64 @@ def _below(children: dict[str, list[tuple[str, str]]], node: str) -> set[str]:
 # ---------------------------------------------------------------- the graph
 
 
-def graph(db: sqlite3.Connection, focus: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def graph(
+    db: sqlite3.Connection, focus: str | None = None, depth: int | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """The documented `graph --format json` shape: nodes with id and kind, edges with source
-    (base) and target; with `focus`, only what that node is built on and what is built on it."""
-    nodes, edges = sorted(indexdb.nodes(db), key=lambda n: n[0]), list(indexdb.edges(db))
-    keep: set[str] | None = None
-    if focus is not None:
-        starts = indexdb.match(db, focus)
-        if not starts:
-            raise NotFound(f"{focus} is not in the graph")
-        keep = _neighbourhood(edges, starts)
+    (base) and target; with `focus`, only what that node is built on and what is built on it,
+    `depth` edges up and down at most, read by id so that a neighbourhood costs its own size,
+    not the fleet's (the graph view asks for one on every page)."""
+    if depth is not None and (focus is None or depth < 1):
+        raise GraphbuildError(
+            "a depth needs a focus" if focus is None else "depth must be 1 or more"
+        )
+    if focus is None:
+        nodes, edges = sorted(indexdb.nodes(db), key=lambda n: n[0]), list(indexdb.edges(db))
+        return {
+            "nodes": [{"id": n, **attrs} for n, attrs in nodes],
+            "edges": [{"source": u, "target": v, **attrs}
+                      for u, v, attrs in sorted(edges, key=lambda e: (e[0], e[1]))],
+        }  # fmt: skip
+    starts = indexdb.match(db, focus)
+    if not starts:
+        raise NotFound(f"{focus} is not in the graph")
+    keep = _near(db, starts, depth)
+    ids = json.dumps(sorted(keep))
+    node_rows = db.execute(
+        "SELECT id, attrs FROM graph_nodes WHERE id IN (SELECT value FROM json_each(?)) "
+        "ORDER BY id",
+        (ids,),
+    )
+    edge_rows = db.execute(  # by target: an image has a few bases, a base may have thousands of
+        # images; by both ends, SQLite would probe every pair
+        "SELECT source, target, kind, repo, dockerfile, line, attrs FROM graph_edges "
+        "WHERE target IN (SELECT value FROM json_each(?)) ORDER BY source, target",
+        (ids,),
+    )
     return {
-        "nodes": [{"id": n, **attrs} for n, attrs in nodes if keep is None or n in keep],
-        "edges": [
-            {"source": u, "target": v, **attrs}
-            for u, v, attrs in sorted(edges, key=lambda e: (e[0], e[1]))
-            if keep is None or (u in keep and v in keep)
-        ],
-    }
+        "nodes": [{"id": n, **json.loads(attrs)} for n, attrs in node_rows],
+        "edges": [{"source": u, "target": v, "kind": kind, "repo": repo, "dockerfile": path,
+                   "line": line, **json.loads(attrs)}  # the columns indexdb.save took out
+                  for u, v, kind, repo, path, line, attrs in edge_rows if u in keep],
+    }  # fmt: skip
 
 
-def _neighbourhood(edges: list[tuple[str, str, indexdb.Edge]], starts: list[str]) -> set[str]:
-    """`starts`, everything they are built on, and everything built on them."""
-    up: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    down: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for u, v, attrs in edges:
-        down[u].append((v, attrs["kind"]))
-        up[v].append((u, attrs["kind"]))
+_UP = "SELECT source FROM graph_edges WHERE target IN (SELECT value FROM json_each(?))"
+_DOWN = "SELECT target FROM graph_edges WHERE source IN (SELECT value FROM json_each(?))"
+
+
+def _near(db: sqlite3.Connection, starts: list[str], depth: int | None) -> set[str]:
+    """`starts`, what they are built on and what is built on them, `depth` edges at most
+    each way (None: all), walked level by level in SQL."""
     keep = set(starts)
-    for node in starts:
-        keep |= _below(down, node) | _below(up, node)
+    for step in (_UP, _DOWN):
+        seen, level, frontier = set(starts), 0, starts
+        while frontier and (depth is None or level < depth):
+            rows = db.execute(step, (json.dumps(frontier),))
+            frontier = sorted({node for (node,) in rows} - seen)
+            seen.update(frontier)
+            level += 1
+        keep |= seen
     return keep
 
 

@@ -214,8 +214,6 @@ class Site:
             with self._index() as db:
                 count = db.execute("SELECT count(*) FROM graph_nodes").fetchone()[0]
             return Reply(200, pages.graph_start(count).encode())
-        if focus and "depth" not in params:
-            params = {**params, "depth": "2"}
         document = self._graph_document(params)
         with self._state() as s:
             fresh = {node: f.status for node, f in (s.freshness() if s else {}).items()}

@@ -186,6 +186,23 @@ def test_unknown_image_for_parents_and_bad_reference_exit_2(project):
     assert badformat.returncode == 2
 
 
+def test_graph_depth_keeps_the_focus_neighbourhood_and_needs_a_focus(project):
+    assert graphbuild("sync", cwd=project).returncode == 0
+    near = graphbuild("graph", "--focus", "r.test/app", "--depth", "1", cwd=project)
+    assert near.returncode == 0, near.stderr
+    document = json.loads(near.stdout)
+    assert [n["id"] for n in document["nodes"]] == ["r.test/app:latest", "r.test/base:1"]
+    assert [(e["source"], e["target"]) for e in document["edges"]] == [
+        ("r.test/base:1", "r.test/app:latest")]  # fmt: skip
+    both = graphbuild("graph", "--focus", "r.test/base", "--depth", "1", "-f", "dot", cwd=project)
+    assert both.stdout.count(" -> ") == 2  # one up to debian, one down to the app
+    alone = graphbuild("graph", "--depth", "2", cwd=project)
+    assert alone.returncode == 2 and "--depth needs --focus" in alone.stderr
+    assert alone.stdout == ""
+    zero = graphbuild("graph", "--focus", "r.test/app", "--depth", "0", cwd=project)
+    assert zero.returncode == 2 and zero.stdout == ""
+
+
 def test_a_damaged_index_is_rebuilt(project):
     assert graphbuild("sync", cwd=project).returncode == 0
     for name in ("index.db-wal", "index.db-shm"):

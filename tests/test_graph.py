@@ -8,7 +8,7 @@ import networkx as nx
 import pytest
 
 from graphbuild import config, graph, index, indexdb, queries, sources
-from graphbuild.errors import CycleError, NotFound
+from graphbuild.errors import CycleError, GraphbuildError, NotFound
 
 NGINX = "nginx:1.27@sha256:" + "a" * 64
 
@@ -233,6 +233,35 @@ def test_queries_answer_from_sql_what_networkx_says(fleet, tmp_path):
     assert {(e["source"], e["target"]) for e in around["edges"]} == set(fleet.subgraph(keep).edges)
     with pytest.raises(NotFound):
         queries.graph(db, "nothing:1")
+
+
+def test_a_focus_with_a_depth_keeps_what_is_within_that_many_edges_up_and_down(fleet):
+    """Every node of the fleet as the focus, every depth: the nodes within `depth` edges above
+    and below it (not its siblings), and every edge among them, field for field as networkx
+    has them; an edge no walk crossed (BASE -> APP, both within 1 of PYTHON) is kept too."""
+    g = fleet.copy()
+    g.add_edge(BASE, APP, **{**g.edges[PYTHON, APP], "kind": "copy", "line": 2})
+    db = stored(g)
+    for focus in g.nodes:
+        for depth in (1, 2, 3, None):
+            up = nx.single_source_shortest_path_length(g.reverse(), focus, cutoff=depth)
+            down = nx.single_source_shortest_path_length(g, focus, cutoff=depth)
+            keep = sorted(set(up) | set(down))
+            assert queries.graph(db, focus, depth) == {
+                "nodes": [{"id": n, **g.nodes[n]} for n in keep],
+                "edges": [{"source": u, "target": v, **attrs}
+                          for u, v, attrs in sorted(g.subgraph(keep).edges(data=True),
+                                                    key=lambda e: e[:2])],
+            }, (focus, depth)  # fmt: skip
+    around = queries.graph(db, PYTHON, 1)
+    assert [n["id"] for n in around["nodes"]] == [
+        "docker.io/library/python:3.12-slim", APP, BASE, PYTHON]  # fmt: skip
+    assert (BASE, APP) in {(e["source"], e["target"]) for e in around["edges"]}
+    with pytest.raises(NotFound):
+        queries.graph(db, "nothing:1", 1)
+    for focus, depth in ((None, 1), (APP, 0)):
+        with pytest.raises(GraphbuildError, match="depth"):
+            queries.graph(db, focus, depth)
 
 
 def test_store_and_load_round_trip(fleet, tmp_path):

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 from html.parser import HTMLParser
+from urllib.parse import quote
 
-from graphbuild import pages
+from graphbuild import config, pages, queries
 from graphbuild.state import DeployRecord, GateRecord, HeldRecord, RingRecord, Run, RunNode
 
 from .site import graphbuild
@@ -17,7 +20,8 @@ D = "sha256:" + "ab" * 32
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 ALLOWED = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table", "tr", "th",
            "td", "code", "span", "svg", "g", "text", "rect", "p", "ul", "li", "thead", "tbody",
-           "nav", "a", "form", "input", "button", "section", "select", "option"}  # fmt: skip
+           "nav", "a", "form", "input", "button", "section", "select", "option", "path", "defs",
+           "marker"}  # fmt: skip
 
 
 class Page(HTMLParser):
@@ -123,3 +127,113 @@ def test_report_html_writes_a_run_page_and_an_unknown_run_is_named(project):
     missing = graphbuild("report", "nope", "--html", "x.html", cwd=project)
     assert missing.returncode == 2 and "there is no run with ID 'nope'" in missing.stderr
     assert not (project / "x.html").exists()
+
+
+# ---------------------------------------------------------------- the graph view
+
+
+def image(name: str) -> dict[str, object]:
+    return {"id": name, "kind": "image", "image": name.rsplit(":", 1)[0], "tags": [name]}
+
+
+def base(name: str) -> dict[str, object]:
+    return {"id": name, "kind": "external", "name": name.rsplit(":", 1)[0], "pinned": False}
+
+
+def edge(source: str, target: str, kind: str = "from") -> dict[str, object]:
+    return {"source": source, "target": target, "kind": kind, "repo": "r", "line": 1}
+
+
+EVIL = f"r.test/evil:1{HOSTILE}"  # not a valid reference: the page must not care
+DOC = {
+    "nodes": [base("docker.io/library/debian:12"), image("r.test/base:1"),
+              image("r.test/app:1"), image(EVIL), base('ghcr.io/o/"tool":1')],
+    "edges": [edge("docker.io/library/debian:12", "r.test/base:1"),
+              edge("r.test/base:1", "r.test/app:1"),
+              edge('ghcr.io/o/"tool":1', "r.test/app:1", "copy"),
+              edge("r.test/base:1", EVIL, HOSTILE)],
+}  # fmt: skip
+FRESH = {"docker.io/library/debian:12": "changed", "r.test/base:1": "stale",
+         "r.test/app:1": "up-to-date", EVIL: HOSTILE}  # fmt: skip
+
+
+def drawn(parsed: Page) -> tuple[list[dict[str, str | None]], list[dict[str, str | None]]]:
+    nodes = [a for t, a in parsed.elements if t == "g" and "node" in (a.get("class") or "").split()]
+    edges = [a for t, a in parsed.elements if t == "g" and "edge" in (a.get("class") or "").split()]
+    return nodes, edges
+
+
+def test_the_graph_view_draws_every_node_and_edge_coloured_by_freshness():
+    page = pages.graph_page(DOC, FRESH, "r.test/base:1", 2)
+    parsed = Page(page)
+    (svg,) = [a for t, a in parsed.elements if t == "svg" and a.get("id") == "graph"]
+    nodes, edges = drawn(parsed)
+    assert [n["data-id"] for n in nodes] == [n["id"] for n in DOC["nodes"]]
+    assert [(e["data-source"], e["data-target"], e["data-kind"]) for e in edges] == [
+        (e["source"], e["target"], e["kind"]) for e in DOC["edges"]]  # fmt: skip
+    classes = {n["data-id"]: (n["class"] or "").split() for n in nodes}
+    assert classes["docker.io/library/debian:12"] == ["node", "changed", "external"]
+    assert classes["r.test/base:1"] == ["node", "stale", "image", "focus"]
+    assert classes["r.test/app:1"] == ["node", "up-to-date", "image"]
+    assert classes['ghcr.io/o/"tool":1'] == ["node", "unchecked", "external"]
+    assert [e["class"] for e in edges][:3] == ["edge from", "edge from", "edge copy"]
+    assert [t for t, _ in parsed.elements].count("path") == len(DOC["edges"]) + 1  # + the arrow
+    text = "".join(parsed.text)
+    assert "r.test/base:1: stale" in text and "copy" in text
+    assert float(svg["width"] or 0) > 0 and float(svg["height"] or 0) > 0
+
+
+def test_the_graph_view_shows_repository_content_as_text_and_links_it_encoded():
+    page = pages.graph_page(DOC, FRESH, EVIL, None, note=HOSTILE)
+    parsed = Page(page)
+    assert {tag for tag, _ in parsed.elements} <= ALLOWED
+    assert not [(t, k) for t, a in parsed.elements for k in a if k.startswith("on")]
+    assert "<script" not in page and "<img" not in page
+    text = "".join(parsed.text)
+    assert f"{EVIL}: {HOSTILE}" in text  # the node's title: its id and status, as text
+    assert text.count(HOSTILE) >= 4  # the note, the heading, the title, the edge's kind
+    hrefs = [a["href"] or "" for t, a in parsed.elements if t == "a"]
+    assert f"/image?ref={quote(EVIL, safe='')}" in hrefs
+    assert "/graph?focus=ghcr.io%2Fo%2F%22tool%22%3A1" in hrefs  # a base refocuses the graph
+    assert f"/graph?focus={quote(EVIL, safe='')}&depth=1" in hrefs  # the depth links
+    for href in hrefs:
+        assert re.fullmatch(r"/(image|graph)\?[A-Za-z0-9%._~=&-]*", href), href
+
+
+def test_the_graph_view_links_each_depth_and_marks_the_current_one():
+    parsed = Page(pages.graph_page(DOC, {}, "debian", 2))
+    links = [(a["href"], a.get("aria-current")) for t, a in parsed.elements
+             if t == "a" and (a["href"] or "").startswith("/graph?focus=debian")]  # fmt: skip
+    at = "/graph?focus=debian"
+    assert links == [(f"{at}&depth=1", None), (f"{at}&depth=2", "page"), (f"{at}&depth=3", None),
+                     (at, None)]  # fmt: skip
+    classes = {n["data-id"]: (n["class"] or "").split() for n in drawn(parsed)[0]}
+    assert "focus" in classes["docker.io/library/debian:12"]  # debian, any tag
+    assert not any("focus" in c for n, c in classes.items() if n != "docker.io/library/debian:12")
+    (policy,) = [a["content"] for t, a in parsed.elements
+                 if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]  # fmt: skip
+    assert policy is not None and "form-action 'none'" in policy and "script-src" not in policy
+
+
+def test_the_graph_view_draws_nothing_over_its_limit_and_says_why():
+    many = {"nodes": [image(f"r.test/i{n}:1") for n in range(pages.MOST_NODES + 1)], "edges": []}
+    parsed = Page(pages.graph_page(many, {}, None, None))
+    assert not [a for t, a in parsed.elements if t == "svg" and a.get("id") == "graph"]
+    assert drawn(parsed) == ([], [])
+    text = " ".join("".join(parsed.text).split())
+    assert f"{pages.MOST_NODES + 1} nodes" in text and "focus" in text and "depth" in text
+    most = {"nodes": many["nodes"][:-1], "edges": []}
+    assert len(drawn(Page(pages.graph_page(most, {}, None, None)))[0]) == pages.MOST_NODES
+
+
+def test_the_graph_view_of_a_synced_fleet_draws_what_graph_json_says(project):
+    assert graphbuild("sync", cwd=project).returncode == 0
+    document = queries.graph(queries.open_index(config.load(project / "repos.yaml")), "r.test/app")
+    shown = json.loads(graphbuild("graph", "--focus", "r.test/app", cwd=project).stdout)
+    assert shown == document
+    nodes, edges = drawn(Page(pages.graph_page(document, {"r.test/app:latest": "stale"},
+                                               "r.test/app", None)))  # fmt: skip
+    assert [n["data-id"] for n in nodes] == [
+        "docker.io/library/debian:bookworm-slim", "r.test/app:latest", "r.test/base:1"]  # fmt: skip
+    assert len(edges) == len(document["edges"]) == 2
+    assert (nodes[1]["class"] or "").split() == ["node", "stale", "image", "focus"]

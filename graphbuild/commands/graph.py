@@ -10,10 +10,12 @@ from graphbuild.config import Config
 FORMATS = ("json", "dot", "mermaid")
 
 
-def run(config: Config, fmt: str, focus: str | None) -> int:
+def run(config: Config, fmt: str, focus: str | None, depth: int | None) -> int:
     if fmt not in FORMATS:
         raise errors.GraphbuildError(f"--format must be one of {', '.join(FORMATS)}")
-    document = queries.graph(queries.open_index(config), focus)
+    if depth is not None and focus is None:  # before the index is opened (and maybe synced)
+        raise errors.GraphbuildError("--depth needs --focus: the node the depth counts from")
+    document = queries.graph(queries.open_index(config), focus, depth)
     if fmt == "json":
         report.emit_json(document)
     else:
