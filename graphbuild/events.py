@@ -31,6 +31,9 @@ MAX_BODY = 64 * 1024  # real push events are under 2 KiB
 REQUEST_DEADLINE = 30.0  # seconds for a whole request, headers and body, however it drips
 MAX_CONNECTIONS = 64  # open at once; more are answered 503 and closed
 ACR, DOCKERHUB = "acr", "dockerhub"
+# what became of a POST to a hook, for `on_event` (/metrics counts them)
+ACCEPTED, IGNORED, REFUSED = "accepted", "ignored", "refused"
+NOT_A_PUSH = "ignored: not a push of a tag"
 
 
 def secret(variable: str) -> str:
@@ -213,6 +216,7 @@ def serve(
     secret: str,
     on_push: Callable[[Push], None],
     path: str = "/hooks",
+    on_event: Callable[[str], None] | None = None,
 ) -> ThreadingHTTPServer:
     """The webhook server, bound but not yet serving: POST {path}/acr, {path}/dockerhub.
 
@@ -222,12 +226,16 @@ def serve(
     202 for an event that is not a push (ignored) and 202 for a push, after
     `on_push(push)`. GET /healthz answers 200 `ok` for a Kubernetes probe. A request gets
     REQUEST_DEADLINE seconds in all; beyond MAX_CONNECTIONS open ones, 503.
+
+    `on_event(outcome)` is called once per POST to a hook route, before the reply: ACCEPTED
+    (queued), IGNORED (not a push) or REFUSED (any 4xx or 5xx). If it fails, the reply is
+    the same and the failure one line in the log.
     """
     if not secret or not secret.isascii() or not secret.isprintable():
         raise ValueError("the webhook secret must be non-empty printable ASCII")
     base = path.rstrip("/")
     routes = {f"{base}/acr": ACR, f"{base}/dockerhub": DOCKERHUB}
-    return _Server((host, port), routes, secret.encode(), on_push)
+    return _Server((host, port), routes, secret.encode(), on_push, on_event)
 
 
 class _Server(ThreadingHTTPServer):
@@ -242,9 +250,11 @@ class _Server(ThreadingHTTPServer):
         routes: dict[str, str],
         secret: bytes,
         on_push: Callable[[Push], None],
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(address, _Hooks)
         self.routes, self.secret, self.on_push = routes, secret, on_push
+        self.on_event = on_event
         self.request_deadline = REQUEST_DEADLINE
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
@@ -307,7 +317,14 @@ class _Hooks(BaseHTTPRequestHandler):
             self._reply(404, "not found")
 
     def do_POST(self) -> None:
-        self._reply(*self._post())
+        code, text = self._post()
+        if self.server.on_event is not None and urlsplit(self.path).path in self.server.routes:
+            outcome = REFUSED if code >= 400 else IGNORED if text == NOT_A_PUSH else ACCEPTED
+            try:
+                self.server.on_event(outcome)
+            except Exception as exc:  # counting is for /metrics: the registry is answered
+                note(f"listen: could not count a {outcome} event: {exc}")
+        self._reply(code, text)
 
     def _post(self) -> tuple[int, str]:
         url = urlsplit(self.path)
@@ -333,7 +350,7 @@ class _Hooks(BaseHTTPRequestHandler):
         except ValueError as exc:
             return 400, f"not a push event: {exc}"
         if push is None:
-            return 202, "ignored: not a push of a tag"
+            return 202, NOT_A_PUSH
         if push.source != source:
             return 400, f"a {push.source} event sent to the {source} hook"
         try:
