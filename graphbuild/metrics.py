@@ -170,9 +170,9 @@ def _by(
     others: bool = True,
 ) -> Metric:
     """One family, a sample per `known` value (0 when not counted) and, with `others`, per
-    other value counted: a status a later graphbuild writes is shown, not dropped."""
+    other value counted: a status state.db holds that the list lacks is shown, not dropped."""
     values = dict.fromkeys(map(str, known), 0)
-    values.update((key, n) for key, n in counts.items() if others or key in values)
+    values.update((str(key), n) for key, n in counts.items() if others or str(key) in values)
     family = (CounterMetricFamily if counter else GaugeMetricFamily)(
         name, help_text, labels=[label]
     )
@@ -187,6 +187,6 @@ def _seconds(stamp: str | None) -> float | None:
         return None
     try:
         at = datetime.fromisoformat(stamp)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: not text, in a state.db someone edited
         return None
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()

@@ -314,8 +314,9 @@ def test_a_state_of_another_schema_is_a_graphbuild_error(tmp_path):
         metrics.render(tmp_path)
 
 
-def test_label_values_with_quotes_backslashes_and_newlines_are_read_back_exactly(tmp_path):
-    """No registry host name holds them, but a state.db is a file anyone may have edited."""
+def test_a_state_someone_edited_is_read_back_exactly_or_left_out(tmp_path):
+    """Label values with quotes, backslashes and newlines: no registry host name holds them,
+    but a state.db is a file anyone may have edited. A time that is none is left out."""
     odd = 'a"b\\c\nd}, x="1'
     with State(tmp_path) as state:
         state.count(REGISTRY_REQUESTS, {odd: 3, "r.test": 1})
@@ -323,7 +324,13 @@ def test_label_values_with_quotes_backslashes_and_newlines_are_read_back_exactly
         state.record_freshness(
             [Freshness("r.test/app:1", "image", odd, "", "", [], None, None, now())]
         )
+    with sqlite3.connect(tmp_path / "state.db") as db:  # times that are no times
+        db.execute("INSERT INTO runs VALUES ('x', 'sweep', NULL, 'yesterday', ?, 'failed', '{}')",
+                   (b"\xff",))  # fmt: skip
     scrape = Scrape(tmp_path)
+    assert scrape.value("graphbuild_last_sweep_start_timestamp_seconds") is None
+    assert scrape.value("graphbuild_last_sweep_end_timestamp_seconds") is None
+    assert scrape.by("graphbuild_last_sweep_status", "status")["failed"] == 1
     assert scrape.by("graphbuild_registry_requests_total", "host") == {odd: 3, "r.test": 1}
     assert scrape.by("graphbuild_registry_errors_total", "host") == {odd: 1, "r.test": 0}
     assert scrape.by("graphbuild_images", "status") == {**dict.fromkeys(IMAGE_STATUSES, 0), odd: 1}
