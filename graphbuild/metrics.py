@@ -95,7 +95,7 @@ def _read(state: State) -> _Facts:
         last_check=db.execute("SELECT MAX(at) FROM freshness").fetchone()[0],
         sweep=None if sweep is None else (sweep[0], sweep[1], sweep[2]),
         outcomes=dict(outcomes.fetchall()),
-        counters={name: state.counters(name)
+        counters={name: {str(label): n for label, n in state.counters(name).items()}
                   for name in (REGISTRY_REQUESTS, REGISTRY_ERRORS, WEBHOOK_EVENTS)},
         exposures_open=db.execute(
             "SELECT COUNT(*) FROM exposures WHERE closed IS NULL"

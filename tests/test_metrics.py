@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from datetime import datetime
 
 import httpx
@@ -308,7 +309,7 @@ def test_a_missing_workspace_or_an_empty_state_says_zero(tmp_path):
 
 def test_a_state_of_another_schema_is_a_graphbuild_error(tmp_path):
     (tmp_path / "state.db").touch()
-    with sqlite3.connect(tmp_path / "state.db") as db:
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(GraphbuildError, match="has schema 99"):
         metrics.render(tmp_path)
@@ -324,13 +325,29 @@ def test_a_state_someone_edited_is_read_back_exactly_or_left_out(tmp_path):
         state.record_freshness(
             [Freshness("r.test/app:1", "image", odd, "", "", [], None, None, now())]
         )
-    with sqlite3.connect(tmp_path / "state.db") as db:  # times that are no times
+    # what graphbuild never writes: times that are no times, bytes where text belongs
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
         db.execute("INSERT INTO runs VALUES ('x', 'sweep', NULL, 'yesterday', ?, 'failed', '{}')",
                    (b"\xff",))  # fmt: skip
+        db.execute("INSERT INTO counters VALUES (?, ?, 2)", (REGISTRY_REQUESTS, b"bytes"))
+        db.execute("INSERT INTO freshness VALUES ('r.test/b:1', 'image', ?, '', '', '[]', NULL, "
+                   "NULL, ?)", (b"bytes", now()))  # fmt: skip
     scrape = Scrape(tmp_path)
     assert scrape.value("graphbuild_last_sweep_start_timestamp_seconds") is None
     assert scrape.value("graphbuild_last_sweep_end_timestamp_seconds") is None
     assert scrape.by("graphbuild_last_sweep_status", "status")["failed"] == 1
-    assert scrape.by("graphbuild_registry_requests_total", "host") == {odd: 3, "r.test": 1}
-    assert scrape.by("graphbuild_registry_errors_total", "host") == {odd: 1, "r.test": 0}
-    assert scrape.by("graphbuild_images", "status") == {**dict.fromkeys(IMAGE_STATUSES, 0), odd: 1}
+    assert scrape.by("graphbuild_registry_requests_total", "host") == {
+        odd: 3,
+        "r.test": 1,
+        "b'bytes'": 2,
+    }
+    assert scrape.by("graphbuild_registry_errors_total", "host") == {
+        odd: 1,
+        "r.test": 0,
+        "b'bytes'": 0,
+    }
+    assert scrape.by("graphbuild_images", "status") == {
+        **dict.fromkeys(IMAGE_STATUSES, 0),
+        odd: 1,
+        "b'bytes'": 1,
+    }
