@@ -32,6 +32,9 @@ MAX_BODY = 64 * 1024  # real push events are under 2 KiB
 REQUEST_DEADLINE = 30.0  # seconds for a whole request, headers and body, however it drips
 MAX_CONNECTIONS = 64  # open at once; more are answered 503 and closed
 ACR, DOCKERHUB = "acr", "dockerhub"
+# what became of a POST to a hook, for `on_event` (/metrics counts them)
+ACCEPTED, IGNORED, REFUSED = "accepted", "ignored", "refused"
+NOT_A_PUSH = "ignored: not a push of a tag"
 
 
 def secret(variable: str) -> str:
@@ -218,6 +221,7 @@ def serve(
     on_push: Callable[[Push], None],
     path: str = "/hooks",
     pages: Pages | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> ThreadingHTTPServer:
     """The webhook server, bound but not yet serving: POST {path}/acr, {path}/dockerhub.
 
@@ -228,12 +232,16 @@ def serve(
     `on_push(push)`. GET /healthz answers 200 `ok` for a Kubernetes probe; any other GET
     goes to `pages` (the web view, `listen --ui`), else 404. A request gets
     REQUEST_DEADLINE seconds in all; beyond MAX_CONNECTIONS open ones, 503.
+
+    `on_event(outcome)` is called once per POST to a hook route, before the reply: ACCEPTED
+    (queued), IGNORED (not a push) or REFUSED (any 4xx or 5xx). If it fails, the reply is
+    the same and the failure one line in the log.
     """
     if not secret or not secret.isascii() or not secret.isprintable():
         raise ValueError("the webhook secret must be non-empty printable ASCII")
     base = path.rstrip("/")
     routes = {f"{base}/acr": ACR, f"{base}/dockerhub": DOCKERHUB}
-    return _Server((host, port), routes, secret.encode(), on_push, pages)
+    return _Server((host, port), routes, secret.encode(), on_push, pages, on_event=on_event)
 
 
 def serve_pages(host: str, port: int, pages: Pages) -> ThreadingHTTPServer:
@@ -255,10 +263,12 @@ class _Server(ThreadingHTTPServer):
         on_push: Callable[[Push], None],
         pages: Pages | None = None,
         name: str = "listen",
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(address, _Hooks)
         self.routes, self.secret, self.on_push = routes, secret, on_push
         self.pages, self.name = pages, name  # name: what its log lines start with
+        self.on_event = on_event
         self.request_deadline = REQUEST_DEADLINE
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
@@ -331,7 +341,14 @@ class _Hooks(BaseHTTPRequestHandler):
             note(f"{self.server.name}: GET {url.path} {code}")
 
     def do_POST(self) -> None:
-        self._reply(*self._post())
+        code, text = self._post()
+        if self.server.on_event is not None and urlsplit(self.path).path in self.server.routes:
+            outcome = REFUSED if code >= 400 else IGNORED if text == NOT_A_PUSH else ACCEPTED
+            try:
+                self.server.on_event(outcome)
+            except Exception as exc:  # counting is for /metrics: the registry is answered
+                note(f"listen: could not count a {outcome} event: {exc}")
+        self._reply(code, text)
 
     def _post(self) -> tuple[int, str]:
         url = urlsplit(self.path)
@@ -357,7 +374,7 @@ class _Hooks(BaseHTTPRequestHandler):
         except ValueError as exc:
             return 400, f"not a push event: {exc}"
         if push is None:
-            return 202, "ignored: not a push of a tag"
+            return 202, NOT_A_PUSH
         if push.source != source:
             return 400, f"a {push.source} event sent to the {source} hook"
         try:

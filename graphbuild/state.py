@@ -127,6 +127,7 @@ SCRATCH = "scratch"  # the workspace folder holding each run's build contexts wh
 REGISTRY_REQUESTS = "registry_requests"  # per registry host, token servers excluded
 REGISTRY_ERRORS = "registry_errors"  # per host: requests with no answer, a 429 or a 5xx
 WEBHOOK_EVENTS = "webhook_events"  # per outcome: accepted, ignored, refused
+BUILDS = "builds"  # per outcome, counted as each image's build reaches it (update_node)
 
 
 # Every status graphbuild records is a member of one of these, so "failed" of a gate cannot be
@@ -148,6 +149,10 @@ class NodeStatus(StrEnum):
     SKIPPED = "skipped"
     FAILED = "failed"
     BLOCKED = "blocked"
+
+
+OUTCOMES = frozenset({NodeStatus.SUCCEEDED, NodeStatus.SKIPPED, NodeStatus.FAILED,
+                      NodeStatus.BLOCKED})  # how an image's build ends  # fmt: skip
 
 
 class GateStatus(StrEnum):
@@ -551,7 +556,15 @@ class State:
         return run
 
     def update_node(self, run: str, node: RunNode) -> None:
+        """Record the node as it stands; an outcome it reaches is counted (BUILDS) once, in
+        the same transaction, so a resume that turns `failed` into `succeeded` adds one
+        success and takes nothing back."""
         with self.db:
+            before = self.db.execute(
+                "SELECT status FROM run_nodes WHERE run = ? AND node = ?", (run, node.node)
+            ).fetchone()
+            if node.status in OUTCOMES and (before is None or before[0] != node.status):
+                self.db.execute(_COUNT, (BUILDS, str(node.status), 1))
             self.db.execute(
                 "UPDATE run_nodes SET status = ?, attempts = ?, started = ?, finished = ?, "
                 "digest = ?, log = ?, key = ?, error = ?, reason = ?, detail = ? "
@@ -910,17 +923,17 @@ class State:
     def count(self, name: str, counts: Mapping[str, int]) -> None:
         """Add to the counters `name` (one per label) that /metrics serves as `_total`s."""
         with self.db:
-            self.db.executemany(
-                "INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (name, label) "
-                "DO UPDATE SET value = value + excluded.value",
-                ((name, label, n) for label, n in counts.items() if n),
-            )
+            self.db.executemany(_COUNT, ((name, label, n) for label, n in counts.items() if n))
 
     def counters(self, name: str) -> dict[str, int]:
         rows = self.db.execute("SELECT label, value FROM counters WHERE name = ?", (name,))
         return dict(rows.fetchall())
 
 
+_COUNT = (
+    "INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT (name, label) "
+    "DO UPDATE SET value = value + excluded.value"
+)
 _SCANS = (
     "SELECT digest, top, ref, platform, at, scanner, layers, base, base_digest, base_layers "
     "FROM scans"

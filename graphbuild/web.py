@@ -282,7 +282,10 @@ class Site:
     def _metrics(self, params: dict[str, str]) -> Reply:
         from graphbuild import metrics  # prometheus_client: only when scraped
 
-        return Reply(200, metrics.render(self.config.workspace), metrics.CONTENT_TYPE)
+        try:
+            return Reply(200, metrics.render(self.config.workspace), metrics.CONTENT_TYPE)
+        except errors.GraphbuildError as err:  # a state.db of another schema: not the client's
+            raise _Refused(503, str(err)) from None
 
     # -- the stores
 

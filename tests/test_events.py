@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from graphbuild import events
 from graphbuild.events import SECRET_HEADER, Debouncer, Push
-from graphbuild.state import State
+from graphbuild.state import WEBHOOK_EVENTS, State
 
 SECRET = "s3cr3t-Shared-Value-9f8e7d"
 DIGEST = "sha256:" + "ab" * 32
@@ -183,9 +183,11 @@ def test_any_bytes_are_a_push_or_a_reason(raw):
 class Hooks:
     """The webhook server on a free loopback port, and the pushes it handed over."""
 
-    def __init__(self, on_push=None) -> None:
+    def __init__(self, on_push=None, on_event=None) -> None:
         self.pushes: list[Push] = []
-        self.server = events.serve("127.0.0.1", 0, SECRET, on_push or self.pushes.append)
+        self.server = events.serve(
+            "127.0.0.1", 0, SECRET, on_push or self.pushes.append, on_event=on_event
+        )
         self.thread = threading.Thread(
             target=self.server.serve_forever,
             args=(0.05,),
@@ -288,6 +290,51 @@ def test_serve_health_and_unknown_routes(hooks):
     assert hooks.post("/hooks/gcr", body(acr_event())).status_code == 404
     assert hooks.client.get("/hooks/acr").status_code == 404
     assert hooks.client.put("/hooks/acr", content=b"{}").status_code == 501
+
+
+def test_serve_tells_each_post_to_a_hook_its_outcome_and_nothing_else():
+    """Once per POST to a hook route: accepted (queued), ignored (no tag moved) or refused
+    (any 4xx or 5xx, a failure to queue included); a probe, a GET, another route, none."""
+    outcomes: list[str] = []
+    queue_fails = [False]
+
+    def take(push: Push) -> None:
+        if queue_fails[0]:
+            raise RuntimeError("queue closed")
+
+    hooks = Hooks(on_push=take, on_event=outcomes.append)
+    try:
+        hooks.post("/hooks/acr", body(acr_event()))
+        hooks.post("/hooks/dockerhub", body(hub_event()), secret=None, params={"secret": SECRET})
+        hooks.post("/hooks/acr", body(acr_event("ping")))
+        hooks.post("/hooks/acr", body(acr_event()), secret="wrong")
+        hooks.post("/hooks/acr", b"{not json")
+        hooks.post("/hooks/acr", body(hub_event()))
+        queue_fails[0] = True
+        hooks.post("/hooks/acr", body(acr_event()))
+        hooks.post("/hooks/gcr", body(acr_event()))
+        hooks.client.get("/hooks/acr")
+        hooks.client.get("/healthz")
+    finally:
+        hooks.close()
+    assert [r.status_code for r in hooks.replies] == [202, 202, 202, 401, 400, 400, 503, 404]
+    assert outcomes == ["accepted", "accepted", "ignored", "refused", "refused", "refused",
+                        "refused"]  # fmt: skip
+
+
+def test_serve_answers_even_when_the_outcome_cannot_be_counted(capfd):
+    """A state.db that cannot be written must not cost the registry its answer."""
+
+    def broken(outcome: str) -> None:
+        raise OSError("disk full")
+
+    hooks = Hooks(on_event=broken)
+    try:
+        assert hooks.post("/hooks/acr", body(acr_event())).status_code == 202
+    finally:
+        hooks.close()
+    assert len(hooks.pushes) == 1
+    assert "could not count" in capfd.readouterr().err
 
 
 def test_serve_never_quotes_a_bad_request_line(hooks):
@@ -625,6 +672,8 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
         time.sleep(3)  # twice the window
         with State(workspace) as state:
             assert len(state.runs()) == 1
+            # for /metrics: every post answered 202 was accepted (queued or its own push)
+            assert state.counters(WEBHOOK_EVENTS) == {"accepted": 101, "refused": 1}
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         _, err = process.communicate(timeout=60)

@@ -530,6 +530,16 @@ def test_429_and_500_are_retried_honouring_retry_after(registry, proxy):
     assert proxy.seen == 4
 
 
+def test_each_try_is_a_request_and_one_turned_away_an_error(registry, proxy):
+    """What /metrics serves per host: a 503 then the answer is 2 requests and 1 error."""
+    digest = registry.image("lib/base", "1")
+    proxy.fail(503, 1)
+    with client(proxy.address) as r:
+        assert r.resolve(f"{proxy.address}/lib/base:1").digest == digest
+    assert (r.requests[proxy.address], r.errors[proxy.address]) == (2, 1)
+    assert proxy.seen == 2
+
+
 def test_retries_run_out(registry, proxy):
     registry.image("lib/base", "1")
     proxy.fail(500, 10)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import queue
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import closing
+from pathlib import Path
 from typing import NoReturn
 
 from graphbuild import (
@@ -32,7 +34,7 @@ from graphbuild import (
 from graphbuild.commands import mirror, sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
-from graphbuild.state import RunStatus, State, built_here, sweep_lock
+from graphbuild.state import WEBHOOK_EVENTS, RunStatus, State, built_here, sweep_lock
 
 
 def run(
@@ -76,7 +78,8 @@ def run(
     debouncer = events.Debouncer(fire, window, max_wait)
     server = None
     try:  # from the moment the port is open, Ctrl-C is a clean stop
-        server = events.serve(host, port, secret, take, pages=pages)
+        server = events.serve(host, port, secret, take, pages=pages,
+                              on_event=counted(config.workspace))  # fmt: skip
         threading.Thread(target=server.serve_forever, name="graphbuild-hooks", daemon=True).start()
         address = f"http://{host}:{server.server_address[1]}/hooks"
         report.note(f"Listening on {address}/acr and {address}/dockerhub; pushes within "
@@ -105,6 +108,17 @@ def run(
             server.server_close()
         debouncer.close(flush=False)
     return errors.OK
+
+
+def counted(workspace: Path) -> Callable[[str], None]:
+    """What counts each webhook event's outcome in state.db, where /metrics reads it: from
+    the server's threads, each with a connection of its own."""
+
+    def count(outcome: str) -> None:
+        with State(workspace) as state:
+            state.count(WEBHOOK_EVENTS, {outcome: 1})
+
+    return count
 
 
 def _sweep(
