@@ -228,14 +228,18 @@ def bases_page(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def graph_start(count: int) -> str:
     """/graph without a focus: the whole graph is drawn only when asked for."""
-    form = ('<form action="/graph" method="get"><input type="search" name="focus" '
-            'placeholder="an image or a base" autofocus> <select name="depth">'
-            + "".join(f'<option{" selected" if d == 2 else ""}>{d}</option>' for d in (1, 2, 3))
-            + '<option value="all">all</option></select> <button>Draw</button></form>')  # fmt: skip
+    form = _focus_form()
     whole = _link("/graph?all=1", f"draw all {count} nodes")
     return _document("graphbuild graph", f"<h1>The graph</h1>\n{form}\n<p>The graph has "
                      f"{count} nodes. Choose one to draw its neighbourhood, or {whole}.</p>",
                      True)  # fmt: skip
+
+
+def _focus_form() -> str:
+    return ('<form action="/graph" method="get"><input type="search" name="focus" '
+            'placeholder="an image or a base" autofocus> <select name="depth">'
+            + "".join(f'<option{" selected" if d == 2 else ""}>{d}</option>' for d in DEPTHS)
+            + '<option value="all">all</option></select> <button>Draw</button></form>')  # fmt: skip
 
 
 def error_page(status: int, message: str) -> str:
@@ -415,15 +419,16 @@ def graph_page(
         parts.append(_depth_links(focus, depth))
     counted = f"{len(nodes)} nodes, {len(edges)} edges."
     if len(nodes) > MOST_NODES:
-        parts.append(f"<p>{_text(counted)} More than {MOST_NODES:,} nodes are not drawn: choose "
-                     "a focus (an image or a base) or a smaller depth.</p>")  # fmt: skip
+        too_many = (f"<p>{_text(counted)} More than {MOST_NODES:,} nodes are not drawn: "
+                    "choose a focus (an image or a base) or a smaller depth.</p>")  # fmt: skip
+        parts += [too_many, _focus_form()]
     elif not nodes:
         parts.append("<p>Nothing to draw: the graph is empty.</p>")
     else:
         keys = "".join(f'<span class="key {k}"></span>{_text(label)}' for k, label in LEGEND)
         parts += [f"<p>{_text(counted)}</p>", f"<p>{keys}</p>",
                   _graph_svg(nodes, edges, freshness, _focused(nodes, focus), depth)]  # fmt: skip
-    return _document(title, "\n".join(parts))
+    return _document(title, "\n".join(parts), True)
 
 
 def _depth_links(focus: str, depth: int | None) -> str:

@@ -192,3 +192,45 @@ def test_html_in_a_path_a_reason_or_a_log_name_is_text_in_the_browser(tmp_path):
         driver.get(f"{url}/runs/{run}/logs/{quote(log.name)}")  # text/plain: shown, not run
         assert driver.find_element(By.TAG_NAME, "body").text == HOSTILE
         assert driver.execute_script("return window.pwned === undefined")
+
+
+@pytest.mark.timeout(600)
+def test_the_graph_view_draws_the_nodes_and_edges_of_graph_json(site):
+    """Each node and each edge of `graph --focus REF --depth N --format json` is drawn, once,
+    and nothing else; nodes carry the last check's word, edges their kind."""
+    from selenium.webdriver.common.by import By
+
+    root, host, url, driver = site
+    for name, focus, depth in (("graph-base", f"{host}/platform/base:stable", "1"),
+                               ("graph-image", f"{host}/platform/runtime:1", "all")):  # fmt: skip
+        args = ["graph", "--format", "json", "--focus", focus]
+        done = graphbuild(root, *args, *(["--depth", depth] if depth != "all" else []))
+        assert done.returncode == 0, done.stderr
+        expected = json.loads(done.stdout)
+        driver.get(url + "/graph?" + urlencode({"focus": focus, "depth": depth}))
+        nodes = driver.find_elements(By.CSS_SELECTOR, "svg#graph g.node")
+        edges = driver.find_elements(By.CSS_SELECTOR, "svg#graph g.edge")
+        assert sorted(n.get_attribute("data-id") for n in nodes) == sorted(
+            n["id"] for n in expected["nodes"]
+        )
+        assert sorted((e.get_attribute("data-source"), e.get_attribute("data-target"),
+                       e.get_attribute("data-kind")) for e in edges) == sorted(
+            (e["source"], e["target"], e["kind"]) for e in expected["edges"])  # fmt: skip
+        assert all(n.rect["width"] > 0 for n in nodes)  # laid out, on the screen
+        shot(driver, name)
+    # the sweep built every image: the last check's word on each drawn image is up-to-date
+    drawn = driver.find_elements(By.CSS_SELECTOR, "svg#graph g.node.image")
+    assert drawn and all("up-to-date" in n.get_attribute("class").split() for n in drawn)
+    driver.get(url + "/graph")  # no focus: the whole graph only when asked
+    assert not driver.find_elements(By.CSS_SELECTOR, "svg#graph")
+    driver.find_element(By.LINK_TEXT, f"draw all {len(cli_json_graph(root))} nodes").click()
+    assert len(driver.find_elements(By.CSS_SELECTOR, "svg#graph g.node")) == len(
+        cli_json_graph(root)
+    )
+    shot(driver, "graph-all")
+
+
+def cli_json_graph(root: Path) -> list:
+    done = graphbuild(root, "graph", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["nodes"]
