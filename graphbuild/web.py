@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, unquote
 from graphbuild import errors, indexdb, pages, queries, report, state
 from graphbuild.config import Config
 from graphbuild.report import note
+from graphbuild.workspace import INDEX
 
 MAX_QUERY = 2048  # characters of a query string: a reference is far shorter
 MAX_LOG = 2 * 1024 * 1024  # a build log's last bytes, served as text
@@ -290,9 +291,12 @@ class Site:
 
     @contextmanager
     def _index(self) -> Iterator[sqlite3.Connection]:
+        unsynced = _Refused(503, "no index yet: run `graphbuild sync` (or a sweep) first")
+        if not (self.config.workspace / INDEX).exists():  # connect() would create it
+            raise unsynced
         with closing(indexdb.connect(self.config.workspace)) as db:
             if indexdb.meta(db) is None:
-                raise _Refused(503, "no index yet: run `graphbuild sync` (or a sweep) first")
+                raise unsynced
             db.execute("BEGIN")  # one snapshot per request
             yield db
 
@@ -318,7 +322,7 @@ def _params(query: str) -> dict[str, str]:
     if any(len(values) > 1 for values in parsed.values()):
         raise _Refused(400, "each parameter may be given once")
     found = {key: values[0] for key, values in parsed.items()}
-    if any(not value.isprintable() for value in found.values()):
+    if any(not text.isprintable() for pair in found.items() for text in pair):
         raise _Refused(400, "a parameter holds control characters")
     return found
 
