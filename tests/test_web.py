@@ -730,3 +730,23 @@ def test_show_of_no_image_exits_2(fleet, ref):
     done = example.graphbuild(fleet, "show", ref)
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_request_target_that_is_no_url_is_a_400(served):
+    """urlsplit refuses `http://[/` (an unclosed IPv6 host): answered, not hung up on."""
+    since = len(served.lines)
+    for method in (b"GET", b"POST"):
+        answer = raw_request(served.port, method + b" http://[/api/bases HTTP/1.0\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.0 400 "), answer
+        assert b"Traceback" not in answer
+    logged = served.requests_logged(2, since)
+    assert len(logged) == 2 and all("400" in line for line in logged), logged
