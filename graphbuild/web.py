@@ -44,6 +44,8 @@ OPEN_WARNING = (
 
 def token(variable: str) -> str:
     """The bearer token, from the environment; surrounding whitespace is not part of it."""
+    if not variable:
+        raise errors.GraphbuildError("--token-env needs the name of a variable holding the token")
     value = os.environ.get(variable, "").strip()
     if len(value) < 16 or not value.isascii() or not value.isprintable():
         raise errors.GraphbuildError(

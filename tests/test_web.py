@@ -59,7 +59,8 @@ class Server:
         self._ready = threading.Event()
         self.port = 0
         self._pattern = pattern
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         if not self._ready.wait(60) or not self.port:
             self.stop()
             raise AssertionError(f"no address in {self.lines}")
@@ -87,6 +88,7 @@ class Server:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=30)
+        self._reader.join(timeout=30)  # every line it wrote is in self.lines
 
 
 class Tables(HTMLParser):
@@ -750,3 +752,68 @@ def test_a_request_target_that_is_no_url_is_a_400(served):
         assert b"Traceback" not in answer
     logged = served.requests_logged(2, since)
     assert len(logged) == 2 and all("400" in line for line in logged), logged
+
+
+def test_search_page_says_what_a_ref_names(demo, demo_site):
+    host = demo[1]
+    _, _, body = get(demo_site, "/", query(ref="upstream/os"))  # docker.io/upstream/os
+    assert f"/?{query(ref=f'{host}/upstream/os:1')}" in body.replace("&amp;", "&")
+    assert "Did you mean" in body and "uses" not in Tables(body).tables
+    _, _, body = get(demo_site, "/", query(ref=f"{host}/tools/report"))  # a leaf
+    assert "No image is built on" in body and "Did you mean" not in body
+    status, _, body = get(demo_site, "/")
+    assert status == 200 and Tables(body).tables == {}
+
+
+def test_listen_ui_token_guards_the_pages_not_the_hooks(demo):
+    root, host = demo
+    from graphbuild.events import SECRET_HEADER
+
+    env = {"GRAPHBUILD_WEBHOOK_SECRET": SECRET, "WEB_TOKEN": TOKEN}
+    server = Server(root, ["listen", "--port", "0", "--host", "127.0.0.1", "--ui",
+                           "--token-env", "WEB_TOKEN"], LISTENING, env)  # fmt: skip
+    try:
+        hook = httpx.post(server.url + "/hooks/acr", content=acr_event("delete", host),
+                          headers={SECRET_HEADER: SECRET})  # fmt: skip
+        assert hook.status_code == 202
+        assert server.client.get("/api/bases").status_code == 401
+        assert server.client.get("/api/bases", headers={"Authorization": SECRET}).status_code == 401
+        right = {"Authorization": f"Bearer {TOKEN}"}
+        assert server.client.get("/api/bases", headers=right).json() == cli_json(root, "bases")
+    finally:
+        server.client.close()
+        server.stop()
+    assert not any(TOKEN in line or SECRET in line for line in server.lines)
+
+
+def test_serve_on_a_busy_port_exits_2(fleet):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = example.graphbuild(fleet, "serve", "--port", str(taken.getsockname()[1]))
+    assert done.returncode == 2
+    assert "cannot listen on 127.0.0.1:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_beyond_loopback_warns_without_a_token(fleet):
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback")
+    pattern = re.compile(rf"Serving the web view of .* on http://{re.escape(address)}:(\d+)/")
+    for env, warned in [({}, True), ({"WEB_TOKEN": TOKEN}, False)]:
+        args = ["serve", "--host", address, "--port", "0"]
+        server = Server(fleet, args + (["--token-env", "WEB_TOKEN"] if env else []), pattern, env)
+        server.client.close()
+        server.stop()
+        assert any("answers anyone" in line for line in server.lines) == warned, server.lines
+
+
+def test_an_empty_token_env_name_is_refused_not_ignored(demo, fleet):
+    """`--token-env ""` (an unset chart value, say) must not serve without a token."""
+    done = example.graphbuild(fleet, "serve", "--port", "0", "--token-env", "")
+    assert done.returncode == 2, done.stderr
+    assert "--token-env" in done.stderr and "Serving" not in done.stderr
+    env = {"GRAPHBUILD_WEBHOOK_SECRET": SECRET}
+    done = example.graphbuild(demo[0], "listen", "--port", "0", "--ui", "--token-env", "", env=env)
+    assert done.returncode == 2, done.stderr
+    assert "--token-env" in done.stderr and "Listening" not in done.stderr
