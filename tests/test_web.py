@@ -591,6 +591,7 @@ def test_serve_binds_loopback_and_takes_no_post(fleet):
         server.client.close()
         server.stop()
     assert not any("answers anyone" in line for line in server.lines)
+    assert server.process.returncode == 0 and server.lines[-1] == "Stopped."
     if address is None:
         pytest.skip("this machine has no address but loopback: only the printed one checked")
 
@@ -817,3 +818,24 @@ def test_an_empty_token_env_name_is_refused_not_ignored(demo, fleet):
     done = example.graphbuild(demo[0], "listen", "--port", "0", "--ui", "--token-env", "", env=env)
     assert done.returncode == 2, done.stderr
     assert "--token-env" in done.stderr and "Listening" not in done.stderr
+
+
+def test_repository_content_is_text_on_every_page(tmp_path):
+    """A Dockerfile path and a base name made of markup: shown as text, in no element or
+    attribute of the page (the browser test checks the same in Chromium)."""
+    hostile = "<img src=x onerror=alert(1)>"
+    (tmp_path / "src" / hostile).mkdir(parents=True)
+    (tmp_path / "src" / hostile / "Dockerfile").write_text("FROM python:3.12\n")
+    (tmp_path / "repos.yaml").write_text(
+        "repos:\n  - name: x\n    path: src\n    browse: 'https://h/{path}#L{line}'\n"
+        "    images:\n      - image: registry.example.com/x/app\n"
+        f"        dockerfile: {json.dumps(hostile + '/Dockerfile')}\n"
+    )  # fmt: skip
+    assert example.graphbuild(tmp_path, "sync").returncode == 0
+    site = web.Site(config.load(tmp_path / "repos.yaml"))
+    pages = [("/", query(ref="python:3.12")), ("/image", query(ref="registry.example.com/x/app")),
+             ("/", query(ref=hostile)), ("/nope" + hostile, "")]  # fmt: skip
+    for path, q in pages:
+        status, _, body = get(site, path, q)
+        assert status in (200, 400, 404), (path, body)
+        assert "<img" not in body and "&lt;img src=x onerror=alert(1)&gt;" in body, path
