@@ -260,6 +260,7 @@ def test_uses_json_twin_is_uses_json(demo, served):
             assert reply.headers["content-type"] == "application/json"
             assert reply.json() == cli_json(root, "uses", ref, *flags), (ref, params)
     whole = served.client.get("/api/uses", params={"ref": f"{host}/upstream/os:1"}).json()
+    assert sum(len(row["workloads"]) for row in whole) == 4  # workloads by ring, compared too
     assert {row["depth"] for row in whole} == {1, 2, 3, 4}  # a deep answer, so depth is tested
     assert whole != served.client.get("/api/uses", params={"ref": f"{host}/upstream/os:1",
                                                            "depth": "2"}).json()  # fmt: skip
@@ -314,6 +315,12 @@ def test_search_page_has_a_row_per_uses_entry(demo, served):
         assert page.texts("uses") == [
             [str(u["depth"]), u["image"], u["base"], u["kind"],
              f"{u['repo']}:{u['dockerfile']}:{u['line']}"] for u in expected]  # fmt: skip
+        running = sorted((w["ring"], w["name"], u["image"], w["where"])
+                         for u in expected for w in u["workloads"])  # fmt: skip
+        if running:
+            assert [tuple(row) for row in page.texts("workloads")] == running
+        else:
+            assert "workloads" not in page.tables
         links = [row[1][1] for row in page.tables["uses"]]
         assert [[target(href) for href in hrefs] for hrefs in links] == [
             [("/image", {"ref": [u["image"]]})] for u in expected]  # fmt: skip
@@ -321,7 +328,7 @@ def test_search_page_has_a_row_per_uses_entry(demo, served):
 
 def test_image_page_has_a_section_per_show_entry(demo, served, fleet_site):
     root, host = demo
-    for ref in refs_of(host)[2:]:
+    for ref in [*refs_of(host)[2:], f"{host}/shop/api:latest", f"{host}/tools/report"]:
         expected = cli_json(root, "show", ref)
         page = Tables(served.client.get("/image", params={"ref": ref}).text)
         assert page.sections == [image["id"] for image in expected]
@@ -331,6 +338,10 @@ def test_image_page_has_a_section_per_show_entry(demo, served, fleet_site):
             assert [row[0] for row in page.texts("children")] == [
                 c["image"] for c in image["children"]]  # fmt: skip
         assert [row[1] for row in page.texts("builds")] == [b["digest"] for b in image["builds"]]
+        assert page.texts("workloads") if image["workloads"] else "workloads" not in page.tables
+        if image["workloads"]:
+            assert page.texts("workloads") == [[w["ring"], w["name"], w["where"]]
+                                               for w in image["workloads"]]  # fmt: skip
     _, _, body = get(fleet_site, "/image", query(ref="registry.example.com/team/app"))
     assert Tables(body).sections == ["registry.example.com/team/app:1",
                                      "registry.example.com/team/app:2"]  # fmt: skip
