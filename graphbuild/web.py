@@ -136,8 +136,10 @@ class Site:
             return _error(refused.status, str(refused), api, refused.status == 401)
         except errors.NotFound as err:
             return _error(404, str(err), api)
-        except errors.GraphbuildError as err:  # a bad reference, a damaged store
+        except errors.InvalidReference as err:
             return _error(400, str(err), api)
+        except errors.GraphbuildError as err:  # a store it cannot read: not the request's fault
+            return _error(503, str(err), api)
         except Exception as err:  # a fault of ours: one line in the log, none to the client
             where = traceback.extract_tb(err.__traceback__)[-1]
             note(f"serve: GET {path}: internal error {type(err).__name__} at "

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -850,3 +851,21 @@ def test_repository_content_is_text_on_every_page(tmp_path):
         status, _, body = get(site, path, q)
         assert status in (200, 400, 404), (path, body)
         assert "<img" not in body and "&lt;img src=x onerror=alert(1)&gt;" in body, path
+
+
+def test_a_store_it_cannot_read_is_503_not_the_clients_fault(tmp_path):
+    """state.db of a newer graphbuild: the server cannot answer now; the request was fine."""
+    root = tmp_path / "newer"
+    root.mkdir()
+    write_fleet(root)
+    assert example.graphbuild(root, "sync").returncode == 0
+    site = web.Site(config.load(root / "repos.yaml"))
+    with sqlite3.connect(root / ".graphbuild/state.db") as db:
+        db.execute("PRAGMA user_version = 999")
+    db.close()
+    image = query(ref="registry.example.com/team/app")
+    for path, q in [("/api/runs", ""), ("/runs", ""), ("/api/image", image), ("/image", image)]:
+        status, _, body = get(site, path, q)
+        assert status == 503, (path, body)
+        assert "state.db" in body and "Traceback" not in body
+    assert get(site, "/api/uses", query(ref="NOT//A"))[0] == 400  # a bad reference still is
