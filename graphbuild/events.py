@@ -324,6 +324,17 @@ class _Hooks(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.request.shutdown(socket.SHUT_RDWR)
 
+    def parse_request(self) -> bool:
+        """A request target that is no URL (`http://[/`) is a 400, not a dropped connection."""
+        if not super().parse_request():
+            return False
+        try:
+            urlsplit(self.path)
+        except ValueError:
+            self.send_error(400)
+            return False
+        return True
+
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/healthz":

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, unquote
 from graphbuild import errors, indexdb, pages, queries, report, state
 from graphbuild.config import Config
 from graphbuild.report import note
+from graphbuild.workspace import INDEX
 
 MAX_QUERY = 2048  # characters of a query string: a reference is far shorter
 MAX_LOG = 2 * 1024 * 1024  # a build log's last bytes, served as text
@@ -43,6 +44,8 @@ OPEN_WARNING = (
 
 def token(variable: str) -> str:
     """The bearer token, from the environment; surrounding whitespace is not part of it."""
+    if not variable:
+        raise errors.GraphbuildError("--token-env needs the name of a variable holding the token")
     value = os.environ.get(variable, "").strip()
     if len(value) < 16 or not value.isascii() or not value.isprintable():
         raise errors.GraphbuildError(
@@ -133,8 +136,10 @@ class Site:
             return _error(refused.status, str(refused), api, refused.status == 401)
         except errors.NotFound as err:
             return _error(404, str(err), api)
-        except errors.GraphbuildError as err:  # a bad reference, a damaged store
+        except errors.InvalidReference as err:
             return _error(400, str(err), api)
+        except errors.GraphbuildError as err:  # a store it cannot read: not the request's fault
+            return _error(503, str(err), api)
         except Exception as err:  # a fault of ours: one line in the log, none to the client
             where = traceback.extract_tb(err.__traceback__)[-1]
             note(f"serve: GET {path}: internal error {type(err).__name__} at "
@@ -291,9 +296,12 @@ class Site:
 
     @contextmanager
     def _index(self) -> Iterator[sqlite3.Connection]:
+        unsynced = _Refused(503, "no index yet: run `graphbuild sync` (or a sweep) first")
+        if not (self.config.workspace / INDEX).exists():  # connect() would create it
+            raise unsynced
         with closing(indexdb.connect(self.config.workspace)) as db:
             if indexdb.meta(db) is None:
-                raise _Refused(503, "no index yet: run `graphbuild sync` (or a sweep) first")
+                raise unsynced
             db.execute("BEGIN")  # one snapshot per request
             yield db
 
@@ -319,7 +327,7 @@ def _params(query: str) -> dict[str, str]:
     if any(len(values) > 1 for values in parsed.values()):
         raise _Refused(400, "each parameter may be given once")
     found = {key: values[0] for key, values in parsed.items()}
-    if any(not value.isprintable() for value in found.values()):
+    if any(not text.isprintable() for pair in found.items() for text in pair):
         raise _Refused(400, "a parameter holds control characters")
     return found
 

@@ -51,9 +51,10 @@ def run(
 ) -> int:
     if window > max_wait:
         raise errors.GraphbuildError(f"--window {window:g} is longer than --max-wait {max_wait:g}")
-    if token_env and not ui:
+    if token_env is not None and not ui:
         raise errors.GraphbuildError("--token-env guards the web view: it needs --ui")
-    pages = web.Site(config, web.token(token_env) if token_env else None).get if ui else None
+    token = None if token_env is None else web.token(token_env)  # "" is refused, not none
+    pages = web.Site(config, token).get if ui else None
     if config.azure is not None and config.mirrors:  # each sweep first imports into ACR
         extras.require_azure("listen with `mirrors:` (imports into ACR)")
     pipeline.ready(config)  # its sweeps build: said now, not at the first push
@@ -86,7 +87,7 @@ def run(
                     f"{window:g} s make one sweep.")  # fmt: skip
         if ui:
             report.note(f"The web view is on {web.address(host, server.server_address[1])}.")
-            if not token_env and not web.loopback(host):
+            if token_env is None and not web.loopback(host):
                 report.note(web.OPEN_WARNING)
         with process.on_stop_signals(stop, (signal.SIGTERM,)):  # a pod's stop, between sweeps
             while True:

@@ -10,7 +10,7 @@ from graphbuild.config import Config
 
 
 def run(config: Config, host: str, port: int, token_env: str | None) -> int:
-    site = web.Site(config, web.token(token_env) if token_env else None)
+    site = web.Site(config, None if token_env is None else web.token(token_env))
     try:
         server = events.serve_pages(host, port, site.get)
     except OSError as err:
@@ -24,7 +24,7 @@ def run(config: Config, host: str, port: int, token_env: str | None) -> int:
             report.note(f"Serving the web view of {config.workspace} on "
                         f"{web.address(host, server.server_address[1])} (read-only); "
                         "Ctrl-C stops.")  # fmt: skip
-            if not token_env and not web.loopback(host):
+            if token_env is None and not web.loopback(host):
                 report.note(web.OPEN_WARNING)
             server.serve_forever()
     except KeyboardInterrupt:
