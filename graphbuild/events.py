@@ -303,6 +303,10 @@ class _Hooks(BaseHTTPRequestHandler):
 
     server: _Server
     server_version, sys_version = "graphbuild", ""
+
+    def version_string(self) -> str:
+        return self.server_version  # `graphbuild`, not `graphbuild ` with an empty Python
+
     timeout = 10  # seconds per socket read: a slow client cannot hold a thread for long
 
     def setup(self) -> None:

@@ -152,12 +152,14 @@ def search_page(
 
 def image_page(images: Sequence[Mapping[str, Any]], links: Mapping[str, str]) -> str:
     """`show REF`: each image REF names, as one section."""
-    sections = [_image_section(image, links) for image in images]
+    sections = [_image_section(image, links, f"-{i + 1}" if i else "")
+                for i, image in enumerate(images)]  # fmt: skip
     title = images[0]["id"] if len(images) == 1 else f"{len(images)} images"
     return _document(title, "\n".join(sections), True)
 
 
-def _image_section(image: Mapping[str, Any], links: Mapping[str, str]) -> str:
+def _image_section(image: Mapping[str, Any], links: Mapping[str, str], suffix: str) -> str:
+    """One image; `suffix` keeps its tables' ids apart from the sections before it."""
     fresh = image["freshness"]
     if fresh is None:
         verdict: object = "not checked yet"
@@ -180,11 +182,12 @@ def _image_section(image: Mapping[str, Any], links: Mapping[str, str]) -> str:
         _table(["depth", "base", "as", "where"],
                [(p["depth"], _image(p["base"]) if not p["external"] else _code(p["base"]),
                  p["kind"], _where(links, p["repo"], p["dockerfile"], p["line"]))
-                for p in image["parents"]], "parents") if image["parents"] else "<p>Nothing.</p>",
+                for p in image["parents"]], "parents" + suffix)
+        if image["parents"] else "<p>Nothing.</p>",
         "<h2>Built on it</h2>",
         _table(["image", "as", "where"],
                [(_image(c["image"]), c["kind"], _where(links, c["repo"], c["dockerfile"],
-                 c["line"])) for c in image["children"]], "children")
+                 c["line"])) for c in image["children"]], "children" + suffix)
         if image["children"] else "<p>No image.</p>",
     ]  # fmt: skip
     if image["builds"]:
@@ -192,15 +195,15 @@ def _image_section(image: Mapping[str, Any], links: Mapping[str, str]) -> str:
             ["built", "digest", "run"],
             [(b["built_at"][:19], _code(b["digest"]),
               _link(f"/runs/{quote(b['run'], safe='')}", b["run"]) if b["run"] else "")
-             for b in image["builds"]], "builds")]  # fmt: skip
+             for b in image["builds"]], "builds" + suffix)]  # fmt: skip
     if image["gates"]:
         parts += ["<h2>Gates on its last build</h2>", _table(
             ["gate", "result", "summary", "run"],
             [(g["gate"], _status(g["status"]), g["summary"], g["run"]) for g in image["gates"]],
-            "gates")]  # fmt: skip
+            "gates" + suffix)]  # fmt: skip
     running = [(w["ring"], w["name"], w["where"]) for w in image["workloads"]]
     parts += ["<h2>Where it runs</h2>",
-              _table(["ring", "workload", "where"], running, "workloads") if running
+              _table(["ring", "workload", "where"], running, "workloads" + suffix) if running
               else "<p>No workload graphbuild knows runs it.</p>", "</section>"]  # fmt: skip
     return "\n".join(parts)
 

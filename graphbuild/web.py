@@ -173,7 +173,7 @@ class Site:
     def _uses(self, params: dict[str, str]) -> list[dict[str, Any]]:
         ref = _ref(params, "ref")
         depth = _depth(params, "depth")
-        if "direct" in params:
+        if _flag(params, "direct"):
             depth = 1
         with self._index() as db:
             return queries.uses_document(queries.uses(db, self.config, ref, depth))
@@ -320,8 +320,7 @@ def _params(query: str) -> dict[str, str]:
     if len(query) > MAX_QUERY:
         raise _Refused(400, f"the query is longer than {MAX_QUERY} characters")
     try:
-        parsed = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query),
-                          max_num_fields=16, errors="strict")  # fmt: skip
+        parsed = parse_qs(query, keep_blank_values=True, max_num_fields=16, errors="strict")
     except (ValueError, UnicodeDecodeError) as err:
         raise _Refused(400, f"the query cannot be read: {err}") from None
     if any(len(values) > 1 for values in parsed.values()):
@@ -337,6 +336,16 @@ def _ref(params: dict[str, str], key: str) -> str:
     if not ref:
         raise _Refused(400, f"`{key}` is required: a base or an image, e.g. ?{key}=python:3.12")
     return ref
+
+
+def _flag(params: dict[str, str], key: str) -> bool:
+    """`?direct`, `?direct=1` or `=true` turn it on; `=0` or `=false`, or no key, leave it off."""
+    value = params.get(key)
+    if value is None or value.lower() in ("0", "false"):
+        return False
+    if value.lower() in ("", "1", "true"):
+        return True
+    raise _Refused(400, f"`{key}` is a flag: give it alone, or as {key}=1 or {key}=0")
 
 
 def _depth(params: dict[str, str], key: str) -> int | None:

@@ -49,10 +49,11 @@ def checked(config: Path) -> None:
     """A check's answer for every node, as `pipeline.check` stores it."""
     code = f"""
 import random
+from pathlib import Path
 from graphbuild import config, indexdb, queries
 from graphbuild.state import Freshness, State, now
 rng, at = random.Random(1), now()
-c = config.load({str(config)!r})
+c = config.load(Path({str(config)!r}))
 db = queries.open_index(c)
 rows = [Freshness(n, a["kind"], rng.choice({STATUSES!r}) if a["kind"] == "image" else "unchanged",
                   "", "", [], None, None, at) for n, a in indexdb.nodes(db)]
