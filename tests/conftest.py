@@ -100,3 +100,13 @@ def project(tmp_path):
         "  - name: app\n    path: app\n    images: [{image: r.test/app}]\n"
     )
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def example_workspace(tmp_path_factory):
+    """The bundled example's workspace after a real sweep (tests/example.py), built once
+    for the web view's tests, which read it: (its folder, its registry's host)."""
+    from . import example
+
+    with example.prepared(tmp_path_factory.mktemp("example")) as prepared:
+        yield prepared

@@ -178,10 +178,11 @@ def target(href: str) -> tuple[str, dict[str, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Iterator[tuple[Path, str]]:
-    """The example's workspace after a real sweep: (its folder, its registry's host)."""
-    with example.prepared(tmp_path_factory.mktemp("web")) as prepared:
-        yield prepared
+def demo(example_workspace) -> tuple[Path, str]:
+    """The example's workspace after a real sweep: (its folder, its registry's host); the
+    session's, shared with the browser's tests (tests/conftest.py). Tests here leave it
+    as they found it."""
+    return example_workspace
 
 
 @pytest.fixture(scope="module")

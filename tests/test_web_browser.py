@@ -15,23 +15,19 @@ import pytest
 
 from graphbuild.state import NodeStatus, RunNode, State
 
-from . import example
 from .browser import chromium, serving, shot
 from .example import graphbuild
 from .site import require
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """(the example's folder, its registry host, serve's base URL, a browser)."""
+def site(example_workspace, tmp_path_factory):
+    """(the example's folder, its registry host, serve's base URL, a browser); the
+    example's workspace is the session's (tests/conftest.py)."""
     require("chromium")
     require("chromedriver")
-    tmp = tmp_path_factory.mktemp("web")
-    with (
-        example.prepared(tmp) as (root, host),
-        serving(root) as url,
-        chromium(tmp / "profile") as driver,
-    ):
+    root, host = example_workspace
+    with serving(root) as url, chromium(tmp_path_factory.mktemp("profile")) as driver:
         yield root, host, url, driver
 
 
