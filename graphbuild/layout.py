@@ -45,6 +45,27 @@ class Layout:
     node_height: float
 
 
+def points(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> int:
+    """How many points the layout places: the nodes, and one per layer each edge crosses.
+    The work and the drawing grow with it, not with the nodes alone (a chain that every
+    image also copies from has few nodes and a great many points): what a page must
+    bound before it lays anything out. Linear in the graph's size."""
+    names, _, forward, layer = _layered(nodes, edges)
+    return len(names) + sum(max(layer[b] - layer[a] - 1, 0) for a, b in forward)
+
+
+def _layered(
+    nodes: Iterable[str], edges: Iterable[tuple[str, str]]
+) -> tuple[list[str], list[tuple[str, str]], list[tuple[int, int]], list[int]]:
+    """The sorted names, the edges among them, the edges turned acyclic (as indexes into
+    the names) and each node's layer."""
+    names = sorted(set(nodes))
+    index = {name: i for i, name in enumerate(names)}
+    pairs = sorted({(u, v) for u, v in edges if u in index and v in index})
+    forward = _acyclic(len(names), [(index[u], index[v]) for u, v in pairs if u != v])
+    return names, pairs, forward, _layers(len(names), forward)
+
+
 def layout(
     nodes: Iterable[str],
     edges: Iterable[tuple[str, str]],
@@ -52,11 +73,8 @@ def layout(
     node_height: float = NODE_HEIGHT,
 ) -> Layout:
     """Lay out `nodes`; edges to or from a node not among them are left out."""
-    names = sorted(set(nodes))
+    names, pairs, forward, layer = _layered(nodes, edges)
     index = {name: i for i, name in enumerate(names)}
-    pairs = sorted({(u, v) for u, v in edges if u in index and v in index})
-    forward = _acyclic(len(names), [(index[u], index[v]) for u, v in pairs if u != v])
-    layer = _layers(len(names), forward)
 
     # every edge as a chain of vertices, one per layer: the real ends, virtual points between
     ups: list[list[int]] = [[] for _ in names]

@@ -392,6 +392,8 @@ def _time(stamp: str | None) -> float:
 # ---------------------------------------------------------------- the graph view
 
 MOST_NODES = 2000  # more are not drawn: a page the browser can still draw and a person read
+MOST_EDGES = 5000  # nor more edges,
+MOST_POINTS = 20_000  # nor more points to place (about 0.25 s and 2 MB of page at most)
 DEPTHS = (1, 2, 3)  # the depth links; and "all"
 LEGEND = (
     ("up-to-date", "image up to date"), ("stale", "image stale"),
@@ -421,9 +423,10 @@ def graph_page(
     if focus:
         parts.append(_depth_links(focus, depth))
     counted = f"{len(nodes)} nodes, {len(edges)} edges."
-    if len(nodes) > MOST_NODES:
-        too_many = (f"<p>{_text(counted)} More than {MOST_NODES:,} nodes are not drawn: "
-                    "choose a focus (an image or a base) or a smaller depth.</p>")  # fmt: skip
+    size = _too_large(nodes, edges)
+    if size:
+        too_many = (f"<p>{_text(counted)} {_text(size)} are not drawn: choose a focus "
+                    "(an image or a base) or a smaller depth.</p>")  # fmt: skip
         parts += [too_many, _focus_form()]
     elif not nodes:
         parts.append("<p>Nothing to draw: the graph is empty.</p>")
@@ -432,6 +435,22 @@ def graph_page(
         parts += [f"<p>{_text(counted)}</p>", f"<p>{keys}</p>",
                   _graph_svg(nodes, edges, freshness, _focused(nodes, focus), depth)]  # fmt: skip
     return _document(title, "\n".join(parts), True)
+
+
+def _too_large(
+    nodes: Sequence[Mapping[str, Any]], edges: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """Why the graph is too large to draw, if it is: too many nodes or edges, or too many
+    points to place (edges that span many layers; layout.points), each of which costs the
+    server time and the page bytes. Counted before anything is laid out."""
+    if len(nodes) > MOST_NODES:
+        return f"More than {MOST_NODES:,} nodes"
+    if len(edges) > MOST_EDGES:
+        return f"More than {MOST_EDGES:,} edges"
+    ids = [str(n["id"]) for n in nodes]
+    if layout.points(ids, [(str(e["source"]), str(e["target"])) for e in edges]) > MOST_POINTS:
+        return f"Edges that cross more than {MOST_POINTS:,} layers in all"
+    return None
 
 
 def _depth_links(focus: str, depth: int | None) -> str:

@@ -96,3 +96,11 @@ def test_five_hundred_nodes_are_laid_out():
     nodes, edges = random_dag(500, 600, seed=11)
     placed = layout.layout(nodes, edges)
     assert len(placed.positions) == 500 and overlapping(placed) == []
+
+
+def test_points_counts_the_nodes_and_each_layer_an_edge_crosses():
+    """a -> b -> c -> d, and a -> d crossing the two layers between: 4 nodes + 2 points."""
+    nodes = ["a", "b", "c", "d"]
+    assert layout.points(nodes, [("a", "b"), ("b", "c"), ("c", "d")]) == 4
+    assert layout.points(nodes, [("a", "b"), ("b", "c"), ("c", "d"), ("a", "d")]) == 6
+    assert layout.points(nodes, [("a", "b"), ("b", "a")]) == 4  # a cycle, turned around

@@ -239,3 +239,19 @@ def test_the_graph_view_of_a_synced_fleet_draws_what_graph_json_says(project):
         "docker.io/library/debian:bookworm-slim", "r.test/app:latest", "r.test/base:1"]  # fmt: skip
     assert len(edges) == len(document["edges"]) == 2
     assert (nodes[1]["class"] or "").split() == ["node", "stale", "image", "focus"]
+
+
+def test_a_graph_of_few_nodes_but_long_edges_is_not_laid_out():
+    """300 images in a chain, each also copying from the first: few nodes, but edges that
+    cross 44,000 layers in all. Drawing them took the server seconds and made a 4 MB page;
+    the page now says why it draws nothing, before any layout."""
+    ids = [f"r.test/d{i:04d}:1" for i in range(300)]
+    edges = [{"source": a, "target": b, "kind": "from"} for a, b in zip(ids, ids[1:])]
+    edges += [{"source": ids[0], "target": b, "kind": "copy"} for b in ids[2:]]
+    doc = {"nodes": [image(n) for n in ids], "edges": edges}
+    parsed = Page(pages.graph_page(doc, {}, ids[0], 1))
+    assert drawn(parsed) == ([], [])
+    text = " ".join("".join(parsed.text).split())
+    assert "cross more than 20,000 layers" in text and "focus" in text
+    fewer = {"nodes": doc["nodes"][:100], "edges": [e for e in edges if e["target"] in ids[:100]]}
+    assert len(drawn(Page(pages.graph_page(fewer, {}, ids[0], 1)))[0]) == 100
