@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 from html.parser import HTMLParser
+from itertools import pairwise
 from urllib.parse import quote
 
 from graphbuild import config, pages, queries
@@ -246,7 +247,7 @@ def test_a_graph_of_few_nodes_but_long_edges_is_not_laid_out():
     cross 44,000 layers in all. Drawing them took the server seconds and made a 4 MB page;
     the page now says why it draws nothing, before any layout."""
     ids = [f"r.test/d{i:04d}:1" for i in range(300)]
-    edges = [{"source": a, "target": b, "kind": "from"} for a, b in zip(ids, ids[1:])]
+    edges = [{"source": a, "target": b, "kind": "from"} for a, b in pairwise(ids)]
     edges += [{"source": ids[0], "target": b, "kind": "copy"} for b in ids[2:]]
     doc = {"nodes": [image(n) for n in ids], "edges": edges}
     parsed = Page(pages.graph_page(doc, {}, ids[0], 1))
