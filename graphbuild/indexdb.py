@@ -142,6 +142,25 @@ def connect(workspace: Path) -> sqlite3.Connection:
         raise unusable(err, workspace) or GraphbuildError(f"{path}: cannot open: {err}") from None
 
 
+def reader(workspace: Path) -> sqlite3.Connection | None:
+    """index.db opened read-only, for the web view: never created, dropped or rebuilt (as
+    `connect` does to one another graphbuild wrote); None before any sync."""
+    path = workspace / INDEX
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                             check_same_thread=False)  # fmt: skip
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as err:
+        raise GraphbuildError(f"{path}: cannot read it: {err}") from None
+    if version != SCHEMA_VERSION:
+        db.close()
+        raise GraphbuildError(f"{path} was written by another graphbuild (schema {version}, "
+                              f"not {SCHEMA_VERSION}); a sync by this one rebuilds it")  # fmt: skip
+    return db
+
+
 def _open(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")

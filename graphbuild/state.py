@@ -951,6 +951,26 @@ def _build(row: tuple[Any, ...]) -> Build:
     return Build(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
 
 
+def current(workspace: Path) -> None:
+    """Refuse a state.db an older graphbuild wrote, without migrating it: what a reader
+    that must not write (the web view) says at its start. A newer one is refused at each
+    read (State.reader)."""
+    path = workspace / STATE
+    if not path.exists():
+        return
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as err:
+        raise GraphbuildError(f"{path}: cannot read it: {err}") from None
+    if version < len(MIGRATIONS):
+        raise GraphbuildError(
+            f"{path} has schema {version}, an older graphbuild's; this one reads schema "
+            f"{len(MIGRATIONS)}. The web view never migrates it: serve with the graphbuild "
+            "that writes it, or let this one's sweep migrate it first"
+        )
+
+
 def reading(workspace: Path) -> State | None:
     """state.db for queries, read-only (State.reader); None before any run wrote one. One
     written by an older graphbuild is migrated first, once."""

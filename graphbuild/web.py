@@ -25,7 +25,6 @@ from urllib.parse import parse_qs, unquote
 from graphbuild import errors, indexdb, pages, queries, report, state
 from graphbuild.config import Config
 from graphbuild.report import note
-from graphbuild.workspace import INDEX
 
 MAX_QUERY = 2048  # characters of a query string: a reference is far shorter
 MAX_LOG = 2 * 1024 * 1024  # a build log's last bytes, served as text
@@ -104,8 +103,7 @@ class Site:
     def __init__(self, config: Config, token: str | None = None) -> None:
         self.config, self.token = config, token
         self.links = {r.name: r.browse for r in config.repos if r.browse}
-        with state.State(config.workspace):  # created and migrated once, here
-            pass
+        state.current(config.workspace)  # read-only: never migrated from here
         self.routes: dict[str, Callable[[dict[str, str]], Reply]] = {
             "/": self._search,
             "/api/uses": self._uses_json,
@@ -297,9 +295,10 @@ class Site:
     @contextmanager
     def _index(self) -> Iterator[sqlite3.Connection]:
         unsynced = _Refused(503, "no index yet: run `graphbuild sync` (or a sweep) first")
-        if not (self.config.workspace / INDEX).exists():  # connect() would create it
+        opened = indexdb.reader(self.config.workspace)  # another's schema: 503, untouched
+        if opened is None:
             raise unsynced
-        with closing(indexdb.connect(self.config.workspace)) as db:
+        with closing(opened) as db:
             if indexdb.meta(db) is None:
                 raise unsynced
             db.execute("BEGIN")  # one snapshot per request

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from email.message import Message
 from html.parser import HTMLParser
 from pathlib import Path
@@ -31,6 +32,8 @@ import httpx
 import pytest
 
 from graphbuild import config, indexdb, web
+from graphbuild.state import MIGRATIONS, State
+from graphbuild.workspace import STATE
 
 from . import example
 
@@ -510,7 +513,37 @@ def test_no_index_yet_is_503_and_runs_no_sync(tmp_path):
         assert "graphbuild sync" in (json.loads(body)["error"] if api else body)
     assert get(site, "/api/runs")[:3:2] == (200, "[]\n")
     assert not (workspace / indexdb.INDEX).exists()  # no sync, and nothing written
-    assert not any(p.name.startswith("index.db") for p in workspace.iterdir())
+    assert not workspace.exists() or not any(p.name.startswith("index.db")
+                                             for p in workspace.iterdir())  # fmt: skip
+
+
+def test_stores_of_another_graphbuild_are_read_never_rewritten(fleet, tmp_path):
+    """The viewer never writes: an index.db of another schema is a 503 and stays as it is
+    (connect() would drop and rebuild it); an older state.db stops serve at its start,
+    unmigrated (a sweeper of that version must go on reading it)."""
+    root = tmp_path / "copy"
+    shutil.copytree(fleet, root)
+    workspace = root / ".graphbuild"
+    index = workspace / indexdb.INDEX
+    with closing(sqlite3.connect(index)) as db:
+        db.execute(f"PRAGMA user_version = {indexdb.SCHEMA_VERSION + 1}")
+        db.commit()
+        nodes = db.execute("SELECT count(*) FROM graph_nodes").fetchone()[0]
+    site = web.Site(config.load(root / "repos.yaml"))
+    status, _, body = get(site, "/api/bases")
+    assert status == 503 and "another graphbuild" in json.loads(body)["error"]
+    with closing(sqlite3.connect(index)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == indexdb.SCHEMA_VERSION + 1
+        assert db.execute("SELECT count(*) FROM graph_nodes").fetchone()[0] == nodes > 0
+    with State(workspace):
+        pass
+    with closing(sqlite3.connect(workspace / STATE)) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        db.commit()
+    done = example.graphbuild(root, "serve", "--port", "0")
+    assert done.returncode == 2 and "older graphbuild" in done.stderr, done.stderr
+    with closing(sqlite3.connect(workspace / STATE)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) - 1
 
 
 # ---------------------------------------------------------------- 4. headers

@@ -54,6 +54,8 @@ def run(
     if token_env is not None and not ui:
         raise errors.GraphbuildError("--token-env guards the web view: it needs --ui")
     token = None if token_env is None else web.token(token_env)  # "" is refused, not none
+    if ui:  # listen writes state.db anyway: bring it to this graphbuild's schema first
+        State(config.workspace).db.close()
     pages = web.Site(config, token).get if ui else None
     if config.azure is not None and config.mirrors:  # each sweep first imports into ACR
         extras.require_azure("listen with `mirrors:` (imports into ACR)")
