@@ -352,8 +352,13 @@ class _Hooks(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
-            note(f"{self.server.name}: GET {url.path} {code}")
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            note(f"{self.server.name}: {self.command} {url.path} {code}")
+
+    def do_HEAD(self) -> None:
+        """A GET's status and headers, no body: what uptime checks and proxies ask."""
+        self.do_GET()
 
     def do_POST(self) -> None:
         code, text = self._post()
@@ -412,7 +417,8 @@ class _Hooks(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
         route = urlsplit(self.path).path  # never the query, which may hold the secret
         if route != "/healthz":  # a probe every few seconds would drown the log
             note(f"{self.server.name}: {self.command} {route} {code} {text}")

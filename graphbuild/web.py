@@ -28,7 +28,6 @@ from graphbuild.report import note
 
 MAX_QUERY = 2048  # characters of a query string: a reference is far shorter
 MAX_LOG = 2 * 1024 * 1024  # a build log's last bytes, served as text
-MAX_DEPTH = 10  # a graph neighbourhood's depth; `all` asks for the whole of it
 Answer = tuple[int, list[tuple[str, str]], bytes]  # status, headers, body: what is sent
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"
@@ -351,8 +350,9 @@ def _depth(params: dict[str, str], key: str) -> int | None:
     text = params.get(key)
     if text is None or text == "all":
         return None
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_DEPTH:
-        raise _Refused(400, f"`{key}` must be a whole number from 1 to {MAX_DEPTH}, or `all`")
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) < 1:
+        raise _Refused(400, f"`{key}` must be a whole number from 1, or `all` (the commands' "
+                       "--depth)")  # fmt: skip
     return int(text)
 
 

@@ -376,7 +376,8 @@ def bad_requests(host: str, run: str) -> list[tuple[str, int]]:
     return [
         ("/nope", 404), ("/api/nope", 404), ("/api/uses", 400), ("/api/image", 400),
         ("/image", 400), ("/api/uses?ref=", 400), ("/api/uses?ref=%20", 400),
-        (f"/api/uses?ref={os_base}&depth=0", 400), (f"/api/uses?ref={os_base}&depth=11", 400),
+        (f"/api/uses?ref={os_base}&depth=0", 400),
+        (f"/api/uses?ref={os_base}&depth=1234567890", 400),
         (f"/api/uses?ref={os_base}&depth=abc", 400), (f"/api/uses?ref={os_base}&depth=-1", 400),
         (f"/api/uses?ref={os_base}&depth=%EF%BC%91", 400),  # a fullwidth digit one
         (f"/?ref={os_base}&depth=0", 400),
@@ -917,3 +918,22 @@ def test_a_flag_may_be_given_bare_and_a_trailing_ampersand_is_harmless(demo, dem
     assert status == 200 and json.loads(body) == cli_json(root, "uses", ref, "--direct")
     status, _, body = get(demo_site, "/api/uses", f"ref={ref}&direct=maybe")
     assert status == 400 and "flag" in json.loads(body)["error"]
+
+
+def test_any_depth_the_commands_take_the_twins_take(demo, demo_site):
+    root, host = demo
+    ref = f"{host}/upstream/os:1"
+    status, _, body = get(demo_site, "/api/uses", f"ref={ref}&depth=11")
+    assert status == 200 and json.loads(body) == cli_json(root, "uses", ref, "--depth", "11")
+    done = example.graphbuild(root, "graph", "--focus", ref, "--depth", "11")
+    status, _, body = get(demo_site, "/api/graph", f"focus={ref}&depth=11")
+    assert status == 200 and json.loads(body) == json.loads(done.stdout)
+
+
+def test_head_is_a_get_without_its_body(served):
+    for path in ("/", "/bases", "/api/bases", "/healthz", "/nope"):
+        head = served.client.head(served.url + path)
+        got = served.client.get(served.url + path)
+        assert head.status_code == got.status_code, path
+        assert head.content == b"" and got.content, path
+        assert head.headers["content-length"] == str(len(got.content)), path
