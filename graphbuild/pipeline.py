@@ -50,6 +50,7 @@ from graphbuild.state import (
     Run,
     RunStatus,
     State,
+    add_counts,
     now,
 )
 from graphbuild.syncing import say_problems, sync
@@ -148,9 +149,8 @@ def registry_for(config: Config, concurrency: int = 16) -> Iterator[Registry]:
         yield registry
     finally:
         registry.close()
-        with State(config.workspace) as state:
-            state.count(REGISTRY_REQUESTS, registry.requests)
-            state.count(REGISTRY_ERRORS, registry.errors)
+        counts = {REGISTRY_REQUESTS: registry.requests, REGISTRY_ERRORS: registry.errors}
+        add_counts(config.workspace, counts)
 
 
 def say_unreachable(registry: Registry) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from graphbuild import filelock, process
+from graphbuild.console import note
 from graphbuild.errors import GraphbuildError
 from graphbuild.workspace import STATE, StateDamaged, damaged, read_only, unusable
 
@@ -949,6 +950,23 @@ def _scan(row: tuple[Any, ...]) -> Scan:
 def _build(row: tuple[Any, ...]) -> Build:
     """A `builds` row, selected as the queries above select it."""
     return Build(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
+
+
+def add_counts(workspace: Path, counts: Mapping[str, Mapping[str, int]]) -> None:
+    """Add to /metrics' counters ({name: {label: n}}) on the side: within two seconds or not
+    at all, saying so, never raising. A count must not delay a webhook's reply past its
+    deadline, nor replace an error already on its way up (a registry client closing)."""
+    rows = [(name, label, n) for name, per in counts.items() for label, n in per.items() if n]
+    if not rows:
+        return
+    try:
+        if not (workspace / STATE).exists():
+            State(workspace).db.close()  # the first run of a workspace: create it
+        with closing(sqlite3.connect(workspace / STATE, timeout=2)) as db, db:
+            if db.execute("PRAGMA user_version").fetchone()[0] >= len(MIGRATIONS):
+                db.executemany(_COUNT, rows)
+    except (sqlite3.Error, GraphbuildError, OSError) as err:
+        note(f"{workspace / STATE}: could not add to the counters /metrics serves: {err}")
 
 
 def current(workspace: Path) -> None:

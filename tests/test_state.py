@@ -498,3 +498,24 @@ def test_read_only_lookups_open_this_workspace_whatever_its_name(tmp_path, folde
     assert not state.built_here(workspace, "sha256:" + "b" * 64)
     found = state.find_build(workspace, "k1")
     assert found is not None and found.digest == "sha256:" + "a" * 64
+
+
+def test_counts_are_added_on_the_side_never_waiting_long_nor_raising(tmp_path, capsys):
+    """A webhook's count must not hold its reply, nor a failing registry client's error be
+    replaced by the count's: with state.db locked by a writer, add_counts gives up within
+    its two seconds, says so, and raises nothing; unlocked, it adds."""
+    import time
+    from contextlib import closing
+
+    with state.State(tmp_path) as s:
+        s.count("registry_requests", {"r.test": 1})
+    with closing(sqlite3.connect(tmp_path / "state.db")) as writer:
+        writer.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        state.add_counts(tmp_path, {"registry_requests": {"r.test": 5}})
+        assert time.monotonic() - started < 10  # generous: it does not wait 30 s
+        writer.rollback()
+    assert "could not add to the counters" in capsys.readouterr().err
+    state.add_counts(tmp_path, {"registry_requests": {"r.test": 2}, "webhook_events": {}})
+    with state.State(tmp_path) as s:
+        assert s.counters("registry_requests") == {"r.test": 3}

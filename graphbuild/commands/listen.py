@@ -34,7 +34,14 @@ from graphbuild import (
 from graphbuild.commands import mirror, sweep
 from graphbuild.config import Config
 from graphbuild.guard import guarded
-from graphbuild.state import WEBHOOK_EVENTS, RunStatus, State, built_here, sweep_lock
+from graphbuild.state import (
+    WEBHOOK_EVENTS,
+    RunStatus,
+    State,
+    add_counts,
+    built_here,
+    sweep_lock,
+)
 
 
 def run(
@@ -118,8 +125,7 @@ def counted(workspace: Path) -> Callable[[str], None]:
     the server's threads, each with a connection of its own."""
 
     def count(outcome: str) -> None:
-        with State(workspace) as state:
-            state.count(WEBHOOK_EVENTS, {outcome: 1})
+        add_counts(workspace, {WEBHOOK_EVENTS: {outcome: 1}})
 
     return count
 
