@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 
 from graphbuild import layout, refs
 from graphbuild.errors import InvalidReference
-from graphbuild.report import duration, exposure_lines
+from graphbuild.report import brief, duration, exposure_lines
 from graphbuild.state import Run, RunNode
 
 STYLE = """
@@ -29,7 +29,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #1b1f24; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
 table { border-collapse: collapse; } td, th { padding: .2em .6em; text-align: left;
   border-bottom: 1px solid #d0d7de; vertical-align: top; }
-code { font-size: .9em; word-break: break-all; }
+code { font-size: .9em; overflow-wrap: anywhere; }
 .succeeded, .passed, .deployed, .healthy { fill: #2da44e; color: #1a7f37; }
 .failed, .unhealthy { fill: #cf222e; color: #cf222e; }
 .blocked, .held, .manual { fill: #bf8700; color: #9a6700; }
@@ -80,7 +80,7 @@ def run_page(run: Run, served: bool = False) -> str:
         "<h2>Images</h2>",
         _table(["wave", "image", "outcome", "reason", "digest", "attempts", "log"],
                [(n.wave, _image(n.node) if served else _code(n.node), _status(n.status, n.error),
-                 f"{n.reason}: {n.detail}", _code(n.digest or ""), n.attempts,
+                 brief(f"{n.reason}: {n.detail}"), _digest(n.digest), n.attempts,
                  _log(run.id, n.log, served)) for n in run.nodes]),
     ]  # fmt: skip
     if run.gates:
@@ -164,7 +164,8 @@ def _image_section(image: Mapping[str, Any], links: Mapping[str, str], suffix: s
     if fresh is None:
         verdict: object = "not checked yet"
     else:
-        why = " ← ".join(fresh["chain"]) if len(fresh["chain"]) > 1 else fresh["detail"]
+        stale = fresh["status"] == "stale" and len(fresh["chain"]) > 1  # what makes it so
+        why = " ← ".join(fresh["chain"]) if stale else fresh["detail"]
         verdict = _Safe(f"{_status(fresh['status'])} {_text(fresh['reason'])} "
                         f"{_text(why)} (checked {_text(fresh['checked'][:19])})")  # fmt: skip
     graph = f"/graph?{urlencode({'focus': image['id'], 'depth': 2})}"
@@ -193,7 +194,7 @@ def _image_section(image: Mapping[str, Any], links: Mapping[str, str], suffix: s
     if image["builds"]:
         parts += ["<h2>Last builds</h2>", _table(
             ["built", "digest", "run"],
-            [(b["built_at"][:19], _code(b["digest"]),
+            [(b["built_at"][:19], _digest(b["digest"]),
               _link(f"/runs/{quote(b['run'], safe='')}", b["run"]) if b["run"] else "")
              for b in image["builds"]], "builds" + suffix)]  # fmt: skip
     if image["gates"]:
@@ -361,6 +362,13 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], name: str =
 
 class _Safe(str):
     """HTML made here from escaped values."""
+
+
+def _digest(digest: str | None) -> _Safe:
+    """A digest cut to 12 hex digits, whole when hovered: the table stays readable."""
+    if not digest:
+        return _Safe("")
+    return _Safe(f'<code title="{_attr(digest)}">{_text(brief(digest))}</code>')
 
 
 def _code(value: str) -> _Safe:
