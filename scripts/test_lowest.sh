@@ -4,7 +4,7 @@
 # of the command line run against it. pip has no "lowest" resolution: the floors, each `>=`
 # in [project] dependencies, become a constraints file of `==`; what they depend on is
 # resolved as a user's pip would. scripts/test.sh runs it after the main suite; extra
-# arguments go to pytest.
+# arguments go to pytest. /metrics (tests/test_metrics.py) checks prometheus-client's floor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -26,4 +26,4 @@ $venv/bin/python -m pip install --quiet --upgrade pip
 $venv/bin/python -m pip install --quiet --constraint $venv/floors.txt --editable . \
     "pytest>=8" "pytest-timeout>=2.3"
 echo "Lowest versions: $(paste -sd ' ' $venv/floors.txt)"
-$venv/bin/python -m pytest -p no:cacheprovider tests/test_cli.py tests/test_packaging.py "$@"
+$venv/bin/python -m pytest -p no:cacheprovider tests/test_cli.py tests/test_packaging.py tests/test_metrics.py "$@"
