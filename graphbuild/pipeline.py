@@ -449,12 +449,15 @@ def sweep(
     yes: bool = False,
     dry_run: bool = False,
     only: Sequence[str] = (),
+    synced: Fresh | None = None,
 ) -> Sweep:
     """Sync, check, plan, and carry the plan out. `only` limits it to what is built on
-    those references (a push event's sweep). The caller holds the sweep lock."""
+    those references (a push event's sweep); `synced`, a sync the caller has just made for
+    them (`listen`'s batch), is used instead of syncing again. The caller holds the sweep
+    lock."""
     if not dry_run:
         ready(config)
-    now = fresh(config, only)
+    now = fresh(config, only) if synced is None else synced
     checked = check(config, now.graph)
     if config.vulnerabilities and config.vulnerabilities.rebuild and not dry_run and not only:
         # what was not scanned within the rescan period; a push's sweep uses the last scans

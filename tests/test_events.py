@@ -681,6 +681,79 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
     assert SECRET not in err
 
 
+def test_listen_syncs_once_per_batch_and_takes_only_pushes_something_is_built_on(
+    tmp_path, registry, remotes, monkeypatch
+):
+    """Issue 17, points 2 and 3. With an index, a push nothing is built on is dropped when
+    it arrives: a steady stream of them does not hold back the sweep of a relevant push
+    (each used to restart the window). And a batch syncs once (each used to sync twice:
+    listen's own sync, then the sweep's): one `ls-remote` per git repository."""
+    import os
+    import signal
+    from datetime import UTC, datetime
+
+    from .site import Site, require
+
+    require("buildah")
+    site = Site(tmp_path, registry, remotes)
+    assert site.gb("sync").returncode == 0  # the stored graph pushes are matched against
+    trace = tmp_path / "git-trace.txt"
+    monkeypatch.setenv("GIT_TRACE", str(trace))  # every git command listen runs
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", SECRET)
+    port = _free_port()
+    process = site.start("listen", "--port", str(port), "--host", "127.0.0.1", "--window", "1")
+    stop = threading.Event()
+    last: list[datetime] = []
+    try:
+        url = f"http://127.0.0.1:{port}/hooks/acr"
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        repo, tag = site.upstream.split("/", 1)[1].rsplit(":", 1)
+
+        def event(repository: str, tag: str) -> str:
+            return json.dumps(acr_event(tag=tag, repository=repository)
+                              | {"request": {"host": site.host}})  # fmt: skip
+
+        def unrelated() -> None:  # every 0.3 s, for 6 s: each would have restarted the window
+            for i in range(20):
+                if stop.is_set():
+                    return
+                answer = httpx.post(url, content=event("nobody/uses-this", str(i)),
+                                    headers={SECRET_HEADER: SECRET}, timeout=10)  # fmt: skip
+                assert answer.status_code == 202
+                last[:] = [datetime.now(UTC)]
+                time.sleep(0.3)
+
+        stream = threading.Thread(target=unrelated)
+        stream.start()
+        time.sleep(0.5)
+        relevant = httpx.post(url, content=event(repo, tag), headers={SECRET_HEADER: SECRET})
+        assert relevant.status_code == 202
+        stream.join(timeout=60)
+        workspace = site.root / ".graphbuild"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with State(workspace) as state:
+                runs = state.runs()
+            if runs and all(r.status != "running" for r in runs):
+                break
+            time.sleep(0.5)
+        assert len(runs) == 1 and runs[0].status == "succeeded", runs
+        # the sweep began while unrelated pushes were still arriving
+        assert datetime.fromisoformat(runs[0].started) < last[0]
+    finally:
+        stop.set()
+        os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert err.count("nothing here is built on it: no sweep.") == 20
+    asks = [line for line in trace.read_text().splitlines() if "git ls-remote" in line]
+    assert len(asks) == 2, asks  # platform and apps, once each: one sync
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -79,6 +79,8 @@ def run(
     def take(push: events.Push) -> None:
         if push.digest and built_here(config.workspace, push.digest):
             return  # graphbuild's own push coming back: what is built on it was just built
+        if not relevant(config, push.ref):
+            return  # nothing is built on it: it must not hold a burst's sweep back
         debouncer.add(push)
 
     def stop(count: int) -> NoReturn:
@@ -130,6 +132,26 @@ def counted(workspace: Path) -> Callable[[str], None]:
     return count
 
 
+def relevant(config: Config, ref: str) -> bool:
+    """Whether anything in the stored graph is built on `ref` (a mirror's name means its
+    upstream), asked when the push arrives, of index.db as the last sync left it, with no
+    sync: a push nothing is built on then starts nothing and holds no burst back. Without
+    an index yet, every push is taken (the sweep syncs first). A Dockerfile merged since
+    the last sync that uses the pushed image is rebuilt by the next scheduled sweep."""
+    name = refs.upstream(ref, config.mirrors)
+    try:
+        db = indexdb.reader(config.workspace)
+    except errors.GraphbuildError:  # another graphbuild's index: the sweep rebuilds it
+        return True
+    if db is None:
+        return True
+    with closing(db):
+        if indexdb.meta(db) is None or indexdb.match(db, name):
+            return True
+    report.note(f"Pushed: {name}; nothing here is built on it: no sweep.")
+    return False
+
+
 def _sweep(
     config: Config, pushed: frozenset[str], settings: builds.RunSettings, max_images: int
 ) -> bool:
@@ -152,9 +174,10 @@ def _batch(
     config: Config, pushed: frozenset[str], settings: builds.RunSettings, max_images: int
 ) -> bool:
     names = {refs.upstream(ref, config.mirrors) for ref in pushed}
-    now = pipeline.fresh(config)  # a Dockerfile merged since the last sweep may use what was pushed
+    now = pipeline.fresh(config)  # the batch's one sync: its sweep does not sync again
     with closing(indexdb.connect(config.workspace)) as db:
         known = sorted(name for name in names if indexdb.match(db, name))
+        now.nodes = indexdb.match_all(db, known)  # what the sweep is limited to
     if not known:
         report.note(f"{len(pushed)} push(es) of images nothing here is built on: no sweep.")
         return False
@@ -166,7 +189,7 @@ def _batch(
     report.note(f"Pushed: {', '.join(known)}. Sweeping what is built on them.")
     before = _latest(config)
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
-        done = pipeline.sweep(config, settings, max_images=max_images, only=known)
+        done = pipeline.sweep(config, settings, max_images=max_images, only=known, synced=now)
     code = sweep.shown(config, done, max_images, as_json=False)
     report.note(f"That sweep exited {code}.")
     after = _latest(config)
