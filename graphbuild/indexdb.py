@@ -154,6 +154,9 @@ def reader(workspace: Path) -> sqlite3.Connection | None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.Error as err:
         raise GraphbuildError(f"{path}: cannot read it: {err}") from None
+    if version == 0:  # a first sync's, not written yet
+        db.close()
+        return None
     if version != SCHEMA_VERSION:
         db.close()
         raise GraphbuildError(f"{path} was written by another graphbuild (schema {version}, "

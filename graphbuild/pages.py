@@ -401,7 +401,7 @@ def _time(stamp: str | None) -> float:
 
 MOST_NODES = 2000  # more are not drawn: a page the browser can still draw and a person read
 MOST_EDGES = 5000  # nor more edges,
-MOST_POINTS = 20_000  # nor more points to place (about 0.25 s and 2 MB of page at most)
+MOST_POINTS = 20_000  # nor more points to place (docs/web.md: what a page may cost)
 DEPTHS = (1, 2, 3)  # the depth links; and "all"
 LEGEND = (
     ("up-to-date", "image up to date"), ("stale", "image stale"),
@@ -418,6 +418,7 @@ def graph_page(
     focus: str | None,
     depth: int | None,
     note: str = "",
+    too_large: tuple[int, int] | None = None,
 ) -> str:
     """The graph view: `document` (the `graph --format json` data) drawn left to right as
     inline SVG, each node coloured by its status in `freshness` (`unchecked` when it has
@@ -430,8 +431,9 @@ def graph_page(
         parts.append(f"<p>{_text(note)}</p>")
     if focus:
         parts.append(_depth_links(focus, depth))
-    counted = f"{len(nodes)} nodes, {len(edges)} edges."
-    size = _too_large(nodes, edges)
+    counts = too_large or (len(nodes), len(edges))  # too_large: counted, never loaded
+    counted = f"{counts[0]} nodes, {counts[1]} edges."
+    size = _too_large(nodes, edges, counts)
     if size:
         too_many = (f"<p>{_text(counted)} {_text(size)} are not drawn: choose a focus "
                     "(an image or a base) or a smaller depth.</p>")  # fmt: skip
@@ -446,14 +448,16 @@ def graph_page(
 
 
 def _too_large(
-    nodes: Sequence[Mapping[str, Any]], edges: Sequence[Mapping[str, Any]]
+    nodes: Sequence[Mapping[str, Any]],
+    edges: Sequence[Mapping[str, Any]],
+    counts: tuple[int, int],
 ) -> str | None:
     """Why the graph is too large to draw, if it is: too many nodes or edges, or too many
     points to place (edges that span many layers; layout.points), each of which costs the
     server time and the page bytes. Counted before anything is laid out."""
-    if len(nodes) > MOST_NODES:
+    if counts[0] > MOST_NODES:
         return f"More than {MOST_NODES:,} nodes"
-    if len(edges) > MOST_EDGES:
+    if counts[1] > MOST_EDGES:
         return f"More than {MOST_EDGES:,} edges"
     ids = [str(n["id"]) for n in nodes]
     if layout.points(ids, [(str(e["source"]), str(e["target"])) for e in edges]) > MOST_POINTS:

@@ -121,11 +121,11 @@ def freshness(checked: detect.Check) -> list[Freshness]:
     ]  # fmt: skip
 
 
-def built(state: State, run_id: str, since: str) -> list[Freshness]:
-    """What this pass of the run built (or found already served) since `since` is up to date
-    on the digests it was planned on. Not where a check newer than the run has spoken: a
-    resume builds on the digests of the run's own check, which a later one may have found
-    moved on."""
+def built(state: State, run_id: str) -> list[Freshness]:
+    """What the run built (or found already served) is up to date on the digests it was
+    planned on. Not where anything newer than the run has spoken: a later check (a resume
+    builds on the digests of the run's own check, which a later one may have found moved
+    on), nor this run's own earlier pass, which recorded its images when it ended."""
     run, at = state.run(run_id), now()
     assert run is not None
     checked = state.freshness()
@@ -133,7 +133,6 @@ def built(state: State, run_id: str, since: str) -> list[Freshness]:
                       [], n.digest, None, at)
             for n in run.nodes
             if n.status in (NodeStatus.SUCCEEDED, NodeStatus.SKIPPED) and n.digest
-            and (n.finished or "") >= since
             and not ((seen := checked.get(n.node)) and seen.at > run.started)]  # fmt: skip
 
 
@@ -335,9 +334,8 @@ def run(
             state.reopen_run(run_id)
         finished = None
         try:
-            began = now()
             build(config, g, steps, state, builder, settings, run_id)
-            state.record_freshness(built(state, run_id, began), whole=False)
+            state.record_freshness(built(state, run_id), whole=False)
             _fixes_end(config, g, state, run_id)
             deploy(config, g, state, run_id, settings)
             exposure(config, state, run_id)

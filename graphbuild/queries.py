@@ -19,12 +19,13 @@ from graphbuild import indexdb, report, workloads
 from graphbuild.config import Config
 from graphbuild.console import plural
 from graphbuild.errors import GraphbuildError, NotFound
-from graphbuild.state import State, reading
+from graphbuild.state import State, migrate, reading
 
 
 def open_index(config: Config) -> sqlite3.Connection:
     """The index with its stored graph, in one read snapshot; synced first only when there
     is none yet (the one time a query pays for a sync, and so imports it)."""
+    migrate(config.workspace)  # the reads below never migrate state.db themselves
     db = indexdb.connect(config.workspace)
     if indexdb.meta(db) is None:
         from graphbuild import syncing  # git and the parser: only for this first query

@@ -372,8 +372,7 @@ class State:
     @classmethod
     def reader(cls, workspace: Path) -> State:
         """state.db opened read-only, never migrated nor locked for writing: how the web view
-        reads while sweeps write. The schema must be this graphbuild's (`serve` opens it
-        for writing once at start, which migrates it)."""
+        and the queries read while sweeps write. The schema must be this graphbuild's."""
         self = cls.__new__(cls)
         self.path = workspace / STATE
         try:
@@ -969,19 +968,26 @@ def add_counts(workspace: Path, counts: Mapping[str, Mapping[str, int]]) -> None
         note(f"{workspace / STATE}: could not add to the counters /metrics serves: {err}")
 
 
-def current(workspace: Path) -> None:
-    """Refuse a state.db an older graphbuild wrote, without migrating it: what a reader
-    that must not write (the web view) says at its start. A newer one is refused at each
-    read (State.reader)."""
-    path = workspace / STATE
+def _version(path: Path) -> int | None:
+    """state.db's schema version, read without writing; None when there is none yet (no
+    file, or an empty one a first run has not written)."""
     if not path.exists():
-        return
+        return None
     try:
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version: int = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     except sqlite3.Error as err:
         raise GraphbuildError(f"{path}: cannot read it: {err}") from None
-    if version < len(MIGRATIONS):
+    return None if version == 0 and tables == 0 else version
+
+
+def current(workspace: Path) -> None:
+    """Refuse a state.db an older graphbuild wrote, without migrating it: what a reader
+    that must not write (the web view) says at its start, and at each read (`reading`)."""
+    path = workspace / STATE
+    version = _version(path)
+    if version is not None and version < len(MIGRATIONS):
         raise GraphbuildError(
             f"{path} has schema {version}, an older graphbuild's; this one reads schema "
             f"{len(MIGRATIONS)}. The web view never migrates it: serve with the graphbuild "
@@ -989,16 +995,21 @@ def current(workspace: Path) -> None:
         )
 
 
-def reading(workspace: Path) -> State | None:
-    """state.db for queries, read-only (State.reader); None before any run wrote one. One
-    written by an older graphbuild is migrated first, once."""
-    path = workspace / STATE
-    if not path.exists():
-        return None
-    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version < len(MIGRATIONS):
+def migrate(workspace: Path) -> None:
+    """Bring an existing state.db to this graphbuild's schema: what a command of the CLI
+    does before it reads (the web view never does, `current`)."""
+    version = _version(workspace / STATE)
+    if version is not None and version < len(MIGRATIONS):
         State(workspace).db.close()
+
+
+def reading(workspace: Path) -> State | None:
+    """state.db for queries, read-only (State.reader), never migrated; None before any run
+    wrote one. One an older graphbuild wrote is refused (`current`): the CLI migrates it
+    first (`migrate`), the web view answers 503."""
+    if _version(workspace / STATE) is None:
+        return None
+    current(workspace)
     return State.reader(workspace)
 
 

@@ -212,10 +212,15 @@ class Site:
 
     def _graph(self, params: dict[str, str]) -> Reply:
         focus = params.get("focus", "").strip()
-        if not focus and "all" not in params:
+        if not focus:
             with self._index() as db:
                 count = db.execute("SELECT count(*) FROM graph_nodes").fetchone()[0]
-            return Reply(200, pages.graph_start(count).encode())
+                edges = db.execute("SELECT count(*) FROM graph_edges").fetchone()[0]
+            if not _flag(params, "all"):
+                return Reply(200, pages.graph_start(count).encode())
+            if count > pages.MOST_NODES or edges > pages.MOST_EDGES:  # refused unloaded
+                return Reply(200, pages.graph_page({"nodes": [], "edges": []}, {}, None, None,
+                                                   too_large=(count, edges)).encode())  # fmt: skip
         document = self._graph_document(params)
         with self._state() as s:
             fresh = {node: f.status for node, f in (s.freshness() if s else {}).items()}

@@ -940,3 +940,59 @@ def test_head_is_a_get_without_its_body(served):
         assert head.status_code == got.status_code, path
         assert head.content == b"" and got.content, path
         assert head.headers["content-length"] == str(len(got.content)), path
+
+
+def test_a_state_db_an_older_graphbuild_writes_after_serve_started_is_never_migrated(tmp_path):
+    """serve up before an older graphbuild's first sweep: the pages that read state.db
+    answer 503, and its schema stays the older one, which that sweeper goes on writing."""
+    root = tmp_path / "late"
+    root.mkdir()
+    write_fleet(root)
+    assert example.graphbuild(root, "sync").returncode == 0
+    workspace = root / ".graphbuild"
+    (workspace / STATE).unlink(missing_ok=True)
+    site = web.Site(config.load(root / "repos.yaml"))
+    with closing(sqlite3.connect(workspace / STATE)) as db:  # as an older graphbuild leaves it
+        for migration in MIGRATIONS[:-1]:
+            db.executescript(migration)
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        db.commit()
+    for path, query in (("/api/runs", ""), ("/runs", ""), ("/api/bases", ""),
+                        ("/api/image", "ref=registry.example.com/team/app:1")):  # fmt: skip
+        status, _, body = get(site, path, query)
+        assert status == 503 and "older graphbuild" in body, (path, body)
+    with closing(sqlite3.connect(workspace / STATE)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) - 1
+    # the CLI, a writer, migrates it before it reads
+    assert example.graphbuild(root, "bases", "--json").returncode == 0
+    with closing(sqlite3.connect(workspace / STATE)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_the_whole_graph_is_drawn_only_when_asked_and_counted_before_it_is_loaded(
+    fleet_site, monkeypatch
+):
+    from graphbuild import pages
+
+    for query in ("", "all=0", "all=false"):
+        status, _, body = get(fleet_site, "/graph", query)
+        assert status == 200 and 'id="graph"' not in body and "draw all" in body, query
+    status, _, body = get(fleet_site, "/graph", "all=1")
+    assert status == 200 and 'id="graph"' in body
+    monkeypatch.setattr(pages, "MOST_NODES", 1)  # the fleet has more: refused by its count
+    status, _, body = get(fleet_site, "/graph", "all=1")
+    assert status == 200 and 'id="graph"' not in body and "More than 1 nodes" in body
+
+
+def test_empty_stores_a_first_run_has_not_written_are_no_stores_yet(tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    write_fleet(root)
+    workspace = root / ".graphbuild"
+    workspace.mkdir()
+    (workspace / STATE).touch()
+    (workspace / indexdb.INDEX).touch()
+    site = web.Site(config.load(root / "repos.yaml"))  # an empty state.db is no older one
+    status, _, body = get(site, "/api/bases")
+    assert status == 503 and "no index yet" in json.loads(body)["error"]
+    assert get(site, "/api/runs")[:3:2] == (200, "[]\n")
