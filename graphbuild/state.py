@@ -982,9 +982,10 @@ def _version(path: Path) -> int | None:
     return None if version == 0 and tables == 0 else version
 
 
-def current(workspace: Path) -> None:
+def current(workspace: Path) -> int | None:
     """Refuse a state.db an older graphbuild wrote, without migrating it: what a reader
-    that must not write (the web view) says at its start, and at each read (`reading`)."""
+    that must not write (the web view) says at its start, and at each read (`reading`).
+    Its schema version, None when there is none yet."""
     path = workspace / STATE
     version = _version(path)
     if version is not None and version < len(MIGRATIONS):
@@ -993,6 +994,7 @@ def current(workspace: Path) -> None:
             f"{len(MIGRATIONS)}. The web view never migrates it: serve with the graphbuild "
             "that writes it, or let this one's sweep migrate it first"
         )
+    return version
 
 
 def migrate(workspace: Path) -> None:
@@ -1007,10 +1009,7 @@ def reading(workspace: Path) -> State | None:
     """state.db for queries, read-only (State.reader), never migrated; None before any run
     wrote one. One an older graphbuild wrote is refused (`current`): the CLI migrates it
     first (`migrate`), the web view answers 503."""
-    if _version(workspace / STATE) is None:
-        return None
-    current(workspace)
-    return State.reader(workspace)
+    return None if current(workspace) is None else State.reader(workspace)
 
 
 def find_build(workspace: Path, key: str) -> Build | None:

@@ -624,12 +624,7 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
     process = site.start("listen", "--port", str(port), "--host", "127.0.0.1", "--window", "1")
     try:
         url = f"http://127.0.0.1:{port}/hooks/acr"
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        _wait_for(port)
         repo, tag = site.upstream.split("/", 1)[1].rsplit(":", 1)
         base = json.dumps(acr_event(tag=tag, repository=repo) | {"request": {"host": site.host}})
         other = json.dumps(acr_event(tag="9", repository="nobody/uses-this")
@@ -706,12 +701,7 @@ def test_listen_syncs_once_per_batch_and_takes_only_pushes_something_is_built_on
     last: list[datetime] = []
     try:
         url = f"http://127.0.0.1:{port}/hooks/acr"
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        _wait_for(port)
         repo, tag = site.upstream.split("/", 1)[1].rsplit(":", 1)
 
         def event(repository: str, tag: str) -> str:
@@ -752,6 +742,16 @@ def test_listen_syncs_once_per_batch_and_takes_only_pushes_something_is_built_on
     assert err.count("nothing here is built on it: no sweep.") == 20
     asks = [line for line in trace.read_text().splitlines() if "git ls-remote" in line]
     assert len(asks) == 2, asks  # platform and apps, once each: one sync
+
+
+def _wait_for(port: int) -> None:
+    """Until the listener on `port` answers its probe (a few seconds at most)."""
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
 
 
 def _free_port() -> int:
