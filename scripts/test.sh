@@ -2,7 +2,7 @@
 # Quickstart 2: install the test dependencies, lint, type-check, and run the whole test suite,
 # then the command line's tests on the lowest versions pyproject.toml allows
 # (scripts/test_lowest.sh). Extra arguments go to pytest and skip the lowest-versions run
-# (scripts/test.sh -k graph -x).
+# (scripts/test.sh -k graph -x). The suite runs on every core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh
@@ -21,5 +21,7 @@ set -x
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy  # pyproject.toml [tool.mypy]: the whole package, the core strictly
-.venv/bin/pytest "$@"
+# one pytest worker per core (pytest-xdist): each test has its own folders, ports and
+# registry, and a worker its own copy of session fixtures; `-n 0` runs in one process
+.venv/bin/pytest -n auto "$@"
 [ $# -gt 0 ] || scripts/test_lowest.sh
