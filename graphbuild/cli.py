@@ -491,7 +491,7 @@ def listen(
     ] = SECRET_ENV,
     window: Annotated[
         float, typer.Option("--window", min=0, help="Seconds of quiet that end a burst.")
-    ] = 30.0,
+    ] = 2.0,
     max_wait: Annotated[
         float, typer.Option("--max-wait", min=0, help="Longest a push waits for its sweep.")
     ] = 300.0,

@@ -141,21 +141,23 @@ def _tagged(name: str, tag: str, digest: str | None) -> str:
 class Debouncer:
     """Turns a burst of pushes into one `fire(refs)`, and runs one fire at a time.
 
-    A release pushes several tags and architectures within seconds, and sweeping on each
-    would rebuild the fleet again and again. `max_wait` bounds the delay, so a steady
-    stream of pushes cannot hold a sweep back for ever. Pushes that arrive while `fire`
-    runs are kept for the next one.
+    A release pushes several tags and architectures within a second of each other
+    (docs/benchmarks.md), and sweeping on each would rebuild the fleet again and again.
+    `max_wait` bounds the delay, so a steady stream of pushes cannot hold a sweep back
+    for ever. Pushes that arrive while `fire` runs are kept for the next one.
     """
 
     def __init__(
         self,
         fire: Callable[[frozenset[str]], None],
-        window: float = 30.0,
+        window: float = 2.0,
         max_wait: float = 300.0,
+        on_burst: Callable[[], None] = lambda: None,
     ) -> None:
         if not 0 <= window <= max_wait:
             raise ValueError(f"need 0 <= window <= max_wait, got {window} and {max_wait}")
         self._fire, self._window, self._max_wait = fire, window, max_wait
+        self._on_burst = on_burst  # a burst's first push: called before its fire can be
         self._cond = threading.Condition()
         self._pending: set[str] = set()
         self._first = self._last = 0.0  # monotonic times of the first and last pending push
@@ -170,6 +172,7 @@ class Debouncer:
             self._last = time.monotonic()
             if not self._pending:
                 self._first = self._last
+                self._on_burst()  # under the lock: before this burst's fire, whatever the window
             self._pending.add(push.ref)
             self._cond.notify()
 

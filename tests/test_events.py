@@ -744,6 +744,54 @@ def test_listen_syncs_once_per_batch_and_takes_only_pushes_something_is_built_on
     assert len(asks) == 2, asks  # platform and apps, once each: one sync
 
 
+def test_listen_syncs_while_a_bursts_short_window_runs(tmp_path, registry, remotes, monkeypatch):
+    """Issue 17, point 1. The default window is a few seconds (a release's tags arrive
+    within a second of each other; docs/benchmarks.md), not 30 s, and the batch's one sync
+    starts at the burst's first relevant push, while the window runs, instead of after it:
+    a single push then waits for the longer of the two, not for both."""
+    import os
+    import re
+    import signal
+    from datetime import datetime
+
+    from .site import Site, require
+
+    require("buildah")
+    site = Site(tmp_path, registry, remotes)
+    assert site.gb("sync").returncode == 0
+    trace = tmp_path / "git-trace.txt"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", SECRET)
+    port = _free_port()
+    process = site.start("listen", "--port", str(port), "--host", "127.0.0.1")  # the default
+    try:
+        _wait_for(port)
+        repo, tag = site.upstream.split("/", 1)[1].rsplit(":", 1)
+        body = json.dumps(acr_event(tag=tag, repository=repo) | {"request": {"host": site.host}})
+        posted = datetime.now()  # GIT_TRACE stamps each command with the local time of day
+        answer = httpx.post(f"http://127.0.0.1:{port}/hooks/acr", content=body,
+                            headers={SECRET_HEADER: SECRET}, timeout=10)  # fmt: skip
+        assert answer.status_code == 202
+        deadline = time.monotonic() + 120
+        runs: list = []
+        while time.monotonic() < deadline:
+            with State(site.root / ".graphbuild") as state:
+                runs = state.runs()
+            if runs and all(r.status != "running" for r in runs):
+                break
+            time.sleep(0.5)
+        assert len(runs) == 1 and runs[0].status == "succeeded", runs
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    window = float(re.search(r"pushes within ([0-9.]+) s make one sweep", err)[1])
+    assert window == 2  # the documented default
+    asks = [line for line in trace.read_text().splitlines() if "git ls-remote" in line]
+    assert len(asks) == 2, asks  # one sync, made during the window, used by the sweep
+    first = datetime.combine(posted.date(), datetime.strptime(asks[0][:15], "%H:%M:%S.%f").time())
+    assert (first - posted).total_seconds() < window  # before the window could have ended
+
+
 def _wait_for(port: int) -> None:
     """Until the listener on `port` answers its probe (a few seconds at most)."""
     for _ in range(100):

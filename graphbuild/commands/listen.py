@@ -67,7 +67,8 @@ def run(
     if config.azure is not None and config.mirrors:  # each sweep first imports into ACR
         extras.require_azure("listen with `mirrors:` (imports into ACR)")
     pipeline.ready(config)  # its sweeps build: said now, not at the first push
-    batches: queue.Queue[tuple[frozenset[str], threading.Event]] = queue.Queue()
+    # a batch to sweep, or None: a burst began, so sync now, while its window runs
+    batches: queue.Queue[tuple[frozenset[str], threading.Event] | None] = queue.Queue()
     stopping = threading.Event()
 
     def fire(pushed: frozenset[str]) -> None:  # the debouncer's thread: hand over, wait
@@ -87,7 +88,7 @@ def run(
         raise KeyboardInterrupt
 
     secret = events.secret(secret_env)
-    debouncer = events.Debouncer(fire, window, max_wait)
+    debouncer = events.Debouncer(fire, window, max_wait, on_burst=lambda: batches.put(None))
     server = None
     try:  # from the moment the port is open, Ctrl-C is a clean stop
         server = events.serve(host, port, secret, take, pages=pages,
@@ -101,15 +102,21 @@ def run(
             if token_env is None and not web.loopback(host):
                 report.note(web.OPEN_WARNING)
         with process.on_stop_signals(stop, (signal.SIGTERM,)):  # a pod's stop, between sweeps
+            synced: pipeline.Fresh | None = None  # the sync made for the coming batch
             while True:
                 try:
-                    pushed, done = batches.get(timeout=1)
+                    item = batches.get(timeout=1)
                 except queue.Empty:
                     continue
+                if item is None:
+                    synced = _sync(config)
+                    continue
+                pushed, done = item
                 try:
-                    if _sweep(config, pushed, settings, max_images):
+                    if _sweep(config, pushed, settings, max_images, synced):
                         break  # the sweep was interrupted: so is listening
                 finally:
+                    synced = None  # each burst syncs afresh
                     done.set()
     except KeyboardInterrupt:
         report.note("Stopping: no more pushes are taken.")
@@ -152,8 +159,26 @@ def relevant(config: Config, ref: str) -> bool:
     return False
 
 
+def _sync(config: Config) -> pipeline.Fresh | None:
+    """The coming batch's one sync, made as its burst's first push arrives: while the
+    window waits for the rest of the burst, not after it. None if it failed: the batch
+    then syncs itself, and says why if it fails again."""
+    try:
+        return guarded(config, lambda: pipeline.fresh(config))
+    except errors.GraphbuildError as err:
+        report.note(f"Syncing for the pushes: {err}")
+    except Exception as err:  # a bug must not end the listener
+        report.note(f"Syncing for the pushes stopped on an internal error, please report it: "
+                    f"{type(err).__name__}: {err}")  # fmt: skip
+    return None
+
+
 def _sweep(
-    config: Config, pushed: frozenset[str], settings: builds.RunSettings, max_images: int
+    config: Config,
+    pushed: frozenset[str],
+    settings: builds.RunSettings,
+    max_images: int,
+    synced: pipeline.Fresh | None = None,
 ) -> bool:
     """Mirror, then sweep what is built on the pushed images; True when it was interrupted.
 
@@ -161,7 +186,7 @@ def _sweep(
     schedule, tries again (design rule 2)."""
     names = {refs.upstream(ref, config.mirrors) for ref in pushed}  # a mirror's push too
     try:
-        return guarded(config, lambda: _batch(config, pushed, settings, max_images))
+        return guarded(config, lambda: _batch(config, pushed, settings, max_images, synced))
     except errors.GraphbuildError as err:
         report.note(f"The sweep for {', '.join(sorted(names))} stopped: {err}")
     except Exception as err:  # a bug must not end the listener: say so, and go on
@@ -171,10 +196,14 @@ def _sweep(
 
 
 def _batch(
-    config: Config, pushed: frozenset[str], settings: builds.RunSettings, max_images: int
+    config: Config,
+    pushed: frozenset[str],
+    settings: builds.RunSettings,
+    max_images: int,
+    synced: pipeline.Fresh | None,
 ) -> bool:
     names = {refs.upstream(ref, config.mirrors) for ref in pushed}
-    now = pipeline.fresh(config)  # the batch's one sync: its sweep does not sync again
+    now = synced or pipeline.fresh(config)  # the batch's one sync: its sweep does not sync again
     with closing(indexdb.connect(config.workspace)) as db:
         known = sorted(name for name in names if indexdb.match(db, name))
         now.nodes = indexdb.match_all(db, known)  # what the sweep is limited to
