@@ -19,7 +19,7 @@ rebuild storm and the update behind it is still seen when it recovers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -102,11 +102,14 @@ def check(
     state: State,
     mirrors: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    only: Collection[str] | None = None,
 ) -> Check:
-    """Ask the registries about every base and image in `graph`; record what they said.
+    """Ask the registries about every base and image in `graph`, or only about the nodes
+    `only` names (`needed` says which a part of the graph takes); record what they said.
     `mirrors` (repos.yaml) lets a base annotation that names a mirror name its upstream;
     after `timeout` seconds, what has no answer yet is unknown."""
-    wanted, inspect = _questions(graph)
+    scope = set(graph) if only is None else set(only) & set(graph)
+    wanted, inspect = _questions(graph, scope)
     latest = {ref: state.latest(ref) for ref in wanted}
     seen_digests = {seen.digest for seen in latest.values() if seen}
     seen_digests |= {_digest_ref(ref) for ref in wanted if "@" in ref}
@@ -121,8 +124,8 @@ def check(
     at = now()
     _remember(answers, state)
     judge = _Judge(graph, answers, state, mirrors or {})
-    bases = [judge.base(node, latest, at) for node in _externals(graph)]
-    images = judge.images()
+    bases = [judge.base(node, latest, at) for node in _externals(graph) if node in scope]
+    images = judge.images(scope)
     state.set_baselines(judge.baselines, at)
     observed: list[tuple[str, str, str]] = []
     for ref, answer in answers.items():
@@ -132,6 +135,8 @@ def check(
     state.observe(observed, at)
     digests = {}
     for node, attrs in node_items(graph):
+        if node not in scope:
+            continue
         if attrs["kind"] == EXTERNAL and attrs["digest"] is not None:
             digests[node] = attrs["digest"]
             continue
@@ -145,8 +150,30 @@ def check(
 # ---------------------------------------------------------------- what to ask
 
 
-def _questions(graph: nx.DiGraph[str]) -> tuple[dict[str, list[str]], set[str]]:
-    """Each unique reference with the platforms whose digests matter; images to inspect."""
+def needed(graph: nx.DiGraph[str], starts: Iterable[str]) -> set[str]:
+    """The nodes a check must judge to say of `starts` and everything built on them exactly
+    what a check of the whole graph says: those, and all they are built on up to the
+    external bases. Not only the parents' digests: an image built on a stale image is
+    stale itself whatever its own digests say, and that parent's verdict takes its own
+    parents'."""
+    below = {n for start in starts if start in graph
+             for n in (start, *nx.descendants(graph, start))}  # fmt: skip
+    found, todo = set(below), list(below)
+    while todo:
+        node = todo.pop()
+        for parent in graph.predecessors(node):
+            if parent not in found and builds_on(edge_data(graph, parent, node)):
+                found.add(parent)
+                todo.append(parent)
+    return found
+
+
+def _questions(
+    graph: nx.DiGraph[str], scope: Collection[str]
+) -> tuple[dict[str, list[str]], set[str]]:
+    """Each unique reference of the nodes in `scope` with the platforms whose digests
+    matter (every image built on a base counts, in scope or not: a base's answer is the
+    same whichever part of the graph asked); images to inspect."""
     wanted: dict[str, list[str]] = {}
     inspect: set[str] = set()
 
@@ -155,6 +182,8 @@ def _questions(graph: nx.DiGraph[str]) -> tuple[dict[str, list[str]], set[str]]:
         have += [p for p in platforms if p not in have]
 
     for node, attrs in node_items(graph):
+        if node not in scope:
+            continue
         if attrs["kind"] == EXTERNAL:
             platforms = [p for _, child, edge in out_edge_items(graph, node)
                          for p in _consumer_platforms(graph, child, edge)]  # fmt: skip
@@ -259,9 +288,10 @@ class _Judge:
 
     # -- images
 
-    def images(self) -> list[ImageCheck]:
+    def images(self, scope: Collection[str]) -> list[ImageCheck]:
+        """Those in `scope`, which holds all that each is built on (`needed`)."""
         for node in nx.topological_sort(self.graph):
-            if node_data(self.graph, node)["kind"] == IMAGE:
+            if node in scope and node_data(self.graph, node)["kind"] == IMAGE:
                 self.done[node] = self.image(node)
         return [self.done[node] for node in sorted(self.done)]
 

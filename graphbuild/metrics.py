@@ -92,7 +92,8 @@ def _read(state: State) -> _Facts:
     ).fetchone()
     return _Facts(
         freshness={(kind, status): n for kind, status, n in fresh},
-        last_check=db.execute("SELECT MAX(at) FROM freshness").fetchone()[0],
+        # a whole check writes every row at once; a push's check and a run only newer ones
+        last_check=db.execute("SELECT MIN(at) FROM freshness").fetchone()[0],
         sweep=None if sweep is None else (sweep[0], sweep[1], sweep[2]),
         outcomes={str(label): n for label, n in state.counters(BUILDS).items()},
         counters={name: {str(label): n for label, n in state.counters(name).items()}
@@ -123,8 +124,8 @@ def _families(facts: _Facts) -> list[Metric]:
             "status", BASE_STATUSES,
             {status: n for (kind, status), n in fresh.items() if kind == EXTERNAL}),
         *_gauge("graphbuild_last_check_timestamp_seconds",
-                "When the last check (check, plan, sweep, rebuild) asked the registries, "
-                "Unix time.", _seconds(facts.last_check)),
+                "When the last check of the whole graph (check, plan, sweep, rebuild; not a "
+                "push's sweep) asked the registries, Unix time.", _seconds(facts.last_check)),
         *_gauge("graphbuild_last_sweep_start_timestamp_seconds",
                 "When the last sweep's run started, Unix time (a sweep that finds nothing to "
                 "rebuild makes no run).", started),

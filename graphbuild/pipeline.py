@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,15 +92,23 @@ def fresh(config: Config, names: Sequence[str] = ()) -> Fresh:
 # ---------------------------------------------------------------- check and plan
 
 
-def check(config: Config, g: nx.DiGraph[str], concurrency: int = 16) -> detect.Check:
-    """Ask the registries about every reference of the graph (design rule 2: all of them)."""
+def check(
+    config: Config,
+    g: nx.DiGraph[str],
+    concurrency: int = 16,
+    only: Collection[str] | None = None,
+) -> detect.Check:
+    """Ask the registries about every reference of the graph (design rule 2: all of them),
+    or, for a push's sweep, only about the nodes `only` names (detect.needed): their
+    freshness is updated, the rest of the fleet's stays what the last whole check said."""
     try:
         with (
             State(config.workspace) as state,
             registry_for(config, concurrency=concurrency) as registry,
         ):
-            checked = detect.check(g, registry, state, config.mirrors, config.check_timeout)
-            state.record_freshness(freshness(checked))
+            checked = detect.check(g, registry, state, config.mirrors, config.check_timeout,
+                                   only)  # fmt: skip
+            state.record_freshness(freshness(checked), whole=only is None)
             say_unreachable(registry)
             say_signed_in(registry)
             return checked
@@ -176,7 +184,8 @@ def plan(config: Config, g: nx.DiGraph[str], checked: detect.Check) -> Plan:
     """What a sweep rebuilds: the check's stale and missing images, the images whose own
     source changed since graphbuild built them, with `vulnerabilities.rebuild` those whose
     own layers carry a finding a rebuild fixes (by the stored scans), and what is built on
-    those."""
+    those. Only the images the check judged (those with a digest) have their sources read:
+    after a push's narrowed check, not the rest of the fleet."""
     vulnerable: dict[str, str] = {}
     with State(config.workspace) as state:
         changed = keys.changed_sources(config, g, checked.digests, state)
@@ -450,13 +459,15 @@ def sweep(
     synced: Fresh | None = None,
 ) -> Sweep:
     """Sync, check, plan, and carry the plan out. `only` limits it to what is built on
-    those references (a push event's sweep); `synced`, a sync the caller has just made for
-    them (`listen`'s batch), is used instead of syncing again. The caller holds the sweep
-    lock."""
+    those references (a push event's sweep): only those and what they are built on are
+    checked and planned, which answers for them exactly as a whole check would; the
+    scheduled sweep checks everything (design rule 2). `synced`, a sync the caller has just
+    made for them (`listen`'s batch), is used instead of syncing again. The caller holds
+    the sweep lock."""
     if not dry_run:
         ready(config)
     now = fresh(config, only) if synced is None else synced
-    checked = check(config, now.graph)
+    checked = check(config, now.graph, only=detect.needed(now.graph, now.nodes) if only else None)
     if config.vulnerabilities and config.vulnerabilities.rebuild and not dry_run and not only:
         # what was not scanned within the rescan period; a push's sweep uses the last scans
         scan(config, now.graph)

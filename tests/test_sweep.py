@@ -9,18 +9,22 @@ what is *not* rebuilt, solo (on nothing the others touch).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
 import hashlib
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from graphbuild import metrics
 from graphbuild.state import State
 
 from .oci import BASE_DIGEST, BASE_NAME
@@ -90,6 +94,87 @@ def test_a_base_update_rebuilds_exactly_its_descendants_on_the_new_digests(site)
         assert site.manifest(child)["annotations"][BASE_DIGEST] == nodes[parent]["digest"]
     assert site.digest(site.solo) == first[site.solo]["digest"]
     assert "Nothing to rebuild." in site.gb("sweep").stdout
+
+
+def test_a_push_sweep_asks_and_reads_only_what_is_below_the_pushed_base(site, tmp_path):
+    """Issue 17, point 4: `sweep --only BASE` (a push event's sweep) asks the registry only
+    about what is built on BASE and what those are built on, reads only those images'
+    sources, and leaves the freshness the last whole check recorded for the rest of the
+    fleet (and /metrics' time of the last check) as they were. It used to check and plan
+    the whole fleet, then keep what is built on BASE."""
+    h = site.host
+    unrelated = []  # folders of their own, on bases of their own: nothing the push touches
+    for i in range(3):
+        site.registry.image(f"other/base{i}", "1", content=f"other {i}")
+        folder = tmp_path / f"other{i}"
+        (folder / "img").mkdir(parents=True)
+        (folder / "img" / "Dockerfile").write_text(f"FROM {h}/other/base{i}:1\nCOPY f /f\n")
+        (folder / "img" / "f").write_text(f"other {i}")
+        site.config["repos"].append({"name": f"other{i}", "path": str(folder), "images": [
+            {"image": f"{h}/other/img{i}", "dockerfile": "img/Dockerfile", "context": "img",
+             "tags": ["1"]}]})  # fmt: skip
+        unrelated += [f"{h}/other/img{i}:1", f"{h}/other/base{i}:1"]
+    unrelated.append(site.solo)
+    site.write_config()
+    assert site.run("sweep")["status"] == "succeeded"  # the whole fleet, built
+    workspace = site.root / ".graphbuild"
+    with State(workspace) as state:
+        before = state.freshness()
+    last_check = _last_check(workspace)
+    assert last_check is not None
+
+    site.push_upstream("upstream v2: the security fix")
+    asked = {name: site.registry.requests(f"^/v2/{name}/") for name in
+             ("other", "apps/solo", "upstream", "platform", "apps/app")}  # fmt: skip
+    with _opens(tmp_path / "other0" / "img") as opened:
+        run = site.run("sweep", "--only", site.upstream)
+    assert set(outcomes(run)) == {site.base, site.mid, site.app}
+    for name, n in asked.items():
+        now = site.registry.requests(f"^/v2/{name}/")
+        assert (now > n) == (name not in ("other", "apps/solo")), (name, n, now)
+    assert "f" not in opened, "the plan read the source of an image the push does not touch"
+    with State(workspace) as state:
+        after = state.freshness()
+    assert {n: after[n] for n in unrelated} == {n: before[n] for n in unrelated}
+    for node in (site.upstream, site.base, site.mid, site.app):
+        assert after[node].at > before[node].at
+    assert after[site.upstream].status == "changed"
+    assert _last_check(workspace) == last_check  # the last whole check's time
+    assert "Nothing to rebuild." in site.gb("sweep").stdout  # the whole check, after it
+
+
+def _last_check(workspace: Path) -> float | None:
+    """/metrics' graphbuild_last_check_timestamp_seconds."""
+    for line in metrics.render(workspace).decode().splitlines():
+        if line.startswith("graphbuild_last_check_timestamp_seconds "):
+            return float(line.split()[1])
+    return None
+
+
+IN_OPEN = 0x20
+
+
+@contextlib.contextmanager
+def _opens(folder: Path) -> Iterator[list[str]]:
+    """The names of the files opened in `folder` while the block runs, filled when it ends
+    (inotify, IN_OPEN): whether graphbuild read them, which neither a log nor git's trace
+    would say."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK)
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    names: list[str] = []
+    try:
+        assert libc.inotify_add_watch(fd, os.fsencode(folder), IN_OPEN) >= 0
+        yield names
+        with contextlib.suppress(BlockingIOError):  # no more events
+            while data := os.read(fd, 65536):
+                at = 0
+                while at < len(data):  # struct inotify_event: wd, mask, cookie, len, name
+                    _, _, _, size = struct.unpack_from("iIII", data, at)
+                    names.append(data[at + 16 : at + 16 + size].rstrip(b"\0").decode())
+                    at += 16 + size
+    finally:
+        os.close(fd)
 
 
 def test_a_failing_build_blocks_only_its_descendants_and_resume_finishes_after_the_fix(site):
