@@ -278,11 +278,14 @@ class Mirrored:
     unanswered: list[str]
 
 
-def mirror(config: Config, g: nx.DiGraph[str], dry_run: bool) -> Mirrored:
-    """Copy the external bases the graph uses into the mirror, by digest; an image
-    already there is not imported again."""
+def mirror(
+    config: Config, g: nx.DiGraph[str], dry_run: bool, only: Collection[str] | None = None
+) -> Mirrored:
+    """Copy the external bases the graph uses (those among `only`, for a push's sweep)
+    into the mirror, by digest; an image already there is not imported again."""
     assert config.azure is not None
-    externals = [node for node, data in graph.node_items(g) if data["kind"] == indexdb.EXTERNAL]
+    externals = [node for node, data in graph.node_items(g) if data["kind"] == indexdb.EXTERNAL
+                 and (only is None or node in only)]  # fmt: skip
     pairs = {node: target for node in externals if (target := refs.mirrored(node, config.mirrors))}
     wanted = {ref: () for pair in pairs.items() for ref in pair}  # both sides, once each
     with registry_for(config) as registry:

@@ -502,6 +502,36 @@ def test_mirror_imports_each_base_once_by_digest_and_the_graph_sees_one_base(acr
     assert len(arm.imports) == 2
 
 
+def test_a_pushs_mirror_imports_only_what_is_below_the_pushed_base(acr_site, arm):
+    """Issue 17, point 4: before a push's sweep, `listen` mirrors the bases the images
+    below the pushed one are built on, and asks about no other base (a periodic `mirror`
+    still covers them all)."""
+    from contextlib import closing
+
+    from graphbuild import config, detect, graph, indexdb, pipeline
+
+    site = acr_site
+    h = site.host
+    site.config["mirrors"] = {f"{h}/upstream": f"{h}/mirror/upstream"}
+    site.write_config()
+    other = site.registry.image("upstream/other", "1", content="other v1")
+    site.platform.commit({"base/Dockerfile": f"FROM {h}/mirror/upstream/base:1\nCOPY f /b\n"})
+    site.apps.commit({"solo/Dockerfile": f"FROM {h}/mirror/upstream/other:1\nCOPY f /solo\n"})
+    assert site.gb("sync").returncode == 0
+    cfg = config.load(site.root / "repos.yaml")
+    with closing(indexdb.connect(cfg.workspace)) as db:
+        g = graph.load(db)
+    asked = site.registry.requests(r"/v2/(mirror/)?upstream/other/")
+    done = pipeline.mirror(cfg, g, dry_run=False, only=detect.needed(g, [site.upstream]))
+    assert [i.source for i in done.done] == [site.upstream]
+    assert site.registry.requests(r"/v2/(mirror/)?upstream/other/") == asked  # not asked
+    assert [i["parameters"]["source"]["sourceImage"] for i in arm.imports] == [
+        f"upstream/base@{site.upstream_digest}"
+    ]
+    everything = pipeline.mirror(cfg, g, dry_run=False)  # the periodic mirror: all of them
+    assert [(i.source, i.digest) for i in everything.done] == [(f"{h}/upstream/other:1", other)]
+
+
 # -- importing with credentials, and through throttling
 
 

@@ -21,6 +21,7 @@ from typing import NoReturn
 
 from graphbuild import (
     builds,
+    detect,
     errors,
     events,
     extras,
@@ -212,7 +213,8 @@ def _batch(
         return False
     if config.azure is not None and config.mirrors:  # builds pin the upstream digest
         try:
-            mirror.shown(pipeline.mirror(config, now.graph, dry_run=False), False, False)
+            needed = detect.needed(now.graph, now.nodes)  # the bases of the sweep's part
+            mirror.shown(pipeline.mirror(config, now.graph, False, needed), False, False)
         except errors.GraphbuildError as err:  # the images on what failed fail their builds
             report.note(f"Mirroring before the sweep: {err}")
     report.note(f"Pushed: {', '.join(known)}. Sweeping what is built on them.")
