@@ -165,7 +165,12 @@ def needed(graph: nx.DiGraph[str], starts: Iterable[str]) -> set[str]:
             if parent not in found and builds_on(edge_data(graph, parent, node)):
                 found.add(parent)
                 todo.append(parent)
-    return found
+    # `x:1@D` and `x:1` ask one question: judged apart, the answer recorded for one would
+    # make the other's change unseen by the next whole check
+    tagged = {node: _tagged(attrs) for node, attrs in node_items(graph)
+              if attrs["kind"] == EXTERNAL and attrs["tag"] is not None}  # fmt: skip
+    asked = {ref for node, ref in tagged.items() if node in found}
+    return found | {node for node, ref in tagged.items() if ref in asked}
 
 
 def _questions(

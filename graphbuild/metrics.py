@@ -92,8 +92,7 @@ def _read(state: State) -> _Facts:
     ).fetchone()
     return _Facts(
         freshness={(kind, status): n for kind, status, n in fresh},
-        # a whole check writes every row at once; a push's check and a run only newer ones
-        last_check=db.execute("SELECT MIN(at) FROM freshness").fetchone()[0],
+        last_check=state.last_whole_check(),
         sweep=None if sweep is None else (sweep[0], sweep[1], sweep[2]),
         outcomes={str(label): n for label, n in state.counters(BUILDS).items()},
         counters={name: {str(label): n for label, n in state.counters(name).items()}

@@ -122,6 +122,8 @@ MIGRATIONS = (
         name TEXT NOT NULL, label TEXT NOT NULL, value INTEGER NOT NULL,
         PRIMARY KEY (name, label));
     """,
+    # when the whole graph was last checked: a push's check of its part never moves it
+    "CREATE TABLE whole_checks (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL);",
 )
 SCRATCH = "scratch"  # the workspace folder holding each run's build contexts while it builds
 # counters: /metrics serves each as graphbuild_<name>_total, one series per label
@@ -901,15 +903,24 @@ class State:
     def record_freshness(self, rows: Iterable[Freshness], whole: bool = True) -> None:
         """The last check's answer for every node, in place of the one before: a check asks
         about the whole graph (design rule 2), so a node it did not name has left it. Not
-        `whole`: only these nodes' rows change (what a run built is up to date)."""
+        `whole`: only these nodes' rows change (a push's check of its part, what a run
+        built); the time of the last whole check stays."""
+        rows = list(rows)
         with self.db:
             if whole:
                 self.db.execute("DELETE FROM freshness")
+                at = max((f.at for f in rows), default=now())
+                self.db.execute("INSERT OR REPLACE INTO whole_checks VALUES (1, ?)", (at,))
             self.db.executemany(
                 "INSERT OR REPLACE INTO freshness VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ((f.node, f.kind, f.status, f.reason, f.detail, json.dumps(f.chain), f.digest,
                   f.since, f.at) for f in rows),
             )  # fmt: skip
+
+    def last_whole_check(self) -> str | None:
+        """When a check last asked about the whole graph (`check`, `plan`, a whole sweep)."""
+        row = self.db.execute("SELECT at FROM whole_checks").fetchone()
+        return None if row is None else str(row[0])
 
     def freshness(self, node: str | None = None) -> dict[str, Freshness]:
         rows = self.db.execute(

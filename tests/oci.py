@@ -82,6 +82,7 @@ class LocalRegistry:
         if self.auth:
             config["auth"] = self.auth
         (self.folder / "config.yml").write_text(json.dumps(config))  # JSON is YAML
+        start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 ["docker-registry", "serve", str(self.folder / "config.yml")],
@@ -94,13 +95,25 @@ class LocalRegistry:
                 httpx.get(
                     f"http{'s' if self.tls else ''}://{self.host}/v2/", timeout=1, verify=False
                 )
-                return self
+                # answered: by this registry, or by another process that took the port
+                # between free_port() and the bind (pytest-xdist runs tests side by side)
+                if "uri=/v2/" in self._log_since(start):
+                    return self
             except httpx.HTTPError:
-                if self.process.poll() is not None:
-                    log = self.log.read_text()[-2000:]
-                    raise RuntimeError(f"docker-registry exited: {log}") from None
-                time.sleep(0.05)
+                pass
+            if self.process.poll() is not None:
+                log = self._log_since(start)
+                if "address already in use" in log:
+                    self.port = free_port()  # lost the race for the port: another one
+                    return self.start()
+                raise RuntimeError(f"docker-registry exited: {log[-2000:]}") from None
+            time.sleep(0.05)
         raise RuntimeError("docker-registry did not start within 20 s")
+
+    def _log_since(self, offset: int) -> str:
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self._http is not None:

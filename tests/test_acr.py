@@ -532,6 +532,54 @@ def test_a_pushs_mirror_imports_only_what_is_below_the_pushed_base(acr_site, arm
     assert [(i.source, i.digest) for i in everything.done] == [(f"{h}/upstream/other:1", other)]
 
 
+def test_listen_mirrors_only_the_bases_below_the_pushed_one_before_its_sweep(
+    acr_site, arm, monkeypatch
+):
+    """Issue 17, point 4, through `listen`: a push's batch imports into the mirror what
+    the images below the pushed base use, and leaves every other base to `mirror`."""
+    import httpx
+
+    from .test_events import SECRET, _free_port, _wait_for, acr_event
+
+    site = acr_site
+    h = site.host
+    site.config["mirrors"] = {f"{h}/upstream": f"{h}/mirror/upstream"}
+    site.write_config()
+    site.registry.image("upstream/other", "1", content="other v1")  # due, but not below
+    site.platform.commit({"base/Dockerfile": f"FROM {h}/mirror/upstream/base:1\nCOPY f /b\n"})
+    site.apps.commit({"solo/Dockerfile": f"FROM {h}/mirror/upstream/other:1\nCOPY f /solo\n"})
+    assert site.gb("sync").returncode == 0
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", SECRET)
+    port = _free_port()
+    process = site.start("listen", "--port", str(port), "--host", "127.0.0.1")
+    try:
+        _wait_for(port)
+        body = acr_event(tag="1", repository="upstream/base", digest=site.upstream_digest)
+        answer = httpx.post(f"http://127.0.0.1:{port}/hooks/acr",
+                            json=body | {"request": {"host": h}},
+                            headers={"X-Graphbuild-Secret": SECRET}, timeout=10)  # fmt: skip
+        assert answer.status_code == 202
+        deadline = time.monotonic() + 120
+        runs: list = []
+        while time.monotonic() < deadline:
+            with State(site.root / ".graphbuild") as state:
+                runs = state.runs()
+            if runs and all(r.status != "running" for r in runs):
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert len(runs) == 1 and runs[0].status == "succeeded", (runs, err)
+    with State(site.root / ".graphbuild") as state:
+        run = state.run(runs[0].id)
+    assert run is not None
+    assert {n.node for n in run.nodes} == {site.base, site.mid, site.app, *(
+        f"{h}/platform/{name}:1" for name in ("second", "third"))}  # fmt: skip
+    sources = [i["parameters"]["source"]["sourceImage"] for i in arm.imports]
+    assert sources == [f"upstream/base@{site.upstream_digest}"], err
+
+
 # -- importing with credentials, and through throttling
 
 

@@ -544,6 +544,68 @@ def test_pushes_during_a_fire_go_to_the_next_fire():
     assert not fires.overlapped
 
 
+def test_each_burst_is_announced_once_and_before_its_fire():
+    """`on_burst` is how listen starts a burst's sync while its window runs: once per
+    burst, at its first push, before that burst's fire, and again for pushes that arrive
+    while a fire runs (they make the next burst)."""
+    said: list[str] = []
+    fires = Fires(hold=True)
+
+    def fire(refs: frozenset[str]) -> None:
+        said.append("fire " + ",".join(sorted(refs)))
+        fires(refs)
+
+    debouncer = Debouncer(fire, window=0.0, max_wait=1.0, on_burst=lambda: said.append("burst"))
+    try:
+        debouncer.add(push("a:1"))
+        assert fires.started.wait(5)
+        debouncer.add(push("b:1"))  # while a's fire runs
+        debouncer.add(push("c:1"))
+        fires.release.set()
+        fires.wait()
+        fires.wait()
+    finally:
+        debouncer.close()
+    assert said == ["burst", "fire a:1", "burst", "fire b:1,c:1"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bursts_early_sync_goes_to_its_own_batch_and_is_made_again_when_stale():
+    from graphbuild.commands.listen import EarlySyncs
+
+    made: list[float] = []
+    clock = Clock()
+
+    def sync():  # a stand-in for pipeline.fresh's answer: when it was made
+        made.append(clock.now)
+        return clock.now
+
+    syncs = EarlySyncs(sync, window=2.0, clock=clock)
+    syncs.burst()  # a burst, then its batch: the batch gets the burst's sync
+    clock.now = 2.0
+    assert syncs.take() == 0.0
+    syncs.swept()
+    assert syncs.take() is None  # a batch with no burst of its own syncs itself
+    clock.now = 10.0
+    syncs.burst()  # burst A
+    syncs.burst()  # burst B began before A's batch was taken: one sync, for A
+    assert made == [0.0, 10.0]
+    clock.now = 11.0
+    assert syncs.take() == 10.0
+    clock.now = 20.0
+    syncs.swept()  # B's sync is made once A's batch is swept
+    assert made == [0.0, 10.0, 20.0]
+    clock.now = 20.0 + 2.0 + EarlySyncs.STALE + 0.1  # a storm held B's batch back
+    assert syncs.take() is None  # so it syncs again, and what was merged meanwhile counts
+
+
 def test_max_wait_fires_under_a_steady_stream():
     fires = Fires()
     debouncer = Debouncer(fires, window=0.5, max_wait=1.0)

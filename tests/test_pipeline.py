@@ -95,3 +95,33 @@ def test_a_push_sweeps_narrowed_check_and_plan_are_the_whole_ones_within_its_par
     compare("mid", site.mid, {x, z})
     site.push_upstream("upstream v2")
     compare("upstream", site.upstream, {site.base, site.mid, site.app, x, z})
+
+
+def test_a_pushs_check_also_judges_the_floating_base_that_shares_a_pinned_bases_tag(
+    tmp_path, registry
+):
+    """`FROM x:1@D` and `FROM x:1` are two nodes that ask the registry one question, x:1.
+    A push's check whose part holds only the pinned one records x:1's new digest; unless
+    it also judges the floating node, the next whole check compares the new digest with
+    itself, and no check ever says that the floating base changed."""
+    import yaml
+
+    h = registry.host
+    first = registry.image("ext/x", "1", content="x v1")
+    repo = tmp_path / "repo"
+    for name, line in (("p", f"FROM {h}/ext/x:1@{first}"), ("q", f"FROM {h}/ext/x:1")):
+        (repo / name).mkdir(parents=True)
+        (repo / name / "Dockerfile").write_text(f"{line}\nCOPY f /f\n")
+        (repo / name / "f").write_text(name)
+    image = {"image": f"{h}/fleet/{{dir}}", "dockerfile": "*/Dockerfile", "tags": ["1"]}
+    repos = [{"name": "r", "path": str(repo), "images": [image]}]
+    (tmp_path / "repos.yaml").write_text(
+        yaml.safe_dump({"registries": {h: {"insecure": True}}, "repos": repos})
+    )
+    cfg = config.load(tmp_path / "repos.yaml")
+    g = pipeline.fresh(cfg).graph
+    pipeline.check(cfg, g)  # the last whole check: x:1 is first
+    registry.image("ext/x", "1", content="x v2")  # x:1 moves
+    part = detect.needed(g, [f"{h}/fleet/p:1"])  # a push of fleet/p (its own CI)
+    narrowed = {b.id: b.status for b in pipeline.check(cfg, g, only=part).bases}
+    assert narrowed[f"{h}/ext/x:1"] == "changed"  # said by the check that saw it move

@@ -140,7 +140,14 @@ def test_a_push_sweep_asks_and_reads_only_what_is_below_the_pushed_base(site, tm
         assert after[node].at > before[node].at
     assert after[site.upstream].status == "changed"
     assert _last_check(workspace) == last_check  # the last whole check's time
+    roots = [site.upstream, site.solo, *(f"{h}/other/base{i}:1" for i in range(3))]
+    every = site.gb("sweep", *(arg for root in roots for arg in ("--only", root)))
+    assert every.returncode == 0, every.stderr  # a push's sweep whose part is every node
+    with State(workspace) as state:
+        assert all(row.at > after[node].at for node, row in state.freshness().items())
+    assert _last_check(workspace) == last_check  # still not a whole check
     assert "Nothing to rebuild." in site.gb("sweep").stdout  # the whole check, after it
+    assert _last_check(workspace) > last_check
 
 
 def _last_check(workspace: Path) -> float | None:

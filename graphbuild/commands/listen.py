@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -103,22 +104,22 @@ def run(
             if token_env is None and not web.loopback(host):
                 report.note(web.OPEN_WARNING)
         with process.on_stop_signals(stop, (signal.SIGTERM,)):  # a pod's stop, between sweeps
-            synced: pipeline.Fresh | None = None  # the sync made for the coming batch
+            syncs = EarlySyncs(lambda: _sync(config), window)
             while True:
                 try:
                     item = batches.get(timeout=1)
                 except queue.Empty:
                     continue
                 if item is None:
-                    synced = _sync(config)
+                    syncs.burst()
                     continue
                 pushed, done = item
                 try:
-                    if _sweep(config, pushed, settings, max_images, synced):
+                    if _sweep(config, pushed, settings, max_images, syncs.take()):
                         break  # the sweep was interrupted: so is listening
                 finally:
-                    synced = None  # each burst syncs afresh
                     done.set()
+                syncs.swept()
     except KeyboardInterrupt:
         report.note("Stopping: no more pushes are taken.")
     finally:
@@ -158,6 +159,47 @@ def relevant(config: Config, ref: str) -> bool:
             return True
     report.note(f"Pushed: {name}; nothing here is built on it: no sweep.")
     return False
+
+
+class EarlySyncs:
+    """Each burst's one sync, made as its first push arrives, handed to its batch.
+
+    Bursts and batches alternate in the queue, except when a burst begins between the
+    debouncer taking a batch and handing it over: then the sync made for that batch is
+    the one the batch gets, and the newer burst's is made right after that batch.
+    """
+
+    STALE = 10.0  # seconds past the window: a storm held the batch back, sync again
+
+    def __init__(
+        self,
+        sync: Callable[[], pipeline.Fresh | None],
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sync, self._window, self._clock = sync, window, clock
+        self._made: tuple[float, pipeline.Fresh | None] | None = None
+        self._owed = False
+
+    def burst(self) -> None:
+        """A burst began: sync now, while its window runs, unless the batch to come has
+        its sync yet; then this burst's is made once that batch is swept."""
+        if self._made is None:
+            self._made = (self._clock(), self._sync())
+        else:
+            self._owed = True
+
+    def take(self) -> pipeline.Fresh | None:
+        """The sync for the batch about to be swept; None: the batch syncs itself."""
+        made, self._made = self._made, None
+        if made is None or self._clock() - made[0] > self._window + self.STALE:
+            return None  # what was merged while a storm went on counts
+        return made[1]
+
+    def swept(self) -> None:
+        if self._owed:
+            self._owed = False
+            self.burst()
 
 
 def _sync(config: Config) -> pipeline.Fresh | None:
@@ -213,8 +255,9 @@ def _batch(
         return False
     if config.azure is not None and config.mirrors:  # builds pin the upstream digest
         try:
-            needed = detect.needed(now.graph, now.nodes)  # the bases of the sweep's part
-            mirror.shown(pipeline.mirror(config, now.graph, False, needed), False, False)
+            part = detect.needed(now.graph, now.nodes)  # the sweep's part, and the
+            used = {p for n in part for p in now.graph.predecessors(n)}  # frontends it uses
+            mirror.shown(pipeline.mirror(config, now.graph, False, part | used), False, False)
         except errors.GraphbuildError as err:  # the images on what failed fail their builds
             report.note(f"Mirroring before the sweep: {err}")
     report.note(f"Pushed: {', '.join(known)}. Sweeping what is built on them.")
