@@ -291,6 +291,11 @@ def _stat(pid: int) -> tuple[str, int, int, int] | None:
     return fields[0], int(fields[1]), int(fields[2]), int(fields[19])
 
 
+# set by every stop signal a handler of `on_stop_signals` takes: signals are the process's,
+# so one taken by an inner step (a sweep's) still tells an outer loop (`listen`) to stop
+STOP_REQUESTED = threading.Event()
+
+
 @contextlib.contextmanager
 def on_stop_signals(
     handle: Callable[[int], object], signals: Sequence[signal.Signals] = STOP_SIGNALS
@@ -307,6 +312,7 @@ def on_stop_signals(
     def handler(signum: int, frame: object) -> None:
         nonlocal count
         count += 1
+        STOP_REQUESTED.set()
         handle(count)
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -852,6 +853,56 @@ def test_listen_syncs_while_a_bursts_short_window_runs(tmp_path, registry, remot
     assert len(asks) == 2, asks  # one sync, made during the window, used by the sweep
     first = datetime.combine(posted.date(), datetime.strptime(asks[0][:15], "%H:%M:%S.%f").time())
     assert (first - posted).total_seconds() < window  # before the window could have ended
+
+
+def test_listen_stops_after_a_sweep_that_a_stop_signal_reached(
+    tmp_path, registry, remotes, monkeypatch
+):
+    """A pod's SIGTERM that arrives while a batch builds its last image is taken by the
+    sweep (no new builds); the sweep then ends well, and `listen` must stop too, not go
+    back to waiting for pushes until the kubelet's SIGKILL."""
+    import os
+    import signal
+    import subprocess
+
+    from .site import Site, require
+
+    require("buildah")
+    site = Site(tmp_path, registry, remotes)
+    assert site.gb("sync").returncode == 0
+    monkeypatch.setenv("GRAPHBUILD_WEBHOOK_SECRET", SECRET)
+    port = _free_port()
+    process = site.start("listen", "--port", str(port), "--host", "127.0.0.1", "--window", "0")
+    try:
+        _wait_for(port)
+        repo, tag = site.upstream.split("/", 1)[1].rsplit(":", 1)
+        body = json.dumps(acr_event(tag=tag, repository=repo) | {"request": {"host": site.host}})
+        answer = httpx.post(f"http://127.0.0.1:{port}/hooks/acr", content=body,
+                            headers={SECRET_HEADER: SECRET}, timeout=10)  # fmt: skip
+        assert answer.status_code == 202
+        deadline, last = time.monotonic() + 120, None
+        while time.monotonic() < deadline and last is None:  # app, the last image, builds
+            time.sleep(0.05)
+            with State(site.root / ".graphbuild") as state:
+                runs = state.runs(limit=1)
+                run = state.run(runs[0].id) if runs else None
+            if run is not None:
+                last = next((n for n in run.nodes if n.node == site.app and n.status == "running"
+                             and n.log and Path(n.log).exists()), None)  # fmt: skip
+        assert last is not None, "the sweep did not reach its last build"
+        process.send_signal(signal.SIGTERM)  # to the container's first process, as a pod's
+        try:
+            _, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("listen went on after its sweep took the SIGTERM") from None
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "That sweep exited 0." in err and "Stopping: no more pushes are taken." in err
+    with State(site.root / ".graphbuild") as state:
+        assert state.runs(limit=1)[0].status == "succeeded"  # the last build was let finish
 
 
 def _wait_for(port: int) -> None:

@@ -69,6 +69,7 @@ def run(
     if config.azure is not None and config.mirrors:  # each sweep first imports into ACR
         extras.require_azure("listen with `mirrors:` (imports into ACR)")
     pipeline.ready(config)  # its sweeps build: said now, not at the first push
+    process.STOP_REQUESTED.clear()
     # a batch to sweep, or None: a burst began, so sync now, while its window runs
     batches: queue.Queue[tuple[frozenset[str], threading.Event] | None] = queue.Queue()
     stopping = threading.Event()
@@ -119,6 +120,8 @@ def run(
                         break  # the sweep was interrupted: so is listening
                 finally:
                     done.set()
+                if process.STOP_REQUESTED.is_set():  # the sweep took the signal, and ended well
+                    raise KeyboardInterrupt
                 syncs.swept()
     except KeyboardInterrupt:
         report.note("Stopping: no more pushes are taken.")
