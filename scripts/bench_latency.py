@@ -24,11 +24,14 @@ that sleeps --gate seconds. The listener is warmed by one unmeasured push after 
 starts.
 
 The breakdown is taken from what the parts record, each on the same wall clock:
-  window   the POST's answer -> listen's first git command (GIT_TRACE): debounce
+  window   (listen) the POST's answer -> its batch begins ("Pushed: X. Sweeping ..."), at most
+           the configured --window: the debounce. listen syncs from the burst's first
+           push while the window runs; a sync longer than the window counts in gaps
   start    (sweep) the push -> its first git command: process start-up
   post     (listen) the push -> the POST answered
   sync     first git command -> graphbuild's first registry request (the
-           registry's own log, start = logged time - duration): fetch, index, link
+           registry's own log, start = logged time - duration): fetch, index, link;
+           for listen, first git command -> its "Synced ..." line (inside the window)
   check    -> the check's answer stored (state.db freshness `at`)
   plan     -> the run's start (state.db runs.started)
   builds   time at least one `buildah bud` or `buildah push` ran (a shim on PATH
@@ -41,12 +44,13 @@ The breakdown is taken from what the parts record, each on the same wall clock:
   t-build  total - builds: buildah's time varies by a second or more between
            samples on 2 cores while the work is the same in every case, so the
            goals that compare cases compare this
+  t-window t-build - window: what listen costs beyond its deliberate wait
   reqs     graphbuild's requests to the registry (its log), push -> ring
 Figures are medians over --runs samples (--large-runs with the unrelated
 repositories), each column on its own: the columns need not add up.
 
 Usage: scripts/bench_latency.py [--runs 5] [--large-runs 2] [--unrelated 100]
-                                [--window 1] [--gate 2] [--keep] [--json]
+                                [--window 2] [--gate 2] [--keep] [--json]
 (about 6 minutes with the defaults on 2 cores, 1.5 of them building the 100
 unrelated images once). Figures are recorded in docs/benchmarks.md.
 """
@@ -70,6 +74,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,7 +113,7 @@ exit $code
 # a gate that sleeps, then logs "start end image"
 GATE = 'start=$(date +%s.%N); sleep "$2"; echo "$start $(date +%s.%N) $1" >> "$3"'
 COLUMNS = ("total", "window", "start", "post", "sync", "check", "plan", "builds", "gates",
-           "deploy", "gaps", "own", "t-build", "reqs")  # fmt: skip
+           "deploy", "gaps", "own", "t-build", "t-window", "reqs")  # fmt: skip
 
 
 def clock() -> float:
@@ -346,8 +351,9 @@ class Fleet:
         log = git(self.deploy.url, "log", "--format=%B", "-n", "5", "main")
         return run in log
 
-    def sample(self, t0: float, posted: float | None) -> Sample | None:
-        """The breakdown of the push at `t0` (its run finished)."""
+    def sample(self, t0: float, posted: float | None, heard: Heard | None = None) -> Sample | None:
+        """The breakdown of the push at `t0` (its run finished); `heard`, for listen, when it
+        said its sync was done and its batch began."""
         found = self.run_after(t0)
         if found is None:
             return None
@@ -366,25 +372,41 @@ class Fleet:
         p: dict[str, float | None] = {"total": total, "builds": built, "gates": gated,
                                       "t-build": total - built, "reqs": len(asked)}  # fmt: skip
         p["deploy"] = ring - max(ends) if ends else None
-        if posted is not None:
+        waited = 0.0  # the part of the sync that kept the batch waiting past its window
+        if posted is not None and heard is not None:
             p["post"] = posted - t0
-            p["window"] = sync - posted if sync else None
+            # the batch begins at the window's end, or at its sync's end if that is later:
+            # the sync starts at the push and runs while the window waits
+            p["window"] = min(heard.window, heard.began - posted)
+            p["sync"] = heard.synced - sync if sync else None
+            waited = max(0.0, heard.began - posted - heard.window)
         else:
             p["start"] = sync - t0 if sync else None
-        p["sync"] = check - sync if check and sync else None
+            p["sync"] = check - sync if check and sync else None
         p["check"] = checked - check if checked and check else None
         p["plan"] = started - checked if checked else None
         p["own"] = total - (p.get("window") or 0.0) - built - gated
-        named = [p.get(k) for k in ("start", "post", "sync", "check", "plan", "deploy")]
+        p["t-window"] = p["t-build"] - (p.get("window") or 0.0)
+        named = [p.get(k) for k in ("start", "post", "check", "plan", "deploy")]
+        named.append(waited if posted is not None else p.get("sync"))
         p["gaps"] = p["own"] - sum(x for x in named if x is not None)
         return p
+
+
+@dataclass
+class Heard:
+    """When listen said what: its configured window, its sync done, its batch begun."""
+
+    window: float
+    synced: float
+    began: float
 
 
 class Listener:
     """A running `graphbuild listen`, its stderr read line by line as it comes."""
 
     def __init__(self, fleet: Fleet, window: float) -> None:
-        self.fleet, self.port = fleet, free_port()
+        self.fleet, self.port, self.window = fleet, free_port(), window
         self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
         self.log = (fleet.root / "listen.log").open("a")
         args = ["--host", "127.0.0.1", "--port", str(self.port), "--window", f"{window:g}"]
@@ -428,10 +450,12 @@ class Listener:
             time.sleep(3.0)
         t0, digest = self.fleet.push()
         posted = self.post(self.fleet.event("upstream/base", "1", digest))
+        synced = self.wait_for("Synced ", 600)  # the burst's sync, begun at its first push
+        began = self.wait_for("Sweeping what is built on", 600)  # the batch, window's end
         self.wait_for("That sweep exited", 600)
         if stream:
             stream.join()
-        return self.fleet.sample(t0, posted)
+        return self.fleet.sample(t0, posted, Heard(self.window, synced, began))
 
     def _unrelated(self) -> None:
         with httpx.Client(timeout=10) as http:  # this thread's own
@@ -498,7 +522,7 @@ def main() -> None:
         "--large-runs", type=int, default=2, help="samples per case, with --unrelated"
     )
     parser.add_argument("--unrelated", type=int, default=100, help="repositories; 0: none")
-    parser.add_argument("--window", type=float, default=1.0, help="listen --window")
+    parser.add_argument("--window", type=float, default=2.0, help="listen --window")
     parser.add_argument("--gate", type=float, default=2.0, help="seconds the gate sleeps")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--json", action="store_true", help="every sample as JSON, no table")
@@ -559,11 +583,11 @@ def main() -> None:
 def report(results: dict[str, list[Sample]], opts: argparse.Namespace) -> None:
     width = max(map(len, results)) + 2
     print(f"push -> first ring deployed, seconds (median; listen --window {opts.window:g})")
-    print(f"{'case':<{width}}{'n':>3}" + "".join(f"{c:>8}" for c in COLUMNS))
+    print(f"{'case':<{width}}{'n':>3}" + "".join(f"{c:>9}" for c in COLUMNS))
     for key, samples in results.items():
         print(
             f"{key:<{width}}{len(samples):>3}"
-            + "".join(f"{cell(median(samples, c), c == 'reqs'):>8}" for c in COLUMNS)
+            + "".join(f"{cell(median(samples, c), c == 'reqs'):>9}" for c in COLUMNS)
         )
     print(
         "t-build = total - builds: the same images are built in every case, and buildah's\n"
@@ -593,6 +617,10 @@ def report(results: dict[str, list[Sample]], opts: argparse.Namespace) -> None:
             if a is not None and b is not None:
                 print(f"  listen not slower than a sweep at once, {label}{suffix}: t-build "
                       f"{a:.2f} vs {b:.2f} s: {verdict(a <= b)}")  # fmt: skip
+            a = of(f"{label}: listen{suffix}", "t-window")
+            if a is not None and b is not None:
+                print(f"    the same but for listen's window: t-window {a:.2f} vs {b:.2f} s: "
+                      f"{verdict(a <= b)}")  # fmt: skip
         plain, amid = f"{label}: listen", f"{label}: listen + unrelated pushes"
         if plain in results and amid in results:
             window = (of(amid, "window") or 0) - (of(plain, "window") or 0)
