@@ -19,6 +19,7 @@ import ctypes
 import errno
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -181,13 +182,30 @@ def _wait(
 ) -> None:
     """Until the command exits; it is left unreaped, so its group number stays its own."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while not _exited(process.pid):
-        late = deadline is not None and time.monotonic() > deadline
-        if cancel.is_set() or late:
-            _stop(process)
-            why = f"timed out after {timeout:g} s" if late else "cancelled"
-            raise CommandFailed(f"{what}: {why}", transient=late) from None
-        cancel.wait(0.1)
+    exits = _pidfd(process.pid)  # readable once it exits: seen at once, not at the next poll
+    try:
+        while not _exited(process.pid):
+            late = deadline is not None and time.monotonic() > deadline
+            if cancel.is_set() or late:
+                _stop(process)
+                why = f"timed out after {timeout:g} s" if late else "cancelled"
+                raise CommandFailed(f"{what}: {why}", transient=late) from None
+            if exits is None:
+                cancel.wait(0.1)
+            else:
+                select.select([exits], [], [], 0.1)  # 0.1 s: a cancel is still seen soon
+    finally:
+        if exits is not None:
+            os.close(exits)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A file descriptor that becomes readable when `pid` exits (Linux 5.3 and later), or
+    None where there is none: then the wait polls."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _exited(pid: int) -> bool:
