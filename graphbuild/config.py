@@ -706,6 +706,10 @@ class Deployments:
     )
     # an image that failed a gate holds back what is built on it
     hold_descendants: bool = field(default=True, metadata=read(flag))
+    # gate commands at once; they do not take the builds' workers (--max-parallel)
+    gate_concurrency: int = field(default=4, metadata=read(count))
+    # build an image while the gates of the image it is built on still run
+    build_during_gates: bool = field(default=False, metadata=read(flag))
 
 
 @dataclass(frozen=True)

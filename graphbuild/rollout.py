@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -46,14 +46,15 @@ def roll_out(
     state: State,
     run_id: str,
     targets: list[Workload],
-    max_parallel: int = 4,
     rings: Iterable[str] | None = None,
     dry_run: bool = False,
     say: Callable[[str], None] = print,
+    judged: Collection[tuple[str, str, str]] = (),
 ) -> bool:
     """Validate what run `run_id` built, then deploy what passed. When anything failed
     (a gate, a deploy, a health check) the run is marked failed and the answer is False.
-    Ctrl-C stops it; `resume` finishes it."""
+    `judged` are the (image, gate, digest) the builds' own pass has just judged, not run
+    again. Ctrl-C stops it; `resume` finishes it."""
     cancel = threading.Event()
     try:
         # Ctrl-C or SIGTERM stops the gates and deploys running (they run in process groups
@@ -62,8 +63,8 @@ def roll_out(
             run = state.run(run_id)
             assert run is not None
             if not dry_run:
-                for record in validate(config, graph, state, run, cancel, max_parallel, say=say):
-                    say(f"{record.node}: gate {record.gate} {record.status} ({record.summary})")
+                for record in validate(config, graph, state, run, cancel, say=say, judged=judged):
+                    say(said(record))
                 run = state.run(run_id)
                 assert run is not None
             images, held = deployable(config, graph, run, state)
@@ -101,15 +102,17 @@ def validate(
     state: State,
     run: Run,
     cancel: threading.Event,
-    max_parallel: int = 4,
     today: dt.date | None = None,
     say: Callable[[str], None] = print,
+    judged: Collection[tuple[str, str, str]] = (),
 ) -> list[GateRecord]:
     """Run every gate that applies on each image the run built, until it passes on that
-    digest: a rerun (resume, deploy) judges again what failed, with today's allowlist."""
+    digest: a rerun (resume, deploy) judges again what failed, with today's allowlist, but
+    not what is in `judged` (judged by this process already, as each image was built).
+    `deployments.gate_concurrency` gates run at once."""
     today = today or dt.date.today()
     done = {(g.node, g.gate, g.digest) for g in run.gates if g.status == GateStatus.PASSED}
-    folder = config.workspace / "runs" / run.id / "gates"
+    done |= set(judged)
     work = []
     for entry in run.nodes:
         if entry.status != NodeStatus.SUCCEEDED or not entry.digest or entry.node not in graph:
@@ -120,25 +123,44 @@ def validate(
                 work.append((entry.node, entry.digest, gate))
     if not work:
         return []
-    folder.mkdir(parents=True, exist_ok=True)
     images = len({node for node, _, _ in work})
     say(f"Validating {images} image{'s' if images != 1 else ''}: {len(work)} gate runs.")
 
     def check(item: tuple[str, str, GateSpec]) -> GateRecord:
-        node, digest, gate = item
-        name = f"{log_name(node).removesuffix('.log')}-{gate.name}"
-        scratch, log = folder / name, folder / f"{name}.log"  # a log each: gates run at once
-        scratch.mkdir(exist_ok=True)
-        result = gates.check(gate, reference(graph, node, digest), log, cancel, today, scratch)
-        findings = [asdict(f) for f in result.findings]
-        return GateRecord(node, gate.name, digest, result.status, result.summary, findings)
+        return judge(config, graph, run.id, *item, cancel, today)
 
     records = []
-    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+    with ThreadPoolExecutor(max_workers=config.deployments.gate_concurrency) as pool:
         for record in pool.map(check, work):
             state.record_gate(run.id, record)  # here, in the thread that owns the database
             records.append(record)
     return records
+
+
+def judge(
+    config: Config,
+    graph: nx.DiGraph[str],
+    run_id: str,
+    node: str,
+    digest: str,
+    gate: GateSpec,
+    cancel: threading.Event,
+    today: dt.date,
+) -> GateRecord:
+    """Run one gate on one built image, its output in a log of its own (gates run at
+    once): the result, for the caller to record on the thread that owns state.db."""
+    folder = config.workspace / "runs" / run_id / "gates"
+    name = f"{log_name(node).removesuffix('.log')}-{gate.name}"
+    scratch, log = folder / name, folder / f"{name}.log"
+    scratch.mkdir(parents=True, exist_ok=True)
+    result = gates.check(gate, reference(graph, node, digest), log, cancel, today, scratch)
+    findings = [asdict(f) for f in result.findings]
+    return GateRecord(node, gate.name, digest, result.status, result.summary, findings)
+
+
+def said(record: GateRecord) -> str:
+    """The line a gate's result gets, whenever it ran."""
+    return f"{record.node}: gate {record.gate} {record.status} ({record.summary})"
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,42 @@ def test_group_caps_are_reached_and_never_exceeded():
     assert rec.peak["*"] == 5  # group c, uncapped, fills what a and b may not use
 
 
+def test_a_lane_has_workers_of_its_own_that_the_default_lane_does_not_use_up():
+    """Gates in their own lane: one build worker, busy with a slow build until every gate
+    has ended, while the gates of what was built run beside it, two at a time."""
+    deps = {"built": set(), "slow": set(), **{f"gate{i}": {"built"} for i in range(4)}}
+
+    def lane(node):
+        return "gates" if node.startswith("gate") else ""
+
+    def slow(node, cancel, attempt):
+        deadline = time.monotonic() + 10  # bounded: a lane without workers of its own hangs
+        while time.monotonic() < deadline and len(rec.ends.keys() & gates) < len(gates):
+            time.sleep(0.01)
+
+    gates = {node for node in deps if lane(node)}
+    rec = Recorder(sleep=dict.fromkeys(gates, 0.05), group_of=lane, behave={"slow": slow})
+    s = scheduler(deps, rec, max_parallel=1, lane_of=lane, lanes={"gates": 2})
+    assert set(s.run().values()) == {SUCCEEDED}
+    assert rec.starts["slow"][0] > rec.ends["built"][0]  # one build worker: one after the other
+    assert all(rec.ends[gate][0] < rec.ends["slow"][0] for gate in gates)
+    assert rec.peak["gates"] == 2  # never more than its cap
+    assert rec.peak[""] == 1
+
+
+def test_a_node_blocked_says_what_why_blocked_makes_of_the_failed_one():
+    rec = Recorder(behave={"bad": lambda node, cancel, attempt: _fail("no")})
+    deps = {"bad": set(), "child": {"bad"}, "grandchild": {"child"}}
+    s = scheduler(deps, rec, why_blocked=lambda node: f"{node} failed its gate")
+    assert s.run() == {"bad": FAILED, "child": BLOCKED, "grandchild": BLOCKED}
+    assert [info for _, st, info in rec.events if st == BLOCKED] == [
+        {"error": "bad failed its gate"}] * 2  # fmt: skip
+
+
+def _fail(message):
+    raise Failed(message)
+
+
 def test_group_caps_hold_on_a_random_dag():
     deps = random_dag(11)
 
