@@ -640,6 +640,8 @@ class RingSpec:
     timeout: float = field(default=600.0, metadata=read(seconds))
     # a sweep stops before this ring; `graphbuild deploy` takes it on
     manual: bool = field(default=False, metadata=read(flag))
+    # deployed during the builds, once every image of the run its workloads run is validated
+    as_ready: bool = field(default=False, metadata=read(flag))
 
 
 _RING_GLOBS = "map each ring to the paths of its manifests, e.g. {dev: ['envs/dev/**']}"
@@ -884,6 +886,13 @@ def _gate(r: Reader, v: dict[str, Any], where: Where) -> None:
         for key in ("fail_on", "allow"):
             if key in v:
                 raise r.fail([*where, key], "only used with `scan`")
+
+
+@rule(RingSpec)
+def _ring(r: Reader, v: dict[str, Any], where: Where) -> None:
+    if v.get("as_ready") and v.get("manual"):
+        raise r.fail([*where, "as_ready"], "a manual ring waits for `graphbuild deploy`; "
+                     "give as_ready or manual, not both")  # fmt: skip
 
 
 @rule(WorkloadSpec)

@@ -334,10 +334,10 @@ def run(
             state.reopen_run(run_id)
         finished = None
         try:
-            judged = build(config, g, steps, state, builder, settings, run_id)
+            done = build(config, g, steps, state, builder, settings, run_id)
             state.record_freshness(built(state, run_id), whole=False)
             _fixes_end(config, g, state, run_id)
-            deploy(config, g, state, run_id, judged)
+            deploy(config, g, state, run_id, done)
             exposure(config, state, run_id)
             finished = state.run(run_id)
             assert finished is not None
@@ -359,13 +359,14 @@ def build(
     builder: builders.Builder,
     settings: builds.RunSettings,
     run_id: str,
-) -> set[tuple[str, str, str]]:
+) -> execute.Executed:
     """Build what the run has left, wave by wave, showing progress, each image's gates run
-    as it is built; the (image, gate, digest) judged."""
+    as it is built, and an `as_ready` ring deployed once its images are validated."""
+    ready = any(ring.as_ready for ring in config.deployments.rings)
     with report.RunProgress(len(steps.steps), len(steps.waves)) as progress:
-        done = execute.execute(config, g, steps, state, builder, settings, run_id,
-                               progress.event, report.note)  # fmt: skip
-    return done.judged
+        return execute.execute(config, g, steps, state, builder, settings, run_id,
+                               progress.event, report.note,
+                               targets(config) if ready else [])  # fmt: skip
 
 
 def deploy(
@@ -373,16 +374,16 @@ def deploy(
     g: nx.DiGraph[str],
     state: State,
     run_id: str,
-    judged: set[tuple[str, str, str]],
+    done: execute.Executed,
 ) -> Run:
-    """Validate the run's images (what the builds' pass has not `judged`) and deploy the
-    validated ones, ring by ring, unless the build was interrupted; the run as it then
-    stands."""
+    """Validate the run's images (what the builds' pass has not judged) and deploy the
+    validated ones, ring by ring (those it has not deployed), unless the build was
+    interrupted; the run as it then stands."""
     built = state.run(run_id)
     assert built is not None
     if built.status != RunStatus.INTERRUPTED and (config.gates or config.deployments.rings):
         rollout.roll_out(config, g, state, run_id, targets(config), say=report.note,
-                         judged=judged)  # fmt: skip
+                         judged=done.judged, streamed=done.streamed)  # fmt: skip
     finished = state.run(run_id)
     assert finished is not None
     return finished

@@ -50,10 +50,12 @@ def roll_out(
     dry_run: bool = False,
     say: Callable[[str], None] = print,
     judged: Collection[tuple[str, str, str]] = (),
+    streamed: Collection[str] = (),
 ) -> bool:
     """Validate what run `run_id` built, then deploy what passed. When anything failed
     (a gate, a deploy, a health check) the run is marked failed and the answer is False.
     `judged` are the (image, gate, digest) the builds' own pass has just judged, not run
+    again; `streamed` the rings it has deployed as their images were ready, not deployed
     again. Ctrl-C stops it; `resume` finishes it."""
     cancel = threading.Event()
     try:
@@ -75,7 +77,8 @@ def roll_out(
             ok = not held
             if config.deployments.rings:
                 planned = changes(graph, state, targets, images)
-                ok = deploy(config, state, run, planned, cancel, rings, dry_run, say) and ok
+                ok = deploy(config, state, run, planned, cancel, rings, dry_run, say,
+                            streamed) and ok  # fmt: skip
             if not ok and not dry_run and run.status == RunStatus.SUCCEEDED:
                 state.finish_run(run_id, RunStatus.FAILED)
             return ok
@@ -268,19 +271,27 @@ def deploy(
     rings: Iterable[str] | None = None,
     dry_run: bool = False,
     say: Callable[[str], None] = print,
+    streamed: Collection[str] = (),
 ) -> bool:
     """Deploy ring by ring; False when a deploy failed or a ring was not healthy.
 
     `rings` None means every ring up to the first manual one; named rings are
-    deployed even if manual (that is how a person takes a run to prod).
+    deployed even if manual (that is how a person takes a run to prod). A ring in
+    `streamed` was deployed during the builds: it is not deployed again, and unless it
+    ended healthy (or with nothing to deploy) the later rings are not deployed.
     """
     chosen = set(rings) if rings is not None else None
-    reason = _reason(run, planned)
+    reason = commit_reason(run, planned)
+    ended = {r.ring: r.status for r in run.rings}
     log = config.workspace / "runs" / run.id / "deploy.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     for ring in config.deployments.rings:
         if chosen is not None and ring.name not in chosen:
             continue
+        if ring.name in streamed:
+            if ended.get(ring.name) in (RingStatus.HEALTHY, RingStatus.NOTHING_TO_DEPLOY):
+                continue
+            return False
         if cancel.is_set():  # Ctrl-C during a ring: the next one does not start
             raise CommandFailed(f"deploy of {ring.name}: cancelled")
         if chosen is None and ring.manual:
@@ -322,15 +333,32 @@ def _ring(
     context: Context,
     say: Callable[[str], None],
 ) -> bool:
+    def landed(a: Applied) -> None:  # recorded as each lands
+        state.record_deploy(run.id, deploy_record(ring, a))
+
+    record = land(config, run.id, ring, items, context, landed)
+    state.record_ring(run.id, record)
+    say(ring_said(record))
+    return record.status == RingStatus.HEALTHY
+
+
+def land(
+    config: Config,
+    run_id: str,
+    ring: RingSpec,
+    items: list[Change],
+    context: Context,
+    landed: Callable[[Applied], None],
+) -> RingRecord:
+    """Deploy a ring's changes and run its health check: how the ring ended. Each deploy
+    goes to `landed` as it lands; nothing here writes state.db, so a ring can be deployed
+    from a worker of the builds' scheduler (a ring deployed as its images are ready)."""
     applied: list[Applied] = []
     for kind, group in _by_deployer(items):
         deployer = deployers.make(kind, config)
         for batch in [group] if deployer.batched else [[c] for c in group]:
-            for a in deployer.apply(batch, context):  # recorded as each lands
-                w = a.change.workload
-                state.record_deploy(run.id, DeployRecord(ring.name, w.id, w.name, a.change.node,
-                                                         a.change.reference, w.deployer,
-                                                         a.status, a.detail))  # fmt: skip
+            for a in deployer.apply(batch, context):
+                landed(a)
                 applied.append(a)
     failed = [a for a in applied if a.status == DeployStatus.FAILED]
     deployed = sum(1 for a in applied if a.status == DeployStatus.DEPLOYED)
@@ -339,26 +367,35 @@ def _ring(
         first = failed[0]
         detail = (f"{plural(len(failed), 'deploy')} failed, first "
                   f"{first.change.workload.name}: {first.detail}")  # fmt: skip
-        state.record_ring(run.id, RingRecord(ring.name, RingStatus.FAILED, detail))
-        say(f"{ring.name}: {detail}; later rings not deployed")
-        return False
+        return RingRecord(ring.name, RingStatus.FAILED, detail)
     if ring.health:
-        argv = [a.replace("{ring}", ring.name).replace("{run}", run.id) for a in ring.health]
+        argv = [a.replace("{ring}", ring.name).replace("{run}", run_id) for a in ring.health]
         try:
             process.run(argv, context.log, context.cancel, f"health check of {ring.name}",
                         timeout=ring.timeout)  # fmt: skip
         except CommandFailed as err:
             if context.cancel.is_set():
                 raise
-            state.record_ring(run.id, RingRecord(ring.name, RingStatus.UNHEALTHY, str(err)))
-            say(f"{ring.name}: unhealthy ({err}); later rings not deployed")
-            return False
+            return RingRecord(ring.name, RingStatus.UNHEALTHY, str(err))
     detail = f"{deployed} deployed, {unchanged} already there" + (
         ", health check passed" if ring.health else ", no health check configured"
     )
-    state.record_ring(run.id, RingRecord(ring.name, RingStatus.HEALTHY, detail))
-    say(f"{ring.name}: {detail}")
-    return True
+    return RingRecord(ring.name, RingStatus.HEALTHY, detail)
+
+
+def deploy_record(ring: RingSpec, a: Applied) -> DeployRecord:
+    w = a.change.workload
+    return DeployRecord(ring.name, w.id, w.name, a.change.node, a.change.reference, w.deployer,
+                        a.status, a.detail)  # fmt: skip
+
+
+def ring_said(record: RingRecord) -> str:
+    """The line a ring's end gets."""
+    if record.status == RingStatus.FAILED:
+        return f"{record.ring}: {record.detail}; later rings not deployed"
+    if record.status == RingStatus.UNHEALTHY:
+        return f"{record.ring}: unhealthy ({record.detail}); later rings not deployed"
+    return f"{record.ring}: {record.detail}"
 
 
 def _by_deployer(items: list[Change]) -> list[tuple[str, list[Change]]]:
@@ -368,7 +405,7 @@ def _by_deployer(items: list[Change]) -> list[tuple[str, list[Change]]]:
     return sorted(groups.items())
 
 
-def _reason(run: Run, planned: list[Change]) -> str:
+def commit_reason(run: Run, planned: list[Change]) -> str:
     """Why these images changed, for commit messages: the run's reason, or each image's."""
     if run.reason:
         return f"{run.kind} {run.id}: {run.reason}"

@@ -494,7 +494,7 @@ def test_gates_and_deployments_load_into_their_dataclasses(tmp_path):
         gate_concurrency=2,
         build_during_gates=True,
     )
-    assert cfg.deployments.rings[0] == config.RingSpec("dev", (), 600.0, False)
+    assert cfg.deployments.rings[0] == config.RingSpec("dev", (), 600.0, False, False)
 
 
 def test_deploy_repositories_are_synced_with_the_image_repositories(tmp_path):
@@ -634,6 +634,11 @@ deployments:
              "deployments.rings[1].name", "duplicate name 'dev'", 3),
         case(WORKLOAD.replace("  rings: [dev]\n", "  rings: [{name: dev, manual: yes please}]\n"),
              "deployments.rings[0].manual", "expected true or false, got a string", 3),
+        case(WORKLOAD.replace("  rings: [dev]\n", "  rings: [{name: dev, manual: true, "
+                                                   "as_ready: true}]\n"),
+             "deployments.rings[0].as_ready", "give as_ready or manual, not both", 3),
+        case(WORKLOAD.replace("  rings: [dev]\n", "  rings: [{name: dev, as_ready: 1}]\n"),
+             "deployments.rings[0].as_ready", "expected true or false, got", 3),
         case(WORKLOAD + "  gate_concurrency: 0\n", "deployments.gate_concurrency",
              "expected a whole number of at least 1", 11),
         case(WORKLOAD + "  build_during_gates: when ready\n", "deployments.build_during_gates",

@@ -22,7 +22,7 @@ from graphbuild.state import State
 
 from .gate_marks import GATE, Marks, epoch, set_mark, wait_for
 from .packages import make_base
-from .site import Runner, by_node, outcomes, require
+from .site import Runner, by_node, git, outcomes, require
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -180,3 +180,76 @@ def judged(fleet: Fleet, sweep, node: str) -> str:
             if run is not None and any(g.node == node for g in run.gates):
                 return run.id
     raise AssertionError(f"no gate of {node} was judged while the builds ran")
+
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  template:
+    spec:
+      containers:
+        - name: {name}
+          image: {image}
+"""
+
+
+def rollout_to(fleet: Fleet, remotes, dev_health: str) -> tuple[object, Path]:
+    """A deploy repository where dev runs base, and prod base and slow; dev `as_ready`, its
+    health check `dev_health` (sh, with the mark that ends slow's build as $3). Each ring's
+    health check first writes `RING EPOCH` to the log returned."""
+    log = fleet.marks.root / "health.log"
+    deploy = remotes("deploy", {
+        "envs/dev/base.yaml": DEPLOYMENT.format(name="base", image=fleet.base),
+        "envs/prod/base.yaml": DEPLOYMENT.format(name="base", image=fleet.base),
+        "envs/prod/slow.yaml": DEPLOYMENT.format(name="slow", image=fleet.slow),
+    })  # fmt: skip
+    stamp = 'echo "$1 $(date +%s.%N)" >> "$2"; '
+    fleet.config["deployments"] = {
+        "rings": [
+            {"name": "dev", "as_ready": True, "health": [
+                "sh", "-c", stamp + dev_health, "sh", "{ring}", str(log),
+                str(fleet.marks.folder / "go-slow")]},
+            {"name": "prod", "health": ["sh", "-c", stamp, "sh", "{ring}", str(log)]},
+        ],
+        "repos": [{"name": "deploy", "url": str(deploy.url), "branch": "main",
+                   "rings": {"dev": ["envs/dev/**"], "prod": ["envs/prod/**"]}}],
+    }  # fmt: skip
+    fleet.write_config()
+    return deploy, log
+
+
+def test_an_as_ready_ring_deploys_once_its_images_are_validated_not_after_the_run(fleet, remotes):
+    """dev runs base only; its health check lets slow's build end. So slow is still
+    building when dev is deployed only if dev goes as soon as base is validated; prod,
+    which runs slow too, goes after the run, one commit as before."""
+    (fleet.marks.root / "on-gate-base").unlink()  # slow's build waits for dev's health check
+    deploy, log = rollout_to(fleet, remotes, 'touch "$3"')
+    run = fleet.run("sweep")
+    nodes = by_node(run)
+    dev, prod = (float(line.split()[1]) for line in log.read_text().splitlines())
+    assert dev < epoch(nodes[fleet.slow]["finished"]) < prod
+    assert {r["ring"]: r["status"] for r in run["rings"]} == {"dev": "healthy", "prod": "healthy"}
+    assert sorted((d["ring"], d["node"], d["status"]) for d in run["deploys"]) == sorted([
+        ("dev", fleet.base, "deployed"), ("prod", fleet.base, "deployed"),
+        ("prod", fleet.slow, "deployed")])  # fmt: skip
+    commits = git(deploy.url, "log", "--format=%s", "main").splitlines()
+    assert commits[:2] == ["graphbuild: deploy 2 images to prod",
+                           "graphbuild: deploy 1 image to dev"]  # fmt: skip
+    shown = git(deploy.url, "show", "main:envs/dev/base.yaml")
+    assert f"image: {fleet.base}@{nodes[fleet.base]['digest']}" in shown
+
+
+def test_an_as_ready_ring_that_is_not_healthy_stops_the_later_rings(fleet, remotes):
+    deploy, log = rollout_to(fleet, remotes, "echo down; exit 3")
+    done = fleet.gb("sweep", "--json")
+    assert done.returncode == 1, done.stderr
+    run = json.loads(done.stdout)
+    assert set(outcomes(run).values()) == {"succeeded"}
+    assert [(r["ring"], r["status"]) for r in run["rings"]] == [("dev", "unhealthy")]
+    assert "exited 3: down" in run["rings"][0]["detail"]
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["dev"]  # once
+    assert "dev: unhealthy" in done.stderr
+    assert not git(deploy.url, "diff", "main~1", "main", "--", "envs/prod")  # prod untouched
