@@ -239,7 +239,7 @@ def execute(
         backoff=settings.backoff, group_of=group, caps=caps, on_event=record,
         weights=state.durations(),  # the longest chain of past build time goes first
         lane_of=lane, lanes={GATES: config.deployments.gate_concurrency, DEPLOYS: 1},
-        why_blocked=blocked,
+        why_blocked=blocked, stop_at_once={GATES, DEPLOYS},  # as after the builds
     )  # fmt: skip
     with interruptible(scheduler, note):
         statuses = scheduler.run()

@@ -16,7 +16,7 @@ import heapq
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
@@ -50,8 +50,8 @@ class Scheduler:
 
     Events reach `on_event(node, status, info)` on the calling thread, in order. A node is
     in the lane `lane_of(node)`: "" (the default), of `max_parallel` workers, or one named
-    in `lanes`, with that many workers of its own. What is blocked by a failed node says
-    `why_blocked(node)`.
+    in `lanes`, with that many workers of its own; the work of a lane in `stop_at_once` is
+    cancelled by the first stop. What is blocked by a failed node says `why_blocked(node)`.
     """
 
     def __init__(
@@ -69,6 +69,7 @@ class Scheduler:
         lane_of: Callable[[str], str] | None = None,
         lanes: Mapping[str, int] | None = None,
         why_blocked: Callable[[str], str] | None = None,
+        stop_at_once: Collection[str] = (),
     ) -> None:
         known = set(deps)
         self.deps = {node: set(parents) & known for node, parents in deps.items()}
@@ -91,7 +92,11 @@ class Scheduler:
         self.attempts: dict[str, int] = dict.fromkeys(deps, 0)
         self.stopping = False
         self.stopped_by: str | None = None  # why work stopped the run itself (Stop)
-        self.cancel = threading.Event()
+        self.cancel = threading.Event()  # the default lane's
+        # a lane in `stop_at_once` has its work cancelled by the first stop, not the second
+        self.cancels = {lane: threading.Event() for lane in self.lanes}
+        self.cancels[""] = self.cancel
+        self.at_once = set(stop_at_once)
 
     def _bottom_levels(self, weights: Mapping[str, float]) -> dict[str, float]:
         """Longest chain of work from each node to the end: who should go first."""
@@ -105,10 +110,12 @@ class Scheduler:
         return level
 
     def stop(self, cancel_running: bool = False) -> None:
-        """Start nothing new; with `cancel_running`, also ask running work to stop."""
+        """Start nothing new; with `cancel_running` (or in a lane that stops at once), also
+        ask running work to stop."""
         self.stopping = True
-        if cancel_running:
-            self.cancel.set()
+        for lane, cancel in self.cancels.items():
+            if cancel_running or lane in self.at_once:
+                cancel.set()
 
     def run(self) -> dict[str, NodeStatus]:
         waiting = {node: set(parents) for node, parents in self.deps.items()}
@@ -161,7 +168,7 @@ class Scheduler:
             self.attempts[node] += 1
             self.status[node] = NodeStatus.RUNNING
             self.on_event(node, NodeStatus.RUNNING, {"attempt": self.attempts[node]})
-            running[pools[lane].submit(self.work, node, self.cancel)] = node
+            running[pools[lane].submit(self.work, node, self.cancels[lane])] = node
         for item in held:
             heapq.heappush(ready, item)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +36,7 @@ class Fleet(Runner):
         super().__init__(root, registry)
         h, at = self.host, marks.address
         self.marks = marks
+        self.started: list[subprocess.Popen] = []
         make_base(registry, "external/bb:1", {}, root / "bases")
         self.platform = remotes("platform", {
             "base/Dockerfile": f"FROM {h}/external/bb:1\nCOPY f /base\n", "base/f": "base",
@@ -66,6 +69,13 @@ class Fleet(Runner):
         }  # fmt: skip
         self.write_config()
 
+    def start(self, *args: str) -> subprocess.Popen:
+        """graphbuild in the background, killed (with its group) after the test if still
+        running: a test that fails while it runs must not leave it behind."""
+        process = super().start(*args)
+        self.started.append(process)
+        return process
+
     def say(self, name: str, text: str = "") -> None:
         """A file the gate script reads (tests/gate_marks.py)."""
         (self.marks.root / name).write_text(text)
@@ -80,7 +90,12 @@ def fleet(tmp_path, registry, remotes):
     require("git")
     require("busybox")
     marks = Marks(tmp_path / "gate").start()
-    yield Fleet(tmp_path, registry, remotes, marks)
+    fleet = Fleet(tmp_path, registry, remotes, marks)
+    yield fleet
+    for process in fleet.started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # its gates and builds die with it
+            process.communicate()
     marks.stop()
 
 
@@ -253,3 +268,27 @@ def test_an_as_ready_ring_that_is_not_healthy_stops_the_later_rings(fleet, remot
     assert [line.split()[0] for line in log.read_text().splitlines()] == ["dev"]  # once
     assert "dev: unhealthy" in done.stderr
     assert not git(deploy.url, "diff", "main~1", "main", "--", "envs/prod")  # prod untouched
+
+
+def test_a_stop_cancels_the_gates_running_and_a_resume_runs_them(fleet):
+    """As after the builds: the first Ctrl-C or SIGTERM stops a gate (which would take a
+    minute here); the run is left interrupted, and its resume judges the image."""
+    fleet.say("wait-base", "never")
+    sweep = fleet.start("sweep")
+    deadline = time.monotonic() + 120
+    while not (fleet.marks.folder / "gate-base").exists():
+        assert time.monotonic() < deadline and sweep.poll() is None, "base's gate never started"
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=30)  # well before the gate's minute is up
+    assert sweep.returncode == 1, err
+    assert not any(s[:2] == ("end", "base") for s in fleet.marks.stamps())
+    run_id = json.loads(fleet.gb("runs", "--json").stdout)[0]["id"]
+    stopped = json.loads(fleet.gb("runs", run_id, "--json").stdout)
+    assert stopped["status"] == "interrupted"
+    assert not any(g["node"] == fleet.base for g in stopped["gates"])
+    (fleet.marks.root / "wait-base").unlink()
+    resumed = fleet.run("resume", run_id)
+    assert set(outcomes(resumed).values()) == {"succeeded"}
+    assert {g["node"]: g["status"] for g in resumed["gates"]} == dict.fromkeys(
+        [fleet.base, fleet.child, fleet.slow], "passed")  # fmt: skip

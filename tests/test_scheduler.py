@@ -223,6 +223,30 @@ def test_a_lane_has_workers_of_its_own_that_the_default_lane_does_not_use_up():
     assert rec.peak[""] == 1
 
 
+def test_the_first_stop_cancels_the_work_of_a_lane_that_stops_at_once_and_no_other():
+    """Gates are cancelled by the first Ctrl-C, as after the builds; builds finish."""
+    started = threading.Event()
+
+    def gate(node, cancel, attempt):
+        started.set()
+        if not cancel.wait(10):  # bounded: a gate nobody cancels ends the test, failed
+            return Outcome(SUCCEEDED, "sha256:gate")
+        raise Failed("cancelled")
+
+    def build(node, cancel, attempt):
+        assert started.wait(10)
+        s.stop()
+        time.sleep(0.05)
+        assert not cancel.is_set()
+
+    rec = Recorder(behave={"gate": gate, "build": build})
+    lanes = {"gate": "gates", "build": "", "later": ""}
+    s = scheduler({"gate": set(), "build": set(), "later": {"build"}}, rec, lane_of=lanes.get,
+                  lanes={"gates": 1}, stop_at_once={"gates"})  # fmt: skip
+    assert s.run() == {"gate": PENDING, "build": SUCCEEDED, "later": PENDING}
+    assert rec.statuses(FAILED) == []
+
+
 def test_a_node_blocked_says_what_why_blocked_makes_of_the_failed_one():
     rec = Recorder(behave={"bad": lambda node, cancel, attempt: _fail("no")})
     deps = {"bad": set(), "child": {"bad"}, "grandchild": {"child"}}
