@@ -96,7 +96,7 @@ def execute(
     digests.update({n.node: n.digest for n in run.nodes if n.status in DONE and n.digest})
     # a parent this pass does not judge, whose digest failed a gate before: a node each, that
     # fails at once and so blocks what would be built on it
-    refused = _refused(graph, state, todo, set(gates_of), digests) if wait else {}
+    refused = _refused(graph, state, todo, set(gates_of), digests) if wait and config.gates else {}
     for gid, (image, _) in refused.items():
         gates_of.setdefault(image, set()).add(gid)
     deps: dict[str, set[str]] = {}
@@ -302,12 +302,11 @@ def _refused(
 ) -> dict[str, tuple[str, str]]:
     """Each parent of an image to build that this pass neither builds nor judges, and whose
     digest failed a gate in an earlier run: a gate node (image, gate name) per failed gate."""
-    out: dict[str, tuple[str, str]] = {}
-    for parent in {p for node in todo for p in graph.predecessors(node)} - todo - judged:
-        digest = digests.get(parent)
-        for gate in state.failed_gates(parent, digest) if digest else []:
-            out[f"{parent} gate:{gate}"] = (parent, gate)
-    return out
+    parents = {p for node in todo for p in graph.predecessors(node)} - todo - judged
+    wanted = {parent: digests[parent] for parent in parents if digests.get(parent)}
+    failed = state.failed_gates_of(wanted) if wanted else {}
+    return {f"{parent} gate:{gate}": (parent, gate)
+            for parent, gates in failed.items() for gate in gates}  # fmt: skip
 
 
 def _as_ready(
