@@ -129,6 +129,20 @@ def test_a_child_of_an_image_that_failed_its_gate_is_not_built(fleet):
     assert [h["node"] for h in run["held"]] == [fleet.base]
 
 
+def test_with_hold_descendants_false_a_child_is_built_whatever_its_parents_gate_says(fleet):
+    """Its parent's gate does not concern it: it neither waits for it nor is blocked."""
+    fleet.config["deployments"] = {"hold_descendants": False}
+    fleet.write_config()
+    fleet.say("fail-base")
+    fleet.say("wait-base", "child-building")  # base's gate ends once child's build has begun
+    done = fleet.gb("sweep", "--json")
+    assert done.returncode == 1, done.stderr  # base failed its gate
+    run = json.loads(done.stdout)
+    assert set(outcomes(run).values()) == {"succeeded"}
+    assert epoch(by_node(run)[fleet.child]["started"]) < fleet.marks.first("end", "base")
+    assert [h["node"] for h in run["held"]] == [fleet.base]
+
+
 def test_build_during_gates_builds_the_child_while_its_parents_gate_runs(fleet):
     fleet.config["deployments"] = {"build_during_gates": True}
     fleet.write_config()
