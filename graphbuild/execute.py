@@ -28,7 +28,7 @@ from graphbuild.deployers import Applied, Change, Context
 from graphbuild.errors import CommandFailed
 from graphbuild.graph import image_data
 from graphbuild.plan import VULNERABLE, Plan
-from graphbuild.report import BUILDING
+from graphbuild.report import BUILDING, GATED, GATING, short
 from graphbuild.scheduler import Failed, Outcome, Scheduler, interruptible
 from graphbuild.state import (
     GateRecord,
@@ -79,6 +79,7 @@ def execute(
 
     `on_event` gets every change of an image's status on this thread, and BUILDING from the
     build's own thread as its builder starts (never for an image skipped as up to date);
+    GATING and GATED as a gate starts and ends (for `IMAGE gate NAME`);
     `note` each gate's result and each ring's end. `targets` are the workloads, which an
     `as_ready` ring needs.
     """
@@ -197,6 +198,10 @@ def execute(
             ring_event(node, status)
             return
         if node in why:  # a gate's result, recorded here, on the thread owning state.db
+            image = gated[node][0] if node in gated else ""
+            if image and records[image].status == NodeStatus.SUCCEEDED:  # judged, not skipped
+                label = f"{short(image)} gate {gated[node][1].name}"  # progress counts images only
+                on_event(label, GATING if status == NodeStatus.RUNNING else GATED, {})
             if node in judged and status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
                 state.record_gate(run_id, judged[node])
                 note(rollout.said(judged[node]))

@@ -123,6 +123,7 @@ def test_a_child_of_an_image_that_failed_its_gate_is_not_built(fleet):
     assert by_node(run)[fleet.child]["error"] == f"{fleet.base} failed gate smoke"
     assert fleet.registry.http.get("/v2/apps/child/manifests/1").status_code == 404
     assert f"{fleet.base}: gate smoke failed" in done.stderr
+    assert f"gating    {fleet.base} gate smoke\n" in done.stderr  # the log says it ran
     gates = {(g["node"], g["gate"]): g["status"] for g in run["gates"]}
     assert gates == {(fleet.base, "smoke"): "failed", (fleet.slow, "smoke"): "passed"}
     assert fleet.starts("base") == 1  # judged once: validation after the builds left it
