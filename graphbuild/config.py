@@ -640,6 +640,8 @@ class RingSpec:
     timeout: float = field(default=600.0, metadata=read(seconds))
     # a sweep stops before this ring; `graphbuild deploy` takes it on
     manual: bool = field(default=False, metadata=read(flag))
+    # deployed during the builds, once every image of the run its workloads run is validated
+    as_ready: bool = field(default=False, metadata=read(flag))
 
 
 _RING_GLOBS = "map each ring to the paths of its manifests, e.g. {dev: ['envs/dev/**']}"
@@ -706,6 +708,10 @@ class Deployments:
     )
     # an image that failed a gate holds back what is built on it
     hold_descendants: bool = field(default=True, metadata=read(flag))
+    # gate commands at once; they do not take the builds' workers (--max-parallel)
+    gate_concurrency: int = field(default=4, metadata=read(count))
+    # build an image while the gates of the image it is built on still run
+    build_during_gates: bool = field(default=False, metadata=read(flag))
 
 
 @dataclass(frozen=True)
@@ -880,6 +886,13 @@ def _gate(r: Reader, v: dict[str, Any], where: Where) -> None:
         for key in ("fail_on", "allow"):
             if key in v:
                 raise r.fail([*where, key], "only used with `scan`")
+
+
+@rule(RingSpec)
+def _ring(r: Reader, v: dict[str, Any], where: Where) -> None:
+    if v.get("as_ready") and v.get("manual"):
+        raise r.fail([*where, "as_ready"], "a manual ring waits for `graphbuild deploy`; "
+                     "give as_ready or manual, not both")  # fmt: skip
 
 
 @rule(WorkloadSpec)

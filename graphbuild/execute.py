@@ -2,28 +2,63 @@
 
 Every change is recorded as it happens, so a crash loses nothing and a run can
 be resumed; a stopped run is left interrupted with what is left to do pending.
+Each image's gates run as soon as it is built, in a lane of their own
+(`deployments.gate_concurrency`), and what is built on it waits for them unless
+`deployments.build_during_gates` (or `hold_descendants: false`) says not to: a
+failed gate blocks it. A ring marked `as_ready` (and each such ring right after
+it) is deployed from the same scheduler, once every image of the run that its
+workloads run is validated, rather than after the whole run.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import networkx as nx
 
-from graphbuild import detect, refs
+from graphbuild import detect, refs, rollout
 from graphbuild.builders import Builder
 from graphbuild.builds import Builds, RunSettings, log_name
-from graphbuild.config import Config
+from graphbuild.config import Config, GateSpec, RingSpec
+from graphbuild.deployers import Applied, Change, Context
+from graphbuild.errors import CommandFailed
 from graphbuild.graph import image_data
 from graphbuild.plan import VULNERABLE, Plan
-from graphbuild.report import BUILDING
-from graphbuild.scheduler import Scheduler, interruptible
-from graphbuild.state import NodeStatus, RunNode, RunStatus, State, now
+from graphbuild.report import BUILDING, GATED, GATING, short
+from graphbuild.scheduler import Failed, Outcome, Scheduler, interruptible
+from graphbuild.state import (
+    GateRecord,
+    GateStatus,
+    NodeStatus,
+    RingRecord,
+    RingStatus,
+    Run,
+    RunNode,
+    RunStatus,
+    State,
+    now,
+)
 from graphbuild.state import scratch as scratch_dir
+from graphbuild.workloads import Workload
 
 DONE = frozenset({NodeStatus.SUCCEEDED, NodeStatus.SKIPPED})
 UP_TO_DATE = "up-to-date"
+GATES = "gates"  # the scheduler's lane of the gates
+DEPLOYS = "deploys"  # and of the rings deployed as their images are ready, one at a time
+
+
+@dataclass
+class Executed:
+    """What the builds' pass left: each image's status, the (image, gate, digest) it
+    judged (validation after it does not run those again), and the rings it deployed."""
+
+    statuses: dict[str, NodeStatus]
+    judged: set[tuple[str, str, str]] = field(default_factory=set)
+    streamed: set[str] = field(default_factory=set)
 
 
 def execute(
@@ -36,19 +71,48 @@ def execute(
     run_id: str,
     on_event: Callable[[str, str, dict], None],
     note: Callable[[str], None],
-) -> dict[str, NodeStatus]:
-    """Build the plan's steps not done yet in run `run_id`; record every change as it happens.
+    targets: Sequence[Workload] = (),
+) -> Executed:
+    """Build the plan's steps not done yet in run `run_id`, and run the gates of each image
+    as it is built (and those not passed yet of what the run built before); record every
+    change as it happens.
 
     `on_event` gets every change of an image's status on this thread, and BUILDING from the
-    build's own thread as its builder starts (never for an image skipped as up to date).
+    build's own thread as its builder starts (never for an image skipped as up to date);
+    GATING and GATED as a gate starts and ends (for `IMAGE gate NAME`);
+    `note` each gate's result and each ring's end. `targets` are the workloads, which an
+    `as_ready` ring needs.
     """
     run = state.run(run_id)
     assert run is not None
     records = {n.node: n for n in run.nodes}
+    todo = {step.node for step in plan.steps if records[step.node].status not in DONE}
+    passed = {(g.node, g.gate, g.digest) for g in run.gates if g.status == GateStatus.PASSED}
+    gated = _gates(config, graph, records, todo, passed)
+    wait = config.deployments.hold_descendants and not config.deployments.build_during_gates
+    gates_of: dict[str, set[str]] = {}
+    for gid, (image, _) in gated.items():
+        gates_of.setdefault(image, set()).add(gid)
     digests = dict(plan.digests)
     digests.update({n.node: n.digest for n in run.nodes if n.status in DONE and n.digest})
-    todo = {step.node for step in plan.steps if records[step.node].status not in DONE}
-    deps = {node: set(graph.predecessors(node)) & todo for node in todo}
+    # a parent this pass does not judge, whose digest failed a gate before: a node each, that
+    # fails at once and so blocks what would be built on it
+    refused = _refused(graph, state, todo, set(gates_of), digests) if wait and config.gates else {}
+    for gid, (image, _) in refused.items():
+        gates_of.setdefault(image, set()).add(gid)
+    deps: dict[str, set[str]] = {}
+    for node in todo:  # on an image being judged: on its gates, unless the config says not
+        deps[node] = set()
+        for parent in graph.predecessors(node):
+            deps[node] |= (gates_of.get(parent, set()) if wait else set()) or ({parent} & todo)
+    deps.update({gid: {image} & todo for gid, (image, _) in gated.items()})
+    deps.update({gid: set() for gid in refused})
+    why = {gid: f"{image} failed gate {gate.name}" for gid, (image, gate) in gated.items()}
+    why.update({gid: f"{image} failed gate {gate} in an earlier run"
+                for gid, (image, gate) in refused.items()})  # fmt: skip
+    rings = _as_ready(config, run, graph, state, targets, gates_of, todo)
+    for rid, (_, wanted) in rings.items():
+        deps[rid] = wanted
     reasons = {step.node: f"{step.reason}: {step.detail}" for step in plan.steps}
     logs = config.workspace / "runs" / run_id
     missing = frozenset(s.node for s in plan.steps if s.reason == detect.MISSING_TAG)
@@ -60,7 +124,88 @@ def execute(
     builds = Builds(config, graph, digests, builder, run_id, reasons, settings, logs, missing,
                     building, fresh)  # fmt: skip
 
+    judged: dict[str, GateRecord] = {}  # gate node -> its result, set on its worker
+    today = dt.date.today()
+
+    def judge(gid: str, cancel: threading.Event) -> Outcome:
+        image, gate = gated[gid]
+        entry = records[image]
+        if entry.status != NodeStatus.SUCCEEDED or not entry.digest:  # up to date: no gate
+            return Outcome(NodeStatus.SKIPPED, "", "not built")
+        try:
+            result = rollout.judge(config, graph, run_id, image, entry.digest, gate, cancel,
+                                   today)  # fmt: skip
+        except CommandFailed as err:  # cancelled: not judged, left to do
+            raise Failed(str(err)) from None
+        judged[gid] = result
+        if result.status != GateStatus.PASSED:
+            raise Failed(result.summary)
+        return Outcome(NodeStatus.SUCCEEDED, entry.digest)
+
+    due: dict[str, tuple[list[Change], str]] = {}  # ring node -> changes, why; as it starts
+    landed: dict[str, tuple[list[Applied], RingRecord]] = {}  # set on its worker
+    streamed: set[str] = set()
+
+    def deploy(rid: str, cancel: threading.Event) -> Outcome:
+        ring, (items, reason) = rings[rid][0], due[rid]
+        if not items:
+            return Outcome(NodeStatus.SKIPPED, "", "nothing to deploy")
+        log = config.workspace / "runs" / run_id / "deploy.log"
+        context = Context(run_id, ring.name, reason, log, cancel, config.workspace)
+        context.log.parent.mkdir(parents=True, exist_ok=True)
+        applied: list[Applied] = []
+        try:
+            ended = rollout.land(config, run_id, ring, items, context, applied.append)
+        except CommandFailed as err:  # cancelled: left to do
+            raise Failed(str(err)) from None
+        landed[rid] = (applied, ended)
+        if ended.status != RingStatus.HEALTHY:
+            raise Failed(ended.detail)
+        return Outcome(NodeStatus.SUCCEEDED, "")
+
+    def ring_event(rid: str, status: str) -> None:
+        """A ring node: its changes as it starts, its deploys and end as it ends."""
+        ring = rings[rid][0]
+        if status == NodeStatus.RUNNING:
+            now_run = state.run(run_id)
+            assert now_run is not None
+            images, _ = rollout.deployable(config, graph, now_run, state)
+            planned = rollout.changes(graph, state, targets, images)
+            items = [c for c in planned if c.workload.ring == ring.name]
+            due[rid] = (items, rollout.commit_reason(now_run, planned))
+            return
+        if status == NodeStatus.SKIPPED:
+            ended = RingRecord(ring.name, RingStatus.NOTHING_TO_DEPLOY, "no workload runs these")
+            state.record_ring(run_id, ended)
+            streamed.add(ring.name)
+        elif rid in landed and status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+            applied, ended = landed[rid]
+            for a in applied:
+                state.record_deploy(run_id, rollout.deploy_record(ring, a))
+            state.record_ring(run_id, ended)
+            streamed.add(ring.name)
+            note(rollout.ring_said(ended))
+
+    def work(node: str, cancel: threading.Event) -> Outcome:
+        if node in rings:
+            return deploy(node, cancel)
+        if node in why and node not in gated:
+            raise Failed(why[node])
+        return judge(node, cancel) if node in gated else builds.work(node, cancel)
+
     def record(node: str, status: str, info: dict) -> None:
+        if node in rings:
+            ring_event(node, status)
+            return
+        if node in why:  # a gate's result, recorded here, on the thread owning state.db
+            image = gated[node][0] if node in gated else ""
+            if image and records[image].status == NodeStatus.SUCCEEDED:  # judged, not skipped
+                label = f"{short(image)} gate {gated[node][1].name}"  # progress counts images only
+                on_event(label, GATING if status == NodeStatus.RUNNING else GATED, {})
+            if node in judged and status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+                state.record_gate(run_id, judged[node])
+                note(rollout.said(judged[node]))
+            return
         entry = records[node]
         if status == NodeStatus.RUNNING:
             entry.status, entry.started, entry.attempts = NodeStatus.RUNNING, now(), info["attempt"]
@@ -81,15 +226,25 @@ def execute(
         state.update_node(run_id, entry)
         on_event(node, status, info)
 
+    def blocked(node: str) -> str:  # what a failed gate blocks names the image and the gate
+        return why.get(node, f"{node} failed")
+
     def group(node: str) -> str:  # the registry it pushes to
+        if node in why or node in rings:
+            return ""
         return refs.parse(image_data(graph, node)["tags"][0]).domain
+
+    def lane(node: str) -> str:
+        return GATES if node in why else DEPLOYS if node in rings else ""
 
     caps = {host: spec.max_builds for host, spec in config.registries.items() if spec.max_builds}
 
     scheduler = Scheduler(
-        deps, builds.work, max_parallel=settings.max_parallel, retries=settings.retries,
+        deps, work, max_parallel=settings.max_parallel, retries=settings.retries,
         backoff=settings.backoff, group_of=group, caps=caps, on_event=record,
         weights=state.durations(),  # the longest chain of past build time goes first
+        lane_of=lane, lanes={GATES: config.deployments.gate_concurrency, DEPLOYS: 1},
+        why_blocked=blocked, stop_at_once={GATES, DEPLOYS},  # as after the builds
     )  # fmt: skip
     with interruptible(scheduler, note):
         statuses = scheduler.run()
@@ -98,18 +253,95 @@ def execute(
              f"`graphbuild resume {run_id}` finishes the run.")  # fmt: skip
     shutil.rmtree(scratch_dir(config.workspace, run_id), ignore_errors=True)
     for node, status in statuses.items():  # never started (stopped): left pending for resume
+        if node in why or node in rings:
+            continue
         if status == NodeStatus.PENDING and records[node].status != NodeStatus.PENDING:
             records[node].status = NodeStatus.PENDING
             state.update_node(run_id, records[node])
     final = {n.node: n.status for n in records.values()}
-    if scheduler.stopping and any(s == NodeStatus.PENDING for s in final.values()):
+    others = [statuses[n] for n in [*gated, *rings]]
+    left = [s for s in [*final.values(), *others] if s == NodeStatus.PENDING]
+    if scheduler.stopping and left:  # a gate or ring not run yet is left to do too
         state.finish_run(run_id, RunStatus.INTERRUPTED)
     else:
         failed = any(s in (NodeStatus.FAILED, NodeStatus.BLOCKED) for s in final.values())
         state.finish_run(run_id, RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
-    return final
+    done = {(r.node, r.gate, r.digest) for r in judged.values()}
+    return Executed(final, done, streamed)
+
+
+def _gates(
+    config: Config,
+    graph: nx.DiGraph[str],
+    records: dict[str, RunNode],
+    todo: set[str],
+    passed: set[tuple[str, str, str]],
+) -> dict[str, tuple[str, GateSpec]]:
+    """The gate runs this pass schedules, by node name (the image's, a space, `gate:` and
+    the gate's; no image reference holds a space): every gate that applies on each image
+    to build, and each not passed yet on what the run built before (a resume)."""
+    out: dict[str, tuple[str, GateSpec]] = {}
+    for node, entry in records.items():
+        if node not in graph or not (node in todo or entry.status == NodeStatus.SUCCEEDED):
+            continue
+        repository = image_data(graph, node)["image"]
+        for gate in config.gates:
+            if gate.applies(repository) and (
+                node in todo or (node, gate.name, entry.digest) not in passed
+            ):
+                out[f"{node} gate:{gate.name}"] = (node, gate)
+    return out
 
 
 def new_run(state: State, kind: str, reason: str | None, plan: Plan, options: dict) -> str:
     nodes = [RunNode(s.node, s.wave, s.reason, s.detail, s.chain) for s in plan.steps]
     return state.create_run(kind, reason, {**options, "digests": plan.digests}, nodes)
+
+
+def _refused(
+    graph: nx.DiGraph[str],
+    state: State,
+    todo: set[str],
+    judged: set[str],
+    digests: dict[str, str],
+) -> dict[str, tuple[str, str]]:
+    """Each parent of an image to build that this pass neither builds nor judges, and whose
+    digest failed a gate in an earlier run: a gate node (image, gate name) per failed gate."""
+    parents = {p for node in todo for p in graph.predecessors(node)} - todo - judged
+    wanted = {parent: digests[parent] for parent in parents if digests.get(parent)}
+    failed = state.failed_gates_of(wanted) if wanted else {}
+    return {f"{parent} gate:{gate}": (parent, gate)
+            for parent, gates in failed.items() for gate in gates}  # fmt: skip
+
+
+def _as_ready(
+    config: Config,
+    run: Run,
+    graph: nx.DiGraph[str],
+    state: State,
+    targets: Sequence[Workload],
+    gates_of: dict[str, set[str]],
+    todo: set[str],
+) -> dict[str, tuple[RingSpec, set[str]]]:
+    """The rings deployed from the scheduler, by node name (`ring `, the ring's; no image
+    reference holds a space), and what each waits for: the first rings, in order, up to
+    one not `as_ready`, that have not landed in this run yet. Each waits for the gates
+    (or the build) of every image to build that its workloads run, those of the images
+    below them, and the ring before it."""
+    ended = {r.ring: r.status for r in run.rings}
+    images = [n.node for n in run.nodes if n.node in graph]
+    out: dict[str, tuple[RingSpec, set[str]]] = {}
+    previous: str | None = None
+    for ring in config.deployments.rings:
+        if not ring.as_ready:
+            break
+        if ended.get(ring.name) in (RingStatus.HEALTHY, RingStatus.NOTHING_TO_DEPLOY):
+            continue
+        runs = {c.node for c in rollout.changes(graph, state, targets, dict.fromkeys(images, ""))
+                if c.workload.ring == ring.name}  # fmt: skip
+        wanted = {previous} if previous else set()
+        for image in runs:
+            for node in {image} | nx.ancestors(graph, image):
+                wanted |= gates_of.get(node) or ({node} & todo)
+        out[previous := f"ring {ring.name}"] = (ring, wanted)
+    return out

@@ -346,10 +346,10 @@ def run(
             state.reopen_run(run_id)
         finished = None
         try:
-            build(config, g, steps, state, builder, settings, run_id)
+            done = build(config, g, steps, state, builder, settings, run_id)
             state.record_freshness(built(state, run_id), whole=False)
             _fixes_end(config, g, state, run_id)
-            deploy(config, g, state, run_id, settings)
+            deploy(config, g, state, run_id, done)
             exposure(config, state, run_id)
             finished = state.run(run_id)
             assert finished is not None
@@ -371,23 +371,31 @@ def build(
     builder: builders.Builder,
     settings: builds.RunSettings,
     run_id: str,
-) -> None:
-    """Build what the run has left, wave by wave, showing progress."""
+) -> execute.Executed:
+    """Build what the run has left, wave by wave, showing progress, each image's gates run
+    as it is built, and an `as_ready` ring deployed once its images are validated."""
+    ready = any(ring.as_ready for ring in config.deployments.rings)
     with report.RunProgress(len(steps.steps), len(steps.waves)) as progress:
-        execute.execute(config, g, steps, state, builder, settings, run_id, progress.event,
-                        report.note)  # fmt: skip
+        return execute.execute(config, g, steps, state, builder, settings, run_id,
+                               progress.event, report.note,
+                               targets(config) if ready else [])  # fmt: skip
 
 
 def deploy(
-    config: Config, g: nx.DiGraph[str], state: State, run_id: str, settings: builds.RunSettings
+    config: Config,
+    g: nx.DiGraph[str],
+    state: State,
+    run_id: str,
+    done: execute.Executed,
 ) -> Run:
-    """Validate the run's images and deploy the validated ones, ring by ring, unless the
-    build was interrupted; the run as it then stands."""
+    """Validate the run's images (what the builds' pass has not judged) and deploy the
+    validated ones, ring by ring (those it has not deployed), unless the build was
+    interrupted; the run as it then stands."""
     built = state.run(run_id)
     assert built is not None
     if built.status != RunStatus.INTERRUPTED and (config.gates or config.deployments.rings):
-        rollout.roll_out(config, g, state, run_id, targets(config), settings.max_parallel,
-                         say=report.note)  # fmt: skip
+        rollout.roll_out(config, g, state, run_id, targets(config), say=report.note,
+                         judged=done.judged, streamed=done.streamed)  # fmt: skip
     finished = state.run(run_id)
     assert finished is not None
     return finished

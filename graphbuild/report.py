@@ -22,6 +22,9 @@ from graphbuild.errors import InvalidReference
 from graphbuild.state import NodeStatus, Run
 
 BUILDING = "building"  # a progress event, not a status: the builder of an image has started
+# progress events of a gate running on a built image (named `IMAGE gate NAME`), counted
+# apart from the images: its result is a line of its own
+GATING, GATED = "gating", "gated"
 
 if TYPE_CHECKING:  # rich is imported when a terminal shows the progress, not before
     from rich.live import Live
@@ -163,6 +166,7 @@ class RunProgress:
         self.counts: dict[str, int] = {}
         self.running: dict[str, float] = {}
         self.building: set[str] = set()
+        self.gating: set[str] = set()
         self.lock = threading.Lock()
         self.live: Live | None = None
         if sys.stderr.isatty():
@@ -196,6 +200,14 @@ class RunProgress:
         if status == NodeStatus.RUNNING:  # its key is worked out first: it may be skipped
             self.running[node] = time.monotonic()
             return None
+        if status == GATING:
+            self.running[node] = time.monotonic()
+            self.gating.add(node)
+            return f"{'gating':<9} {short(node)}"
+        if status == GATED:
+            self.running.pop(node, None)
+            self.gating.discard(node)
+            return None
         if status == BUILDING:
             self.building.add(node)
             return f"{'building':<9} {short(node)} (attempt {info['attempt']})"
@@ -220,7 +232,8 @@ class RunProgress:
         waves = console.plural(self.waves, "wave")
         table.add_row(f"[bold]{done}/{self.total}[/] images, {waves}", counts)
         for node, started in sorted(self.running.items(), key=lambda item: item[1]):
-            doing = "building" if node in self.building else "preparing"
+            doing = ("building" if node in self.building else "gating" if node in self.gating
+                     else "preparing")  # fmt: skip
             table.add_row(f"  {doing} {short(node)}", f"{time.monotonic() - started:.0f} s")
         return table
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -46,14 +46,17 @@ def roll_out(
     state: State,
     run_id: str,
     targets: list[Workload],
-    max_parallel: int = 4,
     rings: Iterable[str] | None = None,
     dry_run: bool = False,
     say: Callable[[str], None] = print,
+    judged: Collection[tuple[str, str, str]] = (),
+    streamed: Collection[str] = (),
 ) -> bool:
     """Validate what run `run_id` built, then deploy what passed. When anything failed
     (a gate, a deploy, a health check) the run is marked failed and the answer is False.
-    Ctrl-C stops it; `resume` finishes it."""
+    `judged` are the (image, gate, digest) the builds' own pass has just judged, not run
+    again; `streamed` the rings it has deployed as their images were ready, not deployed
+    again. Ctrl-C stops it; `resume` finishes it."""
     cancel = threading.Event()
     try:
         # Ctrl-C or SIGTERM stops the gates and deploys running (they run in process groups
@@ -62,8 +65,8 @@ def roll_out(
             run = state.run(run_id)
             assert run is not None
             if not dry_run:
-                for record in validate(config, graph, state, run, cancel, max_parallel, say=say):
-                    say(f"{record.node}: gate {record.gate} {record.status} ({record.summary})")
+                for record in validate(config, graph, state, run, cancel, say=say, judged=judged):
+                    say(said(record))
                 run = state.run(run_id)
                 assert run is not None
             images, held = deployable(config, graph, run, state)
@@ -74,7 +77,8 @@ def roll_out(
             ok = not held
             if config.deployments.rings:
                 planned = changes(graph, state, targets, images)
-                ok = deploy(config, state, run, planned, cancel, rings, dry_run, say) and ok
+                ok = deploy(config, state, run, planned, cancel, rings, dry_run, say,
+                            streamed) and ok  # fmt: skip
             if not ok and not dry_run and run.status == RunStatus.SUCCEEDED:
                 state.finish_run(run_id, RunStatus.FAILED)
             return ok
@@ -101,15 +105,17 @@ def validate(
     state: State,
     run: Run,
     cancel: threading.Event,
-    max_parallel: int = 4,
     today: dt.date | None = None,
     say: Callable[[str], None] = print,
+    judged: Collection[tuple[str, str, str]] = (),
 ) -> list[GateRecord]:
     """Run every gate that applies on each image the run built, until it passes on that
-    digest: a rerun (resume, deploy) judges again what failed, with today's allowlist."""
+    digest: a rerun (resume, deploy) judges again what failed, with today's allowlist, but
+    not what is in `judged` (judged by this process already, as each image was built).
+    `deployments.gate_concurrency` gates run at once."""
     today = today or dt.date.today()
     done = {(g.node, g.gate, g.digest) for g in run.gates if g.status == GateStatus.PASSED}
-    folder = config.workspace / "runs" / run.id / "gates"
+    done |= set(judged)
     work = []
     for entry in run.nodes:
         if entry.status != NodeStatus.SUCCEEDED or not entry.digest or entry.node not in graph:
@@ -120,25 +126,44 @@ def validate(
                 work.append((entry.node, entry.digest, gate))
     if not work:
         return []
-    folder.mkdir(parents=True, exist_ok=True)
     images = len({node for node, _, _ in work})
     say(f"Validating {images} image{'s' if images != 1 else ''}: {len(work)} gate runs.")
 
     def check(item: tuple[str, str, GateSpec]) -> GateRecord:
-        node, digest, gate = item
-        name = f"{log_name(node).removesuffix('.log')}-{gate.name}"
-        scratch, log = folder / name, folder / f"{name}.log"  # a log each: gates run at once
-        scratch.mkdir(exist_ok=True)
-        result = gates.check(gate, reference(graph, node, digest), log, cancel, today, scratch)
-        findings = [asdict(f) for f in result.findings]
-        return GateRecord(node, gate.name, digest, result.status, result.summary, findings)
+        return judge(config, graph, run.id, *item, cancel, today)
 
     records = []
-    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+    with ThreadPoolExecutor(max_workers=config.deployments.gate_concurrency) as pool:
         for record in pool.map(check, work):
             state.record_gate(run.id, record)  # here, in the thread that owns the database
             records.append(record)
     return records
+
+
+def judge(
+    config: Config,
+    graph: nx.DiGraph[str],
+    run_id: str,
+    node: str,
+    digest: str,
+    gate: GateSpec,
+    cancel: threading.Event,
+    today: dt.date,
+) -> GateRecord:
+    """Run one gate on one built image, its output in a log of its own (gates run at
+    once): the result, for the caller to record on the thread that owns state.db."""
+    folder = config.workspace / "runs" / run_id / "gates"
+    name = f"{log_name(node).removesuffix('.log')}-{gate.name}"
+    scratch, log = folder / name, folder / f"{name}.log"
+    scratch.mkdir(parents=True, exist_ok=True)
+    result = gates.check(gate, reference(graph, node, digest), log, cancel, today, scratch)
+    findings = [asdict(f) for f in result.findings]
+    return GateRecord(node, gate.name, digest, result.status, result.summary, findings)
+
+
+def said(record: GateRecord) -> str:
+    """The line a gate's result gets, whenever it ran."""
+    return f"{record.node}: gate {record.gate} {record.status} ({record.summary})"
 
 
 @dataclass(frozen=True)
@@ -246,19 +271,27 @@ def deploy(
     rings: Iterable[str] | None = None,
     dry_run: bool = False,
     say: Callable[[str], None] = print,
+    streamed: Collection[str] = (),
 ) -> bool:
     """Deploy ring by ring; False when a deploy failed or a ring was not healthy.
 
     `rings` None means every ring up to the first manual one; named rings are
-    deployed even if manual (that is how a person takes a run to prod).
+    deployed even if manual (that is how a person takes a run to prod). A ring in
+    `streamed` was deployed during the builds: it is not deployed again, and unless it
+    ended healthy (or with nothing to deploy) the later rings are not deployed.
     """
     chosen = set(rings) if rings is not None else None
-    reason = _reason(run, planned)
+    reason = commit_reason(run, planned)
+    ended = {r.ring: r.status for r in run.rings}
     log = config.workspace / "runs" / run.id / "deploy.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     for ring in config.deployments.rings:
         if chosen is not None and ring.name not in chosen:
             continue
+        if ring.name in streamed:
+            if ended.get(ring.name) in (RingStatus.HEALTHY, RingStatus.NOTHING_TO_DEPLOY):
+                continue
+            return False
         if cancel.is_set():  # Ctrl-C during a ring: the next one does not start
             raise CommandFailed(f"deploy of {ring.name}: cancelled")
         if chosen is None and ring.manual:
@@ -300,15 +333,32 @@ def _ring(
     context: Context,
     say: Callable[[str], None],
 ) -> bool:
+    def landed(a: Applied) -> None:  # recorded as each lands
+        state.record_deploy(run.id, deploy_record(ring, a))
+
+    record = land(config, run.id, ring, items, context, landed)
+    state.record_ring(run.id, record)
+    say(ring_said(record))
+    return record.status == RingStatus.HEALTHY
+
+
+def land(
+    config: Config,
+    run_id: str,
+    ring: RingSpec,
+    items: list[Change],
+    context: Context,
+    landed: Callable[[Applied], None],
+) -> RingRecord:
+    """Deploy a ring's changes and run its health check: how the ring ended. Each deploy
+    goes to `landed` as it lands; nothing here writes state.db, so a ring can be deployed
+    from a worker of the builds' scheduler (a ring deployed as its images are ready)."""
     applied: list[Applied] = []
     for kind, group in _by_deployer(items):
         deployer = deployers.make(kind, config)
         for batch in [group] if deployer.batched else [[c] for c in group]:
-            for a in deployer.apply(batch, context):  # recorded as each lands
-                w = a.change.workload
-                state.record_deploy(run.id, DeployRecord(ring.name, w.id, w.name, a.change.node,
-                                                         a.change.reference, w.deployer,
-                                                         a.status, a.detail))  # fmt: skip
+            for a in deployer.apply(batch, context):
+                landed(a)
                 applied.append(a)
     failed = [a for a in applied if a.status == DeployStatus.FAILED]
     deployed = sum(1 for a in applied if a.status == DeployStatus.DEPLOYED)
@@ -317,26 +367,35 @@ def _ring(
         first = failed[0]
         detail = (f"{plural(len(failed), 'deploy')} failed, first "
                   f"{first.change.workload.name}: {first.detail}")  # fmt: skip
-        state.record_ring(run.id, RingRecord(ring.name, RingStatus.FAILED, detail))
-        say(f"{ring.name}: {detail}; later rings not deployed")
-        return False
+        return RingRecord(ring.name, RingStatus.FAILED, detail)
     if ring.health:
-        argv = [a.replace("{ring}", ring.name).replace("{run}", run.id) for a in ring.health]
+        argv = [a.replace("{ring}", ring.name).replace("{run}", run_id) for a in ring.health]
         try:
             process.run(argv, context.log, context.cancel, f"health check of {ring.name}",
                         timeout=ring.timeout)  # fmt: skip
         except CommandFailed as err:
             if context.cancel.is_set():
                 raise
-            state.record_ring(run.id, RingRecord(ring.name, RingStatus.UNHEALTHY, str(err)))
-            say(f"{ring.name}: unhealthy ({err}); later rings not deployed")
-            return False
+            return RingRecord(ring.name, RingStatus.UNHEALTHY, str(err))
     detail = f"{deployed} deployed, {unchanged} already there" + (
         ", health check passed" if ring.health else ", no health check configured"
     )
-    state.record_ring(run.id, RingRecord(ring.name, RingStatus.HEALTHY, detail))
-    say(f"{ring.name}: {detail}")
-    return True
+    return RingRecord(ring.name, RingStatus.HEALTHY, detail)
+
+
+def deploy_record(ring: RingSpec, a: Applied) -> DeployRecord:
+    w = a.change.workload
+    return DeployRecord(ring.name, w.id, w.name, a.change.node, a.change.reference, w.deployer,
+                        a.status, a.detail)  # fmt: skip
+
+
+def ring_said(record: RingRecord) -> str:
+    """The line a ring's end gets."""
+    if record.status == RingStatus.FAILED:
+        return f"{record.ring}: {record.detail}; later rings not deployed"
+    if record.status == RingStatus.UNHEALTHY:
+        return f"{record.ring}: unhealthy ({record.detail}); later rings not deployed"
+    return f"{record.ring}: {record.detail}"
 
 
 def _by_deployer(items: list[Change]) -> list[tuple[str, list[Change]]]:
@@ -346,7 +405,7 @@ def _by_deployer(items: list[Change]) -> list[tuple[str, list[Change]]]:
     return sorted(groups.items())
 
 
-def _reason(run: Run, planned: list[Change]) -> str:
+def commit_reason(run: Run, planned: list[Change]) -> str:
     """Why these images changed, for commit messages: the run's reason, or each image's."""
     if run.reason:
         return f"{run.kind} {run.id}: {run.reason}"

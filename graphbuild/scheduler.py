@@ -1,11 +1,13 @@
 """The eager DAG scheduler: which image starts when, and what a failure or a stop blocks.
 
 It starts a node the moment all its parents are done, under a global cap (and
-optional per-group caps, e.g. per registry); among ready nodes, the one heading
-the longest remaining chain goes first. A failure blocks the node's descendants
-and nothing else; transient failures are retried with backoff. A stop request
-starts nothing new and lets running work finish, or cancels it on a second
-request. It knows nothing of images: the work it runs is a function of a node.
+optional per-group caps, e.g. per registry); work of another kind (gates) may run
+in a lane of its own, with its own cap, that the builds do not use up. Among
+ready nodes, the one heading the longest remaining chain goes first. A failure
+blocks the node's descendants and nothing else; transient failures are retried
+with backoff. A stop request starts nothing new and lets running work finish, or
+cancels it on a second request. It knows nothing of images: the work it runs is
+a function of a node.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import heapq
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 
 import networkx as nx
@@ -46,7 +48,10 @@ class Failed(Exception):
 class Scheduler:
     """Eager DAG scheduling under caps; `work(node, cancel)` returns an Outcome or raises Failed.
 
-    Events reach `on_event(node, status, info)` on the calling thread, in order.
+    Events reach `on_event(node, status, info)` on the calling thread, in order. A node is
+    in the lane `lane_of(node)`: "" (the default), of `max_parallel` workers, or one named
+    in `lanes`, with that many workers of its own; the work of a lane in `stop_at_once` is
+    cancelled by the first stop. What is blocked by a failed node says `why_blocked(node)`.
     """
 
     def __init__(
@@ -61,6 +66,10 @@ class Scheduler:
         group_of: Callable[[str], str] | None = None,
         caps: Mapping[str, int] | None = None,
         on_event: Callable[[str, str, dict], None] | None = None,
+        lane_of: Callable[[str], str] | None = None,
+        lanes: Mapping[str, int] | None = None,
+        why_blocked: Callable[[str], str] | None = None,
+        stop_at_once: Collection[str] = (),
     ) -> None:
         known = set(deps)
         self.deps = {node: set(parents) & known for node, parents in deps.items()}
@@ -73,13 +82,21 @@ class Scheduler:
         self.retries, self.backoff = retries, retry.Backoff(backoff)
         self.group_of = group_of or (lambda node: "")
         self.caps = {group: max(1, cap) for group, cap in (caps or {}).items()}
+        self.lane_of = lane_of or (lambda node: "")
+        self.lanes = {lane: max(1, cap) for lane, cap in (lanes or {}).items()}
+        self.lanes[""] = self.max_parallel
+        self.why_blocked = why_blocked or (lambda node: f"{node} failed")  # what a blocked one says
         self.on_event = on_event or (lambda node, status, info: None)
         self.priority = self._bottom_levels(weights or {})
         self.status: dict[str, NodeStatus] = dict.fromkeys(deps, NodeStatus.PENDING)
         self.attempts: dict[str, int] = dict.fromkeys(deps, 0)
         self.stopping = False
         self.stopped_by: str | None = None  # why work stopped the run itself (Stop)
-        self.cancel = threading.Event()
+        self.cancel = threading.Event()  # the default lane's
+        # a lane in `stop_at_once` has its work cancelled by the first stop, not the second
+        self.cancels = {lane: threading.Event() for lane in self.lanes}
+        self.cancels[""] = self.cancel
+        self.at_once = set(stop_at_once)
 
     def _bottom_levels(self, weights: Mapping[str, float]) -> dict[str, float]:
         """Longest chain of work from each node to the end: who should go first."""
@@ -93,10 +110,12 @@ class Scheduler:
         return level
 
     def stop(self, cancel_running: bool = False) -> None:
-        """Start nothing new; with `cancel_running`, also ask running work to stop."""
+        """Start nothing new; with `cancel_running` (or in a lane that stops at once), also
+        ask running work to stop."""
         self.stopping = True
-        if cancel_running:
-            self.cancel.set()
+        for lane, cancel in self.cancels.items():
+            if cancel_running or lane in self.at_once:
+                cancel.set()
 
     def run(self) -> dict[str, NodeStatus]:
         waiting = {node: set(parents) for node, parents in self.deps.items()}
@@ -105,42 +124,51 @@ class Scheduler:
         delayed: list[tuple[float, str]] = []
         running: dict[Future, str] = {}
         busy: dict[str, int] = {}
-        with ThreadPoolExecutor(max_workers=self.max_parallel, initializer=_shielded) as pool:
+        used = dict.fromkeys(self.lanes, 0)
+        with ExitStack() as stack:
+            pools = {lane: stack.enter_context(ThreadPoolExecutor(cap, initializer=_shielded))
+                     for lane, cap in self.lanes.items()}  # fmt: skip
             while True:
                 now_ = time.monotonic()
                 while delayed and delayed[0][0] <= now_:
                     _, node = heapq.heappop(delayed)
                     heapq.heappush(ready, (-self.priority[node], node))
                 if not self.stopping:
-                    self._launch(pool, ready, running, busy)
+                    self._launch(pools, ready, running, busy, used)
                 if not running and (self.stopping or (not ready and not delayed)):
                     break
                 timeout = 0.2 if not delayed else max(0.0, min(0.2, delayed[0][0] - now_))
                 finished, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in finished:
                     node = running.pop(future)
-                    group = self.group_of(node)
-                    busy[group] -= 1
+                    busy[self.group_of(node)] -= 1
+                    used[self.lane_of(node)] -= 1
                     self._finish(node, future, waiting, ready, delayed)
         return self.status
 
     def _launch(
-        self, pool: ThreadPoolExecutor, ready: list, running: dict[Future, str], busy: dict
+        self,
+        pools: Mapping[str, ThreadPoolExecutor],
+        ready: list,
+        running: dict[Future, str],
+        busy: dict[str, int],
+        used: dict[str, int],
     ) -> None:
         held = []
-        while ready and len(running) < self.max_parallel and not self.stopping:
+        while ready and not self.stopping and any(used[k] < n for k, n in self.lanes.items()):
             item = heapq.heappop(ready)
             node = item[1]
-            group = self.group_of(node)
+            group, lane = self.group_of(node), self.lane_of(node)
             cap = self.caps.get(group)
-            if cap is not None and busy.get(group, 0) >= cap:
+            if used[lane] >= self.lanes[lane] or (cap is not None and busy.get(group, 0) >= cap):
                 held.append(item)
                 continue
             busy[group] = busy.get(group, 0) + 1
+            used[lane] += 1
             self.attempts[node] += 1
             self.status[node] = NodeStatus.RUNNING
             self.on_event(node, NodeStatus.RUNNING, {"attempt": self.attempts[node]})
-            running[pool.submit(self.work, node, self.cancel)] = node
+            running[pools[lane].submit(self.work, node, self.cancels[lane])] = node
         for item in held:
             heapq.heappush(ready, item)
 
@@ -184,7 +212,7 @@ class Scheduler:
             child = todo.pop()
             if self.status[child] == NodeStatus.PENDING:
                 self.status[child] = NodeStatus.BLOCKED
-                self.on_event(child, NodeStatus.BLOCKED, {"error": f"{node} failed"})
+                self.on_event(child, NodeStatus.BLOCKED, {"error": self.why_blocked(node)})
                 todo += self.children[child]
 
 

@@ -430,6 +430,8 @@ deployments:
         kubeconfig: kube/config
         timeout: 90
   hold_descendants: false
+  gate_concurrency: 2
+  build_during_gates: true
 """
 
 
@@ -489,8 +491,10 @@ def test_gates_and_deployments_load_into_their_dataclasses(tmp_path):
             ),
         ),
         hold_descendants=False,
+        gate_concurrency=2,
+        build_during_gates=True,
     )
-    assert cfg.deployments.rings[0] == config.RingSpec("dev", (), 600.0, False)
+    assert cfg.deployments.rings[0] == config.RingSpec("dev", (), 600.0, False, False)
 
 
 def test_deploy_repositories_are_synced_with_the_image_repositories(tmp_path):
@@ -519,6 +523,7 @@ def test_a_deploy_repository_reads_main_by_default_and_a_workload_tag_defaults_t
     assert (workload.image, workload.tag) == ("docker.io/library/nginx", "latest")
     assert workload.kubectl == {"resource": "deployment/w", "container": "w"}
     assert cfg.deployments.hold_descendants is True
+    assert cfg.deployments.gate_concurrency == 4 and cfg.deployments.build_during_gates is False
 
 
 SCAN = "repos: []\ngates:\n  - name: s\n    scan: [trivy, '{report}']\n"  # the gate is on line 3
@@ -629,6 +634,15 @@ deployments:
              "deployments.rings[1].name", "duplicate name 'dev'", 3),
         case(WORKLOAD.replace("  rings: [dev]\n", "  rings: [{name: dev, manual: yes please}]\n"),
              "deployments.rings[0].manual", "expected true or false, got a string", 3),
+        case(WORKLOAD.replace("  rings: [dev]\n", "  rings: [{name: dev, manual: true, "
+                                                   "as_ready: true}]\n"),
+             "deployments.rings[0].as_ready", "give as_ready or manual, not both", 3),
+        case(WORKLOAD.replace("  rings: [dev]\n", "  rings: [{name: dev, as_ready: 1}]\n"),
+             "deployments.rings[0].as_ready", "expected true or false, got", 3),
+        case(WORKLOAD + "  gate_concurrency: 0\n", "deployments.gate_concurrency",
+             "expected a whole number of at least 1", 11),
+        case(WORKLOAD + "  build_during_gates: when ready\n", "deployments.build_during_gates",
+             "expected true or false, got a string", 11),
     ],
 )  # fmt: skip
 def test_bad_gates_and_deployments_name_file_line_and_key(tmp_path, text, key, says, line):

@@ -41,6 +41,21 @@ def test_an_image_found_built_and_served_is_skipped_with_why_and_never_building(
     assert progress.counts == {"skipped": 1}
 
 
+def test_a_gate_running_is_shown_apart_from_the_counts_of_images(capsys):
+    from rich.console import Console
+
+    with report.RunProgress(total=2, waves=2) as progress:
+        progress.event("r.test/a:1", "running", {"attempt": 1})
+        progress.event("r.test/a:1", "succeeded", {"digest": D, "detail": ""})
+        progress.event("r.test/a:1 gate smoke", report.GATING, {})
+        console = Console(width=100, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+        console.print(progress._panel())
+        progress.event("r.test/a:1 gate smoke", report.GATED, {})
+    assert "gating r.test/a:1 gate smoke" in console.export_text()
+    assert capsys.readouterr().err.splitlines()[1] == "gating    r.test/a:1 gate smoke"
+    assert progress.counts == {"succeeded": 1} and not progress.running
+
+
 def test_the_live_panel_counts_and_lists_the_builds_running():
     from rich.console import Console
 

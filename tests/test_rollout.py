@@ -168,14 +168,15 @@ def test_base_update_rebuilds_validates_and_deploys_ring_by_ring(fleet):
     run = fleet.run("sweep", code=1)
     web2 = fleet.digest(fleet.web_tag)
     assert web2 != web1
-    assert {n["node"]: n["status"] for n in run["nodes"]} == dict.fromkeys(
-        [f"{h}/platform/base:1", f"{h}/apps/web:1", f"{h}/apps/bad:1", f"{h}/apps/badchild:1"],
-        "succeeded",
-    )
+    assert {n["node"]: n["status"] for n in run["nodes"]} == {
+        **dict.fromkeys([f"{h}/platform/base:1", f"{h}/apps/web:1", f"{h}/apps/bad:1"],
+                        "succeeded"),
+        f"{h}/apps/badchild:1": "blocked",  # nothing is built on an image that failed a gate
+    }  # fmt: skip
     gates = {(g["node"], g["gate"]): g["status"] for g in run["gates"]}
     assert gates[(f"{h}/apps/bad:1", "trivy")] == "failed"
     assert gates[(f"{h}/apps/web:1", "trivy")] == "passed"
-    assert gates[(f"{h}/apps/badchild:1", "trivy")] == "passed"
+    assert not any(node == f"{h}/apps/badchild:1" for node, _ in gates)
     assert all(s == "passed" for (_, gate), s in gates.items() if gate == "pinned")
     bad_gate = next(g for g in run["gates"] if g["node"] == f"{h}/apps/bad:1"
                     and g["gate"] == "trivy")  # fmt: skip
@@ -207,10 +208,12 @@ def test_base_update_rebuilds_validates_and_deploys_ring_by_ring(fleet):
     assert "failed" in shown.stdout and "trivy" in shown.stdout
     report = (fleet.root / ".graphbuild" / "runs" / run["id"] / "report.md").read_text()
     assert "## Gates" in report and "## Deploys" in report
-    held = fleet.gb("sweep").stderr  # nothing to rebuild now
-    assert "Nothing to rebuild." in fleet.gb("sweep").stdout
+    again = fleet.run("sweep", code=1)  # badchild, never built, is not built on bad now either
+    assert [(n["node"], n["status"], n["error"]) for n in again["nodes"]] == [
+        (f"{h}/apps/badchild:1", "blocked", f"{h}/apps/bad:1 failed gate trivy in an earlier run")
+    ]  # fmt: skip
     assert len(fleet.commits()) == commits + 2  # a second sweep commits nothing
-    assert "not deployed" not in held
+    assert not again["held"] and not again["gates"]
 
     uses = json.loads(fleet.gb("uses", f"{h}/upstream/base:1", "--json").stdout)
     workloads = {(u["image"], w["ring"], w["name"]) for u in uses for w in u["workloads"]}
@@ -269,10 +272,12 @@ def test_a_manual_ring_waits_for_graphbuild_deploy(fleet):
 
 
 def test_a_failed_gate_is_on_record_with_its_child_and_their_workloads(fleet):
-    """`bad` fails its scan: bad and badchild (built on it) are held, each naming bad as
-    the cause, and so are the workloads running them (the kustomization and the Helm
-    values in dev), in the run document, `runs ID` and report.md; once, however often the
-    run is judged again."""
+    """`bad` fails its scan: bad and badchild (built on it, during bad's gates) are held,
+    each naming bad as the cause, and so are the workloads running them (the kustomization
+    and the Helm values in dev), in the run document, `runs ID` and report.md; once, however
+    often the run is judged again."""
+    fleet.config["deployments"]["build_during_gates"] = True  # badchild is built on bad
+    fleet.write_config()
     h = fleet.host
     bad, child = f"{h}/apps/bad:1", f"{h}/apps/badchild:1"
     run = fleet.run("sweep", code=1)

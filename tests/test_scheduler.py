@@ -200,6 +200,66 @@ def test_group_caps_are_reached_and_never_exceeded():
     assert rec.peak["*"] == 5  # group c, uncapped, fills what a and b may not use
 
 
+def test_a_lane_has_workers_of_its_own_that_the_default_lane_does_not_use_up():
+    """Gates in their own lane: one build worker, busy with a slow build until every gate
+    has ended, while the gates of what was built run beside it, two at a time."""
+    deps = {"built": set(), "slow": set(), **{f"gate{i}": {"built"} for i in range(4)}}
+
+    def lane(node):
+        return "gates" if node.startswith("gate") else ""
+
+    def slow(node, cancel, attempt):
+        deadline = time.monotonic() + 10  # bounded: a lane without workers of its own hangs
+        while time.monotonic() < deadline and len(rec.ends.keys() & gates) < len(gates):
+            time.sleep(0.01)
+
+    gates = {node for node in deps if lane(node)}
+    rec = Recorder(sleep=dict.fromkeys(gates, 0.05), group_of=lane, behave={"slow": slow})
+    s = scheduler(deps, rec, max_parallel=1, lane_of=lane, lanes={"gates": 2})
+    assert set(s.run().values()) == {SUCCEEDED}
+    assert rec.starts["slow"][0] > rec.ends["built"][0]  # one build worker: one after the other
+    assert all(rec.ends[gate][0] < rec.ends["slow"][0] for gate in gates)
+    assert rec.peak["gates"] == 2  # never more than its cap
+    assert rec.peak[""] == 1
+
+
+def test_the_first_stop_cancels_the_work_of_a_lane_that_stops_at_once_and_no_other():
+    """Gates are cancelled by the first Ctrl-C, as after the builds; builds finish."""
+    started = threading.Event()
+
+    def gate(node, cancel, attempt):
+        started.set()
+        if not cancel.wait(10):  # bounded: a gate nobody cancels ends the test, failed
+            return Outcome(SUCCEEDED, "sha256:gate")
+        raise Failed("cancelled")
+
+    def build(node, cancel, attempt):
+        assert started.wait(10)
+        s.stop()
+        time.sleep(0.05)
+        assert not cancel.is_set()
+
+    rec = Recorder(behave={"gate": gate, "build": build})
+    lanes = {"gate": "gates", "build": "", "later": ""}
+    s = scheduler({"gate": set(), "build": set(), "later": {"build"}}, rec, lane_of=lanes.get,
+                  lanes={"gates": 1}, stop_at_once={"gates"})  # fmt: skip
+    assert s.run() == {"gate": PENDING, "build": SUCCEEDED, "later": PENDING}
+    assert rec.statuses(FAILED) == []
+
+
+def test_a_node_blocked_says_what_why_blocked_makes_of_the_failed_one():
+    rec = Recorder(behave={"bad": lambda node, cancel, attempt: _fail("no")})
+    deps = {"bad": set(), "child": {"bad"}, "grandchild": {"child"}}
+    s = scheduler(deps, rec, why_blocked=lambda node: f"{node} failed its gate")
+    assert s.run() == {"bad": FAILED, "child": BLOCKED, "grandchild": BLOCKED}
+    assert [info for _, st, info in rec.events if st == BLOCKED] == [
+        {"error": "bad failed its gate"}] * 2  # fmt: skip
+
+
+def _fail(message):
+    raise Failed(message)
+
+
 def test_group_caps_hold_on_a_random_dag():
     deps = random_dag(11)
 
