@@ -25,7 +25,7 @@ from graphbuild.builders import Builder
 from graphbuild.builds import Builds, RunSettings, log_name
 from graphbuild.config import Config, GateSpec, RingSpec
 from graphbuild.deployers import Applied, Change, Context
-from graphbuild.errors import CommandFailed
+from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.graph import image_data
 from graphbuild.plan import VULNERABLE, Plan
 from graphbuild.report import BUILDING, GATED, GATING, short
@@ -97,7 +97,10 @@ def execute(
     digests.update({n.node: n.digest for n in run.nodes if n.status in DONE and n.digest})
     # a parent this pass does not judge, whose digest failed a gate before: a node each, that
     # fails at once and so blocks what would be built on it
-    refused = _refused(graph, state, todo, set(gates_of), digests) if wait and config.gates else {}
+    refused = (
+        _refused(config, graph, state, todo, set(gates_of), digests)
+        if wait and config.gates else {}
+    )  # fmt: skip
     for gid, (image, _) in refused.items():
         gates_of.setdefault(image, set()).add(gid)
     deps: dict[str, set[str]] = {}
@@ -108,8 +111,7 @@ def execute(
     deps.update({gid: {image} & todo for gid, (image, _) in gated.items()})
     deps.update({gid: set() for gid in refused})
     why = {gid: f"{image} failed gate {gate.name}" for gid, (image, gate) in gated.items()}
-    why.update({gid: f"{image} failed gate {gate} in an earlier run"
-                for gid, (image, gate) in refused.items()})  # fmt: skip
+    why.update({gid: f"{image} failed gate {gate}" for gid, (image, gate) in refused.items()})
     rings = _as_ready(config, run, graph, state, targets, gates_of, todo)
     for rid, (_, wanted) in rings.items():
         deps[rid] = wanted
@@ -127,9 +129,13 @@ def execute(
     judged: dict[str, GateRecord] = {}  # gate node -> its result, set on its worker
     today = dt.date.today()
 
+    served: dict[str, dict[str, str]] = {}  # skipped as up to date: gates it failed before
+
     def judge(gid: str, cancel: threading.Event) -> Outcome:
         image, gate = gated[gid]
         entry = records[image]
+        if gate.name in served.get(image, {}):  # what it serves failed this gate before
+            raise Failed(f"{image} failed gate {_earlier(gate.name, served[image][gate.name])}")
         if entry.status != NodeStatus.SUCCEEDED or not entry.digest:  # up to date: no gate
             return Outcome(NodeStatus.SKIPPED, "", "not built")
         try:
@@ -144,6 +150,7 @@ def execute(
 
     due: dict[str, tuple[list[Change], str]] = {}  # ring node -> changes, why; as it starts
     landed: dict[str, tuple[list[Applied], RingRecord]] = {}  # set on its worker
+    arrived: dict[str, list[Applied]] = {}  # what landed of each, even if it did not end
     streamed: set[str] = set()
 
     def deploy(rid: str, cancel: threading.Event) -> Outcome:
@@ -153,17 +160,17 @@ def execute(
         log = config.workspace / "runs" / run_id / "deploy.log"
         context = Context(run_id, ring.name, reason, log, cancel, config.workspace)
         context.log.parent.mkdir(parents=True, exist_ok=True)
-        applied: list[Applied] = []
+        applied = arrived[rid] = []  # each deploy as it lands: recorded however the ring ends
         try:
             ended = rollout.land(config, run_id, ring, items, context, applied.append)
-        except CommandFailed as err:  # cancelled: left to do
+        except GraphbuildError as err:  # cancelled (left to do), or a deployer's error
             raise Failed(str(err)) from None
         landed[rid] = (applied, ended)
         if ended.status != RingStatus.HEALTHY:
             raise Failed(ended.detail)
         return Outcome(NodeStatus.SUCCEEDED, "")
 
-    def ring_event(rid: str, status: str) -> None:
+    def ring_event(rid: str, status: str, info: dict) -> None:
         """A ring node: its changes as it starts, its deploys and end as it ends."""
         ring = rings[rid][0]
         if status == NodeStatus.RUNNING:
@@ -178,13 +185,17 @@ def execute(
             ended = RingRecord(ring.name, RingStatus.NOTHING_TO_DEPLOY, "no workload runs these")
             state.record_ring(run_id, ended)
             streamed.add(ring.name)
-        elif rid in landed and status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
-            applied, ended = landed[rid]
-            for a in applied:
-                state.record_deploy(run_id, rollout.deploy_record(ring, a))
+            return
+        for a in arrived.pop(rid, []):  # a stop or a fault may have ended it half-way
+            state.record_deploy(run_id, rollout.deploy_record(ring, a))
+        if rid in landed and status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
+            ended = landed[rid][1]
             state.record_ring(run_id, ended)
             streamed.add(ring.name)
             note(rollout.ring_said(ended))
+        elif status == NodeStatus.FAILED and info.get("error"):  # not blocked: it broke
+            note(f"{ring.name}: deploying as its images were ready stopped ({info['error']}); "
+                 "it is deployed again after the builds")  # fmt: skip
 
     def work(node: str, cancel: threading.Event) -> Outcome:
         if node in rings:
@@ -195,7 +206,7 @@ def execute(
 
     def record(node: str, status: str, info: dict) -> None:
         if node in rings:
-            ring_event(node, status)
+            ring_event(node, status, info)
             return
         if node in why:  # a gate's result, recorded here, on the thread owning state.db
             image = gated[node][0] if node in gated else ""
@@ -220,6 +231,12 @@ def execute(
             if status == NodeStatus.SKIPPED:  # the reason code says why nothing was built (rule 6)
                 entry.detail = f"{info['detail']}; planned as {entry.reason}: {entry.detail}"
                 entry.reason, entry.log = UP_TO_DATE, None
+                if wait and node in gates_of and entry.digest:  # before its gates can start
+                    failed = state.failed_gates_of({node: entry.digest}).get(node, {})
+                    served[node] = {g: r for g, r in failed.items()
+                                    if g in _applying(config, graph, node)}  # fmt: skip
+                    for gate, ran in served[node].items():  # what its children are told
+                        why[f"{node} gate:{gate}"] = f"{node} failed gate {_earlier(gate, ran)}"
             if status == NodeStatus.SUCCEEDED:
                 state.record_build(node, info["digest"], builds.parents[node], run_id,
                                    key=entry.key, source=source)  # fmt: skip
@@ -299,6 +316,7 @@ def new_run(state: State, kind: str, reason: str | None, plan: Plan, options: di
 
 
 def _refused(
+    config: Config,
     graph: nx.DiGraph[str],
     state: State,
     todo: set[str],
@@ -306,12 +324,26 @@ def _refused(
     digests: dict[str, str],
 ) -> dict[str, tuple[str, str]]:
     """Each parent of an image to build that this pass neither builds nor judges, and whose
-    digest failed a gate in an earlier run: a gate node (image, gate name) per failed gate."""
+    digest failed, in an earlier run, a gate that still applies to it: a node per failed
+    gate, whose failure says which run can judge it again."""
     parents = {p for node in todo for p in graph.predecessors(node)} - todo - judged
     wanted = {parent: digests[parent] for parent in parents if digests.get(parent)}
     failed = state.failed_gates_of(wanted) if wanted else {}
-    return {f"{parent} gate:{gate}": (parent, gate)
-            for parent, gates in failed.items() for gate in gates}  # fmt: skip
+    return {f"{parent} gate:{gate}": (parent, _earlier(gate, run))
+            for parent, gates in failed.items() for gate, run in gates.items()
+            if gate in _applying(config, graph, parent)}  # fmt: skip
+
+
+def _applying(config: Config, graph: nx.DiGraph[str], image: str) -> set[str]:
+    """The names of the gates that apply to `image` now (a gate since removed or narrowed
+    holds nothing back)."""
+    repository = image_data(graph, image)["image"]
+    return {gate.name for gate in config.gates if gate.applies(repository)}
+
+
+def _earlier(gate: str, run: str) -> str:
+    return (f"{gate} in run {run} (judged again by `graphbuild resume {run}`, or rebuild "
+            "the image)")  # fmt: skip
 
 
 def _as_ready(
@@ -325,7 +357,7 @@ def _as_ready(
 ) -> dict[str, tuple[RingSpec, set[str]]]:
     """The rings deployed from the scheduler, by node name (`ring `, the ring's; no image
     reference holds a space), and what each waits for: the first rings, in order, up to
-    one not `as_ready`, that have not landed in this run yet. Each waits for the gates
+    one not `as_ready` or one an earlier pass of the run deployed. Each waits for the gates
     (or the build) of every image to build that its workloads run, those of the images
     below them, and the ring before it."""
     ended = {r.ring: r.status for r in run.rings}
@@ -335,8 +367,8 @@ def _as_ready(
     for ring in config.deployments.rings:
         if not ring.as_ready:
             break
-        if ended.get(ring.name) in (RingStatus.HEALTHY, RingStatus.NOTHING_TO_DEPLOY):
-            continue
+        if ring.name in ended:  # an earlier pass reached it: the rest go after the builds,
+            break  # in order, so that no later ring gets an image before it
         runs = {c.node for c in rollout.changes(graph, state, targets, dict.fromkeys(images, ""))
                 if c.workload.ring == ring.name}  # fmt: skip
         wanted = {previous} if previous else set()

@@ -749,17 +749,19 @@ class State:
             latest[gate] = GateStatus(status)
         return [gate for gate, status in latest.items() if status != GateStatus.PASSED]
 
-    def failed_gates_of(self, images: Mapping[str, str]) -> dict[str, list[str]]:
-        """`failed_gates` of many images (node -> digest) in one pass over the results: a
-        run asks it of every image it builds on."""
-        latest: dict[str, dict[str, GateStatus]] = {}
-        for node, digest, gate, status in self.db.execute(
-            "SELECT node, digest, gate, status FROM gate_results ORDER BY at"
+    def failed_gates_of(self, images: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        """`failed_gates` of many images (node -> digest) in one pass over the results, each
+        with the run that judged it last (node -> gate -> run): a run asks it of every image
+        it builds on, and names the run that can judge it again."""
+        latest: dict[str, dict[str, tuple[GateStatus, str]]] = {}
+        for node, digest, gate, status, run in self.db.execute(
+            "SELECT node, digest, gate, status, run FROM gate_results ORDER BY at"
         ):
             if images.get(node) == digest:
-                latest.setdefault(node, {})[gate] = GateStatus(status)
+                latest.setdefault(node, {})[gate] = (GateStatus(status), run)
         return {node: failed for node, by in latest.items()
-                if (failed := [g for g, s in by.items() if s != GateStatus.PASSED])}  # fmt: skip
+                if (failed := {g: run for g, (s, run) in by.items()
+                               if s != GateStatus.PASSED})}  # fmt: skip
 
     def gates_on(self, node: str, digest: str) -> list[dict[str, Any]]:
         """Each gate's latest result on this image digest, in any run: the image page's."""

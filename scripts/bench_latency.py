@@ -19,9 +19,10 @@ starts when the registry has answered the manifest PUT), then
            every 0.3 s from 3 s before the relevant push on
 and the clock stops at the `at` of the first ring's record in state.db (written
 once its deploy commit is pushed to the GitOps remote: the script checks the
-commit is there). listen and sweep run without gates and with one `test` gate
-that sleeps --gate seconds. The listener is warmed by one unmeasured push after it
-starts.
+commit is there). listen and sweep run without gates, with one `test` gate
+that sleeps --gate seconds (by default a child waits for its parent's gate), and
+with that gate and deployments.build_during_gates: true. The listener is warmed
+by one unmeasured push after it starts.
 
 The breakdown is taken from what the parts record, each on the same wall clock:
   window   (listen) the POST's answer -> its batch begins ("Pushed: X. Sweeping ..."), at most
@@ -112,6 +113,7 @@ exit $code
 """
 # a gate that sleeps, then logs "start end image"
 GATE = 'start=$(date +%s.%N); sleep "$2"; echo "$start $(date +%s.%N) $1" >> "$3"'
+DURING = ", built during gates"  # the case's name with deployments.build_during_gates
 COLUMNS = ("total", "window", "start", "post", "sync", "check", "plan", "builds", "gates",
            "deploy", "gaps", "own", "t-build", "t-window", "reqs")  # fmt: skip
 
@@ -225,7 +227,9 @@ class Fleet:
             image = {"image": f"{h}/unrelated/{name}", "dockerfile": "Dockerfile", "tags": ["1"]}
             self.unrelated.append({"name": name, "url": str(made.url), "images": [image]})
 
-    def write_config(self, gated: bool) -> None:
+    def write_config(self, gated: bool, during: bool = False) -> None:
+        """The fleet's repos.yaml; `gated`, with the gate; `during`, children built while
+        their parents' gates run (deployments.build_during_gates)."""
         h, storage = self.host, self.root / "buildah"
         config = {
             "registries": {h: {"insecure": True}},
@@ -248,6 +252,7 @@ class Fleet:
         if gated:
             argv = ["sh", "-c", GATE, "sh", "{image}", f"{self.gate_seconds:g}", str(self.gate_log)]
             config["gates"] = [{"name": "wait", "test": argv}]
+            config["deployments"]["build_during_gates"] = during
         (self.root / "repos.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def graphbuild(self, *args: str) -> subprocess.Popen[str]:
@@ -548,9 +553,10 @@ def main() -> None:
             print(
                 f"set-up sweep ({label} fleet): {time.monotonic() - start:.0f} s", file=sys.stderr
             )
-            for gated in (False, True):
-                fleet.write_config(gated)
+            for gated, during in ((False, False), (True, False), (True, True)):
+                fleet.write_config(gated, during)
                 suffix = f", gate {opts.gate:g} s" if gated else ""
+                suffix += DURING if during else ""
                 with listening(fleet, opts.window) as listener:
                     listener.once()  # warms the listener: not measured
                     for name, unrelated_pushes in (
@@ -629,11 +635,13 @@ def report(results: dict[str, list[Sample]], opts: argparse.Namespace) -> None:
             print(f"  unrelated pushes add no delay, {label}: window {window:+.2f} s, t-build "
                   f"{rest:+.2f} s: {ok} (both under 0.2 s)")  # fmt: skip
         for way in ("listen", "sweep"):
-            a, b = of(f"{label}: {way}", "t-build"), of(f"{label}: {way}{gate}", "t-build")
-            if a is not None and b is not None:
-                print(f"  a {opts.gate:g} s gate adds about one gate time, {label}, {way}: t-build "
-                      f"{b - a:+.2f} s = {(b - a) / opts.gate:.1f} gate times: "
-                      f"{verdict(b - a < 1.5 * opts.gate)} (under 1.5)")  # fmt: skip
+            for how in (gate, gate + DURING):
+                a, b = of(f"{label}: {way}", "t-build"), of(f"{label}: {way}{how}", "t-build")
+                if a is not None and b is not None:
+                    print(f"  a {opts.gate:g} s gate adds about one gate time, {label}, {way}"
+                          f"{how.removeprefix(gate)}: t-build {b - a:+.2f} s = "
+                          f"{(b - a) / opts.gate:.1f} gate times: "
+                          f"{verdict(b - a < 1.5 * opts.gate)} (under 1.5)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -307,3 +307,91 @@ def test_a_stop_cancels_the_gates_running_and_a_resume_runs_them(fleet):
     assert set(outcomes(resumed).values()) == {"succeeded"}
     assert {g["node"]: g["status"] for g in resumed["gates"]} == dict.fromkeys(
         [fleet.base, fleet.child, fleet.slow], "passed")  # fmt: skip
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_an_image_skipped_as_served_on_a_digest_that_failed_a_gate_holds_its_child_back(fleet):
+    """`rebuild BASE --skip-served` finds base served and skips it; the digest it serves
+    failed a gate in the sweep before, so nothing may be built on it."""
+    fleet.say("fail-base")
+    first = json.loads(fleet.gb("sweep", "--json").stdout)
+    assert outcomes(first)[fleet.child] == "blocked"
+    again = fleet.gb("rebuild", fleet.base, "--skip-served", "--json")
+    run = json.loads(again.stdout)
+    assert again.returncode == 1 and outcomes(run)[fleet.child] == "blocked", again.stderr
+    assert f"failed gate smoke in run {first['id']}" in by_node(run)[fleet.child]["error"]
+
+
+def test_a_parent_that_failed_a_gate_before_blocks_its_child_until_judged_again(fleet):
+    """Each sweep refuses to build on a digest that failed a gate, and says which run
+    judged it; once the finding is accepted, `graphbuild resume` of that run judges it
+    again and builds the child."""
+    fleet.say("fail-base")
+    first = json.loads(fleet.gb("sweep", "--json").stdout)
+    assert outcomes(first)[fleet.child] == "blocked"
+    again = fleet.gb("sweep", "--json")
+    error = by_node(json.loads(again.stdout))[fleet.child]["error"]
+    assert again.returncode == 1 and f"`graphbuild resume {first['id']}`" in error
+    (fleet.marks.root / "fail-base").unlink()  # the gate passes now, as an allowlist would
+    resumed = json.loads(fleet.gb("resume", first["id"], "--json").stdout)
+    assert outcomes(resumed)[fleet.child] == "succeeded"
+    assert "Nothing to rebuild." in fleet.gb("sweep").stdout
+
+
+def test_a_gate_since_removed_holds_nothing_back(fleet):
+    fleet.say("fail-base")
+    assert outcomes(json.loads(fleet.gb("sweep", "--json").stdout))[fleet.child] == "blocked"
+    fleet.config["gates"][0]["name"] = "smoke2"  # the failing gate retired, another in place
+    (fleet.marks.root / "fail-base").unlink()
+    fleet.write_config()
+    done = json.loads(fleet.gb("sweep", "--json").stdout)
+    assert outcomes(done)[fleet.child] == "succeeded"
+
+
+def test_a_stop_during_an_as_ready_rings_health_check_keeps_the_deploys_that_landed(fleet, remotes):
+    deploy, log = rollout_to(fleet, remotes, "sleep 60")
+    sweep = fleet.start("sweep")
+    deadline = time.monotonic() + 240
+    while not (log.exists() and "dev" in log.read_text()):  # dev's health check runs
+        assert time.monotonic() < deadline and sweep.poll() is None, sweep.communicate()
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGTERM)
+    sweep.communicate(timeout=120)
+    run_id = json.loads(fleet.gb("runs", "--json").stdout)[0]["id"]
+    stopped = json.loads(fleet.gb("runs", run_id, "--json").stdout)
+    commits = git(deploy.url, "log", "--format=%s", "main").splitlines()
+    assert commits[0] == "graphbuild: deploy 1 image to dev"
+    assert [(d["ring"], d["status"]) for d in stopped["deploys"]] == [("dev", "deployed")]
+
+
+def test_a_resume_deploys_rings_in_order_after_a_ring_of_an_earlier_pass(fleet, remotes):
+    """dev was deployed in the first pass, staging was not healthy; the resume builds what
+    failed. dev must get it, and be healthy, before staging does."""
+    h = fleet.host
+    deploy = remotes("deploy", {
+        f"envs/{ring}/{name}.yaml": DEPLOYMENT.format(name=name, image=image)
+        for ring in ("dev", "staging") for name, image in (("base", fleet.base),
+                                                            ("slow", fleet.slow))})  # fmt: skip
+    log, down = fleet.marks.root / "health.log", fleet.marks.root / "staging-down"
+    down.touch()
+    stamp = 'echo "$1 $(date +%s.%N)" >> "$2"; [ ! -f "$3" ]'
+    fleet.config["deployments"] = {
+        "rings": [{"name": ring, "as_ready": True,
+                   "health": ["sh", "-c", stamp, "sh", "{ring}", str(log), str(gone)]}
+                  for ring, gone in (("dev", fleet.marks.root / "never"), ("staging", down))],
+        "repos": [{"name": "deploy", "url": str(deploy.url), "branch": "main",
+                   "rings": {"dev": ["envs/dev/**"], "staging": ["envs/staging/**"]}}],
+    }  # fmt: skip
+    fleet.write_config()
+    good = (fleet.apps.work / "slow/Dockerfile").read_text()
+    fleet.apps.commit({"slow/Dockerfile": f"FROM {h}/external/bb:1\nRUN false\n"}, "break slow")
+    first = json.loads(fleet.gb("sweep", "--json").stdout)
+    assert outcomes(first)[fleet.slow] == "failed"
+    fleet.apps.commit({"slow/Dockerfile": good}, "fix slow")
+    down.unlink()
+    resumed = fleet.gb("resume", first["id"], "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    commits = git(deploy.url, "log", "--format=%s", "main").splitlines()
+    assert commits[0].endswith("to staging") and commits[1].endswith("to dev"), commits

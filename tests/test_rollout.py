@@ -210,7 +210,8 @@ def test_base_update_rebuilds_validates_and_deploys_ring_by_ring(fleet):
     assert "## Gates" in report and "## Deploys" in report
     again = fleet.run("sweep", code=1)  # badchild, never built, is not built on bad now either
     assert [(n["node"], n["status"], n["error"]) for n in again["nodes"]] == [
-        (f"{h}/apps/badchild:1", "blocked", f"{h}/apps/bad:1 failed gate trivy in an earlier run")
+        (f"{h}/apps/badchild:1", "blocked", f"{h}/apps/bad:1 failed gate trivy in run "
+         f"{run['id']} (judged again by `graphbuild resume {run['id']}`, or rebuild the image)")
     ]  # fmt: skip
     assert len(fleet.commits()) == commits + 2  # a second sweep commits nothing
     assert not again["held"] and not again["gates"]

@@ -388,8 +388,8 @@ def test_failed_gates_are_the_latest_result_of_each_gate_on_that_digest_in_any_r
         assert s.failed_gates("r/b:1", "sha256:a") == []  # never gated: nothing failed
         # many at once, in one pass: each image at the digest asked about
         asked = {"r/a:1": "sha256:a", "r/b:1": "sha256:a"}
-        assert s.failed_gates_of(asked) == {"r/a:1": ["smoke"]}
-        assert s.failed_gates_of({"r/a:1": "sha256:other"}) == {"r/a:1": ["trivy"]}
+        assert s.failed_gates_of(asked) == {"r/a:1": {"smoke": first}}  # and who judged it
+        assert s.failed_gates_of({"r/a:1": "sha256:other"}) == {"r/a:1": {"trivy": older}}
 
 
 def test_deploys_and_rings_are_kept_in_the_order_they_happened(tmp_path):
