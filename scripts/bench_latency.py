@@ -87,22 +87,10 @@ sys.path.insert(0, str(ROOT))
 
 from graphbuild.events import SECRET_HEADER  # noqa: E402
 from tests.oci import LocalRegistry, free_port  # noqa: E402 - the test suite's registry
-from tests.site import Remote, git  # noqa: E402
+from tests.site import DEPLOYMENT, Remote, git  # noqa: E402
 
 SECRET = "bench-latency-secret-0123456789"  # noqa: S105 - a loopback listener's, for this run
 APPS = ("web", "api", "worker")
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  template:
-    spec:
-      containers:
-        - name: {name}
-          image: {image}
-"""
 # a buildah that logs "start end argv" of every call, then answers as buildah does
 SHIM = """#!/bin/sh
 start=$(date +%s.%N)

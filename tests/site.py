@@ -152,6 +152,21 @@ class Runner:
         return found
 
 
+# a Deployment that runs one image: what a GitOps deploy repository holds
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  template:
+    spec:
+      containers:
+        - name: {name}
+          image: {image}
+"""
+
+
 class Site(Runner):
     """The fleet under test: remotes, a repos.yaml, and graphbuild run as users run it."""
 

@@ -539,7 +539,7 @@ def test_listen_mirrors_only_the_bases_below_the_pushed_one_before_its_sweep(
     the images below the pushed base use, and leaves every other base to `mirror`."""
     import httpx
 
-    from .test_events import SECRET, _free_port, _wait_for, acr_event
+    from .test_events import SECRET, _free_port, _runs_settled, _wait_for, acr_event
 
     site = acr_site
     h = site.host
@@ -559,14 +559,7 @@ def test_listen_mirrors_only_the_bases_below_the_pushed_one_before_its_sweep(
                             json=body | {"request": {"host": h}},
                             headers={"X-Graphbuild-Secret": SECRET}, timeout=10)  # fmt: skip
         assert answer.status_code == 202
-        deadline = time.monotonic() + 120
-        runs: list = []
-        while time.monotonic() < deadline:
-            with State(site.root / ".graphbuild") as state:
-                runs = state.runs()
-            if runs and all(r.status != "running" for r in runs):
-                break
-            time.sleep(0.5)
+        runs = _runs_settled(site.root / ".graphbuild")
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         _, err = process.communicate(timeout=60)

@@ -22,22 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from .site import Runner, git, require
+from .site import DEPLOYMENT, Runner, git, require
 
 pytestmark = pytest.mark.timeout(600)
 
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  template:
-    spec:
-      containers:
-        - name: {name}
-          image: {image}
-"""
 ARG_DOUBLING = "ARG A0=xx\n" + "".join(
     f"ARG A{i}=${{A{i - 1}}}${{A{i - 1}}}\n" for i in range(1, 41)
 )

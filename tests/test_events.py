@@ -703,15 +703,7 @@ def test_graphbuild_listen_turns_a_burst_of_pushes_into_one_sweep(
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(post, range(100))) == {202}
         workspace = site.root / ".graphbuild"
-        deadline = time.monotonic() + 120
-        runs = []
-        while time.monotonic() < deadline:
-            if (workspace / "state.db").exists():
-                with State(workspace) as state:
-                    runs = state.runs()
-                if runs and all(run.status != "running" for run in runs):
-                    break
-            time.sleep(0.5)
+        runs = _runs_settled(workspace)
         time.sleep(2)  # a second sweep, if one were (wrongly) coming, would have started
         assert (workspace / "state.db").exists(), "no sweep ran"
         with State(workspace) as state:
@@ -787,14 +779,7 @@ def test_listen_syncs_once_per_batch_and_takes_only_pushes_something_is_built_on
         relevant = httpx.post(url, content=event(repo, tag), headers={SECRET_HEADER: SECRET})
         assert relevant.status_code == 202
         stream.join(timeout=60)
-        workspace = site.root / ".graphbuild"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with State(workspace) as state:
-                runs = state.runs()
-            if runs and all(r.status != "running" for r in runs):
-                break
-            time.sleep(0.5)
+        runs = _runs_settled(site.root / ".graphbuild")
         assert len(runs) == 1 and runs[0].status == "succeeded", runs
         # the sweep began while unrelated pushes were still arriving
         assert datetime.fromisoformat(runs[0].started) < last[0]
@@ -835,14 +820,7 @@ def test_listen_syncs_while_a_bursts_short_window_runs(tmp_path, registry, remot
         answer = httpx.post(f"http://127.0.0.1:{port}/hooks/acr", content=body,
                             headers={SECRET_HEADER: SECRET}, timeout=10)  # fmt: skip
         assert answer.status_code == 202
-        deadline = time.monotonic() + 120
-        runs: list = []
-        while time.monotonic() < deadline:
-            with State(site.root / ".graphbuild") as state:
-                runs = state.runs()
-            if runs and all(r.status != "running" for r in runs):
-                break
-            time.sleep(0.5)
+        runs = _runs_settled(site.root / ".graphbuild")
         assert len(runs) == 1 and runs[0].status == "succeeded", runs
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -903,6 +881,19 @@ def test_listen_stops_after_a_sweep_that_a_stop_signal_reached(
     assert "That sweep exited 0." in err and "Stopping: no more pushes are taken." in err
     with State(site.root / ".graphbuild") as state:
         assert state.runs(limit=1)[0].status == "succeeded"  # the last build was let finish
+
+
+def _runs_settled(workspace: Path) -> list:
+    """The workspace's runs once there is one and none is running (two minutes at most)."""
+    deadline, runs = time.monotonic() + 120, []
+    while time.monotonic() < deadline:
+        if (workspace / "state.db").exists():
+            with State(workspace) as state:
+                runs = state.runs()
+            if runs and all(run.status != "running" for run in runs):
+                break
+        time.sleep(0.5)
+    return runs
 
 
 def _wait_for(port: int) -> None:

@@ -24,7 +24,7 @@ from graphbuild.state import State
 
 from .gate_marks import GATE, Marks, epoch, set_mark, wait_for
 from .packages import make_base
-from .site import Runner, by_node, git, outcomes, require
+from .site import DEPLOYMENT, Runner, by_node, git, outcomes, require
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -210,20 +210,6 @@ def judged(fleet: Fleet, sweep, node: str) -> str:
             if run is not None and any(g.node == node for g in run.gates):
                 return run.id
     raise AssertionError(f"no gate of {node} was judged while the builds ran")
-
-
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  template:
-    spec:
-      containers:
-        - name: {name}
-          image: {image}
-"""
 
 
 def rollout_to(fleet: Fleet, remotes, dev_health: str) -> tuple[object, Path]:

@@ -25,7 +25,7 @@ from graphbuild.workloads import Workload
 
 from .oci import layer, sha
 from .packages import PackageServer, database, make_base, scanner_argv, write_advisories
-from .site import Runner, by_node, require
+from .site import DEPLOYMENT, Runner, by_node, require
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -38,18 +38,6 @@ ADVISORIES = [
     {"id": "CVE-2026-1006", "package": "openssl", "severity": "low", "fixed": "1.1"},
 ]
 LIBSSL, OPENSSL, ZLIB, MUSL, CURL, OPENSSL_LOW = (a["id"] for a in ADVISORIES)
-
-DEPLOYMENT = """apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  template:
-    spec:
-      containers:
-        - name: {name}
-          image: {image}
-"""
 
 
 class Fleet(Runner):
