@@ -183,6 +183,10 @@ def _wait(
     """Until the command exits; it is left unreaped, so its group number stays its own."""
     deadline = None if timeout is None else time.monotonic() + timeout
     exits = _pidfd(process.pid)  # readable once it exits: seen at once, not at the next poll
+    watch = None
+    if exits is not None:  # poll, not select: a busy process's descriptors pass 1024
+        watch = select.poll()
+        watch.register(exits, select.POLLIN)
     try:
         while not _exited(process.pid):
             late = deadline is not None and time.monotonic() > deadline
@@ -190,10 +194,10 @@ def _wait(
                 _stop(process)
                 why = f"timed out after {timeout:g} s" if late else "cancelled"
                 raise CommandFailed(f"{what}: {why}", transient=late) from None
-            if exits is None:
+            if watch is None:
                 cancel.wait(0.1)
             else:
-                select.select([exits], [], [], 0.1)  # 0.1 s: a cancel is still seen soon
+                watch.poll(100)  # ms: a cancel is still seen soon
     finally:
         if exits is not None:
             os.close(exits)

@@ -42,6 +42,24 @@ def test_run_appends_the_command_and_its_output_to_the_log(tmp_path):
     assert log.read_text() == "earlier\n$ sh -c echo out; echo err >&2\nout\nerr\n$ /bin/true\n"
 
 
+def test_run_works_in_a_process_holding_more_than_1024_files(tmp_path):
+    """A long sweep holds many files and sockets; the descriptor that says a command
+    exited then numbers past 1024, which select() cannot watch."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this machine allows {hard} open files, under 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        run(["/bin/true"], tmp_path / "build.log", never(), "t")
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_run_failure_names_the_exit_code_and_last_line(tmp_path):
     log = tmp_path / "build.log"
     argv = ["sh", "-c", "echo step 1; echo 'error: COPY failed: no such file'; echo; exit 3"]
