@@ -87,7 +87,7 @@ sys.path.insert(0, str(ROOT))
 
 from graphbuild.events import SECRET_HEADER  # noqa: E402
 from tests.oci import LocalRegistry, free_port  # noqa: E402 - the test suite's registry
-from tests.site import DEPLOYMENT, Remote, git  # noqa: E402
+from tests.site import DEPLOYMENT, Remote, base_and_apps, git, local_build  # noqa: E402
 
 SECRET = "bench-latency-secret-0123456789"  # noqa: S105 - a loopback listener's, for this run
 APPS = ("web", "api", "worker")
@@ -218,19 +218,10 @@ class Fleet:
     def write_config(self, gated: bool, during: bool = False) -> None:
         """The fleet's repos.yaml; `gated`, with the gate; `during`, children built while
         their parents' gates run (deployments.build_during_gates)."""
-        h, storage = self.host, self.root / "buildah"
+        h = self.host
         config = {
-            "registries": {h: {"insecure": True}},
-            "builder": {"kind": "buildah", "root": str(storage / "root"),
-                        "runroot": str(storage / "run")},
-            "repos": [
-                {"name": "platform", "url": str(self.platform.url), "images": [
-                    {"image": f"{h}/platform/base", "dockerfile": "base/Dockerfile",
-                     "context": "base", "tags": ["1"]}]},
-                {"name": "apps", "url": str(self.apps.url), "images": [
-                    {"image": f"{h}/apps/{{dir}}", "dockerfile": "*/Dockerfile", "tags": ["1"]}]},
-                *self.unrelated,
-            ],
+            **local_build(h, self.root),
+            "repos": [*base_and_apps(h, self.platform.url, self.apps.url), *self.unrelated],
             "deployments": {
                 "rings": [{"name": "dev"}, {"name": "prod", "manual": True}],
                 "repos": [{"name": "deploy", "url": str(self.deploy.url), "branch": "main",

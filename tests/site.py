@@ -152,6 +152,27 @@ class Runner:
         return found
 
 
+def local_build(host: str, root: Path) -> dict:
+    """repos.yaml's `registries:` and `builder:` for a test fleet: the loopback registry
+    over http, and buildah storing its images under `root`/buildah."""
+    storage = root / "buildah"
+    return {"registries": {host: {"insecure": True}},
+            "builder": {"kind": "buildah", "root": str(storage / "root"),
+                        "runroot": str(storage / "run")}}  # fmt: skip
+
+
+def base_and_apps(host: str, platform: Path | str, apps: Path | str) -> list[dict]:
+    """repos.yaml's `repos:` for a fleet of `platform/base` and an image per folder of
+    the apps repository, each tagged 1."""
+    return [
+        {"name": "platform", "url": str(platform), "images": [
+            {"image": f"{host}/platform/base", "dockerfile": "base/Dockerfile",
+             "context": "base", "tags": ["1"]}]},
+        {"name": "apps", "url": str(apps), "images": [
+            {"image": f"{host}/apps/{{dir}}", "dockerfile": "*/Dockerfile", "tags": ["1"]}]},
+    ]  # fmt: skip
+
+
 # a Deployment that runs one image: what a GitOps deploy repository holds
 DEPLOYMENT = """\
 apiVersion: apps/v1
@@ -191,11 +212,8 @@ class Site(Runner):
         })  # fmt: skip
         self.base, self.mid = f"{h}/platform/base:1", f"{h}/platform/mid:1"
         self.app, self.solo = f"{h}/apps/app:1", f"{h}/apps/solo:1"
-        storage = root / "buildah"
         self.config = {
-            "registries": {h: {"insecure": True}},
-            "builder": {"kind": "buildah", "root": str(storage / "root"),
-                        "runroot": str(storage / "run")},
+            **local_build(h, root),
             "repos": [
                 {"name": "platform", "url": str(self.platform.url), "images": [
                     {"image": f"{h}/platform/base", "dockerfile": "base/Dockerfile",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .site import DEPLOYMENT, Runner, git, require
+from .site import DEPLOYMENT, Runner, git, local_build, require
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -71,11 +71,8 @@ class Fleet(Runner):
             | {"envs/dev/canary.yaml": DEPLOYMENT.format(name="canary", image=self.images["api"])},
         )
         self.outside = root / "outside.yaml"
-        storage = root / "buildah"
         self.config = {
-            "registries": {h: {"insecure": True}},
-            "builder": {"kind": "buildah", "root": str(storage / "root"),
-                        "runroot": str(storage / "run")},
+            **local_build(h, root),
             "repos": [
                 {"name": "platform", "url": str(self.platform.url), "images": [
                     {"image": f"{h}/platform/base", "dockerfile": "base/Dockerfile",

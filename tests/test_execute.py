@@ -24,7 +24,7 @@ from graphbuild.state import State
 
 from .gate_marks import GATE, Marks, epoch, set_mark, wait_for
 from .packages import make_base
-from .site import DEPLOYMENT, Runner, by_node, git, outcomes, require
+from .site import DEPLOYMENT, Runner, base_and_apps, by_node, git, local_build, outcomes, require
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -52,18 +52,9 @@ class Fleet(Runner):
         self.base, self.child, self.slow = (f"{h}/platform/base:1", f"{h}/apps/child:1",
                                             f"{h}/apps/slow:1")  # fmt: skip
         self.say("on-gate-base", "go-slow")  # base's gate lets slow's build end
-        storage = root / "buildah"
         self.config = {
-            "registries": {h: {"insecure": True}},
-            "builder": {"kind": "buildah", "root": str(storage / "root"),
-                        "runroot": str(storage / "run")},
-            "repos": [
-                {"name": "platform", "url": str(self.platform.url), "images": [
-                    {"image": f"{h}/platform/base", "dockerfile": "base/Dockerfile",
-                     "context": "base", "tags": ["1"]}]},
-                {"name": "apps", "url": str(self.apps.url), "images": [
-                    {"image": f"{h}/apps/{{dir}}", "dockerfile": "*/Dockerfile", "tags": ["1"]}]},
-            ],
+            **local_build(h, root),
+            "repos": base_and_apps(h, self.platform.url, self.apps.url),
             "gates": [{"name": "smoke", "test": ["sh", "-c", GATE, "sh", "{repository}",
                                                  str(marks.root)]}],
         }  # fmt: skip

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .site import Site, git, require
+from .site import Site, base_and_apps, git, local_build, require
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -86,18 +86,9 @@ class Fleet(Site):
         self.health_log = root / "health.log"
         scan = ('case "$1" in *apps/bad:*) cp "$2/trivy-alpine.json" "$3";; '
                 '*) cp "$2/trivy-clean.json" "$3";; esac')  # fmt: skip
-        storage = root / "buildah"
         self.config = {
-            "registries": {h: {"insecure": True}},
-            "builder": {"kind": "buildah", "root": str(storage / "root"),
-                        "runroot": str(storage / "run")},
-            "repos": [
-                {"name": "platform", "url": str(self.platform.url), "images": [
-                    {"image": f"{h}/platform/base", "dockerfile": "base/Dockerfile",
-                     "context": "base", "tags": ["1"]}]},
-                {"name": "apps", "url": str(self.apps.url), "images": [
-                    {"image": f"{h}/apps/{{dir}}", "dockerfile": "*/Dockerfile", "tags": ["1"]}]},
-            ],
+            **local_build(h, root),
+            "repos": base_and_apps(h, self.platform.url, self.apps.url),
             "gates": [
                 {"name": "trivy", "scan": ["sh", "-c", scan, "sh", "{image}", str(FIXTURES),
                                            "{report}"], "fail_on": "high"},

@@ -25,7 +25,7 @@ from graphbuild.workloads import Workload
 
 from .oci import layer, sha
 from .packages import PackageServer, database, make_base, scanner_argv, write_advisories
-from .site import DEPLOYMENT, Runner, by_node, require
+from .site import DEPLOYMENT, Runner, by_node, local_build, require
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -71,11 +71,8 @@ class Fleet(Runner):
         )  # fmt: skip
         self.deploy = remotes("deploy", {"envs/dev/apps.yaml": manifests})
         self.advisories = write_advisories(root / "advisories.json", ADVISORIES)
-        storage = root / "buildah"
         self.config = {
-            "registries": {h: {"insecure": True}},
-            "builder": {"kind": "buildah", "root": str(storage / "root"),
-                        "runroot": str(storage / "run")},
+            **local_build(h, root),
             "repos": [
                 {"name": "platform", "url": str(self.platform.url), "images": [
                     {"image": f"{h}/platform/parent", "dockerfile": "parent/Dockerfile",
