@@ -124,6 +124,8 @@ MIGRATIONS = (
     """,
     # when the whole graph was last checked: a push's check of its part never moves it
     "CREATE TABLE whole_checks (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT NOT NULL);",
+    # a run asks, of each image it builds on, whether that digest failed a gate
+    "CREATE INDEX gate_results_by_image ON gate_results (node, digest);",
 )
 SCRATCH = "scratch"  # the workspace folder holding each run's build contexts while it builds
 # counters: /metrics serves each as graphbuild_<name>_total, one series per label
@@ -741,27 +743,24 @@ class State:
 
     def failed_gates(self, node: str, digest: str) -> list[str]:
         """The gates whose latest result on this image digest, in any run, is not a pass."""
-        latest: dict[str, GateStatus] = {}
-        for gate, status in self.db.execute(
-            "SELECT gate, status FROM gate_results WHERE node = ? AND digest = ? ORDER BY at",
-            (node, digest),
-        ):
-            latest[gate] = GateStatus(status)
-        return [gate for gate, status in latest.items() if status != GateStatus.PASSED]
+        return list(self.failed_gates_of({node: digest}).get(node, {}))
 
     def failed_gates_of(self, images: Mapping[str, str]) -> dict[str, dict[str, str]]:
-        """`failed_gates` of many images (node -> digest) in one pass over the results, each
-        with the run that judged it last (node -> gate -> run): a run asks it of every image
-        it builds on, and names the run that can judge it again."""
-        latest: dict[str, dict[str, tuple[GateStatus, str]]] = {}
-        for node, digest, gate, status, run in self.db.execute(
-            "SELECT node, digest, gate, status, run FROM gate_results ORDER BY at"
-        ):
-            if images.get(node) == digest:
-                latest.setdefault(node, {})[gate] = (GateStatus(status), run)
-        return {node: failed for node, by in latest.items()
-                if (failed := {g: run for g, (s, run) in by.items()
-                               if s != GateStatus.PASSED})}  # fmt: skip
+        """`failed_gates` of many images (node -> digest), each with the run that judged it
+        last (node -> gate -> run): a run asks it of every image it builds on, and names
+        the run that can judge it again."""
+        found: dict[str, dict[str, str]] = {}
+        for node, digest in images.items():
+            latest: dict[str, tuple[GateStatus, str]] = {}
+            for gate, status, run in self.db.execute(
+                "SELECT gate, status, run FROM gate_results WHERE node = ? AND digest = ? "
+                "ORDER BY at",
+                (node, digest),
+            ):
+                latest[gate] = (GateStatus(status), run)
+            if failed := {g: run for g, (s, run) in latest.items() if s != GateStatus.PASSED}:
+                found[node] = failed
+        return found
 
     def gates_on(self, node: str, digest: str) -> list[dict[str, Any]]:
         """Each gate's latest result on this image digest, in any run: the image page's."""
