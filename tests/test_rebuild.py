@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from graphbuild.state import State
+
 from .site import Runner, Site, by_node, outcomes, require
 
 pytestmark = pytest.mark.timeout(600)
@@ -110,6 +112,26 @@ def test_rebuild_rebuilds_what_is_served_runs_shows_it_and_resume_finishes_a_fai
         assert f"building  {node['node']} (attempt 1)" in done.stderr.splitlines()
     (row,) = [line for line in site.gb("runs").stdout.splitlines() if line.startswith(failed["id"])]
     assert row.split()[1:3] == ["rebuild", "succeeded"]
+
+
+def test_rebuild_asks_the_registry_only_about_the_rebuilt_part(site):
+    """An emergency rebuild checks what it rebuilds and what those are built on, as a push's
+    sweep does, not the whole fleet (issue 17): it used to ask about every image first."""
+    assert site.run("sweep")["status"] == "succeeded"
+    with State(site.root / ".graphbuild") as state:
+        before = state.freshness()
+        whole = state.last_whole_check()
+    asked = {name: site.registry.requests(f"^/v2/{name}/")
+             for name in ("apps/solo", "upstream", "platform/base")}  # fmt: skip
+    run, _ = rebuild(site, site.mid, "--reason", CVE)
+    assert outcomes(run) == {site.mid: "succeeded", site.app: "succeeded"}
+    after = {name: site.registry.requests(f"^/v2/{name}/") for name in asked}
+    assert after["apps/solo"] == asked["apps/solo"], "asked about an image it does not rebuild"
+    assert after["upstream"] > asked["upstream"] and after["platform/base"] > asked["platform/base"]
+    with State(site.root / ".graphbuild") as state:
+        assert state.freshness()[site.solo] == before[site.solo]
+        assert state.freshness()[site.base].at > before[site.base].at
+        assert state.last_whole_check() == whole
 
 
 RECORDER = """import pathlib, sys

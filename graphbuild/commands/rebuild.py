@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graphbuild import builds, errors, pipeline, plan, report, scanning, vulns
+from graphbuild import builds, detect, errors, pipeline, plan, report, scanning, vulns
 from graphbuild.builders.command import NO_CACHE
 from graphbuild.commands.runs import finished
 from graphbuild.config import BuilderSpec, CommandSpec, Config
@@ -32,7 +32,10 @@ def run(
     pipeline.ready(config)
     with sweep_lock(config.workspace, True, lambda who: report.note(f"Waiting for {who}.")):
         now = pipeline.fresh(config, names)
-        digests = pipeline.check(config, now.graph).digests  # the parents outside the rebuild
+        # the parents outside the rebuild: only the rebuilt part is asked about, as a push's
+        # sweep asks (an emergency rebuild waits on no question about the rest of the fleet)
+        part = detect.needed(now.graph, now.nodes)
+        digests = pipeline.check(config, now.graph, only=part).digests
         steps = plan.forced(now.graph, now.nodes, reason, downstream, depth, digests)
         done = pipeline.run(config, now.graph, steps, "rebuild", reason, settings)
     code = finished(config, done, as_json)
