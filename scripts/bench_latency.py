@@ -505,9 +505,13 @@ def installed(venv: Path) -> str:
     graphbuild's modules at every start, while the test extras' trio (selenium's) is imported
     by httpx's httpcore whenever it is installed: 0.2 s that users do not pay."""
     print("installing graphbuild into a fresh venv (pip install .) ...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, str(ROOT)], check=True)
+    for argv in (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(ROOT)],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return str(venv / "bin" / "graphbuild")
 
 
