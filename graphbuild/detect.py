@@ -2,8 +2,9 @@
 
 One pass: every unique reference is asked of its registry once (bases and
 alias tags with a HEAD; the fleet's images with a HEAD, plus a GET only for
-manifests never read before, to read their OCI base annotations), and each
-image is judged edge by edge against what it was built on:
+manifests never read before and not graphbuild's own last build, to read their
+OCI base annotations), and each image is judged edge by edge against what it
+was built on:
 
 - evidence first: the manifest's base annotations (the immediate parent, per
   platform) or graphbuild's own build record (every parent);
@@ -119,7 +120,9 @@ def check(
     # believed: a registry's word alone neither makes a base changed nor gets recorded
     recorded = {ref: seen.digest if seen else None for ref, seen in latest.items()
                 if "@" not in ref}  # fmt: skip
-    known = Known(children, state.annotations(seen_digests | kids), recorded)
+    last = state.last_built(inspect)  # with their alias tags, which name the same push
+    built = {ref: last[node] for node in last for ref in image_data(graph, node)["tags"]}
+    known = Known(children, state.annotations(seen_digests | kids), recorded, built)
     answers = registry.resolve_all(wanted, inspect=inspect, known=known, timeout=timeout)
     at = now()
     _remember(answers, state)
@@ -155,14 +158,18 @@ def needed(graph: nx.DiGraph[str], starts: Iterable[str]) -> set[str]:
     what a check of the whole graph says: those, and all they are built on up to the
     external bases. Not only the parents' digests: an image built on a stale image is
     stale itself whatever its own digests say, and that parent's verdict takes its own
-    parents'."""
+    parents'. A fleet image used another way (a `# syntax` frontend) is judged too, with
+    what it is built on: a run holds a build back when the digest of any fleet image it
+    uses failed a gate."""
     below = {n for start in starts if start in graph
              for n in (start, *nx.descendants(graph, start))}  # fmt: skip
     found, todo = set(below), list(below)
     while todo:
         node = todo.pop()
         for parent in graph.predecessors(node):
-            if parent not in found and builds_on(edge_data(graph, parent, node)):
+            if parent in found:
+                continue
+            if builds_on(edge_data(graph, parent, node)) or graph.nodes[parent]["kind"] == IMAGE:
                 found.add(parent)
                 todo.append(parent)
     # `x:1@D` and `x:1` ask one question: judged apart, the answer recorded for one would

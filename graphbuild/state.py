@@ -788,6 +788,18 @@ class State:
         ).fetchone()
         return None if row is None else _build(row)
 
+    def last_built(self, images: Iterable[str]) -> dict[str, str]:
+        """The digest of each image's latest build graphbuild recorded (those it built)."""
+        found = {}
+        for image in set(images):
+            row = self.db.execute(
+                "SELECT digest FROM builds WHERE image = ? ORDER BY built_at DESC, id DESC LIMIT 1",
+                (image,),
+            ).fetchone()
+            if row:
+                found[image] = str(row[0])
+        return found
+
     def builds(self, image: str) -> list[Build]:
         """Every build graphbuild recorded for an image, oldest first: its history."""
         rows = self.db.execute(

@@ -11,8 +11,9 @@ from contextlib import closing
 
 import pytest
 
-from graphbuild import config, detect, graph, indexdb
+from graphbuild import config, detect, dockerfile, graph, indexdb
 from graphbuild.config import RegistrySpec
+from graphbuild.index import BuildOptions, Image
 from graphbuild.pipeline import sync
 from graphbuild.registry import Registry
 from graphbuild.state import State
@@ -201,6 +202,60 @@ def test_a_graphbuild_build_record_covers_every_parent(fleet):
     result = by_id(fleet.check())
     assert result[app].status == detect.STALE
     assert result[app].chain == [app, tool]
+
+
+def test_an_image_graphbuild_just_built_is_judged_by_its_record_without_reading_it(fleet):
+    """After a build, the next check takes the digest graphbuild pushed, from the HEADs of
+    its tags, with the build record: it used to read the manifest of every image a run had
+    built, once (111 registry questions became 211 after a sweep of 100 images). A digest
+    another pusher put under the tag is still read, and so is an index graphbuild built,
+    for its platforms' digests."""
+    registry = fleet.registry
+    base = f"{fleet.host}/lib/base:1"
+    base1 = registry.image("lib/base", "1")
+    app = fleet.dockerfile("app", "FROM H/lib/base:1\n", tags=("1", "1.0"))
+    multi = fleet.dockerfile("multi", "FROM H/lib/base:1\n", platforms=("linux/amd64",))
+    built = registry.image("app", "1", content="graphbuild's build")
+    assert registry.image("app", "1.0", content="graphbuild's build") == built
+    child = registry.image("multi", "amd64", content="multi")
+    index = registry.index("multi", "1", {"linux/amd64": child})
+    with State(fleet.root / ".graphbuild") as state:
+        state.record_build(app, built, {base: base1})
+        state.record_build(multi, index, {base: base1})
+
+    def reads(name: str) -> int:
+        return registry.log.read_text().count(f'"GET /v2/{name}/manifests/')
+
+    checked = by_id(fleet.check())
+    assert (checked[app].status, checked[multi].status) == (detect.UP_TO_DATE, detect.UP_TO_DATE)
+    assert reads("app") == 0, "read a manifest of the digest graphbuild built"
+    assert reads("multi") == 2  # the index, for its platform's digest, and that child
+    registry.image("app", "1", annotations={BASE_DIGEST: base1, BASE_NAME: base},
+                   content="pushed by someone else")  # fmt: skip
+    assert by_id(fleet.check())[app].status == detect.UP_TO_DATE  # by its annotations
+    assert reads("app") == 1
+
+
+def test_a_parts_check_takes_the_fleet_frontends_it_uses_with_their_bases():
+    """`needed` (a push's sweep, `rebuild`): a fleet image the part uses as a `# syntax`
+    frontend is judged, with what it is built on, since a run holds a build back when the
+    frontend's digest failed a gate; an external frontend and what the part does not use
+    are not asked about."""
+    dockerfiles = {
+        "reg.test/frontend:1": "FROM alpine:3.20\n",
+        "reg.test/app:1": "# syntax=reg.test/frontend:1\nFROM debian:12\n",
+        "reg.test/web:1": "# syntax=docker/dockerfile:1\nFROM reg.test/app:1\n",
+        "reg.test/other:1": "FROM busybox:1\n",
+    }
+    options = BuildOptions("Dockerfile", ".")
+    images = [Image("repo", tag.rsplit(":", 1)[0], [tag], options, parsed=dockerfile.parse(text))
+              for tag, text in dockerfiles.items()]  # fmt: skip
+    g, problems = graph.build(images)
+    assert problems == []
+    assert detect.needed(g, ["reg.test/app:1"]) == {
+        "reg.test/app:1", "reg.test/web:1", "docker.io/library/debian:12",
+        "reg.test/frontend:1", "docker.io/library/alpine:3.20",
+    }  # fmt: skip
 
 
 def test_a_pin_behind_its_tag_is_reported_not_rebuilt(fleet):

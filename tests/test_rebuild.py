@@ -131,6 +131,7 @@ def test_rebuild_asks_the_registry_only_about_the_rebuilt_part(site):
     with State(site.root / ".graphbuild") as state:
         assert state.freshness()[site.solo] == before[site.solo]
         assert state.freshness()[site.base].at > before[site.base].at
+        assert state.freshness()[site.upstream].at > before[site.upstream].at  # all above mid
         assert state.last_whole_check() == whole
 
 

@@ -87,10 +87,20 @@ class Known:
     # references whose digest the caller records, and the digest it recorded last (None: not
     # yet): any other digest is proven by its manifest before it is answered
     recorded: Mapping[str, str | None] = field(default_factory=dict)
+    # image -> the digest graphbuild last built and pushed for it: its own build record says
+    # what it is built on, so that manifest need not be read to learn it
+    built: Mapping[str, str] = field(default_factory=dict)
+
+    def built_here(self, ref: str, digest: str, kind: str) -> bool:
+        """The image manifest graphbuild last built for `ref`: its build record, not the
+        manifest's annotations, says what it is built on (an index's children are still
+        read)."""
+        return self.built.get(ref) == digest and kind in manifests.IMAGE_TYPES
 
     def proven(self, ref: str, digest: str) -> bool:
-        """Seen before: recorded for `ref`, or its manifest was read by an earlier run."""
-        if ref not in self.recorded or self.recorded[ref] == digest:
+        """Seen before: recorded for `ref`, pushed by graphbuild's last build of the image it
+        names, or its manifest was read by an earlier run."""
+        if ref not in self.recorded or digest in (self.recorded[ref], self.built.get(ref)):
             return True
         return digest in self.children or digest in self.annotations
 
@@ -279,7 +289,7 @@ class Registry:
             if digest is not None and digest in known.annotations:
                 found[digest] = dict(known.annotations[digest])
                 children = known.children.get(digest, {})
-            else:
+            elif digest is None or not known.built_here(ref, digest, kind):
                 top = self._get(host, name, reference, digest)
                 digest, kind, children = top.digest, top.media_type, top.children
                 found[digest] = top.annotations

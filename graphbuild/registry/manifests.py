@@ -21,7 +21,8 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
-KNOWN_TYPES = INDEX_TYPES | {OCI_MANIFEST, DOCKER_MANIFEST}
+IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+KNOWN_TYPES = INDEX_TYPES | IMAGE_TYPES
 ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 MAX_SIZE = 4 * 1024 * 1024  # distribution refuses manifests above 4 MiB; so do we
 
