@@ -111,7 +111,7 @@ def execute(
     deps.update({gid: {image} & todo for gid, (image, _) in gated.items()})
     deps.update({gid: set() for gid in refused})
     why = {gid: f"{image} failed gate {gate.name}" for gid, (image, gate) in gated.items()}
-    why.update({gid: f"{image} failed gate {gate}" for gid, (image, gate) in refused.items()})
+    why.update({gid: said for gid, (_, said) in refused.items()})
     rings = _as_ready(config, run, graph, state, targets, gates_of, todo)
     for rid, (_, wanted) in rings.items():
         deps[rid] = wanted
@@ -129,13 +129,14 @@ def execute(
     judged: dict[str, GateRecord] = {}  # gate node -> its result, set on its worker
     today = dt.date.today()
 
-    served: dict[str, dict[str, str]] = {}  # skipped as up to date: gates it failed before
+    # skipped as up to date: gates it failed before, or that never judged it -> why
+    served: dict[str, dict[str, str]] = {}
 
     def judge(gid: str, cancel: threading.Event) -> Outcome:
         image, gate = gated[gid]
         entry = records[image]
-        if gate.name in served.get(image, {}):  # what it serves failed this gate before
-            raise Failed(f"{image} failed gate {_earlier(gate.name, served[image][gate.name])}")
+        if gate.name in served.get(image, {}):  # what it serves is not known to pass this gate
+            raise Failed(served[image][gate.name])
         if entry.status != NodeStatus.SUCCEEDED or not entry.digest:  # up to date: no gate
             return Outcome(NodeStatus.SKIPPED, "", "not built")
         try:
@@ -232,11 +233,9 @@ def execute(
                 entry.detail = f"{info['detail']}; planned as {entry.reason}: {entry.detail}"
                 entry.reason, entry.log = UP_TO_DATE, None
                 if wait and node in gates_of and entry.digest:  # before its gates can start
-                    failed = state.failed_gates_of({node: entry.digest}).get(node, {})
-                    served[node] = {g: r for g, r in failed.items()
-                                    if g in _applying(config, graph, node)}  # fmt: skip
-                    for gate, ran in served[node].items():  # what its children are told
-                        why[f"{node} gate:{gate}"] = f"{node} failed gate {_earlier(gate, ran)}"
+                    served[node] = _held(config, graph, state, {node: entry.digest}).get(node, {})
+                    for gate, said in served[node].items():  # what its children are told
+                        why[f"{node} gate:{gate}"] = said
             if status == NodeStatus.SUCCEEDED:
                 state.record_build(node, info["digest"], builds.parents[node], run_id,
                                    key=entry.key, source=source)  # fmt: skip
@@ -324,14 +323,40 @@ def _refused(
     digests: dict[str, str],
 ) -> dict[str, tuple[str, str]]:
     """Each parent of an image to build that this pass neither builds nor judges, and whose
-    digest failed, in an earlier run, a gate that still applies to it: a node per failed
-    gate, whose failure says which run can judge it again."""
+    digest is not known to pass a gate that applies to it (`_held`): a node per such gate,
+    whose failure says why and which run can judge it."""
     parents = {p for node in todo for p in graph.predecessors(node)} - todo - judged
     wanted = {parent: digests[parent] for parent in parents if digests.get(parent)}
-    failed = state.failed_gates_of(wanted) if wanted else {}
-    return {f"{parent} gate:{gate}": (parent, _earlier(gate, run))
-            for parent, gates in failed.items() for gate, run in gates.items()
-            if gate in _applying(config, graph, parent)}  # fmt: skip
+    held = _held(config, graph, state, wanted) if wanted else {}
+    return {f"{parent} gate:{gate}": (parent, said)
+            for parent, gates in held.items() for gate, said in gates.items()}  # fmt: skip
+
+
+def _held(
+    config: Config, graph: nx.DiGraph[str], state: State, images: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Of images (node -> digest) not judged in this pass, the gates that apply to each now
+    and that its digest failed last, or that never judged it because the run that built it
+    was stopped first (a gate since removed or narrowed holds nothing back; one added
+    since a finished run built the digest does not either): node -> gate -> why."""
+    failed = state.failed_gates_of(images)
+    stopped = state.stopped_before_gates(images)
+    held: dict[str, dict[str, str]] = {}
+    for node in sorted(failed.keys() | stopped.keys()):  # images graphbuild built or judged
+        for gate in sorted(_applying(config, graph, node)):
+            if gate in failed.get(node, {}):
+                run = failed[node][gate]
+                said = (f"{node} failed gate {gate} in run {run} (judged again by `graphbuild "
+                        f"resume {run}`, or rebuild the image)")  # fmt: skip
+            elif node in stopped and gate not in stopped[node][1]:
+                run = stopped[node][0]
+                said = (f"{node} was never judged by gate {gate}: run {run}, which built it, "
+                        f"stopped first (`graphbuild resume {run}` judges it, or rebuild the "
+                        "image)")  # fmt: skip
+            else:
+                continue
+            held.setdefault(node, {})[gate] = said
+    return held
 
 
 def _applying(config: Config, graph: nx.DiGraph[str], image: str) -> set[str]:
@@ -339,11 +364,6 @@ def _applying(config: Config, graph: nx.DiGraph[str], image: str) -> set[str]:
     holds nothing back)."""
     repository = image_data(graph, image)["image"]
     return {gate.name for gate in config.gates if gate.applies(repository)}
-
-
-def _earlier(gate: str, run: str) -> str:
-    return (f"{gate} in run {run} (judged again by `graphbuild resume {run}`, or rebuild "
-            "the image)")  # fmt: skip
 
 
 def _as_ready(

@@ -317,6 +317,37 @@ def test_a_parent_that_failed_a_gate_before_blocks_its_child_until_judged_again(
     assert "Nothing to rebuild." in fleet.gb("sweep").stdout
 
 
+def test_a_parent_a_stopped_run_built_but_never_judged_blocks_its_child_until_resumed(fleet):
+    """A stop cancels the gates while the builds finish, and an interrupted run validates
+    nothing after its builds: base is pushed but never judged. The next sweep (or a
+    rebuild that finds base served) must not build child on it, as it would not on a
+    digest that failed; it names the run whose resume judges base. It used to build
+    child, and deploy it on its own gates, on a base no gate had passed."""
+    fleet.say("wait-base", "never")
+    sweep = fleet.start("sweep")
+    deadline = time.monotonic() + 120
+    while not (fleet.marks.folder / "gate-base").exists():
+        assert time.monotonic() < deadline and sweep.poll() is None, "base's gate never started"
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGTERM)
+    sweep.communicate(timeout=30)
+    stopped = json.loads(fleet.gb("runs", "--json").stdout)[0]
+    assert stopped["status"] == "interrupted"
+    (fleet.marks.root / "wait-base").unlink()  # base's gate would pass: it is not asked
+    said = f"was never judged by gate smoke: run {stopped['id']}, which built it, stopped first"
+    for argv in (("sweep",), ("rebuild", fleet.base, "--skip-served")):
+        done = fleet.gb(*argv, "--json")
+        run = json.loads(done.stdout)
+        assert done.returncode == 1 and outcomes(run)[fleet.child] == "blocked", done.stderr
+        assert said in by_node(run)[fleet.child]["error"], argv
+        assert f"`graphbuild resume {stopped['id']}`" in by_node(run)[fleet.child]["error"]
+    assert fleet.starts("base") == 1  # only the stopped one: the runs after it judged nothing
+    resumed = json.loads(fleet.gb("resume", stopped["id"], "--json").stdout)
+    assert outcomes(resumed)[fleet.child] == "succeeded"
+    assert {g["node"]: g["status"] for g in resumed["gates"]}[fleet.base] == "passed"
+    assert "Nothing to rebuild." in fleet.gb("sweep").stdout
+
+
 def test_a_gate_since_removed_holds_nothing_back(fleet):
     fleet.say("fail-base")
     assert outcomes(json.loads(fleet.gb("sweep", "--json").stdout))[fleet.child] == "blocked"
