@@ -95,12 +95,26 @@ def execute(
         gates_of.setdefault(image, set()).add(gid)
     digests = dict(plan.digests)
     digests.update({n.node: n.digest for n in run.nodes if n.status in DONE and n.digest})
+    judging = set(gates_of)  # the images this pass judges
+    # a digest no gate judged because the run that built it was stopped first: judged in this
+    # pass (a parent's gates, as if it were rebuilt; an image skipped as served, as it is)
+    again: dict[str, str] = {}  # gate node -> that digest
+    if config.deployments.hold_descendants and config.gates:
+        # and those this run judged on a parent and failed before: a resume judges them again
+        failed_here = {(g.node, g.gate, g.digest) for g in run.gates
+                       if g.status != GateStatus.PASSED}  # fmt: skip
+        caught = _catch_up(config, graph, state, todo, digests, failed_here)
+        for gid, (parent, digest, gate) in caught.items():
+            if parent not in judging:  # a resume judges what its run built in its own way
+                gated[gid], again[gid] = (parent, gate), digest
+                gates_of.setdefault(parent, set()).add(gid)
     # a parent this pass does not judge, whose digest failed a gate before: a node each, that
     # fails at once and so blocks what would be built on it
     refused = (
-        _refused(config, graph, state, todo, set(gates_of), digests)
+        _refused(config, graph, state, todo, judging, digests)
         if wait and config.gates else {}
     )  # fmt: skip
+    refused = {gid: why for gid, why in refused.items() if gid not in again}
     for gid, (image, _) in refused.items():
         gates_of.setdefault(image, set()).add(gid)
     deps: dict[str, set[str]] = {}
@@ -129,25 +143,26 @@ def execute(
     judged: dict[str, GateRecord] = {}  # gate node -> its result, set on its worker
     today = dt.date.today()
 
-    # skipped as up to date: gates it failed before, or that never judged it -> why
-    served: dict[str, dict[str, str]] = {}
+    served: dict[str, dict[str, str]] = {}  # skipped as up to date: gates it failed before
 
     def judge(gid: str, cancel: threading.Event) -> Outcome:
         image, gate = gated[gid]
-        entry = records[image]
-        if gate.name in served.get(image, {}):  # what it serves is not known to pass this gate
-            raise Failed(served[image][gate.name])
-        if entry.status != NodeStatus.SUCCEEDED or not entry.digest:  # up to date: no gate
-            return Outcome(NodeStatus.SKIPPED, "", "not built")
+        digest = again.get(gid)
+        if digest is None:
+            entry = records[image]
+            if gate.name in served.get(image, {}):  # what it serves failed this gate before
+                raise Failed(served[image][gate.name])
+            if entry.status != NodeStatus.SUCCEEDED or not entry.digest:  # up to date: no gate
+                return Outcome(NodeStatus.SKIPPED, "", "not built")
+            digest = entry.digest
         try:
-            result = rollout.judge(config, graph, run_id, image, entry.digest, gate, cancel,
-                                   today)  # fmt: skip
+            result = rollout.judge(config, graph, run_id, image, digest, gate, cancel, today)
         except CommandFailed as err:  # cancelled: not judged, left to do
             raise Failed(str(err)) from None
         judged[gid] = result
         if result.status != GateStatus.PASSED:
             raise Failed(result.summary)
-        return Outcome(NodeStatus.SUCCEEDED, entry.digest)
+        return Outcome(NodeStatus.SUCCEEDED, digest)
 
     due: dict[str, tuple[list[Change], str]] = {}  # ring node -> changes, why; as it starts
     landed: dict[str, tuple[list[Applied], RingRecord]] = {}  # set on its worker
@@ -211,7 +226,7 @@ def execute(
             return
         if node in why:  # a gate's result, recorded here, on the thread owning state.db
             image = gated[node][0] if node in gated else ""
-            if image and records[image].status == NodeStatus.SUCCEEDED:  # judged, not skipped
+            if image and (node in again or records[image].status == NodeStatus.SUCCEEDED):
                 label = f"{short(image)} gate {gated[node][1].name}"  # progress counts images only
                 on_event(label, GATING if status == NodeStatus.RUNNING else GATED, {})
             if node in judged and status in (NodeStatus.SUCCEEDED, NodeStatus.FAILED):
@@ -232,10 +247,15 @@ def execute(
             if status == NodeStatus.SKIPPED:  # the reason code says why nothing was built (rule 6)
                 entry.detail = f"{info['detail']}; planned as {entry.reason}: {entry.detail}"
                 entry.reason, entry.log = UP_TO_DATE, None
-                if wait and node in gates_of and entry.digest:  # before its gates can start
-                    served[node] = _held(config, graph, state, {node: entry.digest}).get(node, {})
-                    for gate, said in served[node].items():  # what its children are told
-                        why[f"{node} gate:{gate}"] = said
+                if node in gates_of and entry.digest:  # before its gates can start
+                    if wait:
+                        served[node] = _failed(config, graph, state, {node: entry.digest}).get(
+                            node, {})  # fmt: skip
+                        for gate, said in served[node].items():  # what its children are told
+                            why[f"{node} gate:{gate}"] = said
+                    if config.deployments.hold_descendants:
+                        for image, gate in _unjudged(config, graph, state, {node: entry.digest}):
+                            again[f"{image} gate:{gate}"] = entry.digest
             if status == NodeStatus.SUCCEEDED:
                 state.record_build(node, info["digest"], builds.parents[node], run_id,
                                    key=entry.key, source=source)  # fmt: skip
@@ -323,40 +343,63 @@ def _refused(
     digests: dict[str, str],
 ) -> dict[str, tuple[str, str]]:
     """Each parent of an image to build that this pass neither builds nor judges, and whose
-    digest is not known to pass a gate that applies to it (`_held`): a node per such gate,
-    whose failure says why and which run can judge it."""
+    digest failed, in an earlier run, a gate that still applies to it: a node per failed
+    gate, whose failure says which run can judge it again."""
     parents = {p for node in todo for p in graph.predecessors(node)} - todo - judged
     wanted = {parent: digests[parent] for parent in parents if digests.get(parent)}
-    held = _held(config, graph, state, wanted) if wanted else {}
+    failed = _failed(config, graph, state, wanted) if wanted else {}
     return {f"{parent} gate:{gate}": (parent, said)
-            for parent, gates in held.items() for gate, said in gates.items()}  # fmt: skip
+            for parent, gates in failed.items() for gate, said in gates.items()}  # fmt: skip
 
 
-def _held(
+def _failed(
     config: Config, graph: nx.DiGraph[str], state: State, images: dict[str, str]
 ) -> dict[str, dict[str, str]]:
-    """Of images (node -> digest) not judged in this pass, the gates that apply to each now
-    and that its digest failed last, or that never judged it because the run that built it
-    was stopped first (a gate since removed or narrowed holds nothing back; one added
-    since a finished run built the digest does not either): node -> gate -> why."""
-    failed = state.failed_gates_of(images)
-    stopped = state.stopped_before_gates(images)
+    """Of images (node -> digest), the gates that apply to each now and that its digest
+    failed last (a gate since removed or narrowed holds nothing back): node -> gate ->
+    why, naming the run whose resume judges it again."""
     held: dict[str, dict[str, str]] = {}
-    for node in sorted(failed.keys() | stopped.keys()):  # images graphbuild built or judged
-        for gate in sorted(_applying(config, graph, node)):
-            if gate in failed.get(node, {}):
-                run = failed[node][gate]
-                said = (f"{node} failed gate {gate} in run {run} (judged again by `graphbuild "
-                        f"resume {run}`, or rebuild the image)")  # fmt: skip
-            elif node in stopped and gate not in stopped[node][1]:
-                run = stopped[node][0]
-                said = (f"{node} was never judged by gate {gate}: run {run}, which built it, "
-                        f"stopped first (`graphbuild resume {run}` judges it, or rebuild the "
-                        "image)")  # fmt: skip
-            else:
-                continue
-            held.setdefault(node, {})[gate] = said
+    for node, gates in state.failed_gates_of(images).items():
+        for gate in sorted(set(gates) & _applying(config, graph, node)):
+            run = gates[gate]
+            held.setdefault(node, {})[gate] = (
+                f"{node} failed gate {gate} in run {run} (judged again by `graphbuild resume "
+                f"{run}`, or rebuild the image)")  # fmt: skip
     return held
+
+
+def _catch_up(
+    config: Config,
+    graph: nx.DiGraph[str],
+    state: State,
+    todo: set[str],
+    digests: dict[str, str],
+    failed_here: set[tuple[str, str, str]],
+) -> dict[str, tuple[str, str, GateSpec]]:
+    """The gates to run on each parent of an image to build whose digest a gate that
+    applies to it has never judged, because the run that built it was stopped first, or
+    failed in this run's earlier pass (`failed_here`: node, gate, digest): gate node ->
+    (parent, digest, gate)."""
+    parents = {p for node in todo for p in graph.predecessors(node)} - todo
+    wanted = {parent: digests[parent] for parent in parents if digests.get(parent)}
+    pairs = set(_unjudged(config, graph, state, wanted))
+    pairs |= {(node, gate) for node, gate, digest in failed_here
+              if wanted.get(node) == digest and gate in _applying(config, graph, node)}  # fmt: skip
+    specs = {gate.name: gate for gate in config.gates}
+    return {f"{parent} gate:{name}": (parent, wanted[parent], specs[name])
+            for parent, name in sorted(pairs)}  # fmt: skip
+
+
+def _unjudged(
+    config: Config, graph: nx.DiGraph[str], state: State, images: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(image, gate) for each gate that applies to an image now and never judged its
+    digest, which a run built and was then stopped (an interrupted run runs no gates after
+    its builds, and a stop cancels those running)."""
+    out = []
+    for node, judged in state.stopped_before_gates(images).items():
+        out += [(node, gate) for gate in sorted(_applying(config, graph, node) - judged)]
+    return out
 
 
 def _applying(config: Config, graph: nx.DiGraph[str], image: str) -> set[str]:

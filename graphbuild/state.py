@@ -762,23 +762,23 @@ class State:
                 found[node] = failed
         return found
 
-    def stopped_before_gates(self, images: Mapping[str, str]) -> dict[str, tuple[str, set[str]]]:
-        """Of many images (node -> digest), those whose digest a run built and was then
-        stopped, before validating it (an interrupted run runs no gates after its builds):
-        node -> (that run, the gates that have judged the digest all the same)."""
-        found: dict[str, tuple[str, set[str]]] = {}
+    def stopped_before_gates(self, images: Mapping[str, str]) -> dict[str, set[str]]:
+        """Of many images (node -> digest), those whose digest was last built by a run that
+        was then stopped, before validating it (an interrupted run runs no gates after its
+        builds): node -> the gates that have judged the digest all the same."""
+        found: dict[str, set[str]] = {}
         for node, digest in images.items():
             row = self.db.execute(
-                "SELECT b.run_id FROM builds b JOIN runs r ON r.id = b.run_id WHERE b.image = ? "
-                "AND b.digest = ? AND r.status = ? ORDER BY b.id DESC LIMIT 1",
-                (node, digest, RunStatus.INTERRUPTED),
+                "SELECT r.status FROM builds b JOIN runs r ON r.id = b.run_id WHERE b.image = ? "
+                "AND b.digest = ? ORDER BY b.id DESC LIMIT 1",
+                (node, digest),
             ).fetchone()
-            if row:
+            if row and row[0] == RunStatus.INTERRUPTED:
                 judged = self.db.execute(
                     "SELECT DISTINCT gate FROM gate_results WHERE node = ? AND digest = ?",
                     (node, digest),
                 )
-                found[node] = (str(row[0]), {gate for (gate,) in judged})
+                found[node] = {gate for (gate,) in judged}
         return found
 
     def gates_on(self, node: str, digest: str) -> list[dict[str, Any]]:

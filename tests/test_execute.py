@@ -262,9 +262,8 @@ def test_an_as_ready_ring_that_is_not_healthy_stops_the_later_rings(fleet, remot
     assert not git(deploy.url, "diff", "main~1", "main", "--", "envs/prod")  # prod untouched
 
 
-def test_a_stop_cancels_the_gates_running_and_a_resume_runs_them(fleet):
-    """As after the builds: the first Ctrl-C or SIGTERM stops a gate (which would take a
-    minute here); the run is left interrupted, and its resume judges the image."""
+def stop_during_bases_gate(fleet: Fleet) -> None:
+    """A sweep sent SIGTERM while base's gate runs (a gate that would wait a minute)."""
     fleet.say("wait-base", "never")
     sweep = fleet.start("sweep")
     deadline = time.monotonic() + 120
@@ -274,6 +273,12 @@ def test_a_stop_cancels_the_gates_running_and_a_resume_runs_them(fleet):
     sweep.send_signal(signal.SIGTERM)
     _, err = sweep.communicate(timeout=30)  # well before the gate's minute is up
     assert sweep.returncode == 1, err
+
+
+def test_a_stop_cancels_the_gates_running_and_a_resume_runs_them(fleet):
+    """As after the builds: the first Ctrl-C or SIGTERM stops a gate (which would take a
+    minute here); the run is left interrupted, and its resume judges the image."""
+    stop_during_bases_gate(fleet)
     assert not any(s[:2] == ("end", "base") for s in fleet.marks.stamps())
     run_id = json.loads(fleet.gb("runs", "--json").stdout)[0]["id"]
     stopped = json.loads(fleet.gb("runs", run_id, "--json").stdout)
@@ -317,35 +322,44 @@ def test_a_parent_that_failed_a_gate_before_blocks_its_child_until_judged_again(
     assert "Nothing to rebuild." in fleet.gb("sweep").stdout
 
 
-def test_a_parent_a_stopped_run_built_but_never_judged_blocks_its_child_until_resumed(fleet):
+def test_a_parent_a_stopped_run_built_but_never_judged_is_judged_before_its_child(fleet):
     """A stop cancels the gates while the builds finish, and an interrupted run validates
-    nothing after its builds: base is pushed but never judged. The next sweep (or a
-    rebuild that finds base served) must not build child on it, as it would not on a
-    digest that failed; it names the run whose resume judges base. It used to build
-    child, and deploy it on its own gates, on a base no gate had passed."""
-    fleet.say("wait-base", "never")
-    sweep = fleet.start("sweep")
-    deadline = time.monotonic() + 120
-    while not (fleet.marks.folder / "gate-base").exists():
-        assert time.monotonic() < deadline and sweep.poll() is None, "base's gate never started"
-        time.sleep(0.05)
-    sweep.send_signal(signal.SIGTERM)
-    sweep.communicate(timeout=30)
+    nothing after its builds: base is pushed but never judged. The next sweep, which does
+    not rebuild base, runs base's gates on that digest before it builds child on it; a
+    failure blocks child as a rebuilt parent's would, and resuming that sweep judges base
+    again. It used to build child on base and deploy it on child's own gates alone."""
+    stop_during_bases_gate(fleet)
     stopped = json.loads(fleet.gb("runs", "--json").stdout)[0]
     assert stopped["status"] == "interrupted"
-    (fleet.marks.root / "wait-base").unlink()  # base's gate would pass: it is not asked
-    said = f"was never judged by gate smoke: run {stopped['id']}, which built it, stopped first"
-    for argv in (("sweep",), ("rebuild", fleet.base, "--skip-served")):
-        done = fleet.gb(*argv, "--json")
-        run = json.loads(done.stdout)
-        assert done.returncode == 1 and outcomes(run)[fleet.child] == "blocked", done.stderr
-        assert said in by_node(run)[fleet.child]["error"], argv
-        assert f"`graphbuild resume {stopped['id']}`" in by_node(run)[fleet.child]["error"]
-    assert fleet.starts("base") == 1  # only the stopped one: the runs after it judged nothing
-    resumed = json.loads(fleet.gb("resume", stopped["id"], "--json").stdout)
+    pushed = by_node(json.loads(fleet.gb("runs", stopped["id"], "--json").stdout))[fleet.base]
+    (fleet.marks.root / "wait-base").unlink()
+    fleet.say("fail-base")
+    done = fleet.gb("sweep", "--json")
+    run = json.loads(done.stdout)
+    assert done.returncode == 1 and outcomes(run)[fleet.child] == "blocked", done.stderr
+    assert fleet.base not in outcomes(run)  # not rebuilt: judged as it is
+    assert f"{fleet.base} failed gate smoke" in by_node(run)[fleet.child]["error"]
+    assert [(g["node"], g["digest"], g["status"]) for g in run["gates"]] == [
+        (fleet.base, pushed["digest"], "failed")]  # fmt: skip
+    assert fleet.starts("base") == 2  # the stopped one, then this sweep's
+    (fleet.marks.root / "fail-base").unlink()  # the gate passes now, as an allowlist would
+    resumed = json.loads(fleet.gb("resume", run["id"], "--json").stdout)
     assert outcomes(resumed)[fleet.child] == "succeeded"
     assert {g["node"]: g["status"] for g in resumed["gates"]}[fleet.base] == "passed"
     assert "Nothing to rebuild." in fleet.gb("sweep").stdout
+
+
+def test_an_image_a_stopped_run_built_and_found_served_is_judged_as_it_is(fleet):
+    """`rebuild BASE --skip-served` after the stop: base is served, skipped, and its gates
+    run on that digest before child is built on it."""
+    stop_during_bases_gate(fleet)
+    (fleet.marks.root / "wait-base").unlink()
+    done = fleet.gb("rebuild", fleet.base, "--skip-served", "--json")
+    run = json.loads(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert outcomes(run) == {fleet.base: "skipped", fleet.child: "succeeded"}
+    assert {g["node"]: g["status"] for g in run["gates"]}[fleet.base] == "passed"
+    assert fleet.starts("base") == 2
 
 
 def test_a_gate_since_removed_holds_nothing_back(fleet):
