@@ -360,7 +360,7 @@ def _failed(
     why, naming the run whose resume judges it again."""
     held: dict[str, dict[str, str]] = {}
     for node, gates in state.failed_gates_of(images).items():
-        for gate in sorted(set(gates) & _applying(config, graph, node)):
+        for gate in sorted(set(gates) & rollout.applying(config, graph, node)):
             run = gates[gate]
             held.setdefault(node, {})[gate] = (
                 f"{node} failed gate {gate} in run {run} (judged again by `graphbuild resume "
@@ -383,8 +383,8 @@ def _catch_up(
     parents = {p for node in todo for p in graph.predecessors(node)} - todo
     wanted = {parent: digests[parent] for parent in parents if digests.get(parent)}
     pairs = set(_unjudged(config, graph, state, wanted))
-    pairs |= {(node, gate) for node, gate, digest in failed_here
-              if wanted.get(node) == digest and gate in _applying(config, graph, node)}  # fmt: skip
+    pairs |= {(node, gate) for node, gate, digest in failed_here if wanted.get(node) == digest
+              and gate in rollout.applying(config, graph, node)}  # fmt: skip
     specs = {gate.name: gate for gate in config.gates}
     return {f"{parent} gate:{name}": (parent, wanted[parent], specs[name])
             for parent, name in sorted(pairs)}  # fmt: skip
@@ -398,15 +398,8 @@ def _unjudged(
     its builds, and a stop cancels those running)."""
     out = []
     for node, judged in state.stopped_before_gates(images).items():
-        out += [(node, gate) for gate in sorted(_applying(config, graph, node) - judged)]
+        out += [(node, gate) for gate in sorted(rollout.applying(config, graph, node) - judged)]
     return out
-
-
-def _applying(config: Config, graph: nx.DiGraph[str], image: str) -> set[str]:
-    """The names of the gates that apply to `image` now (a gate since removed or narrowed
-    holds nothing back)."""
-    repository = image_data(graph, image)["image"]
-    return {gate.name for gate in config.gates if gate.applies(repository)}
 
 
 def _as_ready(

@@ -24,6 +24,7 @@ from graphbuild.console import plural
 from graphbuild.deployers import Applied, Change, Context
 from graphbuild.errors import CommandFailed, GraphbuildError
 from graphbuild.graph import image_data
+from graphbuild.indexdb import IMAGE
 from graphbuild.state import (
     DeployRecord,
     DeployStatus,
@@ -201,7 +202,9 @@ def deployable(
                    and g.name not in results.get(node, {})]  # fmt: skip
         bad = [f"{gate}: {summary}" for gate, (status, summary) in results.get(node, {}).items()
                if status != GateStatus.PASSED]  # fmt: skip
-        upstream = sorted(nx.ancestors(graph, node) & failed) or _failed_below(state, node, digest)
+        upstream = sorted(nx.ancestors(graph, node) & failed) or _failed_below(
+            config, graph, state, node, digest
+        )
         if bad:
             held[node] = Held(digest, "failed gate " + "; ".join(bad), node)
         elif missing:
@@ -214,9 +217,19 @@ def deployable(
     return ok, held
 
 
-def _failed_below(state: State, node: str, digest: str) -> list[str]:
+def applying(config: Config, graph: nx.DiGraph[str], image: str) -> set[str]:
+    """The names of the gates that apply to `image` now (a gate since removed or narrowed
+    holds nothing back)."""
+    repository = image_data(graph, image)["image"]
+    return {gate.name for gate in config.gates if gate.applies(repository)}
+
+
+def _failed_below(
+    config: Config, graph: nx.DiGraph[str], state: State, node: str, digest: str
+) -> list[str]:
     """The first image, down the chain of exact digests `node@digest` was built on, whose
-    digest failed a gate in any run (graphbuild's build records say what each was built on)."""
+    digest failed, in any run, a gate that applies to it now (graphbuild's build records
+    say what each was built on; one no longer in the graph counts every gate)."""
     seen: set[tuple[str, str]] = set()
     stack = [(node, digest)]
     while stack:
@@ -225,7 +238,10 @@ def _failed_below(state: State, node: str, digest: str) -> list[str]:
             if (parent, parent_digest) in seen:
                 continue
             seen.add((parent, parent_digest))
-            if state.failed_gates(parent, parent_digest):
+            failed = set(state.failed_gates(parent, parent_digest))
+            if parent in graph and graph.nodes[parent]["kind"] == IMAGE:
+                failed &= applying(config, graph, parent)
+            if failed:
                 return [parent]
             stack.append((parent, parent_digest))
     return []

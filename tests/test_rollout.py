@@ -319,7 +319,7 @@ def small_run(gate_status: dict[str, str], hold: bool = True, gate_images=()):
     g = nx.DiGraph([(BASE, MID), (MID, APP)])
     g.add_node(OTHER)
     for node in g:
-        g.nodes[node].update(image=node.rsplit(":", 1)[0], tags=[node])
+        g.nodes[node].update(kind="image", image=node.rsplit(":", 1)[0], tags=[node])
     digest = {n: "sha256:" + str(i) * 64 for i, n in enumerate(g)}
     nodes = [RunNode(n, 0, "stale", "", [], status="succeeded", digest=digest[n]) for n in g]
     gates = [GateRecord(n, "scan", digest[n], s, f"{s} summary", []) for n, s in
@@ -422,6 +422,9 @@ def test_an_image_built_on_a_parent_that_failed_a_gate_in_an_earlier_run_is_held
         )
         state.record_gate("run3", GateRecord(MID, "scan", digest[MID], "passed", "allowed", []))
         assert rollout.deployable(config, g, run, state) == ({APP: digest[APP]}, {})
+        # a gate since removed holds nothing back (it used to hold app back for good)
+        state.record_gate("run4", GateRecord(MID, "retired", digest[MID], "failed", "x", []))
+        assert rollout.deployable(config, g, run, state) == ({APP: digest[APP]}, {})
 
 
 def test_a_run_records_the_images_and_workloads_a_failed_gate_held_back(tmp_path):
@@ -443,7 +446,7 @@ def test_a_run_records_the_images_and_workloads_a_failed_gate_held_back(tmp_path
     g = nx.DiGraph([(BASE, MID), (MID, APP)])
     g.add_node(OTHER)
     for node in g:
-        g.nodes[node].update(image=node.rsplit(":", 1)[0], tags=[node])
+        g.nodes[node].update(kind="image", image=node.rsplit(":", 1)[0], tags=[node])
     digest = {n: "sha256:" + str(i) * 64 for i, n in enumerate(g)}
     targets = [Workload(KUBECTL, ring, n.rsplit(":", 1)[0], "1", None, f"{ring}-{n[7:10]}",
                         f"deployments.workloads[{i}]")
