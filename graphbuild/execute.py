@@ -102,7 +102,7 @@ def execute(
     if config.deployments.hold_descendants and config.gates:
         # and those this run judged on a parent and failed before: a resume judges them again
         failed_here = {(g.node, g.gate, g.digest) for g in run.gates
-                       if g.status != GateStatus.PASSED}  # fmt: skip
+                       if g.status != GateStatus.PASSED and g.node not in judging}  # fmt: skip
         caught = _catch_up(config, graph, state, todo, digests, failed_here)
         for gid, (parent, digest, gate) in caught.items():
             if parent not in judging:  # a resume judges what its run built in its own way
@@ -301,6 +301,8 @@ def execute(
         state.finish_run(run_id, RunStatus.INTERRUPTED)
     else:
         failed = any(s in (NodeStatus.FAILED, NodeStatus.BLOCKED) for s in final.values())
+        # a gate run on a digest the run did not build, which failed: said by the run's end
+        failed = failed or any(statuses.get(gid) == NodeStatus.FAILED for gid in again)
         state.finish_run(run_id, RunStatus.FAILED if failed else RunStatus.SUCCEEDED)
     done = {(r.node, r.gate, r.digest) for r in judged.values()}
     return Executed(final, done, streamed)
@@ -376,18 +378,19 @@ def _catch_up(
     digests: dict[str, str],
     failed_here: set[tuple[str, str, str]],
 ) -> dict[str, tuple[str, str, GateSpec]]:
-    """The gates to run on each parent of an image to build whose digest a gate that
-    applies to it has never judged, because the run that built it was stopped first, or
-    failed in this run's earlier pass (`failed_here`: node, gate, digest): gate node ->
-    (parent, digest, gate)."""
+    """The gates to run on a digest this pass does not build: on each parent of an image to
+    build whose digest a gate that applies to it has never judged, because the run that
+    built it was stopped first; and each gate this run ran so and failed in an earlier pass
+    (`failed_here`: node, gate, digest), which a resume judges again whatever it builds.
+    Gate node -> (image, digest, gate)."""
     parents = {p for node in todo for p in graph.predecessors(node)} - todo
     wanted = {parent: digests[parent] for parent in parents if digests.get(parent)}
-    pairs = set(_unjudged(config, graph, state, wanted))
-    pairs |= {(node, gate) for node, gate, digest in failed_here if wanted.get(node) == digest
-              and gate in rollout.applying(config, graph, node)}  # fmt: skip
+    found = {(node, gate, wanted[node]) for node, gate in _unjudged(config, graph, state, wanted)}
+    found |= {(node, gate, digest) for node, gate, digest in failed_here
+              if node in graph and gate in rollout.applying(config, graph, node)}  # fmt: skip
     specs = {gate.name: gate for gate in config.gates}
-    return {f"{parent} gate:{name}": (parent, wanted[parent], specs[name])
-            for parent, name in sorted(pairs)}  # fmt: skip
+    return {f"{node} gate:{name}": (node, digest, specs[name])
+            for node, name, digest in sorted(found)}  # fmt: skip
 
 
 def _unjudged(

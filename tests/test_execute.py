@@ -350,16 +350,47 @@ def test_a_parent_a_stopped_run_built_but_never_judged_is_judged_before_its_chil
 
 
 def test_an_image_a_stopped_run_built_and_found_served_is_judged_as_it_is(fleet):
-    """`rebuild BASE --skip-served` after the stop: base is served, skipped, and its gates
-    run on that digest before child is built on it."""
+    """`rebuild BASE --skip-served` after the stop: base is served and skipped, and its
+    gates run on that digest; a failure fails the run (exit 1) even with nothing built on
+    base, and the run's resume judges base again. Then child is built on it."""
     stop_during_bases_gate(fleet)
     (fleet.marks.root / "wait-base").unlink()
-    done = fleet.gb("rebuild", fleet.base, "--skip-served", "--json")
+    fleet.say("fail-base")
+    done = fleet.gb("rebuild", fleet.base, "--skip-served", "--no-downstream", "--json")
     run = json.loads(done.stdout)
-    assert done.returncode == 0, done.stderr
-    assert outcomes(run) == {fleet.base: "skipped", fleet.child: "succeeded"}
-    assert {g["node"]: g["status"] for g in run["gates"]}[fleet.base] == "passed"
-    assert fleet.starts("base") == 2
+    assert (done.returncode, run["status"], outcomes(run)) == (
+        1, "failed", {fleet.base: "skipped"}), done.stderr  # fmt: skip
+    assert [(g["node"], g["status"]) for g in run["gates"]] == [(fleet.base, "failed")]
+    (fleet.marks.root / "fail-base").unlink()
+    resumed = json.loads(fleet.gb("resume", run["id"], "--json").stdout)
+    assert resumed["status"] == "succeeded"
+    assert [(g["node"], g["status"]) for g in resumed["gates"]] == [(fleet.base, "passed")]
+    built = fleet.run("rebuild", fleet.base, "--skip-served")
+    assert outcomes(built) == {fleet.base: "skipped", fleet.child: "succeeded"}
+    assert fleet.starts("base") == 3  # stopped, failed, passed: judged once since
+
+
+def test_with_build_during_gates_a_resume_judges_again_a_parent_it_failed(fleet):
+    """build_during_gates: the sweep after the stop builds child (its source changed)
+    while base's gate runs on the stopped run's digest; base fails, so child is built but
+    held back. Once the gate passes, the sweep's resume, which has nothing left to build,
+    judges base again and deploys child."""
+    fleet.config["deployments"] = {"build_during_gates": True}
+    fleet.write_config()
+    stop_during_bases_gate(fleet)
+    (fleet.marks.root / "wait-base").unlink()
+    fleet.say("fail-base")
+    fleet.apps.commit({"child/f": "child, changed"})
+    done = fleet.gb("sweep", "--json")
+    run = json.loads(done.stdout)
+    assert done.returncode == 1 and outcomes(run)[fleet.child] == "succeeded", done.stderr
+    assert {h["node"]: h["reason"] for h in run["held"] if h["workload"] is None} == {
+        fleet.child: f"built on {fleet.base}, which failed a gate"}  # fmt: skip
+    (fleet.marks.root / "fail-base").unlink()
+    resumed = fleet.gb("resume", run["id"], "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["held"] == []
+    assert fleet.starts("base") == 3
 
 
 def test_a_gate_since_removed_holds_nothing_back(fleet):
