@@ -103,7 +103,7 @@ def execute(
         # and those this run judged on a parent and failed before: a resume judges them again
         failed_here = {(g.node, g.gate, g.digest) for g in run.gates
                        if g.status != GateStatus.PASSED and g.node not in judging}  # fmt: skip
-        caught = _catch_up(config, graph, state, todo, digests, failed_here)
+        caught = _catch_up(config, graph, state, records, todo, digests, failed_here)
         for gid, (parent, digest, gate) in caught.items():
             if parent not in judging:  # a resume judges what its run built in its own way
                 gated[gid], again[gid] = (parent, gate), digest
@@ -374,17 +374,23 @@ def _catch_up(
     config: Config,
     graph: nx.DiGraph[str],
     state: State,
+    records: dict[str, RunNode],
     todo: set[str],
     digests: dict[str, str],
     failed_here: set[tuple[str, str, str]],
 ) -> dict[str, tuple[str, str, GateSpec]]:
-    """The gates to run on a digest this pass does not build: on each parent of an image to
-    build whose digest a gate that applies to it has never judged, because the run that
-    built it was stopped first; and each gate this run ran so and failed in an earlier pass
-    (`failed_here`: node, gate, digest), which a resume judges again whatever it builds.
+    """The gates to run on digests the run does not build: those a gate that applies now has
+    never judged because the run that built them was stopped first, among the parents of
+    what the run builds or has built, and the images it found already served; and each gate
+    this run ran so and failed in an earlier pass (`failed_here`: node, gate, digest). A
+    resume so judges, whatever is left to build, what a stop or a failure left unjudged.
     Gate node -> (image, digest, gate)."""
-    parents = {p for node in todo for p in graph.predecessors(node)} - todo
-    wanted = {parent: digests[parent] for parent in parents if digests.get(parent)}
+    built = {node for node, entry in records.items() if entry.status == NodeStatus.SUCCEEDED}
+    parents = {p for node in todo | built if node in graph for p in graph.predecessors(node)}
+    wanted = {parent: digests[parent] for parent in parents - set(records) if digests.get(parent)}
+    skipped = {node: entry.digest for node, entry in records.items()
+               if entry.status == NodeStatus.SKIPPED and entry.digest}  # fmt: skip
+    wanted.update({node: digest for node, digest in skipped.items() if node in graph})
     found = {(node, gate, wanted[node]) for node, gate in _unjudged(config, graph, state, wanted)}
     found |= {(node, gate, digest) for node, gate, digest in failed_here
               if node in graph and gate in rollout.applying(config, graph, node)}  # fmt: skip

@@ -393,6 +393,35 @@ def test_with_build_during_gates_a_resume_judges_again_a_parent_it_failed(fleet)
     assert fleet.starts("base") == 3
 
 
+def test_a_resume_runs_a_gate_a_stop_cancelled_on_a_digest_it_did_not_build(fleet):
+    """build_during_gates: the sweep after the stop builds child while base's gate runs on
+    the stopped run's digest, and is stopped in turn before that gate ends. Its resume has
+    nothing left to build, and must still judge base: child would otherwise deploy on a
+    digest no gate ever judged."""
+    stop_during_bases_gate(fleet)
+    fleet.config["deployments"] = {"build_during_gates": True}
+    fleet.write_config()
+    fleet.apps.commit({"child/f": "child, changed"})
+    sweep = fleet.start("sweep", "--json")
+    deadline = time.monotonic() + 180
+    while not (fleet.marks.folder / "gate-child").exists():  # child built, base still judged
+        assert time.monotonic() < deadline and sweep.poll() is None, "child's gate never started"
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGTERM)
+    out, _ = sweep.communicate(timeout=60)
+    stopped = json.loads(out)
+    assert stopped["status"] == "interrupted" and outcomes(stopped)[fleet.child] == "succeeded"
+    assert fleet.starts("base") == 2
+    (fleet.marks.root / "wait-base").unlink()
+    fleet.say("fail-base")
+    resumed = fleet.gb("resume", stopped["id"], "--json")
+    assert resumed.returncode == 1, resumed.stderr
+    assert fleet.starts("base") == 3
+    held = json.loads(resumed.stdout)["held"]
+    assert {h["node"]: h["reason"] for h in held if h["workload"] is None} == {
+        fleet.child: f"built on {fleet.base}, which failed a gate"}  # fmt: skip
+
+
 def test_a_gate_since_removed_holds_nothing_back(fleet):
     fleet.say("fail-base")
     assert outcomes(json.loads(fleet.gb("sweep", "--json").stdout))[fleet.child] == "blocked"
