@@ -5,9 +5,11 @@ be resumed; a stopped run is left interrupted with what is left to do pending.
 Each image's gates run as soon as it is built, in a lane of their own
 (`deployments.gate_concurrency`), and what is built on it waits for them unless
 `deployments.build_during_gates` (or `hold_descendants: false`) says not to: a
-failed gate blocks it. A ring marked `as_ready` (and each such ring right after
-it) is deployed from the same scheduler, once every image of the run that its
-workloads run is validated, rather than after the whole run.
+failed gate blocks it. A digest the run builds on but did not build, which a
+stopped run built and no gate judged, gets its gates in the same lane first. A
+ring marked `as_ready` (and each such ring right after it) is deployed from the
+same scheduler, once every image of the run that its workloads run is
+validated, rather than after the whole run.
 """
 
 from __future__ import annotations
