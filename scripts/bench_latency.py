@@ -92,7 +92,7 @@ sys.path.insert(0, str(ROOT))
 
 from graphbuild.events import SECRET_HEADER  # noqa: E402
 from tests.oci import LocalRegistry, free_port  # noqa: E402 - the test suite's registry
-from tests.site import DEPLOYMENT, Remote, base_and_apps, git, local_build  # noqa: E402
+from tests.site import DEPLOYMENT, base_and_apps, git, local_build, make_remote  # noqa: E402
 
 SECRET = "bench-latency-secret-0123456789"  # noqa: S105 - a loopback listener's, for this run
 APPS = ("web", "api", "worker")
@@ -124,19 +124,6 @@ def epoch(stamp: str) -> float:
     """An ISO 8601 timestamp (state.db, the registry's log) as seconds since the epoch."""
     stamp = re.sub(r"(\.\d{6})\d*", r"\1", stamp.replace("Z", "+00:00"))
     return datetime.fromisoformat(stamp).timestamp()
-
-
-def remote(root: Path, name: str, files: dict[str, str]) -> Remote:
-    """A bare git repository with one commit of `files` (as the tests' `remotes` fixture)."""
-    url, work = root / "remotes" / f"{name}.git", root / "work" / name
-    url.mkdir(parents=True)
-    work.mkdir(parents=True)
-    git(url, "init", "-q", "--bare", "-b", "main")
-    git(work, "init", "-q", "-b", "main")
-    git(work, "remote", "add", "origin", str(url))
-    made = Remote(url, work)
-    made.commit(files, "initial")
-    return made
 
 
 def intervals(
@@ -181,15 +168,15 @@ class Fleet:
         self.pushes = 0
         self.registry.image("upstream/base", "1", content="upstream 0")
         self.registry.image("other/base", "1", content="another base")
-        self.platform = remote(root, "platform", {
+        self.platform = make_remote(root, "platform", {
             "base/Dockerfile": f"FROM {h}/upstream/base:1\nCOPY f /platform-base\n",
             "base/f": "base",
         })  # fmt: skip
-        self.apps = remote(root, "apps", {
+        self.apps = make_remote(root, "apps", {
             **{f"{app}/Dockerfile": f"FROM {h}/platform/base:1\nCOPY f /{app}\n" for app in APPS},
             **{f"{app}/f": app for app in APPS},
         })  # fmt: skip
-        self.deploy = remote(root, "deploy", {
+        self.deploy = make_remote(root, "deploy", {
             **{f"envs/{ring}/{app}.yaml": DEPLOYMENT.format(name=app, image=f"{h}/apps/{app}:1")
                for ring in ("dev", "prod") for app in APPS},
         })  # fmt: skip
@@ -215,8 +202,8 @@ class Fleet:
         h = self.host
         for n in range(count):
             name = f"u{n:03d}"
-            made = remote(self.root, name, {"Dockerfile": f"FROM {h}/other/base:1\nCOPY f /f\n",
-                                            "f": name})  # fmt: skip
+            files = {"Dockerfile": f"FROM {h}/other/base:1\nCOPY f /f\n", "f": name}
+            made = make_remote(self.root, name, files)
             image = {"image": f"{h}/unrelated/{name}", "dockerfile": "Dockerfile", "tags": ["1"]}
             self.unrelated.append({"name": name, "url": str(made.url), "images": [image]})
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .site import Remote, git, require
+from .site import Remote, make_remote, require
 
 
 @pytest.fixture
@@ -17,16 +17,7 @@ def remotes(tmp_path: Path):
     require("git")
 
     def make(name: str, files: dict[str, str]) -> Remote:
-        url = tmp_path / "remotes" / f"{name}.git"
-        work = tmp_path / "work" / name
-        url.mkdir(parents=True)
-        work.mkdir(parents=True)
-        git(url, "init", "-q", "--bare", "-b", "main")
-        git(work, "init", "-q", "-b", "main")
-        git(work, "remote", "add", "origin", str(url))
-        remote = Remote(url, work)
-        remote.commit(files, "initial")
-        return remote
+        return make_remote(tmp_path, name, files)
 
     return make
 

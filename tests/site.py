@@ -72,6 +72,20 @@ class Remote:
         return git(self.work, "rev-parse", "HEAD")
 
 
+def make_remote(root: Path, name: str, files: dict[str, str]) -> Remote:
+    """A bare repository `root/remotes/NAME.git` with one commit of `files`, pushed from the
+    work tree `root/work/NAME` (the `remotes` fixture's, and the benchmarks')."""
+    url, work = root / "remotes" / f"{name}.git", root / "work" / name
+    url.mkdir(parents=True)
+    work.mkdir(parents=True)
+    git(url, "init", "-q", "--bare", "-b", "main")
+    git(work, "init", "-q", "-b", "main")
+    git(work, "remote", "add", "origin", str(url))
+    made = Remote(url, work)
+    made.commit(dict(files), "initial")
+    return made
+
+
 def graphbuild(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m graphbuild ARGS` in `cwd`, as a user runs it: no config from the environment
     unless `env` is given."""
